@@ -1,0 +1,397 @@
+"""The MSL abstract syntax tree: frozen dataclasses named after grammar rules.
+
+Both front ends (MSL text and the seeds' YAML) build these. Every node has a `span`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Union
+
+from .span import Span
+
+__all__ = [
+    "Node", "Ident", "Expr", "Num", "Quantity", "Str", "Unknown", "Bool", "Name", "Call", "Arg",
+    "BinOp", "Index", "Neg", "Compare", "BoolOp", "Not", "TupleExpr", "ListExpr", "Apply", "Layer",
+    "NamedType", "EnumType", "TypeExpr", "MultipleOf", "InRange", "DimConstraint", "Param",
+    "Input", "Assign", "Let", "Return", "If", "Require", "Stmt", "Block",
+    "EncoderSlot", "HeadSlot", "Tie", "Prefer", "Family", "Field", "MetaGroup", "MetaEntry",
+    "Preset", "Device", "Task", "Constraint", "Architecture", "Model", "Import", "Module", "dump",
+]
+
+
+@dataclass(frozen=True)
+class Node:
+    span: Span = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Ident(Node):
+    name: str
+
+
+# ---------------------------------------------------------------- expressions
+@dataclass(frozen=True)
+class Num(Node):
+    value: int | float
+
+
+@dataclass(frozen=True)
+class Quantity(Node):
+    """A number with a unit suffix: 86M, 20ms, 12GB, 256k, 16kHz."""
+
+    value: float
+    unit: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Str(Node):
+    value: str
+
+
+@dataclass(frozen=True)
+class Unknown(Node):
+    """`?`: a dimension the compiler solves for."""
+
+
+@dataclass(frozen=True)
+class Bool(Node):
+    value: bool
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    parts: tuple[str, ...]
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class Arg(Node):
+    name: Ident | None
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    func: Name
+    args: tuple[Arg, ...]
+
+
+@dataclass(frozen=True)
+class BinOp(Node):
+    op: str
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Index(Node):
+    value: Expr
+    index: Expr
+
+
+@dataclass(frozen=True)
+class Neg(Node):
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class Compare(Node):
+    op: str
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class BoolOp(Node):
+    op: str  # "and" | "or"
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Not(Node):
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class TupleExpr(Node):
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class ListExpr(Node):
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Layer(Node):
+    """`label: repeat(n) callee(args)`: a layer applied with `>>`, or a slot's layer."""
+
+    label: Ident | None
+    repeat: Expr | None
+    callee: Name
+    args: tuple[Arg, ...] | None
+
+
+@dataclass(frozen=True)
+class Apply(Node):
+    """`input >> layer`."""
+
+    input: Expr
+    layer: Layer
+
+
+Expr = Union[Num, Quantity, Str, Unknown, Bool, Name, Call, BinOp, Index, Neg, Compare, BoolOp, Not, TupleExpr, ListExpr, Apply]
+
+
+# ---------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class NamedType(Node):
+    name: str
+
+
+@dataclass(frozen=True)
+class EnumType(Node):
+    values: tuple[str, ...]
+
+
+TypeExpr = Union[NamedType, EnumType]
+
+
+@dataclass(frozen=True)
+class MultipleOf(Node):
+    value: Expr
+
+
+@dataclass(frozen=True)
+class InRange(Node):
+    lo: Expr
+    hi: Expr
+
+
+DimConstraint = Union[MultipleOf, InRange]
+
+
+@dataclass(frozen=True)
+class Param(Node):
+    name: Ident
+    type: TypeExpr | None
+    default: Expr | None
+    constraints: tuple[DimConstraint, ...] = ()
+
+
+# ---------------------------------------------------------------- block bodies
+@dataclass(frozen=True)
+class Input(Node):
+    names: tuple[Ident, ...]
+
+
+@dataclass(frozen=True)
+class Assign(Node):
+    targets: tuple[Ident, ...]
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Let(Node):
+    name: Ident
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Return(Node):
+    values: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class If(Node):
+    cond: Expr
+    then: tuple[Stmt, ...]
+    orelse: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class Require(Node):
+    cond: Expr
+    message: str | None
+
+
+Stmt = Union[Input, Assign, Let, Return, If, Require]
+
+
+@dataclass(frozen=True)
+class Block(Node):
+    name: Ident
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+
+
+# ---------------------------------------------------------------- families, presets, devices
+@dataclass(frozen=True)
+class EncoderSlot(Node):
+    modality: Ident
+    layer: Layer
+
+
+@dataclass(frozen=True)
+class HeadSlot(Node):
+    task: Ident
+    layer: Layer
+
+
+@dataclass(frozen=True)
+class Tie(Node):
+    target: Name
+    source: Name
+    cond: Expr | None
+
+
+@dataclass(frozen=True)
+class Prefer(Node):
+    lhs: Expr
+    rhs: Expr
+
+
+@dataclass(frozen=True)
+class Family(Node):
+    name: Ident
+    params: tuple[Param, ...]
+    encoders: tuple[EncoderSlot, ...]
+    backbone: Layer | None
+    heads: tuple[HeadSlot, ...]
+    ties: tuple[Tie, ...]
+    prefers: tuple[Prefer, ...]
+    requires: tuple[Require, ...]
+
+
+@dataclass(frozen=True)
+class Field(Node):
+    name: Ident
+    value: Expr
+    constraints: tuple[DimConstraint, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetaGroup(Node):
+    name: Ident
+    entries: tuple[MetaEntry, ...]
+
+
+MetaEntry = Union[Field, MetaGroup]
+
+
+@dataclass(frozen=True)
+class Preset(Node):
+    name: Ident
+    family: Name
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True)
+class Device(Node):
+    name: Ident
+    fields: tuple[Field, ...]
+
+
+# ---------------------------------------------------------------- models
+@dataclass(frozen=True)
+class Task(Node):
+    name: Ident
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True)
+class Constraint(Node):
+    name: Ident
+    op: str
+    value: Expr
+    device: Ident | None
+
+
+@dataclass(frozen=True)
+class Architecture(Node):
+    family: Name
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True)
+class Model(Node):
+    name: Ident
+    inputs: tuple[Ident, ...]
+    outputs: tuple[Ident, ...]
+    task: Task | None
+    objectives: tuple[Ident, ...]
+    constraints: tuple[Constraint, ...]
+    architecture: Architecture | None
+    metadata: tuple[MetaEntry, ...]
+    modality_span: Span | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Import(Node):
+    path: Name
+    alias: Ident | None
+
+
+@dataclass(frozen=True)
+class Module(Node):
+    """One source file."""
+
+    path: str
+    version: str | None
+    imports: tuple[Import, ...]
+    blocks: tuple[Block, ...]
+    families: tuple[Family, ...]
+    presets: tuple[Preset, ...]
+    devices: tuple[Device, ...]
+    models: tuple[Model, ...]
+
+
+# ---------------------------------------------------------------- canonical dump
+def _dump(x: object, indent: int, out: list[str], prefix: str) -> None:
+    pad = "  " * indent
+    if is_dataclass(x) and not isinstance(x, type):
+        span = getattr(x, "span", None)
+        loc = f" @{span.line}:{span.col}" if span is not None and span.file is not None else ""
+        simple = [f for f in fields(x) if f.name != "span" and f.repr]
+        scalars = [(f.name, getattr(x, f.name)) for f in simple if not _is_compound(getattr(x, f.name))]
+        compounds = [(f.name, getattr(x, f.name)) for f in simple if _is_compound(getattr(x, f.name))]
+        head = " ".join(f"{k}={_scalar(v)}" for k, v in scalars)
+        out.append(f"{pad}{prefix}{type(x).__name__}{loc}" + (f" {head}" if head else ""))
+        for k, v in compounds:
+            if isinstance(v, tuple):
+                if not v:
+                    continue
+                out.append(f"{pad}  {k}:")
+                for item in v:
+                    _dump(item, indent + 2, out, "- ")
+            else:
+                _dump(v, indent + 1, out, f"{k}: ")
+    else:
+        out.append(f"{pad}{prefix}{_scalar(x)}")
+
+
+def _is_compound(v: object) -> bool:
+    if isinstance(v, tuple):
+        return any(is_dataclass(i) for i in v) or not v
+    return is_dataclass(v)
+
+
+def _scalar(v: object) -> str:
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_scalar(i) for i in v) + ")"
+    return repr(v)
+
+
+def dump(node: object) -> str:
+    """Canonical, deterministic text of an AST (the `--emit=ast` output)."""
+    out: list[str] = []
+    _dump(node, 0, out, "")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,90 @@
+"""What the spec language knows by name: modalities, tasks, objectives, constraint kinds.
+
+This is data, kept in one place so the checker, the YAML front end, the docs and the editor
+support all read the same lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "INPUT_MODALITIES", "OUTPUT_MODALITIES", "TASKS", "OBJECTIVES", "CONSTRAINTS", "ConstraintKind",
+    "TASK_FIELDS", "LATENCY_CLASSES", "FAMILY_GROUPS",
+]
+
+INPUT_MODALITIES = (
+    "text", "image", "audio", "video", "3d", "multimodal", "time_series", "graph", "tabular", "point_cloud",
+)
+OUTPUT_MODALITIES = INPUT_MODALITIES + (
+    "label", "bounding_boxes", "segmentation_mask", "embedding", "action", "regression",
+)
+
+TASKS = (
+    "generation", "classification", "regression", "embedding", "ranking", "object_detection",
+    "instance_segmentation", "semantic_segmentation", "panoptic_segmentation", "sequence_labeling",
+    "time_series_forecast", "anomaly_detection", "speech_recognition", "policy_gradient", "value_based",
+    "actor_critic", "model_based", "node_classification", "link_prediction", "graph_classification",
+    "recommendation", "multimodal_classification", "multimodal_generation", "multimodal_retrieval",
+    "question_answering", "retrieval_generation", "document_qa",
+)
+
+OBJECTIVES = (
+    "autoregressive", "masked_lm", "classification", "regression", "contrastive", "diffusion",
+    "reconstruction", "seq2seq", "reinforcement", "detection", "segmentation", "forecasting", "ranking",
+)
+
+# Latency classes, as the seeds name them, with the bound each stands for (seconds per forward pass).
+LATENCY_CLASSES = {"real_time": 0.033, "near_real_time": 0.2, "interactive": 1.0, "offline": float("inf")}
+
+
+@dataclass(frozen=True)
+class ConstraintKind:
+    name: str
+    dimension: str  # count | bytes | time | rate | pixels | frequency | int | device
+    ops: tuple[str, ...]
+    binds: str | None  # family parameter this constraint sets, if any
+    doc: str
+    needs_device: bool = False
+
+
+_ALL = ("<=", "<", ">=", ">", "=")
+CONSTRAINTS: dict[str, ConstraintKind] = {
+    c.name: c
+    for c in (
+        ConstraintKind("params", "count", _ALL, None, "parameter budget (exact count after compiling)"),
+        ConstraintKind("memory", "bytes", ("<=", "<"), None, "memory to run inference (weights + activations), estimated"),
+        ConstraintKind("training_memory", "bytes", ("<=", "<"), None,
+                       "memory to train with AdamW (weights, grads, optimizer state, activations), estimated"),
+        ConstraintKind("latency", "time", ("<=", "<", "="), None, "forward latency at batch 1, estimated",
+                       needs_device=True),
+        ConstraintKind("throughput", "rate", (">=", ">"), None, "forward passes per second at batch 1, estimated",
+                       needs_device=True),
+        ConstraintKind("flops", "count", ("<=", "<"), None, "forward FLOPs at the nominal input"),
+        ConstraintKind("context", "count", ("=", "<=", ">="), "context", "sequence length in tokens"),
+        ConstraintKind("image_size", "pixels", ("=",), "image_size", "input image side in pixels"),
+        ConstraintKind("patch_size", "pixels", ("=",), "patch_size", "patch side in pixels"),
+        ConstraintKind("channels", "int", ("=",), "channels", "input image channels"),
+        ConstraintKind("sample_rate", "frequency", ("=",), "sample_rate", "audio sample rate"),
+        ConstraintKind("frames", "int", ("=",), "frames", "video frames per clip"),
+        ConstraintKind("batch_size", "int", ("=",), None, "batch size used for estimates"),
+        ConstraintKind("device", "device", ("=",), None, "device class the latency constraints refer to"),
+    )
+}
+
+TASK_FIELDS = {
+    "num_classes": "int", "num_labels": "int", "horizon": "int", "lookback": "int", "action_space": "enum",
+    "num_actions": "int", "domain": "str", "algorithm": "str", "num_queries": "int", "vocab": "int",
+    "num_items": "int", "num_users": "int", "embedding_dim": "int", "output_dim": "int",
+}
+
+# A seeds-style family name (`transformer`, `cnn`) picks a stdlib family by the input modality.
+# (group, input modality) -> (stdlib module, family qualname). `None` modality = any.
+FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
+    "transformer": (("image", "vision.vit"), ("text", "transformer.decoder"), (None, "transformer.decoder")),
+    "vit": (("image", "vision.vit"),),
+    "cnn": (("image", "vision.resnet"),),
+    "resnet": (("image", "vision.resnet"),),
+    "gpt": (("text", "transformer.decoder"),),
+    "decoder": (("text", "transformer.decoder"),),
+}

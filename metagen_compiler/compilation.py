@@ -1,0 +1,47 @@
+"""The state one compilation carries from pass to pass, and the pass contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from . import ast as A
+from .diagnostics import DiagnosticBag
+from .ir import SpecIR
+from .program import Program
+from .span import SourceFile
+
+__all__ = ["Options", "Compilation", "Pass"]
+
+
+@dataclass(frozen=True)
+class Options:
+    search_paths: tuple[Path, ...] = ()
+    seed: int = 0
+    model: str | None = None
+
+
+@dataclass
+class Compilation:
+    source: SourceFile
+    options: Options
+    bag: DiagnosticBag = field(default_factory=DiagnosticBag)
+    module: A.Module | None = None
+    program: Program | None = None
+    model: A.Model | None = None
+    spec: SpecIR | None = None
+    graph: Any = None  # metagen_compiler.graph.GraphIR
+    report: dict[str, Any] | None = None
+
+
+class Pass(Protocol):
+    """A stage of the pipeline: a small named object. `run` reads and extends the compilation and
+    reports problems to `comp.bag`; `dump` prints the stage's product canonically."""
+
+    name: ClassVar[str]
+    doc: ClassVar[str]
+
+    def run(self, comp: Compilation) -> None: ...
+
+    def dump(self, comp: Compilation) -> str: ...

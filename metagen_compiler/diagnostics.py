@@ -1,0 +1,162 @@
+"""Diagnostics are data: a code from the registry, a message, a primary span, notes.
+
+One renderer prints them as `file:line:col: error[code]: message`, the source line and a caret;
+another as JSON. A DiagnosticBag collects them so one run reports many.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .errorcodes import CODES
+from .span import Span
+
+__all__ = [
+    "Severity",
+    "Note",
+    "Diagnostic",
+    "DiagnosticBag",
+    "CompileError",
+    "did_you_mean",
+    "render_text",
+    "render_json",
+]
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+@dataclass(frozen=True)
+class Note:
+    message: str
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    severity: Severity
+    code: str
+    message: str
+    span: Span | None
+    notes: tuple[Note, ...] = ()
+    hint: str | None = None
+
+    def __post_init__(self) -> None:
+        assert self.code in CODES, f"unregistered diagnostic code {self.code}"
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        s = self.span
+        return (s.path if s else "", s.start if s else 0, 0 if self.severity == Severity.ERROR else 1, self.code, self.message)
+
+
+class CompileError(Exception):
+    """Raised to stop a pass early; the diagnostics it carries are already in the bag."""
+
+
+@dataclass
+class DiagnosticBag:
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, code: str, message: str, span: Span | None, *, notes: Iterable[Note] = (), hint: str | None = None) -> Diagnostic:
+        d = Diagnostic(Severity.ERROR, code, message, span, tuple(notes), hint)
+        self.add(d)
+        return d
+
+    def warning(self, code: str, message: str, span: Span | None, *, notes: Iterable[Note] = (), hint: str | None = None) -> Diagnostic:
+        d = Diagnostic(Severity.WARNING, code, message, span, tuple(notes), hint)
+        self.add(d)
+        return d
+
+    def add(self, d: Diagnostic) -> None:
+        if d not in self.items:  # the same fact found twice is reported once
+            self.items.append(d)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == Severity.ERROR for d in self.items)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity == Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity == Severity.WARNING]
+
+    def sorted(self) -> list[Diagnostic]:
+        return sorted(self.items, key=Diagnostic.sort_key)
+
+    def check(self) -> None:
+        """Stop the pipeline if errors were reported."""
+        if self.has_errors:
+            raise CompileError()
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A hint naming the closest candidate, or None."""
+    cands = sorted(set(candidates))
+    match = difflib.get_close_matches(name, cands, n=1, cutoff=0.6)
+    if not match:
+        lowered = {c.lower(): c for c in cands}
+        if name.lower() in lowered:
+            match = [lowered[name.lower()]]
+    return f"did you mean `{match[0]}`?" if match else None
+
+
+def _snippet(span: Span) -> list[str]:
+    if span.file is None or span.line <= 0:
+        return []
+    text = span.file.line_text(span.line).replace("\t", " ")
+    width = len(str(span.line))
+    if span.end_line == span.line:
+        n = max(1, span.end_col - span.col)
+    else:
+        n = max(1, len(text) - span.col + 1)
+    gutter = " " * width
+    return [f"{gutter} |", f"{span.line} | {text}", f"{gutter} | {' ' * (span.col - 1)}{'^' * n}"]
+
+
+def render_text(diags: Iterable[Diagnostic]) -> str:
+    out: list[str] = []
+    for d in diags:
+        where = f"{d.span}: " if d.span and d.span.file else ""
+        out.append(f"{where}{d.severity.value}[{d.code}]: {d.message}")
+        if d.span:
+            out.extend(_snippet(d.span))
+        for n in d.notes:
+            nwhere = f"{n.span}: " if n.span and n.span.file else ""
+            out.append(f"  = note: {nwhere}{n.message}")
+            if n.span:
+                out.extend("    " + line for line in _snippet(n.span))
+        if d.hint:
+            out.append(f"  = help: {d.hint}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _span_json(s: Span | None) -> dict[str, object] | None:
+    if s is None or s.file is None:
+        return None
+    return {"file": s.path, "line": s.line, "col": s.col, "end_line": s.end_line, "end_col": s.end_col}
+
+
+def render_json(diags: Iterable[Diagnostic]) -> str:
+    data = [
+        {
+            "severity": d.severity.value,
+            "code": d.code,
+            "title": CODES[d.code].title,
+            "message": d.message,
+            "span": _span_json(d.span),
+            "notes": [{"message": n.message, "span": _span_json(n.span)} for n in d.notes],
+            "hint": d.hint,
+        }
+        for d in diags
+    ]
+    return json.dumps(data, indent=2) + "\n"

@@ -1,0 +1,53 @@
+"""The driver: runs the pipeline's passes in order, stopping at errors or at a requested stage."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+
+from .compilation import Compilation, Options
+from .diagnostics import CompileError
+from .passes import PASSES, PIPELINE
+from .span import SourceFile
+
+__all__ = ["compile_source", "STAGES"]
+
+STAGES = tuple(p.name for p in PIPELINE)
+# --emit names that are friendlier than pass names
+EMIT_ALIASES = {"ast": "parse", "ir": "check", "graph": "lower"}
+
+
+def compile_source(source: SourceFile, options: Options | None = None, *, stop_after: str | None = None,
+                   print_after: tuple[str, ...] = (), on_dump: Callable[[str, str], None] | None = None,
+                   verify: bool = False) -> Compilation:
+    """Run the pipeline on one source file. Diagnostics are in `comp.bag`; never raises for bad input."""
+    comp = Compilation(source, options or Options())
+    stop = EMIT_ALIASES.get(stop_after or "", stop_after)
+    for p in PIPELINE:
+        try:
+            p.run(comp)
+            if verify and comp.graph is not None:
+                from .graph import verify_graph
+
+                problems = verify_graph(comp.graph)
+                assert not problems, f"IR verifier after {p.name}: {problems}"
+        except CompileError:
+            break
+        except RecursionError:
+            comp.bag.error("I001", "the compiler ran out of recursion depth (a block may call itself)",
+                           None, hint="check for blocks that use themselves")
+            break
+        except Exception as e:  # an internal error is a bug: report it as one, with the trace
+            if verify:
+                raise
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-4))
+            comp.bag.error("I001", f"internal compiler error in pass `{p.name}`: {type(e).__name__}: {e}", None,
+                           hint="this is a bug in metagenc; please report it with the input file.\n" + tb)
+            break
+        if comp.bag.has_errors:
+            break
+        if on_dump is not None and p.name in print_after:
+            on_dump(p.name, PASSES[p.name].dump(comp))
+        if stop is not None and p.name == stop:
+            break
+    return comp

@@ -1,0 +1,511 @@
+"""Elaboration: running block bodies with concrete arguments.
+
+One engine serves two masters. With a GraphBuilder it lowers blocks into the graph IR (one node
+per primitive application, edges for data flow, a module tree for the backends). Without one it
+only counts parameters, memoised per (block, arguments), which is what the dimension solver
+calls thousands of times.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import ast as A
+from .primitives import PRIMITIVES, OPERATOR_PRIMITIVES, Primitive
+from .program import Definition, Program
+from .span import Span
+from .values import EvalError, LayerRef, Sym, UnknownValue, Value, as_int, describe, evaluate, format_value
+from .diagnostics import did_you_mean
+
+__all__ = ["Tensor", "ModuleInfo", "GraphBuilder", "Elaborator", "bind_args", "layer_labels", "ParamSpec", "param_specs"]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    node: str | None
+    port: int = 0
+
+
+@dataclass
+class ModuleInfo:
+    """A node of the module tree: a block instance, a primitive with weights, or a repeat list."""
+
+    path: str
+    kind: str  # block | primitive | list
+    target: str  # block qualname / primitive name / "list"
+    args: dict[str, Value]
+    span: Span
+    children: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: str  # int | float | bool | str | layer | list | enum | any | int_or_tuple
+    default: Any  # A.Expr (blocks) or a Python value (primitives) or ... when required
+    enum: tuple[str, ...] = ()
+    span: Span | None = None
+
+
+def _type_of(p: A.Param) -> tuple[str, tuple[str, ...]]:
+    if isinstance(p.type, A.EnumType):
+        return "enum", p.type.values
+    if isinstance(p.type, A.NamedType):
+        return p.type.name, ()
+    return "any", ()
+
+
+def param_specs(callee: Primitive | A.Block | A.Family) -> list[ParamSpec]:
+    if isinstance(callee, Primitive):
+        return [ParamSpec(p.name, p.type, p.default) for p in callee.params]
+    out = []
+    for p in callee.params:
+        t, enum = _type_of(p)
+        out.append(ParamSpec(p.name.name, t, p.default if p.default is not None else ..., enum, p.name.span))
+    return out
+
+
+KNOWN_TYPES = ("int", "float", "bool", "str", "layer", "list", "any")
+
+
+class GraphBuilder:
+    """Collects nodes, edges and the module tree while blocks are elaborated."""
+
+    def __init__(self) -> None:
+        import networkx as nx
+
+        self.g = nx.DiGraph()
+        self.modules: dict[str, ModuleInfo] = {}
+        self._counter: dict[str, int] = {}
+
+    def fresh(self, base: str) -> str:
+        n = self._counter.get(base, 0)
+        self._counter[base] = n + 1
+        return base if n == 0 else f"{base}_{n}"
+
+    def add_op(self, node_id: str, op: str, args: Mapping[str, Value], inputs: Sequence[Tensor], span: Span,
+               scope: str, n_outputs: int, module: str | None) -> list[Tensor]:
+        assert node_id not in self.g, node_id
+        self.g.add_node(node_id, op=op, args=dict(args), span=span, scope=scope, module=module, n_outputs=n_outputs)
+        for port, t in enumerate(inputs):
+            assert t.node is not None
+            if self.g.has_edge(t.node, node_id):
+                self.g.edges[t.node, node_id]["ports"].append((t.port, port))
+            else:
+                self.g.add_edge(t.node, node_id, ports=[(t.port, port)])
+        return [Tensor(node_id, i) for i in range(n_outputs)]
+
+
+def layer_labels(block: A.Block) -> dict[int, str | None]:
+    """The attribute name of every layer application in a block, deterministic and unique.
+
+    Explicit labels are kept; a block or a primitive with weights gets its callee's name,
+    suffixed _2, _3 ... when taken. Weightless primitives stay functional (None)."""
+    layers: list[A.Layer] = []
+
+    def walk_expr(e: object) -> None:
+        if isinstance(e, A.Apply):
+            walk_expr(e.input)
+            layers.append(e.layer)
+        elif isinstance(e, (A.BinOp, A.Compare, A.BoolOp)):
+            walk_expr(e.left)
+            walk_expr(e.right)
+        elif isinstance(e, (A.Neg, A.Not)):
+            walk_expr(e.operand)
+        elif isinstance(e, (A.TupleExpr, A.ListExpr)):
+            for i in e.items:
+                walk_expr(i)
+
+    def walk(stmts: Sequence[A.Stmt]) -> None:
+        for s in stmts:
+            if isinstance(s, A.Assign):
+                walk_expr(s.value)
+            elif isinstance(s, A.Return):
+                for v in s.values:
+                    walk_expr(v)
+            elif isinstance(s, A.If):
+                walk(s.then)
+                walk(s.orelse)
+
+    walk(block.body)
+    taken = {ly.label.name for ly in layers if ly.label is not None}
+    out: dict[int, str | None] = {}
+    for ly in layers:
+        if ly.label is not None:
+            out[id(ly)] = ly.label.name
+            continue
+        name = ly.callee.parts[-1]
+        prim = PRIMITIVES.get(name) if len(ly.callee.parts) == 1 else None
+        if prim is not None and not prim.has_weights and ly.repeat is None:
+            out[id(ly)] = None
+            continue
+        cand, k = name, 2
+        while cand in taken:
+            cand, k = f"{name}_{k}", k + 1
+        taken.add(cand)
+        out[id(ly)] = cand
+    return out
+
+
+def coerce(value: Value, spec: ParamSpec, span: Span | None, owner: str) -> Value:
+    """Check and convert an argument to the parameter's declared type."""
+    t = spec.type
+    if isinstance(value, UnknownValue):
+        raise EvalError("E402", f"`{spec.name}` of `{owner}` is still unknown here", span)
+    if t == "int":
+        v = as_int(value, span, f"`{spec.name}`")
+        return v
+    if t == "int_or_tuple":
+        if isinstance(value, tuple):
+            return tuple(as_int(x, span, f"`{spec.name}`") for x in value)
+        return as_int(value, span, f"`{spec.name}`")
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "denominator"):
+            raise EvalError("E201", f"`{spec.name}` of `{owner}` takes a number, not {describe(value)}", span)
+        return float(value)  # type: ignore[arg-type]
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise EvalError("E201", f"`{spec.name}` of `{owner}` takes true or false, not {describe(value)}", span)
+        return value
+    if t == "str":
+        if isinstance(value, Sym):
+            return value.name
+        if isinstance(value, LayerRef) and not value.kwargs:
+            return value.target.rsplit(".", 1)[-1]
+        if not isinstance(value, str):
+            raise EvalError("E201", f"`{spec.name}` of `{owner}` takes a string, not {describe(value)}", span)
+        return value
+    if t == "enum":
+        name = value.name if isinstance(value, Sym) else (
+            value.target.rsplit(".", 1)[-1] if isinstance(value, LayerRef) and not value.kwargs else None)
+        if name is None or name not in spec.enum:
+            shown = name if name is not None else format_value(value)
+            raise EvalError("E203", f"`{shown}` is not a choice for `{spec.name}` of `{owner}`", span,
+                            (did_you_mean(shown, spec.enum) or "") + f" choices: {', '.join(spec.enum)}")
+        return Sym(name)
+    if t == "layer":
+        if not isinstance(value, LayerRef):
+            raise EvalError("E201", f"`{spec.name}` of `{owner}` takes a layer, not {describe(value)}", span)
+        return value
+    if t == "list":
+        if not isinstance(value, tuple):
+            raise EvalError("E201", f"`{spec.name}` of `{owner}` takes a list, not {describe(value)}", span)
+        return value
+    return value
+
+
+def bind_args(specs: Sequence[ParamSpec], positional: Sequence[tuple[Value, Span]], named: Sequence[tuple[str, Value, Span]],
+              owner: str, call_span: Span, default_env: Mapping[str, Value], resolve: Any) -> dict[str, Value]:
+    """Bind call arguments to parameters: positional first, then named, then defaults in order."""
+    if len(positional) > len(specs):
+        raise EvalError("E204", f"`{owner}` takes {len(specs)} arguments, {len(positional)} given", positional[len(specs)][1])
+    bound: dict[str, Value] = {}
+    spans: dict[str, Span] = {}
+    for spec, (v, sp) in zip(specs, positional):
+        bound[spec.name] = v
+        spans[spec.name] = sp
+    names = [s.name for s in specs]
+    for n, v, sp in named:
+        if n not in names:
+            raise EvalError("E204", f"`{owner}` has no parameter `{n}`", sp,
+                            did_you_mean(n, names) or f"parameters: {', '.join(names) or 'none'}")
+        if n in bound:
+            raise EvalError("E204", f"`{n}` is given twice in the call to `{owner}`", sp)
+        bound[n] = v
+        spans[n] = sp
+    out: dict[str, Value] = {}
+    env: dict[str, Value] = dict(default_env)
+    for spec in specs:
+        if spec.name in bound:
+            val = coerce(bound[spec.name], spec, spans[spec.name], owner)
+        elif spec.default is ...:
+            raise EvalError("E204", f"`{owner}` needs `{spec.name}`", call_span,
+                            f"pass it as `{spec.name} = ...`")
+        elif isinstance(spec.default, A.Unknown):
+            raise EvalError("E402", f"`{spec.name}` of `{owner}` is left open (`?`) and nothing solved it", call_span)
+        elif isinstance(spec.default, A.Node):
+            val = coerce(evaluate(spec.default, {**env, **out}, resolve), spec, spec.default.span, owner)
+        else:
+            val = spec.default
+            if spec.name == "kv_heads" and val == 0 and "heads" in out:
+                val = out["heads"]
+        out[spec.name] = val
+    return out
+
+
+class Elaborator:
+    """Runs blocks. With `builder` it lowers into the graph; without, it counts parameters."""
+
+    def __init__(self, prog: Program, builder: GraphBuilder | None = None) -> None:
+        self.prog = prog
+        self.builder = builder
+        self._count_memo: dict[tuple[str, tuple[tuple[str, Any], ...]], int] = {}
+        self._labels: dict[int, dict[int, str | None]] = {}
+
+    # ------------------------------------------------------------ name resolution
+    def resolver(self, module: str, env: Mapping[str, Value]) -> Any:
+        def resolve(name: A.Name) -> Value:
+            ref = self.layer_ref(module, name, env)
+            if ref is not None:
+                return ref
+            if len(name.parts) == 1:
+                return Sym(name.parts[0])
+            raise EvalError("E103", f"undefined name `{name.dotted}`", name.span,
+                            did_you_mean(name.dotted, list(env) + self.prog.visible(module)))
+
+        return resolve
+
+    def layer_ref(self, module: str, name: A.Name, env: Mapping[str, Value]) -> LayerRef | None:
+        if len(name.parts) == 1 and name.parts[0] in env:
+            v = env[name.parts[0]]
+            if isinstance(v, LayerRef):
+                return v
+        d = self.prog.lookup(module, name)
+        if d is not None and d.kind == "block":
+            return LayerRef("block", d.qualname, (), name.span)
+        if len(name.parts) == 1 and name.parts[0] in PRIMITIVES:
+            return LayerRef("primitive", name.parts[0], (), name.span)
+        return None
+
+    def labels(self, block: A.Block) -> dict[int, str | None]:
+        key = id(block)
+        if key not in self._labels:
+            self._labels[key] = layer_labels(block)
+        return self._labels[key]
+
+    # ------------------------------------------------------------ calls
+    def callee_specs(self, ref: LayerRef) -> tuple[list[ParamSpec], str]:
+        if ref.kind == "primitive":
+            return param_specs(PRIMITIVES[ref.target]), ref.target
+        d = self.prog.defs[ref.target]
+        assert isinstance(d.node, A.Block)
+        return param_specs(d.node), d.qualname
+
+    def bind(self, ref: LayerRef, args: Sequence[A.Arg] | None, env: Mapping[str, Value], module: str,
+             span: Span) -> dict[str, Value]:
+        specs, owner = self.callee_specs(ref)
+        resolve = self.resolver(module, env)
+        positional: list[tuple[Value, Span]] = []
+        named: list[tuple[str, Value, Span]] = []
+        for a in args or ():
+            v = evaluate(a.value, env, resolve)
+            if a.name is None:
+                if named:
+                    raise EvalError("E204", "a positional argument follows a named one", a.span)
+                positional.append((v, a.span))
+            else:
+                named.append((a.name.name, v, a.span))
+        given = {n for n, _, _ in named} | {s.name for s, _ in zip(specs, positional)}
+        for k, v in ref.kwargs:
+            if k in given:
+                raise EvalError("E204", f"`{k}` is bound by the layer value `{ref}` and given again here", span)
+            named.append((k, v, ref.span or span))
+        if ref.kind == "primitive":
+            return bind_args(specs, positional, named, owner, span, {}, resolve)
+        d = self.prog.defs[ref.target]
+        return bind_args(specs, positional, named, owner, span, {}, self.resolver(d.module, {}))
+
+    def apply(self, ref: LayerRef, bound: dict[str, Value], inputs: list[Tensor], path: str, label: str | None,
+              span: Span, scope: str) -> list[Tensor]:
+        if ref.kind == "primitive":
+            prim = PRIMITIVES[ref.target]
+            msg = prim.check(bound)
+            if msg:
+                raise EvalError("E206", f"`{ref.target}`: {msg}", span)
+            if len(inputs) != prim.n_inputs:
+                raise EvalError("E304", f"`{ref.target}` takes {prim.n_inputs} input tensor(s), {len(inputs)} given", span)
+            n_out = prim.n_outputs(bound)
+            if self.builder is None:
+                return [Tensor(None, i) for i in range(n_out)]
+            node_id = path if label is not None else self.builder.fresh(f"{scope}.{ref.target}" if scope else ref.target)
+            if label is not None:
+                self.builder.modules[path] = ModuleInfo(path, "primitive", ref.target, dict(bound), span)
+            return self.builder.add_op(node_id, ref.target, bound, inputs, span, scope, n_out,
+                                       path if label is not None else None)
+        d = self.prog.defs[ref.target]
+        assert isinstance(d.node, A.Block)
+        if self.builder is not None:
+            self.builder.modules[path] = ModuleInfo(path, "block", d.qualname, dict(bound), span)
+        return self.run_block(d, bound, inputs, path)
+
+    # ------------------------------------------------------------ counting
+    def count_block(self, d: Definition, args: Mapping[str, Value]) -> int:
+        key = (d.qualname, tuple(sorted(args.items())))
+        if key in self._count_memo:
+            return self._count_memo[key]
+        saved = self.builder
+        self.builder = None
+        try:
+            total = self._run_body(d, dict(args), [], "", count=True)[1]
+        finally:
+            self.builder = saved
+        self._count_memo[key] = total
+        return total
+
+    def count_layer(self, ref: LayerRef, bound: Mapping[str, Value]) -> int:
+        if ref.kind == "primitive":
+            prim = PRIMITIVES[ref.target]
+            msg = prim.check(bound)
+            if msg:
+                raise EvalError("E206", f"`{ref.target}`: {msg}", ref.span)
+            return sum(math.prod(s) for s in prim.weights(bound).values())
+        return self.count_block(self.prog.defs[ref.target], bound)
+
+    # ------------------------------------------------------------ bodies
+    def run_block(self, d: Definition, args: dict[str, Value], inputs: list[Tensor], path: str) -> list[Tensor]:
+        return self._run_body(d, args, inputs, path, count=False)[0]
+
+    def _run_body(self, d: Definition, args: dict[str, Value], inputs: list[Tensor], path: str,
+                  count: bool) -> tuple[list[Tensor], int]:
+        block = d.node
+        assert isinstance(block, A.Block)
+        env: dict[str, Any] = dict(args)
+        labels = self.labels(block)
+        state = {"params": 0, "inputs": list(inputs), "returned": None}
+        owner = d.qualname.rsplit(".", 1)[-1]
+
+        def tensor_of(v: Any, span: Span) -> list[Tensor]:
+            if isinstance(v, Tensor):
+                return [v]
+            if isinstance(v, tuple) and v and all(isinstance(t, Tensor) for t in v):
+                return list(v)
+            raise EvalError("E201", f"expected a tensor, found {describe(v)}", span)
+
+        def eval_t(e: A.Expr) -> Any:
+            if isinstance(e, A.Apply):
+                ins = tensor_of(eval_t(e.input), e.input.span)
+                return apply_layer(e.layer, ins)
+            if isinstance(e, A.Name) and len(e.parts) == 1 and e.parts[0] in env:
+                return env[e.parts[0]]
+            if isinstance(e, A.TupleExpr):
+                items = [eval_t(i) for i in e.items]
+                if any(isinstance(i, Tensor) for i in items):
+                    return tuple(t for i, it in zip(e.items, items) for t in tensor_of(it, i.span))
+                return tuple(items)
+            if isinstance(e, A.BinOp) and e.op in OPERATOR_PRIMITIVES:
+                a, b = eval_t(e.left), eval_t(e.right)
+                if isinstance(a, Tensor) or isinstance(b, Tensor):
+                    ta, tb = tensor_of(a, e.left.span), tensor_of(b, e.right.span)
+                    if len(ta) != 1 or len(tb) != 1:
+                        raise EvalError("E304", f"`{e.op}` takes single tensors", e.span)
+                    ref = LayerRef("primitive", OPERATOR_PRIMITIVES[e.op])
+                    return self.apply(ref, {}, [ta[0], tb[0]], "", None, e.span, path)[0]
+                return evaluate(e, env, self.resolver(d.module, env))
+            if isinstance(e, A.Name) and len(e.parts) == 1 and e.parts[0] in tensor_names:
+                raise EvalError("E108", f"tensor `{e.parts[0]}` is used before it is assigned", e.span)
+            return evaluate(e, env, self.resolver(d.module, env))
+
+        def apply_layer(layer: A.Layer, ins: list[Tensor]) -> Any:
+            ref = self.layer_ref(d.module, layer.callee, env)
+            if ref is None:
+                cands = list(PRIMITIVES) + self.prog.visible(d.module, "block") + [
+                    k for k, v in env.items() if isinstance(v, LayerRef)]
+                raise EvalError("E105", f"unknown layer `{layer.callee.dotted}`", layer.callee.span,
+                                did_you_mean(layer.callee.dotted, cands))
+            bound = self.bind(ref, layer.args, env, d.module, layer.span)
+            label = labels.get(id(layer))
+            n = 1
+            if layer.repeat is not None:
+                n = as_int(evaluate(layer.repeat, env, self.resolver(d.module, env)), layer.repeat.span, "repeat count")
+                if n < 0:
+                    raise EvalError("E205", f"repeat count is {n}", layer.repeat.span)
+            if count:
+                state["params"] += n * self.count_layer(ref, bound)
+                prim = PRIMITIVES.get(ref.target) if ref.kind == "primitive" else None
+                if prim is not None:
+                    outs = prim.n_outputs(bound)
+                else:
+                    outs = self._n_returns(self.prog.defs[ref.target].node)
+                r = [Tensor(None, i) for i in range(outs)]
+                return r[0] if len(r) == 1 else tuple(r)
+            sub = f"{path}.{label}" if (path and label) else (label or path)
+            if layer.repeat is not None:
+                assert self.builder is not None and label is not None
+                self.builder.modules[sub] = ModuleInfo(sub, "list", "list", {"n": n}, layer.span)
+                cur = ins
+                for i in range(n):
+                    cur = self.apply(ref, bound, cur, f"{sub}.{i}", str(i), layer.span, f"{sub}.{i}")
+                outs_t = cur
+            else:
+                outs_t = self.apply(ref, bound, ins, sub, label, layer.span, path)
+            return outs_t[0] if len(outs_t) == 1 else tuple(outs_t)
+
+        tensor_names: set[str] = set()
+
+        def run(stmts: Sequence[A.Stmt]) -> None:
+            for s in stmts:
+                if state["returned"] is not None:
+                    return
+                if isinstance(s, A.Input):
+                    ins = state["inputs"]
+                    if not count and len(ins) != len(s.names):
+                        raise EvalError("E304", f"`{owner}` takes {len(s.names)} input(s), {len(ins)} given", s.span)
+                    for i, n in enumerate(s.names):
+                        env[n.name] = ins[i] if i < len(ins) else Tensor(None, i)
+                        tensor_names.add(n.name)
+                elif isinstance(s, A.Let):
+                    env[s.name.name] = evaluate(s.value, env, self.resolver(d.module, env))
+                elif isinstance(s, A.Require):
+                    ok = evaluate(s.cond, env, self.resolver(d.module, env))
+                    if ok is not True:
+                        msg = s.message or "requirement does not hold"
+                        shown = ", ".join(f"{k} = {format_value(v)}" for k, v in args.items()
+                                          if isinstance(v, (int, bool)) and k in _names_in(s.cond))
+                        raise EvalError("E206", f"`{owner}`: {msg}" + (f" ({shown})" if shown else ""), s.span)
+                elif isinstance(s, A.Assign):
+                    v = eval_t(s.value)
+                    if len(s.targets) == 1:
+                        env[s.targets[0].name] = v
+                        if isinstance(v, Tensor):
+                            tensor_names.add(s.targets[0].name)
+                    else:
+                        vals = tensor_of(v, s.value.span)
+                        if len(vals) != len(s.targets):
+                            raise EvalError("E304", f"{len(s.targets)} names for {len(vals)} tensor(s)", s.span)
+                        for t, val in zip(s.targets, vals):
+                            env[t.name] = val
+                            tensor_names.add(t.name)
+                elif isinstance(s, A.If):
+                    cond = evaluate(s.cond, env, self.resolver(d.module, env))
+                    if not isinstance(cond, bool):
+                        raise EvalError("E201", f"`if` needs a boolean, found {describe(cond)}", s.cond.span)
+                    run(s.then if cond else s.orelse)
+                elif isinstance(s, A.Return):
+                    outs: list[Tensor] = []
+                    for v in s.values:
+                        outs.extend(tensor_of(eval_t(v), v.span))
+                    state["returned"] = outs
+
+        run(block.body)
+        if state["returned"] is None:
+            raise EvalError("E208", f"block `{owner}` ends without `return`", block.name.span)
+        return state["returned"], state["params"]
+
+    @staticmethod
+    def _n_returns(block: object) -> int:
+        assert isinstance(block, A.Block)
+
+        def find(stmts: Sequence[A.Stmt]) -> int | None:
+            for s in stmts:
+                if isinstance(s, A.Return):
+                    return len(s.values)
+                if isinstance(s, A.If):
+                    r = find(s.then) or find(s.orelse)
+                    if r:
+                        return r
+            return None
+
+        return find(block.body) or 1
+
+
+def _names_in(e: object) -> set[str]:
+    out: set[str] = set()
+    if isinstance(e, A.Name):
+        out.add(e.parts[0])
+    for attr in ("left", "right", "operand", "value", "index"):
+        if hasattr(e, attr) and not isinstance(getattr(e, attr), (int, float, str)):
+            out |= _names_in(getattr(e, attr))
+    return out

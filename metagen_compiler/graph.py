@@ -1,0 +1,203 @@
+"""The graph IR: a networkx DiGraph of primitive applications plus the module tree.
+
+Nodes carry `op`, `args`, `span`, `scope` (the enclosing block instance), `module` (the path of
+the layer that owns the node's weights, if any) and, after shape inference, `shapes`.
+Edges carry `ports`: (output index of the source, input index of the destination) pairs.
+The module tree (`modules`) records every block instance and weighted primitive by path; the
+backends use it to emit one class per block.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from .elaborate import ModuleInfo, Tensor
+from .ir import SpecIR
+from .primitives import PRIMITIVES, Shape, fmt_shape
+from .values import format_value
+
+__all__ = ["GraphInput", "GraphIR", "verify_graph", "dump_graph", "graph_json", "graph_dot"]
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    name: str
+    modality: str
+    shape: Shape
+    dtype: str
+    node: str
+
+
+@dataclass
+class GraphIR:
+    g: nx.DiGraph
+    modules: dict[str, ModuleInfo]
+    inputs: list[GraphInput]
+    outputs: list[tuple[str, Tensor]]
+    ties: list[tuple[str, str]]
+    symbols: dict[str, int]  # nominal values of symbolic dims, for estimates and example_inputs
+    spec: SpecIR
+    order: list[str] = field(default_factory=list)
+
+    def topo(self) -> list[str]:
+        if not self.order:
+            index = {n: i for i, n in enumerate(self.g.nodes)}
+            self.order = list(nx.lexicographical_topological_sort(self.g, key=lambda n: index[n]))
+        return self.order
+
+    def in_tensors(self, node: str) -> list[Tensor]:
+        ins: list[tuple[int, Tensor]] = []
+        for src in self.g.predecessors(node):
+            for out_port, in_port in self.g.edges[src, node]["ports"]:
+                ins.append((in_port, Tensor(src, out_port)))
+        return [t for _, t in sorted(ins, key=lambda p: p[0])]
+
+    def shape_of(self, t: Tensor) -> Shape:
+        return self.g.nodes[t.node]["shapes"][t.port]
+
+    def weights(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter tensor by its full path (module path + weight name), ties included."""
+        out: dict[str, tuple[int, ...]] = {}
+        for path, info in sorted(self.modules.items()):
+            if info.kind == "primitive":
+                for w, shape in PRIMITIVES[info.target].weights(info.args).items():
+                    out[f"{path}.{w}"] = shape
+        return out
+
+    def param_count(self) -> int:
+        ws = self.weights()
+        return sum(math.prod(s) for s in ws.values()) - sum(math.prod(ws[t]) for t, _ in self.ties if t in ws)
+
+
+def verify_graph(ir: GraphIR) -> list[str]:
+    """The IR's invariants, as an executable check (run between passes in tests)."""
+    problems = []
+    g = ir.g
+    if not nx.is_directed_acyclic_graph(g):
+        problems.append("graph has a cycle")
+    for n, d in g.nodes(data=True):
+        if "op" not in d:
+            problems.append(f"{n}: no op")
+            continue
+        if d.get("span") is None:
+            problems.append(f"{n}: no span")
+        if d["op"] == "input":
+            continue
+        prim = PRIMITIVES.get(d["op"])
+        if prim is None:
+            problems.append(f"{n}: unknown op {d['op']}")
+            continue
+        ins = ir.in_tensors(n)
+        if len(ins) != prim.n_inputs:
+            problems.append(f"{n}: {len(ins)} inputs for {d['op']} (expects {prim.n_inputs})")
+        if "shapes" in d and len(d["shapes"]) != d["n_outputs"]:
+            problems.append(f"{n}: {len(d['shapes'])} shapes for {d['n_outputs']} outputs")
+        if d.get("module") is not None and d["module"] not in ir.modules:
+            problems.append(f"{n}: module {d['module']} missing from module tree")
+    for t, s in ir.ties:
+        ws = ir.weights()
+        if t not in ws or s not in ws:
+            problems.append(f"tie {t} = {s}: unknown parameter")
+        elif ws[t] != ws[s]:
+            problems.append(f"tie {t} = {s}: shapes differ")
+    for name, t in ir.outputs:
+        if t.node not in g:
+            problems.append(f"output {name}: node {t.node} missing")
+    return problems
+
+
+def _args_text(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={format_value(v)}" for k, v in args.items())
+
+
+def dump_graph(ir: GraphIR) -> str:
+    """Canonical text of the graph: one line per node in topological order."""
+    out = [f"graph {ir.spec.name}"]
+    for i in ir.inputs:
+        out.append(f"  input {i.name}: {i.dtype}{fmt_shape(i.shape)}")
+    for n in ir.topo():
+        d = ir.g.nodes[n]
+        if d["op"] == "input":
+            continue
+        ins = ", ".join(f"%{t.node}" + (f"#{t.port}" if t.port else "") for t in ir.in_tensors(n))
+        shapes = " ".join(fmt_shape(s) for s in d.get("shapes", []))
+        extra = ""
+        if "flops" in d:
+            extra = f"  flops={d['flops']}"
+        w = ""
+        if d.get("module"):
+            nparams = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values())
+            w = f"  params={nparams}"
+        loc = f"  @{d['span'].path}:{d['span'].line}" if d.get("span") is not None and d["span"].file else ""
+        out.append(f"  %{n} = {d['op']}({_args_text(d['args'])})({ins}) -> {shapes}{w}{extra}{loc}")
+    for name, t in ir.outputs:
+        out.append(f"  output {name} = %{t.node}" + (f"#{t.port}" if t.port else ""))
+    for t, s in ir.ties:
+        out.append(f"  tie {t} = {s}")
+    return "\n".join(out) + "\n"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(i) for i in v]
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return format_value(v)
+
+
+def graph_json(ir: GraphIR) -> dict[str, Any]:
+    nodes = []
+    for n in ir.topo():
+        d = ir.g.nodes[n]
+        span = d.get("span")
+        nodes.append({
+            "id": n,
+            "op": d["op"],
+            "args": {k: _jsonable(v) for k, v in d["args"].items()},
+            "inputs": [[t.node, t.port] for t in ir.in_tensors(n)],
+            "shapes": [[_jsonable(x) for x in s] for s in d.get("shapes", [])],
+            "module": d.get("module"),
+            "scope": d.get("scope"),
+            "span": f"{span.path}:{span.line}:{span.col}" if span is not None and span.file else None,
+            **({"flops": d["flops"], "flops_other": d["flops_other"]} if "flops" in d else {}),
+        })
+    modules = [
+        {"path": p, "kind": m.kind, "target": m.target, "args": {k: _jsonable(v) for k, v in m.args.items()}}
+        for p, m in sorted(ir.modules.items())
+    ]
+    return {
+        "name": ir.spec.name,
+        "inputs": [{"name": i.name, "modality": i.modality, "dtype": i.dtype, "shape": list(i.shape), "node": i.node}
+                   for i in ir.inputs],
+        "outputs": [{"name": name, "node": t.node, "port": t.port} for name, t in ir.outputs],
+        "ties": [{"target": t, "source": s} for t, s in ir.ties],
+        "symbols": ir.symbols,
+        "nodes": nodes,
+        "modules": modules,
+    }
+
+
+def graph_dot(ir: GraphIR) -> str:
+    """Graphviz text; labels are escaped, so names from a spec stay data."""
+
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"digraph {q(ir.spec.name)} {{", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
+    for n in ir.topo():
+        d = ir.g.nodes[n]
+        shapes = " ".join(fmt_shape(s) for s in d.get("shapes", []))
+        lines.append(f"  {q(n)} [label={q(d['op'] + ' ' + n + chr(10) + shapes)}];")
+    pos = {n: i for i, n in enumerate(ir.topo())}
+    for a, b in sorted(ir.g.edges, key=lambda e: (pos[e[0]], pos[e[1]])):
+        lines.append(f"  {q(a)} -> {q(b)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+_ = json

@@ -1,0 +1,32 @@
+"""The pipeline: an explicit list of named stages, run in this order by the driver."""
+
+from __future__ import annotations
+
+from ..compilation import Pass
+from .check import CheckPass
+from .constraints import ConstraintsPass
+from .estimate import EstimatePass
+from .heads import HeadsPass
+from .lower import LowerPass
+from .modality import ModalityPass
+from .parse import ParsePass
+from .resolve import ResolvePass
+from .shapes import ShapesPass
+from .solve import SolvePass
+
+__all__ = ["PIPELINE", "PASSES"]
+
+PIPELINE: tuple[Pass, ...] = (
+    ParsePass(),
+    ResolvePass(),
+    CheckPass(),
+    ModalityPass(),
+    HeadsPass(),
+    SolvePass(),
+    LowerPass(),
+    ShapesPass(),
+    EstimatePass(),
+    ConstraintsPass(),
+)
+
+PASSES: dict[str, Pass] = {p.name: p for p in PIPELINE}

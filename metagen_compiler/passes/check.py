@@ -1,0 +1,399 @@
+"""check: types, units and enums of the model; builds the spec IR.
+
+Every field of the model is looked at: an unknown name gets "did you mean", a quantity with the
+wrong unit gets its expected unit, a value outside an enum gets the choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .. import ast as A
+from ..catalog import CONSTRAINTS, FAMILY_GROUPS, INPUT_MODALITIES, LATENCY_CLASSES, OBJECTIVES, OUTPUT_MODALITIES, TASK_FIELDS, TASKS
+from ..compilation import Compilation
+from ..diagnostics import DiagnosticBag, Note, did_you_mean
+from ..elaborate import KNOWN_TYPES, param_specs
+from ..ir import Bound, ConstraintIR, SpecIR, dump_spec
+from ..primitives import PRIMITIVES
+from ..program import Definition, Program
+from ..values import UNIT_SCALE, EvalError, Sym, Value, evaluate, format_value, quantity_value
+
+_UNIT_WORDS = {"count": "a count such as 86M", "bytes": "a size such as 12GB", "time": "a time such as 20ms",
+               "rate": "a rate such as 30fps", "pixels": "a size in pixels such as 224", "frequency": "a frequency such as 16kHz",
+               "int": "a whole number", "device": "a device class"}
+
+# objective -> task, for specs that name no task (as the seeds' YAML examples do)
+_TASK_FROM_OBJECTIVE = {"autoregressive": "generation", "classification": "classification", "regression": "regression",
+                        "masked_lm": "generation", "contrastive": "embedding", "diffusion": "generation",
+                        "forecasting": "time_series_forecast", "detection": "object_detection"}
+
+
+def _plain(v: Value) -> Any:
+    if isinstance(v, Sym):
+        return v.name
+    if isinstance(v, tuple):
+        return [_plain(i) for i in v]
+    if hasattr(v, "denominator") and not isinstance(v, (int, bool)):
+        return float(v)  # type: ignore[arg-type]
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+def _literal(e: A.Expr, bag: DiagnosticBag) -> Value:
+    """Evaluate an expression that may use bare words as symbols (metadata, task fields)."""
+    try:
+        return evaluate(e, {}, lambda n: Sym(n.dotted))
+    except EvalError as ex:
+        bag.error(ex.code, ex.message, ex.span, hint=ex.hint)
+        return None
+
+
+def metadata_dict(entries: tuple[A.MetaEntry, ...], bag: DiagnosticBag) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for e in entries:
+        if e.name.name in out:
+            bag.error("E104", f"metadata `{e.name.name}` is given twice", e.name.span)
+        if isinstance(e, A.MetaGroup):
+            out[e.name.name] = metadata_dict(e.entries, bag)
+        else:
+            out[e.name.name] = _plain(_literal(e.value, bag))
+    return out
+
+
+def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: DiagnosticBag
+                   ) -> tuple[Definition | None, Definition | None]:
+    """The family (and preset, if the architecture names one) an architecture refers to."""
+    d = prog.lookup(prog.root_name, arch.family)
+    if d is None and arch.family.dotted in FAMILY_GROUPS:
+        options = FAMILY_GROUPS[arch.family.dotted]
+        for mod, target in options:
+            if mod is None or mod in inputs:
+                d = prog.defs.get(f"std.{target}")
+                if d is None:
+                    bag.error("E106", f"family `{arch.family.dotted}` for {', '.join(inputs) or 'this input'} means "
+                              f"`{target}`, which is not imported", arch.family.span,
+                              hint=f"add `import std.{target.split('.')[0]}`")
+                    return None, None
+                break
+    if d is None or d.kind not in ("family", "preset"):
+        cands = prog.visible(prog.root_name, "family") + prog.visible(prog.root_name, "preset") + list(FAMILY_GROUPS)
+        hint = did_you_mean(arch.family.dotted, cands)
+        if hint is None:
+            hint = "families and presets live in the stdlib: `import std.transformer`, `import std.vision`, `import std.presets`"
+        bag.error("E106", f"unknown architecture family `{arch.family.dotted}`", arch.family.span, hint=hint)
+        return None, None
+    if d.kind == "preset":
+        assert isinstance(d.node, A.Preset)
+        fam = prog.lookup(d.module, d.node.family)
+        if fam is None or fam.kind != "family":
+            bag.error("E106", f"preset `{d.qualname}` names unknown family `{d.node.family.dotted}`", d.node.family.span)
+            return None, None
+        return fam, d
+    return d, None
+
+
+def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> ConstraintIR | None:
+    kind = CONSTRAINTS.get(c.name.name)
+    if kind is None:
+        bag.error("E207", f"unknown constraint `{c.name.name}`", c.name.span,
+                  hint=did_you_mean(c.name.name, CONSTRAINTS) or f"constraints: {', '.join(CONSTRAINTS)}")
+        return None
+    if c.op not in kind.ops:
+        bag.error("E209", f"`{c.name.name}` cannot be constrained with `{c.op}`", c.span,
+                  hint=f"use one of: {' '.join(kind.ops)}")
+        return None
+    device = None
+    if c.device is not None:
+        dd = prog.lookup(prog.root_name, c.device.name)
+        if dd is None or dd.kind != "device":
+            bag.error("E203", f"unknown device class `{c.device.name}`", c.device.span,
+                      hint=did_you_mean(c.device.name, prog.visible(prog.root_name, "device"))
+                      or f"device classes: {', '.join(prog.visible(prog.root_name, 'device'))}")
+            return None
+        device = c.device.name
+        if not kind.needs_device:
+            bag.error("E209", f"`{c.name.name}` does not depend on a device; drop `on {c.device.name}`", c.device.span)
+    v = c.value
+    text = _src(c.value)
+    if kind.dimension == "device":
+        name = v.dotted if isinstance(v, A.Name) else None
+        dd = prog.lookup(prog.root_name, name) if name else None
+        if dd is None or dd.kind != "device":
+            bag.error("E203", f"unknown device class `{text}`", v.span,
+                      hint=(did_you_mean(name, prog.visible(prog.root_name, "device")) if name else None)
+                      or f"device classes: {', '.join(prog.visible(prog.root_name, 'device'))}")
+            return None
+        return ConstraintIR(kind.name, c.op, Sym(name or ""), text, None, c.span)
+    if kind.dimension == "time" and isinstance(v, A.Name):
+        if v.dotted not in LATENCY_CLASSES:
+            bag.error("E203", f"unknown latency class `{v.dotted}`", v.span,
+                      hint=did_you_mean(v.dotted, LATENCY_CLASSES) or f"classes: {', '.join(LATENCY_CLASSES)}, or a time such as 20ms")
+            return None
+        return ConstraintIR(kind.name, c.op, Sym(v.dotted), text, device, c.span)
+    if isinstance(v, A.Quantity):
+        value, dim = quantity_value(v)
+        ok = dim == kind.dimension or (kind.dimension == "int" and dim == "count") or (
+            kind.dimension == "pixels" and dim == "count") or (kind.dimension == "rate" and dim == "frequency")
+        if not ok:
+            bag.error("E202", f"`{c.name.name}` takes {_UNIT_WORDS[kind.dimension]}, not `{v.text}` ({dim})", v.span)
+            return None
+        return ConstraintIR(kind.name, c.op, value, text, device, c.span)
+    if isinstance(v, A.Num):
+        if kind.dimension in ("bytes", "time"):
+            bag.error("E202", f"`{c.name.name}` needs a unit: {_UNIT_WORDS[kind.dimension]}", v.span,
+                      hint=f"units: {', '.join(u for u, (_, d) in UNIT_SCALE.items() if d == kind.dimension)}")
+            return None
+        if kind.dimension in ("int", "pixels", "count") and not isinstance(v.value, int):
+            bag.error("E205", f"`{c.name.name}` must be a whole number, not {v.value}", v.span)
+            return None
+        return ConstraintIR(kind.name, c.op, v.value, text, device, c.span)
+    bag.error("E201", f"`{c.name.name}` takes {_UNIT_WORDS[kind.dimension]}", v.span)
+    return None
+
+
+def _src(e: A.Expr) -> str:
+    from ..format_expr import expr_text
+
+    return expr_text(e)
+
+
+def check_blocks(prog: Program, bag: DiagnosticBag) -> None:
+    """Static checks of the user's own blocks and families: parameter types, callees, argument names."""
+    module = prog.root_name
+    root = prog.modules[module]
+    for b in list(root.blocks) + list(root.families):
+        seen: dict[str, A.Param] = {}
+        for p in b.params:
+            if p.name.name in seen:
+                bag.error("E104", f"parameter `{p.name.name}` is declared twice", p.name.span,
+                          notes=[Note("first declared here", seen[p.name.name].name.span)])
+            seen[p.name.name] = p
+            if isinstance(p.type, A.NamedType) and p.type.name not in KNOWN_TYPES:
+                bag.error("E201", f"unknown type `{p.type.name}`", p.type.span,
+                          hint=did_you_mean(p.type.name, KNOWN_TYPES) or f"types: {', '.join(KNOWN_TYPES)}, or {{a, b}}")
+    for b in root.blocks:
+        layer_params = {p.name.name for p in b.params if isinstance(p.type, A.NamedType) and p.type.name in ("layer", "any")}
+        layer_params |= {p.name.name for p in b.params if p.type is None}
+        if not any(isinstance(s, A.Return) for s in _walk_stmts(b.body)):
+            bag.error("E208", f"block `{b.name.name}` has no `return`", b.name.span,
+                      hint="end the block with `return <tensor>`")
+        for ly in _layers(b.body):
+            _check_layer(ly, prog, module, layer_params, bag)
+
+
+def _walk_stmts(stmts: tuple[A.Stmt, ...]) -> list[A.Stmt]:
+    out: list[A.Stmt] = []
+    for s in stmts:
+        out.append(s)
+        if isinstance(s, A.If):
+            out += _walk_stmts(s.then) + _walk_stmts(s.orelse)
+    return out
+
+
+def _layers(stmts: tuple[A.Stmt, ...]) -> list[A.Layer]:
+    out: list[A.Layer] = []
+
+    def ex(e: object) -> None:
+        if isinstance(e, A.Apply):
+            ex(e.input)
+            out.append(e.layer)
+        for attr in ("left", "right", "operand"):
+            if hasattr(e, attr):
+                ex(getattr(e, attr))
+        if isinstance(e, (A.TupleExpr, A.ListExpr)):
+            for i in e.items:
+                ex(i)
+
+    for s in _walk_stmts(stmts):
+        if isinstance(s, A.Assign):
+            ex(s.value)
+        elif isinstance(s, A.Return):
+            for v in s.values:
+                ex(v)
+    return out
+
+
+def _check_layer(ly: A.Layer, prog: Program, module: str, layer_params: set[str], bag: DiagnosticBag) -> None:
+    name = ly.callee.dotted
+    if name in layer_params:
+        return
+    specs = None
+    if len(ly.callee.parts) == 1 and name in PRIMITIVES:
+        specs = param_specs(PRIMITIVES[name])
+    else:
+        d = prog.lookup(module, ly.callee)
+        if d is not None and d.kind == "block":
+            assert isinstance(d.node, A.Block)
+            specs = param_specs(d.node)
+        else:
+            cands = list(PRIMITIVES) + prog.visible(module, "block") + sorted(layer_params)
+            bag.error("E105", f"unknown layer `{name}`", ly.callee.span,
+                      hint=did_you_mean(name, cands) or "a layer is a primitive (linear, conv2d, ...) or a block")
+            return
+    names = [s.name for s in specs]
+    for a in ly.args or ():
+        if a.name is not None and a.name.name not in names:
+            bag.error("E204", f"`{name}` has no parameter `{a.name.name}`", a.name.span,
+                      hint=did_you_mean(a.name.name, names) or f"parameters: {', '.join(names) or 'none'}")
+    npos = sum(1 for a in ly.args or () if a.name is None)
+    if npos > len(specs):
+        bag.error("E204", f"`{name}` takes {len(specs)} arguments, {npos} given", ly.span)
+
+
+@dataclass(frozen=True)
+class CheckPass:
+    name: ClassVar[str] = "check"
+    doc: ClassVar[str] = "Check names, types, units and enums of the model; build the spec IR."
+
+    def run(self, comp: Compilation) -> None:
+        prog, model, bag = comp.program, comp.model, comp.bag
+        assert prog is not None and model is not None
+        check_blocks(prog, bag)
+        for dup, span in getattr(model, "_duplicates", ()):
+            bag.error("E104", f"`{dup}` is given twice in model `{model.name.name}`", span)
+
+        # modalities
+        inputs: list[tuple[str, Any]] = []
+        outputs: list[tuple[str, Any]] = []
+        if model.modality_span is None:
+            bag.error("E208", f"model `{model.name.name}` declares no modality", model.name.span,
+                      hint="add `modality text -> text` (inputs -> outputs)")
+        for ident in model.inputs:
+            if ident.name in INPUT_MODALITIES:
+                inputs.append((ident.name, ident.span))
+            else:
+                bag.warning("W001", f"unknown input modality `{ident.name}`; it is ignored", ident.span,
+                            hint=did_you_mean(ident.name, INPUT_MODALITIES) or f"input modalities: {', '.join(INPUT_MODALITIES)}")
+        for ident in model.outputs:
+            if ident.name in OUTPUT_MODALITIES:
+                outputs.append((ident.name, ident.span))
+            else:
+                bag.warning("W001", f"unknown output modality `{ident.name}`; the task decides the output instead",
+                            ident.span, hint=did_you_mean(ident.name, OUTPUT_MODALITIES)
+                            or f"output modalities: {', '.join(OUTPUT_MODALITIES)}")
+        if model.modality_span is not None and not inputs:
+            bag.error("E301", "no supported input modality", model.modality_span,
+                      hint=f"input modalities: {', '.join(INPUT_MODALITIES)}")
+
+        # objectives
+        objectives = []
+        for o in model.objectives:
+            if o.name in OBJECTIVES:
+                objectives.append(o.name)
+            else:
+                bag.error("E203", f"unknown objective `{o.name}`", o.span,
+                          hint=did_you_mean(o.name, OBJECTIVES) or f"objectives: {', '.join(OBJECTIVES)}")
+
+        # task
+        task_fields: dict[str, Value] = {}
+        task_span = model.span
+        if model.task is not None:
+            task = model.task.name.name
+            task_span = model.task.name.span
+            if task not in TASKS:
+                bag.error("E203", f"unknown task `{task}`", model.task.name.span,
+                          hint=did_you_mean(task, TASKS) or f"tasks: {', '.join(TASKS)}")
+            for f in model.task.fields:
+                if f.name.name not in TASK_FIELDS:
+                    bag.error("E207", f"unknown task field `{f.name.name}`", f.name.span,
+                              hint=did_you_mean(f.name.name, TASK_FIELDS) or f"task fields: {', '.join(TASK_FIELDS)}")
+                    continue
+                if f.name.name in task_fields:
+                    bag.error("E104", f"task field `{f.name.name}` is given twice", f.name.span)
+                v = _literal(f.value, bag)
+                want = TASK_FIELDS[f.name.name]
+                if want == "int" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                    bag.error("E201", f"`{f.name.name}` must be a positive whole number, not {format_value(v)}", f.value.span)
+                    continue
+                if f.name.name == "action_space" and _plain(v) not in ("discrete", "continuous"):
+                    bag.error("E203", f"`action_space` is `discrete` or `continuous`, not {format_value(v)}", f.value.span)
+                    continue
+                task_fields[f.name.name] = v
+        else:
+            task = next((_TASK_FROM_OBJECTIVE[o] for o in objectives if o in _TASK_FROM_OBJECTIVE), "")
+            if not task and any(n == "label" for n, _ in outputs):
+                task = "classification"
+            if not task:
+                bag.error("E208", f"model `{model.name.name}` names no task", model.name.span,
+                          hint="add `task generation` (or classification, regression, ...)")
+
+        # constraints
+        constraints: list[ConstraintIR] = []
+        seen_c: dict[tuple[str, str, str | None], A.Constraint] = {}
+        for c in model.constraints:
+            key = (c.name.name, c.op, c.device.name if c.device else None)
+            if key in seen_c:
+                bag.error("E104", f"constraint `{c.name.name} {c.op}` is given twice", c.span,
+                          notes=[Note("first given here", seen_c[key].span)])
+                continue
+            seen_c[key] = c
+            ci = check_constraint(c, prog, bag)
+            if ci is not None:
+                constraints.append(ci)
+        device = next((c.value.name for c in constraints if c.kind == "device" and isinstance(c.value, Sym)), None)
+        for ci in constraints:
+            if CONSTRAINTS[ci.kind].needs_device and ci.device is None:
+                if device is None:
+                    bag.error("E209", f"`{ci.kind}` needs a device class", ci.span,
+                              hint=f"write `{ci.kind} {ci.op} {ci.text} on consumer_gpu`, or add `device = edge`")
+                ci.device = device
+
+        metadata = metadata_dict(model.metadata, bag)
+
+        # architecture
+        if model.architecture is None:
+            bag.error("E208", f"model `{model.name.name}` has no architecture", model.name.span,
+                      hint="add `architecture transformer.decoder { ... }` or a preset such as `architecture gpt2`")
+            return
+        fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag)
+        if fam is None:
+            return
+        assert isinstance(fam.node, A.Family)
+        params = {p.name.name: p for p in fam.node.params}
+        bindings: dict[str, Bound] = {}
+        for p in fam.node.params:
+            if p.default is None:
+                bindings[p.name.name] = Bound(A.Unknown(p.name.span), None, fam.module, p.name.span, "family (no default)")
+            else:
+                bindings[p.name.name] = Bound(p.default, None, fam.module, p.span, "family default", p.constraints)
+        if preset is not None:
+            assert isinstance(preset.node, A.Preset)
+            for f in preset.node.fields:
+                if f.name.name not in params:
+                    bag.error("E207", f"preset `{preset.qualname}` sets unknown parameter `{f.name.name}`", f.name.span)
+                    continue
+                old = bindings[f.name.name]
+                bindings[f.name.name] = Bound(f.value, None, preset.module, f.span, f"preset {preset.node.name.name}",
+                                              f.constraints or old.constraints)
+        explicit: dict[str, A.Node] = {}
+        for ci in constraints:
+            kind = CONSTRAINTS[ci.kind]
+            if kind.binds and kind.binds in params and ci.op == "=":
+                bindings[kind.binds] = Bound(None, ci.value, prog.root_name, ci.span, "constraint")
+                explicit[kind.binds] = ci  # type: ignore[assignment]
+        for k, v in task_fields.items():
+            if k in params:
+                bindings[k] = Bound(None, v, prog.root_name, model.task.span if model.task else model.span, "task")
+        for f in model.architecture.fields:
+            n = f.name.name
+            if n not in params:
+                bag.error("E207", f"family `{fam.qualname.rsplit('.', 1)[-1]}` has no parameter `{n}`", f.name.span,
+                          hint=did_you_mean(n, params) or f"parameters: {', '.join(params)}")
+                continue
+            if n in explicit and explicit[n] is not f:
+                other = explicit[n]
+                bag.error("E104", f"`{n}` is set twice", f.name.span, notes=[Note("also set here", other.span)])
+                continue
+            explicit[n] = f
+            old = bindings[n]
+            bindings[n] = Bound(f.value, None, prog.root_name, f.span, "model", f.constraints or old.constraints)
+
+        comp.spec = SpecIR(
+            name=model.name.name, span=model.name.span, inputs=inputs, outputs=outputs, task=task, task_span=task_span,
+            task_fields=task_fields, objectives=objectives, constraints=constraints, family=fam,
+            family_span=model.architecture.family.span, preset=preset.node.name.name if preset else None,
+            bindings=bindings, metadata=metadata, device=device,
+        )
+
+    def dump(self, comp: Compilation) -> str:
+        return dump_spec(comp.spec) if comp.spec else ""

@@ -1,0 +1,151 @@
+"""estimate: exact parameter count; FLOPs, memory and latency estimates.
+
+Conventions (docs/estimates.md):
+- flops_forward: 2 FLOPs per multiply-add in matmuls, convolutions and attention, at the nominal
+  input (batch 1, the full context), as torch.utils.flop_counter counts them. `flops_other` holds
+  a per-element estimate of everything else (norms, activations, softmax, adds).
+- training FLOPs: 3x the forward matmul FLOPs (backward = 2x forward), the usual convention.
+- memory: weights per dtype; inference activations = peak bytes of live tensors in topological
+  order; training activations = bytes of tensors autograd saves (per primitive: input, output or
+  both); AdamW state = 2 fp32 tensors per parameter, plus fp32 gradients.
+- latency: per node, max(compute time, memory time) + a fixed per-kernel overhead, from the device
+  profile in stdlib/devices.msl (peak x efficiency, bandwidth). An estimate, labelled as such.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .. import ast as A
+from ..compilation import Compilation
+from ..graph import GraphIR, dump_graph
+from ..primitives import PRIMITIVES, subst_dim
+from ..program import Program
+from ..values import EvalError, evaluate
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+
+
+def device_profiles(prog: Program) -> dict[str, dict[str, Any]]:
+    out = {}
+    for d in sorted(prog.defs_of("device"), key=lambda d: d.qualname):
+        node = d.node
+        assert isinstance(node, A.Device)
+        fields: dict[str, Any] = {}
+        for f in node.fields:
+            try:
+                fields[f.name.name] = evaluate(f.value, {})
+            except EvalError:
+                continue
+        out[node.name.name] = fields
+    return out
+
+
+def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]:
+    return tuple(subst_dim(d, symbols) for d in shape)
+
+
+def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) -> dict[str, Any]:
+    syms = symbols or ir.symbols
+    g = ir.g
+    total_mm = total_other = 0
+    per_node: dict[str, tuple[int, int]] = {}
+    bytes_out: dict[str, int] = {}
+    saved = 0
+    for n in ir.topo():
+        d = g.nodes[n]
+        outs = [concrete(s, syms) for s in d["shapes"]]
+        bytes_out[n] = sum(math.prod(s) * (8 if d.get("dtype") == "int64" else 4) for s in outs)
+        if d["op"] == "input":
+            continue
+        prim = PRIMITIVES[d["op"]]
+        ins = [concrete(ir.shape_of(t), syms) for t in ir.in_tensors(n)]
+        mm, other = prim.flops(d["args"], ins, outs)
+        per_node[n] = (mm, other)
+        total_mm += mm
+        total_other += other
+        in_bytes = sum(math.prod(s) * 4 for s in ins)
+        out_bytes = sum(math.prod(s) * 4 for s in outs)
+        saved += {"input": in_bytes, "output": out_bytes, "both": in_bytes + out_bytes, "none": 0}[prim.saves]
+    # peak of live activations (inference): a tensor lives until its last consumer has run
+    order = ir.topo()
+    pos = {n: i for i, n in enumerate(order)}
+    last_use = {n: max((pos[s] for s in g.successors(n)), default=len(order)) for n in order}
+    outputs = {t.node for _, t in ir.outputs}
+    live = peak = 0
+    frees: dict[int, list[str]] = {}
+    for n in order:
+        frees.setdefault(last_use[n], []).append(n)
+    for i, n in enumerate(order):
+        live += bytes_out[n]
+        peak = max(peak, live)
+        for m in frees.get(i, []):
+            if m not in outputs:
+                live -= bytes_out[m]
+    params = ir.param_count()
+    weights = {k: params * v for k, v in DTYPE_BYTES.items()}
+    latency: dict[str, dict[str, float]] = {}
+    for dev, prof in device_profiles(prog).items():
+        latency[dev] = {}
+        for dtype in ("fp32", "bf16"):
+            peak_flops = float(prof.get(dtype, prof.get("fp32", 1e12))) * float(prof.get("efficiency", 0.5))
+            bw = float(prof.get("bandwidth", 1e11))
+            overhead = float(prof.get("overhead", 1e-5))
+            t = 0.0
+            for n, (mm, other) in per_node.items():
+                d = g.nodes[n]
+                wbytes = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values()) if d.get("module") else 0
+                moved = (sum(bytes_out[x.node] for x in ir.in_tensors(n)) + bytes_out[n]) * DTYPE_BYTES[dtype] // 4
+                moved += wbytes * DTYPE_BYTES[dtype]
+                t += max((mm + other) / peak_flops, moved / bw) + overhead
+            latency[dev][dtype] = t
+    return {
+        "params": params,
+        "flops_forward": total_mm,
+        "macs_forward": total_mm // 2,
+        "flops_other": total_other,
+        "flops_training": 3 * total_mm,
+        "per_node": per_node,
+        "memory": {
+            "weights_bytes": weights,
+            "activations_inference_bytes": peak,
+            "activations_training_bytes": saved,
+            "gradients_bytes": params * 4,
+            "adamw_state_bytes": params * 8,
+            "training_total_bytes": params * 4 * 4 + saved,
+            "inference_total_bytes": params * 4 + peak,
+        },
+        "latency_s": latency,
+        "symbols": dict(syms),
+    }
+
+
+@dataclass(frozen=True)
+class EstimatePass:
+    name: ClassVar[str] = "estimate"
+    doc: ClassVar[str] = "Count parameters exactly; estimate FLOPs, memory and latency per device class."
+
+    def run(self, comp: Compilation) -> None:
+        ir, prog = comp.graph, comp.program
+        assert ir is not None and prog is not None
+        est = estimate(ir, prog)
+        for n, (mm, other) in est.pop("per_node").items():
+            ir.g.nodes[n]["flops"] = mm
+            ir.g.nodes[n]["flops_other"] = other
+        ir.g.graph["estimates"] = est
+
+    def dump(self, comp: Compilation) -> str:
+        if not comp.graph:
+            return ""
+        est = comp.graph.g.graph["estimates"]
+        lines = [dump_graph(comp.graph).rstrip("\n"), "estimates:"]
+        lines.append(f"  params = {est['params']}")
+        lines.append(f"  flops_forward = {est['flops_forward']}  (at {est['symbols']})")
+        lines.append(f"  flops_other = {est['flops_other']}")
+        for k, v in est["memory"].items():
+            lines.append(f"  memory.{k} = {v}")
+        for dev, lat in est["latency_s"].items():
+            lines.append(f"  latency.{dev} = " + ", ".join(f"{k} {v * 1e3:.4g} ms" for k, v in lat.items()))
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,49 @@
+"""heads: insert the task head, its loss and its metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .. import ast as A
+from ..compilation import Compilation
+from ..ir import SlotIR, dump_spec
+
+# task -> (loss, metrics, output modalities that fit)
+TASK_HEADS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "generation": ("next_token_cross_entropy", ("perplexity", "token_accuracy"), ("text", "audio")),
+    "classification": ("cross_entropy", ("accuracy", "top5_accuracy"), ("label",)),
+    "regression": ("mse", ("mae", "rmse"), ("regression", "label")),
+}
+
+
+@dataclass(frozen=True)
+class HeadsPass:
+    name: ClassVar[str] = "heads"
+    doc: ClassVar[str] = "Insert the task head from the family's head slots, with its loss and metrics."
+
+    def run(self, comp: Compilation) -> None:
+        spec = comp.spec
+        assert spec is not None
+        fam = spec.family.node
+        assert isinstance(fam, A.Family)
+        famname = spec.family.qualname.rsplit(".", 1)[-1]
+        slots = {s.task.name: s for s in fam.heads}
+        slot = slots.get(spec.task)
+        if slot is None or spec.task not in TASK_HEADS:
+            have = sorted(t for t in slots if t in TASK_HEADS)
+            comp.bag.error("E301", f"family `{famname}` has no head for task `{spec.task}`", spec.task_span,
+                           hint=f"`{famname}` supports: {', '.join(have) or 'no task'}")
+            return
+        loss, metrics, fits = TASK_HEADS[spec.task]
+        for out, span in spec.outputs:
+            if out not in fits:
+                comp.bag.warning("W003", f"output `{out}` does not fit task `{spec.task}`; the model outputs "
+                                 f"{'logits over classes' if spec.task == 'classification' else 'the task output'}",
+                                 span, hint=f"task `{spec.task}` outputs: {', '.join(fits)}")
+        spec.head = SlotIR("head", spec.task, slot.layer, slot.span)
+        spec.loss = loss
+        spec.metrics = list(metrics)
+
+    def dump(self, comp: Compilation) -> str:
+        return dump_spec(comp.spec) if comp.spec else ""

@@ -1,0 +1,84 @@
+"""lower: elaborate encoder, backbone and head into the graph IR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..compilation import Compilation
+from ..elaborate import Elaborator, GraphBuilder, Tensor
+from ..family import slot_call, tie_pairs
+from ..graph import GraphInput, GraphIR, dump_graph
+from ..primitives import Shape
+from ..values import EvalError
+
+# What each input modality is as a tensor. Symbolic dims: B (batch), T (sequence).
+OUTPUT_NAMES = {"generation": "logits", "classification": "logits", "regression": "prediction"}
+
+
+def input_spec(modality: str, dims: dict[str, object]) -> tuple[Shape, str, dict[str, int]]:
+    if modality == "text":
+        return ("B", "T"), "int64", {"T": int(dims.get("context", 1024))}  # type: ignore[call-overload]
+    if modality == "image":
+        size = int(dims.get("image_size", 224))  # type: ignore[call-overload]
+        ch = int(dims.get("channels", 3))  # type: ignore[call-overload]
+        return ("B", ch, size, size), "float32", {}
+    raise KeyError(modality)
+
+
+@dataclass(frozen=True)
+class LowerPass:
+    name: ClassVar[str] = "lower"
+    doc: ClassVar[str] = "Lower the model into the networkx graph IR (one node per primitive application)."
+
+    def run(self, comp: Compilation) -> None:
+        spec, prog, bag = comp.spec, comp.program, comp.bag
+        assert spec is not None and prog is not None
+        b = GraphBuilder()
+        elab = Elaborator(prog, b)
+        inputs: list[GraphInput] = []
+        symbols = {"B": 1}
+        try:
+            feats: list[Tensor] = []
+            for slot in spec.encoders:
+                shape, dtype, syms = input_spec(slot.key, spec.dims)
+                symbols.update(syms)
+                node = f"input.{slot.key}"
+                b.g.add_node(node, op="input", args={}, span=spec.span, scope="", module=None, n_outputs=1,
+                             shapes=[shape], dtype=dtype)
+                inputs.append(GraphInput(slot.key, slot.key, shape, dtype, node))
+                ref, bound = slot_call(elab, spec, slot, spec.dims)
+                path = "encoder"
+                b.modules[path] = _info(ref, bound, path, slot.span)
+                feats = elab.apply(ref, bound, [Tensor(node, 0)], path, path, slot.layer.span, "")
+            assert spec.backbone is not None and spec.head is not None
+            ref, bound = slot_call(elab, spec, spec.backbone, spec.dims)
+            feats = elab.apply(ref, bound, feats, "backbone", "backbone", spec.backbone.layer.span, "")
+            ref, bound = slot_call(elab, spec, spec.head, spec.dims)
+            outs = elab.apply(ref, bound, feats, "head", "head", spec.head.layer.span, "")
+        except EvalError as e:
+            bag.error(e.code, e.message, e.span, hint=e.hint)
+            return
+        name = OUTPUT_NAMES.get(spec.task, "output")
+        outputs = [(name if len(outs) == 1 else f"{name}_{i}", t) for i, t in enumerate(outs)]
+        ir = GraphIR(b.g, b.modules, inputs, outputs, [], symbols, spec)
+        ws = ir.weights()
+        for tie, target, source in tie_pairs(spec, spec.dims, elab):
+            if target not in ws or source not in ws:
+                missing = target if target not in ws else source
+                bag.error("E303", f"tie names `{missing}`, which is not a parameter of this model", tie.span)
+                continue
+            if ws[target] != ws[source]:
+                bag.error("E303", f"cannot tie `{target}` {ws[target]} to `{source}` {ws[source]}: shapes differ", tie.span)
+                continue
+            ir.ties.append((target, source))
+        comp.graph = ir
+
+    def dump(self, comp: Compilation) -> str:
+        return dump_graph(comp.graph) if comp.graph else ""
+
+
+def _info(ref, bound, path, span):  # type: ignore[no-untyped-def]
+    from ..elaborate import ModuleInfo
+
+    return ModuleInfo(path, ref.kind, ref.target, dict(bound), span)

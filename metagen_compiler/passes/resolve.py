@@ -1,0 +1,53 @@
+"""resolve: imports (stdlib, beside the file, -I paths, cycles) and the model's names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from .. import ast as A
+from ..compilation import Compilation
+from ..diagnostics import Note
+from ..program import load_program
+
+
+@dataclass(frozen=True)
+class ResolvePass:
+    name: ClassVar[str] = "resolve"
+    doc: ClassVar[str] = "Load imported modules, detect cycles, build symbol tables, pick the model."
+
+    def run(self, comp: Compilation) -> None:
+        assert comp.module is not None
+        here = Path(comp.source.path).resolve().parent
+        search = [here, *comp.options.search_paths]
+        comp.program = load_program(comp.module, comp.bag, search)
+        models = comp.module.models
+        if not models:
+            comp.bag.error("E107", "this file defines no model", comp.module.span,
+                           hint="add `model NAME { ... }`, or compile a file that has one")
+            return
+        seen: dict[str, A.Model] = {}
+        for m in models:
+            if m.name.name in seen:
+                comp.bag.error("E104", f"model `{m.name.name}` is defined twice", m.name.span,
+                               notes=[Note("first defined here", seen[m.name.name].name.span)])
+            seen[m.name.name] = m
+        if comp.model is None:
+            comp.model = models[0]
+
+    def dump(self, comp: Compilation) -> str:
+        prog = comp.program
+        if prog is None:
+            return ""
+        out = ["modules:"]
+        for name, m in prog.modules.items():
+            out.append(f"  {name}  ({m.path})")
+        out.append("definitions:")
+        for q, d in sorted(prog.defs.items()):
+            out.append(f"  {d.kind} {q}")
+        out.append(f"scope of {prog.root_name}:")
+        for n, q in sorted(prog.scopes.get(prog.root_name, {}).items()):
+            if "." not in n:
+                out.append(f"  {n} -> {q}")
+        return "\n".join(out) + "\n"

@@ -1,0 +1,37 @@
+"""shapes: infer every tensor's shape, with symbolic batch and sequence dims."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..compilation import Compilation
+from ..graph import dump_graph
+from ..primitives import PRIMITIVES, ShapeError
+
+
+@dataclass(frozen=True)
+class ShapesPass:
+    name: ClassVar[str] = "shapes"
+    doc: ClassVar[str] = "Infer output shapes node by node (symbolic B, T; concrete image sizes)."
+
+    def run(self, comp: Compilation) -> None:
+        ir = comp.graph
+        assert ir is not None
+        for n in ir.topo():
+            d = ir.g.nodes[n]
+            if d["op"] == "input":
+                continue
+            ins = [ir.shape_of(t) for t in ir.in_tensors(n)]
+            try:
+                d["shapes"] = PRIMITIVES[d["op"]].shape(d["args"], ins)
+            except ShapeError as e:
+                comp.bag.error("E304", f"`{d['op']}` at `{d['module'] or d['scope'] or n}`: {e}", d["span"])
+                return
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                comp.bag.error("E304", f"`{d['op']}` at `{d['module'] or n}` cannot take inputs of shape "
+                               f"{', '.join(map(str, ins))} ({type(e).__name__})", d["span"])
+                return
+
+    def dump(self, comp: Compilation) -> str:
+        return dump_graph(comp.graph) if comp.graph else ""

@@ -1,0 +1,234 @@
+"""solve: give every open dimension (`?`) a value.
+
+The search is deterministic. Each open dimension has a finite domain (its `in lo..hi` range,
+stepped by `multiple_of`). The widest one is searched by bisection (the parameter count grows
+with it); the others are enumerated. Among solutions that use at least 98% of the parameter
+budget, the one closest to the family's `prefer` ratios wins; without such solutions, the one
+with the most parameters. Counting is exact (the same elaboration that lowering uses).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .. import ast as A
+from ..compilation import Compilation
+from ..diagnostics import Note
+from ..elaborate import Elaborator
+from ..family import count_params, evaluate_dims
+from ..ir import SolveReport, SpecIR, dump_spec
+from ..values import EvalError, Sym, Value, as_int, evaluate, format_value
+
+MIN_FILL = 0.98
+MAX_OUTER = 4096
+DEFAULT_RANGE = (1, 4096)
+
+
+@dataclass
+class Unknown:
+    name: str
+    domain: list[int]
+    span: object
+
+
+def _domain(name: str, cons: tuple[A.DimConstraint, ...], dims_env: dict[str, Value]) -> list[int]:
+    step, lo, hi = 1, None, None
+    for c in cons:
+        if isinstance(c, A.MultipleOf):
+            step = as_int(evaluate(c.value, dims_env), c.value.span, "multiple_of")
+        else:
+            lo = as_int(evaluate(c.lo, dims_env), c.lo.span, "range bound")
+            hi = as_int(evaluate(c.hi, dims_env), c.hi.span, "range bound")
+    lo = lo if lo is not None else DEFAULT_RANGE[0]
+    hi = hi if hi is not None else DEFAULT_RANGE[1] * step
+    first = ((lo + step - 1) // step) * step
+    return list(range(max(first, step), hi + 1, step))
+
+
+def _budget(spec: SpecIR) -> tuple[int | None, int, object | None]:
+    hi, lo, span = None, 0, None
+    for c in spec.constraint("params"):
+        v = int(c.value)  # type: ignore[arg-type]
+        if c.op in ("<=", "="):
+            hi, span = v, c.span
+        elif c.op == "<":
+            hi, span = v - 1, c.span
+        if c.op in (">=", "="):
+            lo = v
+        elif c.op == ">":
+            lo = v + 1
+    return hi, lo, span
+
+
+def _prefer_distance(spec: SpecIR, dims: dict[str, Value]) -> float:
+    fam = spec.family.node
+    assert isinstance(fam, A.Family)
+    d = 0.0
+    for p in fam.prefers:
+        try:
+            a = float(evaluate(p.lhs, dims, lambda n: Sym(n.dotted)))  # type: ignore[arg-type]
+            b = float(evaluate(p.rhs, dims, lambda n: Sym(n.dotted)))  # type: ignore[arg-type]
+        except (EvalError, TypeError):
+            continue
+        if a > 0 and b > 0:
+            d += abs(math.log(a / b))
+    return d
+
+
+@dataclass(frozen=True)
+class SolvePass:
+    name: ClassVar[str] = "solve"
+    doc: ClassVar[str] = "Solve open dimensions under the parameter budget; evaluate every dimension."
+
+    def run(self, comp: Compilation) -> None:
+        spec, prog, bag = comp.spec, comp.program, comp.bag
+        assert spec is not None and prog is not None
+        t0 = time.perf_counter()
+        elab = Elaborator(prog)
+        report = SolveReport()
+        spec.solve = report
+        unknown_names = [k for k, b in spec.bindings.items() if isinstance(b.expr, A.Unknown)]
+        report.unknowns = unknown_names
+        if not unknown_names:
+            try:
+                spec.dims = evaluate_dims(spec, prog, elab, {})
+                count_params(elab, spec, spec.dims)  # surfaces requirement failures with their spans
+            except EvalError as e:
+                bag.error(e.code, e.message, e.span, hint=e.hint, notes=_where_set(spec, e))
+            report.seconds = time.perf_counter() - t0
+            return
+
+        hi, lo, budget_span = _budget(spec)
+        if hi is None:
+            first = spec.bindings[unknown_names[0]]
+            bag.error("E402", f"{', '.join(f'`{n}`' for n in unknown_names)} left open, but no parameter budget "
+                      "says how large the model should be", first.span,
+                      hint="add `constraints { params <= 100M }`, or give the dimensions values")
+            return
+        try:
+            unknowns = [Unknown(n, _domain(n, spec.bindings[n].constraints, {}), spec.bindings[n].span) for n in unknown_names]
+        except EvalError as e:
+            bag.error(e.code, e.message, e.span, hint=e.hint)
+            return
+        for u in unknowns:
+            if not u.domain:
+                bag.error("E401", f"`{u.name}` has no admissible value (its range and multiple_of exclude all)", u.span)
+                return
+        inner = max(range(len(unknowns)), key=lambda i: (len(unknowns[i].domain), i))
+        outer = [u for i, u in enumerate(unknowns) if i != inner]
+        inner_u = unknowns[inner]
+        combos = list(itertools.product(*[u.domain for u in outer]))
+        if len(combos) > MAX_OUTER:
+            bag.error("E402", f"too many combinations of open dimensions ({len(combos)}) to search",
+                      outer[0].span, hint="narrow their ranges with `in lo..hi`, or fix some of them")
+            return
+
+        cache: dict[tuple[int, ...], int | None] = {}
+
+        def count(assign: dict[str, int]) -> int | None:
+            key = tuple(assign[u.name] for u in unknowns)
+            if key in cache:
+                return cache[key]
+            report.candidates += 1
+            try:
+                dims = evaluate_dims(spec, prog, elab, assign)
+                n: int | None = count_params(elab, spec, dims)
+            except EvalError:
+                n = None
+            cache[key] = n
+            return n
+
+        best: tuple[tuple[float, ...], dict[str, int], int] | None = None
+        smallest: tuple[int, dict[str, int]] | None = None
+        for combo in combos:
+            base = {u.name: v for u, v in zip(outer, combo)}
+            dom = inner_u.domain
+
+            def valid_at_or_below(i: int, floor: int) -> tuple[int, int] | None:
+                for j in range(i, max(floor, i - 64) - 1, -1):
+                    n = count({**base, inner_u.name: dom[j]})
+                    if n is not None:
+                        return j, n
+                return None
+
+            probe = None
+            for j in range(min(len(dom), 65)):
+                n = count({**base, inner_u.name: dom[j]})
+                if n is not None:
+                    probe = (j, n)
+                    break
+            if probe is None:
+                continue
+            if smallest is None or probe[1] < smallest[0]:
+                smallest = (probe[1], {**base, inner_u.name: dom[probe[0]]})
+            if probe[1] > hi:
+                continue
+            # bisection for the largest valid index whose count fits; invalid points are skipped by
+            # scanning down to the nearest valid one (at most 64 steps)
+            lo_i, hi_i, found = probe[0], len(dom) - 1, probe
+            while lo_i < hi_i:
+                mid = (lo_i + hi_i + 1) // 2
+                r = valid_at_or_below(mid, lo_i + 1)
+                if r is None:
+                    hi_i = mid - 1
+                elif r[1] <= hi:
+                    lo_i, found = mid, r
+                else:
+                    hi_i = r[0] - 1
+            assert found is not None
+            assign = {**base, inner_u.name: dom[found[0]]}
+            n = found[1]
+            if n < lo:
+                continue
+            fill = n / hi
+            dims = evaluate_dims(spec, prog, elab, assign)
+            dist = _prefer_distance(spec, dims)
+            score = (0.0 if fill >= MIN_FILL else 1.0, dist if fill >= MIN_FILL else -fill, -fill,
+                     *[float(assign[u.name]) for u in unknowns])
+            if best is None or score < best[0]:
+                best = (score, assign, n)
+        report.seconds = time.perf_counter() - t0
+        if best is None:
+            assert budget_span is not None
+            what = ", ".join(f"`{u.name}`" for u in unknowns)
+            if smallest is not None and smallest[0] > hi:
+                at = ", ".join(f"{k} = {v}" for k, v in smallest[1].items())
+                bag.error("E401", f"no choice of {what} fits the parameter budget: the smallest model ({at}) has "
+                          f"{smallest[0]:,} parameters", budget_span,  # type: ignore[arg-type]
+                          notes=[Note(f"the binding constraint is `params`; the budget allows {hi:,}")],
+                          hint="raise the budget, or lower fixed dimensions such as vocab or context")
+            else:
+                bag.error("E401", f"no choice of {what} satisfies the family's requirements within the budget",
+                          budget_span,  # type: ignore[arg-type]
+                          notes=[Note(f"`{u.name}` ranges over {u.domain[0]}..{u.domain[-1]}", u.span)  # type: ignore[arg-type]
+                                 for u in unknowns])
+            return
+        _score, assign, n = best
+        spec.dims = evaluate_dims(spec, prog, elab, assign)
+        fill = n / hi
+        report.fill = fill
+        at_max = [u.name for u in unknowns if assign[u.name] == u.domain[-1]]
+        if fill >= MIN_FILL:
+            report.binding = f"params <= {hi:,} ({fill:.2%} used)"
+        elif at_max:
+            report.binding = f"range of {', '.join(at_max)} (at its upper bound; params {fill:.2%} of budget)"
+        else:
+            report.binding = f"granularity of {', '.join(u.name for u in unknowns)} (params {fill:.2%} of budget)"
+
+    def dump(self, comp: Compilation) -> str:
+        return dump_spec(comp.spec) if comp.spec else ""
+
+
+def _where_set(spec: SpecIR, e: EvalError) -> list[Note]:
+    notes = []
+    for k, b in spec.bindings.items():
+        if b.source == "model" and k in e.message:
+            notes.append(Note(f"`{k}` is set here", b.span))
+    return notes
+
+
+_ = (as_int, format_value)

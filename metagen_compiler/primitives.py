@@ -1,0 +1,434 @@
+"""The primitive layers: their signatures, weights, output shapes and FLOPs.
+
+This table is the one place that says what a primitive is. Backends map each primitive name to
+code (backends/pytorch/lowering.py); a test checks both tables name the same primitives.
+
+Shapes are tuples of dims; a dim is an int or a symbol name ("B", "T") or a small expression over
+symbols ("T+1"). FLOPs follow torch.utils.flop_counter: 2 per multiply-add, counted for matmuls,
+convolutions and attention (`mm`); everything else (norms, activations, softmax, adds) is estimated
+in a separate total (`other`), documented per primitive below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Param", "Primitive", "PRIMITIVES", "ShapeError", "Shape", "Dim", "numel", "dim_add", "subst_dim"]
+
+Dim = int | str
+Shape = tuple[Dim, ...]
+
+
+class ShapeError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str  # int | float | bool | str | int_or_tuple
+    default: Any = ...  # ... = required
+
+
+@dataclass(frozen=True)
+class Primitive:
+    name: str
+    params: tuple[Param, ...]
+    doc: str
+    n_inputs: int = 1
+    weights: Callable[[Mapping[str, Any]], dict[str, tuple[int, ...]]] = lambda a: {}
+    shape: Callable[[Mapping[str, Any], list[Shape]], list[Shape]] = lambda a, s: [s[0]]
+    flops: Callable[[Mapping[str, Any], list[tuple[int, ...]], list[tuple[int, ...]]], tuple[int, int]] = (
+        lambda a, i, o: (0, 0))
+    n_outputs: Callable[[Mapping[str, Any]], int] = lambda a: 1
+    check: Callable[[Mapping[str, Any]], str | None] = lambda a: None
+    buffers: Callable[[Mapping[str, Any]], dict[str, tuple[int, ...]]] = lambda a: {}
+    saves: str = "input"  # what autograd keeps for backward: input | output | both | none
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.weights({p.name: (p.default if p.default is not ... else 1) for p in self.params}))
+
+
+# ------------------------------------------------------------------ symbolic dims
+def subst_dim(d: Dim, env: Mapping[str, int]) -> int:
+    if isinstance(d, int):
+        return d
+    import ast as pyast
+
+    node = pyast.parse(d, mode="eval").body
+
+    def ev(n: pyast.AST) -> int:
+        if isinstance(n, pyast.Constant) and isinstance(n.value, int):
+            return n.value
+        if isinstance(n, pyast.Name):
+            return env[n.id]
+        if isinstance(n, pyast.BinOp):
+            a, b = ev(n.left), ev(n.right)
+            if isinstance(n.op, pyast.Add):
+                return a + b
+            if isinstance(n.op, pyast.Sub):
+                return a - b
+            if isinstance(n.op, pyast.Mult):
+                return a * b
+            if isinstance(n.op, pyast.FloorDiv):
+                return a // b
+        raise ValueError(d)
+
+    return ev(node)
+
+
+def dim_add(d: Dim, k: int) -> Dim:
+    if isinstance(d, int):
+        return d + k
+    if k == 0:
+        return d
+    return f"{d}+{k}" if k > 0 else f"{d}-{-k}"
+
+
+def dim_mul(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    return f"{a}*{b}"
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def _same(a: Dim, b: Dim) -> bool:
+    return a == b or not isinstance(a, int) or not isinstance(b, int)
+
+
+def _last(expected: int, what: str) -> Callable[[Mapping[str, Any], list[Shape]], None]:
+    def chk(a: Mapping[str, Any], s: list[Shape]) -> None:
+        if not s[0]:
+            raise ShapeError(f"expects a tensor with a feature dimension, got a scalar")
+        if not _same(s[0][-1], a[what]):
+            raise ShapeError(f"expects last dimension {a[what]}, got {s[0][-1]} (shape {fmt_shape(s[0])})")
+
+    return chk
+
+
+def fmt_shape(s: Shape) -> str:
+    return "(" + ", ".join(str(d) for d in s) + ")"
+
+
+def _norm_dim(a: Mapping[str, Any], s: list[Shape]) -> int:
+    return -1
+
+
+# ------------------------------------------------------------------ shape helpers
+def _linear_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["in_features"], "in_features")(a, s)
+    return [s[0][:-1] + (a["out_features"],)]
+
+
+def _linear_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    rows = numel(i[0][:-1])
+    other = rows * a["out_features"] if a["bias"] else 0
+    return 2 * rows * a["in_features"] * a["out_features"], other
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, tuple):
+        return (int(v[0]), int(v[1]))
+    return (int(v), int(v))
+
+
+def _conv_out(n: Dim, k: int, s: int, p: int, d: int = 1) -> Dim:
+    if not isinstance(n, int):
+        raise ShapeError("convolution needs concrete spatial sizes")
+    out = (n + 2 * p - d * (k - 1) - 1) // s + 1
+    if out <= 0:
+        raise ShapeError(f"input of size {n} is too small for kernel {k}, stride {s}, padding {p}")
+    return out
+
+
+def _conv2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    if not _same(x[1], a["in_channels"]):
+        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    kh, kw = _pair(a["kernel"])
+    sh, sw = _pair(a["stride"])
+    ph, pw = _pair(a["padding"])
+    return [(x[0], a["out_channels"], _conv_out(x[2], kh, sh, ph), _conv_out(x[3], kw, sw, pw))]
+
+
+def _conv2d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    kh, kw = _pair(a["kernel"])
+    per_out = (a["in_channels"] // a["groups"]) * kh * kw
+    mm = 2 * numel(o[0]) * per_out
+    return mm, numel(o[0]) if a["bias"] else 0
+
+
+def _pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    k = int(a["kernel"])
+    st = int(a["stride"]) if a["stride"] is not None else k
+    p = int(a["padding"])
+    return [(x[0], x[1], _conv_out(x[2], k, st, p), _conv_out(x[3], k, st, p))]
+
+
+def _sdpa_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    q, k, v = s
+    if len(q) != 3 or len(k) != 3 or len(v) != 3:
+        raise ShapeError(f"expects q, k, v of shape (B, T, C), got {fmt_shape(q)}, {fmt_shape(k)}, {fmt_shape(v)}")
+    h, kvh = a["heads"], a["kv_heads"]
+    for name, t, n in (("q", q, h), ("k", k, kvh), ("v", v, kvh)):
+        if isinstance(t[-1], int) and t[-1] % n:
+            raise ShapeError(f"{name} has {t[-1]} features, not divisible into {n} heads")
+    if isinstance(q[-1], int) and isinstance(k[-1], int) and q[-1] // h != k[-1] // kvh:
+        raise ShapeError(f"q and k head sizes differ: {q[-1] // h} and {k[-1] // kvh}")
+    return [q[:-1] + (v[-1] * h // kvh if isinstance(v[-1], int) else v[-1],)]
+
+
+def _sdpa_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    (b, t, c), (_, s_len, _) = i[0], i[1]
+    h = a["heads"]
+    d = c // h
+    mm = 2 * b * h * t * s_len * d * 2  # q @ k^T and attn @ v, as flop_counter counts them
+    other = 5 * b * h * t * s_len  # scale, mask, softmax (exp, sum, divide)
+    return mm, other
+
+
+def _elementwise(per: int) -> Callable[[Mapping[str, Any], list[tuple[int, ...]], list[tuple[int, ...]]], tuple[int, int]]:
+    return lambda a, i, o: (0, per * numel(o[0]))
+
+
+def _split_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    n = a["parts"]
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if not 0 <= dim < len(x):
+        raise ShapeError(f"cannot split dimension {a['dim']} of {fmt_shape(x)}")
+    if isinstance(x[dim], int):
+        if x[dim] % n:
+            raise ShapeError(f"cannot split {x[dim]} into {n} equal parts")
+        part: Dim = x[dim] // n
+    else:
+        part = f"{x[dim]}//{n}"
+    return [x[:dim] + (part,) + x[dim + 1:] for _ in range(n)]
+
+
+def _flatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    st = a["start"] if a["start"] >= 0 else len(x) + a["start"]
+    en = a["end"] if a["end"] >= 0 else len(x) + a["end"]
+    if not 0 <= st <= en < len(x):
+        raise ShapeError(f"cannot flatten dims {a['start']}..{a['end']} of {fmt_shape(x)}")
+    merged: Dim = 1
+    for d in x[st:en + 1]:
+        merged = dim_mul(merged, d) if merged != 1 else d
+    return [x[:st] + (merged,) + x[en + 1:]]
+
+
+def _transpose_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = list(s[0])
+    d0 = a["dim0"] if a["dim0"] >= 0 else len(x) + a["dim0"]
+    d1 = a["dim1"] if a["dim1"] >= 0 else len(x) + a["dim1"]
+    if not (0 <= d0 < len(x) and 0 <= d1 < len(x)):
+        raise ShapeError(f"cannot transpose dims {a['dim0']}, {a['dim1']} of {fmt_shape(s[0])}")
+    x[d0], x[d1] = x[d1], x[d0]
+    return [tuple(x)]
+
+
+def _select_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if not 0 <= dim < len(x):
+        raise ShapeError(f"cannot select along dim {a['dim']} of {fmt_shape(x)}")
+    return [x[:dim] + x[dim + 1:]]
+
+
+def _mean_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    return _select_shape(a, s)
+
+
+def _cls_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["dim"], "dim")(a, s)
+    x = s[0]
+    return [(x[0], dim_add(x[1], 1), x[2])]
+
+
+def _pos_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["dim"], "dim")(a, s)
+    x = s[0]
+    if isinstance(x[1], int) and x[1] > a["length"]:
+        raise ShapeError(f"sequence of {x[1]} positions exceeds the {a['length']} learned positions")
+    return [x]
+
+
+def _embedding_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    return [s[0] + (a["dim"],)]
+
+
+def _gap_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    return [(x[0], x[1])]
+
+
+def _rope_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    return [s[0], s[1]]
+
+
+def _binary_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, y = s
+    if len(x) != len(y) or any(not _same(p, q) for p, q in zip(x, y)):
+        raise ShapeError(f"operands have shapes {fmt_shape(x)} and {fmt_shape(y)}")
+    return [tuple(p if isinstance(p, int) else q for p, q in zip(x, y))]
+
+
+def _check_heads(a: Mapping[str, Any]) -> str | None:
+    if a["heads"] <= 0 or a["kv_heads"] <= 0:
+        return "heads must be positive"
+    if a["heads"] % a["kv_heads"]:
+        return f"kv_heads ({a['kv_heads']}) must divide heads ({a['heads']})"
+    return None
+
+
+def _check_positive(*names: str) -> Callable[[Mapping[str, Any]], str | None]:
+    def chk(a: Mapping[str, Any]) -> str | None:
+        for n in names:
+            v = a[n]
+            vals = v if isinstance(v, tuple) else (v,)
+            if any(not isinstance(x, int) or x <= 0 for x in vals):
+                return f"{n} must be a positive integer, got {v}"
+        return None
+
+    return chk
+
+
+def _conv_check(a: Mapping[str, Any]) -> str | None:
+    msg = _check_positive("in_channels", "out_channels", "kernel", "stride", "groups")(a)
+    if msg:
+        return msg
+    if a["in_channels"] % a["groups"] or a["out_channels"] % a["groups"]:
+        return f"groups ({a['groups']}) must divide in_channels and out_channels"
+    return None
+
+
+# ------------------------------------------------------------------ the table
+_P = Param
+_PRIMS = [
+    Primitive(
+        "linear", (_P("in_features", "int"), _P("out_features", "int"), _P("bias", "bool", True)),
+        "y = x W^T + b over the last dimension.",
+        weights=lambda a: {"weight": (a["out_features"], a["in_features"])} | ({"bias": (a["out_features"],)} if a["bias"] else {}),
+        shape=_linear_shape, flops=_linear_flops, check=_check_positive("in_features", "out_features"),
+        tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "conv2d",
+        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int_or_tuple"), _P("stride", "int_or_tuple", 1),
+         _P("padding", "int_or_tuple", 0), _P("groups", "int", 1), _P("bias", "bool", True)),
+        "2-D convolution over (B, C, H, W).",
+        weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), *_pair(a["kernel"]))}
+        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        shape=_conv2d_shape, flops=_conv2d_flops, check=_conv_check, tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "batchnorm", (_P("channels", "int"), _P("eps", "float", 1e-5), _P("momentum", "float", 0.1)),
+        "Batch normalisation over the channel dimension of (B, C, H, W).",
+        weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
+        buffers=lambda a: {"running_mean": (a["channels"],), "running_var": (a["channels"],), "num_batches_tracked": ()},
+        shape=lambda a, s: [s[0]], flops=_elementwise(4), check=_check_positive("channels"),
+    ),
+    Primitive(
+        "layernorm", (_P("dim", "int"), _P("eps", "float", 1e-5), _P("bias", "bool", True)),
+        "Layer normalisation over the last dimension.",
+        weights=lambda a: {"weight": (a["dim"],)} | ({"bias": (a["dim"],)} if a["bias"] else {}),
+        shape=lambda a, s: (_last(a["dim"], "dim")(a, s), [s[0]])[1], flops=_elementwise(5),
+        check=_check_positive("dim"), tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "rmsnorm", (_P("dim", "int"), _P("eps", "float", 1e-6)),
+        "Root-mean-square normalisation over the last dimension.",
+        weights=lambda a: {"weight": (a["dim"],)},
+        shape=lambda a, s: (_last(a["dim"], "dim")(a, s), [s[0]])[1], flops=_elementwise(4),
+        check=_check_positive("dim"), tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "embedding", (_P("num", "int"), _P("dim", "int")),
+        "Lookup table from integer ids to vectors.",
+        weights=lambda a: {"weight": (a["num"], a["dim"])},
+        shape=_embedding_shape, check=_check_positive("num", "dim"), saves="none",
+    ),
+    Primitive(
+        "pos_embedding", (_P("length", "int"), _P("dim", "int")),
+        "Adds a learned vector per position to (B, T, D), T <= length.",
+        weights=lambda a: {"weight": (1, a["length"], a["dim"])},
+        shape=_pos_shape, flops=_elementwise(1), check=_check_positive("length", "dim"), saves="none",
+    ),
+    Primitive(
+        "cls_token", (_P("dim", "int"),),
+        "Prepends a learned token: (B, T, D) -> (B, T+1, D).",
+        weights=lambda a: {"weight": (1, 1, a["dim"])}, shape=_cls_shape, check=_check_positive("dim"), saves="none",
+    ),
+    Primitive(
+        "sdpa", (_P("heads", "int"), _P("kv_heads", "int", 0), _P("causal", "bool", False)),
+        "Scaled dot-product attention of q, k, v given as (B, T, C); splits and merges heads.",
+        n_inputs=3, shape=_sdpa_shape, flops=_sdpa_flops, check=_check_heads, saves="both",
+        tags=frozenset({"mm", "attention"}),
+    ),
+    Primitive(
+        "rope", (_P("heads", "int"), _P("base", "float", 10000.0)),
+        "Rotary position embedding applied to q and k, given as (B, T, C).",
+        n_inputs=2, n_outputs=lambda a: 2, shape=_rope_shape, flops=lambda a, i, o: (0, 3 * (numel(i[0]) + numel(i[1]))),
+        check=_check_positive("heads"),
+    ),
+    Primitive(
+        "split", (_P("parts", "int"), _P("dim", "int", -1)),
+        "Splits a tensor into equal parts.", n_outputs=lambda a: a["parts"], shape=_split_shape,
+        check=_check_positive("parts"), saves="none",
+    ),
+    Primitive("gelu", (_P("approximate", "str", "none"),), "GELU activation.", flops=_elementwise(8)),
+    Primitive("relu", (), "ReLU activation.", flops=_elementwise(1), saves="output"),
+    Primitive("silu", (), "SiLU (swish) activation.", flops=_elementwise(4)),
+    Primitive("tanh", (), "tanh activation.", flops=_elementwise(4), saves="output"),
+    Primitive("sigmoid", (), "Logistic sigmoid.", flops=_elementwise(4), saves="output"),
+    Primitive("softmax", (_P("dim", "int", -1),), "Softmax.", flops=_elementwise(5), saves="output"),
+    Primitive("dropout", (_P("p", "float", 0.0),), "Dropout (identity at inference).", saves="none"),
+    Primitive("identity", (), "Returns its input.", saves="none"),
+    Primitive(
+        "maxpool2d", (_P("kernel", "int"), _P("stride", "int", None), _P("padding", "int", 0)),
+        "2-D max pooling.", shape=_pool_shape, flops=lambda a, i, o: (0, numel(o[0]) * int(a["kernel"]) ** 2),
+        check=_check_positive("kernel"),
+    ),
+    Primitive(
+        "avgpool2d", (_P("kernel", "int"), _P("stride", "int", None), _P("padding", "int", 0)),
+        "2-D average pooling.", shape=_pool_shape, flops=lambda a, i, o: (0, numel(o[0]) * int(a["kernel"]) ** 2),
+        check=_check_positive("kernel"), saves="none",
+    ),
+    Primitive(
+        "global_avgpool", (), "Mean over H and W: (B, C, H, W) -> (B, C).", shape=_gap_shape,
+        flops=lambda a, i, o: (0, numel(i[0])), saves="none",
+    ),
+    Primitive("flatten", (_P("start", "int", 1), _P("end", "int", -1)), "Merges dims start..end.", shape=_flatten_shape,
+              saves="none"),
+    Primitive("transpose", (_P("dim0", "int"), _P("dim1", "int")), "Swaps two dims.", shape=_transpose_shape,
+              saves="none"),
+    Primitive("select", (_P("index", "int"), _P("dim", "int", 1)), "Takes one index along a dim (e.g. the CLS token).",
+              shape=_select_shape, saves="none"),
+    Primitive("mean", (_P("dim", "int", 1),), "Mean over one dim.", shape=_mean_shape,
+              flops=lambda a, i, o: (0, numel(i[0])), saves="none"),
+    # tensor arithmetic written with operators: a + b, a * b, a - b
+    Primitive("add", (), "Elementwise sum (residual connections).", n_inputs=2, shape=_binary_shape,
+              flops=_elementwise(1), saves="none"),
+    Primitive("sub", (), "Elementwise difference.", n_inputs=2, shape=_binary_shape, flops=_elementwise(1), saves="none"),
+    Primitive("mul", (), "Elementwise product (gating).", n_inputs=2, shape=_binary_shape, flops=_elementwise(1),
+              saves="both"),
+]
+
+PRIMITIVES: dict[str, Primitive] = {p.name: p for p in _PRIMS}
+OPERATOR_PRIMITIVES = {"+": "add", "-": "sub", "*": "mul"}

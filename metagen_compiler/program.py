@@ -1,0 +1,199 @@
+"""Loading: the user's file, its imports (stdlib, beside the file, -I paths), and the symbol tables.
+
+This is the `resolve` stage's engine: it turns a set of parsed modules into a Program in which
+every definition has a qualified name and every module has a scope of visible names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from . import ast as A
+from .diagnostics import DiagnosticBag, Note, did_you_mean
+from .parser import parse_msl
+from .span import SourceFile, Span
+
+__all__ = ["Definition", "Program", "load_program", "stdlib_modules", "read_source"]
+
+STDLIB_PREFIX = "std"
+PRELUDE = ("std.devices",)
+
+
+@dataclass(frozen=True)
+class Definition:
+    kind: str  # block | family | preset | device
+    qualname: str
+    node: A.Block | A.Family | A.Preset | A.Device
+    module: str
+
+
+@dataclass
+class Program:
+    root: A.Module
+    root_name: str
+    modules: dict[str, A.Module] = field(default_factory=dict)
+    defs: dict[str, Definition] = field(default_factory=dict)
+    scopes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def module_of(self, node_module_path: str) -> str:
+        for name, m in self.modules.items():
+            if m.path == node_module_path:
+                return name
+        return self.root_name
+
+    def lookup(self, module: str, name: A.Name | str) -> Definition | None:
+        dotted = name.dotted if isinstance(name, A.Name) else name
+        qual = self.scopes.get(module, {}).get(dotted)
+        return self.defs.get(qual) if qual else None
+
+    def visible(self, module: str, kind: str | None = None) -> list[str]:
+        return sorted(n for n, q in self.scopes.get(module, {}).items() if kind is None or self.defs[q].kind == kind)
+
+    def defs_of(self, kind: str) -> list[Definition]:
+        return [d for d in self.defs.values() if d.kind == kind]
+
+
+def stdlib_modules() -> list[str]:
+    root = resources.files("metagen_stdlib")
+    return sorted(f"{STDLIB_PREFIX}.{p.name[:-4]}" for p in root.iterdir() if p.name.endswith(".msl"))
+
+
+def read_source(path: str | Path, display: str | None = None) -> SourceFile:
+    p = Path(path)
+    return SourceFile(display or str(path), p.read_text(encoding="utf-8"))
+
+
+def _stdlib_source(modname: str) -> SourceFile | None:
+    rel = modname.split(".", 1)[1].replace(".", "/") + ".msl"
+    res = resources.files("metagen_stdlib").joinpath(rel)
+    if not res.is_file():
+        return None
+    return SourceFile(f"<stdlib>/{rel}", res.read_text(encoding="utf-8"))
+
+
+def _find_user_module(modname: str, search: list[Path]) -> Path | None:
+    rel = Path(*modname.split(".")).with_suffix(".msl")
+    for d in search:
+        cand = d / rel
+        if cand.is_file():
+            return cand
+    return None
+
+
+class _Loader:
+    def __init__(self, bag: DiagnosticBag, search: list[Path]) -> None:
+        self.bag = bag
+        self.search = search
+        self.modules: dict[str, A.Module] = {}
+        self.failed: set[str] = set()
+
+    def load_import(self, imp: A.Import, stack: list[tuple[str, Span]]) -> str | None:
+        modname = imp.path.dotted
+        chain = [n for n, _ in stack]
+        if modname in chain:
+            i = chain.index(modname)
+            cycle = " -> ".join(chain[i:] + [modname])
+            notes = [Note(f"`{n}` is imported here", s) for n, s in stack[i + 1:]]
+            self.bag.error("E102", f"import cycle: {cycle}", imp.span, notes=notes,
+                           hint="move the shared definitions into a module that both import")
+            return None
+        if modname in self.modules:
+            return modname
+        if modname in self.failed:
+            return None
+        src: SourceFile | None = None
+        if imp.path.parts[0] == STDLIB_PREFIX:
+            src = _stdlib_source(modname)
+        else:
+            path = _find_user_module(modname, self.search)
+            if path is not None:
+                src = read_source(path)
+        if src is None:
+            self.failed.add(modname)
+            cands = stdlib_modules() + [modname.replace(".", "/")]
+            hint = did_you_mean(modname, stdlib_modules())
+            if hint is None and imp.path.parts[0] != STDLIB_PREFIX:
+                hint = (f"looked for {'/'.join(imp.path.parts)}.msl beside the file and on the -I paths; "
+                        f"stdlib modules are: {', '.join(stdlib_modules())}")
+            del cands
+            self.bag.error("E101", f"cannot find module `{modname}`", imp.path.span, hint=hint)
+            return None
+        module = parse_msl(src, self.bag)
+        if module is None:
+            self.failed.add(modname)
+            return None
+        self.modules[modname] = module
+        self._load_imports_of(module, stack + [(modname, imp.span)])
+        return modname
+
+    def _load_imports_of(self, module: A.Module, stack: list[tuple[str, Span]]) -> None:
+        for imp in module.imports:
+            self.load_import(imp, stack)
+
+
+def _namespace(modname: str, imp: A.Import | None) -> str:
+    if imp is not None and imp.alias is not None:
+        return imp.alias.name
+    return modname.rsplit(".", 1)[-1]
+
+
+def _own_defs(module: A.Module) -> list[tuple[str, str, A.Block | A.Family | A.Preset | A.Device]]:
+    out: list[tuple[str, str, A.Block | A.Family | A.Preset | A.Device]] = []
+    out += [("block", b.name.name, b) for b in module.blocks]
+    out += [("family", f.name.name, f) for f in module.families]
+    out += [("preset", p.name.name, p) for p in module.presets]
+    out += [("device", d.name.name, d) for d in module.devices]
+    return out
+
+
+def load_program(root: A.Module, bag: DiagnosticBag, search: list[Path], root_name: str = "__main__") -> Program:
+    """Load every module `root` reaches and build the symbol tables."""
+    loader = _Loader(bag, search)
+    prelude_span = Span.of(SourceFile("<prelude>", ""), 0, 0)
+    for mod in PRELUDE:
+        loader.load_import(A.Import(prelude_span, A.Name(prelude_span, tuple(mod.split("."))), None), [])
+    loader._load_imports_of(root, [(root_name, root.span)])
+    prog = Program(root=root, root_name=root_name)
+    prog.modules = {root_name: root, **dict(sorted(loader.modules.items()))}
+
+    # definitions, with duplicate checks per module
+    for modname, module in prog.modules.items():
+        seen: dict[str, A.Node] = {}
+        for kind, name, node in _own_defs(module):
+            if name in seen:
+                bag.error("E104", f"`{name}` is defined twice", node.name.span,
+                          notes=[Note("first defined here", seen[name].name.span)])  # type: ignore[attr-defined]
+                continue
+            seen[name] = node
+            qual = name if modname == root_name else f"{modname}.{name}"
+            prog.defs[qual] = Definition(kind, qual, node, modname)
+
+    # scopes: own names, then imported namespaces (qualified and, where unambiguous, bare)
+    for modname, module in prog.modules.items():
+        scope: dict[str, str] = {}
+        bare: dict[str, set[str]] = {}
+        imports = list(module.imports)
+        if modname == root_name or True:
+            imports = [A.Import(prelude_span, A.Name(prelude_span, tuple(p.split("."))), None) for p in PRELUDE] + imports
+        for imp in imports:
+            target = imp.path.dotted
+            if target not in prog.modules:
+                continue
+            ns = _namespace(target, imp)
+            for kind, name, _node in _own_defs(prog.modules[target]):
+                q = f"{target}.{name}"
+                if q not in prog.defs:
+                    continue
+                scope[f"{ns}.{name}"] = q
+                bare.setdefault(name, set()).add(q)
+        for name, quals in bare.items():
+            if len(quals) == 1:
+                scope[name] = next(iter(quals))
+        for kind, name, _node in _own_defs(module):
+            q = name if modname == root_name else f"{modname}.{name}"
+            if q in prog.defs:
+                scope[name] = q
+        prog.scopes[modname] = scope
+    return prog

@@ -1,0 +1,276 @@
+"""Compile-time values and the evaluation of MSL expressions over them.
+
+Dimension arithmetic is exact: `/` gives a Fraction, and a dimension must come out a whole number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Union
+
+from . import ast as A
+from .span import Span
+
+__all__ = [
+    "Sym", "LayerRef", "UnknownValue", "Value", "EvalError", "evaluate", "as_int", "as_number",
+    "format_value", "UNIT_SCALE", "quantity_value",
+]
+
+
+@dataclass(frozen=True)
+class Sym:
+    """An enum symbol such as `rope` or `real_time`."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A layer as a value: a primitive or block, with some arguments bound (`swiglu(hidden = 2048)`)."""
+
+    kind: str  # "primitive" | "block"
+    target: str  # primitive name or block qualname
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    span: Span | None = None
+
+    def __str__(self) -> str:
+        if not self.kwargs:
+            return self.target
+        return f"{self.target}(" + ", ".join(f"{k}={format_value(v)}" for k, v in self.kwargs) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LayerRef) and (self.kind, self.target, self.kwargs) == (
+            other.kind, other.target, other.kwargs)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.target, self.kwargs))
+
+
+@dataclass(frozen=True)
+class UnknownValue:
+    span: Span | None = None
+
+
+Value = Union[int, float, Fraction, bool, str, Sym, LayerRef, tuple, UnknownValue, None]
+
+
+class EvalError(Exception):
+    def __init__(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.span = span
+        self.hint = hint
+
+
+# Unit suffixes: scale and the dimension they measure.
+UNIT_SCALE: dict[str, tuple[float, str]] = {
+    "k": (1e3, "count"), "K": (1e3, "count"), "M": (1e6, "count"), "B": (1e9, "count"), "G": (1e9, "count"),
+    "T": (1e12, "count"),
+    "KB": (1e3, "bytes"), "MB": (1e6, "bytes"), "GB": (1e9, "bytes"), "TB": (1e12, "bytes"),
+    "KiB": (2.0**10, "bytes"), "MiB": (2.0**20, "bytes"), "GiB": (2.0**30, "bytes"), "TiB": (2.0**40, "bytes"),
+    "ns": (1e-9, "time"), "us": (1e-6, "time"), "ms": (1e-3, "time"), "s": (1.0, "time"),
+    "Hz": (1.0, "frequency"), "kHz": (1e3, "frequency"), "fps": (1.0, "rate"), "px": (1.0, "pixels"),
+}
+
+
+def quantity_value(q: A.Quantity) -> tuple[float | int, str]:
+    scale, dim = UNIT_SCALE[q.unit]
+    v = q.value * scale
+    if dim in ("count", "bytes", "pixels", "frequency") and abs(v - round(v)) < 1e-6:
+        return int(round(v)), dim
+    return v, dim
+
+
+def as_number(v: Value, span: Span | None) -> int | float | Fraction:
+    if isinstance(v, bool) or not isinstance(v, (int, float, Fraction)):
+        raise EvalError("E201", f"expected a number, found {describe(v)}", span)
+    return v
+
+
+def as_int(v: Value, span: Span | None, what: str = "dimension") -> int:
+    if isinstance(v, bool):
+        raise EvalError("E201", f"expected an integer {what}, found a boolean", span)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, Fraction) and v.denominator == 1:
+        return int(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, (Fraction, float)):
+        return_hint = "round it with round(x), floor(x), ceil(x) or round_up(x, m)"
+        raise EvalError("E205", f"{what} evaluates to {format_value(v)}, which is not an integer", span, return_hint)
+    raise EvalError("E201", f"expected an integer {what}, found {describe(v)}", span)
+
+
+def describe(v: Value) -> str:
+    if isinstance(v, bool):
+        return f"boolean `{str(v).lower()}`"
+    if isinstance(v, (int, float, Fraction)):
+        return f"number `{format_value(v)}`"
+    if isinstance(v, str):
+        return f"string {v!r}"
+    if isinstance(v, Sym):
+        return f"name `{v.name}`"
+    if isinstance(v, LayerRef):
+        return f"layer `{v}`"
+    if isinstance(v, tuple):
+        return "a list"
+    if isinstance(v, UnknownValue):
+        return "an unknown `?`"
+    return "nothing"
+
+
+def format_value(v: Value) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, Fraction):
+        if v.denominator == 1:
+            return str(v.numerator)
+        return f"{float(v):.6g}"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(format_value(i) for i in v) + "]"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, UnknownValue):
+        return "?"
+    return str(v)
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, Fraction) and v.denominator == 1:
+        return int(v)
+    return v
+
+
+def _round_up(x: Value, m: Value) -> int:
+    xi = as_number(x, None)
+    mi = as_int(m, None, "multiple")
+    return int(math.ceil(Fraction(xi) / mi)) * mi if not isinstance(xi, float) else int(math.ceil(xi / mi)) * mi
+
+
+FUNCTIONS: dict[str, Callable[..., Value]] = {
+    "round": lambda x: int(round(x)),
+    "floor": lambda x: int(math.floor(x)),
+    "ceil": lambda x: int(math.ceil(x)),
+    "round_up": _round_up,
+    "min": lambda *a: min(a),
+    "max": lambda *a: max(a),
+    "sqrt": lambda x: math.sqrt(x),
+    "log2": lambda x: math.log2(x),
+    "len": lambda x: len(x),
+    "sum": lambda x: sum(x),
+}
+
+
+Resolver = Callable[[A.Name], Value]
+
+
+def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = None) -> Value:
+    """Evaluate a compile-time expression. Names look up `env`, then `resolve` (symbols, layers)."""
+    if isinstance(e, A.Num):
+        return e.value
+    if isinstance(e, A.Quantity):
+        return quantity_value(e)[0]
+    if isinstance(e, A.Str):
+        return e.value
+    if isinstance(e, A.Bool):
+        return e.value
+    if isinstance(e, A.Unknown):
+        return UnknownValue(e.span)
+    if isinstance(e, A.Name):
+        if len(e.parts) == 1 and e.parts[0] in env:
+            return env[e.parts[0]]
+        if resolve is not None:
+            return resolve(e)
+        raise EvalError("E103", f"undefined name `{e.dotted}`", e.span)
+    if isinstance(e, A.TupleExpr | A.ListExpr):
+        return tuple(evaluate(i, env, resolve) for i in e.items)
+    if isinstance(e, A.Neg):
+        return _norm(-as_number(evaluate(e.operand, env, resolve), e.operand.span))
+    if isinstance(e, A.Not):
+        return not _truth(evaluate(e.operand, env, resolve), e.operand.span)
+    if isinstance(e, A.BoolOp):
+        left = _truth(evaluate(e.left, env, resolve), e.left.span)
+        if e.op == "and":
+            return left and _truth(evaluate(e.right, env, resolve), e.right.span)
+        return left or _truth(evaluate(e.right, env, resolve), e.right.span)
+    if isinstance(e, A.Compare):
+        a = evaluate(e.left, env, resolve)
+        b = evaluate(e.right, env, resolve)
+        if e.op in ("==", "!="):
+            eq = _norm(a) == _norm(b)
+            return eq if e.op == "==" else not eq
+        x = as_number(a, e.left.span)
+        y = as_number(b, e.right.span)
+        return {"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[e.op]
+    if isinstance(e, A.BinOp):
+        a = evaluate(e.left, env, resolve)
+        b = evaluate(e.right, env, resolve)
+        if isinstance(a, UnknownValue) or isinstance(b, UnknownValue):
+            return UnknownValue(e.span)
+        x = as_number(a, e.left.span)
+        y = as_number(b, e.right.span)
+        if e.op in ("/", "//", "%") and y == 0:
+            raise EvalError("E210", "division by zero", e.span)
+        if e.op == "+":
+            return _norm(x + y)
+        if e.op == "-":
+            return _norm(x - y)
+        if e.op == "*":
+            return _norm(x * y)
+        if e.op == "/":
+            if isinstance(x, float) or isinstance(y, float):
+                return x / y
+            return _norm(Fraction(x) / Fraction(y))
+        if e.op == "//":
+            return _norm(x // y)
+        if e.op == "%":
+            return _norm(x % y)
+        if e.op == "**":
+            return _norm(x**y)
+        raise AssertionError(e.op)
+    if isinstance(e, A.Index):
+        seq = evaluate(e.value, env, resolve)
+        idx = as_int(evaluate(e.index, env, resolve), e.index.span, "index")
+        if not isinstance(seq, tuple):
+            raise EvalError("E201", f"cannot index {describe(seq)}", e.value.span)
+        if not -len(seq) <= idx < len(seq):
+            raise EvalError("E201", f"index {idx} is out of range for a list of {len(seq)}", e.index.span)
+        return seq[idx]
+    if isinstance(e, A.Call):
+        fname = e.func.dotted
+        if fname in FUNCTIONS and all(a.name is None for a in e.args):
+            vals = [evaluate(a.value, env, resolve) for a in e.args]
+            try:
+                return _norm(FUNCTIONS[fname](*vals))
+            except EvalError:
+                raise
+            except (TypeError, ValueError) as ex:
+                raise EvalError("E204", f"bad arguments to `{fname}`: {ex}", e.span) from None
+        if resolve is not None:
+            base = resolve(e.func)
+            if isinstance(base, LayerRef):
+                kw = dict(base.kwargs)
+                for a in e.args:
+                    if a.name is None:
+                        raise EvalError("E204", "a layer used as a value takes only named arguments", a.span,
+                                        "write `name = value`")
+                    kw[a.name.name] = evaluate(a.value, env, resolve)
+                return LayerRef(base.kind, base.target, tuple(sorted(kw.items())), e.span)
+        raise EvalError("E103", f"undefined function `{fname}`", e.func.span)
+    raise EvalError("E201", "a tensor expression is not allowed here", e.span)
+
+
+def _truth(v: Value, span: Span | None) -> bool:
+    if isinstance(v, bool):
+        return v
+    raise EvalError("E201", f"expected a boolean, found {describe(v)}", span)
