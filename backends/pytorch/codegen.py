@@ -1,0 +1,781 @@
+"""Graph IR + block definitions -> one readable model.py (nanoGPT style).
+
+One class per block (specialised on its layer-valued parameters, e.g. the norm), a Config
+dataclass with the solved dims, a straight-line forward with shape comments taken from the
+graph's shape inference (the first instance of each class), and build_model / example_inputs /
+example_batch entry points. The generated file imports torch only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from metagen_compiler import ast as A
+from metagen_compiler.compilation import Compilation
+from metagen_compiler.elaborate import Elaborator, ParamSpec, param_specs
+from metagen_compiler.graph import GraphIR
+from metagen_compiler.primitives import PRIMITIVES, fmt_shape
+from metagen_compiler.program import Definition
+from metagen_compiler.values import LayerRef, Sym, Value, evaluate
+
+from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, MODULES, helper_deps
+from .writer import Namespace, Writer, camel, py_ident
+
+__all__ = ["emit_model_py"]
+
+ClassKey = tuple[str, tuple[tuple[str, LayerRef], ...]]
+
+
+def literal(v: Value) -> str:
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if hasattr(v, "denominator"):
+        return f"{v.numerator} / {v.denominator}"  # type: ignore[union-attr]
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, Sym):
+        return repr(v.name)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(literal(i) for i in v) + ("," if len(v) == 1 else "") + ")"
+    if v is None:
+        return "None"
+    raise TypeError(f"no Python literal for {v!r}")
+
+
+_PY_OPS = {"and": "and", "or": "or"}
+
+
+def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
+    """An MSL compile-time expression as Python. `name` maps a variable to its Python spelling
+    (None: not a variable, so an enum symbol, written as a string)."""
+
+    def go(x: A.Expr, parent: int = 0) -> str:
+        if isinstance(x, A.Num):
+            return repr(x.value)
+        if isinstance(x, A.Quantity):
+            from metagen_compiler.values import quantity_value
+
+            return repr(quantity_value(x)[0])
+        if isinstance(x, A.Str):
+            return repr(x.value)
+        if isinstance(x, A.Bool):
+            return "True" if x.value else "False"
+        if isinstance(x, A.Name):
+            n = name(x.dotted)
+            return n if n is not None else repr(x.parts[-1])
+        if isinstance(x, A.BinOp):
+            prec = {"+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "**": 8}[x.op]
+            op = "//" if x.op == "/" else x.op  # dims are whole numbers: the checker has made sure
+            s = f"{go(x.left, prec)} {op} {go(x.right, prec + 1)}"
+            return f"({s})" if prec < parent else s
+        if isinstance(x, A.Neg):
+            return f"-{go(x.operand, 7)}"
+        if isinstance(x, A.Compare):
+            s = f"{go(x.left, 5)} {x.op} {go(x.right, 5)}"
+            return f"({s})" if 4 < parent else s
+        if isinstance(x, A.BoolOp):
+            prec = 2 if x.op == "and" else 1
+            s = f"{go(x.left, prec)} {x.op} {go(x.right, prec + 1)}"
+            return f"({s})" if prec < parent else s
+        if isinstance(x, A.Not):
+            return f"not {go(x.operand, 3)}"
+        if isinstance(x, A.Index):
+            return f"{go(x.value, 10)}[{go(x.index)}]"
+        if isinstance(x, A.TupleExpr | A.ListExpr):
+            items = [go(i) for i in x.items]
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        if isinstance(x, A.Call):
+            fn = {"round": "round", "floor": "math.floor", "ceil": "math.ceil", "min": "min", "max": "max",
+                  "sqrt": "math.sqrt", "log2": "math.log2", "len": "len", "sum": "sum"}.get(x.func.dotted)
+            if x.func.dotted == "round_up":
+                a, m = (go(i.value) for i in x.args)
+                return f"math.ceil({a} / {m}) * {m}"
+            if fn is None:
+                raise ValueError(f"cannot express `{x.func.dotted}` in Python")
+            return f"{fn}(" + ", ".join(go(i.value) for i in x.args) + ")"
+        raise ValueError(f"cannot express {type(x).__name__} in Python")
+
+    return go(e)
+
+
+def _uses_true_division(e: A.Expr) -> bool:
+    return isinstance(e, A.BinOp) and e.op == "/"
+
+
+@dataclass
+class _Ctx:
+    """What a block body's names mean while one class is generated."""
+
+    key: ClassKey
+    d: Definition
+    layer_env: dict[str, LayerRef]
+    values: set[str]  # params and lets (non-layer)
+    self_attrs: set[str]  # names forward reads through self
+
+
+class PyTorchEmitter:
+    def __init__(self, comp: Compilation) -> None:
+        assert comp.graph is not None and comp.program is not None and comp.spec is not None
+        self.comp = comp
+        self.ir: GraphIR = comp.graph
+        self.prog = comp.program
+        self.spec = comp.spec
+        self.elab = Elaborator(self.prog)
+        self.ns = Namespace()
+        self.class_names: dict[ClassKey, str] = {}
+        self.class_src: list[str] = []
+        self.helpers: set[str] = set()
+        self.instances = self._first_instances()
+        self._topo_pos = {n: i for i, n in enumerate(self.ir.topo())}
+
+    # ------------------------------------------------------------ instances and shapes
+    def _key_of(self, qualname: str, args: dict[str, Value]) -> ClassKey:
+        d = self.prog.defs[qualname]
+        assert isinstance(d.node, A.Block)
+        layers = tuple((s.name, args[s.name]) for s in param_specs(d.node) if s.type == "layer"
+                       and isinstance(args.get(s.name), LayerRef))
+        return (qualname, layers)  # type: ignore[return-value]
+
+    def _first_instances(self) -> dict[ClassKey, str]:
+        out: dict[ClassKey, str] = {}
+        for path, info in self.ir.modules.items():
+            if info.kind == "block":
+                out.setdefault(self._key_of(info.target, info.args), path)
+        return out
+
+    def _stmt_shapes(self, path: str) -> list[tuple[int, str, Any]]:
+        """(topological position, shape text, span) of everything directly inside instance `path`."""
+        items = []
+        g = self.ir.g
+        prefix = path + "."
+        last_under: dict[str, int] = {}
+        for n in g.nodes:
+            if n.startswith(prefix):
+                rest = n[len(prefix):]
+                child = rest.split(".")[0]
+                child_path = prefix + child
+                if child_path in self.ir.modules and self.ir.modules[child_path].kind in ("block", "list"):
+                    pos = self._topo_pos[n]
+                    if pos > last_under.get(child_path, -1):
+                        last_under[child_path] = pos
+            d = g.nodes[n]
+            if d.get("scope") == path and d["op"] != "input":
+                shapes = d.get("shapes", [])
+                items.append((self._topo_pos[n], ", ".join(fmt_shape(s) for s in shapes), d["span"]))
+        order = self.ir.topo()
+        for child_path, pos in last_under.items():
+            node = order[pos]
+            shapes = g.nodes[node].get("shapes", [])
+            items.append((pos, ", ".join(fmt_shape(s) for s in shapes[:1]), self.ir.modules[child_path].span))
+        return items
+
+    @staticmethod
+    def _shape_for(items: list[tuple[int, str, Any]], span: Any) -> str | None:
+        best = None
+        for pos, text, s in items:
+            if s is None or s.file is None or span.file is None or s.file.path != span.file.path:
+                continue
+            if span.start <= s.start and s.end <= span.end and (best is None or pos > best[0]):
+                best = (pos, text)
+        return best[1] if best else None
+
+    # ------------------------------------------------------------ classes
+    def class_for(self, key: ClassKey) -> str:
+        if key in self.class_names:
+            return self.class_names[key]
+        qual = key[0]
+        base = camel(qual.rsplit(".", 1)[-1])
+        name = self.ns.name(key, base)
+        self.class_names[key] = name
+        self.class_src.append(self._gen_class(key, name))
+        return name
+
+    def _layer_value(self, e: A.Expr | None, ctx_env: dict[str, LayerRef], module: str) -> LayerRef:
+        assert e is not None
+        v = evaluate(e, ctx_env, self.elab.resolver(module, ctx_env))
+        assert isinstance(v, LayerRef), v
+        return v
+
+    def _call_parts(self, ref: LayerRef, args: Sequence[A.Arg] | None, ctx: _Ctx | None, value_name: Callable[[str], str | None],
+                    layer_env: dict[str, LayerRef], module: str) -> tuple[list[tuple[ParamSpec, str | None]], dict[str, LayerRef]]:
+        """For a call site: each non-layer parameter with its Python argument (None = default),
+        and the callee's layer parameters' values."""
+        callee = PRIMITIVES[ref.target] if ref.kind == "primitive" else self.prog.defs[ref.target].node
+        specs = param_specs(callee)  # type: ignore[arg-type]
+        given: dict[str, A.Expr | Value] = {}
+        pos = [a for a in args or () if a.name is None]
+        for s, a in zip(specs, pos):
+            given[s.name] = a.value
+        for a in args or ():
+            if a.name is not None:
+                given[a.name.name] = a.value
+        for k, v in ref.kwargs:
+            given[k] = v  # concrete values bound in a layer value
+        layers: dict[str, LayerRef] = {}
+        out: list[tuple[ParamSpec, str | None]] = []
+        for s in specs:
+            g = given.get(s.name)
+            if s.type == "layer":
+                if g is None:
+                    callee_mod = self.prog.defs[ref.target].module if ref.kind == "block" else module
+                    layers[s.name] = self._layer_value(s.default, {}, callee_mod)
+                elif isinstance(g, LayerRef):
+                    layers[s.name] = g
+                else:
+                    layers[s.name] = self._layer_value(g, layer_env, module)  # type: ignore[arg-type]
+                continue
+            if g is None:
+                out.append((s, None))
+            elif isinstance(g, A.Node):
+                out.append((s, py_expr(g, value_name)))  # type: ignore[arg-type]
+            else:
+                out.append((s, literal(g)))  # type: ignore[arg-type]
+        return out, layers
+
+    def _ctor(self, ref: LayerRef, parts: list[tuple[ParamSpec, str | None]], layers: dict[str, LayerRef]) -> str:
+        if ref.kind == "primitive":
+            tmpl = MODULES[ref.target]
+            for h in helper_deps(ref.target):
+                self.helpers.add(h)
+            return _fill(tmpl, {s.name: (a, s.default) for s, a in parts})
+        d = self.prog.defs[ref.target]
+        key = (ref.target, tuple(sorted(layers.items())))
+        assert isinstance(d.node, A.Block)
+        # keep the callee's parameter order for the layer tuple, as _key_of does
+        key = (ref.target, tuple((s.name, layers[s.name]) for s in param_specs(d.node) if s.type == "layer"))
+        cls = self.class_for(key)
+        args: list[str] = []
+        kw = False
+        for s, a in parts:
+            if a is None:
+                kw = True
+                continue
+            args.append(f"{py_ident(s.name)}={a}" if kw else a)
+        return f"{cls}({', '.join(args)})"
+
+    def _gen_class(self, key: ClassKey, name: str) -> str:
+        qual, layer_items = key
+        d = self.prog.defs[qual]
+        block = d.node
+        assert isinstance(block, A.Block)
+        layer_env = dict(layer_items)
+        specs = param_specs(block)
+        values = {s.name for s in specs if s.type != "layer"}
+        lets = {s.name.name for s in _walk(block.body) if isinstance(s, A.Let)}
+        ctx = _Ctx(key, d, layer_env, values | lets, set())
+        labels = self.elab.labels(block)
+        inst = self.instances.get(key)
+        shape_items = self._stmt_shapes(inst) if inst else []
+
+        # forward first: it decides which values __init__ must keep on self
+        fw = Writer()
+        inputs: list[str] = []
+        with fw.indent():
+            with fw.indent():
+                self._gen_forward(block.body, fw, ctx, labels, shape_items, inputs)
+        init = Writer()
+        with init.indent():
+            with init.indent():
+                init.line("super().__init__()")
+                for s in specs:
+                    if s.type != "layer" and s.name in ctx.self_attrs:
+                        init.line(f"self.{py_ident(s.name)} = {py_ident(s.name)}")
+                self._gen_init(block.body, init, ctx, labels)
+
+        w = Writer()
+        w.line(f"class {name}(nn.Module):")
+        with w.indent():
+            where = f"{d.qualname.replace('.', ' ', 0)} ({block.span.path}:{block.span.line})"
+            spec_txt = ", ".join(f"{k}={v}" for k, v in layer_items)
+            w.line(f'"""MSL block `{d.qualname}`{(" with " + spec_txt) if spec_txt else ""}; {where.split(" (")[1][:-1]}.')
+            if inst:
+                w.line("")
+                w.line(f"Shapes in comments are those of `{inst}`.")
+            w.line('"""')
+            w.line("")
+            sig = []
+            for s in specs:
+                if s.type == "layer":
+                    continue
+                ann = {"int": "int", "float": "float", "bool": "bool", "str": "str", "enum": "str", "list": "tuple"}.get(s.type)
+                default = ""
+                if s.default is not ...:
+                    dv = self._default_literal(s)
+                    default = f" = {dv}"
+                    if dv == "None" and ann:
+                        ann = f"{ann} | None"
+                sig.append(f"{py_ident(s.name)}" + (f": {ann}" if ann else "") + default)
+            w.line(f"def __init__(self{''.join(', ' + a for a in sig)}):")
+            w.lines.extend(init.lines)
+            w.line("")
+            w.line(f"def forward(self, {', '.join(inputs)}):")
+            w.lines.extend(fw.lines)
+        return w.text()
+
+    def _default_literal(self, s: ParamSpec) -> str:
+        if isinstance(s.default, (A.Num, A.Str, A.Bool)):
+            return py_expr(s.default, lambda n: None)
+        if isinstance(s.default, A.Name):
+            return "None" if s.type not in ("enum", "str") else repr(s.default.dotted)
+        if isinstance(s.default, A.Neg) and isinstance(s.default.operand, A.Num):
+            return py_expr(s.default, lambda n: None)
+        if isinstance(s.default, A.ListExpr) and all(isinstance(i, A.Num) for i in s.default.items):
+            return py_expr(s.default, lambda n: None)
+        return "None"
+
+    # ------------------------------------------------------------ __init__
+    def _gen_init(self, body: Sequence[A.Stmt], w: Writer, ctx: _Ctx, labels: dict[int, str | None]) -> None:
+        # parameters whose default is an expression over other parameters
+        if ctx.d.node.body is body:  # type: ignore[union-attr]
+            block = ctx.d.node
+            assert isinstance(block, A.Block)
+            for s in param_specs(block):
+                if s.type != "layer" and s.default is not ... and self._default_literal(s) == "None" and not (
+                        isinstance(s.default, A.Name) and s.default.dotted == "None"):
+                    n = py_ident(s.name)
+                    w.line(f"if {n} is None:")
+                    with w.indent():
+                        w.line(f"{n} = {py_expr(s.default, self._init_name(ctx))}")  # type: ignore[arg-type]
+                    if s.name in ctx.self_attrs:
+                        with w.indent():
+                            w.line(f"self.{n} = {n}")
+        for st in body:
+            if isinstance(st, A.Let):
+                w.line(f"{py_ident(st.name.name)} = {py_expr(st.value, self._init_name(ctx))}")
+                if st.name.name in ctx.self_attrs:
+                    w.line(f"self.{py_ident(st.name.name)} = {py_ident(st.name.name)}")
+            elif isinstance(st, A.Require):
+                msg = st.message or "requirement does not hold"
+                w.line(f"assert {py_expr(st.cond, self._init_name(ctx))}, {msg!r}")
+            elif isinstance(st, A.If):
+                sub_then, sub_else = Writer(), Writer()
+                sub_then.level = sub_else.level = w.level + 1
+                self._gen_init(st.then, sub_then, ctx, labels)
+                self._gen_init(st.orelse, sub_else, ctx, labels)
+                if sub_then.lines or sub_else.lines:
+                    w.line(f"if {py_expr(st.cond, self._init_name(ctx))}:")
+                    w.lines.extend(sub_then.lines or [w.lines and "    " * (w.level + 1) + "pass"])
+                    if sub_else.lines:
+                        w.line("else:")
+                        w.lines.extend(sub_else.lines)
+            elif isinstance(st, (A.Assign, A.Return)):
+                vals = [st.value] if isinstance(st, A.Assign) else list(st.values)
+                for v in vals:
+                    for ly in _layers_in(v):
+                        self._init_layer(ly, w, ctx, labels)
+
+    def _init_name(self, ctx: _Ctx) -> Callable[[str], str | None]:
+        return lambda n: py_ident(n) if n in ctx.values else None
+
+    def _init_layer(self, ly: A.Layer, w: Writer, ctx: _Ctx, labels: dict[int, str | None]) -> None:
+        label = labels.get(id(ly))
+        ref = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
+        assert ref is not None, ly.callee.dotted
+        if label is None or not _is_module(ref, ly):
+            return
+        parts, layers = self._call_parts(ref, ly.args, ctx, self._init_name(ctx), ctx.layer_env, ctx.d.module)
+        ctor = self._ctor(ref, parts, layers)
+        attr = py_ident(label)
+        if ly.repeat is not None:
+            n = py_expr(ly.repeat, self._init_name(ctx))
+            w.line(f"self.{attr} = nn.ModuleList([{ctor} for _ in range({n})])")
+        else:
+            w.line(f"self.{attr} = {ctor}")
+
+    # ------------------------------------------------------------ forward
+    def _fwd_name(self, ctx: _Ctx, tensors: set[str]) -> Callable[[str], str | None]:
+        def name(n: str) -> str | None:
+            if n in tensors:
+                return py_ident(n)
+            if n in ctx.values:
+                ctx.self_attrs.add(n)
+                return f"self.{py_ident(n)}"
+            return None
+
+        return name
+
+    def _gen_forward(self, body: Sequence[A.Stmt], w: Writer, ctx: _Ctx, labels: dict[int, str | None],
+                     shapes: list[tuple[int, str, Any]], inputs: list[str], tensors: set[str] | None = None) -> None:
+        tensors = set() if tensors is None else tensors
+        for st in body:
+            if isinstance(st, A.Input):
+                for n in st.names:
+                    inputs.append(py_ident(n.name))
+                    tensors.add(n.name)
+            elif isinstance(st, A.If):
+                cond = py_expr(st.cond, self._fwd_name(ctx, tensors))
+                then_w = Writer()
+                then_w.level = w.level + 1
+                self._gen_forward(st.then, then_w, ctx, labels, shapes, inputs, tensors)
+                else_w = Writer()
+                else_w.level = w.level + 1
+                self._gen_forward(st.orelse, else_w, ctx, labels, shapes, inputs, tensors)
+                if then_w.lines or else_w.lines:
+                    w.line(f"if {cond}:")
+                    w.lines.extend(then_w.lines or ["    " * (w.level + 1) + "pass"])
+                    if else_w.lines:
+                        w.line("else:")
+                        w.lines.extend(else_w.lines)
+            elif isinstance(st, A.Assign):
+                target = py_ident(st.targets[0].name) if len(st.targets) == 1 else None
+                pre, expr = self._texpr(st.value, ctx, labels, tensors, target)
+                for p in pre:
+                    w.line(p)
+                names = ", ".join(py_ident(t.name) for t in st.targets)
+                shape = self._shape_for(shapes, st.span)
+                line = f"{names} = {expr}"
+                if line == f"{names} = {names}":
+                    line = ""
+                if line:
+                    w.line(line + (f"  # {shape}" if shape else ""))
+                elif shape and w.lines:
+                    w.lines[-1] += f"  # {shape}"
+                for t in st.targets:
+                    tensors.add(t.name)
+            elif isinstance(st, A.Return):
+                first = st.values[0]
+                hint = py_ident(first.input.parts[0]) if isinstance(first, A.Apply) and isinstance(
+                    first.input, A.Name) else "h"
+                outs = []
+                for v in st.values:
+                    pre, expr = self._texpr(v, ctx, labels, tensors, hint)
+                    for p in pre:
+                        w.line(p)
+                    outs.append(expr)
+                shape = self._shape_for(shapes, st.span)
+                w.line(f"return {', '.join(outs)}" + (f"  # {shape}" if shape else ""))
+
+    def _texpr(self, e: A.Expr, ctx: _Ctx, labels: dict[int, str | None], tensors: set[str],
+               target: str | None) -> tuple[list[str], str]:
+        pre: list[str] = []
+
+        def go(x: A.Expr, parent: int = 0) -> str:
+            if isinstance(x, A.Name) and x.dotted in tensors:
+                return py_ident(x.dotted)
+            if isinstance(x, A.BinOp) and x.op in ("+", "-", "*"):
+                prec = 5 if x.op in "+-" else 6
+                s = f"{go(x.left, prec)} {x.op} {go(x.right, prec + 1)}"
+                return f"({s})" if prec < parent else s
+            if isinstance(x, A.TupleExpr):
+                return ", ".join(go(i) for i in x.items)
+            if isinstance(x, A.Apply):
+                ins = [go(i) for i in x.input.items] if isinstance(x.input, A.TupleExpr) else [go(x.input)]
+                return self._apply(x.layer, ins, ctx, labels, tensors, pre, target)
+            return py_expr(x, self._fwd_name(ctx, tensors))
+
+        return pre, go(e)
+
+    def _apply(self, ly: A.Layer, ins: list[str], ctx: _Ctx, labels: dict[int, str | None], tensors: set[str],
+               pre: list[str], target: str | None) -> str:
+        label = labels.get(id(ly))
+        ref0 = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
+        assert ref0 is not None
+        if label is not None and _is_module(ref0, ly):
+            attr = py_ident(label)
+            if ly.repeat is not None:
+                var = target or "h"
+                if ins != [var]:
+                    pre.append(f"{var} = {', '.join(ins)}")
+                pre.append(f"for layer in self.{attr}:")
+                pre.append(f"    {var} = layer({var})")
+                return var
+            return f"self.{attr}({', '.join(ins)})"
+        ref = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
+        assert ref is not None and ref.kind == "primitive", ly.callee.dotted
+        parts, _ = self._call_parts(ref, ly.args, ctx, self._fwd_name(ctx, tensors), ctx.layer_env, ctx.d.module)
+        for h in helper_deps(ref.target):
+            self.helpers.add(h)
+        argmap: dict[str, tuple[str | None, Any]] = {s.name: (a, s.default) for s, a in parts}
+        names = INPUT_NAMES.get(ref.target, ("x",))
+        for n, v in zip(names, ins):
+            argmap[n] = (_paren(v), ...)
+        if ref.target == "dropout" and argmap["p"][0] in (None, "0.0", "0"):
+            return ins[0]
+        if ref.target == "sdpa" and argmap["kv_heads"][0] is None:
+            argmap["kv_heads"] = argmap["heads"]
+        return _fill(FUNCTIONAL[ref.target], argmap)
+
+    # ------------------------------------------------------------ the model
+    def emit(self) -> str:
+        spec, ir = self.spec, self.ir
+        fam = spec.family.node
+        assert isinstance(fam, A.Family)
+        fam_specs = param_specs(fam)
+        layer_env = {k: v for k, v in spec.dims.items() if isinstance(v, LayerRef)}
+        cfg_fields = [s for s in fam_specs if s.type != "layer"]
+        cfg_names = {s.name for s in cfg_fields}
+        model_cls = self.ns.name("model", camel(spec.name))
+
+        def cfg(n: str) -> str | None:
+            if n in cfg_names:
+                return f"config.{py_ident(n)}"
+            if n in spec.task_fields:
+                return literal(spec.task_fields[n])
+            return None
+
+        slots = [*spec.encoders, spec.backbone, spec.head]
+        ctors = []
+        for slot in slots:
+            assert slot is not None
+            ref = self.elab.layer_ref(spec.family.module, slot.layer.callee, layer_env)  # type: ignore[arg-type]
+            assert ref is not None
+            parts, layers = self._call_parts(ref, slot.layer.args, None, cfg, layer_env, spec.family.module)
+            ctors.append((slot, self._ctor(ref, parts, layers)))
+
+        w = Writer()
+        w.line(f"class {model_cls}(nn.Module):")
+        with w.indent():
+            w.line(f'"""`{spec.name}`: {", ".join(n for n, _ in spec.inputs)} -> {spec.task}, '
+                   f'family `{spec.family.qualname}`, {ir.param_count():,} parameters."""')
+            w.line("")
+            w.line("def __init__(self, config: Config):")
+            with w.indent():
+                w.line("super().__init__()")
+                w.line("self.config = config")
+                for slot, ctor in ctors:
+                    attr = "encoder" if slot.role == "encoder" else slot.role
+                    w.line(f"self.{attr} = {ctor}")
+                for t in fam.ties:
+                    cond = py_expr(t.cond, cfg) if t.cond is not None else "True"
+                    w.line(f"if {cond}:  # tied weights: one tensor, counted once")
+                    with w.indent():
+                        w.line(f"self.{_path(t.target.dotted)} = self.{_path(t.source.dotted)}")
+                w.line("self.apply(init_weights)")
+            w.line("")
+            in_names = [py_ident(i.name) for i in ir.inputs]
+            w.line(f"def forward(self, {', '.join(in_names)}):")
+            with w.indent():
+                i0 = ir.inputs[0]
+                w.line(f"# {i0.name}: {i0.dtype} {fmt_shape(i0.shape)}")
+                w.line(f"x = self.encoder({in_names[0]})  # {self._slot_shape('encoder')}")
+                w.line(f"x = self.backbone(x)  # {self._slot_shape('backbone')}")
+                w.line(f"return self.head(x)  # {self._slot_shape('head')}")
+            w.line("")
+            self._gen_loss(w, in_names)
+        model_src = w.text()
+
+        out = Writer()
+        out.line('"""' + f"{spec.name}: generated by metagenc from {spec.span.path}.")
+        out.line("")
+        out.line(f"Family `{spec.family.qualname}`" + (f" (preset `{spec.preset}`)" if spec.preset else "")
+                 + f"; task `{spec.task}`; loss `{spec.loss}`.")
+        out.line(f"Parameters: {ir.param_count():,} (exact; equals report.json).")
+        out.line("Regenerate with metagenc rather than editing by hand. Depends on torch only.")
+        out.line('"""')
+        out.line("")
+        out.line("import math")
+        out.line("from dataclasses import dataclass")
+        out.line("")
+        out.line("import torch")
+        out.line("import torch.nn as nn")
+        out.line("import torch.nn.functional as F")
+        out.line("")
+        out.line("")
+        out.line("@dataclass")
+        out.line("class Config:")
+        with out.indent():
+            out.line('"""The solved dimensions. Override fields to build the same architecture at another size."""')
+            out.line("")
+            for s in cfg_fields:
+                v = spec.dims[s.name]
+                ann = {"int": "int", "float": "float", "bool": "bool", "str": "str", "enum": "str", "list": "tuple"}.get(
+                    s.type, type(v).__name__)
+                out.line(f"{py_ident(s.name)}: {ann} = {literal(v)}")
+        helper_order = ["attention", "apply_rope", "PositionEmbedding", "ClassToken"]
+        for h in helper_order:
+            if h in self.helpers:
+                out.line("")
+                out.lines.extend(HELPERS[h].rstrip("\n").split("\n"))
+        for src in self.class_src:
+            out.line("")
+            out.line("")
+            out.lines.extend(src.rstrip("\n").split("\n"))
+        out.line("")
+        out.line("")
+        out.lines.extend(model_src.rstrip("\n").split("\n"))
+        out.line("")
+        out.line("")
+        learned = [h for h in ("PositionEmbedding", "ClassToken") if h in self.helpers]
+        init_src = _INIT_AND_ENTRY
+        if learned:
+            kinds = learned[0] if len(learned) == 1 else "(" + ", ".join(learned) + ")"
+            init_src += (f"    elif isinstance(module, {kinds}):\n"
+                         "        nn.init.normal_(module.weight, mean=0.0, std=0.02)\n")
+        out.lines.extend(init_src.rstrip("\n").split("\n"))
+        self._gen_examples(out, model_cls)
+        return out.text()
+
+    def _slot_shape(self, role: str) -> str:
+        last = None
+        for n in self.ir.topo():
+            if n == role or n.startswith(role + "."):
+                last = n
+        if last is None:
+            return ""
+        return ", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"])
+
+    def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
+        spec = self.spec
+        x = in_names[0]
+        w.line("def loss(self, batch):")
+        with w.indent():
+            if spec.task == "generation":
+                w.line(f'"""Next-token cross-entropy: batch = {{"{x}": (B, T) token ids}}."""')
+                w.line(f'tokens = batch["{x}"]')
+                w.line("logits = self(tokens[:, :-1])  # (B, T-1, vocab)")
+                w.line("return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))")
+            elif spec.task == "classification":
+                w.line(f'"""Cross-entropy: batch = {{"{x}": inputs, "label": (B,) class ids}}."""')
+                w.line(f'logits = self(batch["{x}"])  # (B, num_classes)')
+                w.line('return F.cross_entropy(logits, batch["label"])')
+            else:
+                w.line(f'"""Mean squared error: batch = {{"{x}": inputs, "target": (B, outputs)}}."""')
+                w.line(f'prediction = self(batch["{x}"])')
+                w.line('return F.mse_loss(prediction, batch["target"])')
+
+    def _gen_examples(self, out: Writer, model_cls: str) -> None:
+        spec, ir = self.spec, self.ir
+        out.line("")
+        out.line("")
+        out.line(f"def build_model(config: Config | None = None, seed: int = {self.comp.options.seed}) -> {model_cls}:")
+        with out.indent():
+            out.line('"""The model with its initial weights (deterministic for a given seed)."""')
+            out.line("torch.manual_seed(seed)")
+            out.line(f"return {model_cls}(config or Config())")
+        out.line("")
+        out.line("")
+        out.line(f"def example_inputs(model: {model_cls}, batch_size: int = 1, seed: int = 0):")
+        with out.indent():
+            out.line('"""The nominal inputs of the spec, as a tuple for model(*inputs)."""')
+            out.line("c = model.config")
+            out.line("g = torch.Generator().manual_seed(seed)")
+            out.line("device = next(model.parameters()).device")
+            items = []
+            for i in ir.inputs:
+                if i.modality == "text":
+                    items.append("torch.randint(0, c.vocab, (batch_size, c.context), generator=g).to(device)")
+                elif i.modality == "image":
+                    items.append("torch.randn(batch_size, c.channels, c.image_size, c.image_size, generator=g).to(device)")
+            out.line(f"return ({', '.join(items)},)")
+        out.line("")
+        out.line("")
+        out.line(f"def example_batch(model: {model_cls}, batch_size: int = 2, seed: int = 0) -> dict:")
+        with out.indent():
+            out.line('"""A batch for model.loss(batch): inputs and random targets of the right form."""')
+            out.line("inputs = example_inputs(model, batch_size, seed)")
+            keys = ", ".join(f'"{i.name}": inputs[{k}]' for k, i in enumerate(ir.inputs))
+            out.line(f"batch = {{{keys}}}")
+            out.line("g = torch.Generator().manual_seed(seed + 1)")
+            if spec.task == "classification":
+                out.line('batch["label"] = torch.randint(0, model.config.num_classes, (batch_size,), generator=g)')
+            elif spec.task == "regression":
+                out.line(f"with torch.no_grad():")
+                out.line(f"    shape = model(*inputs).shape")
+                out.line('batch["target"] = torch.randn(shape, generator=g)')
+            out.line("return batch")
+
+
+_INIT_AND_ENTRY = '''
+@torch.no_grad()
+def init_weights(module: nn.Module) -> None:
+    """Initial weights: N(0, 0.02) for linear maps and embeddings (GPT-2, ViT), Kaiming for
+    convolutions (ResNet); norms start at identity; learned tokens and positions at N(0, 0.02)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+'''
+
+
+def _is_module(ref: LayerRef, ly: A.Layer) -> bool:
+    """Whether a layer application owns a submodule (blocks, weighted primitives, repeats)."""
+    return ref.kind == "block" or ly.repeat is not None or PRIMITIVES[ref.target].has_weights
+
+
+def _paren(v: str) -> str:
+    return f"({v})" if any(op in v for op in (" + ", " - ", " * ")) else v
+
+
+def _fill(tmpl: str, args: dict[str, tuple[str | None, Any]]) -> str:
+    """Fill a template. `?` before a segment drops it when its argument is the default."""
+    import re
+
+    out = []
+    segments = tmpl.split("?")
+    for i, seg in enumerate(segments):
+        names = re.findall(r"\{(\w+)\}", seg)
+        optional = i > 0
+        if optional and names:
+            val, default = args.get(names[0], (None, ...))
+            if val is None or (default is not ... and val == literal(default)):
+                m = re.match(r"^(.*?\{\w+\})(.*)$", seg, re.S)
+                assert m is not None
+                seg = m.group(2)
+                names = names[1:]
+                out.append(_fill_plain(seg, args))
+                continue
+        out.append(_fill_plain(seg, args))
+    return "".join(out)
+
+
+def _fill_plain(seg: str, args: dict[str, tuple[str | None, Any]]) -> str:
+    import re
+
+    def rep(m: re.Match[str]) -> str:
+        val, default = args.get(m.group(1), (None, ...))
+        if val is None:
+            return literal(default) if default is not ... else "None"
+        return val
+
+    return re.sub(r"\{(\w+)\}", rep, seg)
+
+
+def _path(dotted: str) -> str:
+    return ".".join(f"{p}" if not p.isdigit() else f"[{p}]" for p in dotted.split(".")).replace(".[", "[")
+
+
+def _walk(stmts: Sequence[A.Stmt]) -> list[A.Stmt]:
+    out: list[A.Stmt] = []
+    for s in stmts:
+        out.append(s)
+        if isinstance(s, A.If):
+            out += _walk(s.then) + _walk(s.orelse)
+    return out
+
+
+def _layers_in(e: A.Expr) -> list[A.Layer]:
+    out: list[A.Layer] = []
+
+    def go(x: object) -> None:
+        if isinstance(x, A.Apply):
+            go(x.input)
+            out.append(x.layer)
+        elif isinstance(x, (A.BinOp, A.Compare, A.BoolOp)):
+            go(x.left)
+            go(x.right)
+        elif isinstance(x, (A.TupleExpr, A.ListExpr)):
+            for i in x.items:
+                go(i)
+
+    go(e)
+    return out
+
+
+def emit_model_py(comp: Compilation) -> str:
+    return PyTorchEmitter(comp).emit()
+
+
+_ = (math, _uses_true_division)

@@ -1,0 +1,108 @@
+"""Primitive -> PyTorch. Weighted primitives become nn.Module constructors; the others become
+functional expressions in `forward`. Templates take Python expression strings for the arguments."""
+
+from __future__ import annotations
+
+__all__ = ["MODULES", "FUNCTIONAL", "HELPERS", "helper_deps"]
+
+# weighted primitives: constructor text. {name} are argument expressions; `?name` marks an
+# argument left out when it equals the primitive's default.
+MODULES: dict[str, str] = {
+    "linear": "nn.Linear({in_features}, {out_features}?, bias={bias})",
+    "conv2d": "nn.Conv2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}?, bias={bias})",
+    "batchnorm": "nn.BatchNorm2d({channels}?, eps={eps}?, momentum={momentum})",
+    "layernorm": "nn.LayerNorm({dim}?, eps={eps}?, bias={bias})",
+    "rmsnorm": "nn.RMSNorm({dim}, eps={eps})",
+    "embedding": "nn.Embedding({num}, {dim})",
+    "pos_embedding": "PositionEmbedding({length}, {dim})",
+    "cls_token": "ClassToken({dim})",
+}
+
+# weightless primitives: an expression over the inputs {x} ({q}, {k}, {v}; {a}, {b}) and arguments.
+FUNCTIONAL: dict[str, str] = {
+    "relu": "F.relu({x})",
+    "gelu": "F.gelu({x}?, approximate={approximate})",
+    "silu": "F.silu({x})",
+    "tanh": "torch.tanh({x})",
+    "sigmoid": "torch.sigmoid({x})",
+    "softmax": "F.softmax({x}, dim={dim})",
+    "dropout": "F.dropout({x}, {p}, self.training)",
+    "identity": "{x}",
+    "maxpool2d": "F.max_pool2d({x}, {kernel}, {stride}, {padding})",
+    "avgpool2d": "F.avg_pool2d({x}, {kernel}, {stride}, {padding})",
+    "global_avgpool": "{x}.mean(dim=(2, 3))",
+    "flatten": "{x}.flatten({start}, {end})",
+    "transpose": "{x}.transpose({dim0}, {dim1})",
+    "select": "{x}.select({dim}, {index})",
+    "mean": "{x}.mean(dim={dim})",
+    "split": "{x}.chunk({parts}, dim={dim})",
+    "sdpa": "attention({q}, {k}, {v}, {heads}, {kv_heads}, {causal})",
+    "rope": "apply_rope({q}, {k}, {heads}, {base})",
+    "add": "{a} + {b}",
+    "sub": "{a} - {b}",
+    "mul": "{a} * {b}",
+}
+
+INPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "add": ("a", "b"), "sub": ("a", "b"), "mul": ("a", "b"),
+}
+
+HELPERS: dict[str, str] = {
+    "attention": '''
+def attention(q, k, v, heads: int, kv_heads: int, causal: bool):
+    """Scaled dot-product attention on (B, T, C) tensors; splits and merges heads."""
+    B, T, C = q.shape
+    S = k.shape[1]
+    hs = C // heads
+    q = q.view(B, T, heads, hs).transpose(1, 2)  # (B, heads, T, hs)
+    k = k.view(B, S, kv_heads, hs).transpose(1, 2)  # (B, kv_heads, S, hs)
+    v = v.view(B, S, kv_heads, -1).transpose(1, 2)  # (B, kv_heads, S, hv)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=kv_heads != heads)
+    return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, heads * hv)
+''',
+    "apply_rope": '''
+def apply_rope(q, k, heads: int, base: float = 10000.0):
+    """Rotary position embedding (rotate-half layout) on q and k given as (B, T, C)."""
+    B, T, C = q.shape
+    hs = C // heads
+    inv_freq = 1.0 / (base ** (torch.arange(0, hs, 2, device=q.device, dtype=torch.float32) / hs))
+    freqs = torch.outer(torch.arange(T, device=q.device, dtype=torch.float32), inv_freq)  # (T, hs/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hs)
+    cos, sin = emb.cos()[None, :, None, :], emb.sin()[None, :, None, :]
+
+    def rotate(x):
+        x = x.view(B, T, -1, hs)
+        x1, x2 = x.chunk(2, dim=-1)
+        out = x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
+        return out.reshape(B, T, -1)
+
+    return rotate(q), rotate(k)
+''',
+    "PositionEmbedding": '''
+class PositionEmbedding(nn.Module):
+    """Learned absolute positions, added to the first T of `length` slots."""
+
+    def __init__(self, length: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, length, dim))
+
+    def forward(self, x):
+        return x + self.weight[:, : x.shape[1]]  # (B, T, dim)
+''',
+    "ClassToken": '''
+class ClassToken(nn.Module):
+    """A learned token prepended to the sequence: (B, T, D) -> (B, T + 1, D)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x):
+        return torch.cat((self.weight.expand(x.shape[0], -1, -1), x), dim=1)
+''',
+}
+
+
+def helper_deps(prim: str) -> list[str]:
+    return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
+            "cls_token": ["ClassToken"]}.get(prim, [])

@@ -1,0 +1,227 @@
+"""The `metagenc` command line."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .compilation import Compilation, Options
+from .diagnostics import DiagnosticBag, render_json, render_text
+from .driver import EMIT_ALIASES, STAGES, compile_source
+from .program import read_source
+
+__all__ = ["main", "build_report", "write_outputs"]
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+DEFAULT_BACKENDS = ("pytorch",)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="metagenc",
+        description="Compile a MetaGen spec (.msl, or the seeds' .yaml) into a model: PyTorch code, graph IR, report.",
+        epilog="Exit codes: 0 ok, 1 errors in the input, 2 usage, 3 internal compiler error.",
+    )
+    p.add_argument("file", help="the spec to compile (.msl or .yaml)")
+    p.add_argument("-o", "--output", default="out", help="output folder; the model goes to OUT/<model name>/ (default: out)")
+    p.add_argument("--emit", choices=sorted(set(STAGES) | set(EMIT_ALIASES)),
+                   help="stop after this stage and print its canonical dump (ast, ir, graph or any pass name)")
+    p.add_argument("--print-after", action="append", default=[], choices=STAGES, metavar="PASS",
+                   help=f"print a pass's dump after it runs (repeatable): {', '.join(STAGES)}")
+    p.add_argument("--backend", default=",".join(DEFAULT_BACKENDS),
+                   help="comma-separated backends to run (default: pytorch; 'none' for the IR and report only)")
+    p.add_argument("--seed", type=int, default=0, help="seed baked into build_model() for the initial weights")
+    p.add_argument("--check", action="store_true", help="only diagnose: run every pass, write nothing")
+    p.add_argument("--diagnostics-format", choices=("text", "json"), default="text")
+    p.add_argument("-I", dest="include", action="append", default=[], metavar="DIR", help="add an import search path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a family parameter, e.g. --set layers=2 (repeatable)")
+    p.add_argument("--model", help="compile only this model of the file")
+    p.add_argument("--version", action="version", version=f"metagenc {__version__}")
+    return p
+
+
+def _jsonable(v: Any) -> Any:
+    from .values import format_value
+
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (bool, int, str)) or v is None:
+        return v
+    if isinstance(v, float):
+        return v if v == v and abs(v) != float("inf") else str(v)
+    return format_value(v)
+
+
+def build_report(comp: Compilation, backends: list[str]) -> dict[str, Any]:
+    assert comp.graph is not None and comp.spec is not None
+    est = comp.graph.g.graph["estimates"]
+    spec = comp.spec
+    return {
+        "name": spec.name,
+        "params": est["params"],
+        "flops_forward": est["flops_forward"],
+        "macs_forward": est["macs_forward"],
+        "flops_other": est["flops_other"],
+        "flops_training": est["flops_training"],
+        "flops_convention": "2 FLOPs per multiply-add in matmul, convolution and attention, as torch.utils.flop_counter "
+                            "counts them, at the nominal input; flops_other estimates norms, activations, softmax and "
+                            "adds; flops_training = 3 x flops_forward",
+        "nominal_input": {"symbols": est["symbols"],
+                          "inputs": [{"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in comp.graph.inputs]},
+        "memory": {**est["memory"], "basis": "estimate: weights exact per dtype; activations from the graph's tensor sizes"},
+        "latency": {"seconds": est["latency_s"], "batch": 1,
+                    "basis": "estimate: roofline per node from stdlib/devices.msl profiles plus per-kernel overhead; "
+                             "not measured"},
+        "constraints": comp.graph.g.graph["constraints"],
+        "dims": {k: _jsonable(v) for k, v in spec.dims.items()},
+        "solve": {"unknowns": spec.solve.unknowns, "binding": spec.solve.binding, "fill": spec.solve.fill}
+        if spec.solve else None,
+        "task": {"name": spec.task, "loss": spec.loss, "metrics": spec.metrics, "fields": _jsonable(spec.task_fields)},
+        "family": spec.family.qualname,
+        "preset": spec.preset,
+        "modality": {"inputs": [n for n, _ in spec.inputs], "outputs": [n for n, _ in spec.outputs]},
+        "metadata": spec.metadata,
+        "warnings": [{"code": d.code, "message": d.message} for d in comp.bag.sorted() if d.severity.value == "warning"],
+        "compiler": {"name": "metagenc", "version": __version__,
+                     "input_sha256": hashlib.sha256(comp.source.text.encode("utf-8")).hexdigest(),
+                     "backends": backends, "seed": comp.options.seed},
+    }
+
+
+def write_outputs(comp: Compilation, out_root: Path, backends: list[str]) -> tuple[Path, dict[str, str]]:
+    """All files for one model, as {relative path: text}; written by `_commit` atomically."""
+    from .graph import graph_dot, graph_json
+    from .ir import dump_spec
+
+    assert comp.spec is not None and comp.graph is not None
+    files: dict[str, str] = {}
+    files["spec.txt"] = dump_spec(comp.spec)
+    files["graph.json"] = json.dumps(graph_json(comp.graph), indent=1, sort_keys=False) + "\n"
+    files["graph.dot"] = graph_dot(comp.graph)
+    files["report.json"] = json.dumps(_jsonable(build_report(comp, backends)), indent=2) + "\n"
+    for b in backends:
+        from importlib import import_module
+
+        from metagen_backends import BACKENDS
+
+        mod, fn = BACKENDS[b].split(":")
+        for rel, text in getattr(import_module(mod), fn)(comp).items():
+            files[rel] = text
+    return out_root / comp.spec.name, files
+
+
+def _commit(target: Path, files: dict[str, str]) -> None:
+    """Write into a temporary folder beside `target`, then swap it in with renames."""
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
+    try:
+        for rel, text in sorted(files.items()):
+            p = (tmp / rel).resolve()
+            if tmp.resolve() not in p.parents:
+                raise ValueError(f"refusing to write outside the output folder: {rel}")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text, encoding="utf-8")
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=root))
+            os.rmdir(old)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    fmt = args.diagnostics_format
+    backends = [] if args.backend.strip() in ("", "none") else [b.strip() for b in args.backend.split(",")]
+    from metagen_backends import BACKENDS
+
+    for b in backends:
+        if b not in BACKENDS:
+            print(f"metagenc: error: unknown backend `{b}` (available: {', '.join(sorted(BACKENDS))})", file=sys.stderr)
+            return EXIT_USAGE
+    overrides = []
+    for o in args.overrides:
+        if "=" not in o:
+            print(f"metagenc: error: --set takes NAME=VALUE, got `{o}`", file=sys.stderr)
+            return EXIT_USAGE
+        k, v = o.split("=", 1)
+        overrides.append((k.strip(), v.strip()))
+    try:
+        source = read_source(args.file)
+    except (OSError, UnicodeDecodeError) as e:
+        bag = DiagnosticBag()
+        bag.error("E004", f"cannot read `{args.file}`: {getattr(e, 'strerror', None) or e}", None)
+        sys.stderr.write(render_json(bag.items) if fmt == "json" else render_text(bag.items))
+        return EXIT_INPUT
+    options = Options(search_paths=tuple(Path(p) for p in args.include), seed=args.seed, model=args.model)
+
+    def on_dump(name: str, text: str) -> None:
+        sys.stdout.write(f"// ----- after {name}\n{text}")
+
+    from .driver import compile_model_set
+
+    comps = compile_model_set(source, options, stop_after=args.emit, print_after=tuple(args.print_after),
+                              on_dump=on_dump, overrides=tuple(overrides))
+    diags = [d for c in comps for d in c.bag.sorted()]
+    seen = set()
+    uniq = []
+    for d in diags:
+        if d not in seen:
+            seen.add(d)
+            uniq.append(d)
+    if uniq:
+        sys.stderr.write(render_json(uniq) if fmt == "json" else render_text(uniq))
+    elif fmt == "json":
+        sys.stderr.write("[]\n")
+    if any(d.code == "I001" for d in uniq):
+        return EXIT_INTERNAL
+    if any(c.bag.has_errors for c in comps):
+        return EXIT_INPUT
+    if args.emit:
+        from .passes import PASSES
+
+        stage = EMIT_ALIASES.get(args.emit, args.emit)
+        for c in comps:
+            sys.stdout.write(PASSES[stage].dump(c))
+        return EXIT_OK
+    if args.check:
+        return EXIT_OK
+    out_root = Path(args.output)
+    staged = []
+    for c in comps:
+        assert c.spec is not None
+        if not _SAFE_NAME.match(c.spec.name):
+            print(f"metagenc: error: model name `{c.spec.name}` is not a safe folder name", file=sys.stderr)
+            return EXIT_INPUT
+        try:
+            staged.append(write_outputs(c, out_root, backends))
+        except Exception as e:  # a backend failure is a compiler bug
+            print(f"metagenc: internal error in a backend: {type(e).__name__}: {e}", file=sys.stderr)
+            return EXIT_INTERNAL
+    for target, files in staged:
+        _commit(target, files)
+        print(f"wrote {target}/ ({', '.join(sorted(files))})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

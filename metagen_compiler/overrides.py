@@ -1,0 +1,37 @@
+"""`--set name=value`: override family parameters from the command line (highest precedence)."""
+
+from __future__ import annotations
+
+from .compilation import Compilation
+from .ir import Bound
+from .parser import _parser  # the same grammar parses the value
+from .span import SourceFile, Span
+
+__all__ = ["apply_overrides"]
+
+
+def apply_overrides(comp: Compilation, overrides: tuple[tuple[str, str], ...]) -> None:
+    spec = comp.spec
+    if spec is None or not overrides:
+        return
+    from lark.exceptions import UnexpectedInput
+
+    from .diagnostics import did_you_mean
+    from .parser import _ToAst
+
+    for name, text in overrides:
+        src = SourceFile(f"<--set {name}>", f"model _ {{ architecture _ {{ {name} = {text} }} }}")
+        try:
+            tree = _parser().parse(src.text)
+        except UnexpectedInput:
+            comp.bag.error("E001", f"cannot parse `--set {name}={text}`", None, hint="write --set name=value, e.g. --set layers=2")
+            continue
+        module = _ToAst(src).transform(tree)
+        field = module.models[0].architecture.fields[0]
+        if name not in spec.bindings:
+            comp.bag.error("E207", f"`--set {name}`: family `{spec.family.qualname.rsplit('.', 1)[-1]}` has no parameter `{name}`",
+                           None, hint=did_you_mean(name, spec.bindings) or f"parameters: {', '.join(spec.bindings)}")
+            continue
+        old = spec.bindings[name]
+        spec.bindings[name] = Bound(field.value, None, comp.program.root_name if comp.program else "", Span.of(src, 0, 0),
+                                    "command line", field.constraints or old.constraints)

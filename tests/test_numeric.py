@@ -1,0 +1,132 @@
+"""Numeric checks that run the generated code: parameter counts, FLOPs, forward/loss/backward,
+causality, and the presets against the reference implementations' published counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from conftest import EXAMPLES, ROOT, load_module  # noqa: E402
+from metagen_compiler.cli import main  # noqa: E402
+
+# Small sizes per family, so every example also runs forward and backward on CPU.
+SMALL = {
+    "std.transformer.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2),
+    "std.vision.vit": dict(image_size=32, patch_size=8, layers=2, d_model=64, heads=2, mlp_dim=128),
+    "std.vision.resnet": dict(image_size=64, width=8),
+    "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
+}
+
+REFERENCE_PARAMS = {  # published counts of the reference implementations
+    "gpt2": 124_439_808,  # transformers GPT2LMHeadModel (tied head)
+    "vit_b_16": 86_567_656,  # torchvision vit_b_16
+    "resnet50": 25_557_032,  # torchvision resnet50
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("out")
+    result = {}
+    for path in EXAMPLES:
+        assert main([str(path), "-o", str(out)]) == 0
+    for d in sorted(out.iterdir()):
+        report = json.loads((d / "report.json").read_text())
+        result[d.name] = (load_module(d / "model.py", f"gen_{d.name}"), report)
+    return result
+
+
+def _small(mod, report):  # type: ignore[no-untyped-def]
+    over = SMALL[report["family"]]
+    cfg = dataclasses.replace(mod.Config(), **{k: v for k, v in over.items() if hasattr(mod.Config(), k)})
+    if hasattr(cfg, "kv_heads") and cfg.kv_heads > cfg.heads:
+        cfg = dataclasses.replace(cfg, kv_heads=cfg.heads)
+    return mod.build_model(cfg)
+
+
+def test_every_example_was_built(built) -> None:  # type: ignore[no-untyped-def]
+    assert len(built) == len(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
+def test_param_count_equals_report(built, name) -> None:  # type: ignore[no-untyped-def]
+    mod, report = _by_file(built, name)
+    with torch.device("meta"):
+        model = mod.build_model()
+    assert sum(p.numel() for p in model.parameters()) == report["params"]
+
+
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
+def test_flops_equal_flop_counter(built, name) -> None:  # type: ignore[no-untyped-def]
+    mod, report = _by_file(built, name)
+    with torch.device("meta"):
+        model = mod.build_model()
+        inputs = mod.example_inputs(model)
+        with FlopCounterMode(display=False) as fc:
+            model(*inputs)
+    assert fc.get_total_flops() == report["flops_forward"]
+
+
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
+def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-untyped-def]
+    mod, report = _by_file(built, name)
+    model = _small(mod, report)
+    batch = mod.example_batch(model, batch_size=2)
+    loss = model.loss(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    out = model(*mod.example_inputs(model, batch_size=2))
+    if report["task"]["name"] == "generation":
+        assert out.shape == (2, model.config.context, model.config.vocab)
+    elif report["task"]["name"] == "classification":
+        assert out.shape == (2, model.config.num_classes)
+
+
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
+def test_decoders_are_causal(built, name) -> None:  # type: ignore[no-untyped-def]
+    mod, report = _by_file(built, name)
+    if report["task"]["name"] != "generation":
+        pytest.skip("not a decoder")
+    model = _small(mod, report).eval()
+    (x,) = mod.example_inputs(model, batch_size=1)
+    t = x.shape[1] // 2
+    y = x.clone()
+    y[0, t:] = (y[0, t:] + 1) % model.config.vocab
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    assert torch.equal(a[0, :t], b[0, :t])
+    assert not torch.equal(a[0, t:], b[0, t:])
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_presets_equal_reference_counts(built, name) -> None:  # type: ignore[no-untyped-def]
+    _mod, report = _by_file(built, name)
+    assert report["params"] == REFERENCE_PARAMS[name]
+
+
+def test_tied_head_shares_one_tensor(built) -> None:  # type: ignore[no-untyped-def]
+    mod, report = _by_file(built, "gpt2")
+    model = _small(mod, report)
+    assert model.head.proj.weight is model.encoder.wte.weight
+
+
+def test_seed_makes_weights_deterministic(built) -> None:  # type: ignore[no-untyped-def]
+    mod, report = _by_file(built, "tiny_story")
+    a, b = _small(mod, report), _small(mod, report)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def _by_file(built, stem):  # type: ignore[no-untyped-def]
+    text = (ROOT / "examples" / f"{stem}.msl").read_text()
+    import re
+
+    name = re.search(r"^model\s+(\w+)", text, re.M).group(1)
+    return built[name]
