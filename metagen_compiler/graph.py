@@ -130,8 +130,8 @@ def dump_graph(ir: GraphIR) -> str:
         if "flops" in d:
             extra = f"  flops={d['flops']}"
         w = ""
-        if d.get("module"):
-            nparams = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values())
+        nparams = sum(math.prod(s) for s in d.get("weights", {}).values())
+        if nparams:
             w = f"  params={nparams}"
         loc = f"  @{d['span'].path}:{d['span'].line}" if d.get("span") is not None and d["span"].file else ""
         out.append(f"  %{n} = {d['op']}({_args_text(d['args'])})({ins}) -> {shapes}{w}{extra}{loc}")
@@ -161,6 +161,8 @@ def graph_json(ir: GraphIR) -> dict[str, Any]:
             "args": {k: _jsonable(v) for k, v in d["args"].items()},
             "inputs": [[t.node, t.port] for t in ir.in_tensors(n)],
             "shapes": [[_jsonable(x) for x in s] for s in d.get("shapes", [])],
+            "dtypes": d.get("dtypes", [d["dtype"]] if "dtype" in d else []),
+            "weights": {k: list(v) for k, v in d.get("weights", {}).items()},
             "module": d.get("module"),
             "scope": d.get("scope"),
             "span": f"{span.path}:{span.line}:{span.col}" if span is not None and span.file else None,

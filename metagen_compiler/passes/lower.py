@@ -9,7 +9,7 @@ from ..compilation import Compilation
 from ..elaborate import Elaborator, GraphBuilder, Tensor
 from ..family import slot_call, tie_pairs
 from ..graph import GraphInput, GraphIR, dump_graph
-from ..primitives import Shape
+from ..primitives import PRIMITIVES, Shape
 from ..values import EvalError
 
 # What each input modality is as a tensor. Symbolic dims: B (batch), T (sequence).
@@ -61,6 +61,8 @@ class LowerPass:
             return
         name = OUTPUT_NAMES.get(spec.task, "output")
         outputs = [(name if len(outs) == 1 else f"{name}_{i}", t) for i, t in enumerate(outs)]
+        for _n, d in b.g.nodes(data=True):  # the parameter tensors each node owns, by name
+            d["weights"] = PRIMITIVES[d["op"]].weights(d["args"]) if d.get("module") else {}
         ir = GraphIR(b.g, b.modules, inputs, outputs, [], symbols, spec)
         ws = ir.weights()
         for tie, target, source in tie_pairs(spec, spec.dims, elab):

@@ -25,6 +25,8 @@ class ShapesPass:
             ins = [ir.shape_of(t) for t in ir.in_tensors(n)]
             try:
                 d["shapes"] = PRIMITIVES[d["op"]].shape(d["args"], ins)
+                # embeddings turn ids into float32 features; everything else computes in float32
+                d["dtypes"] = ["float32"] * len(d["shapes"])
             except ShapeError as e:
                 comp.bag.error("E304", f"`{d['op']}` at `{d['module'] or d['scope'] or n}`: {e}", d["span"])
                 return

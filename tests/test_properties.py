@@ -1,0 +1,91 @@
+"""Property tests: for random valid dims per family, the compiler's parameter count and output
+shapes equal those of the instantiated generated module."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from metagen_backends.pytorch import emit  # noqa: E402
+from metagen_compiler.driver import compile_source  # noqa: E402
+from metagen_compiler.primitives import subst_dim  # noqa: E402
+from metagen_compiler.span import SourceFile  # noqa: E402
+
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def build(src: str):  # type: ignore[no-untyped-def]
+    comp = compile_source(SourceFile("prop.msl", src))
+    assert not comp.bag.has_errors, [d.message for d in comp.bag.items]
+    code = emit(comp)["model.py"]
+    mod = types.ModuleType("prop_model")
+    sys.modules["prop_model"] = mod  # dataclasses look their module up while the class is made
+    exec(compile(code, "prop_model.py", "exec"), mod.__dict__)  # noqa: S102 - our own generated code
+    return comp, mod
+
+
+def check(comp, mod, batch: int = 2) -> None:  # type: ignore[no-untyped-def]
+    model = mod.build_model()
+    assert sum(p.numel() for p in model.parameters()) == comp.graph.g.graph["estimates"]["params"]
+    with torch.no_grad():
+        out = model(*mod.example_inputs(model, batch_size=batch))
+    name, t = comp.graph.outputs[0]
+    expect = tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
+    assert tuple(out.shape) == expect
+
+
+@SETTINGS
+@given(layers=st.integers(1, 3), heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([8, 16]),
+       kv_div=st.sampled_from([1, 2, 4]), norm=st.sampled_from(["layernorm", "rmsnorm"]),
+       mlp=st.sampled_from(["gelu_mlp", "swiglu"]), position=st.sampled_from(["learned", "rope"]),
+       tied=st.booleans(), bias=st.booleans(), vocab=st.integers(16, 200), context=st.integers(4, 24))
+def test_decoder(layers, heads, hd, kv_div, norm, mlp, position, tied, bias, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    kv = heads // kv_div if heads % kv_div == 0 else heads
+    src = f"""import std.transformer
+model p {{
+  modality text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture transformer.decoder {{
+    vocab = {vocab}; layers = {layers}; d_model = {heads * hd}; heads = {heads}; kv_heads = {kv}
+    norm = {norm}; mlp = {mlp}; position = {position}; tied = {str(tied).lower()}; bias = {str(bias).lower()}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 3), heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([8, 16]),
+       image=st.sampled_from([16, 32]), patch=st.sampled_from([4, 8, 16]), mlp_mult=st.integers(1, 4),
+       classes=st.integers(2, 20))
+def test_vit(layers, heads, hd, image, patch, mlp_mult, classes) -> None:  # type: ignore[no-untyped-def]
+    d = heads * hd
+    src = f"""import std.vision
+model p {{
+  modality image -> label
+  task classification {{ num_classes = {classes} }}
+  constraints {{ image_size = {image}; patch_size = {patch} }}
+  architecture vision.vit {{ layers = {layers}; d_model = {d}; heads = {heads}; mlp_dim = {mlp_mult * d} }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(width=st.sampled_from([8, 16]), depths=st.lists(st.integers(1, 2), min_size=4, max_size=4),
+       bottleneck=st.booleans(), image=st.sampled_from([32, 64]), classes=st.integers(2, 20))
+def test_resnet(width, depths, bottleneck, image, classes) -> None:  # type: ignore[no-untyped-def]
+    unit, exp = ("bottleneck", 4) if bottleneck else ("basic_block", 1)
+    src = f"""import std.vision
+model p {{
+  modality image -> label
+  task classification {{ num_classes = {classes} }}
+  constraints {{ image_size = {image} }}
+  architecture vision.resnet {{ width = {width}; depths = {list(depths)}; unit = {unit}; expansion = {exp} }}
+}}"""
+    check(*build(src))

@@ -1,0 +1,350 @@
+"""The YAML front end: the seeds' specs lower to the MSL AST, with real spans and coded diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import pytest
+
+from metagen_compiler import ast as A
+from metagen_compiler.diagnostics import Diagnostic, DiagnosticBag
+from metagen_compiler.driver import compile_source
+from metagen_compiler.program import read_source
+from metagen_compiler.span import SourceFile
+from metagen_compiler.yaml_frontend import parse_yaml
+
+HERE = Path(__file__).parent
+SEEDS = sorted((HERE / "seeds_yaml").glob("*.yaml"))
+BROKEN = sorted((HERE / "broken" / "yaml").glob("*.yaml"))
+BUILT = ("text_llm", "imagenet_classifier", "image_vit")  # seeds whose families the stdlib builds
+
+
+def _parse(text: str, path: str = "spec.yaml") -> tuple[A.Module | None, DiagnosticBag, SourceFile]:
+    src = SourceFile(path, text)
+    bag = DiagnosticBag()
+    return parse_yaml(src, bag), bag, src
+
+
+def _model(text: str) -> tuple[A.Model, DiagnosticBag]:
+    module, bag, _ = _parse(text)
+    assert module is not None and len(module.models) == 1
+    return module.models[0], bag
+
+
+def _codes(bag: DiagnosticBag) -> list[str]:
+    return [d.code for d in bag.sorted()]
+
+
+def _only(bag: DiagnosticBag, code: str) -> Diagnostic:
+    found = [d for d in bag.items if d.code == code]
+    assert len(found) == 1, [(d.code, d.message) for d in bag.items]
+    return found[0]
+
+
+def _nodes(x: object) -> list[A.Node]:
+    out: list[A.Node] = []
+    if isinstance(x, A.Node):
+        out.append(x)
+    if is_dataclass(x) and not isinstance(x, type):
+        for f in fields(x):
+            v = getattr(x, f.name)
+            for item in v if isinstance(v, tuple) else (v,):
+                out += _nodes(item)
+    return out
+
+
+MINIMAL = """\
+metagen_version: "1.0"
+name: "m"
+modality:
+  inputs: [text]
+  outputs: [text]
+training:
+  objective: autoregressive
+architecture:
+  family: transformer
+"""
+
+
+# ---------------------------------------------------------------- the seeds
+def test_all_seed_examples_are_here() -> None:
+    names = {p.stem for p in SEEDS}
+    assert {"text_llm", "imagenet_classifier", "image_vit", "yolo_detector", "stock_forecaster", "atari_agent",
+            "molecule_classifier", "image_diffusion", "audio_musicgen", "video_gen", "multimodal_clip", "vlm"} <= names
+    for p in SEEDS:
+        assert p.read_text(encoding="utf-8").startswith("# from the seeds: ")
+
+
+@pytest.mark.parametrize("path", SEEDS, ids=lambda p: p.stem)
+def test_seed_parses_without_errors(path: Path) -> None:
+    src = read_source(path)
+    bag = DiagnosticBag()
+    module = parse_yaml(src, bag)
+    assert not bag.has_errors, [(d.code, d.message) for d in bag.errors]
+    assert isinstance(module, A.Module) and module.version == "1.0"
+    assert [m.name.name for m in module.models] == [path.stem]
+    assert {i.path.dotted for i in module.imports} >= {"std.transformer", "std.vision"}
+    # every node carries a real span into this file
+    for node in _nodes(module):
+        assert node.span.file is src, node
+        assert 0 <= node.span.start <= node.span.end <= len(src.text), node
+        if not isinstance(node, A.Module):
+            assert node.span.line >= 2, node  # line 1 is the provenance comment
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_built_seeds_check(name: str) -> None:
+    comp = compile_source(read_source(HERE / "seeds_yaml" / f"{name}.yaml"), stop_after="check")
+    assert not comp.bag.has_errors, [(d.code, d.message) for d in comp.bag.errors]
+    assert comp.spec is not None and comp.spec.name == name
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_built_seeds_compile(name: str) -> None:
+    comp = compile_source(read_source(HERE / "seeds_yaml" / f"{name}.yaml"))
+    assert not comp.bag.has_errors, [(d.code, d.message) for d in comp.bag.errors]
+
+
+def test_text_llm_lowering() -> None:
+    model, bag = _model((HERE / "seeds_yaml" / "text_llm.yaml").read_text(encoding="utf-8"))
+    assert not bag.items
+    assert [i.name for i in model.inputs] == ["text"] and [o.name for o in model.outputs] == ["text"]
+    assert [o.name for o in model.objectives] == ["autoregressive"]
+    assert model.task is None and model.modality_span is not None
+    params, context = model.constraints
+    assert (params.name.name, params.op) == ("params", "<=")
+    assert params.value == A.Quantity(params.span, 8.0, "B", "8B")
+    assert (context.name.name, context.op) == ("context", "=")
+    assert context.value == A.Quantity(context.span, 256.0, "k", "256k")
+    assert model.architecture is not None and model.architecture.family.dotted == "transformer"
+
+
+def test_imagenet_classifier_lowering() -> None:
+    model, _ = _model((HERE / "seeds_yaml" / "imagenet_classifier.yaml").read_text(encoding="utf-8"))
+    assert model.task is not None and model.task.name.name == "classification"
+    assert {f.name.name: f.value for f in model.task.fields} == {
+        "domain": A.Name(model.span, ("image",)), "num_classes": A.Num(model.span, 1000)}
+    assert [(c.name.name, c.op, c.value) for c in model.constraints] == [
+        ("params", "<=", A.Quantity(model.span, 86.0, "M", "86M")),
+        ("device", "=", A.Name(model.span, ("consumer_gpu",))),
+    ]
+
+
+def test_unbuilt_variant_is_kept_and_warned() -> None:
+    src = read_source(HERE / "seeds_yaml" / "yolo_detector.yaml")
+    bag = DiagnosticBag()
+    module = parse_yaml(src, bag)
+    assert module is not None
+    model = module.models[0]
+    w = _only(bag, "W003")
+    assert "yolo_v8" in w.message and "cnn" in w.message and w.span is not None and w.span.line == 16
+    assert model.architecture is not None and model.architecture.family.dotted == "cnn"
+    assert [(e.name.name, e.value) for e in model.metadata if isinstance(e, A.Field)] == [
+        ("variant", A.Str(model.span, "yolo_v8"))]
+    latency = model.constraints[0]
+    assert (latency.name.name, latency.op, latency.value) == ("latency", "=", A.Name(model.span, ("real_time",)))
+
+
+# ---------------------------------------------------------------- lowering details
+def test_preset_variant_selects_the_preset() -> None:
+    module, bag, _ = _parse(MINIMAL + "  variant: gpt2\n")
+    assert module is not None and not bag.items
+    assert module.models[0].architecture is not None
+    assert module.models[0].architecture.family.dotted == "gpt2"
+    assert "std.presets" in {i.path.dotted for i in module.imports}
+
+
+def test_family_group_variant() -> None:
+    model, bag = _model(MINIMAL.replace("[text]\n  outputs", "[image]\n  outputs") + "  variant: vit\n")
+    assert not bag.items and model.architecture is not None and model.architecture.family.dotted == "vit"
+
+
+def test_architecture_dims_become_fields() -> None:
+    model, bag = _model(MINIMAL + "  layers: 12\n  d_model: \"?\"\n  norm: rmsnorm\n  depths: [2, 2]\n")
+    assert not bag.items and model.architecture is not None
+    got = {f.name.name: f.value for f in model.architecture.fields}
+    s = model.span
+    assert got == {"layers": A.Num(s, 12), "d_model": A.Unknown(s), "norm": A.Name(s, ("rmsnorm",)),
+                   "depths": A.ListExpr(s, (A.Num(s, 2), A.Num(s, 2)))}
+
+
+def test_constraint_forms() -> None:
+    text = MINIMAL.replace("training:", """constraints:
+  parameter_budget: {max: "1.5B", min: 100M}
+  latency: "20ms"
+  memory: 12GB
+  throughput: 30fps
+  image_size: 224
+  device: consumer-gpu
+training:""")
+    model, bag = _model(text)
+    assert not bag.items
+    got = [(c.name.name, c.op, c.value) for c in model.constraints]
+    s = model.span
+    assert got == [
+        ("params", "<=", A.Quantity(s, 1.5, "B", "1.5B")), ("params", ">=", A.Quantity(s, 100.0, "M", "100M")),
+        ("latency", "<=", A.Quantity(s, 20.0, "ms", "20ms")), ("memory", "<=", A.Quantity(s, 12.0, "GB", "12GB")),
+        ("throughput", ">=", A.Quantity(s, 30.0, "fps", "30fps")), ("image_size", "=", A.Num(s, 224)),
+        ("device", "=", A.Name(s, ("consumer_gpu",))),
+    ]
+
+
+def test_metadata_keys_are_kept() -> None:
+    text = MINIMAL.replace("training:\n  objective: autoregressive", """description: "a tiny model"
+training:
+  objective: [autoregressive]
+  data:
+    sources: [synthetic, licensed]
+    governance: {pii: none}
+evaluation:
+  benchmarks: ["GEN-EVAL"]
+  seeds: 3""") + "  components:\n    - {name: Encoder, type: transformer_encoder}\n"
+    model, bag = _model(text)
+    assert not bag.items, [(d.code, d.message) for d in bag.items]
+    meta = {e.name.name: e for e in model.metadata}
+    assert list(meta) == ["description", "training", "evaluation", "components"]
+    s = model.span
+    assert meta["description"] == A.Field(s, A.Ident(s, "description"), A.Str(s, "a tiny model"))
+    training = meta["training"]
+    assert isinstance(training, A.MetaGroup)
+    data = training.entries[0]
+    assert isinstance(data, A.MetaGroup) and [e.name.name for e in data.entries] == ["sources", "governance"]
+    assert data.entries[0] == A.Field(s, A.Ident(s, "sources"),
+                                      A.ListExpr(s, (A.Str(s, "synthetic"), A.Str(s, "licensed"))))
+    evaluation = meta["evaluation"]
+    assert isinstance(evaluation, A.MetaGroup)
+    assert evaluation.entries[1] == A.Field(s, A.Ident(s, "seeds"), A.Num(s, 3))
+    components = meta["components"]
+    assert isinstance(components, A.MetaGroup) and components.entries[0].name.name == "item_1"
+
+
+def test_several_documents_are_several_models() -> None:
+    module, bag, _ = _parse(MINIMAL + "---\n" + MINIMAL.replace('name: "m"', 'name: "n"'))
+    assert module is not None and not bag.items
+    assert [m.name.name for m in module.models] == ["m", "n"]
+
+
+def test_yaml_tags_are_not_constructed() -> None:
+    module, bag, _ = _parse(MINIMAL + 'description: !!python/object/apply:os.system ["echo hi"]\n')
+    assert module is not None
+    assert "E006" in _codes(bag)
+
+
+def test_alias_bomb_is_bounded() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}]" for i in range(1, 8)]
+    text = MINIMAL + "evaluation:\n" + "".join(f"  {line}\n" for line in lines)
+    _, bag, _ = _parse(text)
+    assert "too large" in _only(bag, "E006").message
+
+
+# ---------------------------------------------------------------- diagnostics
+def test_unknown_keys_get_did_you_mean() -> None:
+    text = MINIMAL.replace("modality:", "modalty:").replace("  objective:", "  objectve:")
+    text += "task:\n  type: classification\n  num_clases: 10\n"
+    _, bag, _ = _parse(text)
+    e007 = [d for d in bag.sorted() if d.code == "E007"]
+    assert [(d.message, d.hint) for d in e007] == [
+        ("unknown key `modalty` at the top level", "did you mean `modality`?"),
+        ("unknown key `objectve` in `training`", "did you mean `objective`?"),
+        ("unknown key `num_clases` in `task`", "did you mean `num_classes`?"),
+    ]
+    assert [d.span.line for d in e007 if d.span] == [3, 7, 12]
+
+
+def test_bad_yaml_gives_e005_at_the_line() -> None:
+    module, bag, _ = _parse(MINIMAL.replace("  outputs: [text]", "    outputs: [text]"))
+    assert module is None
+    d = _only(bag, "E005")
+    assert d.span is not None and (d.span.line, d.span.col) == (5, 5)
+    assert d.message.startswith("malformed YAML: ")
+
+
+def test_unclosed_list_is_e005() -> None:
+    module, bag, _ = _parse(MINIMAL.replace("inputs: [text]", "inputs: [text"))
+    assert module is None
+    d = _only(bag, "E005")
+    assert d.span is not None and d.span.line == 5
+    assert d.notes and d.notes[0].span is not None and d.notes[0].span.line == 4  # where the list opened
+
+
+def test_spans_point_at_the_yaml_text() -> None:
+    text = (HERE / "seeds_yaml" / "imagenet_classifier.yaml").read_text(encoding="utf-8")
+    src = SourceFile("imagenet_classifier.yaml", text)
+    module = parse_yaml(src, DiagnosticBag())
+    assert module is not None
+    model = module.models[0]
+    lines = text.splitlines()
+
+    def at(node: A.Node) -> str:
+        return text[node.span.start:node.span.end]
+
+    assert (model.name.span.line, at(model.name)) == (3, "imagenet_classifier")
+    assert model.task is not None and (model.task.name.span.line, at(model.task.name)) == (8, "classification")
+    assert lines[model.task.span.line - 1] == "task:"
+    budget = model.constraints[0]
+    assert (budget.span.line, at(budget.name), at(budget.value)) == (13, "max", "86M")
+    assert at(budget) == 'max: "86M"'
+    assert model.architecture is not None and at(model.architecture.family) == "transformer"
+    assert at(model.architecture) == "architecture:\n  family: transformer"  # no trailing comment or newline
+
+
+def test_wrong_shapes_are_e006() -> None:
+    text = MINIMAL.replace("inputs: [text]", "inputs: text")
+    text = text.replace("training:", "constraints:\n  parameter_budget: 8B\ntraining:")
+    _, bag, _ = _parse(text)
+    msgs = [d for d in bag.sorted() if d.code == "E006"]
+    assert [d.message for d in msgs] == [
+        "`modality.inputs` must be a list such as [text, image], not the string `text`",
+        "`constraints.parameter_budget` must be a mapping of keys to values, not the string `8B`",
+    ]
+    assert msgs[0].hint == "write `inputs: [text]`"
+
+
+def test_bad_quantity_unit() -> None:
+    _, bag, _ = _parse(MINIMAL + 'constraints:\n  parameter_budget: {max: "86Q"}\n')
+    d = _only(bag, "E202")
+    assert d.message == "`86Q` has an unknown unit `Q`" and d.hint == "units here: k, K, M, B, G, T"
+
+
+def test_version_and_name() -> None:
+    _, bag, _ = _parse(MINIMAL.replace('"1.0"', '"2.0"').replace('name: "m"', 'name: "my-model"'))
+    assert _codes(bag) == ["E008", "E006"]
+    assert _only(bag, "E006").hint == 'use `name: "my_model"`'
+    _, bag, _ = _parse(MINIMAL.replace("metagen_version: \"1.0\"", "metagen_version: 1.0"))
+    assert not bag.items
+
+
+def test_duplicate_key_is_reported() -> None:
+    _, bag, _ = _parse(MINIMAL + "name: again\n")
+    d = _only(bag, "E104")
+    assert d.span is not None and d.span.line == 10 and d.notes[0].span is not None and d.notes[0].span.line == 2
+
+
+def test_missing_pieces() -> None:
+    _, bag, _ = _parse("metagen_version: '1.0'\nmodality: {inputs: [text]}\ntask: {domain: x}\n"
+                       "architecture: {d_model: 64}\n")
+    assert [d.message for d in bag.sorted()] == [
+        "the spec has no `name`", "`modality` names no `outputs`", "`task` has no `type`",
+        "`architecture` names no `family`"]
+
+
+def test_not_a_mapping() -> None:
+    module, bag, _ = _parse("- a\n- b\n")
+    assert module is not None and not module.models and _codes(bag) == ["E006"]
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.stem)
+def test_broken_yaml_specs_report_something(path: Path) -> None:
+    assert path.read_text(encoding="utf-8").startswith("# broken")
+    comp = compile_source(read_source(path), stop_after="check")
+    assert comp.bag.items
+
+
+def test_variant_of_another_family() -> None:
+    _, bag, _ = _parse(MINIMAL.replace("family: transformer", "family: cnn") + "  variant: gpt2\n")
+    d = _only(bag, "E106")
+    assert d.message == "variant `gpt2` builds `transformer.decoder`, which family `cnn` does not cover"
+    assert d.hint == "use `family: transformer`"
