@@ -148,7 +148,26 @@ def _commit(target: Path, files: dict[str, str]) -> None:
         raise
 
 
+# Subcommands live in their own modules, imported only when used: `metagenc fmt ...`, `metagenc lsp`.
+SUBCOMMANDS = {
+    "fmt": "metagen_compiler.fmt:main",
+    "lsp": "metagen_compiler.lsp:main",
+    "calibrate": "metagen_compiler.calibrate:main",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        from importlib import import_module
+
+        mod, fn = SUBCOMMANDS[argv[0]].split(":")
+        try:
+            entry = getattr(import_module(mod), fn)
+        except ImportError as e:
+            print(f"metagenc {argv[0]}: not available ({e})", file=sys.stderr)
+            return EXIT_USAGE
+        return int(entry(argv[1:]))
     args = _parser().parse_args(argv)
     fmt = args.diagnostics_format
     backends = [] if args.backend.strip() in ("", "none") else [b.strip() for b in args.backend.split(",")]
