@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -16,10 +15,11 @@ from typing import Any
 from . import __version__
 from .compilation import Compilation, Options
 from .diagnostics import DiagnosticBag, render_json, render_text
+from .report import build_report, jsonable
 from .driver import EMIT_ALIASES, STAGES, compile_source
 from .program import read_source
 
-__all__ = ["main", "build_report", "write_outputs"]
+__all__ = ["main", "write_outputs"]
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -47,71 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override a family parameter, e.g. --set layers=2 (repeatable)")
     p.add_argument("--model", help="compile only this model of the file")
+    p.add_argument("--opset", type=int, help="ONNX opset for the onnx backend (default: the backend's pinned opset)")
+    p.add_argument("--weights", choices=("random", "none", "external"), default="random",
+                   help="ONNX weights: random initial weights (external data above 2 GiB), none (graph only), external")
     p.add_argument("--version", action="version", version=f"metagenc {__version__}")
     return p
 
 
-def _jsonable(v: Any) -> Any:
-    from .values import format_value
+def write_outputs(comp: Compilation, out_root: Path, backends: list[str]) -> tuple[Path, dict[str, str | bytes]]:
+    """All files for one model, as {relative path: text or bytes}; written by `_commit` atomically.
 
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (bool, int, str)) or v is None:
-        return v
-    if isinstance(v, float):
-        return v if v == v and abs(v) != float("inf") else str(v)
-    return format_value(v)
-
-
-def build_report(comp: Compilation, backends: list[str]) -> dict[str, Any]:
-    assert comp.graph is not None and comp.spec is not None
-    est = comp.graph.g.graph["estimates"]
-    spec = comp.spec
-    return {
-        "name": spec.name,
-        "params": est["params"],
-        "flops_forward": est["flops_forward"],
-        "macs_forward": est["macs_forward"],
-        "flops_other": est["flops_other"],
-        "flops_training": est["flops_training"],
-        "flops_convention": "2 FLOPs per multiply-add in matmul, convolution and attention, as torch.utils.flop_counter "
-                            "counts them, at the nominal input; flops_other estimates norms, activations, softmax and "
-                            "adds; flops_training = 3 x flops_forward",
-        "nominal_input": {"symbols": est["symbols"],
-                          "inputs": [{"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in comp.graph.inputs]},
-        "memory": {**est["memory"], "basis": "estimate: weights exact per dtype; activations from the graph's tensor sizes"},
-        "latency": {"seconds": est["latency_s"], "batch": 1,
-                    "basis": "estimate: roofline per node from stdlib/devices.msl profiles plus per-kernel overhead; "
-                             "not measured"},
-        "constraints": comp.graph.g.graph["constraints"],
-        "dims": {k: _jsonable(v) for k, v in spec.dims.items()},
-        "solve": {"unknowns": spec.solve.unknowns, "binding": spec.solve.binding, "fill": spec.solve.fill}
-        if spec.solve else None,
-        "task": {"name": spec.task, "loss": spec.loss, "metrics": spec.metrics, "fields": _jsonable(spec.task_fields)},
-        "family": spec.family.qualname,
-        "preset": spec.preset,
-        "modality": {"inputs": [n for n, _ in spec.inputs], "outputs": [n for n, _ in spec.outputs]},
-        "metadata": spec.metadata,
-        "warnings": [{"code": d.code, "message": d.message} for d in comp.bag.sorted() if d.severity.value == "warning"],
-        "compiler": {"name": "metagenc", "version": __version__,
-                     "input_sha256": hashlib.sha256(comp.source.text.encode("utf-8")).hexdigest(),
-                     "backends": backends, "seed": comp.options.seed},
-    }
-
-
-def write_outputs(comp: Compilation, out_root: Path, backends: list[str]) -> tuple[Path, dict[str, str]]:
-    """All files for one model, as {relative path: text}; written by `_commit` atomically."""
+    A backend is `emit(comp) -> {relative path: str | bytes}`; paths are relative to OUT/<name>/."""
     from .graph import graph_dot, graph_json
     from .ir import dump_spec
 
     assert comp.spec is not None and comp.graph is not None
-    files: dict[str, str] = {}
+    files: dict[str, str | bytes] = {}
     files["spec.txt"] = dump_spec(comp.spec)
     files["graph.json"] = json.dumps(graph_json(comp.graph), indent=1, sort_keys=False) + "\n"
     files["graph.dot"] = graph_dot(comp.graph)
-    files["report.json"] = json.dumps(_jsonable(build_report(comp, backends)), indent=2) + "\n"
+    files["report.json"] = json.dumps(jsonable(build_report(comp, backends)), indent=2) + "\n"
     for b in backends:
         from importlib import import_module
 
@@ -123,7 +78,7 @@ def write_outputs(comp: Compilation, out_root: Path, backends: list[str]) -> tup
     return out_root / comp.spec.name, files
 
 
-def _commit(target: Path, files: dict[str, str]) -> None:
+def _commit(target: Path, files: dict[str, str | bytes]) -> None:
     """Write into a temporary folder beside `target`, then swap it in with renames."""
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -134,7 +89,10 @@ def _commit(target: Path, files: dict[str, str]) -> None:
             if tmp.resolve() not in p.parents:
                 raise ValueError(f"refusing to write outside the output folder: {rel}")
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text, encoding="utf-8")
+            if isinstance(text, bytes):
+                p.write_bytes(text)
+            else:
+                p.write_text(text, encoding="utf-8")
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=root))
@@ -191,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         bag.error("E004", f"cannot read `{args.file}`: {getattr(e, 'strerror', None) or e}", None)
         sys.stderr.write(render_json(bag.items) if fmt == "json" else render_text(bag.items))
         return EXIT_INPUT
-    options = Options(search_paths=tuple(Path(p) for p in args.include), seed=args.seed, model=args.model)
+    options = Options(search_paths=tuple(Path(p) for p in args.include), seed=args.seed, model=args.model,
+                      opset=args.opset, weights=args.weights)
 
     def on_dump(name: str, text: str) -> None:
         sys.stdout.write(f"// ----- after {name}\n{text}")

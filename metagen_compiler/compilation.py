@@ -20,6 +20,8 @@ class Options:
     search_paths: tuple[Path, ...] = ()
     seed: int = 0
     model: str | None = None
+    opset: int | None = None  # ONNX opset; None: the backend's pinned default
+    weights: str = "random"  # ONNX weights: random | none | external
 
 
 @dataclass
