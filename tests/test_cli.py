@@ -134,3 +134,20 @@ def test_model_name_cannot_escape_the_output_folder(tmp_path: Path) -> None:
         _commit(tmp_path / "m", {"../../escape.txt": "x"})
     assert not (tmp_path.parent / "escape.txt").exists()
     assert not (tmp_path / "m").exists()
+
+
+def test_include_path_finds_user_modules(tmp_path: Path) -> None:
+    spec = str(ROOT / "tests" / "golden" / "include_path" / "main.msl")
+    r = run(spec, "--check")
+    assert r.returncode == 1 and "error[E101]" in r.stderr and "`shared`" in r.stderr
+    r = run(spec, "-I", str(ROOT / "tests" / "golden" / "include_path" / "lib"), "-o", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "tiny_resnet_cifar" / "report.json").read_text())["preset"] == "tiny_resnet"
+
+
+def test_yaml_front_end_compiles_the_seeds(tmp_path: Path) -> None:
+    for name in ("text_llm", "imagenet_classifier", "image_vit"):
+        r = run(str(ROOT / "tests" / "seeds_yaml" / f"{name}.yaml"), "-o", str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        assert report["params"] <= {"text_llm": 8e9}.get(name, 86e6)

@@ -7,26 +7,40 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import EXAMPLES, compile_path
+from conftest import EXAMPLES, ROOT, compile_path
 from metagen_compiler import ast as A
+from metagen_compiler.compilation import Options
 from metagen_compiler.passes import PASSES
+
+# examples/ plus tests/golden/**/main.msl (a `lib/` folder beside a main.msl is put on the -I path)
+SPECS = EXAMPLES + sorted((ROOT / "tests" / "golden").glob("**/main.msl"))
+
+
+def _id(p):  # type: ignore[no-untyped-def]
+    return p.stem if p.parent.name == "examples" else p.parent.name
+
+
+def _compile(path, **kw):  # type: ignore[no-untyped-def]
+    lib = path.parent / "lib"
+    opts = Options(search_paths=(lib,)) if lib.is_dir() else Options()
+    return compile_path(path, options=opts, **kw)
 
 STAGES = ("parse", "check", "solve", "shapes", "estimate", "constraints")
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SPECS, ids=_id)
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_dump(path, stage, text_snapshot):  # type: ignore[no-untyped-def]
-    comp = compile_path(path, verify=True)
+    comp = _compile(path, verify=True)
     assert not comp.bag.has_errors, comp.bag.items
     text = A.dump(comp.module) if stage == "parse" else PASSES[stage].dump(comp)
     assert text == text_snapshot
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SPECS, ids=_id)
 def test_model_py(path, text_snapshot):  # type: ignore[no-untyped-def]
     from metagen_backends.pytorch import emit
 
-    comp = compile_path(path)
+    comp = _compile(path)
     assert not comp.bag.has_errors
     assert emit(comp)["model.py"] == text_snapshot
