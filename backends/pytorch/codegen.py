@@ -494,8 +494,11 @@ class PyTorchEmitter:
             self.helpers.add(h)
         argmap: dict[str, tuple[str | None, Any]] = {s.name: (a, s.default) for s, a in parts}
         names = INPUT_NAMES.get(ref.target, ("x",))
+        tmpl = FUNCTIONAL[ref.target]
         for n, v in zip(names, ins):
-            argmap[n] = (_paren(v), ...)
+            # parenthesise an operand only where the template puts it next to an operator or a `.`
+            bare = f"({{{n}}}" in tmpl or f", {{{n}}}" in tmpl or tmpl == f"{{{n}}}"
+            argmap[n] = (v if bare else _paren(v), ...)
         if ref.target == "dropout" and argmap["p"][0] in (None, "0.0", "0"):
             return ins[0]
         if ref.target == "sdpa" and argmap["kv_heads"][0] is None:

@@ -1,0 +1,114 @@
+"""Compiler speed and scale: whole-process wall time and peak memory.
+
+Runs `metagenc` in fresh processes (as a user would) on the examples, the GPT-3 175B spec and a
+decoder at several depths, prints a table and writes benchmarks/results/compile.json.
+Usage: python benchmarks/compile.py [--repeat 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+# One compile in a fresh interpreter; prints its own peak RSS (KiB) on the last line.
+_CHILD = """
+import resource, sys
+from metagen_compiler.cli import main
+rc = main(sys.argv[1:])
+print("RSS_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "RC", rc)
+"""
+
+DEPTH_SPEC = """msl 1
+import std.layers
+import std.transformer
+model depth_{n} {{
+  modality text -> text
+  task generation
+  constraints {{ context = 2048 }}
+  architecture transformer.decoder {{
+    vocab = 50257; layers = {n}; d_model = 4096; heads = 32
+    norm = layernorm; mlp = gelu_mlp; position = learned; bias = true; tied = true
+  }}
+}}
+"""
+
+
+def run_once(spec: Path, out: Path, extra: list[str]) -> tuple[float, float, int]:
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(spec), "-o", str(out), *extra],
+                       cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    last = r.stdout.strip().splitlines()[-1].split()
+    if r.returncode != 0 or last[0] != "RSS_KIB" or last[3] != "0":
+        raise RuntimeError(f"compile of {spec} failed:\n{r.stdout}\n{r.stderr}")
+    return wall, int(last[1]) / 1024, int(last[3])
+
+
+def nodes_of(out: Path, name: str) -> int:
+    return len(json.loads((out / name / "graph.json").read_text())["nodes"])
+
+
+def measure(spec: Path, name: str, repeat: int, extra: list[str]) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d)
+        walls, rss = [], []
+        for _ in range(repeat):
+            w, m, _rc = run_once(spec, out, extra)
+            walls.append(w)
+            rss.append(m)
+        return {"spec": name, "median_s": statistics.median(walls), "min_s": min(walls), "peak_rss_mb": max(rss),
+                "nodes": nodes_of(out, name), "runs": repeat}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="one run each, fewer depths (CI smoke)")
+    ap.add_argument("--out", default=str(RESULTS / "compile.json"))
+    args = ap.parse_args()
+    repeat = 1 if args.quick else args.repeat
+    rows = []
+    examples = sorted((ROOT / "examples").glob("*.msl"))
+    if args.quick:
+        examples = examples[:2]
+    for spec in examples:
+        import re
+
+        name = re.search(r"^model\s+(\w+)", spec.read_text(), re.M).group(1)  # type: ignore[union-attr]
+        rows.append({"group": "example", **measure(spec, name, repeat, [])})
+    rows.append({"group": "scale", **measure(ROOT / "benchmarks" / "specs" / "gpt3_175b.msl", "gpt3_175b", repeat, [])})
+    depths = [12, 48] if args.quick else [12, 48, 96, 192]
+    with tempfile.TemporaryDirectory() as d:
+        for n in depths:
+            p = Path(d) / f"depth_{n}.msl"
+            p.write_text(DEPTH_SPEC.format(n=n))
+            rows.append({"group": "depth", "layers": n, **measure(p, f"depth_{n}", repeat, [])})
+    print(f"{'group':8} {'spec':22} {'median s':>9} {'min s':>7} {'peak MB':>8} {'nodes':>6}")
+    for r in rows:
+        print(f"{r['group']:8} {r['spec']:22} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['peak_rss_mb']:8.1f} {r['nodes']:6}")
+    dep = [r for r in rows if r["group"] == "depth"]
+    if len(dep) >= 2:
+        a, b = dep[0], dep[-1]
+        ratio_nodes = b["nodes"] / a["nodes"]  # type: ignore[operator]
+        ratio_time = (b["median_s"] - 0) / a["median_s"]  # type: ignore[operator]
+        print(f"depth {a['layers']} -> {b['layers']}: nodes x{ratio_nodes:.2f}, time x{ratio_time:.2f} "
+              f"(layers x{b['layers'] / a['layers']:.0f})")  # type: ignore[operator]
+    result = {"benchmark": "compile", "python": platform.python_version(), "machine": platform.machine(),
+              "cpus": __import__("os").cpu_count(), "quick": args.quick, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
