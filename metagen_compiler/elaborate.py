@@ -68,6 +68,8 @@ def param_specs(callee: Primitive | A.Block | A.Family) -> list[ParamSpec]:
     return out
 
 
+MAX_BLOCK_DEPTH = 64  # nested block applications; deeper is taken for runaway recursion
+
 KNOWN_TYPES = ("int", "float", "bool", "str", "layer", "list", "any")
 
 
@@ -155,6 +157,11 @@ def coerce(value: Value, spec: ParamSpec, span: Span | None, owner: str) -> Valu
     t = spec.type
     if isinstance(value, UnknownValue):
         raise EvalError("E402", f"`{spec.name}` of `{owner}` is still unknown here", span)
+    if isinstance(value, Sym) and t == "layer":
+        raise EvalError("E105", f"unknown layer `{value.name}` for `{spec.name}` of `{owner}`", span,
+                        did_you_mean(value.name, PRIMITIVES), name=value.name)
+    if isinstance(value, Sym) and t in ("int", "int_or_tuple", "float", "bool", "list"):
+        raise EvalError("E103", f"undefined name `{value.name}`", span, name=value.name)
     if t == "int":
         v = as_int(value, span, f"`{spec.name}`")
         return v
@@ -184,7 +191,7 @@ def coerce(value: Value, spec: ParamSpec, span: Span | None, owner: str) -> Valu
         if name is None or name not in spec.enum:
             shown = name if name is not None else format_value(value)
             raise EvalError("E203", f"`{shown}` is not a choice for `{spec.name}` of `{owner}`", span,
-                            (did_you_mean(shown, spec.enum) or "") + f" choices: {', '.join(spec.enum)}")
+                            did_you_mean(shown, spec.enum) or f"choices: {', '.join(spec.enum)}")
         return Sym(name)
     if t == "layer":
         if not isinstance(value, LayerRef):
@@ -244,6 +251,7 @@ class Elaborator:
         self.builder = builder
         self._count_memo: dict[tuple[str, tuple[tuple[str, Any], ...]], int] = {}
         self._labels: dict[int, dict[int, str | None]] = {}
+        self._active: list[tuple[str, tuple[tuple[str, Any], ...]]] = []  # blocks being run, innermost last
 
     # ------------------------------------------------------------ name resolution
     def resolver(self, module: str, env: Mapping[str, Value]) -> Any:
@@ -303,10 +311,15 @@ class Elaborator:
             if k in given:
                 raise EvalError("E204", f"`{k}` is bound by the layer value `{ref}` and given again here", span)
             named.append((k, v, ref.span or span))
-        if ref.kind == "primitive":
-            return bind_args(specs, positional, named, owner, span, {}, resolve)
-        d = self.prog.defs[ref.target]
-        return bind_args(specs, positional, named, owner, span, {}, self.resolver(d.module, {}))
+        try:
+            if ref.kind == "primitive":
+                return bind_args(specs, positional, named, owner, span, {}, resolve)
+            d = self.prog.defs[ref.target]
+            return bind_args(specs, positional, named, owner, span, {}, self.resolver(d.module, {}))
+        except EvalError as e:
+            if e.code == "E103" and e.name is not None and e.hint is None:
+                e.hint = did_you_mean(e.name, [*env, *self.prog.visible(module)])
+            raise
 
     def apply(self, ref: LayerRef, bound: dict[str, Value], inputs: list[Tensor], path: str, label: str | None,
               span: Span, scope: str) -> list[Tensor]:
@@ -367,35 +380,40 @@ class Elaborator:
         state = {"params": 0, "inputs": list(inputs), "returned": None}
         owner = d.qualname.rsplit(".", 1)[-1]
 
-        def tensor_of(v: Any, span: Span) -> list[Tensor]:
+        def tensor_of(v: Any, e: A.Expr) -> list[Tensor]:
             if isinstance(v, Tensor):
                 return [v]
             if isinstance(v, tuple) and v and all(isinstance(t, Tensor) for t in v):
                 return list(v)
-            raise EvalError("E201", f"expected a tensor, found {describe(v)}", span)
+            if isinstance(v, Sym) and isinstance(e, A.Name) and e.dotted == v.name:
+                raise EvalError("E103", f"undefined name `{v.name}`", e.span,
+                                did_you_mean(v.name, sorted(tensor_names) + sorted(_assigned(block.body))), name=v.name)
+            raise EvalError("E201", f"expected a tensor, found {describe(v)}", e.span)
 
         def eval_t(e: A.Expr) -> Any:
             if isinstance(e, A.Apply):
-                ins = tensor_of(eval_t(e.input), e.input.span)
+                ins = tensor_of(eval_t(e.input), e.input)
                 return apply_layer(e.layer, ins)
             if isinstance(e, A.Name) and len(e.parts) == 1 and e.parts[0] in env:
                 return env[e.parts[0]]
             if isinstance(e, A.TupleExpr):
                 items = [eval_t(i) for i in e.items]
                 if any(isinstance(i, Tensor) for i in items):
-                    return tuple(t for i, it in zip(e.items, items) for t in tensor_of(it, i.span))
+                    return tuple(t for i, it in zip(e.items, items) for t in tensor_of(it, i))
                 return tuple(items)
             if isinstance(e, A.BinOp) and e.op in OPERATOR_PRIMITIVES:
                 a, b = eval_t(e.left), eval_t(e.right)
                 if isinstance(a, Tensor) or isinstance(b, Tensor):
-                    ta, tb = tensor_of(a, e.left.span), tensor_of(b, e.right.span)
+                    ta, tb = tensor_of(a, e.left), tensor_of(b, e.right)
                     if len(ta) != 1 or len(tb) != 1:
                         raise EvalError("E304", f"`{e.op}` takes single tensors", e.span)
                     ref = LayerRef("primitive", OPERATOR_PRIMITIVES[e.op])
                     return self.apply(ref, {}, [ta[0], tb[0]], "", None, e.span, path)[0]
                 return evaluate(e, env, self.resolver(d.module, env))
-            if isinstance(e, A.Name) and len(e.parts) == 1 and e.parts[0] in tensor_names:
-                raise EvalError("E108", f"tensor `{e.parts[0]}` is used before it is assigned", e.span)
+            if isinstance(e, A.Name) and len(e.parts) == 1 and e.parts[0] in _assigned(block.body):
+                later = _assigned(block.body)[e.parts[0]]
+                raise EvalError("E108", f"tensor `{e.parts[0]}` is used before it is assigned", e.span,
+                                f"`{e.parts[0]}` is first assigned on line {later.line}; assign it before this use")
             return evaluate(e, env, self.resolver(d.module, env))
 
         def apply_layer(layer: A.Layer, ins: list[Tensor]) -> Any:
@@ -406,12 +424,14 @@ class Elaborator:
                 raise EvalError("E105", f"unknown layer `{layer.callee.dotted}`", layer.callee.span,
                                 did_you_mean(layer.callee.dotted, cands))
             bound = self.bind(ref, layer.args, env, d.module, layer.span)
+            if ref.kind == "block":
+                self._check_recursion(ref.target, bound, layer.callee.span)
             label = labels.get(id(layer))
             n = 1
             if layer.repeat is not None:
                 n = as_int(evaluate(layer.repeat, env, self.resolver(d.module, env)), layer.repeat.span, "repeat count")
                 if n < 0:
-                    raise EvalError("E205", f"repeat count is {n}", layer.repeat.span)
+                    raise EvalError("E205", f"repeat count is {n}; it must be 0 or more", layer.repeat.span)
             if count:
                 state["params"] += n * self.count_layer(ref, bound)
                 prim = PRIMITIVES.get(ref.target) if ref.kind == "primitive" else None
@@ -462,7 +482,7 @@ class Elaborator:
                         if isinstance(v, Tensor):
                             tensor_names.add(s.targets[0].name)
                     else:
-                        vals = tensor_of(v, s.value.span)
+                        vals = tensor_of(v, s.value)
                         if len(vals) != len(s.targets):
                             raise EvalError("E304", f"{len(s.targets)} names for {len(vals)} tensor(s)", s.span)
                         for t, val in zip(s.targets, vals):
@@ -476,13 +496,32 @@ class Elaborator:
                 elif isinstance(s, A.Return):
                     outs: list[Tensor] = []
                     for v in s.values:
-                        outs.extend(tensor_of(eval_t(v), v.span))
+                        outs.extend(tensor_of(eval_t(v), v))
                     state["returned"] = outs
 
-        run(block.body)
+        self._active.append((d.qualname, tuple(sorted(args.items()))))
+        try:
+            run(block.body)
+        finally:
+            self._active.pop()
         if state["returned"] is None:
             raise EvalError("E208", f"block `{owner}` ends without `return`", block.name.span)
         return state["returned"], state["params"]
+
+    def _check_recursion(self, target: str, bound: Mapping[str, Value], span: Span) -> None:
+        """A block that applies itself with the same arguments, or blocks nested past any sensible depth,
+        would never finish elaborating: report it where the application is written."""
+        key = (target, tuple(sorted(bound.items())))
+        short = [q.rsplit(".", 1)[-1] for q, _ in self._active]
+        name = target.rsplit(".", 1)[-1]
+        if key in self._active:
+            first = self._active.index(key)
+            chain = " -> ".join(short[first:] + [name])
+            raise EvalError("E109", f"block `{name}` applies itself with the same arguments ({chain})", span,
+                            "a block may use itself only under an `if` that ends the recursion")
+        if len(self._active) >= MAX_BLOCK_DEPTH:
+            raise EvalError("E109", f"blocks nest more than {MAX_BLOCK_DEPTH} deep ({' -> '.join(short[:3])} -> ... -> {name})",
+                            span, "a block that uses itself needs an `if` that ends the recursion")
 
     @staticmethod
     def _n_returns(block: object) -> int:
@@ -499,6 +538,26 @@ class Elaborator:
             return None
 
         return find(block.body) or 1
+
+
+def _assigned(body: tuple[A.Stmt, ...]) -> dict[str, Span]:
+    """Every tensor name a block body assigns or declares as input, with its first span."""
+    out: dict[str, Span] = {}
+
+    def walk(stmts: Sequence[A.Stmt]) -> None:
+        for s in stmts:
+            if isinstance(s, A.Input):
+                for n in s.names:
+                    out.setdefault(n.name, n.span)
+            elif isinstance(s, A.Assign):
+                for n in s.targets:
+                    out.setdefault(n.name, n.span)
+            elif isinstance(s, A.If):
+                walk(s.then)
+                walk(s.orelse)
+
+    walk(body)
+    return out
 
 
 def _names_in(e: object) -> set[str]:

@@ -1,18 +1,20 @@
 """MSL text -> AST. The grammar is grammar/msl.lark; this file holds no language rules of its own,
-only the tree-to-dataclass mapping and the translation of Lark's errors into diagnostics."""
+only the tree-to-dataclass mapping. Lark's errors become diagnostics in syntax_errors.py."""
 
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedInput, VisitError
 
 from . import ast as A
 from .diagnostics import DiagnosticBag
 from .span import SourceFile, Span
+from .syntax_errors import SyntaxErrors
 
 __all__ = ["parse_msl", "grammar_text", "KEYWORDS", "SUPPORTED_VERSIONS"]
 
@@ -35,57 +37,11 @@ def _parser() -> Lark:
 
 
 def _keywords() -> tuple[str, ...]:
-    import re
-
     words = set(re.findall(r'"([a-z_]+)"', grammar_text()))
     return tuple(sorted(words))
 
 
 KEYWORDS = _keywords()
-
-# What a user calls each terminal. Raw terminal names never reach a diagnostic.
-_TERMINAL_WORDS = {
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "QUANTITY": "a quantity (such as 86M, 20ms, 12GB)",
-    "STRING": "a string",
-    "COMPARE": "a comparison (<=, <, >=, >, ==, !=)",
-    "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*', '/', '//' or '%'",
-    "PIPE": "'>>'",
-    "ARROW": "'->'",
-    "EQUAL": "'='",
-    "$END": "the end of the file",
-}
-
-
-def _describe_terminal(name: str) -> str:
-    if name in _TERMINAL_WORDS:
-        return _TERMINAL_WORDS[name]
-    try:
-        term = _parser().get_terminal(name)
-    except KeyError:
-        return name.lower()
-    pat = term.pattern
-    if pat.type == "str":
-        return f"'{pat.value}'"
-    return name.lower()
-
-
-def _describe_token(tok: Token) -> str:
-    if tok.type == "$END":
-        return "the end of the file"
-    if tok.type in ("NAME", "NUMBER", "QUANTITY", "STRING"):
-        return f"{_TERMINAL_WORDS[tok.type].split(' (')[0].removeprefix('a ')} `{tok.value}`"
-    return f"'{tok.value}'"
-
-
-def _expected_list(expected: set[str]) -> str:
-    words = sorted({_describe_terminal(e) for e in expected})
-    if len(words) > 6:
-        # keep it readable: names and literals first
-        words = words[:6] + ["..."]
-    return ", ".join(words)
 
 
 class _ToAst(Transformer[Any, Any]):
@@ -247,16 +203,16 @@ class _ToAst(Transformer[Any, Any]):
         constraints: list[A.Constraint] = []
         arch = None
         metadata: list[A.MetaEntry] = []
-        extra: list[tuple[str, Span]] = []
+        extra: list[tuple[str, Span, Span]] = []  # (statement, repeated at, first given at)
         for s in stmts:
             kind = s[0]
             if kind == "modality":
                 if modality_span is not None:
-                    extra.append(("modality", s[3]))
+                    extra.append(("modality", s[3], modality_span))
                 inputs, outputs, modality_span = s[1], s[2], s[3]
             elif kind == "task":
                 if task is not None:
-                    extra.append(("task", s[1].span))
+                    extra.append(("task", s[1].span, task.span))
                 task = s[1]
             elif kind == "objective":
                 objectives.extend(s[1])
@@ -264,7 +220,7 @@ class _ToAst(Transformer[Any, Any]):
                 constraints.extend(s[1])
             elif kind == "architecture":
                 if arch is not None:
-                    extra.append(("architecture", s[1].span))
+                    extra.append(("architecture", s[1].span, arch.span))
                 arch = s[1]
             elif kind == "metadata":
                 metadata.extend(s[1])
@@ -444,71 +400,17 @@ def _unquote(s: str) -> str:
     return "".join(out)
 
 
-_MAX_SYNTAX_ERRORS = 20
-
-
-def _syntax_diag(err: UnexpectedInput, file: SourceFile, bag: DiagnosticBag) -> None:
-    if isinstance(err, UnexpectedCharacters):
-        ch = file.text[err.pos_in_stream] if err.pos_in_stream < len(file.text) else ""
-        span = Span.of(file, err.pos_in_stream, err.pos_in_stream + 1)
-        if ch == '"':
-            bag.error("E002", "unterminated string", span, hint="close the string with `\"` on the same line")
-        else:
-            bag.error("E003", f"unexpected character {ch!r}", span)
-        return
-    if isinstance(err, UnexpectedToken):
-        tok = err.token
-        expected = set(err.expected) | set(getattr(err, "accepts", set()) or ())
-        if tok.type == "$END":
-            end = len(file.text.rstrip())
-            span = Span.of(file, max(0, end - 1), end)
-            msg = "unexpected end of file"
-            if "RBRACE" in expected:
-                msg += ": a `{` is never closed"
-                bag.error("E002", msg, span, hint="add the missing `}`")
-            else:
-                bag.error("E001", msg + f"; expected {_expected_list(expected)}", span)
-            return
-        start = tok.start_pos or 0
-        span = Span.of(file, start, tok.end_pos or start + 1)
-        hint = None
-        if tok.type == "NAME" and str(tok) not in KEYWORDS:
-            from .diagnostics import did_you_mean
-
-            kw = [_describe_terminal(e).strip("'") for e in expected if _describe_terminal(e).startswith("'")]
-            hint = did_you_mean(str(tok), [k for k in kw if k.isidentifier()])
-        if hint is None and "RBRACE" in expected and tok.type not in ("RBRACE",):
-            pass
-        bag.error("E001", f"unexpected {_describe_token(tok)}; expected {_expected_list(expected)}", span, hint=hint)
-        return
-    if isinstance(err, UnexpectedEOF):
-        end = len(file.text.rstrip())
-        bag.error("E002", "unexpected end of file", Span.of(file, max(0, end - 1), end))
-        return
-    bag.error("E001", "syntax error", Span.of(file, 0, 0))  # pragma: no cover - lark has no other kinds
-
-
 def parse_msl(file: SourceFile, bag: DiagnosticBag) -> A.Module | None:
     """Parse one MSL file. Syntax errors go to `bag` (several per file); returns None if any."""
-    errors: list[UnexpectedInput] = []
-
-    def on_error(e: UnexpectedInput) -> bool:
-        if len(errors) >= _MAX_SYNTAX_ERRORS:
-            return False
-        # one error per line: later ones on the same line are usually echoes
-        if not errors or getattr(e, "line", -1) != getattr(errors[-1], "line", -2):
-            errors.append(e)
-        return True
-
+    errors = SyntaxErrors(file, bag, _parser())
     tree: Tree[Any] | None = None
     try:
-        tree = _parser().parse(file.text, on_error=on_error)
+        tree = _parser().parse(file.text, on_error=errors.on_error)
     except UnexpectedInput as e:
-        if not errors or getattr(e, "line", -1) != getattr(errors[-1], "line", -2):
-            errors.append(e)
-    for e in errors:
-        _syntax_diag(e, file, bag)
-    if errors or tree is None:
+        errors.finish(e)
+    if errors.handled or tree is None:
+        if not errors.reported:  # every error was an echo of none: cannot happen, but never stay silent
+            bag.error("E001", "syntax error", Span.of(file, 0, 0))
         return None
     try:
         module = _ToAst(file).transform(tree)

@@ -65,6 +65,15 @@ def read_source(path: str | Path, display: str | None = None) -> SourceFile:
     return SourceFile(display or str(path), p.read_text(encoding="utf-8"))
 
 
+def _display_path(path: Path) -> str:
+    """How diagnostics name a user module: relative to the working directory when it lies below it,
+    so that output does not depend on where the checkout is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _stdlib_source(modname: str) -> SourceFile | None:
     rel = modname.split(".", 1)[1].replace(".", "/") + ".msl"
     res = resources.files("metagen_stdlib").joinpath(rel)
@@ -109,7 +118,7 @@ class _Loader:
         else:
             path = _find_user_module(modname, self.search)
             if path is not None:
-                src = read_source(path)
+                src = read_source(path, display=_display_path(path))
         if src is None:
             self.failed.add(modname)
             cands = stdlib_modules() + [modname.replace(".", "/")]

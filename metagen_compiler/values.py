@@ -12,6 +12,7 @@ from fractions import Fraction
 from typing import Any, Union
 
 from . import ast as A
+from .diagnostics import did_you_mean
 from .span import Span
 
 __all__ = [
@@ -61,12 +62,17 @@ Value = Union[int, float, Fraction, bool, str, Sym, LayerRef, tuple, UnknownValu
 
 
 class EvalError(Exception):
-    def __init__(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+    """A problem found while evaluating; `name` is the undefined name, for E103, so that a caller that
+    knows more names in scope can add a "did you mean"."""
+
+    def __init__(self, code: str, message: str, span: Span | None, hint: str | None = None, *,
+                 name: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.span = span
         self.hint = hint
+        self.name = name
 
 
 # Unit suffixes: scale and the dimension they measure.
@@ -174,6 +180,13 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
 Resolver = Callable[[A.Name], Value]
 
 
+def _operand(v: Value, e: A.Expr, env: Mapping[str, Value]) -> int | float | Fraction:
+    """A number for arithmetic; a bare word that nothing defines is an undefined name, not a symbol."""
+    if isinstance(v, Sym) and isinstance(e, A.Name) and e.dotted == v.name and v.name not in env:
+        raise EvalError("E103", f"undefined name `{v.name}`", e.span, did_you_mean(v.name, list(env)), name=v.name)
+    return as_number(v, e.span)
+
+
 def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = None) -> Value:
     """Evaluate a compile-time expression. Names look up `env`, then `resolve` (symbols, layers)."""
     if isinstance(e, A.Num):
@@ -195,7 +208,7 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
     if isinstance(e, A.TupleExpr | A.ListExpr):
         return tuple(evaluate(i, env, resolve) for i in e.items)
     if isinstance(e, A.Neg):
-        return _norm(-as_number(evaluate(e.operand, env, resolve), e.operand.span))
+        return _norm(-_operand(evaluate(e.operand, env, resolve), e.operand, env))
     if isinstance(e, A.Not):
         return not _truth(evaluate(e.operand, env, resolve), e.operand.span)
     if isinstance(e, A.BoolOp):
@@ -209,16 +222,16 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
         if e.op in ("==", "!="):
             eq = _norm(a) == _norm(b)
             return eq if e.op == "==" else not eq
-        x = as_number(a, e.left.span)
-        y = as_number(b, e.right.span)
+        x = _operand(a, e.left, env)
+        y = _operand(b, e.right, env)
         return {"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[e.op]
     if isinstance(e, A.BinOp):
         a = evaluate(e.left, env, resolve)
         b = evaluate(e.right, env, resolve)
         if isinstance(a, UnknownValue) or isinstance(b, UnknownValue):
             return UnknownValue(e.span)
-        x = as_number(a, e.left.span)
-        y = as_number(b, e.right.span)
+        x = _operand(a, e.left, env)
+        y = _operand(b, e.right, env)
         if e.op in ("/", "//", "%") and y == 0:
             raise EvalError("E210", "division by zero", e.span)
         if e.op == "+":
@@ -266,7 +279,9 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
                                         "write `name = value`")
                     kw[a.name.name] = evaluate(a.value, env, resolve)
                 return LayerRef(base.kind, base.target, tuple(sorted(kw.items())), e.span)
-        raise EvalError("E103", f"undefined function `{fname}`", e.func.span)
+        raise EvalError("E103", f"undefined function `{fname}`", e.func.span,
+                        did_you_mean(fname, FUNCTIONS)
+                        or f"functions are {', '.join(FUNCTIONS)}; a layer value names a primitive or a block", name=fname)
     raise EvalError("E201", "a tensor expression is not allowed here", e.span)
 
 

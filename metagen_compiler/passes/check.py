@@ -66,6 +66,14 @@ def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: 
     d = prog.lookup(prog.root_name, arch.family)
     if d is None and arch.family.dotted in FAMILY_GROUPS:
         options = FAMILY_GROUPS[arch.family.dotted]
+        if not any(mod is None or mod in inputs for mod, _ in options):
+            takes = sorted({mod for mod, _ in options if mod is not None})
+            bag.error("E106", f"`{arch.family.dotted}` names no family for {', '.join(inputs) or 'this'} input",
+                      arch.family.span, hint=f"`{arch.family.dotted}` is for {', '.join(takes)} input; for "
+                      f"{', '.join(inputs) or 'this input'} try "
+                      + ", ".join(f"`{g}`" for g, opts in FAMILY_GROUPS.items()
+                                  if any(m in inputs for m, _ in opts)))
+            return None, None
         for mod, target in options:
             if mod is None or mod in inputs:
                 d = prog.defs.get(f"std.{target}")
@@ -86,10 +94,16 @@ def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: 
         assert isinstance(d.node, A.Preset)
         fam = prog.lookup(d.module, d.node.family)
         if fam is None or fam.kind != "family":
-            bag.error("E106", f"preset `{d.qualname}` names unknown family `{d.node.family.dotted}`", d.node.family.span)
+            bag.error("E106", f"preset `{d.qualname}` names unknown family `{d.node.family.dotted}`", d.node.family.span,
+                      hint=did_you_mean(d.node.family.dotted, prog.visible(d.module, "family")))
             return None, None
         return fam, d
     return d, None
+
+
+def _devices(prog: Program) -> list[str]:
+    """The device classes a model can name (bare names; `devices.edge` is the same class as `edge`)."""
+    return [n for n in prog.visible(prog.root_name, "device") if "." not in n]
 
 
 def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> ConstraintIR | None:
@@ -107,8 +121,7 @@ def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> Cons
         dd = prog.lookup(prog.root_name, c.device.name)
         if dd is None or dd.kind != "device":
             bag.error("E203", f"unknown device class `{c.device.name}`", c.device.span,
-                      hint=did_you_mean(c.device.name, prog.visible(prog.root_name, "device"))
-                      or f"device classes: {', '.join(prog.visible(prog.root_name, 'device'))}")
+                      hint=did_you_mean(c.device.name, _devices(prog)) or f"device classes: {', '.join(_devices(prog))}")
             return None
         device = c.device.name
         if not kind.needs_device:
@@ -120,8 +133,8 @@ def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> Cons
         dd = prog.lookup(prog.root_name, name) if name else None
         if dd is None or dd.kind != "device":
             bag.error("E203", f"unknown device class `{text}`", v.span,
-                      hint=(did_you_mean(name, prog.visible(prog.root_name, "device")) if name else None)
-                      or f"device classes: {', '.join(prog.visible(prog.root_name, 'device'))}")
+                      hint=(did_you_mean(name, _devices(prog)) if name else None)
+                      or f"device classes: {', '.join(_devices(prog))}")
             return None
         return ConstraintIR(kind.name, c.op, Sym(name or ""), text, None, c.span)
     if kind.dimension == "time" and isinstance(v, A.Name):
@@ -171,14 +184,24 @@ def check_blocks(prog: Program, bag: DiagnosticBag) -> None:
             if isinstance(p.type, A.NamedType) and p.type.name not in KNOWN_TYPES:
                 bag.error("E201", f"unknown type `{p.type.name}`", p.type.span,
                           hint=did_you_mean(p.type.name, KNOWN_TYPES) or f"types: {', '.join(KNOWN_TYPES)}, or {{a, b}}")
+    for f in root.families:
+        layer_params = _layer_params(f)
+        slots = [s.layer for s in f.encoders] + ([f.backbone] if f.backbone else []) + [s.layer for s in f.heads]
+        for ly in slots:
+            _check_layer(ly, prog, module, layer_params, bag)
     for b in root.blocks:
-        layer_params = {p.name.name for p in b.params if isinstance(p.type, A.NamedType) and p.type.name in ("layer", "any")}
-        layer_params |= {p.name.name for p in b.params if p.type is None}
+        layer_params = _layer_params(b)
         if not any(isinstance(s, A.Return) for s in _walk_stmts(b.body)):
             bag.error("E208", f"block `{b.name.name}` has no `return`", b.name.span,
                       hint="end the block with `return <tensor>`")
         for ly in _layers(b.body):
             _check_layer(ly, prog, module, layer_params, bag)
+
+
+def _layer_params(b: A.Block | A.Family) -> set[str]:
+    """Parameters that may hold a layer: typed `layer` or `any`, or untyped."""
+    return {p.name.name for p in b.params
+            if p.type is None or (isinstance(p.type, A.NamedType) and p.type.name in ("layer", "any"))}
 
 
 def _walk_stmts(stmts: tuple[A.Stmt, ...]) -> list[A.Stmt]:
@@ -235,9 +258,11 @@ def _check_layer(ly: A.Layer, prog: Program, module: str, layer_params: set[str]
         if a.name is not None and a.name.name not in names:
             bag.error("E204", f"`{name}` has no parameter `{a.name.name}`", a.name.span,
                       hint=did_you_mean(a.name.name, names) or f"parameters: {', '.join(names) or 'none'}")
-    npos = sum(1 for a in ly.args or () if a.name is None)
-    if npos > len(specs):
-        bag.error("E204", f"`{name}` takes {len(specs)} arguments, {npos} given", ly.span)
+    positional = [a for a in ly.args or () if a.name is None]
+    if len(positional) > len(specs):
+        extra = positional[len(specs)]
+        bag.error("E204", f"`{name}` takes {len(specs)} arguments, {len(positional)} given", extra.span,
+                  hint=f"parameters: {', '.join(names) or 'none'}")
 
 
 @dataclass(frozen=True)
@@ -249,8 +274,6 @@ class CheckPass:
         prog, model, bag = comp.program, comp.model, comp.bag
         assert prog is not None and model is not None
         check_blocks(prog, bag)
-        for dup, span in getattr(model, "_duplicates", ()):
-            bag.error("E104", f"`{dup}` is given twice in model `{model.name.name}`", span)
 
         # modalities
         inputs: list[tuple[str, Any]] = []
@@ -360,7 +383,8 @@ class CheckPass:
             assert isinstance(preset.node, A.Preset)
             for f in preset.node.fields:
                 if f.name.name not in params:
-                    bag.error("E207", f"preset `{preset.qualname}` sets unknown parameter `{f.name.name}`", f.name.span)
+                    bag.error("E207", f"preset `{preset.qualname}` sets unknown parameter `{f.name.name}`", f.name.span,
+                              hint=did_you_mean(f.name.name, params) or f"parameters: {', '.join(params)}")
                     continue
                 old = bindings[f.name.name]
                 bindings[f.name.name] = Bound(f.value, None, preset.module, f.span, f"preset {preset.node.name.name}",

@@ -25,10 +25,13 @@ class ResolvePass:
         models = comp.module.models
         if not models:
             comp.bag.error("E107", "this file defines no model", comp.module.span,
-                           hint="add `model NAME { ... }`, or compile a file that has one")
+                           hint="add `model my_model { ... }`, or compile a file that has one")
             return
         seen: dict[str, A.Model] = {}
         for m in models:
+            for dup, span, first in getattr(m, "_duplicates", ()):
+                comp.bag.error("E104", f"`{dup}` is given twice in model `{m.name.name}`", span,
+                               notes=[Note("first given here", first)])
             if m.name.name in seen:
                 comp.bag.error("E104", f"model `{m.name.name}` is defined twice", m.name.span,
                                notes=[Note("first defined here", seen[m.name.name].name.span)])

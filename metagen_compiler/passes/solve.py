@@ -21,6 +21,7 @@ from ..diagnostics import Note
 from ..elaborate import Elaborator
 from ..family import count_params, evaluate_dims
 from ..ir import SolveReport, SpecIR, dump_spec
+from ..span import Span
 from ..values import EvalError, Sym, Value, as_int, evaluate, format_value
 
 MIN_FILL = 0.98
@@ -104,10 +105,12 @@ class SolvePass:
 
         hi, lo, budget_span = _budget(spec)
         if hi is None:
-            first = spec.bindings[unknown_names[0]]
+            # the user's architecture line is where the fix goes; the open declarations are notes
+            notes = [Note(f"`{n}` is left open (`?`) here", spec.bindings[n].span) for n in unknown_names]
             bag.error("E402", f"{', '.join(f'`{n}`' for n in unknown_names)} left open, but no parameter budget "
-                      "says how large the model should be", first.span,
-                      hint="add `constraints { params <= 100M }`, or give the dimensions values")
+                      "says how large the model should be", spec.family_span, notes=notes,
+                      hint="add `constraints { params <= 100M }`, or give the dimensions values "
+                      f"(`{unknown_names[0]} = ...` in the architecture)")
             return
         try:
             unknowns = [Unknown(n, _domain(n, spec.bindings[n].constraints, {}), spec.bindings[n].span) for n in unknown_names]
@@ -128,6 +131,7 @@ class SolvePass:
             return
 
         cache: dict[tuple[int, ...], int | None] = {}
+        failures: list[tuple[dict[str, int], EvalError]] = []  # the first candidate that failed, and why
 
         def count(assign: dict[str, int]) -> int | None:
             key = tuple(assign[u.name] for u in unknowns)
@@ -137,8 +141,10 @@ class SolvePass:
             try:
                 dims = evaluate_dims(spec, prog, elab, assign)
                 n: int | None = count_params(elab, spec, dims)
-            except EvalError:
+            except EvalError as e:
                 n = None
+                if not failures:
+                    failures.append((dict(assign), e))
             cache[key] = n
             return n
 
@@ -202,10 +208,20 @@ class SolvePass:
                           notes=[Note(f"the binding constraint is `params`; the budget allows {hi:,}")],
                           hint="raise the budget, or lower fixed dimensions such as vocab or context")
             else:
+                ranges = [Note(f"`{u.name}` ranges over {u.domain[0]}..{u.domain[-1]}", u.span)  # type: ignore[arg-type]
+                          for u in unknowns]
+                if smallest is None and failures and failures[0][1].code != "E206":
+                    # every candidate fails the same way, whatever the open dims: that is the mistake to show
+                    err = failures[0][1]
+                    bag.error(err.code, err.message, err.span, hint=err.hint,
+                              notes=[Note(f"this fails for every choice of {what}; the search stopped")])
+                    return
+                example = []
+                if failures:
+                    at = ", ".join(f"{k} = {v}" for k, v in failures[0][0].items())
+                    example = [Note(f"with {at}: {failures[0][1].message}", failures[0][1].span)]
                 bag.error("E401", f"no choice of {what} satisfies the family's requirements within the budget",
-                          budget_span,  # type: ignore[arg-type]
-                          notes=[Note(f"`{u.name}` ranges over {u.domain[0]}..{u.domain[-1]}", u.span)  # type: ignore[arg-type]
-                                 for u in unknowns])
+                          budget_span, notes=ranges + example)  # type: ignore[arg-type]
             return
         _score, assign, n = best
         spec.dims = evaluate_dims(spec, prog, elab, assign)
@@ -226,9 +242,15 @@ class SolvePass:
 def _where_set(spec: SpecIR, e: EvalError) -> list[Note]:
     notes = []
     for k, b in spec.bindings.items():
-        if b.source == "model" and k in e.message:
+        if b.source == "model" and k in e.message and not _within(e.span, b.span):
             notes.append(Note(f"`{k}` is set here", b.span))
     return notes
+
+
+def _within(inner: Span | None, outer: Span | None) -> bool:
+    """Whether span `inner` lies inside span `outer` (a note there would only repeat the error)."""
+    return (inner is not None and outer is not None and inner.file is outer.file
+            and outer.start <= inner.start and inner.end <= outer.end)
 
 
 _ = (as_int, format_value)
