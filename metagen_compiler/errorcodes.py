@@ -53,7 +53,6 @@ _TABLE = [
     ("E210", "division-by-zero", "A dimension expression divides by zero."),
     # E3xx: modality, task, architecture
     ("E301", "unsupported-modality", "The family has no encoder for an input modality, or no head for the task."),
-    ("E302", "task-mismatch", "The task does not fit the declared output modality."),
     ("E303", "bad-tie", "A weight tie names a parameter that does not exist or has another shape."),
     ("E304", "shape-mismatch", "Tensor shapes do not fit where they meet."),
     # E4xx: solving and constraints
@@ -64,7 +63,6 @@ _TABLE = [
     ("W001", "unknown-modality-fallback", "A modality the compiler does not know; a documented fallback is used."),
     ("W002", "constraint-estimate", "A constraint is checked against an estimate, not a measurement."),
     ("W003", "ignored-field", "A field is accepted but has no effect on the compiled model."),
-    ("W004", "constraint-near-limit", "A constraint holds, but with little margin."),
     # I: internal
     ("I001", "internal", "The compiler failed on its own. This is a bug: please report it with the input."),
 ]

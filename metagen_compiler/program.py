@@ -206,3 +206,20 @@ def load_program(root: A.Module, bag: DiagnosticBag, search: list[Path], root_na
                 scope[name] = q
         prog.scopes[modname] = scope
     return prog
+
+
+def import_hint(name: str, kinds: tuple[str, ...]) -> str | None:
+    """"`x` is defined in std.m: add `import std.m`", for a name some stdlib module defines.
+
+    Only used on the error path: it parses the stdlib modules the program did not load."""
+    found = []
+    for modname in stdlib_modules():
+        src = _stdlib_source(modname)
+        if src is None:
+            continue
+        module = parse_msl(src, DiagnosticBag())
+        if module is not None and any(k in kinds and n == name for k, n, _ in _own_defs(module)):
+            found.append(modname)
+    if not found:
+        return None
+    return f"`{name}` is defined in {' and '.join(found)}: add `import {found[0]}`"

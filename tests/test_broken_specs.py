@@ -31,7 +31,6 @@ WARNING_ONLY = re.compile(r"warning[- ]only", re.IGNORECASE)
 NOT_COVERED = {
     "E004": "file-not-found is reported by the command line when the input cannot be read; compile_source "
             "gets text already read, and a missing import is E101",
-    "E302": "no pass reports it yet: an output modality that does not fit the task is warning W003 (heads pass)",
 }
 
 

@@ -16,8 +16,10 @@ from ..diagnostics import DiagnosticBag, Note, did_you_mean
 from ..elaborate import KNOWN_TYPES, param_specs
 from ..ir import Bound, ConstraintIR, SpecIR, dump_spec
 from ..primitives import PRIMITIVES
-from ..program import Definition, Program
+from ..program import Definition, Program, import_hint
 from ..values import UNIT_SCALE, EvalError, Sym, Value, evaluate, format_value, quantity_value
+
+_BINARY_CONTEXT = {"k": 1024, "K": 1024, "M": 1024**2}
 
 _UNIT_WORDS = {"count": "a count such as 86M", "bytes": "a size such as 12GB", "time": "a time such as 20ms",
                "rate": "a rate such as 30fps", "pixels": "a size in pixels such as 224", "frequency": "a frequency such as 16kHz",
@@ -87,6 +89,8 @@ def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: 
         cands = prog.visible(prog.root_name, "family") + prog.visible(prog.root_name, "preset") + list(FAMILY_GROUPS)
         hint = did_you_mean(arch.family.dotted, cands)
         if hint is None:
+            hint = import_hint(arch.family.parts[-1], ("family", "preset"))
+        if hint is None:
             hint = "families and presets live in the stdlib: `import std.transformer`, `import std.vision`, `import std.presets`"
         bag.error("E106", f"unknown architecture family `{arch.family.dotted}`", arch.family.span, hint=hint)
         return None, None
@@ -145,6 +149,9 @@ def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> Cons
         return ConstraintIR(kind.name, c.op, Sym(v.dotted), text, device, c.span)
     if isinstance(v, A.Quantity):
         value, dim = quantity_value(v)
+        if kind.name == "context" and v.unit in _BINARY_CONTEXT:
+            # context windows are counted in powers of two: 2k = 2048 tokens, 256k = 262144
+            value = int(round(v.value * _BINARY_CONTEXT[v.unit]))
         ok = dim == kind.dimension or (kind.dimension == "int" and dim == "count") or (
             kind.dimension == "pixels" and dim == "count") or (kind.dimension == "rate" and dim == "frequency")
         if not ok:
@@ -251,7 +258,8 @@ def _check_layer(ly: A.Layer, prog: Program, module: str, layer_params: set[str]
         else:
             cands = list(PRIMITIVES) + prog.visible(module, "block") + sorted(layer_params)
             bag.error("E105", f"unknown layer `{name}`", ly.callee.span,
-                      hint=did_you_mean(name, cands) or "a layer is a primitive (linear, conv2d, ...) or a block")
+                      hint=did_you_mean(name, cands) or import_hint(ly.callee.parts[-1], ("block",))
+                      or "a layer is a primitive (linear, conv2d, ...) or a block")
             return
     names = [s.name for s in specs]
     for a in ly.args or ():
@@ -365,8 +373,9 @@ class CheckPass:
 
         # architecture
         if model.architecture is None:
-            bag.error("E208", f"model `{model.name.name}` has no architecture", model.name.span,
-                      hint="add `architecture transformer.decoder { ... }` or a preset such as `architecture gpt2`")
+            hint = ("add `architecture: {family: transformer}`" if comp.source.path.endswith((".yaml", ".yml"))
+                    else "add `architecture transformer.decoder { ... }` or a preset such as `architecture gpt2`")
+            bag.error("E208", f"model `{model.name.name}` has no architecture", model.name.span, hint=hint)
             return
         fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag)
         if fam is None:

@@ -21,7 +21,7 @@ def _fmt(kind: str, v: float) -> str:
     if kind in ("memory", "training_memory"):
         return f"{v / 1e9:.3g} GB"
     if kind == "latency":
-        return f"{v * 1e3:.3g} ms"
+        return f"{v * 1e3:,.1f} ms" if v >= 0.01 else f"{v * 1e3:.3g} ms"
     if kind == "throughput":
         return f"{v:.3g}/s"
     return f"{int(v):,}"

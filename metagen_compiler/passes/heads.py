@@ -38,8 +38,9 @@ class HeadsPass:
         loss, metrics, fits = TASK_HEADS[spec.task]
         for out, span in spec.outputs:
             if out not in fits:
-                comp.bag.warning("W003", f"output `{out}` does not fit task `{spec.task}`; the model outputs "
-                                 f"{'logits over classes' if spec.task == 'classification' else 'the task output'}",
+                what = {"classification": "class logits", "generation": "next-token logits",
+                        "regression": "predicted values"}.get(spec.task, "the task's output")
+                comp.bag.warning("W003", f"output `{out}` does not fit task `{spec.task}`; the model outputs {what}",
                                  span, hint=f"task `{spec.task}` outputs: {', '.join(fits)}")
         spec.head = SlotIR("head", spec.task, slot.layer, slot.span)
         spec.loss = loss
