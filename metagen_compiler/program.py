@@ -129,7 +129,7 @@ class _Loader:
             del cands
             self.bag.error("E101", f"cannot find module `{modname}`", imp.path.span, hint=hint)
             return None
-        module = parse_msl(src, self.bag)
+        module = parse_stdlib_cached(src, self.bag) if src.path.startswith("<stdlib>/") else parse_msl(src, self.bag)
         if module is None:
             self.failed.add(modname)
             return None
@@ -223,3 +223,52 @@ def import_hint(name: str, kinds: tuple[str, ...]) -> str | None:
     if not found:
         return None
     return f"`{name}` is defined in {' and '.join(found)}: add `import {found[0]}`"
+
+
+_AST_CACHE: dict[str, A.Module] = {}
+
+
+def _cache_dir() -> Path | None:
+    import os
+
+    if os.environ.get("METAGENC_NO_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "metagenc"
+
+
+def parse_stdlib_cached(src: SourceFile, bag: DiagnosticBag) -> A.Module | None:
+    """Parse a stdlib module once: in memory per process, and on disk keyed by the hash of the
+    compiler version, the grammar and the text (so a changed file or grammar is parsed anew)."""
+    import hashlib
+    import pickle
+
+    from . import __version__
+    from .parser import grammar_text
+
+    key = hashlib.sha256("\0".join((__version__, grammar_text(), src.path, src.text)).encode()).hexdigest()[:32]
+    if key in _AST_CACHE:
+        return _AST_CACHE[key]
+    d = _cache_dir()
+    path = d / f"stdlib-{key}.pickle" if d is not None else None
+    if path is not None and path.is_file():
+        try:
+            module = pickle.loads(path.read_bytes())
+            if isinstance(module, A.Module) and module.path == src.path:
+                _AST_CACHE[key] = module
+                return module
+        except Exception:  # a stale or damaged cache entry is parsed anew
+            pass
+    module = parse_msl(src, bag)
+    if module is None:
+        return None
+    _AST_CACHE[key] = module
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{id(module)}")
+            tmp.write_bytes(pickle.dumps(module, protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(path)
+        except OSError:  # a read-only home is fine: the cache is only an optimisation
+            pass
+    return module
