@@ -5,4 +5,5 @@ __all__ = ["BACKENDS"]
 # name -> "module:function"; the function takes a Compilation and returns {relative path: text}.
 BACKENDS = {
     "pytorch": "metagen_backends.pytorch:emit",
+    "onnx": "metagen_backends.onnx:emit",
 }

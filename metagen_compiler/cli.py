@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .compilation import Compilation, Options
-from .diagnostics import DiagnosticBag, render_json, render_text
+from .diagnostics import BackendError, DiagnosticBag, render_json, render_text
 from .report import build_report, jsonable
 from .driver import EMIT_ALIASES, STAGES, compile_source
 from .program import read_source
@@ -111,6 +111,7 @@ SUBCOMMANDS = {
     "fmt": "metagen_compiler.fmt:main",
     "lsp": "metagen_compiler.lsp:main",
     "calibrate": "metagen_compiler.calibrate:main",
+    "import-weights": "metagen_backends.onnx.weights:main",
 }
 
 
@@ -192,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INPUT
         try:
             staged.append(write_outputs(c, out_root, backends))
+        except BackendError as e:  # the input asks for something a backend cannot write
+            diags = list(e.diagnostics)
+            sys.stderr.write(render_json(diags) if fmt == "json" else render_text(diags))  # type: ignore[arg-type]
+            return EXIT_INPUT
         except Exception as e:  # a backend failure is a compiler bug
             print(f"metagenc: internal error in a backend: {type(e).__name__}: {e}", file=sys.stderr)
             return EXIT_INTERNAL

@@ -21,6 +21,7 @@ __all__ = [
     "Diagnostic",
     "DiagnosticBag",
     "CompileError",
+    "BackendError",
     "did_you_mean",
     "render_text",
     "render_json",
@@ -58,6 +59,15 @@ class Diagnostic:
 
 class CompileError(Exception):
     """Raised to stop a pass early; the diagnostics it carries are already in the bag."""
+
+
+class BackendError(Exception):
+    """Raised by a backend that cannot emit for a reason in the input (an opset that lacks an op,
+    weights too large): it carries diagnostics, which the CLI renders like any other (exit 1)."""
+
+    def __init__(self, diagnostics: Iterable[object]) -> None:
+        self.diagnostics = list(diagnostics)
+        super().__init__("; ".join(getattr(d, "message", str(d)) for d in self.diagnostics))
 
 
 @dataclass

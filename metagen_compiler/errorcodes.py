@@ -64,6 +64,11 @@ _TABLE = [
     ("W002", "constraint-estimate", "A constraint is checked against an estimate, not a measurement."),
     ("W003", "ignored-field", "A field is accepted but has no effect on the compiled model."),
     # I: internal
+    # E5xx: backends
+    ("E511", "onnx-opset-range", "The requested ONNX opset is outside the range the ONNX backend writes."),
+    ("E512", "onnx-op-missing", "The chosen ONNX opset lacks an operator that a primitive lowers to."),
+    ("E513", "onnx-no-lowering", "A primitive has no ONNX lowering."),
+    ("E514", "onnx-weights-too-large", "Random weights for the model are too large to materialise in memory."),
     ("I001", "internal", "The compiler failed on its own. This is a bug: please report it with the input."),
 ]
 

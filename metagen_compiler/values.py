@@ -151,6 +151,14 @@ def format_value(v: Value) -> str:
     return str(v)
 
 
+def _symbolic(v: Any) -> Any:
+    """For `==`: a bare layer name is also a symbol, so `position == rope` compares names even
+    though `rope` is a primitive too."""
+    if isinstance(v, LayerRef) and not v.kwargs:
+        return Sym(v.target.rsplit(".", 1)[-1])
+    return v
+
+
 def _norm(v: Any) -> Any:
     if isinstance(v, Fraction) and v.denominator == 1:
         return int(v)
@@ -220,7 +228,7 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
         a = evaluate(e.left, env, resolve)
         b = evaluate(e.right, env, resolve)
         if e.op in ("==", "!="):
-            eq = _norm(a) == _norm(b)
+            eq = _symbolic(_norm(a)) == _symbolic(_norm(b))
             return eq if e.op == "==" else not eq
         x = _operand(a, e.left, env)
         y = _operand(b, e.right, env)
