@@ -156,17 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     def on_dump(name: str, text: str) -> None:
         sys.stdout.write(f"// ----- after {name}\n{text}")
 
-    from .driver import compile_model_set
+    from .driver import collect_diagnostics, compile_model_set
 
     comps = compile_model_set(source, options, stop_after=args.emit, print_after=tuple(args.print_after),
                               on_dump=on_dump, overrides=tuple(overrides))
-    diags = [d for c in comps for d in c.bag.sorted()]
-    seen = set()
-    uniq = []
-    for d in diags:
-        if d not in seen:
-            seen.add(d)
-            uniq.append(d)
+    uniq = collect_diagnostics(comps)
     if uniq:
         sys.stderr.write(render_json(uniq) if fmt == "json" else render_text(uniq))
     elif fmt == "json":

@@ -6,11 +6,11 @@ import traceback
 from collections.abc import Callable
 
 from .compilation import Compilation, Options
-from .diagnostics import CompileError
+from .diagnostics import CompileError, Diagnostic
 from .passes import PASSES, PIPELINE
 from .span import SourceFile
 
-__all__ = ["compile_source", "STAGES"]
+__all__ = ["compile_source", "compile_model_set", "collect_diagnostics", "STAGES"]
 
 STAGES = tuple(p.name for p in PIPELINE)
 # --emit names that are friendlier than pass names
@@ -111,4 +111,16 @@ def compile_model_set(source: SourceFile, options: Options, *, stop_after: str |
             if stop is not None and p.name == stop:
                 break
         out.append(comp)
+    return out
+
+
+def collect_diagnostics(comps: list[Compilation]) -> list[Diagnostic]:
+    """All diagnostics of a compile, sorted per model and de-duplicated (the front end's are shared):
+    what `metagenc` prints and what the language server publishes."""
+    out: list[Diagnostic] = []
+    seen: set[Diagnostic] = set()
+    for d in (d for c in comps for d in c.bag.sorted()):
+        if d not in seen:
+            seen.add(d)
+            out.append(d)
     return out

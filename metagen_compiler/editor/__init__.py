@@ -1,1 +1,11 @@
-"""(being built)"""
+"""Editor support for MSL: the vocabulary editors highlight and complete, and the Pygments lexer.
+
+The language server is `metagen_compiler.lsp` (`metagenc lsp`), the formatter `metagen_compiler.fmt`
+(`metagenc fmt`); the VS Code extension, with its TextMate grammar, lives in `editors/vscode/`.
+"""
+
+from __future__ import annotations
+
+from .vocabulary import KEYWORD_KINDS, KEYWORDS, TYPE_NAMES, UNITS
+
+__all__ = ["KEYWORDS", "KEYWORD_KINDS", "TYPE_NAMES", "UNITS"]
