@@ -1,0 +1,40 @@
+"""Smoke runs of the benchmark scripts at small sizes, so they cannot rot. Speed is not asserted
+here (that lives in the benchmarks' own tables); only that they run and write well-formed JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def _run(script: str, out: Path) -> dict:  # type: ignore[type-arg]
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(out.read_text())
+
+
+def test_compile_benchmark_smoke(tmp_path: Path) -> None:
+    data = _run("compile.py", tmp_path / "compile.json")
+    rows = data["rows"]
+    assert {r["group"] for r in rows} == {"example", "scale", "depth"}
+    assert all(r["median_s"] > 0 and r["peak_rss_mb"] > 0 and r["nodes"] > 0 for r in rows)
+    depth = [r for r in rows if r["group"] == "depth"]
+    assert depth[-1]["nodes"] > depth[0]["nodes"]
+
+
+def test_models_benchmark_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
+    data = _run("models.py", tmp_path / "models.json")
+    names = {(r["model"], r["reference"]) for r in data["rows"]}
+    assert ("gpt2", "transformers GPT2LMHeadModel") in names
+    assert all(r["ratio"] > 0 for r in data["rows"])
+    same = [r for r in data["rows"] if "params_reference" in r]
+    assert all(r["params_generated"] == r["params_reference"] for r in same), same
