@@ -80,5 +80,5 @@ def expr_text(e: A.Expr) -> str:
     if isinstance(e, A.ListExpr):
         return "[" + ", ".join(expr_text(i) for i in e.items) + "]"
     if isinstance(e, A.Apply):
-        return f"{_wrap(e.input, 1)} >> {layer_text(e.layer)}"
+        return f"{_wrap(e.input, 0)} >> {layer_text(e.layer)}"
     raise AssertionError(type(e))
