@@ -177,7 +177,8 @@ def _rope(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     q, k = n.inputs
     heads, base = int(n.args["heads"]), float(n.args["base"])
     hs = _int_dim(n.in_shapes[0], -1, "q's features") // heads
-    inv_freq = (1.0 / (np.float32(base) ** (np.arange(0, hs, 2, dtype=np.float32) / np.float32(hs)))).astype(np.float32)
+    # in float64, then rounded once: float32 pow differs in the last bit between numpy builds
+    inv_freq = (1.0 / (float(base) ** (np.arange(0, hs, 2, dtype=np.float64) / hs))).astype(np.float32)
     zero, one = w.scalar(0, np.int64), w.scalar(1, np.int64)
     pos = w.op("Range", [zero, w.dim(q, 1, scalar=True), one])  # (T,)
     if n.past_len is not None:
