@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ONNX opset for the onnx backend (default: the backend's pinned opset)")
     p.add_argument("--weights", choices=("random", "none", "external"), default="random",
                    help="ONNX weights: random initial weights (external data above 2 GiB), none (graph only), external")
+    p.add_argument("--device-profile", dest="device_profiles", action="append", default=[], metavar="FILE",
+                   help="add the device classes of an MSL file (e.g. from `metagenc calibrate`) for latency estimates")
     p.add_argument("--version", action="version", version=f"metagenc {__version__}")
     return p
 
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(render_json(bag.items) if fmt == "json" else render_text(bag.items))
         return EXIT_INPUT
     options = Options(search_paths=tuple(Path(p) for p in args.include), seed=args.seed, model=args.model,
-                      opset=args.opset, weights=args.weights)
+                      opset=args.opset, weights=args.weights,
+                      device_profiles=tuple(Path(p) for p in args.device_profiles))
 
     def on_dump(name: str, text: str) -> None:
         sys.stdout.write(f"// ----- after {name}\n{text}")

@@ -22,6 +22,7 @@ class Options:
     model: str | None = None
     opset: int | None = None  # ONNX opset; None: the backend's pinned default
     weights: str = "random"  # ONNX weights: random | none | external
+    device_profiles: tuple[Path, ...] = ()  # extra MSL files of `device` blocks (e.g. from `metagenc calibrate`)
 
 
 @dataclass

@@ -362,7 +362,7 @@ _PRIMS = [
         "embedding", (_P("num", "int"), _P("dim", "int")),
         "Lookup table from integer ids to vectors.",
         weights=lambda a: {"weight": (a["num"], a["dim"])},
-        shape=_embedding_shape, check=_check_positive("num", "dim"), saves="none",
+        shape=_embedding_shape, check=_check_positive("num", "dim"), saves="input",
     ),
     Primitive(
         "pos_embedding", (_P("length", "int"), _P("dim", "int")),
@@ -385,7 +385,7 @@ _PRIMS = [
         "rope", (_P("heads", "int"), _P("base", "float", 10000.0)),
         "Rotary position embedding applied to q and k, given as (B, T, C).",
         n_inputs=2, n_outputs=lambda a: 2, shape=_rope_shape, flops=lambda a, i, o: (0, 3 * (numel(i[0]) + numel(i[1]))),
-        check=_check_positive("heads"),
+        check=_check_positive("heads"), saves="none",
     ),
     Primitive(
         "split", (_P("parts", "int"), _P("dim", "int", -1)),
@@ -408,7 +408,7 @@ _PRIMS = [
     Primitive(
         "avgpool2d", (_P("kernel", "int"), _P("stride", "int", None), _P("padding", "int", 0)),
         "2-D average pooling.", shape=_pool_shape, flops=lambda a, i, o: (0, numel(o[0]) * int(a["kernel"]) ** 2),
-        check=_check_positive("kernel"), saves="none",
+        check=_check_positive("kernel"),
     ),
     Primitive(
         "global_avgpool", (), "Mean over H and W: (B, C, H, W) -> (B, C).", shape=_gap_shape,

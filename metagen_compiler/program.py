@@ -157,10 +157,29 @@ def _own_defs(module: A.Module) -> list[tuple[str, str, A.Block | A.Family | A.P
     return out
 
 
-def load_program(root: A.Module, bag: DiagnosticBag, search: list[Path], root_name: str = "__main__") -> Program:
-    """Load every module `root` reaches and build the symbol tables."""
+PROFILE_PREFIX = "profile"
+
+
+def load_program(root: A.Module, bag: DiagnosticBag, search: list[Path], root_name: str = "__main__",
+                 device_profiles: tuple[Path, ...] = ()) -> Program:
+    """Load every module `root` reaches and build the symbol tables.
+
+    `device_profiles` are extra MSL files (`--device-profile`, written by `metagenc calibrate`) whose
+    `device` blocks join the prelude: module `profile.<file stem>`, visible in every module."""
     loader = _Loader(bag, search)
     prelude_span = Span.of(SourceFile("<prelude>", ""), 0, 0)
+    prelude = list(PRELUDE)
+    for path in device_profiles:
+        modname = f"{PROFILE_PREFIX}.{''.join(ch if ch.isalnum() else '_' for ch in path.stem)}"
+        try:
+            src = read_source(path, display=_display_path(path))
+        except (OSError, UnicodeDecodeError) as e:
+            bag.error("E004", f"cannot read device profile `{path}`: {getattr(e, 'strerror', None) or e}", None)
+            continue
+        module = parse_msl(src, bag)
+        if module is not None:
+            loader.modules[modname] = module
+            prelude.append(modname)
     for mod in PRELUDE:
         loader.load_import(A.Import(prelude_span, A.Name(prelude_span, tuple(mod.split("."))), None), [])
     loader._load_imports_of(root, [(root_name, root.span)])
@@ -185,7 +204,7 @@ def load_program(root: A.Module, bag: DiagnosticBag, search: list[Path], root_na
         bare: dict[str, set[str]] = {}
         imports = list(module.imports)
         if modname == root_name or True:
-            imports = [A.Import(prelude_span, A.Name(prelude_span, tuple(p.split("."))), None) for p in PRELUDE] + imports
+            imports = [A.Import(prelude_span, A.Name(prelude_span, tuple(p.split("."))), None) for p in prelude] + imports
         for imp in imports:
             target = imp.path.dotted
             if target not in prog.modules:

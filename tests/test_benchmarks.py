@@ -38,3 +38,14 @@ def test_models_benchmark_smoke(tmp_path: Path) -> None:
     assert all(r["ratio"] > 0 for r in data["rows"])
     same = [r for r in data["rows"] if "params_reference" in r]
     assert all(r["params_generated"] == r["params_reference"] for r in same), same
+
+
+def test_latency_benchmark_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    data = _run("latency.py", tmp_path / "latency.json")
+    rows = data["rows"]
+    assert len(rows) >= 4 and {r["batch"] for r in rows} >= {1, 2}
+    assert all(r["measured_s"] > 0 and r["estimate_s"] > 0 and r["proxy_s"] > 0 for r in rows)
+    assert "device calibrated" in data["profile"]
+    for key in ("estimate", "proxy"):
+        assert set(data[key]) == {"mape", "within_20", "spearman"}

@@ -6,10 +6,11 @@ Conventions (docs/estimates.md):
   a per-element estimate of everything else (norms, activations, softmax, adds).
 - training FLOPs: 3x the forward matmul FLOPs (backward = 2x forward), the usual convention.
 - memory: weights per dtype; inference activations = peak bytes of live tensors in topological
-  order; training activations = bytes of tensors autograd saves (per primitive: input, output or
-  both); AdamW state = 2 fp32 tensors per parameter, plus fp32 gradients.
-- latency: per node, max(compute time, memory time) + a fixed per-kernel overhead, from the device
-  profile in stdlib/devices.msl (peak x efficiency, bandwidth). An estimate, labelled as such.
+  order; training activations = bytes of the distinct storages autograd saves (per primitive: input,
+  output, both or none, views sharing their input's storage, plus statistics; docs/estimates.md); AdamW state = 2 fp32 tensors per parameter, plus fp32 gradients.
+- latency: per node, max(compute time, memory time) + a fixed per-kernel overhead, plus the profile's
+  per-call `launch`, from the device profiles in stdlib/devices.msl or `--device-profile` files
+  (peak x efficiency, bandwidth); batchnorm and relu after a conv are folded into it. An estimate.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 
 def device_profiles(prog: Program) -> dict[str, dict[str, Any]]:
     out = {}
-    for d in sorted(prog.defs_of("device"), key=lambda d: d.qualname):
+    # stdlib profiles first, so a profile given with --device-profile replaces one of the same name
+    for d in sorted(prog.defs_of("device"), key=lambda d: (not d.qualname.startswith("std."), d.qualname)):
         node = d.node
         assert isinstance(node, A.Device)
         fields: dict[str, Any] = {}
@@ -47,28 +49,98 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
     return tuple(subst_dim(d, symbols) for d in shape)
 
 
+# Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
+# the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
+VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity"})
+
+
+def aliases_input(op: str, args: dict[str, Any]) -> bool:
+    return op in VIEW_OPS or (op == "dropout" and not args.get("p"))
+
+
+def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]) -> int:
+    """Bytes autograd keeps for a primitive beyond its inputs and outputs (PyTorch's CPU kernels, fp32).
+
+    layernorm: mean and rstd per row; rmsnorm: rstd per row and the normalised tensor before the weight;
+    batchnorm: mean and invstd per channel; sdpa: the log-sum-exp per query row (flash attention);
+    maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
+    dropout with p > 0: the scaled fp32 mask."""
+    if op == "layernorm":
+        return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
+    if op == "rmsnorm":
+        return 4 * (math.prod(ins[0]) // ins[0][-1]) + 4 * math.prod(outs[0])
+    if op == "batchnorm":
+        return 2 * 4 * int(args["channels"])
+    if op == "sdpa":
+        b, t, _ = ins[0]
+        return 4 * b * int(args["heads"]) * t
+    if op == "maxpool2d":
+        return 8 * math.prod(outs[0])
+    if op == "rope":
+        t, c = ins[0][1], ins[0][2]
+        return 2 * 4 * t * (c // int(args["heads"]))
+    if op == "dropout" and args.get("p"):
+        return 4 * math.prod(outs[0])
+    return 0
+
+
+
+def _folded_nodes(ir: GraphIR) -> set[str]:
+    """Nodes an inference runtime folds into the convolution before them, at no cost of their own: a
+    batchnorm whose input is a conv2d used by nothing else (its scale and shift go into the conv weights),
+    and a relu right after such a conv (or conv + batchnorm) (a fused activation)."""
+    g = ir.g
+    folded: set[str] = set()
+    for n in ir.topo():
+        d = g.nodes[n]
+        if d["op"] not in ("batchnorm", "relu"):
+            continue
+        (src,) = [t.node for t in ir.in_tensors(n)]
+        if g.out_degree(src) != 1:
+            continue
+        s_op = g.nodes[src]["op"]
+        if s_op == "conv2d" or (d["op"] == "relu" and s_op == "batchnorm" and src in folded):
+            folded.add(n)
+    return folded
+
+
 def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) -> dict[str, Any]:
     syms = symbols or ir.symbols
     g = ir.g
     total_mm = total_other = 0
     per_node: dict[str, tuple[int, int]] = {}
     bytes_out: dict[str, int] = {}
-    saved = 0
+    port_bytes: dict[tuple[str, int], int] = {}
+    root: dict[tuple[str, int], tuple[str, int]] = {}  # tensor -> the tensor that owns its storage
+    saved: set[tuple[str, int]] = set()  # storages autograd keeps, each once
+    saved_extra = 0  # bytes autograd keeps that are no graph tensor (norm statistics, pool indices, ...)
     for n in ir.topo():
         d = g.nodes[n]
         outs = [concrete(s, syms) for s in d["shapes"]]
-        bytes_out[n] = sum(math.prod(s) * (8 if d.get("dtype") == "int64" else 4) for s in outs)
+        elem = 8 if d.get("dtype") == "int64" else 4
+        for i, s in enumerate(outs):
+            port_bytes[(n, i)] = math.prod(s) * elem
+        bytes_out[n] = sum(math.prod(s) * elem for s in outs)
         if d["op"] == "input":
+            for i in range(len(outs)):
+                root[(n, i)] = (n, i)
             continue
         prim = PRIMITIVES[d["op"]]
-        ins = [concrete(ir.shape_of(t), syms) for t in ir.in_tensors(n)]
+        in_ts = ir.in_tensors(n)
+        ins = [concrete(ir.shape_of(t), syms) for t in in_ts]
         mm, other = prim.flops(d["args"], ins, outs)
         per_node[n] = (mm, other)
         total_mm += mm
         total_other += other
-        in_bytes = sum(math.prod(s) * 4 for s in ins)
-        out_bytes = sum(math.prod(s) * 4 for s in outs)
-        saved += {"input": in_bytes, "output": out_bytes, "both": in_bytes + out_bytes, "none": 0}[prim.saves]
+        in_roots = [root[(t.node, t.port)] for t in in_ts]
+        for i in range(len(outs)):
+            root[(n, i)] = in_roots[0] if aliases_input(d["op"], d["args"]) else (n, i)
+        if prim.saves in ("input", "both"):
+            saved.update(in_roots)
+        if prim.saves in ("output", "both"):
+            saved.update(root[(n, i)] for i in range(len(outs)))
+        saved_extra += saved_extra_bytes(d["op"], d["args"], ins, outs)
+    saved_bytes = sum(port_bytes[t] for t in saved) + saved_extra
     # peak of live activations (inference): a tensor lives until its last consumer has run
     order = ir.topo()
     pos = {n: i for i, n in enumerate(order)}
@@ -87,14 +159,17 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
     params = ir.param_count()
     weights = {k: params * v for k, v in DTYPE_BYTES.items()}
     latency: dict[str, dict[str, float]] = {}
+    folded = _folded_nodes(ir)
     for dev, prof in device_profiles(prog).items():
         latency[dev] = {}
         for dtype in ("fp32", "bf16"):
             peak_flops = float(prof.get(dtype, prof.get("fp32", 1e12))) * float(prof.get("efficiency", 0.5))
             bw = float(prof.get("bandwidth", 1e11))
             overhead = float(prof.get("overhead", 1e-5))
-            t = 0.0
+            t = float(prof.get("launch", 0.0))
             for n, (mm, other) in per_node.items():
+                if n in folded:
+                    continue
                 d = g.nodes[n]
                 wbytes = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values()) if d.get("module") else 0
                 moved = (sum(bytes_out[x.node] for x in ir.in_tensors(n)) + bytes_out[n]) * DTYPE_BYTES[dtype] // 4
@@ -111,10 +186,10 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
         "memory": {
             "weights_bytes": weights,
             "activations_inference_bytes": peak,
-            "activations_training_bytes": saved,
+            "activations_training_bytes": saved_bytes,
             "gradients_bytes": params * 4,
             "adamw_state_bytes": params * 8,
-            "training_total_bytes": params * 4 * 4 + saved,
+            "training_total_bytes": params * 4 * 4 + saved_bytes,
             "inference_total_bytes": params * 4 + peak,
         },
         "latency_s": latency,

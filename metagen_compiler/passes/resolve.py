@@ -21,7 +21,7 @@ class ResolvePass:
         assert comp.module is not None
         here = Path(comp.source.path).resolve().parent
         search = [here, *comp.options.search_paths]
-        comp.program = load_program(comp.module, comp.bag, search)
+        comp.program = load_program(comp.module, comp.bag, search, device_profiles=comp.options.device_profiles)
         models = comp.module.models
         if not models:
             comp.bag.error("E107", "this file defines no model", comp.module.span,

@@ -1,0 +1,277 @@
+"""The compiler's latency estimate against onnxruntime on this CPU, for many generated models.
+
+1. Calibrate this machine (`metagenc calibrate`: matmul throughput, bandwidth, per-op overhead) into a
+   device profile, unless --profile names one.
+2. Generate models of varied family and size: transformer.decoder (norm, mlp, position varied),
+   vision.vit, vision.resnet (basic and bottleneck units) and a user-defined family (parallel blocks),
+   each at batch 1 and a larger batch.
+3. Export each to ONNX (our backend), time onnxruntime CPU inference (median of several runs, fixed
+   thread count), and compare with the estimate for the calibrated profile at the same batch.
+4. Report MAPE, the share within +-20% and the Spearman rank correlation, next to a FLOPs-only proxy
+   (latency = FLOPs / one throughput fitted to these measurements: the proxy gets the benefit of the fit,
+   the estimate does not).
+Prints a table and writes benchmarks/results/latency.json.
+Usage: python benchmarks/latency.py [--quick] [--threads N] [--profile FILE]   (--quick: 4 models; CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+USER_BLOCKS = """
+block parallel_block(d_model: int, heads: int) {
+  input x
+  h = x >> ln: layernorm(d_model)
+  attn = h >> attn: self_attention(d_model, heads, causal = true)
+  ff = h >> mlp: gelu_mlp(d_model)
+  return x + attn + ff
+}
+
+block parallel_stack(layers: int, d_model: int, heads: int) {
+  input x
+  return x >> blocks: repeat(layers) parallel_block(d_model, heads) >> ln_f: layernorm(d_model)
+}
+
+family parallel_decoder(vocab: int = 2000, context: int = 64, layers: int = 2, d_model: int = 128, heads: int = 2) {
+  encoder text = token_embedding(vocab, d_model, context, learned)
+  backbone = parallel_stack(layers, d_model, heads)
+  head generation = lm_head(d_model, vocab)
+}
+"""
+
+
+def decoder(name: str, *, layers: int, d_model: int, context: int, norm: str, mlp: str, position: str,
+            vocab: int = 2000) -> str:
+    return f"""msl 1
+import std.transformer
+model {name} {{
+  modality text -> text
+  task generation
+  objective autoregressive
+  architecture transformer.decoder {{
+    vocab = {vocab}; context = {context}; layers = {layers}; d_model = {d_model}; heads = {d_model // 64}
+    norm = {norm}; mlp = {mlp}; position = {position}
+  }}
+}}
+"""
+
+
+def vit(name: str, *, image: int, patch: int, layers: int, d_model: int) -> str:
+    return f"""msl 1
+import std.vision
+model {name} {{
+  modality image -> label
+  task classification {{ num_classes = 100 }}
+  objective classification
+  architecture vision.vit {{
+    image_size = {image}; patch_size = {patch}; layers = {layers}; d_model = {d_model}; heads = {d_model // 64}
+    mlp_dim = {4 * d_model}
+  }}
+}}
+"""
+
+
+def resnet(name: str, *, image: int, width: int, depths: list[int], unit: str) -> str:
+    expansion = 4 if unit == "bottleneck" else 1
+    return f"""msl 1
+import std.vision
+model {name} {{
+  modality image -> label
+  task classification {{ num_classes = 100 }}
+  objective classification
+  architecture vision.resnet {{
+    image_size = {image}; width = {width}; depths = {depths}; unit = {unit}; expansion = {expansion}
+  }}
+}}
+"""
+
+
+def user(name: str, *, layers: int, d_model: int, context: int) -> str:
+    return f"""msl 1
+import std.layers
+import std.transformer
+{USER_BLOCKS}
+model {name} {{
+  modality text -> text
+  task generation
+  objective autoregressive
+  architecture parallel_decoder {{ layers = {layers}; d_model = {d_model}; heads = {d_model // 64}; context = {context} }}
+}}
+"""
+
+
+def specs(quick: bool) -> list[tuple[str, str, str, int]]:
+    """(name, family, source, batch) for every benchmark model."""
+    out: list[tuple[str, str, str, int]] = []
+    dec = [  # (layers, d_model, context, norm, mlp, position)
+        (2, 128, 64, "layernorm", "gelu_mlp", "learned"),
+        (2, 128, 128, "rmsnorm", "swiglu", "rope"),
+        (4, 256, 64, "layernorm", "gelu_mlp", "rope"),
+        (4, 256, 128, "rmsnorm", "swiglu", "learned"),
+        (2, 256, 128, "layernorm", "swiglu", "rope"),
+        (6, 384, 64, "rmsnorm", "gelu_mlp", "learned"),
+        (3, 192, 256, "layernorm", "gelu_mlp", "learned"),
+    ]
+    for i, (layers, d, t, norm, mlp, pos) in enumerate(dec):
+        src = decoder(f"dec{i}", layers=layers, d_model=d, context=t, norm=norm, mlp=mlp, position=pos)
+        out.append((f"dec{i}", f"decoder {norm}/{mlp}/{pos} L{layers} d{d} T{t}", src, 1))
+    vits = [(32, 8, 2, 128), (64, 8, 4, 192), (96, 16, 4, 256), (64, 16, 6, 384), (128, 16, 2, 128)]
+    for i, (img, p, layers, d) in enumerate(vits):
+        out.append((f"vit{i}", f"vit img{img} p{p} L{layers} d{d}", vit(f"vit{i}", image=img, patch=p, layers=layers,
+                                                                          d_model=d), 1))
+    nets = [(64, 8, [1, 1, 1, 1], "basic_block"), (64, 16, [2, 2, 2, 2], "basic_block"),
+            (96, 8, [1, 1, 1, 1], "bottleneck"), (64, 16, [2, 2, 2, 2], "bottleneck"), (128, 8, [2, 2, 2, 2], "basic_block")]
+    for i, (img, w, depths, unit) in enumerate(nets):
+        out.append((f"resnet{i}", f"resnet {unit} img{img} w{w} {depths}",
+                    resnet(f"resnet{i}", image=img, width=w, depths=depths, unit=unit), 1))
+    users = [(2, 128, 64), (4, 256, 128)]
+    for i, (layers, d, t) in enumerate(users):
+        out.append((f"user{i}", f"user parallel_decoder L{layers} d{d} T{t}", user(f"user{i}", layers=layers,
+                                                                                  d_model=d, context=t), 1))
+    if quick:
+        out = [out[0], out[len(dec)], out[len(dec) + len(vits)], out[-1]]
+        return out + [(n, f, s, 2) for n, f, s, _ in out[:1]]
+    return out + [(n, f, s, 4) for n, f, s, _ in out]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(x: list[float]) -> list[float]:
+        order = sorted(range(len(x)), key=lambda i: x[i])
+        r = [0.0] * len(x)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+
+
+def scores(pred: list[float], meas: list[float]) -> dict[str, float]:
+    errs = [(p - m) / m for p, m in zip(pred, meas)]
+    return {"mape": statistics.fmean(abs(e) for e in errs), "within_20": sum(abs(e) <= 0.2 for e in errs) / len(errs),
+            "spearman": spearman(pred, meas)}
+
+
+def time_session(sess: Any, feed: dict[str, Any], runs: int) -> float:
+    for _ in range(2):
+        sess.run(None, feed)
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--profile", help="a device profile from `metagenc calibrate` (default: calibrate now)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
+    args = ap.parse_args()
+    import numpy as np
+    import onnxruntime as ort
+
+    from metagen_compiler.calibrate import measure, profile_text
+    from metagen_compiler.cli import write_outputs
+    from metagen_compiler.compilation import Options
+    from metagen_compiler.driver import compile_model_set
+    from metagen_compiler.passes.estimate import estimate
+    from metagen_compiler.span import SourceFile
+
+    t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if args.profile:
+            profile = Path(args.profile)
+            calibration = None
+        else:
+            calibration = measure(args.threads, quick=args.quick)
+            profile = tmp / "calibrated.msl"
+            profile.write_text(profile_text("calibrated", calibration, args.threads))
+        profile_source = profile.read_text()
+        options = Options(device_profiles=(profile,))
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        rng = np.random.default_rng(0)
+        for name, family, src, batch in specs(args.quick):
+            (comp,) = compile_model_set(SourceFile(f"{name}.msl", src), options)
+            assert not comp.bag.has_errors, [d.message for d in comp.bag.items]
+            ir = comp.graph
+            est = estimate(ir, comp.program, {**ir.symbols, "B": batch})
+            _, files = write_outputs(comp, tmp, ["onnx"])
+            sess = ort.InferenceSession(files["model.onnx"], so, providers=["CPUExecutionProvider"])
+            feed = {}
+            for i in sess.get_inputs():
+                sizes = {"batch": batch, "sequence": ir.symbols.get("T", 1)}
+                shape = [sizes[s] if isinstance(s, str) else s for s in i.shape]
+                if "int64" in i.type:
+                    feed[i.name] = rng.integers(0, 100, shape, dtype=np.int64)
+                else:
+                    feed[i.name] = rng.standard_normal(shape, dtype=np.float32)
+            measured = time_session(sess, feed, 3 if args.quick else args.runs)
+            rows.append({"model": name, "family": family, "batch": batch, "params": est["params"],
+                         "flops": est["flops_forward"] + est["flops_other"],
+                         "onnx_nodes": _onnx_nodes(files["model.onnx"]),
+                         "measured_s": measured, "estimate_s": est["latency_s"]["calibrated"]["fp32"]})
+    meas = [r["measured_s"] for r in rows]
+    # FLOPs-only proxy: one throughput, fitted (geometric mean of flops / measured) to these very measurements
+    thr = math.exp(statistics.fmean(math.log(r["flops"] / r["measured_s"]) for r in rows))
+    for r in rows:
+        r["proxy_s"] = r["flops"] / thr
+    ours = scores([r["estimate_s"] for r in rows], meas)
+    proxy = scores([r["proxy_s"] for r in rows], meas)
+    print(f"{'model':9} {'family':48} {'B':>2} {'MFLOP':>8} {'nodes':>5} {'measured ms':>11} {'estimate ms':>11} "
+          f"{'err':>6} {'proxy ms':>9} {'err':>6}")
+    for r in rows:
+        print(f"{r['model']:9} {r['family']:48} {r['batch']:2d} {r['flops'] / 1e6:8.1f} {r['onnx_nodes']:5d} "
+              f"{r['measured_s'] * 1e3:11.3f} {r['estimate_s'] * 1e3:11.3f} "
+              f"{(r['estimate_s'] / r['measured_s'] - 1) * 100:+5.0f}% {r['proxy_s'] * 1e3:9.3f} "
+              f"{(r['proxy_s'] / r['measured_s'] - 1) * 100:+5.0f}%")
+    print(f"\n{len(rows)} models, onnxruntime {ort.__version__}, {args.threads} thread(s), "
+          f"{time.perf_counter() - t_start:.0f} s")
+    for label, s in (("estimate (calibrated roofline)", ours), (f"FLOPs proxy ({thr / 1e9:.1f} GFLOP/s fitted)", proxy)):
+        print(f"{label:40} MAPE {s['mape'] * 100:5.1f}%  within +-20% {s['within_20'] * 100:5.1f}%  "
+              f"Spearman {s['spearman']:.3f}")
+    result = {"benchmark": "latency", "quick": args.quick, "threads": args.threads, "onnxruntime": ort.__version__,
+              "python": platform.python_version(), "profile": profile_source, "calibration": calibration,
+              "proxy_throughput_flops": thr, "estimate": ours, "proxy": proxy, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+def _onnx_nodes(model_bytes: bytes | str) -> int:
+    import onnx
+
+    m = onnx.load_from_string(model_bytes if isinstance(model_bytes, bytes) else model_bytes.encode())
+    return len(m.graph.node)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
