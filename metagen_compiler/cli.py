@@ -23,7 +23,7 @@ __all__ = ["main", "write_outputs"]
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-DEFAULT_BACKENDS = ("pytorch",)
+DEFAULT_BACKENDS = ("pytorch", "latex")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,7 +22,9 @@ def test_compile_writes_the_model_folder(tmp_path: Path) -> None:
     r = run(GPT2, "-o", str(tmp_path))
     assert r.returncode == 0, r.stderr
     d = tmp_path / "gpt2"
-    assert sorted(p.name for p in d.iterdir()) == ["graph.dot", "graph.json", "model.py", "report.json", "spec.txt"]
+    assert sorted(p.name for p in d.iterdir()) == ["MODEL_CARD.md", "graph.dot", "graph.json", "model.py", "paper",
+                                                   "report.json", "spec.txt"]
+    assert (d / "paper" / "main.tex").is_file()
     report = json.loads((d / "report.json").read_text())
     for key in ("params", "flops_forward", "macs_forward", "memory", "latency", "constraints", "compiler"):
         assert key in report
@@ -39,19 +41,22 @@ def test_output_is_byte_identical_across_runs_and_hash_seeds(tmp_path: Path) -> 
     r = subprocess.run([sys.executable, "-m", "metagen_compiler.cli", GPT2, "-o", str(b)], cwd=ROOT,
                        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "4242"})
     assert r.returncode == 0
-    for f in (a / "gpt2").iterdir():
-        assert f.read_bytes() == (b / "gpt2" / f.name).read_bytes(), f.name
+    files = sorted(f.relative_to(a / "gpt2") for f in (a / "gpt2").rglob("*") if f.is_file())
+    assert Path("paper/figures/params_per_block.pdf") in files  # the figures are compared too
+    assert files == sorted(f.relative_to(b / "gpt2") for f in (b / "gpt2").rglob("*") if f.is_file())
+    for f in files:
+        assert (a / "gpt2" / f).read_bytes() == (b / "gpt2" / f).read_bytes(), f
 
 
 def test_errors_exit_1_and_leave_outputs_untouched(tmp_path: Path) -> None:
     assert run(GPT2, "-o", str(tmp_path)).returncode == 0
-    before = {p: p.read_bytes() for p in (tmp_path / "gpt2").iterdir()}
+    before = {p: p.read_bytes() for p in (tmp_path / "gpt2").rglob("*") if p.is_file()}
     bad = tmp_path / "gpt2_bad.msl"
     bad.write_text(Path(GPT2).read_text().replace("params <= 125M", "params <= 100M"))
     r = run(str(bad), "-o", str(tmp_path))
     assert r.returncode == 1
     assert "error[E403]" in r.stderr
-    after = {p: p.read_bytes() for p in (tmp_path / "gpt2").iterdir()}
+    after = {p: p.read_bytes() for p in (tmp_path / "gpt2").rglob("*") if p.is_file()}
     assert before == after
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2", "gpt2_bad.msl"]
 
