@@ -82,6 +82,9 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads)
+    metrics = model.metrics(batch)
+    assert sorted(metrics) == sorted(report["task"]["metrics"])
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in metrics.values()), metrics
     out = model(*mod.example_inputs(model, batch_size=2))
     if report["task"]["name"] == "generation":
         assert out.shape == (2, model.config.context, model.config.vocab)

@@ -21,7 +21,10 @@ from metagen_compiler.primitives import PRIMITIVES, fmt_shape
 from metagen_compiler.program import Definition
 from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 
+from metagen_compiler.modalities import INPUT_FORMS
+
 from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, MODULES, helper_deps
+from .losses import LOSSES
 from .writer import Namespace, Writer, camel, py_ident
 
 __all__ = ["emit_model_py"]
@@ -611,7 +614,7 @@ class PyTorchEmitter:
             kinds = learned[0] if len(learned) == 1 else "(" + ", ".join(learned) + ")"
             init_src += (f"    elif isinstance(module, {kinds}):\n"
                          "        nn.init.normal_(module.weight, mean=0.0, std=0.02)\n")
-        out.lines.extend(init_src.rstrip("\n").split("\n"))
+        out.lines.extend(init_src.strip("\n").split("\n"))
         self._gen_examples(out, model_cls)
         return out.text()
 
@@ -625,23 +628,26 @@ class PyTorchEmitter:
         return ", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"])
 
     def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
-        spec = self.spec
+        code = LOSSES[self.spec.loss]
         x = in_names[0]
+
+        def lines(body: tuple[str, ...]) -> None:
+            for ln in body:
+                w.line(ln.format(x=x))
+
         w.line("def loss(self, batch):")
         with w.indent():
-            if spec.task == "generation":
-                w.line(f'"""Next-token cross-entropy: batch = {{"{x}": (B, T) token ids}}."""')
-                w.line(f'tokens = batch["{x}"]')
-                w.line("logits = self(tokens[:, :-1])  # (B, T-1, vocab)")
-                w.line("return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))")
-            elif spec.task == "classification":
-                w.line(f'"""Cross-entropy: batch = {{"{x}": inputs, "label": (B,) class ids}}."""')
-                w.line(f'logits = self(batch["{x}"])  # (B, num_classes)')
-                w.line('return F.cross_entropy(logits, batch["label"])')
-            else:
-                w.line(f'"""Mean squared error: batch = {{"{x}": inputs, "target": (B, outputs)}}."""')
-                w.line(f'prediction = self(batch["{x}"])')
-                w.line('return F.mse_loss(prediction, batch["target"])')
+            doc = code.doc.format(x=x).split("\n")
+            w.line('"""' + doc[0] + ("" if len(doc) > 1 else '"""'))
+            for d in doc[1:]:
+                w.line(d + ('"""' if d is doc[-1] else ""))
+            lines(code.loss)
+        w.line("")
+        w.line("@torch.no_grad()")
+        w.line("def metrics(self, batch):")
+        with w.indent():
+            w.line(f'"""The task\'s metrics on one batch: {", ".join(self.spec.metrics)}."""')
+            lines(code.metrics)
 
     def _gen_examples(self, out: Writer, model_cls: str) -> None:
         spec, ir = self.spec, self.ir
@@ -660,12 +666,7 @@ class PyTorchEmitter:
             out.line("c = model.config")
             out.line("g = torch.Generator().manual_seed(seed)")
             out.line("device = next(model.parameters()).device")
-            items = []
-            for i in ir.inputs:
-                if i.modality == "text":
-                    items.append("torch.randint(0, c.vocab, (batch_size, c.context), generator=g).to(device)")
-                elif i.modality == "image":
-                    items.append("torch.randn(batch_size, c.channels, c.image_size, c.image_size, generator=g).to(device)")
+            items = [_example_input(i.modality, spec.dims) for i in ir.inputs]
             out.line(f"return ({', '.join(items)},)")
         out.line("")
         out.line("")
@@ -676,12 +677,8 @@ class PyTorchEmitter:
             keys = ", ".join(f'"{i.name}": inputs[{k}]' for k, i in enumerate(ir.inputs))
             out.line(f"batch = {{{keys}}}")
             out.line("g = torch.Generator().manual_seed(seed + 1)")
-            if spec.task == "classification":
-                out.line('batch["label"] = torch.randint(0, model.config.num_classes, (batch_size,), generator=g)')
-            elif spec.task == "regression":
-                out.line(f"with torch.no_grad():")
-                out.line(f"    shape = model(*inputs).shape")
-                out.line('batch["target"] = torch.randn(shape, generator=g)')
+            for ln in LOSSES[spec.loss].batch:
+                out.line(ln)
             out.line("return batch")
 
 
@@ -701,6 +698,26 @@ def init_weights(module: nn.Module) -> None:
         if module.bias is not None:
             nn.init.zeros_(module.bias)
 '''
+
+
+def _example_input(modality: str, dims: dict[str, Value]) -> str:
+    """A random input of the modality's form (metagen_compiler/modalities.py), sized from config `c`
+    (a dim the family has no parameter for is the form's default, a literal)."""
+    form = INPUT_FORMS[modality]
+
+    def dim(d: int | str) -> str:
+        if d == "B":
+            return "batch_size"
+        if isinstance(d, int):
+            return str(d)
+        name = form.symbols.get(d, d)
+        return f"c.{py_ident(name)}" if name in dims else str(form.defaults[name])
+
+    dims_ = [dim(d) for d in form.shape]
+    size = "(" + ", ".join(dims_) + ("," if len(dims_) == 1 else "") + ")"
+    if form.dtype == "int64":
+        return f"torch.randint(0, c.{py_ident(form.high or 'vocab')}, {size}, generator=g).to(device)"
+    return f"torch.randn({size}, generator=g).to(device)"
 
 
 def _is_module(ref: LayerRef, ly: A.Layer) -> bool:

@@ -8,14 +8,7 @@ from typing import ClassVar
 from .. import ast as A
 from ..compilation import Compilation
 from ..ir import SlotIR, dump_spec
-
-# task -> (loss, metrics, output modalities that fit)
-TASK_HEADS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "generation": ("next_token_cross_entropy", ("perplexity", "token_accuracy"), ("text", "audio")),
-    "classification": ("cross_entropy", ("accuracy", "top5_accuracy"), ("label",)),
-    "regression": ("mse", ("mae", "rmse"), ("regression", "label")),
-}
-
+from ..tasks import TASK_SPECS
 
 @dataclass(frozen=True)
 class HeadsPass:
@@ -30,21 +23,20 @@ class HeadsPass:
         famname = spec.family.qualname.rsplit(".", 1)[-1]
         slots = {s.task.name: s for s in fam.heads}
         slot = slots.get(spec.task)
-        if slot is None or spec.task not in TASK_HEADS:
-            have = sorted(t for t in slots if t in TASK_HEADS)
+        if slot is None or spec.task not in TASK_SPECS:
+            have = sorted(t for t in slots if t in TASK_SPECS)
             comp.bag.error("E301", f"family `{famname}` has no head for task `{spec.task}`", spec.task_span,
                            hint=f"`{famname}` supports: {', '.join(have) or 'no task'}")
             return
-        loss, metrics, fits = TASK_HEADS[spec.task]
+        task = TASK_SPECS[spec.task]
         for out, span in spec.outputs:
-            if out not in fits:
-                what = {"classification": "class logits", "generation": "next-token logits",
-                        "regression": "predicted values"}.get(spec.task, "the task's output")
-                comp.bag.warning("W003", f"output `{out}` does not fit task `{spec.task}`; the model outputs {what}",
-                                 span, hint=f"task `{spec.task}` outputs: {', '.join(fits)}")
+            if out not in task.fits:
+                comp.bag.warning("W003", f"output `{out}` does not fit task `{spec.task}`; the model outputs "
+                                 f"{task.describes.split(' (')[0]}", span,
+                                 hint=f"task `{spec.task}` outputs: {', '.join(task.fits)}")
         spec.head = SlotIR("head", spec.task, slot.layer, slot.span)
-        spec.loss = loss
-        spec.metrics = list(metrics)
+        spec.loss = task.loss
+        spec.metrics = list(task.metrics)
 
     def dump(self, comp: Compilation) -> str:
         return dump_spec(comp.spec) if comp.spec else ""

@@ -9,22 +9,10 @@ from ..compilation import Compilation
 from ..elaborate import Elaborator, GraphBuilder, Tensor
 from ..family import slot_call, tie_pairs
 from ..graph import GraphInput, GraphIR, dump_graph
-from ..primitives import PRIMITIVES, Shape
+from ..primitives import PRIMITIVES
+from ..modalities import INPUT_FORMS, input_shape
+from ..tasks import TASK_SPECS
 from ..values import EvalError
-
-# What each input modality is as a tensor. Symbolic dims: B (batch), T (sequence).
-OUTPUT_NAMES = {"generation": "logits", "classification": "logits", "regression": "prediction"}
-
-
-def input_spec(modality: str, dims: dict[str, object]) -> tuple[Shape, str, dict[str, int]]:
-    if modality == "text":
-        return ("B", "T"), "int64", {"T": int(dims.get("context", 1024))}  # type: ignore[call-overload]
-    if modality == "image":
-        size = int(dims.get("image_size", 224))  # type: ignore[call-overload]
-        ch = int(dims.get("channels", 3))  # type: ignore[call-overload]
-        return ("B", ch, size, size), "float32", {}
-    raise KeyError(modality)
-
 
 @dataclass(frozen=True)
 class LowerPass:
@@ -41,7 +29,17 @@ class LowerPass:
         try:
             feats: list[Tensor] = []
             for slot in spec.encoders:
-                shape, dtype, syms = input_spec(slot.key, spec.dims)
+                form = INPUT_FORMS.get(slot.key)
+                if form is None:
+                    bag.error("E301", f"no tensor form is defined for `{slot.key}` inputs yet", slot.span,
+                              hint=f"inputs with a tensor form: {', '.join(INPUT_FORMS)}")
+                    return
+                try:
+                    shape, syms = input_shape(form, spec.dims)
+                except KeyError as e:
+                    bag.error("E301", f"`{slot.key}` inputs need the family parameter `{e.args[0]}`", slot.span)
+                    return
+                dtype = form.dtype
                 symbols.update(syms)
                 node = f"input.{slot.key}"
                 b.g.add_node(node, op="input", args={}, span=spec.span, scope="", module=None, n_outputs=1,
@@ -59,7 +57,7 @@ class LowerPass:
         except EvalError as e:
             bag.error(e.code, e.message, e.span, hint=e.hint)
             return
-        name = OUTPUT_NAMES.get(spec.task, "output")
+        name = TASK_SPECS[spec.task].output
         outputs = [(name if len(outs) == 1 else f"{name}_{i}", t) for i, t in enumerate(outs)]
         for _n, d in b.g.nodes(data=True):  # the parameter tensors each node owns, by name
             d["weights"] = PRIMITIVES[d["op"]].weights(d["args"]) if d.get("module") else {}

@@ -1,0 +1,120 @@
+"""Each task's loss, metrics and training batch as PyTorch code, keyed by the loss name the compiler
+picked (metagen_compiler/tasks.py). `{x}` is the model's first input, as named in the spec.
+
+- `loss`: the body of `Model.loss(self, batch)`, returning a scalar;
+- `metrics`: the body of `Model.metrics(self, batch)`, returning {metric name: float tensor} with
+  exactly the task's metric names;
+- `batch`: lines of `example_batch` after `batch` holds the inputs (`inputs` the tuple, `g` a seeded
+  generator, `model` the module): the targets, random but of the right form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LossCode", "LOSSES"]
+
+
+@dataclass(frozen=True)
+class LossCode:
+    doc: str
+    loss: tuple[str, ...]
+    metrics: tuple[str, ...]
+    batch: tuple[str, ...] = ()
+
+
+LOSSES: dict[str, LossCode] = {
+    "next_token_cross_entropy": LossCode(
+        'Next-token cross-entropy: batch = {{"{x}": (B, T) token ids}}.',
+        ('tokens = batch["{x}"]',
+         "logits = self(tokens[:, :-1])  # (B, T-1, vocab)",
+         "return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))"),
+        ('tokens = batch["{x}"]',
+         "logits = self(tokens[:, :-1])",
+         "nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))",
+         'return {{"perplexity": nll.exp(), "token_accuracy": (logits.argmax(-1) == tokens[:, 1:]).float().mean()}}'),
+    ),
+    "cross_entropy": LossCode(
+        'Cross-entropy: batch = {{"{x}": inputs, "label": (B,) class ids}}.',
+        ('logits = self(batch["{x}"])  # (B, num_classes)',
+         'return F.cross_entropy(logits, batch["label"])'),
+        ('logits = self(batch["{x}"])',
+         'label = batch["label"]',
+         "top5 = logits.topk(min(5, logits.size(-1)), dim=-1).indices",
+         'return {{"accuracy": (logits.argmax(-1) == label).float().mean(),',
+         '        "top5_accuracy": (top5 == label[:, None]).any(-1).float().mean()}}'),
+        ('batch["label"] = torch.randint(0, model.config.num_classes, (batch_size,), generator=g)',),
+    ),
+    "mse": LossCode(
+        'Mean squared error: batch = {{"{x}": inputs, "target": (B, outputs)}}.',
+        ('prediction = self(batch["{x}"])',
+         'return F.mse_loss(prediction, batch["target"])'),
+        ('err = self(batch["{x}"]) - batch["target"]',
+         'return {{"mae": err.abs().mean(), "rmse": err.pow(2).mean().sqrt()}}'),
+        ("with torch.no_grad():",
+         "    shape = model(*inputs).shape",
+         'batch["target"] = torch.randn(shape, generator=g)'),
+    ),
+    "token_cross_entropy": LossCode(
+        'Per-token cross-entropy: batch = {{"{x}": (B, T) token ids, "labels": (B, T) label ids}}.',
+        ('logits = self(batch["{x}"])  # (B, T, num_classes)',
+         'return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1))'),
+        ('logits = self(batch["{x}"])',
+         'pred, labels = logits.argmax(-1).reshape(-1), batch["labels"].reshape(-1)',
+         "classes = torch.arange(logits.size(-1), device=labels.device)[:, None]",
+         "tp = ((pred == classes) & (labels == classes)).sum(-1).float()",
+         "fp = ((pred == classes) & (labels != classes)).sum(-1).float()",
+         "fn = ((pred != classes) & (labels == classes)).sum(-1).float()",
+         "present = (labels == classes).any(-1) | (pred == classes).any(-1)",
+         "f1 = 2 * tp / (2 * tp + fp + fn).clamp(min=1)",
+         'return {{"token_accuracy": (pred == labels).float().mean(), "macro_f1": f1[present].mean()}}'),
+        ("with torch.no_grad():",
+         "    shape = model(*inputs).shape[:-1]",
+         'batch["labels"] = torch.randint(0, model.config.num_classes, shape, generator=g)'),
+    ),
+    "in_batch_contrastive": LossCode(
+        'In-batch InfoNCE (temperature 0.05): batch = {{"{x}": inputs, "positive": a second view of each input}};\n'
+        "the i-th input's positive is the i-th row of `positive`, the other rows are its negatives.",
+        ('a = F.normalize(self(batch["{x}"]), dim=-1)',
+         'b = F.normalize(self(batch["positive"]), dim=-1)',
+         "logits = a @ b.t() / 0.05",
+         "target = torch.arange(logits.size(0), device=logits.device)",
+         "return F.cross_entropy(logits, target)"),
+        ('a = F.normalize(self(batch["{x}"]), dim=-1)',
+         'b = F.normalize(self(batch["positive"]), dim=-1)',
+         "sim = a @ b.t()",
+         "rank = (sim > sim.diagonal()[:, None]).sum(-1)  # 0 when the positive ranks first",
+         'return {{"recall_at_1": (rank == 0).float().mean(), "mean_reciprocal_rank": (1.0 / (rank + 1)).mean()}}'),
+        ('batch["positive"] = example_inputs(model, batch_size, seed + 2)[0]',),
+    ),
+    "forecast_mse": LossCode(
+        'Mean squared error of the forecast: batch = {{"{x}": (B, lookback, features), "target": (B, horizon, features)}}.',
+        ('forecast = self(batch["{x}"])',
+         'return F.mse_loss(forecast, batch["target"])'),
+        ('target = batch["target"]',
+         'err = self(batch["{x}"]) - target',
+         'return {{"mae": err.abs().mean(), "rmse": err.pow(2).mean().sqrt(),',
+         '        "mape": (err.abs() / target.abs().clamp(min=1e-6)).mean()}}'),
+        ("with torch.no_grad():",
+         "    shape = model(*inputs).shape",
+         'batch["target"] = torch.randn(shape, generator=g)'),
+    ),
+    "reconstruction_mse": LossCode(
+        'Reconstruction error, trained on normal data: batch = {{"{x}": inputs, "is_anomaly": (B,) 0/1 labels\n'
+        'for the metrics}}; the anomaly score of a sample is its mean squared reconstruction error.',
+        ('x = batch["{x}"]',
+         "return F.mse_loss(self(x), x)"),
+        ('x = batch["{x}"]',
+         "score = (self(x) - x).pow(2).flatten(1).mean(-1)  # (B,) anomaly scores",
+         'label = batch["is_anomaly"].float()',
+         "order = score.argsort(descending=True)",
+         "hits = label[order]",
+         "precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1, device=hits.device)",
+         "ap = (precision * hits).sum() / hits.sum().clamp(min=1)",
+         "pos, neg = score[label == 1], score[label == 0]",
+         "pairs = (pos[:, None] > neg[None, :]).float() + 0.5 * (pos[:, None] == neg[None, :]).float()",
+         "auc = pairs.mean() if pos.numel() and neg.numel() else torch.tensor(float('nan'))",
+         'return {{"roc_auc": auc, "average_precision": ap}}'),
+        ('batch["is_anomaly"] = (torch.arange(batch_size) % 2).long()  # both classes, for the metrics',),
+    ),
+}

@@ -1,0 +1,50 @@
+"""What each input modality is as a tensor: its shape in terms of the family's parameters, its dtype,
+and (for ids) the range of its values. Data, read by lowering (the graph's inputs) and the backends
+(example inputs, ONNX graph inputs with named symbolic dims).
+
+A shape is a tuple of dims: an int, "B" (the batch, symbolic), a family parameter's name (its solved
+value), or a symbol from `symbols` (symbolic in the graph and in ONNX; its nominal value is the named
+family parameter's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["InputForm", "INPUT_FORMS", "input_shape"]
+
+
+@dataclass(frozen=True)
+class InputForm:
+    shape: tuple[int | str, ...]
+    dtype: str  # float32 | int64
+    doc: str
+    symbols: Mapping[str, str] = field(default_factory=dict)  # symbol -> family parameter (nominal value)
+    high: str | None = None  # int64 inputs: values in [0, dims[high])
+    defaults: Mapping[str, int] = field(default_factory=dict)  # a family parameter the family may lack
+
+
+INPUT_FORMS: dict[str, InputForm] = {
+    "text": InputForm(("B", "T"), "int64", "token ids", {"T": "context"}, high="vocab", defaults={"context": 1024}),
+    "image": InputForm(("B", "channels", "image_size", "image_size"), "float32", "images, channels first",
+                       defaults={"channels": 3, "image_size": 224}),
+    "tabular": InputForm(("B", "features"), "float32", "one row of numeric features per sample"),
+    "time_series": InputForm(("B", "T", "features"), "float32", "a window of past values, one row per step",
+                             {"T": "lookback"}),
+    "point_cloud": InputForm(("B", "points", "coords"), "float32", "a set of points, one (x, y, z, ...) row each",
+                             defaults={"coords": 3}),
+    "audio": InputForm(("B", "samples"), "float32", "mono waveforms at the family's sample rate"),
+}
+
+
+def input_shape(form: InputForm, dims: Mapping[str, object]) -> tuple[tuple[int | str, ...], dict[str, int]]:
+    """The graph shape of an input (symbols kept) and the nominal value of each symbol."""
+    def value(name: str) -> int:
+        v = dims.get(name, form.defaults.get(name))
+        if v is None:
+            raise KeyError(name)
+        return int(v)  # type: ignore[call-overload]
+
+    shape = tuple(d if isinstance(d, int) or d == "B" or d in form.symbols else value(d) for d in form.shape)
+    return shape, {s: value(p) for s, p in form.symbols.items()}

@@ -1,0 +1,45 @@
+"""What each task is: its loss, its metrics, the name and meaning of the model's output, the output
+modalities it fits. Data, read by the heads pass, lowering, the report and the backends (which map
+each loss name to code: backends/pytorch/losses.py).
+
+A family supports a task by declaring a `head <task> = ...` slot; this table says what the task asks
+of that head's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Task", "TASK_SPECS"]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    loss: str  # a loss the backends implement (backends/pytorch/losses.py)
+    metrics: tuple[str, ...]
+    output: str  # name of the model's output tensor
+    describes: str  # what the output holds, for diagnostics and docs
+    fits: tuple[str, ...]  # output modalities that fit
+
+
+TASK_SPECS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("generation", "next_token_cross_entropy", ("perplexity", "token_accuracy"), "logits",
+             "next-token logits (B, T, vocab)", ("text", "audio")),
+        Task("classification", "cross_entropy", ("accuracy", "top5_accuracy"), "logits",
+             "class logits (B, num_classes)", ("label",)),
+        Task("regression", "mse", ("mae", "rmse"), "prediction", "predicted values (B, outputs)",
+             ("regression", "label")),
+        Task("sequence_labeling", "token_cross_entropy", ("token_accuracy", "macro_f1"), "logits",
+             "per-token label logits (B, T, num_classes)", ("label", "text")),
+        Task("embedding", "in_batch_contrastive", ("recall_at_1", "mean_reciprocal_rank"), "embedding",
+             "one embedding per input (B, d)", ("embedding",)),
+        Task("time_series_forecast", "forecast_mse", ("mae", "rmse", "mape"), "forecast",
+             "future values (B, horizon, features)", ("time_series", "regression")),
+        Task("anomaly_detection", "reconstruction_mse", ("roc_auc", "average_precision"), "reconstruction",
+             "the reconstructed input; the anomaly score is the per-sample reconstruction error",
+             ("label", "regression", "tabular", "time_series", "image")),
+    )
+}
