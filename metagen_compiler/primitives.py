@@ -231,6 +231,16 @@ def _flatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [x[:st] + (merged,) + x[en + 1:]]
 
 
+def _unflatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if not 0 <= dim < len(x):
+        raise ShapeError(f"cannot unflatten dim {a['dim']} of {fmt_shape(x)}")
+    if isinstance(x[dim], int) and x[dim] != a["a"] * a["b"]:
+        raise ShapeError(f"cannot unflatten {x[dim]} into ({a['a']}, {a['b']})")
+    return [x[:dim] + (a["a"], a["b"]) + x[dim + 1:]]
+
+
 def _transpose_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = list(s[0])
     d0 = a["dim0"] if a["dim0"] >= 0 else len(x) + a["dim0"]
@@ -287,6 +297,41 @@ def _binary_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     if len(x) != len(y) or any(not _same(p, q) for p, q in zip(x, y)):
         raise ShapeError(f"operands have shapes {fmt_shape(x)} and {fmt_shape(y)}")
     return [tuple(p if isinstance(p, int) else q for p, q in zip(x, y))]
+
+
+def _rnn_weights(a: Mapping[str, Any], gates: int) -> dict[str, tuple[int, ...]]:
+    """nn.LSTM / nn.GRU parameters: per layer and direction, input and hidden weights and two biases."""
+    h, dirs = a["hidden"], 2 if a["bidirectional"] else 1
+    out: dict[str, tuple[int, ...]] = {}
+    for layer in range(a["layers"]):
+        n_in = a["in_features"] if layer == 0 else h * dirs
+        for sfx in ("", "_reverse")[:dirs]:
+            out[f"weight_ih_l{layer}{sfx}"] = (gates * h, n_in)
+            out[f"weight_hh_l{layer}{sfx}"] = (gates * h, h)
+            out[f"bias_ih_l{layer}{sfx}"] = (gates * h,)
+            out[f"bias_hh_l{layer}{sfx}"] = (gates * h,)
+    return out
+
+
+def _rnn_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 3:
+        raise ShapeError(f"expects (B, T, features), got {fmt_shape(x)}")
+    _last(a["in_features"], "in_features")(a, s)
+    return [(x[0], x[1], a["hidden"] * (2 if a["bidirectional"] else 1))]
+
+
+def _rnn_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], gates: int) -> tuple[int, int]:
+    """Per step, layer and direction: x @ W_ih^T and h @ W_hh^T (as flop_counter counts the cell's addmm),
+    plus the gate nonlinearities and state updates (about 10 per hidden unit, estimated)."""
+    b, t, _ = i[0]
+    h, dirs = a["hidden"], 2 if a["bidirectional"] else 1
+    mm = other = 0
+    for layer in range(a["layers"]):
+        n_in = a["in_features"] if layer == 0 else h * dirs
+        mm += dirs * 2 * b * t * gates * h * (n_in + h)
+        other += dirs * b * t * h * 10
+    return mm, other
 
 
 def _check_heads(a: Mapping[str, Any]) -> str | None:
@@ -371,6 +416,25 @@ _PRIMS = [
         shape=_pos_shape, flops=_elementwise(1), check=_check_positive("length", "dim"), saves="none",
     ),
     Primitive(
+        "type_embedding", (_P("num", "int"), _P("dim", "int")),
+        "Adds the segment (token type) embedding of type 0 to (B, T, D): BERT's token types for single-segment input.",
+        weights=lambda a: {"weight": (a["num"], a["dim"])},
+        shape=lambda a, s: (_last(a["dim"], "dim")(a, s), [s[0]])[1], flops=_elementwise(1),
+        check=_check_positive("num", "dim"), saves="none",
+    ),
+    Primitive(
+        "lstm", (_P("in_features", "int"), _P("hidden", "int"), _P("layers", "int", 1), _P("bidirectional", "bool", False)),
+        "LSTM over (B, T, in) -> (B, T, hidden x directions), batch first, zero initial state.",
+        weights=lambda a: _rnn_weights(a, 4), shape=_rnn_shape, flops=lambda a, i, o: _rnn_flops(a, i, 4),
+        check=_check_positive("in_features", "hidden", "layers"), saves="none", tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "gru", (_P("in_features", "int"), _P("hidden", "int"), _P("layers", "int", 1), _P("bidirectional", "bool", False)),
+        "GRU over (B, T, in) -> (B, T, hidden x directions), batch first, zero initial state.",
+        weights=lambda a: _rnn_weights(a, 3), shape=_rnn_shape, flops=lambda a, i, o: _rnn_flops(a, i, 3),
+        check=_check_positive("in_features", "hidden", "layers"), saves="none", tags=frozenset({"mm"}),
+    ),
+    Primitive(
         "cls_token", (_P("dim", "int"),),
         "Prepends a learned token: (B, T, D) -> (B, T+1, D).",
         weights=lambda a: {"weight": (1, 1, a["dim"])}, shape=_cls_shape, check=_check_positive("dim"), saves="none",
@@ -416,6 +480,8 @@ _PRIMS = [
     ),
     Primitive("flatten", (_P("start", "int", 1), _P("end", "int", -1)), "Merges dims start..end.", shape=_flatten_shape,
               saves="none"),
+    Primitive("unflatten", (_P("dim", "int"), _P("a", "int"), _P("b", "int")), "Splits one dim of size a x b into (a, b).",
+              shape=_unflatten_shape, check=_check_positive("a", "b"), saves="none"),
     Primitive("transpose", (_P("dim0", "int"), _P("dim1", "int")), "Swaps two dims.", shape=_transpose_shape,
               saves="none"),
     Primitive("select", (_P("index", "int"), _P("dim", "int", 1)), "Takes one index along a dim (e.g. the CLS token).",

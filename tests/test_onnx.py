@@ -45,6 +45,12 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "image_vit": (SEEDS / "image_vit.yaml", VIT),
     "llama_gqa": (SPECS / "llama_gqa.msl", {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "vocab": 97}),
     "text_classifier": (SPECS / "text_classifier.msl", {}),
+    "python_labels": (SPECS / "python_labels.msl", {}),
+    "bert_base": (ROOT / "examples" / "bert_base.msl", {**TEXT, "mlp_dim": 128}),
+    "bert_ner": (ROOT / "examples" / "bert_ner.msl", {**TEXT, "mlp_dim": 128}),
+    "tabular_classifier": (ROOT / "examples" / "tabular_classifier.msl", {"hidden": 32, "layers": 1}),
+    "lstm_forecast": (ROOT / "examples" / "lstm_forecast.msl", {"d_model": 32, "hidden": 32, "layers": 2}),
+    "gru_tagger": (ROOT / "examples" / "gru_tagger.msl", {"vocab": 97, "d_model": 32, "layers": 2}),
 }
 DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa"]
 TOL = 2e-5  # max abs error in fp32: the issue asks <= 1e-4; every family holds to about 5e-6

@@ -21,6 +21,7 @@ from metagen_compiler import __version__
 from metagen_compiler.graph import GraphIR
 from metagen_compiler.primitives import PRIMITIVES, Dim, Shape
 from metagen_compiler.span import Span
+from metagen_backends.pytorch.writer import state_dict_key
 
 from .lowering import LOWERINGS, KVState, NodeCtx
 from .opsets import OnnxDiagnostic, OnnxExportError, check_opset, ir_version_for, missing_ops
@@ -210,7 +211,7 @@ class _Builder:
         prim = PRIMITIVES[info.target]
         local: dict[str, ir.Value] = {}
         for wname in {**prim.weights(info.args), **prim.buffers(info.args)}:
-            target = self.names.get(f"{module}.{wname}")
+            target = self.names.get(state_dict_key(f"{module}.{wname}"))
             if target is not None:
                 local[wname] = self.values[target]
         return local

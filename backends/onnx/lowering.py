@@ -111,11 +111,52 @@ def _pos_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Add", [x, pos])]
 
 
+def _type_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    row = w.op("Gather", [n.weights["weight"], w.scalar(0, np.int64)], {"axis": 0})  # (D,): type 0
+    return [w.op("Add", [n.inputs[0], row])]
+
+
 def _cls_token(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     x = n.inputs[0]
     shape = w.op("Concat", [w.dim(x, 0), w.i64(1, 1)], {"axis": 0})
     tok = w.op("Expand", [n.weights["weight"], shape])  # (B, 1, D)
     return [w.op("Concat", [tok, x], {"axis": 1})]
+
+
+# ------------------------------------------------------------------ recurrent layers
+# ONNX orders the gates i, o, f, c (LSTM) and z, r, h (GRU); PyTorch i, f, g, o and r, z, n. The initializers
+# keep PyTorch's layout (so a state_dict copies over); the graph reorders them, a constant fold at load time.
+_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
+
+
+def _rnn(op_type: str) -> Lowering:
+    def lower(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+        kind = op_type.lower()
+        order = _GATE_ORDER[kind]
+        h, layers = int(n.args["hidden"]), int(n.args["layers"])
+        dirs = 2 if n.args["bidirectional"] else 1
+        sfx = ("", "_reverse")[:dirs]
+
+        def stacked(local: str) -> ir.Value:  # (dirs, gates * h, ...) in ONNX's gate order
+            per_dir = []
+            for d in sfx:
+                parts = w.split(n.weights[f"{local}{d}"], len(order), 0, [h] * len(order))
+                per_dir.append(w.unsqueeze(w.op("Concat", [parts[i] for i in order], {"axis": 0}), [0]))
+            return per_dir[0] if dirs == 1 else w.op("Concat", per_dir, {"axis": 0})
+
+        x = w.op("Transpose", [n.inputs[0]], {"perm": [1, 0, 2]})  # (T, B, in)
+        attrs: dict[str, Any] = {"hidden_size": h, "direction": "bidirectional" if dirs == 2 else "forward"}
+        if kind == "gru":
+            attrs["linear_before_reset"] = 1  # PyTorch applies the reset gate after the hidden projection
+        for layer in range(layers):
+            wi, wh = stacked(f"weight_ih_l{layer}"), stacked(f"weight_hh_l{layer}")
+            bias = w.op("Concat", [stacked(f"bias_ih_l{layer}"), stacked(f"bias_hh_l{layer}")], {"axis": 1})
+            y = w.op(op_type, [x, wi, wh, bias], attrs, outputs=3 if kind == "lstm" else 2)  # (T, dirs, B, h)
+            y = w.op("Transpose", [y], {"perm": [0, 2, 1, 3]})  # (T, B, dirs, h)
+            x = w.reshape(y, [0, 0, dirs * h])  # (T, B, dirs * h)
+        return [w.op("Transpose", [x], {"perm": [1, 0, 2]})]  # (B, T, dirs * h)
+
+    return lower
 
 
 # ------------------------------------------------------------------ attention
@@ -227,6 +268,10 @@ def _flatten(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [_reshape_to(w, n.inputs[0], n.in_shapes[0], n.out_shapes[0])]
 
 
+def _unflatten(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [_reshape_to(w, n.inputs[0], n.in_shapes[0], n.out_shapes[0])]
+
+
 def _transpose(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     rank = len(n.in_shapes[0])
     perm = list(range(rank))
@@ -305,6 +350,9 @@ LOWERINGS: dict[str, Lowering] = {
     "embedding": _embedding,
     "pos_embedding": _pos_embedding,
     "cls_token": _cls_token,
+    "type_embedding": _type_embedding,
+    "lstm": _rnn("LSTM"),
+    "gru": _rnn("GRU"),
     "sdpa": _sdpa,
     "rope": _rope,
     "split": _split,
@@ -321,6 +369,7 @@ LOWERINGS: dict[str, Lowering] = {
     "global_avgpool": _global_avgpool,
     "flatten": _flatten,
     "transpose": _transpose,
+    "unflatten": _unflatten,
     "select": _select,
     "mean": _mean,
     "add": _binary("Add"),

@@ -23,6 +23,7 @@ import numpy as np
 
 from metagen_compiler.graph import GraphIR
 from metagen_compiler.primitives import PRIMITIVES
+from metagen_backends.pytorch.writer import state_dict_key
 
 __all__ = [
     "EXTERNAL_DATA_THRESHOLD",
@@ -48,7 +49,7 @@ class WeightSpec:
 
     name: str
     shape: tuple[int, ...]
-    init: str  # normal | kaiming_fan_out | ones | zeros
+    init: str  # normal | kaiming_fan_out | uniform (std: the bound) | ones | zeros
     std: float = 0.0
 
     @property
@@ -56,15 +57,17 @@ class WeightSpec:
         return 4 * math.prod(self.shape)
 
 
-def _init_of(prim: str, local: str, shape: tuple[int, ...]) -> tuple[str, float]:
+def _init_of(prim: str, local: str, shape: tuple[int, ...], args: Mapping[str, Any]) -> tuple[str, float]:
     """The PyTorch backend's init_weights, per primitive and tensor (see backends/pytorch/codegen.py)."""
     if prim in ("linear", "conv2d") and local == "bias":
         return "zeros", 0.0
     if prim == "conv2d":  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
         fan_out = shape[0] * math.prod(shape[2:])
         return "kaiming_fan_out", math.sqrt(2.0) / math.sqrt(fan_out)
-    if prim in ("linear", "embedding", "pos_embedding", "cls_token"):
+    if prim in ("linear", "embedding", "pos_embedding", "cls_token", "type_embedding"):
         return "normal", 0.02
+    if prim in ("lstm", "gru"):  # nn.LSTM / nn.GRU reset_parameters: U(-1/sqrt(hidden), 1/sqrt(hidden))
+        return "uniform", 1.0 / math.sqrt(args["hidden"])
     if local in ("bias", "running_mean"):
         return "zeros", 0.0
     return "ones", 0.0  # norm weights, running_var
@@ -81,14 +84,15 @@ def weight_specs(ir: GraphIR) -> tuple[list[WeightSpec], dict[str, str | None]]:
         prim = PRIMITIVES[info.target]
         tensors = {**prim.weights(info.args), **prim.buffers(info.args)}
         for local, shape in tensors.items():
-            key = f"{path}.{local}"
+            graph_key = f"{path}.{local}"
+            key = state_dict_key(graph_key)
             if local == "num_batches_tracked":
                 names[key] = None  # training state; inference does not read it
                 continue
-            source = ties.get(key, key)
+            source = state_dict_key(ties.get(graph_key, graph_key))
             names[key] = source
             if source == key:
-                init, std = _init_of(info.target, local, tuple(shape))
+                init, std = _init_of(info.target, local, tuple(shape), info.args)
                 specs[key] = WeightSpec(key, tuple(shape), init, std)
     return list(specs.values()), names
 
@@ -104,6 +108,8 @@ def random_tensor(spec: WeightSpec, seed: int) -> np.ndarray:
     if spec.init == "ones":
         return np.ones(spec.shape, np.float32)
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode("utf-8"))])
+    if spec.init == "uniform":
+        return rng.uniform(-spec.std, spec.std, spec.shape).astype(np.float32)
     out = rng.standard_normal(spec.shape, dtype=np.float32)
     out *= np.float32(spec.std)
     return out

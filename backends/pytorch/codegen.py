@@ -23,9 +23,9 @@ from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 
 from metagen_compiler.modalities import INPUT_FORMS
 
-from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, MODULES, helper_deps
+from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
 from .losses import LOSSES
-from .writer import Namespace, Writer, camel, py_ident
+from .writer import Namespace, Writer, attr_ident, camel, py_ident
 
 __all__ = ["emit_model_py"]
 
@@ -385,7 +385,7 @@ class PyTorchEmitter:
             return
         parts, layers = self._call_parts(ref, ly.args, ctx, self._init_name(ctx), ctx.layer_env, ctx.d.module)
         ctor = self._ctor(ref, parts, layers)
-        attr = py_ident(label)
+        attr = attr_ident(label)
         if ly.repeat is not None:
             n = py_expr(ly.repeat, self._init_name(ctx))
             w.line(f"self.{attr} = nn.ModuleList([{ctor} for _ in range({n})])")
@@ -481,7 +481,7 @@ class PyTorchEmitter:
         ref0 = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
         assert ref0 is not None
         if label is not None and _is_module(ref0, ly):
-            attr = py_ident(label)
+            attr = attr_ident(label)
             if ly.repeat is not None:
                 var = target or "h"
                 if ins != [var]:
@@ -489,7 +489,10 @@ class PyTorchEmitter:
                 pre.append(f"for layer in self.{attr}:")
                 pre.append(f"    {var} = layer({var})")
                 return var
-            return f"self.{attr}({', '.join(ins)})"
+            call = f"self.{attr}({', '.join(ins)})"
+            if ref0.kind == "primitive" and ref0.target in MODULE_CALL:
+                return MODULE_CALL[ref0.target].format(call=call)
+            return call
         ref = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
         assert ref is not None and ref.kind == "primitive", ly.callee.dotted
         parts, _ = self._call_parts(ref, ly.args, ctx, self._fwd_name(ctx, tensors), ctx.layer_env, ctx.d.module)
@@ -594,8 +597,7 @@ class PyTorchEmitter:
                 ann = {"int": "int", "float": "float", "bool": "bool", "str": "str", "enum": "str", "list": "tuple"}.get(
                     s.type, type(v).__name__)
                 out.line(f"{py_ident(s.name)}: {ann} = {literal(v)}")
-        helper_order = ["attention", "apply_rope", "PositionEmbedding", "ClassToken"]
-        for h in helper_order:
+        for h in HELPERS:  # in the table's order
             if h in self.helpers:
                 out.line("")
                 out.lines.extend(HELPERS[h].rstrip("\n").split("\n"))
@@ -608,7 +610,7 @@ class PyTorchEmitter:
         out.lines.extend(model_src.rstrip("\n").split("\n"))
         out.line("")
         out.line("")
-        learned = [h for h in ("PositionEmbedding", "ClassToken") if h in self.helpers]
+        learned = [h for h in LEARNED_HELPERS if h in self.helpers]
         init_src = _INIT_AND_ENTRY
         if learned:
             kinds = learned[0] if len(learned) == 1 else "(" + ", ".join(learned) + ")"

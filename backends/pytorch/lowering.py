@@ -3,7 +3,7 @@ functional expressions in `forward`. Templates take Python expression strings fo
 
 from __future__ import annotations
 
-__all__ = ["MODULES", "FUNCTIONAL", "HELPERS", "helper_deps"]
+__all__ = ["MODULES", "MODULE_CALL", "FUNCTIONAL", "HELPERS", "LEARNED_HELPERS", "helper_deps"]
 
 # weighted primitives: constructor text. {name} are argument expressions; `?name` marks an
 # argument left out when it equals the primitive's default.
@@ -16,7 +16,13 @@ MODULES: dict[str, str] = {
     "embedding": "nn.Embedding({num}, {dim})",
     "pos_embedding": "PositionEmbedding({length}, {dim})",
     "cls_token": "ClassToken({dim})",
+    "type_embedding": "TokenTypeEmbedding({num}, {dim})",
+    "lstm": "nn.LSTM({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
+    "gru": "nn.GRU({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
 }
+
+# weighted primitives whose module returns more than the output tensor: the expression that takes it
+MODULE_CALL: dict[str, str] = {"lstm": "{call}[0]", "gru": "{call}[0]"}
 
 # weightless primitives: an expression over the inputs {x} ({q}, {k}, {v}; {a}, {b}) and arguments.
 FUNCTIONAL: dict[str, str] = {
@@ -33,6 +39,7 @@ FUNCTIONAL: dict[str, str] = {
     "global_avgpool": "{x}.mean(dim=(2, 3))",
     "flatten": "{x}.flatten({start}, {end})",
     "transpose": "{x}.transpose({dim0}, {dim1})",
+    "unflatten": "{x}.unflatten({dim}, ({a}, {b}))",
     "select": "{x}.select({dim}, {index})",
     "mean": "{x}.mean(dim={dim})",
     "split": "{x}.chunk({parts}, dim={dim})",
@@ -100,9 +107,23 @@ class ClassToken(nn.Module):
     def forward(self, x):
         return torch.cat((self.weight.expand(x.shape[0], -1, -1), x), dim=1)
 ''',
+    "TokenTypeEmbedding": '''
+class TokenTypeEmbedding(nn.Module):
+    """Segment (token type) embeddings; every token of a single-segment input has type 0."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num, dim))
+
+    def forward(self, x):
+        return x + self.weight[0]  # (B, T, dim)
+''',
 }
+
+# helper modules with a learned `weight` that init_weights draws from N(0, 0.02)
+LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding")
 
 
 def helper_deps(prim: str) -> list[str]:
     return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
-            "cls_token": ["ClassToken"]}.get(prim, [])
+            "cls_token": ["ClassToken"], "type_embedding": ["TokenTypeEmbedding"]}.get(prim, [])

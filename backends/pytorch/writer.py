@@ -52,6 +52,32 @@ def py_ident(name: str) -> str:
     return out
 
 
+# nn.Module members that a submodule attribute must not shadow
+_MODULE_MEMBERS = {
+    "forward", "training", "config", "loss", "metrics", "apply", "to", "train", "eval", "parameters", "buffers",
+    "modules", "children", "state_dict", "load_state_dict", "cuda", "cpu", "type", "float", "double", "half",
+    "bfloat16", "zero_grad", "register_buffer", "register_parameter", "register_module", "add_module",
+    "named_parameters", "named_modules", "named_children", "named_buffers", "requires_grad_", "extra_repr",
+    "get_submodule", "get_parameter", "get_buffer", "share_memory", "compile", "self",
+}
+
+
+def attr_ident(name: str) -> str:
+    """The attribute a labelled layer gets on its nn.Module: the label itself unless it is not an
+    identifier, a keyword, or an nn.Module member. State-dict keys follow (`state_dict_key`)."""
+    out = "".join(c if (c.isalnum() or c == "_") and c.isascii() else "_" for c in name)
+    if not out or out[0].isdigit():
+        out = "x" + out
+    if keyword.iskeyword(out) or keyword.issoftkeyword(out) or out in _MODULE_MEMBERS:
+        out += "_"
+    return out
+
+
+def state_dict_key(path: str) -> str:
+    """The generated module's state_dict key for a graph path (`backbone.h.0.attn.c_attn.weight`)."""
+    return ".".join(p if p.isdigit() else attr_ident(p) for p in path.split("."))
+
+
 def camel(name: str) -> str:
     parts = [p for p in py_ident(name).split("_") if p]
     s = "".join(p[:1].upper() + p[1:] for p in parts) or "Block"

@@ -51,7 +51,7 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
 
 # Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
 # the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity"})
+VIEW_OPS = frozenset({"split", "transpose", "flatten", "unflatten", "select", "identity"})
 
 
 def aliases_input(op: str, args: dict[str, Any]) -> bool:
@@ -81,7 +81,27 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 2 * 4 * t * (c // int(args["heads"]))
     if op == "dropout" and args.get("p"):
         return 4 * math.prod(outs[0])
+    if op in ("lstm", "gru"):
+        return _rnn_saved_bytes(op, args, ins[0])
     return 0
+
+
+def _rnn_saved_bytes(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
+    """What PyTorch 2.13's CPU kernels keep for an nn.LSTM / nn.GRU (none of it a graph tensor).
+
+    GRU (the native cell): a time-major copy of each layer's input per direction, and per step, layer and
+    direction 7 x B x hidden floats (gates and states). LSTM (oneDNN): a time-major copy of the input and
+    of each layer's output, and a workspace measured at about 16 floats per hidden unit, step, layer and
+    direction at hidden sizes of 64 and more (more at tiny sizes, where its allocations round up to 4 KiB
+    pages): fitted, not derived."""
+    b, t, n_in = x
+    h, layers = int(args["hidden"]), int(args["layers"])
+    dirs = 2 if args["bidirectional"] else 1
+    per_step = layers * dirs * t * b * h
+    if op == "gru":
+        copies = dirs * b * t * n_in + (layers - 1) * dirs * b * t * h * dirs
+        return 4 * (copies + 7 * per_step)
+    return 4 * (b * t * n_in + layers * b * t * h * dirs + 16 * per_step)
 
 
 
