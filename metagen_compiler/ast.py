@@ -236,6 +236,11 @@ class Block(Node):
 class EncoderSlot(Node):
     modality: Ident
     layer: Layer
+    input: Ident | None = None  # `encoder NAME: MODALITY = ...`: an input the family declares, named NAME
+
+    @property
+    def input_name(self) -> str:
+        return self.input.name if self.input is not None else self.modality.name
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,12 @@ class ConstraintIR:
 
 @dataclass
 class SlotIR:
-    role: str  # encoder | backbone | head
-    key: str  # modality, "backbone", or task
+    role: str  # encoder (encoder_<input> when a family has several) | backbone | head: the module path
+    key: str  # input name (for encoders), "backbone", or task
     layer: A.Layer
     span: Span
     note: str = ""
+    modality: str = ""  # encoders: the input's modality (its tensor form)
 
 
 @dataclass

@@ -23,18 +23,26 @@ class InputForm:
     symbols: Mapping[str, str] = field(default_factory=dict)  # symbol -> family parameter (nominal value)
     high: str | None = None  # int64 inputs: values in [0, dims[high])
     defaults: Mapping[str, int] = field(default_factory=dict)  # a family parameter the family may lack
+    suffix: str = ""  # modalities of several tensors: this one's input is named <input>_<suffix>
 
 
-INPUT_FORMS: dict[str, InputForm] = {
-    "text": InputForm(("B", "T"), "int64", "token ids", {"T": "context"}, high="vocab", defaults={"context": 1024}),
-    "image": InputForm(("B", "channels", "image_size", "image_size"), "float32", "images, channels first",
-                       defaults={"channels": 3, "image_size": 224}),
-    "tabular": InputForm(("B", "features"), "float32", "one row of numeric features per sample"),
-    "time_series": InputForm(("B", "T", "features"), "float32", "a window of past values, one row per step",
-                             {"T": "lookback"}),
-    "point_cloud": InputForm(("B", "points", "coords"), "float32", "a set of points, one (x, y, z, ...) row each",
-                             defaults={"coords": 3}),
-    "audio": InputForm(("B", "samples"), "float32", "mono waveforms at the family's sample rate"),
+INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
+    "text": (InputForm(("B", "T"), "int64", "token ids", {"T": "context"}, high="vocab", defaults={"context": 1024}),),
+    "image": (InputForm(("B", "channels", "image_size", "image_size"), "float32", "images, channels first",
+                        defaults={"channels": 3, "image_size": 224}),),
+    "tabular": (InputForm(("B", "features"), "float32", "one row of numeric features per sample"),),
+    "time_series": (InputForm(("B", "T", "features"), "float32", "a window of past values, one row per step",
+                              {"T": "lookback"}),),
+    "point_cloud": (InputForm(("B", "points", "coords"), "float32", "a set of points, one (x, y, z, ...) row each",
+                              defaults={"coords": 3}),),
+    "audio": (InputForm(("B", "samples"), "float32", "mono waveforms at the family's sample rate"),),
+    "video": (InputForm(("B", "channels", "frames", "image_size", "image_size"), "float32",
+                        "clips, channels first, then frames", defaults={"channels": 3}),),
+    # a graph as node features and an edge index (row 0 sources, row 1 targets), as PyTorch Geometric keeps it
+    "graph": (InputForm(("N", "features"), "float32", "node features", {"N": "nodes"}, suffix="nodes"),
+              InputForm((2, "E"), "int64", "edge index: source and target node of each edge", {"E": "edges"},
+                        high="nodes", suffix="edges")),
+    "timestep": (InputForm(("B",), "int64", "diffusion timesteps", high="timesteps"),),
 }
 
 

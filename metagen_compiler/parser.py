@@ -164,7 +164,10 @@ class _ToAst(Transformer[Any, Any]):
 
     @v_args(meta=True)
     def encoder_slot(self, meta: Any, items: list[Any]) -> A.EncoderSlot:
-        return A.EncoderSlot(self._span(meta), self._ident(items[0]), items[1])
+        name, modality, layer = items
+        if modality is None:
+            return A.EncoderSlot(self._span(meta), self._ident(name), layer)
+        return A.EncoderSlot(self._span(meta), self._ident(modality), layer, self._ident(name))
 
     def backbone_slot(self, items: list[Any]) -> tuple[str, A.Layer]:
         return ("backbone", items[0])

@@ -16,12 +16,13 @@ from typing import Any
 from metagen_compiler import ast as A
 from metagen_compiler.compilation import Compilation
 from metagen_compiler.elaborate import Elaborator, ParamSpec, param_specs
-from metagen_compiler.graph import GraphIR
+from metagen_compiler.graph import GraphInput, GraphIR
+from metagen_compiler.ir import SlotIR
 from metagen_compiler.primitives import PRIMITIVES, fmt_shape
 from metagen_compiler.program import Definition
 from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 
-from metagen_compiler.modalities import INPUT_FORMS
+from metagen_compiler.modalities import INPUT_FORMS, InputForm
 
 from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
 from .losses import LOSSES
@@ -549,8 +550,7 @@ class PyTorchEmitter:
                 w.line("super().__init__()")
                 w.line("self.config = config")
                 for slot, ctor in ctors:
-                    attr = "encoder" if slot.role == "encoder" else slot.role
-                    w.line(f"self.{attr} = {ctor}")
+                    w.line(f"self.{slot.role} = {ctor}")
                 for t in fam.ties:
                     cond = py_expr(t.cond, cfg) if t.cond is not None else "True"
                     w.line(f"if {cond}:  # tied weights: one tensor, counted once")
@@ -561,11 +561,20 @@ class PyTorchEmitter:
             in_names = [py_ident(i.name) for i in ir.inputs]
             w.line(f"def forward(self, {', '.join(in_names)}):")
             with w.indent():
-                i0 = ir.inputs[0]
-                w.line(f"# {i0.name}: {i0.dtype} {fmt_shape(i0.shape)}")
-                w.line(f"x = self.encoder({in_names[0]})  # {self._slot_shape('encoder')}")
-                w.line(f"x = self.backbone(x)  # {self._slot_shape('backbone')}")
-                w.line(f"return self.head(x)  # {self._slot_shape('head')}")
+                for i in ir.inputs:
+                    w.line(f"# {i.name}: {i.dtype} {fmt_shape(i.shape)}")
+                feats: list[str] = []
+                k = 0
+                for slot, _ctor in ctors[:-2]:
+                    n_in = len(INPUT_FORMS[slot.modality or slot.key])
+                    args, k = in_names[k:k + n_in], k + n_in
+                    outs = self._slot_vars(slot, "x" if len(ctors) == 3 else f"{py_ident(slot.key)}_x")
+                    w.line(f"{', '.join(outs)} = self.{slot.role}({', '.join(args)})  # {self._slot_shape(slot.role)}")
+                    feats += outs
+                assert spec.backbone is not None
+                outs = self._slot_vars(spec.backbone, "x")
+                w.line(f"{', '.join(outs)} = self.backbone({', '.join(feats)})  # {self._slot_shape('backbone')}")
+                w.line(f"return self.head({', '.join(outs)})  # {self._slot_shape('head')}")
             w.line("")
             self._gen_loss(w, in_names)
         model_src = w.text()
@@ -620,6 +629,19 @@ class PyTorchEmitter:
         self._gen_examples(out, model_cls)
         return out.text()
 
+    def _slot_vars(self, slot: SlotIR, base: str) -> list[str]:
+        """Names for a slot's output tensors: `base`, or base0, base1, ... when it returns several."""
+        ref = self.elab.layer_ref(self.spec.family.module, slot.layer.callee,
+                                  {k: v for k, v in self.spec.dims.items() if isinstance(v, LayerRef)})
+        assert ref is not None
+        if ref.kind == "primitive":
+            n = 1
+        else:
+            d = self.comp.program.defs[ref.target]  # type: ignore[union-attr]
+            rets = [st for st in _walk(d.node.body) if isinstance(st, A.Return)]  # type: ignore[union-attr]
+            n = len(rets[-1].values) if rets else 1
+        return [base] if n == 1 else [f"{base}{i}" for i in range(n)]
+
     def _slot_shape(self, role: str) -> str:
         last = None
         for n in self.ir.topo():
@@ -668,7 +690,7 @@ class PyTorchEmitter:
             out.line("c = model.config")
             out.line("g = torch.Generator().manual_seed(seed)")
             out.line("device = next(model.parameters()).device")
-            items = [_example_input(i.modality, spec.dims) for i in ir.inputs]
+            items = [_example_input(_form_of(i), spec.dims) for i in ir.inputs]
             out.line(f"return ({', '.join(items)},)")
         out.line("")
         out.line("")
@@ -702,10 +724,14 @@ def init_weights(module: nn.Module) -> None:
 '''
 
 
-def _example_input(modality: str, dims: dict[str, Value]) -> str:
-    """A random input of the modality's form (metagen_compiler/modalities.py), sized from config `c`
-    (a dim the family has no parameter for is the form's default, a literal)."""
-    form = INPUT_FORMS[modality]
+def _form_of(i: GraphInput) -> InputForm:
+    forms = INPUT_FORMS[i.modality]
+    return forms[0] if len(forms) == 1 else next(f for f in forms if i.name.endswith(f"_{f.suffix}"))
+
+
+def _example_input(form: InputForm, dims: dict[str, Value]) -> str:
+    """A random input of the form (metagen_compiler/modalities.py), sized from config `c` (a dim the
+    family has no parameter for is the form's default, a literal)."""
 
     def dim(d: int | str) -> str:
         if d == "B":

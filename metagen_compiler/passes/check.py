@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .. import ast as A
+from ..modalities import INPUT_FORMS
 from ..catalog import CONSTRAINTS, FAMILY_GROUPS, INPUT_MODALITIES, LATENCY_CLASSES, OBJECTIVES, OUTPUT_MODALITIES, TASK_FIELDS, TASKS
 from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note, did_you_mean
@@ -194,6 +195,15 @@ def check_blocks(prog: Program, bag: DiagnosticBag) -> None:
     for f in root.families:
         layer_params = _layer_params(f)
         slots = [s.layer for s in f.encoders] + ([f.backbone] if f.backbone else []) + [s.layer for s in f.heads]
+        names: dict[str, A.EncoderSlot] = {}
+        for e in f.encoders:
+            if e.modality.name not in INPUT_FORMS:
+                bag.error("E203", f"no tensor form for `{e.modality.name}` inputs", e.modality.span,
+                          hint=did_you_mean(e.modality.name, INPUT_FORMS) or f"modalities: {', '.join(INPUT_FORMS)}")
+            if e.input_name in names:
+                bag.error("E104", f"input `{e.input_name}` has two encoders", (e.input or e.modality).span,
+                          notes=[Note("first here", names[e.input_name].span)])
+            names[e.input_name] = e
         for ly in slots:
             _check_layer(ly, prog, module, layer_params, bag)
     for b in root.blocks:

@@ -29,28 +29,38 @@ class LowerPass:
         try:
             feats: list[Tensor] = []
             for slot in spec.encoders:
-                form = INPUT_FORMS.get(slot.key)
-                if form is None:
-                    bag.error("E301", f"no tensor form is defined for `{slot.key}` inputs yet", slot.span,
-                              hint=f"inputs with a tensor form: {', '.join(INPUT_FORMS)}")
+                forms = INPUT_FORMS.get(slot.modality or slot.key)
+                if forms is None:
+                    bag.error("E301", f"no tensor form is defined for `{slot.modality or slot.key}` inputs yet",
+                              slot.span, hint=f"inputs with a tensor form: {', '.join(INPUT_FORMS)}")
                     return
-                try:
-                    shape, syms = input_shape(form, spec.dims)
-                except KeyError as e:
-                    bag.error("E301", f"`{slot.key}` inputs need the family parameter `{e.args[0]}`", slot.span)
-                    return
-                dtype = form.dtype
-                symbols.update(syms)
-                node = f"input.{slot.key}"
-                b.g.add_node(node, op="input", args={}, span=spec.span, scope="", module=None, n_outputs=1,
-                             shapes=[shape], dtype=dtype)
-                inputs.append(GraphInput(slot.key, slot.key, shape, dtype, node))
+                ins: list[Tensor] = []
+                for form in forms:
+                    try:
+                        shape, syms = input_shape(form, spec.dims)
+                    except KeyError as e:
+                        bag.error("E301", f"`{slot.key}` inputs need the family parameter `{e.args[0]}`", slot.span)
+                        return
+                    symbols.update(syms)
+                    name = f"{slot.key}_{form.suffix}" if form.suffix else slot.key
+                    node = f"input.{name}"
+                    b.g.add_node(node, op="input", args={}, span=spec.span, scope="", module=None, n_outputs=1,
+                                 shapes=[shape], dtype=form.dtype)
+                    inputs.append(GraphInput(name, slot.modality or slot.key, shape, form.dtype, node))
+                    ins.append(Tensor(node, 0))
                 ref, bound = slot_call(elab, spec, slot, spec.dims)
-                path = "encoder"
-                b.modules[path] = _info(ref, bound, path, slot.span)
-                feats = elab.apply(ref, bound, [Tensor(node, 0)], path, path, slot.layer.span, "")
+                b.modules[slot.role] = _info(ref, bound, slot.role, slot.span)
+                feats += elab.apply(ref, bound, ins, slot.role, slot.role, slot.layer.span, "")
             assert spec.backbone is not None and spec.head is not None
             ref, bound = slot_call(elab, spec, spec.backbone, spec.dims)
+            wants = _input_count(prog, ref)
+            if wants is not None and wants != len(feats):
+                fam = spec.family.node
+                takes = ", ".join(e.modality.name for e in fam.encoders if e.input is None)  # type: ignore[union-attr]
+                bag.error("E301", f"the backbone of family `{spec.family.qualname.rsplit('.', 1)[-1]}` takes {wants} "
+                          f"input tensor(s); the encoders of this model's inputs give {len(feats)}", spec.span,
+                          hint=f"the family's input modalities: {takes}")
+                return
             feats = elab.apply(ref, bound, feats, "backbone", "backbone", spec.backbone.layer.span, "")
             ref, bound = slot_call(elab, spec, spec.head, spec.dims)
             outs = elab.apply(ref, bound, feats, "head", "head", spec.head.layer.span, "")
@@ -76,6 +86,17 @@ class LowerPass:
 
     def dump(self, comp: Compilation) -> str:
         return dump_graph(comp.graph) if comp.graph else ""
+
+
+def _input_count(prog, ref) -> int | None:  # type: ignore[no-untyped-def]
+    """How many tensors a block slot takes (its `input` statement), None for primitives."""
+    from .. import ast as A
+
+    if ref.kind != "block":
+        return None
+    d = prog.defs[ref.target]
+    assert isinstance(d.node, A.Block)
+    return sum(len(st.names) for st in d.node.body if isinstance(st, A.Input))
 
 
 def _info(ref, bound, path, span):  # type: ignore[no-untyped-def]

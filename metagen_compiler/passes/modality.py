@@ -21,18 +21,17 @@ class ModalityPass:
         fam = spec.family.node
         assert isinstance(fam, A.Family)
         famname = spec.family.qualname.rsplit(".", 1)[-1]
-        slots = {s.modality.name: s for s in fam.encoders}
+        by_modality = {s.modality.name: s for s in fam.encoders if s.input is None}
+        wanted = {name for name, _ in spec.inputs}
         for name, span in spec.inputs:
-            slot = slots.get(name)
-            if slot is None:
+            if name not in by_modality:
                 comp.bag.error("E301", f"family `{famname}` has no encoder for `{name}` input", span,
-                               hint=f"`{famname}` takes: {', '.join(sorted(slots)) or 'nothing'}")
-                continue
-            spec.encoders.append(SlotIR("encoder", name, slot.layer, slot.span))
-        if len(spec.encoders) > 1:
-            comp.bag.error("E301", f"family `{famname}` takes one input; this model has {len(spec.encoders)}",
-                           spec.encoders[1].span if spec.encoders[1].span else spec.span,
-                           hint="multi-input models need a family with a fusion stage")
+                               hint=f"`{famname}` takes: {', '.join(sorted(by_modality)) or 'nothing'}")
+        # in the family's order: the backbone takes the encoders' outputs in this order
+        used = [s for s in fam.encoders if s.input is not None or s.modality.name in wanted]
+        for s in used:
+            role = "encoder" if len(used) == 1 else f"encoder_{s.input_name}"
+            spec.encoders.append(SlotIR(role, s.input_name, s.layer, s.span, modality=s.modality.name))
         if fam.backbone is None:
             comp.bag.error("E208", f"family `{famname}` has no backbone", fam.name.span)
             return
