@@ -334,6 +334,24 @@ def _rnn_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], gates: int) -> tu
     return mm, other
 
 
+def _eot_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, ids = s
+    if len(x) != 3 or len(ids) != 2:
+        raise ShapeError(f"expects states (B, T, D) and ids (B, T), got {fmt_shape(x)} and {fmt_shape(ids)}")
+    return [(x[0], x[2])]
+
+
+def _contrastive_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, y = s
+    if len(x) != 2 or len(y) != 2 or not _same(x[1], y[1]):
+        raise ShapeError(f"expects (B, D) and (B', D), got {fmt_shape(x)} and {fmt_shape(y)}")
+    return [(x[0], y[0])]
+
+
+def _contrastive_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    return 2 * i[0][0] * i[1][0] * i[0][1], numel(o[0])
+
+
 def _check_heads(a: Mapping[str, Any]) -> str | None:
     if a["heads"] <= 0 or a["kv_heads"] <= 0:
         return "heads must be positive"
@@ -435,6 +453,22 @@ _PRIMS = [
         check=_check_positive("in_features", "hidden", "layers"), saves="none", tags=frozenset({"mm"}),
     ),
     Primitive(
+        "eot_pool", (), "Takes each sequence's state at its end-of-text token, the position of the largest id "
+        "(CLIP's text pooling): (B, T, D) and ids (B, T) -> (B, D).",
+        n_inputs=2, shape=_eot_shape, saves="none",
+    ),
+    Primitive(
+        "l2_normalize", (_P("dim", "int", -1), _P("eps", "float", 1e-12)), "Scales to unit L2 norm along a dim.",
+        flops=_elementwise(3),
+    ),
+    Primitive(
+        "contrastive_logits", (_P("init", "float", 2.6592),),
+        "Similarity logits of two batches of unit vectors, exp(logit_scale) a @ b^T: (B, D), (B', D) -> (B, B'); "
+        "the learned temperature starts at exp(init) (CLIP: 1 / 0.07).",
+        n_inputs=2, weights=lambda a: {"logit_scale": ()}, shape=_contrastive_shape, flops=_contrastive_flops,
+        tags=frozenset({"mm"}),
+    ),
+    Primitive(
         "cls_token", (_P("dim", "int"),),
         "Prepends a learned token: (B, T, D) -> (B, T+1, D).",
         weights=lambda a: {"weight": (1, 1, a["dim"])}, shape=_cls_shape, check=_check_positive("dim"), saves="none",
@@ -457,6 +491,7 @@ _PRIMS = [
         check=_check_positive("parts"), saves="none",
     ),
     Primitive("gelu", (_P("approximate", "str", "none"),), "GELU activation.", flops=_elementwise(8)),
+    Primitive("quick_gelu", (), "x * sigmoid(1.702 x), CLIP's GELU approximation.", flops=_elementwise(4)),
     Primitive("relu", (), "ReLU activation.", flops=_elementwise(1), saves="output"),
     Primitive("silu", (), "SiLU (swish) activation.", flops=_elementwise(4)),
     Primitive("tanh", (), "tanh activation.", flops=_elementwise(4), saves="output"),

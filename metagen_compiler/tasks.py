@@ -41,5 +41,7 @@ TASK_SPECS: dict[str, Task] = {
         Task("anomaly_detection", "reconstruction_mse", ("roc_auc", "average_precision"), "reconstruction",
              "the reconstructed input; the anomaly score is the per-sample reconstruction error",
              ("label", "regression", "tabular", "time_series", "image")),
+        Task("multimodal_retrieval", "symmetric_contrastive", ("recall_at_1_a_to_b", "recall_at_1_b_to_a"), "logits",
+             "similarity logits of every first input with every second (B, B)", ("embedding", "label")),
     )
 }

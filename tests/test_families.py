@@ -65,3 +65,37 @@ model m {{
     proj_in = 3 * 32 + 32
     head = 48 * directions * (4 * 3) + 4 * 3
     assert ours == proj_in + sum(p.numel() for p in rnn.parameters()) + head
+
+
+def test_pytorch_lowering_covers_every_primitive_and_evaluates_inputs_once() -> None:
+    """Each primitive is a module or a functional template; a template names each input once (an input
+    is an expression, e.g. `self.fc(x)`, that would run twice)."""
+    import re
+    from collections import Counter
+
+    from metagen_backends.pytorch.lowering import FUNCTIONAL, INPUT_NAMES, MODULES
+    from metagen_compiler.primitives import PRIMITIVES
+
+    assert set(MODULES) | set(FUNCTIONAL) == set(PRIMITIVES) and not set(MODULES) & set(FUNCTIONAL)
+    for prim, tmpl in FUNCTIONAL.items():
+        uses = Counter(re.findall(r"\{(\w+)\}", tmpl))
+        for name in INPUT_NAMES.get(prim, ("x",)):
+            assert uses[name] <= 1, (prim, tmpl)
+
+
+def test_clip_preset_equals_transformers() -> None:
+    src = """msl 1
+import std.presets
+model m {
+  modality image, text -> embedding
+  task multimodal_retrieval
+  architecture clip_vit_b_32
+}
+"""
+    ours = params_of(src)
+    assert ours == 151_277_313
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):
+        ref = transformers.CLIPModel(transformers.CLIPConfig())  # the defaults are ViT-B/32's
+    assert ours == sum(p.numel() for p in ref.parameters())

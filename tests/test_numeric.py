@@ -22,6 +22,9 @@ SMALL = {
     "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
     "std.transformer.encoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, mlp_dim=128),
     "std.tabular.mlp": dict(hidden=32, layers=1),
+    "std.multimodal.clip": dict(image_size=32, patch_size=8, vision_layers=2, vision_width=64, vision_heads=2,
+                                vision_mlp=128, vocab=97, context=16, text_layers=2, text_width=64, text_heads=2,
+                                text_mlp=128, embed_dim=32),
     # hidden 64 and 32 steps: below that, oneDNN's LSTM workspace is rounded to pages (docs/estimates.md)
     "std.rnn.rnn": dict(vocab=97, context=32, lookback=32, d_model=64, hidden=64, layers=2),
 }
@@ -31,6 +34,7 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "vit_b_16": 86_567_656,  # torchvision vit_b_16
     "resnet50": 25_557_032,  # torchvision resnet50
     "bert_base": 109_482_240,  # transformers BertModel (with its pooler)
+    "clip_vit_b_32": 151_277_313,  # transformers CLIPModel (openai/clip-vit-base-patch32)
 }
 
 

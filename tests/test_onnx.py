@@ -50,6 +50,10 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "bert_ner": (ROOT / "examples" / "bert_ner.msl", {**TEXT, "mlp_dim": 128}),
     "tabular_classifier": (ROOT / "examples" / "tabular_classifier.msl", {"hidden": 32, "layers": 1}),
     "lstm_forecast": (ROOT / "examples" / "lstm_forecast.msl", {"d_model": 32, "hidden": 32, "layers": 2}),
+    "clip_vit_b_32": (ROOT / "examples" / "clip_vit_b_32.msl",
+                      {"image_size": 32, "patch_size": 8, "vision_layers": 2, "vision_width": 64, "vision_heads": 2,
+                       "vision_mlp": 128, "vocab": 97, "text_layers": 2, "text_width": 64, "text_heads": 2,
+                       "text_mlp": 128, "embed_dim": 32}),
     "gru_tagger": (ROOT / "examples" / "gru_tagger.msl", {"vocab": 97, "d_model": 32, "layers": 2}),
 }
 DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa"]
@@ -132,21 +136,23 @@ def _trained(c: Case, model: Any, tmp: Path, model_file: str = "model.onnx") -> 
 
 
 def _inputs(c: Case, model: Any, batch: int, seq: int) -> Any:
-    (x,) = c.mod.example_inputs(model, batch_size=batch, seed=batch + seq)
-    return x[:, :seq] if x.dtype == torch.int64 else x
+    """The example inputs at `batch`, token sequences (inputs of shape (B, T)) cut to `seq`."""
+    xs = c.mod.example_inputs(model, batch_size=batch, seed=batch + seq)
+    gi = c.comp.graph.inputs
+    return tuple(x[:, :seq] if seq and i.shape == ("B", "T") else x for x, i in zip(xs, gi, strict=True))
 
 
 def _parity(c: Case, tmp: Path) -> float:
     model = _torch_model(c)
     sess = _session(_trained(c, model, tmp))
-    name = sess.get_inputs()[0].name
-    text = c.comp.graph.inputs[0].dtype == "int64"
+    names = [i.name for i in sess.get_inputs()]
+    text = any(i.shape == ("B", "T") for i in c.comp.graph.inputs)
     worst = 0.0
     for batch, seq in ((1, 5), (3, 11)) if text else ((1, 0), (3, 0)):
-        x = _inputs(c, model, batch, seq)
+        xs = _inputs(c, model, batch, seq)
         with torch.no_grad():
-            ref = model(x).numpy()
-        (got,) = sess.run(None, {name: x.numpy()})
+            ref = model(*xs).numpy()
+        (got,) = sess.run(None, {n: x.numpy() for n, x in zip(names, xs, strict=True)})
         assert got.shape == ref.shape
         worst = max(worst, float(np.abs(got - ref).max()))
     return worst
@@ -201,7 +207,7 @@ def test_decoder_step_with_cache(case: Any, name: str, tmp_path: Path) -> None:
     c = case(name)
     model = _torch_model(c)
     sess = _session(_trained(c, model, tmp_path, "model_with_past.onnx"))
-    x = _inputs(c, model, 2, 11)
+    (x,) = _inputs(c, model, 2, 11)
     with torch.no_grad():
         ref = model(x).numpy()
     feed = {"text": x[:, :6].numpy()}
@@ -290,7 +296,7 @@ def test_weights_none_declares_inputs_and_imports(case: Any, tmp_path: Path) -> 
     from metagen_backends.onnx.weights import import_weights
 
     out = import_weights(tmp_path / "g", model.state_dict())
-    x = _inputs(c, model, 2, 7)
+    (x,) = _inputs(c, model, 2, 7)
     with torch.no_grad():
         ref = model(x).numpy()
     assert np.abs(_session(out).run(None, {"text": x.numpy()})[0] - ref).max() <= TOL
@@ -334,7 +340,7 @@ def test_import_weights_command(case: Any, tmp_path: Path, monkeypatch: pytest.M
     assert main(["import-weights", str(c.out), str(pt), "-o", str(out)]) == 0
     assert (tmp_path / "resnet_trained.onnx.data").exists()
     onnx.checker.check_model(str(out), full_check=True)
-    x = _inputs(c, model, 2, 0)
+    (x,) = _inputs(c, model, 2, 0)
     with torch.no_grad():
         ref = model(x).numpy()
     assert np.abs(_session(out).run(None, {"image": x.numpy()})[0] - ref).max() <= TOL

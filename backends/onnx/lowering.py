@@ -320,6 +320,31 @@ def _gelu(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Mul", [w.op("Mul", [x, gate]), w.scalar(0.5)])]
 
 
+def _quick_gelu(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x = n.inputs[0]
+    return [w.op("Mul", [x, w.op("Sigmoid", [w.op("Mul", [x, w.scalar(1.702)])])])]
+
+
+def _l2_normalize(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # x / max(||x||, eps), as F.normalize
+    x, dim = n.inputs[0], int(n.args["dim"])
+    norm = w.reduce("ReduceL2", x, [dim], keepdims=True)
+    return [w.op("Div", [x, w.op("Max", [norm, w.scalar(float(n.args["eps"]))])])]
+
+
+def _eot_pool(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x, ids = n.inputs
+    pos = w.op("ArgMax", [ids], {"axis": -1, "keepdims": 1})  # (B, 1)
+    idx = w.op("Expand", [w.unsqueeze(pos, [2]), w.op("Concat", [w.dim(x, 0), w.i64(1), w.dim(x, 2)], {"axis": 0})])
+    return [w.op("Squeeze", [w.op("GatherElements", [x, idx], {"axis": 1}), w.i64(1)])]  # (B, D)
+
+
+def _contrastive_logits(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    a, b = n.inputs
+    sim = w.op("MatMul", [a, w.op("Transpose", [b], {"perm": [1, 0]})])
+    return [w.op("Mul", [w.op("Exp", [n.weights["logit_scale"]]), sim])]
+
+
 def _silu(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     x = n.inputs[0]
     return [w.op("Mul", [x, w.op("Sigmoid", [x])])]
@@ -352,6 +377,10 @@ LOWERINGS: dict[str, Lowering] = {
     "cls_token": _cls_token,
     "type_embedding": _type_embedding,
     "lstm": _rnn("LSTM"),
+    "quick_gelu": _quick_gelu,
+    "l2_normalize": _l2_normalize,
+    "eot_pool": _eot_pool,
+    "contrastive_logits": _contrastive_logits,
     "gru": _rnn("GRU"),
     "sdpa": _sdpa,
     "rope": _rope,

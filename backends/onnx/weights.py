@@ -49,7 +49,7 @@ class WeightSpec:
 
     name: str
     shape: tuple[int, ...]
-    init: str  # normal | kaiming_fan_out | uniform (std: the bound) | ones | zeros
+    init: str  # normal | kaiming_fan_out | uniform (std: the bound) | constant (std: the value) | ones | zeros
     std: float = 0.0
 
     @property
@@ -66,6 +66,8 @@ def _init_of(prim: str, local: str, shape: tuple[int, ...], args: Mapping[str, A
         return "kaiming_fan_out", math.sqrt(2.0) / math.sqrt(fan_out)
     if prim in ("linear", "embedding", "pos_embedding", "cls_token", "type_embedding"):
         return "normal", 0.02
+    if prim == "contrastive_logits":  # the learned temperature starts at its `init`
+        return "constant", float(args["init"])
     if prim in ("lstm", "gru"):  # nn.LSTM / nn.GRU reset_parameters: U(-1/sqrt(hidden), 1/sqrt(hidden))
         return "uniform", 1.0 / math.sqrt(args["hidden"])
     if local in ("bias", "running_mean"):
@@ -107,6 +109,8 @@ def random_tensor(spec: WeightSpec, seed: int) -> np.ndarray:
         return np.zeros(spec.shape, np.float32)
     if spec.init == "ones":
         return np.ones(spec.shape, np.float32)
+    if spec.init == "constant":
+        return np.full(spec.shape, spec.std, np.float32)
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode("utf-8"))])
     if spec.init == "uniform":
         return rng.uniform(-spec.std, spec.std, spec.shape).astype(np.float32)
@@ -147,7 +151,7 @@ def import_weights(model_dir: str | Path, state_dict: Mapping[str, Any], out: st
     for key, init_name in names.items():
         if init_name is None or key not in state_dict:
             continue
-        arr = np.ascontiguousarray(_as_array(state_dict[key]))
+        arr = np.asarray(_as_array(state_dict[key]), order="C")  # (ascontiguousarray would make a 0-d tensor 1-d)
         value = targets.get(init_name) or weight_inputs.get(init_name)
         if value is None:
             problems.append(f"{key}: no initializer or input `{init_name}` in {model_file}")

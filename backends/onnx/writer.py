@@ -115,9 +115,13 @@ class GraphWriter:
         return self.op_multi("Split", [x, self.i64(*sizes)], {"axis": axis}, outputs=parts)
 
     def reduce_mean(self, x: ir.Value, axes: Sequence[int], keepdims: bool) -> ir.Value:
-        if self.opset >= 18:
-            return self.op("ReduceMean", [x, self.i64(*axes)], {"keepdims": int(keepdims)})
-        return self.op("ReduceMean", [x], {"axes": list(axes), "keepdims": int(keepdims)})
+        return self.reduce("ReduceMean", x, axes, keepdims)
+
+    def reduce(self, op_type: str, x: ir.Value, axes: Sequence[int], keepdims: bool) -> ir.Value:
+        """A Reduce* op: axes are an input from opset 18 (ReduceSum: 13), an attribute before."""
+        if self.opset >= (13 if op_type == "ReduceSum" else 18):
+            return self.op(op_type, [x, self.i64(*axes)], {"keepdims": int(keepdims)})
+        return self.op(op_type, [x], {"axes": list(axes), "keepdims": int(keepdims)})
 
     def unsqueeze(self, x: ir.Value, axes: Sequence[int]) -> ir.Value:
         return self.op("Unsqueeze", [x, self.i64(*axes)])

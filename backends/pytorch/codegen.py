@@ -654,14 +654,15 @@ class PyTorchEmitter:
     def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
         code = LOSSES[self.spec.loss]
         x = in_names[0]
+        args = ", ".join(f'batch["{n}"]' for n in in_names)
 
         def lines(body: tuple[str, ...]) -> None:
             for ln in body:
-                w.line(ln.format(x=x))
+                w.line(ln.format(x=x, args=args))
 
         w.line("def loss(self, batch):")
         with w.indent():
-            doc = code.doc.format(x=x).split("\n")
+            doc = code.doc.format(x=x, args=args).split("\n")
             w.line('"""' + doc[0] + ("" if len(doc) > 1 else '"""'))
             for d in doc[1:]:
                 w.line(d + ('"""' if d is doc[-1] else ""))

@@ -1,5 +1,6 @@
 """Each task's loss, metrics and training batch as PyTorch code, keyed by the loss name the compiler
-picked (metagen_compiler/tasks.py). `{x}` is the model's first input, as named in the spec.
+picked (metagen_compiler/tasks.py). `{x}` is the model's first input, as named in the spec; `{args}` all
+its inputs from the batch, in forward's order (`batch["image"], batch["text"]`).
 
 - `loss`: the body of `Model.loss(self, batch)`, returning a scalar;
 - `metrics`: the body of `Model.metrics(self, batch)`, returning {metric name: float tensor} with
@@ -36,9 +37,9 @@ LOSSES: dict[str, LossCode] = {
     ),
     "cross_entropy": LossCode(
         'Cross-entropy: batch = {{"{x}": inputs, "label": (B,) class ids}}.',
-        ('logits = self(batch["{x}"])  # (B, num_classes)',
+        ('logits = self({args})  # (B, num_classes)',
          'return F.cross_entropy(logits, batch["label"])'),
-        ('logits = self(batch["{x}"])',
+        ('logits = self({args})',
          'label = batch["label"]',
          "top5 = logits.topk(min(5, logits.size(-1)), dim=-1).indices",
          'return {{"accuracy": (logits.argmax(-1) == label).float().mean(),',
@@ -47,9 +48,9 @@ LOSSES: dict[str, LossCode] = {
     ),
     "mse": LossCode(
         'Mean squared error: batch = {{"{x}": inputs, "target": (B, outputs)}}.',
-        ('prediction = self(batch["{x}"])',
+        ('prediction = self({args})',
          'return F.mse_loss(prediction, batch["target"])'),
-        ('err = self(batch["{x}"]) - batch["target"]',
+        ('err = self({args}) - batch["target"]',
          'return {{"mae": err.abs().mean(), "rmse": err.pow(2).mean().sqrt()}}'),
         ("with torch.no_grad():",
          "    shape = model(*inputs).shape",
@@ -57,9 +58,9 @@ LOSSES: dict[str, LossCode] = {
     ),
     "token_cross_entropy": LossCode(
         'Per-token cross-entropy: batch = {{"{x}": (B, T) token ids, "labels": (B, T) label ids}}.',
-        ('logits = self(batch["{x}"])  # (B, T, num_classes)',
+        ('logits = self({args})  # (B, T, num_classes)',
          'return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1))'),
-        ('logits = self(batch["{x}"])',
+        ('logits = self({args})',
          'pred, labels = logits.argmax(-1).reshape(-1), batch["labels"].reshape(-1)',
          "classes = torch.arange(logits.size(-1), device=labels.device)[:, None]",
          "tp = ((pred == classes) & (labels == classes)).sum(-1).float()",
@@ -87,12 +88,23 @@ LOSSES: dict[str, LossCode] = {
          'return {{"recall_at_1": (rank == 0).float().mean(), "mean_reciprocal_rank": (1.0 / (rank + 1)).mean()}}'),
         ('batch["positive"] = example_inputs(model, batch_size, seed + 2)[0]',),
     ),
+    "symmetric_contrastive": LossCode(
+        "Symmetric InfoNCE over the batch (CLIP): the i-th first input matches the i-th second input;\n"
+        "batch = {{the model's inputs}}, nothing else: the pairing is the label.",
+        ("logits = self({args})  # (B, B)",
+         "target = torch.arange(logits.size(0), device=logits.device)",
+         "return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2"),
+        ("logits = self({args})",
+         "target = torch.arange(logits.size(0), device=logits.device)",
+         'return {{"recall_at_1_a_to_b": (logits.argmax(1) == target).float().mean(),',
+         '        "recall_at_1_b_to_a": (logits.argmax(0) == target).float().mean()}}'),
+    ),
     "forecast_mse": LossCode(
         'Mean squared error of the forecast: batch = {{"{x}": (B, lookback, features), "target": (B, horizon, features)}}.',
-        ('forecast = self(batch["{x}"])',
+        ('forecast = self({args})',
          'return F.mse_loss(forecast, batch["target"])'),
         ('target = batch["target"]',
-         'err = self(batch["{x}"]) - target',
+         'err = self({args}) - target',
          'return {{"mae": err.abs().mean(), "rmse": err.pow(2).mean().sqrt(),',
          '        "mape": (err.abs() / target.abs().clamp(min=1e-6)).mean()}}'),
         ("with torch.no_grad():",

@@ -17,6 +17,7 @@ MODULES: dict[str, str] = {
     "pos_embedding": "PositionEmbedding({length}, {dim})",
     "cls_token": "ClassToken({dim})",
     "type_embedding": "TokenTypeEmbedding({num}, {dim})",
+    "contrastive_logits": "ContrastiveLogits({init})",
     "lstm": "nn.LSTM({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
     "gru": "nn.GRU({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
 }
@@ -27,6 +28,9 @@ MODULE_CALL: dict[str, str] = {"lstm": "{call}[0]", "gru": "{call}[0]"}
 # weightless primitives: an expression over the inputs {x} ({q}, {k}, {v}; {a}, {b}) and arguments.
 FUNCTIONAL: dict[str, str] = {
     "relu": "F.relu({x})",
+    "quick_gelu": "quick_gelu({x})",
+    "l2_normalize": "F.normalize({x}, dim={dim}?, eps={eps})",
+    "eot_pool": "eot_pool({a}, {b})",
     "gelu": "F.gelu({x}?, approximate={approximate})",
     "silu": "F.silu({x})",
     "tanh": "torch.tanh({x})",
@@ -51,7 +55,7 @@ FUNCTIONAL: dict[str, str] = {
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "add": ("a", "b"), "sub": ("a", "b"), "mul": ("a", "b"),
+    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"), "mul": ("a", "b"),
 }
 
 HELPERS: dict[str, str] = {
@@ -118,6 +122,29 @@ class TokenTypeEmbedding(nn.Module):
     def forward(self, x):
         return x + self.weight[0]  # (B, T, dim)
 ''',
+
+    "quick_gelu": '''
+def quick_gelu(x):
+    """x * sigmoid(1.702 x): CLIP's approximation of GELU."""
+    return x * torch.sigmoid(1.702 * x)
+''',
+    "eot_pool": '''
+def eot_pool(x, ids):
+    """Each sequence's state at its end-of-text token, the position of its largest id: (B, T, D) -> (B, D)."""
+    return x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)]
+''',
+    "ContrastiveLogits": '''
+class ContrastiveLogits(nn.Module):
+    """Scaled cosine similarities exp(logit_scale) a @ b^T of unit vectors, with a learned temperature."""
+
+    def __init__(self, init: float = 2.6592):
+        super().__init__()
+        self.init = init
+        self.logit_scale = nn.Parameter(torch.tensor(init))
+
+    def forward(self, a, b):
+        return self.logit_scale.exp() * a @ b.t()  # (B, B')
+''',
 }
 
 # helper modules with a learned `weight` that init_weights draws from N(0, 0.02)
@@ -126,4 +153,6 @@ LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding")
 
 def helper_deps(prim: str) -> list[str]:
     return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
-            "cls_token": ["ClassToken"], "type_embedding": ["TokenTypeEmbedding"]}.get(prim, [])
+            "cls_token": ["ClassToken"], "type_embedding": ["TokenTypeEmbedding"],
+            "contrastive_logits": ["ContrastiveLogits"], "eot_pool": ["eot_pool"],
+            "quick_gelu": ["quick_gelu"]}.get(prim, [])

@@ -83,6 +83,14 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 4 * math.prod(outs[0])
     if op in ("lstm", "gru"):
         return _rnn_saved_bytes(op, args, ins[0])
+    if op == "quick_gelu":  # sigmoid(1.702 x), kept beside x
+        return 4 * math.prod(outs[0])
+    if op == "l2_normalize":  # the norm and its clamp, one value per row each
+        return 2 * 4 * (math.prod(ins[0]) // ins[0][int(args["dim"])])
+    if op == "eot_pool":  # the int64 row and column indices
+        return 2 * 8 * ins[0][0]
+    if op == "contrastive_logits":  # the unscaled similarities and exp(logit_scale)
+        return 4 * math.prod(outs[0]) + 4
     return 0
 
 
