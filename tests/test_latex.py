@@ -84,7 +84,38 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Emitted]:
     d = root / "weird_name"
     _write(d, files)
     out["weird_name"] = Emitted(comp, d, files)
+    out["unknown_ops"] = _unknown_paper(root)
     return out
+
+
+UNKNOWN_DOC = "1-D convolution over (B, C, L): x_{c,t} * w^T, 50% of $ ~ & #."
+
+
+def _unknown_paper(root: Path) -> Emitted:
+    """tiny_story with everything the paper has no text for: a newly registered primitive (`conv1d`, with a
+    doc string full of specials), a primitive the registry lacks, an unknown block, task, objective and
+    family. The paper must describe them generically (the registry's doc string, no equation) and build."""
+    import dataclasses
+
+    from metagen_backends.latex import build_paper
+    from metagen_compiler.primitives import PRIMITIVES, Primitive
+    from metagen_compiler.report import build_report, jsonable
+
+    comp = compile_path(ROOT / "examples" / "tiny_story.msl")
+    report = json.loads(json.dumps(jsonable(build_report(comp, []))))
+    for _, d in comp.graph.g.nodes(data=True):
+        d["op"] = {"silu": "conv1d", "rope": "mystery_op"}.get(d["op"], d["op"])
+    comp.graph.modules = {k: dataclasses.replace(m, target="std.moe.expert_mix") if m.target == "std.layers.swiglu"
+                          else m for k, m in comp.graph.modules.items()}
+    comp.spec.objectives = ["score_matching"]
+    report["task"].update(name="protein_folding", loss="mystery_loss", metrics=["tm_score"])
+    report["family"], report["preset"] = "std.bio.mystery_net", None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRIMITIVES, "conv1d", Primitive("conv1d", (), UNKNOWN_DOC))
+        files = build_paper(comp, report)
+    d = root / "unknown_ops"
+    _write(d, files)
+    return Emitted(comp, d, files)
 
 
 # ------------------------------------------------------------------ building
@@ -138,7 +169,7 @@ def _log_problems(log: str, blg: str) -> list[str]:
 
 
 @needs_tex
-@pytest.mark.parametrize("key", [*IDS, "weird_name"])
+@pytest.mark.parametrize("key", [*IDS, "weird_name", "unknown_ops"])
 def test_paper_builds_cleanly(key: str, built: dict[str, Build]) -> None:
     b = built[key]
     assert b.rc == 0, b.output[-3000:]
@@ -198,6 +229,48 @@ def test_special_characters_print_literally(key: str, emitted: dict[str, Emitted
     if shutil.which("pdftotext"):
         plain = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
         assert "\\input{/etc/passwd}" in plain
+
+
+# ------------------------------------------------------------------ what the paper has no text for
+def test_unknown_ops_blocks_tasks_and_objectives_get_generic_text(emitted: dict[str, Emitted]) -> None:
+    from metagen_backends.latex.escape import rm, tt
+
+    files = emitted["unknown_ops"].files
+    method = str(files["paper/sections/method.tex"])
+    other = method.split("\\paragraph{Other operations.}", 1)[1]
+    assert f"\\item {tt('conv1d')}: {rm(UNKNOWN_DOC)}" in other  # the registry's doc string, escaped
+    assert f"\\item {tt('mystery_op')}: no description in the compiler's primitive registry." in other
+    assert f"\\item {tt('mul')}: {rm('Elementwise product (gating).')}" in other  # SwiGLU's mul, no longer covered
+    assert "\\begin{equation" not in other and not re.search(r"(?<!\\)\$", other)  # no invented formula
+    assert tt("dropout") in other and tt("split") in other  # plumbing is named, not described
+    for gone in ("SwiGLU", "SiLU", "Rotary", "rotary"):  # the renamed ops and block lose their equations
+        assert gone not in method, gone
+    assert "\\paragraph{Attention" in method and "RMS normalisation" in method  # the known ones keep theirs
+    assert tt("expert_mix") in method  # the unknown block is listed by name in the tables
+    training = str(files["paper/sections/training.tex"])
+    assert f"no loss equation for {tt('score_matching')}" in training
+    assert f"the loss {tt('mystery_loss')}" in training and tt("tm_score") in training
+    main = str(files["paper/main.tex"])
+    assert ": an attention-based and convolutional network for text-to-text protein folding," in main
+    assert tt("std.bio.mystery_net") in str(files["paper/sections/abstract.tex"])
+    assert "pipeline_tag" not in str(files["MODEL_CARD.md"])  # no tag is guessed for an unknown task
+
+
+def test_other_operations_never_crash_on_new_primitives() -> None:
+    from metagen_backends.latex.equations import component_equations, other_operations
+    from metagen_backends.latex.escape import tt
+
+    new = ["conv1d", "conv3d", "groupnorm", "lstm", "gru", "cross_attention", "scatter_add", "mamba_scan"]
+    ops: dict[str, list[dict[str, Any]]] = {op: [{}] for op in new}
+    ops["sdpa"] = [{"causal": True}]  # an attention node without head counts must not crash either
+    eqs = component_equations(ops, {"std.moe.router", "std.unet.down_block"}, tied=False)
+    assert [e.title for e in eqs] == ["Attention"]
+    covered = {op for e in eqs for op in e.ops}
+    text = other_operations(ops, covered)
+    for op in new:
+        assert f"\\item {tt(op)}: " in text, op
+    assert tt("sdpa") not in text
+    assert other_operations({"add": [{}]}, {"add"}) == ""
 
 
 # ------------------------------------------------------------------ escaping, without TeX

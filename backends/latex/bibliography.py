@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 
 from .context import Paper
+from .equations import is_grouped_query
 
 __all__ = ["database", "bib_for", "related_work"]
 
@@ -79,9 +80,8 @@ def related_work(p: Paper) -> str:
         ("gelu" in ops, "the GELU non-linearity", ("hendrycks2016gaussian",)),
         ("swiglu" in short, "gated (SwiGLU) MLPs", ("shazeer2020glu",)),
         ("rope" in ops, "rotary position embeddings", ("su2021roformer",)),
-        (any(0 < int(a.get("kv_heads") or a["heads"]) < int(a["heads"]) for a in ops.get("sdpa", [])),
-         "grouped-query attention", ("ainslie2023gqa",)),
-        (any(int(a.get("kv_heads") or 0) == 1 < int(a["heads"]) for a in ops.get("sdpa", [])),
+        (any(is_grouped_query(a) for a in ops.get("sdpa", [])), "grouped-query attention", ("ainslie2023gqa",)),
+        (any(int(a.get("kv_heads") or 0) == 1 < int(a.get("heads") or 0) for a in ops.get("sdpa", [])),
          "multi-query attention", ("shazeer2019fast",)),
         (p.tied(), "tied input and output embeddings", ("press2017using",)),
         ("relu" in ops, "rectified linear units", ("nair2010rectified",)),

@@ -22,6 +22,20 @@ KNOWN_FAMILIES = {
     "std.vision.resnet": "residual convolutional network",
 }
 
+_RECURRENT = frozenset({"lstm", "gru", "rnn"})
+_FEED_FORWARD = frozenset({
+    "linear", "layernorm", "rmsnorm", "batchnorm", "embedding", "pos_embedding", "gelu", "relu", "silu", "tanh",
+    "sigmoid", "softmax", "dropout", "identity", "flatten", "transpose", "select", "mean", "add", "sub", "mul", "split",
+})
+
+
+def _tags(op: str) -> frozenset[str]:
+    from metagen_compiler.primitives import PRIMITIVES
+
+    prim = PRIMITIVES.get(op)
+    return prim.tags if prim is not None else frozenset()
+
+
 _TASK_WORDS = {
     "generation": "generation", "classification": "classification", "regression": "regression",
     "embedding": "embedding", "object_detection": "object detection", "time_series_forecast": "forecasting",
@@ -71,11 +85,20 @@ class Paper:
         if fam in KNOWN_FAMILIES:
             return KNOWN_FAMILIES[fam]
         kinds = []
-        if "sdpa" in self.ops:
+        if any("attention" in _tags(op) or "attention" in op or op == "sdpa" for op in self.ops):
             kinds.append("attention-based")
-        if "conv2d" in self.ops:
+        if any(op.startswith("conv") for op in self.ops):
             kinds.append("convolutional")
-        return (" and ".join(kinds) or "feed-forward") + " network"
+        if any(op in _RECURRENT for op in self.ops):
+            kinds.append("recurrent")
+        if not kinds:  # "feed-forward" only when every op is one known to be feed-forward
+            return ("feed-forward" if set(self.ops) <= _FEED_FORWARD else "neural") + " network"
+        return " and ".join(kinds) + " network"
+
+    def a_family(self) -> str:
+        """`a decoder-only transformer`, `an attention-based network`."""
+        words = self.family_words()
+        return ("an " if words[:1].lower() in "aeiou" else "a ") + words
 
     def family_ref(self) -> str:
         fam = tt(self.report["family"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .context import Paper
-from .equations import objective_equations
+from .equations import OBJECTIVE_NAMES, objective_equations
 from .escape import rm, tt
 from .figures import roofline_devices
 from .sections_core import _value, _words
@@ -262,9 +262,15 @@ def training(p: Paper) -> str:
                   if r["task"]["metrics"] else "")
                + ".")
     out.append("")
-    for eq in objective_equations(p.objectives(), r["task"]["name"]):
+    eqs = objective_equations(p.objectives(), r["task"]["name"])
+    for eq in eqs:
         cite = " " + p.cite(*eq.cites) if eq.cites else ""
         out += [f"\\paragraph{{{eq.title}{cite}.}} {eq.text}", ""]
+    unknown = [o for o in p.objectives() if o not in OBJECTIVE_NAMES]
+    if unknown:
+        out += [f"\\paragraph{{Other objectives.}} This paper has no loss equation for {_words([tt(o) for o in unknown])}; "
+                "the training run must define " + ("it" if len(unknown) == 1 else "them")
+                + ", and the paper states none.", ""]
     data = p.data_names()
     out.append("\\paragraph{Data.} " + (
         f"The specification names the training data {_words([tt(d) for d in data])}. The compiler does not read "
