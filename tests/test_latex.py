@@ -164,8 +164,21 @@ def _log_problems(log: str, blg: str) -> list[str]:
         if (line.startswith("!") or "undefined" in low or "citation" in low or "missing" in low
                 or re.search(r"File `[^']*' not found", line) or "LaTeX Error" in line or "runsystem" in line):
             bad.append(line)
+        m = re.match(r"Overfull \\[hv]box \(([\d.]+)pt too (wide|high)\)", line)
+        if m and float(m.group(1)) > 1.0:  # text running into the margin (or off the page)
+            bad.append(line)
     bad += [line for line in blg.splitlines() if line.startswith("Warning--") or "error message" in line]
     return bad
+
+
+def test_log_check_catches_what_a_reader_would_see() -> None:
+    log = ("Overfull \\hbox (0.3pt too wide) in paragraph at lines 3--4\n"
+           "Overfull \\hbox (24.5pt too wide) in alignment at lines 9--20\n"
+           "LaTeX Warning: Reference `tab:x' on page 2 undefined on input line 7.\n"
+           "LaTeX Warning: Citation `foo' on page 1 undefined on input line 3.\n"
+           "! LaTeX Error: File `figures/x.pdf' not found.\n")
+    bad = _log_problems(log, "Warning--I didn't find a database entry for \"foo\"\n")
+    assert len(bad) == 5 and not any("0.3pt" in b for b in bad)
 
 
 @needs_tex
@@ -316,6 +329,9 @@ def _graph_value(graph: dict[str, Any], key: str) -> Any:
     if kind == "block.count":
         return next(m for m in graph["modules"] if m["path"] == arg)["args"]["n"]
     mine = [n for n in nodes if n["op"] != "input" and under(n["module"] or n["scope"], arg)]
+    if kind.startswith("block.own."):  # the nodes a block applies itself, outside its child modules
+        mine = [n for n in mine if (n["module"] or n["scope"]) == arg]
+        kind = "block." + kind.removeprefix("block.own.")
     if kind == "block.params":
         tied = {t["target"] for t in graph["ties"]}
         return sum(math.prod(s) for n in mine for w, s in n["weights"].items() if f"{n['module']}.{w}" not in tied)
@@ -395,6 +411,24 @@ def test_block_rows_sum_to_the_report(emitted: dict[str, Emitted]) -> None:
         assert sum(r.params for r in rows) == est["params"], key
         assert sum(r.flops for r in rows) == est["flops_forward"], key
         assert sum(r.flops_other for r in rows) == est["flops_other"], key
+
+
+def test_block_tables_add_up(emitted: dict[str, Emitted]) -> None:
+    """In every block table, a block's rows (children and its own operations) add up to the block."""
+    from metagen_backends.latex.blocks import Tree
+
+    checked = 0
+    for key in IDS:
+        tree = Tree(emitted[key].comp.graph)
+        groups = [(tree.row(s, 0), tree.inside(s), tree.own_row(s, 1)) for s in tree.top() if tree.children(s)]
+        groups += [(tree.row(r.first, 0), tree.inside(r.first), tree.own_row(r.first, 1))
+                   for r in tree.repeated() if r.first]
+        for block, kids, own in groups:
+            rows = kids + ([own] if own else [])
+            for field in ("params", "flops", "flops_other"):
+                assert sum(getattr(r, field) for r in rows) == getattr(block, field), (key, block.path, field)
+            checked += 1
+    assert checked >= 3 * len(IDS)
 
 
 def test_evaluation_prints_no_number_without_measurements(emitted: dict[str, Emitted]) -> None:

@@ -89,7 +89,8 @@ def related_work(p: Paper) -> str:
         if cond:
             comp.append(words + " " + p.cite(*keys))
     if comp:
-        paras.append("\\paragraph{Components.} The blocks combine " + _join(comp) + ".")
+        verb = "combine" if len(comp) > 1 else "use"
+        paras.append(f"\\paragraph{{Components.}} The blocks {verb} " + _join(comp) + ".")
 
     # -- objectives and task
     obj: list[str] = []
@@ -109,7 +110,7 @@ def related_work(p: Paper) -> str:
     if "reinforcement" in objectives:
         obj.append("Policy-gradient training follows REINFORCE " + p.cite("williams1992simple") + ".")
     if any("imagenet" in d.lower() for d in p.data_names()):
-        obj.append("The spec names ImageNet data " + p.cite("russakovsky2015imagenet") + ".")
+        obj.append("The specification names ImageNet " + p.cite("russakovsky2015imagenet") + " as its data.")
     if "autoregressive" in objectives or p.report["task"]["name"] == "generation":
         obj.append("Scaling studies relate a language model's loss to its parameters, data and compute "
                    + p.cite("kaplan2020scaling", "hoffmann2022training")

@@ -95,6 +95,18 @@ class Paper:
             return ("feed-forward" if set(self.ops) <= _FEED_FORWARD else "neural") + " network"
         return " and ".join(kinds) + " network"
 
+    def mm_words(self) -> str:
+        """What the exact FLOP count of this model consists of: `matrix products and convolutions`."""
+        kinds = [w for w, c in (
+            ("matrix products", any(op == "linear" or ("mm" in _tags(op) and not op.startswith("conv")
+                                                        and "attention" not in _tags(op)) for op in self.ops)),
+            ("convolutions", any(op.startswith("conv") for op in self.ops)),
+            ("attention", any(op == "sdpa" or "attention" in _tags(op) for op in self.ops)),
+        ) if c]
+        if not kinds:
+            return "matrix products, convolutions and attention (this model has none)"
+        return kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+
     def a_family(self) -> str:
         """`a decoder-only transformer`, `an attention-based network`."""
         words = self.family_words()

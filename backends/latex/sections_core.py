@@ -33,6 +33,7 @@ def main_tex(p: Paper) -> str:
         "\\usepackage{booktabs,tabularx,array}",
         "\\usepackage{graphicx}",
         "\\usepackage{adjustbox}",
+        "\\usepackage[section]{placeins}",
         "\\usepackage{tikz}",
         "\\usetikzlibrary{arrows.meta,fit,calc,shapes.geometric}",
         "\\usepackage[numbers,sort&compress]{natbib}",
@@ -90,7 +91,19 @@ def _type_cell(p: Paper, r: BlockRow) -> str:
     return tt(short_target(r.target))
 
 
+def _own_line(p: Paper, r: BlockRow, indent: str) -> str:
+    """The operations a block applies outside its children: weightless, their FLOPs from the graph."""
+    params = p.ledger.count(f"block.own.params:{r.path}", r.params, source="graph")
+    flops = p.ledger.si(f"block.own.flops:{r.path}", r.flops, source="graph")
+    other = p.ledger.si(f"block.own.flops_other:{r.path}", r.flops_other, source="graph", basis="estimate")
+    ops = r.target.split(", ")
+    kinds = ", ".join(tt(o) for o in ops[:3]) + (", \\dots" if len(ops) > 3 else "")
+    return f"{indent}\\emph{{own operations}} & {kinds} & -- & {params} & {flops} & {other} \\\\"
+
+
 def _block_line(p: Paper, r: BlockRow, path_text: str) -> str:
+    if r.kind == "own":
+        return _own_line(p, r, path_text)
     params = p.ledger.count(f"block.params:{r.path}", r.params, source="graph")
     if r.tied:
         params += "$^{\\dagger}$"
@@ -103,7 +116,7 @@ def block_table(p: Paper, rows: list[BlockRow], caption: str, label: str, total:
                 rel_to: str = "") -> str:
     """Rows with their output shape, parameters and FLOPs; paths relative to `rel_to` when given."""
     lines = [
-        "\\begin{table}[tp]",
+        "\\begin{table}[htbp]",
         "\\centering\\small",
         f"\\caption{{{caption}}}",
         f"\\label{{{label}}}",
@@ -116,7 +129,7 @@ def block_table(p: Paper, rows: list[BlockRow], caption: str, label: str, total:
     for r in rows:
         indent = "\\quad " * r.depth if not rel_to else ""
         path = r.path[len(rel_to) + 1:] if rel_to and r.path.startswith(rel_to + ".") else r.path
-        lines.append(_block_line(p, r, indent + tt(path)))
+        lines.append(_block_line(p, r, indent if r.kind == "own" else indent + tt(path)))
         if r.tied and r.depth == 0:
             tied += r.tied
     if total:
@@ -143,8 +156,8 @@ def abstract(p: Paper) -> str:
         + (", and" if r.get("solve") and r["solve"]["unknowns"] else " and")
         + f" emitted a PyTorch module with {p.ledger.count('params')} parameters (exact count)"
         + _budget_clause(p) + ".",
-        f"A forward pass at the nominal input costs {p.ledger.si('flops_forward', unit='FLOP')} in matrix "
-        "products, convolutions and attention (exact count)"
+        f"A forward pass at the nominal input costs {p.ledger.si('flops_forward', unit='FLOP')} in "
+        f"{p.mm_words()} (exact count)"
         + (f"; at batch {p.ledger.count('latency.batch')} it is estimated to take "
            f"{p.ledger.seconds(f'latency.seconds.{lat_dev}.fp32')} in fp32 on "
            f"the {tt(lat_dev)} device class (roofline estimate, not measured)" if lat_dev else "") + ".",
@@ -251,6 +264,8 @@ def method(p: Paper) -> str:
         inner = p.tree.inside(rep.first)
         if not inner:
             continue
+        own = p.tree.own_row(rep.first, 1)
+        inner += [own] if own is not None else []
         first = p.tree.row(rep.first, 0)
         tot = ["\\textbf{One block}", "", shape_text(p, first.out_node),
                p.ledger.count(f"block.params:{first.path}", first.params, source="graph"),
@@ -293,7 +308,7 @@ def _dims_table(p: Paper) -> str:
     r = p.report
     solved = set((r.get("solve") or {}).get("unknowns") or [])
     lines = [
-        "\\begin{table}[tp]",
+        "\\begin{table}[htbp]",
         "\\centering\\small",
         "\\caption{Family parameters as compiled, with the source of each value.}",
         "\\label{tab:dims}",

@@ -81,7 +81,7 @@ def block_graph(p: Paper) -> str:
     tree = p.tree
     lines = [
         "% The block graph, generated from the module tree by metagenc (labels escaped).",
-        "\\begin{figure}[tp]",
+        "\\begin{figure}[htbp]",
         "\\centering",
         "\\begin{adjustbox}{max width=\\linewidth, max totalheight=0.78\\textheight}",
         "\\begin{tikzpicture}[",
