@@ -545,3 +545,15 @@ def test_model_card(key: str, emitted: dict[str, Emitted]) -> None:
         assert meta["license"] == "mit"
         prose = re.sub(r"(`+).*?\1", "", card.split("---\n", 2)[2])  # code spans are literal in Markdown
         assert "<" not in prose  # no raw HTML from the spec
+
+
+def test_parameters_the_model_does_not_use_are_marked(emitted: dict[str, Emitted]) -> None:
+    """A decoder compiled for generation does not read `num_classes` (only its classification head does)."""
+    from metagen_backends.latex.escape import tt
+
+    method = str(emitted["gpt2"].files["paper/sections/method.tex"])
+    assert tt("num_classes") + "$^{*}$ &" in method
+    assert f"read only by the family's {tt('classification')} head" in method
+    assert tt("vocab") + " &" in method  # read by the encoder and the head: not marked
+    for key in ("resnet50", "vit_b_16"):  # classifiers read num_classes
+        assert "$^{*}$" not in str(emitted[key].files["paper/sections/method.tex"]), key

@@ -317,10 +317,18 @@ def _dims_table(p: Paper) -> str:
         "Parameter & Value & Source \\\\",
         "\\midrule",
     ]
+    unused = p.unused_dims()
     for k, v in r["dims"].items():
         source = "solved" if k in solved else (p.spec.bindings[k].source if k in p.spec.bindings else "")
-        lines.append(f"{tt(k)} & {_value(p, f'dims.{k}', v)} & {_source_words(source)} \\\\")
-    lines += ["\\bottomrule", "\\end{tabularx}", "\\end{table}", ""]
+        mark = "$^{*}$" if k in unused else ""
+        lines.append(f"{tt(k)}{mark} & {_value(p, f'dims.{k}', v)} & {_source_words(source)} \\\\")
+    lines += ["\\bottomrule", "\\end{tabularx}"]
+    if unused:
+        heads = sorted({t for ts in unused.values() for t in ts})
+        lines.append("\\par\\smallskip\\footnotesize $^{*}$ Not used by this model: read only by the family's "
+                     + _words([tt(t) for t in heads]) + " head" + ("s" if len(heads) > 1 else "")
+                     + ", which this specification's task does not instantiate.")
+    lines += ["\\end{table}", ""]
     return "\n".join(lines)
 
 
