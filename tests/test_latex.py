@@ -191,6 +191,21 @@ def test_paper_builds_cleanly(key: str, built: dict[str, Build]) -> None:
 
 
 @needs_tex
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_builds_without_latexmk(emitted: dict[str, Emitted], tmp_path: Path) -> None:
+    """The Makefile's other branch: pdflatex + bibtex + pdflatex twice, as on a TeX without latexmk."""
+    paper = tmp_path / "special_chars"
+    _write(paper, {k: v for k, v in emitted["special_chars"].files.items()})
+    r = subprocess.run(["make", "-s", "-C", str(paper / "paper"), "LATEXMK="], capture_output=True, text=True,
+                       errors="replace", timeout=240)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    log = (paper / "paper" / "main.log").read_text(errors="replace")
+    blg = (paper / "paper" / "main.blg").read_text(errors="replace")
+    assert _log_problems(log, blg) == [] and (paper / "paper" / "main.pdf").exists()
+    assert not (paper / "paper" / "main.fdb_latexmk").exists()  # latexmk did not run
+
+
+@needs_tex
 def test_page_counts_agree_with_the_pdf(emitted: dict[str, Emitted], built: dict[str, Build]) -> None:
     for key, b in built.items():
         pdf = emitted[key].dir / "paper" / "main.pdf"
@@ -453,6 +468,32 @@ def test_measurements_appear_with_their_provenance(emitted: dict[str, Emitted]) 
     assert f"\\mgnum[{entry['id']}]{{29.41}}" in text
     assert "run 7f3a" in text.replace("{\\char", "")
     assert "No model has been trained" not in str(files["paper/sections/abstract.tex"])
+    card = str(files["MODEL_CARD.md"])
+    meta = yaml.safe_load(card.split("---\n")[1])
+    result = meta["model-index"][0]["results"][0]
+    assert result["metrics"] == [{"type": "perplexity", "value": 29.41, "name": "perplexity"}]
+    assert result["dataset"] == {"name": "OpenWebText", "type": "OpenWebText", "split": "val"}
+    assert result["task"] == {"type": "text-generation"} and "run 7f3a" in result["source"]["name"]
+    assert "| `perplexity` | 29.41 | `OpenWebText / val` | `run 7f3a (train.py, commit abc123)` |" in card
+    assert "Not evaluated" not in card and "Untrained" not in card
+
+
+def test_calibrated_estimator_error_is_printed_as_a_measurement(emitted: dict[str, Emitted]) -> None:
+    from metagen_backends.latex import build_paper
+
+    e = emitted["gpt2"]
+    report = json.loads(str(e.files["report.json"]))
+    report["latency"]["calibration"] = {"consumer_gpu": {"relative_error": 0.183, "source": "calibrate run 12"}}
+    files = build_paper(e.comp, report)
+    prov = json.loads(str(files["paper/provenance.json"]))["numbers"]
+    entries = [n for n in prov if n["key"] == "latency.calibration.consumer_gpu.relative_error"]
+    assert entries and all(n["basis"] == "measurement" and n["text"] == "18.30" for n in entries)
+    for sec in ("complexity", "limitations"):
+        text = str(files[f"paper/sections/{sec}.tex"])
+        assert "\\mgnum[" in text and "{18.30}\\,\\%" in text and "has not been calibrated" not in text, sec
+    card = str(files["MODEL_CARD.md"])
+    assert "measured relative error: 18.30% on `consumer_gpu` (calibrate run 12)" in card
+    assert "not calibrated" in str(e.files["MODEL_CARD.md"])
 
 
 # ------------------------------------------------------------------ determinism, goldens, model card
