@@ -478,6 +478,28 @@ def test_measurements_appear_with_their_provenance(emitted: dict[str, Emitted]) 
     assert "Not evaluated" not in card and "Untrained" not in card
 
 
+def test_limitations_list_unmet_constraints_fallbacks_and_warnings(emitted: dict[str, Emitted]) -> None:
+    from metagen_backends.latex import build_paper
+    from metagen_backends.latex.escape import tt
+
+    e = emitted["gpt2"]
+    report = json.loads(str(e.files["report.json"]))
+    lat = next(i for i, c in enumerate(report["constraints"]) if c["kind"] == "latency")
+    report["constraints"][lat]["status"] = "violated"
+    report["constraints"].append({"kind": "memory", "op": "<=", "value": "2GB", "device": None,
+                                  "basis": "estimate", "status": "not-checked"})
+    msg = "modality `lidar_50%` is unknown; using `3d` \\input{x}"
+    report["warnings"] = [{"code": "W001", "message": msg}, {"code": "W002", "message": "latency is an estimate"}]
+    lim = str(build_paper(e.comp, report)["paper/sections/limitations.tex"])
+    actual = json.loads(str(e.files["report.json"]))["constraints"][lat]["actual"]
+    assert "\\item Unmet constraint: " + tt("latency < 50ms on consumer_gpu") in lim
+    assert "{7.664}\\,ms (estimate)" in lim and f"{actual * 1e3:.3f}" == "7.664"
+    assert "\\item Not checked: " + tt("memory <= 2GB") in lim
+    assert f"\\item Fallback taken ({tt('W001')}), as the compiler reported it: {tt(msg)}" in lim
+    assert f"\\item Compiler warning {tt('W002')}, as reported: {tt('latency is an estimate')}" in lim
+    assert "raised no warning" not in lim and "Every checked constraint holds" not in lim
+
+
 def test_calibrated_estimator_error_is_printed_as_a_measurement(emitted: dict[str, Emitted]) -> None:
     from metagen_backends.latex import build_paper
 
