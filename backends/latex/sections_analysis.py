@@ -164,9 +164,13 @@ def _device_table(p: Paper) -> str:
     return "\n".join(lines)
 
 
-def _calibration(p: Paper) -> str:
+def _calibrated(p: Paper) -> list[tuple[str, dict[str, Any]]]:
     cal = p.report["latency"].get("calibration") or {}
-    known = [(d, c) for d, c in cal.items() if isinstance(c, dict) and isinstance(c.get("relative_error"), float)]
+    return [(d, c) for d, c in cal.items() if isinstance(c, dict) and isinstance(c.get("relative_error"), float)]
+
+
+def _calibration(p: Paper) -> str:
+    known = _calibrated(p)
     if not known:
         return ("The estimator has not been calibrated against measurements on these device classes, so its error "
                 "is unknown; read the latencies as the order of magnitude the device profiles imply.")
@@ -379,7 +383,9 @@ def limitations(p: Paper) -> str:
                      "constraints and the family's preferences, not for quality: no alternative was trained.")
     items += [
         "\\item Latency and activation memory are estimates from device profiles and tensor sizes; "
-        "\\emph{other FLOPs} are a per-element estimate. " + _calibration(p),
+        "\\emph{other FLOPs} are a per-element estimate. "
+        + (_calibration(p) if _calibrated(p) else "The latency estimator is uncalibrated on every device class "
+           "(Section~\\ref{sec:complexity}), so its error is unknown."),
         "\\item The model has not been trained: the paper contains no measured quality, and nothing in it "
         "shows how well the architecture performs its task.",
     ]
