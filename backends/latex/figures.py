@@ -241,7 +241,7 @@ def draw_figures(p: Paper) -> dict[str, bytes]:
             rows, [("parameters", [float(r.params) for r in rows], _BLUE)], "parameters (exact count)",
             "Parameters per block"),
         "figures/flops_per_block.pdf": _bars(
-            rows, [("matmul, conv, attention (exact count)", [float(r.flops) for r in rows], _BLUE),
+            rows, [(f"{p.mm_words()} (exact count)", [float(r.flops) for r in rows], _BLUE),
                    ("other ops (estimate)", [float(r.flops_other) for r in rows], _ORANGE)],
             "forward FLOPs at the nominal input", "Forward FLOPs per block"),
     }
