@@ -187,7 +187,7 @@ def test_paper_builds_cleanly(key: str, built: dict[str, Build]) -> None:
     b = built[key]
     assert b.rc == 0, b.output[-3000:]
     assert _log_problems(b.log, b.blg) == []
-    assert 3 <= b.pages <= 30
+    assert 5 <= b.pages <= 20  # every example is 9-11 pages: an empty section or a runaway table shows here
 
 
 @needs_tex
@@ -551,7 +551,7 @@ def test_figures_are_byte_identical_across_runs(emitted: dict[str, Emitted]) -> 
             assert b"CreationDate" not in data and b"ModDate" not in data
 
 
-@pytest.mark.parametrize("key", ["gpt2", "resnet50"])
+@pytest.mark.parametrize("key", ["gpt2", "resnet50", "special_chars"])
 def test_paper_sources_golden(key: str, emitted: dict[str, Emitted], text_snapshot) -> None:  # type: ignore[no-untyped-def]
     files = emitted[key].files
     names = ["paper/main.tex", *sorted(k for k in files if k.startswith("paper/sections/")),
