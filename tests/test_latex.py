@@ -187,7 +187,7 @@ def test_paper_builds_cleanly(key: str, built: dict[str, Build]) -> None:
     b = built[key]
     assert b.rc == 0, b.output[-3000:]
     assert _log_problems(b.log, b.blg) == []
-    assert 5 <= b.pages <= 20  # every example is 9-11 pages: an empty section or a runaway table shows here
+    assert 5 <= b.pages <= 20  # every example is 9-10 pages: an empty section or a runaway table shows here
 
 
 @needs_tex
