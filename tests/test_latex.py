@@ -84,7 +84,38 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Emitted]:
     d = root / "weird_name"
     _write(d, files)
     out["weird_name"] = Emitted(comp, d, files)
+    out["unknown_ops"] = _unknown_paper(root)
     return out
+
+
+UNKNOWN_DOC = "1-D convolution over (B, C, L): x_{c,t} * w^T, 50% of $ ~ & #."
+
+
+def _unknown_paper(root: Path) -> Emitted:
+    """tiny_story with everything the paper has no text for: a newly registered primitive (`conv1d`, with a
+    doc string full of specials), a primitive the registry lacks, an unknown block, task, objective and
+    family. The paper must describe them generically (the registry's doc string, no equation) and build."""
+    import dataclasses
+
+    from metagen_backends.latex import build_paper
+    from metagen_compiler.primitives import PRIMITIVES, Primitive
+    from metagen_compiler.report import build_report, jsonable
+
+    comp = compile_path(ROOT / "examples" / "tiny_story.msl")
+    report = json.loads(json.dumps(jsonable(build_report(comp, []))))
+    for _, d in comp.graph.g.nodes(data=True):
+        d["op"] = {"silu": "conv1d", "rope": "mystery_op"}.get(d["op"], d["op"])
+    comp.graph.modules = {k: dataclasses.replace(m, target="std.moe.expert_mix") if m.target == "std.layers.swiglu"
+                          else m for k, m in comp.graph.modules.items()}
+    comp.spec.objectives = ["score_matching"]
+    report["task"].update(name="protein_folding", loss="mystery_loss", metrics=["tm_score"])
+    report["family"], report["preset"] = "std.bio.mystery_net", None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRIMITIVES, "conv1d", Primitive("conv1d", (), UNKNOWN_DOC))
+        files = build_paper(comp, report)
+    d = root / "unknown_ops"
+    _write(d, files)
+    return Emitted(comp, d, files)
 
 
 # ------------------------------------------------------------------ building
@@ -133,17 +164,45 @@ def _log_problems(log: str, blg: str) -> list[str]:
         if (line.startswith("!") or "undefined" in low or "citation" in low or "missing" in low
                 or re.search(r"File `[^']*' not found", line) or "LaTeX Error" in line or "runsystem" in line):
             bad.append(line)
+        m = re.match(r"Overfull \\[hv]box \(([\d.]+)pt too (wide|high)\)", line)
+        if m and float(m.group(1)) > 1.0:  # text running into the margin (or off the page)
+            bad.append(line)
     bad += [line for line in blg.splitlines() if line.startswith("Warning--") or "error message" in line]
     return bad
 
 
+def test_log_check_catches_what_a_reader_would_see() -> None:
+    log = ("Overfull \\hbox (0.3pt too wide) in paragraph at lines 3--4\n"
+           "Overfull \\hbox (24.5pt too wide) in alignment at lines 9--20\n"
+           "LaTeX Warning: Reference `tab:x' on page 2 undefined on input line 7.\n"
+           "LaTeX Warning: Citation `foo' on page 1 undefined on input line 3.\n"
+           "! LaTeX Error: File `figures/x.pdf' not found.\n")
+    bad = _log_problems(log, "Warning--I didn't find a database entry for \"foo\"\n")
+    assert len(bad) == 5 and not any("0.3pt" in b for b in bad)
+
+
 @needs_tex
-@pytest.mark.parametrize("key", [*IDS, "weird_name"])
+@pytest.mark.parametrize("key", [*IDS, "weird_name", "unknown_ops"])
 def test_paper_builds_cleanly(key: str, built: dict[str, Build]) -> None:
     b = built[key]
     assert b.rc == 0, b.output[-3000:]
     assert _log_problems(b.log, b.blg) == []
-    assert 3 <= b.pages <= 30
+    assert 5 <= b.pages <= 20  # every example is 9-10 pages: an empty section or a runaway table shows here
+
+
+@needs_tex
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_builds_without_latexmk(emitted: dict[str, Emitted], tmp_path: Path) -> None:
+    """The Makefile's other branch: pdflatex + bibtex + pdflatex twice, as on a TeX without latexmk."""
+    paper = tmp_path / "special_chars"
+    _write(paper, {k: v for k, v in emitted["special_chars"].files.items()})
+    r = subprocess.run(["make", "-s", "-C", str(paper / "paper"), "LATEXMK="], capture_output=True, text=True,
+                       errors="replace", timeout=240)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    log = (paper / "paper" / "main.log").read_text(errors="replace")
+    blg = (paper / "paper" / "main.blg").read_text(errors="replace")
+    assert _log_problems(log, blg) == [] and (paper / "paper" / "main.pdf").exists()
+    assert not (paper / "paper" / "main.fdb_latexmk").exists()  # latexmk did not run
 
 
 @needs_tex
@@ -200,6 +259,48 @@ def test_special_characters_print_literally(key: str, emitted: dict[str, Emitted
         assert "\\input{/etc/passwd}" in plain
 
 
+# ------------------------------------------------------------------ what the paper has no text for
+def test_unknown_ops_blocks_tasks_and_objectives_get_generic_text(emitted: dict[str, Emitted]) -> None:
+    from metagen_backends.latex.escape import rm, tt
+
+    files = emitted["unknown_ops"].files
+    method = str(files["paper/sections/method.tex"])
+    other = method.split("\\paragraph{Other operations.}", 1)[1]
+    assert f"\\item {tt('conv1d')}: {rm(UNKNOWN_DOC)}" in other  # the registry's doc string, escaped
+    assert f"\\item {tt('mystery_op')}: no description in the compiler's primitive registry." in other
+    assert f"\\item {tt('mul')}: {rm('Elementwise product (gating).')}" in other  # SwiGLU's mul, no longer covered
+    assert "\\begin{equation" not in other and not re.search(r"(?<!\\)\$", other)  # no invented formula
+    assert tt("dropout") in other and tt("split") in other  # plumbing is named, not described
+    for gone in ("SwiGLU", "SiLU", "Rotary", "rotary"):  # the renamed ops and block lose their equations
+        assert gone not in method, gone
+    assert "\\paragraph{Attention" in method and "RMS normalisation" in method  # the known ones keep theirs
+    assert tt("expert_mix") in method  # the unknown block is listed by name in the tables
+    training = str(files["paper/sections/training.tex"])
+    assert f"no loss equation for {tt('score_matching')}" in training
+    assert f"the loss {tt('mystery_loss')}" in training and tt("tm_score") in training
+    main = str(files["paper/main.tex"])
+    assert ": an attention-based and convolutional network for text-to-text protein folding," in main
+    assert tt("std.bio.mystery_net") in str(files["paper/sections/abstract.tex"])
+    assert "pipeline_tag" not in str(files["MODEL_CARD.md"])  # no tag is guessed for an unknown task
+
+
+def test_other_operations_never_crash_on_new_primitives() -> None:
+    from metagen_backends.latex.equations import component_equations, other_operations
+    from metagen_backends.latex.escape import tt
+
+    new = ["conv1d", "conv3d", "groupnorm", "lstm", "gru", "cross_attention", "scatter_add", "mamba_scan"]
+    ops: dict[str, list[dict[str, Any]]] = {op: [{}] for op in new}
+    ops["sdpa"] = [{"causal": True}]  # an attention node without head counts must not crash either
+    eqs = component_equations(ops, {"std.moe.router", "std.unet.down_block"}, tied=False)
+    assert [e.title for e in eqs] == ["Attention"]
+    covered = {op for e in eqs for op in e.ops}
+    text = other_operations(ops, covered)
+    for op in new:
+        assert f"\\item {tt(op)}: " in text, op
+    assert tt("sdpa") not in text
+    assert other_operations({"add": [{}]}, {"add"}) == ""
+
+
 # ------------------------------------------------------------------ escaping, without TeX
 def test_escaping_leaves_no_active_character() -> None:
     from metagen_backends.latex.escape import rm, tt
@@ -243,6 +344,9 @@ def _graph_value(graph: dict[str, Any], key: str) -> Any:
     if kind == "block.count":
         return next(m for m in graph["modules"] if m["path"] == arg)["args"]["n"]
     mine = [n for n in nodes if n["op"] != "input" and under(n["module"] or n["scope"], arg)]
+    if kind.startswith("block.own."):  # the nodes a block applies itself, outside its child modules
+        mine = [n for n in mine if (n["module"] or n["scope"]) == arg]
+        kind = "block." + kind.removeprefix("block.own.")
     if kind == "block.params":
         tied = {t["target"] for t in graph["ties"]}
         return sum(math.prod(s) for n in mine for w, s in n["weights"].items() if f"{n['module']}.{w}" not in tied)
@@ -324,6 +428,24 @@ def test_block_rows_sum_to_the_report(emitted: dict[str, Emitted]) -> None:
         assert sum(r.flops_other for r in rows) == est["flops_other"], key
 
 
+def test_block_tables_add_up(emitted: dict[str, Emitted]) -> None:
+    """In every block table, a block's rows (children and its own operations) add up to the block."""
+    from metagen_backends.latex.blocks import Tree
+
+    checked = 0
+    for key in IDS:
+        tree = Tree(emitted[key].comp.graph)
+        groups = [(tree.row(s, 0), tree.inside(s), tree.own_row(s, 1)) for s in tree.top() if tree.children(s)]
+        groups += [(tree.row(r.first, 0), tree.inside(r.first), tree.own_row(r.first, 1))
+                   for r in tree.repeated() if r.first]
+        for block, kids, own in groups:
+            rows = kids + ([own] if own else [])
+            for field in ("params", "flops", "flops_other"):
+                assert sum(getattr(r, field) for r in rows) == getattr(block, field), (key, block.path, field)
+            checked += 1
+    assert checked >= 3 * len(IDS)
+
+
 def test_evaluation_prints_no_number_without_measurements(emitted: dict[str, Emitted]) -> None:
     for key in IDS:
         text = str(emitted[key].files["paper/sections/evaluation.tex"])
@@ -346,6 +468,54 @@ def test_measurements_appear_with_their_provenance(emitted: dict[str, Emitted]) 
     assert f"\\mgnum[{entry['id']}]{{29.41}}" in text
     assert "run 7f3a" in text.replace("{\\char", "")
     assert "No model has been trained" not in str(files["paper/sections/abstract.tex"])
+    card = str(files["MODEL_CARD.md"])
+    meta = yaml.safe_load(card.split("---\n")[1])
+    result = meta["model-index"][0]["results"][0]
+    assert result["metrics"] == [{"type": "perplexity", "value": 29.41, "name": "perplexity"}]
+    assert result["dataset"] == {"name": "OpenWebText", "type": "OpenWebText", "split": "val"}
+    assert result["task"] == {"type": "text-generation"} and "run 7f3a" in result["source"]["name"]
+    assert "| `perplexity` | 29.41 | `OpenWebText / val` | `run 7f3a (train.py, commit abc123)` |" in card
+    assert "Not evaluated" not in card and "Untrained" not in card
+
+
+def test_limitations_list_unmet_constraints_fallbacks_and_warnings(emitted: dict[str, Emitted]) -> None:
+    from metagen_backends.latex import build_paper
+    from metagen_backends.latex.escape import tt
+
+    e = emitted["gpt2"]
+    report = json.loads(str(e.files["report.json"]))
+    lat = next(i for i, c in enumerate(report["constraints"]) if c["kind"] == "latency")
+    report["constraints"][lat]["status"] = "violated"
+    report["constraints"].append({"kind": "memory", "op": "<=", "value": "2GB", "device": None,
+                                  "basis": "estimate", "status": "not-checked"})
+    msg = "modality `lidar_50%` is unknown; using `3d` \\input{x}"
+    report["warnings"] = [{"code": "W001", "message": msg}, {"code": "W002", "message": "latency is an estimate"}]
+    lim = str(build_paper(e.comp, report)["paper/sections/limitations.tex"])
+    actual = json.loads(str(e.files["report.json"]))["constraints"][lat]["actual"]
+    assert "\\item Unmet constraint: " + tt("latency < 50ms on consumer_gpu") in lim
+    assert "{7.664}\\,ms (estimate)" in lim and f"{actual * 1e3:.3f}" == "7.664"
+    assert "\\item Not checked: " + tt("memory <= 2GB") in lim
+    assert f"\\item Fallback taken ({tt('W001')}), as the compiler reported it: {tt(msg)}" in lim
+    assert f"\\item Compiler warning {tt('W002')}, as reported: {tt('latency is an estimate')}" in lim
+    assert "raised no warning" not in lim and "Every checked constraint holds" not in lim
+
+
+def test_calibrated_estimator_error_is_printed_as_a_measurement(emitted: dict[str, Emitted]) -> None:
+    from metagen_backends.latex import build_paper
+
+    e = emitted["gpt2"]
+    report = json.loads(str(e.files["report.json"]))
+    report["latency"]["calibration"] = {"consumer_gpu": {"relative_error": 0.183, "source": "calibrate run 12"}}
+    files = build_paper(e.comp, report)
+    prov = json.loads(str(files["paper/provenance.json"]))["numbers"]
+    entries = [n for n in prov if n["key"] == "latency.calibration.consumer_gpu.relative_error"]
+    assert entries and all(n["basis"] == "measurement" and n["text"] == "18.30" for n in entries)
+    for sec in ("complexity", "limitations"):
+        text = str(files[f"paper/sections/{sec}.tex"])
+        assert "\\mgnum[" in text and "{18.30}\\,\\%" in text and "has not been calibrated" not in text, sec
+    card = str(files["MODEL_CARD.md"])
+    assert "measured relative error: 18.30% on `consumer_gpu` (calibrate run 12)" in card
+    assert "not calibrated" in str(e.files["MODEL_CARD.md"])
 
 
 # ------------------------------------------------------------------ determinism, goldens, model card
@@ -381,7 +551,7 @@ def test_figures_are_byte_identical_across_runs(emitted: dict[str, Emitted]) -> 
             assert b"CreationDate" not in data and b"ModDate" not in data
 
 
-@pytest.mark.parametrize("key", ["gpt2", "resnet50"])
+@pytest.mark.parametrize("key", ["gpt2", "resnet50", "special_chars"])
 def test_paper_sources_golden(key: str, emitted: dict[str, Emitted], text_snapshot) -> None:  # type: ignore[no-untyped-def]
     files = emitted[key].files
     names = ["paper/main.tex", *sorted(k for k in files if k.startswith("paper/sections/")),
@@ -438,3 +608,15 @@ def test_model_card(key: str, emitted: dict[str, Emitted]) -> None:
         assert meta["license"] == "mit"
         prose = re.sub(r"(`+).*?\1", "", card.split("---\n", 2)[2])  # code spans are literal in Markdown
         assert "<" not in prose  # no raw HTML from the spec
+
+
+def test_parameters_the_model_does_not_use_are_marked(emitted: dict[str, Emitted]) -> None:
+    """A decoder compiled for generation does not read `num_classes` (only its classification head does)."""
+    from metagen_backends.latex.escape import tt
+
+    method = str(emitted["gpt2"].files["paper/sections/method.tex"])
+    assert tt("num_classes") + "$^{*}$ &" in method
+    assert f"read only by the family's {tt('classification')} head" in method
+    assert tt("vocab") + " &" in method  # read by the encoder and the head: not marked
+    for key in ("resnet50", "vit_b_16"):  # classifiers read num_classes
+        assert "$^{*}$" not in str(emitted[key].files["paper/sections/method.tex"]), key

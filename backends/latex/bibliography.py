@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 
 from .context import Paper
+from .equations import is_grouped_query
 
 __all__ = ["database", "bib_for", "related_work"]
 
@@ -79,9 +80,8 @@ def related_work(p: Paper) -> str:
         ("gelu" in ops, "the GELU non-linearity", ("hendrycks2016gaussian",)),
         ("swiglu" in short, "gated (SwiGLU) MLPs", ("shazeer2020glu",)),
         ("rope" in ops, "rotary position embeddings", ("su2021roformer",)),
-        (any(0 < int(a.get("kv_heads") or a["heads"]) < int(a["heads"]) for a in ops.get("sdpa", [])),
-         "grouped-query attention", ("ainslie2023gqa",)),
-        (any(int(a.get("kv_heads") or 0) == 1 < int(a["heads"]) for a in ops.get("sdpa", [])),
+        (any(is_grouped_query(a) for a in ops.get("sdpa", [])), "grouped-query attention", ("ainslie2023gqa",)),
+        (any(int(a.get("kv_heads") or 0) == 1 < int(a.get("heads") or 0) for a in ops.get("sdpa", [])),
          "multi-query attention", ("shazeer2019fast",)),
         (p.tied(), "tied input and output embeddings", ("press2017using",)),
         ("relu" in ops, "rectified linear units", ("nair2010rectified",)),
@@ -89,7 +89,8 @@ def related_work(p: Paper) -> str:
         if cond:
             comp.append(words + " " + p.cite(*keys))
     if comp:
-        paras.append("\\paragraph{Components.} The blocks combine " + _join(comp) + ".")
+        verb = "combine" if len(comp) > 1 else "use"
+        paras.append(f"\\paragraph{{Components.}} The blocks {verb} " + _join(comp) + ".")
 
     # -- objectives and task
     obj: list[str] = []
@@ -109,7 +110,7 @@ def related_work(p: Paper) -> str:
     if "reinforcement" in objectives:
         obj.append("Policy-gradient training follows REINFORCE " + p.cite("williams1992simple") + ".")
     if any("imagenet" in d.lower() for d in p.data_names()):
-        obj.append("The spec names ImageNet data " + p.cite("russakovsky2015imagenet") + ".")
+        obj.append("The specification names ImageNet " + p.cite("russakovsky2015imagenet") + " as its data.")
     if "autoregressive" in objectives or p.report["task"]["name"] == "generation":
         obj.append("Scaling studies relate a language model's loss to its parameters, data and compute "
                    + p.cite("kaplan2020scaling", "hoffmann2022training")

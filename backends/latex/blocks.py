@@ -31,7 +31,7 @@ def _under(path: str, prefix: str) -> bool:
 @dataclass
 class BlockRow:
     path: str
-    kind: str  # block | primitive | list | slot
+    kind: str  # block | primitive | list | slot | own (a block's operations outside its children)
     target: str  # block qualname, primitive name, or the repeated block's qualname
     depth: int
     count: int  # instances (repeat lists), else 1
@@ -118,13 +118,33 @@ class Tree:
         return BlockRow(path, info.kind, info.target, depth, 1, self.params(path), mm, other, self.out_node(path),
                         self.tied(path))
 
+    def own_nodes(self, path: str) -> list[str]:
+        """The nodes a block applies itself, outside any child module (residual adds, activations, pooling)."""
+        return [n for n in self.nodes_under(path) if self.owner[n] == path]
+
+    def own_row(self, path: str, depth: int) -> BlockRow | None:
+        """A row for the nodes of `path` outside its children (kind `own`, target: their ops), so that a
+        block's rows add up to the block; None when there are none or they cost nothing."""
+        nodes = self.own_nodes(path)
+        mm = sum(int(self.ir.g.nodes[n].get("flops", 0)) for n in nodes)
+        other = sum(int(self.ir.g.nodes[n].get("flops_other", 0)) for n in nodes)
+        params = sum(math.prod(s) for n in nodes for s in self.ir.g.nodes[n].get("weights", {}).values())
+        if not nodes or not (mm or other or params) or not self.children(path):
+            return None
+        ops = list(dict.fromkeys(self.ir.g.nodes[n]["op"] for n in nodes))
+        return BlockRow(path, "own", ", ".join(ops), depth, len(nodes), params, mm, other, None)
+
     def overview(self) -> list[BlockRow]:
-        """Each top-level slot, then its direct children (repeat lists as one row)."""
+        """Each top-level slot, then its direct children (repeat lists as one row) and the slot's own
+        operations."""
         rows = []
         for slot in self.top():
             rows.append(self.row(slot, 0))
             for kid in self.children(slot):
                 rows.append(self.row(kid, 1))
+            own = self.own_row(slot, 1)
+            if own is not None:
+                rows.append(own)
         return rows
 
     def repeated(self) -> list[BlockRow]:

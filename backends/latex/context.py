@@ -22,6 +22,20 @@ KNOWN_FAMILIES = {
     "std.vision.resnet": "residual convolutional network",
 }
 
+_RECURRENT = frozenset({"lstm", "gru", "rnn"})
+_FEED_FORWARD = frozenset({
+    "linear", "layernorm", "rmsnorm", "batchnorm", "embedding", "pos_embedding", "gelu", "relu", "silu", "tanh",
+    "sigmoid", "softmax", "dropout", "identity", "flatten", "transpose", "select", "mean", "add", "sub", "mul", "split",
+})
+
+
+def _tags(op: str) -> frozenset[str]:
+    from metagen_compiler.primitives import PRIMITIVES
+
+    prim = PRIMITIVES.get(op)
+    return prim.tags if prim is not None else frozenset()
+
+
 _TASK_WORDS = {
     "generation": "generation", "classification": "classification", "regression": "regression",
     "embedding": "embedding", "object_detection": "object detection", "time_series_forecast": "forecasting",
@@ -71,11 +85,32 @@ class Paper:
         if fam in KNOWN_FAMILIES:
             return KNOWN_FAMILIES[fam]
         kinds = []
-        if "sdpa" in self.ops:
+        if any("attention" in _tags(op) or "attention" in op or op == "sdpa" for op in self.ops):
             kinds.append("attention-based")
-        if "conv2d" in self.ops:
+        if any(op.startswith("conv") for op in self.ops):
             kinds.append("convolutional")
-        return (" and ".join(kinds) or "feed-forward") + " network"
+        if any(op in _RECURRENT for op in self.ops):
+            kinds.append("recurrent")
+        if not kinds:  # "feed-forward" only when every op is one known to be feed-forward
+            return ("feed-forward" if set(self.ops) <= _FEED_FORWARD else "neural") + " network"
+        return " and ".join(kinds) + " network"
+
+    def mm_words(self) -> str:
+        """What the exact FLOP count of this model consists of: `matrix products and convolutions`."""
+        kinds = [w for w, c in (
+            ("matrix products", any(op == "linear" or ("mm" in _tags(op) and not op.startswith("conv")
+                                                        and "attention" not in _tags(op)) for op in self.ops)),
+            ("convolutions", any(op.startswith("conv") for op in self.ops)),
+            ("attention", any(op == "sdpa" or "attention" in _tags(op) for op in self.ops)),
+        ) if c]
+        if not kinds:
+            return "matrix products, convolutions and attention (this model has none)"
+        return kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+
+    def a_family(self) -> str:
+        """`a decoder-only transformer`, `an attention-based network`."""
+        words = self.family_words()
+        return ("an " if words[:1].lower() in "aeiou" else "a ") + words
 
     def family_ref(self) -> str:
         fam = tt(self.report["family"])
@@ -110,5 +145,55 @@ class Paper:
             return [f"{k}: {v}" for k, v in data.items()]
         return [str(data)]
 
+    def unused_dims(self) -> dict[str, list[str]]:
+        """Family parameters this model does not read: named only by heads of other tasks (a decoder's
+        `num_classes` in a generation model). Parameter -> the tasks of the heads that read it. Conservative:
+        a name that appears anywhere in the instantiated slots, ties, requirements, preferences or other
+        parameters' defaults counts as used."""
+        from metagen_compiler import ast as A
+
+        fam = self.spec.family.node
+        if not isinstance(fam, A.Family):
+            return {}
+        used: set[str] = set()
+        for slot in [*self.spec.encoders, self.spec.backbone, self.spec.head]:
+            if slot is not None:
+                used |= _names(slot.layer)
+        for part in (fam.ties, fam.prefers, fam.requires, fam.backbone, fam.encoders):
+            used |= _names(part)
+        for prm in fam.params:
+            used |= _names(prm.default) if hasattr(prm, "default") else set()
+        chosen = self.spec.head.key if self.spec.head is not None else None
+        out: dict[str, list[str]] = {}
+        for head in fam.heads:
+            if head.task.name == chosen:
+                continue
+            for n in sorted(_names(head.layer, idents=False)):
+                if n in self.report["dims"] and n not in used:
+                    out.setdefault(n, []).append(head.task.name)
+        return out
+
     def constraint_rows(self) -> list[tuple[int, dict[str, Any]]]:
         return list(enumerate(self.report["constraints"]))
+
+
+def _names(node: Any, idents: bool = True) -> set[str]:
+    """The one-part names an AST (or a tuple or list of them) refers to; with `idents`, every identifier
+    (labels and argument names too: more names count as used)."""
+    import dataclasses
+
+    from metagen_compiler import ast as A
+
+    out: set[str] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, A.Name):
+            out.add(n.parts[0])
+        elif idents and isinstance(n, A.Ident):
+            out.add(n.name)
+        elif isinstance(n, (tuple, list)):
+            stack.extend(n)
+        elif dataclasses.is_dataclass(n) and not isinstance(n, type):
+            stack.extend(getattr(n, f.name) for f in dataclasses.fields(n) if f.name != "span")
+    return out

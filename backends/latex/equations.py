@@ -11,7 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Equation", "component_equations", "objective_equations"]
+from metagen_compiler.primitives import PRIMITIVES
+
+from .escape import rm, tt
+
+__all__ = ["Equation", "component_equations", "objective_equations", "other_operations", "PLUMBING", "OBJECTIVE_NAMES",
+           "is_grouped_query"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,7 @@ class Equation:
     title: str
     text: str  # a sentence or two, then the display math
     cites: tuple[str, ...] = ()
+    ops: tuple[str, ...] = ()  # the primitive ops of the graph this equation describes
 
 
 Ops = dict[str, list[dict[str, Any]]]
@@ -26,6 +32,12 @@ Ops = dict[str, list[dict[str, Any]]]
 
 def _any(ops: Ops, op: str, pred: Callable[[dict[str, Any]], bool] = lambda a: True) -> bool:
     return any(pred(a) for a in ops.get(op, []))
+
+
+def is_grouped_query(a: dict[str, Any]) -> bool:
+    """Grouped-query attention: fewer key/value heads than query heads."""
+    heads = int(a.get("heads") or 0)
+    return 0 < int(a.get("kv_heads") or heads) < heads
 
 
 def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation]:
@@ -40,7 +52,7 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
         if tied:
             text += ("\nThe output projection reuses $E$ (tied weights), so the vocabulary matrix is stored and "
                      "counted once.")
-        out.append(Equation("Embedding", text, ("press2017using",) if tied else ()))
+        out.append(Equation("Embedding", text, ("press2017using",) if tied else (), ("embedding", "pos_embedding")))
     if "cls_token" in ops and "conv2d" in ops:
         out.append(Equation(
             "Patch embedding",
@@ -48,7 +60,7 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             "a learned class token is prepended and learned positions are added:\n"
             "\\begin{equation*}\n  h^{(0)} = [\\,x_{\\mathrm{cls}};\\ x^1_p W;\\ \\dots;\\ x^N_p W\\,] + P.\n"
             "\\end{equation*}",
-            ("dosovitskiy2021image",)))
+            ("dosovitskiy2021image",), ("cls_token", "pos_embedding")))
     if "conv2d" in ops:
         out.append(Equation(
             "Convolution",
@@ -56,14 +68,14 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             "\\begin{equation*}\n  y_{o,i,j} = b_o + \\sum_{c=1}^{C_{\\mathrm{in}}} \\sum_{u,v=0}^{k-1} "
             "W_{o,c,u,v}\\, x_{c,\\, s i + u - p,\\, s j + v - p},\n\\end{equation*}\n"
             "with stride $s$ and zero padding $p$; it costs $2 C_{\\mathrm{in}} k^2$ FLOPs per output element.",
-            ("lecun1998gradient",)))
+            ("lecun1998gradient",), ("conv2d",)))
     if "batchnorm" in ops:
         out.append(Equation(
             "Batch normalisation",
             "Per channel, with batch statistics in training and running averages at inference:\n"
             "\\begin{equation*}\n  \\mathrm{BN}(x) = \\gamma \\frac{x - \\mu_{\\mathcal{B}}}"
             "{\\sqrt{\\sigma^2_{\\mathcal{B}} + \\epsilon}} + \\beta.\n\\end{equation*}",
-            ("ioffe2015batch",)))
+            ("ioffe2015batch",), ("batchnorm",)))
     if "layernorm" in ops:
         out.append(Equation(
             "Layer normalisation",
@@ -72,17 +84,17 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             "\\frac{x - \\mu(x)}{\\sqrt{\\sigma^2(x) + \\epsilon}}"
             + (" + \\beta" if _any(ops, "layernorm", lambda a: bool(a.get("bias", True))) else "")
             + ".\n\\end{equation*}",
-            ("ba2016layer",)))
+            ("ba2016layer",), ("layernorm",)))
     if "rmsnorm" in ops:
         out.append(Equation(
             "RMS normalisation",
             "Rescaling by the root mean square only, without centring or bias:\n"
             "\\begin{equation*}\n  \\mathrm{RMSNorm}(x) = \\gamma \\odot \\frac{x}{\\sqrt{\\tfrac{1}{d}\\sum_i x_i^2 + "
             "\\epsilon}}.\n\\end{equation*}",
-            ("zhang2019root",)))
+            ("zhang2019root",), ("rmsnorm",)))
     if "sdpa" in ops:
         causal = _any(ops, "sdpa", lambda a: bool(a.get("causal")))
-        grouped = _any(ops, "sdpa", lambda a: 0 < int(a.get("kv_heads") or a["heads"]) < int(a["heads"]))
+        grouped = _any(ops, "sdpa", is_grouped_query)
         text = ("Scaled dot-product attention over $H$ heads of width $d_h = d/H$"
                 + (", with a causal mask ($M_{ij} = -\\infty$ for $j > i$, else 0)" if causal else "") + ":\n"
                 "\\begin{equation*}\n  \\mathrm{Attn}(Q, K, V) = \\mathrm{softmax}\\!\\left("
@@ -93,7 +105,7 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             text += (" Keys and values have fewer heads than queries (grouped-query attention): each key/value head "
                      "serves a group of query heads, which shrinks the key/value projections and cache.")
             cites += ("ainslie2023gqa",)
-        out.append(Equation("Attention", text, cites))
+        out.append(Equation("Attention", text, cites, ("sdpa",)))
     if "rope" in ops:
         out.append(Equation(
             "Rotary positions",
@@ -103,13 +115,13 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             "\\begin{pmatrix} \\cos t\\theta_i & -\\sin t\\theta_i \\\\ \\sin t\\theta_i & \\cos t\\theta_i "
             "\\end{pmatrix} \\begin{pmatrix} q_{2i} \\\\ q_{2i+1} \\end{pmatrix},\n\\end{equation*}\n"
             "so that $q'^{\\top}_t k'_s$ depends on $t - s$ only.",
-            ("su2021roformer",)))
+            ("su2021roformer",), ("rope",)))
     if "swiglu" in short:
         out.append(Equation(
             "Gated MLP (SwiGLU)",
             "\\begin{equation*}\n  \\mathrm{MLP}(x) = W_2\\left(\\mathrm{SiLU}(W_1 x) \\odot W_3 x\\right), \\qquad "
             "\\mathrm{SiLU}(z) = z\\,\\sigma(z).\n\\end{equation*}",
-            ("shazeer2020glu", "elfwing2018sigmoid")))
+            ("shazeer2020glu", "elfwing2018sigmoid"), ("silu", "mul")))
     if "gelu_mlp" in short or ("gelu" in ops and "swiglu" not in short):
         approx = _any(ops, "gelu", lambda a: str(a.get("approximate", "none")) == "tanh")
         gelu = ("\\tfrac{1}{2} z\\left(1 + \\tanh\\!\\left[\\sqrt{2/\\pi}\\,(z + 0.044715 z^3)\\right]\\right)"
@@ -119,9 +131,10 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             "A two-layer MLP with a GELU" + (" (tanh approximation)" if approx else "") + " non-linearity:\n"
             "\\begin{equation*}\n  \\mathrm{MLP}(x) = W_2\\,\\mathrm{GELU}(W_1 x + b_1) + b_2, \\qquad "
             f"\\mathrm{{GELU}}(z) = {gelu}.\n\\end{{equation*}}",
-            ("hendrycks2016gaussian",)))
+            ("hendrycks2016gaussian",), ("gelu",)))
     if "relu" in ops:
-        out.append(Equation("Rectifier", "$\\mathrm{ReLU}(z) = \\max(0, z)$, elementwise.", ("nair2010rectified",)))
+        out.append(Equation("Rectifier", "$\\mathrm{ReLU}(z) = \\max(0, z)$, elementwise.", ("nair2010rectified",),
+                            ("relu",)))
     if "maxpool2d" in ops or "global_avgpool" in ops:
         parts = []
         if "maxpool2d" in ops:
@@ -129,18 +142,19 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
         if "global_avgpool" in ops:
             parts.append("global average pooling $\\bar{x}_c = \\frac{1}{HW}\\sum_{i,j} x_{c,i,j}$ reduces each "
                          "channel to one value before the classifier")
-        out.append(Equation("Pooling", "; ".join(parts).capitalize() + "."))
+        out.append(Equation("Pooling", "; ".join(parts).capitalize() + ".", (), ("maxpool2d", "global_avgpool")))
     if "add" in ops:
         out.append(Equation(
             "Residual connections",
             "Blocks are wrapped in identity shortcuts, $x_{\\ell+1} = x_\\ell + F_\\ell(x_\\ell)$.",
-            ("he2016deep",)))
+            ("he2016deep",), ("add",)))
     if "linear" in ops:
         out.append(Equation(
             "Linear maps",
             "Every projection is $y = x W^{\\top} + b$ ($b$ where the layer has a bias); it costs "
             "$2\\, d_{\\mathrm{in}} "
-            "d_{\\mathrm{out}}$ FLOPs per row, the convention of the FLOP counts below."))
+            "d_{\\mathrm{out}}$ FLOPs per row, the convention of the FLOP counts in Table~\\ref{tab:blocks}.",
+            (), ("linear",)))
     return out
 
 
@@ -214,6 +228,9 @@ _OBJECTIVES: dict[str, Equation] = {
 }
 
 
+OBJECTIVE_NAMES = frozenset(_OBJECTIVES)
+
+
 def objective_equations(objectives: list[str], task: str) -> list[Equation]:
     """One equation per objective the spec names (the task's own loss when it names none)."""
     names = list(objectives) or ([task] if task in _OBJECTIVES else [])
@@ -223,3 +240,36 @@ def objective_equations(objectives: list[str], task: str) -> list[Equation]:
         if eq is not None and eq not in seen:
             seen.append(eq)
     return seen
+
+
+# Operations that only move or reshape data (or do nothing at inference): named, never described at length.
+PLUMBING = frozenset({"split", "flatten", "transpose", "select", "identity", "dropout"})
+
+
+def other_operations(ops: Ops, covered: set[str]) -> str:
+    """A paragraph naming the operations of the graph that no equation above describes, each with its
+    description from the compiler's primitive registry and no equation; "" when there are none.
+
+    This is what a primitive, block or family the paper has no text for gets: an honest, generic line,
+    never an invented formula."""
+    rest = [op for op in ops if op not in covered and op != "input"]
+    described = [op for op in rest if op not in PLUMBING]
+    plumbing = [op for op in rest if op in PLUMBING]
+    if not rest:
+        return ""
+    parts = []
+    if described:
+        items = []
+        for op in described:
+            prim = PRIMITIVES.get(op)
+            doc = prim.doc.strip() if prim is not None and prim.doc.strip() else ""
+            items.append(f"\\item {tt(op)}: " + (rm(doc) if doc else "no description in the compiler's primitive "
+                                                                      "registry."))
+        parts.append("The graph also applies operations for which this paper gives no equation; each is listed with "
+                     "its description from the compiler's primitive registry:\n\\begin{itemize}\n"
+                     + "\n".join(items) + "\n\\end{itemize}")
+    if plumbing:
+        parts.append(("The graph also" if not described else "It also") + " contains operations that only move, "
+                     "split or reshape tensors, or are the identity at inference: "
+                     + ", ".join(tt(op) for op in plumbing) + ".")
+    return "\\paragraph{Other operations.} " + "\n".join(parts)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from metagen_compiler.primitives import PRIMITIVES, subst_dim
+from metagen_compiler.primitives import subst_dim
 
 from .blocks import BlockRow, Tree, short_target
 from .context import Paper
@@ -91,6 +91,9 @@ def _bars(rows: list[BlockRow], series: list[tuple[str, list[float], str]], xlab
             ax.barh(ys, vals, left=left, color=color, label=name, height=0.6)
             left = [a + b for a, b in zip(left, vals, strict=True)]
         ax.set_yticks(ys, [bar_label(r) for r in rows])
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(_si_tick))  # 80M, not 8 with a detached "1e7"
         ax.set_xlabel(xlabel)
         if len(series) == 1:  # with two series the legend takes the title's place (the caption names the figure)
             ax.set_title(title, loc="left")
@@ -104,6 +107,14 @@ def _bars(rows: list[BlockRow], series: list[tuple[str, list[float], str]], xlab
         fig.subplots_adjust(left=min(0.6, label_in / width), right=0.97, bottom=0.55 / height,
                             top=1 - 0.35 / height)
         return _pdf(fig)
+
+
+def _si_tick(v: float, _pos: int) -> str:
+    """A tick label with an SI prefix: 0, 500k, 2.5M, 80M, 1.2G."""
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{prefix}"
+    return f"{v:.3g}"
 
 
 def _bytes_of(ir: Any, syms: dict[str, int]) -> dict[str, int]:
@@ -126,8 +137,8 @@ def op_intensity(p: Paper) -> list[tuple[str, float, float]]:
         d = ir.g.nodes[n]
         fl = float(d.get("flops", 0)) + float(d.get("flops_other", 0))
         moved = float(sum(sizes[str(t.node)] for t in ir.in_tensors(n)) + sizes[n])
-        if d.get("module"):
-            moved += 4.0 * sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values())
+        if d.get("module"):  # the node's own weight shapes, so an op the registry lacks cannot break the figure
+            moved += 4.0 * sum(math.prod(s) for s in d.get("weights", {}).values())
         a = acc.setdefault(d["op"], [0.0, 0.0])
         a[0] += fl
         a[1] += moved
@@ -164,10 +175,6 @@ def _roofline(p: Paper, device: str, prof: dict[str, Any], points: list[tuple[st
         peak32 = float(prof.get("fp32", 1e12)) * eff
         xs_ops = [f / b for _, f, b in points]
         ax.plot(xs_ops, [min(peak32, bw * x) for x in xs_ops], "o", color=_GREY, markersize=3, linestyle="none")
-        for i, (names, x) in enumerate(_clusters(points)):
-            y = min(peak32, bw * x)
-            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, -9 if i % 2 else 3),
-                        fontsize=6)
         tot_f = sum(f for _, f, _ in points)
         tot_b = sum(b for _, _, b in points)
         if tot_b > 0:
@@ -177,7 +184,8 @@ def _roofline(p: Paper, device: str, prof: dict[str, Any], points: list[tuple[st
 
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_ylim(bw * 0.01 / 2, max(peaks) * 4)
+        ax.set_xlim(0.01 / 1.5, 1e5 * 1.5)
+        ax.set_ylim(bw * 0.01 / 2, max(peaks) * 12)  # room for the legend above the roof
         ax.xaxis.set_major_locator(LogLocator(numticks=8))
         ax.yaxis.set_major_locator(LogLocator(numticks=6))
         ax.xaxis.set_minor_locator(NullLocator())
@@ -191,9 +199,33 @@ def _roofline(p: Paper, device: str, prof: dict[str, Any], points: list[tuple[st
             title = [title[0], title[1][:43] + "..."]
         ax.set_title("\n".join(title), fontsize=8)
         ax.grid(color="#eeeeee", linewidth=0.5)
-        ax.legend(loc="lower right", frameon=False, fontsize=5.5)
+        ax.legend(loc="upper left", frameon=False, fontsize=5.5)
         fig.subplots_adjust(left=0.19, bottom=0.16, right=0.97, top=0.9 if len(title) == 1 else 0.85)
+        # after the layout is fixed: labels are placed in points
+        _label_points(ax, fig, [(", ".join(names), x, min(peak32, bw * x)) for names, x in _clusters(points)])
         return _pdf(fig)
+
+
+def _label_points(ax: Any, fig: Any, labels: list[tuple[str, float, float]]) -> None:
+    """Labels below and right of their points (under the roof, which rises to the right), each moved down
+    until it clears the labels before it: no two labels overlap, however close their points are."""
+    to_pt = 72.0 / fig.dpi
+    placed: list[tuple[float, float, float]] = []  # x0, x1, top of each placed label, in points
+    size, line = 6.0, 7.5
+    for text, x, y in sorted(labels, key=lambda t: t[1]):
+        px, py = (v * to_pt for v in ax.transData.transform((x, y)))
+        x0, x1 = px + 3, px + 3 + 0.55 * size * len(text)
+        top = py - 3
+        moved = True
+        while moved:  # terminates: `top` only decreases, and there are finitely many labels to clear
+            moved = False
+            for a0, a1, atop in placed:
+                if a0 < x1 and x0 < a1 and atop - line < top < atop + line:
+                    top, moved = atop - line, True
+        placed.append((x0, x1, top))
+        ax.annotate(text, (x, y), xycoords="data", xytext=(x0 - px, top - py), textcoords="offset points",
+                    fontsize=size, va="top", ha="left",
+                    arrowprops={"arrowstyle": "-", "color": _GREY, "linewidth": 0.4} if py - top > 10 else None)
 
 
 def _pow10(v: float, _pos: int) -> str:
@@ -209,7 +241,7 @@ def draw_figures(p: Paper) -> dict[str, bytes]:
             rows, [("parameters", [float(r.params) for r in rows], _BLUE)], "parameters (exact count)",
             "Parameters per block"),
         "figures/flops_per_block.pdf": _bars(
-            rows, [("matmul, conv, attention (exact count)", [float(r.flops) for r in rows], _BLUE),
+            rows, [(f"{p.mm_words()} (exact count)", [float(r.flops) for r in rows], _BLUE),
                    ("other ops (estimate)", [float(r.flops_other) for r in rows], _ORANGE)],
             "forward FLOPs at the nominal input", "Forward FLOPs per block"),
     }

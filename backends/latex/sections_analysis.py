@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from metagen_compiler.catalog import CONSTRAINTS
+
 from .context import Paper
-from .equations import objective_equations
+from .equations import OBJECTIVE_NAMES, objective_equations
 from .escape import rm, tt
 from .figures import roofline_devices
 from .sections_core import _value, _words
@@ -32,6 +34,12 @@ def _dtype_words(label: str) -> str:
 
 def _actual(p: Paper, i: int, c: dict[str, Any]) -> str:
     if "actual" not in c or c["actual"] is None:
+        # a constraint that sets a family parameter (image_size = 224): the value the model was compiled with
+        kind = CONSTRAINTS.get(c["kind"])
+        dim = kind.binds if kind is not None else None
+        v = p.report["dims"].get(dim) if dim else None
+        if isinstance(v, int) and not isinstance(v, bool):
+            return p.ledger.count(f"dims.{dim}")
         return "--"
     key = f"constraints.{i}.actual"
     kind = c["kind"]
@@ -55,7 +63,7 @@ def _constraints_table(p: Paper) -> str:
     if not rows:
         return "The specification states no constraint.\n"
     lines = [
-        "\\begin{table}[tp]",
+        "\\begin{table}[htbp]",
         "\\centering\\small",
         "\\caption{Every constraint of the specification, checked against the compiled model. Exact constraints "
         "are errors when broken; constraints on estimates are warnings.}",
@@ -74,7 +82,7 @@ def _constraints_table(p: Paper) -> str:
 def _memory_table(p: Paper) -> str:
     mem = p.report["memory"]
     lines = [
-        "\\begin{table}[tp]",
+        "\\begin{table}[htbp]",
         "\\centering\\small",
         "\\caption{Memory of " + p.name + " at the nominal input, batch " + p.ledger.count("latency.batch")
         + ". Weights, gradients and optimizer state "
@@ -100,7 +108,7 @@ def _latency_table(p: Paper) -> str:
     for per in lat.values():
         dtypes += [d for d in per if d not in dtypes]
     lines = [
-        "\\begin{table}[tp]",
+        "\\begin{table}[htbp]",
         "\\centering\\small",
         "\\caption{Estimated forward latency at batch " + p.ledger.count("latency.batch")
         + " per device class (roofline estimate per graph node plus "
@@ -121,7 +129,7 @@ def _latency_table(p: Paper) -> str:
 
 def _device_table(p: Paper) -> str:
     lines = [
-        "\\begin{table}[tp]",
+        "\\begin{table}[htbp]",
         "\\centering\\small",
         "\\caption{Device profiles behind the estimates: published peak throughput and bandwidth; "
         "\\emph{efficiency} (the share of peak a kernel reaches) and the per-kernel overhead are assumptions "
@@ -156,9 +164,13 @@ def _device_table(p: Paper) -> str:
     return "\n".join(lines)
 
 
-def _calibration(p: Paper) -> str:
+def _calibrated(p: Paper) -> list[tuple[str, dict[str, Any]]]:
     cal = p.report["latency"].get("calibration") or {}
-    known = [(d, c) for d, c in cal.items() if isinstance(c, dict) and isinstance(c.get("relative_error"), float)]
+    return [(d, c) for d, c in cal.items() if isinstance(c, dict) and isinstance(c.get("relative_error"), float)]
+
+
+def _calibration(p: Paper) -> str:
+    known = _calibrated(p)
     if not known:
         return ("The estimator has not been calibrated against measurements on these device classes, so its error "
                 "is unknown; read the latencies as the order of magnitude the device profiles imply.")
@@ -182,7 +194,7 @@ def complexity(p: Paper) -> str:
         + "Figure~\\ref{fig:params} shows where the parameters sit.",
         "",
         _constraints_table(p),
-        "\\begin{figure}[tp]",
+        "\\begin{figure}[htbp]",
         "\\centering",
         "\\includegraphics[width=\\linewidth]{figures/params_per_block.pdf}",
         "\\caption{Parameters per block (exact counts from the graph), the rows of Table~\\ref{tab:blocks}.}",
@@ -192,17 +204,17 @@ def complexity(p: Paper) -> str:
         "\\subsection{FLOPs}",
         "",
         f"At the nominal input a forward pass costs {p.ledger.si('flops_forward', unit='FLOP')} "
-        f"({p.ledger.si('macs_forward', unit='MAC')}) in matrix products, convolutions and attention, an exact "
+        f"({p.ledger.si('macs_forward', unit='MAC')}) in {p.mm_words()}, an exact "
         f"count; normalisations, activations, softmax and additions add an estimated "
         f"{p.ledger.si('flops_other', unit='FLOP', basis='estimate')}. By the usual convention that a backward pass "
         f"costs twice the forward pass, one training step on one example costs "
         f"{p.ledger.si('flops_training', unit='FLOP', basis='convention')}. Figure~\\ref{{fig:flops}} breaks the "
         "forward FLOPs down by block.",
         "",
-        "\\begin{figure}[tp]",
+        "\\begin{figure}[htbp]",
         "\\centering",
         "\\includegraphics[width=\\linewidth]{figures/flops_per_block.pdf}",
-        "\\caption{Forward FLOPs per block at the nominal input: matrix products, convolutions and attention "
+        f"\\caption{{Forward FLOPs per block at the nominal input: {p.mm_words()} "
         "(exact count) and other operations (estimate).}",
         "\\label{fig:flops}",
         "\\end{figure}",
@@ -225,7 +237,7 @@ def complexity(p: Paper) -> str:
         _device_table(p),
     ]
     if devs:
-        out += ["\\begin{figure}[tp]", "\\centering"]
+        out += ["\\begin{figure}[htbp]", "\\centering"]
         for i, _dev in enumerate(devs, start=1):
             out.append(f"\\includegraphics[width=0.48\\linewidth]{{figures/roofline_{i}.pdf}}"
                        + ("\\hfill" if i % 2 else "\\par\\smallskip"))
@@ -262,9 +274,15 @@ def training(p: Paper) -> str:
                   if r["task"]["metrics"] else "")
                + ".")
     out.append("")
-    for eq in objective_equations(p.objectives(), r["task"]["name"]):
+    eqs = objective_equations(p.objectives(), r["task"]["name"])
+    for eq in eqs:
         cite = " " + p.cite(*eq.cites) if eq.cites else ""
         out += [f"\\paragraph{{{eq.title}{cite}.}} {eq.text}", ""]
+    unknown = [o for o in p.objectives() if o not in OBJECTIVE_NAMES]
+    if unknown:
+        out += [f"\\paragraph{{Other objectives.}} This paper has no loss equation for {_words([tt(o) for o in unknown])}; "
+                "the training run must define " + ("it" if len(unknown) == 1 else "them")
+                + ", and the paper states none.", ""]
     data = p.data_names()
     out.append("\\paragraph{Data.} " + (
         f"The specification names the training data {_words([tt(d) for d in data])}. The compiler does not read "
@@ -300,7 +318,7 @@ def evaluation(p: Paper) -> str:
             "Table~\\ref{tab:measured} lists the measured results that accompany this model. Each comes with its "
             "provenance: the run that produced it and the data it was measured on.",
             "",
-            "\\begin{table}[tp]", "\\centering\\small",
+            "\\begin{table}[htbp]", "\\centering\\small",
             "\\caption{Measured results, with their provenance.}", "\\label{tab:measured}",
             "\\begin{tabularx}{\\linewidth}{@{}l r l X@{}}", "\\toprule",
             "Metric & Value & Data & Source \\\\", "\\midrule",
@@ -365,7 +383,9 @@ def limitations(p: Paper) -> str:
                      "constraints and the family's preferences, not for quality: no alternative was trained.")
     items += [
         "\\item Latency and activation memory are estimates from device profiles and tensor sizes; "
-        "\\emph{other FLOPs} are a per-element estimate. " + _calibration(p),
+        "\\emph{other FLOPs} are a per-element estimate. "
+        + (_calibration(p) if _calibrated(p) else "The latency estimator is uncalibrated on every device class "
+           "(Section~\\ref{sec:complexity}), so its error is unknown."),
         "\\item The model has not been trained: the paper contains no measured quality, and nothing in it "
         "shows how well the architecture performs its task.",
     ]
@@ -377,7 +397,7 @@ def _meta_items(p: Paper, meta: dict[str, Any], prefix: str) -> list[str]:
     out = []
     for k, v in meta.items():
         if isinstance(v, dict) and v:
-            out += [f"\\item {tt(k)}:", "\\begin{itemize}", *_meta_items(p, v, f"{prefix}{k}."), "\\end{itemize}"]
+            out += [f"\\item {tt(k)}:", "\\begin{itemize}\\raggedright", *_meta_items(p, v, f"{prefix}{k}."), "\\end{itemize}"]
         else:
             out.append(f"\\item {tt(k)}: {_value(p, f'{prefix}{k}', v)}")
     return out
@@ -404,7 +424,7 @@ def appendix(p: Paper) -> str:
     ]
     meta = r.get("metadata") or {}
     if meta:
-        out += ["The specification's metadata, printed literally:", "\\begin{itemize}",
+        out += ["The specification's metadata, printed literally:", "\\begin{itemize}\\raggedright",
                 *_meta_items(p, meta, "metadata."), "\\end{itemize}", ""]
     else:
         out += ["The specification carries no metadata.", ""]

@@ -81,7 +81,7 @@ def block_graph(p: Paper) -> str:
     tree = p.tree
     lines = [
         "% The block graph, generated from the module tree by metagenc (labels escaped).",
-        "\\begin{figure}[tp]",
+        "\\begin{figure}[htbp]",
         "\\centering",
         "\\begin{adjustbox}{max width=\\linewidth, max totalheight=0.78\\textheight}",
         "\\begin{tikzpicture}[",
@@ -175,33 +175,121 @@ def _expanded(p: Paper, drawn: list[str]) -> tuple[str, str, bool] | None:
 
 
 def _detail(p: Paper, ids: dict[str, str], expanded: tuple[str, str, bool]) -> list[str]:
-    """The children of one unit, to the right of it, framed and titled."""
+    """The children of one unit, to the right of it, framed and titled, with the block's input and its
+    residual additions (drawn as $+$ nodes) so that shortcuts show as arrows around the children."""
     tree = p.tree
     unit, inst, is_list = expanded
-    kids = _column(tree.children(inst))
+    adds = [n for n in tree.own_nodes(inst) if tree.ir.g.nodes[n]["op"] == "add"]
+    items = sorted([*tree.children(inst), *adds], key=lambda u: (_first(tree, u), u))
+    kids = _column(items)
     out = [f"\\begin{{scope}}[shift={{($({ids[unit]})+(6.6,0)$)}}]"]
     names: list[str] = []
+    did: dict[str, str] = {}
     yy = 0.0
+    if adds:
+        out.append(f"\\node[font=\\scriptsize] (din) at (0,{yy + 0.9:.2f}) {{block input}};")
     for k in kids:
         if k is None:
             out.append(f"\\node at (0,{yy:.2f}) {{$\\vdots$}};")
+            yy -= 1.0
+            continue
+        nid = f"d{len(names) + 1}"
+        did[k] = nid
+        if k in adds:
+            out.append(f"\\node[draw, circle, inner sep=0pt, minimum size=4mm] ({nid}) at (0,{yy + 0.2:.2f}) {{$+$}};")
+            yy -= 0.6
         else:
-            nid = f"d{len(names) + 1}"
             out.append(f"\\node[unit, minimum width=4.2cm] ({nid}) at (0,{yy:.2f}) {{{_label(p, k, inst)}}};")
-            names.append(k)
-        yy -= 1.0
+            yy -= 1.0
+        names.append(k)
+    # the lane of the shortcut arrows: right of the widest box (footnotesize typewriter, about 0.19 cm a character)
+    widest = max((len(_plain_label(p, k, inst)) for k in names if k not in adds), default=0)
+    lane = max(2.1, 0.095 * widest + 0.2) + 0.5
+    out.append(f"\\coordinate (lane) at ({lane:.2f},0);")
     out.append("\\end{scope}")
     if names:
-        did = {k: f"d{i + 1}" for i, k in enumerate(names)}
         target = tree.ir.modules[inst].target
         title = (f"one {tt(short_target(target))} ({tt(inst)})" if is_list
                  else f"{tt(inst)}: {tt(short_target(target))}")
-        out.append(f"\\node[slot, fit=(d1) (d{len(names)}), label={{[font=\\scriptsize]north:{title}}}] (detail) {{}};")
-        for a, b in _edges(tree, names, inst):
-            ia, ib = int(did[a][1:]), int(did[b][1:])
-            if ib == ia + 1:
-                out.append(f"\\draw[flow] ({did[a]}) -- ({did[b]});")
+        top = "(din) (lane) " if adds else ""
+        out.append(f"\\node[slot, fit={top}(d1) (d{len(names)}), label={{[font=\\scriptsize]north:{title}}}] "
+                   "(detail) {};")
+        order = {k: i for i, k in enumerate(names)}
+        edges = _edges_with_nodes(tree, names, set(adds), inst)
+        if adds:
+            edges = [("in", k) for k in _entered(tree, names, set(adds), inst)] + edges
+        for a, b in edges:
+            src = "din" if a == "in" else did[a]
+            if (a == "in" and order[b] == 0) or (a != "in" and order[b] == order[a] + 1):
+                out.append(f"\\draw[flow] ({src}) -- ({did[b]});")
             else:
-                out.append(f"\\draw[skip] ({did[a]}.east) -- ++(0.5,0) |- ({did[b]}.east);")
+                out.append(f"\\draw[skip] ({src}.east) -- ({src}.east -| lane) |- ({did[b]}.east);")
         out.append(f"\\draw[dotted, thick, gray] ({ids[unit]}.east) -- (detail.west);")
+    return out
+
+
+def _plain_label(p: Paper, path: str, rel_to: str) -> str:
+    """The characters of a box's label, to estimate its width."""
+    info = p.tree.ir.modules.get(path)
+    name = path[len(rel_to) + 1:] if rel_to and path.startswith(rel_to + ".") else path
+    if info is None:
+        return name
+    if info.kind == "list":
+        r = p.tree.row(path, 1)
+        return f"{name}: {r.count}x {short_target(r.target)}"
+    return f"{name}: {short_target(info.target)}"
+
+
+def _first(tree: Tree, u: str) -> int:
+    """Position of a unit in the graph order: a node's own, or a module's first node."""
+    if u in tree.pos:
+        return tree.pos[u]
+    nodes = tree.nodes_under(u)
+    return tree.pos[nodes[0]] if nodes else len(tree.order)
+
+
+def _unit_map(tree: Tree, units: list[str], nodes: set[str]) -> dict[str, str]:
+    """Graph node -> unit, where a unit is a module path or (in `nodes`) a graph node of its own."""
+    out = {n: n for n in nodes}
+    paths = [u for u in units if u not in nodes]
+    out.update({n: u for n, u in _units_of(tree, paths).items() if n not in nodes})
+    return out
+
+
+def _edges_with_nodes(tree: Tree, units: list[str], nodes: set[str], scope: str) -> list[tuple[str, str]]:
+    """Like _edges, with some units being single graph nodes (residual additions)."""
+    unit = _unit_map(tree, units, nodes)
+    found: list[tuple[str, str]] = []
+    for src in units:
+        starts = [n for n in tree.order if unit.get(n) == src]
+        found += [(src, d) for d in _reach(tree, starts, unit, scope) if d != src and (src, d) not in found]
+    return found
+
+
+def _entered(tree: Tree, units: list[str], nodes: set[str], scope: str) -> list[str]:
+    """The units that read the block's input (directly or through weightless operations of the block)."""
+    unit = _unit_map(tree, units, nodes)
+    inside = set(tree.nodes_under(scope))
+    starts = sorted({m for n in inside for m in tree.ir.g.predecessors(n) if m not in inside},
+                    key=lambda m: tree.pos.get(m, -1))
+    return _reach(tree, starts, unit, scope)
+
+
+def _reach(tree: Tree, starts: list[str], unit: dict[str, str], scope: str) -> list[str]:
+    """The units first reached from `starts` along graph edges, through nodes of `scope` in no unit."""
+    seen = set(starts)
+    queue = deque(starts)
+    out: list[str] = []
+    while queue:
+        n = queue.popleft()
+        for m in tree.ir.g.successors(n):
+            if m in seen:
+                continue
+            seen.add(m)
+            dst = unit.get(m)
+            if dst is not None:
+                if dst not in out:
+                    out.append(dst)
+            elif tree.owner.get(m, "") == scope or tree.owner.get(m, "").startswith(scope + "."):
+                queue.append(m)
     return out
