@@ -85,6 +85,7 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "vit": (("image", "vision.vit"),),
     "cnn": (("image", "vision.resnet"),),
     "resnet": (("image", "vision.resnet"),),
+    "convnext": (("image", "vision.convnext"),),
     "gpt": (("text", "transformer.decoder"),),
     "decoder": (("text", "transformer.decoder"),),
 }

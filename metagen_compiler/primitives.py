@@ -289,6 +289,29 @@ def _binary_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [tuple(p if isinstance(p, int) else q for p, q in zip(x, y))]
 
 
+def _permute_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, dims = s[0], a["dims"]
+    if sorted(dims) != list(range(len(x))):
+        raise ShapeError(f"permutation {fmt_shape(dims)} does not order the {len(x)} dims of {fmt_shape(x)}")
+    return [tuple(x[i] for i in dims)]
+
+
+def _check_dims(a: Mapping[str, Any]) -> str | None:
+    d = a["dims"]
+    if not isinstance(d, tuple) or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in d):
+        return f"dims must be a tuple of dim indices such as (0, 2, 3, 1), got {d}"
+    return None
+
+
+def _channels_first(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    if not _same(x[1], a["channels"]):
+        raise ShapeError(f"expects {a['channels']} channels, got {x[1]} (shape {fmt_shape(x)})")
+    return [x]
+
+
 def _check_heads(a: Mapping[str, Any]) -> str | None:
     if a["heads"] <= 0 or a["kv_heads"] <= 0:
         return "heads must be positive"
@@ -350,6 +373,19 @@ _PRIMS = [
         weights=lambda a: {"weight": (a["dim"],)} | ({"bias": (a["dim"],)} if a["bias"] else {}),
         shape=lambda a, s: (_last(a["dim"], "dim")(a, s), [s[0]])[1], flops=_elementwise(5),
         check=_check_positive("dim"), tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "layernorm2d", (_P("channels", "int"), _P("eps", "float", 1e-6)),
+        "Layer normalisation over the channels of (B, C, H, W) at each position (ConvNeXt's channels-first norm).",
+        weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
+        shape=_channels_first, flops=_elementwise(5), check=_check_positive("channels"), tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "layer_scale", (_P("dim", "int"), _P("init", "float", 1e-6)),
+        "A learned scale per feature of the last dimension, starting at `init` (CaiT, ConvNeXt).",
+        weights=lambda a: {"weight": (a["dim"],)},
+        shape=lambda a, s: (_last(a["dim"], "dim")(a, s), [s[0]])[1], flops=_elementwise(1),
+        check=_check_positive("dim"),
     ),
     Primitive(
         "rmsnorm", (_P("dim", "int"), _P("eps", "float", 1e-6)),
@@ -418,6 +454,8 @@ _PRIMS = [
               saves="none"),
     Primitive("transpose", (_P("dim0", "int"), _P("dim1", "int")), "Swaps two dims.", shape=_transpose_shape,
               saves="none"),
+    Primitive("permute", (_P("dims", "int_or_tuple"),), "Reorders the dims, e.g. (0, 2, 3, 1): (B, C, H, W) -> (B, H, W, C).",
+              shape=_permute_shape, check=_check_dims, saves="none"),
     Primitive("select", (_P("index", "int"), _P("dim", "int", 1)), "Takes one index along a dim (e.g. the CLS token).",
               shape=_select_shape, saves="none"),
     Primitive("mean", (_P("dim", "int", 1),), "Mean over one dim.", shape=_mean_shape,

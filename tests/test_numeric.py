@@ -19,6 +19,7 @@ SMALL = {
     "std.transformer.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2),
     "std.vision.vit": dict(image_size=32, patch_size=8, layers=2, d_model=64, heads=2, mlp_dim=128),
     "std.vision.resnet": dict(image_size=64, width=8),
+    "std.vision.convnext": dict(image_size=64, width=8),
     "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
 }
 
@@ -26,6 +27,7 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "gpt2": 124_439_808,  # transformers GPT2LMHeadModel (tied head)
     "vit_b_16": 86_567_656,  # torchvision vit_b_16
     "resnet50": 25_557_032,  # torchvision resnet50
+    "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
 }
 
 

@@ -40,6 +40,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
                          {"layers": 2, "d_model": 128, "heads": 2, "vocab": 97}),
     "vit_b_16": (ROOT / "examples" / "vit_b_16.msl", VIT),
     "resnet50": (ROOT / "examples" / "resnet50.msl", {"image_size": 64, "width": 8}),
+    "convnext_tiny": (ROOT / "examples" / "convnext_tiny.msl", {"image_size": 64, "width": 8}),
     "text_llm": (SEEDS / "text_llm.yaml", TEXT),
     "imagenet_classifier": (SEEDS / "imagenet_classifier.yaml", VIT),
     "image_vit": (SEEDS / "image_vit.yaml", VIT),

@@ -89,3 +89,17 @@ model p {{
   architecture vision.resnet {{ width = {width}; depths = {list(depths)}; unit = {unit}; expansion = {exp} }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(width=st.sampled_from([8, 16, 24]), depths=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+       image=st.sampled_from([32, 48, 64]), classes=st.integers(2, 20))
+def test_convnext(width, depths, image, classes) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.vision
+model p {{
+  modality image -> label
+  task classification {{ num_classes = {classes} }}
+  constraints {{ image_size = {image} }}
+  architecture vision.convnext {{ width = {width}; depths = {list(depths)} }}
+}}"""
+    check(*build(src))

@@ -87,6 +87,18 @@ def _layernorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("LayerNormalization", ins, {"axis": -1, "epsilon": float(n.args["eps"])})]
 
 
+def _layernorm2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # LayerNormalization normalises the trailing axes: channels last, normalise, channels first again
+    x = w.op("Transpose", [n.inputs[0]], {"perm": [0, 2, 3, 1]})  # (B, H, W, C)
+    y = w.op("LayerNormalization", [x, n.weights["weight"], n.weights["bias"]],
+             {"axis": -1, "epsilon": float(n.args["eps"])})
+    return [w.op("Transpose", [y], {"perm": [0, 3, 1, 2]})]  # (B, C, H, W)
+
+
+def _layer_scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Mul", [n.inputs[0], n.weights["weight"]])]
+
+
 def _rmsnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     x, eps = n.inputs[0], float(n.args["eps"])
     if w.opset >= 23:
@@ -235,6 +247,10 @@ def _transpose(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Transpose", [n.inputs[0]], {"perm": perm})]
 
 
+def _permute(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Transpose", [n.inputs[0]], {"perm": [int(d) for d in n.args["dims"]]})]
+
+
 def _select(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     index = w.scalar(int(n.args["index"]), np.int64)
     return [w.op("Gather", [n.inputs[0], index], {"axis": int(n.args["dim"])})]
@@ -301,6 +317,8 @@ LOWERINGS: dict[str, Lowering] = {
     "conv2d": _conv2d,
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
+    "layernorm2d": _layernorm2d,
+    "layer_scale": _layer_scale,
     "rmsnorm": _rmsnorm,
     "embedding": _embedding,
     "pos_embedding": _pos_embedding,
@@ -321,6 +339,7 @@ LOWERINGS: dict[str, Lowering] = {
     "global_avgpool": _global_avgpool,
     "flatten": _flatten,
     "transpose": _transpose,
+    "permute": _permute,
     "select": _select,
     "mean": _mean,
     "add": _binary("Add"),

@@ -48,16 +48,18 @@ class WeightSpec:
 
     name: str
     shape: tuple[int, ...]
-    init: str  # normal | kaiming_fan_out | ones | zeros
-    std: float = 0.0
+    init: str  # normal | kaiming_fan_out | ones | zeros | constant
+    std: float = 0.0  # normal, kaiming_fan_out: the standard deviation; constant: the value
 
     @property
     def nbytes(self) -> int:
         return 4 * math.prod(self.shape)
 
 
-def _init_of(prim: str, local: str, shape: tuple[int, ...]) -> tuple[str, float]:
+def _init_of(prim: str, args: Mapping[str, Any], local: str, shape: tuple[int, ...]) -> tuple[str, float]:
     """The PyTorch backend's init_weights, per primitive and tensor (see backends/pytorch/codegen.py)."""
+    if prim == "layer_scale":  # LayerScale starts at its `init` value
+        return "constant", float(args["init"])
     if prim in ("linear", "conv2d") and local == "bias":
         return "zeros", 0.0
     if prim == "conv2d":  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
@@ -88,7 +90,7 @@ def weight_specs(ir: GraphIR) -> tuple[list[WeightSpec], dict[str, str | None]]:
             source = ties.get(key, key)
             names[key] = source
             if source == key:
-                init, std = _init_of(info.target, local, tuple(shape))
+                init, std = _init_of(info.target, info.args, local, tuple(shape))
                 specs[key] = WeightSpec(key, tuple(shape), init, std)
     return list(specs.values()), names
 
@@ -103,6 +105,8 @@ def random_tensor(spec: WeightSpec, seed: int) -> np.ndarray:
         return np.zeros(spec.shape, np.float32)
     if spec.init == "ones":
         return np.ones(spec.shape, np.float32)
+    if spec.init == "constant":
+        return np.full(spec.shape, spec.std, np.float32)
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode("utf-8"))])
     out = rng.standard_normal(spec.shape, dtype=np.float32)
     out *= np.float32(spec.std)

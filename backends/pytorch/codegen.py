@@ -594,8 +594,7 @@ class PyTorchEmitter:
                 ann = {"int": "int", "float": "float", "bool": "bool", "str": "str", "enum": "str", "list": "tuple"}.get(
                     s.type, type(v).__name__)
                 out.line(f"{py_ident(s.name)}: {ann} = {literal(v)}")
-        helper_order = ["attention", "apply_rope", "PositionEmbedding", "ClassToken"]
-        for h in helper_order:
+        for h in HELPERS:  # in the table's order
             if h in self.helpers:
                 out.line("")
                 out.lines.extend(HELPERS[h].rstrip("\n").split("\n"))

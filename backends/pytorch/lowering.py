@@ -16,6 +16,8 @@ MODULES: dict[str, str] = {
     "embedding": "nn.Embedding({num}, {dim})",
     "pos_embedding": "PositionEmbedding({length}, {dim})",
     "cls_token": "ClassToken({dim})",
+    "layernorm2d": "LayerNorm2d({channels}?, eps={eps})",
+    "layer_scale": "LayerScale({dim}?, init={init})",
 }
 
 # weightless primitives: an expression over the inputs {x} ({q}, {k}, {v}; {a}, {b}) and arguments.
@@ -33,6 +35,7 @@ FUNCTIONAL: dict[str, str] = {
     "global_avgpool": "{x}.mean(dim=(2, 3))",
     "flatten": "{x}.flatten({start}, {end})",
     "transpose": "{x}.transpose({dim0}, {dim1})",
+    "permute": "{x}.permute{dims}",
     "select": "{x}.select({dim}, {index})",
     "mean": "{x}.mean(dim={dim})",
     "split": "{x}.chunk({parts}, dim={dim})",
@@ -100,9 +103,28 @@ class ClassToken(nn.Module):
     def forward(self, x):
         return torch.cat((self.weight.expand(x.shape[0], -1, -1), x), dim=1)
 ''',
+    "LayerNorm2d": '''
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of (B, C, H, W) at each position (ConvNeXt's channels-first norm)."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        return super().forward(x).permute(0, 3, 1, 2)  # (B, C, H, W)
+''',
+    "LayerScale": '''
+class LayerScale(nn.Module):
+    """A learned scale per feature of the last dim, starting small so a residual branch starts near zero."""
+
+    def __init__(self, dim: int, init: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x):
+        return x * self.weight
+''',
 }
 
 
 def helper_deps(prim: str) -> list[str]:
     return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
-            "cls_token": ["ClassToken"]}.get(prim, [])
+            "cls_token": ["ClassToken"], "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"]}.get(prim, [])

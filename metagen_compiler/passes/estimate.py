@@ -51,7 +51,7 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
 
 # Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
 # the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity"})
+VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity", "permute"})
 
 
 def aliases_input(op: str, args: dict[str, Any]) -> bool:
@@ -61,12 +61,14 @@ def aliases_input(op: str, args: dict[str, Any]) -> bool:
 def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]) -> int:
     """Bytes autograd keeps for a primitive beyond its inputs and outputs (PyTorch's CPU kernels, fp32).
 
-    layernorm: mean and rstd per row; rmsnorm: rstd per row and the normalised tensor before the weight;
+    layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W); rmsnorm: rstd per row and the normalised tensor before the weight;
     batchnorm: mean and invstd per channel; sdpa: the log-sum-exp per query row (flash attention);
     maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
     dropout with p > 0: the scaled fp32 mask."""
     if op == "layernorm":
         return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
+    if op == "layernorm2d":
+        return 2 * 4 * (math.prod(ins[0]) // ins[0][1])
     if op == "rmsnorm":
         return 4 * (math.prod(ins[0]) // ins[0][-1]) + 4 * math.prod(outs[0])
     if op == "batchnorm":
