@@ -86,6 +86,7 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "cnn": (("image", "vision.resnet"),),
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
+    "hybrid": (("image", "vision.hybrid"),),
     "gpt": (("text", "transformer.decoder"),),
     "decoder": (("text", "transformer.decoder"),),
 }

@@ -20,6 +20,7 @@ SMALL = {
     "std.vision.vit": dict(image_size=32, patch_size=8, layers=2, d_model=64, heads=2, mlp_dim=128),
     "std.vision.resnet": dict(image_size=64, width=8),
     "std.vision.convnext": dict(image_size=64, width=8),
+    "std.vision.hybrid": dict(image_size=32, patch_size=8, stem_width=8, layers=2, d_model=64, heads=2, mlp_dim=128),
     "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
 }
 

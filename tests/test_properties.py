@@ -103,3 +103,19 @@ model p {{
   architecture vision.convnext {{ width = {width}; depths = {list(depths)} }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]),
+       stem=st.sampled_from([4, 8]), image=st.sampled_from([16, 32]), patch=st.sampled_from([4, 8, 16]),
+       classes=st.integers(2, 20))
+def test_hybrid(layers, heads, hd, stem, image, patch, classes) -> None:  # type: ignore[no-untyped-def]
+    d = heads * hd
+    src = f"""import std.vision
+model p {{
+  modality image -> label
+  task classification {{ num_classes = {classes} }}
+  constraints {{ image_size = {image}; patch_size = {patch} }}
+  architecture vision.hybrid {{ layers = {layers}; d_model = {d}; heads = {heads}; stem_width = {stem} }}
+}}"""
+    check(*build(src))
