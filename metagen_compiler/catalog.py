@@ -87,6 +87,7 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
     "hybrid": (("image", "vision.hybrid"),),
+    "pointnet": (("point_cloud", "pointcloud.pointnet"),),
     "gpt": (("text", "transformer.decoder"),),
     "decoder": (("text", "transformer.decoder"),),
 }

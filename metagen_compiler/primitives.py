@@ -47,6 +47,8 @@ class Primitive:
     check: Callable[[Mapping[str, Any]], str | None] = lambda a: None
     buffers: Callable[[Mapping[str, Any]], dict[str, tuple[int, ...]]] = lambda a: {}
     saves: str = "input"  # what autograd keeps for backward: input | output | both | none
+    # mm: counted in flops_forward; norm; attention; module: a submodule even without weights (it keeps
+    # state); aux_loss: the module adds a term to the model's loss (the VAE's KL divergence)
     tags: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -312,6 +314,106 @@ def _channels_first(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [x]
 
 
+def _conv1d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 3:
+        raise ShapeError(f"expects (B, C, L), got {fmt_shape(x)}")
+    if not _same(x[1], a["in_channels"]):
+        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    length: Dim = x[2]
+    if isinstance(length, int) or a["kernel"] != 1 or a["stride"] != 1 or a["padding"] != 0:
+        length = _conv_out(x[2], a["kernel"], a["stride"], a["padding"])
+    return [(x[0], a["out_channels"], length)]
+
+
+def _conv1d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    mm = 2 * numel(o[0]) * (a["in_channels"] // a["groups"]) * a["kernel"]
+    return mm, numel(o[0]) if a["bias"] else 0
+
+
+def _tconv_out(n: Dim, k: int, s: int, p: int, op: int) -> Dim:
+    if not isinstance(n, int):
+        raise ShapeError("transposed convolution needs concrete spatial sizes")
+    out = (n - 1) * s - 2 * p + k + op
+    if out <= 0:
+        raise ShapeError(f"input of size {n} gives no output for kernel {k}, stride {s}, padding {p}")
+    return out
+
+
+def _conv_transpose2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    if not _same(x[1], a["in_channels"]):
+        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    (kh, kw), (sh, sw), (ph, pw) = _pair(a["kernel"]), _pair(a["stride"]), _pair(a["padding"])
+    oh, ow = _pair(a["output_padding"])
+    return [(x[0], a["out_channels"], _tconv_out(x[2], kh, sh, ph, oh), _tconv_out(x[3], kw, sw, pw, ow))]
+
+
+def _conv_transpose2d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    # as flop_counter counts a transposed convolution: every input pixel times the whole filter
+    kh, kw = _pair(a["kernel"])
+    mm = 2 * numel(i[0]) * (a["out_channels"] // a["groups"]) * kh * kw
+    return mm, numel(o[0]) if a["bias"] else 0
+
+
+def _tconv_check(a: Mapping[str, Any]) -> str | None:
+    msg = _conv_check(a)
+    if msg:
+        return msg
+    if any(p >= s for p, s in zip(_pair(a["output_padding"]), _pair(a["stride"]))):
+        return f"output_padding {a['output_padding']} must be smaller than the stride {a['stride']}"
+    return None
+
+
+def _bn1d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) not in (2, 3):
+        raise ShapeError(f"expects (B, C) or (B, C, L), got {fmt_shape(x)}")
+    if not _same(x[1], a["channels"]):
+        raise ShapeError(f"expects {a['channels']} channels, got {x[1]} (shape {fmt_shape(x)})")
+    return [x]
+
+
+def _matmul_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, y = s
+    if len(x) != 3 or len(y) != 3 or not _same(x[0], y[0]) or not _same(x[2], y[1]):
+        raise ShapeError(f"expects (B, N, K) @ (B, K, M), got {fmt_shape(x)} and {fmt_shape(y)}")
+    return [(x[0], x[1], y[2])]
+
+
+def _identity_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, n = s[0], a["size"]
+    if len(x) != 3 or not _same(x[1], n) or not _same(x[2], n):
+        raise ShapeError(f"expects (B, {n}, {n}), got {fmt_shape(x)}")
+    return [x]
+
+
+def _unflatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    sizes = a["sizes"] if isinstance(a["sizes"], tuple) else (a["sizes"],)
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if not 0 <= dim < len(x):
+        raise ShapeError(f"cannot unflatten dim {a['dim']} of {fmt_shape(x)}")
+    if isinstance(x[dim], int) and x[dim] != math.prod(sizes):
+        raise ShapeError(f"cannot unflatten {x[dim]} into {fmt_shape(sizes)} ({math.prod(sizes)} elements)")
+    return [x[:dim] + tuple(sizes) + x[dim + 1:]]
+
+
+def _reparameterize_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if not x or not _same(x[-1], 2 * a["latent"]):
+        raise ShapeError(f"expects last dimension 2 * latent = {2 * a['latent']} (mean, log-variance), got {fmt_shape(x)}")
+    return [x[:-1] + (a["latent"],)]
+
+
+def _check_sizes(a: Mapping[str, Any]) -> str | None:
+    if not isinstance(a["sizes"], tuple):
+        return f"sizes must be a tuple such as (4, 4), got {a['sizes']}"
+    return _check_positive("sizes")(a)
+
+
 def _check_heads(a: Mapping[str, Any]) -> str | None:
     if a["heads"] <= 0 or a["kv_heads"] <= 0:
         return "heads must be positive"
@@ -359,6 +461,32 @@ _PRIMS = [
         weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), *_pair(a["kernel"]))}
         | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
         shape=_conv2d_shape, flops=_conv2d_flops, check=_conv_check, tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "conv1d",
+        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int", 1), _P("stride", "int", 1),
+         _P("padding", "int", 0), _P("groups", "int", 1), _P("bias", "bool", True)),
+        "1-D convolution over (B, C, L); with kernel 1, a linear map shared by every position (PointNet).",
+        weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), a["kernel"])}
+        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        shape=_conv1d_shape, flops=_conv1d_flops, check=_conv_check, tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "conv_transpose2d",
+        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int_or_tuple"), _P("stride", "int_or_tuple", 1),
+         _P("padding", "int_or_tuple", 0), _P("output_padding", "int_or_tuple", 0), _P("groups", "int", 1),
+         _P("bias", "bool", True)),
+        "Transposed 2-D convolution (learned upsampling) over (B, C, H, W).",
+        weights=lambda a: {"weight": (a["in_channels"], a["out_channels"] // max(1, a["groups"]), *_pair(a["kernel"]))}
+        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        shape=_conv_transpose2d_shape, flops=_conv_transpose2d_flops, check=_tconv_check, tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "batchnorm1d", (_P("channels", "int"), _P("eps", "float", 1e-5), _P("momentum", "float", 0.1)),
+        "Batch normalisation over the channel dimension of (B, C) or (B, C, L).",
+        weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
+        buffers=lambda a: {"running_mean": (a["channels"],), "running_var": (a["channels"],), "num_batches_tracked": ()},
+        shape=_bn1d_shape, flops=_elementwise(4), check=_check_positive("channels"),
     ),
     Primitive(
         "batchnorm", (_P("channels", "int"), _P("eps", "float", 1e-5), _P("momentum", "float", 0.1)),
@@ -460,6 +588,21 @@ _PRIMS = [
               shape=_select_shape, saves="none"),
     Primitive("mean", (_P("dim", "int", 1),), "Mean over one dim.", shape=_mean_shape,
               flops=lambda a, i, o: (0, numel(i[0])), saves="none"),
+    Primitive("max", (_P("dim", "int", 1),), "Maximum over one dim (PointNet's symmetric pooling over points).",
+              shape=_select_shape, flops=lambda a, i, o: (0, numel(i[0])), saves="both"),
+    Primitive("matmul", (), "Batched matrix product (B, N, K) @ (B, K, M) (PointNet's learned transforms).", n_inputs=2,
+              shape=_matmul_shape, flops=lambda a, i, o: (2 * numel(o[0]) * i[0][2], 0), saves="both",
+              tags=frozenset({"mm"})),
+    Primitive("add_identity", (_P("size", "int"),), "Adds the size x size identity matrix to (B, size, size).",
+              shape=_identity_shape, flops=_elementwise(1), check=_check_positive("size"), saves="none"),
+    Primitive("unflatten", (_P("dim", "int"), _P("sizes", "int_or_tuple")), "Splits one dim into several, e.g. "
+              "(B, C*H*W) -> (B, C, H, W).", shape=_unflatten_shape, check=_check_sizes, saves="none"),
+    Primitive(
+        "reparameterize", (_P("latent", "int"), _P("kl_weight", "float", 1.0)),
+        "VAE sampling: splits (B, 2*latent) into mean and log-variance; z = mean + exp(logvar / 2) * noise in "
+        "training, the mean at inference; adds kl_weight * KL(q(z|x) || N(0, I)) to the model's loss.",
+        shape=_reparameterize_shape, flops=lambda a, i, o: (0, 4 * numel(o[0])), check=_check_positive("latent"), tags=frozenset({"module", "aux_loss"}),
+    ),
     # tensor arithmetic written with operators: a + b, a * b, a - b
     Primitive("add", (), "Elementwise sum (residual connections).", n_inputs=2, shape=_binary_shape,
               flops=_elementwise(1), saves="none"),

@@ -20,6 +20,7 @@ SMALL = {
     "std.vision.vit": dict(image_size=32, patch_size=8, layers=2, d_model=64, heads=2, mlp_dim=128),
     "std.vision.resnet": dict(image_size=64, width=8),
     "std.vision.convnext": dict(image_size=64, width=8),
+    "std.pointcloud.pointnet": dict(points=64, width=16),
     "std.vision.hybrid": dict(image_size=32, patch_size=8, stem_width=8, layers=2, d_model=64, heads=2, mlp_dim=128),
     "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
 }
@@ -68,7 +69,7 @@ def test_param_count_equals_report(built, name) -> None:  # type: ignore[no-unty
 def test_flops_equal_flop_counter(built, name) -> None:  # type: ignore[no-untyped-def]
     mod, report = _by_file(built, name)
     with torch.device("meta"):
-        model = mod.build_model()
+        model = mod.build_model().eval()  # inference at batch 1: BatchNorm over (1, C) trains on no statistics
         inputs = mod.example_inputs(model)
         with FlopCounterMode(display=False) as fc:
             model(*inputs)

@@ -42,6 +42,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "resnet50": (ROOT / "examples" / "resnet50.msl", {"image_size": 64, "width": 8}),
     "convnext_tiny": (ROOT / "examples" / "convnext_tiny.msl", {"image_size": 64, "width": 8}),
     "hybrid_vit": (ROOT / "examples" / "hybrid_vit.msl", {**VIT, "stem_width": 8}),
+    "pointnet": (ROOT / "examples" / "pointnet.msl", {"points": 64, "width": 16}),
     "text_llm": (SEEDS / "text_llm.yaml", TEXT),
     "imagenet_classifier": (SEEDS / "imagenet_classifier.yaml", VIT),
     "image_vit": (SEEDS / "image_vit.yaml", VIT),

@@ -119,3 +119,18 @@ model p {{
   architecture vision.hybrid {{ layers = {layers}; d_model = {d}; heads = {heads}; stem_width = {stem} }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(points=st.integers(2, 40), coords=st.integers(2, 6), width=st.sampled_from([4, 8, 16]),
+       transform=st.booleans(), classes=st.integers(2, 20))
+def test_pointnet(points, coords, width, transform, classes) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.pointcloud
+model p {{
+  modality point_cloud -> label
+  task classification {{ num_classes = {classes} }}
+  architecture pointcloud.pointnet {{
+    points = {points}; coords = {coords}; width = {width}; input_transform = {str(transform).lower()}
+  }}
+}}"""
+    check(*build(src))

@@ -60,9 +60,9 @@ def _init_of(prim: str, args: Mapping[str, Any], local: str, shape: tuple[int, .
     """The PyTorch backend's init_weights, per primitive and tensor (see backends/pytorch/codegen.py)."""
     if prim == "layer_scale":  # LayerScale starts at its `init` value
         return "constant", float(args["init"])
-    if prim in ("linear", "conv2d") and local == "bias":
+    if prim in ("linear", "conv2d", "conv1d", "conv_transpose2d") and local == "bias":
         return "zeros", 0.0
-    if prim == "conv2d":  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
+    if prim in ("conv2d", "conv1d", "conv_transpose2d"):  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
         fan_out = shape[0] * math.prod(shape[2:])
         return "kaiming_fan_out", math.sqrt(2.0) / math.sqrt(fan_out)
     if prim in ("linear", "embedding", "pos_embedding", "cls_token"):

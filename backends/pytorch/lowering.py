@@ -17,6 +17,11 @@ MODULES: dict[str, str] = {
     "pos_embedding": "PositionEmbedding({length}, {dim})",
     "cls_token": "ClassToken({dim})",
     "layernorm2d": "LayerNorm2d({channels}?, eps={eps})",
+    "conv1d": "nn.Conv1d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}?, bias={bias})",
+    "conv_transpose2d": "nn.ConvTranspose2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}"
+                        "?, output_padding={output_padding}?, groups={groups}?, bias={bias})",
+    "batchnorm1d": "nn.BatchNorm1d({channels}?, eps={eps}?, momentum={momentum})",
+    "reparameterize": "Reparameterize({latent}?, kl_weight={kl_weight})",
     "layer_scale": "LayerScale({dim}?, init={init})",
 }
 
@@ -36,6 +41,10 @@ FUNCTIONAL: dict[str, str] = {
     "flatten": "{x}.flatten({start}, {end})",
     "transpose": "{x}.transpose({dim0}, {dim1})",
     "permute": "{x}.permute{dims}",
+    "unflatten": "{x}.unflatten({dim}, {sizes})",
+    "max": "{x}.amax(dim={dim})",
+    "matmul": "{a} @ {b}",
+    "add_identity": "add_identity({x})",
     "select": "{x}.select({dim}, {index})",
     "mean": "{x}.mean(dim={dim})",
     "split": "{x}.chunk({parts}, dim={dim})",
@@ -48,6 +57,7 @@ FUNCTIONAL: dict[str, str] = {
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "add": ("a", "b"), "sub": ("a", "b"), "mul": ("a", "b"),
+    "matmul": ("a", "b"),
 }
 
 HELPERS: dict[str, str] = {
@@ -122,9 +132,40 @@ class LayerScale(nn.Module):
     def forward(self, x):
         return x * self.weight
 ''',
+    "add_identity": '''
+def add_identity(x):
+    """x + I for a batch of square matrices (B, n, n): a learned transform that starts near the identity."""
+    return x + torch.eye(x.shape[-1], device=x.device, dtype=x.dtype)
+''',
+    "Reparameterize": '''
+class Reparameterize(nn.Module):
+    """VAE sampling from (B, 2 * latent) = (mean, log-variance): mean + exp(logvar / 2) * noise in training,
+    the mean at inference. Keeps kl_weight * KL(q(z|x) || N(0, I)), summed over the latent dims and averaged
+    over the batch, as `aux_loss`: Model.loss adds it to the task's loss."""
+
+    def __init__(self, latent: int, kl_weight: float = 1.0):
+        super().__init__()
+        self.latent = latent
+        self.kl_weight = kl_weight
+        self.aux_loss = None
+
+    def forward(self, x):
+        mean, logvar = x.chunk(2, dim=-1)  # (B, latent) each
+        kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(-1).mean()
+        self.aux_loss = self.kl_weight * kl
+        if not self.training:
+            return mean
+        return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # (B, latent)
+''',
+    "auxiliary_loss": '''
+def auxiliary_loss(model: nn.Module):
+    """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL divergence)."""
+    return sum(m.aux_loss for m in model.modules() if getattr(m, "aux_loss", None) is not None)
+''',
 }
 
 
 def helper_deps(prim: str) -> list[str]:
     return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
-            "cls_token": ["ClassToken"], "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"]}.get(prim, [])
+            "cls_token": ["ClassToken"], "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"],
+            "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"]}.get(prim, [])

@@ -51,7 +51,7 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
 
 # Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
 # the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity", "permute"})
+VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity", "permute", "unflatten"})
 
 
 def aliases_input(op: str, args: dict[str, Any]) -> bool:
@@ -62,7 +62,8 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     """Bytes autograd keeps for a primitive beyond its inputs and outputs (PyTorch's CPU kernels, fp32).
 
     layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W); rmsnorm: rstd per row and the normalised tensor before the weight;
-    batchnorm: mean and invstd per channel; sdpa: the log-sum-exp per query row (flash attention);
+    batchnorm, batchnorm1d: mean and invstd per channel;
+    reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent); sdpa: the log-sum-exp per query row (flash attention);
     maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
     dropout with p > 0: the scaled fp32 mask."""
     if op == "layernorm":
@@ -71,7 +72,9 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 2 * 4 * (math.prod(ins[0]) // ins[0][1])
     if op == "rmsnorm":
         return 4 * (math.prod(ins[0]) // ins[0][-1]) + 4 * math.prod(outs[0])
-    if op == "batchnorm":
+    if op == "reparameterize":
+        return 3 * 4 * math.prod(outs[0])
+    if op in ("batchnorm", "batchnorm1d"):
         return 2 * 4 * int(args["channels"])
     if op == "sdpa":
         b, t, _ = ins[0]

@@ -1,5 +1,6 @@
-"""The vision families against torchvision, the reference implementation: parameter counts of the presets
-and of user-written configurations (on the meta device), and the same outputs from the same weights."""
+"""Families against their reference implementations: ConvNeXt against torchvision (parameter counts of the
+preset and of user-written configurations, on the meta device; the same outputs from the same weights), and
+PointNet against the common PyTorch implementation (fxia22/pointnet.pytorch's PointNetCls, transcribed below)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,98 @@ def test_convnext_computes_what_torchvision_computes() -> None:
         x = torch.randn(2, 3, 64, 64)
         err = (ours(x) - ref(x)).abs().max().item()
     assert err < 5e-5, err  # fp32: summation orders differ (the layer scale is applied channels last)
+
+
+# ------------------------------------------------------------------ PointNet
+class _STN3d(torch.nn.Module):  # fxia22/pointnet.pytorch, pointnet/model.py: STN3d
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.conv2, self.conv3 = nn.Conv1d(3, 64, 1), nn.Conv1d(64, 128, 1), nn.Conv1d(128, 1024, 1)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(1024, 512), nn.Linear(512, 256), nn.Linear(256, 9)
+        self.bn1, self.bn2, self.bn3 = nn.BatchNorm1d(64), nn.BatchNorm1d(128), nn.BatchNorm1d(1024)
+        self.bn4, self.bn5 = nn.BatchNorm1d(512), nn.BatchNorm1d(256)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        F = torch.nn.functional
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.bn3(self.conv3(x)))
+        x = torch.max(x, 2, keepdim=True)[0].view(-1, 1024)
+        x = F.relu(self.bn4(self.fc1(x)))
+        x = F.relu(self.bn5(self.fc2(x)))
+        x = self.fc3(x) + torch.eye(3).flatten()
+        return x.view(-1, 3, 3)
+
+
+class _PointNetfeat(torch.nn.Module):  # PointNetfeat(global_feat=True, feature_transform=False)
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.stn = _STN3d()
+        self.conv1, self.conv2, self.conv3 = nn.Conv1d(3, 64, 1), nn.Conv1d(64, 128, 1), nn.Conv1d(128, 1024, 1)
+        self.bn1, self.bn2, self.bn3 = nn.BatchNorm1d(64), nn.BatchNorm1d(128), nn.BatchNorm1d(1024)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]  # x: (B, 3, N)
+        F = torch.nn.functional
+        trans = self.stn(x)
+        x = torch.bmm(x.transpose(2, 1), trans).transpose(2, 1)
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        return torch.max(x, 2, keepdim=True)[0].view(-1, 1024)
+
+
+class _PointNetCls(torch.nn.Module):  # PointNetCls(k=40), returning logits (the original adds log_softmax)
+    def __init__(self, k: int = 40) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.feat = _PointNetfeat()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(1024, 512), nn.Linear(512, 256), nn.Linear(256, k)
+        self.dropout = nn.Dropout(p=0.3)
+        self.bn1, self.bn2 = nn.BatchNorm1d(512), nn.BatchNorm1d(256)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        F = torch.nn.functional
+        x = self.feat(x)
+        x = F.relu(self.bn1(self.fc1(x)))
+        x = F.relu(self.bn2(self.dropout(self.fc2(x))))
+        return self.fc3(x)
+
+
+def _reference_key(key: str) -> str:
+    for ours, theirs in (("encoder.stn.", "feat.stn."), ("backbone.", "feat."), ("head.", "")):
+        if key.startswith(ours):
+            return theirs + key[len(ours):]
+    raise KeyError(key)
+
+
+def test_pointnet_equals_the_reference_implementation() -> None:
+    """examples/pointnet.msl against PointNetCls: the same state_dict keys (up to the module prefixes) and
+    shapes, 1,614,129 parameters, and the same logits from the same (perturbed) weights and statistics."""
+    from conftest import ROOT, compile_path
+
+    comp = compile_path(ROOT / "examples" / "pointnet.msl")
+    assert not comp.bag.has_errors
+    mod = types.ModuleType("pointnet_ref")
+    sys.modules["pointnet_ref"] = mod
+    exec(compile(emit(comp)["model.py"], "pointnet_ref.py", "exec"), mod.__dict__)  # noqa: S102
+    ours = mod.build_model().eval()
+    torch.manual_seed(0)
+    ref = _PointNetCls(40).eval()
+    assert comp.graph.param_count() == _count(ours) == _count(ref) == 1_614_129
+    theirs = ref.state_dict()
+    mapped = {_reference_key(k): v for k, v in ours.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for k, v in theirs.items():
+            if v.is_floating_point():
+                v.copy_((1.0 + 0.2 * torch.rand(v.shape, generator=g)) if k.endswith("running_var")
+                        else v + 0.05 * torch.randn(v.shape, generator=g))
+        ours.load_state_dict({k: theirs[_reference_key(k)] for k in ours.state_dict()})
+        points = torch.randn(4, 1024, 3, generator=g)
+        expect = ref(points.transpose(1, 2))
+        got = ours(points)
+    assert expect.abs().max() > 0.1  # logits of a size that shows a difference
+    assert (got - expect).abs().max().item() < 1e-4
