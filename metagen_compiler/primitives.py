@@ -598,10 +598,15 @@ _PRIMS = [
     Primitive("unflatten", (_P("dim", "int"), _P("sizes", "int_or_tuple")), "Splits one dim into several, e.g. "
               "(B, C*H*W) -> (B, C, H, W).", shape=_unflatten_shape, check=_check_sizes, saves="none"),
     Primitive(
-        "reparameterize", (_P("latent", "int"), _P("kl_weight", "float", 1.0)),
+        "reparameterize", (_P("latent", "int"), _P("beta", "float", 1.0), _P("elements", "int", 1)),
         "VAE sampling: splits (B, 2*latent) into mean and log-variance; z = mean + exp(logvar / 2) * noise in "
-        "training, the mean at inference; adds kl_weight * KL(q(z|x) || N(0, I)) to the model's loss.",
-        shape=_reparameterize_shape, flops=lambda a, i, o: (0, 4 * numel(o[0])), check=_check_positive("latent"), tags=frozenset({"module", "aux_loss"}),
+        "training, the mean at inference. Adds beta * KL(q(z|x) || N(0, I)) / elements to the model's loss (KL "
+        "summed over the latent dims, averaged over the batch; `elements` per input puts it on the scale of a "
+        "mean squared reconstruction error).",
+        shape=_reparameterize_shape, flops=lambda a, i, o: (0, 4 * numel(o[0])),
+        check=lambda a: _check_positive("latent", "elements")(a) or (
+            None if a["beta"] >= 0 else f"beta must not be negative, got {a['beta']}"),
+        tags=frozenset({"module", "aux_loss"}),
     ),
     # tensor arithmetic written with operators: a + b, a * b, a - b
     Primitive("add", (), "Elementwise sum (residual connections).", n_inputs=2, shape=_binary_shape,

@@ -22,7 +22,8 @@ BATCH = 2
 FAMILY = {"gpt2": "std.transformer.decoder", "tiny_story": "std.transformer.decoder",
           "parallel_decoder": "parallel_decoder", "resnet50": "std.vision.resnet", "vit_b_16": "std.vision.vit",
           "convnext_tiny": "std.vision.convnext", "hybrid_vit": "std.vision.hybrid",
-          "pointnet": "std.pointcloud.pointnet"}
+          "pointnet": "std.pointcloud.pointnet", "vae_tabular": "std.autoencoder.vae",
+          "autoencoder_image": "std.autoencoder.conv_autoencoder"}
 
 
 def saved_activation_bytes(model, inputs) -> int:  # type: ignore[no-untyped-def]

@@ -43,6 +43,8 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "convnext_tiny": (ROOT / "examples" / "convnext_tiny.msl", {"image_size": 64, "width": 8}),
     "hybrid_vit": (ROOT / "examples" / "hybrid_vit.msl", {**VIT, "stem_width": 8}),
     "pointnet": (ROOT / "examples" / "pointnet.msl", {"points": 64, "width": 16}),
+    "vae_tabular": (ROOT / "examples" / "vae_tabular.msl", {"features": 12, "hidden": 16, "latent": 4}),
+    "autoencoder_image": (ROOT / "examples" / "autoencoder_image.msl", {"image_size": 16, "width": 8, "latent": 16}),
     "text_llm": (SEEDS / "text_llm.yaml", TEXT),
     "imagenet_classifier": (SEEDS / "imagenet_classifier.yaml", VIT),
     "image_vit": (SEEDS / "image_vit.yaml", VIT),

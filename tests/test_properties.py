@@ -134,3 +134,37 @@ model p {{
   }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(variational=st.booleans(), features=st.integers(1, 40), hidden=st.sampled_from([8, 16, 32]),
+       latent=st.integers(1, 8), embedding=st.booleans())
+def test_tabular_autoencoder(variational, features, hidden, latent, embedding) -> None:  # type: ignore[no-untyped-def]
+    family = "vae" if variational else "autoencoder"
+    task, out = ("embedding", "embedding") if embedding else ("anomaly_detection", "tabular")
+    src = f"""import std.autoencoder
+model p {{
+  modality tabular -> {out}
+  task {task}
+  architecture autoencoder.{family} {{ features = {features}; hidden = {hidden}; latent = {latent} }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(variational=st.booleans(), channels=st.integers(1, 3), width=st.sampled_from([4, 8]),
+       image=st.sampled_from([8, 16, 24, 32]), latent=st.integers(1, 16))
+def test_image_autoencoder(variational, channels, width, image, latent) -> None:  # type: ignore[no-untyped-def]
+    family = "conv_vae" if variational else "conv_autoencoder"
+    src = f"""import std.autoencoder
+model p {{
+  modality image -> image
+  task anomaly_detection
+  constraints {{ image_size = {image} }}
+  architecture autoencoder.{family} {{ channels = {channels}; width = {width}; latent = {latent} }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    model = mod.build_model()
+    (x,) = mod.example_inputs(model, batch_size=2)
+    assert model(x).shape == x.shape  # a reconstruction of the input

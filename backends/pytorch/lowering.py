@@ -21,7 +21,7 @@ MODULES: dict[str, str] = {
     "conv_transpose2d": "nn.ConvTranspose2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}"
                         "?, output_padding={output_padding}?, groups={groups}?, bias={bias})",
     "batchnorm1d": "nn.BatchNorm1d({channels}?, eps={eps}?, momentum={momentum})",
-    "reparameterize": "Reparameterize({latent}?, kl_weight={kl_weight})",
+    "reparameterize": "Reparameterize({latent}?, beta={beta}?, elements={elements})",
     "layer_scale": "LayerScale({dim}?, init={init})",
 }
 
@@ -140,19 +140,21 @@ def add_identity(x):
     "Reparameterize": '''
 class Reparameterize(nn.Module):
     """VAE sampling from (B, 2 * latent) = (mean, log-variance): mean + exp(logvar / 2) * noise in training,
-    the mean at inference. Keeps kl_weight * KL(q(z|x) || N(0, I)), summed over the latent dims and averaged
-    over the batch, as `aux_loss`: Model.loss adds it to the task's loss."""
+    the mean at inference. Keeps beta * KL(q(z|x) || N(0, I)) / elements as `aux_loss` (Model.loss adds it):
+    the KL summed over the latent dims and averaged over the batch, per input element, so it is on the scale
+    of a mean squared reconstruction error (beta = 2: the negative ELBO of a unit-variance Gaussian decoder)."""
 
-    def __init__(self, latent: int, kl_weight: float = 1.0):
+    def __init__(self, latent: int, beta: float = 1.0, elements: int = 1):
         super().__init__()
         self.latent = latent
-        self.kl_weight = kl_weight
+        self.beta = beta
+        self.elements = elements
         self.aux_loss = None
 
     def forward(self, x):
         mean, logvar = x.chunk(2, dim=-1)  # (B, latent) each
         kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(-1).mean()
-        self.aux_loss = self.kl_weight * kl
+        self.aux_loss = self.beta * kl / self.elements
         if not self.training:
             return mean
         return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # (B, latent)
