@@ -165,10 +165,11 @@ def test_parity_with_pytorch(case: Any, name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name,opset", [("gpt2", 20), ("llama_gqa", 23), ("parallel_decoder", 17),
-                                        ("resnet50", 13), ("vit_b_16", 23)])
+                                        ("resnet50", 13), ("vit_b_16", 23), ("convnext_tiny", 17),
+                                        ("pointnet", 13), ("autoencoder_image", 13)])
 def test_parity_at_other_opsets(case: Any, name: str, opset: int, tmp_path: Path) -> None:
-    """Fused ops from newer opsets (Gelu 20; Attention, RMSNormalization 23) and the older forms of Split and
-    ReduceMean (below 18) compute the same."""
+    """Fused ops from newer opsets (Gelu 20; Attention, RMSNormalization 23) and the older forms of Split,
+    ReduceMean and ReduceMax (below 18) compute the same."""
     c = case(name, opset)
     assert onnx.load(c.out / "model.onnx", load_external_data=False).opset_import[0].version == opset
     assert _parity(c, tmp_path) <= TOL

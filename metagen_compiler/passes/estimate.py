@@ -90,6 +90,14 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
 
 
 
+def _saved_inputs(g: Any, prim: Any, in_ts: list[Any], in_roots: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The inputs autograd keeps. A product (mul, matmul) keeps each factor for the other's gradient, so the
+    factor beside a graph input (which needs no gradient) is not kept."""
+    if prim.n_inputs != 2 or prim.saves != "both":
+        return in_roots
+    return [r for k, r in enumerate(in_roots) if g.nodes[in_ts[1 - k].node]["op"] != "input"]
+
+
 def _folded_nodes(ir: GraphIR) -> set[str]:
     """Nodes an inference runtime folds into the convolution before them, at no cost of their own: a
     batchnorm whose input is a conv2d used by nothing else (its scale and shift go into the conv weights),
@@ -141,7 +149,7 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
         for i in range(len(outs)):
             root[(n, i)] = in_roots[0] if aliases_input(d["op"], d["args"]) else (n, i)
         if prim.saves in ("input", "both"):
-            saved.update(in_roots)
+            saved.update(_saved_inputs(g, prim, in_ts, in_roots))
         if prim.saves in ("output", "both"):
             saved.update(root[(n, i)] for i in range(len(outs)))
         saved_extra += saved_extra_bytes(d["op"], d["args"], ins, outs)
