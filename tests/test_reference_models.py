@@ -17,13 +17,13 @@ from metagen_compiler.span import SourceFile  # noqa: E402
 
 
 def _torchvision():  # type: ignore[no-untyped-def]
-    """torchvision.models. A CUDA build of torchvision beside a CPU build of torch cannot load its compiled
-    operators (nms, roi_align) and fails registering their fake kernels; the model definitions use none of
-    them, so that registration is skipped while importing."""
+    """torchvision.models (the `test` extra installs it). A CUDA build of torchvision beside a CPU build of torch
+    cannot load its compiled operators (nms, roi_align) and fails registering their fake kernels; the model
+    definitions use none of them, so that registration is skipped while importing."""
     try:
         import torchvision
     except ImportError:
-        pytest.skip("torchvision is not installed")
+        pytest.skip("torchvision is not installed (pip install -e '.[test]')")
     except RuntimeError:
         sys.modules.pop("torchvision", None)
         for k in [k for k in sys.modules if k.startswith("torchvision.")]:
@@ -66,17 +66,32 @@ def _count(model) -> int:  # type: ignore[no-untyped-def]
     return sum(p.numel() for p in model.parameters())
 
 
-def test_convnext_tiny_preset_equals_torchvision() -> None:
-    tv = _torchvision()
-    comp, _ = build("""import std.presets
+# published counts: torchvision's model documentation (convnext_tiny, convnext_small)
+CONVNEXT_TINY, CONVNEXT_SMALL = 28_589_128, 50_223_688
+_TINY_PRESET = """import std.presets
 model t {
   modality image -> label
   task classification { num_classes = 1000 }
   architecture convnext_tiny
-}""")
+}"""
+
+
+def test_convnext_counts_equal_the_published_ones() -> None:
+    """The preset and ConvNeXt-Small as a user writes it (width 96, depths [3, 3, 27, 3]): the compiler's
+    count and the generated module's, without torchvision."""
+    for src, published in ((_TINY_PRESET, CONVNEXT_TINY), (_convnext(96, [3, 3, 27, 3]), CONVNEXT_SMALL)):
+        comp, mod = build(src)
+        with torch.device("meta"):
+            ours = _count(mod.build_model())
+        assert comp.graph.param_count() == ours == published
+
+
+def test_convnext_tiny_preset_equals_torchvision() -> None:
+    tv = _torchvision()
+    comp, _ = build(_TINY_PRESET)
     with torch.device("meta"):
         ref = _count(tv.convnext_tiny())
-    assert comp.graph.param_count() == ref == 28_589_128
+    assert comp.graph.param_count() == ref == CONVNEXT_TINY
 
 
 def test_user_written_convnext_small_equals_torchvision() -> None:
@@ -85,7 +100,7 @@ def test_user_written_convnext_small_equals_torchvision() -> None:
     with torch.device("meta"):
         ref = _count(tv.convnext_small())
         ours = _count(mod.build_model())
-    assert comp.graph.param_count() == ours == ref == 50_223_688
+    assert comp.graph.param_count() == ours == ref == CONVNEXT_SMALL
 
 
 def _torchvision_order(model) -> list:  # type: ignore[no-untyped-def]
