@@ -351,7 +351,8 @@ def _conv_transpose2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]
     return [(x[0], a["out_channels"], _tconv_out(x[2], kh, sh, ph, oh), _tconv_out(x[3], kw, sw, pw, ow))]
 
 
-def _conv_transpose2d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+def _conv_transpose2d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]],
+                            o: list[tuple[int, ...]]) -> tuple[int, int]:
     # as flop_counter counts a transposed convolution: every input pixel times the whole filter
     kh, kw = _pair(a["kernel"])
     mm = 2 * numel(i[0]) * (a["out_channels"] // a["groups"]) * kh * kw
@@ -404,7 +405,8 @@ def _unflatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 def _reparameterize_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
     if not x or not _same(x[-1], 2 * a["latent"]):
-        raise ShapeError(f"expects last dimension 2 * latent = {2 * a['latent']} (mean, log-variance), got {fmt_shape(x)}")
+        raise ShapeError(f"expects last dimension 2 * latent = {2 * a['latent']} (mean, log-variance), "
+                         f"got {fmt_shape(x)}")
     return [x[:-1] + (a["latent"],)]
 
 
@@ -582,7 +584,8 @@ _PRIMS = [
               saves="none"),
     Primitive("transpose", (_P("dim0", "int"), _P("dim1", "int")), "Swaps two dims.", shape=_transpose_shape,
               saves="none"),
-    Primitive("permute", (_P("dims", "int_or_tuple"),), "Reorders the dims, e.g. (0, 2, 3, 1): (B, C, H, W) -> (B, H, W, C).",
+    Primitive("permute", (_P("dims", "int_or_tuple"),),
+              "Reorders the dims, e.g. (0, 2, 3, 1): (B, C, H, W) -> (B, H, W, C).",
               shape=_permute_shape, check=_check_dims, saves="none"),
     Primitive("select", (_P("index", "int"), _P("dim", "int", 1)), "Takes one index along a dim (e.g. the CLS token).",
               shape=_select_shape, saves="none"),

@@ -17,9 +17,10 @@ MODULES: dict[str, str] = {
     "pos_embedding": "PositionEmbedding({length}, {dim})",
     "cls_token": "ClassToken({dim})",
     "layernorm2d": "LayerNorm2d({channels}?, eps={eps})",
-    "conv1d": "nn.Conv1d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}?, bias={bias})",
-    "conv_transpose2d": "nn.ConvTranspose2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}"
-                        "?, output_padding={output_padding}?, groups={groups}?, bias={bias})",
+    "conv1d": "nn.Conv1d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}"
+              "?, bias={bias})",
+    "conv_transpose2d": "nn.ConvTranspose2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding="
+                        "{padding}?, output_padding={output_padding}?, groups={groups}?, bias={bias})",
     "batchnorm1d": "nn.BatchNorm1d({channels}?, eps={eps}?, momentum={momentum})",
     "reparameterize": "Reparameterize({latent}?, beta={beta}?, elements={elements})",
     "layer_scale": "LayerScale({dim}?, init={init})",

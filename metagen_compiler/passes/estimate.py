@@ -61,9 +61,11 @@ def aliases_input(op: str, args: dict[str, Any]) -> bool:
 def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]) -> int:
     """Bytes autograd keeps for a primitive beyond its inputs and outputs (PyTorch's CPU kernels, fp32).
 
-    layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W); rmsnorm: rstd per row and the normalised tensor before the weight;
+    layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W);
+    rmsnorm: rstd per row and the normalised tensor before the weight;
     batchnorm, batchnorm1d: mean and invstd per channel;
-    reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent); sdpa: the log-sum-exp per query row (flash attention);
+    reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent);
+    sdpa: the log-sum-exp per query row (flash attention);
     maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
     dropout with p > 0: the scaled fp32 mask."""
     if op == "layernorm":
