@@ -85,6 +85,12 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "vit": (("image", "vision.vit"),),
     "cnn": (("image", "vision.resnet"),),
     "resnet": (("image", "vision.resnet"),),
+    "convnext": (("image", "vision.convnext"),),
+    "hybrid": (("image", "vision.hybrid"),),
+    "pointnet": (("point_cloud", "pointcloud.pointnet"),),
+    "autoencoder": (("image", "autoencoder.conv_autoencoder"), ("tabular", "autoencoder.autoencoder"),
+                    (None, "autoencoder.autoencoder")),
+    "vae": (("image", "autoencoder.conv_vae"), ("tabular", "autoencoder.vae"), (None, "autoencoder.vae")),
     "gpt": (("text", "transformer.decoder"),),
     "decoder": (("text", "transformer.decoder"),),
 }

@@ -104,7 +104,7 @@ class GraphBuilder:
 def layer_labels(block: A.Block) -> dict[int, str | None]:
     """The attribute name of every layer application in a block, deterministic and unique.
 
-    Explicit labels are kept; a block or a primitive with weights gets its callee's name,
+    Explicit labels are kept; a block or a primitive with weights (or tagged `module`) gets its callee's name,
     suffixed _2, _3 ... when taken. Weightless primitives stay functional (None)."""
     layers: list[A.Layer] = []
 
@@ -141,7 +141,7 @@ def layer_labels(block: A.Block) -> dict[int, str | None]:
             continue
         name = ly.callee.parts[-1]
         prim = PRIMITIVES.get(name) if len(ly.callee.parts) == 1 else None
-        if prim is not None and not prim.has_weights and ly.repeat is None:
+        if prim is not None and not prim.has_weights and "module" not in prim.tags and ly.repeat is None:
             out[id(ly)] = None
             continue
         cand, k = name, 2

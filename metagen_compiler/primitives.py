@@ -47,6 +47,8 @@ class Primitive:
     check: Callable[[Mapping[str, Any]], str | None] = lambda a: None
     buffers: Callable[[Mapping[str, Any]], dict[str, tuple[int, ...]]] = lambda a: {}
     saves: str = "input"  # what autograd keeps for backward: input | output | both | none
+    # mm: counted in flops_forward; norm; attention; module: a submodule even without weights (it keeps
+    # state); aux_loss: the module adds a term to the model's loss (the VAE's KL divergence)
     tags: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -231,16 +233,6 @@ def _flatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [x[:st] + (merged,) + x[en + 1:]]
 
 
-def _unflatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
-    if not 0 <= dim < len(x):
-        raise ShapeError(f"cannot unflatten dim {a['dim']} of {fmt_shape(x)}")
-    if isinstance(x[dim], int) and x[dim] != a["a"] * a["b"]:
-        raise ShapeError(f"cannot unflatten {x[dim]} into ({a['a']}, {a['b']})")
-    return [x[:dim] + (a["a"], a["b"]) + x[dim + 1:]]
-
-
 def _transpose_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = list(s[0])
     d0 = a["dim0"] if a["dim0"] >= 0 else len(x) + a["dim0"]
@@ -350,6 +342,129 @@ def _contrastive_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 def _contrastive_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
     return 2 * i[0][0] * i[1][0] * i[0][1], numel(o[0])
+def _permute_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, dims = s[0], a["dims"]
+    if sorted(dims) != list(range(len(x))):
+        raise ShapeError(f"permutation {fmt_shape(dims)} does not order the {len(x)} dims of {fmt_shape(x)}")
+    return [tuple(x[i] for i in dims)]
+
+
+def _check_dims(a: Mapping[str, Any]) -> str | None:
+    d = a["dims"]
+    if not isinstance(d, tuple) or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in d):
+        return f"dims must be a tuple of dim indices such as (0, 2, 3, 1), got {d}"
+    return None
+
+
+def _channels_first(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    if not _same(x[1], a["channels"]):
+        raise ShapeError(f"expects {a['channels']} channels, got {x[1]} (shape {fmt_shape(x)})")
+    return [x]
+
+
+def _conv1d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 3:
+        raise ShapeError(f"expects (B, C, L), got {fmt_shape(x)}")
+    if not _same(x[1], a["in_channels"]):
+        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    length: Dim = x[2]
+    if isinstance(length, int) or a["kernel"] != 1 or a["stride"] != 1 or a["padding"] != 0:
+        length = _conv_out(x[2], a["kernel"], a["stride"], a["padding"])
+    return [(x[0], a["out_channels"], length)]
+
+
+def _conv1d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    mm = 2 * numel(o[0]) * (a["in_channels"] // a["groups"]) * a["kernel"]
+    return mm, numel(o[0]) if a["bias"] else 0
+
+
+def _tconv_out(n: Dim, k: int, s: int, p: int, op: int) -> Dim:
+    if not isinstance(n, int):
+        raise ShapeError("transposed convolution needs concrete spatial sizes")
+    out = (n - 1) * s - 2 * p + k + op
+    if out <= 0:
+        raise ShapeError(f"input of size {n} gives no output for kernel {k}, stride {s}, padding {p}")
+    return out
+
+
+def _conv_transpose2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    if not _same(x[1], a["in_channels"]):
+        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    (kh, kw), (sh, sw), (ph, pw) = _pair(a["kernel"]), _pair(a["stride"]), _pair(a["padding"])
+    oh, ow = _pair(a["output_padding"])
+    return [(x[0], a["out_channels"], _tconv_out(x[2], kh, sh, ph, oh), _tconv_out(x[3], kw, sw, pw, ow))]
+
+
+def _conv_transpose2d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]],
+                            o: list[tuple[int, ...]]) -> tuple[int, int]:
+    # as flop_counter counts a transposed convolution: every input pixel times the whole filter
+    kh, kw = _pair(a["kernel"])
+    mm = 2 * numel(i[0]) * (a["out_channels"] // a["groups"]) * kh * kw
+    return mm, numel(o[0]) if a["bias"] else 0
+
+
+def _tconv_check(a: Mapping[str, Any]) -> str | None:
+    msg = _conv_check(a)
+    if msg:
+        return msg
+    if any(p >= s for p, s in zip(_pair(a["output_padding"]), _pair(a["stride"]))):
+        return f"output_padding {a['output_padding']} must be smaller than the stride {a['stride']}"
+    return None
+
+
+def _bn1d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) not in (2, 3):
+        raise ShapeError(f"expects (B, C) or (B, C, L), got {fmt_shape(x)}")
+    if not _same(x[1], a["channels"]):
+        raise ShapeError(f"expects {a['channels']} channels, got {x[1]} (shape {fmt_shape(x)})")
+    return [x]
+
+
+def _matmul_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, y = s
+    if len(x) != 3 or len(y) != 3 or not _same(x[0], y[0]) or not _same(x[2], y[1]):
+        raise ShapeError(f"expects (B, N, K) @ (B, K, M), got {fmt_shape(x)} and {fmt_shape(y)}")
+    return [(x[0], x[1], y[2])]
+
+
+def _identity_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, n = s[0], a["size"]
+    if len(x) != 3 or not _same(x[1], n) or not _same(x[2], n):
+        raise ShapeError(f"expects (B, {n}, {n}), got {fmt_shape(x)}")
+    return [x]
+
+
+def _unflatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    sizes = a["sizes"] if isinstance(a["sizes"], tuple) else (a["sizes"],)
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if not 0 <= dim < len(x):
+        raise ShapeError(f"cannot unflatten dim {a['dim']} of {fmt_shape(x)}")
+    if isinstance(x[dim], int) and x[dim] != math.prod(sizes):
+        raise ShapeError(f"cannot unflatten {x[dim]} into {fmt_shape(sizes)} ({math.prod(sizes)} elements)")
+    return [x[:dim] + tuple(sizes) + x[dim + 1:]]
+
+
+def _reparameterize_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if not x or not _same(x[-1], 2 * a["latent"]):
+        raise ShapeError(f"expects last dimension 2 * latent = {2 * a['latent']} (mean, log-variance), "
+                         f"got {fmt_shape(x)}")
+    return [x[:-1] + (a["latent"],)]
+
+
+def _check_sizes(a: Mapping[str, Any]) -> str | None:
+    if not isinstance(a["sizes"], tuple):
+        return f"sizes must be a tuple such as (4, 4), got {a['sizes']}"
+    return _check_positive("sizes")(a)
 
 
 def _check_heads(a: Mapping[str, Any]) -> str | None:
@@ -401,6 +516,32 @@ _PRIMS = [
         shape=_conv2d_shape, flops=_conv2d_flops, check=_conv_check, tags=frozenset({"mm"}),
     ),
     Primitive(
+        "conv1d",
+        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int", 1), _P("stride", "int", 1),
+         _P("padding", "int", 0), _P("groups", "int", 1), _P("bias", "bool", True)),
+        "1-D convolution over (B, C, L); with kernel 1, a linear map shared by every position (PointNet).",
+        weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), a["kernel"])}
+        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        shape=_conv1d_shape, flops=_conv1d_flops, check=_conv_check, tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "conv_transpose2d",
+        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int_or_tuple"), _P("stride", "int_or_tuple", 1),
+         _P("padding", "int_or_tuple", 0), _P("output_padding", "int_or_tuple", 0), _P("groups", "int", 1),
+         _P("bias", "bool", True)),
+        "Transposed 2-D convolution (learned upsampling) over (B, C, H, W).",
+        weights=lambda a: {"weight": (a["in_channels"], a["out_channels"] // max(1, a["groups"]), *_pair(a["kernel"]))}
+        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        shape=_conv_transpose2d_shape, flops=_conv_transpose2d_flops, check=_tconv_check, tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "batchnorm1d", (_P("channels", "int"), _P("eps", "float", 1e-5), _P("momentum", "float", 0.1)),
+        "Batch normalisation over the channel dimension of (B, C) or (B, C, L).",
+        weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
+        buffers=lambda a: {"running_mean": (a["channels"],), "running_var": (a["channels"],), "num_batches_tracked": ()},
+        shape=_bn1d_shape, flops=_elementwise(4), check=_check_positive("channels"),
+    ),
+    Primitive(
         "batchnorm", (_P("channels", "int"), _P("eps", "float", 1e-5), _P("momentum", "float", 0.1)),
         "Batch normalisation over the channel dimension of (B, C, H, W).",
         weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
@@ -413,6 +554,19 @@ _PRIMS = [
         weights=lambda a: {"weight": (a["dim"],)} | ({"bias": (a["dim"],)} if a["bias"] else {}),
         shape=lambda a, s: (_last(a["dim"], "dim")(a, s), [s[0]])[1], flops=_elementwise(5),
         check=_check_positive("dim"), tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "layernorm2d", (_P("channels", "int"), _P("eps", "float", 1e-6)),
+        "Layer normalisation over the channels of (B, C, H, W) at each position (ConvNeXt's channels-first norm).",
+        weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
+        shape=_channels_first, flops=_elementwise(5), check=_check_positive("channels"), tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "layer_scale", (_P("dim", "int"), _P("init", "float", 1e-6)),
+        "A learned scale per feature of the last dimension, starting at `init` (CaiT, ConvNeXt).",
+        weights=lambda a: {"weight": (a["dim"],)},
+        shape=lambda a, s: (_last(a["dim"], "dim")(a, s), [s[0]])[1], flops=_elementwise(1),
+        check=_check_positive("dim"),
     ),
     Primitive(
         "rmsnorm", (_P("dim", "int"), _P("eps", "float", 1e-6)),
@@ -515,14 +669,35 @@ _PRIMS = [
     ),
     Primitive("flatten", (_P("start", "int", 1), _P("end", "int", -1)), "Merges dims start..end.", shape=_flatten_shape,
               saves="none"),
-    Primitive("unflatten", (_P("dim", "int"), _P("a", "int"), _P("b", "int")), "Splits one dim of size a x b into (a, b).",
-              shape=_unflatten_shape, check=_check_positive("a", "b"), saves="none"),
     Primitive("transpose", (_P("dim0", "int"), _P("dim1", "int")), "Swaps two dims.", shape=_transpose_shape,
               saves="none"),
+    Primitive("permute", (_P("dims", "int_or_tuple"),),
+              "Reorders the dims, e.g. (0, 2, 3, 1): (B, C, H, W) -> (B, H, W, C).",
+              shape=_permute_shape, check=_check_dims, saves="none"),
     Primitive("select", (_P("index", "int"), _P("dim", "int", 1)), "Takes one index along a dim (e.g. the CLS token).",
               shape=_select_shape, saves="none"),
     Primitive("mean", (_P("dim", "int", 1),), "Mean over one dim.", shape=_mean_shape,
               flops=lambda a, i, o: (0, numel(i[0])), saves="none"),
+    Primitive("max", (_P("dim", "int", 1),), "Maximum over one dim (PointNet's symmetric pooling over points).",
+              shape=_select_shape, flops=lambda a, i, o: (0, numel(i[0])), saves="both"),
+    Primitive("matmul", (), "Batched matrix product (B, N, K) @ (B, K, M) (PointNet's learned transforms).", n_inputs=2,
+              shape=_matmul_shape, flops=lambda a, i, o: (2 * numel(o[0]) * i[0][2], 0), saves="both",
+              tags=frozenset({"mm"})),
+    Primitive("add_identity", (_P("size", "int"),), "Adds the size x size identity matrix to (B, size, size).",
+              shape=_identity_shape, flops=_elementwise(1), check=_check_positive("size"), saves="none"),
+    Primitive("unflatten", (_P("dim", "int"), _P("sizes", "int_or_tuple")), "Splits one dim into several, e.g. "
+              "(B, C*H*W) -> (B, C, H, W).", shape=_unflatten_shape, check=_check_sizes, saves="none"),
+    Primitive(
+        "reparameterize", (_P("latent", "int"), _P("beta", "float", 1.0), _P("elements", "int", 1)),
+        "VAE sampling: splits (B, 2*latent) into mean and log-variance; z = mean + exp(logvar / 2) * noise in "
+        "training, the mean at inference. Adds beta * KL(q(z|x) || N(0, I)) / elements to the model's loss (KL "
+        "summed over the latent dims, averaged over the batch; `elements` per input puts it on the scale of a "
+        "mean squared reconstruction error).",
+        shape=_reparameterize_shape, flops=lambda a, i, o: (0, 4 * numel(o[0])),
+        check=lambda a: _check_positive("latent", "elements")(a) or (
+            None if a["beta"] >= 0 else f"beta must not be negative, got {a['beta']}"),
+        tags=frozenset({"module", "aux_loss"}),
+    ),
     # tensor arithmetic written with operators: a + b, a * b, a - b
     Primitive("add", (), "Elementwise sum (residual connections).", n_inputs=2, shape=_binary_shape,
               flops=_elementwise(1), saves="none"),

@@ -19,6 +19,11 @@ SMALL = {
     "std.transformer.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2),
     "std.vision.vit": dict(image_size=32, patch_size=8, layers=2, d_model=64, heads=2, mlp_dim=128),
     "std.vision.resnet": dict(image_size=64, width=8),
+    "std.vision.convnext": dict(image_size=64, width=8),
+    "std.pointcloud.pointnet": dict(points=64, width=16),
+    "std.autoencoder.vae": dict(features=12, hidden=16, latent=4),
+    "std.autoencoder.conv_autoencoder": dict(image_size=16, width=8, latent=16),
+    "std.vision.hybrid": dict(image_size=32, patch_size=8, stem_width=8, layers=2, d_model=64, heads=2, mlp_dim=128),
     "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
     "std.transformer.encoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, mlp_dim=128),
     "std.tabular.mlp": dict(hidden=32, layers=1),
@@ -35,6 +40,7 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "resnet50": 25_557_032,  # torchvision resnet50
     "bert_base": 109_482_240,  # transformers BertModel (with its pooler)
     "clip_vit_b_32": 151_277_313,  # transformers CLIPModel (openai/clip-vit-base-patch32)
+    "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
 }
 
 
@@ -74,7 +80,7 @@ def test_param_count_equals_report(built, name) -> None:  # type: ignore[no-unty
 def test_flops_equal_flop_counter(built, name) -> None:  # type: ignore[no-untyped-def]
     mod, report = _by_file(built, name)
     with torch.device("meta"):
-        model = mod.build_model()
+        model = mod.build_model().eval()  # inference at batch 1: BatchNorm over (1, C) trains on no statistics
         inputs = mod.example_inputs(model)
         with FlopCounterMode(display=False) as fc:
             model(*inputs)
@@ -129,6 +135,27 @@ def test_decoders_are_causal(built, name) -> None:  # type: ignore[no-untyped-de
 def test_presets_equal_reference_counts(built, name) -> None:  # type: ignore[no-untyped-def]
     _mod, report = _by_file(built, name)
     assert report["params"] == REFERENCE_PARAMS[name]
+
+
+def test_vae_loss_is_reconstruction_plus_beta_kl(built) -> None:  # type: ignore[no-untyped-def]
+    """The generated loss() adds the reparameterize module's term: beta * KL(q(z|x) || N(0, I)) per input element
+    (summed over the latent dims, averaged over the batch); the same noise reproduces the reconstruction."""
+    mod, report = _by_file(built, "vae_tabular")
+    model = _small(mod, report).train()
+    batch = mod.example_batch(model, batch_size=4)
+    x = batch["tabular"]
+    torch.manual_seed(5)
+    loss = model.loss(batch)
+    torch.manual_seed(5)
+    recon = model(x)
+    with torch.no_grad():
+        mean, logvar = model.backbone.to_latent(model.encoder(x)).chunk(2, dim=-1)
+    kl = (-0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(-1)).mean()
+    cfg = model.config
+    assert torch.allclose(loss, torch.nn.functional.mse_loss(recon, x) + cfg.beta * kl / cfg.features, atol=1e-6)
+    assert model.backbone.sample.aux_loss > 0
+    model.eval()  # inference decodes the mean: deterministic
+    assert torch.equal(model(x), model(x)) and torch.allclose(model(x), model.head(mean), atol=1e-6)
 
 
 def test_tied_head_shares_one_tensor(built) -> None:  # type: ignore[no-untyped-def]

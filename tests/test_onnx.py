@@ -40,6 +40,11 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
                          {"layers": 2, "d_model": 128, "heads": 2, "vocab": 97}),
     "vit_b_16": (ROOT / "examples" / "vit_b_16.msl", VIT),
     "resnet50": (ROOT / "examples" / "resnet50.msl", {"image_size": 64, "width": 8}),
+    "convnext_tiny": (ROOT / "examples" / "convnext_tiny.msl", {"image_size": 64, "width": 8}),
+    "hybrid_vit": (ROOT / "examples" / "hybrid_vit.msl", {**VIT, "stem_width": 8}),
+    "pointnet": (ROOT / "examples" / "pointnet.msl", {"points": 64, "width": 16}),
+    "vae_tabular": (ROOT / "examples" / "vae_tabular.msl", {"features": 12, "hidden": 16, "latent": 4}),
+    "autoencoder_image": (ROOT / "examples" / "autoencoder_image.msl", {"image_size": 16, "width": 8, "latent": 16}),
     "text_llm": (SEEDS / "text_llm.yaml", TEXT),
     "imagenet_classifier": (SEEDS / "imagenet_classifier.yaml", VIT),
     "image_vit": (SEEDS / "image_vit.yaml", VIT),
@@ -172,10 +177,11 @@ def test_parity_with_pytorch(case: Any, name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name,opset", [("gpt2", 20), ("llama_gqa", 23), ("parallel_decoder", 17),
-                                        ("resnet50", 13), ("vit_b_16", 23)])
+                                        ("resnet50", 13), ("vit_b_16", 23), ("convnext_tiny", 17),
+                                        ("pointnet", 13), ("autoencoder_image", 13)])
 def test_parity_at_other_opsets(case: Any, name: str, opset: int, tmp_path: Path) -> None:
-    """Fused ops from newer opsets (Gelu 20; Attention, RMSNormalization 23) and the older forms of Split and
-    ReduceMean (below 18) compute the same."""
+    """Fused ops from newer opsets (Gelu 20; Attention, RMSNormalization 23) and the older forms of Split,
+    ReduceMean and ReduceMax (below 18) compute the same."""
     c = case(name, opset)
     assert onnx.load(c.out / "model.onnx", load_external_data=False).opset_import[0].version == opset
     assert _parity(c, tmp_path) <= TOL

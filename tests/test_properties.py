@@ -89,3 +89,82 @@ model p {{
   architecture vision.resnet {{ width = {width}; depths = {list(depths)}; unit = {unit}; expansion = {exp} }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(width=st.sampled_from([8, 16, 24]), depths=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+       image=st.sampled_from([32, 48, 64]), classes=st.integers(2, 20))
+def test_convnext(width, depths, image, classes) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.vision
+model p {{
+  modality image -> label
+  task classification {{ num_classes = {classes} }}
+  constraints {{ image_size = {image} }}
+  architecture vision.convnext {{ width = {width}; depths = {list(depths)} }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]),
+       stem=st.sampled_from([4, 8]), image=st.sampled_from([16, 32]), patch=st.sampled_from([4, 8, 16]),
+       classes=st.integers(2, 20))
+def test_hybrid(layers, heads, hd, stem, image, patch, classes) -> None:  # type: ignore[no-untyped-def]
+    d = heads * hd
+    src = f"""import std.vision
+model p {{
+  modality image -> label
+  task classification {{ num_classes = {classes} }}
+  constraints {{ image_size = {image}; patch_size = {patch} }}
+  architecture vision.hybrid {{ layers = {layers}; d_model = {d}; heads = {heads}; stem_width = {stem} }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(points=st.integers(2, 40), coords=st.integers(2, 6), width=st.sampled_from([4, 8, 16]),
+       transform=st.booleans(), classes=st.integers(2, 20))
+def test_pointnet(points, coords, width, transform, classes) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.pointcloud
+model p {{
+  modality point_cloud -> label
+  task classification {{ num_classes = {classes} }}
+  architecture pointcloud.pointnet {{
+    points = {points}; coords = {coords}; width = {width}; input_transform = {str(transform).lower()}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(variational=st.booleans(), features=st.integers(1, 40), hidden=st.sampled_from([8, 16, 32]),
+       latent=st.integers(1, 8), embedding=st.booleans())
+def test_tabular_autoencoder(variational, features, hidden, latent, embedding) -> None:  # type: ignore[no-untyped-def]
+    family = "vae" if variational else "autoencoder"
+    task, out = ("embedding", "embedding") if embedding else ("anomaly_detection", "tabular")
+    src = f"""import std.autoencoder
+model p {{
+  modality tabular -> {out}
+  task {task}
+  architecture autoencoder.{family} {{ features = {features}; hidden = {hidden}; latent = {latent} }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(variational=st.booleans(), channels=st.integers(1, 3), width=st.sampled_from([4, 8]),
+       image=st.sampled_from([8, 16, 24, 32]), latent=st.integers(1, 16))
+def test_image_autoencoder(variational, channels, width, image, latent) -> None:  # type: ignore[no-untyped-def]
+    family = "conv_vae" if variational else "conv_autoencoder"
+    src = f"""import std.autoencoder
+model p {{
+  modality image -> image
+  task anomaly_detection
+  constraints {{ image_size = {image} }}
+  architecture autoencoder.{family} {{ channels = {channels}; width = {width}; latent = {latent} }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    model = mod.build_model()
+    (x,) = mod.example_inputs(model, batch_size=2)
+    assert model(x).shape == x.shape  # a reconstruction of the input

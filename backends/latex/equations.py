@@ -69,6 +69,42 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             "W_{o,c,u,v}\\, x_{c,\\, s i + u - p,\\, s j + v - p},\n\\end{equation*}\n"
             "with stride $s$ and zero padding $p$; it costs $2 C_{\\mathrm{in}} k^2$ FLOPs per output element.",
             ("lecun1998gradient",), ("conv2d",)))
+    if "conv_transpose2d" in ops:
+        out.append(Equation(
+            "Transposed convolution",
+            "The decoder upsamples with transposed convolutions, the adjoint of a strided convolution: each input "
+            "pixel adds its $k \\times k$ filter, scaled by its value, to the output at $s$ times its position; "
+            "it costs $2 C_{\\mathrm{out}} k^2$ FLOPs per input element."))
+    if "layernorm2d" in ops or "layer_scale" in ops:
+        out.append(Equation(
+            "ConvNeXt block",
+            "A $7 \\times 7$ depthwise convolution mixes space, a LayerNorm over the channels of each position "
+            "and an inverted-bottleneck MLP mix channels, and a learned per-channel scale $\\gamma$ (starting "
+            "at $10^{-6}$) weights the branch:\n"
+            "\\begin{equation*}\n  x_{\\ell+1} = x_\\ell + \\gamma \\odot W_2\\,\\mathrm{GELU}\\!\\left(W_1\\,"
+            "\\mathrm{LN}(\\mathrm{DWConv}_{7 \\times 7}(x_\\ell))\\right).\n\\end{equation*}",
+            ("liu2022convnet",)))
+    if "max" in ops:
+        out.append(Equation(
+            "Symmetric pooling over points",
+            "Every point $x_i$ passes through the same MLP $h$ and a maximum over the points gives one feature per "
+            "set, whatever the order of the points"
+            + (", after a learned transform $T(X)$ (a small PointNet, initialised at the identity) has moved "
+               "them" if "matmul" in ops else "") + ":\n"
+            "\\begin{equation*}\n  g(X) = \\max_{i=1}^{N} h\\big("
+            + ("x_i T(X)" if "matmul" in ops else "x_i") + "\\big).\n\\end{equation*}",
+            ("qi2017pointnet",)))
+    if "reparameterize" in ops:
+        out.append(Equation(
+            "Variational code",
+            "The encoder gives a mean $\\mu$ and a log-variance $\\log \\sigma^2$ per latent dimension; the code "
+            "is sampled as $z = \\mu + \\sigma \\odot \\epsilon$, $\\epsilon \\sim \\mathcal{N}(0, I)$ (the mean at "
+            "inference), and the loss adds the divergence from the prior, per input element ($D$):\n"
+            "\\begin{equation*}\n  \\mathcal{L} = \\mathcal{L}_{\\mathrm{rec}} + \\frac{\\beta}{D}\\,"
+            "\\mathrm{KL}\\big(q(z \\mid x)\\,\\Vert\\,\\mathcal{N}(0, I)\\big), \\qquad "
+            "\\mathrm{KL} = -\\tfrac{1}{2}\\sum_j \\left(1 + \\log \\sigma_j^2 - \\mu_j^2 - \\sigma_j^2\\right).\n"
+            "\\end{equation*}",
+            ("kingma2014auto",)))
     if "batchnorm" in ops:
         out.append(Equation(
             "Batch normalisation",

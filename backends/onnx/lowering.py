@@ -75,6 +75,22 @@ def _conv2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
                                "pads": [ph, pw, ph, pw], "dilations": [1, 1], "group": int(a["groups"])})]
 
 
+def _conv1d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    a = n.args
+    ins = [n.inputs[0], n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
+    return [w.op("Conv", ins, {"kernel_shape": [int(a["kernel"])], "strides": [int(a["stride"])],
+                               "pads": [int(a["padding"])] * 2, "dilations": [1], "group": int(a["groups"])})]
+
+
+def _conv_transpose2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    a = n.args
+    ph, pw = _pair(a["padding"])
+    ins = [n.inputs[0], n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
+    return [w.op("ConvTranspose", ins, {"kernel_shape": _pair(a["kernel"]), "strides": _pair(a["stride"]),
+                                        "pads": [ph, pw, ph, pw], "output_padding": _pair(a["output_padding"]),
+                                        "dilations": [1, 1], "group": int(a["groups"])})]
+
+
 def _batchnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     # inference form: the running statistics are initializers (named as in the state_dict)
     ws = n.weights
@@ -85,6 +101,18 @@ def _batchnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 def _layernorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     ins = [n.inputs[0], n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
     return [w.op("LayerNormalization", ins, {"axis": -1, "epsilon": float(n.args["eps"])})]
+
+
+def _layernorm2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # LayerNormalization normalises the trailing axes: channels last, normalise, channels first again
+    x = w.op("Transpose", [n.inputs[0]], {"perm": [0, 2, 3, 1]})  # (B, H, W, C)
+    y = w.op("LayerNormalization", [x, n.weights["weight"], n.weights["bias"]],
+             {"axis": -1, "epsilon": float(n.args["eps"])})
+    return [w.op("Transpose", [y], {"perm": [0, 3, 1, 2]})]  # (B, C, H, W)
+
+
+def _layer_scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Mul", [n.inputs[0], n.weights["weight"]])]
 
 
 def _rmsnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
@@ -280,6 +308,31 @@ def _transpose(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Transpose", [n.inputs[0]], {"perm": perm})]
 
 
+def _permute(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Transpose", [n.inputs[0]], {"perm": [int(d) for d in n.args["dims"]]})]
+
+
+def _unflatten(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [_reshape_to(w, n.inputs[0], n.in_shapes[0], n.out_shapes[0])]
+
+
+def _max(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x, axis = n.inputs[0], int(n.args["dim"])
+    if w.opset >= 18:
+        return [w.op("ReduceMax", [x, w.i64(axis)], {"keepdims": 0})]
+    return [w.op("ReduceMax", [x], {"axes": [axis], "keepdims": 0})]
+
+
+def _add_identity(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Add", [n.inputs[0], w.const(np.eye(int(n.args["size"]), dtype=np.float32))])]
+
+
+def _reparameterize(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # inference: the mean, the first half of the last dim (the sampling noise is for training)
+    latent = int(n.args["latent"])
+    return [w.op("Slice", [n.inputs[0], w.i64(0), w.i64(latent), w.i64(-1)])]
+
+
 def _select(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     index = w.scalar(int(n.args["index"]), np.int64)
     return [w.op("Gather", [n.inputs[0], index], {"axis": int(n.args["dim"])})]
@@ -369,8 +422,13 @@ def _passthrough(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "conv2d": _conv2d,
+    "conv1d": _conv1d,
+    "conv_transpose2d": _conv_transpose2d,
     "batchnorm": _batchnorm,
+    "batchnorm1d": _batchnorm,
     "layernorm": _layernorm,
+    "layernorm2d": _layernorm2d,
+    "layer_scale": _layer_scale,
     "rmsnorm": _rmsnorm,
     "embedding": _embedding,
     "pos_embedding": _pos_embedding,
@@ -398,7 +456,12 @@ LOWERINGS: dict[str, Lowering] = {
     "global_avgpool": _global_avgpool,
     "flatten": _flatten,
     "transpose": _transpose,
+    "permute": _permute,
     "unflatten": _unflatten,
+    "max": _max,
+    "matmul": _binary("MatMul"),
+    "add_identity": _add_identity,
+    "reparameterize": _reparameterize,
     "select": _select,
     "mean": _mean,
     "add": _binary("Add"),

@@ -49,19 +49,21 @@ class WeightSpec:
 
     name: str
     shape: tuple[int, ...]
-    init: str  # normal | kaiming_fan_out | uniform (std: the bound) | constant (std: the value) | ones | zeros
-    std: float = 0.0
+    init: str  # normal | kaiming_fan_out | uniform | ones | zeros | constant
+    std: float = 0.0  # normal, kaiming_fan_out: the standard deviation; uniform: the bound; constant: the value
 
     @property
     def nbytes(self) -> int:
         return 4 * math.prod(self.shape)
 
 
-def _init_of(prim: str, local: str, shape: tuple[int, ...], args: Mapping[str, Any]) -> tuple[str, float]:
+def _init_of(prim: str, args: Mapping[str, Any], local: str, shape: tuple[int, ...]) -> tuple[str, float]:
     """The PyTorch backend's init_weights, per primitive and tensor (see backends/pytorch/codegen.py)."""
-    if prim in ("linear", "conv2d") and local == "bias":
+    if prim == "layer_scale":  # LayerScale starts at its `init` value
+        return "constant", float(args["init"])
+    if prim in ("linear", "conv2d", "conv1d", "conv_transpose2d") and local == "bias":
         return "zeros", 0.0
-    if prim == "conv2d":  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
+    if prim in ("conv2d", "conv1d", "conv_transpose2d"):  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
         fan_out = shape[0] * math.prod(shape[2:])
         return "kaiming_fan_out", math.sqrt(2.0) / math.sqrt(fan_out)
     if prim in ("linear", "embedding", "pos_embedding", "cls_token", "type_embedding"):
@@ -94,7 +96,7 @@ def weight_specs(ir: GraphIR) -> tuple[list[WeightSpec], dict[str, str | None]]:
             source = state_dict_key(ties.get(graph_key, graph_key))
             names[key] = source
             if source == key:
-                init, std = _init_of(info.target, local, tuple(shape), info.args)
+                init, std = _init_of(info.target, info.args, local, tuple(shape))
                 specs[key] = WeightSpec(key, tuple(shape), init, std)
     return list(specs.values()), names
 

@@ -136,6 +136,7 @@ class PyTorchEmitter:
         self.class_names: dict[ClassKey, str] = {}
         self.class_src: list[str] = []
         self.helpers: set[str] = set()
+        self.module_prims: set[str] = set()  # primitives instantiated as nn.Modules
         self.instances = self._first_instances()
         self._topo_pos = {n: i for i, n in enumerate(self.ir.topo())}
 
@@ -245,6 +246,7 @@ class PyTorchEmitter:
 
     def _ctor(self, ref: LayerRef, parts: list[tuple[ParamSpec, str | None]], layers: dict[str, LayerRef]) -> str:
         if ref.kind == "primitive":
+            self.module_prims.add(ref.target)
             tmpl = MODULES[ref.target]
             for h in helper_deps(ref.target):
                 self.helpers.add(h)
@@ -621,6 +623,9 @@ class PyTorchEmitter:
         out.line("")
         learned = [h for h in LEARNED_HELPERS if h in self.helpers]
         init_src = _INIT_AND_ENTRY
+        convs = ["nn.Conv2d"] + [cls for prim, cls in _OTHER_CONVS.items() if prim in self.module_prims]
+        if len(convs) > 1:  # every convolution starts with Kaiming normal weights
+            init_src = init_src.replace("isinstance(module, nn.Conv2d)", f"isinstance(module, ({', '.join(convs)}))")
         if learned:
             kinds = learned[0] if len(learned) == 1 else "(" + ", ".join(learned) + ")"
             init_src += (f"    elif isinstance(module, {kinds}):\n"
@@ -666,7 +671,15 @@ class PyTorchEmitter:
             w.line('"""' + doc[0] + ("" if len(doc) > 1 else '"""'))
             for d in doc[1:]:
                 w.line(d + ('"""' if d is doc[-1] else ""))
-            lines(code.loss)
+            aux = sorted({d["op"] for _, d in self.ir.g.nodes(data=True)
+                          if d["op"] in PRIMITIVES and "aux_loss" in PRIMITIVES[d["op"]].tags})
+            if not aux:
+                lines(code.loss)
+            else:  # modules that add a term of their own (the VAE's KL divergence): the task's loss plus those
+                *body, last = code.loss
+                assert last.startswith("return "), last
+                lines((*body, "task_loss = " + last.removeprefix("return ")))
+                w.line(f"return task_loss + auxiliary_loss(self)  # + the terms of {', '.join(aux)}")
         w.line("")
         w.line("@torch.no_grad()")
         w.line("def metrics(self, batch):")
@@ -706,6 +719,8 @@ class PyTorchEmitter:
                 out.line(ln)
             out.line("return batch")
 
+
+_OTHER_CONVS = {"conv1d": "nn.Conv1d", "conv_transpose2d": "nn.ConvTranspose2d"}
 
 _INIT_AND_ENTRY = '''
 @torch.no_grad()
@@ -751,11 +766,12 @@ def _example_input(form: InputForm, dims: dict[str, Value]) -> str:
 
 def _is_module(ref: LayerRef, ly: A.Layer) -> bool:
     """Whether a layer application owns a submodule (blocks, weighted primitives, repeats)."""
-    return ref.kind == "block" or ly.repeat is not None or PRIMITIVES[ref.target].has_weights
+    prim = PRIMITIVES.get(ref.target) if ref.kind == "primitive" else None
+    return prim is None or ly.repeat is not None or prim.has_weights or "module" in prim.tags
 
 
 def _paren(v: str) -> str:
-    return f"({v})" if any(op in v for op in (" + ", " - ", " * ")) else v
+    return f"({v})" if any(op in v for op in (" + ", " - ", " * ", " @ ")) else v
 
 
 def _fill(tmpl: str, args: dict[str, tuple[str | None, Any]]) -> str:

@@ -20,6 +20,14 @@ MODULES: dict[str, str] = {
     "contrastive_logits": "ContrastiveLogits({init})",
     "lstm": "nn.LSTM({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
     "gru": "nn.GRU({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
+    "layernorm2d": "LayerNorm2d({channels}?, eps={eps})",
+    "conv1d": "nn.Conv1d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}"
+              "?, bias={bias})",
+    "conv_transpose2d": "nn.ConvTranspose2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding="
+                        "{padding}?, output_padding={output_padding}?, groups={groups}?, bias={bias})",
+    "batchnorm1d": "nn.BatchNorm1d({channels}?, eps={eps}?, momentum={momentum})",
+    "reparameterize": "Reparameterize({latent}?, beta={beta}?, elements={elements})",
+    "layer_scale": "LayerScale({dim}?, init={init})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -43,7 +51,11 @@ FUNCTIONAL: dict[str, str] = {
     "global_avgpool": "{x}.mean(dim=(2, 3))",
     "flatten": "{x}.flatten({start}, {end})",
     "transpose": "{x}.transpose({dim0}, {dim1})",
-    "unflatten": "{x}.unflatten({dim}, ({a}, {b}))",
+    "permute": "{x}.permute{dims}",
+    "unflatten": "{x}.unflatten({dim}, {sizes})",
+    "max": "{x}.amax(dim={dim})",
+    "matmul": "{a} @ {b}",
+    "add_identity": "add_identity({x})",
     "select": "{x}.select({dim}, {index})",
     "mean": "{x}.mean(dim={dim})",
     "split": "{x}.chunk({parts}, dim={dim})",
@@ -55,7 +67,8 @@ FUNCTIONAL: dict[str, str] = {
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"), "mul": ("a", "b"),
+    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
+    "mul": ("a", "b"), "matmul": ("a", "b"),
 }
 
 HELPERS: dict[str, str] = {
@@ -122,7 +135,6 @@ class TokenTypeEmbedding(nn.Module):
     def forward(self, x):
         return x + self.weight[0]  # (B, T, dim)
 ''',
-
     "quick_gelu": '''
 def quick_gelu(x):
     """x * sigmoid(1.702 x): CLIP's approximation of GELU."""
@@ -145,6 +157,57 @@ class ContrastiveLogits(nn.Module):
     def forward(self, a, b):
         return self.logit_scale.exp() * a @ b.t()  # (B, B')
 ''',
+    "LayerNorm2d": '''
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of (B, C, H, W) at each position (ConvNeXt's channels-first norm)."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        return super().forward(x).permute(0, 3, 1, 2)  # (B, C, H, W)
+''',
+    "LayerScale": '''
+class LayerScale(nn.Module):
+    """A learned scale per feature of the last dim, starting small so a residual branch starts near zero."""
+
+    def __init__(self, dim: int, init: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x):
+        return x * self.weight
+''',
+    "add_identity": '''
+def add_identity(x):
+    """x + I for a batch of square matrices (B, n, n): a learned transform that starts near the identity."""
+    return x + torch.eye(x.shape[-1], device=x.device, dtype=x.dtype)
+''',
+    "Reparameterize": '''
+class Reparameterize(nn.Module):
+    """VAE sampling from (B, 2 * latent) = (mean, log-variance): mean + exp(logvar / 2) * noise in training,
+    the mean at inference. Keeps beta * KL(q(z|x) || N(0, I)) / elements as `aux_loss` (Model.loss adds it):
+    the KL summed over the latent dims and averaged over the batch, per input element, so it is on the scale
+    of a mean squared reconstruction error (beta = 2: the negative ELBO of a unit-variance Gaussian decoder)."""
+
+    def __init__(self, latent: int, beta: float = 1.0, elements: int = 1):
+        super().__init__()
+        self.latent = latent
+        self.beta = beta
+        self.elements = elements
+        self.aux_loss = None
+
+    def forward(self, x):
+        mean, logvar = x.chunk(2, dim=-1)  # (B, latent) each
+        kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(-1).mean()
+        self.aux_loss = self.beta * kl / self.elements
+        if not self.training:
+            return mean
+        return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # (B, latent)
+''',
+    "auxiliary_loss": '''
+def auxiliary_loss(model: nn.Module):
+    """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL divergence)."""
+    return sum(m.aux_loss for m in model.modules() if getattr(m, "aux_loss", None) is not None)
+''',
 }
 
 # helper modules with a learned `weight` that init_weights draws from N(0, 0.02)
@@ -154,5 +217,6 @@ LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding")
 def helper_deps(prim: str) -> list[str]:
     return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
             "cls_token": ["ClassToken"], "type_embedding": ["TokenTypeEmbedding"],
-            "contrastive_logits": ["ContrastiveLogits"], "eot_pool": ["eot_pool"],
-            "quick_gelu": ["quick_gelu"]}.get(prim, [])
+            "contrastive_logits": ["ContrastiveLogits"], "eot_pool": ["eot_pool"], "quick_gelu": ["quick_gelu"],
+            "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"],
+            "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"]}.get(prim, [])

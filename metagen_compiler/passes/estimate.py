@@ -51,7 +51,7 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
 
 # Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
 # the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "transpose", "flatten", "unflatten", "select", "identity"})
+VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity", "permute", "unflatten"})
 
 
 def aliases_input(op: str, args: dict[str, Any]) -> bool:
@@ -61,15 +61,22 @@ def aliases_input(op: str, args: dict[str, Any]) -> bool:
 def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]) -> int:
     """Bytes autograd keeps for a primitive beyond its inputs and outputs (PyTorch's CPU kernels, fp32).
 
-    layernorm: mean and rstd per row; rmsnorm: rstd per row and the normalised tensor before the weight;
-    batchnorm: mean and invstd per channel; sdpa: the log-sum-exp per query row (flash attention);
+    layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W);
+    rmsnorm: rstd per row and the normalised tensor before the weight;
+    batchnorm, batchnorm1d: mean and invstd per channel;
+    reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent);
+    sdpa: the log-sum-exp per query row (flash attention);
     maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
     dropout with p > 0: the scaled fp32 mask."""
     if op == "layernorm":
         return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
+    if op == "layernorm2d":
+        return 2 * 4 * (math.prod(ins[0]) // ins[0][1])
     if op == "rmsnorm":
         return 4 * (math.prod(ins[0]) // ins[0][-1]) + 4 * math.prod(outs[0])
-    if op == "batchnorm":
+    if op == "reparameterize":
+        return 3 * 4 * math.prod(outs[0])
+    if op in ("batchnorm", "batchnorm1d"):
         return 2 * 4 * int(args["channels"])
     if op == "sdpa":
         b, t, _ = ins[0]
@@ -111,6 +118,14 @@ def _rnn_saved_bytes(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
         return 4 * (copies + 7 * per_step)
     return 4 * (b * t * n_in + layers * b * t * h * dirs + 16 * per_step)
 
+
+
+def _saved_inputs(g: Any, prim: Any, in_ts: list[Any], in_roots: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The inputs autograd keeps. A product (mul, matmul) keeps each factor for the other's gradient, so the
+    factor beside a graph input (which needs no gradient) is not kept."""
+    if prim.n_inputs != 2 or prim.saves != "both":
+        return in_roots
+    return [r for k, r in enumerate(in_roots) if g.nodes[in_ts[1 - k].node]["op"] != "input"]
 
 
 def _folded_nodes(ir: GraphIR) -> set[str]:
@@ -164,7 +179,7 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
         for i in range(len(outs)):
             root[(n, i)] = in_roots[0] if aliases_input(d["op"], d["args"]) else (n, i)
         if prim.saves in ("input", "both"):
-            saved.update(in_roots)
+            saved.update(_saved_inputs(g, prim, in_ts, in_roots))
         if prim.saves in ("output", "both"):
             saved.update(root[(n, i)] for i in range(len(outs)))
         saved_extra += saved_extra_bytes(d["op"], d["args"], ins, outs)
