@@ -20,12 +20,14 @@ SMALL = {
     "std.vision.vit": dict(image_size=32, patch_size=8, layers=2, d_model=64, heads=2, mlp_dim=128),
     "std.vision.resnet": dict(image_size=64, width=8),
     "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
+    "std.ssm.mamba": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8, dt_rank=4),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
     "gpt2": 124_439_808,  # transformers GPT2LMHeadModel (tied head)
     "vit_b_16": 86_567_656,  # torchvision vit_b_16
     "resnet50": 25_557_032,  # torchvision resnet50
+    "mamba_lm": 129_135_360,  # transformers MambaForCausalLM, state-spaces/mamba-130m (tied head)
 }
 
 
@@ -133,3 +135,22 @@ def _by_file(built, stem):  # type: ignore[no-untyped-def]
 
     name = re.search(r"^model\s+(\w+)", text, re.M).group(1)
     return built[name]
+
+
+def _shapes(model):  # type: ignore[no-untyped-def]
+    return sorted(tuple(p.shape) for p in model.parameters())
+
+
+def test_mamba_130m_equals_transformers(built) -> None:  # type: ignore[no-untyped-def]
+    """The preset against transformers' MambaForCausalLM built from the state-spaces/mamba-130m config (no
+    download): the same count and the same multiset of parameter shapes."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16, expand=2,
+                                   conv_kernel=4, time_step_rank=48, use_conv_bias=True, use_bias=False,
+                                   tie_word_embeddings=True)
+    mod, report = _by_file(built, "mamba_lm")
+    with torch.device("meta"):
+        ref = transformers.MambaForCausalLM(cfg)
+        ours = mod.build_model()
+    assert sum(p.numel() for p in ref.parameters()) == report["params"] == REFERENCE_PARAMS["mamba_lm"]
+    assert _shapes(ours) == _shapes(ref)

@@ -89,3 +89,21 @@ model p {{
   architecture vision.resnet {{ width = {width}; depths = {list(depths)}; unit = {unit}; expansion = {exp} }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 3), d_model=st.sampled_from([16, 32, 48]), d_state=st.integers(1, 8),
+       d_conv=st.integers(1, 5), expand=st.integers(1, 3), dt_rank=st.integers(1, 8), tied=st.booleans(),
+       vocab=st.integers(16, 200), context=st.integers(2, 12))
+def test_mamba(layers, d_model, d_state, d_conv, expand, dt_rank, tied, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.ssm
+model p {{
+  modality text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture ssm.mamba {{
+    vocab = {vocab}; layers = {layers}; d_model = {d_model}; d_state = {d_state}; d_conv = {d_conv}
+    expand = {expand}; dt_rank = {dt_rank}; tied = {str(tied).lower()}
+  }}
+}}"""
+    check(*build(src))

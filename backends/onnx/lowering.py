@@ -199,6 +199,56 @@ def _rope(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [rotate(q), rotate(k)]
 
 
+# ------------------------------------------------------------------ state-space models
+def _split_sizes(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    sizes = n.args["sizes"] if isinstance(n.args["sizes"], tuple) else (n.args["sizes"],)
+    return list(w.op_multi("Split", [n.inputs[0], w.i64(*sizes)], {"axis": int(n.args["dim"])}, outputs=len(sizes)))
+
+
+def _causal_conv1d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # (B, T, C) -> (B, C, T), a depthwise Conv padded kernel-1 on the left only, back to (B, T, C)
+    k, c = int(n.args["kernel"]), int(n.args["channels"])
+    x = w.op("Transpose", [n.inputs[0]], {"perm": [0, 2, 1]})
+    ins = [x, n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
+    y = w.op("Conv", ins, {"kernel_shape": [k], "strides": [1], "pads": [k - 1, 0], "dilations": [1], "group": c})
+    return [w.op("Transpose", [y], {"perm": [0, 2, 1]})]
+
+
+def _scan_body(w: GraphWriter, d_inner: int, d_state: int) -> ir.Graph:
+    """One step of the recurrence, h_t = dA_t * h_{t-1} + dBx_t, on (batch, d_inner, d_state) slices; the
+    new state is both the carried state and the scan output."""
+    def val(tag: str) -> ir.Value:
+        return ir.Value(name=w.fresh(f"{w.scope}/scan/{tag}"), type=ir.TensorType(ir.DataType.FLOAT),
+                        shape=ir.Shape(["batch", d_inner, d_state]))
+
+    h_prev, da, dbx = val("h_prev"), val("dA_t"), val("dBx_t")
+    mul = ir.Node("", "Mul", [da, h_prev], name=w.fresh(f"{w.scope}/scan/Mul"))
+    add = ir.Node("", "Add", [mul.outputs[0], dbx], name=w.fresh(f"{w.scope}/scan/Add"))
+    out = ir.Node("", "Identity", [add.outputs[0]], name=w.fresh(f"{w.scope}/scan/Identity"))
+    for node, tag in ((mul, "dA_h"), (add, "h"), (out, "h_out")):
+        v = node.outputs[0]
+        v.name, v.type, v.shape = w.fresh(f"{w.scope}/scan/{tag}"), ir.TensorType(ir.DataType.FLOAT), val("x").shape
+    return ir.Graph([h_prev, da, dbx], [add.outputs[0], out.outputs[0]], nodes=[mul, add, out],
+                    name=w.fresh(f"{w.scope}/scan_body"))
+
+
+def _selective_scan(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # as SelectiveScan in the PyTorch backend: the discretised A and B x for every position at once,
+    # the recurrence over the run-time sequence length as one Scan, then C h + D x
+    x, dt, b, c = n.inputs
+    d_inner, d_state = int(n.args["d_inner"]), int(n.args["d_state"])
+    a = w.op("Neg", [w.op("Exp", [n.weights["A_log"]])])  # (d_inner, d_state)
+    dt = w.op("Softplus", [dt])
+    da = w.op("Exp", [w.op("Mul", [w.unsqueeze(dt, [-1]), a])])  # (B, T, d_inner, d_state)
+    dbx = w.op("Mul", [w.unsqueeze(w.op("Mul", [dt, x]), [-1]), w.unsqueeze(b, [2])])  # (B, T, d_inner, d_state)
+    shape = w.op("Concat", [w.dim(x, 0), w.i64(d_inner, d_state)], {"axis": 0})
+    h0 = w.op("ConstantOfShape", [shape], {"value": ir.tensor(np.zeros(1, np.float32))})  # (B, d_inner, d_state)
+    _, hs = w.op_multi("Scan", [h0, da, dbx], {"body": _scan_body(w, d_inner, d_state), "num_scan_inputs": 2,
+                                                "scan_input_axes": [1, 1], "scan_output_axes": [1]}, outputs=2)
+    y = w.op("ReduceSum", [w.op("Mul", [hs, w.unsqueeze(c, [2])]), w.i64(-1)], {"keepdims": 0})  # (B, T, d_inner)
+    return [w.op("Add", [y, w.op("Mul", [x, n.weights["D"]])])]
+
+
 # ------------------------------------------------------------------ shape ops
 def _split(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     parts, shape = int(n.args["parts"]), n.in_shapes[0]
@@ -326,4 +376,7 @@ LOWERINGS: dict[str, Lowering] = {
     "add": _binary("Add"),
     "sub": _binary("Sub"),
     "mul": _binary("Mul"),
+    "split_sizes": _split_sizes,
+    "causal_conv1d": _causal_conv1d,
+    "selective_scan": _selective_scan,
 }

@@ -48,7 +48,7 @@ class WeightSpec:
 
     name: str
     shape: tuple[int, ...]
-    init: str  # normal | kaiming_fan_out | ones | zeros
+    init: str  # normal | kaiming_fan_out | uniform (std = the bound) | log_arange | ones | zeros
     std: float = 0.0
 
     @property
@@ -56,8 +56,14 @@ class WeightSpec:
         return 4 * math.prod(self.shape)
 
 
-def _init_of(prim: str, local: str, shape: tuple[int, ...]) -> tuple[str, float]:
+def _init_of(prim: str, local: str, shape: tuple[int, ...], args: Mapping[str, Any]) -> tuple[str, float]:
     """The PyTorch backend's init_weights, per primitive and tensor (see backends/pytorch/codegen.py)."""
+    if prim == "causal_conv1d":  # nn.Conv1d's own init: kaiming_uniform(a=sqrt(5)), bias U(+-1/sqrt(fan_in))
+        return "uniform", 1.0 / math.sqrt(int(args["kernel"]))  # fan_in = 1 channel x kernel
+    if prim == "selective_scan":  # S4D-real: A_log[:, n] = log(n + 1); D = 1
+        return ("log_arange", 0.0) if local == "A_log" else ("ones", 0.0)
+    if prim == "moe":
+        return "normal", 0.02
     if prim in ("linear", "conv2d") and local == "bias":
         return "zeros", 0.0
     if prim == "conv2d":  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
@@ -88,7 +94,7 @@ def weight_specs(ir: GraphIR) -> tuple[list[WeightSpec], dict[str, str | None]]:
             source = ties.get(key, key)
             names[key] = source
             if source == key:
-                init, std = _init_of(info.target, local, tuple(shape))
+                init, std = _init_of(info.target, local, tuple(shape), info.args)
                 specs[key] = WeightSpec(key, tuple(shape), init, std)
     return list(specs.values()), names
 
@@ -103,7 +109,11 @@ def random_tensor(spec: WeightSpec, seed: int) -> np.ndarray:
         return np.zeros(spec.shape, np.float32)
     if spec.init == "ones":
         return np.ones(spec.shape, np.float32)
+    if spec.init == "log_arange":  # one row log(1), log(2), ..., log(n) per channel
+        return np.broadcast_to(np.log(np.arange(1, spec.shape[-1] + 1, dtype=np.float32)), spec.shape).copy()
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode("utf-8"))])
+    if spec.init == "uniform":
+        return rng.uniform(-spec.std, spec.std, spec.shape).astype(np.float32)
     out = rng.standard_normal(spec.shape, dtype=np.float32)
     out *= np.float32(spec.std)
     return out

@@ -51,7 +51,7 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
 
 # Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
 # the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity"})
+VIEW_OPS = frozenset({"split", "split_sizes", "transpose", "flatten", "select", "identity"})
 
 
 def aliases_input(op: str, args: dict[str, Any]) -> bool:
@@ -64,7 +64,10 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     layernorm: mean and rstd per row; rmsnorm: rstd per row and the normalised tensor before the weight;
     batchnorm: mean and invstd per channel; sdpa: the log-sum-exp per query row (flash attention);
     maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
-    dropout with p > 0: the scaled fp32 mask."""
+    dropout with p > 0: the scaled fp32 mask; causal_conv1d: its left-padded input (B, C, T + kernel - 1);
+    selective_scan: exp(A_log) and A (d_inner x d_state each), softplus(dt) and dt * x (B, T, d_inner each),
+    exp(dt A) (B, T, d_inner, d_state), the stacked states for C h (the same size) and each step's previous
+    state (T of (B, d_inner, d_state), the first being the zero state)."""
     if op == "layernorm":
         return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
     if op == "rmsnorm":
@@ -79,6 +82,13 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     if op == "rope":
         t, c = ins[0][1], ins[0][2]
         return 2 * 4 * t * (c // int(args["heads"]))
+    if op == "causal_conv1d":
+        b, t, c = ins[0]
+        return 4 * b * c * (t + int(args["kernel"]) - 1)
+    if op == "selective_scan":
+        b, t, d = ins[0]
+        n = int(args["d_state"])
+        return 4 * (2 * d * n + 2 * b * t * d + 2 * b * t * d * n + t * b * d * n)
     if op == "dropout" and args.get("p"):
         return 4 * math.prod(outs[0])
     return 0
