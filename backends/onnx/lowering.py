@@ -249,6 +249,47 @@ def _selective_scan(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Add", [y, w.op("Mul", [x, n.weights["D"]])])]
 
 
+# ------------------------------------------------------------------ mixture of experts
+def _moe(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    """As MoE in the PyTorch backend, computed densely: every expert on every token, each output weighted by
+    the token's gate for that expert, which is zero unless the router chose it and the expert had room. The
+    routing (top-k, each expert's queue in token order, the capacity from the run-time token count) is the
+    PyTorch backend's, so the output is the same; the cost is experts / top_k times the routed compute."""
+    a, ws = n.args, n.weights
+    d, e, k = int(a["d_model"]), int(a["experts"]), int(a["top_k"])
+    x = w.reshape(n.inputs[0], [-1, d])  # (N, D)
+    probs = w.op("Softmax", [w.op("MatMul", [x, w.op("Transpose", [ws["router"]], {"perm": [1, 0]})])], {"axis": -1})
+    gate, expert = w.op_multi("TopK", [probs, w.i64(k)], {"axis": -1, "largest": 1, "sorted": 1}, outputs=2)  # (N, k)
+    if a["normalize"]:
+        gate = w.op("Div", [gate, w.op("ReduceSum", [gate, w.i64(-1)], {"keepdims": 1})])
+    ids = w.reshape(expert, [-1, 1])  # (N k, 1), token order
+    experts = w.op("Range", [w.scalar(0, np.int64), w.scalar(e, np.int64), w.scalar(1, np.int64)])
+    chosen = w.op("Cast", [w.op("Equal", [ids, experts])], {"to": int(ir.DataType.INT64)})  # (N k, E)
+    queued = w.op("Mul", [w.op("Sub", [w.op("CumSum", [chosen, w.scalar(0, np.int64)]), w.scalar(1, np.int64)]), chosen])
+    slot = w.op("ReduceSum", [queued, w.i64(-1)], {"keepdims": 0})  # (N k,) place in its expert's queue
+    # capacity = ceil(capacity_factor * N * top_k / experts), in float64 as Python computes it
+    def f64(v: float) -> ir.Value:  # (w.const keeps constants float32)
+        return w.op("Constant", [], {"value": ir.tensor(np.array(v, np.float64))}, tag=f"f64({v:g})")
+
+    tokens = w.op("Cast", [w.op("Mul", [w.dim(n.inputs[0], 0), w.dim(n.inputs[0], 1)])], {"to": int(ir.DataType.DOUBLE)})
+    cap = w.op("Mul", [w.op("Mul", [f64(float(a["capacity_factor"])), tokens]), f64(float(k))])
+    cap = w.op("Cast", [w.op("Ceil", [w.op("Div", [cap, f64(float(e))])])], {"to": int(ir.DataType.INT64)})
+    kept = w.op("Cast", [w.op("Less", [slot, cap])], {"to": int(ir.DataType.FLOAT)})  # (N k,)
+    weights = w.op("Mul", [w.op("Cast", [chosen], {"to": int(ir.DataType.FLOAT)}),
+                           w.unsqueeze(w.op("Mul", [w.reshape(gate, [-1]), kept]), [1])])  # (N k, E)
+    combine = w.op("ReduceSum", [w.reshape(weights, [-1, k, e]), w.i64(1)], {"keepdims": 0})  # (N, E)
+
+    def proj(name: str) -> ir.Value:  # x (N, D) against every expert: (E, N, out)
+        return w.op("MatMul", [x, w.op("Transpose", [ws[name]], {"perm": [0, 2, 1]})])
+
+    h1 = proj("w1")
+    h = w.op("Mul", [w.op("Mul", [h1, w.op("Sigmoid", [h1])]), proj("w3")])  # (E, N, hidden)
+    out = w.op("MatMul", [h, w.op("Transpose", [ws["w2"]], {"perm": [0, 2, 1]})])  # (E, N, D)
+    gates = w.unsqueeze(w.op("Transpose", [combine], {"perm": [1, 0]}), [2])  # (E, N, 1)
+    y = w.op("ReduceSum", [w.op("Mul", [out, gates]), w.i64(0)], {"keepdims": 0})  # (N, D)
+    return [w.op("Reshape", [y, w.shape(n.inputs[0])])]
+
+
 # ------------------------------------------------------------------ shape ops
 def _split(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     parts, shape = int(n.args["parts"]), n.in_shapes[0]
@@ -379,4 +420,5 @@ LOWERINGS: dict[str, Lowering] = {
     "split_sizes": _split_sizes,
     "causal_conv1d": _causal_conv1d,
     "selective_scan": _selective_scan,
+    "moe": _moe,
 }

@@ -641,14 +641,30 @@ class PyTorchEmitter:
             for ln in body:
                 w.line(ln.format(x=x))
 
+        # primitives that record an auxiliary loss in each forward (MoE load balancing): loss adds them
+        aux = sorted({d["op"] for _, d in self.ir.g.nodes(data=True)
+                      if d["op"] in PRIMITIVES and "aux_loss" in PRIMITIVES[d["op"]].tags})
         w.line("def loss(self, batch):")
         with w.indent():
             doc = code.doc.format(x=x).split("\n")
+            if aux:
+                doc[-1] += " Plus the auxiliary losses of that forward (self.aux_loss())."
             w.line('"""' + doc[0] + ("" if len(doc) > 1 else '"""'))
             for d in doc[1:]:
                 w.line(d + ('"""' if d is doc[-1] else ""))
-            lines(code.loss)
+            if aux:
+                *body, last = code.loss
+                assert last.startswith("return ")
+                lines((*body, "task_loss = " + last.removeprefix("return "), "return task_loss + self.aux_loss()"))
+            else:
+                lines(code.loss)
         w.line("")
+        if aux:
+            w.line("def aux_loss(self):")
+            with w.indent():
+                w.line(f'"""The auxiliary losses ({", ".join(aux)}) the submodules recorded in the last forward, summed."""')
+                w.line("return sum(m.aux_loss for m in self.modules() if isinstance(getattr(m, \"aux_loss\", None), torch.Tensor))")
+            w.line("")
         w.line("@torch.no_grad()")
         w.line("def metrics(self, batch):")
         with w.indent():
