@@ -102,7 +102,7 @@ class CausalConv1d(nn.Conv1d):
 
     def forward(self, x):
         x = F.pad(x.transpose(1, 2), (self.kernel_size[0] - 1, 0))  # (B, C, kernel-1+T)
-        return super().forward(x).transpose(1, 2)  # (B, T, C)
+        return super().forward(x).transpose(1, 2).contiguous()  # (B, T, C), contiguous for the linear maps after it
 ''',
     "SelectiveScan": '''
 class SelectiveScan(nn.Module):
