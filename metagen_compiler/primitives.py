@@ -364,6 +364,27 @@ def _scan_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[in
     return 0, 7 * b * t * d * n + 7 * b * t * d
 
 
+def _s4d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _seq_shape(s[0], a["d_model"], "features")
+    return [s[0]]
+
+
+def _s4d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    # the causal convolution with a kernel as long as the sequence (depthwise, computed directly: 2 B H T^2);
+    # the kernel, per (channel, mode, position): exp, cos, sin, 4 products and the sum (~8), and + D x
+    b, t, h = i[0]
+    return 2 * b * h * t * t, 8 * h * (a["d_state"] // 2) * t + 2 * b * t * h
+
+
+def _s4d_check(a: Mapping[str, Any]) -> str | None:
+    msg = _check_positive("d_model", "d_state")(a)
+    if msg:
+        return msg
+    if a["d_state"] % 2:
+        return f"d_state must be even (d_state / 2 complex modes), got {a['d_state']}"
+    return None
+
+
 def _moe_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     _seq_shape(s[0], a["d_model"], "features")
     return [s[0]]
@@ -504,7 +525,7 @@ _PRIMS = [
               flops=_elementwise(1), saves="none"),
     Primitive("sub", (), "Elementwise difference.", n_inputs=2, shape=_binary_shape, flops=_elementwise(1), saves="none"),
     Primitive("mul", (), "Elementwise product (gating).", n_inputs=2, shape=_binary_shape, flops=_elementwise(1),
-              saves="both"),
+              saves="input"),  # both operands, not the product
     # state-space models (Mamba) and mixtures of experts
     Primitive(
         "split_sizes", (_P("sizes", "int_or_tuple"), _P("dim", "int", -1)),
@@ -526,6 +547,16 @@ _PRIMS = [
         n_inputs=4, weights=lambda a: {"A_log": (a["d_inner"], a["d_state"]), "D": (a["d_inner"],)},
         shape=_scan_shape, flops=_scan_flops, check=_check_positive("d_inner", "d_state"), saves="input",
         tags=frozenset({"scan"}),
+    ),
+    Primitive(
+        "s4d", (_P("d_model", "int"), _P("d_state", "int", 64)),
+        "Diagonal state space (S4D) on (B, T, H): per channel d_state / 2 complex modes A = -exp(log_A_real) + "
+        "i A_imag and a step exp(log_dt) give the kernel K[l] = 2 Re(sum_n C_n (exp(dt A_n) - 1) / A_n exp(l dt A_n)) "
+        "for the run-time length; y = causal_conv(x, K) + D x.",
+        weights=lambda a: {"log_dt": (a["d_model"],), "C": (a["d_model"], a["d_state"] // 2, 2),
+                           "log_A_real": (a["d_model"], a["d_state"] // 2), "A_imag": (a["d_model"], a["d_state"] // 2),
+                           "D": (a["d_model"],)},
+        shape=_s4d_shape, flops=_s4d_flops, check=_s4d_check, saves="input", tags=frozenset({"mm", "scan"}),
     ),
     Primitive(
         "moe", (_P("d_model", "int"), _P("hidden", "int"), _P("experts", "int"), _P("top_k", "int", 2),

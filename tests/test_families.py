@@ -139,6 +139,7 @@ def test_model_loss_adds_the_aux_loss_of_every_block(moe_mod) -> None:  # type: 
     ("moe.decoder { layers = 1; d_model = 64; heads = 1; experts = 2; top_k = 3 }", "E206"),
     ("moe.decoder { layers = 1; d_model = 64; heads = 1; capacity_factor = 0.0 }", "E206"),
     ("ssm.mamba { layers = 1; d_model = 64; d_state = 0 }", "E206"),
+    ("ssm.s4d { layers = 1; d_model = 64; d_state = 7 }", "E206"),
 ])
 def test_bad_dims_are_coded_diagnostics(arch: str, code: str) -> None:
     comp = _compile(_spec(arch, "std.moe\nimport std.ssm"))

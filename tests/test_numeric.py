@@ -21,6 +21,7 @@ SMALL = {
     "std.vision.resnet": dict(image_size=64, width=8),
     "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
     "std.ssm.mamba": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8, dt_rank=4),
+    "std.ssm.s4d": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8),
     "std.moe.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2, hidden=96, experts=4),
 }
 

@@ -48,6 +48,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "mamba_lm": (ROOT / "examples" / "mamba_lm.msl", {"layers": 2, "d_model": 64, "vocab": 97, "d_state": 8, "dt_rank": 4}),
     "moe_lm": (ROOT / "examples" / "moe_lm.msl",
                {"layers": 2, "d_model": 64, "heads": 2, "kv_heads": 2, "hidden": 96, "experts": 4, "vocab": 97}),
+    "s4d_lm": (ROOT / "examples" / "s4d_lm.msl", {"layers": 2, "d_model": 64, "vocab": 97, "d_state": 8}),
     "switch_lm": (ROOT / "examples" / "switch_lm.msl",
                   {"layers": 2, "d_model": 64, "heads": 2, "hidden": 96, "experts": 4, "vocab": 97}),
 }

@@ -129,3 +129,20 @@ model p {{
   }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 3), d_model=st.sampled_from([16, 32, 48]), modes=st.integers(1, 8),
+       norm=st.sampled_from(["layernorm", "rmsnorm"]), tied=st.booleans(), vocab=st.integers(16, 200),
+       context=st.integers(2, 12))
+def test_s4d(layers, d_model, modes, norm, tied, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.ssm
+model p {{
+  modality text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture ssm.s4d {{
+    vocab = {vocab}; layers = {layers}; d_model = {d_model}; d_state = {2 * modes}; norm = {norm}; tied = {str(tied).lower()}
+  }}
+}}"""
+    check(*build(src))

@@ -249,6 +249,41 @@ def _selective_scan(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Add", [y, w.op("Mul", [x, n.weights["D"]])])]
 
 
+def _s4d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # as S4D in the PyTorch backend: the kernel for the run-time length, written for reversed positions
+    # (T-1 .. 0) so it needs no flip, then a depthwise Conv over the input padded T-1 on the left
+    x, ws, h = n.inputs[0], n.weights, int(n.args["d_model"])
+
+    def mul(a: ir.Value, b: ir.Value) -> ir.Value:
+        return w.op("Mul", [a, b])
+
+    dt = w.unsqueeze(w.op("Exp", [ws["log_dt"]]), [1])  # (H, 1)
+    a_re, a_im = w.op("Neg", [w.op("Exp", [ws["log_A_real"]])]), ws["A_imag"]  # (H, modes)
+    decay, turn = w.op("Exp", [mul(dt, a_re)]), mul(dt, a_im)
+    e_re = w.op("Sub", [mul(decay, w.op("Cos", [turn])), w.scalar(1.0)])
+    e_im = mul(decay, w.op("Sin", [turn]))
+    norm = w.op("Add", [mul(a_re, a_re), mul(a_im, a_im)])
+    q_re = w.op("Div", [w.op("Add", [mul(e_re, a_re), mul(e_im, a_im)]), norm])
+    q_im = w.op("Div", [w.op("Sub", [mul(e_im, a_re), mul(e_re, a_im)]), norm])
+    cr, ci = (w.op("Gather", [ws["C"], w.scalar(i, np.int64)], {"axis": 2}) for i in (0, 1))
+    c_re = w.op("Sub", [mul(cr, q_re), mul(ci, q_im)])
+    c_im = w.op("Add", [mul(cr, q_im), mul(ci, q_re)])
+    t = w.dim(x, 1, scalar=True)
+    last = w.op("Sub", [t, w.scalar(1, np.int64)])
+    pos = w.op("Cast", [w.op("Range", [last, w.scalar(-1, np.int64), w.scalar(-1, np.int64)])],
+               {"to": int(ir.DataType.FLOAT)})  # (T,) reversed
+    mag = w.op("Exp", [mul(w.unsqueeze(mul(dt, a_re), [-1]), pos)])  # (H, modes, T)
+    phase = mul(w.unsqueeze(turn, [-1]), pos)
+    waves = w.op("Sub", [mul(w.unsqueeze(c_re, [-1]), w.op("Cos", [phase])),
+                         mul(w.unsqueeze(c_im, [-1]), w.op("Sin", [phase]))])
+    k = w.op("ReduceSum", [mul(mag, waves), w.i64(1)], {"keepdims": 1})  # (H, 1, T)
+    k = mul(k, w.scalar(2.0))
+    pads = w.op("Concat", [w.i64(0, 0), w.unsqueeze(last, [0]), w.i64(0, 0, 0)], {"axis": 0})
+    xp = w.op("Pad", [w.op("Transpose", [x], {"perm": [0, 2, 1]}), pads])  # (B, H, 2T-1)
+    y = w.op("Conv", [xp, k], {"strides": [1], "pads": [0, 0], "dilations": [1], "group": h})  # (B, H, T)
+    return [w.op("Add", [mul(x, ws["D"]), w.op("Transpose", [y], {"perm": [0, 2, 1]})])]
+
+
 # ------------------------------------------------------------------ mixture of experts
 def _moe(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     """As MoE in the PyTorch backend, computed densely: every expert on every token, each output weighted by
@@ -420,5 +455,6 @@ LOWERINGS: dict[str, Lowering] = {
     "split_sizes": _split_sizes,
     "causal_conv1d": _causal_conv1d,
     "selective_scan": _selective_scan,
+    "s4d": _s4d,
     "moe": _moe,
 }

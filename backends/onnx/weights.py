@@ -48,7 +48,7 @@ class WeightSpec:
 
     name: str
     shape: tuple[int, ...]
-    init: str  # normal | kaiming_fan_out | uniform (std = the bound) | log_arange | ones | zeros
+    init: str  # normal | kaiming_fan_out | uniform (std = the bound) | log_arange | s4d_* | ones | zeros
     std: float = 0.0
 
     @property
@@ -62,6 +62,9 @@ def _init_of(prim: str, local: str, shape: tuple[int, ...], args: Mapping[str, A
         return "uniform", 1.0 / math.sqrt(int(args["kernel"]))  # fan_in = 1 channel x kernel
     if prim == "selective_scan":  # S4D-real: A_log[:, n] = log(n + 1); D = 1
         return ("log_arange", 0.0) if local == "A_log" else ("ones", 0.0)
+    if prim == "s4d":  # the S4 repository's S4D init: dt log-uniform in [1e-3, 1e-1], S4D-Lin A, complex normal C
+        return {"log_dt": ("s4d_log_dt", 0.0), "C": ("normal", math.sqrt(0.5)), "log_A_real": ("s4d_log_a_real", 0.0),
+                "A_imag": ("s4d_a_imag", 0.0), "D": ("normal", 1.0)}[local]
     if prim == "moe":
         return "normal", 0.02
     if prim in ("linear", "conv2d") and local == "bias":
@@ -109,11 +112,17 @@ def random_tensor(spec: WeightSpec, seed: int) -> np.ndarray:
         return np.zeros(spec.shape, np.float32)
     if spec.init == "ones":
         return np.ones(spec.shape, np.float32)
+    if spec.init == "s4d_log_a_real":  # A's real part -1/2
+        return np.full(spec.shape, np.log(0.5), np.float32)
+    if spec.init == "s4d_a_imag":  # A's imaginary part pi n, per channel
+        return np.broadcast_to(np.pi * np.arange(spec.shape[-1], dtype=np.float32), spec.shape).astype(np.float32)
     if spec.init == "log_arange":  # one row log(1), log(2), ..., log(n) per channel
         return np.broadcast_to(np.log(np.arange(1, spec.shape[-1] + 1, dtype=np.float32)), spec.shape).copy()
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode("utf-8"))])
     if spec.init == "uniform":
         return rng.uniform(-spec.std, spec.std, spec.shape).astype(np.float32)
+    if spec.init == "s4d_log_dt":
+        return rng.uniform(np.log(1e-3), np.log(1e-1), spec.shape).astype(np.float32)
     out = rng.standard_normal(spec.shape, dtype=np.float32)
     out *= np.float32(spec.std)
     return out

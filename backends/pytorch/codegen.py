@@ -600,7 +600,7 @@ class PyTorchEmitter:
                 ann = {"int": "int", "float": "float", "bool": "bool", "str": "str", "enum": "str", "list": "tuple"}.get(
                     s.type, type(v).__name__)
                 out.line(f"{py_ident(s.name)}: {ann} = {literal(v)}")
-        helper_order = ["attention", "apply_rope", "PositionEmbedding", "ClassToken", "CausalConv1d", "SelectiveScan", "MoE"]
+        helper_order = ["attention", "apply_rope", "PositionEmbedding", "ClassToken", "CausalConv1d", "SelectiveScan", "S4D", "MoE"]
         for h in helper_order:
             if h in self.helpers:
                 out.line("")

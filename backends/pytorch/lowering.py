@@ -18,6 +18,7 @@ MODULES: dict[str, str] = {
     "cls_token": "ClassToken({dim})",
     "causal_conv1d": "CausalConv1d({channels}, {kernel}?, bias={bias})",
     "selective_scan": "SelectiveScan({d_inner}, {d_state})",
+    "s4d": "S4D({d_model}?, d_state={d_state})",
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
 }
 
@@ -131,6 +132,44 @@ class SelectiveScan(nn.Module):
         y = (torch.stack(hs, dim=1) * c.unsqueeze(2)).sum(-1)  # (B, T, d_inner)
         return y + x * self.D
 ''',
+    "S4D": '''
+class S4D(nn.Module):
+    """Diagonal state space, S4D (Gu et al. 2022), on (B, T, H): per channel, d_state / 2 complex modes
+    A_n = -exp(log_A_real) + i A_imag with a learned step dt = exp(log_dt), discretised by zero-order hold.
+    The convolution kernel K[h, l] = 2 Re(sum_n C_n (exp(dt A_n) - 1) / A_n exp(l dt A_n)) is computed for
+    the run-time length T (in real arithmetic: cos and sin for the complex exponentials); then
+    y = causal_conv(x, K) + D x, the convolution computed directly (depthwise, kernel as long as T)."""
+
+    def __init__(self, d_model: int, d_state: int = 64, dt_min: float = 0.001, dt_max: float = 0.1):
+        super().__init__()
+        H, modes = d_model, d_state // 2
+        self.log_dt = nn.Parameter(torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.C = nn.Parameter(torch.randn(H, modes, 2) * 0.5**0.5)  # complex C as (real, imaginary)
+        self.log_A_real = nn.Parameter(torch.log(0.5 * torch.ones(H, modes)))  # S4D-Lin init
+        self.A_imag = nn.Parameter(math.pi * torch.arange(modes, dtype=torch.float32).repeat(H, 1))
+        self.D = nn.Parameter(torch.randn(H))
+
+    def kernel(self, T: int):
+        dt = torch.exp(self.log_dt)[:, None]  # (H, 1)
+        a_re, a_im = -torch.exp(self.log_A_real), self.A_imag  # (H, modes)
+        decay, turn = torch.exp(dt * a_re), dt * a_im  # exp(dt A) = decay * (cos turn + i sin turn)
+        e_re, e_im = decay * torch.cos(turn) - 1, decay * torch.sin(turn)  # exp(dt A) - 1
+        norm = a_re * a_re + a_im * a_im
+        q_re, q_im = (e_re * a_re + e_im * a_im) / norm, (e_im * a_re - e_re * a_im) / norm  # (exp(dt A) - 1) / A
+        c_re = self.C[..., 0] * q_re - self.C[..., 1] * q_im
+        c_im = self.C[..., 0] * q_im + self.C[..., 1] * q_re
+        pos = torch.arange(T, device=dt.device, dtype=dt.dtype)  # (T,)
+        mag = torch.exp((dt * a_re).unsqueeze(-1) * pos)  # (H, modes, T)
+        phase = turn.unsqueeze(-1) * pos
+        waves = c_re.unsqueeze(-1) * torch.cos(phase) - c_im.unsqueeze(-1) * torch.sin(phase)
+        return 2 * (mag * waves).sum(1)  # (H, T)
+
+    def forward(self, x):
+        B, T, H = x.shape
+        k = self.kernel(T).flip(-1).unsqueeze(1)  # (H, 1, T): output t sees inputs 0..t
+        y = F.conv1d(F.pad(x.transpose(1, 2), (T - 1, 0)), k, groups=H)  # (B, H, T)
+        return x * self.D + y.transpose(1, 2)  # (B, T, H), laid out as x
+''',
     "MoE": '''
 class MoE(nn.Module):
     """Mixture of SwiGLU experts on (B, T, D), with capacity-based dispatch (Switch Transformer, GShard).
@@ -193,5 +232,5 @@ class ClassToken(nn.Module):
 
 def helper_deps(prim: str) -> list[str]:
     return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
-            "cls_token": ["ClassToken"], "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"],
+            "cls_token": ["ClassToken"], "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
             "moe": ["MoE"]}.get(prim, [])

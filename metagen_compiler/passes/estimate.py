@@ -71,7 +71,9 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     expert buffer (E C + 1, D), both expert projections, their silu and product (E, C, hidden), the router
     probabilities (N, E), the int64 expert ids and destinations and the bool kept-mask (N top_k each), the
     gathered outputs (N top_k, D), the masked gates, with normalize the raw top-k gates and their sums, and
-    the routed fractions (E,)."""
+    the routed fractions (E,); s4d (H channels, M = d_state / 2 modes): the positions (T,), exp(log_dt) (H,),
+    15 tensors of (H, M) on the way to the kernel, five of (H, M, T), the flipped kernel (H, T) and the padded
+    input (B, H, 2T - 1)."""
     if op == "layernorm":
         return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
     if op == "rmsnorm":
@@ -93,6 +95,10 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         b, t, d = ins[0]
         n = int(args["d_state"])
         return 4 * (2 * d * n + 2 * b * t * d + 2 * b * t * d * n + t * b * d * n)
+    if op == "s4d":
+        b, t, h = ins[0]
+        m = int(args["d_state"]) // 2
+        return 4 * (t + h + 15 * h * m + 5 * h * m * t + h * t + b * h * (2 * t - 1))
     if op == "moe":
         n, k, e = math.prod(ins[0][:-1]), int(args["top_k"]), int(args["experts"])
         cap, d, h = moe_capacity(args, n), int(args["d_model"]), int(args["hidden"])
