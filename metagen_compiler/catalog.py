@@ -87,4 +87,9 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "resnet": (("image", "vision.resnet"),),
     "gpt": (("text", "transformer.decoder"),),
     "decoder": (("text", "transformer.decoder"),),
+    "ssm": (("text", "ssm.mamba"),),
+    "mamba": (("text", "ssm.mamba"),),
+    "s4d": (("text", "ssm.s4d"),),
+    "moe": (("text", "moe.decoder"),),
+    "mixtral": (("text", "moe.decoder"),),
 }

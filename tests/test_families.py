@@ -154,3 +154,22 @@ def test_one_trillion_parameter_moe_compiles_in_seconds() -> None:
     assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
     assert comp.graph.g.graph["estimates"]["params"] == 1_041_572_569_088
     assert wall < 20, wall
+
+
+YAML = """metagen_version: "1.0"
+name: "lm"
+modality: {{inputs: ["text"], outputs: ["text"]}}
+constraints: {{parameter_budget: {{max: "20M"}}, context_window: 256}}
+training: {{objective: ["autoregressive"]}}
+architecture: {{family: "{family}", vocab: 8000}}
+"""
+
+
+@pytest.mark.parametrize("family,qualname", [("ssm", "std.ssm.mamba"), ("mamba", "std.ssm.mamba"),
+                                             ("s4d", "std.ssm.s4d"), ("moe", "std.moe.decoder"),
+                                             ("mixtral", "std.moe.decoder")])
+def test_yaml_family_groups_import_their_module(family: str, qualname: str) -> None:
+    comp = compile_source(SourceFile("lm.yaml", YAML.format(family=family)))
+    assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
+    assert comp.spec.family.qualname == qualname
+    assert 0 < comp.graph.g.graph["estimates"]["params"] <= 20_000_000
