@@ -21,7 +21,7 @@ from metagen_compiler.primitives import Shape
 
 from .writer import GraphWriter
 
-__all__ = ["LOWERINGS", "KVState", "NodeCtx"]
+__all__ = ["LOWERINGS", "KVState", "NodeCtx", "RecurrentState"]
 
 
 @dataclass
@@ -32,6 +32,16 @@ class KVState:
     past_value: ir.Value  # (batch, kv_heads, past_sequence, head_size_v)
     present_key: ir.Value | None = None
     present_value: ir.Value | None = None
+
+
+@dataclass
+class RecurrentState:
+    """What a recurrent primitive carries from one decoder step to the next (see export.py): the causal
+    convolution's last kernel - 1 inputs (batch, channels, kernel - 1), or the selective scan's state
+    (batch, d_inner, d_state)."""
+
+    past: ir.Value
+    present: ir.Value | None = None
 
 
 @dataclass
@@ -46,6 +56,7 @@ class NodeCtx:
     # with a key/value cache: the number of past positions (int64, shape (1,)) and this node's cache
     past_len: ir.Value | None = None
     kv: KVState | None = None
+    state: RecurrentState | None = None  # causal_conv1d and selective_scan in the decoder step
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -207,10 +218,17 @@ def _split_sizes(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 
 def _causal_conv1d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     # (B, T, C) -> (B, C, T), a depthwise Conv padded kernel-1 on the left only, back to (B, T, C)
+    # in the decoder step the left padding is the previous step's last kernel - 1 inputs instead of zeros
     k, c = int(n.args["kernel"]), int(n.args["channels"])
     x = w.op("Transpose", [n.inputs[0]], {"perm": [0, 2, 1]})
+    pad = k - 1
+    if n.state is not None:
+        x = w.op("Concat", [n.state.past, x], {"axis": 2})  # (B, C, kernel - 1 + T)
+        start = w.op("Sub", [w.dim(x, 2), w.i64(k - 1)])
+        n.state.present = w.op("Slice", [x, start, w.i64(2**62), w.i64(2)], tag="present_conv_state")
+        pad = 0
     ins = [x, n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
-    y = w.op("Conv", ins, {"kernel_shape": [k], "strides": [1], "pads": [k - 1, 0], "dilations": [1], "group": c})
+    y = w.op("Conv", ins, {"kernel_shape": [k], "strides": [1], "pads": [pad, 0], "dilations": [1], "group": c})
     return [w.op("Transpose", [y], {"perm": [0, 2, 1]})]
 
 
@@ -241,10 +259,15 @@ def _selective_scan(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     dt = w.op("Softplus", [dt])
     da = w.op("Exp", [w.op("Mul", [w.unsqueeze(dt, [-1]), a])])  # (B, T, d_inner, d_state)
     dbx = w.op("Mul", [w.unsqueeze(w.op("Mul", [dt, x]), [-1]), w.unsqueeze(b, [2])])  # (B, T, d_inner, d_state)
-    shape = w.op("Concat", [w.dim(x, 0), w.i64(d_inner, d_state)], {"axis": 0})
-    h0 = w.op("ConstantOfShape", [shape], {"value": ir.tensor(np.zeros(1, np.float32))})  # (B, d_inner, d_state)
-    _, hs = w.op_multi("Scan", [h0, da, dbx], {"body": _scan_body(w, d_inner, d_state), "num_scan_inputs": 2,
-                                                "scan_input_axes": [1, 1], "scan_output_axes": [1]}, outputs=2)
+    if n.state is not None:  # the decoder step starts from the previous step's state
+        h0 = n.state.past
+    else:
+        shape = w.op("Concat", [w.dim(x, 0), w.i64(d_inner, d_state)], {"axis": 0})
+        h0 = w.op("ConstantOfShape", [shape], {"value": ir.tensor(np.zeros(1, np.float32))})  # (B, d_inner, d_state)
+    h_last, hs = w.op_multi("Scan", [h0, da, dbx], {"body": _scan_body(w, d_inner, d_state), "num_scan_inputs": 2,
+                                                     "scan_input_axes": [1, 1], "scan_output_axes": [1]}, outputs=2)
+    if n.state is not None:
+        n.state.present = h_last
     y = w.op("ReduceSum", [w.op("Mul", [hs, w.unsqueeze(c, [2])]), w.i64(-1)], {"keepdims": 0})  # (B, T, d_inner)
     return [w.op("Add", [y, w.op("Mul", [x, n.weights["D"]])])]
 
