@@ -86,7 +86,8 @@ def main() -> int:
 
         name = re.search(r"^model\s+(\w+)", spec.read_text(), re.M).group(1)  # type: ignore[union-attr]
         rows.append({"group": "example", **measure(spec, name, repeat, [])})
-    rows.append({"group": "scale", **measure(ROOT / "benchmarks" / "specs" / "gpt3_175b.msl", "gpt3_175b", repeat, [])})
+    for big in ("gpt3_175b", "moe_1t"):
+        rows.append({"group": "scale", **measure(ROOT / "benchmarks" / "specs" / f"{big}.msl", big, repeat, [])})
     depths = [12, 48] if args.quick else [12, 48, 96, 192]
     with tempfile.TemporaryDirectory() as d:
         for n in depths:

@@ -93,4 +93,9 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "vae": (("image", "autoencoder.conv_vae"), ("tabular", "autoencoder.vae"), (None, "autoencoder.vae")),
     "gpt": (("text", "transformer.decoder"),),
     "decoder": (("text", "transformer.decoder"),),
+    "ssm": (("text", "ssm.mamba"),),
+    "mamba": (("text", "ssm.mamba"),),
+    "s4d": (("text", "ssm.s4d"),),
+    "moe": (("text", "moe.decoder"),),
+    "mixtral": (("text", "moe.decoder"),),
 }

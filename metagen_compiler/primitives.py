@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Param", "Primitive", "PRIMITIVES", "ShapeError", "Shape", "Dim", "numel", "dim_add", "subst_dim"]
+__all__ = ["Param", "Primitive", "PRIMITIVES", "ShapeError", "Shape", "Dim", "numel", "dim_add", "subst_dim", "moe_capacity"]
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -496,6 +496,104 @@ def _conv_check(a: Mapping[str, Any]) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------ state-space and mixture-of-experts shapes
+def _split_sizes_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    sizes = a["sizes"] if isinstance(a["sizes"], tuple) else (a["sizes"],)
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if not 0 <= dim < len(x):
+        raise ShapeError(f"cannot split dimension {a['dim']} of {fmt_shape(x)}")
+    if isinstance(x[dim], int) and x[dim] != sum(sizes):
+        raise ShapeError(f"sizes {'+'.join(str(n) for n in sizes)} = {sum(sizes)} do not add up to {x[dim]}")
+    return [x[:dim] + (n,) + x[dim + 1:] for n in sizes]
+
+
+def _seq_shape(x: Shape, channels: int, what: str) -> None:
+    if len(x) != 3:
+        raise ShapeError(f"expects (B, T, C), got {fmt_shape(x)}")
+    if not _same(x[-1], channels):
+        raise ShapeError(f"expects {channels} {what}, got {x[-1]} (shape {fmt_shape(x)})")
+
+
+def _causal_conv1d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _seq_shape(s[0], a["channels"], "channels")
+    return [s[0]]
+
+
+def _causal_conv1d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    # depthwise: each output element is a kernel-long dot product over its own channel
+    return 2 * numel(o[0]) * a["kernel"], numel(o[0]) if a["bias"] else 0
+
+
+def _scan_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, dt, b, c = s
+    _seq_shape(x, a["d_inner"], "features in x")
+    _seq_shape(dt, a["d_inner"], "features in dt")
+    _seq_shape(b, a["d_state"], "features in B")
+    _seq_shape(c, a["d_state"], "features in C")
+    return [x]
+
+
+def _scan_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    # no matmul (FlopCounterMode counts 0); per (token, channel, state): exp(dt A), dt B x (2), the
+    # update h = dA h + dBx (2), C h and its sum (2); per (token, channel): softplus (4), dt x, + D x (2)
+    b, t, d = i[0]
+    n = a["d_state"]
+    return 0, 7 * b * t * d * n + 7 * b * t * d
+
+
+def _s4d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _seq_shape(s[0], a["d_model"], "features")
+    return [s[0]]
+
+
+def _s4d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    # the causal convolution with a kernel as long as the sequence (depthwise, computed directly: 2 B H T^2);
+    # the kernel, per (channel, mode, position): exp, cos, sin, 4 products and the sum (~8), and + D x
+    b, t, h = i[0]
+    return 2 * b * h * t * t, 8 * h * (a["d_state"] // 2) * t + 2 * b * t * h
+
+
+def _s4d_check(a: Mapping[str, Any]) -> str | None:
+    msg = _check_positive("d_model", "d_state")(a)
+    if msg:
+        return msg
+    if a["d_state"] % 2:
+        return f"d_state must be even (d_state / 2 complex modes), got {a['d_state']}"
+    return None
+
+
+def _moe_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _seq_shape(s[0], a["d_model"], "features")
+    return [s[0]]
+
+
+def moe_capacity(a: Mapping[str, Any], tokens: int) -> int:
+    """Tokens each expert takes: ceil(capacity_factor * tokens * top_k / experts), as the generated MoE computes it."""
+    return math.ceil(float(a["capacity_factor"]) * tokens * a["top_k"] / a["experts"])
+
+
+def _moe_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    # router (tokens x d_model x experts) and three expert matmuls over each expert's capacity buffer
+    tokens = numel(i[0][:-1])
+    e, d, h = a["experts"], a["d_model"], a["hidden"]
+    cap = moe_capacity(a, tokens)
+    mm = 2 * tokens * d * e + 3 * 2 * e * cap * d * h
+    other = 5 * tokens * e + e * cap * (4 * h + h) + tokens * a["top_k"] * d * 2  # softmax, silu * up, combine
+    return mm, other
+
+
+def _moe_check(a: Mapping[str, Any]) -> str | None:
+    msg = _check_positive("d_model", "hidden", "experts", "top_k")(a)
+    if msg:
+        return msg
+    if a["top_k"] > a["experts"]:
+        return f"top_k ({a['top_k']}) must not exceed experts ({a['experts']})"
+    if float(a["capacity_factor"]) <= 0:
+        return f"capacity_factor must be positive, got {a['capacity_factor']}"
+    return None
+
+
 # ------------------------------------------------------------------ the table
 _P = Param
 _PRIMS = [
@@ -703,7 +801,50 @@ _PRIMS = [
               flops=_elementwise(1), saves="none"),
     Primitive("sub", (), "Elementwise difference.", n_inputs=2, shape=_binary_shape, flops=_elementwise(1), saves="none"),
     Primitive("mul", (), "Elementwise product (gating).", n_inputs=2, shape=_binary_shape, flops=_elementwise(1),
-              saves="both"),
+              saves="input"),  # both operands, not the product
+    # state-space models (Mamba) and mixtures of experts
+    Primitive(
+        "split_sizes", (_P("sizes", "int_or_tuple"), _P("dim", "int", -1)),
+        "Splits a tensor into parts of the given sizes.",
+        n_outputs=lambda a: len(a["sizes"]) if isinstance(a["sizes"], tuple) else 1, shape=_split_sizes_shape,
+        check=_check_positive("sizes"), saves="none",
+    ),
+    Primitive(
+        "causal_conv1d", (_P("channels", "int"), _P("kernel", "int"), _P("bias", "bool", True)),
+        "Depthwise causal convolution over time on (B, T, C): output t sees inputs t - kernel + 1 .. t.",
+        weights=lambda a: {"weight": (a["channels"], 1, a["kernel"])} | ({"bias": (a["channels"],)} if a["bias"] else {}),
+        shape=_causal_conv1d_shape, flops=_causal_conv1d_flops, check=_check_positive("channels", "kernel"),
+        saves="none", tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "selective_scan", (_P("d_inner", "int"), _P("d_state", "int")),
+        "Selective state-space scan (Mamba's S6) of x, dt, B, C given as (B, T, .): with dt = softplus(dt) and "
+        "A = -exp(A_log), h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, y_t = C_t h_t + D x_t.",
+        n_inputs=4, weights=lambda a: {"A_log": (a["d_inner"], a["d_state"]), "D": (a["d_inner"],)},
+        shape=_scan_shape, flops=_scan_flops, check=_check_positive("d_inner", "d_state"), saves="input",
+        tags=frozenset({"scan"}),
+    ),
+    Primitive(
+        "s4d", (_P("d_model", "int"), _P("d_state", "int", 64)),
+        "Diagonal state space (S4D) on (B, T, H): per channel d_state / 2 complex modes A = -exp(log_A_real) + "
+        "i A_imag and a step exp(log_dt) give the kernel K[l] = 2 Re(sum_n C_n (exp(dt A_n) - 1) / A_n exp(l dt A_n)) "
+        "for the run-time length; y = causal_conv(x, K) + D x.",
+        weights=lambda a: {"log_dt": (a["d_model"],), "C": (a["d_model"], a["d_state"] // 2, 2),
+                           "log_A_real": (a["d_model"], a["d_state"] // 2), "A_imag": (a["d_model"], a["d_state"] // 2),
+                           "D": (a["d_model"],)},
+        shape=_s4d_shape, flops=_s4d_flops, check=_s4d_check, saves="input", tags=frozenset({"mm", "scan"}),
+    ),
+    Primitive(
+        "moe", (_P("d_model", "int"), _P("hidden", "int"), _P("experts", "int"), _P("top_k", "int", 2),
+                _P("capacity_factor", "float", 1.25), _P("normalize", "bool", True), _P("aux_coef", "float", 0.01)),
+        "Mixture of SwiGLU experts on (B, T, D): a linear router sends each token to its top_k experts, each "
+        "expert takes up to capacity = ceil(capacity_factor * tokens * top_k / experts) tokens in token order, "
+        "outputs are summed weighted by the (renormalised, if normalize) router probabilities; records the "
+        "load-balancing loss.",
+        weights=lambda a: {"router": (a["experts"], a["d_model"]), "w1": (a["experts"], a["hidden"], a["d_model"]),
+                           "w2": (a["experts"], a["d_model"], a["hidden"]), "w3": (a["experts"], a["hidden"], a["d_model"])},
+        shape=_moe_shape, flops=_moe_flops, check=_moe_check, saves="input", tags=frozenset({"mm", "aux_loss"}),
+    ),
 ]
 
 PRIMITIVES: dict[str, Primitive] = {p.name: p for p in _PRIMS}

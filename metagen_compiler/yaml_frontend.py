@@ -512,6 +512,8 @@ class _Lowering:
                 metadata += extra
                 self.imports.setdefault("std.transformer", self.span(k, v))
                 self.imports.setdefault("std.vision", self.span(k, v))
+                for _, target in FAMILY_GROUPS.get(arch.family.dotted, ()) if arch is not None else ():
+                    self.imports.setdefault(f"std.{target.split('.')[0]}", self.span(k, v))  # std.ssm, std.moe
             elif key in METADATA_KEYS:
                 entry = self.meta_entry(k, v, "")
                 metadata += [entry] if entry else []

@@ -19,6 +19,10 @@ from metagen_compiler.passes.estimate import estimate  # noqa: E402
 from metagen_compiler.program import read_source  # noqa: E402
 
 BATCH = 2
+FAMILY = {"gpt2": "std.transformer.decoder", "tiny_story": "std.transformer.decoder",
+          "parallel_decoder": "parallel_decoder", "resnet50": "std.vision.resnet", "vit_b_16": "std.vision.vit",
+          "mamba_lm": "std.ssm.mamba", "moe_lm": "std.moe.decoder",
+          "switch_lm": "std.moe.decoder", "s4d_lm": "std.ssm.s4d"}
 
 
 def saved_activation_bytes(model, inputs) -> int:  # type: ignore[no-untyped-def]

@@ -32,6 +32,9 @@ SMALL = {
                                 text_mlp=128, embed_dim=32),
     # hidden 64 and 32 steps: below that, oneDNN's LSTM workspace is rounded to pages (docs/estimates.md)
     "std.rnn.rnn": dict(vocab=97, context=32, lookback=32, d_model=64, hidden=64, layers=2),
+    "std.ssm.mamba": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8, dt_rank=4),
+    "std.ssm.s4d": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8),
+    "std.moe.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2, hidden=96, experts=4),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -41,6 +44,7 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "bert_base": 109_482_240,  # transformers BertModel (with its pooler)
     "clip_vit_b_32": 151_277_313,  # transformers CLIPModel (openai/clip-vit-base-patch32)
     "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
+    "mamba_lm": 129_135_360,  # transformers MambaForCausalLM, state-spaces/mamba-130m (tied head)
 }
 
 
@@ -177,3 +181,22 @@ def _by_file(built, stem):  # type: ignore[no-untyped-def]
 
     name = re.search(r"^model\s+(\w+)", text, re.M).group(1)
     return built[name]
+
+
+def _shapes(model):  # type: ignore[no-untyped-def]
+    return sorted(tuple(p.shape) for p in model.parameters())
+
+
+def test_mamba_130m_equals_transformers(built) -> None:  # type: ignore[no-untyped-def]
+    """The preset against transformers' MambaForCausalLM built from the state-spaces/mamba-130m config (no
+    download): the same count and the same multiset of parameter shapes."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16, expand=2,
+                                   conv_kernel=4, time_step_rank=48, use_conv_bias=True, use_bias=False,
+                                   tie_word_embeddings=True)
+    mod, report = _by_file(built, "mamba_lm")
+    with torch.device("meta"):
+        ref = transformers.MambaForCausalLM(cfg)
+        ours = mod.build_model()
+    assert sum(p.numel() for p in ref.parameters()) == report["params"] == REFERENCE_PARAMS["mamba_lm"]
+    assert _shapes(ours) == _shapes(ref)

@@ -168,3 +168,60 @@ model p {{
     model = mod.build_model()
     (x,) = mod.example_inputs(model, batch_size=2)
     assert model(x).shape == x.shape  # a reconstruction of the input
+
+
+@SETTINGS
+@given(layers=st.integers(1, 3), d_model=st.sampled_from([16, 32, 48]), d_state=st.integers(1, 8),
+       d_conv=st.integers(1, 5), expand=st.integers(1, 3), dt_rank=st.integers(1, 8), tied=st.booleans(),
+       vocab=st.integers(16, 200), context=st.integers(2, 12))
+def test_mamba(layers, d_model, d_state, d_conv, expand, dt_rank, tied, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.ssm
+model p {{
+  modality text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture ssm.mamba {{
+    vocab = {vocab}; layers = {layers}; d_model = {d_model}; d_state = {d_state}; d_conv = {d_conv}
+    expand = {expand}; dt_rank = {dt_rank}; tied = {str(tied).lower()}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]), kv_div=st.sampled_from([1, 2]),
+       hidden=st.integers(4, 48), experts=st.integers(1, 6), top_k=st.integers(1, 3),
+       capacity_factor=st.sampled_from([0.5, 1.0, 1.25, 2.0]), normalize=st.booleans(), tied=st.booleans(),
+       vocab=st.integers(16, 200), context=st.integers(2, 12))
+def test_moe_decoder(layers, heads, hd, kv_div, hidden, experts, top_k, capacity_factor, normalize, tied, vocab,  # type: ignore[no-untyped-def]
+                     context) -> None:
+    kv = heads // kv_div if heads % kv_div == 0 else heads
+    src = f"""import std.moe
+model p {{
+  modality text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture moe.decoder {{
+    vocab = {vocab}; layers = {layers}; d_model = {heads * hd}; heads = {heads}; kv_heads = {kv}; hidden = {hidden}
+    experts = {experts}; top_k = {min(top_k, experts)}; capacity_factor = {capacity_factor}
+    normalize = {str(normalize).lower()}; tied = {str(tied).lower()}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 3), d_model=st.sampled_from([16, 32, 48]), modes=st.integers(1, 8),
+       norm=st.sampled_from(["layernorm", "rmsnorm"]), tied=st.booleans(), vocab=st.integers(16, 200),
+       context=st.integers(2, 12))
+def test_s4d(layers, d_model, modes, norm, tied, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.ssm
+model p {{
+  modality text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture ssm.s4d {{
+    vocab = {vocab}; layers = {layers}; d_model = {d_model}; d_state = {2 * modes}; norm = {norm}; tied = {str(tied).lower()}
+  }}
+}}"""
+    check(*build(src))

@@ -69,6 +69,19 @@ def related_work(p: Paper) -> str:
                     + p.cite("lecun1998gradient") + " trainable with identity shortcuts and batch normalisation "
                     + p.cite("ioffe2015batch")
                     + (f"; this model is built from their {' and '.join(units)} blocks." if units else "."))
+    if "selective_scan" in ops or "s4d" in ops:
+        arch.append("Structured state-space sequence models " + p.cite("gu2022efficiently")
+                    + " map a sequence through a linear recurrence that can also be run as a convolution; S4D "
+                    + p.cite("gu2022parameterization") + " restricts the state matrix to a diagonal, and Mamba "
+                    + p.cite("gu2023mamba") + " makes the step and the input and output maps depend on the input. "
+                    + ("This model uses Mamba's selective scan." if "selective_scan" in ops
+                       else "This model uses S4D layers."))
+    if "moe" in ops:
+        arch.append("Sparsely gated mixtures of experts " + p.cite("shazeer2017outrageously")
+                    + " route each token to a few of many expert networks; GShard " + p.cite("lepikhin2021gshard")
+                    + " and Switch Transformers " + p.cite("fedus2022switch")
+                    + " dispatch tokens to experts under a capacity limit with a load-balancing loss, and Mixtral "
+                    + p.cite("jiang2024mixtral") + " routes each token to two of eight SwiGLU experts per layer.")
     if arch:
         paras.append("\\paragraph{Architecture.} " + " ".join(arch))
 

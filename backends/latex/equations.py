@@ -168,6 +168,43 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             "\\begin{equation*}\n  \\mathrm{MLP}(x) = W_2\\,\\mathrm{GELU}(W_1 x + b_1) + b_2, \\qquad "
             f"\\mathrm{{GELU}}(z) = {gelu}.\n\\end{{equation*}}",
             ("hendrycks2016gaussian",), ("gelu",)))
+    if "selective_scan" in ops:
+        out.append(Equation(
+            "Selective state space (Mamba)",
+            "Each of the mixer's channels keeps a state of size $N$. The step $\\Delta_t$ and the maps $B_t, C_t \\in "
+            "\\mathbb{R}^N$ are projections of the input, and the diagonal $A = -\\exp(A_{\\log})$ is discretised by "
+            "zero-order hold:\n"
+            "\\begin{equation*}\n  h_t = \\exp(\\Delta_t A)\\, h_{t-1} + \\Delta_t B_t x_t, \\qquad "
+            "y_t = C_t^{\\top} h_t + D x_t, \\qquad \\Delta_t = \\mathrm{softplus}(W_\\Delta x_t + b_\\Delta).\n"
+            "\\end{equation*}\n"
+            "Before the scan, a causal depthwise convolution mixes each channel's last few positions; after it, the "
+            "output is gated by $\\mathrm{SiLU}(z)$ of a second projection. The scan has no matrix product and counts "
+            "under other FLOPs.",
+            ("gu2023mamba",)))
+    if "s4d" in ops:
+        out.append(Equation(
+            "Diagonal state space (S4D)",
+            "Each channel has $N/2$ complex modes $A_n$ with output weights $C_n$ and a step $\\Delta$; the layer is "
+            "a causal convolution whose kernel is as long as the sequence:\n"
+            "\\begin{equation*}\n  K_\\ell = 2\\,\\mathrm{Re} \\sum_{n} C_n \\frac{\\exp(\\Delta A_n) - 1}{A_n}\\, "
+            "\\exp(\\ell \\Delta A_n), \\qquad y_t = \\sum_{\\ell=0}^{t} K_\\ell\\, x_{t-\\ell} + D x_t.\n"
+            "\\end{equation*}\n"
+            "The convolution is computed directly, which costs $2T^2$ FLOPs per channel and sequence.",
+            ("gu2022parameterization",)))
+    if "moe" in ops:
+        renorm = _any(ops, "moe", lambda a: bool(a.get("normalize")))
+        out.append(Equation(
+            "Mixture of experts",
+            "A linear router gives probabilities $p = \\mathrm{softmax}(W_r x)$ over $E$ SwiGLU experts; each token "
+            "goes to the $k$ most probable, with gates $g_e = p_e$"
+            + (" renormalised over the chosen $k$" if renorm else "") + ":\n"
+            "\\begin{equation*}\n  y = \\sum_{e \\in \\mathrm{top}_k(p)} g_e\\, \\mathrm{MLP}_e(x).\n"
+            "\\end{equation*}\n"
+            "An expert serves at most $\\lceil c\\, n k / E \\rceil$ of a batch's $n$ tokens (capacity factor $c$), "
+            "in token order; a token over capacity skips that expert. Training adds the load-balancing loss "
+            "$\\alpha E \\sum_e f_e P_e$, with $f_e$ the fraction of tokens routed to $e$ and $P_e$ its mean "
+            "router probability.",
+            ("shazeer2017outrageously", "lepikhin2021gshard", "fedus2022switch")))
     if "relu" in ops:
         out.append(Equation("Rectifier", "$\\mathrm{ReLU}(z) = \\max(0, z)$, elementwise.", ("nair2010rectified",),
                             ("relu",)))

@@ -5,14 +5,17 @@ Two models can be built from one graph:
 - the forward model (model.onnx): the spec's inputs -> the spec's outputs, as the PyTorch forward;
 - for causal decoders, the decoder step with a key/value cache (model_with_past.onnx): the same plus
   `past.<i>.key` / `past.<i>.value` inputs and `present.<i>.key` / `present.<i>.value` outputs, one pair per
-  attention in graph order, so generation appends tokens without recomputing the prefix.
+  attention in graph order, so generation appends tokens without recomputing the prefix; for state-space
+  decoders (Mamba), `past.<i>.conv_state` / `past.<i>.ssm_state` and their `present` outputs, one per causal
+  convolution and per selective scan in graph order, which do not grow with the sequence.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -23,7 +26,7 @@ from metagen_compiler.primitives import PRIMITIVES, Dim, Shape
 from metagen_compiler.span import Span
 from metagen_backends.pytorch.writer import state_dict_key
 
-from .lowering import LOWERINGS, KVState, NodeCtx
+from .lowering import LOWERINGS, KVState, NodeCtx, RecurrentState
 from .opsets import OnnxDiagnostic, OnnxExportError, check_opset, ir_version_for, missing_ops
 from .weights import WeightSpec, random_tensor, weight_specs
 from .writer import GraphWriter
@@ -62,26 +65,32 @@ class Built:
 # a graph of these plus causal attention gives the same logits step by step as in one pass
 _STEPWISE = {"linear", "layernorm", "rmsnorm", "embedding", "pos_embedding", "rope", "gelu", "relu", "silu", "tanh",
              "sigmoid", "dropout", "identity", "add", "sub", "mul"}
+# ops that see earlier positions through a state of fixed size, carried between steps: the state's name and shape
+_RECURRENT: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[int | str]]]] = {
+    "causal_conv1d": ("conv_state", lambda a: ["batch", int(a["channels"]), int(a["kernel"]) - 1]),
+    "selective_scan": ("ssm_state", lambda a: ["batch", int(a["d_inner"]), int(a["d_state"])]),
+}
 
 
 def supports_cache(gir: GraphIR) -> bool:
-    """Whether a decoder step with a key/value cache is exact: one token input, causal attention, and every other
-    op position-wise (a classifier head that selects or averages positions is not)."""
+    """Whether a decoder step with a cache is exact: one token input, causal attention or recurrent ops (a causal
+    convolution, a selective scan), and every other op position-wise (a classifier head that selects or averages
+    positions is not; neither is a mixture of experts, whose capacity depends on the other tokens)."""
     if len(gir.inputs) != 1 or gir.inputs[0].dtype != "int64":
         return False
     nodes = [d for _, d in gir.g.nodes(data=True) if d["op"] != "input"]
-    sdpas = [d for d in nodes if d["op"] == "sdpa"]
+    stateful = [d for d in nodes if d["op"] == "sdpa" or d["op"] in _RECURRENT]
 
     def stepwise(d: dict[str, object]) -> bool:
         op, args = d["op"], d["args"]
         assert isinstance(args, dict)
         if op == "sdpa":
             return bool(args["causal"])
-        if op in ("softmax", "split"):
+        if op in ("softmax", "split", "split_sizes"):
             return args["dim"] == -1
-        return op in _STEPWISE
+        return op in _STEPWISE or op in _RECURRENT
 
-    return bool(sdpas) and all(stepwise(d) for d in nodes)
+    return bool(stateful) and all(stepwise(d) for d in nodes)
 
 
 def build(gir: GraphIR, *, opset: int, weights: str, seed: int, with_cache: bool = False,
@@ -112,7 +121,9 @@ def build(gir: GraphIR, *, opset: int, weights: str, seed: int, with_cache: bool
         "metagen.model": spec.name,
         "metagen.family": spec.family.qualname,
         "metagen.weights": "inputs" if weights == "none" else "initializers",
-        "metagen.step": "decoder step with key/value cache" if with_cache else "forward",
+        "metagen.step": ("decoder step with " + " and ".join(what for what, has in (("key/value cache", b.kv),
+                                                                           ("recurrent state", b.states)) if has)
+                         if with_cache else "forward"),
     })
     return Built(model, b.names, b.specs, sum(s.nbytes for s in b.specs), list(b.kv))
 
@@ -147,11 +158,13 @@ class _Builder:
                 self.initializers.append(v)
             self.values[s.name] = v
         self.kv: dict[str, KVState] = {}
+        self.states: dict[str, tuple[str, RecurrentState]] = {}  # node -> ("<i>.conv_state", its state)
         self.cache_inputs: list[ir.Value] = []
         self.past_len: ir.Value | None = None
 
     def declare_cache(self) -> None:
-        """past.<i>.key / past.<i>.value per attention, in graph order, and the number of cached positions."""
+        """past.<i>.key / past.<i>.value per attention, in graph order, and the number of cached positions;
+        past.<i>.conv_state per causal convolution and past.<i>.ssm_state per selective scan."""
         g, w = self.gir.g, self.w
         for i, n in enumerate(x for x in self.gir.topo() if g.nodes[x]["op"] == "sdpa"):
             args = g.nodes[n]["args"]
@@ -165,9 +178,15 @@ class _Builder:
                 w.reserve(v.name or "")
                 self.cache_inputs.append(v)
             self.kv[n] = KVState(pk, pv)
-        if self.cache_inputs:
+        for op, (kind, shape) in _RECURRENT.items():  # conv states, then scan states, each in graph order
+            for i, n in enumerate(x for x in self.gir.topo() if g.nodes[x]["op"] == op):
+                v = ir.val(f"past.{i}.{kind}", ir.DataType.FLOAT, ir.Shape(shape(g.nodes[n]["args"])))
+                w.reserve(v.name or "")
+                self.cache_inputs.append(v)
+                self.states[n] = (f"{i}.{kind}", RecurrentState(v))
+        if self.kv:
             w.scope = PAST
-            self.past_len = w.dim(self.cache_inputs[0], 2)  # (1,) int64
+            self.past_len = w.dim(next(iter(self.kv.values())).past_key, 2)  # (1,) int64
             w.rename(self.past_len, PAST)
             w.scope = ""
 
@@ -188,7 +207,7 @@ class _Builder:
                 continue  # downstream of a node that could not be lowered (already reported)
             ctx = NodeCtx(n, d["op"], d["args"], [self.env[(t.node, t.port)] for t in ins],
                           [self.gir.shape_of(t) for t in ins], list(d.get("shapes", [])), self._weights_of(n),
-                          past_len=self.past_len, kv=self.kv.get(n))
+                          past_len=self.past_len, kv=self.kv.get(n), state=self.states.get(n, ("", None))[1])
             first = len(w.nodes)
             w.scope = n
             outs = lower(w, ctx)
@@ -239,4 +258,10 @@ class _Builder:
                 dims = list(past.shape or [])
                 present.shape = ir.Shape([dims[0], dims[1], f"{PAST}+sequence", dims[3]])
                 outputs.append(present)
+        for name, rs in self.states.values():  # a state of fixed size: present has the shape of past
+            assert rs.present is not None
+            rs.present.name = f"present.{name}"
+            rs.present.dtype = ir.DataType.FLOAT
+            rs.present.shape = rs.past.shape
+            outputs.append(rs.present)
         return outputs

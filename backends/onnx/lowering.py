@@ -21,7 +21,7 @@ from metagen_compiler.primitives import Shape
 
 from .writer import GraphWriter
 
-__all__ = ["LOWERINGS", "KVState", "NodeCtx"]
+__all__ = ["LOWERINGS", "KVState", "NodeCtx", "RecurrentState"]
 
 
 @dataclass
@@ -32,6 +32,16 @@ class KVState:
     past_value: ir.Value  # (batch, kv_heads, past_sequence, head_size_v)
     present_key: ir.Value | None = None
     present_value: ir.Value | None = None
+
+
+@dataclass
+class RecurrentState:
+    """What a recurrent primitive carries from one decoder step to the next (see export.py): the causal
+    convolution's last kernel - 1 inputs (batch, channels, kernel - 1), or the selective scan's state
+    (batch, d_inner, d_state)."""
+
+    past: ir.Value
+    present: ir.Value | None = None
 
 
 @dataclass
@@ -46,6 +56,7 @@ class NodeCtx:
     # with a key/value cache: the number of past positions (int64, shape (1,)) and this node's cache
     past_len: ir.Value | None = None
     kv: KVState | None = None
+    state: RecurrentState | None = None  # causal_conv1d and selective_scan in the decoder step
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -268,6 +279,144 @@ def _rope(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [rotate(q), rotate(k)]
 
 
+# ------------------------------------------------------------------ state-space models
+def _split_sizes(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    sizes = n.args["sizes"] if isinstance(n.args["sizes"], tuple) else (n.args["sizes"],)
+    return list(w.op_multi("Split", [n.inputs[0], w.i64(*sizes)], {"axis": int(n.args["dim"])}, outputs=len(sizes)))
+
+
+def _causal_conv1d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # (B, T, C) -> (B, C, T), a depthwise Conv padded kernel-1 on the left only, back to (B, T, C)
+    # in the decoder step the left padding is the previous step's last kernel - 1 inputs instead of zeros
+    k, c = int(n.args["kernel"]), int(n.args["channels"])
+    x = w.op("Transpose", [n.inputs[0]], {"perm": [0, 2, 1]})
+    pad = k - 1
+    if n.state is not None:
+        x = w.op("Concat", [n.state.past, x], {"axis": 2})  # (B, C, kernel - 1 + T)
+        start = w.op("Sub", [w.dim(x, 2), w.i64(k - 1)])
+        n.state.present = w.op("Slice", [x, start, w.i64(2**62), w.i64(2)], tag="present_conv_state")
+        pad = 0
+    ins = [x, n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
+    y = w.op("Conv", ins, {"kernel_shape": [k], "strides": [1], "pads": [pad, 0], "dilations": [1], "group": c})
+    return [w.op("Transpose", [y], {"perm": [0, 2, 1]})]
+
+
+def _scan_body(w: GraphWriter, d_inner: int, d_state: int) -> ir.Graph:
+    """One step of the recurrence, h_t = dA_t * h_{t-1} + dBx_t, on (batch, d_inner, d_state) slices; the
+    new state is both the carried state and the scan output."""
+    def val(tag: str) -> ir.Value:
+        return ir.Value(name=w.fresh(f"{w.scope}/scan/{tag}"), type=ir.TensorType(ir.DataType.FLOAT),
+                        shape=ir.Shape(["batch", d_inner, d_state]))
+
+    h_prev, da, dbx = val("h_prev"), val("dA_t"), val("dBx_t")
+    mul = ir.Node("", "Mul", [da, h_prev], name=w.fresh(f"{w.scope}/scan/Mul"))
+    add = ir.Node("", "Add", [mul.outputs[0], dbx], name=w.fresh(f"{w.scope}/scan/Add"))
+    out = ir.Node("", "Identity", [add.outputs[0]], name=w.fresh(f"{w.scope}/scan/Identity"))
+    for node, tag in ((mul, "dA_h"), (add, "h"), (out, "h_out")):
+        v = node.outputs[0]
+        v.name, v.type, v.shape = w.fresh(f"{w.scope}/scan/{tag}"), ir.TensorType(ir.DataType.FLOAT), val("x").shape
+    return ir.Graph([h_prev, da, dbx], [add.outputs[0], out.outputs[0]], nodes=[mul, add, out],
+                    name=w.fresh(f"{w.scope}/scan_body"))
+
+
+def _selective_scan(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # as SelectiveScan in the PyTorch backend: the discretised A and B x for every position at once,
+    # the recurrence over the run-time sequence length as one Scan, then C h + D x
+    x, dt, b, c = n.inputs
+    d_inner, d_state = int(n.args["d_inner"]), int(n.args["d_state"])
+    a = w.op("Neg", [w.op("Exp", [n.weights["A_log"]])])  # (d_inner, d_state)
+    dt = w.op("Softplus", [dt])
+    da = w.op("Exp", [w.op("Mul", [w.unsqueeze(dt, [-1]), a])])  # (B, T, d_inner, d_state)
+    dbx = w.op("Mul", [w.unsqueeze(w.op("Mul", [dt, x]), [-1]), w.unsqueeze(b, [2])])  # (B, T, d_inner, d_state)
+    if n.state is not None:  # the decoder step starts from the previous step's state
+        h0 = n.state.past
+    else:
+        shape = w.op("Concat", [w.dim(x, 0), w.i64(d_inner, d_state)], {"axis": 0})
+        h0 = w.op("ConstantOfShape", [shape], {"value": ir.tensor(np.zeros(1, np.float32))})  # (B, d_inner, d_state)
+    h_last, hs = w.op_multi("Scan", [h0, da, dbx], {"body": _scan_body(w, d_inner, d_state), "num_scan_inputs": 2,
+                                                     "scan_input_axes": [1, 1], "scan_output_axes": [1]}, outputs=2)
+    if n.state is not None:
+        n.state.present = h_last
+    y = w.op("ReduceSum", [w.op("Mul", [hs, w.unsqueeze(c, [2])]), w.i64(-1)], {"keepdims": 0})  # (B, T, d_inner)
+    return [w.op("Add", [y, w.op("Mul", [x, n.weights["D"]])])]
+
+
+def _s4d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # as S4D in the PyTorch backend: the kernel for the run-time length, written for reversed positions
+    # (T-1 .. 0) so it needs no flip, then a depthwise Conv over the input padded T-1 on the left
+    x, ws, h = n.inputs[0], n.weights, int(n.args["d_model"])
+
+    def mul(a: ir.Value, b: ir.Value) -> ir.Value:
+        return w.op("Mul", [a, b])
+
+    dt = w.unsqueeze(w.op("Exp", [ws["log_dt"]]), [1])  # (H, 1)
+    a_re, a_im = w.op("Neg", [w.op("Exp", [ws["log_A_real"]])]), ws["A_imag"]  # (H, modes)
+    decay, turn = w.op("Exp", [mul(dt, a_re)]), mul(dt, a_im)
+    e_re = w.op("Sub", [mul(decay, w.op("Cos", [turn])), w.scalar(1.0)])
+    e_im = mul(decay, w.op("Sin", [turn]))
+    norm = w.op("Add", [mul(a_re, a_re), mul(a_im, a_im)])
+    q_re = w.op("Div", [w.op("Add", [mul(e_re, a_re), mul(e_im, a_im)]), norm])
+    q_im = w.op("Div", [w.op("Sub", [mul(e_im, a_re), mul(e_re, a_im)]), norm])
+    cr, ci = (w.op("Gather", [ws["C"], w.scalar(i, np.int64)], {"axis": 2}) for i in (0, 1))
+    c_re = w.op("Sub", [mul(cr, q_re), mul(ci, q_im)])
+    c_im = w.op("Add", [mul(cr, q_im), mul(ci, q_re)])
+    t = w.dim(x, 1, scalar=True)
+    last = w.op("Sub", [t, w.scalar(1, np.int64)])
+    pos = w.op("Cast", [w.op("Range", [last, w.scalar(-1, np.int64), w.scalar(-1, np.int64)])],
+               {"to": int(ir.DataType.FLOAT)})  # (T,) reversed
+    mag = w.op("Exp", [mul(w.unsqueeze(mul(dt, a_re), [-1]), pos)])  # (H, modes, T)
+    phase = mul(w.unsqueeze(turn, [-1]), pos)
+    waves = w.op("Sub", [mul(w.unsqueeze(c_re, [-1]), w.op("Cos", [phase])),
+                         mul(w.unsqueeze(c_im, [-1]), w.op("Sin", [phase]))])
+    k = w.op("ReduceSum", [mul(mag, waves), w.i64(1)], {"keepdims": 1})  # (H, 1, T)
+    k = mul(k, w.scalar(2.0))
+    pads = w.op("Concat", [w.i64(0, 0), w.unsqueeze(last, [0]), w.i64(0, 0, 0)], {"axis": 0})
+    xp = w.op("Pad", [w.op("Transpose", [x], {"perm": [0, 2, 1]}), pads])  # (B, H, 2T-1)
+    y = w.op("Conv", [xp, k], {"strides": [1], "pads": [0, 0], "dilations": [1], "group": h})  # (B, H, T)
+    return [w.op("Add", [mul(x, ws["D"]), w.op("Transpose", [y], {"perm": [0, 2, 1]})])]
+
+
+# ------------------------------------------------------------------ mixture of experts
+def _moe(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    """As MoE in the PyTorch backend, computed densely: every expert on every token, each output weighted by
+    the token's gate for that expert, which is zero unless the router chose it and the expert had room. The
+    routing (top-k, each expert's queue in token order, the capacity from the run-time token count) is the
+    PyTorch backend's, so the output is the same; the cost is experts / top_k times the routed compute."""
+    a, ws = n.args, n.weights
+    d, e, k = int(a["d_model"]), int(a["experts"]), int(a["top_k"])
+    x = w.reshape(n.inputs[0], [-1, d])  # (N, D)
+    probs = w.op("Softmax", [w.op("MatMul", [x, w.op("Transpose", [ws["router"]], {"perm": [1, 0]})])], {"axis": -1})
+    gate, expert = w.op_multi("TopK", [probs, w.i64(k)], {"axis": -1, "largest": 1, "sorted": 1}, outputs=2)  # (N, k)
+    if a["normalize"]:
+        gate = w.op("Div", [gate, w.op("ReduceSum", [gate, w.i64(-1)], {"keepdims": 1})])
+    ids = w.reshape(expert, [-1, 1])  # (N k, 1), token order
+    experts = w.op("Range", [w.scalar(0, np.int64), w.scalar(e, np.int64), w.scalar(1, np.int64)])
+    chosen = w.op("Cast", [w.op("Equal", [ids, experts])], {"to": int(ir.DataType.INT64)})  # (N k, E)
+    queued = w.op("Mul", [w.op("Sub", [w.op("CumSum", [chosen, w.scalar(0, np.int64)]), w.scalar(1, np.int64)]), chosen])
+    slot = w.op("ReduceSum", [queued, w.i64(-1)], {"keepdims": 0})  # (N k,) place in its expert's queue
+    # capacity = ceil(capacity_factor * N * top_k / experts), in float64 as Python computes it
+    def f64(v: float) -> ir.Value:  # (w.const keeps constants float32)
+        return w.op("Constant", [], {"value": ir.tensor(np.array(v, np.float64))}, tag=f"f64({v:g})")
+
+    tokens = w.op("Cast", [w.op("Mul", [w.dim(n.inputs[0], 0), w.dim(n.inputs[0], 1)])], {"to": int(ir.DataType.DOUBLE)})
+    cap = w.op("Mul", [w.op("Mul", [f64(float(a["capacity_factor"])), tokens]), f64(float(k))])
+    cap = w.op("Cast", [w.op("Ceil", [w.op("Div", [cap, f64(float(e))])])], {"to": int(ir.DataType.INT64)})
+    kept = w.op("Cast", [w.op("Less", [slot, cap])], {"to": int(ir.DataType.FLOAT)})  # (N k,)
+    weights = w.op("Mul", [w.op("Cast", [chosen], {"to": int(ir.DataType.FLOAT)}),
+                           w.unsqueeze(w.op("Mul", [w.reshape(gate, [-1]), kept]), [1])])  # (N k, E)
+    combine = w.op("ReduceSum", [w.reshape(weights, [-1, k, e]), w.i64(1)], {"keepdims": 0})  # (N, E)
+
+    def proj(name: str) -> ir.Value:  # x (N, D) against every expert: (E, N, out)
+        return w.op("MatMul", [x, w.op("Transpose", [ws[name]], {"perm": [0, 2, 1]})])
+
+    h1 = proj("w1")
+    h = w.op("Mul", [w.op("Mul", [h1, w.op("Sigmoid", [h1])]), proj("w3")])  # (E, N, hidden)
+    out = w.op("MatMul", [h, w.op("Transpose", [ws["w2"]], {"perm": [0, 2, 1]})])  # (E, N, D)
+    gates = w.unsqueeze(w.op("Transpose", [combine], {"perm": [1, 0]}), [2])  # (E, N, 1)
+    y = w.op("ReduceSum", [w.op("Mul", [out, gates]), w.i64(0)], {"keepdims": 0})  # (N, D)
+    return [w.op("Reshape", [y, w.shape(n.inputs[0])])]
+
+
 # ------------------------------------------------------------------ shape ops
 def _split(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     parts, shape = int(n.args["parts"]), n.in_shapes[0]
@@ -467,4 +616,9 @@ LOWERINGS: dict[str, Lowering] = {
     "add": _binary("Add"),
     "sub": _binary("Sub"),
     "mul": _binary("Mul"),
+    "split_sizes": _split_sizes,
+    "causal_conv1d": _causal_conv1d,
+    "selective_scan": _selective_scan,
+    "s4d": _s4d,
+    "moe": _moe,
 }

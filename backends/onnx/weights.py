@@ -49,7 +49,7 @@ class WeightSpec:
 
     name: str
     shape: tuple[int, ...]
-    init: str  # normal | kaiming_fan_out | uniform | ones | zeros | constant
+    init: str  # normal | kaiming_fan_out | uniform | constant | log_arange | s4d_* | ones | zeros
     std: float = 0.0  # normal, kaiming_fan_out: the standard deviation; uniform: the bound; constant: the value
 
     @property
@@ -61,6 +61,15 @@ def _init_of(prim: str, args: Mapping[str, Any], local: str, shape: tuple[int, .
     """The PyTorch backend's init_weights, per primitive and tensor (see backends/pytorch/codegen.py)."""
     if prim == "layer_scale":  # LayerScale starts at its `init` value
         return "constant", float(args["init"])
+    if prim == "causal_conv1d":  # nn.Conv1d's own init: kaiming_uniform(a=sqrt(5)), bias U(+-1/sqrt(fan_in))
+        return "uniform", 1.0 / math.sqrt(int(args["kernel"]))  # fan_in = 1 channel x kernel
+    if prim == "selective_scan":  # S4D-real: A_log[:, n] = log(n + 1); D = 1
+        return ("log_arange", 0.0) if local == "A_log" else ("ones", 0.0)
+    if prim == "s4d":  # the S4 repository's S4D init: dt log-uniform in [1e-3, 1e-1], S4D-Lin A, complex normal C
+        return {"log_dt": ("s4d_log_dt", 0.0), "C": ("normal", math.sqrt(0.5)), "log_A_real": ("s4d_log_a_real", 0.0),
+                "A_imag": ("s4d_a_imag", 0.0), "D": ("normal", 1.0)}[local]
+    if prim == "moe":
+        return "normal", 0.02
     if prim in ("linear", "conv2d", "conv1d", "conv_transpose2d") and local == "bias":
         return "zeros", 0.0
     if prim in ("conv2d", "conv1d", "conv_transpose2d"):  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
@@ -113,9 +122,17 @@ def random_tensor(spec: WeightSpec, seed: int) -> np.ndarray:
         return np.ones(spec.shape, np.float32)
     if spec.init == "constant":
         return np.full(spec.shape, spec.std, np.float32)
+    if spec.init == "s4d_log_a_real":  # A's real part -1/2
+        return np.full(spec.shape, np.log(0.5), np.float32)
+    if spec.init == "s4d_a_imag":  # A's imaginary part pi n, per channel
+        return np.broadcast_to(np.pi * np.arange(spec.shape[-1], dtype=np.float32), spec.shape).astype(np.float32)
+    if spec.init == "log_arange":  # one row log(1), log(2), ..., log(n) per channel
+        return np.broadcast_to(np.log(np.arange(1, spec.shape[-1] + 1, dtype=np.float32)), spec.shape).copy()
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode("utf-8"))])
     if spec.init == "uniform":
         return rng.uniform(-spec.std, spec.std, spec.shape).astype(np.float32)
+    if spec.init == "s4d_log_dt":
+        return rng.uniform(np.log(1e-3), np.log(1e-1), spec.shape).astype(np.float32)
     out = rng.standard_normal(spec.shape, dtype=np.float32)
     out *= np.float32(spec.std)
     return out

@@ -15,7 +15,7 @@ import onnx_ir as ir
 
 __all__ = ["GraphWriter"]
 
-AttrValue = int | float | str | Sequence[int] | Sequence[float] | ir.TensorProtocol
+AttrValue = int | float | str | Sequence[int] | Sequence[float] | ir.TensorProtocol | ir.Graph
 
 
 class GraphWriter:
@@ -128,6 +128,8 @@ class GraphWriter:
 
 
 def _attr(name: str, v: AttrValue) -> ir.Attr:
+    if isinstance(v, ir.Graph):
+        return ir.AttrGraph(name, v)
     if isinstance(v, ir.TensorProtocol):
         return ir.AttrTensor(name, v)
     if isinstance(v, bool):

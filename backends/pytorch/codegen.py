@@ -60,7 +60,10 @@ def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
     """An MSL compile-time expression as Python. `name` maps a variable to its Python spelling
     (None: not a variable, so an enum symbol, written as a string)."""
 
+    true_div = False  # inside round/floor/ceil, `/` is the exact quotient, not the floor
+
     def go(x: A.Expr, parent: int = 0) -> str:
+        nonlocal true_div
         if isinstance(x, A.Num):
             return repr(x.value)
         if isinstance(x, A.Quantity):
@@ -76,7 +79,7 @@ def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
             return n if n is not None else repr(x.parts[-1])
         if isinstance(x, A.BinOp):
             prec = {"+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "**": 8}[x.op]
-            op = "//" if x.op == "/" else x.op  # dims are whole numbers: the checker has made sure
+            op = "//" if x.op == "/" and not true_div else x.op  # dims are whole numbers: the checker has made sure
             s = f"{go(x.left, prec)} {op} {go(x.right, prec + 1)}"
             return f"({s})" if prec < parent else s
         if isinstance(x, A.Neg):
@@ -103,7 +106,10 @@ def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
                 return f"math.ceil({a} / {m}) * {m}"
             if fn is None:
                 raise ValueError(f"cannot express `{x.func.dotted}` in Python")
-            return f"{fn}(" + ", ".join(go(i.value) for i in x.args) + ")"
+            outer, true_div = true_div, true_div or fn in ("round", "math.floor", "math.ceil")
+            args = ", ".join(go(i.value) for i in x.args)
+            true_div = outer
+            return f"{fn}({args})"
         raise ValueError(f"cannot express {type(x).__name__} in Python")
 
     return go(e)

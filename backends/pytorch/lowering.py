@@ -28,6 +28,10 @@ MODULES: dict[str, str] = {
     "batchnorm1d": "nn.BatchNorm1d({channels}?, eps={eps}?, momentum={momentum})",
     "reparameterize": "Reparameterize({latent}?, beta={beta}?, elements={elements})",
     "layer_scale": "LayerScale({dim}?, init={init})",
+    "causal_conv1d": "CausalConv1d({channels}, {kernel}?, bias={bias})",
+    "selective_scan": "SelectiveScan({d_inner}, {d_state})",
+    "s4d": "S4D({d_model}?, d_state={d_state})",
+    "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -59,6 +63,7 @@ FUNCTIONAL: dict[str, str] = {
     "select": "{x}.select({dim}, {index})",
     "mean": "{x}.mean(dim={dim})",
     "split": "{x}.chunk({parts}, dim={dim})",
+    "split_sizes": "{x}.split({sizes}, dim={dim})",
     "sdpa": "attention({q}, {k}, {v}, {heads}, {kv_heads}, {causal})",
     "rope": "apply_rope({q}, {k}, {heads}, {base})",
     "add": "{a} + {b}",
@@ -112,6 +117,128 @@ class PositionEmbedding(nn.Module):
 
     def forward(self, x):
         return x + self.weight[:, : x.shape[1]]  # (B, T, dim)
+''',
+    "CausalConv1d": '''
+class CausalConv1d(nn.Conv1d):
+    """Depthwise convolution over time on (B, T, C), padded on the left: output t sees inputs t-kernel+1..t."""
+
+    def __init__(self, channels: int, kernel: int, bias: bool = True):
+        super().__init__(channels, channels, kernel, groups=channels, bias=bias)
+
+    def forward(self, x):
+        x = F.pad(x.transpose(1, 2), (self.kernel_size[0] - 1, 0))  # (B, C, kernel-1+T)
+        return super().forward(x).transpose(1, 2).contiguous()  # (B, T, C), contiguous for the linear maps after it
+''',
+    "SelectiveScan": '''
+class SelectiveScan(nn.Module):
+    """Mamba's selective scan (S6): a diagonal state space whose step dt and maps B, C depend on the input.
+
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t and y_t = C_t h_t + D x_t, with dt = softplus(dt) and
+    A = -exp(A_log) (S4D-real init: A[:, n] = -(n + 1)); one step per position, so it is causal."""
+
+    def __init__(self, d_inner: int, d_state: int):
+        super().__init__()
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1)  # (d_inner, d_state)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(d_inner))
+
+    def forward(self, x, dt, b, c):
+        # x, dt: (B, T, d_inner); b, c: (B, T, d_state)
+        A = -torch.exp(self.A_log)  # (d_inner, d_state)
+        dt = F.softplus(dt)
+        dA = torch.exp(dt.unsqueeze(-1) * A)  # (B, T, d_inner, d_state)
+        dBx = (dt * x).unsqueeze(-1) * b.unsqueeze(2)  # (B, T, d_inner, d_state)
+        h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])  # (B, d_inner, d_state)
+        hs = []
+        for dA_t, dBx_t in zip(dA.unbind(1), dBx.unbind(1)):
+            h = torch.addcmul(dBx_t, dA_t, h)  # h_t = dA_t * h_{t-1} + dBx_t
+            hs.append(h)
+        y = (torch.stack(hs, dim=1) * c.unsqueeze(2)).sum(-1)  # (B, T, d_inner)
+        return y + x * self.D
+''',
+    "S4D": '''
+class S4D(nn.Module):
+    """Diagonal state space, S4D (Gu et al. 2022), on (B, T, H): per channel, d_state / 2 complex modes
+    A_n = -exp(log_A_real) + i A_imag with a learned step dt = exp(log_dt), discretised by zero-order hold.
+    The convolution kernel K[h, l] = 2 Re(sum_n C_n (exp(dt A_n) - 1) / A_n exp(l dt A_n)) is computed for
+    the run-time length T (in real arithmetic: cos and sin for the complex exponentials); then
+    y = causal_conv(x, K) + D x, the convolution computed directly (depthwise, kernel as long as T)."""
+
+    def __init__(self, d_model: int, d_state: int = 64, dt_min: float = 0.001, dt_max: float = 0.1):
+        super().__init__()
+        H, modes = d_model, d_state // 2
+        self.log_dt = nn.Parameter(torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.C = nn.Parameter(torch.randn(H, modes, 2) * 0.5**0.5)  # complex C as (real, imaginary)
+        self.log_A_real = nn.Parameter(torch.log(0.5 * torch.ones(H, modes)))  # S4D-Lin init
+        self.A_imag = nn.Parameter(math.pi * torch.arange(modes, dtype=torch.float32).repeat(H, 1))
+        self.D = nn.Parameter(torch.randn(H))
+
+    def kernel(self, T: int):
+        dt = torch.exp(self.log_dt)[:, None]  # (H, 1)
+        a_re, a_im = -torch.exp(self.log_A_real), self.A_imag  # (H, modes)
+        decay, turn = torch.exp(dt * a_re), dt * a_im  # exp(dt A) = decay * (cos turn + i sin turn)
+        e_re, e_im = decay * torch.cos(turn) - 1, decay * torch.sin(turn)  # exp(dt A) - 1
+        norm = a_re * a_re + a_im * a_im
+        q_re, q_im = (e_re * a_re + e_im * a_im) / norm, (e_im * a_re - e_re * a_im) / norm  # (exp(dt A) - 1) / A
+        c_re = self.C[..., 0] * q_re - self.C[..., 1] * q_im
+        c_im = self.C[..., 0] * q_im + self.C[..., 1] * q_re
+        pos = torch.arange(T, device=dt.device, dtype=dt.dtype)  # (T,)
+        mag = torch.exp((dt * a_re).unsqueeze(-1) * pos)  # (H, modes, T)
+        phase = turn.unsqueeze(-1) * pos
+        waves = c_re.unsqueeze(-1) * torch.cos(phase) - c_im.unsqueeze(-1) * torch.sin(phase)
+        return 2 * (mag * waves).sum(1)  # (H, T)
+
+    def forward(self, x):
+        B, T, H = x.shape
+        k = self.kernel(T).flip(-1).unsqueeze(1)  # (H, 1, T): output t sees inputs 0..t
+        y = F.conv1d(F.pad(x.transpose(1, 2), (T - 1, 0)), k, groups=H)  # (B, H, T)
+        return x * self.D + y.transpose(1, 2)  # (B, T, H), laid out as x
+''',
+    "MoE": '''
+class MoE(nn.Module):
+    """Mixture of SwiGLU experts on (B, T, D), with capacity-based dispatch (Switch Transformer, GShard).
+
+    A linear router sends each token to its top_k experts; expert e takes the first `capacity` tokens sent
+    to it, in token order (so a token's routing never depends on later tokens), where capacity =
+    ceil(capacity_factor * tokens * top_k / experts); a token past an expert's capacity skips that expert
+    (the residual carries it). The outputs are summed weighted by the router probabilities, renormalised
+    over the top_k if `normalize` (Mixtral) or not (Switch). Each forward records `aux_loss`, the
+    load-balancing loss aux_coef * experts * sum_e (fraction of tokens routed to e) * (mean probability of e)."""
+
+    def __init__(self, d_model: int, hidden: int, experts: int, top_k: int = 2, capacity_factor: float = 1.25,
+                 normalize: bool = True, aux_coef: float = 0.01):
+        super().__init__()
+        self.experts, self.top_k, self.capacity_factor = experts, top_k, capacity_factor
+        self.normalize, self.aux_coef = normalize, aux_coef
+        self.router = nn.Parameter(torch.empty(experts, d_model))
+        self.w1 = nn.Parameter(torch.empty(experts, hidden, d_model))  # gate
+        self.w2 = nn.Parameter(torch.empty(experts, d_model, hidden))  # down
+        self.w3 = nn.Parameter(torch.empty(experts, hidden, d_model))  # up
+        for p in self.parameters():
+            nn.init.normal_(p, mean=0.0, std=0.02)
+        self.aux_loss = None
+
+    def forward(self, x):
+        B, T, D = x.shape
+        E, k = self.experts, self.top_k
+        x = x.reshape(-1, D)  # (N, D), N = B * T tokens
+        probs = F.softmax(x @ self.router.t(), dim=-1)  # (N, E)
+        gate, expert = probs.topk(k, dim=-1)  # (N, k)
+        if self.normalize:
+            gate = gate / gate.sum(-1, keepdim=True)
+        chosen = (expert.reshape(-1, 1) == torch.arange(E, device=x.device)).long()  # (N * k, E), token order
+        slot = ((chosen.cumsum(0) - 1) * chosen).sum(-1)  # (N * k,) place in its expert's queue
+        capacity = math.ceil(self.capacity_factor * x.shape[0] * k / E)
+        keep = slot < capacity
+        dest = torch.where(keep, expert.reshape(-1) * capacity + slot, E * capacity)  # over capacity: a spare row
+        buf = x.new_zeros(E * capacity + 1, D).index_put((dest,), x.repeat_interleave(k, dim=0))
+        h = buf[:-1].view(E, capacity, D)
+        h = (F.silu(h @ self.w1.transpose(1, 2)) * (h @ self.w3.transpose(1, 2))) @ self.w2.transpose(1, 2)
+        y = torch.cat((h.reshape(-1, D), h.new_zeros(1, D)))[dest]  # (N * k, D), zero where skipped
+        y = (y.view(-1, k, D) * (gate * keep.view(-1, k)).unsqueeze(-1)).sum(1)  # (N, D)
+        routed = chosen.view(-1, k, E).sum(1).float().mean(0)  # (E,) fraction of tokens routed to each expert
+        self.aux_loss = self.aux_coef * E * (routed * probs.mean(0)).sum()
+        return y.view(B, T, D)
 ''',
     "ClassToken": '''
 class ClassToken(nn.Module):
@@ -205,7 +332,7 @@ class Reparameterize(nn.Module):
 ''',
     "auxiliary_loss": '''
 def auxiliary_loss(model: nn.Module):
-    """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL divergence)."""
+    """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
     return sum(m.aux_loss for m in model.modules() if getattr(m, "aux_loss", None) is not None)
 ''',
 }
@@ -219,4 +346,6 @@ def helper_deps(prim: str) -> list[str]:
             "cls_token": ["ClassToken"], "type_embedding": ["TokenTypeEmbedding"],
             "contrastive_logits": ["ContrastiveLogits"], "eot_pool": ["eot_pool"], "quick_gelu": ["quick_gelu"],
             "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"],
-            "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"]}.get(prim, [])
+            "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"],
+            "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
+            "moe": ["MoE", "auxiliary_loss"]}.get(prim, [])

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from .. import ast as A
 from ..compilation import Compilation
 from ..graph import GraphIR, dump_graph
-from ..primitives import PRIMITIVES, subst_dim
+from ..primitives import PRIMITIVES, moe_capacity, subst_dim
 from ..program import Program
 from ..values import EvalError, evaluate
 
@@ -51,7 +51,7 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
 
 # Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
 # the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "transpose", "flatten", "select", "identity", "permute", "unflatten"})
+VIEW_OPS = frozenset({"split", "split_sizes", "transpose", "flatten", "select", "identity", "permute", "unflatten"})
 
 
 def aliases_input(op: str, args: dict[str, Any]) -> bool:
@@ -67,7 +67,16 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent);
     sdpa: the log-sum-exp per query row (flash attention);
     maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
-    dropout with p > 0: the scaled fp32 mask."""
+    dropout with p > 0: the scaled fp32 mask; causal_conv1d: its left-padded input (B, C, T + kernel - 1);
+    selective_scan: exp(A_log) and A (d_inner x d_state each), softplus(dt) and dt * x (B, T, d_inner each),
+    exp(dt A) (B, T, d_inner, d_state), the stacked states for C h (the same size) and each step's previous
+    state (T of (B, d_inner, d_state), the first being the zero state); moe (N tokens, capacity C): the
+    expert buffer (E C + 1, D), both expert projections, their silu and product (E, C, hidden), the router
+    probabilities (N, E), the int64 expert ids and destinations and the bool kept-mask (N top_k each), the
+    gathered outputs (N top_k, D), the masked gates, with normalize the raw top-k gates and their sums, and
+    the routed fractions (E,); s4d (H channels, M = d_state / 2 modes): the positions (T,), exp(log_dt) (H,),
+    15 tensors of (H, M) on the way to the kernel, five of (H, M, T), the flipped kernel (H, T) and the padded
+    input (B, H, 2T - 1)."""
     if op == "layernorm":
         return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
     if op == "layernorm2d":
@@ -86,6 +95,22 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     if op == "rope":
         t, c = ins[0][1], ins[0][2]
         return 2 * 4 * t * (c // int(args["heads"]))
+    if op == "causal_conv1d":
+        b, t, c = ins[0]
+        return 4 * b * c * (t + int(args["kernel"]) - 1)
+    if op == "selective_scan":
+        b, t, d = ins[0]
+        n = int(args["d_state"])
+        return 4 * (2 * d * n + 2 * b * t * d + 2 * b * t * d * n + t * b * d * n)
+    if op == "s4d":
+        b, t, h = ins[0]
+        m = int(args["d_state"]) // 2
+        return 4 * (t + h + 15 * h * m + 5 * h * m * t + h * t + b * h * (2 * t - 1))
+    if op == "moe":
+        n, k, e = math.prod(ins[0][:-1]), int(args["top_k"]), int(args["experts"])
+        cap, d, h = moe_capacity(args, n), int(args["d_model"]), int(args["hidden"])
+        gates = 4 * n * k + 4 * n if args["normalize"] else 0
+        return 16 * e * cap * h + 4 * (e * cap + 1) * d + 4 * n * e + 21 * n * k + 4 * n * k * d + gates + 4 * e
     if op == "dropout" and args.get("p"):
         return 4 * math.prod(outs[0])
     if op in ("lstm", "gru"):
