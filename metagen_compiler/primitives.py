@@ -273,6 +273,19 @@ def _embedding_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [s[0] + (a["dim"],)]
 
 
+def _resize_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    return [(x[0], x[1], a["size"], a["size"])]
+
+
+def _resize_check(a: Mapping[str, Any]) -> str | None:
+    if a["mode"] not in ("bilinear", "nearest"):
+        return f"mode is \"bilinear\" or \"nearest\", not {a['mode']!r}"
+    return _check_positive("size")(a)
+
+
 def _gap_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
     if len(x) != 4:
@@ -760,6 +773,12 @@ _PRIMS = [
         "avgpool2d", (_P("kernel", "int"), _P("stride", "int", None), _P("padding", "int", 0)),
         "2-D average pooling.", shape=_pool_shape, flops=lambda a, i, o: (0, numel(o[0]) * int(a["kernel"]) ** 2),
         check=_check_positive("kernel"),
+    ),
+    Primitive(
+        "resize", (_P("size", "int"), _P("mode", "str", "bilinear")),
+        "Resizes (B, C, H, W) to (B, C, size, size): bilinear (half-pixel centres, as F.interpolate with "
+        "align_corners=False) or nearest.", shape=_resize_shape, flops=_elementwise(4), check=_resize_check,
+        saves="none",
     ),
     Primitive(
         "global_avgpool", (), "Mean over H and W: (B, C, H, W) -> (B, C).", shape=_gap_shape,

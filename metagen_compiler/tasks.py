@@ -41,6 +41,8 @@ TASK_SPECS: dict[str, Task] = {
         Task("anomaly_detection", "reconstruction_mse", ("roc_auc", "average_precision"), "reconstruction",
              "the reconstructed input; the anomaly score is the per-sample reconstruction error",
              ("label", "regression", "tabular", "time_series", "image")),
+        Task("semantic_segmentation", "pixel_cross_entropy", ("pixel_accuracy", "mean_iou"), "logits",
+             "per-pixel class logits (B, num_classes, H, W)", ("segmentation_mask",)),
         Task("multimodal_retrieval", "symmetric_contrastive", ("recall_at_1_a_to_b", "recall_at_1_b_to_a"), "logits",
              "similarity logits of every first input with every second (B, B)", ("embedding", "label")),
     )

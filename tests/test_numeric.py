@@ -112,6 +112,7 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "sequence_labeling": lambda: (2, c.context, c.num_classes),
         "embedding": lambda: (2, c.d_model),
         "time_series_forecast": lambda: (2, c.horizon, c.features),
+        "semantic_segmentation": lambda: (2, c.num_classes, c.image_size, c.image_size),
     }
     if task in expected:
         assert tuple(out.shape) == expected[task]()

@@ -40,6 +40,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
                          {"layers": 2, "d_model": 128, "heads": 2, "vocab": 97}),
     "vit_b_16": (ROOT / "examples" / "vit_b_16.msl", VIT),
     "resnet50": (ROOT / "examples" / "resnet50.msl", {"image_size": 64, "width": 8}),
+    "resnet_segmentation": (ROOT / "examples" / "resnet_segmentation.msl", {"image_size": 64, "width": 8}),
     "convnext_tiny": (ROOT / "examples" / "convnext_tiny.msl", {"image_size": 64, "width": 8}),
     "hybrid_vit": (ROOT / "examples" / "hybrid_vit.msl", {**VIT, "stem_width": 8}),
     "pointnet": (ROOT / "examples" / "pointnet.msl", {"points": 64, "width": 16}),

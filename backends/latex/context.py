@@ -163,6 +163,12 @@ class Paper:
             used |= _names(part)
         for prm in fam.params:
             used |= _names(prm.default) if hasattr(prm, "default") else set()
+        from metagen_compiler.modalities import INPUT_FORMS
+
+        for enc in self.spec.encoders:  # the input tensors' sizes (an image's `image_size`, text's `context`)
+            for form in INPUT_FORMS.get(enc.modality or enc.key, ()):
+                used |= {d for d in form.shape if isinstance(d, str)} | set(form.symbols.values())
+                used |= {form.high} if form.high else set()
         chosen = self.spec.head.key if self.spec.head is not None else None
         out: dict[str, list[str]] = {}
         for head in fam.heads:

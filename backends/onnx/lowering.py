@@ -491,6 +491,17 @@ def _mean(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.reduce_mean(n.inputs[0], [int(n.args["dim"])], keepdims=False)]
 
 
+def _resize(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # F.interpolate(align_corners=False): half-pixel centres; nearest rounds down, as PyTorch's "nearest"
+    x, size = n.inputs[0], int(n.args["size"])
+    sizes = w.op("Concat", [w.op("Slice", [w.shape(x), w.i64(0), w.i64(2)]), w.i64(size, size)], {"axis": 0})
+    if n.args["mode"] == "bilinear":
+        attrs: dict[str, Any] = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    else:
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    return [w.op("Resize", [x, None, None, sizes], attrs)]
+
+
 def _global_avgpool(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.reduce_mean(n.inputs[0], [2, 3], keepdims=False)]
 
@@ -603,6 +614,7 @@ LOWERINGS: dict[str, Lowering] = {
     "maxpool2d": _pool("MaxPool"),
     "avgpool2d": _pool("AveragePool"),
     "global_avgpool": _global_avgpool,
+    "resize": _resize,
     "flatten": _flatten,
     "transpose": _transpose,
     "permute": _permute,

@@ -88,6 +88,21 @@ LOSSES: dict[str, LossCode] = {
          'return {{"recall_at_1": (rank == 0).float().mean(), "mean_reciprocal_rank": (1.0 / (rank + 1)).mean()}}'),
         ('batch["positive"] = example_inputs(model, batch_size, seed + 2)[0]',),
     ),
+    "pixel_cross_entropy": LossCode(
+        'Per-pixel cross-entropy: batch = {{"{x}": images, "mask": (B, H, W) class ids}}.',
+        ("logits = self({args})  # (B, num_classes, H, W)",
+         'return F.cross_entropy(logits, batch["mask"])'),
+        ("logits = self({args})",
+         'pred, mask = logits.argmax(1).flatten(), batch["mask"].flatten()',
+         "classes = torch.arange(logits.size(1), device=mask.device)[:, None]",
+         "inter = ((pred == classes) & (mask == classes)).sum(-1).float()",
+         "union = ((pred == classes) | (mask == classes)).sum(-1).float()",
+         "present = union > 0  # classes in the mask or the prediction",
+         'return {{"pixel_accuracy": (pred == mask).float().mean(), "mean_iou": (inter[present] / union[present]).mean()}}'),
+        ("with torch.no_grad():",
+         "    b, _, h, w = model(*inputs).shape",
+         'batch["mask"] = torch.randint(0, model.config.num_classes, (b, h, w), generator=g)'),
+    ),
     "symmetric_contrastive": LossCode(
         "Symmetric InfoNCE over the batch (CLIP): the i-th first input matches the i-th second input;\n"
         "batch = {{the model's inputs}}, nothing else: the pairing is the label.",

@@ -53,6 +53,7 @@ FUNCTIONAL: dict[str, str] = {
     "maxpool2d": "F.max_pool2d({x}, {kernel}, {stride}, {padding})",
     "avgpool2d": "F.avg_pool2d({x}, {kernel}, {stride}, {padding})",
     "global_avgpool": "{x}.mean(dim=(2, 3))",
+    "resize": "F.interpolate({x}, size=({size}, {size}), mode={mode}?, align_corners=False)",
     "flatten": "{x}.flatten({start}, {end})",
     "transpose": "{x}.transpose({dim0}, {dim1})",
     "permute": "{x}.permute{dims}",
