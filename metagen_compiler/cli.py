@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--print-after", action="append", default=[], choices=STAGES, metavar="PASS",
                    help=f"print a pass's dump after it runs (repeatable): {', '.join(STAGES)}")
     p.add_argument("--backend", default=",".join(DEFAULT_BACKENDS),
-                   help="comma-separated backends to run (default: pytorch; 'none' for the IR and report only)")
+                   help="comma-separated backends to run: pytorch, latex, onnx (default: pytorch,latex; 'none' for the IR "
+                        "and report only)")
     p.add_argument("--seed", type=int, default=0, help="seed baked into build_model() for the initial weights")
     p.add_argument("--check", action="store_true", help="only diagnose: run every pass, write nothing")
     p.add_argument("--diagnostics-format", choices=("text", "json"), default="text")
