@@ -43,5 +43,7 @@ TASK_SPECS: dict[str, Task] = {
              ("label", "regression", "tabular", "time_series", "image")),
         Task("multimodal_retrieval", "symmetric_contrastive", ("recall_at_1_a_to_b", "recall_at_1_b_to_a"), "logits",
              "similarity logits of every first input with every second (B, B)", ("embedding", "label")),
+        Task("node_classification", "node_cross_entropy", ("accuracy", "macro_f1"), "logits",
+             "class logits per node (N, num_classes)", ("label",)),
     )
 }
