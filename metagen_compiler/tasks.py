@@ -45,5 +45,7 @@ TASK_SPECS: dict[str, Task] = {
              "similarity logits of every first input with every second (B, B)", ("embedding", "label")),
         Task("node_classification", "node_cross_entropy", ("accuracy", "macro_f1"), "logits",
              "class logits per node (N, num_classes)", ("label",)),
+        Task("link_prediction", "link_bce", ("roc_auc", "accuracy"), "embedding",
+             "node embeddings (N, embedding_dim); a candidate edge (i, j) scores z_i . z_j", ("embedding", "label")),
     )
 }

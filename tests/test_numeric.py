@@ -115,6 +115,7 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "embedding": lambda: (2, c.d_model),
         "time_series_forecast": lambda: (2, c.horizon, c.features),
         "node_classification": lambda: (c.nodes, c.num_classes),  # one graph: a row per node, no batch
+        "link_prediction": lambda: (c.nodes, c.embedding_dim),
     }
     if task in expected:
         assert tuple(out.shape) == expected[task]()

@@ -70,6 +70,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
                   {"layers": 2, "d_model": 64, "heads": 2, "hidden": 96, "experts": 4, "vocab": 97}),
     "gcn_cora": (ROOT / "examples" / "gcn_cora.msl", GRAPH),
     "gat_citeseer": (ROOT / "examples" / "gat_citeseer.msl", {**GRAPH, "hidden": 8, "heads": 2}),
+    "gcn_link_prediction": (ROOT / "examples" / "gcn_link_prediction.msl", GRAPH),
 }
 DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa", "mamba_lm"]
 TOL = 2e-5  # max abs error in fp32: the issue asks <= 1e-4; every family holds to about 5e-6

@@ -153,4 +153,23 @@ LOSSES: dict[str, LossCode] = {
          'batch["label"] = torch.randint(0, model.config.num_classes, (nodes,), generator=g)',
          'batch["train_mask"] = torch.arange(nodes) % 2 == 0  # half the nodes labelled, as in a transductive split'),
     ),
+    "link_bce": LossCode(
+        'Link prediction, binary cross-entropy of edge scores z_i . z_j: batch = {{the graph inputs (its edges pass\n'
+        'the messages), "pos_edges": (2, P) edges to predict, "neg_edges": (2, Q) sampled non-edges}}.',
+        ("z = self({args})  # (N, embedding_dim)",
+         'pos, neg = batch["pos_edges"], batch["neg_edges"]',
+         "score = torch.cat(((z[pos[0]] * z[pos[1]]).sum(-1), (z[neg[0]] * z[neg[1]]).sum(-1)))  # (P + Q,)",
+         "target = torch.cat((score.new_ones(pos.shape[1]), score.new_zeros(neg.shape[1])))",
+         "return F.binary_cross_entropy_with_logits(score, target)"),
+        ("z = self({args})",
+         'pos, neg = batch["pos_edges"], batch["neg_edges"]',
+         "p, n = (z[pos[0]] * z[pos[1]]).sum(-1), (z[neg[0]] * z[neg[1]]).sum(-1)",
+         "pairs = (p[:, None] > n[None, :]).float() + 0.5 * (p[:, None] == n[None, :]).float()",
+         "auc = pairs.mean() if p.numel() and n.numel() else torch.tensor(float('nan'))",
+         "correct = (p > 0).float().sum() + (n <= 0).float().sum()",
+         'return {{"roc_auc": auc, "accuracy": correct / (p.numel() + n.numel())}}'),
+        ("nodes, edges = inputs[0].shape[0], inputs[1]",
+         'batch["pos_edges"] = edges  # the graph\'s own edges as positives (a held-out split in practice)',
+         'batch["neg_edges"] = torch.randint(0, nodes, edges.shape, generator=g)  # uniform negative sampling'),
+    ),
 }
