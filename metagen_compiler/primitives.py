@@ -634,6 +634,13 @@ def _gat_check(a: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _graph_pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, index = s
+    if len(x) != 2 or len(index) != 1 or not _same(index[0], x[0]):
+        raise ShapeError(f"expects node states (N, D) and a graph id per node (N,), got {fmt_shape(x)}, {fmt_shape(index)}")
+    return [(a["graphs"], x[1])]
+
+
 # ------------------------------------------------------------------ the table
 _P = Param
 _PRIMS = [
@@ -909,6 +916,13 @@ _PRIMS = [
         | ({"bias": (a["heads"] * a["out_features"],)} if a["bias"] else {}),
         shape=_graph_shape(lambda a: a["heads"] * a["out_features"]), flops=_gat_flops, check=_gat_check,
         saves="first", tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "graph_mean_pool", (_P("graphs", "int"),),
+        "Mean of each graph's node states: (N, D) and the graph id of each node (N,), in [0, graphs) -> (graphs, D); "
+        "a graph without nodes gives zeros.",
+        n_inputs=2, shape=_graph_pool_shape, flops=lambda a, i, o: (0, numel(i[0]) + i[1][0] + numel(o[0])),
+        check=_check_positive("graphs"),
     ),
 ]
 

@@ -36,6 +36,7 @@ SMALL = {
     "std.ssm.s4d": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8),
     "std.moe.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2, hidden=96, experts=4),
     "std.graph.gcn": dict(nodes=40, edges=120, features=12, hidden=16, layers=1),
+    "std.graph.gcn_graph": dict(nodes=40, edges=120, features=7, hidden=16, layers=1, graphs=4),
     "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
 }
 
@@ -116,6 +117,7 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "time_series_forecast": lambda: (2, c.horizon, c.features),
         "node_classification": lambda: (c.nodes, c.num_classes),  # one graph: a row per node, no batch
         "link_prediction": lambda: (c.nodes, c.embedding_dim),
+        "graph_classification": lambda: (c.graphs, c.num_classes),
     }
     if task in expected:
         assert tuple(out.shape) == expected[task]()

@@ -71,6 +71,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "gcn_cora": (ROOT / "examples" / "gcn_cora.msl", GRAPH),
     "gat_citeseer": (ROOT / "examples" / "gat_citeseer.msl", {**GRAPH, "hidden": 8, "heads": 2}),
     "gcn_link_prediction": (ROOT / "examples" / "gcn_link_prediction.msl", GRAPH),
+    "graph_classifier": (ROOT / "examples" / "graph_classifier.msl", {**GRAPH, "graphs": 4}),
 }
 DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa", "mamba_lm"]
 TOL = 2e-5  # max abs error in fp32: the issue asks <= 1e-4; every family holds to about 5e-6
@@ -155,15 +156,16 @@ def _inputs(c: Case, model: Any, batch: int, seq: int) -> Any:
     """The example inputs at `batch`, token sequences (inputs of shape (B, T)) cut to `seq`."""
     xs = c.mod.example_inputs(model, batch_size=batch, seed=batch + seq)
     gi = c.comp.graph.inputs
-    if [i.modality for i in gi] == ["graph", "graph"] and batch == 1:
+    if [i.modality for i in gi][:2] == ["graph", "graph"] and batch == 1:
         return _subgraph(*xs)
     return tuple(x[:, :seq] if seq and i.shape == ("B", "T") else x for x, i in zip(xs, gi, strict=True))
 
 
-def _subgraph(x: Any, edges: Any) -> Any:
-    """The first half of a graph's nodes and the edges among them: a graph of other sizes (N, E)."""
+def _subgraph(x: Any, edges: Any, *per_node: Any) -> Any:
+    """The first half of a graph's nodes and the edges among them (and the per-node inputs of those nodes, such
+    as their graph ids): a graph of other sizes (N, E)."""
     n = x.shape[0] // 2
-    return x[:n], edges[:, (edges < n).all(0)]
+    return (x[:n], edges[:, (edges < n).all(0)], *(t[:n] for t in per_node))
 
 
 def _parity(c: Case, tmp: Path) -> float:

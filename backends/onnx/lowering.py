@@ -620,6 +620,15 @@ def _gat_conv(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Add", [y, n.weights["bias"]]) if "bias" in n.weights else y]
 
 
+def _graph_mean_pool(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x, index = n.inputs
+    graphs, d = int(n.args["graphs"]), int(n.in_shapes[0][1])
+    total = _scatter(w, w.op("ConstantOfShape", [w.i64(graphs, d)]), index, x, "add", 2)
+    ones = w.op("ConstantOfShape", [w.shape(index)], {"value": ir.tensor(np.ones(1, np.float32))})
+    count = w.op("Max", [_scatter(w, w.op("ConstantOfShape", [w.i64(graphs)]), index, ones, "add"), w.scalar(1.0)])
+    return [w.op("Div", [total, w.unsqueeze(count, [1])])]
+
+
 LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "conv2d": _conv2d,
@@ -676,4 +685,5 @@ LOWERINGS: dict[str, Lowering] = {
     "moe": _moe,
     "gcn_conv": _gcn_conv,
     "gat_conv": _gat_conv,
+    "graph_mean_pool": _graph_mean_pool,
 }

@@ -172,4 +172,15 @@ LOSSES: dict[str, LossCode] = {
          'batch["pos_edges"] = edges  # the graph\'s own edges as positives (a held-out split in practice)',
          'batch["neg_edges"] = torch.randint(0, nodes, edges.shape, generator=g)  # uniform negative sampling'),
     ),
+    "graph_cross_entropy": LossCode(
+        'Cross-entropy per graph: batch = {{the graph inputs with each node\'s graph id, "label": (graphs,) class ids}}.',
+        ('logits = self({args})  # (graphs, num_classes)',
+         'return F.cross_entropy(logits, batch["label"])'),
+        ('logits = self({args})',
+         'label = batch["label"]',
+         "top5 = logits.topk(min(5, logits.size(-1)), dim=-1).indices",
+         'return {{"accuracy": (logits.argmax(-1) == label).float().mean(),',
+         '        "top5_accuracy": (top5 == label[:, None]).any(-1).float().mean()}}'),
+        ('batch["label"] = torch.randint(0, model.config.num_classes, (model.config.graphs,), generator=g)',),
+    ),
 }

@@ -45,6 +45,7 @@ FUNCTIONAL: dict[str, str] = {
     "quick_gelu": "quick_gelu({x})",
     "l2_normalize": "F.normalize({x}, dim={dim}?, eps={eps})",
     "eot_pool": "eot_pool({a}, {b})",
+    "graph_mean_pool": "graph_mean_pool({a}, {b}, {graphs})",
     "gelu": "F.gelu({x}?, approximate={approximate})",
     "silu": "F.silu({x})",
     "elu": "F.elu({x}?, alpha={alpha})",
@@ -75,7 +76,7 @@ FUNCTIONAL: dict[str, str] = {
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
+    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "graph_mean_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
     "mul": ("a", "b"), "matmul": ("a", "b"),
 }
 
@@ -339,6 +340,13 @@ def with_self_loops(edge_index, nodes: int):
     loop = torch.arange(nodes, device=edge_index.device, dtype=edge_index.dtype)
     return torch.cat((edge_index[0], loop)), torch.cat((edge_index[1], loop))
 ''',
+    "graph_mean_pool": '''
+def graph_mean_pool(x, batch, graphs: int):
+    """Mean of each graph's node states: (N, D) and graph ids (N,) in [0, graphs) -> (graphs, D)."""
+    total = x.new_zeros(graphs, x.shape[1]).index_add(0, batch, x)
+    count = x.new_zeros(graphs).index_add_(0, batch, x.new_ones(batch.shape[0])).clamp(min=1)
+    return total / count[:, None]
+''',
     "GCNConv": '''
 class GCNConv(nn.Module):
     """Graph convolution (Kipf and Welling 2017) on node features (N, in) and an edge index (2, E): with a
@@ -409,4 +417,4 @@ def helper_deps(prim: str) -> list[str]:
             "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"],
             "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
-            "gat_conv": ["with_self_loops", "GATConv"]}.get(prim, [])
+            "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"]}.get(prim, [])

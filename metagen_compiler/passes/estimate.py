@@ -125,6 +125,8 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 4 * math.prod(outs[0]) + 4
     if op in ("gcn_conv", "gat_conv"):
         return _graph_conv_saved_bytes(op, args, ins)
+    if op == "graph_mean_pool":  # the node count per graph, the divisor
+        return 4 * int(args["graphs"])
     return 0
 
 
