@@ -98,4 +98,6 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "s4d": (("text", "ssm.s4d"),),
     "moe": (("text", "moe.decoder"),),
     "mixtral": (("text", "moe.decoder"),),
+    "gcn": (("graph", "graph.gcn"),),
+    "gat": (("graph", "graph.gat"),),
 }

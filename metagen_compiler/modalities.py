@@ -42,6 +42,9 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     "graph": (InputForm(("N", "features"), "float32", "node features", {"N": "nodes"}, suffix="nodes"),
               InputForm((2, "E"), "int64", "edge index: source and target node of each edge", {"E": "edges"},
                         high="nodes", suffix="edges")),
+    # a graph-level head's third tensor: the graph each node belongs to (a mini-batch of graphs as one
+    # disconnected graph, PyTorch Geometric's `batch` vector)
+    "graph_batch": (InputForm(("N",), "int64", "graph id of each node", {"N": "nodes"}, high="graphs"),),
     "timestep": (InputForm(("B",), "int64", "diffusion timesteps", high="timesteps"),),
 }
 

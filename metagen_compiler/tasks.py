@@ -45,5 +45,11 @@ TASK_SPECS: dict[str, Task] = {
              "per-pixel class logits (B, num_classes, H, W)", ("segmentation_mask",)),
         Task("multimodal_retrieval", "symmetric_contrastive", ("recall_at_1_a_to_b", "recall_at_1_b_to_a"), "logits",
              "similarity logits of every first input with every second (B, B)", ("embedding", "label")),
+        Task("node_classification", "node_cross_entropy", ("accuracy", "macro_f1"), "logits",
+             "class logits per node (N, num_classes)", ("label",)),
+        Task("link_prediction", "link_bce", ("roc_auc", "accuracy"), "embedding",
+             "node embeddings (N, embedding_dim); a candidate edge (i, j) scores z_i . z_j", ("embedding", "label")),
+        Task("graph_classification", "graph_cross_entropy", ("accuracy", "top5_accuracy"), "logits",
+             "class logits per graph (graphs, num_classes)", ("label",)),
     )
 }

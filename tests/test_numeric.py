@@ -35,6 +35,9 @@ SMALL = {
     "std.ssm.mamba": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8, dt_rank=4),
     "std.ssm.s4d": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8),
     "std.moe.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2, hidden=96, experts=4),
+    "std.graph.gcn": dict(nodes=40, edges=120, features=12, hidden=16, layers=1),
+    "std.graph.gcn_graph": dict(nodes=40, edges=120, features=7, hidden=16, layers=1, graphs=4),
+    "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -113,6 +116,9 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "embedding": lambda: (2, c.d_model),
         "time_series_forecast": lambda: (2, c.horizon, c.features),
         "semantic_segmentation": lambda: (2, c.num_classes, c.image_size, c.image_size),
+        "node_classification": lambda: (c.nodes, c.num_classes),  # one graph: a row per node, no batch
+        "link_prediction": lambda: (c.nodes, c.embedding_dim),
+        "graph_classification": lambda: (c.graphs, c.num_classes),
     }
     if task in expected:
         assert tuple(out.shape) == expected[task]()

@@ -26,9 +26,11 @@ ir = pytest.importorskip("onnx_ir")
 from conftest import EXAMPLES, ROOT, load_module, rel
 
 from metagen_compiler.compilation import Compilation, Options
+from metagen_backends.onnx.export import dim_param
 
 TEXT = {"layers": 2, "d_model": 64, "heads": 2, "vocab": 97}
 VIT = {"image_size": 32, "patch_size": 8, "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128}
+GRAPH = {"nodes": 40, "edges": 120, "features": 12, "layers": 1}
 SPECS = ROOT / "tests" / "onnx_specs"
 SEEDS = ROOT / "tests" / "seeds_yaml"
 
@@ -67,6 +69,10 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "s4d_lm": (ROOT / "examples" / "s4d_lm.msl", {"layers": 2, "d_model": 64, "vocab": 97, "d_state": 8}),
     "switch_lm": (ROOT / "examples" / "switch_lm.msl",
                   {"layers": 2, "d_model": 64, "heads": 2, "hidden": 96, "experts": 4, "vocab": 97}),
+    "gcn_cora": (ROOT / "examples" / "gcn_cora.msl", GRAPH),
+    "gat_citeseer": (ROOT / "examples" / "gat_citeseer.msl", {**GRAPH, "hidden": 8, "heads": 2}),
+    "gcn_link_prediction": (ROOT / "examples" / "gcn_link_prediction.msl", GRAPH),
+    "graph_classifier": (ROOT / "examples" / "graph_classifier.msl", {**GRAPH, "graphs": 4}),
 }
 DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa", "mamba_lm"]
 TOL = 2e-5  # max abs error in fp32: the issue asks <= 1e-4; every family holds to about 5e-6
@@ -151,7 +157,16 @@ def _inputs(c: Case, model: Any, batch: int, seq: int) -> Any:
     """The example inputs at `batch`, token sequences (inputs of shape (B, T)) cut to `seq`."""
     xs = c.mod.example_inputs(model, batch_size=batch, seed=batch + seq)
     gi = c.comp.graph.inputs
+    if [i.modality for i in gi][:2] == ["graph", "graph"] and batch == 1:
+        return _subgraph(*xs)
     return tuple(x[:, :seq] if seq and i.shape == ("B", "T") else x for x, i in zip(xs, gi, strict=True))
+
+
+def _subgraph(x: Any, edges: Any, *per_node: Any) -> Any:
+    """The first half of a graph's nodes and the edges among them (and the per-node inputs of those nodes, such
+    as their graph ids): a graph of other sizes (N, E)."""
+    n = x.shape[0] // 2
+    return (x[:n], edges[:, (edges < n).all(0)], *(t[:n] for t in per_node))
 
 
 def _parity(c: Case, tmp: Path) -> float:
@@ -185,7 +200,7 @@ def test_parity_with_pytorch(case: Any, name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name,opset", [("gpt2", 20), ("llama_gqa", 23), ("parallel_decoder", 17),
                                         ("resnet50", 13), ("vit_b_16", 23), ("convnext_tiny", 17),
-                                        ("pointnet", 13), ("autoencoder_image", 13)])
+                                        ("pointnet", 13), ("autoencoder_image", 13), ("gcn_cora", 16)])
 def test_parity_at_other_opsets(case: Any, name: str, opset: int, tmp_path: Path) -> None:
     """Fused ops from newer opsets (Gelu 20; Attention, RMSNormalization 23) and the older forms of Split,
     ReduceMean and ReduceMax (below 18) compute the same."""
@@ -202,11 +217,18 @@ def test_free_sizes_are_named_dims(case: Any, name: str) -> None:
     assert [i.name for i in m.graph.input] == [i.name for i in spec.inputs]
     assert [o.name for o in m.graph.output] == [n for n, _ in spec.outputs]
     text = spec.inputs[0].dtype == "int64"
-    for v in (*m.graph.input, *m.graph.output):
+    batched = spec.inputs[0].shape[0] == "B"  # a graph's inputs are sized by its nodes and edges instead
+    shapes = [*(i.shape for i in spec.inputs), *(spec.shape_of(t) for _, t in spec.outputs)]
+    for v, shape in zip((*m.graph.input, *m.graph.output), shapes, strict=True):
         dims = v.type.tensor_type.shape.dim
-        assert dims[0].dim_param == "batch"
+        if batched:
+            assert dims[0].dim_param == "batch"
         if text and (v in m.graph.input or len(dims) == 3):
             assert dims[1].dim_param == "sequence"
+        for d, want in zip(dims, shape, strict=True):  # every symbol of the graph IR is a named dim
+            if not isinstance(want, int):
+                assert d.dim_param == dim_param(want), (v.name, shape)
+    assert any(not isinstance(d, int) for s in shapes for d in s)
 
 
 def test_decoder_step_only_where_exact(case: Any) -> None:
@@ -384,6 +406,22 @@ def test_too_low_opset_names_the_op_and_the_lowest_opset() -> None:
     with pytest.raises(OnnxExportError) as e:
         emit(_compile(path, over, opset=12))
     assert e.value.codes == ["E511"]
+
+
+@pytest.mark.parametrize("name,opset,reduction,lowest", [("gcn_cora", 15, "add", 16), ("gat_citeseer", 17, "max", 18)])
+def test_scatter_reductions_need_their_opset(name: str, opset: int, reduction: str, lowest: int) -> None:
+    """ScatterElements exists from opset 11, but its `add` reduction from 16 and `max` from 18: the diagnostic
+    names the op with the reduction and the opset that has it."""
+    from metagen_backends.onnx import emit
+    from metagen_backends.onnx.opsets import OnnxExportError
+
+    path, over = CASES[name]
+    with pytest.raises(OnnxExportError) as e:
+        emit(_compile(path, over, opset=opset))
+    d = e.value.diagnostics[-1]
+    assert d.code == "E512" and f'`ScatterElements(reduction="{reduction}")`' in d.message
+    assert f"lowest opset that has it is {lowest}" in d.message and d.span is not None
+    assert d.span.path == "<stdlib>/graph.msl" and f"--opset {lowest}" in str(e.value)
 
 
 def test_opset_diagnostic_from_the_command_line(tmp_path: Path) -> None:

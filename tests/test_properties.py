@@ -225,3 +225,22 @@ model p {{
   }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(gat=st.booleans(), links=st.booleans(), nodes=st.integers(1, 30), edges=st.integers(0, 60),
+       features=st.integers(1, 20), hidden=st.sampled_from([8, 16]), heads=st.integers(1, 3), layers=st.integers(0, 2),
+       width=st.integers(2, 9))
+def test_graph_networks(gat, links, nodes, edges, features, hidden, heads, layers, width) -> None:  # type: ignore[no-untyped-def]
+    family = "gat" if gat else "gcn"
+    extra = f"; heads = {heads}" if gat else ""
+    task = f"link_prediction {{ embedding_dim = {width} }}" if links else f"node_classification {{ num_classes = {width} }}"
+    src = f"""import std.graph
+model g {{
+  modality graph -> {"embedding" if links else "label"}
+  task {task}
+  architecture graph.{family} {{
+    nodes = {nodes}; edges = {edges}; features = {features}; hidden = {hidden}; layers = {layers}{extra}
+  }}
+}}"""
+    check(*build(src))

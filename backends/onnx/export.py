@@ -27,14 +27,14 @@ from metagen_compiler.span import Span
 from metagen_backends.pytorch.writer import state_dict_key
 
 from .lowering import LOWERINGS, KVState, NodeCtx, RecurrentState
-from .opsets import OnnxDiagnostic, OnnxExportError, check_opset, ir_version_for, missing_ops
+from .opsets import OnnxDiagnostic, OnnxExportError, check_opset, ir_version_for, missing_ops, op_label
 from .weights import WeightSpec, random_tensor, weight_specs
 from .writer import GraphWriter
 
 __all__ = ["DIM_NAMES", "Built", "build", "dim_param", "supports_cache"]
 
 # the graph IR's symbols -> dim_param names in the ONNX model
-DIM_NAMES = {"B": "batch", "T": "sequence"}
+DIM_NAMES = {"B": "batch", "T": "sequence", "N": "nodes", "E": "edges"}
 PAST = "past_sequence"
 
 _DTYPES = {"float32": ir.DataType.FLOAT, "float16": ir.DataType.FLOAT16, "bfloat16": ir.DataType.BFLOAT16,
@@ -217,7 +217,8 @@ class _Builder:
                 if v.producer() is not None and id(v.producer()) in made:  # not a pass-through
                     w.rename(v, n if port == 0 else f"{n}#{port}")
                 self.env[(n, port)] = v
-            self.used += [(node.op_type, d["op"], d.get("span")) for node in w.nodes[first:]]
+            self.used += [(op_label(node.op_type, {a.name: a.value for a in node.attributes.values()}), d["op"],
+                           d.get("span")) for node in w.nodes[first:]]
         if problems:
             raise OnnxExportError(problems)
 

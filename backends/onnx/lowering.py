@@ -579,6 +579,67 @@ def _passthrough(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [n.inputs[0]]  # inference: dropout is the identity; no node is written
 
 
+# ------------------------------------------------------------------ graphs: gathers and scatter-adds over edges
+def _self_loops(w: GraphWriter, x: ir.Value, edges: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """Sources and targets (E + N,) of the edge index with a self loop per node appended."""
+    loop = w.op("Range", [w.scalar(0, np.int64), w.dim(x, 0, scalar=True), w.scalar(1, np.int64)])
+    row = [w.op("Gather", [edges, w.scalar(i, np.int64)], {"axis": 0}) for i in (0, 1)]
+    return w.op("Concat", [row[0], loop], {"axis": 0}), w.op("Concat", [row[1], loop], {"axis": 0})
+
+
+def _scatter(w: GraphWriter, data: ir.Value, index: ir.Value, updates: ir.Value, reduction: str,
+             rank: int = 1) -> ir.Value:
+    """data with each row of `updates` (of rank `rank`) combined into row index[k] (PyTorch's index_add /
+    scatter_reduce along dim 0); ScatterElements takes an index of the updates' shape. Reduction `add` needs
+    opset 16, `max` 18."""
+    if rank > 1:
+        index = w.op("Expand", [w.unsqueeze(index, list(range(1, rank))), w.shape(updates)])
+    return w.op("ScatterElements", [data, index, updates], {"axis": 0, "reduction": reduction})
+
+
+def _gcn_conv(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x, edges = n.inputs
+    src, dst = _self_loops(w, x, edges)
+    deg = _scatter(w, w.op("ConstantOfShape", [w.dim(x, 0)]), dst,
+                   w.op("ConstantOfShape", [w.shape(dst)], {"value": ir.tensor(np.ones(1, np.float32))}), "add")
+    inv_sqrt = w.op("Reciprocal", [w.op("Sqrt", [deg])])
+    norm = w.op("Mul", [w.op("Gather", [inv_sqrt, src], {"axis": 0}), w.op("Gather", [inv_sqrt, dst], {"axis": 0})])
+    h = w.op("MatMul", [x, w.op("Transpose", [n.weights["weight"]], {"perm": [1, 0]})])
+    msg = w.op("Mul", [w.op("Gather", [h, src], {"axis": 0}), w.unsqueeze(norm, [1])])
+    y = _scatter(w, w.op("ConstantOfShape", [w.shape(h)]), dst, msg, "add", 2)
+    return [w.op("Add", [y, n.weights["bias"]]) if "bias" in n.weights else y]
+
+
+def _gat_conv(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x, edges = n.inputs
+    heads, c = int(n.args["heads"]), int(n.args["out_features"])
+    src, dst = _self_loops(w, x, edges)
+    h = w.op("MatMul", [x, w.op("Transpose", [n.weights["weight"]], {"perm": [1, 0]})])
+    h = w.reshape(h, [0, heads, c])  # (N, H, C)
+    score = [w.reduce("ReduceSum", w.op("Mul", [h, n.weights[k]]), [-1], keepdims=False) for k in ("att_src", "att_dst")]
+    e = w.op("Add", [w.op("Gather", [score[0], src], {"axis": 0}), w.op("Gather", [score[1], dst], {"axis": 0})])
+    e = w.op("LeakyRelu", [e], {"alpha": float(n.args["negative_slope"])})  # (E + N, H)
+    per_node = w.op("Concat", [w.dim(x, 0), w.i64(heads)], {"axis": 0})
+    floor = w.op("ConstantOfShape", [per_node], {"value": ir.tensor(np.array([-np.inf], np.float32))})
+    top = _scatter(w, floor, dst, e, "max", 2)
+    p = w.op("Exp", [w.op("Sub", [e, w.op("Gather", [top, dst], {"axis": 0})])])
+    total = _scatter(w, w.op("ConstantOfShape", [per_node]), dst, p, "add", 2)
+    alpha = w.op("Div", [p, w.op("Gather", [total, dst], {"axis": 0})])
+    msg = w.op("Mul", [w.op("Gather", [h, src], {"axis": 0}), w.unsqueeze(alpha, [2])])  # (E + N, H, C)
+    y = _scatter(w, w.op("ConstantOfShape", [w.shape(h)]), dst, msg, "add", 3)
+    y = w.reshape(y, [0, heads * c])
+    return [w.op("Add", [y, n.weights["bias"]]) if "bias" in n.weights else y]
+
+
+def _graph_mean_pool(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x, index = n.inputs
+    graphs, d = int(n.args["graphs"]), int(n.in_shapes[0][1])
+    total = _scatter(w, w.op("ConstantOfShape", [w.i64(graphs, d)]), index, x, "add", 2)
+    ones = w.op("ConstantOfShape", [w.shape(index)], {"value": ir.tensor(np.ones(1, np.float32))})
+    count = w.op("Max", [_scatter(w, w.op("ConstantOfShape", [w.i64(graphs)]), index, ones, "add"), w.scalar(1.0)])
+    return [w.op("Div", [total, w.unsqueeze(count, [1])])]
+
+
 LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "conv2d": _conv2d,
@@ -606,6 +667,7 @@ LOWERINGS: dict[str, Lowering] = {
     "gelu": _gelu,
     "relu": _unary("Relu"),
     "silu": _silu,
+    "elu": lambda w, n: [w.op("Elu", [n.inputs[0]], {"alpha": float(n.args["alpha"])})],
     "tanh": _unary("Tanh"),
     "sigmoid": _unary("Sigmoid"),
     "softmax": _softmax,
@@ -633,4 +695,7 @@ LOWERINGS: dict[str, Lowering] = {
     "selective_scan": _selective_scan,
     "s4d": _s4d,
     "moe": _moe,
+    "gcn_conv": _gcn_conv,
+    "gat_conv": _gat_conv,
+    "graph_mean_pool": _graph_mean_pool,
 }

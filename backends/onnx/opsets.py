@@ -77,6 +77,24 @@ class OnnxExportError(BackendError):
         return [d.code for d in self.diagnostics]
 
 
+# attribute values that came with a later opset than their op: (op, attribute, value) -> the first opset
+ATTR_OPSETS: dict[tuple[str, str, str], int] = {
+    ("ScatterElements", "reduction", "add"): 16,
+    ("ScatterElements", "reduction", "max"): 18,
+}
+
+
+def op_label(op_type: str, attrs: dict[str, object]) -> str:
+    """What a node needs of the opset: its op, or `op(attribute="value")` where that value came later."""
+    for (op, name, value), _ in ATTR_OPSETS.items():
+        if op == op_type and attrs.get(name) == value:
+            return f'{op}({name}="{value}")'
+    return op_type
+
+
+_LABEL_OPSETS = {f'{op}({name}="{value}")': v for (op, name, value), v in ATTR_OPSETS.items()}
+
+
 @cache
 def _first_versions() -> dict[str, int]:
     import onnx.defs
@@ -95,13 +113,15 @@ def max_opset() -> int:
 
 
 def first_opset(op_type: str) -> int | None:
-    """The lowest opset of the default domain that has `op_type` (None: no such op)."""
-    return _first_versions().get(op_type)
+    """The lowest opset of the default domain that has `op_type` (or an `op_label`; None: no such op)."""
+    return _LABEL_OPSETS.get(op_type, _first_versions().get(op_type))
 
 
 def has_op(op_type: str, opset: int) -> bool:
     import onnx.defs
 
+    if op_type in _LABEL_OPSETS:
+        return opset >= _LABEL_OPSETS[op_type]
     return bool(onnx.defs.has(op_type, opset, ""))
 
 

@@ -436,7 +436,7 @@ class PyTorchEmitter:
                         w.line("else:")
                         w.lines.extend(else_w.lines)
             elif isinstance(st, A.Assign):
-                target = py_ident(st.targets[0].name) if len(st.targets) == 1 else None
+                target = ", ".join(py_ident(t.name) for t in st.targets)  # a repeat's loop variables
                 pre, expr = self._texpr(st.value, ctx, labels, tensors, target)
                 for p in pre:
                     w.line(p)
@@ -493,7 +493,7 @@ class PyTorchEmitter:
             attr = attr_ident(label)
             if ly.repeat is not None:
                 var = target or "h"
-                if ins != [var]:
+                if ", ".join(ins) != var:
                     pre.append(f"{var} = {', '.join(ins)}")
                 pre.append(f"for layer in self.{attr}:")
                 pre.append(f"    {var} = layer({var})")
@@ -577,12 +577,12 @@ class PyTorchEmitter:
                     n_in = len(INPUT_FORMS[slot.modality or slot.key])
                     args, k = in_names[k:k + n_in], k + n_in
                     outs = self._slot_vars(slot, "x" if len(ctors) == 3 else f"{py_ident(slot.key)}_x")
-                    w.line(f"{', '.join(outs)} = self.{slot.role}({', '.join(args)})  # {self._slot_shape(slot.role)}")
+                    w.line(f"{', '.join(outs)} = self.{slot.role}({', '.join(args)}){self._slot_shape(slot.role)}")
                     feats += outs
                 assert spec.backbone is not None
                 outs = self._slot_vars(spec.backbone, "x")
-                w.line(f"{', '.join(outs)} = self.backbone({', '.join(feats)})  # {self._slot_shape('backbone')}")
-                w.line(f"return self.head({', '.join(outs)})  # {self._slot_shape('head')}")
+                w.line(f"{', '.join(outs)} = self.backbone({', '.join(feats)}){self._slot_shape('backbone')}")
+                w.line(f"return self.head({', '.join(outs)}){self._slot_shape('head')}")
             w.line("")
             self._gen_loss(w, in_names)
         model_src = w.text()
@@ -658,9 +658,9 @@ class PyTorchEmitter:
         for n in self.ir.topo():
             if n == role or n.startswith(role + "."):
                 last = n
-        if last is None:
+        if last is None:  # a slot with no nodes (a backbone of zero layers)
             return ""
-        return ", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"])
+        return "  # " + ", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"])
 
     def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
         code = LOSSES[self.spec.loss]

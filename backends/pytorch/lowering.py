@@ -31,6 +31,8 @@ MODULES: dict[str, str] = {
     "causal_conv1d": "CausalConv1d({channels}, {kernel}?, bias={bias})",
     "selective_scan": "SelectiveScan({d_inner}, {d_state})",
     "s4d": "S4D({d_model}?, d_state={d_state})",
+    "gcn_conv": "GCNConv({in_features}, {out_features}?, bias={bias})",
+    "gat_conv": "GATConv({in_features}, {out_features}?, heads={heads}?, negative_slope={negative_slope}?, bias={bias})",
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
 }
 
@@ -43,8 +45,10 @@ FUNCTIONAL: dict[str, str] = {
     "quick_gelu": "quick_gelu({x})",
     "l2_normalize": "F.normalize({x}, dim={dim}?, eps={eps})",
     "eot_pool": "eot_pool({a}, {b})",
+    "graph_mean_pool": "graph_mean_pool({a}, {b}, {graphs})",
     "gelu": "F.gelu({x}?, approximate={approximate})",
     "silu": "F.silu({x})",
+    "elu": "F.elu({x}?, alpha={alpha})",
     "tanh": "torch.tanh({x})",
     "sigmoid": "torch.sigmoid({x})",
     "softmax": "F.softmax({x}, dim={dim})",
@@ -73,7 +77,7 @@ FUNCTIONAL: dict[str, str] = {
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
+    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "graph_mean_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
     "mul": ("a", "b"), "matmul": ("a", "b"),
 }
 
@@ -331,6 +335,70 @@ class Reparameterize(nn.Module):
             return mean
         return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # (B, latent)
 ''',
+    "with_self_loops": '''
+def with_self_loops(edge_index, nodes: int):
+    """Sources and targets of a (2, E) edge index with one self loop per node appended: (E + N,) each."""
+    loop = torch.arange(nodes, device=edge_index.device, dtype=edge_index.dtype)
+    return torch.cat((edge_index[0], loop)), torch.cat((edge_index[1], loop))
+''',
+    "graph_mean_pool": '''
+def graph_mean_pool(x, batch, graphs: int):
+    """Mean of each graph's node states: (N, D) and graph ids (N,) in [0, graphs) -> (graphs, D)."""
+    total = x.new_zeros(graphs, x.shape[1]).index_add(0, batch, x)
+    count = x.new_zeros(graphs).index_add_(0, batch, x.new_ones(batch.shape[0])).clamp(min=1)
+    return total / count[:, None]
+''',
+    "GCNConv": '''
+class GCNConv(nn.Module):
+    """Graph convolution (Kipf and Welling 2017) on node features (N, in) and an edge index (2, E): with a
+    self loop per node and deg_i the in-degree of node i, out_i = sum_{j -> i} x_j W^T / sqrt(deg_i deg_j) + b."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, x, edge_index):
+        N = x.shape[0]
+        src, dst = with_self_loops(edge_index, N)  # (E + N,) each
+        deg = x.new_zeros(N).index_add_(0, dst, x.new_ones(dst.shape[0]))  # in-degree, at least 1
+        inv_sqrt = deg.rsqrt()
+        norm = inv_sqrt[src] * inv_sqrt[dst]  # (E + N,)
+        h = F.linear(x, self.weight)  # (N, out)
+        out = h.new_zeros(h.shape).index_add(0, dst, h[src] * norm[:, None])  # messages summed at each target
+        return out if self.bias is None else out + self.bias
+''',
+    "GATConv": '''
+class GATConv(nn.Module):
+    """Graph attention (Velickovic et al. 2018) on node features (N, in) and an edge index (2, E), self loops
+    added: per head, h = x W^T, e_ij = LeakyReLU(a_src . h_j + a_dst . h_i) for each edge j -> i, alpha the
+    softmax of e over each node's incoming edges (stabilised by their max), out_i = sum_j alpha_ij h_j; the
+    heads concatenated: (N, heads * out)."""
+
+    def __init__(self, in_features: int, out_features: int, heads: int = 1, negative_slope: float = 0.2,
+                 bias: bool = True):
+        super().__init__()
+        self.heads, self.out_features, self.negative_slope = heads, out_features, negative_slope
+        self.weight = nn.Parameter(torch.empty(heads * out_features, in_features))
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_features))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_features))
+        self.bias = nn.Parameter(torch.zeros(heads * out_features)) if bias else None
+        for p in (self.weight, self.att_src, self.att_dst):
+            nn.init.xavier_uniform_(p)
+
+    def forward(self, x, edge_index):
+        N, H, C = x.shape[0], self.heads, self.out_features
+        src, dst = with_self_loops(edge_index, N)  # (E + N,) each
+        h = F.linear(x, self.weight).view(N, H, C)
+        score_src, score_dst = (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)  # (N, H)
+        e = F.leaky_relu(score_src[src] + score_dst[dst], self.negative_slope)  # (E + N, H)
+        top = e.new_full((N, H), float("-inf")).scatter_reduce(0, dst[:, None].expand_as(e), e.detach(), "amax")
+        p = (e - top[dst]).exp()
+        alpha = p / p.new_zeros(N, H).index_add(0, dst, p)[dst]  # softmax over each node's incoming edges
+        out = h.new_zeros(N, H, C).index_add(0, dst, h[src] * alpha[..., None]).reshape(N, H * C)
+        return out if self.bias is None else out + self.bias
+''',
     "auxiliary_loss": '''
 def auxiliary_loss(model: nn.Module):
     """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
@@ -349,4 +417,5 @@ def helper_deps(prim: str) -> list[str]:
             "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"],
             "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"],
             "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
-            "moe": ["MoE", "auxiliary_loss"]}.get(prim, [])
+            "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
+            "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"]}.get(prim, [])

@@ -38,7 +38,7 @@ _RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | {
     "self", "torch", "nn", "F", "math", "dataclass", "field", "Config", "config", "super", "range", "len", "print",
     "list", "tuple", "dict", "int", "float", "bool", "str", "type", "object", "None", "True", "False", "batch",
     "build_model", "example_inputs", "example_batch", "attention", "apply_rope", "PositionEmbedding", "ClassToken",
-    "TokenTypeEmbedding", "ContrastiveLogits", "eot_pool", "quick_gelu",
+    "TokenTypeEmbedding", "ContrastiveLogits", "eot_pool", "quick_gelu", "GCNConv", "GATConv", "with_self_loops", "graph_mean_pool",
     "init_weights", "Model", "_",
 }
 

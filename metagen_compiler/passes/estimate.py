@@ -123,7 +123,23 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 2 * 8 * ins[0][0]
     if op == "contrastive_logits":  # the unscaled similarities and exp(logit_scale)
         return 4 * math.prod(outs[0]) + 4
+    if op in ("gcn_conv", "gat_conv"):
+        return _graph_conv_saved_bytes(op, args, ins)
+    if op == "graph_mean_pool":  # the node count per graph, the divisor
+        return 4 * int(args["graphs"])
     return 0
+
+
+def _graph_conv_saved_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]]) -> int:
+    """Beyond the node features: the int64 sources and targets with self loops (E' = E + N each, for the
+    gathers and the scatter) and the scaled messages the scatter adds up (index_add keeps its source);
+    gcn_conv: the normalisation per edge (E',); gat_conv (H heads of C): the projected features h (N, H C), per edge and head the LeakyReLU input, exp, the gathered
+    softmax sums and alpha (E', H), the gathered features (E', H, C)."""
+    n, e = ins[0][0], ins[1][1] + ins[0][0]
+    if op == "gcn_conv":
+        return 2 * 8 * e + 4 * e + 4 * e * int(args["out_features"])
+    h, c = int(args["heads"]), int(args["out_features"])
+    return 2 * 8 * e + 4 * n * h * c + 4 * 4 * e * h + 2 * 4 * e * h * c
 
 
 def _rnn_saved_bytes(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
@@ -205,6 +221,8 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
             root[(n, i)] = in_roots[0] if aliases_input(d["op"], d["args"]) else (n, i)
         if prim.saves in ("input", "both"):
             saved.update(_saved_inputs(g, prim, in_ts, in_roots))
+        if prim.saves == "first":
+            saved.add(in_roots[0])
         if prim.saves in ("output", "both"):
             saved.update(root[(n, i)] for i in range(len(outs)))
         saved_extra += saved_extra_bytes(d["op"], d["args"], ins, outs)
