@@ -202,6 +202,31 @@ def _sdpa_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[in
     return mm, other
 
 
+def _rel_bias_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    q, k = s
+    if len(q) != 3 or len(k) != 3:
+        raise ShapeError(f"expects queries and keys of shape (B, T, C), got {fmt_shape(q)}, {fmt_shape(k)}")
+    return [(1, a["heads"], q[1], k[1])]
+
+
+def _sdpa_bias_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    q, k, v, bias = s
+    out = _sdpa_shape(a | {"kv_heads": a["heads"]}, [q, k, v])
+    if len(bias) != 4 or (isinstance(bias[1], int) and bias[1] != a["heads"]):
+        raise ShapeError(f"expects a bias of shape (1, {a['heads']}, T, S), got {fmt_shape(bias)}")
+    return out
+
+
+def _rel_bias_check(a: Mapping[str, Any]) -> str | None:
+    err = _check_positive("heads", "buckets", "max_distance")(a)
+    if err:
+        return err
+    exact = a["buckets"] // (2 if a["bidirectional"] else 1) // 2
+    if exact < 1 or a["max_distance"] <= exact:
+        return f"max_distance ({a['max_distance']}) must exceed the exact buckets ({exact}); buckets >= {4 if a['bidirectional'] else 2}"
+    return None
+
+
 def _elementwise(per: int) -> Callable[[Mapping[str, Any], list[tuple[int, ...]], list[tuple[int, ...]]], tuple[int, int]]:
     return lambda a, i, o: (0, per * numel(o[0]))
 
@@ -731,6 +756,24 @@ _PRIMS = [
         n_inputs=3, shape=_sdpa_shape, flops=_sdpa_flops, check=_check_heads, saves="both",
         tags=frozenset({"mm", "attention"}),
     ),
+    Primitive(
+        "sdpa_bias", (_P("heads", "int"), _P("causal", "bool", False), _P("scaled", "bool", True)),
+        "Dot-product attention of q, k, v given as (B, T, C) with an additive bias (1, heads, T, S) on the scores "
+        "(T5's relative positions); scores scaled by 1/sqrt(head size) unless `scaled` is false (T5).",
+        n_inputs=4, shape=_sdpa_bias_shape, flops=_sdpa_flops, check=_check_positive("heads"), saves="both",
+        tags=frozenset({"mm", "attention"}),
+    ),
+    Primitive(
+        "relative_position_bias", (_P("heads", "int"), _P("buckets", "int", 32), _P("max_distance", "int", 128),
+                                   _P("bidirectional", "bool", True)),
+        "T5's relative position bias: a learned scalar per head for each bucket of key position - query position "
+        "(exact below buckets / 2, log-spaced up to max_distance; signed if bidirectional, else only the past): "
+        "queries (B, T, C), keys (B, S, C) -> (1, heads, T, S).",
+        n_inputs=2, weights=lambda a: {"weight": (a["buckets"], a["heads"])}, shape=_rel_bias_shape,
+        check=_rel_bias_check, saves="none",
+    ),
+    Primitive("scale", (_P("factor", "float"),), "Multiplies by a constant (T5's d_model ** -0.5 before its tied head).",
+              flops=_elementwise(1), saves="none"),
     Primitive(
         "rope", (_P("heads", "int"), _P("base", "float", 10000.0)),
         "Rotary position embedding applied to q and k, given as (B, T, C).",

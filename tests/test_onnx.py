@@ -66,6 +66,9 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "s4d_lm": (ROOT / "examples" / "s4d_lm.msl", {"layers": 2, "d_model": 64, "vocab": 97, "d_state": 8}),
     "switch_lm": (ROOT / "examples" / "switch_lm.msl",
                   {"layers": 2, "d_model": 64, "heads": 2, "hidden": 96, "experts": 4, "vocab": 97}),
+    "t5_small": (ROOT / "examples" / "t5_small.msl",
+                 {"layers": 2, "decoder_layers": 3, "d_model": 64, "heads": 4, "d_kv": 16, "d_ff": 96, "vocab": 97,
+                  "buckets": 8, "max_distance": 12}),
 }
 DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa", "mamba_lm"]
 TOL = 2e-5  # max abs error in fp32: the issue asks <= 1e-4; every family holds to about 5e-6
@@ -147,10 +150,16 @@ def _trained(c: Case, model: Any, tmp: Path, model_file: str = "model.onnx") -> 
 
 
 def _inputs(c: Case, model: Any, batch: int, seq: int) -> Any:
-    """The example inputs at `batch`, token sequences (inputs of shape (B, T)) cut to `seq`."""
+    """The example inputs at `batch`, token sequences (inputs of shape (B, T), and (B, target_T) of an
+    encoder-decoder's target) cut to `seq`, the j-th of them to seq - j: lengths that differ."""
     xs = c.mod.example_inputs(model, batch_size=batch, seed=batch + seq)
     gi = c.comp.graph.inputs
-    return tuple(x[:, :seq] if seq and i.shape == ("B", "T") else x for x, i in zip(xs, gi, strict=True))
+    tokens = [i.name for i in gi if _is_tokens(i)]
+    return tuple(x[:, :seq - tokens.index(i.name)] if seq and _is_tokens(i) else x for x, i in zip(xs, gi, strict=True))
+
+
+def _is_tokens(i: Any) -> bool:
+    return i.dtype == "int64" and len(i.shape) == 2 and str(i.shape[1]).endswith("T")
 
 
 def _parity(c: Case, tmp: Path) -> float:
@@ -200,12 +209,16 @@ def test_free_sizes_are_named_dims(case: Any, name: str) -> None:
     spec = c.comp.graph
     assert [i.name for i in m.graph.input] == [i.name for i in spec.inputs]
     assert [o.name for o in m.graph.output] == [n for n, _ in spec.outputs]
+    from metagen_backends.onnx.export import dim_param
+
     text = spec.inputs[0].dtype == "int64"
-    for v in (*m.graph.input, *m.graph.output):
+    shapes = [i.shape for i in spec.inputs] + [spec.shape_of(t) for _, t in spec.outputs]
+    for v, shape in zip((*m.graph.input, *m.graph.output), shapes, strict=True):
         dims = v.type.tensor_type.shape.dim
         assert dims[0].dim_param == "batch"
         if text and (v in m.graph.input or len(dims) == 3):
-            assert dims[1].dim_param == "sequence"
+            assert dims[1].dim_param == ("sequence" if shape[1] == "T" else dim_param(shape[1]))
+            assert dims[1].dim_param in ("sequence", "target_sequence")
 
 
 def test_decoder_step_only_where_exact(case: Any) -> None:

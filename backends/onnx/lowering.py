@@ -252,6 +252,54 @@ def _causal_mask(w: GraphWriter, scores: ir.Value, q: ir.Value, kh: ir.Value, pa
     return w.op("Where", [allowed, scores, w.scalar(float("-inf"))])
 
 
+def _sdpa_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    """As biased_attention: scores (unscaled if not `scaled`) plus the bias (1, heads, T, S), then softmax."""
+    q, k, v, bias = n.inputs
+    heads = int(n.args["heads"])
+    hs = _int_dim(n.in_shapes[0], -1, "q's features") // heads
+    hv = _int_dim(n.in_shapes[2], -1, "v's features") // heads
+    qh = w.op("Transpose", [w.reshape(q, [0, 0, heads, hs])], {"perm": [0, 2, 1, 3]})  # (B, H, T, hs)
+    kh = w.op("Transpose", [w.reshape(k, [0, 0, heads, hs])], {"perm": [0, 2, 3, 1]})  # (B, H, hs, S)
+    vh = w.op("Transpose", [w.reshape(v, [0, 0, heads, hv])], {"perm": [0, 2, 1, 3]})  # (B, H, S, hv)
+    if n.args["scaled"]:
+        qh = w.op("Mul", [qh, w.scalar(1.0 / math.sqrt(hs))])
+    scores = w.op("Add", [w.op("MatMul", [qh, kh]), bias])  # (B, H, T, S)
+    if n.args["causal"]:
+        scores = _causal_mask(w, scores, q, vh, None)
+    y = w.op("MatMul", [w.op("Softmax", [scores], {"axis": -1}), vh])  # (B, H, T, hv)
+    return [w.reshape(w.op("Transpose", [y], {"perm": [0, 2, 1, 3]}), [0, 0, -1])]
+
+
+def _relative_position_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    """As RelativePositionBias: the bucket of each key - query distance, from the run-time lengths."""
+    q, k = n.inputs
+    i64 = lambda v: w.scalar(v, np.int64)  # noqa: E731
+    zero, one = i64(0), i64(1)
+    rows = w.op("Range", [zero, w.dim(q, 1, scalar=True), one])  # (T,)
+    cols = w.op("Range", [zero, w.dim(k, 1, scalar=True), one])  # (S,)
+    rel = w.op("Sub", [w.unsqueeze(cols, [0]), w.unsqueeze(rows, [1])])  # (T, S): key - query
+    buckets = int(n.args["buckets"])
+    if n.args["bidirectional"]:
+        buckets //= 2
+        base = w.op("Mul", [w.op("Cast", [w.op("Greater", [rel, zero])], {"to": ir.DataType.INT64}), i64(buckets)])
+        rel = w.op("Abs", [rel])
+    else:
+        base = zero
+        rel = w.op("Neg", [w.op("Min", [rel, zero])])
+    exact = buckets // 2
+    ratio = w.op("Div", [w.op("Cast", [rel], {"to": ir.DataType.FLOAT}), w.scalar(float(exact))])
+    log = w.op("Div", [w.op("Log", [ratio]), w.scalar(math.log(int(n.args["max_distance"]) / exact))])
+    far = w.op("Cast", [w.op("Mul", [log, w.scalar(float(buckets - exact))])], {"to": ir.DataType.INT64})
+    far = w.op("Min", [w.op("Add", [i64(exact), far]), i64(buckets - 1)])
+    bucket = w.op("Add", [base, w.op("Where", [w.op("Less", [rel, i64(exact)]), rel, far])])
+    bias = w.op("Gather", [n.weights["weight"], bucket], {"axis": 0})  # (T, S, heads)
+    return [w.unsqueeze(w.op("Transpose", [bias], {"perm": [2, 0, 1]}), [0])]  # (1, heads, T, S)
+
+
+def _scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Mul", [n.inputs[0], w.scalar(float(n.args["factor"]))])]
+
+
 def _rope(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     # rotate-half layout, as apply_rope in the PyTorch backend
     q, k = n.inputs
@@ -590,6 +638,9 @@ LOWERINGS: dict[str, Lowering] = {
     "contrastive_logits": _contrastive_logits,
     "gru": _rnn("GRU"),
     "sdpa": _sdpa,
+    "sdpa_bias": _sdpa_bias,
+    "relative_position_bias": _relative_position_bias,
+    "scale": _scale,
     "rope": _rope,
     "split": _split,
     "gelu": _gelu,

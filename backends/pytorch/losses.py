@@ -1,6 +1,8 @@
 """Each task's loss, metrics and training batch as PyTorch code, keyed by the loss name the compiler
 picked (metagen_compiler/tasks.py). `{x}` is the model's first input, as named in the spec; `{args}` all
-its inputs from the batch, in forward's order (`batch["image"], batch["text"]`).
+its inputs from the batch, in forward's order (`batch["image"], batch["text"]`); `{y}` the token input a
+next-token loss predicts (the family-declared `target` input of an encoder-decoder, else the first) and
+`{shifted}` all inputs with `tokens` (= batch["{y}"]) cut before its last token, for teacher forcing.
 
 - `loss`: the body of `Model.loss(self, batch)`, returning a scalar;
 - `metrics`: the body of `Model.metrics(self, batch)`, returning {metric name: float tensor} with
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LossCode", "LOSSES"]
+__all__ = ["LossCode", "LOSSES", "TARGET_INPUT"]
+
+TARGET_INPUT = "target"  # an encoder-decoder's decoder tokens (`encoder target: text = ...` in its family)
 
 
 @dataclass(frozen=True)
@@ -26,12 +30,12 @@ class LossCode:
 
 LOSSES: dict[str, LossCode] = {
     "next_token_cross_entropy": LossCode(
-        'Next-token cross-entropy: batch = {{"{x}": (B, T) token ids}}.',
-        ('tokens = batch["{x}"]',
-         "logits = self(tokens[:, :-1])  # (B, T-1, vocab)",
+        'Next-token cross-entropy: batch = {{"{y}": (B, T) token ids}}.',
+        ('tokens = batch["{y}"]',
+         "logits = self({shifted})  # (B, T-1, vocab)",
          "return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))"),
-        ('tokens = batch["{x}"]',
-         "logits = self(tokens[:, :-1])",
+        ('tokens = batch["{y}"]',
+         "logits = self({shifted})",
          "nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))",
          'return {{"perplexity": nll.exp(), "token_accuracy": (logits.argmax(-1) == tokens[:, 1:]).float().mean()}}'),
     ),

@@ -31,6 +31,8 @@ MODULES: dict[str, str] = {
     "causal_conv1d": "CausalConv1d({channels}, {kernel}?, bias={bias})",
     "selective_scan": "SelectiveScan({d_inner}, {d_state})",
     "s4d": "S4D({d_model}?, d_state={d_state})",
+    "relative_position_bias": "RelativePositionBias({heads}?, buckets={buckets}?, max_distance={max_distance}?, "
+                              "bidirectional={bidirectional})",
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
 }
 
@@ -65,6 +67,8 @@ FUNCTIONAL: dict[str, str] = {
     "split": "{x}.chunk({parts}, dim={dim})",
     "split_sizes": "{x}.split({sizes}, dim={dim})",
     "sdpa": "attention({q}, {k}, {v}, {heads}, {kv_heads}, {causal})",
+    "sdpa_bias": "biased_attention({q}, {k}, {v}, {bias}, {heads}, {causal}, {scaled})",
+    "scale": "{x} * {factor}",
     "rope": "apply_rope({q}, {k}, {heads}, {base})",
     "add": "{a} + {b}",
     "sub": "{a} - {b}",
@@ -72,7 +76,7 @@ FUNCTIONAL: dict[str, str] = {
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
+    "sdpa": ("q", "k", "v"), "sdpa_bias": ("q", "k", "v", "bias"), "relative_position_bias": ("a", "b"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
     "mul": ("a", "b"), "matmul": ("a", "b"),
 }
 
@@ -88,6 +92,47 @@ def attention(q, k, v, heads: int, kv_heads: int, causal: bool):
     v = v.view(B, S, kv_heads, -1).transpose(1, 2)  # (B, kv_heads, S, hv)
     y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=kv_heads != heads)
     return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, heads * hv)
+''',
+    "biased_attention": '''
+def biased_attention(q, k, v, bias, heads: int, causal: bool, scaled: bool = True):
+    """Dot-product attention on (B, T, C) tensors with an additive score bias (1, heads, T, S)."""
+    B, T, C = q.shape
+    S = k.shape[1]
+    hs = C // heads
+    q = q.view(B, T, heads, hs).transpose(1, 2)  # (B, heads, T, hs)
+    k = k.view(B, S, heads, hs).transpose(1, 2)
+    v = v.view(B, S, heads, -1).transpose(1, 2)
+    if causal:
+        future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1)
+        bias = bias.masked_fill(future, float("-inf"))
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=None if scaled else 1.0)
+    return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, heads * hv)
+''',
+    "RelativePositionBias": '''
+class RelativePositionBias(nn.Module):
+    """T5's relative position bias: a learned scalar per head and bucket of (key position - query position)."""
+
+    def __init__(self, heads: int, buckets: int = 32, max_distance: int = 128, bidirectional: bool = True):
+        super().__init__()
+        self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
+        self.weight = nn.Parameter(torch.zeros(buckets, heads))
+
+    def bucket(self, rel):
+        n, out = self.buckets, torch.zeros_like(rel)
+        if self.bidirectional:
+            n //= 2
+            out = (rel > 0).long() * n
+            rel = rel.abs()
+        else:
+            rel = -rel.clamp(max=0)
+        exact = n // 2
+        far = exact + (torch.log(rel.float() / exact) / math.log(self.max_distance / exact) * (n - exact)).long()
+        return out + torch.where(rel < exact, rel, far.clamp(max=n - 1))
+
+    def forward(self, q, k):
+        T, S = q.shape[1], k.shape[1]
+        rel = torch.arange(S, device=q.device)[None, :] - torch.arange(T, device=q.device)[:, None]  # (T, S)
+        return self.weight[self.bucket(rel)].permute(2, 0, 1).unsqueeze(0)  # (1, heads, T, S)
 ''',
     "apply_rope": '''
 def apply_rope(q, k, heads: int, base: float = 10000.0):
@@ -338,11 +383,11 @@ def auxiliary_loss(model: nn.Module):
 }
 
 # helper modules with a learned `weight` that init_weights draws from N(0, 0.02)
-LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding")
+LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding", "RelativePositionBias")
 
 
 def helper_deps(prim: str) -> list[str]:
-    return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
+    return {"sdpa": ["attention"], "sdpa_bias": ["biased_attention"], "relative_position_bias": ["RelativePositionBias"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
             "cls_token": ["ClassToken"], "type_embedding": ["TokenTypeEmbedding"],
             "contrastive_logits": ["ContrastiveLogits"], "eot_pool": ["eot_pool"], "quick_gelu": ["quick_gelu"],
             "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"],
