@@ -35,6 +35,8 @@ SMALL = {
     "std.ssm.mamba": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8, dt_rank=4),
     "std.ssm.s4d": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8),
     "std.moe.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2, hidden=96, experts=4),
+    "std.seq2seq.t5": dict(vocab=97, context=16, layers=2, decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96,
+                           buckets=8, max_distance=12),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -45,6 +47,7 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "clip_vit_b_32": 151_277_313,  # transformers CLIPModel (openai/clip-vit-base-patch32)
     "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
     "mamba_lm": 129_135_360,  # transformers MambaForCausalLM, state-spaces/mamba-130m (tied head)
+    "t5_small": 60_506_624,  # transformers T5Model / T5ForConditionalGeneration, t5-small (tied head)
 }
 
 
@@ -125,12 +128,15 @@ def test_decoders_are_causal(built, name) -> None:  # type: ignore[no-untyped-de
     if report["task"]["name"] != "generation":
         pytest.skip("not a decoder")
     model = _small(mod, report).eval()
-    (x,) = mod.example_inputs(model, batch_size=1)
+    xs = mod.example_inputs(model, batch_size=1)
+    names = [i["name"] for i in report["nominal_input"]["inputs"]]
+    k = names.index("target") if "target" in names else 0  # an encoder-decoder is causal in its target
+    x = xs[k]
     t = x.shape[1] // 2
     y = x.clone()
     y[0, t:] = (y[0, t:] + 1) % model.config.vocab
     with torch.no_grad():
-        a, b = model(x), model(y)
+        a, b = model(*xs), model(*xs[:k], y, *xs[k + 1:])
     assert torch.equal(a[0, :t], b[0, :t])
     assert not torch.equal(a[0, t:], b[0, t:])
 
@@ -200,3 +206,53 @@ def test_mamba_130m_equals_transformers(built) -> None:  # type: ignore[no-untyp
         ours = mod.build_model()
     assert sum(p.numel() for p in ref.parameters()) == report["params"] == REFERENCE_PARAMS["mamba_lm"]
     assert _shapes(ours) == _shapes(ref)
+
+
+def _t5_state_from_transformers(sd):  # type: ignore[no-untyped-def]
+    """transformers T5ForConditionalGeneration's state dict in our module's names (the shared table once)."""
+    out = {}
+    for key, v in sd.items():
+        p = key.split(".")
+        if key == "shared.weight":
+            out["encoder_text.shared.weight"] = v
+        elif p[0] not in ("encoder", "decoder") or p[1] == "embed_tokens":
+            continue  # the tied copies: embed_tokens, lm_head
+        elif p[1] == "final_layer_norm":
+            out[f"backbone.{p[0]}_norm.weight"] = v
+        elif p[6:7] == ["relative_attention_bias"]:
+            out[f"backbone.{p[0]}_bias.weight"] = v
+        elif p[5] == "layer_norm":
+            norms = ["layer_norm", "cross_norm", "ff_norm"] if p[0] == "decoder" else ["layer_norm", "ff_norm"]
+            out[f"backbone.{p[0]}.{p[2]}.{norms[int(p[4])]}.weight"] = v
+        elif p[5] == "DenseReluDense":
+            out[f"backbone.{p[0]}.{p[2]}.DenseReluDense.{ {'wi': 'c_fc', 'wo': 'c_proj'}[p[6]] }.weight"] = v
+        else:
+            out[f"backbone.{p[0]}.{p[2]}.{'.'.join(p[5:])}"] = v
+    return out
+
+
+def test_t5_computes_transformers_t5(built) -> None:  # type: ignore[no-untyped-def]
+    """A small T5 with transformers' weights gives transformers' logits, source and target of different lengths,
+    distances past max_distance (log-spaced and clamped buckets); the preset has T5Model's parameter shapes."""
+    transformers = pytest.importorskip("transformers")
+    mod, report = _by_file(built, "t5_small")
+    cfg = dataclasses.replace(mod.Config(), vocab=97, layers=2, decoder_layers=3, d_model=64, heads=4, d_kv=16, d_ff=96,
+                              buckets=8, max_distance=12)
+    ours = mod.build_model(cfg).eval()
+    ref = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=97, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=3, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=12, dropout_rate=0.0,
+        feed_forward_proj="relu", tie_word_embeddings=True)).eval()
+    missing = ours.load_state_dict(_t5_state_from_transformers(ref.state_dict()), strict=False)
+    assert sorted(missing.missing_keys) == ["encoder_target.shared.weight", "head.lm_head.weight"]  # tied
+    assert not missing.unexpected_keys
+    g = torch.Generator().manual_seed(0)
+    for t, s in ((7, 5), (30, 41)):
+        src, tgt = torch.randint(0, 97, (2, t), generator=g), torch.randint(0, 97, (2, s), generator=g)
+        with torch.no_grad():
+            assert torch.allclose(ours(src, tgt), ref(input_ids=src, decoder_input_ids=tgt).logits, atol=1e-5)
+    with torch.device("meta"):
+        full = transformers.T5Model(transformers.T5Config())  # the defaults are t5-small's
+        preset = mod.build_model()
+    assert sum(p.numel() for p in full.parameters()) == report["params"] == REFERENCE_PARAMS["t5_small"]
+    assert _shapes(preset) == _shapes(full)
