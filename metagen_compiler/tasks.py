@@ -41,6 +41,8 @@ TASK_SPECS: dict[str, Task] = {
         Task("anomaly_detection", "reconstruction_mse", ("roc_auc", "average_precision"), "reconstruction",
              "the reconstructed input; the anomaly score is the per-sample reconstruction error",
              ("label", "regression", "tabular", "time_series", "image")),
+        Task("speech_recognition", "transcription_cross_entropy", ("token_accuracy", "token_error_rate"), "logits",
+             "next-token logits of the transcript (B, T, vocab)", ("text",)),
         Task("multimodal_retrieval", "symmetric_contrastive", ("recall_at_1_a_to_b", "recall_at_1_b_to_a"), "logits",
              "similarity logits of every first input with every second (B, B)", ("embedding", "label")),
     )

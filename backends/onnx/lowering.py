@@ -296,6 +296,49 @@ def _relative_position_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.unsqueeze(w.op("Transpose", [bias], {"perm": [2, 0, 1]}), [0])]  # (1, heads, T, S)
 
 
+# ------------------------------------------------------------------ audio
+def _mel_filters(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
+    """As mel_filters in the PyTorch backend: Slaney-scale, Slaney-normalised (n_mels, n_fft // 2 + 1)."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    top = sample_rate / 2
+    top_mel = math.log(top / min_log_hz) / logstep + min_log_mel if top >= min_log_hz else top / f_sp
+    mels = np.linspace(0, top_mel, n_mels + 2)
+    edges = np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+    ramps = edges[:, None] - np.linspace(0, top, n_fft // 2 + 1)[None, :]
+    width = np.diff(edges)
+    lower, upper = -ramps[:-2] / width[:-1, None], ramps[2:] / width[1:, None]
+    return (np.maximum(np.minimum(lower, upper), 0) * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+
+
+def _log_mel(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    """The STFT as a strided convolution with the Hann-windowed DFT basis (real rows, then imaginary), on the
+    reflect-padded waveform; then the filterbank, log10 and Whisper's clamp and rescale."""
+    n_fft, hop = int(n.args["n_fft"]), int(n.args["hop"])
+    frames = _int_dim(n.out_shapes[0], 2, "frames")
+    bins = n_fft // 2 + 1
+    t = np.arange(n_fft)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * t / n_fft)  # periodic Hann, as torch.hann_window
+    angle = 2 * np.pi * np.arange(bins)[:, None] * t[None, :] / n_fft
+    basis = np.concatenate([window * np.cos(angle), -window * np.sin(angle)])[:, None, :]  # (2 bins, 1, n_fft)
+    pad = n_fft // 2
+    x = w.op("Pad", [w.unsqueeze(n.inputs[0], [1]), w.i64(0, 0, pad, 0, 0, pad)], {"mode": "reflect"})
+    spec = w.op("Conv", [x, w.const(basis.astype(np.float32))], {"strides": [hop]})  # (B, 2 bins, frames + 1)
+    spec = w.op("Slice", [spec, w.i64(0), w.i64(frames), w.i64(2)])
+    re, im = w.split(spec, 2, 1, None)
+    power = w.op("Add", [w.op("Mul", [re, re]), w.op("Mul", [im, im])])  # (B, bins, frames)
+    mel = w.op("MatMul", [w.const(_mel_filters(int(n.args["n_mels"]), n_fft, int(n.args["sample_rate"]))), power])
+    logs = w.op("Div", [w.op("Log", [w.op("Max", [mel, w.scalar(1e-10)])]), w.scalar(math.log(10.0))])
+    floor = w.op("Sub", [w.reduce("ReduceMax", logs, [1, 2], True), w.scalar(8.0)])
+    return [w.op("Div", [w.op("Add", [w.op("Max", [logs, floor]), w.scalar(4.0)]), w.scalar(4.0)])]
+
+
+def _sinusoid_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x = n.inputs[0]
+    pos = w.op("Slice", [n.weights["weight"], w.i64(0), w.dim(x, 1), w.i64(0)])  # (T, D)
+    return [w.op("Add", [x, pos])]
+
+
 def _scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Mul", [n.inputs[0], w.scalar(float(n.args["factor"]))])]
 
@@ -641,6 +684,8 @@ LOWERINGS: dict[str, Lowering] = {
     "sdpa_bias": _sdpa_bias,
     "relative_position_bias": _relative_position_bias,
     "scale": _scale,
+    "log_mel": _log_mel,
+    "sinusoid_embedding": _sinusoid_embedding,
     "rope": _rope,
     "split": _split,
     "gelu": _gelu,
