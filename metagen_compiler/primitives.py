@@ -221,9 +221,12 @@ def _rel_bias_check(a: Mapping[str, Any]) -> str | None:
     err = _check_positive("heads", "buckets", "max_distance")(a)
     if err:
         return err
-    exact = a["buckets"] // (2 if a["bidirectional"] else 1) // 2
-    if exact < 1 or a["max_distance"] <= exact:
-        return f"max_distance ({a['max_distance']}) must exceed the exact buckets ({exact}); buckets >= {4 if a['bidirectional'] else 2}"
+    least = 4 if a["bidirectional"] else 2  # half the buckets per direction, half of those exact
+    if a["buckets"] < least:
+        return f"buckets must be at least {least}, got {a['buckets']}"
+    exact = a["buckets"] // (least // 2) // 2
+    if a["max_distance"] <= exact:
+        return f"max_distance ({a['max_distance']}) must exceed the {exact} exactly bucketed distances"
     return None
 
 

@@ -128,3 +128,20 @@ model m {{
     with torch.device("meta"):
         ref = transformers.T5Model(cfg)
     assert ours == sum(p.numel() for p in ref.parameters())
+
+
+@pytest.mark.parametrize("dims,message", [
+    ("buckets = 2", "buckets must be at least 4, got 2"),
+    ("buckets = 32; max_distance = 8", "max_distance (8) must exceed the 8 exactly bucketed distances"),
+])
+def test_t5_bad_buckets_are_diagnosed(dims: str, message: str) -> None:
+    src = f"""msl 1
+import std.seq2seq
+model m {{
+  modality text -> text
+  task generation
+  architecture seq2seq.t5 {{ layers = 2; d_model = 128; {dims} }}
+}}
+"""
+    comp = compile_source(SourceFile("<test>", src))
+    assert [(d.code, message in d.message) for d in comp.bag.errors] == [("E206", True)]
