@@ -9,10 +9,11 @@ family parameter's).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["InputForm", "INPUT_FORMS", "input_shape"]
+__all__ = ["InputForm", "INPUT_FORMS", "input_forms", "input_shape"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,17 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     "graph_batch": (InputForm(("N",), "int64", "graph id of each node", {"N": "nodes"}, high="graphs"),),
     "timestep": (InputForm(("B",), "int64", "diffusion timesteps", high="timesteps"),),
 }
+
+
+def input_forms(name: str, modality: str) -> tuple[InputForm, ...]:
+    """The forms of input `name` of `modality`. A family-declared input named apart from its modality
+    (`encoder target: text`) has symbols of its own, prefixed with its name (target_T), so that its
+    lengths vary independently of the other inputs' (in ONNX: `target_sequence` beside `sequence`)."""
+    forms = INPUT_FORMS[modality]
+    if name == modality:
+        return forms
+    return tuple(dataclasses.replace(f, shape=tuple(f"{name}_{d}" if d in f.symbols else d for d in f.shape),
+                                     symbols={f"{name}_{s}": p for s, p in f.symbols.items()}) for f in forms)
 
 
 def input_shape(form: InputForm, dims: Mapping[str, object]) -> tuple[tuple[int | str, ...], dict[str, int]]:

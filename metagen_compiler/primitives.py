@@ -202,6 +202,65 @@ def _sdpa_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[in
     return mm, other
 
 
+def _rel_bias_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    q, k = s
+    if len(q) != 3 or len(k) != 3:
+        raise ShapeError(f"expects queries and keys of shape (B, T, C), got {fmt_shape(q)}, {fmt_shape(k)}")
+    return [(1, a["heads"], q[1], k[1])]
+
+
+def _sdpa_bias_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    q, k, v, bias = s
+    out = _sdpa_shape(a | {"kv_heads": a["heads"]}, [q, k, v])
+    if len(bias) != 4 or (isinstance(bias[1], int) and bias[1] != a["heads"]):
+        raise ShapeError(f"expects a bias of shape (1, {a['heads']}, T, S), got {fmt_shape(bias)}")
+    return out
+
+
+def _rel_bias_check(a: Mapping[str, Any]) -> str | None:
+    err = _check_positive("heads", "buckets", "max_distance")(a)
+    if err:
+        return err
+    least = 4 if a["bidirectional"] else 2  # half the buckets per direction, half of those exact
+    if a["buckets"] < least:
+        return f"buckets must be at least {least}, got {a['buckets']}"
+    exact = a["buckets"] // (least // 2) // 2
+    if a["max_distance"] <= exact:
+        return f"max_distance ({a['max_distance']}) must exceed the {exact} exactly bucketed distances"
+    return None
+
+
+def _log_mel_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 2:
+        raise ShapeError(f"expects waveforms of shape (B, samples), got {fmt_shape(x)}")
+    if not isinstance(x[1], int):
+        raise ShapeError("the number of samples must be static (a family parameter)")
+    return [(x[0], a["n_mels"], x[1] // a["hop"])]
+
+
+def _log_mel_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    b, mels, frames = o[0]
+    bins = a["n_fft"] // 2 + 1
+    return 2 * b * mels * bins * frames, 5 * b * bins * frames + 6 * numel(o[0])  # the filterbank matmul; FFT uncounted
+
+
+def _log_mel_check(a: Mapping[str, Any]) -> str | None:
+    err = _check_positive("n_mels", "n_fft", "hop", "sample_rate")(a)
+    if err is None and a["hop"] > a["n_fft"]:
+        return f"hop ({a['hop']}) must not exceed n_fft ({a['n_fft']})"
+    return err
+
+
+def _sinusoid_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 3 or (isinstance(x[2], int) and x[2] != a["dim"]):
+        raise ShapeError(f"expects (B, T, {a['dim']}), got {fmt_shape(x)}")
+    if isinstance(x[1], int) and x[1] > a["length"]:
+        raise ShapeError(f"{x[1]} positions exceed the table's {a['length']}")
+    return [x]
+
+
 def _elementwise(per: int) -> Callable[[Mapping[str, Any], list[tuple[int, ...]], list[tuple[int, ...]]], tuple[int, int]]:
     return lambda a, i, o: (0, per * numel(o[0]))
 
@@ -791,6 +850,41 @@ _PRIMS = [
         n_inputs=3, shape=_sdpa_shape, flops=_sdpa_flops, check=_check_heads, saves="both",
         tags=frozenset({"mm", "attention"}),
     ),
+    Primitive(
+        "sdpa_bias", (_P("heads", "int"), _P("causal", "bool", False), _P("scaled", "bool", True)),
+        "Dot-product attention of q, k, v given as (B, T, C) with an additive bias (1, heads, T, S) on the scores "
+        "(T5's relative positions); scores scaled by 1/sqrt(head size) unless `scaled` is false (T5).",
+        n_inputs=4, shape=_sdpa_bias_shape, flops=_sdpa_flops, check=_check_positive("heads"), saves="both",
+        tags=frozenset({"mm", "attention"}),
+    ),
+    Primitive(
+        "relative_position_bias", (_P("heads", "int"), _P("buckets", "int", 32), _P("max_distance", "int", 128),
+                                   _P("bidirectional", "bool", True)),
+        "T5's relative position bias: a learned scalar per head for each bucket of key position - query position "
+        "(exact below buckets / 2, log-spaced up to max_distance; signed if bidirectional, else only the past): "
+        "queries (B, T, C), keys (B, S, C) -> (1, heads, T, S).",
+        n_inputs=2, weights=lambda a: {"weight": (a["buckets"], a["heads"])}, shape=_rel_bias_shape,
+        check=_rel_bias_check, saves="none",
+    ),
+    Primitive(
+        "log_mel", (_P("n_mels", "int", 80), _P("n_fft", "int", 400), _P("hop", "int", 160),
+                    _P("sample_rate", "int", 16000)),
+        "Whisper's log-mel spectrogram of waveforms (B, samples) -> (B, n_mels, samples // hop): power of a centred "
+        "Hann-window STFT (last frame dropped), a Slaney mel filterbank, log10, clamped to its per-example maximum "
+        "- 8, then (x + 4) / 4.",
+        shape=_log_mel_shape, flops=_log_mel_flops, check=_log_mel_check, saves="none", tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "sinusoid_embedding", (_P("length", "int"), _P("dim", "int")),
+        "Adds fixed sinusoidal positions (Whisper's encoder: sin then cos, timescales up to 10000) to (B, T, D), "
+        "T <= length; the table is a frozen parameter (counted, not trained).",
+        weights=lambda a: {"weight": (a["length"], a["dim"])}, shape=_sinusoid_shape, flops=_elementwise(1),
+        check=lambda a: _check_positive("length", "dim")(a) or (None if a["dim"] % 2 == 0 else
+                                                               f"dim must be even, got {a['dim']}"),
+        saves="none",
+    ),
+    Primitive("scale", (_P("factor", "float"),), "Multiplies by a constant (T5's d_model ** -0.5 before its tied head).",
+              flops=_elementwise(1), saves="none"),
     Primitive(
         "rope", (_P("heads", "int"), _P("base", "float", 10000.0)),
         "Rotary position embedding applied to q and k, given as (B, T, C).",

@@ -43,6 +43,8 @@ TASK_SPECS: dict[str, Task] = {
              ("label", "regression", "tabular", "time_series", "image")),
         Task("semantic_segmentation", "pixel_cross_entropy", ("pixel_accuracy", "mean_iou"), "logits",
              "per-pixel class logits (B, num_classes, H, W)", ("segmentation_mask",)),
+        Task("speech_recognition", "transcription_cross_entropy", ("token_accuracy", "token_error_rate"), "logits",
+             "next-token logits of the transcript (B, T, vocab)", ("text",)),
         Task("multimodal_retrieval", "symmetric_contrastive", ("recall_at_1_a_to_b", "recall_at_1_b_to_a"), "logits",
              "similarity logits of every first input with every second (B, B)", ("embedding", "label")),
         Task("node_classification", "node_cross_entropy", ("accuracy", "macro_f1"), "logits",

@@ -99,3 +99,49 @@ model m {
     with torch.device("meta"):
         ref = transformers.CLIPModel(transformers.CLIPConfig())  # the defaults are ViT-B/32's
     assert ours == sum(p.numel() for p in ref.parameters())
+
+
+@pytest.mark.parametrize("layers,decoder_layers,d_model,heads,d_kv,d_ff", [
+    (6, 6, 512, 8, 64, 2048),  # t5-small
+    (12, 12, 768, 12, 64, 3072),  # t5-base
+    (4, 2, 256, 4, 32, 1024),  # uneven stacks, d_kv * heads != d_model
+])
+def test_t5_members_equal_transformers(layers: int, decoder_layers: int, d_model: int, heads: int, d_kv: int,
+                                       d_ff: int) -> None:
+    src = f"""msl 1
+import std.seq2seq
+model m {{
+  modality text -> text
+  task generation
+  architecture seq2seq.t5 {{
+    layers = {layers}; decoder_layers = {decoder_layers}; d_model = {d_model}; heads = {heads}; d_kv = {d_kv}; d_ff = {d_ff}
+  }}
+}}
+"""
+    ours = params_of(src)
+    if (layers, d_model) == (6, 512):
+        assert ours == 60_506_624
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.T5Config(d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_layers=layers,
+                                num_decoder_layers=decoder_layers, num_heads=heads)
+    with torch.device("meta"):
+        ref = transformers.T5Model(cfg)
+    assert ours == sum(p.numel() for p in ref.parameters())
+
+
+@pytest.mark.parametrize("dims,message", [
+    ("buckets = 2", "buckets must be at least 4, got 2"),
+    ("buckets = 32; max_distance = 8", "max_distance (8) must exceed the 8 exactly bucketed distances"),
+])
+def test_t5_bad_buckets_are_diagnosed(dims: str, message: str) -> None:
+    src = f"""msl 1
+import std.seq2seq
+model m {{
+  modality text -> text
+  task generation
+  architecture seq2seq.t5 {{ layers = 2; d_model = 128; {dims} }}
+}}
+"""
+    comp = compile_source(SourceFile("<test>", src))
+    assert [(d.code, message in d.message) for d in comp.bag.errors] == [("E206", True)]

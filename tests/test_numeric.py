@@ -38,6 +38,10 @@ SMALL = {
     "std.graph.gcn": dict(nodes=40, edges=120, features=12, hidden=16, layers=1),
     "std.graph.gcn_graph": dict(nodes=40, edges=120, features=7, hidden=16, layers=1, graphs=4),
     "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
+    "std.seq2seq.t5": dict(vocab=97, context=16, layers=2, decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96,
+                           buckets=8, max_distance=12),
+    "std.seq2seq.whisper": dict(vocab=97, samples=12800, context=16, source_positions=40, layers=2, decoder_layers=2,
+                                d_model=64, heads=2, ffn=96),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -48,6 +52,8 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "clip_vit_b_32": 151_277_313,  # transformers CLIPModel (openai/clip-vit-base-patch32)
     "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
     "mamba_lm": 129_135_360,  # transformers MambaForCausalLM, state-spaces/mamba-130m (tied head)
+    "t5_small": 60_506_624,  # transformers T5Model / T5ForConditionalGeneration, t5-small (tied head)
+    "whisper_tiny": 37_760_640,  # transformers WhisperModel, openai/whisper-tiny (its frozen sinusoidal table counted)
 }
 
 
@@ -111,6 +117,7 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
     c, task = model.config, report["task"]["name"]
     expected = {
         "generation": lambda: (2, c.context, c.vocab),
+        "speech_recognition": lambda: (2, c.context, c.vocab),
         "classification": lambda: (2, c.num_classes),
         "sequence_labeling": lambda: (2, c.context, c.num_classes),
         "embedding": lambda: (2, c.d_model),
@@ -129,15 +136,18 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
 @pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
 def test_decoders_are_causal(built, name) -> None:  # type: ignore[no-untyped-def]
     mod, report = _by_file(built, name)
-    if report["task"]["name"] != "generation":
+    if report["task"]["name"] not in ("generation", "speech_recognition"):
         pytest.skip("not a decoder")
     model = _small(mod, report).eval()
-    (x,) = mod.example_inputs(model, batch_size=1)
+    xs = mod.example_inputs(model, batch_size=1)
+    names = [i["name"] for i in report["nominal_input"]["inputs"]]
+    k = names.index("target") if "target" in names else 0  # an encoder-decoder is causal in its target
+    x = xs[k]
     t = x.shape[1] // 2
     y = x.clone()
     y[0, t:] = (y[0, t:] + 1) % model.config.vocab
     with torch.no_grad():
-        a, b = model(x), model(y)
+        a, b = model(*xs), model(*xs[:k], y, *xs[k + 1:])
     assert torch.equal(a[0, :t], b[0, :t])
     assert not torch.equal(a[0, t:], b[0, t:])
 
@@ -207,3 +217,111 @@ def test_mamba_130m_equals_transformers(built) -> None:  # type: ignore[no-untyp
         ours = mod.build_model()
     assert sum(p.numel() for p in ref.parameters()) == report["params"] == REFERENCE_PARAMS["mamba_lm"]
     assert _shapes(ours) == _shapes(ref)
+
+
+def _t5_state_from_transformers(sd):  # type: ignore[no-untyped-def]
+    """transformers T5ForConditionalGeneration's state dict in our module's names (the shared table once)."""
+    out = {}
+    for key, v in sd.items():
+        p = key.split(".")
+        if key == "shared.weight":
+            out["encoder_text.shared.weight"] = v
+        elif p[0] not in ("encoder", "decoder") or p[1] == "embed_tokens":
+            continue  # the tied copies: embed_tokens, lm_head
+        elif p[1] == "final_layer_norm":
+            out[f"backbone.{p[0]}_norm.weight"] = v
+        elif p[6:7] == ["relative_attention_bias"]:
+            out[f"backbone.{p[0]}_bias.weight"] = v
+        elif p[5] == "layer_norm":
+            norms = ["layer_norm", "cross_norm", "ff_norm"] if p[0] == "decoder" else ["layer_norm", "ff_norm"]
+            out[f"backbone.{p[0]}.{p[2]}.{norms[int(p[4])]}.weight"] = v
+        elif p[5] == "DenseReluDense":
+            out[f"backbone.{p[0]}.{p[2]}.DenseReluDense.{ {'wi': 'c_fc', 'wo': 'c_proj'}[p[6]] }.weight"] = v
+        else:
+            out[f"backbone.{p[0]}.{p[2]}.{'.'.join(p[5:])}"] = v
+    return out
+
+
+def test_t5_computes_transformers_t5(built) -> None:  # type: ignore[no-untyped-def]
+    """A small T5 with transformers' weights gives transformers' logits, source and target of different lengths,
+    distances past max_distance (log-spaced and clamped buckets); the preset has T5Model's parameter shapes."""
+    transformers = pytest.importorskip("transformers")
+    mod, report = _by_file(built, "t5_small")
+    cfg = dataclasses.replace(mod.Config(), vocab=97, layers=2, decoder_layers=3, d_model=64, heads=4, d_kv=16, d_ff=96,
+                              buckets=8, max_distance=12)
+    ours = mod.build_model(cfg).eval()
+    ref = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=97, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=3, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=12, dropout_rate=0.0,
+        feed_forward_proj="relu", tie_word_embeddings=True)).eval()
+    missing = ours.load_state_dict(_t5_state_from_transformers(ref.state_dict()), strict=False)
+    assert sorted(missing.missing_keys) == ["encoder_target.shared.weight", "head.lm_head.weight"]  # tied
+    assert not missing.unexpected_keys
+    g = torch.Generator().manual_seed(0)
+    for t, s in ((7, 5), (30, 41)):
+        src, tgt = torch.randint(0, 97, (2, t), generator=g), torch.randint(0, 97, (2, s), generator=g)
+        with torch.no_grad():
+            assert torch.allclose(ours(src, tgt), ref(input_ids=src, decoder_input_ids=tgt).logits, atol=1e-5)
+    with torch.device("meta"):
+        full = transformers.T5Model(transformers.T5Config())  # the defaults are t5-small's
+        preset = mod.build_model()
+    assert sum(p.numel() for p in full.parameters()) == report["params"] == REFERENCE_PARAMS["t5_small"]
+    assert _shapes(preset) == _shapes(full)
+
+
+def _whisper_state_from_transformers(sd):  # type: ignore[no-untyped-def]
+    """transformers WhisperForConditionalGeneration's state dict in our module's names (proj_out is tied)."""
+    out = {}
+    for key, v in sd.items():
+        if not key.startswith("model."):
+            continue  # proj_out, tied
+        p = key.split(".")[1:]
+        stack, root = p[0], "encoder_audio" if p[0] == "encoder" else "encoder_target"
+        if p[1] in ("conv1", "conv2"):
+            out[f"encoder_audio.{p[1]}.{p[2]}"] = v
+        elif p[1] == "embed_positions":
+            out[f"{root}.embed_positions.weight"] = v if stack == "encoder" else v[None]
+        elif p[1] == "embed_tokens":
+            out["encoder_target.embed_tokens.weight"] = v
+        elif p[1] == "layer_norm":
+            out[f"{'encoder_audio' if stack == 'encoder' else 'backbone'}.layer_norm.{p[2]}"] = v
+        else:
+            rest = p[3:]
+            if rest[0] in ("fc1", "fc2"):
+                rest = ["mlp", {"fc1": "c_fc", "fc2": "c_proj"}[rest[0]], rest[1]]
+            out[f"{'encoder_audio' if stack == 'encoder' else 'backbone'}.layers.{p[2]}.{'.'.join(rest)}"] = v
+    return out
+
+
+def test_whisper_computes_transformers_whisper(built) -> None:  # type: ignore[no-untyped-def]
+    """A small Whisper with transformers' weights, fed the waveform, gives the logits transformers gives for the
+    log-mel features of WhisperFeatureExtractor: the in-model frontend is Whisper's."""
+    transformers = pytest.importorskip("transformers")
+    mod, _report = _by_file(built, "whisper_tiny")
+    cfg = dataclasses.replace(mod.Config(), vocab=97, samples=12800, context=16, source_positions=40, layers=2,
+                              decoder_layers=3, d_model=64, heads=2, ffn=96)
+    ours = mod.build_model(cfg).eval()
+    ref = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(
+        vocab_size=97, d_model=64, encoder_layers=2, decoder_layers=3, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=96, decoder_ffn_dim=96, num_mel_bins=80, max_source_positions=40,
+        max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)).eval()
+    missing = ours.load_state_dict(_whisper_state_from_transformers(ref.state_dict()), strict=False)
+    assert missing.missing_keys == ["head.proj.weight"] and not missing.unexpected_keys  # tied
+    g = torch.Generator().manual_seed(0)
+    wave, tokens = torch.randn(2, 12800, generator=g), torch.randint(0, 97, (2, 9), generator=g)
+    extractor = transformers.WhisperFeatureExtractor(feature_size=80)
+    feats = extractor(list(wave.numpy()), sampling_rate=16000, return_tensors="pt", padding=False).input_features
+    with torch.no_grad():
+        assert torch.allclose(ours(wave, tokens), ref(input_features=feats, decoder_input_ids=tokens).logits, atol=1e-5)
+
+
+def test_whisper_tiny_equals_transformers(built) -> None:  # type: ignore[no-untyped-def]
+    transformers = pytest.importorskip("transformers")
+    _mod, report = _by_file(built, "whisper_tiny")
+    cfg = transformers.WhisperConfig(d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6,
+                                     decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536,
+                                     vocab_size=51865, num_mel_bins=80, max_source_positions=1500,
+                                     max_target_positions=448)
+    with torch.device("meta"):
+        ref = transformers.WhisperModel(cfg)
+    assert sum(p.numel() for p in ref.parameters()) == report["params"] == REFERENCE_PARAMS["whisper_tiny"]

@@ -45,7 +45,15 @@ def dim_param(d: Dim) -> int | str:
     """A graph dim as an ONNX dim: ints stay, symbols get readable names (T+1 -> sequence+1)."""
     if isinstance(d, int):
         return d
-    return re.sub(r"[A-Za-z_]\w*", lambda m: DIM_NAMES.get(m.group(0), m.group(0)), d)
+    return re.sub(r"[A-Za-z_]\w*", lambda m: _dim_name(m.group(0)), d)
+
+
+def _dim_name(sym: str) -> str:
+    """B -> batch, T -> sequence; an input's own symbol keeps its prefix: target_T -> target_sequence."""
+    prefix, _, base = sym.rpartition("_")
+    if prefix and base in DIM_NAMES:
+        return f"{prefix}_{DIM_NAMES[base]}"
+    return DIM_NAMES.get(sym, sym)
 
 
 def _shape(s: Shape) -> ir.Shape:

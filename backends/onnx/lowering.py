@@ -252,6 +252,97 @@ def _causal_mask(w: GraphWriter, scores: ir.Value, q: ir.Value, kh: ir.Value, pa
     return w.op("Where", [allowed, scores, w.scalar(float("-inf"))])
 
 
+def _sdpa_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    """As biased_attention: scores (unscaled if not `scaled`) plus the bias (1, heads, T, S), then softmax."""
+    q, k, v, bias = n.inputs
+    heads = int(n.args["heads"])
+    hs = _int_dim(n.in_shapes[0], -1, "q's features") // heads
+    hv = _int_dim(n.in_shapes[2], -1, "v's features") // heads
+    qh = w.op("Transpose", [w.reshape(q, [0, 0, heads, hs])], {"perm": [0, 2, 1, 3]})  # (B, H, T, hs)
+    kh = w.op("Transpose", [w.reshape(k, [0, 0, heads, hs])], {"perm": [0, 2, 3, 1]})  # (B, H, hs, S)
+    vh = w.op("Transpose", [w.reshape(v, [0, 0, heads, hv])], {"perm": [0, 2, 1, 3]})  # (B, H, S, hv)
+    if n.args["scaled"]:
+        qh = w.op("Mul", [qh, w.scalar(1.0 / math.sqrt(hs))])
+    scores = w.op("Add", [w.op("MatMul", [qh, kh]), bias])  # (B, H, T, S)
+    if n.args["causal"]:
+        scores = _causal_mask(w, scores, q, vh, None)
+    y = w.op("MatMul", [w.op("Softmax", [scores], {"axis": -1}), vh])  # (B, H, T, hv)
+    return [w.reshape(w.op("Transpose", [y], {"perm": [0, 2, 1, 3]}), [0, 0, -1])]
+
+
+def _relative_position_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    """As RelativePositionBias: the bucket of each key - query distance, from the run-time lengths."""
+    q, k = n.inputs
+    i64 = lambda v: w.scalar(v, np.int64)  # noqa: E731
+    zero, one = i64(0), i64(1)
+    rows = w.op("Range", [zero, w.dim(q, 1, scalar=True), one])  # (T,)
+    cols = w.op("Range", [zero, w.dim(k, 1, scalar=True), one])  # (S,)
+    rel = w.op("Sub", [w.unsqueeze(cols, [0]), w.unsqueeze(rows, [1])])  # (T, S): key - query
+    buckets = int(n.args["buckets"])
+    if n.args["bidirectional"]:
+        buckets //= 2
+        base = w.op("Mul", [w.op("Cast", [w.op("Greater", [rel, zero])], {"to": ir.DataType.INT64}), i64(buckets)])
+        rel = w.op("Abs", [rel])
+    else:
+        base = zero
+        rel = w.op("Neg", [w.op("Min", [rel, zero])])
+    exact = buckets // 2
+    ratio = w.op("Div", [w.op("Cast", [rel], {"to": ir.DataType.FLOAT}), w.scalar(float(exact))])
+    log = w.op("Div", [w.op("Log", [ratio]), w.scalar(math.log(int(n.args["max_distance"]) / exact))])
+    far = w.op("Cast", [w.op("Mul", [log, w.scalar(float(buckets - exact))])], {"to": ir.DataType.INT64})
+    far = w.op("Min", [w.op("Add", [i64(exact), far]), i64(buckets - 1)])
+    bucket = w.op("Add", [base, w.op("Where", [w.op("Less", [rel, i64(exact)]), rel, far])])
+    bias = w.op("Gather", [n.weights["weight"], bucket], {"axis": 0})  # (T, S, heads)
+    return [w.unsqueeze(w.op("Transpose", [bias], {"perm": [2, 0, 1]}), [0])]  # (1, heads, T, S)
+
+
+# ------------------------------------------------------------------ audio
+def _mel_filters(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
+    """As mel_filters in the PyTorch backend: Slaney-scale, Slaney-normalised (n_mels, n_fft // 2 + 1)."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    top = sample_rate / 2
+    top_mel = math.log(top / min_log_hz) / logstep + min_log_mel if top >= min_log_hz else top / f_sp
+    mels = np.linspace(0, top_mel, n_mels + 2)
+    edges = np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+    ramps = edges[:, None] - np.linspace(0, top, n_fft // 2 + 1)[None, :]
+    width = np.diff(edges)
+    lower, upper = -ramps[:-2] / width[:-1, None], ramps[2:] / width[1:, None]
+    return (np.maximum(np.minimum(lower, upper), 0) * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+
+
+def _log_mel(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    """The STFT as a strided convolution with the Hann-windowed DFT basis (real rows, then imaginary), on the
+    reflect-padded waveform; then the filterbank, log10 and Whisper's clamp and rescale."""
+    n_fft, hop = int(n.args["n_fft"]), int(n.args["hop"])
+    frames = _int_dim(n.out_shapes[0], 2, "frames")
+    bins = n_fft // 2 + 1
+    t = np.arange(n_fft)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * t / n_fft)  # periodic Hann, as torch.hann_window
+    angle = 2 * np.pi * np.arange(bins)[:, None] * t[None, :] / n_fft
+    basis = np.concatenate([window * np.cos(angle), -window * np.sin(angle)])[:, None, :]  # (2 bins, 1, n_fft)
+    pad = n_fft // 2
+    x = w.op("Pad", [w.unsqueeze(n.inputs[0], [1]), w.i64(0, 0, pad, 0, 0, pad)], {"mode": "reflect"})
+    spec = w.op("Conv", [x, w.const(basis.astype(np.float32))], {"strides": [hop]})  # (B, 2 bins, frames + 1)
+    spec = w.op("Slice", [spec, w.i64(0), w.i64(frames), w.i64(2)])
+    re, im = w.split(spec, 2, 1, None)
+    power = w.op("Add", [w.op("Mul", [re, re]), w.op("Mul", [im, im])])  # (B, bins, frames)
+    mel = w.op("MatMul", [w.const(_mel_filters(int(n.args["n_mels"]), n_fft, int(n.args["sample_rate"]))), power])
+    logs = w.op("Div", [w.op("Log", [w.op("Max", [mel, w.scalar(1e-10)])]), w.scalar(math.log(10.0))])
+    floor = w.op("Sub", [w.reduce("ReduceMax", logs, [1, 2], True), w.scalar(8.0)])
+    return [w.op("Div", [w.op("Add", [w.op("Max", [logs, floor]), w.scalar(4.0)]), w.scalar(4.0)])]
+
+
+def _sinusoid_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x = n.inputs[0]
+    pos = w.op("Slice", [n.weights["weight"], w.i64(0), w.dim(x, 1), w.i64(0)])  # (T, D)
+    return [w.op("Add", [x, pos])]
+
+
+def _scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Mul", [n.inputs[0], w.scalar(float(n.args["factor"]))])]
+
+
 def _rope(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     # rotate-half layout, as apply_rope in the PyTorch backend
     q, k = n.inputs
@@ -662,6 +753,11 @@ LOWERINGS: dict[str, Lowering] = {
     "contrastive_logits": _contrastive_logits,
     "gru": _rnn("GRU"),
     "sdpa": _sdpa,
+    "sdpa_bias": _sdpa_bias,
+    "relative_position_bias": _relative_position_bias,
+    "scale": _scale,
+    "log_mel": _log_mel,
+    "sinusoid_embedding": _sinusoid_embedding,
     "rope": _rope,
     "split": _split,
     "gelu": _gelu,

@@ -22,10 +22,10 @@ from metagen_compiler.primitives import PRIMITIVES, fmt_shape
 from metagen_compiler.program import Definition
 from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 
-from metagen_compiler.modalities import INPUT_FORMS, InputForm
+from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 
 from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
-from .losses import LOSSES
+from .losses import LOSSES, TARGET_INPUT
 from .writer import Namespace, Writer, attr_ident, camel, py_ident
 
 __all__ = ["emit_model_py"]
@@ -496,7 +496,9 @@ class PyTorchEmitter:
                 if ", ".join(ins) != var:
                     pre.append(f"{var} = {', '.join(ins)}")
                 pre.append(f"for layer in self.{attr}:")
-                pre.append(f"    {var} = layer({var})")
+                # several tensors: unpacked into names (`x, e = layer(x, e)`), or one tuple `h` (`h = layer(*h)`)
+                star = "*" if len(ins) > 1 and "," not in var else ""
+                pre.append(f"    {var} = layer({star}{var})")
                 return var
             call = f"self.{attr}({', '.join(ins)})"
             if ref0.kind == "primitive" and ref0.target in MODULE_CALL:
@@ -666,14 +668,19 @@ class PyTorchEmitter:
         code = LOSSES[self.spec.loss]
         x = in_names[0]
         args = ", ".join(f'batch["{n}"]' for n in in_names)
+        # the token input a next-token head predicts: the decoder's `target` if the model has one, else the first;
+        # `shifted` is every input with that one cut before its last token (teacher forcing)
+        y = TARGET_INPUT if TARGET_INPUT in in_names else x
+        shifted = ", ".join("tokens[:, :-1]" if n == y else f'batch["{n}"]' for n in in_names)
+        fields = {"x": x, "args": args, "y": y, "shifted": shifted}
 
         def lines(body: tuple[str, ...]) -> None:
             for ln in body:
-                w.line(ln.format(x=x, args=args))
+                w.line(ln.format(**fields))
 
         w.line("def loss(self, batch):")
         with w.indent():
-            doc = code.doc.format(x=x, args=args).split("\n")
+            doc = code.doc.format(**fields).split("\n")
             w.line('"""' + doc[0] + ("" if len(doc) > 1 else '"""'))
             for d in doc[1:]:
                 w.line(d + ('"""' if d is doc[-1] else ""))
@@ -747,7 +754,7 @@ def init_weights(module: nn.Module) -> None:
 
 
 def _form_of(i: GraphInput) -> InputForm:
-    forms = INPUT_FORMS[i.modality]
+    forms = input_forms(i.name.rsplit("_", 1)[0] if len(INPUT_FORMS[i.modality]) > 1 else i.name, i.modality)
     return forms[0] if len(forms) == 1 else next(f for f in forms if i.name.endswith(f"_{f.suffix}"))
 
 

@@ -1,6 +1,8 @@
 """Each task's loss, metrics and training batch as PyTorch code, keyed by the loss name the compiler
 picked (metagen_compiler/tasks.py). `{x}` is the model's first input, as named in the spec; `{args}` all
-its inputs from the batch, in forward's order (`batch["image"], batch["text"]`).
+its inputs from the batch, in forward's order (`batch["image"], batch["text"]`); `{y}` the token input a
+next-token loss predicts (the family-declared `target` input of an encoder-decoder, else the first) and
+`{shifted}` all inputs with `tokens` (= batch["{y}"]) cut before its last token, for teacher forcing.
 
 - `loss`: the body of `Model.loss(self, batch)`, returning a scalar;
 - `metrics`: the body of `Model.metrics(self, batch)`, returning {metric name: float tensor} with
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LossCode", "LOSSES"]
+__all__ = ["LossCode", "LOSSES", "TARGET_INPUT"]
+
+TARGET_INPUT = "target"  # an encoder-decoder's decoder tokens (`encoder target: text = ...` in its family)
 
 
 @dataclass(frozen=True)
@@ -26,14 +30,31 @@ class LossCode:
 
 LOSSES: dict[str, LossCode] = {
     "next_token_cross_entropy": LossCode(
-        'Next-token cross-entropy: batch = {{"{x}": (B, T) token ids}}.',
-        ('tokens = batch["{x}"]',
-         "logits = self(tokens[:, :-1])  # (B, T-1, vocab)",
+        'Next-token cross-entropy: batch = {{"{y}": (B, T) token ids}}.',
+        ('tokens = batch["{y}"]',
+         "logits = self({shifted})  # (B, T-1, vocab)",
          "return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))"),
-        ('tokens = batch["{x}"]',
-         "logits = self(tokens[:, :-1])",
+        ('tokens = batch["{y}"]',
+         "logits = self({shifted})",
          "nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))",
          'return {{"perplexity": nll.exp(), "token_accuracy": (logits.argmax(-1) == tokens[:, 1:]).float().mean()}}'),
+    ),
+    "transcription_cross_entropy": LossCode(
+        'Next-token cross-entropy of the transcript (teacher forcing): batch = {{"{y}": (B, T) token ids, ...}}.',
+        ('tokens = batch["{y}"]',
+         "logits = self({shifted})  # (B, T-1, vocab)",
+         "return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))"),
+        ('tokens = batch["{y}"]',
+         "pred, ref = self({shifted}).argmax(-1), tokens[:, 1:]",
+         "# token error rate: edit distance of the teacher-forced greedy tokens to the reference, per reference token",
+         "n = ref.size(1)",
+         "dist = torch.arange(n + 1, device=ref.device).repeat(ref.size(0), 1)  # (B, n + 1)",
+         "for i in range(pred.size(1)):",
+         "    prev, dist = dist, torch.full_like(dist, i + 1)",
+         "    for j in range(1, n + 1):",
+         "        sub = prev[:, j - 1] + (pred[:, i] != ref[:, j - 1]).long()",
+         "        dist[:, j] = torch.minimum(torch.minimum(prev[:, j], dist[:, j - 1]) + 1, sub)",
+         'return {{"token_accuracy": (pred == ref).float().mean(), "token_error_rate": (dist[:, n].float() / n).mean()}}'),
     ),
     "cross_entropy": LossCode(
         'Cross-entropy: batch = {{"{x}": inputs, "label": (B,) class ids}}.',

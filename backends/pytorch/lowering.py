@@ -33,6 +33,9 @@ MODULES: dict[str, str] = {
     "s4d": "S4D({d_model}?, d_state={d_state})",
     "gcn_conv": "GCNConv({in_features}, {out_features}?, bias={bias})",
     "gat_conv": "GATConv({in_features}, {out_features}?, heads={heads}?, negative_slope={negative_slope}?, bias={bias})",
+    "relative_position_bias": "RelativePositionBias({heads}?, buckets={buckets}?, max_distance={max_distance}?, "
+                              "bidirectional={bidirectional})",
+    "sinusoid_embedding": "SinusoidEmbedding({length}, {dim})",
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
 }
 
@@ -70,6 +73,9 @@ FUNCTIONAL: dict[str, str] = {
     "split": "{x}.chunk({parts}, dim={dim})",
     "split_sizes": "{x}.split({sizes}, dim={dim})",
     "sdpa": "attention({q}, {k}, {v}, {heads}, {kv_heads}, {causal})",
+    "sdpa_bias": "biased_attention({q}, {k}, {v}, {bias}, {heads}, {causal}, {scaled})",
+    "scale": "{x} * {factor}",
+    "log_mel": "log_mel({x}, {n_mels}, {n_fft}, {hop}, {sample_rate})",
     "rope": "apply_rope({q}, {k}, {heads}, {base})",
     "add": "{a} + {b}",
     "sub": "{a} - {b}",
@@ -77,7 +83,8 @@ FUNCTIONAL: dict[str, str] = {
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "sdpa": ("q", "k", "v"), "rope": ("q", "k"), "eot_pool": ("a", "b"), "graph_mean_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
+    "sdpa": ("q", "k", "v"), "sdpa_bias": ("q", "k", "v", "bias"), "relative_position_bias": ("a", "b"),
+    "rope": ("q", "k"), "eot_pool": ("a", "b"), "graph_mean_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
     "mul": ("a", "b"), "matmul": ("a", "b"),
 }
 
@@ -93,6 +100,89 @@ def attention(q, k, v, heads: int, kv_heads: int, causal: bool):
     v = v.view(B, S, kv_heads, -1).transpose(1, 2)  # (B, kv_heads, S, hv)
     y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=kv_heads != heads)
     return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, heads * hv)
+''',
+    "biased_attention": '''
+def biased_attention(q, k, v, bias, heads: int, causal: bool, scaled: bool = True):
+    """Dot-product attention on (B, T, C) tensors with an additive score bias (1, heads, T, S)."""
+    B, T, C = q.shape
+    S = k.shape[1]
+    hs = C // heads
+    q = q.view(B, T, heads, hs).transpose(1, 2)  # (B, heads, T, hs)
+    k = k.view(B, S, heads, hs).transpose(1, 2)
+    v = v.view(B, S, heads, -1).transpose(1, 2)
+    if causal:
+        future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1)
+        bias = bias.masked_fill(future, float("-inf"))
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=None if scaled else 1.0)
+    return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, heads * hv)
+''',
+    "RelativePositionBias": '''
+class RelativePositionBias(nn.Module):
+    """T5's relative position bias: a learned scalar per head and bucket of (key position - query position)."""
+
+    def __init__(self, heads: int, buckets: int = 32, max_distance: int = 128, bidirectional: bool = True):
+        super().__init__()
+        self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
+        self.weight = nn.Parameter(torch.zeros(buckets, heads))
+
+    def bucket(self, rel):
+        n, out = self.buckets, torch.zeros_like(rel)
+        if self.bidirectional:
+            n //= 2
+            out = (rel > 0).long() * n
+            rel = rel.abs()
+        else:
+            rel = -rel.clamp(max=0)
+        exact = n // 2
+        far = exact + (torch.log(rel.float() / exact) / math.log(self.max_distance / exact) * (n - exact)).long()
+        return out + torch.where(rel < exact, rel, far.clamp(max=n - 1))
+
+    def forward(self, q, k):
+        T, S = q.shape[1], k.shape[1]
+        rel = torch.arange(S, device=q.device)[None, :] - torch.arange(T, device=q.device)[:, None]  # (T, S)
+        return self.weight[self.bucket(rel)].permute(2, 0, 1).unsqueeze(0)  # (1, heads, T, S)
+''',
+    "log_mel": '''
+def mel_filters(n_mels: int, n_fft: int, sample_rate: int, device=None):
+    """Slaney-scale, Slaney-normalised triangular mel filters (n_mels, n_fft // 2 + 1), as Whisper's (librosa's)."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+
+    def mel_to_hz(m):
+        return torch.where(m >= min_log_mel, min_log_hz * torch.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    top = sample_rate / 2
+    top_mel = math.log(top / min_log_hz) / logstep + min_log_mel if top >= min_log_hz else top / f_sp
+    freqs = torch.linspace(0, top, n_fft // 2 + 1, dtype=torch.float64, device=device)
+    edges = mel_to_hz(torch.linspace(0, top_mel, n_mels + 2, dtype=torch.float64, device=device))
+    ramps = edges[:, None] - freqs[None, :]
+    width = edges.diff()
+    lower, upper = -ramps[:-2] / width[:-1, None], ramps[2:] / width[1:, None]
+    weights = torch.minimum(lower, upper).clamp(min=0) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.float()
+
+
+def log_mel(x, n_mels: int, n_fft: int, hop: int, sample_rate: int):
+    """Whisper's log-mel spectrogram: waveforms (B, samples) -> (B, n_mels, samples // hop)."""
+    window = torch.hann_window(n_fft, device=x.device)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True)[..., :-1]  # (B, bins, frames)
+    mel = mel_filters(n_mels, n_fft, sample_rate, x.device) @ spec.abs().pow(2)  # (B, n_mels, frames)
+    logs = mel.clamp(min=1e-10).log10()
+    logs = torch.maximum(logs, logs.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return (logs + 4.0) / 4.0
+''',
+    "SinusoidEmbedding": '''
+class SinusoidEmbedding(nn.Module):
+    """Fixed sinusoidal positions (Whisper's encoder), added to the first T of `length`; a frozen parameter."""
+
+    def __init__(self, length: int, dim: int):
+        super().__init__()
+        rate = math.log(10000) / (dim // 2 - 1)
+        t = torch.arange(length)[:, None] * torch.exp(-rate * torch.arange(dim // 2))[None, :]
+        self.weight = nn.Parameter(torch.cat([t.sin(), t.cos()], dim=1), requires_grad=False)
+
+    def forward(self, x):
+        return x + self.weight[: x.shape[1]]  # (B, T, dim)
 ''',
     "apply_rope": '''
 def apply_rope(q, k, heads: int, base: float = 10000.0):
@@ -407,11 +497,11 @@ def auxiliary_loss(model: nn.Module):
 }
 
 # helper modules with a learned `weight` that init_weights draws from N(0, 0.02)
-LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding")
+LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding", "RelativePositionBias")
 
 
 def helper_deps(prim: str) -> list[str]:
-    return {"sdpa": ["attention"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
+    return {"sdpa": ["attention"], "sdpa_bias": ["biased_attention"], "relative_position_bias": ["RelativePositionBias"], "log_mel": ["log_mel"], "sinusoid_embedding": ["SinusoidEmbedding"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
             "cls_token": ["ClassToken"], "type_embedding": ["TokenTypeEmbedding"],
             "contrastive_logits": ["ContrastiveLogits"], "eot_pool": ["eot_pool"], "quick_gelu": ["quick_gelu"],
             "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"],

@@ -10,7 +10,7 @@ from ..elaborate import Elaborator, GraphBuilder, Tensor
 from ..family import slot_call, tie_pairs
 from ..graph import GraphInput, GraphIR, dump_graph
 from ..primitives import PRIMITIVES
-from ..modalities import INPUT_FORMS, input_shape
+from ..modalities import INPUT_FORMS, input_forms, input_shape
 from ..tasks import TASK_SPECS
 from ..values import EvalError
 
@@ -29,7 +29,8 @@ class LowerPass:
         try:
             feats: list[Tensor] = []
             for slot in spec.encoders:
-                forms = INPUT_FORMS.get(slot.modality or slot.key)
+                modality = slot.modality or slot.key
+                forms = input_forms(slot.key, modality) if modality in INPUT_FORMS else None
                 if forms is None:
                     bag.error("E301", f"no tensor form is defined for `{slot.modality or slot.key}` inputs yet",
                               slot.span, hint=f"inputs with a tensor form: {', '.join(INPUT_FORMS)}")
