@@ -13,7 +13,7 @@ next-token loss predicts (the family-declared `target` input of an encoder-decod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["LossCode", "LOSSES", "TARGET_INPUT"]
 
@@ -208,15 +208,12 @@ LOSSES: dict[str, LossCode] = {
          'batch["pos_edges"] = edges  # the graph\'s own edges as positives (a held-out split in practice)',
          'batch["neg_edges"] = torch.randint(0, nodes, edges.shape, generator=g)  # uniform negative sampling'),
     ),
-    "graph_cross_entropy": LossCode(
-        'Cross-entropy per graph: batch = {{the graph inputs with each node\'s graph id, "label": (graphs,) class ids}}.',
-        ('logits = self({args})  # (graphs, num_classes)',
-         'return F.cross_entropy(logits, batch["label"])'),
-        ('logits = self({args})',
-         'label = batch["label"]',
-         "top5 = logits.topk(min(5, logits.size(-1)), dim=-1).indices",
-         'return {{"accuracy": (logits.argmax(-1) == label).float().mean(),',
-         '        "top5_accuracy": (top5 == label[:, None]).any(-1).float().mean()}}'),
-        ('batch["label"] = torch.randint(0, model.config.num_classes, (model.config.graphs,), generator=g)',),
-    ),
 }
+
+# per graph, the same cross-entropy and metrics as per sample; only the targets differ (one label per graph)
+LOSSES["graph_cross_entropy"] = replace(
+    LOSSES["cross_entropy"],
+    doc='Cross-entropy per graph: batch = {{the graph inputs with each node\'s graph id, "label": (graphs,) class ids}}.',
+    loss=("logits = self({args})  # (graphs, num_classes)", 'return F.cross_entropy(logits, batch["label"])'),
+    batch=('batch["label"] = torch.randint(0, model.config.num_classes, (model.config.graphs,), generator=g)',),
+)

@@ -39,7 +39,8 @@ def updated(text: str) -> str:
                 visit(v)
 
     visit(data)
-    indent = len(re.match(r"\{\n( *)", text).group(1)) if re.match(r"\{\n( *)", text) else 2  # type: ignore[union-attr]
+    m = re.match(r"\{\n( *)", text)
+    indent = len(m.group(1)) if m else 2
     return json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
 
 
