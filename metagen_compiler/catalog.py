@@ -100,4 +100,6 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "mixtral": (("text", "moe.decoder"),),
     "gcn": (("graph", "graph.gcn"),),
     "gat": (("graph", "graph.gat"),),
+    "dqn": (("image", "rl.nature_cnn"), ("tabular", "rl.mlp_agent")),
+    "world_model": (("tabular", "rl.world_model"),),
 }

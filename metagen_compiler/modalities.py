@@ -47,6 +47,8 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     # disconnected graph, PyTorch Geometric's `batch` vector)
     "graph_batch": (InputForm(("N",), "int64", "graph id of each node", {"N": "nodes"}, high="graphs"),),
     "timestep": (InputForm(("B",), "int64", "diffusion timesteps", high="timesteps"),),
+    # a world model's second input: the discrete action taken in each observed state
+    "action": (InputForm(("B",), "int64", "discrete action ids", high="num_actions"),),
 }
 
 

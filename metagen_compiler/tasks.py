@@ -21,6 +21,7 @@ class Task:
     output: str  # name of the model's output tensor
     describes: str  # what the output holds, for diagnostics and docs
     fits: tuple[str, ...]  # output modalities that fit
+    outputs: tuple[str, ...] = ()  # a head of several tensors: the name of each (else output_0, output_1, ...)
 
 
 TASK_SPECS: dict[str, Task] = {
@@ -53,5 +54,15 @@ TASK_SPECS: dict[str, Task] = {
              "node embeddings (N, embedding_dim); a candidate edge (i, j) scores z_i . z_j", ("embedding", "label")),
         Task("graph_classification", "graph_cross_entropy", ("accuracy", "top5_accuracy"), "logits",
              "class logits per graph (graphs, num_classes)", ("label",)),
+        Task("policy_gradient", "reinforce", ("entropy", "mean_return"), "logits",
+             "action logits of the policy (B, num_actions)", ("action",)),
+        Task("value_based", "dqn_td", ("mean_q", "td_error"), "q_values",
+             "one Q-value per action (B, num_actions)", ("action",)),
+        Task("actor_critic", "ppo_clip", ("entropy", "approx_kl", "clip_fraction", "explained_variance"), "logits",
+             "action logits of the policy (B, num_actions) and the state value (B, 1)", ("action",),
+             outputs=("logits", "value")),
+        Task("model_based", "world_model", ("next_observation_mse", "reward_mse", "done_accuracy"), "prediction",
+             "the predicted next observation (B, features), reward (B, 1) and episode-end logit (B, 1)",
+             ("tabular", "regression", "action"), outputs=("next_observation", "reward", "done_logit")),
     )
 }

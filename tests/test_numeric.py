@@ -38,6 +38,9 @@ SMALL = {
     "std.graph.gcn": dict(nodes=40, edges=120, features=12, hidden=16, layers=1),
     "std.graph.gcn_graph": dict(nodes=40, edges=120, features=7, hidden=16, layers=1, graphs=4),
     "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
+    "std.rl.mlp_agent": dict(hidden=16, layers=1),
+    "std.rl.nature_cnn": dict(image_size=36, hidden=32, num_actions=6),
+    "std.rl.world_model": dict(hidden=16, layers=1),
     "std.seq2seq.t5": dict(vocab=97, context=16, layers=2, decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96,
                            buckets=8, max_distance=12),
     "std.seq2seq.whisper": dict(vocab=97, samples=12800, context=16, source_positions=40, layers=2, decoder_layers=2,
@@ -126,9 +129,17 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "node_classification": lambda: (c.nodes, c.num_classes),  # one graph: a row per node, no batch
         "link_prediction": lambda: (c.nodes, c.embedding_dim),
         "graph_classification": lambda: (c.graphs, c.num_classes),
+        "policy_gradient": lambda: (2, c.num_actions),
+        "value_based": lambda: (2, c.num_actions),
+    }
+    several = {  # heads of several tensors
+        "actor_critic": lambda: [(2, c.num_actions), (2, 1)],
+        "model_based": lambda: [(2, c.features), (2, 1), (2, 1)],
     }
     if task in expected:
         assert tuple(out.shape) == expected[task]()
+    elif task in several:
+        assert [tuple(t.shape) for t in out] == several[task]()
     elif task == "anomaly_detection":
         assert out.shape == mod.example_inputs(model, batch_size=2)[0].shape
 

@@ -79,6 +79,10 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "t5_small": (ROOT / "examples" / "t5_small.msl",
                  {"layers": 2, "decoder_layers": 3, "d_model": 64, "heads": 4, "d_kv": 16, "d_ff": 96, "vocab": 97,
                   "buckets": 8, "max_distance": 12}),
+    "dqn_atari": (ROOT / "examples" / "dqn_atari.msl", {"image_size": 36, "hidden": 32, "num_actions": 6}),
+    "ppo_cartpole": (ROOT / "examples" / "ppo_cartpole.msl", {}),
+    "reinforce_lunar_lander": (ROOT / "examples" / "reinforce_lunar_lander.msl", {"hidden": 32, "layers": 1}),
+    "world_model": (ROOT / "examples" / "world_model.msl", {"hidden": 32, "layers": 1}),
     "whisper_tiny": (ROOT / "examples" / "whisper_tiny.msl",
                      {"layers": 2, "d_model": 64, "heads": 2, "ffn": 96, "vocab": 97, "samples": 12800, "context": 16,
                       "source_positions": 40}),
@@ -193,10 +197,13 @@ def _parity(c: Case, tmp: Path) -> float:
     for batch, seq in ((1, 5), (3, 11)) if text else ((1, 0), (3, 0)):
         xs = _inputs(c, model, batch, seq)
         with torch.no_grad():
-            ref = model(*xs).numpy()
-        (got,) = sess.run(None, {n: x.numpy() for n, x in zip(names, xs, strict=True)})
-        assert got.shape == ref.shape
-        worst = max(worst, float(np.abs(got - ref).max()))
+            out = model(*xs)
+        refs = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]  # a head of several tensors
+        gots = sess.run(None, {n: x.numpy() for n, x in zip(names, xs, strict=True)})
+        assert len(gots) == len(refs)
+        for got, ref in zip(gots, refs, strict=True):
+            assert got.shape == ref.shape
+            worst = max(worst, float(np.abs(got - ref).max()))
     return worst
 
 

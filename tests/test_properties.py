@@ -244,3 +244,58 @@ model g {{
   }}
 }}"""
     check(*build(src))
+
+
+def check_all_outputs(comp, mod, batch: int = 2) -> None:  # type: ignore[no-untyped-def]
+    """As check, for a head of one or several tensors: each output's shape as the compiler inferred it."""
+    model = mod.build_model()
+    assert sum(p.numel() for p in model.parameters()) == comp.graph.g.graph["estimates"]["params"]
+    with torch.no_grad():
+        out = model(*mod.example_inputs(model, batch_size=batch))
+    outs = out if isinstance(out, tuple) else (out,)
+    assert len(outs) == len(comp.graph.outputs)
+    for o, (_name, t) in zip(outs, comp.graph.outputs, strict=True):
+        assert tuple(o.shape) == tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
+
+
+@SETTINGS
+@given(task=st.sampled_from(["policy_gradient", "value_based", "actor_critic"]), cnn=st.booleans(),
+       features=st.integers(1, 40), hidden=st.sampled_from([16, 32, 48]), layers=st.integers(0, 3),
+       act=st.sampled_from(["tanh", "relu"]), actions=st.integers(1, 20), channels=st.integers(1, 4),
+       image=st.integers(36, 90))
+def test_rl_agents(task, cnn, features, hidden, layers, act, actions, channels, image) -> None:  # type: ignore[no-untyped-def]
+    if cnn:
+        inp, arch = "image", (f"rl.nature_cnn {{ channels = {channels}; image_size = {image}; hidden = {hidden} }}")
+    else:
+        inp, arch = "tabular", (f"rl.mlp_agent {{ features = {features}; hidden = {hidden}; layers = {layers}; "
+                                f"act = {act} }}")
+    src = f"""import std.rl
+model p {{
+  modality {inp} -> action
+  task {task} {{ num_actions = {actions} }}
+  architecture {arch}
+}}"""
+    comp, mod = build(src)
+    check_all_outputs(comp, mod)
+    model = mod.build_model()
+    batch = mod.example_batch(model, batch_size=3)
+    loss = model.loss(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert model.act(batch[inp], greedy=True).shape == (3,)
+
+
+@SETTINGS
+@given(features=st.integers(1, 40), actions=st.integers(1, 12), hidden=st.sampled_from([16, 32]),
+       layers=st.integers(0, 3))
+def test_world_model(features, actions, hidden, layers) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.rl
+model p {{
+  modality tabular -> tabular
+  task model_based {{ num_actions = {actions} }}
+  architecture rl.world_model {{ features = {features}; hidden = {hidden}; layers = {layers} }}
+}}"""
+    comp, mod = build(src)
+    check_all_outputs(comp, mod)
+    model = mod.build_model()
+    assert model.act(mod.example_inputs(model, batch_size=3)[0], greedy=True).shape == (3,)

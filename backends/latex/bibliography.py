@@ -120,7 +120,18 @@ def related_work(p: Paper) -> str:
     if "diffusion" in objectives:
         obj.append("The denoising objective is that of diffusion probabilistic models "
                    + p.cite("ho2020denoising") + ".")
-    if "reinforcement" in objectives:
+    task = p.report["task"]["name"]
+    if task == "value_based":
+        obj.append("Learning action values from frames with a convolutional network and a target network follows "
+                   "DQN " + p.cite("mnih2015human") + "; the target is that of Double DQN "
+                   + p.cite("vanhasselt2016deep") + ".")
+    elif task == "actor_critic":
+        obj.append("The clipped surrogate objective is that of proximal policy optimisation "
+                   + p.cite("schulman2017proximal") + ".")
+    elif task == "model_based":
+        obj.append("Learning a model of the environment's transitions and rewards to plan with goes back to Dyna "
+                   + p.cite("sutton1990integrated") + ".")
+    elif "reinforcement" in objectives:
         obj.append("Policy-gradient training follows REINFORCE " + p.cite("williams1992simple") + ".")
     if any("imagenet" in d.lower() for d in p.data_names()):
         obj.append("The specification names ImageNet " + p.cite("russakovsky2015imagenet") + " as its data.")

@@ -301,15 +301,50 @@ _OBJECTIVES: dict[str, Equation] = {
 }
 
 
+# The reinforcement objective of each RL task: the loss its generated code computes.
+_REINFORCEMENT_BY_TASK: dict[str, Equation] = {
+    "value_based": Equation(
+        "Temporal-difference learning",
+        "The action values $Q_\\theta$ are regressed with the Huber loss $\\ell_\\delta$ ($\\delta = 1$) onto the "
+        "Double DQN target, the target network $Q_{\\bar\\theta}$ valuing the action the online network picks:\n"
+        "\\begin{equation*}\n  \\mathcal{L} = \\ell_\\delta\\!\\left(Q_\\theta(s, a) - r - \\gamma (1 - d)\\, "
+        "Q_{\\bar\\theta}\\big(s', \\arg\\max_{a'} Q_\\theta(s', a')\\big)\\right).\n\\end{equation*}",
+        ("mnih2015human", "vanhasselt2016deep")),
+    "actor_critic": Equation(
+        "Clipped surrogate objective",
+        "With the probability ratio $\\rho = \\pi_\\theta(a \\mid s) / \\pi_{\\mathrm{old}}(a \\mid s)$, "
+        "normalised advantages $\\hat{A}$, the state value $V_\\theta$ and return $R$:\n"
+        "\\begin{equation*}\n  \\mathcal{L} = -\\min\\big(\\rho \\hat{A},\\ "
+        "\\mathrm{clip}(\\rho, 1 - \\epsilon, 1 + \\epsilon)\\, \\hat{A}\\big) + c_v (V_\\theta(s) - R)^2 "
+        "- c_e\\, \\mathcal{H}[\\pi_\\theta(\\cdot \\mid s)].\n\\end{equation*}",
+        ("schulman2017proximal",)),
+    "model_based": Equation(
+        "World model",
+        "From a state $s$ and action $a$ the model predicts the next state $\\hat{s}'$, the reward $\\hat{r}$ and "
+        "the logit $\\hat{d}$ of the episode ending ($n$ state variables, $\\sigma$ the logistic function): "
+        "$\\mathcal{L} = \\lVert \\hat{s}' - s' \\rVert_2^2 / n + (\\hat{r} - r)^2 + "
+        "\\mathrm{BCE}(\\sigma(\\hat{d}), d)$.",
+        ("sutton1990integrated",)),
+    "policy_gradient": Equation(
+        "Policy gradient",
+        "The policy $\\pi_\\theta$ is improved along the REINFORCE gradient, the batch's mean return as baseline "
+        "(returns $R$ normalised to $\\hat{R}$) and an entropy bonus: "
+        "$\\mathcal{L} = -\\log \\pi_\\theta(a \\mid s)\\, \\hat{R} - c_e\\, "
+        "\\mathcal{H}[\\pi_\\theta(\\cdot \\mid s)]$.",
+        ("williams1992simple",)),
+}
+
 OBJECTIVE_NAMES = frozenset(_OBJECTIVES)
 
 
 def objective_equations(objectives: list[str], task: str) -> list[Equation]:
-    """One equation per objective the spec names (the task's own loss when it names none)."""
+    """One equation per objective the spec names (the task's own loss when it names none); the reinforcement
+    objective as the RL task's own loss."""
     names = list(objectives) or ([task] if task in _OBJECTIVES else [])
     seen: list[Equation] = []
     for name in names:
-        eq = _OBJECTIVES.get(name)
+        eq = _REINFORCEMENT_BY_TASK.get(task) if name == "reinforcement" else None
+        eq = eq or _OBJECTIVES.get(name)
         if eq is not None and eq not in seen:
             seen.append(eq)
     return seen

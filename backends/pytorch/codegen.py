@@ -79,7 +79,9 @@ def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
             return n if n is not None else repr(x.parts[-1])
         if isinstance(x, A.BinOp):
             prec = {"+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "**": 8}[x.op]
-            op = "//" if x.op == "/" and not true_div else x.op  # dims are whole numbers: the checker has made sure
+            # dims are whole numbers (the checker has made sure); a float literal makes a true quotient
+            floats = any(isinstance(i, A.Num) and isinstance(i.value, float) for i in (x.left, x.right))
+            op = "//" if x.op == "/" and not (true_div or floats) else x.op
             s = f"{go(x.left, prec)} {op} {go(x.right, prec + 1)}"
             return f"({s})" if prec < parent else s
         if isinstance(x, A.Neg):
@@ -598,7 +600,8 @@ class PyTorchEmitter:
         out.line("Regenerate with metagenc rather than editing by hand. Depends on torch only.")
         out.line('"""')
         out.line("")
-        out.line("import math")
+        for mod in sorted({"math", *LOSSES[spec.loss].imports}):
+            out.line(f"import {mod}")
         out.line("from dataclasses import dataclass")
         out.line("")
         out.line("import torch")
@@ -664,15 +667,20 @@ class PyTorchEmitter:
             return ""
         return "  # " + ", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"])
 
-    def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
-        code = LOSSES[self.spec.loss]
+    @staticmethod
+    def _loss_fields(in_names: list[str]) -> dict[str, str]:
+        """The placeholders of the loss code (backends/pytorch/losses.py)."""
         x = in_names[0]
         args = ", ".join(f'batch["{n}"]' for n in in_names)
         # the token input a next-token head predicts: the decoder's `target` if the model has one, else the first;
         # `shifted` is every input with that one cut before its last token (teacher forcing)
         y = TARGET_INPUT if TARGET_INPUT in in_names else x
         shifted = ", ".join("tokens[:, :-1]" if n == y else f'batch["{n}"]' for n in in_names)
-        fields = {"x": x, "args": args, "y": y, "shifted": shifted}
+        return {"x": x, "args": args, "y": y, "shifted": shifted}
+
+    def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
+        code = LOSSES[self.spec.loss]
+        fields = self._loss_fields(in_names)
 
         def lines(body: tuple[str, ...]) -> None:
             for ln in body:
@@ -699,6 +707,10 @@ class PyTorchEmitter:
         with w.indent():
             w.line(f'"""The task\'s metrics on one batch: {", ".join(self.spec.metrics)}."""')
             lines(code.metrics)
+        if code.methods:
+            w.line("")
+            for ln in code.methods:
+                w.line(ln.format(**fields) if ln else "")
 
     def _gen_examples(self, out: Writer, model_cls: str) -> None:
         spec, ir = self.spec, self.ir
@@ -728,8 +740,9 @@ class PyTorchEmitter:
             keys = ", ".join(f'"{i.name}": inputs[{k}]' for k, i in enumerate(ir.inputs))
             out.line(f"batch = {{{keys}}}")
             out.line("g = torch.Generator().manual_seed(seed + 1)")
+            fields = self._loss_fields([py_ident(i.name) for i in ir.inputs])
             for ln in LOSSES[spec.loss].batch:
-                out.line(ln)
+                out.line(ln.format(**fields))
             out.line("return batch")
 
 

@@ -8,7 +8,12 @@ next-token loss predicts (the family-declared `target` input of an encoder-decod
 - `metrics`: the body of `Model.metrics(self, batch)`, returning {metric name: float tensor} with
   exactly the task's metric names;
 - `batch`: lines of `example_batch` after `batch` holds the inputs (`inputs` the tuple, `g` a seeded
-  generator, `model` the module): the targets, random but of the right form.
+  generator, `model` the module): the targets, random but of the right form;
+- `methods`: more methods of the model (an agent's `act`, a DQN's `update_target`), after `metrics`;
+- `imports`: modules those need beyond torch (one `import` line each in the generated file).
+
+Reinforcement-learning batches hold transitions: `{x}` the observations, "action" (B,) the actions taken,
+and what each loss needs besides ("reward", "next_{x}", "done", "return", "advantage", "old_log_prob").
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class LossCode:
     loss: tuple[str, ...]
     metrics: tuple[str, ...]
     batch: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
 
 
 LOSSES: dict[str, LossCode] = {
@@ -216,4 +223,148 @@ LOSSES["graph_cross_entropy"] = replace(
     doc='Cross-entropy per graph: batch = {{the graph inputs with each node\'s graph id, "label": (graphs,) class ids}}.',
     loss=("logits = self({args})  # (graphs, num_classes)", 'return F.cross_entropy(logits, batch["label"])'),
     batch=('batch["label"] = torch.randint(0, model.config.num_classes, (model.config.graphs,), generator=g)',),
+)
+
+
+# ---------------------------------------------------------------- reinforcement learning
+_ENTROPY = "entropy = -(logp.exp() * logp).sum(-1).mean()"
+
+
+def _act(forward: str, doc: str) -> tuple[str, ...]:
+    """`act` of a policy with discrete actions: `forward` binds `logits` for the observations `obs`."""
+    return ("@torch.no_grad()",
+            "def act(self, obs, greedy=False):",
+            f'    """{doc}"""',
+            f"    {forward}",
+            "    if greedy:",
+            "        return logits.argmax(-1)",
+            "    return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(-1)")
+
+
+LOSSES["reinforce"] = LossCode(
+    'REINFORCE (Williams 1992): batch = {{"{x}": observations, "action": (B,) actions taken, "return": (B,)\n'
+    "discounted returns from each step}}. The baseline is the batch's mean return (returns normalised to zero\n"
+    "mean and unit variance), and an entropy bonus of weight config.entropy_coef keeps the policy exploring.",
+    ("logits = self({args})  # (B, num_actions)",
+     "logp = F.log_softmax(logits, dim=-1)",
+     'ret = batch["return"]',
+     "advantage = (ret - ret.mean()) / (ret.std(correction=0) + 1e-8)",
+     'chosen = logp.gather(-1, batch["action"][:, None]).squeeze(-1)  # log pi(a_t | s_t)',
+     _ENTROPY,
+     "return -(chosen * advantage).mean() - self.config.entropy_coef * entropy"),
+    ("logp = F.log_softmax(self({args}), dim=-1)",
+     _ENTROPY,
+     'return {{"entropy": entropy, "mean_return": batch["return"].float().mean()}}'),
+    ('batch["action"] = torch.randint(0, model.config.num_actions, (batch_size,), generator=g)',
+     'batch["return"] = torch.randn(batch_size, generator=g)'),
+    methods=_act("logits = self(obs)",
+                 "Actions for a batch of observations: the most likely (greedy) or sampled from the policy."),
+)
+
+_TD = ('obs, action = batch["{x}"], batch["action"]',
+       "q = self(obs).gather(-1, action[:, None]).squeeze(-1)  # Q(s, a): (B,)",
+       "with torch.no_grad():",
+       '    target_net = self.__dict__.get("target_network", self)',
+       '    next_obs = batch["next_{x}"]',
+       "    next_action = self(next_obs).argmax(-1, keepdim=True)  # the online network picks a'",
+       "    next_q = target_net(next_obs).gather(-1, next_action).squeeze(-1)  # the target network values it",
+       '    target = batch["reward"] + self.config.gamma * (1.0 - batch["done"]) * next_q')
+
+LOSSES["dqn_td"] = LossCode(
+    'DQN temporal-difference loss (Huber): batch = {{"{x}": observations, "action": (B,) actions taken,\n'
+    '"reward": (B,), "next_{x}": the next observations, "done": (B,) 1.0 where the episode ended}}. The target\n'
+    "r + gamma (1 - done) Q'(s', argmax_a Q(s', a)) is Double DQN (van Hasselt et al. 2016) with the target\n"
+    "network of update_target(); before the first update_target() Q' is the online network, detached.",
+    (*_TD, "return F.smooth_l1_loss(q, target)"),
+    (*_TD, 'return {{"mean_q": q.mean(), "td_error": (q - target).abs().mean()}}'),
+    ('batch["action"] = torch.randint(0, model.config.num_actions, (batch_size,), generator=g)',
+     'batch["reward"] = torch.randn(batch_size, generator=g)',
+     'batch["next_{x}"] = example_inputs(model, batch_size, seed + 2)[0]',
+     'batch["done"] = (torch.rand(batch_size, generator=g) < 0.1).float()'),
+    methods=("@torch.no_grad()",
+             "def act(self, obs, greedy=False, epsilon=0.05):",
+             '    """Actions for a batch of observations: argmax_a Q(s, a), or epsilon-greedy unless greedy."""',
+             "    action = self(obs).argmax(-1)",
+             "    if greedy:",
+             "        return action",
+             "    explore = torch.rand(action.shape, device=action.device) < epsilon",
+             "    return torch.where(explore, torch.randint_like(action, self.config.num_actions), action)",
+             "",
+             "@torch.no_grad()",
+             "def update_target(self):",
+             '    """Copy the online weights into the target network (every C steps in DQN). The copy is kept out of',
+             "    the module's submodules: parameters(), state_dict() and exports hold the online network only; call",
+             '    it again after moving the model to another device."""',
+             '    target = self.__dict__.pop("target_network", None)',
+             "    if target is None:",
+             "        target = copy.deepcopy(self).requires_grad_(False).eval()",
+             "    else:",
+             "        target.load_state_dict(self.state_dict())",
+             '    self.__dict__["target_network"] = target',
+             "    return target"),
+    imports=("copy",),
+)
+
+_PPO = ("logits, value = self({args})  # (B, num_actions), (B, 1)",
+        "logp = F.log_softmax(logits, dim=-1)",
+        'log_ratio = logp.gather(-1, batch["action"][:, None]).squeeze(-1) - batch["old_log_prob"]',
+        "ratio = log_ratio.exp()  # pi(a | s) / pi_old(a | s)")
+
+LOSSES["ppo_clip"] = LossCode(
+    'PPO clipped surrogate (Schulman et al. 2017) with a shared trunk: batch = {{"{x}": observations,\n'
+    '"action": (B,) actions taken, "old_log_prob": (B,) their log-probability under the rollout policy,\n'
+    '"advantage": (B,) advantage estimates, "return": (B,) value targets}}; clip range config.clip_range,\n'
+    "value loss weight config.value_coef, entropy bonus weight config.entropy_coef.",
+    (*_PPO,
+     'adv = batch["advantage"]',
+     "adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)",
+     "clip = self.config.clip_range",
+     "policy_loss = -torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv).mean()",
+     'value_loss = F.mse_loss(value.squeeze(-1), batch["return"])',
+     _ENTROPY,
+     "return policy_loss + self.config.value_coef * value_loss - self.config.entropy_coef * entropy"),
+    (*_PPO,
+     _ENTROPY,
+     'ret = batch["return"]',
+     "explained = 1 - (ret - value.squeeze(-1)).var(correction=0) / ret.var(correction=0).clamp(min=1e-8)",
+     'return {{"entropy": entropy, "approx_kl": ((ratio - 1) - log_ratio).mean(),',
+     '        "clip_fraction": ((ratio - 1).abs() > self.config.clip_range).float().mean(),',
+     '        "explained_variance": explained}}'),
+    ("with torch.no_grad():",
+     "    logits = model(*inputs)[0]",
+     'batch["action"] = torch.randint(0, model.config.num_actions, (batch_size,), generator=g).to(logits.device)',
+     "# the rollout policy: the current one, moved a little (so the ratio is not 1 and clipping takes part)",
+     "old = F.log_softmax(logits, dim=-1).gather(-1, batch[\"action\"][:, None]).squeeze(-1)",
+     'batch["old_log_prob"] = old + 0.3 * torch.randn(batch_size, generator=g).to(logits.device)',
+     'batch["advantage"] = torch.randn(batch_size, generator=g).to(logits.device)',
+     'batch["return"] = torch.randn(batch_size, generator=g).to(logits.device)'),
+    methods=_act("logits, _ = self(obs)",
+                 "Actions for a batch of observations: the most likely (greedy) or sampled from the policy."),
+)
+
+LOSSES["world_model"] = LossCode(
+    'World model: batch = {{"{x}": observations, "action": (B,) actions taken (the model\'s second input),\n'
+    '"next_{x}": the observations that followed, "reward": (B,), "done": (B,) 1.0 where the episode ended}};\n'
+    "squared error of the next observation and of the reward, binary cross-entropy of the episode end.",
+    ("next_obs, reward, done_logit = self({args})  # (B, features), (B, 1), (B, 1)",
+     'return (F.mse_loss(next_obs, batch["next_{x}"]) + F.mse_loss(reward.squeeze(-1), batch["reward"])',
+     '        + F.binary_cross_entropy_with_logits(done_logit.squeeze(-1), batch["done"]))'),
+    ("next_obs, reward, done_logit = self({args})",
+     'return {{"next_observation_mse": F.mse_loss(next_obs, batch["next_{x}"]),',
+     '        "reward_mse": F.mse_loss(reward.squeeze(-1), batch["reward"]),',
+     '        "done_accuracy": ((done_logit.squeeze(-1) > 0).float() == batch["done"]).float().mean()}}'),
+    ('batch["next_{x}"] = example_inputs(model, batch_size, seed + 2)[0]',
+     'batch["reward"] = torch.randn(batch_size, generator=g)',
+     'batch["done"] = (torch.rand(batch_size, generator=g) < 0.1).float()'),
+    methods=("@torch.no_grad()",
+             "def act(self, obs, greedy=False):",
+             '    """Planning by one-step lookahead in the model: every action is imagined from each observation and',
+             '    scored by its predicted reward; the best (greedy), or one sampled by the softmax of the scores."""',
+             "    b, n = obs.shape[0], self.config.num_actions",
+             "    actions = torch.arange(n, device=obs.device).repeat(b)  # (B * n,): every action for every state",
+             "    _, reward, _ = self(obs.repeat_interleave(n, 0), actions)",
+             "    score = reward.view(b, n)",
+             "    if greedy:",
+             "        return score.argmax(-1)",
+             "    return torch.multinomial(F.softmax(score, dim=-1), 1).squeeze(-1)"),
 )
