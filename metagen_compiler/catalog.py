@@ -13,10 +13,11 @@ __all__ = [
     "TASK_FIELDS", "LATENCY_CLASSES", "FAMILY_GROUPS",
 ]
 
-INPUT_MODALITIES = (
+_DATA_MODALITIES = (
     "text", "image", "audio", "video", "3d", "multimodal", "time_series", "graph", "tabular", "point_cloud",
 )
-OUTPUT_MODALITIES = INPUT_MODALITIES + (
+INPUT_MODALITIES = _DATA_MODALITIES + ("user", "item")  # a recommender's ids: inputs only
+OUTPUT_MODALITIES = _DATA_MODALITIES + (
     "label", "bounding_boxes", "segmentation_mask", "embedding", "action", "regression",
 )
 
@@ -102,4 +103,5 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "gat": (("graph", "graph.gat"),),
     "dqn": (("image", "rl.nature_cnn"), ("tabular", "rl.mlp_agent")),
     "world_model": (("tabular", "rl.world_model"),),
+    "two_tower": (("user", "recsys.two_tower"),),
 }

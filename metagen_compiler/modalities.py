@@ -47,6 +47,9 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     # disconnected graph, PyTorch Geometric's `batch` vector)
     "graph_batch": (InputForm(("N",), "int64", "graph id of each node", {"N": "nodes"}, high="graphs"),),
     "timestep": (InputForm(("B",), "int64", "diffusion timesteps", high="timesteps"),),
+    # a recommender's users and items, as ids into their embedding tables
+    "user": (InputForm(("B",), "int64", "user ids", high="num_users"),),
+    "item": (InputForm(("B",), "int64", "item ids", high="num_items"),),
     # a world model's second input: the discrete action taken in each observed state
     "action": (InputForm(("B",), "int64", "discrete action ids", high="num_actions"),),
 }

@@ -95,6 +95,8 @@ def dim_add(d: Dim, k: int) -> Dim:
 def dim_mul(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a * b
+    if a == 1 or b == 1:  # B*1 is B
+        return b if a == 1 else a
     return f"{a}*{b}"
 
 

@@ -64,5 +64,10 @@ TASK_SPECS: dict[str, Task] = {
         Task("model_based", "world_model", ("next_observation_mse", "reward_mse", "done_accuracy"), "prediction",
              "the predicted next observation (B, features), reward (B, 1) and episode-end logit (B, 1)",
              ("tabular", "regression", "action"), outputs=("next_observation", "reward", "done_logit")),
+        Task("recommendation", "in_batch_softmax", ("recall_at_10", "ndcg_at_10"), "embedding",
+             "a unit-length embedding per user (B, output_dim) and per item (B, output_dim); a pair scores u . v",
+             ("embedding", "label"), outputs=("user_embedding", "item_embedding")),
+        Task("ranking", "pairwise_logistic", ("ndcg_at_10", "pairwise_accuracy"), "score",
+             "one relevance score per (query, candidate) pair (B,)", ("label", "regression", "embedding")),
     )
 }

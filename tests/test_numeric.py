@@ -41,6 +41,8 @@ SMALL = {
     "std.rl.mlp_agent": dict(hidden=16, layers=1),
     "std.rl.nature_cnn": dict(image_size=36, hidden=32, num_actions=6),
     "std.rl.world_model": dict(hidden=16, layers=1),
+    "std.recsys.two_tower": dict(num_users=50, num_items=40, embedding_dim=16, hidden=16, layers=1, output_dim=8,
+                                 ranking_hidden=16),
     "std.seq2seq.t5": dict(vocab=97, context=16, layers=2, decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96,
                            buckets=8, max_distance=12),
     "std.seq2seq.whisper": dict(vocab=97, samples=12800, context=16, source_positions=40, layers=2, decoder_layers=2,
@@ -131,10 +133,12 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "graph_classification": lambda: (c.graphs, c.num_classes),
         "policy_gradient": lambda: (2, c.num_actions),
         "value_based": lambda: (2, c.num_actions),
+        "ranking": lambda: (2,),
     }
     several = {  # heads of several tensors
         "actor_critic": lambda: [(2, c.num_actions), (2, 1)],
         "model_based": lambda: [(2, c.features), (2, 1), (2, 1)],
+        "recommendation": lambda: [(2, c.output_dim), (2, c.output_dim)],
     }
     if task in expected:
         assert tuple(out.shape) == expected[task]()

@@ -31,6 +31,7 @@ from metagen_backends.onnx.export import dim_param
 TEXT = {"layers": 2, "d_model": 64, "heads": 2, "vocab": 97}
 VIT = {"image_size": 32, "patch_size": 8, "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128}
 GRAPH = {"nodes": 40, "edges": 120, "features": 12, "layers": 1}
+RECSYS = {"num_users": 50, "num_items": 40, "embedding_dim": 16, "hidden": 16, "layers": 1, "output_dim": 8}
 SPECS = ROOT / "tests" / "onnx_specs"
 SEEDS = ROOT / "tests" / "seeds_yaml"
 
@@ -83,6 +84,8 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "ppo_cartpole": (ROOT / "examples" / "ppo_cartpole.msl", {}),
     "reinforce_lunar_lander": (ROOT / "examples" / "reinforce_lunar_lander.msl", {"hidden": 32, "layers": 1}),
     "world_model": (ROOT / "examples" / "world_model.msl", {"hidden": 32, "layers": 1}),
+    "two_tower_recsys": (ROOT / "examples" / "two_tower_recsys.msl", RECSYS),
+    "ranker": (ROOT / "examples" / "ranker.msl", {**RECSYS, "hidden": 32, "layers": 1, "ranking_hidden": 16}),
     "whisper_tiny": (ROOT / "examples" / "whisper_tiny.msl",
                      {"layers": 2, "d_model": 64, "heads": 2, "ffn": 96, "vocab": 97, "samples": 12800, "context": 16,
                       "source_positions": 40}),
@@ -240,7 +243,7 @@ def test_free_sizes_are_named_dims(case: Any, name: str) -> None:
     assert [o.name for o in m.graph.output] == [n for n, _ in spec.outputs]
     from metagen_backends.onnx.export import dim_param
 
-    text = spec.inputs[0].dtype == "int64"
+    text = _is_tokens(spec.inputs[0])
     batched = spec.inputs[0].shape[0] == "B"  # a graph's inputs are sized by its nodes and edges instead
     shapes = [*(i.shape for i in spec.inputs), *(spec.shape_of(t) for _, t in spec.outputs)]
     for v, shape in zip((*m.graph.input, *m.graph.output), shapes, strict=True):

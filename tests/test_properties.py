@@ -299,3 +299,26 @@ model p {{
     check_all_outputs(comp, mod)
     model = mod.build_model()
     assert model.act(mod.example_inputs(model, batch_size=3)[0], greedy=True).shape == (3,)
+
+
+@SETTINGS
+@given(ranking=st.booleans(), users=st.integers(1, 60), items=st.integers(1, 60), embedding=st.sampled_from([4, 8, 16]),
+       hidden=st.sampled_from([16, 32]), layers=st.integers(0, 2), output=st.integers(1, 12), ranking_hidden=st.integers(1, 20))
+def test_two_tower(ranking, users, items, embedding, hidden, layers, output, ranking_hidden) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.recsys
+model p {{
+  modality user, item -> {"label" if ranking else "embedding"}
+  task {"ranking" if ranking else "recommendation"}
+  architecture recsys.two_tower {{
+    num_users = {users}; num_items = {items}; embedding_dim = {embedding}; hidden = {hidden}; layers = {layers}
+    output_dim = {output}; ranking_hidden = {ranking_hidden}
+  }}
+}}"""
+    comp, mod = build(src)
+    check_all_outputs(comp, mod)
+    model = mod.build_model()
+    batch = mod.example_batch(model, batch_size=6)
+    loss = model.loss(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(torch.isfinite(v) for v in model.metrics(batch).values())

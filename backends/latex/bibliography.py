@@ -133,6 +133,14 @@ def related_work(p: Paper) -> str:
                    + p.cite("sutton1990integrated") + ".")
     elif "reinforcement" in objectives:
         obj.append("Policy-gradient training follows REINFORCE " + p.cite("williams1992simple") + ".")
+    if task == "recommendation":
+        obj.append("Two towers that embed users and items into one space, scored by a dot product, are the "
+                   "retrieval stage of " + p.cite("covington2016deep") + "; the in-batch softmax over the batch's "
+                   "items follows " + p.cite("yi2019sampling") + ", without its sampling-bias correction.")
+    elif task == "ranking":
+        obj.append("The pairwise logistic loss is that of RankNet " + p.cite("burges2005learning")
+                   + "; lists are evaluated by normalised discounted cumulative gain "
+                   + p.cite("jarvelin2002cumulated") + ".")
     if any("imagenet" in d.lower() for d in p.data_names()):
         obj.append("The specification names ImageNet " + p.cite("russakovsky2015imagenet") + " as its data.")
     if "autoregressive" in objectives or p.report["task"]["name"] == "generation":

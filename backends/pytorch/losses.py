@@ -368,3 +368,60 @@ LOSSES["world_model"] = LossCode(
              "        return score.argmax(-1)",
              "    return torch.multinomial(F.softmax(score, dim=-1), 1).squeeze(-1)"),
 )
+
+# ---------------------------------------------------------------- recommendation and ranking
+_IN_BATCH = ('user, item = batch["user"], batch["item"]',
+             "u, v = self({args})  # (B, d), (B, d): unit vectors",
+             "sim = u @ v.t()  # (B, B): every user with every item of the batch",
+             "# an item that recurs in the batch is no negative for the rows whose positive it is",
+             "same = (item[:, None] == item[None, :]) & ~torch.eye(len(item), dtype=torch.bool, device=item.device)",
+             'sim = sim.masked_fill(same, float("-inf"))')
+
+LOSSES["in_batch_softmax"] = LossCode(
+    'In-batch sampled softmax: batch = {{"user": (B,) user ids, "item": (B,) the item each user interacted with}};\n'
+    "the other items of the batch are the negatives (a recurring item is masked out), the scores u . v of unit\n"
+    "vectors divided by config.temperature (Yi et al. 2019, without their sampling-bias correction).",
+    (*_IN_BATCH,
+     "target = torch.arange(len(item), device=item.device)",
+     "return F.cross_entropy(sim / self.config.temperature, target)"),
+    (*_IN_BATCH,
+     "rank = (sim > sim.diagonal()[:, None]).sum(-1)  # of each user's own item among the batch's items, from 0",
+     "hit = rank < 10",
+     'return {{"recall_at_10": hit.float().mean(),',
+     '        "ndcg_at_10": torch.where(hit, 1.0 / torch.log2(rank.float() + 2), torch.zeros_like(sim[:, 0])).mean()}}'),
+    methods=("@torch.no_grad()",
+             "def recommend(self, user, k=10):",
+             '    """The k items of the highest score u . v for each user, over the whole catalogue: (B, k) item ids."""',
+             "    items = torch.arange(self.config.num_items, device=user.device)",
+             "    u, v = self(user, items)  # the towers are independent: B users, all items",
+             "    return (u @ v.t()).topk(min(k, len(items)), dim=-1).indices"),
+)
+
+_GROUPS = ('user, rel = batch["user"], batch["relevance"]',
+           "score = self({args})  # (B,)",
+           "same = user[:, None] == user[None, :]  # the rows of one query",
+           "better = same & (rel[:, None] > rel[None, :])  # (i, j): i should rank above j")
+
+LOSSES["pairwise_logistic"] = LossCode(
+    'Pairwise logistic loss (RankNet): batch = {{"user": (B,) query ids, "item": (B,) candidate ids,\n'
+    '"relevance": (B,) graded relevance (0 = not relevant)}}; each row is a (query, candidate) pair, the rows of\n'
+    "one query id a list; log(1 + exp(s_j - s_i)) over the pairs of a list where i is the more relevant.",
+    (*_GROUPS,
+     "pair_loss = F.softplus(score[None, :] - score[:, None])  # log(1 + exp(s_j - s_i))",
+     "return (pair_loss * better).sum() / better.sum().clamp(min=1)"),
+    (*_GROUPS,
+     "# NDCG@10 per query (gain 2^rel - 1, ties broken by row order), averaged over the queries; 1 with no gain",
+     "idx = torch.arange(len(user), device=user.device)",
+     "earlier = idx[None, :] < idx[:, None]",
+     "rank = (same & ((score[None, :] > score[:, None]) | ((score[None, :] == score[:, None]) & earlier))).sum(-1)",
+     "ideal = (same & ((rel[None, :] > rel[:, None]) | ((rel[None, :] == rel[:, None]) & earlier))).sum(-1)",
+     "gain = 2.0 ** rel.float() - 1",
+     "dcg = same.float() @ torch.where(rank < 10, gain / torch.log2(rank.float() + 2), torch.zeros_like(gain))",
+     "idcg = same.float() @ torch.where(ideal < 10, gain / torch.log2(ideal.float() + 2), torch.zeros_like(gain))",
+     "first = ~(same & earlier).any(-1)  # one row per query",
+     "ndcg = torch.where(idcg > 0, dcg / idcg.clamp(min=1e-12), torch.ones_like(dcg))[first].mean()",
+     "ordered = (score[:, None] > score[None, :]).float()",
+     'return {{"ndcg_at_10": ndcg, "pairwise_accuracy": (ordered * better).sum() / better.sum().clamp(min=1)}}'),
+    ('batch["user"] = batch["user"][torch.arange(batch_size) // 4 * 4]  # lists of 4 candidates per query',
+     'batch["relevance"] = torch.randperm(batch_size, generator=g) % 5  # graded 0..4'),
+)
