@@ -781,6 +781,13 @@ _PRIMS = [
         shape=_channels_first, flops=_elementwise(5), check=_check_positive("channels"), tags=frozenset({"norm"}),
     ),
     Primitive(
+        "learned_log_std", (_P("actions", "int"), _P("init", "float", 0.0)),
+        "A learned log standard deviation per action dimension, the same in every state: (B, ...) -> (B, actions) "
+        "(a Gaussian policy's, beside its state-dependent mean).",
+        weights=lambda a: {"log_std": (a["actions"],)},
+        shape=lambda a, s: [(s[0][0], a["actions"])], saves="none", check=_check_positive("actions"),
+    ),
+    Primitive(
         "layer_scale", (_P("dim", "int"), _P("init", "float", 1e-6)),
         "A learned scale per feature of the last dimension, starting at `init` (CaiT, ConvNeXt).",
         weights=lambda a: {"weight": (a["dim"],)},

@@ -22,6 +22,18 @@ class Task:
     describes: str  # what the output holds, for diagnostics and docs
     fits: tuple[str, ...]  # output modalities that fit
     outputs: tuple[str, ...] = ()  # a head of several tensors: the name of each (else output_0, output_1, ...)
+    # another form of the head, told apart by its number of tensors: (loss, the name of each tensor); a Gaussian
+    # policy's (mean, log_std) instead of logits
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def form(self, n_outputs: int) -> tuple[str, tuple[str, ...]]:
+        """The loss and output names of a head of `n_outputs` tensors."""
+        for loss, names in self.variants:
+            if len(names) == n_outputs:
+                return loss, names
+        if len(self.outputs) == n_outputs:
+            return self.loss, self.outputs
+        return self.loss, (self.output,) if n_outputs == 1 else tuple(f"{self.output}_{i}" for i in range(n_outputs))
 
 
 TASK_SPECS: dict[str, Task] = {
@@ -55,12 +67,13 @@ TASK_SPECS: dict[str, Task] = {
         Task("graph_classification", "graph_cross_entropy", ("accuracy", "top5_accuracy"), "logits",
              "class logits per graph (graphs, num_classes)", ("label",)),
         Task("policy_gradient", "reinforce", ("entropy", "mean_return"), "logits",
-             "action logits of the policy (B, num_actions)", ("action",)),
+             "action logits of the policy (B, num_actions), or a Gaussian's mean and log std (B, action_dim) each",
+             ("action",), variants=(("reinforce_gaussian", ("mean", "log_std")),)),
         Task("value_based", "dqn_td", ("mean_q", "td_error"), "q_values",
              "one Q-value per action (B, num_actions)", ("action",)),
         Task("actor_critic", "ppo_clip", ("entropy", "approx_kl", "clip_fraction", "explained_variance"), "logits",
              "action logits of the policy (B, num_actions) and the state value (B, 1)", ("action",),
-             outputs=("logits", "value")),
+             outputs=("logits", "value"), variants=(("ppo_clip_gaussian", ("mean", "log_std", "value")),)),
         Task("model_based", "world_model", ("next_observation_mse", "reward_mse", "done_accuracy"), "prediction",
              "the predicted next observation (B, features), reward (B, 1) and episode-end logit (B, 1)",
              ("tabular", "regression", "action"), outputs=("next_observation", "reward", "done_logit")),

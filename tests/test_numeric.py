@@ -39,6 +39,7 @@ SMALL = {
     "std.graph.gcn_graph": dict(nodes=40, edges=120, features=7, hidden=16, layers=1, graphs=4),
     "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
     "std.rl.mlp_agent": dict(hidden=16, layers=1),
+    "std.rl.gaussian_agent": dict(hidden=16, layers=1),
     "std.rl.nature_cnn": dict(image_size=36, hidden=32, num_actions=6),
     "std.rl.world_model": dict(hidden=16, layers=1),
     "std.recsys.two_tower": dict(num_users=50, num_items=40, embedding_dim=16, hidden=16, layers=1, output_dim=8,
@@ -131,19 +132,22 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "node_classification": lambda: (c.nodes, c.num_classes),  # one graph: a row per node, no batch
         "link_prediction": lambda: (c.nodes, c.embedding_dim),
         "graph_classification": lambda: (c.graphs, c.num_classes),
-        "policy_gradient": lambda: (2, c.num_actions),
         "value_based": lambda: (2, c.num_actions),
         "ranking": lambda: (2,),
     }
+    gaussian = hasattr(c, "action_dim")  # continuous actions: a Gaussian policy's mean and log std
     several = {  # heads of several tensors
-        "actor_critic": lambda: [(2, c.num_actions), (2, 1)],
+        "policy_gradient": lambda: [(2, c.action_dim)] * 2 if gaussian else (2, c.num_actions),
+        "actor_critic": lambda: ([(2, c.action_dim), (2, c.action_dim), (2, 1)] if gaussian
+                                 else [(2, c.num_actions), (2, 1)]),
         "model_based": lambda: [(2, c.features), (2, 1), (2, 1)],
         "recommendation": lambda: [(2, c.output_dim), (2, c.output_dim)],
     }
     if task in expected:
         assert tuple(out.shape) == expected[task]()
     elif task in several:
-        assert [tuple(t.shape) for t in out] == several[task]()
+        got = [tuple(t.shape) for t in out] if isinstance(out, tuple) else tuple(out.shape)
+        assert got == several[task]()
     elif task == "anomaly_detection":
         assert out.shape == mod.example_inputs(model, batch_size=2)[0].shape
 

@@ -84,6 +84,8 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "ppo_cartpole": (ROOT / "examples" / "ppo_cartpole.msl", {}),
     "reinforce_lunar_lander": (ROOT / "examples" / "reinforce_lunar_lander.msl", {"hidden": 32, "layers": 1}),
     "world_model": (ROOT / "examples" / "world_model.msl", {"hidden": 32, "layers": 1}),
+    "reinforce_pendulum": (ROOT / "examples" / "reinforce_pendulum.msl", {"hidden": 32}),
+    "ppo_continuous": (ROOT / "examples" / "ppo_continuous.msl", {"hidden": 32}),
     "two_tower_recsys": (ROOT / "examples" / "two_tower_recsys.msl", RECSYS),
     "ranker": (ROOT / "examples" / "ranker.msl", {**RECSYS, "hidden": 32, "layers": 1, "ranking_hidden": 16}),
     "whisper_tiny": (ROOT / "examples" / "whisper_tiny.msl",

@@ -322,3 +322,24 @@ model p {{
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(torch.isfinite(v) for v in model.metrics(batch).values())
+
+
+@SETTINGS
+@given(critic=st.booleans(), features=st.integers(1, 30), hidden=st.sampled_from([16, 32]), layers=st.integers(0, 2),
+       action_dim=st.integers(1, 8))
+def test_gaussian_agent(critic, features, hidden, layers, action_dim) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.rl
+model p {{
+  modality tabular -> action
+  task {"actor_critic" if critic else "policy_gradient"}
+  architecture rl.gaussian_agent {{ features = {features}; hidden = {hidden}; layers = {layers}; action_dim = {action_dim} }}
+}}"""
+    comp, mod = build(src)
+    assert [n for n, _ in comp.graph.outputs] == (["mean", "log_std", "value"] if critic else ["mean", "log_std"])
+    check_all_outputs(comp, mod)
+    model = mod.build_model()
+    batch = mod.example_batch(model, batch_size=3)
+    loss = model.loss(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert model.act(batch["tabular"]).shape == (3, action_dim)

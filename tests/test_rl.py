@@ -4,6 +4,7 @@ from Mnih et al. (2015), and each loss of the generated code against the formula
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,48 @@ def test_world_model_loss_and_planning(gen: Any) -> None:
     n = model.config.num_actions
     rewards = torch.stack([model(obs, torch.full((4,), a))[1][:, 0] for a in range(n)], -1)
     assert torch.equal(model.act(obs, greedy=True), rewards.argmax(-1))
+
+
+def _normal(mean: Any, log_std: Any) -> Any:
+    return torch.distributions.Independent(torch.distributions.Normal(mean, log_std.exp()), 1)
+
+
+def test_gaussian_reinforce_is_the_normal_log_density(gen: Any) -> None:
+    """The continuous policy gradient against torch.distributions: the same log-density, entropy and loss."""
+    mod = gen("reinforce_pendulum")
+    model = _small(mod, hidden=16, action_dim=3, log_std_init=-0.5)
+    batch = mod.example_batch(model, batch_size=6)
+    mean, log_std = model(batch["tabular"])
+    assert torch.equal(log_std, torch.full((6, 3), -0.5))  # one learned value per dim, the same in every state
+    dist = _normal(mean, log_std)
+    ret = batch["return"]
+    adv = (ret - ret.mean()) / (ret.std(unbiased=False) + 1e-8)
+    entropy = dist.entropy().mean()
+    want = -(dist.log_prob(batch["action"]) * adv).mean() - model.config.entropy_coef * entropy
+    assert torch.allclose(model.loss(batch), want, atol=1e-6)
+    assert float(model.metrics(batch)["entropy"]) == pytest.approx(float(entropy.detach()), abs=1e-5)
+    model.loss(batch).backward()
+    assert model.head.log_std.log_std.grad is not None
+    obs = batch["tabular"]
+    assert torch.equal(model.act(obs, greedy=True), mean.detach())
+    torch.manual_seed(0)
+    sample = model.act(obs.repeat(4000, 1))  # mean + exp(-0.5) noise
+    assert float((sample - mean.detach().repeat(4000, 1)).std()) == pytest.approx(math.exp(-0.5), rel=0.05)
+
+
+def test_gaussian_ppo_is_the_clipped_surrogate_of_the_normal(gen: Any) -> None:
+    mod = gen("ppo_continuous")
+    model = _small(mod, hidden=16)
+    batch = mod.example_batch(model, batch_size=8)
+    mean, log_std, value = model(batch["tabular"])
+    logp = _normal(mean, log_std).log_prob(batch["action"])
+    ratio = (logp - batch["old_log_prob"]).exp()
+    adv = batch["advantage"]
+    adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
+    c = model.config
+    surrogate = -torch.minimum(ratio * adv, ratio.clamp(1 - c.clip_range, 1 + c.clip_range) * adv).mean()
+    entropy = _normal(mean, log_std).entropy().mean()
+    want = surrogate + c.value_coef * F.mse_loss(value[:, 0], batch["return"]) - c.entropy_coef * entropy
+    assert torch.allclose(model.loss(batch), want, atol=1e-5)
+    m = model.metrics(batch)
+    assert float(m["clip_fraction"]) == pytest.approx(float(((ratio - 1).abs() > c.clip_range).float().mean()))

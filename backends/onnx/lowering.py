@@ -126,6 +126,11 @@ def _layer_scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Mul", [n.inputs[0], n.weights["weight"]])]
 
 
+def _learned_log_std(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    shape = w.op("Concat", [w.dim(n.inputs[0], 0), w.i64(int(n.args["actions"]))], {"axis": 0})  # (B, actions)
+    return [w.op("Expand", [n.weights["log_std"], shape])]
+
+
 def _rmsnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     x, eps = n.inputs[0], float(n.args["eps"])
     if w.opset >= 23:
@@ -741,6 +746,7 @@ LOWERINGS: dict[str, Lowering] = {
     "layernorm": _layernorm,
     "layernorm2d": _layernorm2d,
     "layer_scale": _layer_scale,
+    "learned_log_std": _learned_log_std,
     "rmsnorm": _rmsnorm,
     "embedding": _embedding,
     "pos_embedding": _pos_embedding,

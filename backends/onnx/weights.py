@@ -59,7 +59,7 @@ class WeightSpec:
 
 def _init_of(prim: str, args: Mapping[str, Any], local: str, shape: tuple[int, ...]) -> tuple[str, float]:
     """The PyTorch backend's init_weights, per primitive and tensor (see backends/pytorch/codegen.py)."""
-    if prim == "layer_scale":  # LayerScale starts at its `init` value
+    if prim in ("layer_scale", "learned_log_std"):  # LayerScale and a policy's log std start at `init`
         return "constant", float(args["init"])
     if prim == "causal_conv1d":  # nn.Conv1d's own init: kaiming_uniform(a=sqrt(5)), bias U(+-1/sqrt(fan_in))
         return "uniform", 1.0 / math.sqrt(int(args["kernel"]))  # fan_in = 1 channel x kernel

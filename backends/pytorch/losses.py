@@ -425,3 +425,65 @@ LOSSES["pairwise_logistic"] = LossCode(
     ('batch["user"] = batch["user"][torch.arange(batch_size) // 4 * 4]  # lists of 4 candidates per query',
      'batch["relevance"] = torch.randperm(batch_size, generator=g) % 5  # graded 0..4'),
 )
+
+# ---------------------------------------------------------------- continuous actions: Gaussian policies
+_GAUSSIAN = ("std = log_std.exp()",
+             "# log N(a; mean, std^2), summed over the action dims",
+             'logp = (-0.5 * ((batch["action"] - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)',
+             "entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).mean()")
+
+
+def _act_gaussian(forward: str) -> tuple[str, ...]:
+    return ("@torch.no_grad()",
+            "def act(self, obs, greedy=False):",
+            '    """Actions for a batch of observations: the Gaussian\'s mean (greedy) or a sample from it."""',
+            f"    {forward}",
+            "    if greedy:",
+            "        return mean",
+            "    return mean + log_std.exp() * torch.randn_like(mean)")
+
+
+LOSSES["reinforce_gaussian"] = LossCode(
+    'REINFORCE with a Gaussian policy (continuous actions): batch = {{"{x}": observations, "action": (B, action_dim)\n'
+    'actions taken, "return": (B,) discounted returns}}; baseline, normalisation and entropy bonus as with\n'
+    "discrete actions, the log-probability that of N(mean, exp(log_std)^2) with independent action dims.",
+    ("mean, log_std = self({args})  # (B, action_dim) each",
+     *_GAUSSIAN,
+     'ret = batch["return"]',
+     "advantage = (ret - ret.mean()) / (ret.std(correction=0) + 1e-8)",
+     "return -(logp * advantage).mean() - self.config.entropy_coef * entropy"),
+    ("mean, log_std = self({args})",
+     "entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).mean()",
+     'return {{"entropy": entropy, "mean_return": batch["return"].float().mean()}}'),
+    ("with torch.no_grad():",
+     "    mean = model(*inputs)[0]",
+     'batch["action"] = torch.randn(mean.shape, generator=g).to(mean.device)',
+     'batch["return"] = torch.randn(batch_size, generator=g).to(mean.device)'),
+    methods=_act_gaussian("mean, log_std = self(obs)"),
+)
+
+_PPO_GAUSSIAN = ("mean, log_std, value = self({args})  # (B, action_dim), (B, action_dim), (B, 1)",
+                 *_GAUSSIAN,
+                 'log_ratio = logp - batch["old_log_prob"]',
+                 "ratio = log_ratio.exp()  # pi(a | s) / pi_old(a | s)")
+
+LOSSES["ppo_clip_gaussian"] = replace(
+    LOSSES["ppo_clip"],
+    doc='PPO clipped surrogate with a Gaussian policy (continuous actions): batch = {{"{x}": observations,\n'
+        '"action": (B, action_dim) actions taken, "old_log_prob": (B,) their log-density under the rollout policy,\n'
+        '"advantage": (B,), "return": (B,)}}; clip range config.clip_range, weights config.value_coef and\n'
+        "config.entropy_coef; the policy N(mean, exp(log_std)^2) with independent action dims.",
+    # the discrete PPO's clipped surrogate, value loss and metrics after the ratio; its own entropy left out
+    loss=(*_PPO_GAUSSIAN, *(ln for ln in LOSSES["ppo_clip"].loss[4:] if ln != _ENTROPY)),
+    metrics=(*_PPO_GAUSSIAN, *(ln for ln in LOSSES["ppo_clip"].metrics[4:] if ln != _ENTROPY)),
+    batch=("with torch.no_grad():",
+           "    mean, log_std, _ = model(*inputs)",
+           "device = mean.device",
+           'batch["action"] = mean + log_std.exp() * torch.randn(mean.shape, generator=g).to(device)',
+           "# the rollout policy's log-density, moved a little (so the ratio is not 1 and clipping takes part)",
+           "logp = (-0.5 * ((batch[\"action\"] - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)",
+           'batch["old_log_prob"] = logp + 0.3 * torch.randn(batch_size, generator=g).to(device)',
+           'batch["advantage"] = torch.randn(batch_size, generator=g).to(device)',
+           'batch["return"] = torch.randn(batch_size, generator=g).to(device)'),
+    methods=_act_gaussian("mean, log_std, _ = self(obs)"),
+)

@@ -28,6 +28,7 @@ MODULES: dict[str, str] = {
     "batchnorm1d": "nn.BatchNorm1d({channels}?, eps={eps}?, momentum={momentum})",
     "reparameterize": "Reparameterize({latent}?, beta={beta}?, elements={elements})",
     "layer_scale": "LayerScale({dim}?, init={init})",
+    "learned_log_std": "LearnedLogStd({actions}?, init={init})",
     "causal_conv1d": "CausalConv1d({channels}, {kernel}?, bias={bias})",
     "selective_scan": "SelectiveScan({d_inner}, {d_state})",
     "s4d": "S4D({d_model}?, d_state={d_state})",
@@ -398,6 +399,17 @@ class LayerScale(nn.Module):
     def forward(self, x):
         return x * self.weight
 ''',
+    "LearnedLogStd": '''
+class LearnedLogStd(nn.Module):
+    """A learned log standard deviation per action dim, the same in every state (a Gaussian policy's)."""
+
+    def __init__(self, actions: int, init: float = 0.0):
+        super().__init__()
+        self.log_std = nn.Parameter(torch.full((actions,), init))
+
+    def forward(self, x):
+        return self.log_std.repeat(x.shape[0], 1)  # (B, actions); a copy, not a view of the parameter
+''',
     "add_identity": '''
 def add_identity(x):
     """x + I for a batch of square matrices (B, n, n): a learned transform that starts near the identity."""
@@ -504,7 +516,7 @@ def helper_deps(prim: str) -> list[str]:
     return {"sdpa": ["attention"], "sdpa_bias": ["biased_attention"], "relative_position_bias": ["RelativePositionBias"], "log_mel": ["log_mel"], "sinusoid_embedding": ["SinusoidEmbedding"], "rope": ["apply_rope"], "pos_embedding": ["PositionEmbedding"],
             "cls_token": ["ClassToken"], "type_embedding": ["TokenTypeEmbedding"],
             "contrastive_logits": ["ContrastiveLogits"], "eot_pool": ["eot_pool"], "quick_gelu": ["quick_gelu"],
-            "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"],
+            "layernorm2d": ["LayerNorm2d"], "layer_scale": ["LayerScale"], "learned_log_std": ["LearnedLogStd"],
             "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"],
             "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],

@@ -35,8 +35,24 @@ class HeadsPass:
                                  f"{task.describes.split(' (')[0]}", span,
                                  hint=f"task `{spec.task}` outputs: {', '.join(task.fits)}")
         spec.head = SlotIR("head", spec.task, slot.layer, slot.span)
-        spec.loss = task.loss
+        spec.loss = task.form(_returns(comp, spec.family.module, slot.layer.callee))[0]
         spec.metrics = list(task.metrics)
 
     def dump(self, comp: Compilation) -> str:
         return dump_spec(comp.spec) if comp.spec else ""
+
+
+def _returns(comp: Compilation, module: str, callee: A.Name) -> int:
+    """How many tensors a head block returns (its last `return`); a primitive or a layer parameter: one."""
+    d = comp.program.lookup(module, callee) if comp.program is not None else None
+    if d is None or not isinstance(d.node, A.Block):
+        return 1
+    rets: list[A.Return] = []
+    todo = list(d.node.body)
+    while todo:  # in source order, into both branches of an `if`
+        st = todo.pop(0)
+        if isinstance(st, A.Return):
+            rets.append(st)
+        elif isinstance(st, A.If):
+            todo[:0] = [*st.then, *st.orelse]
+    return len(rets[-1].values) if rets else 1

@@ -68,9 +68,7 @@ class LowerPass:
         except EvalError as e:
             bag.error(e.code, e.message, e.span, hint=e.hint)
             return
-        task = TASK_SPECS[spec.task]
-        names = task.outputs if len(task.outputs) == len(outs) else [
-            task.output if len(outs) == 1 else f"{task.output}_{i}" for i in range(len(outs))]
+        _loss, names = TASK_SPECS[spec.task].form(len(outs))  # the output names of the head's form
         outputs = list(zip(names, outs))
         for _n, d in b.g.nodes(data=True):  # the parameter tensors each node owns, by name
             d["weights"] = PRIMITIVES[d["op"]].weights(d["args"]) if d.get("module") else {}
