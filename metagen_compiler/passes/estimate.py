@@ -188,6 +188,14 @@ def _folded_nodes(ir: GraphIR) -> set[str]:
     return folded
 
 
+def _matmul_calls(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
+    """How many independent matrix products a node's matmul FLOPs split into: attention runs one per
+    (batch, head), whatever its total."""
+    if op in ("sdpa", "sdpa_bias"):
+        return max(1, x[0] * int(args.get("heads", 1)))
+    return 1
+
+
 def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) -> dict[str, Any]:
     syms = symbols or ir.symbols
     g = ir.g
@@ -252,6 +260,8 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
             peak_flops = float(prof.get(dtype, prof.get("fp32", 1e12))) * float(prof.get("efficiency", 0.5))
             bw = float(prof.get("bandwidth", 1e11))
             overhead = float(prof.get("overhead", 1e-5))
+            # non-matmul work (norms, activations, softmax) at the profile's measured vector rate, where it has one
+            vector = float(prof["vector"]) if "vector" in prof and dtype == "fp32" else peak_flops
             t = float(prof.get("launch", 0.0))
             for n, (mm, other) in per_node.items():
                 if n in folded:
@@ -260,7 +270,14 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                 wbytes = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values()) if d.get("module") else 0
                 moved = (sum(bytes_out[x.node] for x in ir.in_tensors(n)) + bytes_out[n]) * DTYPE_BYTES[dtype] // 4
                 moved += wbytes * DTYPE_BYTES[dtype]
-                t += max((mm + other) / peak_flops, moved / bw) + overhead
+                half = float(prof.get("matmul_half", 0.0))
+                calls = _matmul_calls(d["op"], d["args"], concrete(ir.shape_of(ir.in_tensors(n)[0]), syms)) if mm else 1
+                if calls > 1 and half:
+                    v = mm / calls
+                    t_mm = mm / (peak_flops * v / (v + half))
+                else:
+                    t_mm = mm / peak_flops
+                t += max(t_mm + other / vector, moved / bw) + overhead
             latency[dev][dtype] = t
     return {
         "params": params,
