@@ -170,6 +170,29 @@ def _conv2d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[
     return mm, numel(o[0]) if a["bias"] else 0
 
 
+def _triple(v: Any) -> tuple[int, int, int]:
+    if isinstance(v, tuple):
+        if len(v) != 3:
+            raise ShapeError(f"expects one size or three (time, height, width), got {v}")
+        return (int(v[0]), int(v[1]), int(v[2]))
+    return (int(v), int(v), int(v))
+
+
+def _conv3d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 5:
+        raise ShapeError(f"expects (B, C, T, H, W), got {fmt_shape(x)}")
+    if not _same(x[1], a["in_channels"]):
+        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    k, st, p = _triple(a["kernel"]), _triple(a["stride"]), _triple(a["padding"])
+    return [(x[0], a["out_channels"], *(_conv_out(x[2 + i], k[i], st[i], p[i]) for i in range(3)))]
+
+
+def _conv3d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    per_out = (a["in_channels"] // a["groups"]) * math.prod(_triple(a["kernel"]))
+    return 2 * numel(o[0]) * per_out, numel(o[0]) if a["bias"] else 0
+
+
 def _pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
     if len(x) != 4:
@@ -520,7 +543,19 @@ def _unflatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
     if not 0 <= dim < len(x):
         raise ShapeError(f"cannot unflatten dim {a['dim']} of {fmt_shape(x)}")
-    if isinstance(x[dim], int) and x[dim] != math.prod(sizes):
+    if -1 in sizes:  # one size inferred: the dim over the product of the others
+        known = math.prod(v for v in sizes if v != -1)
+        d = x[dim]
+        if isinstance(d, int):
+            if d % known:
+                raise ShapeError(f"cannot unflatten {d} into {fmt_shape(sizes)}: {known} does not divide it")
+            rest: Dim = d // known
+        elif d.endswith(f"*{known}"):  # (B*s) -> (B, s): the symbol a flatten made
+            rest = d[: -len(f"*{known}")]
+        else:
+            rest = f"({d})//{known}"
+        sizes = tuple(rest if v == -1 else v for v in sizes)
+    elif isinstance(x[dim], int) and x[dim] != math.prod(sizes):
         raise ShapeError(f"cannot unflatten {x[dim]} into {fmt_shape(sizes)} ({math.prod(sizes)} elements)")
     return [x[:dim] + tuple(sizes) + x[dim + 1:]]
 
@@ -536,7 +571,9 @@ def _reparameterize_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 def _check_sizes(a: Mapping[str, Any]) -> str | None:
     if not isinstance(a["sizes"], tuple):
         return f"sizes must be a tuple such as (4, 4), got {a['sizes']}"
-    return _check_positive("sizes")(a)
+    if list(a["sizes"]).count(-1) > 1:
+        return f"at most one size may be -1 (inferred), got {a['sizes']}"
+    return _check_positive("sizes")({**a, "sizes": tuple(v for v in a["sizes"] if v != -1)})
 
 
 def _check_heads(a: Mapping[str, Any]) -> str | None:
@@ -565,6 +602,19 @@ def _conv_check(a: Mapping[str, Any]) -> str | None:
         return msg
     if a["in_channels"] % a["groups"] or a["out_channels"] % a["groups"]:
         return f"groups ({a['groups']}) must divide in_channels and out_channels"
+    return None
+
+
+def _conv3d_check(a: Mapping[str, Any]) -> str | None:
+    for key in ("kernel", "stride", "padding"):
+        v = a[key]
+        if isinstance(v, tuple) and len(v) != 3:
+            return f"{key} must be one size or three (time, height, width), got {v}"
+    msg = _conv_check({**a, "kernel": 1, "stride": 1})
+    if msg:
+        return msg
+    if min(_triple(a["kernel"]) + _triple(a["stride"])) <= 0 or min(_triple(a["padding"])) < 0:
+        return f"kernel and stride must be positive and padding non-negative, got {a['kernel']}, {a['stride']}, {a['padding']}"
     return None
 
 
@@ -731,6 +781,15 @@ _PRIMS = [
         weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), *_pair(a["kernel"]))}
         | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
         shape=_conv2d_shape, flops=_conv2d_flops, check=_conv_check, tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "conv3d",
+        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int_or_tuple"), _P("stride", "int_or_tuple", 1),
+         _P("padding", "int_or_tuple", 0), _P("groups", "int", 1), _P("bias", "bool", True)),
+        "3-D convolution over (B, C, T, H, W): video tubelets, kernel and stride as (time, height, width).",
+        weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), *_triple(a["kernel"]))}
+        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        shape=_conv3d_shape, flops=_conv3d_flops, check=_conv3d_check, tags=frozenset({"mm"}),
     ),
     Primitive(
         "conv1d",

@@ -42,6 +42,8 @@ SMALL = {
                            buckets=8, max_distance=12),
     "std.seq2seq.whisper": dict(vocab=97, samples=12800, context=16, source_positions=40, layers=2, decoder_layers=2,
                                 d_model=64, heads=2, ffn=96),
+    "std.video.divided": dict(frames=4, image_size=32, tubelet=2, patch_size=8, layers=2, d_model=64, heads=2,
+                              mlp_dim=128),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations

@@ -244,3 +244,24 @@ model g {{
   }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]),
+       tubelet=st.sampled_from([1, 2]), t=st.integers(1, 3), image=st.sampled_from([8, 16]),
+       patch=st.sampled_from([4, 8]), mlp_mult=st.integers(1, 3), classes=st.integers(2, 20),
+       regression=st.booleans())
+def test_video_divided(layers, heads, hd, tubelet, t, image, patch, mlp_mult, classes, regression) -> None:  # type: ignore[no-untyped-def]
+    d = heads * hd
+    task = "regression" if regression else f"classification {{ num_classes = {classes} }}"
+    out = "regression" if regression else "label"
+    src = f"""import std.video
+model p {{
+  modality video -> {out}
+  task {task}
+  architecture video.divided {{
+    frames = {tubelet * t}; tubelet = {tubelet}; image_size = {image}; patch_size = {patch}
+    layers = {layers}; d_model = {d}; heads = {heads}; mlp_dim = {mlp_mult * d}; num_classes = {classes}
+  }}
+}}"""
+    check(*build(src))

@@ -86,6 +86,18 @@ def _conv2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
                                "pads": [ph, pw, ph, pw], "dilations": [1, 1], "group": int(a["groups"])})]
 
 
+def _triple(v: Any) -> list[int]:
+    return [int(x) for x in v] if isinstance(v, tuple) else [int(v)] * 3
+
+
+def _conv3d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    a = n.args
+    p = _triple(a["padding"])
+    ins = [n.inputs[0], n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
+    return [w.op("Conv", ins, {"kernel_shape": _triple(a["kernel"]), "strides": _triple(a["stride"]),
+                               "pads": p + p, "dilations": [1, 1, 1], "group": int(a["groups"])})]
+
+
 def _conv1d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     a = n.args
     ins = [n.inputs[0], n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
@@ -552,10 +564,6 @@ def _permute(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Transpose", [n.inputs[0]], {"perm": [int(d) for d in n.args["dims"]]})]
 
 
-def _unflatten(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
-    return [_reshape_to(w, n.inputs[0], n.in_shapes[0], n.out_shapes[0])]
-
-
 def _max(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     x, axis = n.inputs[0], int(n.args["dim"])
     if w.opset >= 18:
@@ -734,6 +742,7 @@ def _graph_mean_pool(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "conv2d": _conv2d,
+    "conv3d": _conv3d,
     "conv1d": _conv1d,
     "conv_transpose2d": _conv_transpose2d,
     "batchnorm": _batchnorm,

@@ -733,7 +733,7 @@ class PyTorchEmitter:
             out.line("return batch")
 
 
-_OTHER_CONVS = {"conv1d": "nn.Conv1d", "conv_transpose2d": "nn.ConvTranspose2d"}
+_OTHER_CONVS = {"conv1d": "nn.Conv1d", "conv3d": "nn.Conv3d", "conv_transpose2d": "nn.ConvTranspose2d"}
 
 _INIT_AND_ENTRY = '''
 @torch.no_grad()

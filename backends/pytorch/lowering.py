@@ -10,6 +10,7 @@ __all__ = ["MODULES", "MODULE_CALL", "FUNCTIONAL", "HELPERS", "LEARNED_HELPERS",
 MODULES: dict[str, str] = {
     "linear": "nn.Linear({in_features}, {out_features}?, bias={bias})",
     "conv2d": "nn.Conv2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}?, bias={bias})",
+    "conv3d": "nn.Conv3d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}?, bias={bias})",
     "batchnorm": "nn.BatchNorm2d({channels}?, eps={eps}?, momentum={momentum})",
     "layernorm": "nn.LayerNorm({dim}?, eps={eps}?, bias={bias})",
     "rmsnorm": "nn.RMSNorm({dim}, eps={eps})",
