@@ -496,8 +496,9 @@ class GATConv(nn.Module):
 def timestep_embedding(t, dim: int, flip_sin_to_cos: bool = True, shift: float = 0.0, max_period: float = 10000.0):
     """Sinusoidal embedding of integer timesteps (B,) -> (B, dim), as diffusers' Timesteps."""
     half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - shift)
-    arg = t.float()[:, None] * torch.exp(exponent)[None, :]  # (B, half)
+    # the frequencies in float64 on the CPU, rounded once (every runtime gets the same float32 table)
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float64) / (half - shift)
+    arg = t.float()[:, None] * torch.exp(exponent).float().to(t.device)[None, :]  # (B, half)
     sin, cos = torch.sin(arg), torch.cos(arg)
     return torch.cat((cos, sin) if flip_sin_to_cos else (sin, cos), dim=-1)
 ''',
