@@ -82,6 +82,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
                  {"layers": 2, "decoder_layers": 3, "d_model": 64, "heads": 4, "d_kv": 16, "d_ff": 96, "vocab": 97,
                   "buckets": 8, "max_distance": 12}),
     "latent_diffusion": (ROOT / "examples" / "latent_diffusion.msl", DIFFUSION),
+    "tiny_diffusion": (ROOT / "examples" / "tiny_diffusion.msl", DIFFUSION),
     "whisper_tiny": (ROOT / "examples" / "whisper_tiny.msl",
                      {"layers": 2, "d_model": 64, "heads": 2, "ffn": 96, "vocab": 97, "samples": 12800, "context": 16,
                       "source_positions": 40}),
