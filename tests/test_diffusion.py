@@ -215,3 +215,18 @@ def test_loss_regresses_the_noise(ldm) -> None:  # type: ignore[no-untyped-def]
     assert torch.allclose(loss, torch.nn.functional.mse_loss(model(x_t, t, batch["text"]), noise))
     m1, m2 = model.metrics(batch), model.metrics(batch)
     assert sorted(m1) == ["noise_mse", "x0_mse"] and all(torch.equal(m1[k], m2[k]) for k in m1)
+
+
+def test_training_steps_reduce_the_noise_error(ldm) -> None:  # type: ignore[no-untyped-def]
+    """A few AdamW steps on one batch lower the (fixed-draw) noise_mse: the loss trains the denoiser."""
+    torch.manual_seed(0)
+    model = _small(ldm, layers_per_block=1).train()
+    batch = ldm.example_batch(model, batch_size=4)
+    before = model.metrics(batch)["noise_mse"]
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        opt.step()
+    after = model.metrics(batch)["noise_mse"]
+    assert after < 0.7 * before, (before, after)
