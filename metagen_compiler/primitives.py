@@ -829,7 +829,8 @@ _PRIMS = [
         "frequencies exp(-ln(max_period) i / (half - shift)) for i < half, sin and cos of t times each (cos first "
         "if flip_sin_to_cos). No weights.",
         shape=_timestep_shape, flops=_elementwise(3),
-        check=lambda a: _check_positive("dim")(a) or (None if a["dim"] % 2 == 0 else f"dim must be even, got {a['dim']}"),
+        check=lambda a: _check_positive("dim")(a) or (
+            None if a["dim"] % 2 == 0 else f"dim must be even, got {a['dim']}"),
         saves="none",
     ),
     Primitive(

@@ -67,7 +67,8 @@ def _our_names(c) -> dict[str, str]:  # type: ignore[no-untyped-def]
             out[f"down_blocks.{level}.downsamplers.0.conv"] = f"{path}.downsample"
             path += ".next"
         else:
-            out.update({"mid_block.resnets.0": f"{path}.mid.resnet_0", "mid_block.attentions.0": f"{path}.mid.attention_0",
+            out.update({"mid_block.resnets.0": f"{path}.mid.resnet_0",
+                        "mid_block.attentions.0": f"{path}.mid.attention_0",
                         "mid_block.resnets.1": f"{path}.mid.resnet_1"})
     return out
 
@@ -76,7 +77,8 @@ def _from_diffusers(sd, c) -> dict:  # type: ignore[no-untyped-def]
     names = sorted(_our_names(c).items(), key=lambda kv: -len(kv[0]))
     out = {}
     for key, v in sd.items():
-        k = key.replace(".to_out.0.", ".to_out.").replace(".ff.net.0.proj.", ".ff.proj.").replace(".ff.net.2.", ".ff.out.")
+        k = key.replace(".to_out.0.", ".to_out.").replace(".ff.net.0.proj.", ".ff.proj.")
+        k = k.replace(".ff.net.2.", ".ff.out.")
         for theirs, ours in names:
             if k.startswith(theirs + "."):
                 out[ours + k[len(theirs):]] = v

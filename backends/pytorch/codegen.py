@@ -520,7 +520,8 @@ class PyTorchEmitter:
             return ins[0]
         if ref.target == "sdpa" and argmap["kv_heads"][0] is None:
             argmap["kv_heads"] = argmap["heads"]
-        if ref.target == "resize" and argmap["mode"][0] in ("'nearest'", '"nearest"'):  # align_corners is an error there
+        if ref.target == "resize" and argmap["mode"][0] in ("'nearest'", '"nearest"'):
+            # F.interpolate rejects align_corners in nearest mode
             return _fill(FUNCTIONAL[ref.target].replace(", align_corners=False", ""), argmap)
         return _fill(FUNCTIONAL[ref.target], argmap)
 
