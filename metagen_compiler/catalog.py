@@ -26,7 +26,7 @@ TASKS = (
     "time_series_forecast", "anomaly_detection", "speech_recognition", "policy_gradient", "value_based",
     "actor_critic", "model_based", "node_classification", "link_prediction", "graph_classification",
     "recommendation", "multimodal_classification", "multimodal_generation", "multimodal_retrieval",
-    "question_answering", "retrieval_generation", "document_qa",
+    "question_answering", "retrieval_generation", "document_qa", "denoising",
 )
 
 OBJECTIVES = (
@@ -100,4 +100,6 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "mixtral": (("text", "moe.decoder"),),
     "gcn": (("graph", "graph.gcn"),),
     "gat": (("graph", "graph.gat"),),
+    "diffusion": (("image", "diffusion.unet"),),
+    "unet": (("image", "diffusion.unet"),),
 }

@@ -380,10 +380,47 @@ def _rope_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 
 def _binary_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    """Equal shapes, or broadcasting over dims of size 1 (a per-channel (B, C, 1, 1) added to (B, C, H, W))."""
     x, y = s
-    if len(x) != len(y) or any(not _same(p, q) for p, q in zip(x, y)):
+    if len(x) != len(y) or any(not _same(p, q) and 1 not in (p, q) for p, q in zip(x, y)):
         raise ShapeError(f"operands have shapes {fmt_shape(x)} and {fmt_shape(y)}")
-    return [tuple(p if isinstance(p, int) else q for p, q in zip(x, y))]
+    return [tuple(q if p == 1 else p if q == 1 or isinstance(p, int) else q for p, q in zip(x, y))]
+
+
+def _groupnorm_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) < 2 or not _same(x[1], a["channels"]):
+        raise ShapeError(f"expects (B, {a['channels']}, ...), got {fmt_shape(x)}")
+    return [x]
+
+
+def _groupnorm_check(a: Mapping[str, Any]) -> str | None:
+    msg = _check_positive("groups", "channels")(a)
+    if msg:
+        return msg
+    if a["channels"] % a["groups"]:
+        return f"groups must divide channels, got {a['groups']} groups of {a['channels']} channels"
+    return None
+
+
+def _timestep_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 1:
+        raise ShapeError(f"expects one timestep per sample (B,), got {fmt_shape(x)}")
+    return [(x[0], a["dim"])]
+
+
+def _concat_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, y = s
+    d = int(a["dim"])
+    if len(x) != len(y) or not -len(x) <= d < len(x):
+        raise ShapeError(f"cannot concatenate {fmt_shape(x)} and {fmt_shape(y)} along dim {d}")
+    d %= len(x)
+    if any(not _same(p, q) for i, (p, q) in enumerate(zip(x, y)) if i != d):
+        raise ShapeError(f"operands of shapes {fmt_shape(x)} and {fmt_shape(y)} differ outside dim {d}")
+    out = list(x)
+    out[d] = x[d] + y[d] if isinstance(x[d], int) and isinstance(y[d], int) else f"{x[d]}+{y[d]}"
+    return [tuple(out)]
 
 
 def _rnn_weights(a: Mapping[str, Any], gates: int) -> dict[str, tuple[int, ...]]:
@@ -836,6 +873,29 @@ _PRIMS = [
         "Layer normalisation over the channels of (B, C, H, W) at each position (ConvNeXt's channels-first norm).",
         weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
         shape=_channels_first, flops=_elementwise(5), check=_check_positive("channels"), tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "groupnorm", (_P("groups", "int"), _P("channels", "int"), _P("eps", "float", 1e-5)),
+        "Group normalisation of (B, C, ...): mean and variance over each group of C / groups channels and all "
+        "positions, then a learned scale and shift per channel (U-Nets, diffusion models).",
+        weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
+        shape=_groupnorm_shape, flops=_elementwise(5), check=_groupnorm_check, tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "timestep_embedding", (_P("dim", "int"), _P("flip_sin_to_cos", "bool", True), _P("shift", "float", 0.0),
+                               _P("max_period", "float", 10000.0)),
+        "Sinusoidal embedding of integer timesteps (B,) -> (B, dim) (DDPM, diffusers' Timesteps): with half = dim / 2, "
+        "frequencies exp(-ln(max_period) i / (half - shift)) for i < half, sin and cos of t times each (cos first "
+        "if flip_sin_to_cos). No weights.",
+        shape=_timestep_shape, flops=_elementwise(3),
+        check=lambda a: _check_positive("dim")(a) or (
+            None if a["dim"] % 2 == 0 else f"dim must be even, got {a['dim']}"),
+        saves="none",
+    ),
+    Primitive(
+        "concat", (_P("dim", "int", 1),),
+        "Concatenates two tensors along a dim (a U-Net's skip connection joined to the upsampling path on the "
+        "channels).", n_inputs=2, shape=_concat_shape, saves="none",
     ),
     Primitive(
         "layer_scale", (_P("dim", "int"), _P("init", "float", 1e-6)),

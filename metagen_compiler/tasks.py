@@ -53,5 +53,8 @@ TASK_SPECS: dict[str, Task] = {
              "node embeddings (N, embedding_dim); a candidate edge (i, j) scores z_i . z_j", ("embedding", "label")),
         Task("graph_classification", "graph_cross_entropy", ("accuracy", "top5_accuracy"), "logits",
              "class logits per graph (graphs, num_classes)", ("label",)),
+        Task("denoising", "diffusion_mse", ("noise_mse", "x0_mse"), "noise",
+             "the noise predicted in the noisy input x_t at timestep t (B, C, H, W); sampling runs the reverse process",
+             ("image", "video")),
     )
 }

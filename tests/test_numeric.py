@@ -40,6 +40,8 @@ SMALL = {
     "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
     "std.seq2seq.t5": dict(vocab=97, context=16, layers=2, decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96,
                            buckets=8, max_distance=12),
+    "std.diffusion.unet": dict(image_size=16, base=32, layers_per_block=1, heads=2, vocab=97, text_layers=1,
+                               text_width=32, text_heads=2, text_mlp=64),
     "std.seq2seq.whisper": dict(vocab=97, samples=12800, context=16, source_positions=40, layers=2, decoder_layers=2,
                                 d_model=64, heads=2, ffn=96),
     "std.video.divided": dict(frames=4, image_size=32, tubelet=2, patch_size=8, layers=2, d_model=64, heads=2,
@@ -55,6 +57,7 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
     "mamba_lm": 129_135_360,  # transformers MambaForCausalLM, state-spaces/mamba-130m (tied head)
     "t5_small": 60_506_624,  # transformers T5Model / T5ForConditionalGeneration, t5-small (tied head)
+    "latent_diffusion": 982_581_444,  # diffusers UNet2DConditionModel of SD 1.5 (859,520,964) + CLIPTextModel ViT-L/14 (123,060,480)
     "whisper_tiny": 37_760_640,  # transformers WhisperModel, openai/whisper-tiny (its frozen sinusoidal table counted)
 }
 
@@ -131,7 +134,7 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
     }
     if task in expected:
         assert tuple(out.shape) == expected[task]()
-    elif task == "anomaly_detection":
+    elif task in ("anomaly_detection", "denoising"):  # the reconstruction, the predicted noise: the input's shape
         assert out.shape == mod.example_inputs(model, batch_size=2)[0].shape
 
 

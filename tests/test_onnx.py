@@ -35,6 +35,8 @@ SPECS = ROOT / "tests" / "onnx_specs"
 SEEDS = ROOT / "tests" / "seeds_yaml"
 
 # every example (and the seeds' YAML specs that are exported) at a size that runs in milliseconds
+DIFFUSION = {"image_size": 16, "base": 32, "layers_per_block": 1, "heads": 2, "vocab": 97,
+             "text_layers": 1, "text_width": 32, "text_heads": 2, "text_mlp": 64}
 CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "gpt2": (ROOT / "examples" / "gpt2.msl", TEXT),
     "tiny_story": (ROOT / "examples" / "tiny_story.msl", TEXT),
@@ -82,6 +84,8 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "t5_small": (ROOT / "examples" / "t5_small.msl",
                  {"layers": 2, "decoder_layers": 3, "d_model": 64, "heads": 4, "d_kv": 16, "d_ff": 96, "vocab": 97,
                   "buckets": 8, "max_distance": 12}),
+    "latent_diffusion": (ROOT / "examples" / "latent_diffusion.msl", DIFFUSION),
+    "tiny_diffusion": (ROOT / "examples" / "tiny_diffusion.msl", DIFFUSION),
     "whisper_tiny": (ROOT / "examples" / "whisper_tiny.msl",
                      {"layers": 2, "d_model": 64, "heads": 2, "ffn": 96, "vocab": 97, "samples": 12800, "context": 16,
                       "source_positions": 40}),

@@ -265,3 +265,33 @@ model p {{
   }}
 }}"""
     check(*build(src))
+
+
+@given(mult=st.lists(st.sampled_from([1, 2, 3]), min_size=0, max_size=2), attn=st.lists(st.booleans(), min_size=3,
+       max_size=3), layers_per_block=st.integers(1, 2), groups=st.sampled_from([4, 8]), heads=st.sampled_from([1, 2, 4]),
+       depth=st.integers(1, 2), channels=st.integers(1, 4), side=st.sampled_from([1, 2, 3]),
+       schedule=st.sampled_from(["linear", "scaled_linear", "cosine"]), text_width=st.sampled_from([8, 16]),
+       context=st.integers(1, 6))
+def test_diffusion_unet(mult, attn, layers_per_block, groups, heads, depth, channels, side, schedule, text_width,
+                        context) -> None:  # type: ignore[no-untyped-def]
+    mult = [1, *mult]  # base is the first level's channels
+    levels = len(mult)
+    image = side * 2 ** (levels - 1)
+    msl = lambda xs: "[" + ", ".join(str(x).lower() for x in xs) + "]"  # noqa: E731
+    src = f"""import std.diffusion
+model d {{
+  modality text, image -> image
+  task denoising
+  architecture diffusion.unet {{
+    image_size = {image}; channels = {channels}; timesteps = 50; beta_schedule = {schedule}
+    vocab = 31; context = {context}; text_layers = 1; text_width = {text_width}; text_heads = 2
+    base = {groups * heads}; channel_mult = {msl(mult)}; attention_levels = {msl(attn[:levels])}
+    layers_per_block = {layers_per_block}; heads = {heads}; transformer_depth = {depth}; groups = {groups}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    model = mod.build_model()
+    x, t, ids = mod.example_inputs(model, batch_size=2)
+    assert model(x, t, ids).shape == x.shape  # the predicted noise, one value per latent element
+    assert model.alphas_cumprod.shape == (50,) and bool((model.alphas_cumprod.diff() < 0).all())

@@ -134,6 +134,20 @@ def _layernorm2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Transpose", [y], {"perm": [0, 3, 1, 2]})]  # (B, C, H, W)
 
 
+def _groupnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # nn.GroupNorm: statistics over each group of channels and every position (biased variance), then a
+    # per-channel scale and shift. Decomposed: GroupNormalization's scale is per group before opset 21.
+    x, groups, eps = n.inputs[0], int(n.args["groups"]), float(n.args["eps"])
+    g = w.reshape(x, [0, groups, -1])  # (B, groups, C / groups * positions)
+    centred = w.op("Sub", [g, w.reduce_mean(g, [2], keepdims=True)])
+    var = w.reduce_mean(w.op("Mul", [centred, centred]), [2], keepdims=True)
+    y = w.op("Div", [centred, w.op("Sqrt", [w.op("Add", [var, w.scalar(eps)])])])
+    y = w.op("Reshape", [y, w.shape(x)])
+    per_channel = [int(n.args["channels"])] + [1] * (len(n.in_shapes[0]) - 2)  # (C, 1, 1) against (B, C, H, W)
+    scale, shift = w.reshape(n.weights["weight"], per_channel), w.reshape(n.weights["bias"], per_channel)
+    return [w.op("Add", [w.op("Mul", [y, scale]), shift])]
+
+
 def _layer_scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Mul", [n.inputs[0], n.weights["weight"]])]
 
@@ -349,6 +363,21 @@ def _sinusoid_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     x = n.inputs[0]
     pos = w.op("Slice", [n.weights["weight"], w.i64(0), w.dim(x, 1), w.i64(0)])  # (T, D)
     return [w.op("Add", [x, pos])]
+
+
+def _timestep_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # the frequency table as the PyTorch helper computes it (float64, rounded once), then sin and cos of t f
+    dim, shift, period = int(n.args["dim"]), float(n.args["shift"]), float(n.args["max_period"])
+    half = dim // 2
+    freqs = np.exp(-math.log(period) * np.arange(half, dtype=np.float64) / (half - shift)).astype(np.float32)
+    t = w.unsqueeze(w.op("Cast", [n.inputs[0]], {"to": int(ir.DataType.FLOAT)}), [1])  # (B, 1)
+    arg = w.op("Mul", [t, w.const(freqs[None, :])])  # (B, half)
+    sin, cos = w.op("Sin", [arg]), w.op("Cos", [arg])
+    return [w.op("Concat", [cos, sin] if n.args["flip_sin_to_cos"] else [sin, cos], {"axis": -1})]
+
+
+def _concat(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Concat", list(n.inputs), {"axis": int(n.args["dim"])})]
 
 
 def _scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
@@ -749,6 +778,9 @@ LOWERINGS: dict[str, Lowering] = {
     "batchnorm1d": _batchnorm,
     "layernorm": _layernorm,
     "layernorm2d": _layernorm2d,
+    "groupnorm": _groupnorm,
+    "timestep_embedding": _timestep_embedding,
+    "concat": _concat,
     "layer_scale": _layer_scale,
     "rmsnorm": _rmsnorm,
     "embedding": _embedding,

@@ -25,7 +25,7 @@ from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 
 from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
-from .losses import LOSSES, TARGET_INPUT
+from .losses import LOSSES, TARGET_INPUT, TIMESTEP_INPUT
 from .writer import Namespace, Writer, attr_ident, camel, py_ident
 
 __all__ = ["emit_model_py"]
@@ -520,6 +520,9 @@ class PyTorchEmitter:
             return ins[0]
         if ref.target == "sdpa" and argmap["kv_heads"][0] is None:
             argmap["kv_heads"] = argmap["heads"]
+        if ref.target == "resize" and argmap["mode"][0] in ("'nearest'", '"nearest"'):
+            # F.interpolate rejects align_corners in nearest mode
+            return _fill(FUNCTIONAL[ref.target].replace(", align_corners=False", ""), argmap)
         return _fill(FUNCTIONAL[ref.target], argmap)
 
     # ------------------------------------------------------------ the model
@@ -567,6 +570,9 @@ class PyTorchEmitter:
                     with w.indent():
                         w.line(f"self.{_path(t.target.dotted)} = self.{_path(t.source.dotted)}")
                 w.line("self.apply(init_weights)")
+                fields = self._loss_fields([py_ident(i.name) for i in ir.inputs])
+                for ln in LOSSES[spec.loss].init:
+                    w.line(ln.format(**fields))
             w.line("")
             in_names = [py_ident(i.name) for i in ir.inputs]
             w.line(f"def forward(self, {', '.join(in_names)}):")
@@ -620,6 +626,9 @@ class PyTorchEmitter:
             if h in self.helpers:
                 out.line("")
                 out.lines.extend(HELPERS[h].rstrip("\n").split("\n"))
+        if LOSSES[spec.loss].helpers:
+            out.line("")
+            out.lines.extend(LOSSES[spec.loss].helpers.rstrip("\n").split("\n"))
         for src in self.class_src:
             out.line("")
             out.line("")
@@ -664,15 +673,30 @@ class PyTorchEmitter:
             return ""
         return "  # " + ", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"])
 
-    def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
-        code = LOSSES[self.spec.loss]
+    def _loss_fields(self, in_names: list[str]) -> dict[str, str]:
+        """What the loss templates (backends/pytorch/losses.py) fill in, from forward's input names."""
         x = in_names[0]
         args = ", ".join(f'batch["{n}"]' for n in in_names)
         # the token input a next-token head predicts: the decoder's `target` if the model has one, else the first;
         # `shifted` is every input with that one cut before its last token (teacher forcing)
         y = TARGET_INPUT if TARGET_INPUT in in_names else x
         shifted = ", ".join("tokens[:, :-1]" if n == y else f'batch["{n}"]' for n in in_names)
-        fields = {"x": x, "args": args, "y": y, "shifted": shifted}
+        # a diffusion model: the noised first input x_t at timesteps t, conditioned on the other inputs
+        t = TIMESTEP_INPUT if TIMESTEP_INPUT in in_names else ""
+        cond = [n for n in in_names[1:] if n != t]
+        noisy = ", ".join("x_t" if n == x else "t" if n == t else f'batch["{n}"]' for n in in_names)
+        step = ", ".join("x" if n == x else "t" if n == t else n for n in in_names)
+        guided = ", ".join("torch.cat((x, x))" if n == x else "torch.cat((t, t))" if n == t
+                           else f"torch.cat((uncond[{cond.index(n)}], {n}))" for n in in_names)
+        form = _form_of(self.ir.inputs[0])
+        shape = ", ".join(f"c.{py_ident(str(form.symbols.get(str(d), d)))}" if isinstance(d, str) else str(d)
+                          for d in form.shape[1:])
+        return {"x": x, "args": args, "y": y, "shifted": shifted, "t": t, "noisy": noisy, "cond": ", ".join(cond),
+                "first": cond[0] if cond else x, "step": step, "guided": guided, "shape": shape}
+
+    def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
+        code = LOSSES[self.spec.loss]
+        fields = self._loss_fields(in_names)
 
         def lines(body: tuple[str, ...]) -> None:
             for ln in body:
@@ -699,6 +723,9 @@ class PyTorchEmitter:
         with w.indent():
             w.line(f'"""The task\'s metrics on one batch: {", ".join(self.spec.metrics)}."""')
             lines(code.metrics)
+        if code.methods:
+            w.line("")
+            lines(code.methods)
 
     def _gen_examples(self, out: Writer, model_cls: str) -> None:
         spec, ir = self.spec, self.ir

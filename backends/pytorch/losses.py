@@ -8,7 +8,14 @@ next-token loss predicts (the family-declared `target` input of an encoder-decod
 - `metrics`: the body of `Model.metrics(self, batch)`, returning {metric name: float tensor} with
   exactly the task's metric names;
 - `batch`: lines of `example_batch` after `batch` holds the inputs (`inputs` the tuple, `g` a seeded
-  generator, `model` the module): the targets, random but of the right form.
+  generator, `model` the module): the targets, random but of the right form;
+- `init`: lines at the end of `Model.__init__` (the diffusion task's noise schedule buffers), `methods`: more
+  methods of the model (its samplers), `helpers`: module-level source they use.
+
+The diffusion task (`diffusion_mse`) calls the model on the noised input: `{noisy}` is forward's arguments
+with the first input replaced by `x_t` and the timestep by `t`; in `sample`, `{cond}` is the conditioning
+inputs' names (all but those two), `{step}` the call at `x`, `t` and `{guided}` the call on the batch doubled
+by the unconditional inputs `uncond`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ class LossCode:
     loss: tuple[str, ...]
     metrics: tuple[str, ...]
     batch: tuple[str, ...] = ()
+    init: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    helpers: str = ""
 
 
 LOSSES: dict[str, LossCode] = {
@@ -216,4 +226,96 @@ LOSSES["graph_cross_entropy"] = replace(
     doc='Cross-entropy per graph: batch = {{the graph inputs with each node\'s graph id, "label": (graphs,) class ids}}.',
     loss=("logits = self({args})  # (graphs, num_classes)", 'return F.cross_entropy(logits, batch["label"])'),
     batch=('batch["label"] = torch.randint(0, model.config.num_classes, (model.config.graphs,), generator=g)',),
+)
+
+
+TIMESTEP_INPUT = "timestep"  # a diffusion model's family-declared timestep input (`encoder timestep: timestep = ...`)
+
+_NOISE_SCHEDULE = '''
+def noise_schedule(kind: str, timesteps: int, beta_start: float, beta_end: float):
+    """The betas of the forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), (timesteps,) float32:
+    linear (DDPM), scaled_linear (Stable Diffusion: linear in sqrt(beta)) or cosine (Nichol and Dhariwal 2021:
+    alpha_bar(s) = cos((s + 0.008) / 1.008 * pi / 2) ** 2, each beta capped at 0.999), as diffusers' schedulers."""
+    if kind == "linear":
+        return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float32)
+    if kind == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=torch.float32) ** 2
+    if kind == "cosine":
+        def alpha_bar(s):
+            return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        return torch.tensor([min(1 - alpha_bar((i + 1) / timesteps) / alpha_bar(i / timesteps), 0.999)
+                             for i in range(timesteps)], dtype=torch.float32)
+    raise ValueError(f"unknown beta schedule {kind!r}")
+'''
+
+LOSSES["diffusion_mse"] = LossCode(
+    "Epsilon-prediction loss (DDPM's L_simple): for clean inputs x0 = batch[\"{x}\"], t uniform in [0, timesteps) and\n"
+    "noise ~ N(0, I), x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise; the mean squared error of the predicted noise.\n"
+    "batch[\"{t}\"] is not read (the loss draws its own t); the other inputs condition the model.",
+    ('x0 = batch["{x}"]',
+     "t = torch.randint(0, self.config.timesteps, (x0.shape[0],), device=x0.device)",
+     "noise = torch.randn_like(x0)",
+     "abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ...)",
+     "x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+     "return F.mse_loss(self({noisy}), noise)"),
+    ('x0 = batch["{x}"]',
+     "# a fixed draw of t and noise, so that the metrics of two checkpoints compare",
+     "g = torch.Generator(device=x0.device).manual_seed(0)",
+     "t = torch.randint(0, self.config.timesteps, (x0.shape[0],), generator=g, device=x0.device)",
+     "noise = torch.randn(x0.shape, generator=g, device=x0.device)",
+     "abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))",
+     "x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+     "eps = self({noisy})",
+     "x0_hat = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()  # the clean input the prediction implies",
+     'return {{"noise_mse": F.mse_loss(eps, noise), "x0_mse": F.mse_loss(x0_hat, x0)}}'),
+    init=("# the forward process: betas and their cumulative products abar_t (buffers, not in the state_dict)",
+          "betas = noise_schedule(config.beta_schedule, config.timesteps, config.beta_start, config.beta_end)",
+          'self.register_buffer("betas", betas, persistent=False)',
+          'self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, dim=0), persistent=False)'),
+    methods=(
+        "@torch.no_grad()",
+        "def sample(self, {cond}, steps: int = 50, method: str = \"ddim\", eta: float = 0.0, guidance_scale: float = 1.0,",
+        "           uncond=None, generator=None, x=None):",
+        '    """Runs the reverse process from x_T ~ N(0, I) (or the given `x`) to x_0 in `steps` steps at timesteps',
+        "    (steps - 1) k, ..., k, 0 with k = timesteps // steps (diffusers' \"leading\" spacing). method \"ddpm\": ancestral",
+        "    sampling from the posterior q(x_prev | x_t, x0_hat) (Ho et al. 2020; with fewer steps, of the respaced",
+        "    process); \"ddim\": Song et al. 2021, deterministic at eta = 0. guidance_scale != 1: classifier-free",
+        "    guidance, eps_u + s (eps_c - eps_u), eps_u conditioned on `uncond` (default: all-zero ids of the same shape,",
+        '    e.g. pass the tokenised empty prompt). Noise is drawn from `generator`."""',
+        '    if method not in ("ddpm", "ddim"):',
+        '        raise ValueError(f"method must be \'ddpm\' or \'ddim\', got {{method!r}}")',
+        "    c, first = self.config, {first}",
+        "    n, device = first.shape[0], first.device",
+        "    if x is None:",
+        "        x = torch.randn((n, {shape}), generator=generator, device=device)",
+        "    ratio = c.timesteps // min(max(steps, 1), c.timesteps)",
+        "    abar = self.alphas_cumprod",
+        "    if uncond is None:",
+        "        uncond = tuple(torch.zeros_like(i) for i in ({cond},))",
+        "    for step in range(min(max(steps, 1), c.timesteps) - 1, -1, -1):",
+        "        t_now = step * ratio",
+        "        a_t = abar[t_now]",
+        "        a_prev = abar[t_now - ratio] if t_now - ratio >= 0 else abar.new_tensor(1.0)",
+        "        t = torch.full((n,), t_now, dtype=torch.long, device=device)",
+        "        if guidance_scale != 1.0:",
+        "            eps_u, eps_c = self({guided}).chunk(2)",
+        "            eps = eps_u + guidance_scale * (eps_c - eps_u)",
+        "        else:",
+        "            eps = self({step})",
+        "        x0_hat = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()",
+        '        if method == "ddim":',
+        "            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()",
+        "            x = a_prev.sqrt() * x0_hat + (1 - a_prev - sigma**2).sqrt() * eps",
+        "            if eta > 0:",
+        "                x = x + sigma * torch.randn(x.shape, generator=generator, device=device)",
+        "        else:",
+        "            beta = 1 - a_t / a_prev",
+        "            x = (a_prev.sqrt() * beta / (1 - a_t)) * x0_hat + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x",
+        "            if t_now > 0:",
+        "                var = ((1 - a_prev) / (1 - a_t) * beta).clamp(min=1e-20)",
+        "                x = x + var.sqrt() * torch.randn(x.shape, generator=generator, device=device)",
+        "    return x",
+    ),
+    helpers=_NOISE_SCHEDULE,
 )

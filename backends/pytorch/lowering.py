@@ -22,6 +22,7 @@ MODULES: dict[str, str] = {
     "lstm": "nn.LSTM({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
     "gru": "nn.GRU({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
     "layernorm2d": "LayerNorm2d({channels}?, eps={eps})",
+    "groupnorm": "nn.GroupNorm({groups}, {channels}?, eps={eps})",
     "conv1d": "nn.Conv1d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}"
               "?, bias={bias})",
     "conv_transpose2d": "nn.ConvTranspose2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding="
@@ -78,6 +79,8 @@ FUNCTIONAL: dict[str, str] = {
     "scale": "{x} * {factor}",
     "log_mel": "log_mel({x}, {n_mels}, {n_fft}, {hop}, {sample_rate})",
     "rope": "apply_rope({q}, {k}, {heads}, {base})",
+    "concat": "torch.cat(({a}, {b}), dim={dim})",
+    "timestep_embedding": "timestep_embedding({x}, {dim}?, flip_sin_to_cos={flip_sin_to_cos}?, shift={shift}?, max_period={max_period})",
     "add": "{a} + {b}",
     "sub": "{a} - {b}",
     "mul": "{a} * {b}",
@@ -86,7 +89,7 @@ FUNCTIONAL: dict[str, str] = {
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "sdpa": ("q", "k", "v"), "sdpa_bias": ("q", "k", "v", "bias"), "relative_position_bias": ("a", "b"),
     "rope": ("q", "k"), "eot_pool": ("a", "b"), "graph_mean_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
-    "mul": ("a", "b"), "matmul": ("a", "b"),
+    "mul": ("a", "b"), "matmul": ("a", "b"), "concat": ("a", "b"),
 }
 
 HELPERS: dict[str, str] = {
@@ -490,6 +493,16 @@ class GATConv(nn.Module):
         out = h.new_zeros(N, H, C).index_add(0, dst, h[src] * alpha[..., None]).reshape(N, H * C)
         return out if self.bias is None else out + self.bias
 ''',
+    "timestep_embedding": '''
+def timestep_embedding(t, dim: int, flip_sin_to_cos: bool = True, shift: float = 0.0, max_period: float = 10000.0):
+    """Sinusoidal embedding of integer timesteps (B,) -> (B, dim), as diffusers' Timesteps."""
+    half = dim // 2
+    # the frequencies in float64 on the CPU, rounded once (every runtime gets the same float32 table)
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float64) / (half - shift)
+    arg = t.float()[:, None] * torch.exp(exponent).float().to(t.device)[None, :]  # (B, half)
+    sin, cos = torch.sin(arg), torch.cos(arg)
+    return torch.cat((cos, sin) if flip_sin_to_cos else (sin, cos), dim=-1)
+''',
     "auxiliary_loss": '''
 def auxiliary_loss(model: nn.Module):
     """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
@@ -509,4 +522,5 @@ def helper_deps(prim: str) -> list[str]:
             "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"],
             "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
-            "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"]}.get(prim, [])
+            "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"],
+            "timestep_embedding": ["timestep_embedding"]}.get(prim, [])

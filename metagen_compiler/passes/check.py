@@ -28,7 +28,7 @@ _UNIT_WORDS = {"count": "a count such as 86M", "bytes": "a size such as 12GB", "
 
 # objective -> task, for specs that name no task (as the seeds' YAML examples do)
 _TASK_FROM_OBJECTIVE = {"autoregressive": "generation", "classification": "classification", "regression": "regression",
-                        "masked_lm": "generation", "contrastive": "embedding", "diffusion": "generation",
+                        "masked_lm": "generation", "contrastive": "embedding", "diffusion": "denoising",
                         "forecasting": "time_series_forecast", "detection": "object_detection"}
 
 

@@ -62,6 +62,7 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     """Bytes autograd keeps for a primitive beyond its inputs and outputs (PyTorch's CPU kernels, fp32).
 
     layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W);
+    groupnorm: mean and rstd per sample and group (B x groups);
     rmsnorm: rstd per row and the normalised tensor before the weight;
     batchnorm, batchnorm1d: mean and invstd per channel;
     reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent);
@@ -81,6 +82,8 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
     if op == "layernorm2d":
         return 2 * 4 * (math.prod(ins[0]) // ins[0][1])
+    if op == "groupnorm":
+        return 2 * 4 * ins[0][0] * int(args["groups"])
     if op == "rmsnorm":
         return 4 * (math.prod(ins[0]) // ins[0][-1]) + 4 * math.prod(outs[0])
     if op == "reparameterize":
