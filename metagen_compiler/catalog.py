@@ -81,7 +81,13 @@ TASK_FIELDS = {
 # A seeds-style family name (`transformer`, `cnn`) picks a stdlib family by the input modality.
 # (group, input modality) -> (stdlib module, family qualname). `None` modality = any.
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
-    "transformer": (("image", "vision.vit"), ("text", "transformer.decoder"), (None, "transformer.decoder")),
+    # keys: an input modality, `a+b` for several, `@objective` where the objective decides (check.py `_fits`)
+    "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
+                    ("text", "transformer.decoder"), (None, "transformer.decoder")),
+    "clip": (("image+text", "multimodal.clip"),),
+    "vlm": (("image+text", "vlm.vlm"),),
+    "video": (("video", "video.divided"),),
+    "timesformer": (("video", "video.divided"),),
     "vit": (("image", "vision.vit"),),
     "cnn": (("image", "vision.resnet"),),
     "resnet": (("image", "vision.resnet"),),

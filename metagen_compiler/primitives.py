@@ -423,6 +423,23 @@ def _concat_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [tuple(out)]
 
 
+def _drop_prefix_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    n = int(a["count"])
+    if len(x) < 2:
+        raise ShapeError(f"expects (B, T, ...), got {fmt_shape(x)}")
+    t = x[1]
+    if isinstance(t, int):
+        if t <= n:
+            raise ShapeError(f"cannot drop {n} of {t} positions")
+        rest: Dim = t - n
+    elif t.startswith(f"{n}+"):  # the length a concat after an n-position prefix made
+        rest = t[len(f"{n}+"):]
+    else:
+        rest = f"{t}-{n}"
+    return [(x[0], rest, *x[2:])]
+
+
 def _rnn_weights(a: Mapping[str, Any], gates: int) -> dict[str, tuple[int, ...]]:
     """nn.LSTM / nn.GRU parameters: per layer and direction, input and hidden weights and two biases."""
     h, dirs = a["hidden"], 2 if a["bidirectional"] else 1
@@ -1080,6 +1097,8 @@ _PRIMS = [
     # tensor arithmetic written with operators: a + b, a * b, a - b
     Primitive("add", (), "Elementwise sum (residual connections).", n_inputs=2, shape=_binary_shape,
               flops=_elementwise(1), saves="none"),
+    Primitive("drop_prefix", (_P("count", "int"),), "Drops the first `count` positions of (B, T, ...): (B, T - count, ...).",
+              shape=_drop_prefix_shape, check=_check_positive("count"), saves="none"),
     Primitive("sub", (), "Elementwise difference.", n_inputs=2, shape=_binary_shape, flops=_elementwise(1), saves="none"),
     Primitive("mul", (), "Elementwise product (gating).", n_inputs=2, shape=_binary_shape, flops=_elementwise(1),
               saves="input"),  # both operands, not the product

@@ -51,6 +51,8 @@ TASK_SPECS: dict[str, Task] = {
              "class logits per node (N, num_classes)", ("label",)),
         Task("link_prediction", "link_bce", ("roc_auc", "accuracy"), "embedding",
              "node embeddings (N, embedding_dim); a candidate edge (i, j) scores z_i . z_j", ("embedding", "label")),
+        Task("multimodal_classification", "cross_entropy", ("accuracy", "top5_accuracy"), "logits",
+             "class logits from all the inputs together (B, num_classes)", ("label",)),
         Task("graph_classification", "graph_cross_entropy", ("accuracy", "top5_accuracy"), "logits",
              "class logits per graph (graphs, num_classes)", ("label",)),
         Task("denoising", "diffusion_mse", ("noise_mse", "x0_mse"), "noise",

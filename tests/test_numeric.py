@@ -44,6 +44,14 @@ SMALL = {
                                text_width=32, text_heads=2, text_mlp=64),
     "std.seq2seq.whisper": dict(vocab=97, samples=12800, context=16, source_positions=40, layers=2, decoder_layers=2,
                                 d_model=64, heads=2, ffn=96),
+    "std.vlm.vlm": dict(image_size=32, patch_size=8, vision_layers=1, vision_width=64, vision_heads=2, vision_mlp=128,
+                        vocab=97, context=16, layers=2, d_model=128, heads=2, kv_heads=1),
+    "std.fusion.early": dict(image_size=32, patch_size=8, vocab=97, context=16, layers=2, d_model=64, heads=2,
+                             mlp_dim=128),
+    "std.fusion.cross": dict(image_size=32, patch_size=8, vocab=97, context=16, image_layers=1, layers=2, d_model=64,
+                             heads=2, mlp_dim=128),
+    "std.fusion.late": dict(image_size=32, patch_size=8, vocab=97, context=16, image_layers=1, text_layers=2,
+                            d_model=64, heads=2, mlp_dim=128, hidden=32),
     "std.video.divided": dict(frames=4, image_size=32, tubelet=2, patch_size=8, layers=2, d_model=64, heads=2,
                               mlp_dim=128),
 }
@@ -146,7 +154,8 @@ def test_decoders_are_causal(built, name) -> None:  # type: ignore[no-untyped-de
     model = _small(mod, report).eval()
     xs = mod.example_inputs(model, batch_size=1)
     names = [i["name"] for i in report["nominal_input"]["inputs"]]
-    k = names.index("target") if "target" in names else 0  # an encoder-decoder is causal in its target
+    # an encoder-decoder is causal in its target, a vision-language model in its text
+    k = names.index("target") if "target" in names else names.index("text") if "text" in names else 0
     x = xs[k]
     t = x.shape[1] // 2
     y = x.clone()

@@ -267,6 +267,7 @@ model p {{
     check(*build(src))
 
 
+@SETTINGS
 @given(mult=st.lists(st.sampled_from([1, 2, 3]), min_size=0, max_size=2), attn=st.lists(st.booleans(), min_size=3,
        max_size=3), layers_per_block=st.integers(1, 2), groups=st.sampled_from([4, 8]), heads=st.sampled_from([1, 2, 4]),
        depth=st.integers(1, 2), channels=st.integers(1, 4), side=st.sampled_from([1, 2, 3]),
@@ -295,3 +296,45 @@ model d {{
     x, t, ids = mod.example_inputs(model, batch_size=2)
     assert model(x, t, ids).shape == x.shape  # the predicted noise, one value per latent element
     assert model.alphas_cumprod.shape == (50,) and bool((model.alphas_cumprod.diff() < 0).all())
+
+
+@SETTINGS
+@given(vision_layers=st.integers(1, 2), vision_heads=st.sampled_from([1, 2]), vhd=st.sampled_from([8, 16]),
+       image=st.sampled_from([8, 16]), patch=st.sampled_from([4, 8]), layers=st.integers(1, 2),
+       heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([8, 16]), kv_div=st.sampled_from([1, 2]),
+       vocab=st.integers(16, 120), context=st.integers(2, 10))
+def test_vlm(vision_layers, vision_heads, vhd, image, patch, layers, heads, hd, kv_div, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    kv = heads // kv_div if heads % kv_div == 0 else heads
+    width = vision_heads * vhd
+    src = f"""import std.vlm
+model p {{
+  modality image, text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture vlm.vlm {{
+    image_size = {image}; patch_size = {patch}; vision_layers = {vision_layers}; vision_width = {width}
+    vision_heads = {vision_heads}; vocab = {vocab}; layers = {layers}; d_model = {heads * hd}; heads = {heads}
+    kv_heads = {kv}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(kind=st.sampled_from(["early", "cross", "late"]), layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
+       hd=st.sampled_from([8, 16]), image=st.sampled_from([8, 16]), patch=st.sampled_from([4, 8]),
+       vocab=st.integers(16, 120), context=st.integers(2, 10), classes=st.integers(2, 12))
+def test_fusion(kind, layers, heads, hd, image, patch, vocab, context, classes) -> None:  # type: ignore[no-untyped-def]
+    depth = {"early": f"layers = {layers}", "cross": f"image_layers = {layers}; layers = {3 - layers}",
+             "late": f"image_layers = {layers}; text_layers = {3 - layers}; hidden = {hd}"}[kind]
+    src = f"""import std.fusion
+model p {{
+  modality image, text -> label
+  task multimodal_classification {{ num_classes = {classes} }}
+  constraints {{ context = {context} }}
+  architecture fusion.{kind} {{
+    image_size = {image}; patch_size = {patch}; vocab = {vocab}; d_model = {heads * hd}; heads = {heads}
+    mlp_dim = {2 * heads * hd}; {depth}
+  }}
+}}"""
+    check(*build(src))

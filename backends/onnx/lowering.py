@@ -615,6 +615,11 @@ def _select(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Gather", [n.inputs[0], index], {"axis": int(n.args["dim"])})]
 
 
+def _drop_prefix(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    end = np.iinfo(np.int64).max
+    return [w.op("Slice", [n.inputs[0], w.i64(int(n.args["count"])), w.i64(end), w.i64(1)])]
+
+
 def _mean(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.reduce_mean(n.inputs[0], [int(n.args["dim"])], keepdims=False)]
 
@@ -823,6 +828,7 @@ LOWERINGS: dict[str, Lowering] = {
     "add_identity": _add_identity,
     "reparameterize": _reparameterize,
     "select": _select,
+    "drop_prefix": _drop_prefix,
     "mean": _mean,
     "add": _binary("Add"),
     "sub": _binary("Sub"),

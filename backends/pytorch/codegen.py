@@ -679,7 +679,7 @@ class PyTorchEmitter:
         args = ", ".join(f'batch["{n}"]' for n in in_names)
         # the token input a next-token head predicts: the decoder's `target` if the model has one, else the first;
         # `shifted` is every input with that one cut before its last token (teacher forcing)
-        y = TARGET_INPUT if TARGET_INPUT in in_names else x
+        y = TARGET_INPUT if TARGET_INPUT in in_names else "text" if "text" in in_names else x
         shifted = ", ".join("tokens[:, :-1]" if n == y else f'batch["{n}"]' for n in in_names)
         # a diffusion model: the noised first input x_t at timesteps t, conditioned on the other inputs
         t = TIMESTEP_INPUT if TIMESTEP_INPUT in in_names else ""

@@ -83,6 +83,7 @@ FUNCTIONAL: dict[str, str] = {
     "timestep_embedding": "timestep_embedding({x}, {dim}?, flip_sin_to_cos={flip_sin_to_cos}?, shift={shift}?, max_period={max_period})",
     "add": "{a} + {b}",
     "sub": "{a} - {b}",
+    "drop_prefix": "{x}[:, {count}:]",
     "mul": "{a} * {b}",
 }
 

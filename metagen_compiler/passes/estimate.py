@@ -51,7 +51,8 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
 
 # Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
 # the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "split_sizes", "transpose", "flatten", "select", "identity", "permute", "unflatten"})
+VIEW_OPS = frozenset({"split", "split_sizes", "transpose", "flatten", "select", "identity", "permute", "unflatten",
+                      "drop_prefix"})
 
 
 def aliases_input(op: str, args: dict[str, Any]) -> bool:
