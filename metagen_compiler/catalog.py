@@ -81,7 +81,7 @@ TASK_FIELDS = {
 # A seeds-style family name (`transformer`, `cnn`) picks a stdlib family by the input modality.
 # (group, input modality) -> (stdlib module, family qualname). `None` modality = any.
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
-    # keys: an input modality, `a+b` for several, `@objective` where the objective decides (check.py `_fits`)
+    # keys: an input modality, `a+b` for several, `@name` where the objective or task decides (check.py `_fits`)
     "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
                     ("text", "transformer.decoder"), (None, "transformer.decoder")),
     "clip": (("image+text", "multimodal.clip"),),
@@ -104,8 +104,10 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "s4d": (("text", "ssm.s4d"),),
     "moe": (("text", "moe.decoder"),),
     "mixtral": (("text", "moe.decoder"),),
-    "gcn": (("graph", "graph.gcn"),),
-    "gat": (("graph", "graph.gat"),),
+    "gnn": (("graph@graph_classification", "graph.gcn_graph"), ("graph", "graph.gcn"),
+            ("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
+    "gcn": (("graph@graph_classification", "graph.gcn_graph"), ("graph", "graph.gcn")),
+    "gat": (("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
     "diffusion": (("image", "diffusion.unet"),),
     "unet": (("image", "diffusion.unet"),),
 }

@@ -37,6 +37,7 @@ SMALL = {
     "std.moe.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2, hidden=96, experts=4),
     "std.graph.gcn": dict(nodes=40, edges=120, features=12, hidden=16, layers=1),
     "std.graph.gcn_graph": dict(nodes=40, edges=120, features=7, hidden=16, layers=1, graphs=4),
+    "std.graph.gat_graph": dict(nodes=40, edges=120, features=7, hidden=8, heads=2, layers=1, graphs=4),
     "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
     "std.seq2seq.t5": dict(vocab=97, context=16, layers=2, decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96,
                            buckets=8, max_distance=12),

@@ -86,6 +86,8 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "fusion_late": (ROOT / "examples" / "fusion_late.msl",
                     {"image_size": 32, "patch_size": 8, "vocab": 97, "image_layers": 1, "text_layers": 2, "d_model": 64,
                      "heads": 2, "mlp_dim": 128, "hidden": 32}),
+    "molecule_gat": (ROOT / "examples" / "molecule_gat.msl",
+                     {"nodes": 40, "edges": 120, "features": 7, "hidden": 8, "heads": 2, "layers": 1, "graphs": 4}),
     "video_classifier": (ROOT / "examples" / "video_classifier.msl",
                          {"frames": 4, "image_size": 32, "tubelet": 2, "patch_size": 8, "layers": 2, "d_model": 64,
                           "heads": 2, "mlp_dim": 128}),

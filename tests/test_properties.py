@@ -338,3 +338,21 @@ model p {{
   }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(gat=st.booleans(), nodes=st.integers(2, 30), edges=st.integers(1, 60), features=st.integers(1, 9),
+       hidden=st.sampled_from([8, 16]), heads=st.sampled_from([1, 2]), layers=st.integers(0, 2),
+       graphs=st.integers(1, 4), classes=st.integers(2, 6))
+def test_graph_classifiers(gat, nodes, edges, features, hidden, heads, layers, graphs, classes) -> None:  # type: ignore[no-untyped-def]
+    family, extra = ("gat_graph", f"; heads = {heads}") if gat else ("gcn_graph", "")
+    src = f"""import std.graph
+model g {{
+  modality graph -> label
+  task graph_classification {{ num_classes = {classes} }}
+  architecture graph.{family} {{
+    nodes = {nodes}; edges = {edges}; features = {features}; hidden = {hidden}; layers = {layers}
+    graphs = {graphs}{extra}
+  }}
+}}"""
+    check(*build(src))

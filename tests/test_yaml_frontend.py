@@ -17,7 +17,7 @@ from metagen_compiler.yaml_frontend import parse_yaml
 HERE = Path(__file__).parent
 SEEDS = sorted((HERE / "seeds_yaml").glob("*.yaml"))
 BROKEN = sorted((HERE / "broken" / "yaml").glob("*.yaml"))
-BUILT = ("text_llm", "imagenet_classifier", "image_vit", "image_diffusion", "multimodal_clip", "vlm")  # seeds whose families the stdlib builds
+BUILT = ("text_llm", "imagenet_classifier", "image_vit", "image_diffusion", "multimodal_clip", "vlm", "molecule_classifier")  # seeds whose families the stdlib builds
 
 
 def _parse(text: str, path: str = "spec.yaml") -> tuple[A.Module | None, DiagnosticBag, SourceFile]:

@@ -65,7 +65,7 @@ def metadata_dict(entries: tuple[A.MetaEntry, ...], bag: DiagnosticBag) -> dict[
 
 def _fits(mod: str | None, inputs: list[str], objectives: list[str]) -> bool:
     """A FAMILY_GROUPS key: None (any input), `image`, `image+text` (all of these inputs), with
-    `@objective` when the objective decides (`image+text@contrastive`)."""
+    `@name` when an objective or the task decides (`image+text@contrastive`, `graph@graph_classification`)."""
     if mod is None:
         return True
     need, _, objective = mod.partition("@")
@@ -77,7 +77,9 @@ def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: 
     """The family (and preset, if the architecture names one) an architecture refers to."""
     objectives = objectives or []
     d = prog.lookup(prog.root_name, arch.family)
-    if d is None and arch.family.dotted in FAMILY_GROUPS:
+    group = FAMILY_GROUPS.get(arch.family.dotted, ())
+    # a group name (`gat`) chooses among its families even where the plain name also resolves to one of them
+    if arch.family.dotted in FAMILY_GROUPS and (d is None or d.qualname in {f"std.{t}" for _, t in group}):
         options = FAMILY_GROUPS[arch.family.dotted]
         if not any(_fits(mod, inputs, objectives) for mod, _ in options):
             takes = sorted({mod.partition("@")[0] for mod, _ in options if mod is not None})
@@ -399,7 +401,7 @@ class CheckPass:
                     else "add `architecture transformer.decoder { ... }` or a preset such as `architecture gpt2`")
             bag.error("E208", f"model `{model.name.name}` has no architecture", model.name.span, hint=hint)
             return
-        fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag, objectives)
+        fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag, [*objectives, task])
         if fam is None:
             return
         assert isinstance(fam.node, A.Family)
