@@ -34,6 +34,8 @@ TASK_SPECS: dict[str, Task] = {
              ("regression", "label")),
         Task("sequence_labeling", "token_cross_entropy", ("token_accuracy", "macro_f1"), "logits",
              "per-token label logits (B, T, num_classes)", ("label", "text")),
+        Task("question_answering", "span_cross_entropy", ("exact_match", "span_f1"), "logits",
+             "start and end logits of the answer span per token (B, T, 2)", ("text", "label")),
         Task("embedding", "in_batch_contrastive", ("recall_at_1", "mean_reciprocal_rank"), "embedding",
              "one embedding per input (B, d)", ("embedding",)),
         Task("time_series_forecast", "forecast_mse", ("mae", "rmse", "mape"), "forecast",

@@ -62,6 +62,7 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "vit_b_16": 86_567_656,  # torchvision vit_b_16
     "resnet50": 25_557_032,  # torchvision resnet50
     "bert_base": 109_482_240,  # transformers BertModel (with its pooler)
+    "bert_squad": 108_893_186,  # transformers BertForQuestionAnswering (no pooler; qa_outputs)
     "clip_vit_b_32": 151_277_313,  # transformers CLIPModel (openai/clip-vit-base-patch32)
     "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
     "mamba_lm": 129_135_360,  # transformers MambaForCausalLM, state-spaces/mamba-130m (tied head)
@@ -340,3 +341,22 @@ def test_whisper_tiny_equals_transformers(built) -> None:  # type: ignore[no-unt
     with torch.device("meta"):
         ref = transformers.WhisperModel(cfg)
     assert sum(p.numel() for p in ref.parameters()) == report["params"] == REFERENCE_PARAMS["whisper_tiny"]
+
+
+def test_question_answering_metrics_score_the_best_span(built) -> None:  # type: ignore[no-untyped-def]
+    """exact_match and span_f1 of the best span with start <= end, on logits made to pick known spans."""
+    mod, report = _by_file(built, "bert_squad")
+    model = _small(mod, report).eval()
+    t = 10
+    logits = torch.zeros(3, t, 2)
+    for i, (s, e) in enumerate([(2, 4), (5, 5)]):
+        logits[i, s, 0] = logits[i, e, 1] = 5.0
+    # the third: the best end (3) lies before the best start (7); the best valid span is (7, 7), scoring 5 + 1
+    logits[2, 7, 0], logits[2, 3, 1], logits[2, 7, 1] = 5.0, 4.0, 1.0
+    model.forward = lambda *a: logits  # type: ignore[method-assign]
+    batch = {"text": torch.zeros(3, t, dtype=torch.long), "start": torch.tensor([2, 4, 7]), "end": torch.tensor([4, 6, 8])}
+    m = model.metrics(batch)
+    # span 1 exact; span 2 (5, 5) vs gold (4, 6): overlap 1, precision 1, recall 1/3, F1 0.5
+    assert float(m["exact_match"]) == pytest.approx(1 / 3)
+    f1_third = 2 * 1 * 0.5 / 1.5  # predicted (7, 7) vs gold (7, 8)
+    assert float(m["span_f1"]) == pytest.approx((1 + 0.5 + f1_third) / 3)

@@ -61,6 +61,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "python_labels": (SPECS / "python_labels.msl", {}),
     "bert_base": (ROOT / "examples" / "bert_base.msl", {**TEXT, "mlp_dim": 128}),
     "bert_ner": (ROOT / "examples" / "bert_ner.msl", {**TEXT, "mlp_dim": 128}),
+    "bert_squad": (ROOT / "examples" / "bert_squad.msl", {**TEXT, "mlp_dim": 128}),
     "tabular_classifier": (ROOT / "examples" / "tabular_classifier.msl", {"hidden": 32, "layers": 1}),
     "lstm_forecast": (ROOT / "examples" / "lstm_forecast.msl", {"d_model": 32, "hidden": 32, "layers": 2}),
     "clip_vit_b_32": (ROOT / "examples" / "clip_vit_b_32.msl",
