@@ -713,6 +713,42 @@ def _graph_pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [(a["graphs"], x[1])]
 
 
+# ------------------------------------------------------------------ detection
+def _concat_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, y = s
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if len(x) != len(y) or not 0 <= dim < len(x) or any(
+            not _same(p, q) for i, (p, q) in enumerate(zip(x, y)) if i != dim):
+        raise ShapeError(f"cannot concatenate {fmt_shape(x)} and {fmt_shape(y)} along dimension {a['dim']}")
+    both = x[dim] + y[dim] if isinstance(x[dim], int) and isinstance(y[dim], int) else f"{x[dim]}+{y[dim]}"
+    return [tuple(both if i == dim else (p if isinstance(p, int) else q) for i, (p, q) in enumerate(zip(x, y)))]
+
+
+def _upsample_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    return [(x[0], x[1], *(dim_mul(d, a["factor"]) for d in x[2:]))]
+
+
+def _sine_2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["dim"], "dim")(a, s)
+    x = s[0]
+    if len(x) != 3 or (isinstance(x[1], int) and x[1] != a["height"] * a["width"]):
+        raise ShapeError(f"expects (B, height * width = {a['height'] * a['width']}, dim), got {fmt_shape(x)}")
+    return [x]
+
+
+def _sine_2d_check(a: Mapping[str, Any]) -> str | None:
+    return _check_positive("height", "width", "dim")(a) or (
+        None if a["dim"] % 4 == 0 else f"dim must be a multiple of 4 (sin and cos of y and x), got {a['dim']}")
+
+
+def _queries_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["dim"], "dim")(a, s)
+    return [(s[0][0], a["num"], a["dim"])]
+
+
 # ------------------------------------------------------------------ the table
 _P = Param
 _PRIMS = [
@@ -1036,6 +1072,32 @@ _PRIMS = [
         "a graph without nodes gives zeros.",
         n_inputs=2, shape=_graph_pool_shape, flops=lambda a, i, o: (0, numel(i[0]) + i[1][0] + numel(o[0])),
         check=_check_positive("graphs"),
+    ),
+    # detection: feature pyramids (YOLO's CSP and PAN) and DETR's transformer
+    Primitive(
+        "concat", (_P("dim", "int", 1),),
+        "Concatenates two tensors along a dim (the channels of (B, C, H, W) by default; CSP blocks, PAN necks).",
+        n_inputs=2, shape=_concat_shape, saves="none",
+    ),
+    Primitive(
+        "upsample", (_P("factor", "int", 2),),
+        "Nearest-neighbour upsampling of (B, C, H, W) by an integer factor (YOLO's nn.Upsample(scale_factor=2)).",
+        shape=_upsample_shape, check=_check_positive("factor"), saves="none",
+    ),
+    Primitive(
+        "sine_position_2d", (_P("height", "int"), _P("width", "int"), _P("dim", "int"),
+                             _P("temperature", "float", 10000.0)),
+        "DETR's fixed 2-D sine positions of a height x width feature map flattened row-major to (B, H*W, dim): "
+        "normalised cumulative y and x in (0, 2 pi], the first dim / 2 features sin/cos of y (interleaved), the "
+        "rest of x; returns the positions (not added to the input), of its shape.",
+        shape=_sine_2d_shape, check=_sine_2d_check, saves="none",
+    ),
+    Primitive(
+        "object_queries", (_P("num", "int"), _P("dim", "int")),
+        "DETR's learned object queries: a (num, dim) table, expanded over the batch of its input (B, S, dim) -> "
+        "(B, num, dim).",
+        weights=lambda a: {"weight": (a["num"], a["dim"])}, shape=_queries_shape, check=_check_positive("num", "dim"),
+        saves="none",
     ),
 ]
 

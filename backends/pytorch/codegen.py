@@ -25,7 +25,7 @@ from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 
 from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
-from .losses import LOSSES, TARGET_INPUT
+from .losses import LOSS_HELPERS, LOSSES, TARGET_INPUT
 from .writer import Namespace, Writer, attr_ident, camel, py_ident
 
 __all__ = ["emit_model_py"]
@@ -620,6 +620,10 @@ class PyTorchEmitter:
             if h in self.helpers:
                 out.line("")
                 out.lines.extend(HELPERS[h].rstrip("\n").split("\n"))
+        for h in LOSS_HELPERS:  # what the task's loss, metrics and methods call, in the table's order
+            if h in LOSSES[spec.loss].helpers:
+                out.line("")
+                out.lines.extend(LOSS_HELPERS[h].rstrip("\n").split("\n"))
         for src in self.class_src:
             out.line("")
             out.line("")
@@ -699,6 +703,11 @@ class PyTorchEmitter:
         with w.indent():
             w.line(f'"""The task\'s metrics on one batch: {", ".join(self.spec.metrics)}."""')
             lines(code.metrics)
+        if code.methods:  # more methods of the model (detection's detect())
+            w.line("")
+            for ln in code.methods.strip("\n").split("\n"):
+                w.line(ln)
+
 
     def _gen_examples(self, out: Writer, model_cls: str) -> None:
         spec, ir = self.spec, self.ir

@@ -37,6 +37,7 @@ MODULES: dict[str, str] = {
                               "bidirectional={bidirectional})",
     "sinusoid_embedding": "SinusoidEmbedding({length}, {dim})",
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
+    "object_queries": "ObjectQueries({num}, {dim})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -80,12 +81,15 @@ FUNCTIONAL: dict[str, str] = {
     "add": "{a} + {b}",
     "sub": "{a} - {b}",
     "mul": "{a} * {b}",
+    "concat": "torch.cat(({a}, {b}), dim={dim})",
+    "upsample": "F.interpolate({x}, scale_factor={factor}, mode='nearest')",
+    "sine_position_2d": "sine_position_2d({x}, {height}, {width}?, temperature={temperature})",
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "sdpa": ("q", "k", "v"), "sdpa_bias": ("q", "k", "v", "bias"), "relative_position_bias": ("a", "b"),
     "rope": ("q", "k"), "eot_pool": ("a", "b"), "graph_mean_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
-    "mul": ("a", "b"), "matmul": ("a", "b"),
+    "mul": ("a", "b"), "matmul": ("a", "b"), "concat": ("a", "b"),
 }
 
 HELPERS: dict[str, str] = {
@@ -489,6 +493,31 @@ class GATConv(nn.Module):
         out = h.new_zeros(N, H, C).index_add(0, dst, h[src] * alpha[..., None]).reshape(N, H * C)
         return out if self.bias is None else out + self.bias
 ''',
+    "sine_position_2d": '''
+def sine_position_2d(x, height: int, width: int, temperature: float = 10000.0):
+    """DETR's sine positions (PositionEmbeddingSine, normalised) of a height x width map, for tokens (B, H*W, D)."""
+    n = x.shape[-1] // 2  # features per axis: y first, then x
+    scale = 2 * math.pi
+    y = torch.arange(1, height + 1, dtype=torch.float32, device=x.device) / (height + 1e-6) * scale  # (H,)
+    xs = torch.arange(1, width + 1, dtype=torch.float32, device=x.device) / (width + 1e-6) * scale  # (W,)
+    dim_t = temperature ** (2 * (torch.arange(n, device=x.device) // 2) / n)  # (n,)
+    py, px = y[:, None] / dim_t, xs[:, None] / dim_t  # (H, n), (W, n)
+    py = torch.stack((py[:, 0::2].sin(), py[:, 1::2].cos()), dim=2).flatten(1)  # sin, cos interleaved
+    px = torch.stack((px[:, 0::2].sin(), px[:, 1::2].cos()), dim=2).flatten(1)
+    pos = torch.cat((py[:, None, :].expand(height, width, n), px[None, :, :].expand(height, width, n)), dim=2)
+    return pos.reshape(1, height * width, 2 * n).to(x.dtype).expand(x.shape[0], -1, -1)  # (B, H*W, D)
+''',
+    "ObjectQueries": '''
+class ObjectQueries(nn.Module):
+    """DETR's learned object queries (num, dim), N(0, 1) as nn.Embedding, expanded over the batch."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num, dim))
+
+    def forward(self, x):
+        return self.weight[None].expand(x.shape[0], -1, -1)  # (B, num, dim)
+''',
     "auxiliary_loss": '''
 def auxiliary_loss(model: nn.Module):
     """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
@@ -508,4 +537,5 @@ def helper_deps(prim: str) -> list[str]:
             "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"],
             "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
-            "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"]}.get(prim, [])
+            "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"],
+            "sine_position_2d": ["sine_position_2d"], "object_queries": ["ObjectQueries"]}.get(prim, [])
