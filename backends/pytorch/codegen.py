@@ -660,6 +660,8 @@ class PyTorchEmitter:
         return [base] if n == 1 else [f"{base}{i}" for i in range(n)]
 
     def _slot_shape(self, role: str) -> str:
+        if role == "head" and len(self.ir.outputs) > 1:  # a head of several outputs: each one's shape
+            return "  # " + ", ".join(fmt_shape(self.ir.shape_of(t)) for _, t in self.ir.outputs)
         last = None
         for n in self.ir.topo():
             if n == role or n.startswith(role + "."):
