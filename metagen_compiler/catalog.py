@@ -83,7 +83,7 @@ TASK_FIELDS = {
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "transformer": (("image", "vision.vit"), ("text", "transformer.decoder"), (None, "transformer.decoder")),
     "vit": (("image", "vision.vit"),),
-    "cnn": (("image", "vision.resnet"),),
+    "cnn": (("image", "vision.resnet"), ("image", "detection.yolo")),  # the first that fits the input; YOLO by variant
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
     "hybrid": (("image", "vision.hybrid"),),
@@ -100,4 +100,7 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "mixtral": (("text", "moe.decoder"),),
     "gcn": (("graph", "graph.gcn"),),
     "gat": (("graph", "graph.gat"),),
+    "yolo": (("image", "detection.yolo"),),
+    "yolo_v8": (("image", "detection.yolo"),),  # the seeds' variant name: the anchor-free YOLO family
+    "detr": (("image", "detection.detr"),),
 }
