@@ -1093,6 +1093,14 @@ _PRIMS = [
         shape=_sine_2d_shape, check=_sine_2d_check, saves="none",
     ),
     Primitive(
+        "frozen_batchnorm", (_P("channels", "int"), _P("eps", "float", 1e-5)),
+        "Batch normalisation of (B, C, H, W) with fixed statistics and affine (DETR's FrozenBatchNorm2d): "
+        "weight, bias, running mean and variance are buffers, not parameters; x * scale + shift in training too.",
+        buffers=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],), "running_mean": (a["channels"],),
+                           "running_var": (a["channels"],)},
+        flops=_elementwise(2), check=_check_positive("channels"), saves="none", tags=frozenset({"module"}),
+    ),
+    Primitive(
         "object_queries", (_P("num", "int"), _P("dim", "int")),
         "DETR's learned object queries: a (num, dim) table, expanded over the batch of its input (B, S, dim) -> "
         "(B, num, dim).",

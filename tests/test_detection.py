@@ -262,24 +262,86 @@ def _transformers_detr(num_labels: int = 91) -> Any:
         return transformers.DetrForObjectDetection(cfg)
 
 
-def test_detr_r50_against_transformers(detr: Any) -> None:
-    """transformers' DetrForObjectDetection (DETR-R50, 91 classes) has 41,524,768 parameters with its backbone's
-    BatchNorms frozen (buffers); ours has the same tensors, plus the BatchNorms' weight and bias as parameters."""
+def test_detr_r50_equals_transformers_count(detr: Any) -> None:
+    """transformers' DetrForObjectDetection (DETR-R50, 91 classes): 41,524,768 parameters, the backbone's frozen
+    BatchNorms as buffers; ours has the same parameter and buffer shapes. DETR's published 41,302,368 counts what
+    it trains: the stem's and layer1's convolutions (222,400) stay frozen."""
     theirs = _transformers_detr()
     with torch.device("meta"):
         ours = detr.build_model()
-    bn = sum(p.numel() for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
-    n_theirs = sum(p.numel() for p in theirs.parameters())
-    n_ours = sum(p.numel() for p in ours.parameters())
-    assert n_theirs == 41_524_768 and bn == 53_120 and n_ours == n_theirs + bn == 41_577_888
-    # the published count (facebookresearch/detr, trainable: stem and layer1 frozen, FrozenBatchNorm2d)
-    frozen = sum(p.numel() for n, p in ours.named_parameters()
-                 if (n.startswith("encoder.") or ".layer1." in n) and p.ndim == 4)  # the stem's and layer1's convs
-    assert n_ours - bn - frozen == 41_302_368
-    shapes = sorted(tuple(p.shape) for m in ours.modules() if not isinstance(m, torch.nn.BatchNorm2d)
-                    for p in m.parameters(recurse=False))
-    theirs_shapes = sorted(tuple(p.shape) for p in theirs.parameters())
-    assert shapes == theirs_shapes
+    n = sum(p.numel() for p in ours.parameters())
+    assert n == sum(p.numel() for p in theirs.parameters()) == 41_524_768
+    frozen = sum(p.numel() for k, p in ours.named_parameters() if k.startswith("encoder.") or ".layer1." in k)
+    assert n - frozen == 41_302_368
+    assert sorted(tuple(p.shape) for p in ours.parameters()) == sorted(tuple(p.shape) for p in theirs.parameters())
+    assert sorted(tuple(b.shape) for b in ours.buffers()) == sorted(tuple(b.shape) for b in theirs.buffers())
+
+
+def _hf_name(key: str) -> str:
+    """Our state_dict key -> transformers' DetrForObjectDetection key."""
+    import re
+
+    norm = {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"}
+    k = key
+    if k.startswith("encoder."):  # the stem
+        k = k.replace("encoder.conv1.", "model.backbone.model.embedder.embedder.convolution.")
+        return k.replace("encoder.bn1.", "model.backbone.model.embedder.embedder.normalization.")
+    m = re.match(r"backbone\.body\.layer(\d)\.(first|rest\.(\d+))\.(.+)$", k)
+    if m:
+        stage, block = int(m.group(1)) - 1, 0 if m.group(2) == "first" else int(m.group(3)) + 1
+        rest = m.group(4)
+        part = {"conv1": "layer.0.convolution", "bn1": "layer.0.normalization", "conv2": "layer.1.convolution",
+                "bn2": "layer.1.normalization", "conv3": "layer.2.convolution", "bn3": "layer.2.normalization",
+                "downsample.conv": "shortcut.convolution", "downsample.bn": "shortcut.normalization"}
+        mod, leaf = rest.rsplit(".", 1)
+        return f"model.backbone.model.encoder.stages.{stage}.layers.{block}.{part[mod]}.{norm[leaf]}"
+    for a, b in (("backbone.tokens.input_proj.", "model.input_projection."),
+                 ("backbone.query_embed.", "model.query_position_embeddings."),
+                 ("backbone.decoder_norm.", "model.decoder.layernorm."), ("head.class_embed.", "class_labels_classifier."),
+                 ("head.bbox1.", "bbox_predictor.layers.0."), ("head.bbox2.", "bbox_predictor.layers.1."),
+                 ("head.bbox3.", "bbox_predictor.layers.2.")):
+        if k.startswith(a):
+            return b + k[len(a):]
+    m = re.match(r"backbone\.(encoder|decoder)\.(\d+)\.(.+)$", k)
+    assert m, key
+    stack, layer, rest = m.groups()
+    names = {"self_attn.out_proj": "self_attn.o_proj", "multihead_attn.out_proj": "encoder_attn.o_proj",
+             "multihead_attn": "encoder_attn", "linear1": "mlp.fc1", "linear2": "mlp.fc2", "norm1": "self_attn_layer_norm",
+             "norm2": "final_layer_norm" if stack == "encoder" else "encoder_attn_layer_norm", "norm3": "final_layer_norm"}
+    for a, b in names.items():
+        if rest.startswith(a + "."):
+            rest = b + rest[len(a):]
+            break
+    return f"model.{stack}.layers.{layer}.{rest}"
+
+
+def test_detr_computes_transformers_detr(detr: Any) -> None:
+    """A reduced DETR with transformers' weights (two bottlenecks in the first stage, 3 x 3 feature map) gives
+    transformers' logits and boxes."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.DetrConfig(
+        use_timm_backbone=False, use_pretrained_backbone=False, backbone=None, num_labels=5, d_model=32,
+        backbone_config=transformers.ResNetConfig(out_features=["stage4"], depths=[2, 1, 1, 1], embedding_size=8,
+                                                  hidden_sizes=[32, 64, 128, 256]),
+        encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, num_queries=4, auxiliary_loss=False)
+    torch.manual_seed(0)
+    theirs = transformers.DetrForObjectDetection(cfg).eval()
+    with torch.no_grad():
+        for k, t in theirs.state_dict().items():  # no unit norms, no zero biases: every tensor is exercised
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if "running_var" in k else t + 0.05 * torch.randn_like(t))
+    ours = detr.build_model(dataclasses.replace(
+        detr.Config(), image_size=96, width=8, depths=(2, 1, 1, 1), d_model=32, heads=2, ffn=64, layers=2,
+        decoder_layers=2, num_queries=4, num_classes=5)).eval()
+    sd = theirs.state_dict()
+    ours.load_state_dict({k: sd[_hf_name(k)] for k in ours.state_dict()})
+    images = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, boxes = ours(images)
+        ref = theirs(pixel_values=images, pixel_mask=torch.ones(2, 96, 96, dtype=torch.long))
+    assert torch.allclose(logits, ref.logits, atol=1e-4), (logits - ref.logits).abs().max()
+    assert torch.allclose(boxes, ref.pred_boxes, atol=1e-5), (boxes - ref.pred_boxes).abs().max()
 
 
 def test_sine_positions_equal_transformers(detr: Any) -> None:

@@ -743,6 +743,12 @@ def _upsample(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Resize", [n.inputs[0], None, w.const(np.array([1.0, 1.0, f, f], np.float32))], attrs)]
 
 
+def _frozen_batchnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    ws = n.weights  # the buffers, initializers named as in the state_dict
+    return [w.op("BatchNormalization", [n.inputs[0], ws["weight"], ws["bias"], ws["running_mean"], ws["running_var"]],
+                 {"epsilon": float(n.args["eps"])})]
+
+
 def _sine_table(height: int, width: int, dim: int, temperature: float) -> np.ndarray:
     """The table of sine_position_2d in the PyTorch backend: (1, H*W, dim), y features first, sin/cos interleaved."""
     half = dim // 2
@@ -840,4 +846,5 @@ LOWERINGS: dict[str, Lowering] = {
     "upsample": _upsample,
     "sine_position_2d": _sine_position_2d,
     "object_queries": _object_queries,
+    "frozen_batchnorm": _frozen_batchnorm,
 }

@@ -38,6 +38,7 @@ MODULES: dict[str, str] = {
     "sinusoid_embedding": "SinusoidEmbedding({length}, {dim})",
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
     "object_queries": "ObjectQueries({num}, {dim})",
+    "frozen_batchnorm": "FrozenBatchNorm2d({channels}?, eps={eps})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -507,6 +508,23 @@ def sine_position_2d(x, height: int, width: int, temperature: float = 10000.0):
     pos = torch.cat((py[:, None, :].expand(height, width, n), px[None, :, :].expand(height, width, n)), dim=2)
     return pos.reshape(1, height * width, 2 * n).to(x.dtype).expand(x.shape[0], -1, -1)  # (B, H*W, D)
 ''',
+    "FrozenBatchNorm2d": '''
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine, all buffers (DETR's FrozenBatchNorm2d): x * scale + shift."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(channels))
+        self.register_buffer("bias", torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x):
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale[:, None, None] + shift[:, None, None]
+''',
     "ObjectQueries": '''
 class ObjectQueries(nn.Module):
     """DETR's learned object queries (num, dim), N(0, 1) as nn.Embedding, expanded over the batch."""
@@ -538,4 +556,5 @@ def helper_deps(prim: str) -> list[str]:
             "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
             "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"],
-            "sine_position_2d": ["sine_position_2d"], "object_queries": ["ObjectQueries"]}.get(prim, [])
+            "sine_position_2d": ["sine_position_2d"], "object_queries": ["ObjectQueries"],
+            "frozen_batchnorm": ["FrozenBatchNorm2d"]}.get(prim, [])

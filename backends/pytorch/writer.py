@@ -39,7 +39,7 @@ _RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | {
     "list", "tuple", "dict", "int", "float", "bool", "str", "type", "object", "None", "True", "False", "batch",
     "build_model", "example_inputs", "example_batch", "attention", "apply_rope", "PositionEmbedding", "ClassToken",
     "TokenTypeEmbedding", "ContrastiveLogits", "eot_pool", "quick_gelu", "GCNConv", "GATConv", "with_self_loops", "graph_mean_pool",
-    "init_weights", "Model", "_", "sine_position_2d", "ObjectQueries",
+    "init_weights", "Model", "_", "sine_position_2d", "ObjectQueries", "FrozenBatchNorm2d",
     # detection's loss helpers (backends/pytorch/losses.py LOSS_HELPERS)
     "box_area", "box_iou", "box_giou", "box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "nms", "batched_nms", "map_50",
     "DETECTION_STRIDES", "detection_anchors", "decode_ltrb", "assign_center_prior", "sigmoid_focal_loss",
