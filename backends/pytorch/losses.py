@@ -310,7 +310,8 @@ def map_50(detections, gt_boxes, gt_labels):
             if ok.any():
                 free[torch.where(ok, iou[k], -1.0).argmax()] = False
                 tp[k] = True
-        scores.append(ds), hits.append(tp), classes.append(dl), truth.append(labels)
+        for acc, t in ((scores, ds), (hits, tp), (classes, dl), (truth, labels)):
+            acc.append(t)
     scores, hits, classes, truth = (torch.cat(t) for t in (scores, hits, classes, truth))
     aps = []
     for c in truth.unique():
