@@ -89,7 +89,7 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "video": (("video", "video.divided"),),
     "timesformer": (("video", "video.divided"),),
     "vit": (("image", "vision.vit"),),
-    "cnn": (("image", "vision.resnet"),),
+    "cnn": (("image", "vision.resnet"), ("image", "detection.yolo")),  # the first that fits the input; YOLO by variant
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
     "hybrid": (("image", "vision.hybrid"),),
@@ -110,4 +110,7 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "gat": (("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
     "diffusion": (("image", "diffusion.unet"),),
     "unet": (("image", "diffusion.unet"),),
+    "yolo": (("image", "detection.yolo"),),
+    "yolo_v8": (("image", "detection.yolo"),),  # the seeds' variant name: the anchor-free YOLO family
+    "detr": (("image", "detection.detr"),),
 }

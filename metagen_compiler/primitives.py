@@ -410,19 +410,6 @@ def _timestep_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [(x[0], a["dim"])]
 
 
-def _concat_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x, y = s
-    d = int(a["dim"])
-    if len(x) != len(y) or not -len(x) <= d < len(x):
-        raise ShapeError(f"cannot concatenate {fmt_shape(x)} and {fmt_shape(y)} along dim {d}")
-    d %= len(x)
-    if any(not _same(p, q) for i, (p, q) in enumerate(zip(x, y)) if i != d):
-        raise ShapeError(f"operands of shapes {fmt_shape(x)} and {fmt_shape(y)} differ outside dim {d}")
-    out = list(x)
-    out[d] = x[d] + y[d] if isinstance(x[d], int) and isinstance(y[d], int) else f"{x[d]}+{y[d]}"
-    return [tuple(out)]
-
-
 def _drop_prefix_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
     n = int(a["count"])
@@ -817,6 +804,42 @@ def _graph_pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [(a["graphs"], x[1])]
 
 
+# ------------------------------------------------------------------ detection
+def _concat_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, y = s
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if len(x) != len(y) or not 0 <= dim < len(x) or any(
+            not _same(p, q) for i, (p, q) in enumerate(zip(x, y)) if i != dim):
+        raise ShapeError(f"cannot concatenate {fmt_shape(x)} and {fmt_shape(y)} along dimension {a['dim']}")
+    both = x[dim] + y[dim] if isinstance(x[dim], int) and isinstance(y[dim], int) else f"{x[dim]}+{y[dim]}"
+    return [tuple(both if i == dim else (p if isinstance(p, int) else q) for i, (p, q) in enumerate(zip(x, y)))]
+
+
+def _upsample_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    return [(x[0], x[1], *(dim_mul(d, a["factor"]) for d in x[2:]))]
+
+
+def _sine_2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["dim"], "dim")(a, s)
+    x = s[0]
+    if len(x) != 3 or (isinstance(x[1], int) and x[1] != a["height"] * a["width"]):
+        raise ShapeError(f"expects (B, height * width = {a['height'] * a['width']}, dim), got {fmt_shape(x)}")
+    return [x]
+
+
+def _sine_2d_check(a: Mapping[str, Any]) -> str | None:
+    return _check_positive("height", "width", "dim")(a) or (
+        None if a["dim"] % 4 == 0 else f"dim must be a multiple of 4 (sin and cos of y and x), got {a['dim']}")
+
+
+def _queries_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["dim"], "dim")(a, s)
+    return [(s[0][0], a["num"], a["dim"])]
+
+
 # ------------------------------------------------------------------ the table
 _P = Param
 _PRIMS = [
@@ -911,8 +934,9 @@ _PRIMS = [
     ),
     Primitive(
         "concat", (_P("dim", "int", 1),),
-        "Concatenates two tensors along a dim (a U-Net's skip connection joined to the upsampling path on the "
-        "channels).", n_inputs=2, shape=_concat_shape, saves="none",
+        "Concatenates two tensors along a dim (the channels of (B, C, H, W) by default: a U-Net's skip joined to its "
+        "upsampling path, CSP blocks, PAN necks; dim 1 of tokens: an image prefix before text).",
+        n_inputs=2, shape=_concat_shape, saves="none",
     ),
     Primitive(
         "layer_scale", (_P("dim", "int"), _P("init", "float", 1e-6)),
@@ -1174,6 +1198,35 @@ _PRIMS = [
         "a graph without nodes gives zeros.",
         n_inputs=2, shape=_graph_pool_shape, flops=lambda a, i, o: (0, numel(i[0]) + i[1][0] + numel(o[0])),
         check=_check_positive("graphs"),
+    ),
+    # detection: feature pyramids (YOLO's CSP and PAN) and DETR's transformer
+    Primitive(
+        "upsample", (_P("factor", "int", 2),),
+        "Nearest-neighbour upsampling of (B, C, H, W) by an integer factor (YOLO's nn.Upsample(scale_factor=2)).",
+        shape=_upsample_shape, check=_check_positive("factor"), saves="none",
+    ),
+    Primitive(
+        "sine_position_2d", (_P("height", "int"), _P("width", "int"), _P("dim", "int"),
+                             _P("temperature", "float", 10000.0)),
+        "DETR's fixed 2-D sine positions of a height x width feature map flattened row-major to (B, H*W, dim): "
+        "normalised cumulative y and x in (0, 2 pi], the first dim / 2 features sin/cos of y (interleaved), the "
+        "rest of x; returns the positions (not added to the input), of its shape.",
+        shape=_sine_2d_shape, check=_sine_2d_check, saves="none",
+    ),
+    Primitive(
+        "frozen_batchnorm", (_P("channels", "int"), _P("eps", "float", 1e-5)),
+        "Batch normalisation of (B, C, H, W) with fixed statistics and affine (DETR's FrozenBatchNorm2d): "
+        "weight, bias, running mean and variance are buffers, not parameters; x * scale + shift in training too.",
+        buffers=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],), "running_mean": (a["channels"],),
+                           "running_var": (a["channels"],)},
+        flops=_elementwise(2), check=_check_positive("channels"), saves="none", tags=frozenset({"module"}),
+    ),
+    Primitive(
+        "object_queries", (_P("num", "int"), _P("dim", "int")),
+        "DETR's learned object queries: a (num, dim) table, expanded over the batch of its input (B, S, dim) -> "
+        "(B, num, dim).",
+        weights=lambda a: {"weight": (a["num"], a["dim"])}, shape=_queries_shape, check=_check_positive("num", "dim"),
+        saves="none",
     ),
 ]
 

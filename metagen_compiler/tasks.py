@@ -21,6 +21,13 @@ class Task:
     output: str  # name of the model's output tensor
     describes: str  # what the output holds, for diagnostics and docs
     fits: tuple[str, ...]  # output modalities that fit
+    # a head of several outputs: their names (the first is `output`); else `output`, or output_<i>
+    outputs: tuple[str, ...] = ()
+    # a loss other than `loss` for the families whose head slot is this block (DETR's set matching)
+    head_losses: tuple[tuple[str, str], ...] = ()
+
+    def loss_for(self, head_block: str) -> str:
+        return dict(self.head_losses).get(head_block, self.loss)
 
 
 TASK_SPECS: dict[str, Task] = {
@@ -60,5 +67,8 @@ TASK_SPECS: dict[str, Task] = {
         Task("denoising", "diffusion_mse", ("noise_mse", "x0_mse"), "noise",
              "the noise predicted in the noisy input x_t at timestep t (B, C, H, W); sampling runs the reverse process",
              ("image", "video")),
+        Task("object_detection", "dense_detection", ("map_50", "recall_50"), "logits",
+             "per-candidate class logits (B, candidates, classes) and boxes (B, candidates, 4)",
+             ("bounding_boxes",), outputs=("logits", "boxes"), head_losses=(("detr_head", "set_detection"),)),
     )
 }

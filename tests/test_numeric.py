@@ -55,6 +55,9 @@ SMALL = {
                             d_model=64, heads=2, mlp_dim=128, hidden=32),
     "std.video.divided": dict(frames=4, image_size=32, tubelet=2, patch_size=8, layers=2, d_model=64, heads=2,
                               mlp_dim=128),
+    "std.detection.yolo": dict(image_size=64, width=8, depth=1),
+    "std.detection.detr": dict(image_size=64, width=8, depths=(1, 1, 1, 1), d_model=64, heads=2, ffn=128, layers=2,
+                               decoder_layers=2, num_queries=10),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -142,7 +145,12 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "link_prediction": lambda: (c.nodes, c.embedding_dim),
         "graph_classification": lambda: (c.graphs, c.num_classes),
     }
-    if task in expected:
+    if task == "object_detection":  # class logits and boxes per candidate: YOLO's cells of 3 levels, DETR's queries
+        logits, boxes = out
+        detr = report["family"] == "std.detection.detr"
+        n = c.num_queries if detr else sum((c.image_size // s) ** 2 for s in (8, 16, 32))
+        assert tuple(logits.shape) == (2, n, c.num_classes + detr) and tuple(boxes.shape) == (2, n, 4)
+    elif task in expected:
         assert tuple(out.shape) == expected[task]()
     elif task in ("anomaly_detection", "denoising"):  # the reconstruction, the predicted noise: the input's shape
         assert out.shape == mod.example_inputs(model, batch_size=2)[0].shape

@@ -35,9 +35,11 @@ def check(comp, mod, batch: int = 2) -> None:  # type: ignore[no-untyped-def]
     assert sum(p.numel() for p in model.parameters()) == comp.graph.g.graph["estimates"]["params"]
     with torch.no_grad():
         out = model(*mod.example_inputs(model, batch_size=batch))
-    name, t = comp.graph.outputs[0]
-    expect = tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
-    assert tuple(out.shape) == expect
+    outs = out if isinstance(out, tuple) else (out,)  # a head of several outputs (detection: logits, boxes)
+    assert len(outs) == len(comp.graph.outputs)
+    for o, (_name, t) in zip(outs, comp.graph.outputs):
+        expect = tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
+        assert tuple(o.shape) == expect
 
 
 @SETTINGS
@@ -353,6 +355,39 @@ model g {{
   architecture graph.{family} {{
     nodes = {nodes}; edges = {edges}; features = {features}; hidden = {hidden}; layers = {layers}
     graphs = {graphs}{extra}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(width=st.sampled_from([8, 16]), depth=st.integers(1, 2), image=st.sampled_from([32, 64, 96]),
+       classes=st.integers(1, 120), channels=st.integers(1, 3))
+def test_yolo(width, depth, image, classes, channels) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.detection
+model y {{
+  modality image -> bounding_boxes
+  task object_detection {{ num_classes = {classes} }}
+  constraints {{ image_size = {image}; channels = {channels} }}
+  architecture detection.yolo {{ width = {width}; depth = {depth} }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), decoder_layers=st.integers(1, 2), heads=st.sampled_from([1, 2, 4]),
+       hd=st.sampled_from([16, 32]), ffn=st.sampled_from([32, 64]), queries=st.integers(1, 12),
+       depths=st.lists(st.integers(1, 2), min_size=4, max_size=4), image=st.sampled_from([32, 64, 96]),
+       classes=st.integers(1, 100))
+def test_detr(layers, decoder_layers, heads, hd, ffn, queries, depths, image, classes) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.detection
+model d {{
+  modality image -> bounding_boxes
+  task object_detection {{ num_classes = {classes} }}
+  constraints {{ image_size = {image} }}
+  architecture detection.detr {{
+    width = 8; depths = {depths}; d_model = {heads * hd}; heads = {heads}; ffn = {ffn}; layers = {layers}
+    decoder_layers = {decoder_layers}; num_queries = {queries}
   }}
 }}"""
     check(*build(src))

@@ -773,6 +773,50 @@ def _graph_mean_pool(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Div", [total, w.unsqueeze(count, [1])])]
 
 
+# ------------------------------------------------------------------ detection
+def _upsample(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # F.interpolate(scale_factor, "nearest"): source pixel floor(dst / factor)
+    f = float(n.args["factor"])
+    attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    return [w.op("Resize", [n.inputs[0], None, w.const(np.array([1.0, 1.0, f, f], np.float32))], attrs)]
+
+
+def _frozen_batchnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    ws = n.weights  # the buffers, initializers named as in the state_dict
+    return [w.op("BatchNormalization", [n.inputs[0], ws["weight"], ws["bias"], ws["running_mean"], ws["running_var"]],
+                 {"epsilon": float(n.args["eps"])})]
+
+
+def _sine_table(height: int, width: int, dim: int, temperature: float) -> np.ndarray:
+    """The table of sine_position_2d in the PyTorch backend: (1, H*W, dim), y features first, sin/cos interleaved."""
+    half = dim // 2
+    scale = 2 * math.pi
+    y = np.arange(1, height + 1, dtype=np.float32) / np.float32(height + 1e-6) * np.float32(scale)
+    x = np.arange(1, width + 1, dtype=np.float32) / np.float32(width + 1e-6) * np.float32(scale)
+    dim_t = (temperature ** (2 * (np.arange(half) // 2) / half)).astype(np.float32)
+    py, px = y[:, None] / dim_t, x[:, None] / dim_t
+    py = np.stack((np.sin(py[:, 0::2]), np.cos(py[:, 1::2])), axis=2).reshape(height, half)
+    px = np.stack((np.sin(px[:, 0::2]), np.cos(px[:, 1::2])), axis=2).reshape(width, half)
+    pos = np.concatenate((np.broadcast_to(py[:, None], (height, width, half)),
+                          np.broadcast_to(px[None], (height, width, half))), axis=2)
+    return pos.reshape(1, height * width, dim).astype(np.float32)
+
+
+def _sine_position_2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # the positions depend on the (fixed) map size only: a constant, expanded over the batch
+    x = n.inputs[0]
+    table = _sine_table(int(n.args["height"]), int(n.args["width"]), _int_dim(n.in_shapes[0], -1, "features"),
+                        float(n.args["temperature"]))
+    return [w.op("Expand", [w.const(table), w.shape(x)])]
+
+
+def _object_queries(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x = n.inputs[0]
+    table = w.unsqueeze(n.weights["weight"], [0])  # (1, num, dim)
+    shape = w.op("Concat", [w.dim(x, 0), w.i64(int(n.args["num"]), int(n.args["dim"]))], {"axis": 0})
+    return [w.op("Expand", [table, shape])]
+
+
 LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "conv2d": _conv2d,
@@ -841,4 +885,8 @@ LOWERINGS: dict[str, Lowering] = {
     "gcn_conv": _gcn_conv,
     "gat_conv": _gat_conv,
     "graph_mean_pool": _graph_mean_pool,
+    "upsample": _upsample,
+    "sine_position_2d": _sine_position_2d,
+    "object_queries": _object_queries,
+    "frozen_batchnorm": _frozen_batchnorm,
 }

@@ -70,6 +70,8 @@ def _init_of(prim: str, args: Mapping[str, Any], local: str, shape: tuple[int, .
                 "A_imag": ("s4d_a_imag", 0.0), "D": ("normal", 1.0)}[local]
     if prim == "moe":
         return "normal", 0.02
+    if prim == "object_queries":  # DETR's nn.Embedding: N(0, 1)
+        return "normal", 1.0
     if prim in ("gcn_conv", "gat_conv"):  # Glorot uniform (nn.init.xavier_uniform_), bias zeros
         return ("zeros", 0.0) if local == "bias" else ("uniform", math.sqrt(6.0 / (shape[-2] + shape[-1])))
     if prim in ("linear", "conv2d", "conv1d", "conv3d", "conv_transpose2d") and local == "bias":

@@ -25,7 +25,7 @@ from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 
 from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
-from .losses import LOSSES, TARGET_INPUT, TIMESTEP_INPUT
+from .losses import LOSS_HELPERS, LOSSES, TARGET_INPUT, TIMESTEP_INPUT
 from .writer import Namespace, Writer, attr_ident, camel, py_ident
 
 __all__ = ["emit_model_py"]
@@ -626,9 +626,10 @@ class PyTorchEmitter:
             if h in self.helpers:
                 out.line("")
                 out.lines.extend(HELPERS[h].rstrip("\n").split("\n"))
-        if LOSSES[spec.loss].helpers:
-            out.line("")
-            out.lines.extend(LOSSES[spec.loss].helpers.rstrip("\n").split("\n"))
+        for h in LOSS_HELPERS:  # what the task's loss, metrics and methods call, in the table's order
+            if h in LOSSES[spec.loss].helpers:
+                out.line("")
+                out.lines.extend(LOSS_HELPERS[h].rstrip("\n").split("\n"))
         for src in self.class_src:
             out.line("")
             out.line("")
@@ -665,6 +666,8 @@ class PyTorchEmitter:
         return [base] if n == 1 else [f"{base}{i}" for i in range(n)]
 
     def _slot_shape(self, role: str) -> str:
+        if role == "head" and len(self.ir.outputs) > 1:  # a head of several outputs: each one's shape
+            return "  # " + ", ".join(fmt_shape(self.ir.shape_of(t)) for _, t in self.ir.outputs)
         last = None
         for n in self.ir.topo():
             if n == role or n.startswith(role + "."):
@@ -726,6 +729,11 @@ class PyTorchEmitter:
         if code.methods:
             w.line("")
             lines(code.methods)
+        if code.source_methods:  # more methods of the model, verbatim (detection's detect())
+            w.line("")
+            for ln in code.source_methods.strip("\n").split("\n"):
+                w.line(ln)
+
 
     def _gen_examples(self, out: Writer, model_cls: str) -> None:
         spec, ir = self.spec, self.ir

@@ -39,6 +39,8 @@ MODULES: dict[str, str] = {
                               "bidirectional={bidirectional})",
     "sinusoid_embedding": "SinusoidEmbedding({length}, {dim})",
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
+    "object_queries": "ObjectQueries({num}, {dim})",
+    "frozen_batchnorm": "FrozenBatchNorm2d({channels}?, eps={eps})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -85,6 +87,8 @@ FUNCTIONAL: dict[str, str] = {
     "sub": "{a} - {b}",
     "drop_prefix": "{x}[:, {count}:]",
     "mul": "{a} * {b}",
+    "upsample": "F.interpolate({x}, scale_factor={factor}, mode='nearest')",
+    "sine_position_2d": "sine_position_2d({x}, {height}, {width}?, temperature={temperature})",
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
@@ -504,6 +508,48 @@ def timestep_embedding(t, dim: int, flip_sin_to_cos: bool = True, shift: float =
     sin, cos = torch.sin(arg), torch.cos(arg)
     return torch.cat((cos, sin) if flip_sin_to_cos else (sin, cos), dim=-1)
 ''',
+    "sine_position_2d": '''
+def sine_position_2d(x, height: int, width: int, temperature: float = 10000.0):
+    """DETR's sine positions (PositionEmbeddingSine, normalised) of a height x width map, for tokens (B, H*W, D)."""
+    n = x.shape[-1] // 2  # features per axis: y first, then x
+    scale = 2 * math.pi
+    y = torch.arange(1, height + 1, dtype=torch.float32, device=x.device) / (height + 1e-6) * scale  # (H,)
+    xs = torch.arange(1, width + 1, dtype=torch.float32, device=x.device) / (width + 1e-6) * scale  # (W,)
+    dim_t = temperature ** (2 * (torch.arange(n, device=x.device) // 2) / n)  # (n,)
+    py, px = y[:, None] / dim_t, xs[:, None] / dim_t  # (H, n), (W, n)
+    py = torch.stack((py[:, 0::2].sin(), py[:, 1::2].cos()), dim=2).flatten(1)  # sin, cos interleaved
+    px = torch.stack((px[:, 0::2].sin(), px[:, 1::2].cos()), dim=2).flatten(1)
+    pos = torch.cat((py[:, None, :].expand(height, width, n), px[None, :, :].expand(height, width, n)), dim=2)
+    return pos.reshape(1, height * width, 2 * n).to(x.dtype).expand(x.shape[0], -1, -1)  # (B, H*W, D)
+''',
+    "FrozenBatchNorm2d": '''
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine, all buffers (DETR's FrozenBatchNorm2d): x * scale + shift."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(channels))
+        self.register_buffer("bias", torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x):
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale[:, None, None] + shift[:, None, None]
+''',
+    "ObjectQueries": '''
+class ObjectQueries(nn.Module):
+    """DETR's learned object queries (num, dim), N(0, 1) as nn.Embedding, expanded over the batch."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num, dim))
+
+    def forward(self, x):
+        return self.weight[None].expand(x.shape[0], -1, -1)  # (B, num, dim)
+''',
     "auxiliary_loss": '''
 def auxiliary_loss(model: nn.Module):
     """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
@@ -524,4 +570,5 @@ def helper_deps(prim: str) -> list[str]:
             "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
             "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"],
-            "timestep_embedding": ["timestep_embedding"]}.get(prim, [])
+            "timestep_embedding": ["timestep_embedding"], "sine_position_2d": ["sine_position_2d"],
+            "object_queries": ["ObjectQueries"], "frozen_batchnorm": ["FrozenBatchNorm2d"]}.get(prim, [])

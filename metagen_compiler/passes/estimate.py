@@ -65,7 +65,7 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W);
     groupnorm: mean and rstd per sample and group (B x groups);
     rmsnorm: rstd per row and the normalised tensor before the weight;
-    batchnorm, batchnorm1d: mean and invstd per channel;
+    batchnorm, batchnorm1d: mean and invstd per channel; frozen_batchnorm: its scale per channel;
     reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent);
     sdpa: the log-sum-exp per query row (flash attention);
     maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
@@ -91,6 +91,8 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 3 * 4 * math.prod(outs[0])
     if op in ("batchnorm", "batchnorm1d"):
         return 2 * 4 * int(args["channels"])
+    if op == "frozen_batchnorm":  # the per-channel scale x is multiplied by
+        return 4 * int(args["channels"])
     if op == "sdpa":
         b, t, _ = ins[0]
         return 4 * b * int(args["heads"]) * t
@@ -181,13 +183,13 @@ def _folded_nodes(ir: GraphIR) -> set[str]:
     folded: set[str] = set()
     for n in ir.topo():
         d = g.nodes[n]
-        if d["op"] not in ("batchnorm", "relu"):
+        if d["op"] not in ("batchnorm", "frozen_batchnorm", "relu"):
             continue
         (src,) = [t.node for t in ir.in_tensors(n)]
         if g.out_degree(src) != 1:
             continue
         s_op = g.nodes[src]["op"]
-        if s_op == "conv2d" or (d["op"] == "relu" and s_op == "batchnorm" and src in folded):
+        if s_op == "conv2d" or (d["op"] == "relu" and s_op in ("batchnorm", "frozen_batchnorm") and src in folded):
             folded.add(n)
     return folded
 

@@ -35,7 +35,7 @@ class HeadsPass:
                                  f"{task.describes.split(' (')[0]}", span,
                                  hint=f"task `{spec.task}` outputs: {', '.join(task.fits)}")
         spec.head = SlotIR("head", spec.task, slot.layer, slot.span)
-        spec.loss = task.loss
+        spec.loss = task.loss_for(slot.layer.callee.dotted.rsplit('.', 1)[-1])
         spec.metrics = list(task.metrics)
 
     def dump(self, comp: Compilation) -> str:

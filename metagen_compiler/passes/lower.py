@@ -68,8 +68,10 @@ class LowerPass:
         except EvalError as e:
             bag.error(e.code, e.message, e.span, hint=e.hint)
             return
-        name = TASK_SPECS[spec.task].output
-        outputs = [(name if len(outs) == 1 else f"{name}_{i}", t) for i, t in enumerate(outs)]
+        task = TASK_SPECS[spec.task]
+        names = task.outputs if len(task.outputs) == len(outs) else [
+            task.output if len(outs) == 1 else f"{task.output}_{i}" for i in range(len(outs))]
+        outputs = list(zip(names, outs))
         for _n, d in b.g.nodes(data=True):  # the parameter tensors each node owns, by name
             d["weights"] = PRIMITIVES[d["op"]].weights(d["args"]) if d.get("module") else {}
         ir = GraphIR(b.g, b.modules, inputs, outputs, [], symbols, spec)
