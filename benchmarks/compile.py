@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -70,6 +71,17 @@ def measure(spec: Path, name: str, repeat: int, extra: list[str]) -> dict[str, o
                 "nodes": nodes_of(out, name), "runs": repeat}
 
 
+def _line(xs: list[float], ys: list[float]) -> dict[str, float]:
+    """Least-squares line y = a + b x, its r^2 and the largest residual relative to y."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
+    ss_tot = sum((y - my) ** 2 for y in ys) or 1.0
+    return {"intercept": a, "slope": b, "r2": 1 - ss_res / ss_tot,
+            "max_rel_residual": max(abs(y - a - b * x) / y for x, y in zip(xs, ys))}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
@@ -78,6 +90,12 @@ def main() -> int:
     args = ap.parse_args()
     repeat = 1 if args.quick else args.repeat
     rows = []
+    # the interpreter alone (site imports included): the floor under every whole-process time below
+    startup = []
+    for _ in range(max(3, repeat)):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        startup.append(time.perf_counter() - t0)
     examples = sorted((ROOT / "examples").glob("*.msl"))
     if args.quick:
         examples = examples[:2]
@@ -94,6 +112,7 @@ def main() -> int:
             p = Path(d) / f"depth_{n}.msl"
             p.write_text(DEPTH_SPEC.format(n=n))
             rows.append({"group": "depth", "layers": n, **measure(p, f"depth_{n}", repeat, [])})
+    print(f"python -c pass: median {statistics.median(startup):.3f} s (interpreter start-up, in every row)")
     print(f"{'group':8} {'spec':22} {'median s':>9} {'min s':>7} {'peak MB':>8} {'nodes':>6}")
     for r in rows:
         print(f"{r['group']:8} {r['spec']:22} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['peak_rss_mb']:8.1f} {r['nodes']:6}")
@@ -101,11 +120,20 @@ def main() -> int:
     if len(dep) >= 2:
         a, b = dep[0], dep[-1]
         ratio_nodes = b["nodes"] / a["nodes"]  # type: ignore[operator]
-        ratio_time = (b["median_s"] - 0) / a["median_s"]  # type: ignore[operator]
+        ratio_time = b["median_s"] / a["median_s"]  # type: ignore[operator]
         print(f"depth {a['layers']} -> {b['layers']}: nodes x{ratio_nodes:.2f}, time x{ratio_time:.2f} "
               f"(layers x{b['layers'] / a['layers']:.0f})")  # type: ignore[operator]
+    linear = {}
+    if len(dep) >= 3:
+        for key in ("nodes", "median_s"):
+            fit = _line([float(r["layers"]) for r in dep], [float(r[key]) for r in dep])  # type: ignore[arg-type]
+            linear[key] = fit
+            print(f"{key:9} = {fit['intercept']:.4g} + {fit['slope']:.4g} x layers   (r^2 {fit['r2']:.4f}, "
+                  f"largest residual {fit['max_rel_residual'] * 100:.1f}%)")
     result = {"benchmark": "compile", "python": platform.python_version(), "machine": platform.machine(),
-              "cpus": __import__("os").cpu_count(), "quick": args.quick, "rows": rows}
+              "cpus": os.cpu_count(), "load_average": list(os.getloadavg()), "quick": args.quick,
+              "backends": "default (pytorch, latex)", "interpreter_startup_s": statistics.median(startup),
+              "depth_fit": linear, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -1,8 +1,10 @@
 """Generated-model speed on CPU, against reference implementations, in one run.
 
 - GPT-2 small training step (forward, backward, AdamW step): generated vs transformers' GPT2LMHeadModel.
-- ResNet-50 and ViT-B/16 inference: generated vs transformers' ResNetForImageClassification and
-  ViTForImageClassification (same architectures and parameter counts as torchvision's).
+- ResNet-50 and ViT-B/16 inference: generated vs torchvision's resnet50 and VisionTransformer where
+  torchvision imports beside the installed torch (a separate environment: see README), and always vs
+  transformers' ResNetForImageClassification and ViTForImageClassification (same architectures and
+  parameter counts as torchvision's).
 - onnxruntime vs torch eager for the same generated models (the ONNX backend's model.onnx).
 Prints a table and writes benchmarks/results/models.json. Ratios < 1 mean the generated model is faster.
 Usage: python benchmarks/models.py [--quick]   (--quick: small sizes, one measured iteration; CI smoke)
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import sys
@@ -35,14 +38,35 @@ def load(path: Path, name: str) -> ModuleType:
 
 
 def timeit(fn: Callable[[], Any], warmup: int, iters: int) -> float:
+    return timepair(fn, None, warmup, iters)[0]
+
+
+def timepair(fa: Callable[[], Any], fb: Callable[[], Any] | None, warmup: int,
+             iters: int) -> tuple[float, float]:
+    """Median seconds of `fa` and of `fb`, run alternately (a, b, a, b, ...) so that a change in the
+    machine's load during the run falls on both alike."""
+    fns = [fa] if fb is None else [fa, fb]
     for _ in range(warmup):
-        fn()
-    ts = []
+        for f in fns:
+            f()
+    ts: list[list[float]] = [[] for _ in fns]
     for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        for f, acc in zip(fns, ts):
+            t = time.perf_counter()
+            f()
+            acc.append(time.perf_counter() - t)
+    meds = [statistics.median(acc) for acc in ts]
+    return meds[0], (meds[1] if fb is not None else 0.0)
+
+
+def torchvision_or_none() -> ModuleType | None:
+    """torchvision where it imports beside this torch (PyPI's wheel needs a matching torch build)."""
+    try:
+        import torchvision
+
+        return torchvision
+    except Exception:  # noqa: BLE001 - an ImportError, or a RuntimeError from a mismatched build
+        return None
 
 
 def main() -> int:
@@ -91,35 +115,46 @@ def main() -> int:
         opt_r = torch.optim.AdamW(ref.parameters(), lr=1e-4)
         model.train()
         ref.train()
-        t_gen = timeit(step(model, lambda: model.loss({"text": tokens}), opt_g), warm, iters)
-        t_ref = timeit(step(ref, lambda: ref(tokens, labels=tokens).loss, opt_r), warm, iters)
+        t_gen, t_ref = timepair(step(model, lambda: model.loss({"text": tokens}), opt_g),
+                                step(ref, lambda: ref(tokens, labels=tokens).loss, opt_r), warm, iters)
         rows.append({"model": "gpt2", "what": f"training step, batch {batch} x {seq}", "params_generated": n_gen,
                      "params_reference": n_ref, "reference": "transformers GPT2LMHeadModel",
                      "generated_s": t_gen, "reference_s": t_ref, "ratio": t_gen / t_ref})
 
         # ---------------------------------------------------------------- vision inference
-        refs = {
-            "resnet50": lambda m: hf.ResNetForImageClassification(hf.ResNetConfig(
-                embedding_size=m.config.width, hidden_sizes=[m.config.width * 4 * 2**i for i in range(4)],
-                depths=list(m.config.depths), layer_type="bottleneck", num_labels=m.config.num_classes)),
-            "vit_b_16": lambda m: hf.ViTForImageClassification(hf.ViTConfig(
+        refs: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {
+            "resnet50": [("transformers ResNetForImageClassification", lambda m: hf.ResNetForImageClassification(
+                hf.ResNetConfig(embedding_size=m.config.width, hidden_sizes=[m.config.width * 4 * 2**i for i in range(4)],
+                                depths=list(m.config.depths), layer_type="bottleneck", num_labels=m.config.num_classes)))],
+            "vit_b_16": [("transformers ViTForImageClassification", lambda m: hf.ViTForImageClassification(hf.ViTConfig(
                 hidden_size=m.config.d_model, num_hidden_layers=m.config.layers, num_attention_heads=m.config.heads,
                 intermediate_size=m.config.mlp_dim, image_size=m.config.image_size, patch_size=m.config.patch_size,
-                num_labels=m.config.num_classes)),
+                num_labels=m.config.num_classes)))],
         }
+        tv = torchvision_or_none()
+        if tv is not None:
+            if not q:  # torchvision's ResNet has a fixed stem width (64): the full-size model only
+                refs["resnet50"].insert(0, ("torchvision resnet50", lambda m: tv.models.resnet50(
+                    num_classes=m.config.num_classes)))
+            refs["vit_b_16"].insert(0, ("torchvision VisionTransformer", lambda m: tv.models.VisionTransformer(
+                image_size=m.config.image_size, patch_size=m.config.patch_size, num_layers=m.config.layers,
+                num_heads=m.config.heads, hidden_dim=m.config.d_model, mlp_dim=m.config.mlp_dim,
+                num_classes=m.config.num_classes)))
         vb = 2 if q else 8
         for name in ("resnet50", "vit_b_16"):
             gen = load(out / name / "model.py", f"bench_{name}")
             model = gen.build_model().eval()
-            ref = refs[name](model).eval()
             (x,) = gen.example_inputs(model, batch_size=vb)
-            with torch.inference_mode():
-                t_gen = timeit(lambda: model(x), warm, iters)
-                t_ref = timeit(lambda: ref(pixel_values=x), warm, iters)
-            rows.append({"model": name, "what": f"inference, batch {vb}", "reference": f"transformers {type(ref).__name__}",
-                         "params_generated": sum(p.numel() for p in model.parameters()),
-                         "params_reference": sum(p.numel() for p in ref.parameters()),
-                         "generated_s": t_gen, "reference_s": t_ref, "ratio": t_gen / t_ref})
+            for label, make in refs[name]:
+                ref = make(model).eval()
+                call = (lambda r: lambda: r(x))(ref) if label.startswith("torchvision") else \
+                    (lambda r: lambda: r(pixel_values=x))(ref)
+                with torch.inference_mode():
+                    t_gen, t_ref = timepair(lambda: model(x), call, warm, iters)
+                rows.append({"model": name, "what": f"inference, batch {vb}", "reference": label,
+                             "params_generated": sum(p.numel() for p in model.parameters()),
+                             "params_reference": sum(p.numel() for p in ref.parameters()),
+                             "generated_s": t_gen, "reference_s": t_ref, "ratio": t_gen / t_ref})
 
         # ---------------------------------------------------------------- onnxruntime vs torch eager
         import onnxruntime as ort
@@ -132,8 +167,7 @@ def main() -> int:
             sess = ort.InferenceSession(str(out / name / "model.onnx"), providers=["CPUExecutionProvider"])
             feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
             with torch.inference_mode():
-                t_torch = timeit(lambda: model(*inputs), warm, iters)
-            t_ort = timeit(lambda: sess.run(None, feed), warm, iters)
+                t_ort, t_torch = timepair(lambda: sess.run(None, feed), lambda: model(*inputs), warm, iters)
             rows.append({"model": name, "what": f"onnxruntime vs torch eager, batch {b}", "reference": "torch eager",
                          "generated_s": t_ort, "reference_s": t_torch, "ratio": t_ort / t_torch})
 
@@ -142,6 +176,7 @@ def main() -> int:
         print(f"{r['model']:10} {r['what']:38} {r['generated_s']:12.4f} {r['reference_s']:12.4f} {r['ratio']:7.3f}  "
               f"{r['reference']}")
     result = {"benchmark": "models", "quick": q, "torch": torch.__version__, "transformers": hf.__version__,
+              "torchvision": getattr(tv, "__version__", None), "load_average": list(os.getloadavg()),
               "threads": torch.get_num_threads(), "python": platform.python_version(), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -62,6 +62,27 @@ def _model(nodes: list[Any], inputs: list[Any], output: Any) -> Any:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+# non-matmul primitives timed for the `vector` rate (weightless, so they lower without initializers)
+VECTOR_OPS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("softmax", {}), ("gelu", {"approximate": "none"}), ("gelu", {"approximate": "tanh"}), ("silu", {}),
+    ("sigmoid", {}), ("tanh", {}),
+)
+
+
+def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...]) -> Any:
+    """A one-primitive ONNX model, x -> y, through the ONNX backend's own lowering of `op`."""
+    import onnx_ir as ir
+
+    from metagen_backends.onnx.lowering import LOWERINGS, NodeCtx
+    from metagen_backends.onnx.writer import GraphWriter
+
+    w = GraphWriter(17)
+    x = ir.Value(name="x", shape=ir.Shape(list(shape)), type=ir.TensorType(ir.DataType.FLOAT))
+    (y,) = LOWERINGS[op](w, NodeCtx("n", op, args, [x], [shape], [shape], {}))
+    graph = ir.Graph([x], [y], nodes=w.nodes, opset_imports={"": 17}, name="calibrate")
+    return ir.serde.serialize_model(ir.Model(graph, ir_version=8))
+
+
 def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, Any]:
     import numpy as np
     from onnx import TensorProto, helper
@@ -98,8 +119,64 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
                helper.make_tensor_value_info("x1", f32, [16]))
     sess = _session(m, threads)
     out["launch"] = max(0.0, _time(lambda: sess.run(None, feed), runs) - out["overhead"])
+    out["vector_ops"] = _vector(threads, runs, quick)
+    out["vector"] = statistics.median(out["vector_ops"].values())
     # typical, not best: models run skinny and square matmuls alike, and the median resists noise
     out["fp32"] = statistics.median(out["matmul"].values())
+    out["attention"] = _attention(threads, runs, quick, out["launch"] + out["overhead"])
+    # per-product FLOPs at which a small product reaches half the peak: thr = fp32 * v / (v + half)
+    out["matmul_half"] = statistics.median(max(0.0, v * (out["fp32"] / thr - 1))
+                                           for v, thr in out["attention"].values())
+    return out
+
+
+# (T, head dim): the per-(batch, head) products of attention, Q K^T (T x d x T), 16 of them in one batched MatMul
+ATTENTION_SHAPES = ((32, 64), (64, 64), (128, 64), (256, 64))
+
+
+def _attention(threads: int, runs: int, quick: bool, fixed_s: float) -> dict[str, tuple[float, float]]:
+    """Batched small products as attention runs them: {shape: (FLOPs per product, FLOP/s)}, the fixed
+    cost of a call taken off."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    f32 = TensorProto.FLOAT
+    g = 16
+    out = {}
+    for t, dh in ATTENTION_SHAPES[:2] if quick else ATTENTION_SHAPES:
+        m = _model([helper.make_node("MatMul", ["q", "k"], ["s"])],
+                   [helper.make_tensor_value_info("q", f32, [g, t, dh]), helper.make_tensor_value_info("k", f32, [g, dh, t])],
+                   helper.make_tensor_value_info("s", f32, [g, t, t]))
+        sess = _session(m, threads)
+        feed = {"q": rng.standard_normal((g, t, dh), dtype=np.float32),
+                "k": rng.standard_normal((g, dh, t), dtype=np.float32)}
+        v = 2.0 * t * dh * t
+        secs = max(_time(lambda: sess.run(None, feed), runs) - fixed_s, 1e-9)
+        out[f"{g}x{t}x{dh}x{t}"] = (v, g * v / secs)
+    return out
+
+
+def _vector(threads: int, runs: int, quick: bool) -> dict[str, float]:
+    """Non-matmul throughput: each primitive below, lowered by the ONNX backend as the models are, on a
+    (512, 1024) tensor; rate = the estimator's own `flops_other` for that primitive (primitives.py) per
+    second measured, so that estimate and measurement count alike."""
+    import numpy as np
+
+    from metagen_compiler.primitives import PRIMITIVES
+
+    shape = (128, 1024) if quick else (512, 1024)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    out = {}
+    for op, args in VECTOR_OPS:
+        prim = PRIMITIVES[op]
+        full = {p.name: p.default for p in prim.params} | args
+        _, other = prim.flops(full, [shape], [shape])
+        model = _lowered(op, full, shape)
+        sess = _session(model, threads)
+        out[op + ("" if not args else "(" + ",".join(f"{k}={v}" for k, v in args.items()) + ")")] = \
+            other / _time(lambda: sess.run(None, {"x": x}), runs)
     return out
 
 
@@ -108,6 +185,8 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mm = ", ".join(f"{n} {v / 1e9:.1f}" for n, v in m["matmul"].items())
+    vec = ", ".join(f"{n} {v / 1e9:.2f}" for n, v in m["vector_ops"].items())
+    att = ", ".join(f"{n} {thr / 1e9:.1f} GFLOP/s" for n, (_, thr) in m["attention"].items())
     return (
         "msl 1\n"
         f"# Measured by `metagenc calibrate` on {when}, host {platform.node() or 'unknown'} "
@@ -116,11 +195,14 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         f"# fp32: median MatMul throughput over these shapes, GFLOP/s by M x K x N: {mm};\n"
         "# bandwidth: large elementwise Add, bytes read + written per second;\n"
         "# overhead: per node in a chain of 200 tiny Adds; launch: one run of a one-node graph, less overhead.\n"
+        f"# vector: non-matmul primitives as lowered to ONNX, the estimator's FLOPs per second, median of: {vec};\n"
+        f"# matmul_half: FLOPs per product at which attention's batched small products reach half of fp32: {att}.\n"
         "# efficiency = 1.0: measured, not published peaks.\n"
         f"device {name} {{\n"
         f'  name = "this machine (calibrated, {threads} thread{"s" if threads != 1 else ""})"\n'
         f"  fp32 = {m['fp32']:.4g}; bf16 = {m['fp32']:.4g}; fp16 = {m['fp32']:.4g}\n"
         f"  bandwidth = {m['bandwidth']:.4g}; overhead = {m['overhead'] * 1e6:.3g}us; launch = {m['launch'] * 1e6:.3g}us\n"
+        f"  vector = {m['vector']:.4g}; matmul_half = {m['matmul_half']:.4g}\n"
         "  efficiency = 1.0\n"
         "}\n"
     )

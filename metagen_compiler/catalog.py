@@ -27,7 +27,7 @@ TASKS = (
     "time_series_forecast", "anomaly_detection", "speech_recognition", "policy_gradient", "value_based",
     "actor_critic", "model_based", "node_classification", "link_prediction", "graph_classification",
     "recommendation", "multimodal_classification", "multimodal_generation", "multimodal_retrieval",
-    "question_answering", "retrieval_generation", "document_qa",
+    "question_answering", "retrieval_generation", "document_qa", "denoising",
 )
 
 OBJECTIVES = (
@@ -82,9 +82,15 @@ TASK_FIELDS = {
 # A seeds-style family name (`transformer`, `cnn`) picks a stdlib family by the input modality.
 # (group, input modality) -> (stdlib module, family qualname). `None` modality = any.
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
-    "transformer": (("image", "vision.vit"), ("text", "transformer.decoder"), (None, "transformer.decoder")),
+    # keys: an input modality, `a+b` for several, `@name` where the objective or task decides (check.py `_fits`)
+    "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
+                    ("text", "transformer.decoder"), (None, "transformer.decoder")),
+    "clip": (("image+text", "multimodal.clip"),),
+    "vlm": (("image+text", "vlm.vlm"),),
+    "video": (("video", "video.divided"),),
+    "timesformer": (("video", "video.divided"),),
     "vit": (("image", "vision.vit"),),
-    "cnn": (("image", "vision.resnet"),),
+    "cnn": (("image", "vision.resnet"), ("image", "detection.yolo")),  # the first that fits the input; YOLO by variant
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
     "hybrid": (("image", "vision.hybrid"),),
@@ -99,8 +105,15 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "s4d": (("text", "ssm.s4d"),),
     "moe": (("text", "moe.decoder"),),
     "mixtral": (("text", "moe.decoder"),),
-    "gcn": (("graph", "graph.gcn"),),
-    "gat": (("graph", "graph.gat"),),
+    "gnn": (("graph@graph_classification", "graph.gcn_graph"), ("graph", "graph.gcn"),
+            ("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
+    "gcn": (("graph@graph_classification", "graph.gcn_graph"), ("graph", "graph.gcn")),
+    "gat": (("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
+    "diffusion": (("image", "diffusion.unet"),),
+    "unet": (("image", "diffusion.unet"),),
+    "yolo": (("image", "detection.yolo"),),
+    "yolo_v8": (("image", "detection.yolo"),),  # the seeds' variant name: the anchor-free YOLO family
+    "detr": (("image", "detection.detr"),),
     "dqn": (("image", "rl.nature_cnn"), ("tabular", "rl.mlp_agent")),
     "world_model": (("tabular", "rl.world_model"),),
     "two_tower": (("user", "recsys.two_tower"),),

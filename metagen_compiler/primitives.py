@@ -172,6 +172,29 @@ def _conv2d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[
     return mm, numel(o[0]) if a["bias"] else 0
 
 
+def _triple(v: Any) -> tuple[int, int, int]:
+    if isinstance(v, tuple):
+        if len(v) != 3:
+            raise ShapeError(f"expects one size or three (time, height, width), got {v}")
+        return (int(v[0]), int(v[1]), int(v[2]))
+    return (int(v), int(v), int(v))
+
+
+def _conv3d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 5:
+        raise ShapeError(f"expects (B, C, T, H, W), got {fmt_shape(x)}")
+    if not _same(x[1], a["in_channels"]):
+        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    k, st, p = _triple(a["kernel"]), _triple(a["stride"]), _triple(a["padding"])
+    return [(x[0], a["out_channels"], *(_conv_out(x[2 + i], k[i], st[i], p[i]) for i in range(3)))]
+
+
+def _conv3d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    per_out = (a["in_channels"] // a["groups"]) * math.prod(_triple(a["kernel"]))
+    return 2 * numel(o[0]) * per_out, numel(o[0]) if a["bias"] else 0
+
+
 def _pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
     if len(x) != 4:
@@ -359,10 +382,51 @@ def _rope_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 
 def _binary_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    """Equal shapes, or broadcasting over dims of size 1 (a per-channel (B, C, 1, 1) added to (B, C, H, W))."""
     x, y = s
-    if len(x) != len(y) or any(not _same(p, q) for p, q in zip(x, y)):
+    if len(x) != len(y) or any(not _same(p, q) and 1 not in (p, q) for p, q in zip(x, y)):
         raise ShapeError(f"operands have shapes {fmt_shape(x)} and {fmt_shape(y)}")
-    return [tuple(p if isinstance(p, int) else q for p, q in zip(x, y))]
+    return [tuple(q if p == 1 else p if q == 1 or isinstance(p, int) else q for p, q in zip(x, y))]
+
+
+def _groupnorm_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) < 2 or not _same(x[1], a["channels"]):
+        raise ShapeError(f"expects (B, {a['channels']}, ...), got {fmt_shape(x)}")
+    return [x]
+
+
+def _groupnorm_check(a: Mapping[str, Any]) -> str | None:
+    msg = _check_positive("groups", "channels")(a)
+    if msg:
+        return msg
+    if a["channels"] % a["groups"]:
+        return f"groups must divide channels, got {a['groups']} groups of {a['channels']} channels"
+    return None
+
+
+def _timestep_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 1:
+        raise ShapeError(f"expects one timestep per sample (B,), got {fmt_shape(x)}")
+    return [(x[0], a["dim"])]
+
+
+def _drop_prefix_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    n = int(a["count"])
+    if len(x) < 2:
+        raise ShapeError(f"expects (B, T, ...), got {fmt_shape(x)}")
+    t = x[1]
+    if isinstance(t, int):
+        if t <= n:
+            raise ShapeError(f"cannot drop {n} of {t} positions")
+        rest: Dim = t - n
+    elif t.startswith(f"{n}+"):  # the length a concat after an n-position prefix made
+        rest = t[len(f"{n}+"):]
+    else:
+        rest = f"{t}-{n}"
+    return [(x[0], rest, *x[2:])]
 
 
 def _rnn_weights(a: Mapping[str, Any], gates: int) -> dict[str, tuple[int, ...]]:
@@ -522,7 +586,19 @@ def _unflatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
     if not 0 <= dim < len(x):
         raise ShapeError(f"cannot unflatten dim {a['dim']} of {fmt_shape(x)}")
-    if isinstance(x[dim], int) and x[dim] != math.prod(sizes):
+    if -1 in sizes:  # one size inferred: the dim over the product of the others
+        known = math.prod(v for v in sizes if v != -1)
+        d = x[dim]
+        if isinstance(d, int):
+            if d % known:
+                raise ShapeError(f"cannot unflatten {d} into {fmt_shape(sizes)}: {known} does not divide it")
+            rest: Dim = d // known
+        elif d.endswith(f"*{known}"):  # (B*s) -> (B, s): the symbol a flatten made
+            rest = d[: -len(f"*{known}")]
+        else:
+            rest = f"({d})//{known}"
+        sizes = tuple(rest if v == -1 else v for v in sizes)
+    elif isinstance(x[dim], int) and x[dim] != math.prod(sizes):
         raise ShapeError(f"cannot unflatten {x[dim]} into {fmt_shape(sizes)} ({math.prod(sizes)} elements)")
     return [x[:dim] + tuple(sizes) + x[dim + 1:]]
 
@@ -538,7 +614,9 @@ def _reparameterize_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 def _check_sizes(a: Mapping[str, Any]) -> str | None:
     if not isinstance(a["sizes"], tuple):
         return f"sizes must be a tuple such as (4, 4), got {a['sizes']}"
-    return _check_positive("sizes")(a)
+    if list(a["sizes"]).count(-1) > 1:
+        return f"at most one size may be -1 (inferred), got {a['sizes']}"
+    return _check_positive("sizes")({**a, "sizes": tuple(v for v in a["sizes"] if v != -1)})
 
 
 def _check_heads(a: Mapping[str, Any]) -> str | None:
@@ -567,6 +645,19 @@ def _conv_check(a: Mapping[str, Any]) -> str | None:
         return msg
     if a["in_channels"] % a["groups"] or a["out_channels"] % a["groups"]:
         return f"groups ({a['groups']}) must divide in_channels and out_channels"
+    return None
+
+
+def _conv3d_check(a: Mapping[str, Any]) -> str | None:
+    for key in ("kernel", "stride", "padding"):
+        v = a[key]
+        if isinstance(v, tuple) and len(v) != 3:
+            return f"{key} must be one size or three (time, height, width), got {v}"
+    msg = _conv_check({**a, "kernel": 1, "stride": 1})
+    if msg:
+        return msg
+    if min(_triple(a["kernel"]) + _triple(a["stride"])) <= 0 or min(_triple(a["padding"])) < 0:
+        return f"kernel and stride must be positive and padding non-negative, got {a['kernel']}, {a['stride']}, {a['padding']}"
     return None
 
 
@@ -715,6 +806,42 @@ def _graph_pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [(a["graphs"], x[1])]
 
 
+# ------------------------------------------------------------------ detection
+def _concat_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, y = s
+    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    if len(x) != len(y) or not 0 <= dim < len(x) or any(
+            not _same(p, q) for i, (p, q) in enumerate(zip(x, y)) if i != dim):
+        raise ShapeError(f"cannot concatenate {fmt_shape(x)} and {fmt_shape(y)} along dimension {a['dim']}")
+    both = x[dim] + y[dim] if isinstance(x[dim], int) and isinstance(y[dim], int) else f"{x[dim]}+{y[dim]}"
+    return [tuple(both if i == dim else (p if isinstance(p, int) else q) for i, (p, q) in enumerate(zip(x, y)))]
+
+
+def _upsample_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 4:
+        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    return [(x[0], x[1], *(dim_mul(d, a["factor"]) for d in x[2:]))]
+
+
+def _sine_2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["dim"], "dim")(a, s)
+    x = s[0]
+    if len(x) != 3 or (isinstance(x[1], int) and x[1] != a["height"] * a["width"]):
+        raise ShapeError(f"expects (B, height * width = {a['height'] * a['width']}, dim), got {fmt_shape(x)}")
+    return [x]
+
+
+def _sine_2d_check(a: Mapping[str, Any]) -> str | None:
+    return _check_positive("height", "width", "dim")(a) or (
+        None if a["dim"] % 4 == 0 else f"dim must be a multiple of 4 (sin and cos of y and x), got {a['dim']}")
+
+
+def _queries_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    _last(a["dim"], "dim")(a, s)
+    return [(s[0][0], a["num"], a["dim"])]
+
+
 # ------------------------------------------------------------------ the table
 _P = Param
 _PRIMS = [
@@ -733,6 +860,15 @@ _PRIMS = [
         weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), *_pair(a["kernel"]))}
         | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
         shape=_conv2d_shape, flops=_conv2d_flops, check=_conv_check, tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "conv3d",
+        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int_or_tuple"), _P("stride", "int_or_tuple", 1),
+         _P("padding", "int_or_tuple", 0), _P("groups", "int", 1), _P("bias", "bool", True)),
+        "3-D convolution over (B, C, T, H, W): video tubelets, kernel and stride as (time, height, width).",
+        weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), *_triple(a["kernel"]))}
+        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        shape=_conv3d_shape, flops=_conv3d_flops, check=_conv3d_check, tags=frozenset({"mm"}),
     ),
     Primitive(
         "conv1d",
@@ -786,6 +922,30 @@ _PRIMS = [
         "(a Gaussian policy's, beside its state-dependent mean).",
         weights=lambda a: {"log_std": (a["actions"],)},
         shape=lambda a, s: [(s[0][0], a["actions"])], saves="none", check=_check_positive("actions"),
+    ),
+    Primitive(
+        "groupnorm", (_P("groups", "int"), _P("channels", "int"), _P("eps", "float", 1e-5)),
+        "Group normalisation of (B, C, ...): mean and variance over each group of C / groups channels and all "
+        "positions, then a learned scale and shift per channel (U-Nets, diffusion models).",
+        weights=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],)},
+        shape=_groupnorm_shape, flops=_elementwise(5), check=_groupnorm_check, tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "timestep_embedding", (_P("dim", "int"), _P("flip_sin_to_cos", "bool", True), _P("shift", "float", 0.0),
+                               _P("max_period", "float", 10000.0)),
+        "Sinusoidal embedding of integer timesteps (B,) -> (B, dim) (DDPM, diffusers' Timesteps): with half = dim / 2, "
+        "frequencies exp(-ln(max_period) i / (half - shift)) for i < half, sin and cos of t times each (cos first "
+        "if flip_sin_to_cos). No weights.",
+        shape=_timestep_shape, flops=_elementwise(3),
+        check=lambda a: _check_positive("dim")(a) or (
+            None if a["dim"] % 2 == 0 else f"dim must be even, got {a['dim']}"),
+        saves="none",
+    ),
+    Primitive(
+        "concat", (_P("dim", "int", 1),),
+        "Concatenates two tensors along a dim (the channels of (B, C, H, W) by default: a U-Net's skip joined to its "
+        "upsampling path, CSP blocks, PAN necks; dim 1 of tokens: an image prefix before text).",
+        n_inputs=2, shape=_concat_shape, saves="none",
     ),
     Primitive(
         "layer_scale", (_P("dim", "int"), _P("init", "float", 1e-6)),
@@ -970,6 +1130,8 @@ _PRIMS = [
     # tensor arithmetic written with operators: a + b, a * b, a - b
     Primitive("add", (), "Elementwise sum (residual connections).", n_inputs=2, shape=_binary_shape,
               flops=_elementwise(1), saves="none"),
+    Primitive("drop_prefix", (_P("count", "int"),), "Drops the first `count` positions of (B, T, ...): (B, T - count, ...).",
+              shape=_drop_prefix_shape, check=_check_positive("count"), saves="none"),
     Primitive("sub", (), "Elementwise difference.", n_inputs=2, shape=_binary_shape, flops=_elementwise(1), saves="none"),
     Primitive("mul", (), "Elementwise product (gating).", n_inputs=2, shape=_binary_shape, flops=_elementwise(1),
               saves="input"),  # both operands, not the product
@@ -1045,6 +1207,35 @@ _PRIMS = [
         "a graph without nodes gives zeros.",
         n_inputs=2, shape=_graph_pool_shape, flops=lambda a, i, o: (0, numel(i[0]) + i[1][0] + numel(o[0])),
         check=_check_positive("graphs"),
+    ),
+    # detection: feature pyramids (YOLO's CSP and PAN) and DETR's transformer
+    Primitive(
+        "upsample", (_P("factor", "int", 2),),
+        "Nearest-neighbour upsampling of (B, C, H, W) by an integer factor (YOLO's nn.Upsample(scale_factor=2)).",
+        shape=_upsample_shape, check=_check_positive("factor"), saves="none",
+    ),
+    Primitive(
+        "sine_position_2d", (_P("height", "int"), _P("width", "int"), _P("dim", "int"),
+                             _P("temperature", "float", 10000.0)),
+        "DETR's fixed 2-D sine positions of a height x width feature map flattened row-major to (B, H*W, dim): "
+        "normalised cumulative y and x in (0, 2 pi], the first dim / 2 features sin/cos of y (interleaved), the "
+        "rest of x; returns the positions (not added to the input), of its shape.",
+        shape=_sine_2d_shape, check=_sine_2d_check, saves="none",
+    ),
+    Primitive(
+        "frozen_batchnorm", (_P("channels", "int"), _P("eps", "float", 1e-5)),
+        "Batch normalisation of (B, C, H, W) with fixed statistics and affine (DETR's FrozenBatchNorm2d): "
+        "weight, bias, running mean and variance are buffers, not parameters; x * scale + shift in training too.",
+        buffers=lambda a: {"weight": (a["channels"],), "bias": (a["channels"],), "running_mean": (a["channels"],),
+                           "running_var": (a["channels"],)},
+        flops=_elementwise(2), check=_check_positive("channels"), saves="none", tags=frozenset({"module"}),
+    ),
+    Primitive(
+        "object_queries", (_P("num", "int"), _P("dim", "int")),
+        "DETR's learned object queries: a (num, dim) table, expanded over the batch of its input (B, S, dim) -> "
+        "(B, num, dim).",
+        weights=lambda a: {"weight": (a["num"], a["dim"])}, shape=_queries_shape, check=_check_positive("num", "dim"),
+        saves="none",
     ),
 ]
 

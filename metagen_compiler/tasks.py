@@ -25,6 +25,8 @@ class Task:
     # another form of the head, told apart by its number of tensors: (loss, the name of each tensor); a Gaussian
     # policy's (mean, log_std) instead of logits
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # a loss other than the form's for the families whose head slot is this block (DETR's set matching)
+    head_losses: tuple[tuple[str, str], ...] = ()
 
     def form(self, n_outputs: int) -> tuple[str, tuple[str, ...]]:
         """The loss and output names of a head of `n_outputs` tensors."""
@@ -34,6 +36,9 @@ class Task:
         if len(self.outputs) == n_outputs:
             return self.loss, self.outputs
         return self.loss, (self.output,) if n_outputs == 1 else tuple(f"{self.output}_{i}" for i in range(n_outputs))
+
+    def loss_for(self, head_block: str) -> str:
+        return dict(self.head_losses).get(head_block, self.loss)
 
 
 TASK_SPECS: dict[str, Task] = {
@@ -47,6 +52,8 @@ TASK_SPECS: dict[str, Task] = {
              ("regression", "label")),
         Task("sequence_labeling", "token_cross_entropy", ("token_accuracy", "macro_f1"), "logits",
              "per-token label logits (B, T, num_classes)", ("label", "text")),
+        Task("question_answering", "span_cross_entropy", ("exact_match", "span_f1"), "logits",
+             "start and end logits of the answer span per token (B, T, 2)", ("text", "label")),
         Task("embedding", "in_batch_contrastive", ("recall_at_1", "mean_reciprocal_rank"), "embedding",
              "one embedding per input (B, d)", ("embedding",)),
         Task("time_series_forecast", "forecast_mse", ("mae", "rmse", "mape"), "forecast",
@@ -64,6 +71,8 @@ TASK_SPECS: dict[str, Task] = {
              "class logits per node (N, num_classes)", ("label",)),
         Task("link_prediction", "link_bce", ("roc_auc", "accuracy"), "embedding",
              "node embeddings (N, embedding_dim); a candidate edge (i, j) scores z_i . z_j", ("embedding", "label")),
+        Task("multimodal_classification", "cross_entropy", ("accuracy", "top5_accuracy"), "logits",
+             "class logits from all the inputs together (B, num_classes)", ("label",)),
         Task("graph_classification", "graph_cross_entropy", ("accuracy", "top5_accuracy"), "logits",
              "class logits per graph (graphs, num_classes)", ("label",)),
         Task("policy_gradient", "reinforce", ("entropy", "mean_return"), "logits",
@@ -82,5 +91,11 @@ TASK_SPECS: dict[str, Task] = {
              ("embedding", "label"), outputs=("user_embedding", "item_embedding")),
         Task("ranking", "pairwise_logistic", ("ndcg_at_10", "pairwise_accuracy"), "score",
              "one relevance score per (query, candidate) pair (B,)", ("label", "regression", "embedding")),
+        Task("denoising", "diffusion_mse", ("noise_mse", "x0_mse"), "noise",
+             "the noise predicted in the noisy input x_t at timestep t (B, C, H, W); sampling runs the reverse process",
+             ("image", "video")),
+        Task("object_detection", "dense_detection", ("map_50", "recall_50"), "logits",
+             "per-candidate class logits (B, candidates, classes) and boxes (B, candidates, 4)",
+             ("bounding_boxes",), outputs=("logits", "boxes"), head_losses=(("detr_head", "set_detection"),)),
     )
 }

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import EXAMPLES, compile_path, load_module, rel  # noqa: E402
+from conftest import EXAMPLES, ROOT, compile_path, load_module, rel  # noqa: E402
 from test_numeric import SMALL  # noqa: E402
 
 from metagen_compiler.cli import write_outputs  # noqa: E402
@@ -71,3 +71,27 @@ def test_training_activations_match_saved_tensors(path: Path, tmp_path: Path) ->
     expected = est["memory"]["activations_training_bytes"]
     measured = saved_activation_bytes(model, inputs)
     assert abs(expected - measured) <= 0.10 * measured, (expected, measured)
+
+
+def _latency_with(tmp_path: Path, fields: str, batch: int = 2) -> float:
+    prof = tmp_path / f"p{abs(hash(fields)) % 10**8}.msl"
+    prof.write_text("msl 1\ndevice probe {\n  name = \"probe\"; fp32 = 1e11; bf16 = 1e11; fp16 = 1e11\n"
+                    f"  bandwidth = 1e10; overhead = 1us; launch = 5us; efficiency = 1.0\n{fields}}}\n")
+    (comp,) = compile_model_set(read_source(ROOT / "examples" / "gpt2.msl"), Options(device_profiles=(prof,)),
+                                overrides=(("layers", "2"), ("d_model", "128"), ("heads", "2")))
+    assert not comp.bag.has_errors
+    est = estimate(comp.graph, comp.program, {**comp.graph.symbols, "B": batch})
+    return float(est["latency_s"]["probe"]["fp32"])
+
+
+def test_calibrated_rates_change_the_latency_as_documented(tmp_path: Path) -> None:
+    """`vector` prices non-matmul FLOPs and `matmul_half` attention's small products (docs/estimates.md):
+    absent, or at values that change nothing, the plain roofline; lower rates, a longer estimate."""
+    plain = _latency_with(tmp_path, "")
+    assert _latency_with(tmp_path, "  vector = 1e11\n") == pytest.approx(plain)
+    assert _latency_with(tmp_path, "  matmul_half = 0\n") == pytest.approx(plain)
+    slow_vec = _latency_with(tmp_path, "  vector = 1e9\n")
+    slow_att = _latency_with(tmp_path, "  matmul_half = 1e9\n")
+    assert slow_vec > plain * 1.01 and slow_att > plain * 1.01
+    # attention's products: per (batch, head), so a larger batch is no larger product
+    assert _latency_with(tmp_path, "  matmul_half = 1e9\n", batch=4) > slow_att

@@ -48,6 +48,20 @@ def test_bert_members_equal_transformers(layers: int, d_model: int, heads: int, 
     assert ours == sum(p.numel() for p in ref.parameters())
 
 
+@pytest.mark.parametrize("layers,d_model,heads,mlp_dim", [(12, 768, 12, 3072), (2, 128, 2, 512)])
+def test_bert_question_answering_equals_transformers(layers: int, d_model: int, heads: int, mlp_dim: int) -> None:
+    """The span head replaces the pooler, as in BertForQuestionAnswering (add_pooling_layer=False)."""
+    src = bert(layers, d_model, heads, mlp_dim).replace("modality text -> embedding", "modality text -> text")
+    ours = params_of(src.replace("task embedding", "task question_answering"))
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=heads,
+                                  intermediate_size=mlp_dim)
+    with torch.device("meta"):
+        ref = transformers.BertForQuestionAnswering(cfg)
+    assert ours == sum(p.numel() for p in ref.parameters())
+
+
 @pytest.mark.parametrize("cell,directions,layers", [("lstm", 1, 1), ("lstm", 2, 3), ("gru", 1, 2), ("gru", 2, 1)])
 def test_recurrent_stack_equals_torch(cell: str, directions: int, layers: int) -> None:
     src = f"""msl 1

@@ -37,6 +37,7 @@ SMALL = {
     "std.moe.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2, hidden=96, experts=4),
     "std.graph.gcn": dict(nodes=40, edges=120, features=12, hidden=16, layers=1),
     "std.graph.gcn_graph": dict(nodes=40, edges=120, features=7, hidden=16, layers=1, graphs=4),
+    "std.graph.gat_graph": dict(nodes=40, edges=120, features=7, hidden=8, heads=2, layers=1, graphs=4),
     "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
     "std.rl.mlp_agent": dict(hidden=16, layers=1),
     "std.rl.gaussian_agent": dict(hidden=16, layers=1),
@@ -46,8 +47,23 @@ SMALL = {
                                  ranking_hidden=16),
     "std.seq2seq.t5": dict(vocab=97, context=16, layers=2, decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96,
                            buckets=8, max_distance=12),
+    "std.diffusion.unet": dict(image_size=16, base=32, layers_per_block=1, heads=2, vocab=97, text_layers=1,
+                               text_width=32, text_heads=2, text_mlp=64),
     "std.seq2seq.whisper": dict(vocab=97, samples=12800, context=16, source_positions=40, layers=2, decoder_layers=2,
                                 d_model=64, heads=2, ffn=96),
+    "std.vlm.vlm": dict(image_size=32, patch_size=8, vision_layers=1, vision_width=64, vision_heads=2, vision_mlp=128,
+                        vocab=97, context=16, layers=2, d_model=128, heads=2, kv_heads=1),
+    "std.fusion.early": dict(image_size=32, patch_size=8, vocab=97, context=16, layers=2, d_model=64, heads=2,
+                             mlp_dim=128),
+    "std.fusion.cross": dict(image_size=32, patch_size=8, vocab=97, context=16, image_layers=1, layers=2, d_model=64,
+                             heads=2, mlp_dim=128),
+    "std.fusion.late": dict(image_size=32, patch_size=8, vocab=97, context=16, image_layers=1, text_layers=2,
+                            d_model=64, heads=2, mlp_dim=128, hidden=32),
+    "std.video.divided": dict(frames=4, image_size=32, tubelet=2, patch_size=8, layers=2, d_model=64, heads=2,
+                              mlp_dim=128),
+    "std.detection.yolo": dict(image_size=64, width=8, depth=1),
+    "std.detection.detr": dict(image_size=64, width=8, depths=(1, 1, 1, 1), d_model=64, heads=2, ffn=128, layers=2,
+                               decoder_layers=2, num_queries=10),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -55,10 +71,12 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "vit_b_16": 86_567_656,  # torchvision vit_b_16
     "resnet50": 25_557_032,  # torchvision resnet50
     "bert_base": 109_482_240,  # transformers BertModel (with its pooler)
+    "bert_squad": 108_893_186,  # transformers BertForQuestionAnswering (no pooler; qa_outputs)
     "clip_vit_b_32": 151_277_313,  # transformers CLIPModel (openai/clip-vit-base-patch32)
     "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
     "mamba_lm": 129_135_360,  # transformers MambaForCausalLM, state-spaces/mamba-130m (tied head)
     "t5_small": 60_506_624,  # transformers T5Model / T5ForConditionalGeneration, t5-small (tied head)
+    "latent_diffusion": 982_581_444,  # diffusers UNet2DConditionModel of SD 1.5 (859,520,964) + CLIPTextModel ViT-L/14 (123,060,480)
     "whisper_tiny": 37_760_640,  # transformers WhisperModel, openai/whisper-tiny (its frozen sinusoidal table counted)
 }
 
@@ -134,6 +152,8 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "graph_classification": lambda: (c.graphs, c.num_classes),
         "value_based": lambda: (2, c.num_actions),
         "ranking": lambda: (2,),
+        "question_answering": lambda: (2, c.context, 2),
+        "multimodal_classification": lambda: (2, c.num_classes),
     }
     gaussian = hasattr(c, "action_dim")  # continuous actions: a Gaussian policy's mean and log std
     several = {  # heads of several tensors
@@ -143,13 +163,20 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "model_based": lambda: [(2, c.features), (2, 1), (2, 1)],
         "recommendation": lambda: [(2, c.output_dim), (2, c.output_dim)],
     }
-    if task in expected:
+    if task == "object_detection":  # class logits and boxes per candidate: YOLO's cells of 3 levels, DETR's queries
+        logits, boxes = out
+        detr = report["family"] == "std.detection.detr"
+        n = c.num_queries if detr else sum((c.image_size // s) ** 2 for s in (8, 16, 32))
+        assert tuple(logits.shape) == (2, n, c.num_classes + detr) and tuple(boxes.shape) == (2, n, 4)
+    elif task in expected:
         assert tuple(out.shape) == expected[task]()
     elif task in several:
         got = [tuple(t.shape) for t in out] if isinstance(out, tuple) else tuple(out.shape)
         assert got == several[task]()
-    elif task == "anomaly_detection":
+    elif task in ("anomaly_detection", "denoising"):  # the reconstruction, the predicted noise: the input's shape
         assert out.shape == mod.example_inputs(model, batch_size=2)[0].shape
+    else:
+        raise AssertionError(f"no expected output shape for task {task}")
 
 
 @pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
@@ -160,7 +187,8 @@ def test_decoders_are_causal(built, name) -> None:  # type: ignore[no-untyped-de
     model = _small(mod, report).eval()
     xs = mod.example_inputs(model, batch_size=1)
     names = [i["name"] for i in report["nominal_input"]["inputs"]]
-    k = names.index("target") if "target" in names else 0  # an encoder-decoder is causal in its target
+    # an encoder-decoder is causal in its target, a vision-language model in its text
+    k = names.index("target") if "target" in names else names.index("text") if "text" in names else 0
     x = xs[k]
     t = x.shape[1] // 2
     y = x.clone()
@@ -344,3 +372,22 @@ def test_whisper_tiny_equals_transformers(built) -> None:  # type: ignore[no-unt
     with torch.device("meta"):
         ref = transformers.WhisperModel(cfg)
     assert sum(p.numel() for p in ref.parameters()) == report["params"] == REFERENCE_PARAMS["whisper_tiny"]
+
+
+def test_question_answering_metrics_score_the_best_span(built) -> None:  # type: ignore[no-untyped-def]
+    """exact_match and span_f1 of the best span with start <= end, on logits made to pick known spans."""
+    mod, report = _by_file(built, "bert_squad")
+    model = _small(mod, report).eval()
+    t = 10
+    logits = torch.zeros(3, t, 2)
+    for i, (s, e) in enumerate([(2, 4), (5, 5)]):
+        logits[i, s, 0] = logits[i, e, 1] = 5.0
+    # the third: the best end (3) lies before the best start (7); the best valid span is (7, 7), scoring 5 + 1
+    logits[2, 7, 0], logits[2, 3, 1], logits[2, 7, 1] = 5.0, 4.0, 1.0
+    model.forward = lambda *a: logits  # type: ignore[method-assign]
+    batch = {"text": torch.zeros(3, t, dtype=torch.long), "start": torch.tensor([2, 4, 7]), "end": torch.tensor([4, 6, 8])}
+    m = model.metrics(batch)
+    # span 1 exact; span 2 (5, 5) vs gold (4, 6): overlap 1, precision 1, recall 1/3, F1 0.5
+    assert float(m["exact_match"]) == pytest.approx(1 / 3)
+    f1_third = 2 * 1 * 0.5 / 1.5  # predicted (7, 7) vs gold (7, 8)
+    assert float(m["span_f1"]) == pytest.approx((1 + 0.5 + f1_third) / 3)

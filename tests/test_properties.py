@@ -35,9 +35,11 @@ def check(comp, mod, batch: int = 2) -> None:  # type: ignore[no-untyped-def]
     assert sum(p.numel() for p in model.parameters()) == comp.graph.g.graph["estimates"]["params"]
     with torch.no_grad():
         out = model(*mod.example_inputs(model, batch_size=batch))
-    name, t = comp.graph.outputs[0]
-    expect = tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
-    assert tuple(out.shape) == expect
+    outs = out if isinstance(out, tuple) else (out,)  # a head of several outputs (detection: logits, boxes)
+    assert len(outs) == len(comp.graph.outputs)
+    for o, (_name, t) in zip(outs, comp.graph.outputs):
+        expect = tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
+        assert tuple(o.shape) == expect
 
 
 @SETTINGS
@@ -241,6 +243,151 @@ model g {{
   task {task}
   architecture graph.{family} {{
     nodes = {nodes}; edges = {edges}; features = {features}; hidden = {hidden}; layers = {layers}{extra}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]),
+       tubelet=st.sampled_from([1, 2]), t=st.integers(1, 3), image=st.sampled_from([8, 16]),
+       patch=st.sampled_from([4, 8]), mlp_mult=st.integers(1, 3), classes=st.integers(2, 20),
+       regression=st.booleans())
+def test_video_divided(layers, heads, hd, tubelet, t, image, patch, mlp_mult, classes, regression) -> None:  # type: ignore[no-untyped-def]
+    d = heads * hd
+    task = "regression" if regression else f"classification {{ num_classes = {classes} }}"
+    out = "regression" if regression else "label"
+    src = f"""import std.video
+model p {{
+  modality video -> {out}
+  task {task}
+  architecture video.divided {{
+    frames = {tubelet * t}; tubelet = {tubelet}; image_size = {image}; patch_size = {patch}
+    layers = {layers}; d_model = {d}; heads = {heads}; mlp_dim = {mlp_mult * d}; num_classes = {classes}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(mult=st.lists(st.sampled_from([1, 2, 3]), min_size=0, max_size=2), attn=st.lists(st.booleans(), min_size=3,
+       max_size=3), layers_per_block=st.integers(1, 2), groups=st.sampled_from([4, 8]), heads=st.sampled_from([1, 2, 4]),
+       depth=st.integers(1, 2), channels=st.integers(1, 4), side=st.sampled_from([1, 2, 3]),
+       schedule=st.sampled_from(["linear", "scaled_linear", "cosine"]), text_width=st.sampled_from([8, 16]),
+       context=st.integers(1, 6))
+def test_diffusion_unet(mult, attn, layers_per_block, groups, heads, depth, channels, side, schedule, text_width,
+                        context) -> None:  # type: ignore[no-untyped-def]
+    mult = [1, *mult]  # base is the first level's channels
+    levels = len(mult)
+    image = side * 2 ** (levels - 1)
+    msl = lambda xs: "[" + ", ".join(str(x).lower() for x in xs) + "]"  # noqa: E731
+    src = f"""import std.diffusion
+model d {{
+  modality text, image -> image
+  task denoising
+  architecture diffusion.unet {{
+    image_size = {image}; channels = {channels}; timesteps = 50; beta_schedule = {schedule}
+    vocab = 31; context = {context}; text_layers = 1; text_width = {text_width}; text_heads = 2
+    base = {groups * heads}; channel_mult = {msl(mult)}; attention_levels = {msl(attn[:levels])}
+    layers_per_block = {layers_per_block}; heads = {heads}; transformer_depth = {depth}; groups = {groups}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    model = mod.build_model()
+    x, t, ids = mod.example_inputs(model, batch_size=2)
+    assert model(x, t, ids).shape == x.shape  # the predicted noise, one value per latent element
+    assert model.alphas_cumprod.shape == (50,) and bool((model.alphas_cumprod.diff() < 0).all())
+
+
+@SETTINGS
+@given(vision_layers=st.integers(1, 2), vision_heads=st.sampled_from([1, 2]), vhd=st.sampled_from([8, 16]),
+       image=st.sampled_from([8, 16]), patch=st.sampled_from([4, 8]), layers=st.integers(1, 2),
+       heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([8, 16]), kv_div=st.sampled_from([1, 2]),
+       vocab=st.integers(16, 120), context=st.integers(2, 10))
+def test_vlm(vision_layers, vision_heads, vhd, image, patch, layers, heads, hd, kv_div, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    kv = heads // kv_div if heads % kv_div == 0 else heads
+    width = vision_heads * vhd
+    src = f"""import std.vlm
+model p {{
+  modality image, text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture vlm.vlm {{
+    image_size = {image}; patch_size = {patch}; vision_layers = {vision_layers}; vision_width = {width}
+    vision_heads = {vision_heads}; vocab = {vocab}; layers = {layers}; d_model = {heads * hd}; heads = {heads}
+    kv_heads = {kv}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(kind=st.sampled_from(["early", "cross", "late"]), layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
+       hd=st.sampled_from([8, 16]), image=st.sampled_from([8, 16]), patch=st.sampled_from([4, 8]),
+       vocab=st.integers(16, 120), context=st.integers(2, 10), classes=st.integers(2, 12))
+def test_fusion(kind, layers, heads, hd, image, patch, vocab, context, classes) -> None:  # type: ignore[no-untyped-def]
+    depth = {"early": f"layers = {layers}", "cross": f"image_layers = {layers}; layers = {3 - layers}",
+             "late": f"image_layers = {layers}; text_layers = {3 - layers}; hidden = {hd}"}[kind]
+    src = f"""import std.fusion
+model p {{
+  modality image, text -> label
+  task multimodal_classification {{ num_classes = {classes} }}
+  constraints {{ context = {context} }}
+  architecture fusion.{kind} {{
+    image_size = {image}; patch_size = {patch}; vocab = {vocab}; d_model = {heads * hd}; heads = {heads}
+    mlp_dim = {2 * heads * hd}; {depth}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(gat=st.booleans(), nodes=st.integers(2, 30), edges=st.integers(1, 60), features=st.integers(1, 9),
+       hidden=st.sampled_from([8, 16]), heads=st.sampled_from([1, 2]), layers=st.integers(0, 2),
+       graphs=st.integers(1, 4), classes=st.integers(2, 6))
+def test_graph_classifiers(gat, nodes, edges, features, hidden, heads, layers, graphs, classes) -> None:  # type: ignore[no-untyped-def]
+    family, extra = ("gat_graph", f"; heads = {heads}") if gat else ("gcn_graph", "")
+    src = f"""import std.graph
+model g {{
+  modality graph -> label
+  task graph_classification {{ num_classes = {classes} }}
+  architecture graph.{family} {{
+    nodes = {nodes}; edges = {edges}; features = {features}; hidden = {hidden}; layers = {layers}
+    graphs = {graphs}{extra}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(width=st.sampled_from([8, 16]), depth=st.integers(1, 2), image=st.sampled_from([32, 64, 96]),
+       classes=st.integers(1, 120), channels=st.integers(1, 3))
+def test_yolo(width, depth, image, classes, channels) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.detection
+model y {{
+  modality image -> bounding_boxes
+  task object_detection {{ num_classes = {classes} }}
+  constraints {{ image_size = {image}; channels = {channels} }}
+  architecture detection.yolo {{ width = {width}; depth = {depth} }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), decoder_layers=st.integers(1, 2), heads=st.sampled_from([1, 2, 4]),
+       hd=st.sampled_from([16, 32]), ffn=st.sampled_from([32, 64]), queries=st.integers(1, 12),
+       depths=st.lists(st.integers(1, 2), min_size=4, max_size=4), image=st.sampled_from([32, 64, 96]),
+       classes=st.integers(1, 100))
+def test_detr(layers, decoder_layers, heads, hd, ffn, queries, depths, image, classes) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.detection
+model d {{
+  modality image -> bounding_boxes
+  task object_detection {{ num_classes = {classes} }}
+  constraints {{ image_size = {image} }}
+  architecture detection.detr {{
+    width = 8; depths = {depths}; d_model = {heads * hd}; heads = {heads}; ffn = {ffn}; layers = {layers}
+    decoder_layers = {decoder_layers}; num_queries = {queries}
   }}
 }}"""
     check(*build(src))

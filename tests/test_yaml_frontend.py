@@ -17,7 +17,8 @@ from metagen_compiler.yaml_frontend import parse_yaml
 HERE = Path(__file__).parent
 SEEDS = sorted((HERE / "seeds_yaml").glob("*.yaml"))
 BROKEN = sorted((HERE / "broken" / "yaml").glob("*.yaml"))
-BUILT = ("text_llm", "imagenet_classifier", "image_vit")  # seeds whose families the stdlib builds
+BUILT = ("text_llm", "imagenet_classifier", "image_vit", "image_diffusion", "multimodal_clip", "vlm", "molecule_classifier",
+         "yolo_detector")  # seeds whose families the stdlib builds
 
 
 def _parse(text: str, path: str = "spec.yaml") -> tuple[A.Module | None, DiagnosticBag, SourceFile]:
@@ -131,19 +132,28 @@ def test_imagenet_classifier_lowering() -> None:
     ]
 
 
-def test_unbuilt_variant_is_kept_and_warned() -> None:
+def test_yolo_variant_selects_the_detection_family() -> None:
     src = read_source(HERE / "seeds_yaml" / "yolo_detector.yaml")
     bag = DiagnosticBag()
     module = parse_yaml(src, bag)
-    assert module is not None
+    assert module is not None and not bag.items
     model = module.models[0]
-    w = _only(bag, "W003")
-    assert "yolo_v8" in w.message and "cnn" in w.message and w.span is not None and w.span.line == 16
-    assert model.architecture is not None and model.architecture.family.dotted == "cnn"
-    assert [(e.name.name, e.value) for e in model.metadata if isinstance(e, A.Field)] == [
-        ("variant", A.Str(model.span, "yolo_v8"))]
+    assert model.architecture is not None and model.architecture.family.dotted == "yolo_v8"
+    assert "std.detection" in {i.path.dotted for i in module.imports}  # `cnn` covers the YOLO family
     latency = model.constraints[0]
     assert (latency.name.name, latency.op, latency.value) == ("latency", "=", A.Name(model.span, ("real_time",)))
+    comp = compile_source(src)
+    assert not comp.bag.has_errors and comp.spec is not None and comp.spec.family.qualname == "std.detection.yolo"
+
+
+def test_unbuilt_variant_is_kept_and_warned() -> None:
+    model, bag = _model(MINIMAL.replace("[text]\n  outputs", "[image]\n  outputs").replace("transformer", "cnn")
+                        + "  variant: yolo_v11\n")
+    w = _only(bag, "W003")
+    assert "yolo_v11" in w.message and "cnn" in w.message and w.span is not None
+    assert model.architecture is not None and model.architecture.family.dotted == "cnn"
+    assert [(e.name.name, e.value) for e in model.metadata if isinstance(e, A.Field)] == [
+        ("variant", A.Str(model.span, "yolo_v11"))]
 
 
 # ---------------------------------------------------------------- lowering details

@@ -2,8 +2,8 @@
 
 `emit(comp)` returns, relative to OUT/<name>/:
 
-- paper/main.tex, paper/sections/*.tex, paper/figures/block_graph.tex (TikZ), paper/figures/*.pdf
-  (matplotlib, byte-identical across runs), paper/references.bib (the cited subset of the curated
+- paper/main.tex, paper/sections/*.tex, paper/figures/block_graph.tex (TikZ), paper/figures/*.tex
+  (pgfplots, drawn by TeX), paper/references.bib (the cited subset of the curated
   references.bib), paper/metagen.sty, paper/Makefile (latexmk, else pdflatex + bibtex),
   paper/provenance.json (every number the paper prints, with its source);
 - MODEL_CARD.md (Hugging Face layout).
@@ -11,7 +11,7 @@
 Every number comes from report.json (`build_report`), graph.json or a device profile, through the
 ledger; every string from the spec is escaped (escape.py). Nothing from a spec reaches a file path
 or an \\input: every path here is a constant. docs/paper.md describes the paper. The backend
-never imports torch or onnx; matplotlib is imported when figures are drawn.
+never imports torch, onnx or a plotting library.
 """
 
 from __future__ import annotations

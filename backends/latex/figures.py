@@ -1,59 +1,24 @@
-"""The paper's figures, drawn with matplotlib (no pyplot, no global state) as PDF bytes.
+"""The paper's figures as pgfplots source (figures/*.tex, \\input by the sections).
 
-Byte-identical across runs: no creation date, a fixed producer string, fixed sizes and margins, a
-fixed hash salt and mathtext parsing off (names from a spec are text, never math).
-matplotlib is imported here only, when the backend runs.
+TeX draws them when the paper builds, so compiling a spec draws nothing and imports no plotting
+library. Every position, tick and number is computed here and written out, so the text is
+byte-identical across runs; every label from a spec goes through `tt` (typewriter, escaped).
 """
 
 from __future__ import annotations
 
-import io
 import math
-import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from metagen_compiler.primitives import subst_dim
 
 from .blocks import BlockRow, Tree, short_target
 from .context import Paper
+from .escape import tt
 
-__all__ = ["bar_rows", "bar_label", "draw_figures", "op_intensity"]
+__all__ = ["bar_rows", "bar_label", "draw_figures", "op_intensity", "roofline_devices"]
 
-_RC: dict[str, Any] = {
-    "pdf.fonttype": 3,  # vector glyph procedures; Type 42 subsetting costs ~0.3 s per figure
-    "pdf.compression": 6,
-    "svg.hashsalt": "metagenc",
-    "font.family": "DejaVu Sans",
-    "font.size": 8,
-    "axes.titlesize": 9,
-    "axes.labelsize": 8,
-    "legend.fontsize": 7,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "text.parse_math": False,
-    "text.usetex": False,
-    "axes.unicode_minus": False,
-    "path.simplify": True,
-    "figure.dpi": 100,
-}
-_META = {"Creator": "metagenc", "Producer": "metagenc paper backend", "CreationDate": None, "ModDate": None}
-_BLUE, _ORANGE, _GREY = "#3b6ea8", "#d9822b", "#888888"
-
-
-@contextmanager
-def _style() -> Iterator[Any]:
-    import matplotlib
-
-    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
-        yield matplotlib
-
-
-def _pdf(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="pdf", metadata=_META)
-    return buf.getvalue()
+# Colours (defined in metagen.sty): mgblue #3b6ea8, mgorange #d9822b, mggrey #888888.
 
 
 def bar_rows(tree: Tree) -> list[BlockRow]:
@@ -66,55 +31,78 @@ def bar_rows(tree: Tree) -> list[BlockRow]:
     return out
 
 
-def _plain(s: str) -> str:
-    """Text for a figure: characters the default font lacks (CJK, emoji) become `?`, so matplotlib never
-    warns about a missing glyph; the tables print the full string."""
-    return "".join(c if c.isprintable() and ord(c) < 0x250 else "?" for c in s)
-
-
 def bar_label(r: BlockRow) -> str:
+    """The plain text of a bar's label (escaped with `tt` when written)."""
     kind = short_target(r.target) if r.target else r.kind
-    return _plain(f"{r.path} ({r.count} x {kind})" if r.kind == "list" else f"{r.path} ({kind})")
+    return f"{r.path} ({r.count} x {kind})" if r.kind == "list" else f"{r.path} ({kind})"
 
 
-def _bars(rows: list[BlockRow], series: list[tuple[str, list[float], str]], xlabel: str, title: str) -> bytes:
-    with _style():
-        from matplotlib.figure import Figure
-
-        height = 1.0 + 0.22 * len(rows)
-        width = 6.0
-        fig = Figure(figsize=(width, height))
-        ax = fig.add_subplot()
-        ys = list(range(len(rows)))[::-1]
-        left = [0.0] * len(rows)
-        for name, vals, color in series:
-            ax.barh(ys, vals, left=left, color=color, label=name, height=0.6)
-            left = [a + b for a, b in zip(left, vals, strict=True)]
-        ax.set_yticks(ys, [bar_label(r) for r in rows])
-        from matplotlib.ticker import FuncFormatter
-
-        ax.xaxis.set_major_formatter(FuncFormatter(_si_tick))  # 80M, not 8 with a detached "1e7"
-        ax.set_xlabel(xlabel)
-        if len(series) == 1:  # with two series the legend takes the title's place (the caption names the figure)
-            ax.set_title(title, loc="left")
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.grid(axis="x", color="#dddddd", linewidth=0.5)
-        ax.set_axisbelow(True)
-        if len(series) > 1:
-            ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=len(series), frameon=False)
-        # fixed margins from the longest label (tight_layout would cost a full extra draw)
-        label_in = 0.15 + 0.056 * max((len(bar_label(r)) for r in rows), default=8)
-        fig.subplots_adjust(left=min(0.6, label_in / width), right=0.97, bottom=0.55 / height,
-                            top=1 - 0.35 / height)
-        return _pdf(fig)
+_MAX_LABEL = 48  # characters of a bar label; a longer one keeps its ends (the block table prints it whole)
 
 
-def _si_tick(v: float, _pos: int) -> str:
+def _short(text: str) -> str:
+    if len(text) <= _MAX_LABEL:
+        return text
+    half = (_MAX_LABEL - 3) // 2
+    return f"{text[:half]}...{text[-(_MAX_LABEL - 3 - half):]}"
+
+
+def _num(v: float) -> str:
+    """A coordinate for pgfplots: six significant digits in its float syntax."""
+    return "0" if v == 0 else f"{v:.6g}".replace("e+", "e")
+
+
+def _si(v: float) -> str:
     """A tick label with an SI prefix: 0, 500k, 2.5M, 80M, 1.2G."""
     for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= scale:
             return f"{v / scale:.3g}{prefix}"
     return f"{v:.3g}"
+
+
+def _ticks(top: float) -> list[float]:
+    """0 and about four round steps (1, 2, 2.5 or 5 times a power of ten) reaching past `top`."""
+    if top <= 0:
+        return [0.0, 1.0]
+    raw = top / 4
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    n = math.ceil(top / step - 1e-9)
+    return [i * step for i in range(n + 1)]
+
+
+def _bars(rows: list[BlockRow], series: list[tuple[str, list[float], str]], xlabel: str, title: str) -> str:
+    totals = [sum(vals[i] for _, vals, _ in series) for i in range(len(rows))]
+    ticks = _ticks(max(totals, default=0.0))
+    texts = [_short(bar_label(r)) for r in rows]
+    labels = ",".join("{" + tt(t, breakable=False) + "}" for t in texts)
+    opts = [
+        # the axis box takes the line less the labels' estimated width (typewriter at \\scriptsize: 3.7pt a character)
+        "xbar stacked", "scale only axis",
+        f"width={{\\linewidth-{24 + 3.7 * max(map(len, texts), default=8):.1f}pt}}", "y=0.42cm", "bar width=0.26cm", "y dir=reverse",
+        f"ymin=-0.6, ymax={len(rows) - 0.4:.1f}",
+        f"ytick={{{','.join(str(i) for i in range(len(rows)))}}}", f"yticklabels={{{labels}}}",
+        "yticklabel style={font=\\scriptsize}", "major y tick style={draw=none}",
+        f"xmin=0, xmax={_num(ticks[-1])}", f"xtick={{{','.join(_num(t) for t in ticks)}}}",
+        f"xticklabels={{{','.join(_si(t) for t in ticks)}}}", "xticklabel style={font=\\scriptsize}",
+        "scaled x ticks=false", "xmajorgrids", "grid style={draw=black!12, line width=0.4pt}",
+        "axis x line*=bottom", "axis y line*=left", f"xlabel={{{xlabel}}}", "xlabel style={font=\\footnotesize}",
+    ]
+    if len(series) == 1:  # with two series the legend takes the title's place (the caption names the figure)
+        opts.append(f"title={{{title}}}, title style={{font=\\footnotesize, at={{(0,1)}}, anchor=south west}}")
+    else:
+        opts.append("legend style={at={(1,1)}, anchor=south east, legend columns=-1, draw=none, "
+                    "font=\\scriptsize, /tikz/every even column/.append style={column sep=0.3cm}}")
+        opts.append("area legend")
+    out = ["% generated by metagenc's paper backend (pgfplots; values computed by the compiler)",
+           "\\begin{tikzpicture}", "\\begin{axis}[", *(f"  {o}," for o in opts), "]"]
+    for name, vals, color in series:
+        coords = " ".join(f"({_num(v)},{i})" for i, v in enumerate(vals))
+        out.append(f"\\addplot+[fill={color}, draw=none] coordinates {{{coords}}};")
+        if len(series) > 1:
+            out.append(f"\\addlegendentry{{{name}}}")
+    out += ["\\end{axis}", "\\end{tikzpicture}", ""]
+    return "\n".join(out)
 
 
 def _bytes_of(ir: Any, syms: dict[str, int]) -> dict[str, int]:
@@ -157,97 +145,107 @@ def _clusters(points: list[tuple[str, float, float]]) -> list[tuple[list[str], f
     return out
 
 
-def _roofline(p: Paper, device: str, prof: dict[str, Any], points: list[tuple[str, float, float]]) -> bytes:
-    with _style():
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(3.2, 2.6))
-        ax = fig.add_subplot()
-        bw = float(prof.get("bandwidth", 1e11))
-        eff = float(prof.get("efficiency", 0.5))
-        peaks = []
-        for dtype, style in (("fp32", "-"), ("bf16", "--")):
-            peak = float(prof.get(dtype, prof.get("fp32", 1e12))) * eff
-            peaks.append(peak)
-            xs = [0.01, peak / bw, 1e5]  # the roof is two straight lines on log axes: 0.01 .. 1e5 FLOP/byte
-            ax.plot(xs, [min(peak, bw * x) for x in xs], style, color=_BLUE if dtype == "fp32" else _ORANGE,
-                    linewidth=1.2, label=f"{dtype} roof (peak x efficiency)")
-        peak32 = float(prof.get("fp32", 1e12)) * eff
-        xs_ops = [f / b for _, f, b in points]
-        ax.plot(xs_ops, [min(peak32, bw * x) for x in xs_ops], "o", color=_GREY, markersize=3, linestyle="none")
-        tot_f = sum(f for _, f, _ in points)
-        tot_b = sum(b for _, _, b in points)
-        if tot_b > 0:
-            x = tot_f / tot_b
-            ax.plot([x], [min(peak32, bw * x)], "*", color="black", markersize=7, label="whole model (fp32)")
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(0.01 / 1.5, 1e5 * 1.5)
-        ax.set_ylim(bw * 0.01 / 2, max(peaks) * 12)  # room for the legend above the roof
-        ax.xaxis.set_major_locator(LogLocator(numticks=8))
-        ax.yaxis.set_major_locator(LogLocator(numticks=6))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.yaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(FuncFormatter(_pow10))
-        ax.yaxis.set_major_formatter(FuncFormatter(_pow10))
-        ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-        ax.set_ylabel("attainable FLOP/s")
-        title = textwrap.wrap(_plain(f"{device}: {prof.get('name', device)}"), 46) or [_plain(device)]
-        if len(title) > 2:
-            title = [title[0], title[1][:43] + "..."]
-        ax.set_title("\n".join(title), fontsize=8)
-        ax.grid(color="#eeeeee", linewidth=0.5)
-        ax.legend(loc="upper left", frameon=False, fontsize=5.5)
-        fig.subplots_adjust(left=0.19, bottom=0.16, right=0.97, top=0.9 if len(title) == 1 else 0.85)
-        # after the layout is fixed: labels are placed in points
-        _label_points(ax, fig, [(", ".join(names), x, min(peak32, bw * x)) for names, x in _clusters(points)])
-        return _pdf(fig)
+# The roofline's axis box in points (scale only axis), so that labels can be placed here, in points.
+_W, _H = 150.0, 115.0
+_XMIN, _XMAX = 0.01 / 1.5, 1e5 * 1.5  # intensity range, FLOP/byte
+_SIZE, _LINE = 5.0, 6.5  # \\tiny: font size and line spacing, pt
+_CHAR = 0.525 * _SIZE  # a typewriter character's width at that size
 
 
-def _label_points(ax: Any, fig: Any, labels: list[tuple[str, float, float]]) -> None:
-    """Labels below and right of their points (under the roof, which rises to the right), each moved down
-    until it clears the labels before it: no two labels overlap, however close their points are."""
-    to_pt = 72.0 / fig.dpi
+def _roofline(device: str, prof: dict[str, Any], points: list[tuple[str, float, float]]) -> str:
+    bw = float(prof.get("bandwidth", 1e11))
+    eff = float(prof.get("efficiency", 0.5))
+    peak32 = float(prof.get("fp32", 1e12)) * eff
+    roofs = [(dtype, float(prof.get(dtype, prof.get("fp32", 1e12))) * eff) for dtype in ("fp32", "bf16")]
+    ymin, ymax = bw * 0.01 / 2, max(p for _, p in roofs) * 3  # the legend sits above the axis box
+    ly0, ly1 = math.log10(ymin), math.log10(ymax)
+    every = max(1, math.ceil((math.floor(ly1) - math.ceil(ly0) + 1) / 6))
+    yt = [10.0 ** k for k in range(math.ceil(ly0), math.floor(ly1) + 1, every)]
+    xt = [10.0 ** k for k in range(-2, 6)]
+    title = f"{device}: {prof.get('name', device)}"
+    opts = [
+        "scale only axis", f"width={_W:g}pt", f"height={_H:g}pt",
+        f"xmin={_num(_XMIN)}, xmax={_num(_XMAX)}", f"ymin={_num(ymin)}, ymax={_num(ymax)}",
+        f"xtick={{{','.join(_num(t) for t in xt)}}}", f"ytick={{{','.join(_num(t) for t in yt)}}}",
+        "xminorticks=false, yminorticks=false", "ticklabel style={font=\\tiny}", "xmajorgrids, ymajorgrids",
+        "grid style={draw=black!8, line width=0.3pt}", "clip=false",
+        "xlabel={arithmetic intensity (FLOP/byte)}", "ylabel={attainable FLOP/s}",
+        "label style={font=\\scriptsize}",
+        f"title={{{tt(title)}}}", "title style={font=\\scriptsize, text width=150pt, align=center, yshift=8pt}",
+        "legend columns=-1", "legend style={at={(0.5,1.02)}, anchor=south, font=\\tiny, draw=none, fill=none, inner sep=1pt, "
+        "/tikz/every even column/.append style={column sep=4pt}}",
+    ]
+    out = ["% generated by metagenc's paper backend (pgfplots; values from the device profile and the graph)",
+           "\\begin{tikzpicture}", "\\begin{loglogaxis}[", *(f"  {o}," for o in opts), "]"]
+    for dtype, peak in roofs:
+        style = "mgblue, line width=0.9pt" if dtype == "fp32" else "mgorange, line width=0.9pt, dashed"
+        xs = [0.01, peak / bw, 1e5]  # the roof is two straight lines on log axes
+        coords = " ".join(f"({_num(x)},{_num(min(peak, bw * x))})" for x in xs)
+        out.append(f"\\addplot[{style}] coordinates {{{coords}}};")
+        out.append(f"\\addlegendentry{{{dtype} roof}}")
+    if points:
+        coords = " ".join(f"({_num(f / b)},{_num(min(peak32, bw * f / b))})" for _, f, b in points)
+        out.append(f"\\addplot[only marks, mark=*, mark size=1pt, mggrey, forget plot] coordinates {{{coords}}};")
+    tot_f = sum(f for _, f, _ in points)
+    tot_b = sum(b for _, _, b in points)
+    if tot_b > 0:
+        x = tot_f / tot_b
+        out.append(f"\\addplot[only marks, mark=star, mark size=2.5pt, black] coordinates "
+                   f"{{({_num(x)},{_num(min(peak32, bw * x))})}};")
+        out.append("\\addlegendentry{whole model (fp32)}")
+    labels = [(", ".join(names), x, min(peak32, bw * x)) for names, x in _clusters(points)]
+    out += _label_nodes(labels, ymin, ymax)
+    out += ["\\end{loglogaxis}", "\\end{tikzpicture}", ""]
+    return "\n".join(out)
+
+
+def _label_nodes(labels: list[tuple[str, float, float]], ymin: float, ymax: float) -> list[str]:
+    """Labels below and right of their points (left where the right edge would cut them), each moved
+    down until it clears the labels before it: no two overlap, however close their points are. The
+    positions are computed in points from the fixed axis box, so TeX places exactly what was checked."""
+    lx0, lx1 = math.log10(_XMIN), math.log10(_XMAX)
+    ly0, ly1 = math.log10(ymin), math.log10(ymax)
     placed: list[tuple[float, float, float]] = []  # x0, x1, top of each placed label, in points
-    size, line = 6.0, 7.5
+    out = []
     for text, x, y in sorted(labels, key=lambda t: t[1]):
-        px, py = (v * to_pt for v in ax.transData.transform((x, y)))
-        x0, x1 = px + 3, px + 3 + 0.55 * size * len(text)
+        px = _W * (math.log10(x) - lx0) / (lx1 - lx0)
+        py = _H * (math.log10(y) - ly0) / (ly1 - ly0)
+        width = _CHAR * len(text)
+        right = px + 3 + width <= _W + 20
+        x0, x1 = (px + 3, px + 3 + width) if right else (px - 3 - width, px - 3)
         top = py - 3
         moved = True
         while moved:  # terminates: `top` only decreases, and there are finitely many labels to clear
             moved = False
             for a0, a1, atop in placed:
-                if a0 < x1 and x0 < a1 and atop - line < top < atop + line:
-                    top, moved = atop - line, True
+                if a0 < x1 and x0 < a1 and atop - _LINE < top < atop + _LINE:
+                    top, moved = atop - _LINE, True
         placed.append((x0, x1, top))
-        ax.annotate(text, (x, y), xycoords="data", xytext=(x0 - px, top - py), textcoords="offset points",
-                    fontsize=size, va="top", ha="left",
-                    arrowprops={"arrowstyle": "-", "color": _GREY, "linewidth": 0.4} if py - top > 10 else None)
+        dx, dy = (x0 - px if right else x1 - px), top - py
+        anchor = "north west" if right else "north east"
+        at = f"(axis cs:{_num(x)},{_num(y)})"
+        if py - top > 10:
+            out.append(f"\\draw[mggrey, line width=0.3pt] {at} -- ++({dx:.2f}pt,{dy:.2f}pt);")
+        out.append(f"\\node[anchor={anchor}, inner sep=0pt, font=\\tiny, xshift={dx:.2f}pt, yshift={dy:.2f}pt] "
+                   f"at {at} {{{tt(text, breakable=False)}}};")
+    return out
 
 
-def _pow10(v: float, _pos: int) -> str:
-    """Log-axis tick labels as plain text (1e12): mathtext is off, so no $10^{12}$."""
-    return f"1e{round(math.log10(v))}" if v > 0 else "0"
-
-
-def draw_figures(p: Paper) -> dict[str, bytes]:
-    """figures/*.pdf, relative to paper/."""
+def draw_figures(p: Paper) -> dict[str, str]:
+    """figures/*.tex, relative to paper/."""
     rows = bar_rows(p.tree)
     out = {
-        "figures/params_per_block.pdf": _bars(
-            rows, [("parameters", [float(r.params) for r in rows], _BLUE)], "parameters (exact count)",
+        "figures/params_per_block.tex": _bars(
+            rows, [("parameters", [float(r.params) for r in rows], "mgblue")], "parameters (exact count)",
             "Parameters per block"),
-        "figures/flops_per_block.pdf": _bars(
-            rows, [(f"{p.mm_words()} (exact count)", [float(r.flops) for r in rows], _BLUE),
-                   ("other ops (estimate)", [float(r.flops_other) for r in rows], _ORANGE)],
+        "figures/flops_per_block.tex": _bars(
+            rows, [(f"{p.mm_words()} (exact count)", [float(r.flops) for r in rows], "mgblue"),
+                   ("other ops (estimate)", [float(r.flops_other) for r in rows], "mgorange")],
             "forward FLOPs at the nominal input", "Forward FLOPs per block"),
     }
     points = op_intensity(p)
     for i, dev in enumerate(roofline_devices(p), start=1):
-        out[f"figures/roofline_{i}.pdf"] = _roofline(p, dev, p.devices.get(dev, {}), points)
+        out[f"figures/roofline_{i}.tex"] = _roofline(dev, p.devices.get(dev, {}), points)
     return out
 
 

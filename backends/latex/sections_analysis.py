@@ -196,7 +196,7 @@ def complexity(p: Paper) -> str:
         _constraints_table(p),
         "\\begin{figure}[htbp]",
         "\\centering",
-        "\\includegraphics[width=\\linewidth]{figures/params_per_block.pdf}",
+        "\\input{figures/params_per_block}",
         "\\caption{Parameters per block (exact counts from the graph), the rows of Table~\\ref{tab:blocks}.}",
         "\\label{fig:params}",
         "\\end{figure}",
@@ -213,7 +213,7 @@ def complexity(p: Paper) -> str:
         "",
         "\\begin{figure}[htbp]",
         "\\centering",
-        "\\includegraphics[width=\\linewidth]{figures/flops_per_block.pdf}",
+        "\\input{figures/flops_per_block}",
         f"\\caption{{Forward FLOPs per block at the nominal input: {p.mm_words()} "
         "(exact count) and other operations (estimate).}",
         "\\label{fig:flops}",
@@ -239,7 +239,7 @@ def complexity(p: Paper) -> str:
     if devs:
         out += ["\\begin{figure}[htbp]", "\\centering"]
         for i, _dev in enumerate(devs, start=1):
-            out.append(f"\\includegraphics[width=0.48\\linewidth]{{figures/roofline_{i}.pdf}}"
+            out.append(f"\\begin{{minipage}}[t]{{0.48\\linewidth}}\\centering\\input{{figures/roofline_{i}}}\\end{{minipage}}"
                        + ("\\hfill" if i % 2 else "\\par\\smallskip"))
         out += [
             "\\caption{Roofline per device class: attainable FLOP/s against arithmetic intensity (FLOPs per byte "

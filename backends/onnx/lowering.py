@@ -86,6 +86,18 @@ def _conv2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
                                "pads": [ph, pw, ph, pw], "dilations": [1, 1], "group": int(a["groups"])})]
 
 
+def _triple(v: Any) -> list[int]:
+    return [int(x) for x in v] if isinstance(v, tuple) else [int(v)] * 3
+
+
+def _conv3d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    a = n.args
+    p = _triple(a["padding"])
+    ins = [n.inputs[0], n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
+    return [w.op("Conv", ins, {"kernel_shape": _triple(a["kernel"]), "strides": _triple(a["stride"]),
+                               "pads": p + p, "dilations": [1, 1, 1], "group": int(a["groups"])})]
+
+
 def _conv1d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     a = n.args
     ins = [n.inputs[0], n.weights["weight"]] + ([n.weights["bias"]] if "bias" in n.weights else [])
@@ -120,6 +132,20 @@ def _layernorm2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     y = w.op("LayerNormalization", [x, n.weights["weight"], n.weights["bias"]],
              {"axis": -1, "epsilon": float(n.args["eps"])})
     return [w.op("Transpose", [y], {"perm": [0, 3, 1, 2]})]  # (B, C, H, W)
+
+
+def _groupnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # nn.GroupNorm: statistics over each group of channels and every position (biased variance), then a
+    # per-channel scale and shift. Decomposed: GroupNormalization's scale is per group before opset 21.
+    x, groups, eps = n.inputs[0], int(n.args["groups"]), float(n.args["eps"])
+    g = w.reshape(x, [0, groups, -1])  # (B, groups, C / groups * positions)
+    centred = w.op("Sub", [g, w.reduce_mean(g, [2], keepdims=True)])
+    var = w.reduce_mean(w.op("Mul", [centred, centred]), [2], keepdims=True)
+    y = w.op("Div", [centred, w.op("Sqrt", [w.op("Add", [var, w.scalar(eps)])])])
+    y = w.op("Reshape", [y, w.shape(x)])
+    per_channel = [int(n.args["channels"])] + [1] * (len(n.in_shapes[0]) - 2)  # (C, 1, 1) against (B, C, H, W)
+    scale, shift = w.reshape(n.weights["weight"], per_channel), w.reshape(n.weights["bias"], per_channel)
+    return [w.op("Add", [w.op("Mul", [y, scale]), shift])]
 
 
 def _layer_scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
@@ -344,6 +370,21 @@ def _sinusoid_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Add", [x, pos])]
 
 
+def _timestep_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # the frequency table as the PyTorch helper computes it (float64, rounded once), then sin and cos of t f
+    dim, shift, period = int(n.args["dim"]), float(n.args["shift"]), float(n.args["max_period"])
+    half = dim // 2
+    freqs = np.exp(-math.log(period) * np.arange(half, dtype=np.float64) / (half - shift)).astype(np.float32)
+    t = w.unsqueeze(w.op("Cast", [n.inputs[0]], {"to": int(ir.DataType.FLOAT)}), [1])  # (B, 1)
+    arg = w.op("Mul", [t, w.const(freqs[None, :])])  # (B, half)
+    sin, cos = w.op("Sin", [arg]), w.op("Cos", [arg])
+    return [w.op("Concat", [cos, sin] if n.args["flip_sin_to_cos"] else [sin, cos], {"axis": -1})]
+
+
+def _concat(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Concat", list(n.inputs), {"axis": int(n.args["dim"])})]
+
+
 def _scale(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Mul", [n.inputs[0], w.scalar(float(n.args["factor"]))])]
 
@@ -557,10 +598,6 @@ def _permute(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Transpose", [n.inputs[0]], {"perm": [int(d) for d in n.args["dims"]]})]
 
 
-def _unflatten(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
-    return [_reshape_to(w, n.inputs[0], n.in_shapes[0], n.out_shapes[0])]
-
-
 def _max(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     x, axis = n.inputs[0], int(n.args["dim"])
     if w.opset >= 18:
@@ -581,6 +618,11 @@ def _reparameterize(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 def _select(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     index = w.scalar(int(n.args["index"]), np.int64)
     return [w.op("Gather", [n.inputs[0], index], {"axis": int(n.args["dim"])})]
+
+
+def _drop_prefix(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    end = np.iinfo(np.int64).max
+    return [w.op("Slice", [n.inputs[0], w.i64(int(n.args["count"])), w.i64(end), w.i64(1)])]
 
 
 def _mean(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
@@ -736,15 +778,63 @@ def _graph_mean_pool(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Div", [total, w.unsqueeze(count, [1])])]
 
 
+# ------------------------------------------------------------------ detection
+def _upsample(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # F.interpolate(scale_factor, "nearest"): source pixel floor(dst / factor)
+    f = float(n.args["factor"])
+    attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    return [w.op("Resize", [n.inputs[0], None, w.const(np.array([1.0, 1.0, f, f], np.float32))], attrs)]
+
+
+def _frozen_batchnorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    ws = n.weights  # the buffers, initializers named as in the state_dict
+    return [w.op("BatchNormalization", [n.inputs[0], ws["weight"], ws["bias"], ws["running_mean"], ws["running_var"]],
+                 {"epsilon": float(n.args["eps"])})]
+
+
+def _sine_table(height: int, width: int, dim: int, temperature: float) -> np.ndarray:
+    """The table of sine_position_2d in the PyTorch backend: (1, H*W, dim), y features first, sin/cos interleaved."""
+    half = dim // 2
+    scale = 2 * math.pi
+    y = np.arange(1, height + 1, dtype=np.float32) / np.float32(height + 1e-6) * np.float32(scale)
+    x = np.arange(1, width + 1, dtype=np.float32) / np.float32(width + 1e-6) * np.float32(scale)
+    dim_t = (temperature ** (2 * (np.arange(half) // 2) / half)).astype(np.float32)
+    py, px = y[:, None] / dim_t, x[:, None] / dim_t
+    py = np.stack((np.sin(py[:, 0::2]), np.cos(py[:, 1::2])), axis=2).reshape(height, half)
+    px = np.stack((np.sin(px[:, 0::2]), np.cos(px[:, 1::2])), axis=2).reshape(width, half)
+    pos = np.concatenate((np.broadcast_to(py[:, None], (height, width, half)),
+                          np.broadcast_to(px[None], (height, width, half))), axis=2)
+    return pos.reshape(1, height * width, dim).astype(np.float32)
+
+
+def _sine_position_2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # the positions depend on the (fixed) map size only: a constant, expanded over the batch
+    x = n.inputs[0]
+    table = _sine_table(int(n.args["height"]), int(n.args["width"]), _int_dim(n.in_shapes[0], -1, "features"),
+                        float(n.args["temperature"]))
+    return [w.op("Expand", [w.const(table), w.shape(x)])]
+
+
+def _object_queries(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    x = n.inputs[0]
+    table = w.unsqueeze(n.weights["weight"], [0])  # (1, num, dim)
+    shape = w.op("Concat", [w.dim(x, 0), w.i64(int(n.args["num"]), int(n.args["dim"]))], {"axis": 0})
+    return [w.op("Expand", [table, shape])]
+
+
 LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "conv2d": _conv2d,
+    "conv3d": _conv3d,
     "conv1d": _conv1d,
     "conv_transpose2d": _conv_transpose2d,
     "batchnorm": _batchnorm,
     "batchnorm1d": _batchnorm,
     "layernorm": _layernorm,
     "layernorm2d": _layernorm2d,
+    "groupnorm": _groupnorm,
+    "timestep_embedding": _timestep_embedding,
+    "concat": _concat,
     "layer_scale": _layer_scale,
     "learned_log_std": _learned_log_std,
     "rmsnorm": _rmsnorm,
@@ -788,6 +878,7 @@ LOWERINGS: dict[str, Lowering] = {
     "add_identity": _add_identity,
     "reparameterize": _reparameterize,
     "select": _select,
+    "drop_prefix": _drop_prefix,
     "mean": _mean,
     "add": _binary("Add"),
     "sub": _binary("Sub"),
@@ -800,4 +891,8 @@ LOWERINGS: dict[str, Lowering] = {
     "gcn_conv": _gcn_conv,
     "gat_conv": _gat_conv,
     "graph_mean_pool": _graph_mean_pool,
+    "upsample": _upsample,
+    "sine_position_2d": _sine_position_2d,
+    "object_queries": _object_queries,
+    "frozen_batchnorm": _frozen_batchnorm,
 }

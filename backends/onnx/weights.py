@@ -70,11 +70,13 @@ def _init_of(prim: str, args: Mapping[str, Any], local: str, shape: tuple[int, .
                 "A_imag": ("s4d_a_imag", 0.0), "D": ("normal", 1.0)}[local]
     if prim == "moe":
         return "normal", 0.02
+    if prim == "object_queries":  # DETR's nn.Embedding: N(0, 1)
+        return "normal", 1.0
     if prim in ("gcn_conv", "gat_conv"):  # Glorot uniform (nn.init.xavier_uniform_), bias zeros
         return ("zeros", 0.0) if local == "bias" else ("uniform", math.sqrt(6.0 / (shape[-2] + shape[-1])))
-    if prim in ("linear", "conv2d", "conv1d", "conv_transpose2d") and local == "bias":
+    if prim in ("linear", "conv2d", "conv1d", "conv3d", "conv_transpose2d") and local == "bias":
         return "zeros", 0.0
-    if prim in ("conv2d", "conv1d", "conv_transpose2d"):  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
+    if prim in ("conv2d", "conv1d", "conv3d", "conv_transpose2d"):  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
         fan_out = shape[0] * math.prod(shape[2:])
         return "kaiming_fan_out", math.sqrt(2.0) / math.sqrt(fan_out)
     if prim in ("linear", "embedding", "pos_embedding", "cls_token", "type_embedding"):

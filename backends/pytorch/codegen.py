@@ -25,7 +25,7 @@ from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 
 from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
-from .losses import LOSSES, TARGET_INPUT
+from .losses import LOSS_HELPERS, LOSSES, TARGET_INPUT, TIMESTEP_INPUT
 from .writer import Namespace, Writer, attr_ident, camel, py_ident
 
 __all__ = ["emit_model_py"]
@@ -522,6 +522,9 @@ class PyTorchEmitter:
             return ins[0]
         if ref.target == "sdpa" and argmap["kv_heads"][0] is None:
             argmap["kv_heads"] = argmap["heads"]
+        if ref.target == "resize" and argmap["mode"][0] in ("'nearest'", '"nearest"'):
+            # F.interpolate rejects align_corners in nearest mode
+            return _fill(FUNCTIONAL[ref.target].replace(", align_corners=False", ""), argmap)
         return _fill(FUNCTIONAL[ref.target], argmap)
 
     # ------------------------------------------------------------ the model
@@ -569,6 +572,9 @@ class PyTorchEmitter:
                     with w.indent():
                         w.line(f"self.{_path(t.target.dotted)} = self.{_path(t.source.dotted)}")
                 w.line("self.apply(init_weights)")
+                fields = self._loss_fields([py_ident(i.name) for i in ir.inputs])
+                for ln in LOSSES[spec.loss].init:
+                    w.line(ln.format(**fields))
             w.line("")
             in_names = [py_ident(i.name) for i in ir.inputs]
             w.line(f"def forward(self, {', '.join(in_names)}):")
@@ -623,6 +629,10 @@ class PyTorchEmitter:
             if h in self.helpers:
                 out.line("")
                 out.lines.extend(HELPERS[h].rstrip("\n").split("\n"))
+        for h in LOSS_HELPERS:  # what the task's loss, metrics and methods call, in the table's order
+            if h in LOSSES[spec.loss].helpers:
+                out.line("")
+                out.lines.extend(LOSS_HELPERS[h].rstrip("\n").split("\n"))
         for src in self.class_src:
             out.line("")
             out.line("")
@@ -659,6 +669,8 @@ class PyTorchEmitter:
         return [base] if n == 1 else [f"{base}{i}" for i in range(n)]
 
     def _slot_shape(self, role: str) -> str:
+        if role == "head" and len(self.ir.outputs) > 1:  # a head of several outputs: each one's shape
+            return "  # " + ", ".join(fmt_shape(self.ir.shape_of(t)) for _, t in self.ir.outputs)
         last = None
         for n in self.ir.topo():
             if n == role or n.startswith(role + "."):
@@ -667,16 +679,26 @@ class PyTorchEmitter:
             return ""
         return "  # " + ", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"])
 
-    @staticmethod
-    def _loss_fields(in_names: list[str]) -> dict[str, str]:
-        """The placeholders of the loss code (backends/pytorch/losses.py)."""
+    def _loss_fields(self, in_names: list[str]) -> dict[str, str]:
+        """What the loss templates (backends/pytorch/losses.py) fill in, from forward's input names."""
         x = in_names[0]
         args = ", ".join(f'batch["{n}"]' for n in in_names)
         # the token input a next-token head predicts: the decoder's `target` if the model has one, else the first;
         # `shifted` is every input with that one cut before its last token (teacher forcing)
-        y = TARGET_INPUT if TARGET_INPUT in in_names else x
+        y = TARGET_INPUT if TARGET_INPUT in in_names else "text" if "text" in in_names else x
         shifted = ", ".join("tokens[:, :-1]" if n == y else f'batch["{n}"]' for n in in_names)
-        return {"x": x, "args": args, "y": y, "shifted": shifted}
+        # a diffusion model: the noised first input x_t at timesteps t, conditioned on the other inputs
+        t = TIMESTEP_INPUT if TIMESTEP_INPUT in in_names else ""
+        cond = [n for n in in_names[1:] if n != t]
+        noisy = ", ".join("x_t" if n == x else "t" if n == t else f'batch["{n}"]' for n in in_names)
+        step = ", ".join("x" if n == x else "t" if n == t else n for n in in_names)
+        guided = ", ".join("torch.cat((x, x))" if n == x else "torch.cat((t, t))" if n == t
+                           else f"torch.cat((uncond[{cond.index(n)}], {n}))" for n in in_names)
+        form = _form_of(self.ir.inputs[0])
+        shape = ", ".join(f"c.{py_ident(str(form.symbols.get(str(d), d)))}" if isinstance(d, str) else str(d)
+                          for d in form.shape[1:])
+        return {"x": x, "args": args, "y": y, "shifted": shifted, "t": t, "noisy": noisy, "cond": ", ".join(cond),
+                "first": cond[0] if cond else x, "step": step, "guided": guided, "shape": shape}
 
     def _gen_loss(self, w: Writer, in_names: list[str]) -> None:
         code = LOSSES[self.spec.loss]
@@ -709,8 +731,12 @@ class PyTorchEmitter:
             lines(code.metrics)
         if code.methods:
             w.line("")
-            for ln in code.methods:
-                w.line(ln.format(**fields) if ln else "")
+            lines(code.methods)
+        if code.source_methods:  # more methods of the model, verbatim (detection's detect())
+            w.line("")
+            for ln in code.source_methods.strip("\n").split("\n"):
+                w.line(ln)
+
 
     def _gen_examples(self, out: Writer, model_cls: str) -> None:
         spec, ir = self.spec, self.ir
@@ -746,7 +772,7 @@ class PyTorchEmitter:
             out.line("return batch")
 
 
-_OTHER_CONVS = {"conv1d": "nn.Conv1d", "conv_transpose2d": "nn.ConvTranspose2d"}
+_OTHER_CONVS = {"conv1d": "nn.Conv1d", "conv3d": "nn.Conv3d", "conv_transpose2d": "nn.ConvTranspose2d"}
 
 _INIT_AND_ENTRY = '''
 @torch.no_grad()

@@ -9,6 +9,13 @@ next-token loss predicts (the family-declared `target` input of an encoder-decod
   exactly the task's metric names;
 - `batch`: lines of `example_batch` after `batch` holds the inputs (`inputs` the tuple, `g` a seeded
   generator, `model` the module): the targets, random but of the right form;
+- `init`: lines at the end of `Model.__init__` (the diffusion task's noise schedule buffers), `methods`: more
+  methods of the model (its samplers), `helpers`: module-level source they use.
+
+The diffusion task (`diffusion_mse`) calls the model on the noised input: `{noisy}` is forward's arguments
+with the first input replaced by `x_t` and the timestep by `t`; in `sample`, `{cond}` is the conditioning
+inputs' names (all but those two), `{step}` the call at `x`, `t` and `{guided}` the call on the batch doubled
+by the unconditional inputs `uncond`.
 - `methods`: more methods of the model (an agent's `act`, a DQN's `update_target`), after `metrics`;
 - `imports`: modules those need beyond torch (one `import` line each in the generated file).
 
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-__all__ = ["LossCode", "LOSSES", "TARGET_INPUT"]
+__all__ = ["LossCode", "LOSSES", "LOSS_HELPERS", "TARGET_INPUT"]
 
 TARGET_INPUT = "target"  # an encoder-decoder's decoder tokens (`encoder target: text = ...` in its family)
 
@@ -31,8 +38,11 @@ class LossCode:
     loss: tuple[str, ...]
     metrics: tuple[str, ...]
     batch: tuple[str, ...] = ()
-    methods: tuple[str, ...] = ()
-    imports: tuple[str, ...] = ()
+    init: tuple[str, ...] = ()  # lines at the end of Model.__init__ (the diffusion noise schedule's buffers)
+    methods: tuple[str, ...] = ()  # more methods, as template lines formatted like `loss` (diffusion's sample())
+    helpers: tuple[str, ...] = ()  # module-level functions of LOSS_HELPERS the code calls
+    source_methods: str = ""  # more methods, verbatim source at class level (detection's detect())
+    imports: tuple[str, ...] = ()  # modules the methods need beyond torch (one `import` line each)
 
 
 LOSSES: dict[str, LossCode] = {
@@ -100,6 +110,29 @@ LOSSES: dict[str, LossCode] = {
         ("with torch.no_grad():",
          "    shape = model(*inputs).shape[:-1]",
          'batch["labels"] = torch.randint(0, model.config.num_classes, shape, generator=g)'),
+    ),
+    "span_cross_entropy": LossCode(
+        'Extractive question answering (SQuAD): batch = {{"{x}": (B, T) token ids of question and context,\n'
+        '"start": (B,) and "end": (B,) positions of the answer span}}; the mean of the start and end cross-entropies.',
+        ('logits = self({args})  # (B, T, 2): start and end logits per token',
+         "start, end = logits.unbind(-1)",
+         'return (F.cross_entropy(start, batch["start"]) + F.cross_entropy(end, batch["end"])) / 2'),
+        ('start, end = self({args}).unbind(-1)',
+         "# the best span with start <= end (scores add: start logit + end logit)",
+         "scores = start[:, :, None] + end[:, None, :]",
+         "scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).tril(-1), float(\"-inf\"))",
+         "best = scores.flatten(1).argmax(-1)",
+         "s, e = best // scores.size(-1), best % scores.size(-1)",
+         'gs, ge = batch["start"], batch["end"]',
+         "# token-overlap F1 of the predicted and the gold span (SQuAD's F1 over positions)",
+         "overlap = (torch.minimum(e, ge) - torch.maximum(s, gs) + 1).clamp(min=0).float()",
+         "precision, recall = overlap / (e - s + 1).float(), overlap / (ge - gs + 1).float()",
+         "f1 = torch.where(overlap > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)",
+         'return {{"exact_match": ((s == gs) & (e == ge)).float().mean(), "span_f1": f1.mean()}}'),
+        ("with torch.no_grad():",
+         "    b, t = model(*inputs).shape[:2]",
+         'batch["start"] = torch.randint(0, t, (b,), generator=g)',
+         'batch["end"] = torch.minimum(batch["start"] + torch.randint(0, 4, (b,), generator=g), torch.tensor(t - 1))'),
     ),
     "in_batch_contrastive": LossCode(
         'In-batch InfoNCE (temperature 0.05): batch = {{"{x}": inputs, "positive": a second view of each input}};\n'
@@ -486,4 +519,403 @@ LOSSES["ppo_clip_gaussian"] = replace(
            'batch["advantage"] = torch.randn(batch_size, generator=g).to(device)',
            'batch["return"] = torch.randn(batch_size, generator=g).to(device)'),
     methods=_act_gaussian("mean, log_std, _ = self(obs)"),
+)
+
+
+TIMESTEP_INPUT = "timestep"  # a diffusion model's family-declared timestep input (`encoder timestep: timestep = ...`)
+
+_NOISE_SCHEDULE = '''
+def noise_schedule(kind: str, timesteps: int, beta_start: float, beta_end: float):
+    """The betas of the forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), (timesteps,) float32:
+    linear (DDPM), scaled_linear (Stable Diffusion: linear in sqrt(beta)) or cosine (Nichol and Dhariwal 2021:
+    alpha_bar(s) = cos((s + 0.008) / 1.008 * pi / 2) ** 2, each beta capped at 0.999), as diffusers' schedulers."""
+    if kind == "linear":
+        return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float32)
+    if kind == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=torch.float32) ** 2
+    if kind == "cosine":
+        def alpha_bar(s):
+            return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        return torch.tensor([min(1 - alpha_bar((i + 1) / timesteps) / alpha_bar(i / timesteps), 0.999)
+                             for i in range(timesteps)], dtype=torch.float32)
+    raise ValueError(f"unknown beta schedule {kind!r}")
+'''
+
+LOSSES["diffusion_mse"] = LossCode(
+    "Epsilon-prediction loss (DDPM's L_simple): for clean inputs x0 = batch[\"{x}\"], t uniform in [0, timesteps) and\n"
+    "noise ~ N(0, I), x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise; the mean squared error of the predicted noise.\n"
+    "batch[\"{t}\"] is not read (the loss draws its own t); the other inputs condition the model.",
+    ('x0 = batch["{x}"]',
+     "t = torch.randint(0, self.config.timesteps, (x0.shape[0],), device=x0.device)",
+     "noise = torch.randn_like(x0)",
+     "abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ...)",
+     "x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+     "return F.mse_loss(self({noisy}), noise)"),
+    ('x0 = batch["{x}"]',
+     "# a fixed draw of t and noise, so that the metrics of two checkpoints compare",
+     "g = torch.Generator(device=x0.device).manual_seed(0)",
+     "t = torch.randint(0, self.config.timesteps, (x0.shape[0],), generator=g, device=x0.device)",
+     "noise = torch.randn(x0.shape, generator=g, device=x0.device)",
+     "abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))",
+     "x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+     "eps = self({noisy})",
+     "x0_hat = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()  # the clean input the prediction implies",
+     'return {{"noise_mse": F.mse_loss(eps, noise), "x0_mse": F.mse_loss(x0_hat, x0)}}'),
+    init=("# the forward process: betas and their cumulative products abar_t (buffers, not in the state_dict)",
+          "betas = noise_schedule(config.beta_schedule, config.timesteps, config.beta_start, config.beta_end)",
+          'self.register_buffer("betas", betas, persistent=False)',
+          'self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, dim=0), persistent=False)'),
+    methods=(
+        "@torch.no_grad()",
+        "def sample(self, {cond}, steps: int = 50, method: str = \"ddim\", eta: float = 0.0, guidance_scale: float = 1.0,",
+        "           uncond=None, generator=None, x=None):",
+        '    """Runs the reverse process from x_T ~ N(0, I) (or the given `x`) to x_0 in `steps` steps at timesteps',
+        "    (steps - 1) k, ..., k, 0 with k = timesteps // steps (diffusers' \"leading\" spacing). method \"ddpm\": ancestral",
+        "    sampling from the posterior q(x_prev | x_t, x0_hat) (Ho et al. 2020; with fewer steps, of the respaced",
+        "    process); \"ddim\": Song et al. 2021, deterministic at eta = 0. guidance_scale != 1: classifier-free",
+        "    guidance, eps_u + s (eps_c - eps_u), eps_u conditioned on `uncond` (default: all-zero ids of the same shape,",
+        '    e.g. pass the tokenised empty prompt). Noise is drawn from `generator`."""',
+        '    if method not in ("ddpm", "ddim"):',
+        '        raise ValueError(f"method must be \'ddpm\' or \'ddim\', got {{method!r}}")',
+        "    c, first = self.config, {first}",
+        "    n, device = first.shape[0], first.device",
+        "    if x is None:",
+        "        x = torch.randn((n, {shape}), generator=generator, device=device)",
+        "    ratio = c.timesteps // min(max(steps, 1), c.timesteps)",
+        "    abar = self.alphas_cumprod",
+        "    if uncond is None:",
+        "        uncond = tuple(torch.zeros_like(i) for i in ({cond},))",
+        "    for step in range(min(max(steps, 1), c.timesteps) - 1, -1, -1):",
+        "        t_now = step * ratio",
+        "        a_t = abar[t_now]",
+        "        a_prev = abar[t_now - ratio] if t_now - ratio >= 0 else abar.new_tensor(1.0)",
+        "        t = torch.full((n,), t_now, dtype=torch.long, device=device)",
+        "        if guidance_scale != 1.0:",
+        "            eps_u, eps_c = self({guided}).chunk(2)",
+        "            eps = eps_u + guidance_scale * (eps_c - eps_u)",
+        "        else:",
+        "            eps = self({step})",
+        "        x0_hat = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()",
+        '        if method == "ddim":',
+        "            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()",
+        "            x = a_prev.sqrt() * x0_hat + (1 - a_prev - sigma**2).sqrt() * eps",
+        "            if eta > 0:",
+        "                x = x + sigma * torch.randn(x.shape, generator=generator, device=device)",
+        "        else:",
+        "            beta = 1 - a_t / a_prev",
+        "            x = (a_prev.sqrt() * beta / (1 - a_t)) * x0_hat + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x",
+        "            if t_now > 0:",
+        "                var = ((1 - a_prev) / (1 - a_t) * beta).clamp(min=1e-20)",
+        "                x = x + var.sqrt() * torch.randn(x.shape, generator=generator, device=device)",
+        "    return x",
+    ),
+    helpers=("noise_schedule",),
+)
+
+
+# ------------------------------------------------------------------ object detection
+# Ground truth, padded: batch["boxes"] (B, max_objects, 4) as (x1, y1, x2, y2) in pixels of the input image,
+# batch["labels"] (B, max_objects) class ids, -1 for padding. Both detectors' `detect()` give per image
+# {"boxes": (K, 4) x1 y1 x2 y2 in pixels, "scores": (K,), "labels": (K,)}.
+_DETECTION_BATCH = (
+    "max_objects, size = 4, model.config.image_size",
+    "count = 1 + torch.arange(batch_size) % max_objects  # objects per image: 1, 2, 3, 4, 1, ...",
+    "wh = (0.15 + 0.45 * torch.rand(batch_size, max_objects, 2, generator=g)) * size",
+    "centre = wh / 2 + torch.rand(batch_size, max_objects, 2, generator=g) * (size - wh)",
+    "pad = torch.arange(max_objects)[None, :] >= count[:, None]",
+    'batch["boxes"] = torch.cat((centre - wh / 2, centre + wh / 2), -1).masked_fill(pad[..., None], 0.0)',
+    'batch["labels"] = torch.randint(0, model.config.num_classes, (batch_size, max_objects), generator=g).masked_fill(pad, -1)',
+)
+
+_DETECTION_METRICS_DOC = (
+    "# mAP at IoU 0.5 over the batch (all-point interpolated AP per class with ground truth, averaged) and the",
+    "# recall of the same detections at IoU 0.5",
+)
+
+# Module-level functions the detection losses, metrics and detect() use, emitted into model.py in this order.
+LOSS_HELPERS: dict[str, str] = {
+    "boxes": '''
+def box_area(b):
+    return (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
+
+
+def box_iou(a, b):
+    """IoU and union of (x1, y1, x2, y2) boxes, elementwise over broadcast shapes (a[:, None], b[None]: all pairs)."""
+    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union.clamp(min=1e-9), union
+
+
+def box_giou(a, b):
+    """Generalized IoU (Rezatofighi et al. 2019) of (x1, y1, x2, y2) boxes, elementwise over broadcast shapes."""
+    iou, union = box_iou(a, b)
+    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
+    return iou - (hull - union) / hull.clamp(min=1e-9)
+
+
+def box_cxcywh_to_xyxy(b):
+    cx, cy, w, h = b.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1)
+
+
+def box_xyxy_to_cxcywh(b):
+    x1, y1, x2, y2 = b.unbind(-1)
+    return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), -1)
+''',
+    "nms": '''
+def nms(boxes, scores, iou_threshold: float):
+    """Greedy non-maximum suppression: the indices of the kept boxes, by decreasing score."""
+    order = scores.argsort(descending=True)
+    keep = []
+    while order.numel():
+        i, order = order[0], order[1:]
+        keep.append(i)
+        order = order[box_iou(boxes[i][None], boxes[order])[0] <= iou_threshold]
+    return torch.stack(keep) if keep else order
+
+
+def batched_nms(boxes, scores, labels, iou_threshold: float):
+    """NMS within each class: the boxes of each class are moved apart, so other classes never suppress them."""
+    if boxes.numel() == 0:
+        return labels.new_zeros(0)
+    offset = labels.to(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1)
+    return nms(boxes + offset, scores, iou_threshold)
+''',
+    "map": '''
+def map_50(detections, gt_boxes, gt_labels):
+    """mAP at IoU 0.5 and recall over a batch. detections: per image {"boxes", "scores", "labels"}; ground truth
+    (B, max_objects, 4) and (B, max_objects), labels -1 for padding. In each image, by decreasing score, a detection
+    is a true positive when it overlaps a still-unmatched ground-truth box of its class by IoU >= 0.5 (it takes the
+    best such box, COCO's greedy rule). AP per class with ground truth: the area under the precision-recall curve,
+    precision made monotone (VOC's all-point interpolation); mAP their mean; recall: matched / ground-truth boxes."""
+    scores, hits, classes, truth = [], [], [], []
+    for det, boxes, labels in zip(detections, gt_boxes, gt_labels):
+        boxes, labels = boxes[labels >= 0], labels[labels >= 0]
+        order = det["scores"].argsort(descending=True)
+        db, ds, dl = det["boxes"][order], det["scores"][order], det["labels"][order]
+        iou = box_iou(db[:, None], boxes[None])[0]  # (K, G)
+        free = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+        tp = torch.zeros(len(db), dtype=torch.bool, device=labels.device)
+        for k in range(len(db)):
+            ok = (labels == dl[k]) & free & (iou[k] >= 0.5)
+            if ok.any():
+                free[torch.where(ok, iou[k], -1.0).argmax()] = False
+                tp[k] = True
+        for acc, t in ((scores, ds), (hits, tp), (classes, dl), (truth, labels)):
+            acc.append(t)
+    scores, hits, classes, truth = (torch.cat(t) for t in (scores, hits, classes, truth))
+    aps = []
+    for c in truth.unique():
+        h = hits[classes == c][scores[classes == c].argsort(descending=True)].float()
+        precision = h.cumsum(0) / torch.arange(1, len(h) + 1, device=h.device)
+        precision = precision.flip(0).cummax(0).values.flip(0)  # the best precision at this recall or beyond
+        aps.append((precision * h).sum() / (truth == c).sum())  # each true positive adds 1 / n to the recall
+    mean_ap = torch.stack(aps).mean() if aps else torch.tensor(float("nan"))
+    return mean_ap, hits.sum() / max(len(truth), 1)
+''',
+    "anchors": '''
+DETECTION_STRIDES = (8, 16, 32)
+
+
+def detection_anchors(image_size: int, device=None, strides=DETECTION_STRIDES):
+    """Cell centres (cells, 2) as (x, y) in pixels and each cell's stride (cells,): the levels in order, each row-major."""
+    centres, per_cell = [], []
+    for s in strides:
+        n = image_size // s
+        ys, xs = torch.meshgrid(torch.arange(n, device=device), torch.arange(n, device=device), indexing="ij")
+        centres.append(torch.stack((xs, ys), -1).reshape(-1, 2).float() * s + s / 2)
+        per_cell.append(torch.full((n * n,), float(s), device=device))
+    return torch.cat(centres), torch.cat(per_cell)
+
+
+def decode_ltrb(raw, centres, strides):
+    """Raw box regressions (B, cells, 4) -> (x1, y1, x2, y2) in pixels: distances softplus(raw) * stride."""
+    d = F.softplus(raw) * strides[:, None]
+    return torch.cat((centres - d[..., :2], centres + d[..., 2:]), -1)
+
+
+def assign_center_prior(centres, strides, gt_boxes, gt_labels, num_classes: int, radius: float = 2.5):
+    """FCOS's assignment with centre sampling: a cell is positive for a ground-truth box when its centre lies inside
+    the box, within radius * stride of the box's centre, and its largest distance to the box's sides is in its
+    level's range ([0, 64], [64, 128], [128, inf) at strides 8, 16, 32: 4 and 8 strides); a cell several boxes
+    claim takes the smallest. Returns one-hot class targets (B, cells, classes), box targets (B, cells, 4) and
+    the positives (B, cells)."""
+    x, y = centres[None, :, 0, None], centres[None, :, 1, None]  # (1, cells, 1)
+    x1, y1, x2, y2 = (v[:, None, :] for v in gt_boxes.unbind(-1))  # (B, 1, M)
+    ltrb = torch.stack((x - x1, y - y1, x2 - x, y2 - y), -1)  # (B, cells, M, 4)
+    s = strides[None, :, None]
+    near = ((x - (x1 + x2) / 2).abs() < radius * s) & ((y - (y1 + y2) / 2).abs() < radius * s)
+    lo = torch.where(s == strides.min(), 0.0, 4 * s)
+    hi = torch.where(s == strides.max(), float("inf"), 8 * s)
+    reach = ltrb.amax(-1)
+    claim = (ltrb.amin(-1) > 0) & near & (reach >= lo) & (reach <= hi) & (gt_labels[:, None, :] >= 0)
+    area = torch.where(claim, ((x2 - x1) * (y2 - y1)).expand_as(claim), float("inf"))
+    smallest, best = area.min(-1)  # (B, cells)
+    positive = torch.isfinite(smallest)
+    labels = gt_labels.gather(1, best).clamp(min=0)
+    target_cls = F.one_hot(labels, num_classes).float() * positive[..., None]
+    target_box = gt_boxes.gather(1, best[..., None].expand(-1, -1, 4))
+    return target_cls, target_box, positive
+
+
+def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0):
+    """Focal loss (Lin et al. 2017) per element of multi-label logits and 0/1 targets."""
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    return ce * (1 - p_t) ** gamma * (alpha * targets + (1 - alpha) * (1 - targets))
+''',
+    "hungarian": '''
+def linear_sum_assignment(cost):
+    """Minimum-cost assignment of a cost matrix (n, m): rows and columns (lists, rows increasing) of min(n, m) pairs,
+    each row and each column used at most once (the Hungarian algorithm with shortest augmenting paths and
+    potentials, Jonker-Volgenant style, O(n^2 m); plain Python over cost.tolist())."""
+    c = cost.tolist() if hasattr(cost, "tolist") else [list(r) for r in cost]
+    n, m = len(c), len(c[0]) if c else 0
+    if n > m:  # more rows than columns: assign the columns instead
+        cols, rows = linear_sum_assignment([list(r) for r in zip(*c)])
+        pairs = sorted(zip(rows, cols))
+        return [r for r, _ in pairs], [k for _, k in pairs]
+    inf = float("inf")
+    u, v = [0.0] * (n + 1), [0.0] * (m + 1)  # potentials of rows and columns
+    owner, way = [0] * (m + 1), [0] * (m + 1)  # owner[j]: the row (1-based) that column j is assigned to
+    for i in range(1, n + 1):
+        owner[0], j0 = i, 0
+        minv, used = [inf] * (m + 1), [False] * (m + 1)
+        while True:  # grow a shortest augmenting path from row i
+            used[j0] = True
+            i0, delta, j1 = owner[j0], inf, 0
+            for j in range(1, m + 1):
+                if not used[j]:
+                    cur = c[i0 - 1][j - 1] - u[i0] - v[j]
+                    if cur < minv[j]:
+                        minv[j], way[j] = cur, j0
+                    if minv[j] < delta:
+                        delta, j1 = minv[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[owner[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if owner[j0] == 0:
+                break
+        while j0:  # flip the path
+            j1 = way[j0]
+            owner[j0] = owner[j1]
+            j0 = j1
+    pairs = sorted((owner[j] - 1, j - 1) for j in range(1, m + 1) if owner[j])
+    return [r for r, _ in pairs], [k for _, k in pairs]
+
+
+def set_prediction_loss(logits, boxes, gt_boxes, gt_labels, image_size: int, eos_coef: float = 0.1,
+                        w_class: float = 1.0, w_l1: float = 5.0, w_giou: float = 2.0):
+    """DETR's set criterion. Per image, queries are matched one-to-one to the ground-truth boxes by the Hungarian
+    algorithm on the cost w_class * -p(class) + w_l1 * L1 + w_giou * -GIoU (boxes as normalised cx cy w h); then
+    cross-entropy over every query (unmatched queries: the no-object class, weighted eos_coef), and the L1 and
+    1 - GIoU of the matched boxes, summed and divided by the number of ground-truth boxes."""
+    B, Q, classes = logits.shape
+    target = torch.full((B, Q), classes - 1, dtype=torch.long, device=logits.device)
+    prob = logits.detach().softmax(-1)
+    src, tgt = [], []
+    for b in range(B):
+        labels = gt_labels[b][gt_labels[b] >= 0]
+        truth = box_xyxy_to_cxcywh(gt_boxes[b][gt_labels[b] >= 0] / image_size)  # (G, 4) normalised
+        if len(labels) == 0:
+            continue
+        with torch.no_grad():
+            pred = boxes[b].detach()
+            cost = (-w_class * prob[b][:, labels] + w_l1 * (pred[:, None] - truth[None]).abs().sum(-1)
+                    - w_giou * box_giou(box_cxcywh_to_xyxy(pred)[:, None], box_cxcywh_to_xyxy(truth)[None]))
+        rows, cols = linear_sum_assignment(cost)  # query rows[i] predicts object cols[i]
+        target[b, rows] = labels[cols]
+        src.append(boxes[b, rows])
+        tgt.append(truth[cols])
+    weight = torch.ones(classes, device=logits.device)
+    weight[-1] = eos_coef
+    loss_class = F.cross_entropy(logits.transpose(1, 2), target, weight)
+    src, tgt = (torch.cat(t) if t else boxes.new_zeros(0, 4) for t in (src, tgt))
+    n = max(len(tgt), 1)
+    loss_l1 = (src - tgt).abs().sum() / n
+    loss_giou = (1 - box_giou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt))).sum() / n
+    return w_class * loss_class + w_l1 * loss_l1 + w_giou * loss_giou
+''',
+    "noise_schedule": _NOISE_SCHEDULE,
+}
+
+LOSSES["dense_detection"] = LossCode(
+    'Anchor-free detection loss: batch = {{"{x}": images, "boxes": (B, max_objects, 4) x1 y1 x2 y2 in pixels,\n'
+    '"labels": (B, max_objects) class ids, -1 padding}}. FCOS centre-sampling assignment, focal loss over every\n'
+    "cell and class and 2 (1 - GIoU) over the positives, each divided by the number of positives.",
+    ("logits, raw = self({args})  # (B, cells, num_classes), (B, cells, 4)",
+     "centres, strides = detection_anchors(self.config.image_size, logits.device)",
+     'target_cls, target_box, positive = assign_center_prior(centres, strides, batch["boxes"], batch["labels"],',
+     "                                                       logits.shape[-1])",
+     "n = positive.sum().clamp(min=1)",
+     "loss_cls = sigmoid_focal_loss(logits, target_cls).sum() / n",
+     "loss_box = (1 - box_giou(decode_ltrb(raw, centres, strides)[positive], target_box[positive])).sum() / n",
+     "return loss_cls + 2.0 * loss_box"),
+    (*_DETECTION_METRICS_DOC,
+     "# of all detections kept at score 0.001 (NMS at IoU 0.6, at most 100 per image)",
+     'detections = self.detect(batch["{x}"], score_threshold=0.001, iou_threshold=0.6)',
+     'mean_ap, recall = map_50(detections, batch["boxes"], batch["labels"])',
+     'return {{"map_50": mean_ap, "recall_50": recall}}'),
+    _DETECTION_BATCH,
+    helpers=("boxes", "nms", "map", "anchors"),
+    source_methods='''
+@torch.no_grad()
+def detect(self, images, score_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100,
+           candidates: int = 1000):
+    """Detections per image: the `candidates` best (cell, class) scores above score_threshold (sigmoid of the
+    logits), their boxes decoded, class-wise NMS at iou_threshold, at most max_detections. A list of
+    {"boxes": (K, 4) x1 y1 x2 y2 in pixels, "scores": (K,), "labels": (K,)}, one per image."""
+    logits, raw = self(images)
+    centres, strides = detection_anchors(self.config.image_size, logits.device)
+    boxes, scores = decode_ltrb(raw, centres, strides), logits.sigmoid()
+    classes = scores.shape[-1]
+    out = []
+    for b in range(scores.shape[0]):
+        s, idx = scores[b].flatten().topk(min(candidates, scores[b].numel()))
+        s, idx = s[s > score_threshold], idx[s > score_threshold]
+        cells, labels = idx // classes, idx % classes
+        keep = batched_nms(boxes[b, cells], s, labels, iou_threshold)[:max_detections]
+        out.append({"boxes": boxes[b, cells[keep]], "scores": s[keep], "labels": labels[keep]})
+    return out
+''',
+)
+
+LOSSES["set_detection"] = LossCode(
+    'DETR\'s set prediction loss: batch = {{"{x}": images, "boxes": (B, max_objects, 4) x1 y1 x2 y2 in pixels,\n'
+    '"labels": (B, max_objects) class ids, -1 padding}}. Hungarian matching, then cross-entropy (no-object weighted\n'
+    "0.1) + 5 L1 + 2 (1 - GIoU) of the matched boxes (normalised cx cy w h).",
+    ("logits, boxes = self({args})  # (B, queries, num_classes + 1), (B, queries, 4)",
+     'return set_prediction_loss(logits, boxes, batch["boxes"], batch["labels"], self.config.image_size)'),
+    (*_DETECTION_METRICS_DOC,
+     "# of every query's most likely class (no threshold: DETR ranks its queries by score)",
+     'detections = self.detect(batch["{x}"], score_threshold=0.0)',
+     'mean_ap, recall = map_50(detections, batch["boxes"], batch["labels"])',
+     'return {{"map_50": mean_ap, "recall_50": recall}}'),
+    _DETECTION_BATCH,
+    helpers=("boxes", "nms", "map", "hungarian"),
+    source_methods='''
+@torch.no_grad()
+def detect(self, images, score_threshold: float = 0.7, iou_threshold: float = 1.0):
+    """Detections per image: each query's most likely class (softmax without the no-object class) and its box in
+    pixels, kept above score_threshold. DETR needs no NMS (its queries are matched one-to-one in training); an
+    iou_threshold below 1 applies class-wise NMS anyway. A list of {"boxes": (K, 4) x1 y1 x2 y2 in pixels,
+    "scores": (K,), "labels": (K,)}, one per image."""
+    logits, boxes = self(images)
+    scores, labels = logits.softmax(-1)[..., :-1].max(-1)  # (B, queries)
+    boxes = box_cxcywh_to_xyxy(boxes) * self.config.image_size
+    out = []
+    for b in range(scores.shape[0]):
+        keep = (scores[b] > score_threshold).nonzero()[:, 0]
+        if iou_threshold < 1.0:
+            keep = keep[batched_nms(boxes[b, keep], scores[b, keep], labels[b, keep], iou_threshold)]
+        out.append({"boxes": boxes[b, keep], "scores": scores[b, keep], "labels": labels[b, keep]})
+    return out
+''',
 )

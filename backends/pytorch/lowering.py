@@ -10,6 +10,7 @@ __all__ = ["MODULES", "MODULE_CALL", "FUNCTIONAL", "HELPERS", "LEARNED_HELPERS",
 MODULES: dict[str, str] = {
     "linear": "nn.Linear({in_features}, {out_features}?, bias={bias})",
     "conv2d": "nn.Conv2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}?, bias={bias})",
+    "conv3d": "nn.Conv3d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}?, bias={bias})",
     "batchnorm": "nn.BatchNorm2d({channels}?, eps={eps}?, momentum={momentum})",
     "layernorm": "nn.LayerNorm({dim}?, eps={eps}?, bias={bias})",
     "rmsnorm": "nn.RMSNorm({dim}, eps={eps})",
@@ -21,6 +22,7 @@ MODULES: dict[str, str] = {
     "lstm": "nn.LSTM({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
     "gru": "nn.GRU({in_features}, {hidden}?, num_layers={layers}, batch_first=True?, bidirectional={bidirectional})",
     "layernorm2d": "LayerNorm2d({channels}?, eps={eps})",
+    "groupnorm": "nn.GroupNorm({groups}, {channels}?, eps={eps})",
     "conv1d": "nn.Conv1d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding={padding}?, groups={groups}"
               "?, bias={bias})",
     "conv_transpose2d": "nn.ConvTranspose2d({in_channels}, {out_channels}, {kernel}?, stride={stride}?, padding="
@@ -38,6 +40,8 @@ MODULES: dict[str, str] = {
                               "bidirectional={bidirectional})",
     "sinusoid_embedding": "SinusoidEmbedding({length}, {dim})",
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
+    "object_queries": "ObjectQueries({num}, {dim})",
+    "frozen_batchnorm": "FrozenBatchNorm2d({channels}?, eps={eps})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -78,15 +82,20 @@ FUNCTIONAL: dict[str, str] = {
     "scale": "{x} * {factor}",
     "log_mel": "log_mel({x}, {n_mels}, {n_fft}, {hop}, {sample_rate})",
     "rope": "apply_rope({q}, {k}, {heads}, {base})",
+    "concat": "torch.cat(({a}, {b}), dim={dim})",
+    "timestep_embedding": "timestep_embedding({x}, {dim}?, flip_sin_to_cos={flip_sin_to_cos}?, shift={shift}?, max_period={max_period})",
     "add": "{a} + {b}",
     "sub": "{a} - {b}",
+    "drop_prefix": "{x}[:, {count}:]",
     "mul": "{a} * {b}",
+    "upsample": "F.interpolate({x}, scale_factor={factor}, mode='nearest')",
+    "sine_position_2d": "sine_position_2d({x}, {height}, {width}?, temperature={temperature})",
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "sdpa": ("q", "k", "v"), "sdpa_bias": ("q", "k", "v", "bias"), "relative_position_bias": ("a", "b"),
     "rope": ("q", "k"), "eot_pool": ("a", "b"), "graph_mean_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
-    "mul": ("a", "b"), "matmul": ("a", "b"),
+    "mul": ("a", "b"), "matmul": ("a", "b"), "concat": ("a", "b"),
 }
 
 HELPERS: dict[str, str] = {
@@ -501,6 +510,58 @@ class GATConv(nn.Module):
         out = h.new_zeros(N, H, C).index_add(0, dst, h[src] * alpha[..., None]).reshape(N, H * C)
         return out if self.bias is None else out + self.bias
 ''',
+    "timestep_embedding": '''
+def timestep_embedding(t, dim: int, flip_sin_to_cos: bool = True, shift: float = 0.0, max_period: float = 10000.0):
+    """Sinusoidal embedding of integer timesteps (B,) -> (B, dim), as diffusers' Timesteps."""
+    half = dim // 2
+    # the frequencies in float64 on the CPU, rounded once (every runtime gets the same float32 table)
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float64) / (half - shift)
+    arg = t.float()[:, None] * torch.exp(exponent).float().to(t.device)[None, :]  # (B, half)
+    sin, cos = torch.sin(arg), torch.cos(arg)
+    return torch.cat((cos, sin) if flip_sin_to_cos else (sin, cos), dim=-1)
+''',
+    "sine_position_2d": '''
+def sine_position_2d(x, height: int, width: int, temperature: float = 10000.0):
+    """DETR's sine positions (PositionEmbeddingSine, normalised) of a height x width map, for tokens (B, H*W, D)."""
+    n = x.shape[-1] // 2  # features per axis: y first, then x
+    scale = 2 * math.pi
+    y = torch.arange(1, height + 1, dtype=torch.float32, device=x.device) / (height + 1e-6) * scale  # (H,)
+    xs = torch.arange(1, width + 1, dtype=torch.float32, device=x.device) / (width + 1e-6) * scale  # (W,)
+    dim_t = temperature ** (2 * (torch.arange(n, device=x.device) // 2) / n)  # (n,)
+    py, px = y[:, None] / dim_t, xs[:, None] / dim_t  # (H, n), (W, n)
+    py = torch.stack((py[:, 0::2].sin(), py[:, 1::2].cos()), dim=2).flatten(1)  # sin, cos interleaved
+    px = torch.stack((px[:, 0::2].sin(), px[:, 1::2].cos()), dim=2).flatten(1)
+    pos = torch.cat((py[:, None, :].expand(height, width, n), px[None, :, :].expand(height, width, n)), dim=2)
+    return pos.reshape(1, height * width, 2 * n).to(x.dtype).expand(x.shape[0], -1, -1)  # (B, H*W, D)
+''',
+    "FrozenBatchNorm2d": '''
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine, all buffers (DETR's FrozenBatchNorm2d): x * scale + shift."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(channels))
+        self.register_buffer("bias", torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x):
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale[:, None, None] + shift[:, None, None]
+''',
+    "ObjectQueries": '''
+class ObjectQueries(nn.Module):
+    """DETR's learned object queries (num, dim), N(0, 1) as nn.Embedding, expanded over the batch."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num, dim))
+
+    def forward(self, x):
+        return self.weight[None].expand(x.shape[0], -1, -1)  # (B, num, dim)
+''',
     "auxiliary_loss": '''
 def auxiliary_loss(model: nn.Module):
     """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
@@ -520,4 +581,6 @@ def helper_deps(prim: str) -> list[str]:
             "add_identity": ["add_identity"], "reparameterize": ["Reparameterize", "auxiliary_loss"],
             "causal_conv1d": ["CausalConv1d"], "selective_scan": ["SelectiveScan"], "s4d": ["S4D"],
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
-            "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"]}.get(prim, [])
+            "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"],
+            "timestep_embedding": ["timestep_embedding"], "sine_position_2d": ["sine_position_2d"],
+            "object_queries": ["ObjectQueries"], "frozen_batchnorm": ["FrozenBatchNorm2d"]}.get(prim, [])

@@ -39,7 +39,11 @@ _RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | {
     "list", "tuple", "dict", "int", "float", "bool", "str", "type", "object", "None", "True", "False", "batch",
     "build_model", "example_inputs", "example_batch", "attention", "apply_rope", "PositionEmbedding", "ClassToken",
     "TokenTypeEmbedding", "ContrastiveLogits", "eot_pool", "quick_gelu", "GCNConv", "GATConv", "with_self_loops", "graph_mean_pool",
-    "init_weights", "Model", "_",
+    "init_weights", "Model", "_", "sine_position_2d", "ObjectQueries", "FrozenBatchNorm2d",
+    # detection's loss helpers (backends/pytorch/losses.py LOSS_HELPERS)
+    "box_area", "box_iou", "box_giou", "box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "nms", "batched_nms", "map_50",
+    "DETECTION_STRIDES", "detection_anchors", "decode_ltrb", "assign_center_prior", "sigmoid_focal_loss",
+    "linear_sum_assignment", "set_prediction_loss",
 }
 
 
@@ -55,7 +59,7 @@ def py_ident(name: str) -> str:
 
 # nn.Module members that a submodule attribute must not shadow
 _MODULE_MEMBERS = {
-    "forward", "training", "config", "loss", "metrics", "apply", "to", "train", "eval", "parameters", "buffers",
+    "forward", "training", "config", "loss", "metrics", "detect", "apply", "to", "train", "eval", "parameters", "buffers",
     "modules", "children", "state_dict", "load_state_dict", "cuda", "cpu", "type", "float", "double", "half",
     "bfloat16", "zero_grad", "register_buffer", "register_parameter", "register_module", "add_module",
     "named_parameters", "named_modules", "named_children", "named_buffers", "requires_grad_", "extra_repr",

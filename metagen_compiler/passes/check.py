@@ -28,7 +28,7 @@ _UNIT_WORDS = {"count": "a count such as 86M", "bytes": "a size such as 12GB", "
 
 # objective -> task, for specs that name no task (as the seeds' YAML examples do)
 _TASK_FROM_OBJECTIVE = {"autoregressive": "generation", "classification": "classification", "regression": "regression",
-                        "masked_lm": "generation", "contrastive": "embedding", "diffusion": "generation",
+                        "masked_lm": "generation", "contrastive": "embedding", "diffusion": "denoising",
                         "forecasting": "time_series_forecast", "detection": "object_detection"}
 
 
@@ -63,22 +63,34 @@ def metadata_dict(entries: tuple[A.MetaEntry, ...], bag: DiagnosticBag) -> dict[
     return out
 
 
-def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: DiagnosticBag
-                   ) -> tuple[Definition | None, Definition | None]:
+def _fits(mod: str | None, inputs: list[str], objectives: list[str]) -> bool:
+    """A FAMILY_GROUPS key: None (any input), `image`, `image+text` (all of these inputs), with
+    `@name` when an objective or the task decides (`image+text@contrastive`, `graph@graph_classification`)."""
+    if mod is None:
+        return True
+    need, _, objective = mod.partition("@")
+    return all(m in inputs for m in need.split("+")) and (not objective or objective in objectives)
+
+
+def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: DiagnosticBag,
+                   objectives: list[str] | None = None) -> tuple[Definition | None, Definition | None]:
     """The family (and preset, if the architecture names one) an architecture refers to."""
+    objectives = objectives or []
     d = prog.lookup(prog.root_name, arch.family)
-    if d is None and arch.family.dotted in FAMILY_GROUPS:
+    group = FAMILY_GROUPS.get(arch.family.dotted, ())
+    # a group name (`gat`) chooses among its families even where the plain name also resolves to one of them
+    if arch.family.dotted in FAMILY_GROUPS and (d is None or d.qualname in {f"std.{t}" for _, t in group}):
         options = FAMILY_GROUPS[arch.family.dotted]
-        if not any(mod is None or mod in inputs for mod, _ in options):
-            takes = sorted({mod for mod, _ in options if mod is not None})
+        if not any(_fits(mod, inputs, objectives) for mod, _ in options):
+            takes = sorted({mod.partition("@")[0] for mod, _ in options if mod is not None})
             bag.error("E106", f"`{arch.family.dotted}` names no family for {', '.join(inputs) or 'this'} input",
                       arch.family.span, hint=f"`{arch.family.dotted}` is for {', '.join(takes)} input; for "
                       f"{', '.join(inputs) or 'this input'} try "
                       + ", ".join(f"`{g}`" for g, opts in FAMILY_GROUPS.items()
-                                  if any(m in inputs for m, _ in opts)))
+                                  if any(_fits(m, inputs, objectives) for m, _ in opts if m is not None)))
             return None, None
         for mod, target in options:
-            if mod is None or mod in inputs:
+            if _fits(mod, inputs, objectives):
                 d = prog.defs.get(f"std.{target}")
                 if d is None:
                     bag.error("E106", f"family `{arch.family.dotted}` for {', '.join(inputs) or 'this input'} means "
@@ -352,6 +364,8 @@ class CheckPass:
                 task_fields[f.name.name] = v
         else:
             task = next((_TASK_FROM_OBJECTIVE[o] for o in objectives if o in _TASK_FROM_OBJECTIVE), "")
+            if task == "embedding" and len(inputs) > 1:  # contrastive over two inputs: each retrieves the other
+                task = "multimodal_retrieval"
             if not task and any(n == "label" for n, _ in outputs):
                 task = "classification"
             if not task:
@@ -387,7 +401,7 @@ class CheckPass:
                     else "add `architecture transformer.decoder { ... }` or a preset such as `architecture gpt2`")
             bag.error("E208", f"model `{model.name.name}` has no architecture", model.name.span, hint=hint)
             return
-        fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag)
+        fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag, [*objectives, task])
         if fam is None:
             return
         assert isinstance(fam.node, A.Family)

@@ -51,7 +51,8 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
 
 # Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
 # the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "split_sizes", "transpose", "flatten", "select", "identity", "permute", "unflatten"})
+VIEW_OPS = frozenset({"split", "split_sizes", "transpose", "flatten", "select", "identity", "permute", "unflatten",
+                      "drop_prefix"})
 
 
 def aliases_input(op: str, args: dict[str, Any]) -> bool:
@@ -62,8 +63,9 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     """Bytes autograd keeps for a primitive beyond its inputs and outputs (PyTorch's CPU kernels, fp32).
 
     layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W);
+    groupnorm: mean and rstd per sample and group (B x groups);
     rmsnorm: rstd per row and the normalised tensor before the weight;
-    batchnorm, batchnorm1d: mean and invstd per channel;
+    batchnorm, batchnorm1d: mean and invstd per channel; frozen_batchnorm: its scale per channel;
     reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent);
     sdpa: the log-sum-exp per query row (flash attention);
     maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
@@ -81,12 +83,16 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
     if op == "layernorm2d":
         return 2 * 4 * (math.prod(ins[0]) // ins[0][1])
+    if op == "groupnorm":
+        return 2 * 4 * ins[0][0] * int(args["groups"])
     if op == "rmsnorm":
         return 4 * (math.prod(ins[0]) // ins[0][-1]) + 4 * math.prod(outs[0])
     if op == "reparameterize":
         return 3 * 4 * math.prod(outs[0])
     if op in ("batchnorm", "batchnorm1d"):
         return 2 * 4 * int(args["channels"])
+    if op == "frozen_batchnorm":  # the per-channel scale x is multiplied by
+        return 4 * int(args["channels"])
     if op == "sdpa":
         b, t, _ = ins[0]
         return 4 * b * int(args["heads"]) * t
@@ -177,15 +183,23 @@ def _folded_nodes(ir: GraphIR) -> set[str]:
     folded: set[str] = set()
     for n in ir.topo():
         d = g.nodes[n]
-        if d["op"] not in ("batchnorm", "relu"):
+        if d["op"] not in ("batchnorm", "frozen_batchnorm", "relu"):
             continue
         (src,) = [t.node for t in ir.in_tensors(n)]
         if g.out_degree(src) != 1:
             continue
         s_op = g.nodes[src]["op"]
-        if s_op == "conv2d" or (d["op"] == "relu" and s_op == "batchnorm" and src in folded):
+        if s_op == "conv2d" or (d["op"] == "relu" and s_op in ("batchnorm", "frozen_batchnorm") and src in folded):
             folded.add(n)
     return folded
+
+
+def _matmul_calls(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
+    """How many independent matrix products a node's matmul FLOPs split into: attention runs one per
+    (batch, head), whatever its total."""
+    if op in ("sdpa", "sdpa_bias"):
+        return max(1, x[0] * int(args.get("heads", 1)))
+    return 1
 
 
 def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) -> dict[str, Any]:
@@ -252,6 +266,8 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
             peak_flops = float(prof.get(dtype, prof.get("fp32", 1e12))) * float(prof.get("efficiency", 0.5))
             bw = float(prof.get("bandwidth", 1e11))
             overhead = float(prof.get("overhead", 1e-5))
+            # non-matmul work (norms, activations, softmax) at the profile's measured vector rate, where it has one
+            vector = float(prof["vector"]) if "vector" in prof and dtype == "fp32" else peak_flops
             t = float(prof.get("launch", 0.0))
             for n, (mm, other) in per_node.items():
                 if n in folded:
@@ -260,7 +276,14 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                 wbytes = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values()) if d.get("module") else 0
                 moved = (sum(bytes_out[x.node] for x in ir.in_tensors(n)) + bytes_out[n]) * DTYPE_BYTES[dtype] // 4
                 moved += wbytes * DTYPE_BYTES[dtype]
-                t += max((mm + other) / peak_flops, moved / bw) + overhead
+                half = float(prof.get("matmul_half", 0.0))
+                calls = _matmul_calls(d["op"], d["args"], concrete(ir.shape_of(ir.in_tensors(n)[0]), syms)) if mm else 1
+                if calls > 1 and half:
+                    v = mm / calls
+                    t_mm = mm / (peak_flops * v / (v + half))
+                else:
+                    t_mm = mm / peak_flops
+                t += max(t_mm + other / vector, moved / bw) + overhead
             latency[dev][dtype] = t
     return {
         "params": params,

@@ -35,7 +35,9 @@ class HeadsPass:
                                  f"{task.describes.split(' (')[0]}", span,
                                  hint=f"task `{spec.task}` outputs: {', '.join(task.fits)}")
         spec.head = SlotIR("head", spec.task, slot.layer, slot.span)
-        spec.loss = task.form(_returns(comp, spec.family.module, slot.layer.callee))[0]
+        block = slot.layer.callee.dotted.rsplit(".", 1)[-1]
+        loss, _ = task.form(_returns(comp, spec.family.module, slot.layer.callee))
+        spec.loss = dict(task.head_losses).get(block, loss)  # a head block with its own loss (DETR's set matching)
         spec.metrics = list(task.metrics)
 
     def dump(self, comp: Compilation) -> str:
