@@ -154,6 +154,8 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "ranking": lambda: (2,),
         "question_answering": lambda: (2, c.context, 2),
         "multimodal_classification": lambda: (2, c.num_classes),
+        "multimodal_retrieval": lambda: (2, 2),  # every image against every text of the batch
+        "regression": lambda: (2, getattr(c, "outputs", 1)),
     }
     gaussian = hasattr(c, "action_dim")  # continuous actions: a Gaussian policy's mean and log std
     several = {  # heads of several tensors
