@@ -84,6 +84,7 @@ TASK_FIELDS = {
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     # keys: an input modality, `a+b` for several, `@name` where the objective or task decides (check.py `_fits`)
     "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
+                    ("audio@generation", "audiolm.musicgen"),
                     ("text", "transformer.decoder"), (None, "transformer.decoder")),
     "clip": (("image+text", "multimodal.clip"),),
     "vlm": (("image+text", "vlm.vlm"),),
@@ -117,4 +118,5 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "dqn": (("image", "rl.nature_cnn"), ("tabular", "rl.mlp_agent")),
     "world_model": (("tabular", "rl.world_model"),),
     "two_tower": (("user", "recsys.two_tower"),),
+    "musicgen": (("audio", "audiolm.musicgen"),),
 }

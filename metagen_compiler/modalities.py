@@ -52,6 +52,10 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     "item": (InputForm(("B",), "int64", "item ids", high="num_items"),),
     # a world model's second input: the discrete action taken in each observed state
     "action": (InputForm(("B",), "int64", "discrete action ids", high="num_actions"),),
+    # audio as the discrete tokens of a neural codec (EnCodec's residual codebooks), one row per codebook: a
+    # codec language model's input (MusicGen); a family declares it as `encoder audio: audio_tokens = ...`
+    "audio_tokens": (InputForm(("B", "codebooks", "T"), "int64", "audio codec tokens, one row per codebook",
+                               {"T": "context"}, high="codebook_size"),),
 }
 
 

@@ -286,6 +286,32 @@ def _sinusoid_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [x]
 
 
+def _codebook_embedding_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 3 or (isinstance(x[1], int) and x[1] != a["codebooks"]):
+        raise ShapeError(f"expects codec tokens (B, {a['codebooks']}, T), got {fmt_shape(x)}")
+    return [(x[0], x[2], a["dim"])]
+
+
+def _codebook_heads_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 3 or (isinstance(x[2], int) and x[2] != a["dim"]):
+        raise ShapeError(f"expects (B, T, {a['dim']}), got {fmt_shape(x)}")
+    return [(x[0], a["codebooks"], x[1], a["num"])]
+
+
+def _sinusoid_positions_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    if len(x) != 3 or (isinstance(x[2], int) and x[2] != a["dim"]):
+        raise ShapeError(f"expects (B, T, {a['dim']}), got {fmt_shape(x)}")
+    return [x]
+
+
+def _even_dim(a: Mapping[str, Any]) -> str | None:
+    return _check_positive("dim")(a) or (None if a["dim"] % 2 == 0 and a["dim"] >= 4 else
+                                         f"dim must be even and at least 4, got {a['dim']}")
+
+
 def _elementwise(per: int) -> Callable[[Mapping[str, Any], list[tuple[int, ...]], list[tuple[int, ...]]], tuple[int, int]]:
     return lambda a, i, o: (0, per * numel(o[0]))
 
@@ -1236,6 +1262,28 @@ _PRIMS = [
         "(B, num, dim).",
         weights=lambda a: {"weight": (a["num"], a["dim"])}, shape=_queries_shape, check=_check_positive("num", "dim"),
         saves="none",
+    ),
+    Primitive(
+        "codebook_embedding", (_P("codebooks", "int"), _P("num", "int"), _P("dim", "int")),
+        "MusicGen's input embedding of audio codec tokens: one (num, dim) table per codebook, the codebooks' "
+        "embeddings summed: (B, codebooks, T) ids -> (B, T, dim).",
+        weights=lambda a: {"weight": (a["codebooks"], a["num"], a["dim"])}, shape=_codebook_embedding_shape,
+        flops=lambda a, i, o: (0, (a["codebooks"] - 1) * numel(o[0])),
+        check=_check_positive("codebooks", "num", "dim"), saves="input",
+    ),
+    Primitive(
+        "sinusoid_positions", (_P("dim", "int"),),
+        "Adds fixed sinusoidal positions to (B, T, D), computed for any T (MusicGen's decoder: cos then sin, "
+        "timescales exp(-log(10000) i / (dim / 2 - 1))); no table, nothing counted.",
+        shape=_sinusoid_positions_shape, flops=_elementwise(1), check=_even_dim, saves="none",
+    ),
+    Primitive(
+        "codebook_heads", (_P("dim", "int"), _P("codebooks", "int"), _P("num", "int")),
+        "MusicGen's output heads: one bias-free linear map to `num` logits per codebook: (B, T, dim) -> "
+        "(B, codebooks, T, num).",
+        weights=lambda a: {"weight": (a["codebooks"], a["num"], a["dim"])}, shape=_codebook_heads_shape,
+        flops=lambda a, i, o: (2 * numel(o[0]) * a["dim"], 0),
+        check=_check_positive("dim", "codebooks", "num"), tags=frozenset({"mm"}),
     ),
 ]
 

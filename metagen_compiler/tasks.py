@@ -45,7 +45,8 @@ TASK_SPECS: dict[str, Task] = {
     t.name: t
     for t in (
         Task("generation", "next_token_cross_entropy", ("perplexity", "token_accuracy"), "logits",
-             "next-token logits (B, T, vocab)", ("text", "audio")),
+             "next-token logits (B, T, vocab); a codec language model's: one set per codebook (B, K, T, codebook_size)",
+             ("text", "audio"), head_losses=(("codebook_lm_heads", "codebook_cross_entropy"),)),
         Task("classification", "cross_entropy", ("accuracy", "top5_accuracy"), "logits",
              "class logits (B, num_classes)", ("label",)),
         Task("regression", "mse", ("mae", "rmse"), "prediction", "predicted values (B, outputs)",

@@ -64,6 +64,7 @@ SMALL = {
     "std.detection.yolo": dict(image_size=64, width=8, depth=1),
     "std.detection.detr": dict(image_size=64, width=8, depths=(1, 1, 1, 1), d_model=64, heads=2, ffn=128, layers=2,
                                decoder_layers=2, num_queries=10),
+    "std.audiolm.musicgen": dict(codebooks=3, codebook_size=50, context=12, layers=2, d_model=64, heads=2, ffn_dim=96),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -78,6 +79,7 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "t5_small": 60_506_624,  # transformers T5Model / T5ForConditionalGeneration, t5-small (tied head)
     "latent_diffusion": 982_581_444,  # diffusers UNet2DConditionModel of SD 1.5 (859,520,964) + CLIPTextModel ViT-L/14 (123,060,480)
     "whisper_tiny": 37_760_640,  # transformers WhisperModel, openai/whisper-tiny (its frozen sinusoidal table counted)
+    "musicgen_small": 318_871_552,  # transformers MusicgenForCausalLM (musicgen-small decoder) less its cross-attention
 }
 
 
@@ -140,7 +142,8 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
     out = model(*mod.example_inputs(model, batch_size=2))
     c, task = model.config, report["task"]["name"]
     expected = {
-        "generation": lambda: (2, c.context, c.vocab),
+        "generation": lambda: ((2, c.codebooks, c.context, c.codebook_size) if hasattr(c, "codebooks")  # codec LM
+                               else (2, c.context, c.vocab)),
         "speech_recognition": lambda: (2, c.context, c.vocab),
         "classification": lambda: (2, c.num_classes),
         "sequence_labeling": lambda: (2, c.context, c.num_classes),
@@ -192,11 +195,14 @@ def test_decoders_are_causal(built, name) -> None:  # type: ignore[no-untyped-de
     # an encoder-decoder is causal in its target, a vision-language model in its text
     k = names.index("target") if "target" in names else names.index("text") if "text" in names else 0
     x = xs[k]
-    t = x.shape[1] // 2
+    codec = hasattr(model.config, "codebooks")  # codec tokens (B, K, T), logits (B, K, T, V): time is axis 2
+    t = x.shape[-1] // 2
     y = x.clone()
-    y[0, t:] = (y[0, t:] + 1) % model.config.vocab
+    y[0, ..., t:] = (y[0, ..., t:] + 1) % (model.config.codebook_size if codec else model.config.vocab)
     with torch.no_grad():
         a, b = model(*xs), model(*xs[:k], y, *xs[k + 1:])
+    if codec:
+        a, b = a.transpose(1, 2), b.transpose(1, 2)
     assert torch.equal(a[0, :t], b[0, :t])
     assert not torch.equal(a[0, t:], b[0, t:])
 

@@ -822,6 +822,31 @@ def _object_queries(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Expand", [table, shape])]
 
 
+def _codebook_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # codebook k's table is rows k * num .. (k + 1) * num - 1 of the flattened (codebooks * num, dim) weight
+    k, num, dim = int(n.args["codebooks"]), int(n.args["num"]), int(n.args["dim"])
+    table = w.reshape(n.weights["weight"], [k * num, dim])
+    ids = w.op("Add", [n.inputs[0], w.const((np.arange(k, dtype=np.int64) * num)[:, None])])  # (B, K, T)
+    return [w.reduce("ReduceSum", w.op("Gather", [table, ids], {"axis": 0}), [1], False)]  # (B, T, dim)
+
+
+def _codebook_heads(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    wt = w.op("Transpose", [n.weights["weight"]], {"perm": [0, 2, 1]})  # (K, dim, num)
+    return [w.op("MatMul", [w.unsqueeze(n.inputs[0], [1]), wt])]  # (B, 1, T, dim) @ (K, dim, num)
+
+
+def _sinusoid_positions(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # the PyTorch helper's float32 frequencies; positions 0 .. T-1 from the input's length
+    x = n.inputs[0]
+    half = int(n.args["dim"]) // 2
+    freqs = np.exp(np.arange(half, dtype=np.float32) * np.float32(-(math.log(10000) / (half - 1))))
+    t = w.op("Range", [w.scalar(0, np.int64), w.dim(x, 1, scalar=True), w.scalar(1, np.int64)])
+    arg = w.op("Mul", [w.unsqueeze(w.op("Cast", [t], {"to": int(ir.DataType.FLOAT)}), [1]),
+                       w.const(freqs[None, :].astype(np.float32))])  # (T, half)
+    pos = w.op("Concat", [w.op("Cos", [arg]), w.op("Sin", [arg])], {"axis": -1})
+    return [w.op("Add", [x, pos])]
+
+
 LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "conv2d": _conv2d,
@@ -895,4 +920,7 @@ LOWERINGS: dict[str, Lowering] = {
     "sine_position_2d": _sine_position_2d,
     "object_queries": _object_queries,
     "frozen_batchnorm": _frozen_batchnorm,
+    "codebook_embedding": _codebook_embedding,
+    "codebook_heads": _codebook_heads,
+    "sinusoid_positions": _sinusoid_positions,
 }

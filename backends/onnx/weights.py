@@ -79,7 +79,8 @@ def _init_of(prim: str, args: Mapping[str, Any], local: str, shape: tuple[int, .
     if prim in ("conv2d", "conv1d", "conv3d", "conv_transpose2d"):  # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")
         fan_out = shape[0] * math.prod(shape[2:])
         return "kaiming_fan_out", math.sqrt(2.0) / math.sqrt(fan_out)
-    if prim in ("linear", "embedding", "pos_embedding", "cls_token", "type_embedding"):
+    if prim in ("linear", "embedding", "pos_embedding", "cls_token", "type_embedding", "codebook_embedding",
+                "codebook_heads"):
         return "normal", 0.02
     if prim == "contrastive_logits":  # the learned temperature starts at its `init`
         return "constant", float(args["init"])

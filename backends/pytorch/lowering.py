@@ -42,6 +42,8 @@ MODULES: dict[str, str] = {
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
     "object_queries": "ObjectQueries({num}, {dim})",
     "frozen_batchnorm": "FrozenBatchNorm2d({channels}?, eps={eps})",
+    "codebook_embedding": "CodebookEmbedding({codebooks}, {num}, {dim})",
+    "codebook_heads": "CodebookHeads({dim}, {codebooks}, {num})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -90,6 +92,7 @@ FUNCTIONAL: dict[str, str] = {
     "mul": "{a} * {b}",
     "upsample": "F.interpolate({x}, scale_factor={factor}, mode='nearest')",
     "sine_position_2d": "sine_position_2d({x}, {height}, {width}?, temperature={temperature})",
+    "sinusoid_positions": "sinusoid_positions({x})",
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
@@ -567,10 +570,43 @@ def auxiliary_loss(model: nn.Module):
     """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
     return sum(m.aux_loss for m in model.modules() if getattr(m, "aux_loss", None) is not None)
 ''',
+    "CodebookEmbedding": '''
+class CodebookEmbedding(nn.Module):
+    """One embedding table per codebook of an audio codec; the codebooks' embeddings are summed (MusicGen)."""
+
+    def __init__(self, codebooks: int, num: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(codebooks, num, dim))
+
+    def forward(self, tokens):  # (B, codebooks, T) ids -> (B, T, dim)
+        K, num = self.weight.shape[:2]
+        offsets = torch.arange(K, device=tokens.device)[:, None] * num  # codebook k's rows start at k * num
+        return F.embedding(tokens + offsets, self.weight.flatten(0, 1)).sum(1)
+''',
+    "CodebookHeads": '''
+class CodebookHeads(nn.Module):
+    """One bias-free linear map per codebook: (B, T, dim) -> logits (B, codebooks, T, num)."""
+
+    def __init__(self, dim: int, codebooks: int, num: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(codebooks, num, dim))
+
+    def forward(self, x):
+        return x[:, None] @ self.weight.transpose(1, 2)  # (B, 1, T, dim) @ (codebooks, dim, num)
+''',
+    "sinusoid_positions": '''
+def sinusoid_positions(x):
+    """Adds MusicGen's fixed positions to (B, T, D): cos then sin of t * exp(-log(10000) i / (D / 2 - 1))."""
+    half = x.shape[-1] // 2
+    freqs = torch.exp(torch.arange(half, device=x.device).float() * -(math.log(10000) / (half - 1)))
+    t = torch.arange(x.shape[1], device=x.device).float()[:, None] * freqs[None, :]  # (T, half)
+    return x + torch.cat([t.cos(), t.sin()], dim=1).to(x.dtype)
+''',
 }
 
 # helper modules with a learned `weight` that init_weights draws from N(0, 0.02)
-LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding", "RelativePositionBias")
+LEARNED_HELPERS = ("PositionEmbedding", "ClassToken", "TokenTypeEmbedding", "RelativePositionBias",
+                   "CodebookEmbedding", "CodebookHeads")
 
 
 def helper_deps(prim: str) -> list[str]:
@@ -583,4 +619,6 @@ def helper_deps(prim: str) -> list[str]:
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
             "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"],
             "timestep_embedding": ["timestep_embedding"], "sine_position_2d": ["sine_position_2d"],
-            "object_queries": ["ObjectQueries"], "frozen_batchnorm": ["FrozenBatchNorm2d"]}.get(prim, [])
+            "object_queries": ["ObjectQueries"], "frozen_batchnorm": ["FrozenBatchNorm2d"],
+            "codebook_embedding": ["CodebookEmbedding"], "codebook_heads": ["CodebookHeads"],
+            "sinusoid_positions": ["sinusoid_positions"]}.get(prim, [])

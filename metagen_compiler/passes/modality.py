@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .. import ast as A
+from ..catalog import INPUT_MODALITIES
 from ..compilation import Compilation
 from ..ir import SlotIR, dump_spec
 
@@ -21,7 +22,9 @@ class ModalityPass:
         fam = spec.family.node
         assert isinstance(fam, A.Family)
         famname = spec.family.qualname.rsplit(".", 1)[-1]
-        by_modality = {s.modality.name: s for s in fam.encoders if s.input is None}
+        # an input the family declares under a modality's name stands for that modality in another tensor form
+        # (`encoder audio: audio_tokens = ...`: the model's audio, as codec tokens)
+        by_modality = {s.input_name: s for s in fam.encoders if s.input is None or s.input.name in INPUT_MODALITIES}
         wanted = {name for name, _ in spec.inputs}
         for name, span in spec.inputs:
             if name not in by_modality:
