@@ -831,8 +831,11 @@ def _codebook_embedding(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 
 
 def _codebook_heads(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
-    wt = w.op("Transpose", [n.weights["weight"]], {"perm": [0, 2, 1]})  # (K, dim, num)
-    return [w.op("MatMul", [w.unsqueeze(n.inputs[0], [1]), wt])]  # (B, 1, T, dim) @ (K, dim, num)
+    # one MatMul with the heads side by side, (B, T, dim) @ (dim, K * num), then (B, T, K, num) -> (B, K, T, num)
+    k, num, dim = int(n.args["codebooks"]), int(n.args["num"]), int(n.args["dim"])
+    wt = w.op("Transpose", [w.reshape(n.weights["weight"], [k * num, dim])], {"perm": [1, 0]})
+    y = w.reshape(w.op("MatMul", [n.inputs[0], wt]), [0, 0, k, num])
+    return [w.op("Transpose", [y], {"perm": [0, 2, 1, 3]})]
 
 
 def _sinusoid_positions(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:

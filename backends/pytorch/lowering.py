@@ -591,8 +591,9 @@ class CodebookHeads(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(codebooks, num, dim))
 
-    def forward(self, x):
-        return x[:, None] @ self.weight.transpose(1, 2)  # (B, 1, T, dim) @ (codebooks, dim, num)
+    def forward(self, x):  # one matmul with the heads side by side: (B, T, dim) @ (dim, codebooks * num)
+        K, num = self.weight.shape[:2]
+        return (x @ self.weight.flatten(0, 1).t()).unflatten(-1, (K, num)).transpose(1, 2)
 ''',
     "sinusoid_positions": '''
 def sinusoid_positions(x):
