@@ -490,3 +490,31 @@ model p {{
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert model.act(batch["tabular"]).shape == (3, action_dim)
+
+
+@SETTINGS
+@given(layers=st.integers(1, 3), heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([8, 16]),
+       codebooks=st.integers(1, 5), codebook_size=st.integers(2, 64), ffn=st.integers(1, 80), context=st.integers(1, 20))
+def test_musicgen(layers, heads, hd, codebooks, codebook_size, ffn, context) -> None:  # type: ignore[no-untyped-def]
+    d = heads * hd
+    src = f"""import std.audiolm
+model p {{
+  modality audio -> audio
+  task generation
+  architecture audiolm.musicgen {{
+    layers = {layers}; d_model = {d}; heads = {heads}; ffn_dim = {ffn}; codebooks = {codebooks}
+    codebook_size = {codebook_size}; context = {context}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    # K tables of codebook_size + 1 rows, K heads, per layer 4 d^2 attention + 2 d ffn MLP + 2 norms, a final norm
+    assert comp.graph.g.graph["estimates"]["params"] == (
+        2 * codebooks * codebook_size * d + codebooks * d + layers * (4 * d * d + 2 * d * ffn + 4 * d) + 2 * d)
+    model = mod.build_model()
+    batch = mod.example_batch(model, batch_size=2)
+    loss = model.loss(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    out = model.generate(batch["audio"][:, :, :2], 2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, codebooks, min(2, context) + 2)
