@@ -90,7 +90,10 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "video": (("video", "video.divided"),),
     "timesformer": (("video", "video.divided"),),
     "vit": (("image", "vision.vit"),),
-    "cnn": (("image", "vision.resnet"), ("image", "detection.yolo")),  # the first that fits the input; YOLO by variant
+    # the first that fits the input and the task; YOLO and IMPALA by variant
+    "cnn": (("image@policy_gradient", "rl.impala_cnn"), ("image@actor_critic", "rl.impala_cnn"),
+            ("image@value_based", "rl.nature_cnn"), ("image", "vision.resnet"), ("image", "detection.yolo")),
+    "impala": (("image", "rl.impala_cnn"),),
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
     "hybrid": (("image", "vision.hybrid"),),

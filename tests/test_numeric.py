@@ -42,6 +42,7 @@ SMALL = {
     "std.rl.mlp_agent": dict(hidden=16, layers=1),
     "std.rl.gaussian_agent": dict(hidden=16, layers=1),
     "std.rl.nature_cnn": dict(image_size=36, hidden=32, num_actions=6),
+    "std.rl.impala_cnn": dict(image_size=24, width=4, hidden=32, num_actions=6),
     "std.rl.world_model": dict(hidden=16, layers=1),
     "std.recsys.two_tower": dict(num_users=50, num_items=40, embedding_dim=16, hidden=16, layers=1, output_dim=8,
                                  ranking_hidden=16),

@@ -101,6 +101,7 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
                  {"layers": 2, "decoder_layers": 3, "d_model": 64, "heads": 4, "d_kv": 16, "d_ff": 96, "vocab": 97,
                   "buckets": 8, "max_distance": 12}),
     "dqn_atari": (ROOT / "examples" / "dqn_atari.msl", {"image_size": 36, "hidden": 32, "num_actions": 6}),
+    "impala_atari": (ROOT / "examples" / "impala_atari.msl", {"image_size": 24, "width": 4, "hidden": 32, "num_actions": 6}),
     "ppo_cartpole": (ROOT / "examples" / "ppo_cartpole.msl", {}),
     "reinforce_lunar_lander": (ROOT / "examples" / "reinforce_lunar_lander.msl", {"hidden": 32, "layers": 1}),
     "world_model": (ROOT / "examples" / "world_model.msl", {"hidden": 32, "layers": 1}),

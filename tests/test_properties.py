@@ -490,3 +490,17 @@ model p {{
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert model.act(batch["tabular"]).shape == (3, action_dim)
+
+
+@SETTINGS
+@given(task=st.sampled_from(["policy_gradient", "value_based", "actor_critic"]), channels=st.integers(1, 4),
+       image=st.integers(8, 40), width=st.sampled_from([2, 4, 8]), hidden=st.sampled_from([8, 16]),
+       actions=st.integers(1, 20))
+def test_impala(task, channels, image, width, hidden, actions) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.rl
+model p {{
+  modality image -> action
+  task {task} {{ num_actions = {actions} }}
+  architecture rl.impala_cnn {{ channels = {channels}; image_size = {image}; width = {width}; hidden = {hidden} }}
+}}"""
+    check(*build(src))
