@@ -82,7 +82,7 @@ TASK_FIELDS = {
 # A seeds-style family name (`transformer`, `cnn`) picks a stdlib family by the input modality.
 # (group, input modality) -> (stdlib module, family qualname). `None` modality = any.
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
-    # keys: an input modality, `a+b` for several, `@name` where the objective or task decides (check.py `_fits`)
+    # keys: an input modality, `a+b` for several, `@name` where an objective, the task or an output decides (check.py `_fits`)
     "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
                     ("text", "transformer.decoder"), (None, "transformer.decoder")),
     "clip": (("image+text", "multimodal.clip"),),
@@ -112,7 +112,8 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
             ("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
     "gcn": (("graph@graph_classification", "graph.gcn_graph"), ("graph", "graph.gcn")),
     "gat": (("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
-    "diffusion": (("image", "diffusion.unet"),),
+    "diffusion": (("image", "diffusion.unet"), ("text@video", "videodiffusion.latte")),
+    "latte": (("text@video", "videodiffusion.latte"),),
     "unet": (("image", "diffusion.unet"),),
     "yolo": (("image", "detection.yolo"),),
     "yolo_v8": (("image", "detection.yolo"),),  # the seeds' variant name: the anchor-free YOLO family

@@ -43,6 +43,8 @@ SMALL = {
     "std.rl.gaussian_agent": dict(hidden=16, layers=1),
     "std.rl.nature_cnn": dict(image_size=36, hidden=32, num_actions=6),
     "std.rl.impala_cnn": dict(image_size=24, width=4, hidden=32, num_actions=6),
+    "std.videodiffusion.latte": dict(frames=4, image_size=8, patch_size=2, layers=2, d_model=64, heads=2, mlp_dim=128,
+                                     vocab=97, context=16, text_layers=1),
     "std.rl.world_model": dict(hidden=16, layers=1),
     "std.recsys.two_tower": dict(num_users=50, num_items=40, embedding_dim=16, hidden=16, layers=1, output_dim=8,
                                  ranking_hidden=16),

@@ -504,3 +504,22 @@ model p {{
   architecture rl.impala_cnn {{ channels = {channels}; image_size = {image}; width = {width}; hidden = {hidden} }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]), frames=st.integers(1, 3),
+       patch=st.sampled_from([1, 2]), side=st.integers(1, 3), channels=st.integers(1, 4), text_layers=st.integers(0, 1),
+       context=st.integers(1, 6), schedule=st.sampled_from(["linear", "scaled_linear", "cosine"]))
+def test_latte(layers, heads, hd, frames, patch, side, channels, text_layers, context, schedule) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.videodiffusion
+model v {{
+  modality text -> video
+  task denoising
+  constraints {{ context = {context} }}
+  architecture videodiffusion.latte {{
+    frames = {frames}; image_size = {patch * side}; patch_size = {patch}; channels = {channels}
+    layers = {layers}; d_model = {heads * hd}; heads = {heads}; mlp_dim = {2 * heads * hd}; vocab = 50
+    text_layers = {text_layers}; timesteps = 10; beta_schedule = {schedule}
+  }}
+}}"""
+    check(*build(src))
