@@ -54,6 +54,8 @@ TASK_SPECS: dict[str, Task] = {
              "per-token label logits (B, T, num_classes)", ("label", "text")),
         Task("question_answering", "span_cross_entropy", ("exact_match", "span_f1"), "logits",
              "start and end logits of the answer span per token (B, T, 2)", ("text", "label")),
+        Task("document_qa", "span_cross_entropy", ("exact_match", "span_f1"), "logits",
+             "start and end logits of the answer span per token of the page (B, T, 2)", ("text", "label")),
         Task("embedding", "in_batch_contrastive", ("recall_at_1", "mean_reciprocal_rank"), "embedding",
              "one embedding per input (B, d)", ("embedding",)),
         Task("time_series_forecast", "forecast_mse", ("mae", "rmse", "mape"), "forecast",

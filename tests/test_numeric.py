@@ -43,6 +43,7 @@ SMALL = {
     "std.rl.gaussian_agent": dict(hidden=16, layers=1),
     "std.rl.nature_cnn": dict(image_size=36, hidden=32, num_actions=6),
     "std.rl.impala_cnn": dict(image_size=24, width=4, hidden=32, num_actions=6),
+    "std.document.layoutlm": dict(vocab=97, context=16, coords=64, layers=2, d_model=64, heads=2, mlp_dim=128),
     "std.videodiffusion.latte": dict(frames=4, image_size=8, patch_size=2, layers=2, d_model=64, heads=2, mlp_dim=128,
                                      vocab=97, context=16, text_layers=1),
     "std.rl.world_model": dict(hidden=16, layers=1),
@@ -156,6 +157,7 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "value_based": lambda: (2, c.num_actions),
         "ranking": lambda: (2,),
         "question_answering": lambda: (2, c.context, 2),
+        "document_qa": lambda: (2, c.context, 2),
         "multimodal_classification": lambda: (2, c.num_classes),
         "multimodal_retrieval": lambda: (2, 2),  # every image against every text of the batch
         "regression": lambda: (2, getattr(c, "outputs", 1)),

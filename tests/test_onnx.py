@@ -104,6 +104,8 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "latte_video": (ROOT / "examples" / "latte_video.msl",
                     {"frames": 4, "image_size": 8, "patch_size": 2, "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128,
                      "vocab": 97, "text_layers": 1}),
+    "layoutlm_docvqa": (ROOT / "examples" / "layoutlm_docvqa.msl",
+                        {"vocab": 97, "coords": 64, "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128}),
     "impala_atari": (ROOT / "examples" / "impala_atari.msl", {"image_size": 24, "width": 4, "hidden": 32, "num_actions": 6}),
     "ppo_cartpole": (ROOT / "examples" / "ppo_cartpole.msl", {}),
     "reinforce_lunar_lander": (ROOT / "examples" / "reinforce_lunar_lander.msl", {"hidden": 32, "layers": 1}),
@@ -209,7 +211,10 @@ def _inputs(c: Case, model: Any, batch: int, seq: int) -> Any:
     if [i.modality for i in gi][:2] == ["graph", "graph"] and batch == 1:
         return _subgraph(*xs)
     tokens = [i.name for i in gi if _is_tokens(i)]
-    return tuple(x[:, :seq - tokens.index(i.name)] if seq and _is_tokens(i) else x for x, i in zip(xs, gi, strict=True))
+    # each token input's length symbol cut to its own length; an input aligned with it (a token's box) alike
+    cut = {str(i.shape[1]): seq - tokens.index(i.name) for i in gi if _is_tokens(i)}
+    return tuple(x[:, :cut[str(i.shape[1])]] if seq and len(i.shape) > 1 and str(i.shape[1]) in cut else x
+                 for x, i in zip(xs, gi, strict=True))
 
 
 def _is_tokens(i: Any) -> bool:

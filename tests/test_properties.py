@@ -523,3 +523,22 @@ model v {{
   }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]), vocab=st.integers(8, 60),
+       context=st.integers(2, 12), coords=st.integers(4, 64), task=st.sampled_from(["document_qa", "sequence_labeling",
+       "classification", "embedding"]), classes=st.integers(2, 9))
+def test_layoutlm(layers, heads, hd, vocab, context, coords, task, classes) -> None:  # type: ignore[no-untyped-def]
+    out = {"document_qa": "text", "sequence_labeling": "label", "classification": "label", "embedding": "embedding"}[task]
+    src = f"""import std.document
+model d {{
+  modality text -> {out}
+  task {task}
+  constraints {{ context = {context} }}
+  architecture document.layoutlm {{
+    vocab = {vocab}; coords = {coords}; layers = {layers}; d_model = {heads * hd}; heads = {heads}
+    mlp_dim = {2 * heads * hd}; num_classes = {classes}
+  }}
+}}"""
+    check(*build(src))
