@@ -54,6 +54,8 @@ TASK_SPECS: dict[str, Task] = {
              "per-token label logits (B, T, num_classes)", ("label", "text")),
         Task("question_answering", "span_cross_entropy", ("exact_match", "span_f1"), "logits",
              "start and end logits of the answer span per token (B, T, 2)", ("text", "label")),
+        Task("shape_generation", "chamfer", ("chamfer_distance", "f_score"), "points",
+             "a point cloud (B, points, 3): the (x, y, z) of each generated point", ("3d", "point_cloud")),
         Task("document_qa", "span_cross_entropy", ("exact_match", "span_f1"), "logits",
              "start and end logits of the answer span per token of the page (B, T, 2)", ("text", "label")),
         Task("embedding", "in_batch_contrastive", ("recall_at_1", "mean_reciprocal_rank"), "embedding",

@@ -542,3 +542,20 @@ model d {{
   }}
 }}"""
     check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]), points=st.integers(1, 40),
+       text_layers=st.integers(0, 2), vocab=st.integers(8, 60), context=st.integers(1, 10))
+def test_text_to_points(layers, heads, hd, points, text_layers, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.threed
+model t {{
+  modality text -> point_cloud
+  task shape_generation
+  constraints {{ context = {context} }}
+  architecture threed.text_to_points {{
+    vocab = {vocab}; points = {points}; text_layers = {text_layers}; layers = {layers}; d_model = {heads * hd}
+    heads = {heads}; mlp_dim = {2 * heads * hd}
+  }}
+}}"""
+    check(*build(src))
