@@ -124,9 +124,32 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
     # typical, not best: models run skinny and square matmuls alike, and the median resists noise
     out["fp32"] = statistics.median(out["matmul"].values())
     out["attention"] = _attention(threads, runs, quick, out["launch"] + out["overhead"])
+    out["rows"] = _rows(threads, runs, quick, out["launch"] + out["overhead"])
     # per-product FLOPs at which a small product reaches half the peak: thr = fp32 * v / (v + half)
     out["matmul_half"] = statistics.median(max(0.0, v * (out["fp32"] / thr - 1))
                                            for v, thr in out["attention"].values())
+    return out
+
+
+# rows M of an (M x 512) @ (512 x 512) product: a linear layer on few tokens (batch 1, short sequences) to many
+ROWS = (1, 4, 16, 64, 256, 1024)
+
+
+def _rows(threads: int, runs: int, quick: bool, fixed_s: float) -> dict[int, float]:
+    """MatMul throughput by the number of rows, the fixed cost of a call taken off: {M: FLOP/s}."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    f32, k = TensorProto.FLOAT, 512
+    out = {}
+    for m in ROWS[::2] if quick else ROWS:
+        model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])],
+                       [helper.make_tensor_value_info("a", f32, [m, k]), helper.make_tensor_value_info("b", f32, [k, k])],
+                       helper.make_tensor_value_info("y", f32, [m, k]))
+        sess = _session(model, threads)
+        feed = {"a": rng.standard_normal((m, k), dtype=np.float32), "b": rng.standard_normal((k, k), dtype=np.float32)}
+        out[m] = 2.0 * m * k * k / max(_time(lambda: sess.run(None, feed), runs) - fixed_s, 1e-9)
     return out
 
 
@@ -196,6 +219,7 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         "# bandwidth: large elementwise Add, bytes read + written per second;\n"
         "# overhead: per node in a chain of 200 tiny Adds; launch: one run of a one-node graph, less overhead.\n"
         f"# vector: non-matmul primitives as lowered to ONNX, the estimator's FLOPs per second, median of: {vec};\n"
+        "# matmul_rows, matmul_rows_fp32: MatMul throughput of (M x 512) @ (512 x 512) by rows M, for linear layers.\n"
         f"# matmul_half: FLOPs per product at which attention's batched small products reach half of fp32: {att}.\n"
         "# efficiency = 1.0: measured, not published peaks.\n"
         f"device {name} {{\n"
@@ -203,6 +227,8 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         f"  fp32 = {m['fp32']:.4g}; bf16 = {m['fp32']:.4g}; fp16 = {m['fp32']:.4g}\n"
         f"  bandwidth = {m['bandwidth']:.4g}; overhead = {m['overhead'] * 1e6:.3g}us; launch = {m['launch'] * 1e6:.3g}us\n"
         f"  vector = {m['vector']:.4g}; matmul_half = {m['matmul_half']:.4g}\n"
+        f"  matmul_rows = [{', '.join(str(r) for r in m['rows'])}]\n"
+        f"  matmul_rows_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows'].values())}]\n"
         "  efficiency = 1.0\n"
         "}\n"
     )

@@ -27,7 +27,7 @@ TASKS = (
     "time_series_forecast", "anomaly_detection", "speech_recognition", "policy_gradient", "value_based",
     "actor_critic", "model_based", "node_classification", "link_prediction", "graph_classification",
     "recommendation", "multimodal_classification", "multimodal_generation", "multimodal_retrieval",
-    "question_answering", "retrieval_generation", "document_qa", "denoising",
+    "question_answering", "retrieval_generation", "document_qa", "denoising", "shape_generation",
 )
 
 OBJECTIVES = (
@@ -82,7 +82,7 @@ TASK_FIELDS = {
 # A seeds-style family name (`transformer`, `cnn`) picks a stdlib family by the input modality.
 # (group, input modality) -> (stdlib module, family qualname). `None` modality = any.
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
-    # keys: an input modality, `a+b` for several, `@name` where the objective or task decides (check.py `_fits`)
+    # keys: an input modality, `a+b` for several, `@name` where an objective, the task or an output decides (check.py `_fits`)
     "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
                     ("audio@generation", "audiolm.musicgen"),
                     ("text", "transformer.decoder"), (None, "transformer.decoder")),
@@ -91,7 +91,10 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "video": (("video", "video.divided"),),
     "timesformer": (("video", "video.divided"),),
     "vit": (("image", "vision.vit"),),
-    "cnn": (("image", "vision.resnet"), ("image", "detection.yolo")),  # the first that fits the input; YOLO by variant
+    # the first that fits the input and the task; YOLO and IMPALA by variant
+    "cnn": (("image@policy_gradient", "rl.impala_cnn"), ("image@actor_critic", "rl.impala_cnn"),
+            ("image@value_based", "rl.nature_cnn"), ("image", "vision.resnet"), ("image", "detection.yolo")),
+    "impala": (("image", "rl.impala_cnn"),),
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
     "hybrid": (("image", "vision.hybrid"),),
@@ -110,7 +113,8 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
             ("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
     "gcn": (("graph@graph_classification", "graph.gcn_graph"), ("graph", "graph.gcn")),
     "gat": (("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
-    "diffusion": (("image", "diffusion.unet"),),
+    "diffusion": (("image", "diffusion.unet"), ("text@video", "videodiffusion.latte")),
+    "latte": (("text@video", "videodiffusion.latte"),),
     "unet": (("image", "diffusion.unet"),),
     "yolo": (("image", "detection.yolo"),),
     "yolo_v8": (("image", "detection.yolo"),),  # the seeds' variant name: the anchor-free YOLO family

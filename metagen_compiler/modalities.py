@@ -25,6 +25,10 @@ class InputForm:
     high: str | None = None  # int64 inputs: values in [0, dims[high])
     defaults: Mapping[str, int] = field(default_factory=dict)  # a family parameter the family may lack
     suffix: str = ""  # modalities of several tensors: this one's input is named <input>_<suffix>
+    # int64 boxes: the last dim sorted ascending, so (x0, y0, x1, y1) has x0 <= x1 and y0 <= y1 (example inputs)
+    sorted_last: bool = False
+    # symbols shared with the other inputs even when the input is family-declared (a token's box goes with its token)
+    aligned: bool = False
 
 
 INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
@@ -46,6 +50,8 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     # a graph-level head's third tensor: the graph each node belongs to (a mini-batch of graphs as one
     # disconnected graph, PyTorch Geometric's `batch` vector)
     "graph_batch": (InputForm(("N",), "int64", "graph id of each node", {"N": "nodes"}, high="graphs"),),
+    "layout": (InputForm(("B", "T", 4), "int64", "the box of each token on its page, (x0, y0, x1, y1) on a 0..1000 grid",
+                         {"T": "context"}, high="coords", sorted_last=True, aligned=True),),
     "timestep": (InputForm(("B",), "int64", "diffusion timesteps", high="timesteps"),),
     # a recommender's users and items, as ids into their embedding tables
     "user": (InputForm(("B",), "int64", "user ids", high="num_users"),),
@@ -64,7 +70,7 @@ def input_forms(name: str, modality: str) -> tuple[InputForm, ...]:
     (`encoder target: text`) has symbols of its own, prefixed with its name (target_T), so that its
     lengths vary independently of the other inputs' (in ONNX: `target_sequence` beside `sequence`)."""
     forms = INPUT_FORMS[modality]
-    if name == modality:
+    if name == modality or all(f.aligned for f in forms):  # `aligned`: one length with the other inputs (layout)
         return forms
     return tuple(dataclasses.replace(f, shape=tuple(f"{name}_{d}" if d in f.symbols else d for d in f.shape),
                                      symbols={f"{name}_{s}": p for s, p in f.symbols.items()}) for f in forms)

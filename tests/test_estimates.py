@@ -95,3 +95,16 @@ def test_calibrated_rates_change_the_latency_as_documented(tmp_path: Path) -> No
     assert slow_vec > plain * 1.01 and slow_att > plain * 1.01
     # attention's products: per (batch, head), so a larger batch is no larger product
     assert _latency_with(tmp_path, "  matmul_half = 1e9\n", batch=4) > slow_att
+    # linear layers at the rate measured for their number of rows: the peak everywhere changes nothing
+    flat = "  matmul_rows = [1, 1024]\n  matmul_rows_fp32 = [1e11, 1e11]\n"
+    assert _latency_with(tmp_path, flat) == pytest.approx(plain)
+    assert _latency_with(tmp_path, "  matmul_rows = [1, 100000]\n  matmul_rows_fp32 = [1e9, 1e11]\n") > plain * 1.01
+
+
+def test_rows_rate_interpolates_in_log_rows() -> None:
+    from metagen_compiler.passes.estimate import _by_rows
+
+    table = [(1, 1e9), (16, 5e9), (256, 9e9)]
+    assert _by_rows(table, 1) == 1e9 and _by_rows(table, 0) == 1e9 and _by_rows(table, 4096) == 9e9
+    assert _by_rows(table, 4) == pytest.approx(3e9)  # halfway between 1 and 16 in log(rows)
+    assert _by_rows(table, 64) == pytest.approx(7e9)

@@ -62,6 +62,33 @@ def test_bert_question_answering_equals_transformers(layers: int, d_model: int, 
     assert ours == sum(p.numel() for p in ref.parameters())
 
 
+@pytest.mark.parametrize("layers,d_model,heads,mlp_dim", [(12, 768, 12, 3072), (2, 128, 2, 256)])
+def test_layoutlm_equals_transformers(layers: int, d_model: int, heads: int, mlp_dim: int) -> None:
+    """With the pooler (task embedding) LayoutLM equals transformers' LayoutLMModel; its x and y tables are each
+    shared by both edges of a box. document_qa swaps the pooler for qa_outputs (transformers'
+    LayoutLMForQuestionAnswering keeps the unused pooler as well)."""
+    src = f"""msl 1
+import std.document
+model m {{
+  modality text -> embedding
+  task embedding
+  architecture document.layoutlm {{ layers = {layers}; d_model = {d_model}; heads = {heads}; mlp_dim = {mlp_dim} }}
+}}
+"""
+    ours = params_of(src)
+    qa = params_of(src.replace("text -> embedding", "text -> text").replace("task embedding", "task document_qa"))
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LayoutLMConfig(hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=heads,
+                                      intermediate_size=mlp_dim)
+    with torch.device("meta"):
+        ref = transformers.LayoutLMModel(cfg)
+        ref_qa = transformers.LayoutLMForQuestionAnswering(cfg)
+    assert ours == sum(p.numel() for p in ref.parameters())
+    pooler = d_model * d_model + d_model
+    assert qa == sum(p.numel() for p in ref_qa.parameters()) - pooler
+
+
 @pytest.mark.parametrize("cell,directions,layers", [("lstm", 1, 1), ("lstm", 2, 3), ("gru", 1, 2), ("gru", 2, 1)])
 def test_recurrent_stack_equals_torch(cell: str, directions: int, layers: int) -> None:
     src = f"""msl 1

@@ -42,6 +42,12 @@ SMALL = {
     "std.rl.mlp_agent": dict(hidden=16, layers=1),
     "std.rl.gaussian_agent": dict(hidden=16, layers=1),
     "std.rl.nature_cnn": dict(image_size=36, hidden=32, num_actions=6),
+    "std.rl.impala_cnn": dict(image_size=24, width=4, hidden=32, num_actions=6),
+    "std.document.layoutlm": dict(vocab=97, context=16, coords=64, layers=2, d_model=64, heads=2, mlp_dim=128),
+    "std.threed.text_to_points": dict(vocab=97, context=16, points=32, text_layers=1, layers=2, d_model=64, heads=2,
+                                      mlp_dim=128),
+    "std.videodiffusion.latte": dict(frames=4, image_size=8, patch_size=2, layers=2, d_model=64, heads=2, mlp_dim=128,
+                                     vocab=97, context=16, text_layers=1),
     "std.rl.world_model": dict(hidden=16, layers=1),
     "std.recsys.two_tower": dict(num_users=50, num_items=40, embedding_dim=16, hidden=16, layers=1, output_dim=8,
                                  ranking_hidden=16),
@@ -156,6 +162,8 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "value_based": lambda: (2, c.num_actions),
         "ranking": lambda: (2,),
         "question_answering": lambda: (2, c.context, 2),
+        "document_qa": lambda: (2, c.context, 2),
+        "shape_generation": lambda: (2, c.points, 3),
         "multimodal_classification": lambda: (2, c.num_classes),
         "multimodal_retrieval": lambda: (2, 2),  # every image against every text of the batch
         "regression": lambda: (2, getattr(c, "outputs", 1)),
@@ -399,3 +407,21 @@ def test_question_answering_metrics_score_the_best_span(built) -> None:  # type:
     assert float(m["exact_match"]) == pytest.approx(1 / 3)
     f1_third = 2 * 1 * 0.5 / 1.5  # predicted (7, 7) vs gold (7, 8)
     assert float(m["span_f1"]) == pytest.approx((1 + 0.5 + f1_third) / 3)
+
+
+def test_chamfer_loss_and_f_score(built) -> None:  # type: ignore[no-untyped-def]
+    """The generated Chamfer loss and F-score on clouds with known distances."""
+    mod, report = _by_file(built, "text_to_points")
+    model = _small(mod, report).eval()
+    target = torch.tensor([[[0.0, 0, 0], [1, 0, 0]]])
+    for pred, chamfer, f in ((target.clone(), 0.0, 1.0),
+                             # each predicted point 0.5 from its nearest target point: 0.25 + 0.25, none within 0.1
+                             (target + torch.tensor([0.0, 0.5, 0]), 0.5, 0.0),
+                             # both predictions on the first target: predictions -> 0; targets -> (0 + 1) / 2;
+                             # precision 1, recall 1/2
+                             (torch.tensor([[[0.0, 0, 0], [0, 0, 0]]]), 0.5, 2 * 1.0 * 0.5 / 1.5)):
+        model.forward = lambda *a, p=pred: p  # type: ignore[method-assign, misc]
+        batch = {"text": torch.zeros(1, 4, dtype=torch.long), "points": target}
+        assert float(model.loss(batch)) == pytest.approx(chamfer)
+        m = model.metrics(batch)
+        assert float(m["chamfer_distance"]) == pytest.approx(chamfer) and float(m["f_score"]) == pytest.approx(f)

@@ -493,6 +493,75 @@ model p {{
 
 
 @SETTINGS
+@given(task=st.sampled_from(["policy_gradient", "value_based", "actor_critic"]), channels=st.integers(1, 4),
+       image=st.integers(8, 40), width=st.sampled_from([2, 4, 8]), hidden=st.sampled_from([8, 16]),
+       actions=st.integers(1, 20))
+def test_impala(task, channels, image, width, hidden, actions) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.rl
+model p {{
+  modality image -> action
+  task {task} {{ num_actions = {actions} }}
+  architecture rl.impala_cnn {{ channels = {channels}; image_size = {image}; width = {width}; hidden = {hidden} }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]), frames=st.integers(1, 3),
+       patch=st.sampled_from([1, 2]), side=st.integers(1, 3), channels=st.integers(1, 4), text_layers=st.integers(0, 1),
+       context=st.integers(1, 6), schedule=st.sampled_from(["linear", "scaled_linear", "cosine"]))
+def test_latte(layers, heads, hd, frames, patch, side, channels, text_layers, context, schedule) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.videodiffusion
+model v {{
+  modality text -> video
+  task denoising
+  constraints {{ context = {context} }}
+  architecture videodiffusion.latte {{
+    frames = {frames}; image_size = {patch * side}; patch_size = {patch}; channels = {channels}
+    layers = {layers}; d_model = {heads * hd}; heads = {heads}; mlp_dim = {2 * heads * hd}; vocab = 50
+    text_layers = {text_layers}; timesteps = 10; beta_schedule = {schedule}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]), vocab=st.integers(8, 60),
+       context=st.integers(2, 12), coords=st.integers(4, 64), task=st.sampled_from(["document_qa", "sequence_labeling",
+       "classification", "embedding"]), classes=st.integers(2, 9))
+def test_layoutlm(layers, heads, hd, vocab, context, coords, task, classes) -> None:  # type: ignore[no-untyped-def]
+    out = {"document_qa": "text", "sequence_labeling": "label", "classification": "label", "embedding": "embedding"}[task]
+    src = f"""import std.document
+model d {{
+  modality text -> {out}
+  task {task}
+  constraints {{ context = {context} }}
+  architecture document.layoutlm {{
+    vocab = {vocab}; coords = {coords}; layers = {layers}; d_model = {heads * hd}; heads = {heads}
+    mlp_dim = {2 * heads * hd}; num_classes = {classes}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), heads=st.sampled_from([1, 2]), hd=st.sampled_from([8, 16]), points=st.integers(1, 40),
+       text_layers=st.integers(0, 2), vocab=st.integers(8, 60), context=st.integers(1, 10))
+def test_text_to_points(layers, heads, hd, points, text_layers, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.threed
+model t {{
+  modality text -> point_cloud
+  task shape_generation
+  constraints {{ context = {context} }}
+  architecture threed.text_to_points {{
+    vocab = {vocab}; points = {points}; text_layers = {text_layers}; layers = {layers}; d_model = {heads * hd}
+    heads = {heads}; mlp_dim = {2 * heads * hd}
+  }}
+}}"""
+    check(*build(src))
+
+
+@SETTINGS
 @given(layers=st.integers(1, 3), heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([8, 16]),
        codebooks=st.integers(1, 5), codebook_size=st.integers(2, 64), ffn=st.integers(1, 80), context=st.integers(1, 20))
 def test_musicgen(layers, heads, hd, codebooks, codebook_size, ffn, context) -> None:  # type: ignore[no-untyped-def]

@@ -811,6 +811,8 @@ def _example_input(form: InputForm, dims: dict[str, Value]) -> str:
 
     dims_ = [dim(d) for d in form.shape]
     size = "(" + ", ".join(dims_) + ("," if len(dims_) == 1 else "") + ")"
+    if form.dtype == "int64" and form.sorted_last:  # boxes: x0 <= x1, y0 <= y1
+        return f"torch.randint(0, c.{py_ident(form.high or 'vocab')}, {size}, generator=g).sort(-1).values.to(device)"
     if form.dtype == "int64":
         return f"torch.randint(0, c.{py_ident(form.high or 'vocab')}, {size}, generator=g).to(device)"
     return f"torch.randn({size}, generator=g).to(device)"

@@ -134,6 +134,28 @@ LOSSES: dict[str, LossCode] = {
          'batch["start"] = torch.randint(0, t, (b,), generator=g)',
          'batch["end"] = torch.minimum(batch["start"] + torch.randint(0, 4, (b,), generator=g), torch.tensor(t - 1))'),
     ),
+    "chamfer": LossCode(
+        'Symmetric Chamfer distance (squared, as in Fan et al. 2017 and Point-E): batch = {{"{x}": prompts,\n'
+        '"points": (B, M, 3) the target point clouds}}; the mean over predicted points of the squared distance to the\n'
+        "nearest target point plus the mean over target points of the squared distance to the nearest prediction.",
+        ('pred, target = self({args}), batch["points"]  # (B, N, 3), (B, M, 3)',
+         "d = torch.cdist(pred, target).pow(2)  # (B, N, M) squared distances",
+         "return d.min(2).values.mean() + d.min(1).values.mean()"),
+        ('pred, target = self({args}), batch["points"]',
+         "dist = torch.cdist(pred, target)  # (B, N, M)",
+         "chamfer = dist.pow(2).min(2).values.mean() + dist.pow(2).min(1).values.mean()",
+         "# F-score at 0.1 (Tatarchenko et al. 2019): precision = predicted points within 0.1 of the target, recall the",
+         "# converse, F = 2 P R / (P + R), per cloud, averaged",
+         "precision = (dist.min(2).values < 0.1).float().mean(1)",
+         "recall = (dist.min(1).values < 0.1).float().mean(1)",
+         "f = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)",
+         'return {{"chamfer_distance": chamfer, "f_score": f.mean()}}'),
+        ("# target clouds: points on the unit sphere",
+         "with torch.no_grad():",
+         "    n = model(*inputs).shape[1]",
+         "pts = torch.randn(batch_size, n, 3, generator=g)",
+         'batch["points"] = pts / pts.norm(dim=-1, keepdim=True)'),
+    ),
     "in_batch_contrastive": LossCode(
         'In-batch InfoNCE (temperature 0.05): batch = {{"{x}": inputs, "positive": a second view of each input}};\n'
         "the i-th input's positive is the i-th row of `positive`, the other rows are its negatives.",

@@ -65,7 +65,8 @@ def metadata_dict(entries: tuple[A.MetaEntry, ...], bag: DiagnosticBag) -> dict[
 
 def _fits(mod: str | None, inputs: list[str], objectives: list[str]) -> bool:
     """A FAMILY_GROUPS key: None (any input), `image`, `image+text` (all of these inputs), with
-    `@name` when an objective or the task decides (`image+text@contrastive`, `graph@graph_classification`)."""
+    `@name` when an objective, the task or an output modality decides (`image+text@contrastive`,
+    `graph@graph_classification`, `text@video`)."""
     if mod is None:
         return True
     need, _, objective = mod.partition("@")
@@ -401,7 +402,8 @@ class CheckPass:
                     else "add `architecture transformer.decoder { ... }` or a preset such as `architecture gpt2`")
             bag.error("E208", f"model `{model.name.name}` has no architecture", model.name.span, hint=hint)
             return
-        fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag, [*objectives, task])
+        fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag,
+                                     [*objectives, task, *(n for n, _ in outputs)])
         if fam is None:
             return
         assert isinstance(fam.node, A.Family)

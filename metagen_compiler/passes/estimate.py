@@ -194,6 +194,19 @@ def _folded_nodes(ir: GraphIR) -> set[str]:
     return folded
 
 
+def _by_rows(table: list[tuple[Any, Any]], rows: int) -> float:
+    """Throughput at `rows`, interpolated in log(rows) between the measured points, constant past the ends."""
+    pts = sorted((float(r), float(v)) for r, v in table)
+    x = math.log(max(rows, 1))
+    if x <= math.log(pts[0][0]):
+        return pts[0][1]
+    for (r0, v0), (r1, v1) in zip(pts, pts[1:]):
+        a, b = math.log(r0), math.log(r1)
+        if x <= b:
+            return v0 + (v1 - v0) * (x - a) / (b - a)
+    return pts[-1][1]
+
+
 def _matmul_calls(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
     """How many independent matrix products a node's matmul FLOPs split into: attention runs one per
     (batch, head), whatever its total."""
@@ -269,6 +282,7 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
             # non-matmul work (norms, activations, softmax) at the profile's measured vector rate, where it has one
             vector = float(prof["vector"]) if "vector" in prof and dtype == "fp32" else peak_flops
             t = float(prof.get("launch", 0.0))
+            rows_thr = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_fp32", ())))
             for n, (mm, other) in per_node.items():
                 if n in folded:
                     continue
@@ -277,8 +291,11 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                 moved = (sum(bytes_out[x.node] for x in ir.in_tensors(n)) + bytes_out[n]) * DTYPE_BYTES[dtype] // 4
                 moved += wbytes * DTYPE_BYTES[dtype]
                 half = float(prof.get("matmul_half", 0.0))
-                calls = _matmul_calls(d["op"], d["args"], concrete(ir.shape_of(ir.in_tensors(n)[0]), syms)) if mm else 1
-                if calls > 1 and half:
+                x0 = concrete(ir.shape_of(ir.in_tensors(n)[0]), syms) if mm else ()
+                calls = _matmul_calls(d["op"], d["args"], x0) if mm else 1
+                if rows_thr and d["op"] == "linear" and dtype == "fp32":  # a product of M rows, at its measured rate
+                    t_mm = mm / _by_rows(rows_thr, math.prod(x0) // max(1, int(d["args"]["in_features"])))
+                elif calls > 1 and half:
                     v = mm / calls
                     t_mm = mm / (peak_flops * v / (v + half))
                 else:
