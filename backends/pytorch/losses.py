@@ -655,6 +655,13 @@ _DETECTION_METRICS_DOC = (
     "# recall of the same detections at IoU 0.5",
 )
 
+
+def _detection_metrics(which: str, detect: str) -> tuple[str, ...]:
+    """The metrics body of both detectors: mAP@0.5 and recall of the detections `detect` binds."""
+    return (*_DETECTION_METRICS_DOC, which, detect,
+            'mean_ap, recall = map_50(detections, batch["boxes"], batch["labels"])',
+            'return {{"map_50": mean_ap, "recall_50": recall}}')
+
 # Module-level functions the detection losses, metrics and detect() use, emitted into model.py in this order.
 LOSS_HELPERS: dict[str, str] = {
     "boxes": '''
@@ -907,11 +914,8 @@ LOSSES["dense_detection"] = LossCode(
      "loss_cls = sigmoid_focal_loss(logits, target_cls).sum() / n",
      "loss_box = (1 - box_giou(decode_ltrb(raw, centres, strides)[positive], target_box[positive])).sum() / n",
      "return loss_cls + 2.0 * loss_box"),
-    (*_DETECTION_METRICS_DOC,
-     "# of all detections kept at score 0.001 (NMS at IoU 0.6, at most 100 per image)",
-     'detections = self.detect(batch["{x}"], score_threshold=0.001, iou_threshold=0.6)',
-     'mean_ap, recall = map_50(detections, batch["boxes"], batch["labels"])',
-     'return {{"map_50": mean_ap, "recall_50": recall}}'),
+    _detection_metrics("# of all detections kept at score 0.001 (NMS at IoU 0.6, at most 100 per image)",
+                       'detections = self.detect(batch["{x}"], score_threshold=0.001, iou_threshold=0.6)'),
     _DETECTION_BATCH,
     helpers=("boxes", "nms", "map", "anchors"),
     source_methods='''
@@ -942,11 +946,8 @@ LOSSES["set_detection"] = LossCode(
     "0.1) + 5 L1 + 2 (1 - GIoU) of the matched boxes (normalised cx cy w h).",
     ("logits, boxes = self({args})  # (B, queries, num_classes + 1), (B, queries, 4)",
      'return set_prediction_loss(logits, boxes, batch["boxes"], batch["labels"], self.config.image_size)'),
-    (*_DETECTION_METRICS_DOC,
-     "# of every query's most likely class (no threshold: DETR ranks its queries by score)",
-     'detections = self.detect(batch["{x}"], score_threshold=0.0)',
-     'mean_ap, recall = map_50(detections, batch["boxes"], batch["labels"])',
-     'return {{"map_50": mean_ap, "recall_50": recall}}'),
+    _detection_metrics("# of every query's most likely class (no threshold: DETR ranks its queries by score)",
+                       'detections = self.detect(batch["{x}"], score_threshold=0.0)'),
     _DETECTION_BATCH,
     helpers=("boxes", "nms", "map", "hungarian"),
     source_methods='''
