@@ -52,6 +52,9 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     "item": (InputForm(("B",), "int64", "item ids", high="num_items"),),
     # a world model's second input: the discrete action taken in each observed state
     "action": (InputForm(("B",), "int64", "discrete action ids", high="num_actions"),),
+    # retrieval-augmented generation: the candidate passages given with each question, token ids
+    "passages": (InputForm(("B", "num_passages", "Tp"), "int64", "candidate passages' token ids",
+                           {"Tp": "passage_length"}, high="vocab"),),
 }
 
 
