@@ -117,4 +117,6 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "dqn": (("image", "rl.nature_cnn"), ("tabular", "rl.mlp_agent")),
     "world_model": (("tabular", "rl.world_model"),),
     "two_tower": (("user", "recsys.two_tower"),),
+    "rag": (("text", "rag.fid_rag"),),
+    "fid": (("text", "rag.fid_rag"),),
 }
