@@ -123,4 +123,6 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "world_model": (("tabular", "rl.world_model"),),
     "two_tower": (("user", "recsys.two_tower"),),
     "musicgen": (("audio", "audiolm.musicgen"),),
+    "rag": (("text", "rag.fid_rag"),),
+    "fid": (("text", "rag.fid_rag"),),
 }

@@ -151,7 +151,12 @@ def _param_numel(elab: Elaborator, roles: Mapping[str, tuple[LayerRef, dict[str,
     saved = elab.builder
     elab.builder = b
     try:
-        n_in = 1
+        n_in = 1  # as many placeholder inputs as the slot takes (a backbone or head of several tensors)
+        if ref.kind == "block":
+            node = elab.prog.defs[ref.target].node
+            n_in = sum(len(st.names) for st in node.body if isinstance(st, A.Input)) or 1
+        elif ref.kind == "primitive":
+            n_in = PRIMITIVES[ref.target].n_inputs
         ins = []
         for i in range(n_in):
             b.g.add_node(f"__in{i}", op="input")

@@ -62,6 +62,9 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     # codec language model's input (MusicGen); a family declares it as `encoder audio: audio_tokens = ...`
     "audio_tokens": (InputForm(("B", "codebooks", "T"), "int64", "audio codec tokens, one row per codebook",
                                {"T": "context"}, high="codebook_size"),),
+    # retrieval-augmented generation: the candidate passages given with each question, token ids
+    "passages": (InputForm(("B", "num_passages", "Tp"), "int64", "candidate passages' token ids",
+                           {"Tp": "passage_length"}, high="vocab"),),
 }
 
 

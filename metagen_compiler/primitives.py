@@ -97,7 +97,11 @@ def dim_mul(a: Dim, b: Dim) -> Dim:
         return a * b
     if a == 1 or b == 1:  # B*1 is B
         return b if a == 1 else a
-    return f"{a}*{b}"
+
+    def factor(d: Dim) -> str:  # a sum is one factor: 10*(T+Tp), not 10*T+Tp
+        return f"({d})" if isinstance(d, str) and ("+" in d or "-" in d) else str(d)
+
+    return f"{factor(a)}*{factor(b)}"
 
 
 def numel(shape: tuple[int, ...]) -> int:
@@ -870,6 +874,20 @@ def _queries_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 # ------------------------------------------------------------------ the table
 _P = Param
+
+# ------------------------------------------------------------------ retrieval-augmented generation
+def _top_k_pairs_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    scores, question, passages = s
+    if (len(scores) != 2 or len(question) != 2 or len(passages) != 3 or not _same(scores[0], question[0])
+            or not _same(scores[0], passages[0]) or not _same(scores[1], passages[1])):
+        raise ShapeError(f"expects scores (B, P), question tokens (B, Tq) and passage tokens (B, P, Tp), got "
+                         f"{fmt_shape(scores)}, {fmt_shape(question)}, {fmt_shape(passages)}")
+    if isinstance(passages[1], int) and a["k"] > passages[1]:
+        raise ShapeError(f"cannot take the top {a['k']} of {passages[1]} passages")
+    tq, tp = question[1], passages[2]
+    both = tq + tp if isinstance(tq, int) and isinstance(tp, int) else f"{tq}+{tp}"
+    return [(scores[0], a["k"], both)]
+
 _PRIMS = [
     Primitive(
         "linear", (_P("in_features", "int"), _P("out_features", "int"), _P("bias", "bool", True)),
@@ -1284,6 +1302,13 @@ _PRIMS = [
         weights=lambda a: {"weight": (a["codebooks"], a["num"], a["dim"])}, shape=_codebook_heads_shape,
         flops=lambda a, i, o: (2 * numel(o[0]) * a["dim"], 0),
         check=_check_positive("dim", "codebooks", "num"), tags=frozenset({"mm"}),
+    ),
+    Primitive(
+        "top_k_pairs", (_P("k", "int"),),
+        "Fusion-in-Decoder's reader inputs: the k passages of the highest retrieval score (B, P) (in decreasing "
+        "order), each prefixed with the question's tokens: question (B, Tq) and passages (B, P, Tp) token ids -> "
+        "(B, k, Tq + Tp) token ids. An index choice: no gradient flows to the scores.",
+        n_inputs=3, shape=_top_k_pairs_shape, check=_check_positive("k"), saves="none",
     ),
 ]
 

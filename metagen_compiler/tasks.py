@@ -102,5 +102,9 @@ TASK_SPECS: dict[str, Task] = {
         Task("object_detection", "dense_detection", ("map_50", "recall_50"), "logits",
              "per-candidate class logits (B, candidates, classes) and boxes (B, candidates, 4)",
              ("bounding_boxes",), outputs=("logits", "boxes"), head_losses=(("detr_head", "set_detection"),)),
+        Task("retrieval_generation", "retrieval_augmented_cross_entropy",
+             ("perplexity", "token_accuracy", "retrieval_recall_at_1"), "logits",
+             "next-token logits of the answer (B, T, vocab) and the retrieval score of each candidate passage "
+             "(B, num_passages)", ("text",), outputs=("logits", "retrieval_scores")),
     )
 }

@@ -71,6 +71,9 @@ SMALL = {
     "std.detection.detr": dict(image_size=64, width=8, depths=(1, 1, 1, 1), d_model=64, heads=2, ffn=128, layers=2,
                                decoder_layers=2, num_queries=10),
     "std.audiolm.musicgen": dict(codebooks=3, codebook_size=50, context=12, layers=2, d_model=64, heads=2, ffn_dim=96),
+    "std.rag.fid_rag": dict(vocab=97, context=8, passage_length=12, num_passages=5, top_k=3, retriever_context=16,
+                            retriever_layers=1, retriever_d_model=32, retriever_heads=2, retriever_mlp=64, layers=2,
+                            decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96, buckets=8, max_distance=12),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -86,6 +89,9 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "latent_diffusion": 982_581_444,  # diffusers UNet2DConditionModel of SD 1.5 (859,520,964) + CLIPTextModel ViT-L/14 (123,060,480)
     "whisper_tiny": 37_760_640,  # transformers WhisperModel, openai/whisper-tiny (its frozen sinusoidal table counted)
     "musicgen_small": 318_871_552,  # transformers MusicgenForCausalLM (musicgen-small decoder) less its cross-attention
+    # transformers DPRQuestionEncoder + DPRContextEncoder (4 layers, d 256, vocab 32128: 11,515,904 each) +
+    # T5ForConditionalGeneration t5-small (60,506,624)
+    "rag_fid": 83_538_432,
 }
 
 
@@ -175,6 +181,7 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
                                  else [(2, c.num_actions), (2, 1)]),
         "model_based": lambda: [(2, c.features), (2, 1), (2, 1)],
         "recommendation": lambda: [(2, c.output_dim), (2, c.output_dim)],
+        "retrieval_generation": lambda: [(2, c.context, c.vocab), (2, c.num_passages)],
     }
     if task == "object_detection":  # class logits and boxes per candidate: YOLO's cells of 3 levels, DETR's queries
         logits, boxes = out

@@ -587,3 +587,33 @@ model p {{
     assert loss.ndim == 0 and torch.isfinite(loss)
     out = model.generate(batch["audio"][:, :, :2], 2, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, codebooks, min(2, context) + 2)
+
+
+@SETTINGS
+@given(passages=st.integers(1, 6), data=st.data(), context=st.integers(2, 8), passage_length=st.integers(1, 9),
+       retriever_layers=st.integers(1, 2), retriever_heads=st.sampled_from([1, 2, 4]), head_dim=st.sampled_from([8, 16]),
+       layers=st.integers(1, 2), decoder_layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
+       d_kv=st.sampled_from([8, 16]), d_ff=st.integers(8, 48))
+def test_fid_rag(passages, data, context, passage_length, retriever_layers, retriever_heads, head_dim, layers,  # type: ignore[no-untyped-def]
+                 decoder_layers, heads, d_kv, d_ff) -> None:
+    top_k = data.draw(st.integers(1, passages))
+    src = f"""import std.rag
+model p {{
+  modality text -> text
+  task retrieval_generation
+  architecture rag.fid_rag {{
+    vocab = 61; context = {context}; passage_length = {passage_length}; num_passages = {passages}; top_k = {top_k}
+    retriever_context = 16; retriever_layers = {retriever_layers}; retriever_d_model = {retriever_heads * head_dim}
+    retriever_heads = {retriever_heads}; retriever_mlp = {2 * retriever_heads * head_dim}
+    layers = {layers}; decoder_layers = {decoder_layers}; d_model = 64; heads = {heads}; d_kv = {d_kv}; d_ff = {d_ff}
+    buckets = 4; max_distance = 8
+  }}
+}}"""
+    comp, mod = build(src)
+    check_all_outputs(comp, mod)
+    model = mod.build_model()
+    batch = mod.example_batch(model, batch_size=3)
+    loss = model.loss(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(torch.isfinite(v) for v in model.metrics(batch).values())

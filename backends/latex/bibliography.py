@@ -141,6 +141,12 @@ def related_work(p: Paper) -> str:
         obj.append("The pairwise logistic loss is that of RankNet " + p.cite("burges2005learning")
                    + "; lists are evaluated by normalised discounted cumulative gain "
                    + p.cite("jarvelin2002cumulated") + ".")
+    if task == "retrieval_generation":
+        obj.append("Generation conditioned on retrieved passages is retrieval-augmented generation "
+                   + p.cite("lewis2020retrieval") + "; the retriever is a dual encoder scored by a dot product, as "
+                   "dense passage retrieval " + p.cite("karpukhin2020dense") + ", and the reader encodes each "
+                   "(question, passage) pair apart and decodes over all of them, as Fusion-in-Decoder "
+                   + p.cite("izacard2021leveraging") + ".")
     if any("imagenet" in d.lower() for d in p.data_names()):
         obj.append("The specification names ImageNet " + p.cite("russakovsky2015imagenet") + " as its data.")
     if "autoregressive" in objectives or p.report["task"]["name"] == "generation":

@@ -573,8 +573,20 @@ def _reshape_to(w: GraphWriter, x: ir.Value, in_shape: Shape, out_shape: Shape) 
             dims.append(0)
         else:
             dims.append(-1)
-    if dims.count(-1) > 1:
-        raise ValueError(f"cannot reshape {in_shape} to {out_shape} with one inferred dim")
+    if dims.count(-1) > 1:  # a symbolic dim that moved (flattening (B, P, Tp) to (B*P, Tp)): its run-time size
+        parts: list[ir.Value] = []
+        inferred = 0
+        for i, d in enumerate(out_shape):
+            if dims[i] != -1:
+                parts.append(w.i64(d) if isinstance(d, int) else w.dim(x, i))
+            elif d in in_shape:
+                parts.append(w.dim(x, in_shape.index(d)))
+            else:
+                parts.append(w.i64(-1))
+                inferred += 1
+        if inferred > 1:
+            raise ValueError(f"cannot reshape {in_shape} to {out_shape} with one inferred dim")
+        return w.op("Reshape", [x, w.op("Concat", parts, {"axis": 0})])
     return w.reshape(x, dims)
 
 
@@ -850,6 +862,21 @@ def _sinusoid_positions(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Add", [x, pos])]
 
 
+# ------------------------------------------------------------------ retrieval-augmented generation
+def _top_k_pairs(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # as top_k_pairs in the PyTorch backend: TopK of the scores (largest first), the chosen passages gathered,
+    # the question expanded over them and prefixed
+    scores, question, passages = n.inputs
+    k = int(n.args["k"])
+    _values, index = w.op_multi("TopK", [scores, w.i64(k)], {"axis": -1, "largest": 1, "sorted": 1}, outputs=2)
+    index = w.op("Expand", [w.unsqueeze(index, [2]),
+                            w.op("Concat", [w.dim(index, 0), w.i64(k), w.dim(passages, 2)], {"axis": 0})])
+    top = w.op("GatherElements", [passages, index], {"axis": 1})  # (B, k, Tp)
+    q = w.op("Expand", [w.unsqueeze(question, [1]),
+                        w.op("Concat", [w.dim(question, 0), w.i64(k), w.dim(question, 1)], {"axis": 0})])
+    return [w.op("Concat", [q, top], {"axis": 2})]
+
+
 LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "conv2d": _conv2d,
@@ -926,4 +953,7 @@ LOWERINGS: dict[str, Lowering] = {
     "codebook_embedding": _codebook_embedding,
     "codebook_heads": _codebook_heads,
     "sinusoid_positions": _sinusoid_positions,
+
+
+    "top_k_pairs": _top_k_pairs,
 }

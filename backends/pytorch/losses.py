@@ -1011,3 +1011,22 @@ def generate(self, prompt_tokens, steps: int, temperature: float = 1.0, top_k: i
     return undelay_pattern(seq, frames)
 ''',
 )
+
+# ---------------------------------------------------------------- retrieval-augmented generation
+_RAG = ('tokens, positive = batch["{y}"], batch["positive"]',
+        "logits, scores = self({shifted})  # (B, T-1, vocab), (B, num_passages)",
+        "nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))")
+
+LOSSES["retrieval_augmented_cross_entropy"] = LossCode(
+    'Retrieval-augmented generation (Fusion-in-Decoder reader, DPR retriever): batch = {{"{x}": (B, Tq) question\n'
+    'tokens, "passages": (B, num_passages, Tp) candidate passages, "{y}": (B, T) answer tokens, "positive": (B,)\n'
+    "the index of the gold passage among the candidates}}. The answer's next-token cross-entropy (teacher forcing,\n"
+    "the reader reading the top_k candidates by retrieval score) plus config.retrieval_weight times the\n"
+    "cross-entropy of the retrieval scores over the candidates with the gold passage the target.",
+    (*_RAG,
+     "return nll + self.config.retrieval_weight * F.cross_entropy(scores, positive)"),
+    (*_RAG,
+     'return {{"perplexity": nll.exp(), "token_accuracy": (logits.argmax(-1) == tokens[:, 1:]).float().mean(),',
+     '        "retrieval_recall_at_1": (scores.argmax(-1) == positive).float().mean()}}'),
+    ('batch["positive"] = torch.randint(0, model.config.num_passages, (batch_size,), generator=g)',),
+)

@@ -93,12 +93,13 @@ FUNCTIONAL: dict[str, str] = {
     "upsample": "F.interpolate({x}, scale_factor={factor}, mode='nearest')",
     "sine_position_2d": "sine_position_2d({x}, {height}, {width}?, temperature={temperature})",
     "sinusoid_positions": "sinusoid_positions({x})",
+    "top_k_pairs": "top_k_pairs({s}, {q}, {p}, {k})",
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "sdpa": ("q", "k", "v"), "sdpa_bias": ("q", "k", "v", "bias"), "relative_position_bias": ("a", "b"),
     "rope": ("q", "k"), "eot_pool": ("a", "b"), "graph_mean_pool": ("a", "b"), "add": ("a", "b"), "sub": ("a", "b"),
-    "mul": ("a", "b"), "matmul": ("a", "b"), "concat": ("a", "b"),
+    "mul": ("a", "b"), "matmul": ("a", "b"), "concat": ("a", "b"), "top_k_pairs": ("s", "q", "p"),
 }
 
 HELPERS: dict[str, str] = {
@@ -603,6 +604,14 @@ def sinusoid_positions(x):
     t = torch.arange(x.shape[1], device=x.device).float()[:, None] * freqs[None, :]  # (T, half)
     return x + torch.cat([t.cos(), t.sin()], dim=1).to(x.dtype)
 ''',
+    "top_k_pairs": '''
+def top_k_pairs(scores, question, passages, k: int):
+    """Fusion-in-Decoder's reader inputs: the k passages of the highest score (B, P), best first, each prefixed
+    with the question: question (B, Tq), passages (B, P, Tp) token ids -> (B, k, Tq + Tp)."""
+    index = scores.topk(k, dim=-1).indices  # (B, k); an index choice, no gradient
+    top = passages.gather(1, index[:, :, None].expand(-1, -1, passages.shape[2]))  # (B, k, Tp)
+    return torch.cat((question[:, None, :].expand(-1, k, -1), top), dim=2)
+''',
 }
 
 # helper modules with a learned `weight` that init_weights draws from N(0, 0.02)
@@ -622,4 +631,5 @@ def helper_deps(prim: str) -> list[str]:
             "timestep_embedding": ["timestep_embedding"], "sine_position_2d": ["sine_position_2d"],
             "object_queries": ["ObjectQueries"], "frozen_batchnorm": ["FrozenBatchNorm2d"],
             "codebook_embedding": ["CodebookEmbedding"], "codebook_heads": ["CodebookHeads"],
-            "sinusoid_positions": ["sinusoid_positions"]}.get(prim, [])
+            "sinusoid_positions": ["sinusoid_positions"],
+            "top_k_pairs": ["top_k_pairs"]}.get(prim, [])
