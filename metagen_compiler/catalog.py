@@ -84,7 +84,8 @@ TASK_FIELDS = {
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     # keys: an input modality, `a+b` for several, `@name` where the objective or task decides (check.py `_fits`)
     "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
-                    ("text", "transformer.decoder"), (None, "transformer.decoder")),
+                    ("text", "transformer.decoder"), ("time_series", "forecast.tft"),
+                    (None, "transformer.decoder")),
     "clip": (("image+text", "multimodal.clip"),),
     "vlm": (("image+text", "vlm.vlm"),),
     "video": (("video", "video.divided"),),
@@ -117,4 +118,6 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "dqn": (("image", "rl.nature_cnn"), ("tabular", "rl.mlp_agent")),
     "world_model": (("tabular", "rl.world_model"),),
     "two_tower": (("user", "recsys.two_tower"),),
+    "temporal_fusion": (("time_series", "forecast.tft"),),  # the seeds' variant name
+    "tft": (("time_series", "forecast.tft"),),
 }

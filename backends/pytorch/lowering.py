@@ -42,6 +42,7 @@ MODULES: dict[str, str] = {
     "moe": "MoE({d_model}, {hidden}, {experts}?, top_k={top_k}?, capacity_factor={capacity_factor}?, normalize={normalize}?, aux_coef={aux_coef})",
     "object_queries": "ObjectQueries({num}, {dim})",
     "frozen_batchnorm": "FrozenBatchNorm2d({channels}?, eps={eps})",
+    "grouped_layernorm": "GroupedLayerNorm({groups}, {dim}?, eps={eps})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -90,6 +91,7 @@ FUNCTIONAL: dict[str, str] = {
     "mul": "{a} * {b}",
     "upsample": "F.interpolate({x}, scale_factor={factor}, mode='nearest')",
     "sine_position_2d": "sine_position_2d({x}, {height}, {width}?, temperature={temperature})",
+    "tile": "torch.cat([{x}] * {times}, dim={dim})",
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
@@ -562,6 +564,20 @@ class ObjectQueries(nn.Module):
     def forward(self, x):
         return self.weight[None].expand(x.shape[0], -1, -1)  # (B, num, dim)
 ''',
+    "GroupedLayerNorm": '''
+class GroupedLayerNorm(nn.Module):
+    """One LayerNorm(dim) per group of `dim` consecutive features of (..., groups * dim)."""
+
+    def __init__(self, groups: int, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.groups, self.dim, self.eps = groups, dim, eps
+        self.weight = nn.Parameter(torch.ones(groups * dim))
+        self.bias = nn.Parameter(torch.zeros(groups * dim))
+
+    def forward(self, x):
+        y = F.layer_norm(x.unflatten(-1, (self.groups, self.dim)), (self.dim,), eps=self.eps)
+        return y.flatten(-2) * self.weight + self.bias
+''',
     "auxiliary_loss": '''
 def auxiliary_loss(model: nn.Module):
     """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
@@ -583,4 +599,5 @@ def helper_deps(prim: str) -> list[str]:
             "moe": ["MoE", "auxiliary_loss"], "gcn_conv": ["with_self_loops", "GCNConv"],
             "gat_conv": ["with_self_loops", "GATConv"], "graph_mean_pool": ["graph_mean_pool"],
             "timestep_embedding": ["timestep_embedding"], "sine_position_2d": ["sine_position_2d"],
-            "object_queries": ["ObjectQueries"], "frozen_batchnorm": ["FrozenBatchNorm2d"]}.get(prim, [])
+            "object_queries": ["ObjectQueries"], "frozen_batchnorm": ["FrozenBatchNorm2d"],
+            "grouped_layernorm": ["GroupedLayerNorm"]}.get(prim, [])
