@@ -64,6 +64,7 @@ SMALL = {
     "std.detection.yolo": dict(image_size=64, width=8, depth=1),
     "std.detection.detr": dict(image_size=64, width=8, depths=(1, 1, 1, 1), d_model=64, heads=2, ffn=128, layers=2,
                                decoder_layers=2, num_queries=10),
+    "std.forecast.tft": dict(features=3, lookback=12, horizon=5, d_model=64, heads=4),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations

@@ -117,6 +117,8 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "detr_r50": (ROOT / "examples" / "detr_r50.msl",
                  {"image_size": 64, "width": 8, "d_model": 64, "heads": 2, "ffn": 128, "layers": 2, "decoder_layers": 2,
                   "num_queries": 10}),
+    "tft_forecast": (ROOT / "examples" / "tft_forecast.msl", {"features": 3, "d_model": 16, "heads": 4, "lookback": 12,
+                                                            "horizon": 5}),
 }
 DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa", "mamba_lm"]
 TOL = 2e-5  # max abs error in fp32: the issue asks <= 1e-4; every family holds to about 5e-6
