@@ -85,7 +85,8 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     # keys: an input modality, `a+b` for several, `@name` where an objective, the task or an output decides (check.py `_fits`)
     "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
                     ("audio@generation", "audiolm.musicgen"),
-                    ("text", "transformer.decoder"), (None, "transformer.decoder")),
+                    ("text", "transformer.decoder"), ("time_series", "forecast.tft"),
+                    (None, "transformer.decoder")),
     "clip": (("image+text", "multimodal.clip"),),
     "vlm": (("image+text", "vlm.vlm"),),
     "video": (("video", "video.divided"),),
@@ -125,4 +126,6 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "musicgen": (("audio", "audiolm.musicgen"),),
     "rag": (("text", "rag.fid_rag"),),
     "fid": (("text", "rag.fid_rag"),),
+    "temporal_fusion": (("time_series", "forecast.tft"),),  # the seeds' variant name
+    "tft": (("time_series", "forecast.tft"),),
 }

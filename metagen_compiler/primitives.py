@@ -873,6 +873,22 @@ def _queries_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 
 # ------------------------------------------------------------------ the table
+
+def _grouped_ln_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    width = a["groups"] * a["dim"]
+    if not s[0] or not _same(s[0][-1], width):
+        raise ShapeError(f"expects last dimension groups x dim = {width}, got shape {fmt_shape(s[0])}")
+    return [s[0]]
+
+
+def _tile_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x = s[0]
+    d = int(a["dim"]) % len(x) if x else 0
+    if not x:
+        raise ShapeError("tile needs a tensor with at least one dim")
+    return [x[:d] + (dim_mul(x[d], int(a["times"])),) + x[d + 1:]]
+
+
 _P = Param
 
 # ------------------------------------------------------------------ retrieval-augmented generation
@@ -1309,6 +1325,22 @@ _PRIMS = [
         "order), each prefixed with the question's tokens: question (B, Tq) and passages (B, P, Tp) token ids -> "
         "(B, k, Tq + Tp) token ids. An index choice: no gradient flows to the scores.",
         n_inputs=3, shape=_top_k_pairs_shape, check=_check_positive("k"), saves="none",
+    ),
+    # temporal fusion transformer: per-variable norms and the shared value of interpretable attention
+    Primitive(
+        "grouped_layernorm", (_P("groups", "int"), _P("dim", "int"), _P("eps", "float", 1e-5)),
+        "Layer normalisation of each of `groups` consecutive blocks of `dim` features of the last dimension "
+        "(..., groups * dim), with a learned scale and shift per feature: one LayerNorm(dim) per group (the "
+        "temporal fusion transformer's per-variable GRNs).",
+        weights=lambda a: {"weight": (a["groups"] * a["dim"],), "bias": (a["groups"] * a["dim"],)},
+        shape=_grouped_ln_shape, flops=_elementwise(5), check=_check_positive("groups", "dim"),
+        tags=frozenset({"norm"}),
+    ),
+    Primitive(
+        "tile", (_P("times", "int"), _P("dim", "int", -1)),
+        "Repeats a tensor `times` times along a dim, copies side by side (the value shared by every head of "
+        "interpretable multi-head attention).",
+        shape=_tile_shape, check=_check_positive("times"), saves="none",
     ),
 ]
 

@@ -74,6 +74,7 @@ SMALL = {
     "std.rag.fid_rag": dict(vocab=97, context=8, passage_length=12, num_passages=5, top_k=3, retriever_context=16,
                             retriever_layers=1, retriever_d_model=32, retriever_heads=2, retriever_mlp=64, layers=2,
                             decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96, buckets=8, max_distance=12),
+    "std.forecast.tft": dict(features=3, lookback=12, horizon=5, d_model=64, heads=4),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations

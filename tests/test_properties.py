@@ -617,3 +617,27 @@ model p {{
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(torch.isfinite(v) for v in model.metrics(batch).values())
+
+
+@SETTINGS
+@given(features=st.integers(1, 6), lookback=st.integers(2, 12), horizon=st.integers(1, 6), heads=st.sampled_from([1, 2, 4]),
+       width=st.integers(1, 3), lstm_layers=st.integers(1, 2), causal=st.booleans())
+def test_tft(features, lookback, horizon, heads, width, lstm_layers, causal) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.forecast
+model p {{
+  modality time_series -> time_series
+  task time_series_forecast {{ horizon = {horizon}; lookback = {lookback} }}
+  architecture forecast.tft {{
+    features = {features}; d_model = {16 * width}; heads = {heads}; lstm_layers = {lstm_layers}
+    causal = {"true" if causal else "false"}
+  }}
+}}"""
+    comp, mod = build(src)
+    check_all_outputs(comp, mod)
+    model = mod.build_model()
+    batch = mod.example_batch(model, batch_size=3)
+    assert batch["target"].shape == (3, horizon, features)
+    loss = model.loss(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+

@@ -827,6 +827,22 @@ def _sine_position_2d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     return [w.op("Expand", [w.const(table), w.shape(x)])]
 
 
+def _grouped_layernorm(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    # as GroupedLayerNorm: (..., groups * dim) -> (..., groups, dim), normalised over dim, then the
+    # per-feature scale and shift over the flattened last dim
+    x, groups, dim = n.inputs[0], int(n.args["groups"]), int(n.args["dim"])
+    rank = len(n.in_shapes[0])
+    g = w.reshape(x, [0] * (rank - 1) + [groups, dim])
+    ones, zeros = w.const(np.ones(dim, np.float32)), w.const(np.zeros(dim, np.float32))
+    y = w.op("LayerNormalization", [g, ones, zeros], {"axis": -1, "epsilon": float(n.args["eps"])})
+    y = w.reshape(y, [0] * (rank - 1) + [groups * dim])
+    return [w.op("Add", [w.op("Mul", [y, n.weights["weight"]]), n.weights["bias"]])]
+
+
+def _tile(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    return [w.op("Concat", [n.inputs[0]] * int(n.args["times"]), {"axis": int(n.args["dim"])})]
+
+
 def _object_queries(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     x = n.inputs[0]
     table = w.unsqueeze(n.weights["weight"], [0])  # (1, num, dim)
@@ -953,7 +969,7 @@ LOWERINGS: dict[str, Lowering] = {
     "codebook_embedding": _codebook_embedding,
     "codebook_heads": _codebook_heads,
     "sinusoid_positions": _sinusoid_positions,
-
-
     "top_k_pairs": _top_k_pairs,
+    "grouped_layernorm": _grouped_layernorm,
+    "tile": _tile,
 }

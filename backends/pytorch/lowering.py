@@ -44,6 +44,7 @@ MODULES: dict[str, str] = {
     "frozen_batchnorm": "FrozenBatchNorm2d({channels}?, eps={eps})",
     "codebook_embedding": "CodebookEmbedding({codebooks}, {num}, {dim})",
     "codebook_heads": "CodebookHeads({dim}, {codebooks}, {num})",
+    "grouped_layernorm": "GroupedLayerNorm({groups}, {dim}?, eps={eps})",
 }
 
 # weighted primitives whose module returns more than the output tensor: the expression that takes it
@@ -94,6 +95,7 @@ FUNCTIONAL: dict[str, str] = {
     "sine_position_2d": "sine_position_2d({x}, {height}, {width}?, temperature={temperature})",
     "sinusoid_positions": "sinusoid_positions({x})",
     "top_k_pairs": "top_k_pairs({s}, {q}, {p}, {k})",
+    "tile": "torch.cat([{x}] * {times}, dim={dim})",
 }
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
@@ -566,6 +568,20 @@ class ObjectQueries(nn.Module):
     def forward(self, x):
         return self.weight[None].expand(x.shape[0], -1, -1)  # (B, num, dim)
 ''',
+    "GroupedLayerNorm": '''
+class GroupedLayerNorm(nn.Module):
+    """One LayerNorm(dim) per group of `dim` consecutive features of (..., groups * dim)."""
+
+    def __init__(self, groups: int, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.groups, self.dim, self.eps = groups, dim, eps
+        self.weight = nn.Parameter(torch.ones(groups * dim))
+        self.bias = nn.Parameter(torch.zeros(groups * dim))
+
+    def forward(self, x):
+        y = F.layer_norm(x.unflatten(-1, (self.groups, self.dim)), (self.dim,), eps=self.eps)
+        return y.flatten(-2) * self.weight + self.bias
+''',
     "auxiliary_loss": '''
 def auxiliary_loss(model: nn.Module):
     """The terms modules add to the loss in their last forward (`aux_loss`: a VAE's KL term, MoE load balancing)."""
@@ -632,4 +648,5 @@ def helper_deps(prim: str) -> list[str]:
             "object_queries": ["ObjectQueries"], "frozen_batchnorm": ["FrozenBatchNorm2d"],
             "codebook_embedding": ["CodebookEmbedding"], "codebook_heads": ["CodebookHeads"],
             "sinusoid_positions": ["sinusoid_positions"],
-            "top_k_pairs": ["top_k_pairs"]}.get(prim, [])
+            "top_k_pairs": ["top_k_pairs"],
+            "grouped_layernorm": ["GroupedLayerNorm"]}.get(prim, [])

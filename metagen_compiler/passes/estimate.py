@@ -65,6 +65,7 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W);
     groupnorm: mean and rstd per sample and group (B x groups);
     rmsnorm: rstd per row and the normalised tensor before the weight;
+    grouped_layernorm: mean and rstd per row and group, and the normalised tensor before the weight;
     batchnorm, batchnorm1d: mean and invstd per channel; frozen_batchnorm: its scale per channel;
     reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent);
     sdpa: the log-sum-exp per query row (flash attention);
@@ -87,6 +88,8 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         return 2 * 4 * ins[0][0] * int(args["groups"])
     if op == "rmsnorm":
         return 4 * (math.prod(ins[0]) // ins[0][-1]) + 4 * math.prod(outs[0])
+    if op == "grouped_layernorm":
+        return 2 * 4 * (math.prod(ins[0]) // int(args["dim"])) + 4 * math.prod(outs[0])
     if op == "reparameterize":
         return 3 * 4 * math.prod(outs[0])
     if op in ("batchnorm", "batchnorm1d"):
