@@ -3,8 +3,9 @@
 1. Calibrate this machine (`metagenc calibrate`: matmul throughput, bandwidth, per-op overhead) into a
    device profile, unless --profile names one.
 2. Generate models of varied family and size: transformer.decoder (norm, mlp, position varied),
-   vision.vit, vision.resnet (basic and bottleneck units) and a user-defined family (parallel blocks),
-   each at batch 1 and a larger batch.
+   vision.vit, vision.resnet (basic and bottleneck units), a user-defined family (parallel blocks),
+   transformer.encoder, vision.convnext, tabular.mlp, rnn.rnn (LSTM, bidirectional GRU), seq2seq.t5 and
+   ssm.mamba, each at batch 1 and a larger batch.
 3. Export each to ONNX (our backend), time onnxruntime CPU inference (median of several runs, fixed
    thread count; three rounds over all the models, each model's best round kept, since the machine is shared),
    and compare with the estimate for the calibrated profile at the same batch.
@@ -12,7 +13,7 @@
    (latency = FLOPs / one throughput fitted to these measurements: the proxy gets the benefit of the fit,
    the estimate does not).
 Prints a table and writes benchmarks/results/latency.json.
-Usage: python benchmarks/latency.py [--quick] [--threads N] [--profile FILE]   (--quick: 4 models; CI smoke)
+Usage: python benchmarks/latency.py [--quick] [--threads N] [--profile FILE]   (--quick: 5 models; CI smoke)
 """
 
 from __future__ import annotations
@@ -114,6 +115,55 @@ model {name} {{
 """
 
 
+def model(name: str, *, module: str, modality: str, task: str, family: str, args: str, constraints: str = "") -> str:
+    """A model of any stdlib family: `args` are the family's dims, written out."""
+    return f"""msl 1
+import std.{module}
+model {name} {{
+  modality {modality}
+  task {task}
+  {f"constraints {{ {constraints} }}" if constraints else ""}
+  architecture {module}.{family} {{ {args} }}
+}}
+"""
+
+
+# (name, family label, module, modality, task, family, dims, constraints): the other families' shapes of work:
+# encoders, depthwise convolutions, small dense nets, recurrent scans, an encoder-decoder, a selective scan
+OTHERS = [
+    ("enc0", "encoder L2 d128 T128", "transformer", "text -> label", "classification { num_classes = 2 }", "encoder",
+     "layers = 2; d_model = 128; vocab = 2000", "context = 128"),
+    ("enc1", "encoder L4 d256 T64", "transformer", "text -> label", "classification { num_classes = 2 }", "encoder",
+     "layers = 4; d_model = 256; vocab = 2000", "context = 64"),
+    ("enc2", "encoder L2 d384 T256 (tagging)", "transformer", "text -> label", "sequence_labeling { num_classes = 9 }",
+     "encoder", "layers = 2; d_model = 384; vocab = 2000", "context = 256"),
+    ("convnext0", "convnext img64 w32 [1, 1, 2, 1]", "vision", "image -> label", "classification { num_classes = 100 }",
+     "convnext", "image_size = 64; width = 32; depths = [1, 1, 2, 1]", ""),
+    ("convnext1", "convnext img96 w48 [2, 2, 4, 2]", "vision", "image -> label", "classification { num_classes = 100 }",
+     "convnext", "image_size = 96; width = 48; depths = [2, 2, 4, 2]", ""),
+    ("convnext2", "convnext img128 w64 [1, 1, 3, 1]", "vision", "image -> label",
+     "classification { num_classes = 100 }", "convnext", "image_size = 128; width = 64; depths = [1, 1, 3, 1]", ""),
+    ("mlp0", "tabular mlp 64 features h256 L3", "tabular", "tabular -> label", "classification { num_classes = 10 }",
+     "mlp", "features = 64; hidden = 256; layers = 3", ""),
+    ("mlp1", "tabular mlp 200 features h1024 L4", "tabular", "tabular -> regression", "regression", "mlp",
+     "features = 200; hidden = 1024; layers = 4", ""),
+    ("lstm0", "lstm forecast d64 h128 L1 lookback 48", "rnn", "time_series -> time_series",
+     "time_series_forecast { horizon = 12; lookback = 48 }", "rnn", "features = 4; d_model = 64; hidden = 128; layers = 1; "
+     "cell = lstm", ""),
+    ("lstm1", "lstm forecast d128 h256 L2 lookback 96", "rnn", "time_series -> time_series",
+     "time_series_forecast { horizon = 24; lookback = 96 }", "rnn", "features = 7; d_model = 128; hidden = 256; "
+     "layers = 2; cell = lstm", ""),
+    ("gru0", "bidirectional gru tagger d128 L2 T64", "rnn", "text -> label", "sequence_labeling { num_classes = 17 }",
+     "rnn", "vocab = 2000; d_model = 128; layers = 2; cell = gru; directions = 2", "context = 64"),
+    ("t5_0", "t5 L2 d128 T64", "seq2seq", "text -> text", "generation", "t5",
+     "vocab = 2000; layers = 2; d_model = 128; d_ff = 512", "context = 64"),
+    ("t5_1", "t5 L3 d256 T128", "seq2seq", "text -> text", "generation", "t5",
+     "vocab = 2000; layers = 3; d_model = 256; d_ff = 1024", "context = 128"),
+    ("mamba0", "mamba L2 d128 T64", "ssm", "text -> text", "generation", "mamba",
+     "vocab = 2000; layers = 2; d_model = 128", "context = 64"),
+]
+
+
 def specs(quick: bool) -> list[tuple[str, str, str, int]]:
     """(name, family, source, batch) for every benchmark model."""
     out: list[tuple[str, str, str, int]] = []
@@ -142,8 +192,12 @@ def specs(quick: bool) -> list[tuple[str, str, str, int]]:
     for i, (layers, d, t) in enumerate(users):
         out.append((f"user{i}", f"user parallel_decoder L{layers} d{d} T{t}", user(f"user{i}", layers=layers,
                                                                                   d_model=d, context=t), 1))
+    n_user = len(out)
+    for name, label, module, modality, task, family, dims, constraints in OTHERS:
+        out.append((name, label, model(name, module=module, modality=modality, task=task, family=family, args=dims,
+                                       constraints=constraints), 1))
     if quick:
-        out = [out[0], out[len(dec)], out[len(dec) + len(vits)], out[-1]]
+        out = [out[0], out[len(dec)], out[len(dec) + len(vits)], out[n_user - 1], out[n_user + 3]]
         return out + [(n, f, s, 2) for n, f, s, _ in out[:1]]
     return out + [(n, f, s, 4) for n, f, s, _ in out]
 
@@ -231,10 +285,9 @@ def main() -> int:
             _, files = write_outputs(comp, tmp, ["onnx"])
             sess = ort.InferenceSession(files["model.onnx"], so, providers=["CPUExecutionProvider"])
             feed = {}
-            for i in sess.get_inputs():
-                sizes = {"batch": batch, "sequence": ir.symbols.get("T", 1)}
-                shape = [sizes[s] if isinstance(s, str) else s for s in i.shape]
-                if "int64" in i.type:
+            for i in ir.inputs:  # the graph IR's shapes, its symbols at their compiled sizes
+                shape = [batch if s == "B" else ir.symbols[s] if isinstance(s, str) else s for s in i.shape]
+                if i.dtype == "int64":
                     feed[i.name] = rng.integers(0, 100, shape, dtype=np.int64)
                 else:
                     feed[i.name] = rng.standard_normal(shape, dtype=np.float32)

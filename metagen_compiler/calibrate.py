@@ -69,18 +69,72 @@ VECTOR_OPS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...]) -> Any:
-    """A one-primitive ONNX model, x -> y, through the ONNX backend's own lowering of `op`."""
+def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[int, ...]]) -> Any:
+    """A one-primitive ONNX model through the ONNX backend's own lowering of `op`: inputs x (or x0, x1, ...
+    for several shapes), its weights as further inputs named as the primitive names them, one output y."""
     import onnx_ir as ir
 
     from metagen_backends.onnx.lowering import LOWERINGS, NodeCtx
     from metagen_backends.onnx.writer import GraphWriter
 
+    from .primitives import PRIMITIVES
+
+    shapes = shape if isinstance(shape, list) else [shape]
+    names = ["x"] if len(shapes) == 1 else [f"x{i}" for i in range(len(shapes))]
+    f32 = ir.TensorType(ir.DataType.FLOAT)
+    xs = [ir.Value(name=nm, shape=ir.Shape(list(s)), type=f32) for nm, s in zip(names, shapes)]
+    ws = {k: ir.Value(name=k, shape=ir.Shape(list(s)), type=f32) for k, s in PRIMITIVES[op].weights(args).items()}
+    out_shapes = PRIMITIVES[op].shape(args, list(shapes))
     w = GraphWriter(17)
-    x = ir.Value(name="x", shape=ir.Shape(list(shape)), type=ir.TensorType(ir.DataType.FLOAT))
-    (y,) = LOWERINGS[op](w, NodeCtx("n", op, args, [x], [shape], [shape], {}))
-    graph = ir.Graph([x], [y], nodes=w.nodes, opset_imports={"": 17}, name="calibrate")
+    (y,) = LOWERINGS[op](w, NodeCtx("n", op, args, xs, list(shapes), out_shapes, ws))
+    y.name = "y"
+    graph = ir.Graph([*xs, *ws.values()], [y], nodes=w.nodes, opset_imports={"": 17}, name="calibrate")
     return ir.serde.serialize_model(ir.Model(graph, ir_version=8))
+
+
+def _feed(sess: Any, rng: Any) -> dict[str, Any]:
+    """Random float32 inputs of a session's (fixed) input shapes, small enough for exp and softplus."""
+    import numpy as np
+
+    return {i.name: 0.1 * rng.standard_normal(i.shape, dtype=np.float32) for i in sess.get_inputs()}
+
+
+# recurrences as the backend lowers them, timed at two lengths and the difference taken per step (the
+# fixed costs of the node and of the call cancel): an ONNX LSTM / GRU step at a tiny width, its fixed cost
+# (`rnn_step`; the recurrent product is counted at the matmul rate by rows), and a Scan iteration of the
+# selective scan at two state sizes (`scan_step` + `scan_element` per element of the (B, d_inner, d_state) state)
+RNN_STEP_OPS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lstm", {"in_features": 8, "hidden": 8, "layers": 1, "bidirectional": False}),
+    ("gru", {"in_features": 8, "hidden": 8, "layers": 1, "bidirectional": False}),
+)
+SCAN_WIDTHS = ((8, 4), (256, 16))  # (d_inner, d_state)
+
+
+def _per_step(op: str, args: dict[str, Any], shapes: Callable[[int], list[tuple[int, ...]]], threads: int, runs: int,
+              quick: bool) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    short, long = (16, 80) if quick else (16, 272)
+    secs = []
+    for t in (short, long):
+        sess = _session(_lowered(op, args, shapes(t)), threads)
+        feed = _feed(sess, rng)
+        secs.append(_time(lambda: sess.run(None, feed), runs))
+    return max(0.0, (secs[1] - secs[0]) / (long - short))
+
+
+def _steps(threads: int, runs: int, quick: bool) -> dict[str, float]:
+    rnn = [_per_step(op, args, lambda t, a=args: [(1, t, a["in_features"])], threads, runs, quick)
+           for op, args in RNN_STEP_OPS]
+    scan = []
+    for d, n in SCAN_WIDTHS:
+        scan.append(_per_step("selective_scan", {"d_inner": d, "d_state": n},
+                              lambda t, d=d, n=n: [(1, t, d), (1, t, d), (1, t, n), (1, t, n)], threads, runs, quick))
+    (d0, n0), (d1, n1) = SCAN_WIDTHS
+    per_elem = max(0.0, (scan[1] - scan[0]) / (d1 * n1 - d0 * n0))
+    return {"rnn_step": statistics.median(rnn), "scan_step": max(0.0, scan[0] - per_elem * d0 * n0),
+            "scan_element": per_elem}
 
 
 def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, Any]:
@@ -121,6 +175,7 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
     out["launch"] = max(0.0, _time(lambda: sess.run(None, feed), runs) - out["overhead"])
     out["vector_ops"] = _vector(threads, runs, quick)
     out["vector"] = statistics.median(out["vector_ops"].values())
+    out["steps"] = _steps(threads, runs, quick)
     # typical, not best: models run skinny and square matmuls alike, and the median resists noise
     out["fp32"] = statistics.median(out["matmul"].values())
     out["attention"] = _attention(threads, runs, quick, out["launch"] + out["overhead"])
@@ -227,6 +282,8 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         f"  fp32 = {m['fp32']:.4g}; bf16 = {m['fp32']:.4g}; fp16 = {m['fp32']:.4g}\n"
         f"  bandwidth = {m['bandwidth']:.4g}; overhead = {m['overhead'] * 1e6:.3g}us; launch = {m['launch'] * 1e6:.3g}us\n"
         f"  vector = {m['vector']:.4g}; matmul_half = {m['matmul_half']:.4g}\n"
+        f"  rnn_step = {m['steps']['rnn_step'] * 1e6:.3g}us; scan_step = {m['steps']['scan_step'] * 1e6:.3g}us; "
+        f"scan_element = {m['steps']['scan_element'] * 1e9:.3g}ns\n"
         f"  matmul_rows = [{', '.join(str(r) for r in m['rows'])}]\n"
         f"  matmul_rows_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows'].values())}]\n"
         "  efficiency = 1.0\n"

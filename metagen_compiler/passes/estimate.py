@@ -9,7 +9,8 @@ Conventions (docs/estimates.md):
   order; training activations = bytes of the distinct storages autograd saves (per primitive: input,
   output, both or none, views sharing their input's storage, plus statistics; docs/estimates.md); AdamW state = 2 fp32 tensors per parameter, plus fp32 gradients.
 - latency: per node, max(compute time, memory time) + a fixed per-kernel overhead, plus the profile's
-  per-call `launch`, from the device profiles in stdlib/devices.msl or `--device-profile` files
+  per-call `launch`; a recurrence (LSTM, GRU, selective scan) adds its steps at the profile's measured
+  per-step cost, its recurrent product at the matmul rate of B rows; from the device profiles in stdlib/devices.msl or `--device-profile` files
   (peak x efficiency, bandwidth); batchnorm and relu after a conv are folded into it. An estimate.
 """
 
@@ -218,6 +219,19 @@ def _matmul_calls(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
     return 1
 
 
+def _recurrence(op: str, args: dict[str, Any], x: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """A node that runs step by step: (steps, matmul FLOPs of one step's recurrent product, elements of the
+    state each step updates), for the profile's per-step costs; None for a node that runs at once."""
+    if op in ("lstm", "gru"):
+        b, t, _ = x
+        h, dirs, gates = int(args["hidden"]), 2 if args["bidirectional"] else 1, 4 if op == "lstm" else 3
+        return t * int(args["layers"]) * dirs, 2 * b * gates * h * h, b * h
+    if op == "selective_scan":
+        b, t, _ = x
+        return t, 0, b * int(args["d_inner"]) * int(args["d_state"])
+    return None
+
+
 def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) -> dict[str, Any]:
     syms = symbols or ir.symbols
     g = ir.g
@@ -296,14 +310,25 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                 half = float(prof.get("matmul_half", 0.0))
                 x0 = concrete(ir.shape_of(ir.in_tensors(n)[0]), syms) if mm else ()
                 calls = _matmul_calls(d["op"], d["args"], x0) if mm else 1
-                if rows_thr and d["op"] == "linear" and dtype == "fp32":  # a product of M rows, at its measured rate
+                rec = _recurrence(d["op"], d["args"], concrete(ir.shape_of(ir.in_tensors(n)[0]), syms))
+                by_rows = rows_thr and dtype == "fp32"
+                t_seq = 0.0
+                if rec:  # the input products at once (rows B x T), the recurrent ones step by step (rows B)
+                    steps, step_mm, elems = rec
+                    b, t_len = concrete(ir.shape_of(ir.in_tensors(n)[0]), syms)[:2]
+                    rate_all = _by_rows(rows_thr, b * t_len) if by_rows else peak_flops
+                    rate_step = _by_rows(rows_thr, b) if by_rows else peak_flops
+                    t_mm = (mm - steps * step_mm) / rate_all + steps * step_mm / rate_step
+                    step_s = float(prof.get("rnn_step" if d["op"] in ("lstm", "gru") else "scan_step", 0.0))
+                    t_seq = steps * (step_s + elems * float(prof.get("scan_element", 0.0)) * (d["op"] == "selective_scan"))
+                elif by_rows and d["op"] == "linear":  # a product of M rows, at its measured rate
                     t_mm = mm / _by_rows(rows_thr, math.prod(x0) // max(1, int(d["args"]["in_features"])))
                 elif calls > 1 and half:
                     v = mm / calls
                     t_mm = mm / (peak_flops * v / (v + half))
                 else:
                     t_mm = mm / peak_flops
-                t += max(t_mm + other / vector, moved / bw) + overhead
+                t += max(t_mm + other / vector, moved / bw) + t_seq + overhead
             latency[dev][dtype] = t
     return {
         "params": params,
