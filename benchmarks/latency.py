@@ -55,50 +55,33 @@ family parallel_decoder(vocab: int = 2000, context: int = 64, layers: int = 2, d
 """
 
 
+def model(name: str, *, module: str, modality: str, task: str, family: str, args: str, constraints: str = "",
+          objective: str = "") -> str:
+    """A model of any stdlib family: `args` are the family's dims, written out."""
+    lines = [f"modality {modality}", f"task {task}", f"objective {objective}" if objective else "",
+             f"constraints {{ {constraints} }}" if constraints else "", f"architecture {module}.{family} {{ {args} }}"]
+    body = "".join(f"  {line}\n" for line in lines if line)
+    return f"msl 1\nimport std.{module}\nmodel {name} {{\n{body}}}\n"
+
+
 def decoder(name: str, *, layers: int, d_model: int, context: int, norm: str, mlp: str, position: str,
             vocab: int = 2000) -> str:
-    return f"""msl 1
-import std.transformer
-model {name} {{
-  modality text -> text
-  task generation
-  objective autoregressive
-  architecture transformer.decoder {{
-    vocab = {vocab}; context = {context}; layers = {layers}; d_model = {d_model}; heads = {d_model // 64}
-    norm = {norm}; mlp = {mlp}; position = {position}
-  }}
-}}
-"""
+    return model(name, module="transformer", modality="text -> text", task="generation", objective="autoregressive",
+                 family="decoder", args=f"vocab = {vocab}; context = {context}; layers = {layers}; "
+                 f"d_model = {d_model}; heads = {d_model // 64}; norm = {norm}; mlp = {mlp}; position = {position}")
 
 
 def vit(name: str, *, image: int, patch: int, layers: int, d_model: int) -> str:
-    return f"""msl 1
-import std.vision
-model {name} {{
-  modality image -> label
-  task classification {{ num_classes = 100 }}
-  objective classification
-  architecture vision.vit {{
-    image_size = {image}; patch_size = {patch}; layers = {layers}; d_model = {d_model}; heads = {d_model // 64}
-    mlp_dim = {4 * d_model}
-  }}
-}}
-"""
+    return model(name, module="vision", modality="image -> label", task="classification { num_classes = 100 }",
+                 objective="classification", family="vit", args=f"image_size = {image}; patch_size = {patch}; "
+                 f"layers = {layers}; d_model = {d_model}; heads = {d_model // 64}; mlp_dim = {4 * d_model}")
 
 
 def resnet(name: str, *, image: int, width: int, depths: list[int], unit: str) -> str:
     expansion = 4 if unit == "bottleneck" else 1
-    return f"""msl 1
-import std.vision
-model {name} {{
-  modality image -> label
-  task classification {{ num_classes = 100 }}
-  objective classification
-  architecture vision.resnet {{
-    image_size = {image}; width = {width}; depths = {depths}; unit = {unit}; expansion = {expansion}
-  }}
-}}
-"""
+    return model(name, module="vision", modality="image -> label", task="classification { num_classes = 100 }",
+                 objective="classification", family="resnet", args=f"image_size = {image}; width = {width}; "
+                 f"depths = {depths}; unit = {unit}; expansion = {expansion}")
 
 
 def user(name: str, *, layers: int, d_model: int, context: int) -> str:
@@ -111,19 +94,6 @@ model {name} {{
   task generation
   objective autoregressive
   architecture parallel_decoder {{ layers = {layers}; d_model = {d_model}; heads = {d_model // 64}; context = {context} }}
-}}
-"""
-
-
-def model(name: str, *, module: str, modality: str, task: str, family: str, args: str, constraints: str = "") -> str:
-    """A model of any stdlib family: `args` are the family's dims, written out."""
-    return f"""msl 1
-import std.{module}
-model {name} {{
-  modality {modality}
-  task {task}
-  {f"constraints {{ {constraints} }}" if constraints else ""}
-  architecture {module}.{family} {{ {args} }}
 }}
 """
 

@@ -92,6 +92,11 @@ def dim_add(d: Dim, k: int) -> Dim:
     return f"{d}+{k}" if k > 0 else f"{d}-{-k}"
 
 
+def dim_sum(a: Dim, b: Dim) -> Dim:
+    """The size of two extents side by side (a concatenation): a number where both are, else `a+b`."""
+    return a + b if isinstance(a, int) and isinstance(b, int) else f"{a}+{b}"
+
+
 def dim_mul(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a * b
@@ -843,7 +848,7 @@ def _concat_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     if len(x) != len(y) or not 0 <= dim < len(x) or any(
             not _same(p, q) for i, (p, q) in enumerate(zip(x, y)) if i != dim):
         raise ShapeError(f"cannot concatenate {fmt_shape(x)} and {fmt_shape(y)} along dimension {a['dim']}")
-    both = x[dim] + y[dim] if isinstance(x[dim], int) and isinstance(y[dim], int) else f"{x[dim]}+{y[dim]}"
+    both = dim_sum(x[dim], y[dim])
     return [tuple(both if i == dim else (p if isinstance(p, int) else q) for i, (p, q) in enumerate(zip(x, y)))]
 
 
@@ -872,8 +877,7 @@ def _queries_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [(s[0][0], a["num"], a["dim"])]
 
 
-# ------------------------------------------------------------------ the table
-
+# temporal fusion transformer
 def _grouped_ln_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     width = a["groups"] * a["dim"]
     if not s[0] or not _same(s[0][-1], width):
@@ -883,15 +887,13 @@ def _grouped_ln_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 def _tile_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
-    d = int(a["dim"]) % len(x) if x else 0
     if not x:
         raise ShapeError("tile needs a tensor with at least one dim")
+    d = int(a["dim"]) % len(x)
     return [x[:d] + (dim_mul(x[d], int(a["times"])),) + x[d + 1:]]
 
 
-_P = Param
-
-# ------------------------------------------------------------------ retrieval-augmented generation
+# retrieval-augmented generation
 def _top_k_pairs_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     scores, question, passages = s
     if (len(scores) != 2 or len(question) != 2 or len(passages) != 3 or not _same(scores[0], question[0])
@@ -900,9 +902,11 @@ def _top_k_pairs_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
                          f"{fmt_shape(scores)}, {fmt_shape(question)}, {fmt_shape(passages)}")
     if isinstance(passages[1], int) and a["k"] > passages[1]:
         raise ShapeError(f"cannot take the top {a['k']} of {passages[1]} passages")
-    tq, tp = question[1], passages[2]
-    both = tq + tp if isinstance(tq, int) and isinstance(tp, int) else f"{tq}+{tp}"
-    return [(scores[0], a["k"], both)]
+    return [(scores[0], a["k"], dim_sum(question[1], passages[2]))]
+
+
+# ------------------------------------------------------------------ the table
+_P = Param
 
 _PRIMS = [
     Primitive(

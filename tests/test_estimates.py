@@ -4,6 +4,7 @@ equal the compiler's `memory.activations_training_bytes` (within 10%) at the sam
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,15 +74,50 @@ def test_training_activations_match_saved_tensors(path: Path, tmp_path: Path) ->
     assert abs(expected - measured) <= 0.10 * measured, (expected, measured)
 
 
-def _latency_with(tmp_path: Path, fields: str, batch: int = 2) -> float:
+GPT2_SMALL = ("gpt2", (("layers", "2"), ("d_model", "128"), ("heads", "2")))
+
+
+def _latency_with(tmp_path: Path, fields: str, batch: int = 2,
+                  example: tuple[str, tuple[tuple[str, str], ...]] = GPT2_SMALL) -> float:
     prof = tmp_path / f"p{abs(hash(fields)) % 10**8}.msl"
     prof.write_text("msl 1\ndevice probe {\n  name = \"probe\"; fp32 = 1e11; bf16 = 1e11; fp16 = 1e11\n"
                     f"  bandwidth = 1e10; overhead = 1us; launch = 5us; efficiency = 1.0\n{fields}}}\n")
-    (comp,) = compile_model_set(read_source(ROOT / "examples" / "gpt2.msl"), Options(device_profiles=(prof,)),
-                                overrides=(("layers", "2"), ("d_model", "128"), ("heads", "2")))
+    name, overrides = example
+    (comp,) = compile_model_set(read_source(ROOT / "examples" / f"{name}.msl"), Options(device_profiles=(prof,)),
+                                overrides=overrides)
     assert not comp.bag.has_errors
     est = estimate(comp.graph, comp.program, {**comp.graph.symbols, "B": batch})
     return float(est["latency_s"]["probe"]["fp32"])
+
+
+@pytest.mark.parametrize(("example", "steps", "state"), [
+    # the tagger's bidirectional GRU: 128 positions x 2 layers x 2 directions, no per-element scan cost
+    (("gru_tagger", (("d_model", "64"), ("layers", "2"))), 128 * 2 * 2, 0),
+    # Mamba: per layer one scan over the 1024 positions of a (B, d_inner = 2 x 128, d_state = 16) state
+    (("mamba_lm", (("layers", "2"), ("d_model", "128"))), 2 * 1024, 2 * 128 * 16),
+])
+def test_recurrences_cost_their_steps(tmp_path: Path, example: Any, steps: int, state: int) -> None:
+    """`rnn_step` (LSTM, GRU) and `scan_step` + `scan_element` x state elements (selective scan) add their
+    cost once per step (docs/estimates.md), at batch 2; a profile without them prices no step."""
+    plain = _latency_with(tmp_path, "", example=example)
+    key = "scan_step" if state else "rnn_step"
+    assert _latency_with(tmp_path, f"  {key} = 0us\n", example=example) == pytest.approx(plain)
+    with_step = _latency_with(tmp_path, f"  {key} = 10us\n", example=example)
+    assert with_step - plain == pytest.approx(steps * 10e-6)
+    per_elem = _latency_with(tmp_path, "  scan_element = 1ns\n", example=example)
+    assert per_elem - plain == pytest.approx(steps * 2 * state * 1e-9, abs=1e-12)  # B = 2
+
+
+def test_recurrent_products_run_at_the_rate_of_batch_rows(tmp_path: Path) -> None:
+    """An LSTM's recurrent product has B rows per step, its input product B x T: a rows table slow for few
+    rows prices the recurrence higher, at batch 1 more than at batch 64 per sample."""
+    lstm = ("lstm_forecast", ())
+    flat = "  matmul_rows = [1, 1024]\n  matmul_rows_fp32 = [1e11, 1e11]\n"
+    skew = "  matmul_rows = [1, 1024]\n  matmul_rows_fp32 = [1e9, 1e11]\n"
+    assert _latency_with(tmp_path, flat, example=lstm) == pytest.approx(_latency_with(tmp_path, "", example=lstm))
+    one = _latency_with(tmp_path, skew, batch=1, example=lstm) / _latency_with(tmp_path, flat, batch=1, example=lstm)
+    many = _latency_with(tmp_path, skew, batch=64, example=lstm) / _latency_with(tmp_path, flat, batch=64, example=lstm)
+    assert one > many > 1.0
 
 
 def test_calibrated_rates_change_the_latency_as_documented(tmp_path: Path) -> None:

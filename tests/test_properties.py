@@ -31,15 +31,26 @@ def build(src: str):  # type: ignore[no-untyped-def]
 
 
 def check(comp, mod, batch: int = 2) -> None:  # type: ignore[no-untyped-def]
+    """The instantiated module's parameter count and every output's shape (a head may return several
+    tensors: detection's logits and boxes) as the compiler predicted them."""
     model = mod.build_model()
     assert sum(p.numel() for p in model.parameters()) == comp.graph.g.graph["estimates"]["params"]
     with torch.no_grad():
         out = model(*mod.example_inputs(model, batch_size=batch))
-    outs = out if isinstance(out, tuple) else (out,)  # a head of several outputs (detection: logits, boxes)
+    outs = out if isinstance(out, tuple) else (out,)
     assert len(outs) == len(comp.graph.outputs)
-    for o, (_name, t) in zip(outs, comp.graph.outputs):
-        expect = tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
-        assert tuple(o.shape) == expect
+    for o, (_name, t) in zip(outs, comp.graph.outputs, strict=True):
+        assert tuple(o.shape) == tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
+
+
+def train_step(mod, batch_size: int):  # type: ignore[no-untyped-def]
+    """A fresh model and its example batch after one loss and backward: the loss a finite scalar."""
+    model = mod.build_model()
+    batch = mod.example_batch(model, batch_size=batch_size)
+    loss = model.loss(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    return model, batch
 
 
 @SETTINGS
@@ -393,18 +404,6 @@ model d {{
     check(*build(src))
 
 
-def check_all_outputs(comp, mod, batch: int = 2) -> None:  # type: ignore[no-untyped-def]
-    """As check, for a head of one or several tensors: each output's shape as the compiler inferred it."""
-    model = mod.build_model()
-    assert sum(p.numel() for p in model.parameters()) == comp.graph.g.graph["estimates"]["params"]
-    with torch.no_grad():
-        out = model(*mod.example_inputs(model, batch_size=batch))
-    outs = out if isinstance(out, tuple) else (out,)
-    assert len(outs) == len(comp.graph.outputs)
-    for o, (_name, t) in zip(outs, comp.graph.outputs, strict=True):
-        assert tuple(o.shape) == tuple(subst_dim(d, {**comp.graph.symbols, "B": batch}) for d in comp.graph.shape_of(t))
-
-
 @SETTINGS
 @given(task=st.sampled_from(["policy_gradient", "value_based", "actor_critic"]), cnn=st.booleans(),
        features=st.integers(1, 40), hidden=st.sampled_from([16, 32, 48]), layers=st.integers(0, 3),
@@ -423,12 +422,8 @@ model p {{
   architecture {arch}
 }}"""
     comp, mod = build(src)
-    check_all_outputs(comp, mod)
-    model = mod.build_model()
-    batch = mod.example_batch(model, batch_size=3)
-    loss = model.loss(batch)
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
+    check(comp, mod)
+    model, batch = train_step(mod, 3)
     assert model.act(batch[inp], greedy=True).shape == (3,)
 
 
@@ -443,7 +438,7 @@ model p {{
   architecture rl.world_model {{ features = {features}; hidden = {hidden}; layers = {layers} }}
 }}"""
     comp, mod = build(src)
-    check_all_outputs(comp, mod)
+    check(comp, mod)
     model = mod.build_model()
     assert model.act(mod.example_inputs(model, batch_size=3)[0], greedy=True).shape == (3,)
 
@@ -462,12 +457,8 @@ model p {{
   }}
 }}"""
     comp, mod = build(src)
-    check_all_outputs(comp, mod)
-    model = mod.build_model()
-    batch = mod.example_batch(model, batch_size=6)
-    loss = model.loss(batch)
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
+    check(comp, mod)
+    model, batch = train_step(mod, 6)
     assert all(torch.isfinite(v) for v in model.metrics(batch).values())
 
 
@@ -483,12 +474,8 @@ model p {{
 }}"""
     comp, mod = build(src)
     assert [n for n, _ in comp.graph.outputs] == (["mean", "log_std", "value"] if critic else ["mean", "log_std"])
-    check_all_outputs(comp, mod)
-    model = mod.build_model()
-    batch = mod.example_batch(model, batch_size=3)
-    loss = model.loss(batch)
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
+    check(comp, mod)
+    model, batch = train_step(mod, 3)
     assert model.act(batch["tabular"]).shape == (3, action_dim)
 
 
@@ -580,11 +567,7 @@ model p {{
     # K tables of codebook_size + 1 rows, K heads, per layer 4 d^2 attention + 2 d ffn MLP + 2 norms, a final norm
     assert comp.graph.g.graph["estimates"]["params"] == (
         2 * codebooks * codebook_size * d + codebooks * d + layers * (4 * d * d + 2 * d * ffn + 4 * d) + 2 * d)
-    model = mod.build_model()
-    batch = mod.example_batch(model, batch_size=2)
-    loss = model.loss(batch)
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
+    model, batch = train_step(mod, 2)
     out = model.generate(batch["audio"][:, :, :2], 2, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, codebooks, min(2, context) + 2)
 
@@ -610,12 +593,8 @@ model p {{
   }}
 }}"""
     comp, mod = build(src)
-    check_all_outputs(comp, mod)
-    model = mod.build_model()
-    batch = mod.example_batch(model, batch_size=3)
-    loss = model.loss(batch)
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
+    check(comp, mod)
+    model, batch = train_step(mod, 3)
     assert all(torch.isfinite(v) for v in model.metrics(batch).values())
 
 
@@ -633,11 +612,7 @@ model p {{
   }}
 }}"""
     comp, mod = build(src)
-    check_all_outputs(comp, mod)
-    model = mod.build_model()
-    batch = mod.example_batch(model, batch_size=3)
+    check(comp, mod)
+    model, batch = train_step(mod, 3)
     assert batch["target"].shape == (3, horizon, features)
-    loss = model.loss(batch)
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
 

@@ -662,6 +662,7 @@ def _detection_metrics(which: str, detect: str) -> tuple[str, ...]:
             'mean_ap, recall = map_50(detections, batch["boxes"], batch["labels"])',
             'return {{"map_50": mean_ap, "recall_50": recall}}')
 
+
 # Module-level functions the detection losses, metrics and detect() use, emitted into model.py in this order.
 LOSS_HELPERS: dict[str, str] = {
     "boxes": '''

@@ -219,16 +219,16 @@ def _matmul_calls(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
     return 1
 
 
-def _recurrence(op: str, args: dict[str, Any], x: tuple[int, ...]) -> tuple[int, int, int] | None:
-    """A node that runs step by step: (steps, matmul FLOPs of one step's recurrent product, elements of the
-    state each step updates), for the profile's per-step costs; None for a node that runs at once."""
+def _recurrence(op: str, args: dict[str, Any], x: tuple[int, ...]) -> tuple[str, int, int, int] | None:
+    """A node that runs step by step: (the profile's per-step cost, steps, matmul FLOPs of one step's
+    recurrent product, state elements each step pays `scan_element` for); None for a node that runs at once."""
     if op in ("lstm", "gru"):
         b, t, _ = x
         h, dirs, gates = int(args["hidden"]), 2 if args["bidirectional"] else 1, 4 if op == "lstm" else 3
-        return t * int(args["layers"]) * dirs, 2 * b * gates * h * h, b * h
+        return "rnn_step", t * int(args["layers"]) * dirs, 2 * b * gates * h * h, 0
     if op == "selective_scan":
         b, t, _ = x
-        return t, 0, b * int(args["d_inner"]) * int(args["d_state"])
+        return "scan_step", t, 0, b * int(args["d_inner"]) * int(args["d_state"])
     return None
 
 
@@ -308,19 +308,17 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                 moved = (sum(bytes_out[x.node] for x in ir.in_tensors(n)) + bytes_out[n]) * DTYPE_BYTES[dtype] // 4
                 moved += wbytes * DTYPE_BYTES[dtype]
                 half = float(prof.get("matmul_half", 0.0))
-                x0 = concrete(ir.shape_of(ir.in_tensors(n)[0]), syms) if mm else ()
+                x0 = concrete(ir.shape_of(ir.in_tensors(n)[0]), syms)
                 calls = _matmul_calls(d["op"], d["args"], x0) if mm else 1
-                rec = _recurrence(d["op"], d["args"], concrete(ir.shape_of(ir.in_tensors(n)[0]), syms))
+                rec = _recurrence(d["op"], d["args"], x0)
                 by_rows = rows_thr and dtype == "fp32"
                 t_seq = 0.0
                 if rec:  # the input products at once (rows B x T), the recurrent ones step by step (rows B)
-                    steps, step_mm, elems = rec
-                    b, t_len = concrete(ir.shape_of(ir.in_tensors(n)[0]), syms)[:2]
-                    rate_all = _by_rows(rows_thr, b * t_len) if by_rows else peak_flops
-                    rate_step = _by_rows(rows_thr, b) if by_rows else peak_flops
+                    step_cost, steps, step_mm, elems = rec
+                    rate_all = _by_rows(rows_thr, x0[0] * x0[1]) if by_rows else peak_flops
+                    rate_step = _by_rows(rows_thr, x0[0]) if by_rows else peak_flops
                     t_mm = (mm - steps * step_mm) / rate_all + steps * step_mm / rate_step
-                    step_s = float(prof.get("rnn_step" if d["op"] in ("lstm", "gru") else "scan_step", 0.0))
-                    t_seq = steps * (step_s + elems * float(prof.get("scan_element", 0.0)) * (d["op"] == "selective_scan"))
+                    t_seq = steps * (float(prof.get(step_cost, 0.0)) + elems * float(prof.get("scan_element", 0.0)))
                 elif by_rows and d["op"] == "linear":  # a product of M rows, at its measured rate
                     t_mm = mm / _by_rows(rows_thr, math.prod(x0) // max(1, int(d["args"]["in_features"])))
                 elif calls > 1 and half:
