@@ -641,3 +641,31 @@ model p {{
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
 
+
+
+@SETTINGS
+@given(task=st.sampled_from(["instance_segmentation", "panoptic_segmentation"]),
+       depths=st.lists(st.integers(1, 2), min_size=4, max_size=4), width=st.sampled_from([8, 16]),
+       features=st.sampled_from([32, 64]), mask_dim=st.sampled_from([8, 32]), heads=st.sampled_from([1, 2, 4]),
+       hd=st.sampled_from([8, 16]), ffn=st.sampled_from([16, 48]), decoder_layers=st.integers(1, 2),
+       queries=st.integers(1, 8), image=st.sampled_from([32, 64]), classes=st.integers(1, 30))
+def test_maskformer(task, depths, width, features, mask_dim, heads, hd, ffn, decoder_layers, queries, image,  # type: ignore[no-untyped-def]
+                    classes) -> None:
+    src = f"""import std.segmentation
+model m {{
+  modality image -> segmentation_mask
+  task {task} {{ num_classes = {classes} }}
+  constraints {{ image_size = {image} }}
+  architecture segmentation.maskformer {{
+    width = {width}; depths = {depths}; features = {features}; mask_dim = {mask_dim}; d_model = {heads * hd}
+    heads = {heads}; ffn = {ffn}; decoder_layers = {decoder_layers}; num_queries = {queries}
+  }}
+}}"""
+    comp, mod = build(src)
+    check_all_outputs(comp, mod)
+    model = mod.build_model()
+    batch = mod.example_batch(model, batch_size=2)
+    loss = model.loss(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(torch.isfinite(v) for v in model.metrics(batch).values())
