@@ -787,8 +787,8 @@ def assign_center_prior(centres, strides, gt_boxes, gt_labels, num_classes: int,
     target_cls = F.one_hot(labels, num_classes).float() * positive[..., None]
     target_box = gt_boxes.gather(1, best[..., None].expand(-1, -1, 4))
     return target_cls, target_box, positive
-
-
+''',
+    "focal": '''
 def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0):
     """Focal loss (Lin et al. 2017) per element of multi-label logits and 0/1 targets."""
     p = logits.sigmoid()
@@ -838,8 +838,8 @@ def linear_sum_assignment(cost):
             j0 = j1
     pairs = sorted((owner[j] - 1, j - 1) for j in range(1, m + 1) if owner[j])
     return [r for r, _ in pairs], [k for _, k in pairs]
-
-
+''',
+    "set_loss": '''
 def set_prediction_loss(logits, boxes, gt_boxes, gt_labels, image_size: int, eos_coef: float = 0.1,
                         w_class: float = 1.0, w_l1: float = 5.0, w_giou: float = 2.0):
     """DETR's set criterion. Per image, queries are matched one-to-one to the ground-truth boxes by the Hungarian
@@ -917,7 +917,7 @@ LOSSES["dense_detection"] = LossCode(
     _detection_metrics("# of all detections kept at score 0.001 (NMS at IoU 0.6, at most 100 per image)",
                        'detections = self.detect(batch["{x}"], score_threshold=0.001, iou_threshold=0.6)'),
     _DETECTION_BATCH,
-    helpers=("boxes", "nms", "map", "anchors"),
+    helpers=("boxes", "nms", "map", "anchors", "focal"),
     source_methods='''
 @torch.no_grad()
 def detect(self, images, score_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100,
@@ -949,7 +949,7 @@ LOSSES["set_detection"] = LossCode(
     _detection_metrics("# of every query's most likely class (no threshold: DETR ranks its queries by score)",
                        'detections = self.detect(batch["{x}"], score_threshold=0.0)'),
     _DETECTION_BATCH,
-    helpers=("boxes", "nms", "map", "hungarian"),
+    helpers=("boxes", "nms", "map", "hungarian", "set_loss"),
     source_methods='''
 @torch.no_grad()
 def detect(self, images, score_threshold: float = 0.7, iou_threshold: float = 1.0):
@@ -1290,7 +1290,7 @@ LOSSES["mask_set_instance"] = LossCode(
      'return {{"mask_map_50": mask_map_50(instances, batch["masks"], batch["labels"]),',
      '        "mean_matched_iou": mean_matched_iou(matches)}}'),
     _MASK_BATCH,
-    helpers=("anchors", "hungarian", "masks"),
+    helpers=("focal", "hungarian", "masks"),
     source_methods=_INFERENCE_METHODS,
 )
 
@@ -1303,6 +1303,6 @@ LOSSES["mask_set_panoptic"] = LossCode(
      "pq, sq, rq = panoptic_quality(pred_ids, pred_classes, gt_ids, gt_classes, self.config.num_classes)",
      'return {{"pq": pq, "sq": sq, "rq": rq}}'),
     _MASK_BATCH,
-    helpers=("anchors", "hungarian", "masks"),
+    helpers=("focal", "hungarian", "masks"),
     source_methods=_INFERENCE_METHODS,
 )
