@@ -128,4 +128,5 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "fid": (("text", "rag.fid_rag"),),
     "temporal_fusion": (("time_series", "forecast.tft"),),  # the seeds' variant name
     "tft": (("time_series", "forecast.tft"),),
+    "maskformer": (("image", "segmentation.maskformer"),),  # not Mask2Former (masked attention, multi-scale)
 }

@@ -106,5 +106,11 @@ TASK_SPECS: dict[str, Task] = {
              ("perplexity", "token_accuracy", "retrieval_recall_at_1"), "logits",
              "next-token logits of the answer (B, T, vocab) and the retrieval score of each candidate passage "
              "(B, num_passages)", ("text",), outputs=("logits", "retrieval_scores")),
+        Task("instance_segmentation", "mask_set_instance", ("mask_map_50", "mean_matched_iou"), "logits",
+             "per-query class logits (B, queries, classes + 1; the last: no object) and mask logits "
+             "(B, queries, H', W')", ("segmentation_mask",), outputs=("logits", "masks")),
+        Task("panoptic_segmentation", "mask_set_panoptic", ("pq", "sq", "rq"), "logits",
+             "per-query class logits (B, queries, classes + 1; the last: no object) and mask logits "
+             "(B, queries, H', W')", ("segmentation_mask",), outputs=("logits", "masks")),
     )
 }

@@ -75,6 +75,8 @@ SMALL = {
                             retriever_layers=1, retriever_d_model=32, retriever_heads=2, retriever_mlp=64, layers=2,
                             decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96, buckets=8, max_distance=12),
     "std.forecast.tft": dict(features=3, lookback=12, horizon=5, d_model=64, heads=4),
+    "std.segmentation.maskformer": dict(image_size=64, width=8, depths=(1, 1, 1, 1), features=32, mask_dim=32,
+                                        d_model=64, heads=2, ffn=128, decoder_layers=2, num_queries=10),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -93,6 +95,9 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     # transformers DPRQuestionEncoder + DPRContextEncoder (4 layers, d 256, vocab 32128: 11,515,904 each) +
     # T5ForConditionalGeneration t5-small (60,506,624)
     "rag_fid": 83_538_432,
+    # transformers MaskFormerForInstanceSegmentation, ResNet-50 ResNetConfig backbone, 133 and 80 labels
+    "maskformer_panoptic": 41_303_494,
+    "maskformer_instance": 41_289_873,
 }
 
 
@@ -183,6 +188,10 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         "model_based": lambda: [(2, c.features), (2, 1), (2, 1)],
         "recommendation": lambda: [(2, c.output_dim), (2, c.output_dim)],
         "retrieval_generation": lambda: [(2, c.context, c.vocab), (2, c.num_passages)],
+        "instance_segmentation": lambda: [(2, c.num_queries, c.num_classes + 1),
+                                          (2, c.num_queries, c.image_size // 4, c.image_size // 4)],
+        "panoptic_segmentation": lambda: [(2, c.num_queries, c.num_classes + 1),
+                                          (2, c.num_queries, c.image_size // 4, c.image_size // 4)],
     }
     if task == "object_detection":  # class logits and boxes per candidate: YOLO's cells of 3 levels, DETR's queries
         logits, boxes = out

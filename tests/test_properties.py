@@ -616,3 +616,26 @@ model p {{
     model, batch = train_step(mod, 3)
     assert batch["target"].shape == (3, horizon, features)
 
+
+@SETTINGS
+@given(task=st.sampled_from(["instance_segmentation", "panoptic_segmentation"]),
+       depths=st.lists(st.integers(1, 2), min_size=4, max_size=4), width=st.sampled_from([8, 16]),
+       features=st.sampled_from([32, 64]), mask_dim=st.sampled_from([8, 32]), heads=st.sampled_from([1, 2, 4]),
+       hd=st.sampled_from([8, 16]), ffn=st.sampled_from([16, 48]), decoder_layers=st.integers(1, 2),
+       queries=st.integers(1, 8), image=st.sampled_from([32, 64]), classes=st.integers(1, 30))
+def test_maskformer(task, depths, width, features, mask_dim, heads, hd, ffn, decoder_layers, queries, image,  # type: ignore[no-untyped-def]
+                    classes) -> None:
+    src = f"""import std.segmentation
+model m {{
+  modality image -> segmentation_mask
+  task {task} {{ num_classes = {classes} }}
+  constraints {{ image_size = {image} }}
+  architecture segmentation.maskformer {{
+    width = {width}; depths = {depths}; features = {features}; mask_dim = {mask_dim}; d_model = {heads * hd}
+    heads = {heads}; ffn = {ffn}; decoder_layers = {decoder_layers}; num_queries = {queries}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    model, batch = train_step(mod, 2)
+    assert all(torch.isfinite(v) for v in model.metrics(batch).values())

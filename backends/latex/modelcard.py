@@ -25,6 +25,8 @@ PIPELINE_TAGS: tuple[tuple[str | None, str | None, str, str], ...] = (
     ("audio", None, "classification", "audio-classification"),
     (None, None, "embedding", "feature-extraction"),
     ("time_series", None, "time_series_forecast", "time-series-forecasting"),
+    ("image", None, "instance_segmentation", "image-segmentation"),
+    ("image", None, "panoptic_segmentation", "image-segmentation"),
 )
 
 

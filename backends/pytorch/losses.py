@@ -788,8 +788,8 @@ def assign_center_prior(centres, strides, gt_boxes, gt_labels, num_classes: int,
     target_cls = F.one_hot(labels, num_classes).float() * positive[..., None]
     target_box = gt_boxes.gather(1, best[..., None].expand(-1, -1, 4))
     return target_cls, target_box, positive
-
-
+''',
+    "focal": '''
 def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0):
     """Focal loss (Lin et al. 2017) per element of multi-label logits and 0/1 targets."""
     p = logits.sigmoid()
@@ -839,8 +839,8 @@ def linear_sum_assignment(cost):
             j0 = j1
     pairs = sorted((owner[j] - 1, j - 1) for j in range(1, m + 1) if owner[j])
     return [r for r, _ in pairs], [k for _, k in pairs]
-
-
+''',
+    "set_loss": '''
 def set_prediction_loss(logits, boxes, gt_boxes, gt_labels, image_size: int, eos_coef: float = 0.1,
                         w_class: float = 1.0, w_l1: float = 5.0, w_giou: float = 2.0):
     """DETR's set criterion. Per image, queries are matched one-to-one to the ground-truth boxes by the Hungarian
@@ -918,7 +918,7 @@ LOSSES["dense_detection"] = LossCode(
     _detection_metrics("# of all detections kept at score 0.001 (NMS at IoU 0.6, at most 100 per image)",
                        'detections = self.detect(batch["{x}"], score_threshold=0.001, iou_threshold=0.6)'),
     _DETECTION_BATCH,
-    helpers=("boxes", "nms", "map", "anchors"),
+    helpers=("boxes", "nms", "map", "anchors", "focal"),
     source_methods='''
 @torch.no_grad()
 def detect(self, images, score_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100,
@@ -950,7 +950,7 @@ LOSSES["set_detection"] = LossCode(
     _detection_metrics("# of every query's most likely class (no threshold: DETR ranks its queries by score)",
                        'detections = self.detect(batch["{x}"], score_threshold=0.0)'),
     _DETECTION_BATCH,
-    helpers=("boxes", "nms", "map", "hungarian"),
+    helpers=("boxes", "nms", "map", "hungarian", "set_loss"),
     source_methods='''
 @torch.no_grad()
 def detect(self, images, score_threshold: float = 0.7, iou_threshold: float = 1.0):
@@ -1030,4 +1030,280 @@ LOSSES["retrieval_augmented_cross_entropy"] = LossCode(
      'return {{"perplexity": nll.exp(), "token_accuracy": (logits.argmax(-1) == tokens[:, 1:]).float().mean(),',
      '        "retrieval_recall_at_1": (scores.argmax(-1) == positive).float().mean()}}'),
     ('batch["positive"] = torch.randint(0, model.config.num_passages, (batch_size,), generator=g)',),
+)
+
+# ---------------------------------------------------------------- mask classification (MaskFormer)
+LOSS_HELPERS["masks"] = '''
+def mask_pair_costs(logits, targets, alpha: float = 0.25, gamma: float = 2.0):
+    """Pairwise mask costs of predicted mask logits (Q, P) against binary targets (G, P): the sigmoid focal loss
+    averaged over the pixels and 1 - Dice (smoothed by 1), each (Q, G) (MaskFormer's matcher)."""
+    p = logits.sigmoid()
+    pos = alpha * (1 - p) ** gamma * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = (1 - alpha) * p ** gamma * F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    focal = (pos @ targets.t() + neg @ (1 - targets).t()) / logits.shape[-1]
+    dice = 1 - (2 * p @ targets.t() + 1) / (p.sum(-1)[:, None] + targets.sum(-1)[None, :] + 1)
+    return focal, dice
+
+
+def match_masks(logits, masks, gt_masks, gt_labels, w_class: float = 1.0, w_focal: float = 20.0, w_dice: float = 1.0):
+    """Per image, the Hungarian matching of queries to ground-truth segments on the cost
+    w_class * -p(class) + w_focal * focal + w_dice * dice, the predicted masks upsampled (bilinear) to the ground
+    truth's size. A list per image of (queries, segments, predicted mask logits (Q, H*W), target masks (G, H*W),
+    labels (G,)); queries[i] is matched to segment segments[i]."""
+    size = gt_masks.shape[-2:]
+    prob = logits.detach().softmax(-1)
+    out = []
+    for b in range(logits.shape[0]):
+        keep = gt_labels[b] >= 0
+        labels, truth = gt_labels[b][keep], gt_masks[b][keep].flatten(1).to(masks.dtype)
+        pred = F.interpolate(masks[b][None], size=size, mode="bilinear", align_corners=False)[0].flatten(1)
+        rows, cols = [], []
+        if len(labels):
+            with torch.no_grad():
+                focal, dice = mask_pair_costs(pred.detach(), truth)
+                cost = -w_class * prob[b][:, labels] + w_focal * focal + w_dice * dice
+            rows, cols = linear_sum_assignment(cost)
+        out.append((rows, cols, pred, truth, labels))
+    return out
+
+
+def mask_set_loss(logits, masks, gt_masks, gt_labels, eos_coef: float = 0.1, w_class: float = 1.0,
+                  w_focal: float = 20.0, w_dice: float = 1.0):
+    """MaskFormer's set criterion: Hungarian matching (match_masks), then cross-entropy over every query (unmatched:
+    the no-object class, weighted eos_coef) plus, over the matched masks, w_focal times the sigmoid focal loss
+    (mean over pixels) and w_dice times 1 - Dice, summed and divided by the number of ground-truth segments."""
+    B, Q, classes = logits.shape
+    target = torch.full((B, Q), classes - 1, dtype=torch.long, device=logits.device)
+    src, tgt = [], []
+    for b, (rows, cols, pred, truth, labels) in enumerate(match_masks(logits, masks, gt_masks, gt_labels,
+                                                                      w_class, w_focal, w_dice)):
+        target[b, rows] = labels[cols]
+        src.append(pred[rows])
+        tgt.append(truth[cols])
+    weight = torch.ones(classes, device=logits.device)
+    weight[-1] = eos_coef
+    loss_class = F.cross_entropy(logits.transpose(1, 2), target, weight)
+    src, tgt = torch.cat(src), torch.cat(tgt)
+    n = max(len(tgt), 1)
+    loss_focal = sigmoid_focal_loss(src, tgt).mean(-1).sum() / n
+    p = src.sigmoid()
+    loss_dice = (1 - (2 * (p * tgt).sum(-1) + 1) / (p.sum(-1) + tgt.sum(-1) + 1)).sum() / n
+    return w_class * loss_class + w_focal * loss_focal + w_dice * loss_dice
+
+
+def mask_iou(a, b):
+    """IoU of every binary mask (N, P) with every other (M, P): (N, M)."""
+    a, b = a.flatten(1).float(), b.flatten(1).float()
+    inter = a @ b.t()
+    return inter / (a.sum(-1)[:, None] + b.sum(-1)[None, :] - inter).clamp(min=1e-9)
+
+
+def mean_matched_iou(matches):
+    """The mean IoU of the matched (Hungarian) predicted masks, thresholded at logit 0, with their segments."""
+    ious = [mask_iou(pred[rows] > 0, truth[cols]).diagonal() for rows, cols, pred, truth, _ in matches if len(rows)]
+    return torch.cat(ious).mean() if ious else torch.tensor(float("nan"))
+
+
+def instance_inference_fn(logits, masks, top_k: int, size):
+    """MaskFormer's instance inference: per image, the top_k (query, class) pairs by class probability (softmax
+    without no object), each with its query's mask upsampled (bilinear) to `size` and binarised at probability 0.5;
+    score = class probability times the mean mask probability inside the binary mask. A list per image of
+    {"scores": (K,), "labels": (K,), "masks": (K, H, W) bool}."""
+    prob = logits.softmax(-1)[..., :-1]  # (B, Q, classes)
+    classes = prob.shape[-1]
+    out = []
+    for b in range(prob.shape[0]):
+        s, idx = prob[b].flatten().topk(min(top_k, prob[b].numel()))
+        query, labels = idx // classes, idx % classes
+        m = F.interpolate(masks[b][None], size=size, mode="bilinear", align_corners=False)[0][query].sigmoid()
+        binary = m > 0.5
+        inside = (m * binary).flatten(1).sum(-1) / binary.flatten(1).sum(-1).clamp(min=1)
+        out.append({"scores": s * inside, "labels": labels, "masks": binary})
+    return out
+
+
+def mask_map_50(instances, gt_masks, gt_labels):
+    """Mask AP at IoU 0.5 over a batch: as map_50 for boxes, with mask IoU. In each image, by decreasing score, a
+    prediction is a true positive when its mask overlaps a still-unmatched ground-truth mask of its class by
+    IoU >= 0.5 (the best such); AP per class with ground truth: the area under the precision-recall curve with
+    precision made monotone (all-point interpolation); the mean over those classes."""
+    scores, hits, classes, truth = [], [], [], []
+    for det, gm, labels in zip(instances, gt_masks, gt_labels):
+        gm, labels = gm[labels >= 0], labels[labels >= 0]
+        order = det["scores"].argsort(descending=True)
+        dm, ds, dl = det["masks"][order], det["scores"][order], det["labels"][order]
+        iou = mask_iou(dm, gm > 0.5)  # (K, G)
+        free = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+        tp = torch.zeros(len(dm), dtype=torch.bool, device=labels.device)
+        for k in range(len(dm)):
+            ok = (labels == dl[k]) & free & (iou[k] >= 0.5)
+            if ok.any():
+                free[torch.where(ok, iou[k], -1.0).argmax()] = False
+                tp[k] = True
+        for acc, t in ((scores, ds), (hits, tp), (classes, dl), (truth, labels)):
+            acc.append(t)
+    scores, hits, classes, truth = (torch.cat(t) for t in (scores, hits, classes, truth))
+    aps = []
+    for c in truth.unique():
+        h = hits[classes == c][scores[classes == c].argsort(descending=True)].float()
+        precision = h.cumsum(0) / torch.arange(1, len(h) + 1, device=h.device)
+        precision = precision.flip(0).cummax(0).values.flip(0)
+        aps.append((precision * h).sum() / (truth == c).sum())
+    return torch.stack(aps).mean() if aps else torch.tensor(float("nan"))
+
+
+def panoptic_inference_fn(logits, masks, size, object_threshold: float = 0.8, overlap_threshold: float = 0.8):
+    """MaskFormer's panoptic inference: per image, the queries whose most likely class is not no-object and whose
+    probability exceeds object_threshold are kept; each pixel takes the kept query maximising class probability
+    times mask probability (masks upsampled bilinearly to `size`); a query becomes a segment when it wins pixels
+    and at least overlap_threshold of the pixels where its own mask probability is >= 0.5. Returns the segment-id
+    map (B, H, W), 0 void and segments 1, 2, ..., and per image the class of each segment (S,) (segment s: [s - 1])."""
+    scores, labels = logits.softmax(-1).max(-1)  # (B, Q)
+    no_object = logits.shape[-1] - 1
+    ids = torch.zeros(logits.shape[0], *size, dtype=torch.long, device=logits.device)
+    classes = []
+    for b in range(logits.shape[0]):
+        keep = (labels[b] != no_object) & (scores[b] > object_threshold)
+        m = F.interpolate(masks[b][None], size=size, mode="bilinear", align_corners=False)[0][keep].sigmoid()
+        s, cls = scores[b][keep], labels[b][keep]
+        seg = []
+        if len(s):
+            winner = (s[:, None, None] * m).argmax(0)  # (H, W)
+            for k in range(len(s)):
+                area, own = (winner == k).sum(), (m[k] >= 0.5).sum()
+                if area > 0 and own > 0 and area / own >= overlap_threshold:
+                    seg.append(cls[k])
+                    ids[b][(winner == k) & (m[k] >= 0.5)] = len(seg)
+        classes.append(torch.stack(seg) if seg else labels.new_zeros(0))
+    return ids, classes
+
+
+def segments_from_masks(gt_masks, gt_labels):
+    """Ground-truth segments (B, M, H, W) binary, disjoint, with labels (B, M) (-1 padding) -> the segment-id map
+    (B, H, W) (0 void; segment m + 1 is mask m) and per image the class of each segment slot (M,)."""
+    slot = torch.arange(1, gt_masks.shape[1] + 1, device=gt_masks.device)[None, :, None, None]
+    valid = (gt_labels >= 0)[:, :, None, None]
+    ids = ((gt_masks > 0.5) & valid).long().mul(slot).amax(1)
+    return ids, list(gt_labels)
+
+
+def panoptic_quality(pred_ids, pred_classes, gt_ids, gt_classes, num_classes: int):
+    """PQ, SQ and RQ (Kirillov et al. 2019) over a batch of segment-id maps (B, H, W) (0 void) with the class of each
+    segment ([s - 1]). A predicted and a ground-truth segment of the same class match when their IoU > 0.5 (unique);
+    the union leaves out the predicted pixels that are void in the ground truth. Unmatched predicted segments are
+    false positives unless more than half of them is void; unmatched ground-truth segments false negatives. Per
+    class: PQ = sum IoU / (TP + FP / 2 + FN / 2), SQ = sum IoU / TP (0 without TP), RQ = TP / (TP + FP / 2 + FN / 2);
+    each averaged over the classes with any TP, FP or FN in the batch (PQ = SQ * RQ per class)."""
+    iou_sum, tp, fp, fn = (torch.zeros(num_classes, dtype=torch.float64) for _ in range(4))
+    for b in range(pred_ids.shape[0]):
+        p_ids = [s for s in range(1, len(pred_classes[b]) + 1) if (pred_ids[b] == s).any()]
+        g_ids = [s for s in range(1, len(gt_classes[b]) + 1) if gt_classes[b][s - 1] >= 0 and (gt_ids[b] == s).any()]
+        void = gt_ids[b] == 0
+        matched_p, matched_g = set(), set()
+        for g in g_ids:
+            gm, gc = gt_ids[b] == g, int(gt_classes[b][g - 1])
+            for p in p_ids:
+                if int(pred_classes[b][p - 1]) != gc or p in matched_p:
+                    continue
+                pm = pred_ids[b] == p
+                inter = (pm & gm).sum().item()
+                union = pm.sum().item() + gm.sum().item() - inter - (pm & void).sum().item()
+                if union > 0 and inter / union > 0.5:
+                    iou_sum[gc] += inter / union
+                    tp[gc] += 1
+                    matched_p.add(p)
+                    matched_g.add(g)
+                    break
+        for g in g_ids:
+            if g not in matched_g:
+                fn[int(gt_classes[b][g - 1])] += 1
+        for p in p_ids:
+            pm = pred_ids[b] == p
+            if p not in matched_p and (pm & void).sum() <= 0.5 * pm.sum():
+                fp[int(pred_classes[b][p - 1])] += 1
+    seen = (tp + fp + fn) > 0
+    if not seen.any():
+        nan = torch.tensor(float("nan"))
+        return nan, nan, nan
+    denom = (tp + fp / 2 + fn / 2)[seen]
+    pq = (iou_sum[seen] / denom).mean()
+    sq = torch.where(tp[seen] > 0, iou_sum[seen] / tp[seen].clamp(min=1), 0.0).mean()
+    rq = (tp[seen] / denom).mean()
+    return pq.float(), sq.float(), rq.float()
+'''
+
+# Ground truth, padded: batch["labels"] (B, max_segments) class ids, -1 for padding; batch["masks"]
+# (B, max_segments, H, W) float 0/1 at the input's resolution, disjoint: image i has 1 + i % 4 rectangles painted in
+# order (a later one covers an earlier one), each segment the pixels its rectangle kept.
+_MASK_BATCH = (
+    "max_segments, size = 4, model.config.image_size",
+    "count = 1 + torch.arange(batch_size) % max_segments  # segments per image: 1, 2, 3, 4, 1, ...",
+    "wh = ((0.2 + 0.5 * torch.rand(batch_size, max_segments, 2, generator=g)) * size).long()",
+    "corner = (torch.rand(batch_size, max_segments, 2, generator=g) * (size - wh)).long()",
+    "ids = torch.zeros(batch_size, size, size, dtype=torch.long)",
+    "for b in range(batch_size):",
+    "    for m in range(int(count[b])):",
+    "        (x, y), (w, h) = corner[b, m].tolist(), wh[b, m].tolist()",
+    "        ids[b, y : y + h, x : x + w] = m + 1",
+    "slots = torch.arange(1, max_segments + 1)[None, :, None, None]",
+    'batch["masks"] = (ids[:, None] == slots).float()',
+    'labels = torch.randint(0, model.config.num_classes, (batch_size, max_segments), generator=g)',
+    'batch["labels"] = labels.masked_fill((batch["masks"].sum((2, 3)) == 0) | (slots[0, :, 0, 0] > count[:, None]), -1)',
+)
+
+_MASK_LOSS = (
+    "logits, masks = self({args})  # (B, queries, num_classes + 1), (B, queries, H/4, W/4)",
+    'return mask_set_loss(logits, masks, batch["masks"], batch["labels"])',
+)
+
+_MASK_DOC = (
+    'batch = {{"{x}": images, "masks": (B, max_segments, H, W) binary float, "labels": (B, max_segments) class ids,\n'
+    "-1 padding}}. MaskFormer's set loss: Hungarian matching on -p(class) + 20 focal + 1 dice, then cross-entropy\n"
+    "(no object weighted 0.1) + 20 sigmoid focal + 1 dice of the matched masks (upsampled to the ground truth's size)."
+)
+
+_INFERENCE_METHODS = '''
+@torch.no_grad()
+def instance_inference(self, outputs, top_k: int = 100):
+    """Instances from forward's (logits, masks): per image {"scores": (K,), "labels": (K,), "masks": (K, H, W) bool}
+    at the input's size, the top_k (query, class) pairs (MaskFormer's instance inference)."""
+    logits, masks = outputs
+    size = (self.config.image_size, self.config.image_size)
+    return instance_inference_fn(logits, masks, top_k, size)
+
+
+@torch.no_grad()
+def panoptic_inference(self, outputs, object_threshold: float = 0.8, overlap_threshold: float = 0.8):
+    """Panoptic segmentation from forward's (logits, masks): the segment-id map (B, H, W) at the input's size (0 void,
+    segments from 1) and per image the class of each segment (MaskFormer's panoptic inference)."""
+    logits, masks = outputs
+    size = (self.config.image_size, self.config.image_size)
+    return panoptic_inference_fn(logits, masks, size, object_threshold, overlap_threshold)
+'''
+
+LOSSES["mask_set_instance"] = LossCode(
+    "Instance segmentation by mask classification: " + _MASK_DOC,
+    _MASK_LOSS,
+    ("# mask AP at IoU 0.5 of the top-100 instances per image, and the mean IoU of the Hungarian-matched masks",
+     "outputs = self({args})",
+     'instances = self.instance_inference(outputs, top_k=100)',
+     'matches = match_masks(*outputs, batch["masks"], batch["labels"])',
+     'return {{"mask_map_50": mask_map_50(instances, batch["masks"], batch["labels"]),',
+     '        "mean_matched_iou": mean_matched_iou(matches)}}'),
+    _MASK_BATCH,
+    helpers=("focal", "hungarian", "masks"),
+    source_methods=_INFERENCE_METHODS,
+)
+
+LOSSES["mask_set_panoptic"] = LossCode(
+    "Panoptic segmentation by mask classification: " + _MASK_DOC,
+    _MASK_LOSS,
+    ("# panoptic quality of MaskFormer's panoptic inference (thresholds 0.8) against the ground-truth segments",
+     "pred_ids, pred_classes = self.panoptic_inference(self({args}))",
+     'gt_ids, gt_classes = segments_from_masks(batch["masks"], batch["labels"])',
+     "pq, sq, rq = panoptic_quality(pred_ids, pred_classes, gt_ids, gt_classes, self.config.num_classes)",
+     'return {{"pq": pq, "sq": sq, "rq": rq}}'),
+    _MASK_BATCH,
+    helpers=("focal", "hungarian", "masks"),
+    source_methods=_INFERENCE_METHODS,
 )
