@@ -83,7 +83,9 @@ TASK_FIELDS = {
 # (group, input modality) -> (stdlib module, family qualname). `None` modality = any.
 FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     # keys: an input modality, `a+b` for several, `@name` where an objective, the task or an output decides (check.py `_fits`)
-    "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.vit"),
+    "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"),
+                    ("image@instance_segmentation", "segmentation.maskformer"),
+                    ("image@panoptic_segmentation", "segmentation.maskformer"), ("image", "vision.vit"),
                     ("audio@generation", "audiolm.musicgen"),
                     ("text", "transformer.decoder"), ("time_series", "forecast.tft"),
                     (None, "transformer.decoder")),
@@ -94,7 +96,9 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "vit": (("image", "vision.vit"),),
     # the first that fits the input and the task; YOLO and IMPALA by variant
     "cnn": (("image@policy_gradient", "rl.impala_cnn"), ("image@actor_critic", "rl.impala_cnn"),
-            ("image@value_based", "rl.nature_cnn"), ("image", "vision.resnet"), ("image", "detection.yolo")),
+            ("image@value_based", "rl.nature_cnn"),
+            ("image@instance_segmentation", "segmentation.maskformer"),  # the seeds: instance masks from a CNN
+            ("image", "vision.resnet"), ("image", "detection.yolo")),
     "impala": (("image", "rl.impala_cnn"),),
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),

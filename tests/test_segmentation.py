@@ -18,8 +18,9 @@ from test_numeric import SMALL  # noqa: E402
 
 from metagen_backends.pytorch import emit  # noqa: E402
 from metagen_compiler.compilation import Options  # noqa: E402
-from metagen_compiler.driver import compile_model_set  # noqa: E402
+from metagen_compiler.driver import compile_model_set, compile_source  # noqa: E402
 from metagen_compiler.program import read_source  # noqa: E402
+from metagen_compiler.span import SourceFile  # noqa: E402
 
 INSTANCE = ROOT / "examples" / "maskformer_instance.msl"
 PANOPTIC = ROOT / "examples" / "maskformer_panoptic.msl"
@@ -236,3 +237,31 @@ def test_preset_count_equals_transformers(inst: Any) -> None:
     finally:
         for n, v in patched.items():
             setattr(mm, n, v)
+
+
+SEG_YAML = """metagen_version: "1.0"
+name: "seg"
+modality: {{inputs: [image], outputs: [segmentation_mask]}}
+task: {{type: {task}, num_classes: 21}}
+constraints: {{parameter_budget: {{max: "60M"}}, image_size: 128}}
+architecture: {{family: "{family}"}}
+"""
+
+
+@pytest.mark.parametrize("family,task", [("transformer", "instance_segmentation"),
+                                         ("transformer", "panoptic_segmentation"), ("cnn", "instance_segmentation"),
+                                         ("maskformer", "panoptic_segmentation")])
+def test_seed_family_groups_route_segmentation_to_maskformer(family: str, task: str) -> None:
+    """The seeds' task table: instance segmentation by a transformer or a CNN, panoptic by a transformer."""
+    comp = compile_source(SourceFile("seg.yaml", SEG_YAML.format(family=family, task=task)))
+    assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
+    assert comp.spec.family.qualname == "std.segmentation.maskformer" and comp.spec.task == task
+    assert 0 < comp.graph.g.graph["estimates"]["params"] <= 60_000_000
+
+
+def test_other_image_tasks_keep_their_families() -> None:
+    """The new routes only take the segmentation tasks: a transformer classifier is still a ViT."""
+    text = SEG_YAML.format(family="transformer", task="classification").replace("segmentation_mask", "label")
+    comp = compile_source(SourceFile("cls.yaml", text))
+    assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
+    assert comp.spec.family.qualname == "std.vision.vit"
