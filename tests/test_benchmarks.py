@@ -49,3 +49,11 @@ def test_latency_benchmark_smoke(tmp_path: Path) -> None:
     assert "device calibrated" in data["profile"]
     for key in ("estimate", "proxy"):
         assert set(data[key]) == {"mape", "within_20", "spearman"}
+
+
+def test_coverage_table_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    data = _run("coverage.py", tmp_path / "coverage.json")
+    assert len(data["rows"]) == 3 and all(r["compiles"] and r["train_ok"] and r["params_exact"] for r in data["rows"])
+    assert {t["task"] for t in data["tasks"]} >= {"generation", "classification"}
+    assert any(f["examples"] for f in data["families"])

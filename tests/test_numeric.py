@@ -77,6 +77,8 @@ SMALL = {
     "std.forecast.tft": dict(features=3, lookback=12, horizon=5, d_model=64, heads=4),
     "std.segmentation.maskformer": dict(image_size=64, width=8, depths=(1, 1, 1, 1), features=32, mask_dim=32,
                                         d_model=64, heads=2, ffn=128, decoder_layers=2, num_queries=10),
+    "std.autoencoder.autoencoder": dict(features=12, hidden=16, latent=4),
+    "std.autoencoder.conv_vae": dict(image_size=16, width=8, latent=16),
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -146,7 +148,12 @@ def test_flops_equal_flop_counter(built, name) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
 def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-untyped-def]
-    mod, report = _by_file(built, name)
+    check_small(*_by_file(built, name))
+
+
+def check_small(mod, report) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """At the family's SMALL size: a finite scalar loss, a gradient for every trainable parameter, the task's
+    metrics (finite scalars) and outputs of the task's shapes. Returns what it measured."""
     model = _small(mod, report)
     batch = mod.example_batch(model, batch_size=2)
     loss = model.loss(batch)
@@ -207,6 +214,9 @@ def test_forward_loss_backward_small(built, name) -> None:  # type: ignore[no-un
         assert out.shape == mod.example_inputs(model, batch_size=2)[0].shape
     else:
         raise AssertionError(f"no expected output shape for task {task}")
+    outs = out if isinstance(out, tuple) else (out,)
+    return {"params_small": sum(p.numel() for p in model.parameters()), "loss": float(loss.detach()),
+            "metrics": {k: float(v.detach()) for k, v in metrics.items()}, "outputs": [list(t.shape) for t in outs]}
 
 
 @pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])

@@ -142,6 +142,8 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "maskformer_panoptic": (ROOT / "examples" / "maskformer_panoptic.msl",
                             {"image_size": 64, "width": 8, "features": 32, "mask_dim": 32, "d_model": 64, "heads": 2,
                              "ffn": 128, "decoder_layers": 2, "num_queries": 10}),
+    "sensor_autoencoder": (ROOT / "examples" / "sensor_autoencoder.msl", {"features": 12, "hidden": 16, "latent": 4}),
+    "conv_vae_images": (ROOT / "examples" / "conv_vae_images.msl", {"image_size": 16, "width": 8, "latent": 16}),
 }
 DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa", "mamba_lm"]
 TOL = 2e-5  # max abs error in fp32: the issue asks <= 1e-4; every family holds to about 5e-6

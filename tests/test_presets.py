@@ -1,0 +1,98 @@
+"""Every stdlib preset and every seed YAML spec gets the examples' checks (tests/test_numeric.py): it compiles, the
+instantiated module (meta device) has report.json's parameter count, and at the family's reduced size forward,
+loss and backward run and the outputs have the task's shapes. Presets that an example uses are covered there;
+the others slot into the spec of an example of their family."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import EXAMPLES, ROOT, load_module  # noqa: E402
+from test_numeric import check_small  # noqa: E402
+from test_yaml_frontend import BUILT  # noqa: E402
+
+from metagen_compiler.cli import main  # noqa: E402
+from metagen_compiler.diagnostics import DiagnosticBag  # noqa: E402
+from metagen_compiler.parser import parse_msl  # noqa: E402
+from metagen_compiler.span import SourceFile  # noqa: E402
+
+# presets no example uses -> the example of the same family whose spec (modality, task, sizes) they slot into
+TEMPLATES = {
+    "yolo_s": "yolo_detector", "yolo_n": "yolo_detector", "tft_electricity": "tft_forecast",
+    "mixtral_8x7b": "moe_lm", "llama_small": "gpt2", "resnet18": "resnet50",
+}
+# budgets of the template that the preset is not meant to meet
+_BUDGETS = re.compile(r"^\s*(params|memory|training_memory|latency|throughput|flops)\b.*\n", re.M)
+
+
+def stdlib_presets() -> dict[str, str]:
+    """Every preset in the stdlib: name -> its module's short name (`detection`, `presets`)."""
+    found = {}
+    for res in sorted(resources.files("metagen_stdlib").iterdir(), key=lambda r: r.name):
+        if res.name.endswith(".msl"):
+            module = parse_msl(SourceFile(res.name, res.read_text(encoding="utf-8")), DiagnosticBag())
+            assert module is not None, res.name
+            found.update({p.name.name: res.name[:-4] for p in module.presets})
+    return found
+
+
+def _architecture_names(text: str) -> set[str]:
+    return {m.split(".")[-1] for m in re.findall(r"^\s*architecture\s+([\w.]+)", text, re.M)}
+
+
+def with_preset(example: str, preset: str, module: str) -> str:
+    """The example's source with its `architecture` clause (one line, or a `{ ... }` block) naming `preset`
+    and its budgets dropped."""
+    lines = (ROOT / "examples" / f"{example}.msl").read_text(encoding="utf-8").splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("architecture "))
+    end = start
+    if lines[start].rstrip().endswith("{"):
+        end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == "}")
+    indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
+    text = "".join(lines[:start]) + f"{indent}architecture {module}.{preset}\n" + "".join(lines[end + 1:])
+    return _BUDGETS.sub("", text)
+
+
+def _compile(spec: Path, out: Path):  # type: ignore[no-untyped-def]
+    assert main([str(spec), "-o", str(out)]) == 0
+    (d,) = [p for p in out.iterdir() if p.is_dir()]
+    report = json.loads((d / "report.json").read_text())
+    return load_module(d / "model.py", f"preset_{d.name}"), report
+
+
+def _meta_params(mod) -> int:  # type: ignore[no-untyped-def]
+    with torch.device("meta"):
+        model = mod.build_model()
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_every_preset_is_built_somewhere() -> None:
+    used = set().union(*(_architecture_names(p.read_text(encoding="utf-8")) for p in EXAMPLES))
+    presets = stdlib_presets()
+    assert sorted(set(presets) - used - set(TEMPLATES)) == []
+    assert sorted(set(TEMPLATES) - set(presets)) == []  # no stale entry
+    assert sorted(set(TEMPLATES) & used) == []  # an example covers it: the entry is not needed
+
+
+@pytest.mark.parametrize("preset", sorted(TEMPLATES))
+def test_preset_builds_and_trains_small(preset: str, tmp_path: Path) -> None:
+    spec = tmp_path / f"{preset}.msl"
+    spec.write_text(with_preset(TEMPLATES[preset], preset, stdlib_presets()[preset]), encoding="utf-8")
+    mod, report = _compile(spec, tmp_path / "out")
+    assert report["preset"].split(".")[-1] == preset
+    assert _meta_params(mod) == report["params"]
+    check_small(mod, report)
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_seed_yaml_builds_and_trains_small(name: str, tmp_path: Path) -> None:
+    mod, report = _compile(ROOT / "tests" / "seeds_yaml" / f"{name}.yaml", tmp_path / "out")
+    assert _meta_params(mod) == report["params"]
+    check_small(mod, report)
