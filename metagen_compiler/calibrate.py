@@ -2,7 +2,8 @@
 
 Three measurements, each the median of several timed runs after a warm-up:
 - fp32 matmul throughput: one MatMul at a few shapes, skinny to square; the profile's `fp32` is their median;
-- memory bandwidth: a large elementwise Add (two inputs read, one output written);
+- memory bandwidth: a large elementwise Add (two inputs read, one output written), and the same within the
+  last-level cache (`cache_bandwidth`; its size, `cache_bytes`, as the OS reports it);
 - per-op overhead: a chain of tiny Add nodes on a 16-element tensor, time per node; `launch`: one run of a
   one-node graph less that, the fixed cost of a call.
 
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "measure", "profile_text"]
+__all__ = ["cache_size", "main", "measure", "profile_text"]
 
 # (M, K, N): square and skinny (few rows, as in small-batch inference) shapes
 MATMUL_SHAPES = ((16, 256, 256), (64, 256, 256), (64, 512, 512), (256, 256, 256), (256, 512, 512), (512, 512, 512),
@@ -160,6 +161,10 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
     sess = _session(m, threads)
     feed = {"a": np.ones(numel, np.float32), "b": np.ones(numel, np.float32)}
     out["bandwidth"] = 3 * 4 * numel / _time(lambda: sess.run(None, feed), runs)
+    cache = cache_size()
+    if cache:
+        out["cache_bytes"] = cache
+        out["cache_bandwidth"] = _cache_bandwidth(threads, runs, cache)
     chain = 200
     nodes = [helper.make_node("Add", [f"x{i}", "one"], [f"x{i + 1}"]) for i in range(chain)]
     m = _model(nodes, [helper.make_tensor_value_info("x0", f32, [16]), helper.make_tensor_value_info("one", f32, [16])],
@@ -180,6 +185,8 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
     out["fp32"] = statistics.median(out["matmul"].values())
     out["attention"] = _attention(threads, runs, quick, out["launch"] + out["overhead"])
     out["rows"] = _rows(threads, runs, quick, out["launch"] + out["overhead"])
+    if "cache_bytes" in out:
+        out["rows_dram"] = _rows_streamed(threads, runs, quick, out["launch"], out["overhead"], out["cache_bytes"])
     # per-product FLOPs at which a small product reaches half the peak: thr = fp32 * v / (v + half)
     out["matmul_half"] = statistics.median(max(0.0, v * (out["fp32"] / thr - 1))
                                            for v, thr in out["attention"].values())
@@ -191,21 +198,78 @@ ROWS = (1, 4, 16, 64, 256, 1024)
 
 
 def _rows(threads: int, runs: int, quick: bool, fixed_s: float) -> dict[int, float]:
-    """MatMul throughput by the number of rows, the fixed cost of a call taken off: {M: FLOP/s}."""
+    """MatMul throughput by the number of rows, the fixed cost of a call taken off: {M: FLOP/s}. The
+    (512 x 512) factor is a constant initializer, as a linear layer's weight is in the ONNX backend's
+    graphs: onnxruntime packs a constant factor once when the session is created, a graph input on
+    every call (at 4 to 16 rows that packing costs as much as the product). Its 1 MB stays in the caches
+    from one call to the next, as the weights of a model that fits in them do."""
+    return _rows_chain(1, threads, runs, quick, fixed_s)
+
+
+def _rows_streamed(threads: int, runs: int, quick: bool, launch: float, overhead: float, cache: int) -> dict[int, float]:
+    """The same products with their weights read from DRAM, as in a model larger than the last-level cache:
+    a chain of (M x 512) @ (512 x 512) products, each with its own 1 MB constant, three times the cache's
+    size in all (twice with --quick), so that each call finds none of them cached: {M: FLOP/s}."""
+    count = max(2, (2 if quick else 3) * cache // 2**20)
+    return _rows_chain(count, threads, runs, quick, launch + count * overhead)
+
+
+def _rows_chain(count: int, threads: int, runs: int, quick: bool, fixed_s: float) -> dict[int, float]:
+    """FLOP/s by rows M of a chain of `count` (M x 512) @ (512 x 512) products with constant weights (rows
+    symbolic, one session for every M); the fixed cost of a call, `fixed_s`, taken off."""
     import numpy as np
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     f32, k = TensorProto.FLOAT, 512
+    nodes = [helper.make_node("MatMul", [f"x{i}", f"w{i}"], [f"x{i + 1}"]) for i in range(count)]
+    model = _model(nodes, [helper.make_tensor_value_info("x0", f32, ["M", k])],
+                   helper.make_tensor_value_info(f"x{count}", f32, ["M", k]))
+    scale = np.float32(1 / np.sqrt(k))  # keeps the chain's values of order one
+    for i in range(count):
+        model.graph.initializer.append(numpy_helper.from_array(scale * rng.standard_normal((k, k), dtype=np.float32), f"w{i}"))
+    sess = _session(model, threads)
     out = {}
     for m in ROWS[::2] if quick else ROWS:
-        model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])],
-                       [helper.make_tensor_value_info("a", f32, [m, k]), helper.make_tensor_value_info("b", f32, [k, k])],
-                       helper.make_tensor_value_info("y", f32, [m, k]))
-        sess = _session(model, threads)
-        feed = {"a": rng.standard_normal((m, k), dtype=np.float32), "b": rng.standard_normal((k, k), dtype=np.float32)}
-        out[m] = 2.0 * m * k * k / max(_time(lambda: sess.run(None, feed), runs) - fixed_s, 1e-9)
+        feed = {"x0": rng.standard_normal((m, k), dtype=np.float32)}
+        secs = _time(lambda: sess.run(None, feed), runs) - fixed_s
+        out[m] = 2.0 * m * k * k * count / max(secs, 1e-9)
     return out
+
+
+def cache_size(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """Bytes of the last-level data cache of CPU 0 as the OS reports it (Linux sysfs: `index*/level`, `type`,
+    `size` such as `32768K`), None where it reports none."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    best: tuple[int, int] | None = None
+    for d in sorted(root.glob("index*")):
+        try:
+            level, kind, size = ((d / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        digits, unit = (size[:-1], units.get(size[-1])) if size[-1:] in units else (size, 1)
+        if kind == "Instruction" or not digits.isdigit() or not level.isdigit() or unit is None:
+            continue
+        if best is None or int(level) > best[0]:
+            best = (int(level), int(digits) * unit)
+    return best[1] if best else None
+
+
+def _cache_bandwidth(threads: int, runs: int, cache: int) -> float:
+    """Bytes read + written per second by an elementwise Add whose three tensors together fill a quarter of
+    the last-level cache: larger than the per-core caches below it, small enough to stay resident between
+    calls, as a small model's weights do when it runs again and again."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    f32 = TensorProto.FLOAT
+    numel = max(1024, cache // 4 // (3 * 4))
+    m = _model([helper.make_node("Add", ["a", "b"], ["y"])],
+               [helper.make_tensor_value_info("a", f32, [numel]), helper.make_tensor_value_info("b", f32, [numel])],
+               helper.make_tensor_value_info("y", f32, [numel]))
+    sess = _session(m, threads)
+    feed = {"a": np.ones(numel, np.float32), "b": np.ones(numel, np.float32)}
+    return 3 * 4 * numel / _time(lambda: sess.run(None, feed), runs)
 
 
 # (T, head dim): the per-(batch, head) products of attention, Q K^T (T x d x T), 16 of them in one batched MatMul
@@ -265,6 +329,8 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
     mm = ", ".join(f"{n} {v / 1e9:.1f}" for n, v in m["matmul"].items())
     vec = ", ".join(f"{n} {v / 1e9:.2f}" for n, v in m["vector_ops"].items())
     att = ", ".join(f"{n} {thr / 1e9:.1f} GFLOP/s" for n, (_, thr) in m["attention"].items())
+    dram = f"  matmul_rows_dram_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows_dram'].values())}]\n" if "rows_dram" in m else ""
+    cache = f"  cache_bytes = {m['cache_bytes']}; cache_bandwidth = {m['cache_bandwidth']:.4g}\n" if "cache_bytes" in m else ""
     return (
         "msl 1\n"
         f"# Measured by `metagenc calibrate` on {when}, host {platform.node() or 'unknown'} "
@@ -273,19 +339,23 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         f"# fp32: median MatMul throughput over these shapes, GFLOP/s by M x K x N: {mm};\n"
         "# bandwidth: large elementwise Add, bytes read + written per second;\n"
         "# overhead: per node in a chain of 200 tiny Adds; launch: one run of a one-node graph, less overhead.\n"
+        "# cache_bytes: the last-level cache as the OS reports it; cache_bandwidth: an Add filling a quarter of it.\n"
         f"# vector: non-matmul primitives as lowered to ONNX, the estimator's FLOPs per second, median of: {vec};\n"
-        "# matmul_rows, matmul_rows_fp32: MatMul throughput of (M x 512) @ (512 x 512) by rows M, for linear layers.\n"
+        "# matmul_rows, matmul_rows_fp32: MatMul throughput of (M x 512) @ (512 x 512), a constant weight, by rows M;\n"
+        "# matmul_rows_dram_fp32: the same in a chain of products whose weights together are 3x cache_bytes (from DRAM).\n"
         f"# matmul_half: FLOPs per product at which attention's batched small products reach half of fp32: {att}.\n"
         "# efficiency = 1.0: measured, not published peaks.\n"
         f"device {name} {{\n"
         f'  name = "this machine (calibrated, {threads} thread{"s" if threads != 1 else ""})"\n'
         f"  fp32 = {m['fp32']:.4g}; bf16 = {m['fp32']:.4g}; fp16 = {m['fp32']:.4g}\n"
         f"  bandwidth = {m['bandwidth']:.4g}; overhead = {m['overhead'] * 1e6:.3g}us; launch = {m['launch'] * 1e6:.3g}us\n"
+        f"{cache}"
         f"  vector = {m['vector']:.4g}; matmul_half = {m['matmul_half']:.4g}\n"
         f"  rnn_step = {m['steps']['rnn_step'] * 1e6:.3g}us; scan_step = {m['steps']['scan_step'] * 1e6:.3g}us; "
         f"scan_element = {m['steps']['scan_element'] * 1e9:.3g}ns\n"
         f"  matmul_rows = [{', '.join(str(r) for r in m['rows'])}]\n"
         f"  matmul_rows_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows'].values())}]\n"
+        f"{dram}"
         "  efficiency = 1.0\n"
         "}\n"
     )
