@@ -70,9 +70,11 @@ VECTOR_OPS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[int, ...]]) -> Any:
+def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[int, ...]], constant: bool = False) -> Any:
     """A one-primitive ONNX model through the ONNX backend's own lowering of `op`: inputs x (or x0, x1, ...
-    for several shapes), its weights as further inputs named as the primitive names them, one output y."""
+    for several shapes), its weights as further inputs named as the primitive names them, one output y. With
+    `constant`, the weights are initializers instead (random, 0.1 x normal, seeded), as in a compiled model:
+    onnxruntime folds what depends on them alone and packs them for its products once, at load time."""
     import onnx_ir as ir
 
     from metagen_backends.onnx.lowering import LOWERINGS, NodeCtx
@@ -90,7 +92,18 @@ def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[
     (y,) = LOWERINGS[op](w, NodeCtx("n", op, args, xs, list(shapes), out_shapes, ws))
     y.name = "y"
     graph = ir.Graph([*xs, *ws.values()], [y], nodes=w.nodes, opset_imports={"": 17}, name="calibrate")
-    return ir.serde.serialize_model(ir.Model(graph, ir_version=8))
+    model = ir.serde.serialize_model(ir.Model(graph, ir_version=8))
+    if constant:
+        import numpy as np
+        from onnx import numpy_helper
+
+        rng = np.random.default_rng(0)
+        kept = [i for i in model.graph.input if i.name not in ws]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        for k, s in PRIMITIVES[op].weights(args).items():
+            model.graph.initializer.append(numpy_helper.from_array(0.1 * rng.standard_normal(s, dtype=np.float32), k))
+    return model
 
 
 def _feed(sess: Any, rng: Any) -> dict[str, Any]:
@@ -100,15 +113,19 @@ def _feed(sess: Any, rng: Any) -> dict[str, Any]:
     return {i.name: 0.1 * rng.standard_normal(i.shape, dtype=np.float32) for i in sess.get_inputs()}
 
 
-# recurrences as the backend lowers them, timed at two lengths and the difference taken per step (the
-# fixed costs of the node and of the call cancel): an ONNX LSTM / GRU step at a tiny width, its fixed cost
-# (`rnn_step`; the recurrent product is counted at the matmul rate by rows), and a Scan iteration of the
+# recurrences as the backend lowers them, with constant weights as in a compiled model, timed at two lengths
+# and the difference taken per step (the fixed costs of the node and of the call cancel): an ONNX LSTM / GRU
+# step at a tiny width, its fixed cost (`rnn_step`); the same at a working width (hidden 256, a tiny input so
+# the input product is negligible) and batch B = 1, 4, 16, the recurrent product's rate (`rnn_rows`, its
+# FLOPs over the step's time less `rnn_step`, the mean of LSTM and GRU); and a Scan iteration of the
 # selective scan at two state sizes (`scan_step` + `scan_element` per element of the (B, d_inner, d_state) state)
 RNN_STEP_OPS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lstm", {"in_features": 8, "hidden": 8, "layers": 1, "bidirectional": False}),
     ("gru", {"in_features": 8, "hidden": 8, "layers": 1, "bidirectional": False}),
 )
 SCAN_WIDTHS = ((8, 4), (256, 16))  # (d_inner, d_state)
+RNN_ROWS = (1, 4, 16)  # batch rows of the recurrent product
+RNN_WIDTH = 256
 
 
 def _per_step(op: str, args: dict[str, Any], shapes: Callable[[int], list[tuple[int, ...]]], threads: int, runs: int,
@@ -119,7 +136,7 @@ def _per_step(op: str, args: dict[str, Any], shapes: Callable[[int], list[tuple[
     short, long = (16, 80) if quick else (16, 272)
     secs = []
     for t in (short, long):
-        sess = _session(_lowered(op, args, shapes(t)), threads)
+        sess = _session(_lowered(op, args, shapes(t), constant=True), threads)
         feed = _feed(sess, rng)
         secs.append(_time(lambda: sess.run(None, feed), runs))
     return max(0.0, (secs[1] - secs[0]) / (long - short))
@@ -134,8 +151,18 @@ def _steps(threads: int, runs: int, quick: bool) -> dict[str, float]:
                               lambda t, d=d, n=n: [(1, t, d), (1, t, d), (1, t, n), (1, t, n)], threads, runs, quick))
     (d0, n0), (d1, n1) = SCAN_WIDTHS
     per_elem = max(0.0, (scan[1] - scan[0]) / (d1 * n1 - d0 * n0))
-    return {"rnn_step": statistics.median(rnn), "scan_step": max(0.0, scan[0] - per_elem * d0 * n0),
-            "scan_element": per_elem}
+    rnn_step = statistics.median(rnn)
+    rows = {}
+    for b in RNN_ROWS[:2] if quick else RNN_ROWS:
+        rates = []
+        for op, small in RNN_STEP_OPS:
+            args = {**small, "hidden": RNN_WIDTH}
+            step = _per_step(op, args, lambda t, b=b, a=args: [(b, t, a["in_features"])], threads, runs, quick)
+            gates = 4 if op == "lstm" else 3
+            rates.append(2.0 * b * gates * RNN_WIDTH**2 / max(step - rnn_step, 1e-9))
+        rows[b] = statistics.fmean(rates)
+    return {"rnn_step": rnn_step, "scan_step": max(0.0, scan[0] - per_elem * d0 * n0), "scan_element": per_elem,
+            "rnn_rows": rows}
 
 
 def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, Any]:
@@ -341,6 +368,7 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         "# overhead: per node in a chain of 200 tiny Adds; launch: one run of a one-node graph, less overhead.\n"
         "# cache_bytes: the last-level cache as the OS reports it; cache_bandwidth: an Add filling a quarter of it.\n"
         f"# vector: non-matmul primitives as lowered to ONNX, the estimator's FLOPs per second, median of: {vec};\n"
+        "# rnn_rows, rnn_rows_fp32: the recurrent product's rate in ONNX LSTM and GRU steps (hidden 256) by batch rows;\n"
         "# matmul_rows, matmul_rows_fp32: MatMul throughput of (M x 512) @ (512 x 512), a constant weight, by rows M;\n"
         "# matmul_rows_dram_fp32: the same in a chain of products whose weights together are 3x cache_bytes (from DRAM).\n"
         f"# matmul_half: FLOPs per product at which attention's batched small products reach half of fp32: {att}.\n"
@@ -353,6 +381,8 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         f"  vector = {m['vector']:.4g}; matmul_half = {m['matmul_half']:.4g}\n"
         f"  rnn_step = {m['steps']['rnn_step'] * 1e6:.3g}us; scan_step = {m['steps']['scan_step'] * 1e6:.3g}us; "
         f"scan_element = {m['steps']['scan_element'] * 1e9:.3g}ns\n"
+        f"  rnn_rows = [{', '.join(str(r) for r in m['steps']['rnn_rows'])}]\n"
+        f"  rnn_rows_fp32 = [{', '.join(f'{v:.4g}' for v in m['steps']['rnn_rows'].values())}]\n"
         f"  matmul_rows = [{', '.join(str(r) for r in m['rows'])}]\n"
         f"  matmul_rows_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows'].values())}]\n"
         f"{dram}"

@@ -199,3 +199,27 @@ def test_cache_size_reads_the_last_level_data_cache(tmp_path: Path) -> None:
             (d / f).write_text(v + "\n")
     assert cache_size(tmp_path) == 32 * 2**20
     assert cache_size(tmp_path / "none") is None
+
+
+def test_recurrent_products_run_at_the_measured_recurrence_rate(tmp_path: Path) -> None:
+    """With `rnn_rows` / `rnn_rows_fp32` (the runtime's own LSTM and GRU steps, timed by batch rows) the
+    recurrent products run at that rate instead of the matmul rows table; the input products keep it."""
+    lstm = ("lstm_forecast", ())
+    rows = "  matmul_rows = [1, 1024]\n  matmul_rows_fp32 = [1e11, 1e11]\n"
+    plain = _latency_with(tmp_path, rows, batch=1, example=lstm)
+    assert _latency_with(tmp_path, rows + "  rnn_rows = [1, 16]\n  rnn_rows_fp32 = [1e11, 1e11]\n", batch=1,
+                         example=lstm) == pytest.approx(plain)
+    slow = _latency_with(tmp_path, rows + "  rnn_rows = [1, 16]\n  rnn_rows_fp32 = [1e10, 1e11]\n", batch=1, example=lstm)
+    # at batch 1: 2 layers x 96 steps (lookback) of a (1 x 256) @ (256 x 4 gates x 256) product, at 1e10
+    # FLOP/s instead of 1e11
+    rec_flops = 2 * 96 * 2 * 4 * 256 * 256
+    assert slow - plain == pytest.approx(rec_flops / 1e10 - rec_flops / 1e11, rel=1e-6)
+
+
+def test_lowered_with_constant_weights_makes_them_initializers() -> None:
+    from metagen_compiler.calibrate import _lowered
+
+    args = {"in_features": 8, "hidden": 16, "layers": 1, "bidirectional": False}
+    plain, const = _lowered("lstm", args, (1, 4, 8)), _lowered("lstm", args, (1, 4, 8), constant=True)
+    assert [i.name for i in const.graph.input] == ["x"]
+    assert {i.name for i in plain.graph.input} - {"x"} == {t.name for t in const.graph.initializer} != set()

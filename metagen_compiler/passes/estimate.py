@@ -308,6 +308,7 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
             rows_cached = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_fp32", ())))
             rows_dram = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_dram_fp32", ())))
             rows_thr = rows_cached if resident or not rows_dram else rows_dram
+            rnn_rows = list(zip(prof.get("rnn_rows", ()), prof.get("rnn_rows_fp32", ())))
             for n, (mm, other) in per_node.items():
                 if n in folded:
                     continue
@@ -324,9 +325,11 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                 if rec:  # the input products at once (rows B x T), the recurrent ones step by step (rows B)
                     step_cost, steps, step_mm, elems = rec
                     rate_all = _by_rows(rows_thr, x0[0] * x0[1]) if by_rows else peak_flops
-                    # the recurrent weight, read again at every step, stays cached where it fits
+                    # measured in the runtime's own recurrence where the profile has it; else a product of B
+                    # rows whose weight, read again at every step, stays cached where it fits
                     step_w = step_mm // (2 * x0[0]) * DTYPE_BYTES[dtype]
                     rows_step = rows_cached if not cache or step_w <= cache or not rows_dram else rows_dram
+                    rows_step = rnn_rows if rnn_rows and step_mm else rows_step
                     rate_step = _by_rows(rows_step, x0[0]) if by_rows else peak_flops
                     t_mm = (mm - steps * step_mm) / rate_all + steps * step_mm / rate_step
                     t_seq = steps * (float(prof.get(step_cost, 0.0)) + elems * float(prof.get("scan_element", 0.0)))
