@@ -70,7 +70,8 @@ VECTOR_OPS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[int, ...]], constant: bool = False) -> Any:
+def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[int, ...]],
+             constant: bool = False) -> Any:
     """A one-primitive ONNX model through the ONNX backend's own lowering of `op`: inputs x (or x0, x1, ...
     for several shapes), its weights as further inputs named as the primitive names them, one output y. With
     `constant`, the weights are initializers instead (random, 0.1 x normal, seeded), as in a compiled model:
@@ -233,7 +234,8 @@ def _rows(threads: int, runs: int, quick: bool, fixed_s: float) -> dict[int, flo
     return _rows_chain(1, threads, runs, quick, fixed_s)
 
 
-def _rows_streamed(threads: int, runs: int, quick: bool, launch: float, overhead: float, cache: int) -> dict[int, float]:
+def _rows_streamed(threads: int, runs: int, quick: bool, launch: float, overhead: float,
+                   cache: int) -> dict[int, float]:
     """The same products with their weights read from DRAM, as in a model larger than the last-level cache:
     a chain of (M x 512) @ (512 x 512) products, each with its own 1 MB constant, three times the cache's
     size in all (twice with --quick), so that each call finds none of them cached: {M: FLOP/s}."""
@@ -254,7 +256,8 @@ def _rows_chain(count: int, threads: int, runs: int, quick: bool, fixed_s: float
                    helper.make_tensor_value_info(f"x{count}", f32, ["M", k]))
     scale = np.float32(1 / np.sqrt(k))  # keeps the chain's values of order one
     for i in range(count):
-        model.graph.initializer.append(numpy_helper.from_array(scale * rng.standard_normal((k, k), dtype=np.float32), f"w{i}"))
+        w = scale * rng.standard_normal((k, k), dtype=np.float32)
+        model.graph.initializer.append(numpy_helper.from_array(w, f"w{i}"))
     sess = _session(model, threads)
     out = {}
     for m in ROWS[::2] if quick else ROWS:
@@ -356,8 +359,11 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
     mm = ", ".join(f"{n} {v / 1e9:.1f}" for n, v in m["matmul"].items())
     vec = ", ".join(f"{n} {v / 1e9:.2f}" for n, v in m["vector_ops"].items())
     att = ", ".join(f"{n} {thr / 1e9:.1f} GFLOP/s" for n, (_, thr) in m["attention"].items())
-    dram = f"  matmul_rows_dram_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows_dram'].values())}]\n" if "rows_dram" in m else ""
-    cache = f"  cache_bytes = {m['cache_bytes']}; cache_bandwidth = {m['cache_bandwidth']:.4g}\n" if "cache_bytes" in m else ""
+    dram = cache = ""
+    if "rows_dram" in m:
+        dram = f"  matmul_rows_dram_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows_dram'].values())}]\n"
+    if "cache_bytes" in m:
+        cache = f"  cache_bytes = {m['cache_bytes']}; cache_bandwidth = {m['cache_bandwidth']:.4g}\n"
     return (
         "msl 1\n"
         f"# Measured by `metagenc calibrate` on {when}, host {platform.node() or 'unknown'} "
@@ -368,9 +374,9 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         "# overhead: per node in a chain of 200 tiny Adds; launch: one run of a one-node graph, less overhead.\n"
         "# cache_bytes: the last-level cache as the OS reports it; cache_bandwidth: an Add filling a quarter of it.\n"
         f"# vector: non-matmul primitives as lowered to ONNX, the estimator's FLOPs per second, median of: {vec};\n"
-        "# rnn_rows, rnn_rows_fp32: the recurrent product's rate in ONNX LSTM and GRU steps (hidden 256) by batch rows;\n"
+        "# rnn_rows, rnn_rows_fp32: the recurrent product's rate in ONNX LSTM and GRU steps (hidden 256), by rows B;\n"
         "# matmul_rows, matmul_rows_fp32: MatMul throughput of (M x 512) @ (512 x 512), a constant weight, by rows M;\n"
-        "# matmul_rows_dram_fp32: the same in a chain of products whose weights together are 3x cache_bytes (from DRAM).\n"
+        "# matmul_rows_dram_fp32: the same, a chain of products whose weights add up to 3x cache_bytes (from DRAM).\n"
         f"# matmul_half: FLOPs per product at which attention's batched small products reach half of fp32: {att}.\n"
         "# efficiency = 1.0: measured, not published peaks.\n"
         f"device {name} {{\n"

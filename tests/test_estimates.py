@@ -191,8 +191,8 @@ def _estimate_of(example: tuple[str, tuple[tuple[str, str], ...]]) -> dict[str, 
 def test_cache_size_reads_the_last_level_data_cache(tmp_path: Path) -> None:
     from metagen_compiler.calibrate import cache_size
 
-    for i, (level, kind, size) in enumerate([("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "1024K"),
-                                             ("3", "Unified", "32768K")]):
+    caches = [("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "1024K"), ("3", "Unified", "32768K")]
+    for i, (level, kind, size) in enumerate(caches):
         d = tmp_path / f"index{i}"
         d.mkdir()
         for f, v in (("level", level), ("type", kind), ("size", size)):
@@ -209,7 +209,8 @@ def test_recurrent_products_run_at_the_measured_recurrence_rate(tmp_path: Path) 
     plain = _latency_with(tmp_path, rows, batch=1, example=lstm)
     assert _latency_with(tmp_path, rows + "  rnn_rows = [1, 16]\n  rnn_rows_fp32 = [1e11, 1e11]\n", batch=1,
                          example=lstm) == pytest.approx(plain)
-    slow = _latency_with(tmp_path, rows + "  rnn_rows = [1, 16]\n  rnn_rows_fp32 = [1e10, 1e11]\n", batch=1, example=lstm)
+    slow = _latency_with(tmp_path, rows + "  rnn_rows = [1, 16]\n  rnn_rows_fp32 = [1e10, 1e11]\n", batch=1,
+                         example=lstm)
     # at batch 1: 2 layers x 96 steps (lookback) of a (1 x 256) @ (256 x 4 gates x 256) product, at 1e10
     # FLOP/s instead of 1e11
     rec_flops = 2 * 96 * 2 * 4 * 256 * 256

@@ -9,8 +9,11 @@ Conventions (docs/estimates.md):
   order; training activations = bytes of the distinct storages autograd saves (per primitive: input,
   output, both or none, views sharing their input's storage, plus statistics; docs/estimates.md); AdamW state = 2 fp32 tensors per parameter, plus fp32 gradients.
 - latency: per node, max(compute time, memory time) + a fixed per-kernel overhead, plus the profile's
-  per-call `launch`; a recurrence (LSTM, GRU, selective scan) adds its steps at the profile's measured
-  per-step cost, its recurrent product at the matmul rate of B rows; from the device profiles in stdlib/devices.msl or `--device-profile` files
+  per-call `launch`; linear layers at the profile's measured rate for their rows (weights cached or from DRAM,
+  by whether the model fits in the measured last-level cache, whose bandwidth a cached model's weight reads
+  get); a recurrence (LSTM, GRU, selective scan) adds its steps at the profile's measured per-step cost, its
+  recurrent product at the rate measured in the runtime's own recurrence for B rows; from the device profiles
+  in stdlib/devices.msl or `--device-profile` files
   (peak x efficiency, bandwidth); batchnorm and relu after a conv are folded into it. An estimate.
 """
 
