@@ -49,3 +49,13 @@ def test_latency_benchmark_smoke(tmp_path: Path) -> None:
     assert "device calibrated" in data["profile"]
     for key in ("estimate", "proxy"):
         assert set(data[key]) == {"mape", "within_20", "spearman"}
+
+
+def test_latency_offline_reestimates_the_stored_rows() -> None:
+    """benchmarks/latency_offline.py re-estimates the committed measurements with the current estimator
+    and prints the stored and the new scores (nothing timed, nothing written)."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latency_offline.py")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith(("stored estimate", "new estimate"))]
+    assert len(lines) == 2 and all("MAPE" in line and "Spearman" in line for line in lines), r.stdout
