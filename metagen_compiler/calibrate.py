@@ -2,7 +2,8 @@
 
 Three measurements, each the median of several timed runs after a warm-up:
 - fp32 matmul throughput: one MatMul at a few shapes, skinny to square; the profile's `fp32` is their median;
-- memory bandwidth: a large elementwise Add (two inputs read, one output written);
+- memory bandwidth: a large elementwise Add (two inputs read, one output written), and the same within the
+  last-level cache (`cache_bandwidth`; its size, `cache_bytes`, as the OS reports it);
 - per-op overhead: a chain of tiny Add nodes on a 16-element tensor, time per node; `launch`: one run of a
   one-node graph less that, the fixed cost of a call.
 
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "measure", "profile_text"]
+__all__ = ["cache_size", "main", "measure", "profile_text"]
 
 # (M, K, N): square and skinny (few rows, as in small-batch inference) shapes
 MATMUL_SHAPES = ((16, 256, 256), (64, 256, 256), (64, 512, 512), (256, 256, 256), (256, 512, 512), (512, 512, 512),
@@ -69,9 +70,12 @@ VECTOR_OPS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[int, ...]]) -> Any:
+def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[int, ...]],
+             constant: bool = False) -> Any:
     """A one-primitive ONNX model through the ONNX backend's own lowering of `op`: inputs x (or x0, x1, ...
-    for several shapes), its weights as further inputs named as the primitive names them, one output y."""
+    for several shapes), its weights as further inputs named as the primitive names them, one output y. With
+    `constant`, the weights are initializers instead (random, 0.1 x normal, seeded), as in a compiled model:
+    onnxruntime folds what depends on them alone and packs them for its products once, at load time."""
     import onnx_ir as ir
 
     from metagen_backends.onnx.lowering import LOWERINGS, NodeCtx
@@ -89,7 +93,18 @@ def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[
     (y,) = LOWERINGS[op](w, NodeCtx("n", op, args, xs, list(shapes), out_shapes, ws))
     y.name = "y"
     graph = ir.Graph([*xs, *ws.values()], [y], nodes=w.nodes, opset_imports={"": 17}, name="calibrate")
-    return ir.serde.serialize_model(ir.Model(graph, ir_version=8))
+    model = ir.serde.serialize_model(ir.Model(graph, ir_version=8))
+    if constant:
+        import numpy as np
+        from onnx import numpy_helper
+
+        rng = np.random.default_rng(0)
+        kept = [i for i in model.graph.input if i.name not in ws]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        for k, s in PRIMITIVES[op].weights(args).items():
+            model.graph.initializer.append(numpy_helper.from_array(0.1 * rng.standard_normal(s, dtype=np.float32), k))
+    return model
 
 
 def _feed(sess: Any, rng: Any) -> dict[str, Any]:
@@ -99,15 +114,19 @@ def _feed(sess: Any, rng: Any) -> dict[str, Any]:
     return {i.name: 0.1 * rng.standard_normal(i.shape, dtype=np.float32) for i in sess.get_inputs()}
 
 
-# recurrences as the backend lowers them, timed at two lengths and the difference taken per step (the
-# fixed costs of the node and of the call cancel): an ONNX LSTM / GRU step at a tiny width, its fixed cost
-# (`rnn_step`; the recurrent product is counted at the matmul rate by rows), and a Scan iteration of the
+# recurrences as the backend lowers them, with constant weights as in a compiled model, timed at two lengths
+# and the difference taken per step (the fixed costs of the node and of the call cancel): an ONNX LSTM / GRU
+# step at a tiny width, its fixed cost (`rnn_step`); the same at a working width (hidden 256, a tiny input so
+# the input product is negligible) and batch B = 1, 4, 16, the recurrent product's rate (`rnn_rows`, its
+# FLOPs over the step's time less `rnn_step`, the mean of LSTM and GRU); and a Scan iteration of the
 # selective scan at two state sizes (`scan_step` + `scan_element` per element of the (B, d_inner, d_state) state)
 RNN_STEP_OPS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("lstm", {"in_features": 8, "hidden": 8, "layers": 1, "bidirectional": False}),
     ("gru", {"in_features": 8, "hidden": 8, "layers": 1, "bidirectional": False}),
 )
 SCAN_WIDTHS = ((8, 4), (256, 16))  # (d_inner, d_state)
+RNN_ROWS = (1, 4, 16)  # batch rows of the recurrent product
+RNN_WIDTH = 256
 
 
 def _per_step(op: str, args: dict[str, Any], shapes: Callable[[int], list[tuple[int, ...]]], threads: int, runs: int,
@@ -118,7 +137,7 @@ def _per_step(op: str, args: dict[str, Any], shapes: Callable[[int], list[tuple[
     short, long = (16, 80) if quick else (16, 272)
     secs = []
     for t in (short, long):
-        sess = _session(_lowered(op, args, shapes(t)), threads)
+        sess = _session(_lowered(op, args, shapes(t), constant=True), threads)
         feed = _feed(sess, rng)
         secs.append(_time(lambda: sess.run(None, feed), runs))
     return max(0.0, (secs[1] - secs[0]) / (long - short))
@@ -133,8 +152,18 @@ def _steps(threads: int, runs: int, quick: bool) -> dict[str, float]:
                               lambda t, d=d, n=n: [(1, t, d), (1, t, d), (1, t, n), (1, t, n)], threads, runs, quick))
     (d0, n0), (d1, n1) = SCAN_WIDTHS
     per_elem = max(0.0, (scan[1] - scan[0]) / (d1 * n1 - d0 * n0))
-    return {"rnn_step": statistics.median(rnn), "scan_step": max(0.0, scan[0] - per_elem * d0 * n0),
-            "scan_element": per_elem}
+    rnn_step = statistics.median(rnn)
+    rows = {}
+    for b in RNN_ROWS[:2] if quick else RNN_ROWS:
+        rates = []
+        for op, small in RNN_STEP_OPS:
+            args = {**small, "hidden": RNN_WIDTH}
+            step = _per_step(op, args, lambda t, b=b, a=args: [(b, t, a["in_features"])], threads, runs, quick)
+            gates = 4 if op == "lstm" else 3
+            rates.append(2.0 * b * gates * RNN_WIDTH**2 / max(step - rnn_step, 1e-9))
+        rows[b] = statistics.fmean(rates)
+    return {"rnn_step": rnn_step, "scan_step": max(0.0, scan[0] - per_elem * d0 * n0), "scan_element": per_elem,
+            "rnn_rows": rows}
 
 
 def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, Any]:
@@ -160,6 +189,10 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
     sess = _session(m, threads)
     feed = {"a": np.ones(numel, np.float32), "b": np.ones(numel, np.float32)}
     out["bandwidth"] = 3 * 4 * numel / _time(lambda: sess.run(None, feed), runs)
+    cache = cache_size()
+    if cache:
+        out["cache_bytes"] = cache
+        out["cache_bandwidth"] = _cache_bandwidth(threads, runs, cache)
     chain = 200
     nodes = [helper.make_node("Add", [f"x{i}", "one"], [f"x{i + 1}"]) for i in range(chain)]
     m = _model(nodes, [helper.make_tensor_value_info("x0", f32, [16]), helper.make_tensor_value_info("one", f32, [16])],
@@ -180,6 +213,8 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
     out["fp32"] = statistics.median(out["matmul"].values())
     out["attention"] = _attention(threads, runs, quick, out["launch"] + out["overhead"])
     out["rows"] = _rows(threads, runs, quick, out["launch"] + out["overhead"])
+    if "cache_bytes" in out:
+        out["rows_dram"] = _rows_streamed(threads, runs, quick, out["launch"], out["overhead"], out["cache_bytes"])
     # per-product FLOPs at which a small product reaches half the peak: thr = fp32 * v / (v + half)
     out["matmul_half"] = statistics.median(max(0.0, v * (out["fp32"] / thr - 1))
                                            for v, thr in out["attention"].values())
@@ -191,21 +226,80 @@ ROWS = (1, 4, 16, 64, 256, 1024)
 
 
 def _rows(threads: int, runs: int, quick: bool, fixed_s: float) -> dict[int, float]:
-    """MatMul throughput by the number of rows, the fixed cost of a call taken off: {M: FLOP/s}."""
+    """MatMul throughput by the number of rows, the fixed cost of a call taken off: {M: FLOP/s}. The
+    (512 x 512) factor is a constant initializer, as a linear layer's weight is in the ONNX backend's
+    graphs: onnxruntime packs a constant factor once when the session is created, a graph input on
+    every call (at 4 to 16 rows that packing costs as much as the product). Its 1 MB stays in the caches
+    from one call to the next, as the weights of a model that fits in them do."""
+    return _rows_chain(1, threads, runs, quick, fixed_s)
+
+
+def _rows_streamed(threads: int, runs: int, quick: bool, launch: float, overhead: float,
+                   cache: int) -> dict[int, float]:
+    """The same products with their weights read from DRAM, as in a model larger than the last-level cache:
+    a chain of (M x 512) @ (512 x 512) products, each with its own 1 MB constant, three times the cache's
+    size in all (twice with --quick), so that each call finds none of them cached: {M: FLOP/s}."""
+    count = max(2, (2 if quick else 3) * cache // 2**20)
+    return _rows_chain(count, threads, runs, quick, launch + count * overhead)
+
+
+def _rows_chain(count: int, threads: int, runs: int, quick: bool, fixed_s: float) -> dict[int, float]:
+    """FLOP/s by rows M of a chain of `count` (M x 512) @ (512 x 512) products with constant weights (rows
+    symbolic, one session for every M); the fixed cost of a call, `fixed_s`, taken off."""
     import numpy as np
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     f32, k = TensorProto.FLOAT, 512
+    nodes = [helper.make_node("MatMul", [f"x{i}", f"w{i}"], [f"x{i + 1}"]) for i in range(count)]
+    model = _model(nodes, [helper.make_tensor_value_info("x0", f32, ["M", k])],
+                   helper.make_tensor_value_info(f"x{count}", f32, ["M", k]))
+    scale = np.float32(1 / np.sqrt(k))  # keeps the chain's values of order one
+    for i in range(count):
+        w = scale * rng.standard_normal((k, k), dtype=np.float32)
+        model.graph.initializer.append(numpy_helper.from_array(w, f"w{i}"))
+    sess = _session(model, threads)
     out = {}
     for m in ROWS[::2] if quick else ROWS:
-        model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])],
-                       [helper.make_tensor_value_info("a", f32, [m, k]), helper.make_tensor_value_info("b", f32, [k, k])],
-                       helper.make_tensor_value_info("y", f32, [m, k]))
-        sess = _session(model, threads)
-        feed = {"a": rng.standard_normal((m, k), dtype=np.float32), "b": rng.standard_normal((k, k), dtype=np.float32)}
-        out[m] = 2.0 * m * k * k / max(_time(lambda: sess.run(None, feed), runs) - fixed_s, 1e-9)
+        feed = {"x0": rng.standard_normal((m, k), dtype=np.float32)}
+        secs = _time(lambda: sess.run(None, feed), runs) - fixed_s
+        out[m] = 2.0 * m * k * k * count / max(secs, 1e-9)
     return out
+
+
+def cache_size(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """Bytes of the last-level data cache of CPU 0 as the OS reports it (Linux sysfs: `index*/level`, `type`,
+    `size` such as `32768K`), None where it reports none."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    best: tuple[int, int] | None = None
+    for d in sorted(root.glob("index*")):
+        try:
+            level, kind, size = ((d / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        digits, unit = (size[:-1], units.get(size[-1])) if size[-1:] in units else (size, 1)
+        if kind == "Instruction" or not digits.isdigit() or not level.isdigit() or unit is None:
+            continue
+        if best is None or int(level) > best[0]:
+            best = (int(level), int(digits) * unit)
+    return best[1] if best else None
+
+
+def _cache_bandwidth(threads: int, runs: int, cache: int) -> float:
+    """Bytes read + written per second by an elementwise Add whose three tensors together fill a quarter of
+    the last-level cache: larger than the per-core caches below it, small enough to stay resident between
+    calls, as a small model's weights do when it runs again and again."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    f32 = TensorProto.FLOAT
+    numel = max(1024, cache // 4 // (3 * 4))
+    m = _model([helper.make_node("Add", ["a", "b"], ["y"])],
+               [helper.make_tensor_value_info("a", f32, [numel]), helper.make_tensor_value_info("b", f32, [numel])],
+               helper.make_tensor_value_info("y", f32, [numel]))
+    sess = _session(m, threads)
+    feed = {"a": np.ones(numel, np.float32), "b": np.ones(numel, np.float32)}
+    return 3 * 4 * numel / _time(lambda: sess.run(None, feed), runs)
 
 
 # (T, head dim): the per-(batch, head) products of attention, Q K^T (T x d x T), 16 of them in one batched MatMul
@@ -265,6 +359,11 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
     mm = ", ".join(f"{n} {v / 1e9:.1f}" for n, v in m["matmul"].items())
     vec = ", ".join(f"{n} {v / 1e9:.2f}" for n, v in m["vector_ops"].items())
     att = ", ".join(f"{n} {thr / 1e9:.1f} GFLOP/s" for n, (_, thr) in m["attention"].items())
+    dram = cache = ""
+    if "rows_dram" in m:
+        dram = f"  matmul_rows_dram_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows_dram'].values())}]\n"
+    if "cache_bytes" in m:
+        cache = f"  cache_bytes = {m['cache_bytes']}; cache_bandwidth = {m['cache_bandwidth']:.4g}\n"
     return (
         "msl 1\n"
         f"# Measured by `metagenc calibrate` on {when}, host {platform.node() or 'unknown'} "
@@ -273,19 +372,26 @@ def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
         f"# fp32: median MatMul throughput over these shapes, GFLOP/s by M x K x N: {mm};\n"
         "# bandwidth: large elementwise Add, bytes read + written per second;\n"
         "# overhead: per node in a chain of 200 tiny Adds; launch: one run of a one-node graph, less overhead.\n"
+        "# cache_bytes: the last-level cache as the OS reports it; cache_bandwidth: an Add filling a quarter of it.\n"
         f"# vector: non-matmul primitives as lowered to ONNX, the estimator's FLOPs per second, median of: {vec};\n"
-        "# matmul_rows, matmul_rows_fp32: MatMul throughput of (M x 512) @ (512 x 512) by rows M, for linear layers.\n"
+        "# rnn_rows, rnn_rows_fp32: the recurrent product's rate in ONNX LSTM and GRU steps (hidden 256), by rows B;\n"
+        "# matmul_rows, matmul_rows_fp32: MatMul throughput of (M x 512) @ (512 x 512), a constant weight, by rows M;\n"
+        "# matmul_rows_dram_fp32: the same, a chain of products whose weights add up to 3x cache_bytes (from DRAM).\n"
         f"# matmul_half: FLOPs per product at which attention's batched small products reach half of fp32: {att}.\n"
         "# efficiency = 1.0: measured, not published peaks.\n"
         f"device {name} {{\n"
         f'  name = "this machine (calibrated, {threads} thread{"s" if threads != 1 else ""})"\n'
         f"  fp32 = {m['fp32']:.4g}; bf16 = {m['fp32']:.4g}; fp16 = {m['fp32']:.4g}\n"
         f"  bandwidth = {m['bandwidth']:.4g}; overhead = {m['overhead'] * 1e6:.3g}us; launch = {m['launch'] * 1e6:.3g}us\n"
+        f"{cache}"
         f"  vector = {m['vector']:.4g}; matmul_half = {m['matmul_half']:.4g}\n"
         f"  rnn_step = {m['steps']['rnn_step'] * 1e6:.3g}us; scan_step = {m['steps']['scan_step'] * 1e6:.3g}us; "
         f"scan_element = {m['steps']['scan_element'] * 1e9:.3g}ns\n"
+        f"  rnn_rows = [{', '.join(str(r) for r in m['steps']['rnn_rows'])}]\n"
+        f"  rnn_rows_fp32 = [{', '.join(f'{v:.4g}' for v in m['steps']['rnn_rows'].values())}]\n"
         f"  matmul_rows = [{', '.join(str(r) for r in m['rows'])}]\n"
         f"  matmul_rows_fp32 = [{', '.join(f'{v:.4g}' for v in m['rows'].values())}]\n"
+        f"{dram}"
         "  efficiency = 1.0\n"
         "}\n"
     )

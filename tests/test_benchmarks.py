@@ -57,3 +57,13 @@ def test_coverage_table_smoke(tmp_path: Path) -> None:
     assert len(data["rows"]) == 3 and all(r["compiles"] and r["train_ok"] and r["params_exact"] for r in data["rows"])
     assert {t["task"] for t in data["tasks"]} >= {"generation", "classification"}
     assert any(f["examples"] for f in data["families"])
+
+
+def test_latency_offline_reestimates_the_stored_rows() -> None:
+    """benchmarks/latency_offline.py re-estimates the committed measurements with the current estimator
+    and prints the stored and the new scores (nothing timed, nothing written)."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latency_offline.py")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith(("stored estimate", "new estimate"))]
+    assert len(lines) == 2 and all("MAPE" in line and "Spearman" in line for line in lines), r.stdout

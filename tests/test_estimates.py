@@ -144,3 +144,83 @@ def test_rows_rate_interpolates_in_log_rows() -> None:
     assert _by_rows(table, 1) == 1e9 and _by_rows(table, 0) == 1e9 and _by_rows(table, 4096) == 9e9
     assert _by_rows(table, 4) == pytest.approx(3e9)  # halfway between 1 and 16 in log(rows)
     assert _by_rows(table, 64) == pytest.approx(7e9)
+
+
+def test_cache_resident_weights_are_read_at_the_cache_bandwidth(tmp_path: Path) -> None:
+    """A model whose weights and live activations fit in `cache_bytes` reads its weights at `cache_bandwidth`
+    (docs/estimates.md): at batch 1 the small GPT-2's weight reads dominate, so a faster cache shortens the
+    estimate; a cache too small for the model, or one no faster than DRAM, changes nothing."""
+    plain = _latency_with(tmp_path, "", batch=1)
+    fast = "  cache_bandwidth = 1e12\n"
+    assert _latency_with(tmp_path, f"  cache_bytes = 1e12\n{fast}", batch=1) < plain * 0.99
+    assert _latency_with(tmp_path, f"  cache_bytes = 1000\n{fast}", batch=1) == pytest.approx(plain)
+    assert _latency_with(tmp_path, "  cache_bytes = 1e12\n  cache_bandwidth = 1e10\n", batch=1) == pytest.approx(plain)
+
+
+def test_products_of_a_model_beyond_the_cache_run_at_the_dram_rows_rate(tmp_path: Path) -> None:
+    """Linear layers run at `matmul_rows_fp32` (weights cached) where the model fits in `cache_bytes`, at
+    `matmul_rows_dram_fp32` (weights streamed from DRAM) where it does not; without `cache_bytes` the
+    cached table throughout."""
+    rows = "  matmul_rows = [1, 1024]\n  matmul_rows_fp32 = [1e11, 1e11]\n  matmul_rows_dram_fp32 = [1e9, 1e10]\n"
+    flat = _latency_with(tmp_path, "  matmul_rows = [1, 1024]\n  matmul_rows_fp32 = [1e11, 1e11]\n")
+    assert _latency_with(tmp_path, rows) == pytest.approx(flat)
+    assert _latency_with(tmp_path, rows + "  cache_bytes = 1e12\n") == pytest.approx(flat)
+    assert _latency_with(tmp_path, rows + "  cache_bytes = 1000\n") > flat * 2
+
+
+def test_recurrent_weights_stay_cached_while_the_model_streams(tmp_path: Path) -> None:
+    """An LSTM's recurrent product reuses one weight at every step: where that weight fits in the cache it
+    runs at the cached rate even when the whole model does not fit (its input product streams)."""
+    lstm = ("lstm_forecast", ())  # hidden 256: a recurrent weight of 4 gates x 256 x 256 floats
+    base = "  matmul_rows = [1, 1024]\n  matmul_rows_fp32 = [1e11, 1e11]\n  matmul_rows_dram_fp32 = [1e9, 1e9]\n"
+    step_w = 4 * 4 * 256 * 256
+    assert step_w < _estimate_of(lstm)["params"] * 4
+    cached = _latency_with(tmp_path, base + "  cache_bytes = 1e12\n", batch=1, example=lstm)
+    partly = _latency_with(tmp_path, base + f"  cache_bytes = {step_w}\n", batch=1, example=lstm)
+    streamed = _latency_with(tmp_path, base + f"  cache_bytes = {step_w - 1}\n", batch=1, example=lstm)
+    assert cached < partly < streamed
+
+
+def _estimate_of(example: tuple[str, tuple[tuple[str, str], ...]]) -> dict[str, Any]:
+    name, overrides = example
+    (comp,) = compile_model_set(read_source(ROOT / "examples" / f"{name}.msl"), Options(), overrides=overrides)
+    assert comp.graph is not None and comp.program is not None
+    return estimate(comp.graph, comp.program, {**comp.graph.symbols, "B": 1})
+
+
+def test_cache_size_reads_the_last_level_data_cache(tmp_path: Path) -> None:
+    from metagen_compiler.calibrate import cache_size
+
+    caches = [("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "1024K"), ("3", "Unified", "32768K")]
+    for i, (level, kind, size) in enumerate(caches):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for f, v in (("level", level), ("type", kind), ("size", size)):
+            (d / f).write_text(v + "\n")
+    assert cache_size(tmp_path) == 32 * 2**20
+    assert cache_size(tmp_path / "none") is None
+
+
+def test_recurrent_products_run_at_the_measured_recurrence_rate(tmp_path: Path) -> None:
+    """With `rnn_rows` / `rnn_rows_fp32` (the runtime's own LSTM and GRU steps, timed by batch rows) the
+    recurrent products run at that rate instead of the matmul rows table; the input products keep it."""
+    lstm = ("lstm_forecast", ())
+    rows = "  matmul_rows = [1, 1024]\n  matmul_rows_fp32 = [1e11, 1e11]\n"
+    plain = _latency_with(tmp_path, rows, batch=1, example=lstm)
+    assert _latency_with(tmp_path, rows + "  rnn_rows = [1, 16]\n  rnn_rows_fp32 = [1e11, 1e11]\n", batch=1,
+                         example=lstm) == pytest.approx(plain)
+    slow = _latency_with(tmp_path, rows + "  rnn_rows = [1, 16]\n  rnn_rows_fp32 = [1e10, 1e11]\n", batch=1,
+                         example=lstm)
+    # at batch 1: 2 layers x 96 steps (lookback) of a (1 x 256) @ (256 x 4 gates x 256) product, at 1e10
+    # FLOP/s instead of 1e11
+    rec_flops = 2 * 96 * 2 * 4 * 256 * 256
+    assert slow - plain == pytest.approx(rec_flops / 1e10 - rec_flops / 1e11, rel=1e-6)
+
+
+def test_lowered_with_constant_weights_makes_them_initializers() -> None:
+    from metagen_compiler.calibrate import _lowered
+
+    args = {"in_features": 8, "hidden": 16, "layers": 1, "bidirectional": False}
+    plain, const = _lowered("lstm", args, (1, 4, 8)), _lowered("lstm", args, (1, 4, 8), constant=True)
+    assert [i.name for i in const.graph.input] == ["x"]
+    assert {i.name for i in plain.graph.input} - {"x"} == {t.name for t in const.graph.initializer} != set()

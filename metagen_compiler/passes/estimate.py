@@ -9,8 +9,11 @@ Conventions (docs/estimates.md):
   order; training activations = bytes of the distinct storages autograd saves (per primitive: input,
   output, both or none, views sharing their input's storage, plus statistics; docs/estimates.md); AdamW state = 2 fp32 tensors per parameter, plus fp32 gradients.
 - latency: per node, max(compute time, memory time) + a fixed per-kernel overhead, plus the profile's
-  per-call `launch`; a recurrence (LSTM, GRU, selective scan) adds its steps at the profile's measured
-  per-step cost, its recurrent product at the matmul rate of B rows; from the device profiles in stdlib/devices.msl or `--device-profile` files
+  per-call `launch`; linear layers at the profile's measured rate for their rows (weights cached or from DRAM,
+  by whether the model fits in the measured last-level cache, whose bandwidth a cached model's weight reads
+  get); a recurrence (LSTM, GRU, selective scan) adds its steps at the profile's measured per-step cost, its
+  recurrent product at the rate measured in the runtime's own recurrence for B rows; from the device profiles
+  in stdlib/devices.msl or `--device-profile` files
   (peak x efficiency, bandwidth); batchnorm and relu after a conv are folded into it. An estimate.
 """
 
@@ -295,18 +298,27 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
         for dtype in ("fp32", "bf16"):
             peak_flops = float(prof.get(dtype, prof.get("fp32", 1e12))) * float(prof.get("efficiency", 0.5))
             bw = float(prof.get("bandwidth", 1e11))
+            # a model whose weights and live activations fit in the last-level cache keeps its weights there
+            # from one call to the next: they are read at the cache's measured bandwidth, and its products
+            # run at the rates measured with a cached weight; a larger model's at those measured from DRAM
+            cache = float(prof.get("cache_bytes", 0.0))
+            resident = not cache or (params * DTYPE_BYTES[dtype] + peak * DTYPE_BYTES[dtype] // 4) <= cache
+            w_bw = max(bw, float(prof.get("cache_bandwidth", bw))) if cache and resident else bw
             overhead = float(prof.get("overhead", 1e-5))
             # non-matmul work (norms, activations, softmax) at the profile's measured vector rate, where it has one
             vector = float(prof["vector"]) if "vector" in prof and dtype == "fp32" else peak_flops
             t = float(prof.get("launch", 0.0))
-            rows_thr = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_fp32", ())))
+            rows_cached = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_fp32", ())))
+            rows_dram = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_dram_fp32", ())))
+            rows_thr = rows_cached if resident or not rows_dram else rows_dram
+            rnn_rows = list(zip(prof.get("rnn_rows", ()), prof.get("rnn_rows_fp32", ())))
             for n, (mm, other) in per_node.items():
                 if n in folded:
                     continue
                 d = g.nodes[n]
                 wbytes = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values()) if d.get("module") else 0
                 moved = (sum(bytes_out[x.node] for x in ir.in_tensors(n)) + bytes_out[n]) * DTYPE_BYTES[dtype] // 4
-                moved += wbytes * DTYPE_BYTES[dtype]
+                t_mem = moved / bw + wbytes * DTYPE_BYTES[dtype] / w_bw
                 half = float(prof.get("matmul_half", 0.0))
                 x0 = concrete(ir.shape_of(ir.in_tensors(n)[0]), syms)
                 calls = _matmul_calls(d["op"], d["args"], x0) if mm else 1
@@ -316,7 +328,12 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                 if rec:  # the input products at once (rows B x T), the recurrent ones step by step (rows B)
                     step_cost, steps, step_mm, elems = rec
                     rate_all = _by_rows(rows_thr, x0[0] * x0[1]) if by_rows else peak_flops
-                    rate_step = _by_rows(rows_thr, x0[0]) if by_rows else peak_flops
+                    # measured in the runtime's own recurrence where the profile has it; else a product of B
+                    # rows whose weight, read again at every step, stays cached where it fits
+                    step_w = step_mm // (2 * x0[0]) * DTYPE_BYTES[dtype]
+                    rows_step = rows_cached if not cache or step_w <= cache or not rows_dram else rows_dram
+                    rows_step = rnn_rows if rnn_rows and step_mm else rows_step
+                    rate_step = _by_rows(rows_step, x0[0]) if by_rows else peak_flops
                     t_mm = (mm - steps * step_mm) / rate_all + steps * step_mm / rate_step
                     t_seq = steps * (float(prof.get(step_cost, 0.0)) + elems * float(prof.get("scan_element", 0.0)))
                 elif by_rows and d["op"] == "linear":  # a product of M rows, at its measured rate
@@ -326,7 +343,7 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                     t_mm = mm / (peak_flops * v / (v + half))
                 else:
                     t_mm = mm / peak_flops
-                t += max(t_mm + other / vector, moved / bw) + t_seq + overhead
+                t += max(t_mm + other / vector, t_mem) + t_seq + overhead
             latency[dev][dtype] = t
     return {
         "params": params,
