@@ -27,6 +27,7 @@ TASKS = (
     "time_series_forecast", "anomaly_detection", "speech_recognition", "policy_gradient", "value_based",
     "actor_critic", "model_based", "node_classification", "link_prediction", "graph_classification",
     "recommendation", "multimodal_classification", "multimodal_generation", "multimodal_retrieval",
+    "multimodal_question_answering",
     "question_answering", "retrieval_generation", "document_qa", "denoising", "shape_generation",
 )
 

@@ -112,5 +112,10 @@ TASK_SPECS: dict[str, Task] = {
         Task("panoptic_segmentation", "mask_set_panoptic", ("pq", "sq", "rq"), "logits",
              "per-query class logits (B, queries, classes + 1; the last: no object) and mask logits "
              "(B, queries, H', W')", ("segmentation_mask",), outputs=("logits", "masks")),
+        Task("multimodal_generation", "next_token_cross_entropy", ("perplexity", "token_accuracy"), "logits",
+             "next-token logits of the text, conditioned on the other inputs (B, T, vocab)", ("text",)),
+        Task("multimodal_question_answering", "vqa_soft_bce", ("vqa_score", "exact_match"), "logits",
+             "answer logits over a fixed answer vocabulary of num_classes answers, from the image and the question "
+             "(B, num_classes)", ("label", "text")),
     )
 }

@@ -9,6 +9,7 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
+from torch.nn import functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from conftest import EXAMPLES, ROOT, load_module  # noqa: E402
@@ -184,6 +185,8 @@ def check_small(mod, report) -> dict[str, object]:  # type: ignore[no-untyped-de
         "document_qa": lambda: (2, c.context, 2),
         "shape_generation": lambda: (2, c.points, 3),
         "multimodal_classification": lambda: (2, c.num_classes),
+        "multimodal_question_answering": lambda: (2, c.num_classes),
+        "multimodal_generation": lambda: (2, c.context, c.vocab),
         "multimodal_retrieval": lambda: (2, 2),  # every image against every text of the batch
         "regression": lambda: (2, getattr(c, "outputs", 1)),
     }
@@ -434,6 +437,27 @@ def test_question_answering_metrics_score_the_best_span(built) -> None:  # type:
     assert float(m["exact_match"]) == pytest.approx(1 / 3)
     f1_third = 2 * 1 * 0.5 / 1.5  # predicted (7, 7) vs gold (7, 8)
     assert float(m["span_f1"]) == pytest.approx((1 + 0.5 + f1_third) / 3)
+
+
+def test_vqa_soft_score_loss_and_metrics(built) -> None:  # type: ignore[no-untyped-def]
+    """VQA's soft-score loss (BCE per answer, summed over answers, averaged over questions), vqa_score (the
+    predicted answer's soft score) and exact_match, on logits made to pick known answers; and example_batch's
+    scores are min(votes / 3, 1) of ten annotators."""
+    mod, report = _by_file(built, "vqa_cross")
+    model = _small(mod, report).eval()
+    scores = torch.tensor([[0.0, 1.0, 1 / 3, 0.0], [2 / 3, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1 / 3]])
+    logits = torch.tensor([[0.0, 3.0, 0.0, 0.0], [4.0, 0.0, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0]])
+    model.forward = lambda *a: logits  # type: ignore[method-assign]
+    batch = {"image": torch.zeros(3), "text": torch.zeros(3), "answer_scores": scores}
+    m = model.metrics(batch)
+    assert float(m["vqa_score"]) == pytest.approx((1 + 2 / 3 + 0) / 3)  # picks answers 1, 0, 0
+    assert float(m["exact_match"]) == pytest.approx(1 / 3)
+    bce = -(scores * F.logsigmoid(logits) + (1 - scores) * F.logsigmoid(-logits))
+    assert float(model.loss(batch)) == pytest.approx(float(bce.sum() / 3), rel=1e-6)
+    real = mod.example_batch(_small(mod, report), batch_size=4)["answer_scores"]
+    assert real.shape == (4, model.config.num_classes)
+    assert torch.allclose(real * 3, (real * 3).round(), atol=1e-5) and float(real.max()) <= 1.0
+    assert float((real * 3).clamp(max=3).sum(-1).max()) <= 10 + 1e-5  # ten votes at most per question
 
 
 def test_chamfer_loss_and_f_score(built) -> None:  # type: ignore[no-untyped-def]

@@ -142,6 +142,12 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "maskformer_panoptic": (ROOT / "examples" / "maskformer_panoptic.msl",
                             {"image_size": 64, "width": 8, "features": 32, "mask_dim": 32, "d_model": 64, "heads": 2,
                              "ffn": 128, "decoder_layers": 2, "num_queries": 10}),
+    "vqa_cross": (ROOT / "examples" / "vqa_cross.msl",
+                  {"image_size": 32, "patch_size": 8, "vocab": 97, "image_layers": 1, "layers": 2, "d_model": 64,
+                   "heads": 2, "mlp_dim": 128}),
+    "vlm_captioner": (ROOT / "examples" / "vlm_captioner.msl",
+                      {"image_size": 32, "patch_size": 8, "vision_layers": 1, "vision_width": 64, "vision_heads": 2,
+                       "vision_mlp": 128, "vocab": 97, "layers": 2, "d_model": 128, "heads": 2, "kv_heads": 1}),
     "sensor_autoencoder": (ROOT / "examples" / "sensor_autoencoder.msl", {"features": 12, "hidden": 16, "latent": 4}),
     "conv_vae_images": (ROOT / "examples" / "conv_vae_images.msl", {"image_size": 16, "width": 8, "latent": 16}),
 }

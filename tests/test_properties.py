@@ -16,6 +16,7 @@ from metagen_backends.pytorch import emit  # noqa: E402
 from metagen_compiler.driver import compile_source  # noqa: E402
 from metagen_compiler.primitives import subst_dim  # noqa: E402
 from metagen_compiler.span import SourceFile  # noqa: E402
+from metagen_compiler.tasks import TASK_SPECS  # noqa: E402
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -315,14 +316,16 @@ model d {{
 @given(vision_layers=st.integers(1, 2), vision_heads=st.sampled_from([1, 2]), vhd=st.sampled_from([8, 16]),
        image=st.sampled_from([8, 16]), patch=st.sampled_from([4, 8]), layers=st.integers(1, 2),
        heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([8, 16]), kv_div=st.sampled_from([1, 2]),
-       vocab=st.integers(16, 120), context=st.integers(2, 10))
-def test_vlm(vision_layers, vision_heads, vhd, image, patch, layers, heads, hd, kv_div, vocab, context) -> None:  # type: ignore[no-untyped-def]
+       vocab=st.integers(16, 120), context=st.integers(2, 10),
+       task=st.sampled_from(["generation", "multimodal_generation"]))
+def test_vlm(vision_layers, vision_heads, vhd, image, patch, layers, heads, hd, kv_div, vocab, context,  # type: ignore[no-untyped-def]
+             task) -> None:
     kv = heads // kv_div if heads % kv_div == 0 else heads
     width = vision_heads * vhd
     src = f"""import std.vlm
 model p {{
   modality image, text -> text
-  task generation
+  task {task}
   constraints {{ context = {context} }}
   architecture vlm.vlm {{
     image_size = {image}; patch_size = {patch}; vision_layers = {vision_layers}; vision_width = {width}
@@ -336,21 +339,26 @@ model p {{
 @SETTINGS
 @given(kind=st.sampled_from(["early", "cross", "late"]), layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
        hd=st.sampled_from([8, 16]), image=st.sampled_from([8, 16]), patch=st.sampled_from([4, 8]),
-       vocab=st.integers(16, 120), context=st.integers(2, 10), classes=st.integers(2, 12))
-def test_fusion(kind, layers, heads, hd, image, patch, vocab, context, classes) -> None:  # type: ignore[no-untyped-def]
+       vocab=st.integers(16, 120), context=st.integers(2, 10), classes=st.integers(2, 12),
+       task=st.sampled_from(["multimodal_classification", "multimodal_question_answering"]))
+def test_fusion(kind, layers, heads, hd, image, patch, vocab, context, classes, task) -> None:  # type: ignore[no-untyped-def]
     depth = {"early": f"layers = {layers}", "cross": f"image_layers = {layers}; layers = {3 - layers}",
              "late": f"image_layers = {layers}; text_layers = {3 - layers}; hidden = {hd}"}[kind]
     src = f"""import std.fusion
 model p {{
   modality image, text -> label
-  task multimodal_classification {{ num_classes = {classes} }}
+  task {task} {{ num_classes = {classes} }}
   constraints {{ context = {context} }}
   architecture fusion.{kind} {{
     image_size = {image}; patch_size = {patch}; vocab = {vocab}; d_model = {heads * hd}; heads = {heads}
     mlp_dim = {2 * heads * hd}; {depth}
   }}
 }}"""
-    check(*build(src))
+    comp, mod = build(src)
+    check(comp, mod)
+    model, batch = train_step(mod, 2)
+    metrics = model.metrics(batch)
+    assert set(metrics) == set(TASK_SPECS[task].metrics) and all(torch.isfinite(v) for v in metrics.values())
 
 
 @SETTINGS

@@ -27,6 +27,8 @@ PIPELINE_TAGS: tuple[tuple[str | None, str | None, str, str], ...] = (
     ("time_series", None, "time_series_forecast", "time-series-forecasting"),
     ("image", None, "instance_segmentation", "image-segmentation"),
     ("image", None, "panoptic_segmentation", "image-segmentation"),
+    ("image", "text", "multimodal_generation", "image-text-to-text"),
+    ("image", None, "multimodal_question_answering", "visual-question-answering"),
 )
 
 

@@ -273,6 +273,23 @@ LOSSES: dict[str, LossCode] = {
 }
 
 # per graph, the same cross-entropy and metrics as per sample; only the targets differ (one label per graph)
+LOSSES["vqa_soft_bce"] = LossCode(
+    'VQA soft-score loss (Teney et al. 2018; as ViLT): batch = {{"{x}": inputs, "answer_scores": (B, num_classes)\n'
+    "each answer's soft score, min(annotators who gave it / 3, 1)}}. Binary cross-entropy per answer, summed over\n"
+    "the answers and averaged over the batch. vqa_score: the soft score of the predicted answer (VQA accuracy);\n"
+    "exact_match: the prediction is the answer with the highest score.",
+    ('logits = self({args})  # (B, num_classes)',
+     'return F.binary_cross_entropy_with_logits(logits, batch["answer_scores"], reduction="sum") / logits.size(0)'),
+    ('scores = batch["answer_scores"]',
+     "pred = self({args}).argmax(-1)",
+     'return {{"vqa_score": scores.gather(-1, pred[:, None]).squeeze(-1).mean(),',
+     '        "exact_match": (pred == scores.argmax(-1)).float().mean()}}'),
+    ("n = model.config.num_classes",
+     "votes = torch.randint(0, n, (batch_size, 10), generator=g)  # ten annotators' answers per question",
+     'batch["answer_scores"] = (torch.zeros(batch_size, n).scatter_add_(1, votes, torch.ones(batch_size, 10)) / 3)'
+     ".clamp(max=1.0)"),
+)
+
 LOSSES["graph_cross_entropy"] = replace(
     LOSSES["cross_entropy"],
     doc='Cross-entropy per graph: batch = {{the graph inputs with each node\'s graph id, "label": (graphs,) class ids}}.',
