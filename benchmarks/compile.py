@@ -2,7 +2,13 @@
 
 Runs `metagenc` in fresh processes (as a user would) on the examples, the GPT-3 175B spec and a
 decoder at several depths, prints a table and writes benchmarks/results/compile.json.
-Usage: python benchmarks/compile.py [--repeat 5] [--quick]
+
+Bytecode: an installed metagenc runs from cached bytecode (pip compiles it; Python writes
+`__pycache__` on first import). So that a PYTHONDONTWRITEBYTECODE in the environment does not turn
+every run into a recompile of the compiler's sources, the children write and read bytecode under a
+private PYTHONPYCACHEPREFIX, warmed by one run first. `--no-bytecode-cache` measures the other case;
+the first example is also timed that way, as `cold_bytecode` in the JSON.
+Usage: python benchmarks/compile.py [--repeat 5] [--quick] [--no-bytecode-cache]
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -44,10 +51,20 @@ model depth_{n} {{
 """
 
 
-def run_once(spec: Path, out: Path, extra: list[str]) -> tuple[float, float, int]:
+def child_env(pycache: str | None) -> dict[str, str]:
+    """The children's environment: bytecode cached under `pycache`, or never written (None)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    if pycache is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env["PYTHONPYCACHEPREFIX"] = pycache
+    return env
+
+
+def run_once(spec: Path, out: Path, extra: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", _CHILD, str(spec), "-o", str(out), *extra],
-                       cwd=ROOT, capture_output=True, text=True)
+                       cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     last = r.stdout.strip().splitlines()[-1].split()
     if r.returncode != 0 or last[0] != "RSS_KIB" or last[3] != "0":
@@ -55,16 +72,22 @@ def run_once(spec: Path, out: Path, extra: list[str]) -> tuple[float, float, int
     return wall, int(last[1]) / 1024, int(last[3])
 
 
+def model_name(spec: Path) -> str:
+    m = re.search(r"^model\s+(\w+)", spec.read_text(), re.M)
+    assert m is not None, spec
+    return m.group(1)
+
+
 def nodes_of(out: Path, name: str) -> int:
     return len(json.loads((out / name / "graph.json").read_text())["nodes"])
 
 
-def measure(spec: Path, name: str, repeat: int, extra: list[str]) -> dict[str, object]:
+def measure(spec: Path, name: str, repeat: int, extra: list[str], env: dict[str, str]) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)
         walls, rss = [], []
         for _ in range(repeat):
-            w, m, _rc = run_once(spec, out, extra)
+            w, m, _rc = run_once(spec, out, extra, env)
             walls.append(w)
             rss.append(m)
         return {"spec": name, "median_s": statistics.median(walls), "min_s": min(walls), "peak_rss_mb": max(rss),
@@ -87,7 +110,15 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="one run each, fewer depths (CI smoke)")
     ap.add_argument("--out", default=str(RESULTS / "compile.json"))
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="children never write bytecode: every run compiles the compiler's sources")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="metagen-bench-pycache-") as pycache:
+        return run(args, None if args.no_bytecode_cache else pycache)
+
+
+def run(args: argparse.Namespace, pycache: str | None) -> int:
+    env = child_env(pycache)
     repeat = 1 if args.quick else args.repeat
     rows = []
     # the interpreter alone (site imports included): the floor under every whole-process time below
@@ -99,20 +130,22 @@ def main() -> int:
     examples = sorted((ROOT / "examples").glob("*.msl"))
     if args.quick:
         examples = examples[:2]
+    with tempfile.TemporaryDirectory() as d:
+        run_once(examples[0], Path(d), [], env)  # writes the bytecode cache (when there is one)
+    cold = measure(examples[0], model_name(examples[0]), max(3, repeat) if not args.quick else 1, [], child_env(None))
     for spec in examples:
-        import re
-
-        name = re.search(r"^model\s+(\w+)", spec.read_text(), re.M).group(1)  # type: ignore[union-attr]
-        rows.append({"group": "example", **measure(spec, name, repeat, [])})
+        rows.append({"group": "example", **measure(spec, model_name(spec), repeat, [], env)})
     for big in ("gpt3_175b", "moe_1t"):
-        rows.append({"group": "scale", **measure(ROOT / "benchmarks" / "specs" / f"{big}.msl", big, repeat, [])})
+        rows.append({"group": "scale", **measure(ROOT / "benchmarks" / "specs" / f"{big}.msl", big, repeat, [], env)})
     depths = [12, 48] if args.quick else [12, 48, 96, 192]
     with tempfile.TemporaryDirectory() as d:
         for n in depths:
             p = Path(d) / f"depth_{n}.msl"
             p.write_text(DEPTH_SPEC.format(n=n))
-            rows.append({"group": "depth", "layers": n, **measure(p, f"depth_{n}", repeat, [])})
+            rows.append({"group": "depth", "layers": n, **measure(p, f"depth_{n}", repeat, [], env)})
     print(f"python -c pass: median {statistics.median(startup):.3f} s (interpreter start-up, in every row)")
+    print(f"bytecode: {'cached (warm)' if pycache else 'not cached'}; {examples[0].name} without a bytecode "
+          f"cache: median {cold['median_s']:.3f} s")
     print(f"{'group':8} {'spec':22} {'median s':>9} {'min s':>7} {'peak MB':>8} {'nodes':>6}")
     for r in rows:
         print(f"{r['group']:8} {r['spec']:22} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['peak_rss_mb']:8.1f} {r['nodes']:6}")
@@ -133,6 +166,8 @@ def main() -> int:
     result = {"benchmark": "compile", "python": platform.python_version(), "machine": platform.machine(),
               "cpus": os.cpu_count(), "load_average": list(os.getloadavg()), "quick": args.quick,
               "backends": "default (pytorch, latex)", "interpreter_startup_s": statistics.median(startup),
+              "bytecode_cache": pycache is not None,
+              "cold_bytecode": {"spec": examples[0].name, "median_s": cold["median_s"], "min_s": cold["min_s"]},
               "depth_fit": linear, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -11,6 +11,8 @@ in a separate total (`other`), documented per primitive below.
 
 from __future__ import annotations
 
+import ast as pyast
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,28 +62,31 @@ class Primitive:
 def subst_dim(d: Dim, env: Mapping[str, int]) -> int:
     if isinstance(d, int):
         return d
-    import ast as pyast
+    return _dim_eval(_dim_expr(d), env, d)
 
-    node = pyast.parse(d, mode="eval").body
 
-    def ev(n: pyast.AST) -> int:
-        if isinstance(n, pyast.Constant) and isinstance(n.value, int):
-            return n.value
-        if isinstance(n, pyast.Name):
-            return env[n.id]
-        if isinstance(n, pyast.BinOp):
-            a, b = ev(n.left), ev(n.right)
-            if isinstance(n.op, pyast.Add):
-                return a + b
-            if isinstance(n.op, pyast.Sub):
-                return a - b
-            if isinstance(n.op, pyast.Mult):
-                return a * b
-            if isinstance(n.op, pyast.FloorDiv):
-                return a // b
-        raise ValueError(d)
+@functools.lru_cache(maxsize=None)
+def _dim_expr(d: str) -> Any:
+    """The parsed expression of a symbolic dim (`B`, `T+1`, `B*T`): parsed once per distinct text."""
+    return pyast.parse(d, mode="eval").body
 
-    return ev(node)
+
+def _dim_eval(n: Any, env: Mapping[str, int], d: str) -> int:
+    if isinstance(n, pyast.Constant) and isinstance(n.value, int):
+        return n.value
+    if isinstance(n, pyast.Name):
+        return env[n.id]
+    if isinstance(n, pyast.BinOp):
+        a, b = _dim_eval(n.left, env, d), _dim_eval(n.right, env, d)
+        if isinstance(n.op, pyast.Add):
+            return a + b
+        if isinstance(n.op, pyast.Sub):
+            return a - b
+        if isinstance(n.op, pyast.Mult):
+            return a * b
+        if isinstance(n.op, pyast.FloorDiv):
+            return a // b
+    raise ValueError(d)
 
 
 def dim_add(d: Dim, k: int) -> Dim:

@@ -6,6 +6,8 @@ every definition has a qualified name and every module has a scope of visible na
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -248,24 +250,39 @@ _AST_CACHE: dict[str, A.Module] = {}
 
 
 def _cache_dir() -> Path | None:
-    import os
-
     if os.environ.get("METAGENC_NO_CACHE"):
         return None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "metagenc"
 
 
+@functools.lru_cache(maxsize=1)
+def _parser_fingerprint() -> str:
+    """What a parsed module depends on besides its text: the compiler version, the grammar and the
+    code that builds and defines the AST (an edited checkout keeps its version number)."""
+    import hashlib
+
+    from . import __version__
+    from . import ast as ast_module
+    from . import parser as parser_module
+    from . import span as span_module
+    from .parser import grammar_text
+
+    h = hashlib.sha256(__version__.encode())
+    h.update(grammar_text().encode())
+    for mod in (ast_module, parser_module, span_module):
+        h.update(Path(mod.__file__ or "").read_bytes())
+    return h.hexdigest()
+
+
 def parse_stdlib_cached(src: SourceFile, bag: DiagnosticBag) -> A.Module | None:
     """Parse a stdlib module once: in memory per process, and on disk keyed by the hash of the
-    compiler version, the grammar and the text (so a changed file or grammar is parsed anew)."""
+    parser's fingerprint (version, grammar, AST code) and the text, so that a changed file, grammar
+    or AST is parsed anew."""
     import hashlib
     import pickle
 
-    from . import __version__
-    from .parser import grammar_text
-
-    key = hashlib.sha256("\0".join((__version__, grammar_text(), src.path, src.text)).encode()).hexdigest()[:32]
+    key = hashlib.sha256("\0".join((_parser_fingerprint(), src.path, src.text)).encode()).hexdigest()[:32]
     if key in _AST_CACHE:
         return _AST_CACHE[key]
     d = _cache_dir()
@@ -283,11 +300,26 @@ def parse_stdlib_cached(src: SourceFile, bag: DiagnosticBag) -> A.Module | None:
         return None
     _AST_CACHE[key] = module
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{id(module)}")
-            tmp.write_bytes(pickle.dumps(module, protocol=pickle.HIGHEST_PROTOCOL))
-            tmp.replace(path)
-        except OSError:  # a read-only home is fine: the cache is only an optimisation
-            pass
+        _write_atomic(path, pickle.dumps(module, protocol=pickle.HIGHEST_PROTOCOL))
     return module
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write beside `path` under a unique name, then rename: readers never see half a file. Failure
+    (a read-only home, a full disk) is fine: the cache is only an optimisation."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

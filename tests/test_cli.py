@@ -156,3 +156,13 @@ def test_yaml_front_end_compiles_the_seeds(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         report = json.loads((tmp_path / name / "report.json").read_text())
         assert report["params"] <= {"text_llm": 8e9}.get(name, 86e6)
+
+
+def test_main_gives_back_the_collector_settings() -> None:
+    import gc
+
+    from metagen_compiler.cli import main
+
+    before = gc.get_threshold()
+    assert main([str(ROOT / "examples" / "gpt2.msl"), "--check"]) == 0
+    assert gc.get_threshold() == before

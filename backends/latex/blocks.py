@@ -28,6 +28,11 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + ".")
 
 
+def _prefixes(path: str) -> list[str]:
+    """Every `prefix` with `_under(path, prefix)`: the path cut before each dot, then the path itself."""
+    return [path[:i] for i, c in enumerate(path) if c == "."] + [path]
+
+
 @dataclass
 class BlockRow:
     path: str
@@ -52,13 +57,16 @@ class Tree:
         self.pos = {n: i for i, n in enumerate(self.order)}
         self.owner = {n: (ir.g.nodes[n].get("module") or ir.g.nodes[n].get("scope") or "") for n in self.order}
         self.tie_targets = {t: s for t, s in ir.ties}
+        # path -> the nodes under it, in data-flow order: each node is listed under its owner and under
+        # every dotted prefix of it (`a.b.c` under `a`, `a.b` and `a.b.c`), so one pass builds them all
         self._under: dict[str, list[str]] = {}
+        for n in self.order:
+            for prefix in _prefixes(self.owner[n]):
+                self._under.setdefault(prefix, []).append(n)
 
     # ------------------------------------------------------------ membership
     def nodes_under(self, path: str) -> list[str]:
-        if path not in self._under:
-            self._under[path] = [n for n in self.order if _under(self.owner[n], path)]
-        return self._under[path]
+        return self._under.get(path, [])
 
     def params(self, path: str) -> int:
         total = 0

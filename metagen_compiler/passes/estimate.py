@@ -293,6 +293,19 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
     weights = {k: params * v for k, v in DTYPE_BYTES.items()}
     latency: dict[str, dict[str, float]] = {}
     folded = _folded_nodes(ir)
+    # what each node's cost depends on, apart from the device: weight elements, activation bytes moved
+    # (fp32), the first input's shape, the number of matmul calls, the recurrence
+    costed: list[tuple[int, int, int, int, str, dict[str, Any], tuple[int, ...], int, Any]] = []
+    for n, (mm, other) in per_node.items():
+        if n in folded:
+            continue
+        d = g.nodes[n]
+        wbytes = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values()) if d.get("module") else 0
+        in_ts = ir.in_tensors(n)
+        act_bytes = sum(bytes_out[x.node] for x in in_ts) + bytes_out[n]
+        x0 = concrete(ir.shape_of(in_ts[0]), syms)
+        calls = _matmul_calls(d["op"], d["args"], x0) if mm else 1
+        costed.append((mm, other, wbytes, act_bytes, d["op"], d["args"], x0, calls, _recurrence(d["op"], d["args"], x0)))
     for dev, prof in device_profiles(prog).items():
         latency[dev] = {}
         for dtype in ("fp32", "bf16"):
@@ -312,17 +325,9 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
             rows_dram = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_dram_fp32", ())))
             rows_thr = rows_cached if resident or not rows_dram else rows_dram
             rnn_rows = list(zip(prof.get("rnn_rows", ()), prof.get("rnn_rows_fp32", ())))
-            for n, (mm, other) in per_node.items():
-                if n in folded:
-                    continue
-                d = g.nodes[n]
-                wbytes = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values()) if d.get("module") else 0
-                moved = (sum(bytes_out[x.node] for x in ir.in_tensors(n)) + bytes_out[n]) * DTYPE_BYTES[dtype] // 4
-                t_mem = moved / bw + wbytes * DTYPE_BYTES[dtype] / w_bw
+            for mm, other, wbytes, act_bytes, op, args, x0, calls, rec in costed:
+                t_mem = act_bytes * DTYPE_BYTES[dtype] // 4 / bw + wbytes * DTYPE_BYTES[dtype] / w_bw
                 half = float(prof.get("matmul_half", 0.0))
-                x0 = concrete(ir.shape_of(ir.in_tensors(n)[0]), syms)
-                calls = _matmul_calls(d["op"], d["args"], x0) if mm else 1
-                rec = _recurrence(d["op"], d["args"], x0)
                 by_rows = rows_thr and dtype == "fp32"
                 t_seq = 0.0
                 if rec:  # the input products at once (rows B x T), the recurrent ones step by step (rows B)
@@ -336,8 +341,8 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
                     rate_step = _by_rows(rows_step, x0[0]) if by_rows else peak_flops
                     t_mm = (mm - steps * step_mm) / rate_all + steps * step_mm / rate_step
                     t_seq = steps * (float(prof.get(step_cost, 0.0)) + elems * float(prof.get("scan_element", 0.0)))
-                elif by_rows and d["op"] == "linear":  # a product of M rows, at its measured rate
-                    t_mm = mm / _by_rows(rows_thr, math.prod(x0) // max(1, int(d["args"]["in_features"])))
+                elif by_rows and op == "linear":  # a product of M rows, at its measured rate
+                    t_mm = mm / _by_rows(rows_thr, math.prod(x0) // max(1, int(args["in_features"])))
                 elif calls > 1 and half:
                     v = mm / calls
                     t_mm = mm / (peak_flops * v / (v + half))
