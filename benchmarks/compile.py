@@ -31,8 +31,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 # One compile in a fresh interpreter; prints its own peak RSS (KiB) on the last line.
 _CHILD = """
 import resource, sys
-from metagen_compiler.cli import main
-rc = main(sys.argv[1:])
+from metagen_compiler.cli import command  # what the `metagenc` console script runs
+rc = command(sys.argv[1:])
 print("RSS_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "RC", rc)
 """
 

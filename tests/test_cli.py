@@ -166,3 +166,22 @@ def test_main_gives_back_the_collector_settings() -> None:
     before = gc.get_threshold()
     assert main([str(ROOT / "examples" / "gpt2.msl"), "--check"]) == 0
     assert gc.get_threshold() == before
+
+
+def test_command_compiles_without_the_cyclic_collector_and_subcommands_keep_it(tmp_path: Path) -> None:
+    """`metagenc` (cli.command) is one compile per process: the collector is off for it; a subcommand (the
+    language server is long-lived) leaves it on."""
+    import gc
+
+    from metagen_compiler.cli import command
+
+    try:
+        assert command([str(ROOT / "examples" / "gpt2.msl"), "--check"]) == 0
+        assert not gc.isenabled()
+        gc.enable()
+        spec = tmp_path / "m.msl"
+        spec.write_text((ROOT / "examples" / "gpt2.msl").read_text())
+        command(["fmt", str(spec)])
+        assert gc.isenabled()
+    finally:
+        gc.enable()
