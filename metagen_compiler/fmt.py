@@ -46,7 +46,7 @@ _INLINE_OK = frozenset({"task_stmt", "constraints_stmt", "architecture_stmt", "m
                         "preset_def", "device_def", "if_stmt"})
 _DEFINITIONS = frozenset({"block_def", "family_def", "preset_def", "device_def", "model_def"})
 _BRACKETED_LISTS = frozenset({"params", "args", "list", "tuple", "enum_type"})
-_BARE_LISTS = frozenset({"name_list", "input_stmt", "assign_stmt", "return_stmt"})
+_BARE_LISTS = frozenset({"name_list", "modality_list", "input_stmt", "assign_stmt", "return_stmt"})
 _COMMENT = re.compile(r"#[^\n]*")
 _GROUP_IDS = itertools.count(1)  # break-point groups (a list, a pipe chain): unique across flatteners
 

@@ -243,6 +243,8 @@ class _ToAst(Transformer[Any, Any]):
     def name_list(self, items: list[Token]) -> tuple[A.Ident, ...]:
         return tuple(self._ident(t) for t in items)
 
+    modality_list = name_list  # names and `3d`
+
     @v_args(meta=True)
     def task_stmt(self, meta: Any, items: list[Any]) -> tuple[str, A.Task]:
         name, *fields = items

@@ -66,3 +66,28 @@ def test_dumps_do_not_depend_on_hash_seed(stage: str) -> None:
     a = _emit(["examples/tiny_story.msl", f"--emit={stage}"], "1")
     b = _emit(["examples/tiny_story.msl", f"--emit={stage}"], "12345")
     assert a == b and a
+
+
+def test_msl_spells_the_3d_modality() -> None:
+    """`3d` (the seeds' text-to-3D output) parses in a modality list and builds the same model as
+    `point_cloud`; another digit-led name is an unknown modality (W001), not a syntax error."""
+    from metagen_compiler.driver import compile_source
+    from metagen_compiler.span import SourceFile
+
+    spec = """msl 1
+import std.threed
+model m {{
+  modality text -> {out}
+  task shape_generation
+  constraints {{ params <= 20M }}
+  architecture threed.text_to_points {{ points = 256 }}
+}}
+"""
+    three, cloud = (compile_source(SourceFile("m.msl", spec.format(out=o))) for o in ("3d", "point_cloud"))
+    assert not three.bag.items and not cloud.bag.items, [str(d) for d in three.bag.items + cloud.bag.items]
+    assert three.graph.param_count() == cloud.graph.param_count() > 0
+    two = compile_source(SourceFile("m.msl", spec.format(out="2d")))
+    assert [d.code for d in two.bag.items] == ["W001"] and not two.bag.has_errors
+    # outside a modality list `3d` is no name: a syntax error
+    bad = compile_source(SourceFile("m.msl", spec.format(out="3d").replace("points = 256", "points = 3d")))
+    assert [d.code for d in bad.bag.errors] == ["E001"]
