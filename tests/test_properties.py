@@ -558,7 +558,7 @@ model t {{
 
 @SETTINGS
 @given(layers=st.integers(1, 3), heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([8, 16]),
-       codebooks=st.integers(1, 5), codebook_size=st.integers(2, 64), ffn=st.integers(1, 80), context=st.integers(1, 20))
+       codebooks=st.integers(1, 5), codebook_size=st.integers(2, 64), ffn=st.integers(1, 80), context=st.integers(2, 20))
 def test_musicgen(layers, heads, hd, codebooks, codebook_size, ffn, context) -> None:  # type: ignore[no-untyped-def]
     d = heads * hd
     src = f"""import std.audiolm
@@ -647,3 +647,143 @@ model m {{
     check(comp, mod)
     model, batch = train_step(mod, 2)
     assert all(torch.isfinite(v) for v in model.metrics(batch).values())
+
+
+@SETTINGS
+@given(vision_layers=st.integers(1, 2), vision_heads=st.sampled_from([1, 2]), vhd=st.sampled_from([8, 16]),
+       image=st.sampled_from([8, 16]), patch=st.sampled_from([4, 8]), channels=st.integers(1, 3),
+       vision_mlp=st.integers(4, 40), text_layers=st.integers(0, 2), text_heads=st.sampled_from([1, 2, 4]),
+       thd=st.sampled_from([4, 8]), text_mlp=st.integers(4, 40), vocab=st.integers(16, 120), context=st.integers(2, 10),
+       embed_dim=st.integers(1, 16))
+def test_clip(vision_layers, vision_heads, vhd, image, patch, channels, vision_mlp, text_layers, text_heads, thd,  # type: ignore[no-untyped-def]
+              text_mlp, vocab, context, embed_dim) -> None:
+    src = f"""import std.multimodal
+model p {{
+  modality image, text -> embedding
+  task multimodal_retrieval
+  constraints {{ image_size = {image}; context = {context} }}
+  architecture multimodal.clip {{
+    patch_size = {patch}; channels = {channels}; vision_layers = {vision_layers}; vision_width = {vision_heads * vhd}
+    vision_heads = {vision_heads}; vision_mlp = {vision_mlp}; vocab = {vocab}; text_layers = {text_layers}
+    text_width = {text_heads * thd}; text_heads = {text_heads}; text_mlp = {text_mlp}; embed_dim = {embed_dim}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod, batch=3)
+    train_step(mod, 3)
+
+
+@SETTINGS
+@given(task=st.sampled_from(["time_series_forecast", "sequence_labeling", "classification", "regression"]),
+       text=st.booleans(), cell=st.sampled_from(["lstm", "gru"]), directions=st.sampled_from([1, 2]),
+       layers=st.integers(1, 3), d_model=st.integers(2, 24), hidden=st.integers(1, 24), vocab=st.integers(8, 100),
+       features=st.integers(1, 6), steps=st.integers(1, 10), horizon=st.integers(1, 5), classes=st.integers(2, 9))
+def test_rnn(task, text, cell, directions, layers, d_model, hidden, vocab, features, steps, horizon, classes) -> None:  # type: ignore[no-untyped-def]
+    text = task == "sequence_labeling" or (text and task != "time_series_forecast")
+    out = {"time_series_forecast": "time_series", "sequence_labeling": "label", "classification": "label",
+           "regression": "regression"}[task]
+    spec = {"time_series_forecast": f"time_series_forecast {{ horizon = {horizon}; lookback = {steps} }}",
+            "sequence_labeling": f"sequence_labeling {{ num_classes = {classes} }}",
+            "classification": f"classification {{ num_classes = {classes} }}", "regression": "regression"}[task]
+    if text:
+        inp, constraints, dims = "text", f"constraints {{ context = {steps} }}", f"vocab = {vocab}"
+    else:
+        inp, constraints = "time_series", ""
+        dims = f"features = {features}" + ("" if task == "time_series_forecast" else f"; lookback = {steps}")
+    src = f"""import std.rnn
+model p {{
+  modality {inp} -> {out}
+  task {spec}
+  {constraints}
+  architecture rnn.rnn {{
+    {dims}; d_model = {d_model}; hidden = {hidden}; layers = {layers}; cell = {cell}; directions = {directions}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    train_step(mod, 3)
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), decoder_layers=st.integers(1, 2), heads=st.sampled_from([1, 2, 4]),
+       d_kv=st.sampled_from([4, 8]), d_model=st.sampled_from([16, 24, 32]), d_ff=st.integers(4, 48),
+       buckets=st.integers(4, 10), extra=st.integers(1, 8), vocab=st.integers(16, 120), context=st.integers(2, 10))
+def test_t5(layers, decoder_layers, heads, d_kv, d_model, d_ff, buckets, extra, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    src = f"""import std.seq2seq
+model p {{
+  modality text -> text
+  task generation
+  constraints {{ context = {context} }}
+  architecture seq2seq.t5 {{
+    vocab = {vocab}; layers = {layers}; decoder_layers = {decoder_layers}; d_model = {d_model}; heads = {heads}
+    d_kv = {d_kv}; d_ff = {d_ff}; buckets = {buckets}; max_distance = {buckets // 2 + extra}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    train_step(mod, 2)
+
+
+@SETTINGS
+@given(layers=st.integers(1, 2), decoder_layers=st.integers(1, 2), heads=st.sampled_from([1, 2]),
+       hd=st.sampled_from([8, 16]), ffn=st.integers(4, 48), n_mels=st.integers(1, 16),
+       samples=st.integers(201, 3200), spare=st.integers(0, 3), vocab=st.integers(16, 120), context=st.integers(2, 10))
+def test_whisper(layers, decoder_layers, heads, hd, ffn, n_mels, samples, spare, vocab, context) -> None:  # type: ignore[no-untyped-def]
+    # samples above n_fft / 2 = 200 (the STFT's reflect padding); positions: frames (one per 160 samples) halved
+    src = f"""import std.seq2seq
+model p {{
+  modality audio -> text
+  task speech_recognition
+  architecture seq2seq.whisper {{
+    vocab = {vocab}; samples = {samples}; n_mels = {n_mels}; context = {context}
+    source_positions = {-(-samples // 320) + spare}; layers = {layers}; decoder_layers = {decoder_layers}
+    d_model = {heads * hd}; heads = {heads}; ffn = {ffn}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    train_step(mod, 2)
+
+
+@SETTINGS
+@given(regression=st.booleans(), features=st.integers(1, 40), hidden=st.integers(1, 48), layers=st.integers(0, 3),
+       act=st.sampled_from(["relu", "gelu", "tanh", "silu"]), dropout=st.sampled_from([0.0, 0.1]),
+       width=st.integers(1, 9))
+def test_tabular_mlp(regression, features, hidden, layers, act, dropout, width) -> None:  # type: ignore[no-untyped-def]
+    task, out, extra = (("regression", "regression", f"outputs = {width}") if regression else
+                        (f"classification {{ num_classes = {width + 1} }}", "label", ""))
+    src = f"""import std.tabular
+model p {{
+  modality tabular -> {out}
+  task {task}
+  architecture tabular.mlp {{
+    features = {features}; hidden = {hidden}; layers = {layers}; act = {act}; dropout = {dropout}; {extra}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod)
+    train_step(mod, 3)
+
+
+@SETTINGS
+@given(task=st.sampled_from(["embedding", "classification", "sequence_labeling", "question_answering", "regression"]),
+       layers=st.integers(1, 2), heads=st.sampled_from([1, 2, 4]), hd=st.sampled_from([4, 8]),
+       mlp_dim=st.integers(4, 48), type_vocab=st.integers(1, 3), vocab=st.integers(8, 120), context=st.integers(2, 12),
+       classes=st.integers(2, 9))
+def test_bert_encoder(task, layers, heads, hd, mlp_dim, type_vocab, vocab, context, classes) -> None:  # type: ignore[no-untyped-def]
+    out = {"embedding": "embedding", "classification": "label", "sequence_labeling": "label",
+           "question_answering": "text", "regression": "regression"}[task]
+    spec = f"{task} {{ num_classes = {classes} }}" if task in ("classification", "sequence_labeling") else task
+    src = f"""import std.transformer
+model p {{
+  modality text -> {out}
+  task {spec}
+  constraints {{ context = {context} }}
+  architecture transformer.encoder {{
+    vocab = {vocab}; layers = {layers}; d_model = {heads * hd}; heads = {heads}; mlp_dim = {mlp_dim}
+    type_vocab = {type_vocab}
+  }}
+}}"""
+    comp, mod = build(src)
+    check(comp, mod, batch=3)
+    train_step(mod, 3)
