@@ -12,6 +12,7 @@ from . import ast as A
 from .elaborate import Elaborator, ParamSpec, coerce, param_specs
 from .ir import Bound, SlotIR, SpecIR
 from .program import Program
+from .tasks import TASK_SPECS
 from .values import EvalError, LayerRef, Sym, UnknownValue, Value, evaluate
 
 __all__ = ["evaluate_dims", "slot_call", "count_params", "tie_pairs", "UNKNOWN"]
@@ -96,6 +97,11 @@ def evaluate_dims(spec: SpecIR, prog: Program, elab: Elaborator, fixed: Mapping[
         if ok is not True:
             raise EvalError("E206", f"family `{spec.family.qualname.rsplit('.', 1)[-1]}`: {r.message or 'requirement fails'}",
                             r.span)
+    task = TASK_SPECS.get(spec.task)
+    context = out.get("context")
+    if task is not None and isinstance(context, int) and context < task.min_context:
+        raise EvalError("E206", f"task `{spec.task}` needs context >= {task.min_context}, got {context}: its "
+                        "next-token loss predicts each token from the ones before it", spec.task_span)
     return out
 
 

@@ -275,6 +275,9 @@ def _log_mel_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
         raise ShapeError(f"expects waveforms of shape (B, samples), got {fmt_shape(x)}")
     if not isinstance(x[1], int):
         raise ShapeError("the number of samples must be static (a family parameter)")
+    if x[1] <= a["n_fft"] // 2:  # torch.stft(center=True) reflect-pads n_fft / 2 each side: it needs more samples
+        raise ShapeError(f"{x[1]} samples are too few for the centred STFT: its reflect padding of n_fft / 2 = "
+                         f"{a['n_fft'] // 2} needs more than {a['n_fft'] // 2} samples")
     return [(x[0], a["n_mels"], x[1] // a["hop"])]
 
 

@@ -27,6 +27,8 @@ class Task:
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # a loss other than the form's for the families whose head slot is this block (DETR's set matching)
     head_losses: tuple[tuple[str, str], ...] = ()
+    # a teacher-forced loss predicts each token from the ones before it: the family's `context` must hold two
+    min_context: int = 0
 
     def form(self, n_outputs: int) -> tuple[str, tuple[str, ...]]:
         """The loss and output names of a head of `n_outputs` tensors."""
@@ -46,7 +48,7 @@ TASK_SPECS: dict[str, Task] = {
     for t in (
         Task("generation", "next_token_cross_entropy", ("perplexity", "token_accuracy"), "logits",
              "next-token logits (B, T, vocab); a codec language model's: one set per codebook (B, K, T, codebook_size)",
-             ("text", "audio"), head_losses=(("codebook_lm_heads", "codebook_cross_entropy"),)),
+             ("text", "audio"), head_losses=(("codebook_lm_heads", "codebook_cross_entropy"),), min_context=2),
         Task("classification", "cross_entropy", ("accuracy", "top5_accuracy"), "logits",
              "class logits (B, num_classes)", ("label",)),
         Task("regression", "mse", ("mae", "rmse"), "prediction", "predicted values (B, outputs)",
@@ -69,7 +71,7 @@ TASK_SPECS: dict[str, Task] = {
         Task("semantic_segmentation", "pixel_cross_entropy", ("pixel_accuracy", "mean_iou"), "logits",
              "per-pixel class logits (B, num_classes, H, W)", ("segmentation_mask",)),
         Task("speech_recognition", "transcription_cross_entropy", ("token_accuracy", "token_error_rate"), "logits",
-             "next-token logits of the transcript (B, T, vocab)", ("text",)),
+             "next-token logits of the transcript (B, T, vocab)", ("text",), min_context=2),
         Task("multimodal_retrieval", "symmetric_contrastive", ("recall_at_1_a_to_b", "recall_at_1_b_to_a"), "logits",
              "similarity logits of every first input with every second (B, B)", ("embedding", "label")),
         Task("node_classification", "node_cross_entropy", ("accuracy", "macro_f1"), "logits",
@@ -105,7 +107,7 @@ TASK_SPECS: dict[str, Task] = {
         Task("retrieval_generation", "retrieval_augmented_cross_entropy",
              ("perplexity", "token_accuracy", "retrieval_recall_at_1"), "logits",
              "next-token logits of the answer (B, T, vocab) and the retrieval score of each candidate passage "
-             "(B, num_passages)", ("text",), outputs=("logits", "retrieval_scores")),
+             "(B, num_passages)", ("text",), outputs=("logits", "retrieval_scores"), min_context=2),
         Task("instance_segmentation", "mask_set_instance", ("mask_map_50", "mean_matched_iou"), "logits",
              "per-query class logits (B, queries, classes + 1; the last: no object) and mask logits "
              "(B, queries, H', W')", ("segmentation_mask",), outputs=("logits", "masks")),
@@ -113,7 +115,7 @@ TASK_SPECS: dict[str, Task] = {
              "per-query class logits (B, queries, classes + 1; the last: no object) and mask logits "
              "(B, queries, H', W')", ("segmentation_mask",), outputs=("logits", "masks")),
         Task("multimodal_generation", "next_token_cross_entropy", ("perplexity", "token_accuracy"), "logits",
-             "next-token logits of the text, conditioned on the other inputs (B, T, vocab)", ("text",)),
+             "next-token logits of the text, conditioned on the other inputs (B, T, vocab)", ("text",), min_context=2),
         Task("multimodal_question_answering", "vqa_soft_bce", ("vqa_score", "exact_match"), "logits",
              "answer logits over a fixed answer vocabulary of num_classes answers, from the image and the question "
              "(B, num_classes)", ("label", "text")),
