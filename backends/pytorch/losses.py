@@ -730,6 +730,32 @@ def batched_nms(boxes, scores, labels, iou_threshold: float):
     offset = labels.to(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1)
     return nms(boxes + offset, scores, iou_threshold)
 ''',
+    "ap": '''
+def greedy_hits(iou, pred_labels, labels):
+    """Which predictions (K, in decreasing score) are true positives against one image's ground truth (G):
+    each takes the best still-unmatched ground truth of its class with IoU >= 0.5 (COCO's greedy rule); iou (K, G)."""
+    free = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+    tp = torch.zeros(len(pred_labels), dtype=torch.bool, device=labels.device)
+    for k in range(len(pred_labels)):
+        ok = (labels == pred_labels[k]) & free & (iou[k] >= 0.5)
+        if ok.any():
+            free[torch.where(ok, iou[k], -1.0).argmax()] = False
+            tp[k] = True
+    return tp
+
+
+def average_precision(scores, hits, classes, truth):
+    """The mean over the classes with ground truth (truth: every ground-truth label) of AP: the area under the
+    precision-recall curve of the predictions (scores, hits, classes), precision made monotone (all-point
+    interpolation, as VOC)."""
+    aps = []
+    for c in truth.unique():
+        h = hits[classes == c][scores[classes == c].argsort(descending=True)].float()
+        precision = h.cumsum(0) / torch.arange(1, len(h) + 1, device=h.device)
+        precision = precision.flip(0).cummax(0).values.flip(0)  # the best precision at this recall or beyond
+        aps.append((precision * h).sum() / (truth == c).sum())  # each true positive adds 1 / n to the recall
+    return torch.stack(aps).mean() if aps else torch.tensor(float("nan"))
+''',
     "map": '''
 def map_50(detections, gt_boxes, gt_labels):
     """mAP at IoU 0.5 and recall over a batch. detections: per image {"boxes", "scores", "labels"}; ground truth
@@ -742,25 +768,11 @@ def map_50(detections, gt_boxes, gt_labels):
         boxes, labels = boxes[labels >= 0], labels[labels >= 0]
         order = det["scores"].argsort(descending=True)
         db, ds, dl = det["boxes"][order], det["scores"][order], det["labels"][order]
-        iou = box_iou(db[:, None], boxes[None])[0]  # (K, G)
-        free = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
-        tp = torch.zeros(len(db), dtype=torch.bool, device=labels.device)
-        for k in range(len(db)):
-            ok = (labels == dl[k]) & free & (iou[k] >= 0.5)
-            if ok.any():
-                free[torch.where(ok, iou[k], -1.0).argmax()] = False
-                tp[k] = True
+        tp = greedy_hits(box_iou(db[:, None], boxes[None])[0], dl, labels)
         for acc, t in ((scores, ds), (hits, tp), (classes, dl), (truth, labels)):
             acc.append(t)
     scores, hits, classes, truth = (torch.cat(t) for t in (scores, hits, classes, truth))
-    aps = []
-    for c in truth.unique():
-        h = hits[classes == c][scores[classes == c].argsort(descending=True)].float()
-        precision = h.cumsum(0) / torch.arange(1, len(h) + 1, device=h.device)
-        precision = precision.flip(0).cummax(0).values.flip(0)  # the best precision at this recall or beyond
-        aps.append((precision * h).sum() / (truth == c).sum())  # each true positive adds 1 / n to the recall
-    mean_ap = torch.stack(aps).mean() if aps else torch.tensor(float("nan"))
-    return mean_ap, hits.sum() / max(len(truth), 1)
+    return average_precision(scores, hits, classes, truth), hits.sum() / max(len(truth), 1)
 ''',
     "anchors": '''
 DETECTION_STRIDES = (8, 16, 32)
@@ -935,7 +947,7 @@ LOSSES["dense_detection"] = LossCode(
     _detection_metrics("# of all detections kept at score 0.001 (NMS at IoU 0.6, at most 100 per image)",
                        'detections = self.detect(batch["{x}"], score_threshold=0.001, iou_threshold=0.6)'),
     _DETECTION_BATCH,
-    helpers=("boxes", "nms", "map", "anchors", "focal"),
+    helpers=("boxes", "nms", "ap", "map", "anchors", "focal"),
     source_methods='''
 @torch.no_grad()
 def detect(self, images, score_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100,
@@ -967,7 +979,7 @@ LOSSES["set_detection"] = LossCode(
     _detection_metrics("# of every query's most likely class (no threshold: DETR ranks its queries by score)",
                        'detections = self.detect(batch["{x}"], score_threshold=0.0)'),
     _DETECTION_BATCH,
-    helpers=("boxes", "nms", "map", "hungarian", "set_loss"),
+    helpers=("boxes", "nms", "ap", "map", "hungarian", "set_loss"),
     source_methods='''
 @torch.no_grad()
 def detect(self, images, score_threshold: float = 0.7, iou_threshold: float = 1.0):
@@ -1149,24 +1161,11 @@ def mask_map_50(instances, gt_masks, gt_labels):
         gm, labels = gm[labels >= 0], labels[labels >= 0]
         order = det["scores"].argsort(descending=True)
         dm, ds, dl = det["masks"][order], det["scores"][order], det["labels"][order]
-        iou = mask_iou(dm, gm > 0.5)  # (K, G)
-        free = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
-        tp = torch.zeros(len(dm), dtype=torch.bool, device=labels.device)
-        for k in range(len(dm)):
-            ok = (labels == dl[k]) & free & (iou[k] >= 0.5)
-            if ok.any():
-                free[torch.where(ok, iou[k], -1.0).argmax()] = False
-                tp[k] = True
+        tp = greedy_hits(mask_iou(dm, gm > 0.5), dl, labels)
         for acc, t in ((scores, ds), (hits, tp), (classes, dl), (truth, labels)):
             acc.append(t)
     scores, hits, classes, truth = (torch.cat(t) for t in (scores, hits, classes, truth))
-    aps = []
-    for c in truth.unique():
-        h = hits[classes == c][scores[classes == c].argsort(descending=True)].float()
-        precision = h.cumsum(0) / torch.arange(1, len(h) + 1, device=h.device)
-        precision = precision.flip(0).cummax(0).values.flip(0)
-        aps.append((precision * h).sum() / (truth == c).sum())
-    return torch.stack(aps).mean() if aps else torch.tensor(float("nan"))
+    return average_precision(scores, hits, classes, truth)
 
 
 def panoptic_inference_fn(logits, masks, size, object_threshold: float = 0.8, overlap_threshold: float = 0.8):
@@ -1308,7 +1307,7 @@ LOSSES["mask_set_instance"] = LossCode(
      'return {{"mask_map_50": mask_map_50(instances, batch["masks"], batch["labels"]),',
      '        "mean_matched_iou": mean_matched_iou(matches)}}'),
     _MASK_BATCH,
-    helpers=("focal", "hungarian", "masks"),
+    helpers=("ap", "focal", "hungarian", "masks"),
     source_methods=_INFERENCE_METHODS,
 )
 
@@ -1321,6 +1320,6 @@ LOSSES["mask_set_panoptic"] = LossCode(
      "pq, sq, rq = panoptic_quality(pred_ids, pred_classes, gt_ids, gt_classes, self.config.num_classes)",
      'return {{"pq": pq, "sq": sq, "rq": rq}}'),
     _MASK_BATCH,
-    helpers=("focal", "hungarian", "masks"),
+    helpers=("ap", "focal", "hungarian", "masks"),
     source_methods=_INFERENCE_METHODS,
 )
