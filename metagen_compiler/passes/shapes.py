@@ -6,8 +6,19 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..compilation import Compilation
+from ..diagnostics import Note
 from ..graph import dump_graph
 from ..primitives import PRIMITIVES, ShapeError
+from ..span import Span
+
+
+def _instantiated_here(comp: Compilation, span: Span | None) -> list[Note]:
+    """A note at the spec's architecture for an error inside a family defined in another file (the stdlib):
+    the user's dims reach the failing node from there."""
+    spec = comp.spec
+    if spec is None or span is None or span.file is None or spec.family_span.file is span.file:
+        return []
+    return [Note(f"in family `{spec.family.qualname}`, which the model's architecture names here", spec.family_span)]
 
 
 @dataclass(frozen=True)
@@ -28,11 +39,13 @@ class ShapesPass:
                 # embeddings turn ids into float32 features; everything else computes in float32
                 d["dtypes"] = ["float32"] * len(d["shapes"])
             except ShapeError as e:
-                comp.bag.error("E304", f"`{d['op']}` at `{d['module'] or d['scope'] or n}`: {e}", d["span"])
+                comp.bag.error("E304", f"`{d['op']}` at `{d['module'] or d['scope'] or n}`: {e}", d["span"],
+                               notes=_instantiated_here(comp, d["span"]))
                 return
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 comp.bag.error("E304", f"`{d['op']}` at `{d['module'] or n}` cannot take inputs of shape "
-                               f"{', '.join(map(str, ins))} ({type(e).__name__})", d["span"])
+                               f"{', '.join(map(str, ins))} ({type(e).__name__})", d["span"],
+                               notes=_instantiated_here(comp, d["span"]))
                 return
 
     def dump(self, comp: Compilation) -> str:
