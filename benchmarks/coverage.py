@@ -19,7 +19,6 @@ import json
 import sys
 import tempfile
 import traceback
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +29,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch  # noqa: E402
 from conftest import EXAMPLES, load_module  # noqa: E402
 from test_numeric import REFERENCE_PARAMS, check_small  # noqa: E402
-from test_presets import TEMPLATES, stdlib_presets, with_preset  # noqa: E402
+from test_presets import TEMPLATES, stdlib_presets, stdlib_program, with_preset  # noqa: E402
 from test_yaml_frontend import BUILT  # noqa: E402
 
 from metagen_compiler.catalog import TASKS  # noqa: E402
 from metagen_compiler.cli import main as metagenc  # noqa: E402
-from metagen_compiler.diagnostics import DiagnosticBag  # noqa: E402
-from metagen_compiler.parser import parse_msl  # noqa: E402
-from metagen_compiler.span import SourceFile  # noqa: E402
 from metagen_compiler.tasks import TASK_SPECS  # noqa: E402
-
-
-def stdlib_families() -> list[str]:
-    names = []
-    for res in sorted(resources.files("metagen_stdlib").iterdir(), key=lambda r: r.name):
-        if res.name.endswith(".msl"):
-            module = parse_msl(SourceFile(res.name, res.read_text(encoding="utf-8")), DiagnosticBag())
-            assert module is not None, res.name
-            names += [f"std.{res.name[:-4]}.{f.name.name}" for f in module.families]
-    return names
 
 
 def measure(kind: str, name: str, spec: Path, work: Path) -> dict[str, Any]:
@@ -149,7 +135,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows = [measure(kind, name, path, work) for kind, name, path in specs(args.quick, work)]
-    families = stdlib_families()
+    families = [d.qualname for d in stdlib_program().defs_of("family")]
     fams, tasks = family_table(rows, families), task_table(rows)
 
     print("| family | examples | presets | seeds | forward/loss/backward | params = report | preset = reference |")

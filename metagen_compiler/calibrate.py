@@ -182,17 +182,13 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
         sess = _session(m, threads)
         feed = {"a": rng.standard_normal((mm, k), dtype=np.float32), "b": rng.standard_normal((k, n), dtype=np.float32)}
         out["matmul"]["x".join(map(str, mkn))] = 2 * mm * k * n / _time(lambda: sess.run(None, feed), runs)
-    numel = (4 if quick else 16) * 2**20  # 16M floats: 64 MB per tensor, far beyond the caches
-    m = _model([helper.make_node("Add", ["a", "b"], ["y"])],
-               [helper.make_tensor_value_info("a", f32, [numel]), helper.make_tensor_value_info("b", f32, [numel])],
-               helper.make_tensor_value_info("y", f32, [numel]))
-    sess = _session(m, threads)
-    feed = {"a": np.ones(numel, np.float32), "b": np.ones(numel, np.float32)}
-    out["bandwidth"] = 3 * 4 * numel / _time(lambda: sess.run(None, feed), runs)
+    out["bandwidth"] = _add_bandwidth(threads, runs, (4 if quick else 16) * 2**20)  # 64 MB per tensor: beyond the caches
     cache = cache_size()
     if cache:
+        # three tensors filling a quarter of the last-level cache: larger than the per-core caches below it, small
+        # enough to stay resident between calls, as a small model's weights do when it runs again and again
         out["cache_bytes"] = cache
-        out["cache_bandwidth"] = _cache_bandwidth(threads, runs, cache)
+        out["cache_bandwidth"] = _add_bandwidth(threads, runs, max(1024, cache // 4 // (3 * 4)))
     chain = 200
     nodes = [helper.make_node("Add", [f"x{i}", "one"], [f"x{i + 1}"]) for i in range(chain)]
     m = _model(nodes, [helper.make_tensor_value_info("x0", f32, [16]), helper.make_tensor_value_info("one", f32, [16])],
@@ -285,15 +281,12 @@ def cache_size(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int |
     return best[1] if best else None
 
 
-def _cache_bandwidth(threads: int, runs: int, cache: int) -> float:
-    """Bytes read + written per second by an elementwise Add whose three tensors together fill a quarter of
-    the last-level cache: larger than the per-core caches below it, small enough to stay resident between
-    calls, as a small model's weights do when it runs again and again."""
+def _add_bandwidth(threads: int, runs: int, numel: int) -> float:
+    """Bytes read + written per second by an elementwise Add of two `numel`-float tensors (three tensors moved)."""
     import numpy as np
     from onnx import TensorProto, helper
 
     f32 = TensorProto.FLOAT
-    numel = max(1024, cache // 4 // (3 * 4))
     m = _model([helper.make_node("Add", ["a", "b"], ["y"])],
                [helper.make_tensor_value_info("a", f32, [numel]), helper.make_tensor_value_info("b", f32, [numel])],
                helper.make_tensor_value_info("y", f32, [numel]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -11,7 +10,6 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +18,8 @@ from . import __version__
 if TYPE_CHECKING:
     from .compilation import Compilation
 
-# The compiler itself is imported inside main(), after `_compile_gc` has tuned the collector, so
-# that the imports' allocations are counted under the same settings as the compile's.
+# The compiler itself is imported inside main(), so that `command` turns the collector off before the
+# imports' allocations, and subcommands load only what they use.
 
 __all__ = ["command", "main", "write_outputs"]
 
@@ -125,19 +123,6 @@ SUBCOMMANDS = {
 }
 
 
-@contextlib.contextmanager
-def _compile_gc() -> Iterator[None]:
-    """A compile allocates many long-lived objects (ASTs, IR, graph) and few cycles, so the cyclic
-    collector's frequent young-generation passes mostly rescan survivors: run it rarely while one
-    compile runs (as mypy does), then give the caller back its own settings."""
-    old = gc.get_threshold()
-    gc.set_threshold(200_000, 30, 30)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
@@ -150,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"metagenc {argv[0]}: not available ({e})", file=sys.stderr)
             return EXIT_USAGE
         return int(entry(argv[1:]))
-    with _compile_gc():
-        return _compile(argv)
+    return _compile(argv)
 
 
 def _compile(argv: list[str]) -> int:

@@ -26,6 +26,16 @@ def compile_path(path: Path, **kw):  # type: ignore[no-untyped-def]
     return compile_source(read_source(path, display=rel(path)), **kw)
 
 
+def generated_module(path: Path, folder: Path, name: str) -> types.ModuleType:
+    """The PyTorch backend's model.py for the spec at `path`, written to `folder` and imported as `name`."""
+    from metagen_backends.pytorch import emit
+
+    comp = compile_path(path)
+    assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
+    (folder / "model.py").write_text(emit(comp)["model.py"])
+    return load_module(folder / "model.py", name)
+
+
 def load_module(path: Path, name: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None

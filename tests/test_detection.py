@@ -14,23 +14,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, load_module, rel  # noqa: E402
+from conftest import ROOT, generated_module  # noqa: E402
 from test_numeric import SMALL  # noqa: E402
 
-from metagen_backends.pytorch import emit  # noqa: E402
-from metagen_compiler.compilation import Options  # noqa: E402
-from metagen_compiler.driver import compile_model_set  # noqa: E402
-from metagen_compiler.program import read_source  # noqa: E402
 
 YOLO = ROOT / "examples" / "yolo_detector.msl"
 DETR = ROOT / "examples" / "detr_r50.msl"
 
 
 def _module(path: Path, tmp: Path) -> Any:
-    (comp,) = compile_model_set(read_source(path, display=rel(path)), Options())
-    assert not comp.bag.has_errors
-    (tmp / "model.py").write_text(emit(comp)["model.py"])
-    return load_module(tmp / "model.py", f"det_{path.stem}")
+    return generated_module(path, tmp, f"det_{path.stem}")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from test_yaml_frontend import BUILT  # noqa: E402
 from metagen_compiler.cli import main  # noqa: E402
 from metagen_compiler.diagnostics import DiagnosticBag  # noqa: E402
 from metagen_compiler.parser import parse_msl  # noqa: E402
+from metagen_compiler.program import Program, load_program, stdlib_modules  # noqa: E402
 from metagen_compiler.span import SourceFile  # noqa: E402
 
 # presets no example uses -> the example of the same family whose spec (modality, task, sizes) they slot into
@@ -32,15 +32,18 @@ TEMPLATES = {
 _BUDGETS = re.compile(r"^\s*(params|memory|training_memory|latency|throughput|flops)\b.*\n", re.M)
 
 
+def stdlib_program() -> Program:
+    """The program of a module that imports every stdlib module: all their definitions, qualified."""
+    bag = DiagnosticBag()
+    text = "msl 1\n" + "".join(f"import {m}\n" for m in stdlib_modules())
+    root = parse_msl(SourceFile("<every stdlib module>", text), bag)
+    assert root is not None and not bag.has_errors, [str(d) for d in bag.items]
+    return load_program(root, bag, [])
+
+
 def stdlib_presets() -> dict[str, str]:
     """Every preset in the stdlib: name -> its module's short name (`detection`, `presets`)."""
-    found = {}
-    for res in sorted(resources.files("metagen_stdlib").iterdir(), key=lambda r: r.name):
-        if res.name.endswith(".msl"):
-            module = parse_msl(SourceFile(res.name, res.read_text(encoding="utf-8")), DiagnosticBag())
-            assert module is not None, res.name
-            found.update({p.name.name: res.name[:-4] for p in module.presets})
-    return found
+    return {d.qualname.rsplit(".", 1)[1]: d.module.split(".", 1)[1] for d in stdlib_program().defs_of("preset")}
 
 
 def _architecture_names(text: str) -> set[str]:

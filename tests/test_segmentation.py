@@ -13,13 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, load_module, rel  # noqa: E402
+from conftest import ROOT, generated_module  # noqa: E402
 from test_numeric import SMALL  # noqa: E402
 
-from metagen_backends.pytorch import emit  # noqa: E402
-from metagen_compiler.compilation import Options  # noqa: E402
-from metagen_compiler.driver import compile_model_set, compile_source  # noqa: E402
-from metagen_compiler.program import read_source  # noqa: E402
+from metagen_compiler.driver import compile_source  # noqa: E402
 from metagen_compiler.span import SourceFile  # noqa: E402
 
 INSTANCE = ROOT / "examples" / "maskformer_instance.msl"
@@ -28,10 +25,7 @@ F = torch.nn.functional
 
 
 def _module(path: Path, tmp: Path) -> Any:
-    (comp,) = compile_model_set(read_source(path, display=rel(path)), Options())
-    assert not comp.bag.has_errors
-    (tmp / "model.py").write_text(emit(comp)["model.py"])
-    return load_module(tmp / "model.py", f"seg_{path.stem}")
+    return generated_module(path, tmp, f"seg_{path.stem}")
 
 
 @pytest.fixture(scope="module")

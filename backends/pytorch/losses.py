@@ -273,6 +273,13 @@ LOSSES: dict[str, LossCode] = {
 }
 
 # per graph, the same cross-entropy and metrics as per sample; only the targets differ (one label per graph)
+LOSSES["graph_cross_entropy"] = replace(
+    LOSSES["cross_entropy"],
+    doc='Cross-entropy per graph: batch = {{the graph inputs with each node\'s graph id, "label": (graphs,) class ids}}.',
+    loss=("logits = self({args})  # (graphs, num_classes)", 'return F.cross_entropy(logits, batch["label"])'),
+    batch=('batch["label"] = torch.randint(0, model.config.num_classes, (model.config.graphs,), generator=g)',),
+)
+
 LOSSES["vqa_soft_bce"] = LossCode(
     'VQA soft-score loss (Teney et al. 2018; as ViLT): batch = {{"{x}": inputs, "answer_scores": (B, num_classes)\n'
     "each answer's soft score, min(annotators who gave it / 3, 1)}}. Binary cross-entropy per answer, summed over\n"
@@ -288,13 +295,6 @@ LOSSES["vqa_soft_bce"] = LossCode(
      "votes = torch.randint(0, n, (batch_size, 10), generator=g)  # ten annotators' answers per question",
      'batch["answer_scores"] = (torch.zeros(batch_size, n).scatter_add_(1, votes, torch.ones(batch_size, 10)) / 3)'
      ".clamp(max=1.0)"),
-)
-
-LOSSES["graph_cross_entropy"] = replace(
-    LOSSES["cross_entropy"],
-    doc='Cross-entropy per graph: batch = {{the graph inputs with each node\'s graph id, "label": (graphs,) class ids}}.',
-    loss=("logits = self({args})  # (graphs, num_classes)", 'return F.cross_entropy(logits, batch["label"])'),
-    batch=('batch["label"] = torch.randint(0, model.config.num_classes, (model.config.graphs,), generator=g)',),
 )
 
 
@@ -1311,15 +1311,13 @@ LOSSES["mask_set_instance"] = LossCode(
     source_methods=_INFERENCE_METHODS,
 )
 
-LOSSES["mask_set_panoptic"] = LossCode(
-    "Panoptic segmentation by mask classification: " + _MASK_DOC,
-    _MASK_LOSS,
-    ("# panoptic quality of MaskFormer's panoptic inference (thresholds 0.8) against the ground-truth segments",
-     "pred_ids, pred_classes = self.panoptic_inference(self({args}))",
-     'gt_ids, gt_classes = segments_from_masks(batch["masks"], batch["labels"])',
-     "pq, sq, rq = panoptic_quality(pred_ids, pred_classes, gt_ids, gt_classes, self.config.num_classes)",
-     'return {{"pq": pq, "sq": sq, "rq": rq}}'),
-    _MASK_BATCH,
-    helpers=("ap", "focal", "hungarian", "masks"),
-    source_methods=_INFERENCE_METHODS,
+# the same loss, batch, helpers and inference methods; panoptic quality for metrics
+LOSSES["mask_set_panoptic"] = replace(
+    LOSSES["mask_set_instance"],
+    doc="Panoptic segmentation by mask classification: " + _MASK_DOC,
+    metrics=("# panoptic quality of MaskFormer's panoptic inference (thresholds 0.8) against the ground-truth segments",
+             "pred_ids, pred_classes = self.panoptic_inference(self({args}))",
+             'gt_ids, gt_classes = segments_from_masks(batch["masks"], batch["labels"])',
+             "pq, sq, rq = panoptic_quality(pred_ids, pred_classes, gt_ids, gt_classes, self.config.num_classes)",
+             'return {{"pq": pq, "sq": sq, "rq": rq}}'),
 )

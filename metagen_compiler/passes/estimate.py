@@ -321,13 +321,13 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
             # non-matmul work (norms, activations, softmax) at the profile's measured vector rate, where it has one
             vector = float(prof["vector"]) if "vector" in prof and dtype == "fp32" else peak_flops
             t = float(prof.get("launch", 0.0))
+            half = float(prof.get("matmul_half", 0.0))
             rows_cached = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_fp32", ())))
             rows_dram = list(zip(prof.get("matmul_rows", ()), prof.get("matmul_rows_dram_fp32", ())))
             rows_thr = rows_cached if resident or not rows_dram else rows_dram
             rnn_rows = list(zip(prof.get("rnn_rows", ()), prof.get("rnn_rows_fp32", ())))
             for mm, other, wbytes, act_bytes, op, args, x0, calls, rec in costed:
                 t_mem = act_bytes * DTYPE_BYTES[dtype] // 4 / bw + wbytes * DTYPE_BYTES[dtype] / w_bw
-                half = float(prof.get("matmul_half", 0.0))
                 by_rows = rows_thr and dtype == "fp32"
                 t_seq = 0.0
                 if rec:  # the input products at once (rows B x T), the recurrent ones step by step (rows B)
