@@ -156,6 +156,14 @@ def run(args: argparse.Namespace, pycache: str | None) -> int:
         ratio_time = b["median_s"] / a["median_s"]  # type: ignore[operator]
         print(f"depth {a['layers']} -> {b['layers']}: nodes x{ratio_nodes:.2f}, time x{ratio_time:.2f} "
               f"(layers x{b['layers'] / a['layers']:.0f})")  # type: ignore[operator]
+    ex = [r for r in rows if r["group"] == "example"]
+    summary = {"examples": len(ex), "example_median_s": statistics.median(float(r["median_s"]) for r in ex),
+               "example_max_median_s": max(float(r["median_s"]) for r in ex),
+               "example_max_peak_rss_mb": max(float(r["peak_rss_mb"]) for r in ex),
+               "gpt3_175b_median_s": next(float(r["median_s"]) for r in rows if r["spec"] == "gpt3_175b")}
+    print(f"examples: median of the {len(ex)} medians {summary['example_median_s']:.3f} s (target <= 0.4), slowest "
+          f"{summary['example_max_median_s']:.3f} s, peak RSS <= {summary['example_max_peak_rss_mb']:.1f} MB "
+          f"(target <= 120); gpt3_175b {summary['gpt3_175b_median_s']:.3f} s (target <= 2)")
     linear = {}
     if len(dep) >= 3:
         for key in ("nodes", "median_s"):
@@ -168,7 +176,7 @@ def run(args: argparse.Namespace, pycache: str | None) -> int:
               "backends": "default (pytorch, latex)", "interpreter_startup_s": statistics.median(startup),
               "bytecode_cache": pycache is not None,
               "cold_bytecode": {"spec": examples[0].name, "median_s": cold["median_s"], "min_s": cold["min_s"]},
-              "depth_fit": linear, "rows": rows}
+              "summary": summary, "depth_fit": linear, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

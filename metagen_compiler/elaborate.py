@@ -19,6 +19,7 @@ from .program import Definition, Program
 from .span import Span
 from .values import EvalError, LayerRef, Sym, UnknownValue, Value, as_int, describe, evaluate, format_value
 from .diagnostics import did_you_mean
+from .digraph import DiGraph
 
 __all__ = ["Tensor", "ModuleInfo", "GraphBuilder", "Elaborator", "bind_args", "layer_labels", "ParamSpec", "param_specs"]
 
@@ -77,9 +78,7 @@ class GraphBuilder:
     """Collects nodes, edges and the module tree while blocks are elaborated."""
 
     def __init__(self) -> None:
-        import networkx as nx
-
-        self.g = nx.DiGraph()
+        self.g = DiGraph()
         self.modules: dict[str, ModuleInfo] = {}
         self._counter: dict[str, int] = {}
 

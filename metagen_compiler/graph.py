@@ -1,4 +1,7 @@
-"""The graph IR: a networkx DiGraph of primitive applications plus the module tree.
+"""The graph IR: a directed graph of primitive applications plus the module tree.
+
+The graph (`GraphIR.g`) is a digraph.DiGraph: networkx's storage layout and API, without networkx's
+0.12 s import on the compile path; `GraphIR.to_networkx()` gives the same graph as a networkx.DiGraph.
 
 Nodes carry `op`, `args`, `span`, `scope` (the enclosing block instance), `module` (the path of
 the layer that owns the node's weights, if any) and, after shape inference, `shapes`.
@@ -14,8 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
+from .digraph import DiGraph
 from .elaborate import ModuleInfo, Tensor
 from .ir import SpecIR
 from .primitives import PRIMITIVES, Shape, fmt_shape
@@ -35,7 +37,7 @@ class GraphInput:
 
 @dataclass
 class GraphIR:
-    g: nx.DiGraph
+    g: DiGraph
     modules: dict[str, ModuleInfo]
     inputs: list[GraphInput]
     outputs: list[tuple[str, Tensor]]
@@ -47,8 +49,12 @@ class GraphIR:
     def topo(self) -> list[str]:
         if not self.order:
             index = {n: i for i, n in enumerate(self.g.nodes)}
-            self.order = list(nx.lexicographical_topological_sort(self.g, key=lambda n: index[n]))
+            self.order = self.g.lexicographical_topological_sort(key=index.__getitem__)
         return self.order
+
+    def to_networkx(self) -> Any:
+        """The graph as a networkx.DiGraph (node and edge attributes as here; imports networkx)."""
+        return self.g.to_networkx()
 
     def in_tensors(self, node: str) -> list[Tensor]:
         ins: list[tuple[int, Tensor]] = []
@@ -75,11 +81,20 @@ class GraphIR:
 
 
 def verify_graph(ir: GraphIR) -> list[str]:
-    """The IR's invariants, as an executable check (run between passes in tests)."""
+    """The IR's invariants, as an executable check (run between passes in tests). The graph's acyclicity
+    and topological order are checked by networkx itself, on the converted graph."""
+    import networkx as nx
+
     problems = []
     g = ir.g
-    if not nx.is_directed_acyclic_graph(g):
+    ng = ir.to_networkx()
+    if not nx.is_directed_acyclic_graph(ng):
         problems.append("graph has a cycle")
+    else:
+        index = {n: i for i, n in enumerate(g.nodes)}
+        if list(nx.lexicographical_topological_sort(ng, key=index.__getitem__)) != g.lexicographical_topological_sort(
+                key=index.__getitem__):
+            problems.append("topological order differs from networkx's")
     for n, d in g.nodes(data=True):
         if "op" not in d:
             problems.append(f"{n}: no op")

@@ -125,7 +125,7 @@ def _same(a: Dim, b: Dim) -> bool:
 def _last(expected: int, what: str) -> Callable[[Mapping[str, Any], list[Shape]], None]:
     def chk(a: Mapping[str, Any], s: list[Shape]) -> None:
         if not s[0]:
-            raise ShapeError(f"expects a tensor with a feature dimension, got a scalar")
+            raise ShapeError("expects a tensor with a feature dimension, got a scalar")
         if not _same(s[0][-1], a[what]):
             raise ShapeError(f"expects last dimension {a[what]}, got {s[0][-1]} (shape {fmt_shape(s[0])})")
 

@@ -123,12 +123,10 @@ class _Loader:
                 src = read_source(path, display=_display_path(path))
         if src is None:
             self.failed.add(modname)
-            cands = stdlib_modules() + [modname.replace(".", "/")]
             hint = did_you_mean(modname, stdlib_modules())
             if hint is None and imp.path.parts[0] != STDLIB_PREFIX:
                 hint = (f"looked for {'/'.join(imp.path.parts)}.msl beside the file and on the -I paths; "
                         f"stdlib modules are: {', '.join(stdlib_modules())}")
-            del cands
             self.bag.error("E101", f"cannot find module `{modname}`", imp.path.span, hint=hint)
             return None
         module = parse_stdlib_cached(src, self.bag) if src.path.startswith("<stdlib>/") else parse_msl(src, self.bag)
@@ -204,9 +202,9 @@ def load_program(root: A.Module, bag: DiagnosticBag, search: list[Path], root_na
     for modname, module in prog.modules.items():
         scope: dict[str, str] = {}
         bare: dict[str, set[str]] = {}
-        imports = list(module.imports)
-        if modname == root_name or True:
-            imports = [A.Import(prelude_span, A.Name(prelude_span, tuple(p.split("."))), None) for p in prelude] + imports
+        # the prelude (std.layers, device profiles) is visible in every module, the stdlib's own included
+        imports = [A.Import(prelude_span, A.Name(prelude_span, tuple(p.split("."))), None) for p in prelude]
+        imports += module.imports
         for imp in imports:
             target = imp.path.dotted
             if target not in prog.modules:

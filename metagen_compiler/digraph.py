@@ -1,0 +1,184 @@
+"""The graph IR's storage: networkx's DiGraph layout and the part of its API the compiler uses.
+
+networkx is the graph IR's library: `DiGraph.to_networkx()` gives a `networkx.DiGraph` with the same
+nodes, edges and attribute dicts, for analysis, drawing or export. The compile path itself works on
+this class because `import networkx` costs about 0.12 s (its `__init__` loads every algorithm,
+generator and reader), a third of a whole compile; the compiler needs a dozen methods of it.
+
+The storage is networkx's: `_node` (node -> attribute dict), `_succ` and `_pred` (node -> neighbour
+-> the one edge attribute dict both sides share), `graph` (graph attributes). Every method below
+behaves as networkx's method of the same name, iteration orders included (insertion order); a
+differential test (tests/test_digraph.py) runs both on random graphs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
+
+__all__ = ["DiGraph", "CycleError"]
+
+Node = Hashable
+AttrDict = dict[str, Any]
+
+
+class CycleError(ValueError):
+    """topological_sort found a cycle."""
+
+
+class NodeView:
+    """`g.nodes`: iterate, `in`, `len`, `g.nodes[n]` (the attribute dict), `g.nodes(data=True)`."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: dict[Node, AttrDict]) -> None:
+        self._node = node
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+    def __contains__(self, n: object) -> bool:
+        return n in self._node
+
+    def __getitem__(self, n: Node) -> AttrDict:
+        return self._node[n]
+
+    def __call__(self, data: bool = False) -> Any:
+        return iter(self._node.items()) if data else iter(self._node)
+
+
+class EdgeView:
+    """`g.edges`: iterate (u, v) pairs in adjacency order, `len`, `(u, v) in`, `g.edges[u, v]` (the attributes)."""
+
+    __slots__ = ("_succ",)
+
+    def __init__(self, succ: dict[Node, dict[Node, AttrDict]]) -> None:
+        self._succ = succ
+
+    def __iter__(self) -> Iterator[tuple[Node, Node]]:
+        for u, nbrs in self._succ.items():
+            for v in nbrs:
+                yield u, v
+
+    def __len__(self) -> int:
+        return sum(len(nbrs) for nbrs in self._succ.values())
+
+    def __contains__(self, e: object) -> bool:
+        try:
+            u, v = e  # type: ignore[misc]
+        except (TypeError, ValueError):
+            return False
+        return u in self._succ and v in self._succ[u]
+
+    def __getitem__(self, e: tuple[Node, Node]) -> AttrDict:
+        u, v = e
+        return self._succ[u][v]
+
+    def __call__(self, data: bool = False) -> Any:
+        if not data:
+            return iter(self)
+        return ((u, v, d) for u, nbrs in self._succ.items() for v, d in nbrs.items())
+
+
+class DiGraph:
+    """A directed graph with node, edge and graph attributes (networkx's DiGraph, the part the compiler uses)."""
+
+    def __init__(self) -> None:
+        self.graph: AttrDict = {}
+        self._node: dict[Node, AttrDict] = {}
+        self._succ: dict[Node, dict[Node, AttrDict]] = {}
+        self._pred: dict[Node, dict[Node, AttrDict]] = {}
+        self.nodes = NodeView(self._node)
+        self.edges = EdgeView(self._succ)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+    def __contains__(self, n: object) -> bool:
+        try:
+            return n in self._node
+        except TypeError:
+            return False
+
+    def number_of_nodes(self) -> int:
+        return len(self._node)
+
+    def number_of_edges(self) -> int:
+        return len(self.edges)
+
+    def add_node(self, n: Node, **attr: Any) -> None:
+        if n not in self._node:
+            self._succ[n] = {}
+            self._pred[n] = {}
+            self._node[n] = attr
+        else:
+            self._node[n].update(attr)
+
+    def add_edge(self, u: Node, v: Node, **attr: Any) -> None:
+        for n in (u, v):
+            if n not in self._node:
+                self._succ[n] = {}
+                self._pred[n] = {}
+                self._node[n] = {}
+        d = self._succ[u].get(v, {})
+        d.update(attr)
+        self._succ[u][v] = d
+        self._pred[v][u] = d
+
+    def has_edge(self, u: Node, v: Node) -> bool:
+        return u in self._succ and v in self._succ[u]
+
+    def successors(self, n: Node) -> Iterator[Node]:
+        return iter(self._succ[n])
+
+    def predecessors(self, n: Node) -> Iterator[Node]:
+        return iter(self._pred[n])
+
+    def out_degree(self, n: Node) -> int:
+        return len(self._succ[n])
+
+    def in_degree(self, n: Node) -> int:
+        return len(self._pred[n])
+
+    def lexicographical_topological_sort(self, key: Callable[[Node], Any]) -> list[Node]:
+        """Kahn's algorithm taking the smallest `key` among the ready nodes at each step, ties to the node
+        added first (networkx's function of that name). Raises CycleError."""
+        index = {n: i for i, n in enumerate(self._node)}  # ties go to the node added first, as in networkx
+        indegree = {n: len(p) for n, p in self._pred.items()}
+        heap = [(key(n), index[n], n) for n in self._node if indegree[n] == 0]
+        heapq.heapify(heap)
+        order: list[Node] = []
+        while heap:
+            _, _, n = heapq.heappop(heap)
+            order.append(n)
+            for s in self._succ[n]:
+                indegree[s] -= 1
+                if indegree[s] == 0:
+                    heapq.heappush(heap, (key(s), index[s], s))
+        if len(order) != len(self._node):
+            raise CycleError("graph has a cycle")
+        return order
+
+    def is_directed_acyclic_graph(self) -> bool:
+        try:
+            self.lexicographical_topological_sort(key=lambda n: 0)
+        except CycleError:
+            return False
+        return True
+
+    def to_networkx(self) -> Any:
+        """A networkx.DiGraph with these nodes and edges, in this order; attribute dicts are shallow copies."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.graph.update(self.graph)
+        g.add_nodes_from(self._node.items())
+        g.add_edges_from((u, v, d) for u, nbrs in self._succ.items() for v, d in nbrs.items())
+        return g
