@@ -1,7 +1,8 @@
 """Generated-model speed on CPU, against reference implementations, in one run.
 
 - GPT-2 small training step (forward, backward, AdamW step): generated vs transformers' GPT2LMHeadModel.
-- ResNet-50 and ViT-B/16 inference: generated vs torchvision's resnet50 and VisionTransformer where
+- ResNet-50 and ViT-B/16 inference: generated (ResNet-50 channels-last, as build_model() gives it) vs
+  torchvision's resnet50 (as it comes, NCHW, and converted to channels-last) and VisionTransformer where
   torchvision imports beside the installed torch (a separate environment: see README), and always vs
   transformers' ResNetForImageClassification and ViTForImageClassification (same architectures and
   parameter counts as torchvision's).
@@ -80,7 +81,7 @@ def main() -> int:
     from metagen_compiler.cli import main as metagenc
 
     q = args.quick
-    warm, iters = (1, 1) if q else (2, 5)
+    warm, iters = (1, 1) if q else (2, 9)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)
@@ -136,6 +137,9 @@ def main() -> int:
             if not q:  # torchvision's ResNet has a fixed stem width (64): the full-size model only
                 refs["resnet50"].insert(0, ("torchvision resnet50", lambda m: tv.models.resnet50(
                     num_classes=m.config.num_classes)))
+                # the generated ResNet runs channels-last (build_model); torchvision converted the same way too
+                refs["resnet50"].insert(1, ("torchvision resnet50, channels-last", lambda m: tv.models.resnet50(
+                    num_classes=m.config.num_classes).to(memory_format=torch.channels_last)))
             refs["vit_b_16"].insert(0, ("torchvision VisionTransformer", lambda m: tv.models.VisionTransformer(
                 image_size=m.config.image_size, patch_size=m.config.patch_size, num_layers=m.config.layers,
                 num_heads=m.config.heads, hidden_dim=m.config.d_model, mlp_dim=m.config.mlp_dim,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -283,6 +284,96 @@ def test_seed_makes_weights_deterministic(built) -> None:  # type: ignore[no-unt
     a, b = _small(mod, report), _small(mod, report)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
+
+
+IN_PLACE = [p.stem for p in EXAMPLES if p.stem in ("resnet50", "autoencoder_image", "dqn_atari", "impala_atari",
+                                                  "pointnet", "conv_vae_images", "house_prices", "world_model")]
+
+
+@pytest.mark.parametrize("name", IN_PLACE)
+def test_in_place_relu_changes_nothing(built, name, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The generated F.relu(..., inplace=True) against the same file with every relu out of place: the same loss
+    and the same gradients, bit for bit (train mode, so autograd's saved tensors are exercised)."""
+    mod, report = _by_file(built, name)
+    text = Path(mod.__file__).read_text()
+    assert "inplace=True" in text
+    (tmp_path / "model.py").write_text(text.replace(", inplace=True)", ")"))
+    plain = load_module(tmp_path / "model.py", f"plain_{name}")
+    results = []
+    for m in (mod, plain):
+        model = _small(m, report)
+        batch = m.example_batch(model, batch_size=2)
+        torch.manual_seed(1)  # dropout draws the same masks in both
+        loss = model.loss(batch)
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in model.parameters() if p.grad is not None]))
+    (la, ga), (lb, gb) = results
+    assert torch.equal(la, lb) and len(ga) == len(gb) and all(torch.equal(a, b) for a, b in zip(ga, gb))
+
+
+IN_PLACE_RULES = """msl 1
+import std.tabular
+
+block mixed(d: int) {
+  input x
+  a = x >> relu
+  b = x >> linear(d, d) >> relu
+  c = x >> dropout(0.1) >> relu
+  e = (a + b) >> relu
+  return e + c + x
+}
+
+family fam(features: int = 8, hidden: int = 32, num_classes: int = 3) {
+  encoder tabular = mlp_input(features, hidden)
+  backbone = mixed(hidden)
+  head classification = linear_head(hidden, num_classes)
+}
+
+model inplace_rules {
+  modality tabular -> label
+  task classification { num_classes = 3 }
+  architecture fam
+}
+"""
+
+
+def test_relu_in_place_only_on_a_fresh_temporary(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """In place: a linear's output, a sum. Out of place: a named tensor read again, and dropout's output (in
+    eval mode it is its input itself)."""
+    (tmp_path / "m.msl").write_text(IN_PLACE_RULES)
+    assert main([str(tmp_path / "m.msl"), "-o", str(tmp_path / "out"), "--backend", "pytorch"]) == 0
+    text = (tmp_path / "out" / "inplace_rules" / "model.py").read_text()
+    for line in ("a = F.relu(x)  #", "b = F.relu(self.linear(x), inplace=True)  #",
+                 "c = F.relu(F.dropout(x, 0.1, self.training))  #", "e = F.relu(a + b, inplace=True)  #"):
+        assert line in text, line
+    mod = load_module(tmp_path / "out" / "inplace_rules" / "model.py", "gen_inplace_rules")
+    model = mod.build_model().eval()
+    (x,) = mod.example_inputs(model, batch_size=3)
+    h = model.encoder(x)
+    before = h.clone()
+    with torch.no_grad():
+        model.backbone(h)
+    assert torch.equal(h, before)  # the block's input is not overwritten
+
+
+@pytest.mark.parametrize("stem,conv", [("resnet50", True), ("tiny_diffusion", True), ("yolo_detector", True),
+                                       ("vit_b_16", False), ("gpt2", False), ("convnext_tiny", False)])
+def test_channels_last_where_convolutions_dominate(built, stem, conv) -> None:  # type: ignore[no-untyped-def]
+    """build_model() gives channels-last 4-D weights where 2D convolutions are most of the FLOPs, and the
+    model computes what the same weights compute in NCHW."""
+    mod, report = _by_file(built, stem)
+    model = _small(mod, report).eval()
+    four_d = [p for p in model.parameters() if p.ndim == 4 and p.shape[2] * p.shape[3] > 1]
+    assert four_d or not conv
+    cl = [p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in four_d]
+    assert all(cl) if conv else not any(cl)
+    if conv:
+        x = mod.example_inputs(model, batch_size=2)
+        with torch.no_grad():
+            a = model(*x)
+            b = model.to(memory_format=torch.contiguous_format)(*x)
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            assert torch.allclose(u, v, rtol=1e-4, atol=1e-5)
 
 
 def _by_file(built, stem):  # type: ignore[no-untyped-def]
