@@ -28,7 +28,7 @@ class CycleError(ValueError):
 
 
 class NodeView:
-    """`g.nodes`: iterate, `in`, `len`, `g.nodes[n]` (the attribute dict), `g.nodes(data=True)`."""
+    """`g.nodes`: iterate, `g.nodes[n]` (the attribute dict), `g.nodes(data=True)`."""
 
     __slots__ = ("_node",)
 
@@ -38,12 +38,6 @@ class NodeView:
     def __iter__(self) -> Iterator[Node]:
         return iter(self._node)
 
-    def __len__(self) -> int:
-        return len(self._node)
-
-    def __contains__(self, n: object) -> bool:
-        return n in self._node
-
     def __getitem__(self, n: Node) -> AttrDict:
         return self._node[n]
 
@@ -52,7 +46,7 @@ class NodeView:
 
 
 class EdgeView:
-    """`g.edges`: iterate (u, v) pairs in adjacency order, `len`, `(u, v) in`, `g.edges[u, v]` (the attributes)."""
+    """`g.edges`: iterate (u, v) pairs in adjacency order; `g.edges[u, v]` (the attributes)."""
 
     __slots__ = ("_succ",)
 
@@ -64,24 +58,9 @@ class EdgeView:
             for v in nbrs:
                 yield u, v
 
-    def __len__(self) -> int:
-        return sum(len(nbrs) for nbrs in self._succ.values())
-
-    def __contains__(self, e: object) -> bool:
-        try:
-            u, v = e  # type: ignore[misc]
-        except (TypeError, ValueError):
-            return False
-        return u in self._succ and v in self._succ[u]
-
     def __getitem__(self, e: tuple[Node, Node]) -> AttrDict:
         u, v = e
         return self._succ[u][v]
-
-    def __call__(self, data: bool = False) -> Any:
-        if not data:
-            return iter(self)
-        return ((u, v, d) for u, nbrs in self._succ.items() for v, d in nbrs.items())
 
 
 class DiGraph:
@@ -106,12 +85,6 @@ class DiGraph:
             return n in self._node
         except TypeError:
             return False
-
-    def number_of_nodes(self) -> int:
-        return len(self._node)
-
-    def number_of_edges(self) -> int:
-        return len(self.edges)
 
     def add_node(self, n: Node, **attr: Any) -> None:
         if n not in self._node:
@@ -144,13 +117,11 @@ class DiGraph:
     def out_degree(self, n: Node) -> int:
         return len(self._succ[n])
 
-    def in_degree(self, n: Node) -> int:
-        return len(self._pred[n])
-
-    def lexicographical_topological_sort(self, key: Callable[[Node], Any]) -> list[Node]:
-        """Kahn's algorithm taking the smallest `key` among the ready nodes at each step, ties to the node
-        added first (networkx's function of that name). Raises CycleError."""
-        index = {n: i for i, n in enumerate(self._node)}  # ties go to the node added first, as in networkx
+    def lexicographical_topological_sort(self, key: Callable[[Node], Any] | None = None) -> list[Node]:
+        """Kahn's algorithm taking the smallest `key` among the ready nodes at each step, ties (and no key)
+        to the node added first: networkx's function of that name. Raises CycleError."""
+        index = {n: i for i, n in enumerate(self._node)}
+        key = key or index.__getitem__
         indegree = {n: len(p) for n, p in self._pred.items()}
         heap = [(key(n), index[n], n) for n in self._node if indegree[n] == 0]
         heapq.heapify(heap)
@@ -165,13 +136,6 @@ class DiGraph:
         if len(order) != len(self._node):
             raise CycleError("graph has a cycle")
         return order
-
-    def is_directed_acyclic_graph(self) -> bool:
-        try:
-            self.lexicographical_topological_sort(key=lambda n: 0)
-        except CycleError:
-            return False
-        return True
 
     def to_networkx(self) -> Any:
         """A networkx.DiGraph with these nodes and edges, in this order; attribute dicts are shallow copies."""

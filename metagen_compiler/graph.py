@@ -47,9 +47,8 @@ class GraphIR:
     order: list[str] = field(default_factory=list)
 
     def topo(self) -> list[str]:
-        if not self.order:
-            index = {n: i for i, n in enumerate(self.g.nodes)}
-            self.order = self.g.lexicographical_topological_sort(key=index.__getitem__)
+        if not self.order:  # among the ready nodes, the one added first
+            self.order = self.g.lexicographical_topological_sort()
         return self.order
 
     def to_networkx(self) -> Any:
@@ -92,8 +91,7 @@ def verify_graph(ir: GraphIR) -> list[str]:
         problems.append("graph has a cycle")
     else:
         index = {n: i for i, n in enumerate(g.nodes)}
-        if list(nx.lexicographical_topological_sort(ng, key=index.__getitem__)) != g.lexicographical_topological_sort(
-                key=index.__getitem__):
+        if list(nx.lexicographical_topological_sort(ng, key=index.__getitem__)) != g.lexicographical_topological_sort():
             problems.append("topological order differs from networkx's")
     for n, d in g.nodes(data=True):
         if "op" not in d:

@@ -124,6 +124,17 @@ def test_pytorch_lowering_covers_every_primitive_and_evaluates_inputs_once() -> 
             assert uses[name] <= 1, (prim, tmpl)
 
 
+def test_in_place_tables_agree_with_the_primitives() -> None:
+    """An in-place form is a functional primitive's; an op whose output may be overwritten is a primitive
+    that autograd does not keep the output of (its `saves`)."""
+    from metagen_backends.pytorch.codegen import FRESH_OUTPUT
+    from metagen_backends.pytorch.lowering import FUNCTIONAL, FUNCTIONAL_IN_PLACE
+    from metagen_compiler.primitives import PRIMITIVES
+
+    assert set(FUNCTIONAL_IN_PLACE) <= set(FUNCTIONAL)
+    assert all(PRIMITIVES[p].saves in ("input", "first", "none") for p in FRESH_OUTPUT), FRESH_OUTPUT
+
+
 def test_clip_preset_equals_transformers() -> None:
     src = """msl 1
 import std.presets

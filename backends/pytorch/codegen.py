@@ -24,7 +24,7 @@ from metagen_compiler.values import LayerRef, Sym, Value, evaluate
 
 from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 
-from .lowering import FUNCTIONAL, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
+from .lowering import FUNCTIONAL, FUNCTIONAL_IN_PLACE, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
 from .losses import LOSS_HELPERS, LOSSES, TARGET_INPUT, TIMESTEP_INPUT
 from .writer import Namespace, Writer, attr_ident, camel, py_ident
 
@@ -55,13 +55,13 @@ def literal(v: Value) -> str:
 
 _PY_OPS = {"and": "and", "or": "or"}
 # build_model() returns channels-last weights where 2D convolutions are at least this share of the forward
-# FLOPs: measured on CPU (torch 2.13, oneDNN), NHWC ran ResNet-50, YOLO and the conv VAE 6-19% faster in
-# inference and was never slower on the conv examples (benchmarks/models.py measures ResNet-50)
+# FLOPs. Measured on CPU (torch 2.13, oneDNN), NHWC / NCHW inference time: autoencoder_image 0.94, ResNet-50
+# 0.91, conv VAE 0.86, YOLO 0.81, IMPALA 0.60, DQN 1.02 (2 ms, within noise; its training step 0.90);
+# ConvNeXt and the hybrid ViT, below the share, 0.99-1.01 (benchmarks/models.py measures ResNet-50)
 CHANNELS_LAST_SHARE = 0.5
-# an activation applied inline to the output of one of FRESH_OUTPUT (or of a tensor +, -, *) runs in place
-# (F.relu(..., inplace=True)): those ops return a new tensor (never a view or their input) and autograd keeps
-# their inputs, not their output, so overwriting it is safe in training too; it saves an allocation and a pass
-IN_PLACE_ACTIVATIONS = frozenset({"relu"})  # relu_ keeps its output for backward; silu_ would need its input
+# an activation with a FUNCTIONAL_IN_PLACE form, applied inline to the output of one of FRESH_OUTPUT (or of a
+# tensor +, -, *), runs in place: those ops return a new tensor (never a view or their input) and autograd
+# keeps their inputs, not their output, so overwriting it is safe in training too; it saves an allocation
 FRESH_OUTPUT = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose2d", "linear", "batchnorm", "batchnorm1d",
                           "frozen_batchnorm", "layernorm", "layernorm2d", "groupnorm", "rmsnorm"})
 
@@ -491,20 +491,17 @@ class PyTorchEmitter:
                 return ", ".join(go(i) for i in x.items)
             if isinstance(x, A.Apply):
                 ins = [go(i) for i in x.input.items] if isinstance(x.input, A.TupleExpr) else [go(x.input)]
-                text = self._apply(x.layer, ins, ctx, labels, tensors, pre, target)
-                if text.endswith(")") and self._in_place_ok(x, ctx, labels):
-                    text = text[:-1] + ", inplace=True)"
-                return text
+                return self._apply(x.layer, ins, ctx, labels, tensors, pre, target, self._in_place_ok(x, ctx))
             return py_expr(x, self._fwd_name(ctx, tensors))
 
         return pre, go(e)
 
-    def _in_place_ok(self, x: A.Apply, ctx: _Ctx, labels: dict[int, str | None]) -> bool:
-        """Whether an activation may overwrite its input: it is one of IN_PLACE_ACTIVATIONS, its input is a
+    def _in_place_ok(self, x: A.Apply, ctx: _Ctx) -> bool:
+        """Whether an activation may overwrite its input: it has a FUNCTIONAL_IN_PLACE form, its input is a
         temporary of this expression (an application written inline, so nothing else reads it) made by an
         op in FRESH_OUTPUT (a new tensor, not a view or an alias, which autograd does not keep for backward)."""
         ref = self.elab.layer_ref(ctx.d.module, x.layer.callee, ctx.layer_env)  # type: ignore[arg-type]
-        if ref is None or ref.kind != "primitive" or ref.target not in IN_PLACE_ACTIVATIONS or x.layer.repeat:
+        if ref is None or ref.kind != "primitive" or ref.target not in FUNCTIONAL_IN_PLACE or x.layer.repeat:
             return False
         inner = x.input
         if isinstance(inner, A.BinOp):
@@ -515,7 +512,7 @@ class PyTorchEmitter:
         return src is not None and src.kind == "primitive" and src.target in FRESH_OUTPUT
 
     def _apply(self, ly: A.Layer, ins: list[str], ctx: _Ctx, labels: dict[int, str | None], tensors: set[str],
-               pre: list[str], target: str | None) -> str:
+               pre: list[str], target: str | None, in_place: bool = False) -> str:
         label = labels.get(id(ly))
         ref0 = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
         assert ref0 is not None
@@ -541,7 +538,7 @@ class PyTorchEmitter:
             self.helpers.add(h)
         argmap: dict[str, tuple[str | None, Any]] = {s.name: (a, s.default) for s, a in parts}
         names = INPUT_NAMES.get(ref.target, ("x",))
-        tmpl = FUNCTIONAL[ref.target]
+        tmpl = (FUNCTIONAL_IN_PLACE if in_place else FUNCTIONAL)[ref.target]
         for n, v in zip(names, ins):
             # parenthesise an operand only where the template puts it next to an operator or a `.`
             bare = f"({{{n}}}" in tmpl or f", {{{n}}}" in tmpl or tmpl == f"{{{n}}}"
@@ -553,7 +550,7 @@ class PyTorchEmitter:
         if ref.target == "resize" and argmap["mode"][0] in ("'nearest'", '"nearest"'):
             # F.interpolate rejects align_corners in nearest mode
             return _fill(FUNCTIONAL[ref.target].replace(", align_corners=False", ""), argmap)
-        return _fill(FUNCTIONAL[ref.target], argmap)
+        return _fill(tmpl, argmap)
 
     # ------------------------------------------------------------ the model
     def emit(self) -> str:

@@ -3,7 +3,7 @@ functional expressions in `forward`. Templates take Python expression strings fo
 
 from __future__ import annotations
 
-__all__ = ["MODULES", "MODULE_CALL", "FUNCTIONAL", "HELPERS", "LEARNED_HELPERS", "helper_deps"]
+__all__ = ["MODULES", "MODULE_CALL", "FUNCTIONAL", "FUNCTIONAL_IN_PLACE", "HELPERS", "LEARNED_HELPERS", "helper_deps"]
 
 # weighted primitives: constructor text. {name} are argument expressions; `?name` marks an
 # argument left out when it equals the primitive's default.
@@ -97,6 +97,11 @@ FUNCTIONAL: dict[str, str] = {
     "top_k_pairs": "top_k_pairs({s}, {q}, {p}, {k})",
     "tile": "torch.cat([{x}] * {times}, dim={dim})",
 }
+
+# the same, overwriting the input: the codegen takes these only where the input is a fresh temporary
+# nothing else reads (codegen.py `_in_place_ok`). relu_ keeps its output for backward; silu_ would need
+# its input, so it is not here
+FUNCTIONAL_IN_PLACE: dict[str, str] = {"relu": "F.relu({x}, inplace=True)"}
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "sdpa": ("q", "k", "v"), "sdpa_bias": ("q", "k", "v", "bias"), "relative_position_bias": ("a", "b"),
