@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import re
-import shutil
+import importlib.util
 import sys
-import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import __version__
-
-if TYPE_CHECKING:
-    from .compilation import Compilation
+from .outputs import SAFE_NAME, write_outputs
 
 # The compiler itself is imported inside main(), so that `command` turns the collector off before the
-# imports' allocations, and subcommands load only what they use.
+# imports' allocations, and subcommands load only what they use. `outputs` imports only the standard library.
 
-__all__ = ["command", "main", "write_outputs"]
+__all__ = ["SUBCOMMANDS", "Needs", "Subcommand", "command", "main", "write_outputs"]
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 DEFAULT_BACKENDS = ("pytorch", "latex")
+
+
+def _seed(text: str) -> int:
+    """--seed: a whole number torch.manual_seed takes (a usage error otherwise, exit 2)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= v <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..2**63-1")
+    return v
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metagenc",
         description="Compile a MetaGen spec (.msl, or the seeds' .yaml) into a model: PyTorch code, graph IR, report.",
-        epilog="Exit codes: 0 ok, 1 errors in the input, 2 usage, 3 internal compiler error.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", help="the spec to compile (.msl or .yaml)")
     p.add_argument("-o", "--output", default="out", help="output folder; the model goes to OUT/<model name>/ (default: out)")
@@ -45,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=",".join(DEFAULT_BACKENDS),
                    help="comma-separated backends to run: pytorch, latex, onnx (default: pytorch,latex; 'none' for the IR "
                         "and report only)")
-    p.add_argument("--seed", type=int, default=0, help="seed baked into build_model() for the initial weights")
+    p.add_argument("--seed", type=_seed, default=0, help="seed baked into build_model() for the initial weights "
+                   "(0 to 2**63-1: torch.manual_seed takes an int64)")
     p.add_argument("--check", action="store_true", help="only diagnose: run every pass, write nothing")
     p.add_argument("--diagnostics-format", choices=("text", "json"), default="text")
     p.add_argument("-I", dest="include", action="append", default=[], metavar="DIR", help="add an import search path")
@@ -57,70 +64,103 @@ def _parser() -> argparse.ArgumentParser:
                    help="ONNX weights: random initial weights (external data above 2 GiB), none (graph only), external")
     p.add_argument("--device-profile", dest="device_profiles", action="append", default=[], metavar="FILE",
                    help="add the device classes of an MSL file (e.g. from `metagenc calibrate`) for latency estimates")
+    p.add_argument("--fsync", action="store_true",
+                   help="flush every output file to disk before it replaces the old one (to survive a power loss; "
+                        "slower). Without it the outputs are still all or nothing when a run fails or is killed")
     p.add_argument("--version", action="version", version=f"metagenc {__version__}")
     return p
 
 
-def write_outputs(comp: Compilation, out_root: Path, backends: list[str]) -> tuple[Path, dict[str, str | bytes]]:
-    """All files for one model, as {relative path: text or bytes}; written by `_commit` atomically.
+@dataclass(frozen=True)
+class Needs:
+    """Modules (import names) that a backend or subcommand imports beyond metagen's own dependencies, and the
+    pip extra that installs them: `pip install "metagen[EXTRA]"`. `when`, if given, says for which arguments."""
 
-    A backend is `emit(comp) -> {relative path: str | bytes}`; paths are relative to OUT/<name>/."""
-    from .graph import graph_dot, graph_json
-    from .ir import dump_spec
-    from .report import build_report, jsonable
-
-    assert comp.spec is not None and comp.graph is not None
-    files: dict[str, str | bytes] = {}
-    files["spec.txt"] = dump_spec(comp.spec)
-    files["graph.json"] = json.dumps(graph_json(comp.graph), indent=1, sort_keys=False) + "\n"
-    files["graph.dot"] = graph_dot(comp.graph)
-    files["report.json"] = json.dumps(jsonable(build_report(comp, backends)), indent=2) + "\n"
-    for b in backends:
-        from importlib import import_module
-
-        from metagen_backends import BACKENDS
-
-        mod, fn = BACKENDS[b].split(":")
-        for rel, text in getattr(import_module(mod), fn)(comp).items():
-            files[rel] = text
-    return out_root / comp.spec.name, files
+    extra: str
+    modules: tuple[str, ...]
+    when: Callable[[Sequence[str]], bool] | None = None
 
 
-def _commit(target: Path, files: dict[str, str | bytes]) -> None:
-    """Write into a temporary folder beside `target`, then swap it in with renames."""
-    root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
-    try:
-        for rel, text in sorted(files.items()):
-            p = (tmp / rel).resolve()
-            if tmp.resolve() not in p.parents:
-                raise ValueError(f"refusing to write outside the output folder: {rel}")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(text, bytes):
-                p.write_bytes(text)
-            else:
-                p.write_text(text, encoding="utf-8")
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=root))
-            os.rmdir(old)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+@dataclass(frozen=True)
+class Subcommand:
+    """`metagenc NAME ...`: `entry` ("module:function", imported only when used) gets the rest of the
+    arguments; `summary` is its line in `metagenc --help`; `needs` is checked before it is imported."""
+
+    entry: str
+    summary: str
+    needs: tuple[Needs, ...] = ()
+
+
+_ONNX = Needs("onnx", ("numpy", "onnx", "onnx_ir"))
+
+
+def _reads_a_torch_file(args: Sequence[str]) -> bool:
+    """import-weights MODEL_DIR WEIGHTS: a WEIGHTS that is not .npz is loaded with torch."""
+    positional, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("-o", "--output", "--model"):
+            skip = True
+        elif not a.startswith("-"):
+            positional.append(a)
+    return len(positional) >= 2 and not positional[1].endswith(".npz")
 
 
 # Subcommands live in their own modules, imported only when used: `metagenc fmt ...`, `metagenc lsp`.
-SUBCOMMANDS = {
-    "fmt": "metagen_compiler.fmt:main",
-    "lsp": "metagen_compiler.lsp:main",
-    "calibrate": "metagen_compiler.calibrate:main",
-    "import-weights": "metagen_backends.onnx.weights:main",
+# `metagenc --help` lists them from this table, in this order.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "fmt": Subcommand("metagen_compiler.fmt:main", "format MSL files in the canonical style (--check: report only)"),
+    "lsp": Subcommand("metagen_compiler.lsp:main", "the MSL language server, on stdio (docs/editors.md)",
+                      (Needs("editor", ("pygls", "lsprotocol")),)),
+    "calibrate": Subcommand("metagen_compiler.calibrate:main",
+                            "measure this machine with onnxruntime and write an MSL device profile",
+                            (Needs("onnx", ("numpy", "onnx", "onnx_ir", "onnxruntime")),)),
+    "import-weights": Subcommand("metagen_backends.onnx.weights:main",
+                                 "put trained weights (a state_dict .pt or .npz) into a compiled model's ONNX file",
+                                 (_ONNX, Needs("torch", ("torch",), _reads_a_torch_file))),
+    "search": Subcommand("metagen_compiler.search:main", "search the open dimensions of a spec (docs/search.md)",
+                         (Needs("search", ("optuna",)),)),
 }
+
+# pip's names for the modules whose import name differs
+_DISTRIBUTIONS = {"onnx_ir": "onnx-ir", "pygments": "Pygments"}
+
+
+def _epilog() -> str:
+    width = max(len(n) for n in SUBCOMMANDS) + 2
+    lines = ["subcommands (metagenc COMMAND --help for each):"]
+    lines += [f"  {name:<{width}}{sub.summary}" for name, sub in SUBCOMMANDS.items()]
+    lines += ["", "exit codes: 0 ok, 1 errors in the input or outputs that cannot be written, 2 usage (a missing",
+              "optional dependency included), 3 internal compiler error. The outputs of a run are written all or",
+              "nothing: a run that fails or is killed leaves OUT as it was."]
+    return "\n".join(lines)
+
+
+def _missing(needs: Sequence[Needs], args: Sequence[str], what: str) -> str | None:
+    """The usage error for the first unmet need, or None when everything is installed."""
+    for n in needs:
+        if n.when is not None and not n.when(args):
+            continue
+        absent = [m for m in n.modules if not _installed(m)]
+        if absent:
+            names = ", ".join(_DISTRIBUTIONS.get(m, m) for m in absent)
+            return f"{what} needs {names}, which {'is' if len(absent) == 1 else 'are'} not installed: " \
+                   f'pip install "metagen[{n.extra}]"'
+    return None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: in sys.modules without a spec (present)
+        return module in sys.modules and sys.modules[module] is not None
+
+
+def _backend_needs() -> dict[str, tuple[Needs, ...]]:
+    from metagen_backends import REQUIRES
+
+    return {b: (Needs(extra, tuple(mods)),) for b, (extra, mods) in REQUIRES.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,11 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         from importlib import import_module
 
-        mod, fn = SUBCOMMANDS[argv[0]].split(":")
+        name, sub = argv[0], SUBCOMMANDS[argv[0]]
+        if "-h" not in argv[1:] and "--help" not in argv[1:]:
+            problem = _missing(sub.needs, argv[1:], f"`metagenc {name}`")
+            if problem:
+                print(f"metagenc: error: {problem}", file=sys.stderr)
+                return EXIT_USAGE
+        mod, fn = sub.entry.split(":")
         try:
             entry = getattr(import_module(mod), fn)
-        except ImportError as e:
-            print(f"metagenc {argv[0]}: not available ({e})", file=sys.stderr)
+        except ModuleNotFoundError as e:
+            extras = " or ".join(f'"metagen[{n.extra}]"' for n in sub.needs) or '"metagen"'
+            print(f"metagenc: error: `metagenc {name}` needs {e.name}, which is not installed: pip install {extras}",
+                  file=sys.stderr)
             return EXIT_USAGE
         return int(entry(argv[1:]))
     return _compile(argv)
@@ -151,6 +199,12 @@ def _compile(argv: list[str]) -> int:
     for b in backends:
         if b not in BACKENDS:
             print(f"metagenc: error: unknown backend `{b}` (available: {', '.join(sorted(BACKENDS))})", file=sys.stderr)
+            return EXIT_USAGE
+    needs = _backend_needs()
+    for b in backends:
+        problem = _missing(needs.get(b, ()), argv, f"the {b} backend")
+        if problem:
+            print(f"metagenc: error: {problem}", file=sys.stderr)
             return EXIT_USAGE
     overrides = []
     for o in args.overrides:
@@ -195,15 +249,17 @@ def _compile(argv: list[str]) -> int:
         return EXIT_OK
     if args.check:
         return EXIT_OK
+    from .outputs import OutputError, commit
+
     out_root = Path(args.output)
-    staged = []
+    staged: dict[str, dict[str, str | bytes]] = {}
     for c in comps:
         assert c.spec is not None
-        if not _SAFE_NAME.match(c.spec.name):
+        if not SAFE_NAME.match(c.spec.name):
             print(f"metagenc: error: model name `{c.spec.name}` is not a safe folder name", file=sys.stderr)
             return EXIT_INPUT
         try:
-            staged.append(write_outputs(c, out_root, backends))
+            staged[c.spec.name] = write_outputs(c, out_root, backends)[1]
         except BackendError as e:  # the input asks for something a backend cannot write
             diags = list(e.diagnostics)
             sys.stderr.write(render_json(diags) if fmt == "json" else render_text(diags))  # type: ignore[arg-type]
@@ -211,8 +267,12 @@ def _compile(argv: list[str]) -> int:
         except Exception as e:  # a backend failure is a compiler bug
             print(f"metagenc: internal error in a backend: {type(e).__name__}: {e}", file=sys.stderr)
             return EXIT_INTERNAL
-    for target, files in staged:
-        _commit(target, files)
+    try:  # every model's folder, all or nothing
+        targets = commit(out_root, staged, durable=args.fsync)
+    except OutputError as e:
+        print(f"metagenc: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    for target, files in zip(targets, staged.values(), strict=True):
         print(f"wrote {target}/ ({', '.join(sorted(files))})")
     return EXIT_OK
 

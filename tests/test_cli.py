@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 GPT2 = str(ROOT / "examples" / "gpt2.msl")
@@ -132,14 +134,13 @@ def test_compile_path_never_imports_torch_onnx_or_networkx(tmp_path: Path) -> No
 
 
 def test_model_name_cannot_escape_the_output_folder(tmp_path: Path) -> None:
-    from metagen_compiler.cli import _commit
+    from metagen_compiler.outputs import commit
 
-    import pytest
-
-    with pytest.raises(ValueError):
-        _commit(tmp_path / "m", {"../../escape.txt": "x"})
+    for name, rel in (("m", "../../escape.txt"), ("m", "/abs.txt"), ("m", "a/../../escape.txt"), ("..", "x.txt")):
+        with pytest.raises(ValueError):
+            commit(tmp_path, {name: {rel: "x"}})
     assert not (tmp_path.parent / "escape.txt").exists()
-    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "m").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_include_path_finds_user_modules(tmp_path: Path) -> None:
@@ -186,3 +187,127 @@ def test_command_compiles_without_the_cyclic_collector_and_subcommands_keep_it(t
         assert gc.isenabled()
     finally:
         gc.enable()
+
+
+# ---------------------------------------------------------------- what a new user meets (issue 15)
+def _without(modules: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`metagenc ARGS` in a Python where `modules` cannot be imported (as if never installed)."""
+    code = ("import sys\n"
+            f"for m in {modules!r}:\n"
+            "    sys.modules[m] = None\n"
+            "from metagen_compiler.cli import command\n"
+            "sys.exit(command(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=120)
+
+
+def test_a_missing_optional_dependency_is_a_usage_error_naming_the_extra(tmp_path: Path) -> None:
+    """Was exit 3, `internal error in a backend: ModuleNotFoundError: No module named 'numpy'`."""
+    out = tmp_path / "out"
+    for missing, named in ((["numpy"], "numpy, which is"), (["onnx_ir", "onnx"], "onnx, onnx-ir, which are")):
+        r = _without(missing, GPT2, "--backend", "pytorch,latex,onnx", "-o", str(out))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == (f"metagenc: error: the onnx backend needs {named} not installed: "
+                            'pip install "metagen[onnx]"\n')
+    assert not out.exists()  # checked before compiling
+    r = _without(["pygls"], "lsp")
+    assert r.returncode == 2 and r.stderr == ("metagenc: error: `metagenc lsp` needs pygls, which is not installed: "
+                                              'pip install "metagen[editor]"\n'), r.stderr
+    r = _without(["onnxruntime"], "calibrate", "--quick", "-o", str(tmp_path / "cal.msl"))
+    assert r.returncode == 2 and 'pip install "metagen[onnx]"' in r.stderr and "onnxruntime" in r.stderr, r.stderr
+    assert not (tmp_path / "cal.msl").exists()
+    r = _without(["torch"], "import-weights", str(tmp_path), str(tmp_path / "w.pt"))
+    assert r.returncode == 2 and r.stderr == ("metagenc: error: `metagenc import-weights` needs torch, which is not "
+                                              'installed: pip install "metagen[torch]"\n'), r.stderr
+    r = _without(["torch"], "import-weights", str(tmp_path), str(tmp_path / "w.npz"))  # .npz: numpy reads it
+    assert "metagen[torch]" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = _without(["torch"], GPT2, "-o", str(out), "--backend", "pytorch,latex")  # compiling never needs torch
+    assert r.returncode == 0, r.stderr
+
+
+def test_declared_needs_name_installable_modules() -> None:
+    """Every extra a backend or subcommand names is one pyproject.toml defines; where the test extra installs
+    that extra's packages, every module declared with it imports here."""
+    import importlib.util
+    import re
+    import tomllib
+
+    from metagen_backends import REQUIRES
+
+    from metagen_compiler.cli import SUBCOMMANDS
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def names(reqs: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in reqs}
+
+    needs = [(n.extra, n.modules) for s in SUBCOMMANDS.values() for n in s.needs] + list(REQUIRES.values())
+    assert {"onnx", "editor", "torch"} <= {extra for extra, _ in needs}
+    for extra, modules in needs:
+        assert extra in extras, extra
+        if names(extras[extra]) <= names(extras["test"]):
+            for m in modules:
+                assert importlib.util.find_spec(m) is not None, (extra, m)
+
+
+def test_help_lists_the_subcommands_from_the_table(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from metagen_compiler import cli
+
+    r = run("--help")
+    assert r.returncode == 0
+    for name, sub in cli.SUBCOMMANDS.items():
+        assert f"  {name}" in r.stdout and sub.summary in r.stdout, name
+    assert {"fmt", "lsp", "calibrate", "import-weights"} <= set(cli.SUBCOMMANDS)
+    assert "exit codes: 0 ok, 1 errors in the input or outputs that cannot be written, 2 usage" in r.stdout
+    monkeypatch.setitem(cli.SUBCOMMANDS, "train", cli.Subcommand("metagen_compiler.train:main", "train a model"))
+    assert "  train           train a model" in cli._parser().format_help()
+
+
+def test_output_folders_get_the_users_umask(tmp_path: Path) -> None:
+    """Were 0700 (a temporary folder renamed into place)."""
+    import stat
+
+    for umask, want in ((0o022, 0o755), (0o027, 0o750)):
+        out = tmp_path / f"u{umask:o}"
+        r = subprocess.run([sys.executable, "-m", "metagen_compiler.cli", GPT2, "-o", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, check=False, preexec_fn=lambda u=umask: os.umask(u))
+        assert r.returncode == 0, r.stderr
+        for d in (out, out / "gpt2", out / "gpt2" / "paper", out / "gpt2" / "paper" / "sections"):
+            assert stat.S_IMODE(d.stat().st_mode) == want, (d, oct(d.stat().st_mode))
+        assert stat.S_IMODE((out / "gpt2" / "model.py").stat().st_mode) == want & 0o666
+
+
+def test_filesystem_failures_are_one_line(tmp_path: Path) -> None:
+    """-o a file, OUT/<model> a file or a symbolic link: exit 1 and one line, never a traceback, no stray entry
+    (the cases in depth: tests/test_outputs.py)."""
+    f = tmp_path / "f"
+    f.write_text("x")
+    r = run(GPT2, "-o", str(f), "--backend", "none")
+    assert r.returncode == 1
+    assert r.stderr == f"metagenc: error: the output folder `{f}` is not a folder: choose another -o\n"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gpt2").symlink_to(tmp_path)
+    r = run(GPT2, "-o", str(out), "--backend", "none")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "symbolic link" in r.stderr, r.stderr
+    assert [p.name for p in out.iterdir()] == ["gpt2"] and (out / "gpt2").is_symlink()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_paper_makefile_says_what_to_install_without_tex(tmp_path: Path) -> None:
+    """Was `make: pdflatex: No such file or directory`."""
+    r = run(str(ROOT / "examples" / "house_prices.msl"), "-o", str(tmp_path), "--backend", "latex")
+    assert r.returncode == 0, r.stderr
+    paper = tmp_path / "house_prices" / "paper"
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    for latexmk in ([], ["LATEXMK="]):
+        r = subprocess.run([shutil.which("make") or "make", "-s", "-C", str(paper), *latexmk], capture_output=True,
+                           text=True, check=False, env={"PATH": str(empty)})
+        assert r.returncode != 0
+        assert r.stderr.startswith("pdflatex not found: apt-get install texlive-latex-base texlive-latex-recommended "
+                                   "texlive-latex-extra texlive-pictures latexmk\n"), r.stderr
+        assert "No such file or directory" not in r.stdout + r.stderr
+    if shutil.which("pdflatex") and shutil.which("bibtex"):
+        r = subprocess.run(["make", "-s", "-C", str(paper), "check"], capture_output=True, text=True, check=False)
+        assert r.returncode == 0 and r.stdout + r.stderr == "", r.stderr
