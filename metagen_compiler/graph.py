@@ -19,6 +19,7 @@ from typing import Any
 
 from .digraph import DiGraph
 from .elaborate import ModuleInfo, Tensor
+from .escape import dot_str, json_value
 from .ir import SpecIR
 from .primitives import PRIMITIVES, Shape, fmt_shape
 from .values import format_value
@@ -159,7 +160,7 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, tuple):
         return [_jsonable(i) for i in v]
     if isinstance(v, (int, float, str, bool)) or v is None:
-        return v
+        return json_value(v)  # a non-finite float (`inf`) as its text: JSON has no such number
     return format_value(v)
 
 
@@ -198,11 +199,8 @@ def graph_json(ir: GraphIR) -> dict[str, Any]:
 
 
 def graph_dot(ir: GraphIR) -> str:
-    """Graphviz text; labels are escaped, so names from a spec stay data."""
-
-    def q(s: str) -> str:
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
+    """Graphviz text; every id and label is a quoted string through `dot_str`, so names from a spec stay data."""
+    q = dot_str
     lines = [f"digraph {q(ir.spec.name)} {{", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
     for n in ir.topo():
         d = ir.g.nodes[n]

@@ -7,22 +7,16 @@ from typing import Any
 
 from . import __version__
 from .compilation import Compilation
+from .escape import json_value
 
 __all__ = ["build_report", "jsonable"]
 
 
 def jsonable(v: Any) -> Any:
+    """`v` as plain JSON data (escape.json_value); a compiler value (a quantity, a layer) as its MSL text."""
     from .values import format_value
 
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, (bool, int, str)) or v is None:
-        return v
-    if isinstance(v, float):
-        return v if v == v and abs(v) != float("inf") else str(v)
-    return format_value(v)
+    return json_value(v, format_value)
 
 
 def build_report(comp: Compilation, backends: list[str]) -> dict[str, Any]:

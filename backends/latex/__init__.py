@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from metagen_compiler.compilation import Compilation
+from metagen_compiler.escape import json_text
 
 __all__ = ["emit", "build_paper", "MAKEFILE"]
 
@@ -30,11 +31,18 @@ MAKEFILE = """\
 LATEXMK := $(shell command -v latexmk 2>/dev/null)
 PDFLATEX := pdflatex -no-shell-escape -interaction=nonstopmode -halt-on-error -file-line-error
 SOURCES := main.tex metagen.sty references.bib $(wildcard sections/*.tex) $(wildcard figures/*)
+TEXLIVE := texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures latexmk
 
-.PHONY: all clean
+.PHONY: all check clean
 all: main.pdf
 
-main.pdf: $(SOURCES)
+# `make check`: are the programs the build runs installed? If not, say what to install (Debian, Ubuntu).
+check:
+\t@for prog in pdflatex bibtex; do \\
+\t  command -v $$prog >/dev/null 2>&1 || { echo "$$prog not found: apt-get install $(TEXLIVE)" >&2; exit 1; }; \\
+\tdone
+
+main.pdf: $(SOURCES) | check
 ifneq ($(LATEXMK),)
 \tlatexmk -pdf -pdflatex="$(PDFLATEX) %O %S" main.tex
 else
@@ -85,7 +93,7 @@ def build_paper(comp: Compilation, report: dict[str, Any]) -> dict[str, str | by
     files["paper/Makefile"] = MAKEFILE
     for rel, data in draw_figures(p).items():
         files[f"paper/{rel}"] = data
-    files["paper/provenance.json"] = json.dumps(
+    files["paper/provenance.json"] = json_text(
         {"sources": {"report": "../report.json", "graph": "../graph.json",
                      "device": "device profiles of the compilation (stdlib/devices.msl)"},
          "numbers": p.ledger.as_json()}, indent=1) + "\n"

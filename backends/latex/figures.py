@@ -34,7 +34,7 @@ def bar_rows(tree: Tree) -> list[BlockRow]:
 def bar_label(r: BlockRow) -> str:
     """The plain text of a bar's label (escaped with `tt` when written)."""
     kind = short_target(r.target) if r.target else r.kind
-    return f"{r.path} ({r.count} x {kind})" if r.kind == "list" else f"{r.path} ({kind})"
+    return f"{r.path} ({r.count} x {kind})" if r.kind == "list" else f"{r.path} ({kind})"  # escaped: by tt in _bars
 
 
 _MAX_LABEL = 48  # characters of a bar label; a longer one keeps its ends (the block table prints it whole)
