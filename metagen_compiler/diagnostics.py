@@ -8,23 +8,25 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from .errorcodes import CODES
+from .limits import MAX_DIAGNOSTICS_SHOWN
 from .span import Span
 
 __all__ = [
-    "Severity",
-    "Note",
+    "BackendError",
+    "CompileError",
     "Diagnostic",
     "DiagnosticBag",
-    "CompileError",
-    "BackendError",
+    "Note",
+    "Severity",
     "did_you_mean",
-    "render_text",
     "render_json",
+    "render_text",
 ]
 
 
@@ -73,6 +75,10 @@ class BackendError(Exception):
 @dataclass
 class DiagnosticBag:
     items: list[Diagnostic] = field(default_factory=list)
+    # the diagnostics already in `items`, for a constant-time duplicate check; `items` stays the public
+    # list (callers extend it), so the set catches up with whatever was appended since the last add
+    _seen: set[Diagnostic] = field(default_factory=set, init=False, repr=False, compare=False)
+    _synced: int = field(default=0, init=False, repr=False, compare=False)
 
     def error(self, code: str, message: str, span: Span | None, *, notes: Iterable[Note] = (), hint: str | None = None) -> Diagnostic:
         d = Diagnostic(Severity.ERROR, code, message, span, tuple(notes), hint)
@@ -85,8 +91,14 @@ class DiagnosticBag:
         return d
 
     def add(self, d: Diagnostic) -> None:
-        if d not in self.items:  # the same fact found twice is reported once
+        if self._synced > len(self.items):  # the list was replaced or shortened: start over
+            self._seen, self._synced = set(), 0
+        if self._synced < len(self.items):
+            self._seen.update(self.items[self._synced:])
+        if d not in self._seen:  # the same fact found twice is reported once
             self.items.append(d)
+            self._seen.add(d)
+        self._synced = len(self.items)
 
     @property
     def has_errors(self) -> bool:
@@ -120,22 +132,41 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     return f"did you mean `{match[0]}`?" if match else None
 
 
+SNIPPET_WIDTH = 160  # a longer source line is cut to this many characters around the caret
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # one character for one: the caret stays aligned
+
+
 def _snippet(span: Span) -> list[str]:
     if span.file is None or span.line <= 0:
         return []
     text = span.file.line_text(span.line).replace("\t", " ")
+    if not text.isprintable():  # control characters (an escape sequence, say) never reach the terminal raw
+        text = _CONTROL.sub("\ufffd", text)
     width = len(str(span.line))
     if span.end_line == span.line:
         n = max(1, span.end_col - span.col)
     else:
         n = max(1, len(text) - span.col + 1)
+    col = span.col
+    if len(text) > SNIPPET_WIDTH:  # a megabyte-long line: show a window around the caret, marked with ...
+        left = max(0, min(col - 1 - SNIPPET_WIDTH // 4, len(text) - SNIPPET_WIDTH))
+        cut = text[left:left + SNIPPET_WIDTH]
+        text = ("..." if left else "") + cut + ("..." if left + SNIPPET_WIDTH < len(text) else "")
+        col = col - left + (3 if left else 0)
+        n = max(1, min(n, SNIPPET_WIDTH - (col - 1) + (3 if left else 0)))
     gutter = " " * width
-    return [f"{gutter} |", f"{span.line} | {text}", f"{gutter} | {' ' * (span.col - 1)}{'^' * n}"]
+    return [f"{gutter} |", f"{span.line} | {text}", f"{gutter} | {' ' * (col - 1)}{'^' * n}"]
 
 
-def render_text(diags: Iterable[Diagnostic]) -> str:
+def render_text(diags: Iterable[Diagnostic], limit: int | None = MAX_DIAGNOSTICS_SHOWN) -> str:
+    """The diagnostics as text, the first `limit` of them in full (None: all) and a count of the rest,
+    as compilers do: past a hundred errors, more text helps no one and costs time."""
     out: list[str] = []
-    for d in diags:
+    rest: list[Diagnostic] = []
+    for i, d in enumerate(diags):
+        if limit is not None and i >= limit:
+            rest.append(d)
+            continue
         where = f"{d.span}: " if d.span and d.span.file else ""
         out.append(f"{where}{d.severity.value}[{d.code}]: {d.message}")
         if d.span:
@@ -147,6 +178,11 @@ def render_text(diags: Iterable[Diagnostic]) -> str:
                 out.extend("    " + line for line in _snippet(n.span))
         if d.hint:
             out.append(f"  = help: {d.hint}")
+    if rest:
+        errors = sum(1 for d in rest if d.severity == Severity.ERROR)
+        parts = [f"{n} more {what}{'' if n == 1 else 's'}"
+                 for n, what in ((errors, "error"), (len(rest) - errors, "warning")) if n]
+        out.append(f"{' and '.join(parts)} not shown (the first {limit} diagnostics are above)")
     return "\n".join(out) + ("\n" if out else "")
 
 

@@ -17,7 +17,8 @@ def apply_overrides(comp: Compilation, overrides: tuple[tuple[str, str], ...]) -
     from lark.exceptions import UnexpectedInput
 
     from .diagnostics import did_you_mean
-    from .parser import _ToAst
+    from .limits import LIMIT_CODE, MAX_NESTING
+    from .parser import _first_span, _ToAst, _too_deep
 
     for name, text in overrides:
         src = SourceFile(f"<--set {name}>", f"model _ {{ architecture _ {{ {name} = {text} }} }}")
@@ -25,6 +26,11 @@ def apply_overrides(comp: Compilation, overrides: tuple[tuple[str, str], ...]) -
             tree = _parser().parse(src.text)
         except UnexpectedInput:
             comp.bag.error("E001", f"cannot parse `--set {name}={text}`", None, hint="write --set name=value, e.g. --set layers=2")
+            continue
+        deep = _too_deep(tree)
+        if deep is not None:  # as parse_msl does: the recursive transformer stays within Python's stack
+            comp.bag.error(LIMIT_CODE, f"`--set {name}`: the value nests more than {MAX_NESTING} levels deep, the most "
+                           "the language allows", _first_span(src, deep), hint="see docs/language.md, Limits")
             continue
         module = _ToAst(src).transform(tree)
         field = module.models[0].architecture.fields[0]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 
-__all__ = ["SourceFile", "Span", "NO_SPAN"]
+__all__ = ["NO_SPAN", "SourceFile", "Span"]
 
 
 @dataclass(frozen=True)
@@ -14,8 +16,25 @@ class SourceFile:
     path: str
     text: str
 
+    # Both indexes are built once per file, on first use (a frozen dataclass still has a __dict__ for
+    # cached_property), so a position costs O(log n) and a source line O(1) however many spans a file has.
+    @cached_property
+    def _lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    @cached_property
+    def _line_starts(self) -> list[int]:
+        """Offsets at which each line starts (after each newline), for bisection."""
+        starts = [0]
+        find = self.text.find
+        i = find("\n")
+        while i >= 0:
+            starts.append(i + 1)
+            i = find("\n", i + 1)
+        return starts
+
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
+        lines = self._lines
         if 1 <= line <= len(lines):
             return lines[line - 1]
         return ""
@@ -23,9 +42,9 @@ class SourceFile:
     def position(self, offset: int) -> tuple[int, int]:
         """1-based (line, column) of a character offset."""
         offset = max(0, min(offset, len(self.text)))
-        line = self.text.count("\n", 0, offset) + 1
-        start = self.text.rfind("\n", 0, offset) + 1
-        return line, offset - start + 1
+        starts = self._line_starts
+        line = bisect_right(starts, offset)  # the number of line starts at or before offset
+        return line, offset - starts[line - 1] + 1
 
 
 @dataclass(frozen=True)

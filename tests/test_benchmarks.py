@@ -29,6 +29,20 @@ def test_compile_benchmark_smoke(tmp_path: Path) -> None:
     assert depth[-1]["nodes"] > depth[0]["nodes"]
 
 
+def test_growth_benchmark_smoke(tmp_path: Path) -> None:
+    data = _run("growth.py", tmp_path / "growth.json")
+    kinds = data["kinds"]
+    assert set(kinds) == {"msl_list", "msl_models", "msl_blocks", "yaml_keys", "yaml_unknown_keys", "solver_range",
+                          "layers"}
+    for name, kind in kinds.items():
+        rows = kind["rows"]
+        assert len(rows) >= 3 and all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows), name
+        assert all(r["rc"] == (1 if name == "yaml_unknown_keys" else 0) for r in rows), (name, rows)
+    unknown = kinds["yaml_unknown_keys"]["rows"]
+    assert [r["errors"] for r in unknown] == [r["size"] for r in unknown]  # every diagnostic, counted
+    assert kinds["solver_range"]["rows"][-1]["size"] >= 2**52  # the range's size does not matter
+
+
 def test_models_benchmark_smoke(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     pytest.importorskip("onnxruntime")
@@ -67,3 +81,14 @@ def test_latency_offline_reestimates_the_stored_rows() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [line for line in r.stdout.splitlines() if line.startswith(("stored estimate", "new estimate"))]
     assert len(lines) == 2 and all("MAPE" in line and "Spearman" in line for line in lines), r.stdout
+
+
+def test_search_benchmark_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    data = _run("search.py", tmp_path / "search.json")
+    assert {r["storage"] for r in data["throughput"]} == {"sqlite", "memory"}
+    assert all(r["trials_per_s"] > 0 and r["compile_s_mean"] > 0 for r in data["throughput"])
+    assert len({r["spec"] for r in data["quality"]}) >= 2
+    assert {r["sampler"] for r in data["quality"]} == {"nsga2", "tpe", "random"}
+    for r in data["quality"]:  # normalised hypervolume of 2 objectives, reference point 1.1: at most 1.21
+        assert 0 <= r["hv_mean"][str(r["trials"])] <= 1.1 ** 2 and len(r["hv"]) == r["seeds"]
