@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -21,6 +22,7 @@ from ..diagnostics import Note
 from ..elaborate import Elaborator
 from ..family import count_params, evaluate_dims
 from ..ir import SolveReport, SpecIR, dump_spec
+from ..limits import LIMIT_CODE, MAX_INT, short_int
 from ..span import Span
 from ..values import EvalError, Sym, Value, as_int, evaluate, format_value
 
@@ -32,22 +34,32 @@ DEFAULT_RANGE = (1, 4096)
 @dataclass
 class Unknown:
     name: str
-    domain: list[int]
+    domain: range  # lazy: indexing and len() are O(1), so the search costs the same for 2..10 and 2..2**53
     span: object
 
 
-def _domain(name: str, cons: tuple[A.DimConstraint, ...], dims_env: dict[str, Value]) -> list[int]:
+def _bounded(e: A.Expr, dims_env: dict[str, Value], what: str) -> int:
+    v = as_int(evaluate(e, dims_env), e.span, what)
+    if abs(v) > MAX_INT:
+        raise EvalError(LIMIT_CODE, f"{what} is {short_int(v)}, past the largest integer the language allows "
+                        f"({MAX_INT:,} = 2**53)", e.span, "see docs/language.md, Limits")
+    return v
+
+
+def _domain(name: str, cons: tuple[A.DimConstraint, ...], dims_env: dict[str, Value]) -> range:
     step, lo, hi = 1, None, None
     for c in cons:
         if isinstance(c, A.MultipleOf):
-            step = as_int(evaluate(c.value, dims_env), c.value.span, "multiple_of")
+            step = _bounded(c.value, dims_env, "multiple_of")
+            if step < 1:
+                raise EvalError("E205", f"`{name}` is a multiple_of {step}; it must be 1 or more", c.value.span)
         else:
-            lo = as_int(evaluate(c.lo, dims_env), c.lo.span, "range bound")
-            hi = as_int(evaluate(c.hi, dims_env), c.hi.span, "range bound")
+            lo = _bounded(c.lo, dims_env, "range bound")
+            hi = _bounded(c.hi, dims_env, "range bound")
     lo = lo if lo is not None else DEFAULT_RANGE[0]
     hi = hi if hi is not None else DEFAULT_RANGE[1] * step
-    first = ((lo + step - 1) // step) * step
-    return list(range(max(first, step), hi + 1, step))
+    first = -(-lo // step) * step  # the least multiple of step at or above lo
+    return range(max(first, step), hi + 1, step)
 
 
 def _budget(spec: SpecIR) -> tuple[int | None, int, object | None]:
@@ -111,6 +123,7 @@ class SolvePass:
                       "says how large the model should be", spec.family_span, notes=notes,
                       hint="add `constraints { params <= 100M }`, or give the dimensions values "
                       f"(`{unknown_names[0]} = ...` in the architecture)")
+            _probe_structure(spec, prog, elab, bag, unknown_names)
             return
         try:
             unknowns = [Unknown(n, _domain(n, spec.bindings[n].constraints, {}), spec.bindings[n].span) for n in unknown_names]
@@ -124,37 +137,41 @@ class SolvePass:
         inner = max(range(len(unknowns)), key=lambda i: (len(unknowns[i].domain), i))
         outer = [u for i, u in enumerate(unknowns) if i != inner]
         inner_u = unknowns[inner]
-        combos = list(itertools.product(*[u.domain for u in outer]))
-        if len(combos) > MAX_OUTER:
-            bag.error("E402", f"too many combinations of open dimensions ({len(combos)}) to search",
+        n_combos = math.prod(len(u.domain) for u in outer)  # counted before any is built
+        if n_combos > MAX_OUTER:
+            bag.error("E402", f"too many combinations of open dimensions ({n_combos:,}) to search",
                       outer[0].span, hint="narrow their ranges with `in lo..hi`, or fix some of them")
             return
+        combos = list(itertools.product(*[u.domain for u in outer]))
 
-        cache: dict[tuple[int, ...], int | None] = {}
+        cache: dict[tuple[int, ...], float | None] = {}
         failures: list[tuple[dict[str, int], EvalError]] = []  # the first candidate that failed, and why
 
-        def count(assign: dict[str, int]) -> int | None:
+        def count(assign: dict[str, int]) -> float | None:
+            """The parameter count at `assign`; None where the family's requirements fail, and infinity
+            where the model passes a limit of the language (a repeat count, say): too large, like a count
+            over the budget, so the bisection goes below it in one step instead of scanning past it."""
             key = tuple(assign[u.name] for u in unknowns)
             if key in cache:
                 return cache[key]
             report.candidates += 1
             try:
                 dims = evaluate_dims(spec, prog, elab, assign)
-                n: int | None = count_params(elab, spec, dims)
+                n: float | None = count_params(elab, spec, dims)
             except EvalError as e:
-                n = None
+                n = math.inf if e.code == LIMIT_CODE else None
                 if not failures:
                     failures.append((dict(assign), e))
             cache[key] = n
             return n
 
         best: tuple[tuple[float, ...], dict[str, int], int] | None = None
-        smallest: tuple[int, dict[str, int]] | None = None
+        smallest: tuple[int, dict[str, int]] | None = None  # the smallest model that counts (within the limits)
         for combo in combos:
             base = {u.name: v for u, v in zip(outer, combo)}
             dom = inner_u.domain
 
-            def valid_at_or_below(i: int, floor: int) -> tuple[int, int] | None:
+            def valid_at_or_below(i: int, floor: int) -> tuple[int, float] | None:
                 for j in range(i, max(floor, i - 64) - 1, -1):
                     n = count({**base, inner_u.name: dom[j]})
                     if n is not None:
@@ -169,8 +186,8 @@ class SolvePass:
                     break
             if probe is None:
                 continue
-            if smallest is None or probe[1] < smallest[0]:
-                smallest = (probe[1], {**base, inner_u.name: dom[probe[0]]})
+            if probe[1] != math.inf and (smallest is None or probe[1] < smallest[0]):
+                smallest = (int(probe[1]), {**base, inner_u.name: dom[probe[0]]})
             if probe[1] > hi:
                 continue
             # bisection for the largest valid index whose count fits; invalid points are skipped by
@@ -187,7 +204,7 @@ class SolvePass:
                     hi_i = r[0] - 1
             assert found is not None
             assign = {**base, inner_u.name: dom[found[0]]}
-            n = found[1]
+            n = int(found[1])
             if n < lo:
                 continue
             fill = n / hi
@@ -239,10 +256,39 @@ class SolvePass:
         return dump_spec(comp.spec) if comp.spec else ""
 
 
+# errors that do not depend on the values of the dims: a name, a layer or an argument that does not exist
+_STRUCTURAL = frozenset({"E103", "E105", "E204", "E207"})
+
+
+def _probe_structure(spec: SpecIR, prog: object, elab: Elaborator, bag: object, unknown_names: list[str]) -> None:
+    """With dims left open and nothing to solve them against, still elaborate the model once, each open dim at
+    the first value its range admits, so that an error elsewhere that no value could fix (a misspelt argument,
+    an unknown layer) is reported beside the E402 instead of hidden behind it. Value-dependent failures of this
+    probe (a requirement, a shape) say nothing about the user's model and are dropped."""
+    try:
+        fixed = {}
+        for n in unknown_names:
+            domain = _domain(n, spec.bindings[n].constraints, {})
+            fixed[n] = next(iter(domain))
+    except (EvalError, StopIteration):
+        return
+    try:
+        dims = evaluate_dims(spec, prog, elab, fixed)  # type: ignore[arg-type]
+        count_params(elab, spec, dims)
+    except EvalError as e:
+        if e.code in _STRUCTURAL:
+            bag.error(e.code, e.message, e.span, hint=e.hint, notes=_where_set(spec, e))  # type: ignore[attr-defined]
+
+
+def _mentions(message: str, name: str) -> bool:
+    """Whether a diagnostic's message names `name` as a whole name (`layers`, not `std.layers.swiglu`)."""
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", message) is not None
+
+
 def _where_set(spec: SpecIR, e: EvalError) -> list[Note]:
     notes = []
     for k, b in spec.bindings.items():
-        if b.source == "model" and k in e.message and not _within(e.span, b.span):
+        if b.source == "model" and _mentions(e.message, k) and not _within(e.span, b.span):
             notes.append(Note(f"`{k}` is set here", b.span))
     return notes
 
