@@ -9,8 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "INPUT_MODALITIES", "OUTPUT_MODALITIES", "TASKS", "OBJECTIVES", "CONSTRAINTS", "ConstraintKind",
-    "TASK_FIELDS", "LATENCY_CLASSES", "FAMILY_GROUPS",
+    "CONSTRAINTS",
+    "FAMILY_GROUPS",
+    "INPUT_MODALITIES",
+    "LATENCY_CLASSES",
+    "OBJECTIVES",
+    "OUTPUT_MODALITIES",
+    "TASKS",
+    "TASK_FIELDS",
+    "ConstraintKind",
 ]
 
 _DATA_MODALITIES = (
@@ -37,7 +44,9 @@ OBJECTIVES = (
 )
 
 # Latency classes, as the seeds name them, with the bound each stands for (seconds per forward pass).
-LATENCY_CLASSES = {"real_time": 0.033, "near_real_time": 0.2, "interactive": 1.0, "offline": float("inf")}
+# `batch` (the earlier YAML tool's class for throughput-bound jobs) bounds no single forward pass, as `offline`.
+LATENCY_CLASSES = {"real_time": 0.033, "near_real_time": 0.2, "interactive": 1.0, "batch": float("inf"),
+                   "offline": float("inf")}
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ TASK_FIELDS = {
     "num_classes": "int", "num_labels": "int", "horizon": "int", "lookback": "int", "action_space": "enum",
     "num_actions": "int", "domain": "str", "algorithm": "str", "num_queries": "int", "vocab": "int",
     "num_items": "int", "num_users": "int", "embedding_dim": "int", "output_dim": "int",
+    # the YAML schema's num_outputs, action_dim and node_features: the family parameters they set
+    "outputs": "int", "action_dim": "int", "features": "int",
 }
 
 # A seeds-style family name (`transformer`, `cnn`) picks a stdlib family by the input modality.
@@ -86,9 +97,17 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     # keys: an input modality, `a+b` for several, `@name` where an objective, the task or an output decides (check.py `_fits`)
     "transformer": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"),
                     ("image@instance_segmentation", "segmentation.maskformer"),
-                    ("image@panoptic_segmentation", "segmentation.maskformer"), ("image", "vision.vit"),
-                    ("audio@generation", "audiolm.musicgen"),
+                    ("image@panoptic_segmentation", "segmentation.maskformer"),
+                    ("image@object_detection", "detection.detr"), ("image", "vision.vit"),
+                    ("video", "video.divided"),
+                    ("audio@generation", "audiolm.musicgen"), ("audio", "seq2seq.whisper"),
+                    ("text@shape_generation", "threed.text_to_points"), ("text@3d", "threed.text_to_points"),
+                    ("text@embedding", "transformer.encoder"), ("text@question_answering", "transformer.encoder"),
+                    ("text@sequence_labeling", "transformer.encoder"),
                     ("text", "transformer.decoder"), ("time_series", "forecast.tft"),
+                    # no transformer of these inputs is built: the nearest family, with a warning (yaml_schema)
+                    ("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat"),
+                    ("point_cloud", "pointcloud.pointnet"), ("tabular", "tabular.mlp"),
                     (None, "transformer.decoder")),
     "clip": (("image+text", "multimodal.clip"),),
     "vlm": (("image+text", "vlm.vlm"),),
@@ -99,11 +118,28 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "cnn": (("image@policy_gradient", "rl.impala_cnn"), ("image@actor_critic", "rl.impala_cnn"),
             ("image@value_based", "rl.nature_cnn"),
             ("image@instance_segmentation", "segmentation.maskformer"),  # the seeds: instance masks from a CNN
-            ("image", "vision.resnet"), ("image", "detection.yolo")),
+            ("image@panoptic_segmentation", "segmentation.maskformer"),
+            ("image@object_detection", "detection.yolo"),
+            ("image@anomaly_detection", "autoencoder.conv_autoencoder"),
+            ("image", "vision.resnet"), ("image", "detection.yolo"),
+            ("video", "video.divided")),  # no 3D CNN yet: a warning says so (yaml_schema.FAMILY_FALLBACKS)
     "impala": (("image", "rl.impala_cnn"),),
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
-    "hybrid": (("image", "vision.hybrid"),),
+    # a convolutional front end feeding a transformer; where none is built, the nearest family and a warning
+    "hybrid": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.hybrid"),
+               ("audio", "seq2seq.whisper"), ("text", "transformer.decoder"), ("time_series", "forecast.tft")),
+    "mlp": (("tabular@policy_gradient", "rl.mlp_agent"), ("tabular@value_based", "rl.mlp_agent"),
+            ("tabular@actor_critic", "rl.mlp_agent"), ("tabular@model_based", "rl.world_model"),
+            ("tabular@anomaly_detection", "autoencoder.autoencoder"), ("tabular@embedding", "autoencoder.autoencoder"),
+            ("tabular", "tabular.mlp")),
+    "gaussian_agent": (("tabular", "rl.gaussian_agent"),),  # continuous actions (the YAML front end's `mlp`)
+    "rnn": (("text", "rnn.rnn"), ("time_series", "rnn.rnn")),
+    "lstm": (("text", "rnn.rnn"), ("time_series", "rnn.rnn")),
+    "gru": (("text", "rnn.rnn"), ("time_series", "rnn.rnn")),
+    "seq2seq": (("audio", "seq2seq.whisper"), ("text", "seq2seq.t5")),
+    "encoder_decoder": (("audio", "seq2seq.whisper"), ("text", "seq2seq.t5")),
+    "bert": (("text", "transformer.encoder"),),
     "pointnet": (("point_cloud", "pointcloud.pointnet"),),
     "autoencoder": (("image", "autoencoder.conv_autoencoder"), ("tabular", "autoencoder.autoencoder"),
                     (None, "autoencoder.autoencoder")),
@@ -119,7 +155,7 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
             ("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
     "gcn": (("graph@graph_classification", "graph.gcn_graph"), ("graph", "graph.gcn")),
     "gat": (("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat")),
-    "diffusion": (("image", "diffusion.unet"), ("text@video", "videodiffusion.latte")),
+    "diffusion": (("image", "diffusion.unet"), ("text@video", "videodiffusion.latte"), ("text", "diffusion.unet")),
     "latte": (("text@video", "videodiffusion.latte"),),
     "unet": (("image", "diffusion.unet"),),
     "yolo": (("image", "detection.yolo"),),

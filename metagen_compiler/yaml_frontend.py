@@ -7,57 +7,64 @@ YAML (E005), a value of the wrong shape (E006), a key the format does not define
 "did you mean"), an unsupported version (E008). What the values mean (enums, units of a
 constraint, family parameters) is left to the checker, which sees the same AST as for MSL.
 
-The format: `metagen_version`, `name`, `modality {inputs, outputs}`, `task {type, ...}`,
-`constraints {...}`, `training {objective, ...}`, `architecture {family, variant, dims...}`; the
-other keys of METADATA_KEYS (and training.data/compute/alignment, architecture.components) are
-kept as model metadata. No key is dropped: each one becomes AST or a diagnostic.
+The format is the earlier YAML tool's whole schema (docs/yaml.md lists every key with its MSL
+equivalent): `metagen_version`, `name` (a display name: the identifier is derived from it),
+`modality {inputs, outputs}`, `task {type, ...}`, `constraints {...}`, `training {objective, data,
+compute, alignment, config}`, `architecture {family, variant, components, dims...}`; the other keys of
+METADATA_KEYS are kept as model metadata. The sections are lowered by yaml_schema.SchemaLowering, which
+also holds the schema's tables. No key is dropped: each one becomes AST, metadata or a diagnostic.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.error import Mark
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from . import ast as A
-from .catalog import CONSTRAINTS, FAMILY_GROUPS, TASK_FIELDS
+from .catalog import CONSTRAINTS, FAMILY_GROUPS
 from .diagnostics import DiagnosticBag, Note, did_you_mean
-from .parser import SUPPORTED_VERSIONS, parse_msl
+from .limits import LIMIT_CODE, MAX_INT, MAX_NESTING, MAX_YAML_NODES, short_int, source_too_large
+from .parser import SUPPORTED_VERSIONS
+from .program import parse_stdlib_cached
 from .span import SourceFile, Span
 from .values import UNIT_SCALE
+from .yaml_schema import (
+    CONSTRAINT_KEYS,
+    EVALUATION_KEYS,
+    GENERATION_TASKS,
+    OBJECTIVE_TASKS,
+    OUTPUT_TASKS,
+    OUTPUTS_KEYS,
+    TASK_ALIASES,
+    SchemaLowering,
+    Sections,
+    fallback_note,
+    identifier,
+    resolve_target,
+)
 
 __all__ = ["CONSTRAINT_KEYS", "METADATA_KEYS", "MODEL_KEYS", "parse_yaml", "stdlib_presets"]
 
 # Top-level keys that build the model, and those kept as metadata (the MetaGen spec schema's).
 MODEL_KEYS = ("metagen_version", "name", "modality", "task", "constraints", "training", "architecture")
-METADATA_KEYS = ("description", "outputs", "evaluation", "reproducibility")
-_MODALITY_KEYS = ("inputs", "outputs")
-_TRAINING_KEYS = ("objective", "data", "compute", "alignment")  # all but `objective` are metadata
+METADATA_KEYS = ("description", "version", "outputs", "evaluation", "reproducibility")
 _ARCH_KEYS = ("family", "variant", "components")  # `components` is metadata; other keys are dims
-
-# constraints: YAML key -> (constraint kind of catalog.CONSTRAINTS, comparison)
-CONSTRAINT_KEYS: dict[str, tuple[str, str]] = {
-    "context_window": ("context", "="),
-    "latency": ("latency", "<="),  # a latency class such as `real-time` gives `latency = real_time`
-    "device": ("device", "="),
-    "memory": ("memory", "<="),
-    "memory_budget": ("memory", "<="),
-    "training_memory": ("training_memory", "<="),
-    "throughput": ("throughput", ">="),
-    "flops": ("flops", "<="),
-    "image_size": ("image_size", "="),
-    "patch_size": ("patch_size", "="),
-    "channels": ("channels", "="),
-    "sample_rate": ("sample_rate", "="),
-    "frames": ("frames", "="),
-    "batch_size": ("batch_size", "="),
-}
-_BUDGET_OPS = {"max": "<=", "min": ">="}
+_CHECK_INFERS = ("autoregressive", "masked_lm", "classification", "regression", "contrastive", "diffusion",
+                  "forecasting", "detection")  # objectives from which the checker infers a task (check.py)
+_RL_TASKS = ("policy_gradient", "value_based", "actor_critic", "model_based")
+_DESCRIPTIVE_TASK_FIELDS = ("domain", "algorithm", "action_space")  # task fields that describe, not size
+_PARAM_ALIASES = {"embedding_dim": "embed_dim"}  # a task field -> the parameter a family takes it as (CLIP)
+_RECORDED: dict[str, dict[str, tuple[str, ...]]] = {"outputs": {k: () for k in OUTPUTS_KEYS},
+                                                    "evaluation": {k: () for k in EVALUATION_KEYS}}
 _EXAMPLES = {"count": "86M", "bytes": "12GB", "time": "20ms", "rate": "30fps", "pixels": "224",
              "frequency": "16kHz", "int": "16", "device": "consumer_gpu"}
 
@@ -67,15 +74,37 @@ _CORE_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([A-Za-z]+)")
-_MAX_NODES = 100_000  # aliases can make a small text a huge tree
+_MAX_NODES = MAX_YAML_NODES  # aliases can make a small text a huge tree (the loader stops it first)
 
 
 @functools.lru_cache(maxsize=1)
+def _stdlib_index() -> tuple[dict[str, tuple[str, str]], dict[str, frozenset[str]]]:
+    """Every stdlib preset: name -> (the stdlib module that defines it, the family it configures, qualified:
+    `gpt2` -> (`presets`, `transformer.decoder`), `mixtral_tiny` -> (`moe`, `moe.decoder`)); and every stdlib
+    family's parameters (`vision.vit` -> {image_size, ...})."""
+    presets: dict[str, tuple[str, str]] = {}
+    families: dict[str, frozenset[str]] = {}
+    for f in sorted(resources.files("metagen_stdlib").iterdir(), key=lambda f: f.name):
+        if not f.name.endswith(".msl"):
+            continue
+        mod = f.name.removesuffix(".msl")
+        # the program loader's parse (and cache, in memory and on disk) of the same text
+        module = parse_stdlib_cached(SourceFile(f"<stdlib>/{f.name}", f.read_text(encoding="utf-8")), DiagnosticBag())
+        for p in module.presets if module else ():
+            fam = p.family.dotted
+            presets.setdefault(p.name.name, (mod, fam if "." in fam else f"{mod}.{fam}"))
+        for fm in module.families if module else ():
+            families[f"{mod}.{fm.name.name}"] = frozenset(q.name.name for q in fm.params)
+    return presets, families
+
+
+def _stdlib_presets() -> dict[str, tuple[str, str]]:
+    return _stdlib_index()[0]
+
+
 def stdlib_presets() -> dict[str, str]:
     """The stdlib's presets: name -> the family it configures (`gpt2` -> `transformer.decoder`)."""
-    text = resources.files("metagen_stdlib").joinpath("presets.msl").read_text(encoding="utf-8")
-    module = parse_msl(SourceFile("<stdlib>/presets.msl", text), DiagnosticBag())
-    return {p.name.name: p.family.dotted for p in module.presets} if module else {}
+    return {name: fam for name, (_, fam) in _stdlib_presets().items()}
 
 
 def _describe(node: Node) -> str:
@@ -105,7 +134,7 @@ def _is_ident(text: str) -> bool:
     return _IDENT.fullmatch(text) is not None
 
 
-class _Lowering:
+class _Lowering(SchemaLowering):
     """Lowers the composed YAML nodes of one file; diagnostics go to `bag`."""
 
     def __init__(self, file: SourceFile, bag: DiagnosticBag) -> None:
@@ -114,6 +143,7 @@ class _Lowering:
         self.imports: dict[str, Span] = {}
         self.nodes_left = _MAX_NODES
         self._scalars = SafeConstructor()
+        self.names: dict[str, tuple[str, Span]] = {}  # identifier -> the display name that gave it, and where
 
     # ------------------------------------------------------------ spans
     def _end(self, node: Node) -> int:
@@ -214,7 +244,7 @@ class _Lowering:
         if tag == _BOOL:
             return A.Bool(span, bool(self._scalars.construct_yaml_bool(node)))
         if tag == _INT:
-            return A.Num(span, int(self._scalars.construct_yaml_int(node)))
+            return self.integer(node.value, span, lambda: int(self._scalars.construct_yaml_int(node)))
         if tag == _FLOAT:
             return A.Num(span, float(self._scalars.construct_yaml_float(node)))
         text = str(node.value)
@@ -225,11 +255,25 @@ class _Lowering:
             if all(_is_ident(p) for p in t.split(".")):
                 return A.Name(span, tuple(t.split(".")))
             if _NUMBER.fullmatch(t):
-                return A.Num(span, int(t) if t.isdigit() else float(t))
+                return self.integer(t, span, lambda: int(t)) if t.isdigit() else A.Num(span, float(t))
             m = _QUANTITY.fullmatch(t)
             if m and m.group(2) in UNIT_SCALE:
                 return A.Quantity(span, float(m.group(1)), m.group(2), m.group(1) + m.group(2))
         return A.Str(span, text)
+
+    def integer(self, text: str, span: Span, construct: Callable[[], int]) -> A.Num | None:
+        """An integer scalar, or an error (E009) past MAX_INT: Python will not even read a decimal of more
+        than 4,300 digits (ValueError), and an int64 in generated code holds no more than MAX_INT."""
+        try:
+            v: int | None = construct()
+        except ValueError:
+            v = None
+        if v is None or abs(v) > MAX_INT:
+            size = short_int(v) if v is not None else f"an integer of {sum(c.isdigit() for c in text):,} digits"
+            self.bag.error(LIMIT_CODE, f"{size} is past the largest integer the language allows ({MAX_INT:,} = 2**53)",
+                           span, hint="see docs/language.md, Limits")
+            return None
+        return A.Num(span, v)
 
     def value(self, node: Node, where: str) -> A.Expr | None:
         """A task or architecture field's value: a scalar, or a list of them."""
@@ -255,7 +299,7 @@ class _Lowering:
             return self.scalar(node, where, words=False)
         text, span = str(node.value).strip(), self.inner(node)
         if _NUMBER.fullmatch(text):
-            return A.Num(span, int(text) if text.isdigit() else float(text))
+            return self.integer(text, span, lambda: int(text)) if text.isdigit() else A.Num(span, float(text))
         m = _QUANTITY.fullmatch(text)
         if m is None:
             self.bag.error("E201", f"`{where}` takes a quantity such as {example}, not `{text}`", span)
@@ -284,9 +328,8 @@ class _Lowering:
         if not self.tick(node, where):
             return None
         label = name if name is not None else str(key.value)
-        if not _is_ident(label):
-            self.shape(key, f"metadata key `{label}` in `{where}` is not a name", hint=f"use `{_sanitize(label)}`")
-            return None
+        if not _is_ident(label):  # `top-1`, `GPU hours`: a key made a name, the text kept nowhere else
+            label = identifier(label)
         ident = A.Ident(self.inner(key), label)
         span = self.span(key, node)
         here = _join(where, label)
@@ -313,84 +356,6 @@ class _Lowering:
         return self.scalar(node, where, words=False)
 
     # ------------------------------------------------------------ sections
-    def modality(self, node: Node) -> tuple[tuple[A.Ident, ...], tuple[A.Ident, ...]]:
-        lists: dict[str, tuple[A.Ident, ...]] = {}
-        for key, k, v in self.mapping(node, "modality", hint="write `modality: {inputs: [text], outputs: [text]}`"):
-            if key in _MODALITY_KEYS:
-                lists[key] = self.name_list(v, f"modality.{key}", "text, image")
-            else:
-                self.unknown(k, "modality", _MODALITY_KEYS)
-        if isinstance(node, MappingNode):
-            for key in _MODALITY_KEYS:
-                if key not in lists:
-                    self.bag.error("E208", f"`modality` names no `{key}`", self.span(node), hint=f"add `{key}: [text]`")
-        return lists.get("inputs", ()), lists.get("outputs", ())
-
-    def task(self, key: ScalarNode, node: Node) -> A.Task | None:
-        name: A.Ident | None = None
-        fields: list[A.Field] = []
-        known = ("type", *TASK_FIELDS)
-        for k_text, k, v in self.mapping(node, "task", hint="write `task: {type: classification}`"):
-            if k_text == "type":
-                name = self.ident(v, "task.type", "classification")
-            elif k_text in TASK_FIELDS:
-                val = self.value(v, f"task.{k_text}")
-                if val is not None:
-                    fields.append(A.Field(self.span(k, v), A.Ident(self.inner(k), k_text), val))
-            else:
-                self.unknown(k, "task", known)
-        if name is None:
-            if isinstance(node, MappingNode) and not any(k.value == "type" for k, _ in node.value):
-                self.bag.error("E208", "`task` has no `type`", self.inner(key),
-                               hint="add `type: classification` (or generation, regression, ...)")
-            return None
-        return A.Task(self.span(key, node), name, tuple(fields))
-
-    def constraints(self, node: Node) -> list[A.Constraint]:
-        out: list[A.Constraint] = []
-        for key, k, v in self.mapping(node, "constraints"):
-            where = f"constraints.{key}"
-            if key == "parameter_budget":
-                pairs = self.mapping(v, where, hint='write `parameter_budget: {max: "86M"}`')
-                for bkey, bk, bv in pairs:
-                    if bkey not in _BUDGET_OPS:
-                        self.unknown(bk, where, _BUDGET_OPS)
-                        continue
-                    amount = self.quantity(bv, f"{where}.{bkey}", "params")
-                    if amount is not None:
-                        out.append(A.Constraint(self.span(bk, bv), A.Ident(self.inner(bk), "params"),
-                                                _BUDGET_OPS[bkey], amount, None))
-                continue
-            if key not in CONSTRAINT_KEYS:
-                self.unknown(k, "constraints", ["parameter_budget", *CONSTRAINT_KEYS])
-                continue
-            kind, op = CONSTRAINT_KEYS[key]
-            value: A.Expr | None
-            if kind == "device":
-                value = self.word(v, where, "consumer_gpu")
-            elif kind == "latency" and isinstance(v, ScalarNode) and v.tag == _STR and not v.value[:1].isdigit():
-                value, op = self.word(v, where, "real-time or 20ms"), "="
-            else:
-                value = self.quantity(v, where, kind)
-            if value is not None:
-                out.append(A.Constraint(self.span(k, v), A.Ident(self.inner(k), kind), op, value, None))
-        return out
-
-    def training(self, key: ScalarNode, node: Node) -> tuple[tuple[A.Ident, ...], A.MetaGroup | None]:
-        objectives: tuple[A.Ident, ...] = ()
-        meta: list[A.MetaEntry] = []
-        for k_text, k, v in self.mapping(node, "training", hint="write `training: {objective: [autoregressive]}`"):
-            if k_text == "objective":
-                objectives = self.name_list(v, "training.objective", "autoregressive", single=True)
-            elif k_text in _TRAINING_KEYS:
-                entry = self.meta_entry(k, v, "training")
-                if entry is not None:
-                    meta.append(entry)
-            else:
-                self.unknown(k, "training", _TRAINING_KEYS)
-        group = A.MetaGroup(self.span(key, node), A.Ident(self.inner(key), "training"), tuple(meta)) if meta else None
-        return objectives, group
-
     def architecture(self, key: ScalarNode, node: Node) -> tuple[A.Architecture | None, list[A.MetaEntry]]:
         family: tuple[Node, str] | None = None
         variant: tuple[ScalarNode, Node, str] | None = None
@@ -409,7 +374,7 @@ class _Lowering:
                 if t is not None:
                     variant = (k, v, t)
             elif k_text in _ARCH_KEYS:
-                entry = self.meta_entry(k, v, "architecture")
+                entry = self.components(k, v)
                 if entry is not None:
                     meta.append(entry)
             elif did_you_mean(k_text, _ARCH_KEYS) is not None:  # `famly`, `varient`: not a dim
@@ -427,8 +392,11 @@ class _Lowering:
             return None, meta
         fam_node, fam = family
         name = A.Name(self.inner(fam_node), tuple(fam.split(".")))
+        if fam in ("lstm", "gru") and not any(f.name.name == "cell" for f in fields):  # std.rnn's cell
+            fields.append(A.Field(self.inner(fam_node), A.Ident(self.inner(fam_node), "cell"),
+                                  A.Name(self.inner(fam_node), (fam,))))
         if fam in stdlib_presets():
-            self.imports.setdefault("std.presets", self.span(key, node))
+            self.imports.setdefault(f"std.{_stdlib_presets()[fam][0]}", self.span(key, node))
         if variant is not None:
             vk, vnode, var = variant
             chosen = self.variant(fam, var, vnode)
@@ -447,7 +415,7 @@ class _Lowering:
         presets = stdlib_presets()
         if variant in presets:
             targets = {presets[variant]}
-            self.imports.setdefault("std.presets", self.span(node))
+            self.imports.setdefault(f"std.{_stdlib_presets()[variant][0]}", self.span(node))
         elif variant in FAMILY_GROUPS:
             targets = {t for _, t in FAMILY_GROUPS[variant]}
         else:
@@ -482,51 +450,135 @@ class _Lowering:
         pairs = self.mapping(doc, "", hint="a spec starts with `metagen_version: \"1.0\"` and `name: ...`")
         if not isinstance(doc, MappingNode):
             return None, None
-        version: str | None = None
-        name: A.Ident | None = None
+        at = {key: (k, v) for key, k, v in pairs}
+        for key, k, _ in pairs:
+            if key not in MODEL_KEYS + METADATA_KEYS:
+                self.unknown(k, "", MODEL_KEYS + METADATA_KEYS)
+        # the sections in the order their meanings need: the task and the constraints read the family
+        sec = Sections({}, {})
+        version = self.version(at["metagen_version"][1]) if "metagen_version" in at else None
+        name = self.model_name(at["name"][1], sec) if "name" in at else None
         inputs: tuple[A.Ident, ...] = ()
         outputs: tuple[A.Ident, ...] = ()
         modality_span: Span | None = None
-        task: A.Task | None = None
+        if "modality" in at:
+            inputs, outputs = self.modality(at["modality"][1])
+            modality_span = self.span(*at["modality"])
         objectives: tuple[A.Ident, ...] = ()
-        constraints: list[A.Constraint] = []
+        if "training" in at:
+            objectives, group = self.training(*at["training"], sec)
+            sec.meta["training"] = [group] if group else []
         arch: A.Architecture | None = None
-        metadata: list[A.MetaEntry] = []
-        for key, k, v in pairs:
-            if key == "metagen_version":
-                version = self.version(v)
-            elif key == "name":
-                name = self.model_name(v)
-            elif key == "modality":
-                inputs, outputs = self.modality(v)
-                modality_span = self.span(k, v)
-            elif key == "task":
-                task = self.task(k, v)
-            elif key == "constraints":
-                constraints = self.constraints(v)
-            elif key == "training":
-                objectives, group = self.training(k, v)
-                metadata += [group] if group else []
-            elif key == "architecture":
-                arch, extra = self.architecture(k, v)
-                metadata += extra
-                self.imports.setdefault("std.transformer", self.span(k, v))
-                self.imports.setdefault("std.vision", self.span(k, v))
-                for _, target in FAMILY_GROUPS.get(arch.family.dotted, ()) if arch is not None else ():
-                    self.imports.setdefault(f"std.{target.split('.')[0]}", self.span(k, v))  # std.ssm, std.moe
-            elif key in METADATA_KEYS:
-                entry = self.meta_entry(k, v, "")
-                metadata += [entry] if entry else []
-            else:
-                self.unknown(k, "", MODEL_KEYS + METADATA_KEYS)
+        if "architecture" in at:
+            k, v = at["architecture"]
+            arch, sec.meta["architecture"] = self.architecture(k, v)
+            self.imports.setdefault("std.transformer", self.span(k, v))
+            self.imports.setdefault("std.vision", self.span(k, v))
+            for _, member in FAMILY_GROUPS.get(arch.family.dotted, ()) if arch is not None else ():
+                self.imports.setdefault(f"std.{member.split('.')[0]}", self.span(k, v))  # std.ssm, std.moe
+        task = self.whole_task(at, sec, inputs, outputs, objectives, modality_span or self.span(doc))
+        for key in METADATA_KEYS:
+            if key in at:
+                entry = self.metadata_entry(key, *at[key])
+                sec.meta[key] = [entry] if entry is not None else []
+        target: str | None = None
+        if arch is not None:
+            arch, task, target = self.family_target(arch, task, inputs, outputs, objectives)
+            if task is not None and task.name.name == "generation" and target in GENERATION_TASKS:
+                task = A.Task(task.span, A.Ident(task.name.span, GENERATION_TASKS[target]), task.fields)
+            if target == "diffusion.unet" and "image" not in [i.name for i in inputs]:
+                # text -> image: the U-Net denoises the output's (noisy) latent, an input of the family
+                inputs += tuple(A.Ident(o.span, "image") for o in outputs if o.name == "image")[:1]
+        constraints: list[A.Constraint] = []
+        fields: list[A.Field] = []
+        if "constraints" in at:
+            k, v = at["constraints"]
+            latent = isinstance(v, MappingNode) and any(kk.value == "latent_size" for kk, _ in v.value)
+            constraints, fields, cmeta = self.constraints(v, target, latent)
+            if cmeta:
+                sec.meta["constraints"] = [A.MetaGroup(self.span(k, v), A.Ident(self.inner(k), "constraints"), tuple(cmeta))]
+        if arch is not None:
+            fields += self.config_fields(sec, target, arch)
+            given = {f.name.name for f in arch.fields}
+            arch = A.Architecture(arch.span, arch.family, arch.fields + tuple(f for f in fields if f.name.name not in given))
         if name is None:
-            if not any(p[0] == "name" for p in pairs):
+            if "name" not in at:
                 self.bag.error("E208", "the spec has no `name`", Span.of(self.file, doc.start_mark.index,
                                doc.start_mark.index), hint='add `name: "my_model"`')
             name = A.Ident(self.span(doc), "model")
+        metadata = [e for key, _, _ in pairs for e in sec.meta.get(key, ())]
         model = A.Model(self.span(doc), name, inputs, outputs, task, objectives, tuple(constraints), arch,
                         tuple(metadata), modality_span)
         return model, version
+
+    def metadata_entry(self, key: str, k: ScalarNode, v: Node) -> A.MetaEntry | None:
+        if key == "version":  # the spec's own version, as written (`1.10` is not the number 1.1)
+            t = self.text(v, "version", '"1.2.0"')
+            return A.Field(self.span(k, v), A.Ident(self.inner(k), "version"), A.Str(self.inner(v), t)) if t else None
+        if key in _RECORDED or key == "reproducibility":
+            return self.recorded(k, v, "", _RECORDED.get(key, {}))
+        return self.meta_entry(k, v, "")
+
+    def whole_task(self, at: dict[str, tuple[ScalarNode, Node]], sec: Sections, inputs: tuple[A.Ident, ...],
+                   outputs: tuple[A.Ident, ...], objectives: tuple[A.Ident, ...], where: Span) -> A.Task | None:
+        """The task: its `type`, or where none is given what the outputs, then the objectives, say, else
+        `generation`. A spec without `task` whose objectives or `label` output name one is left to the checker,
+        as an MSL model without `task` is."""
+        outs, objs = [o.name for o in outputs], [o.name for o in objectives]
+        default = next((OUTPUT_TASKS[o] for o in outs if o in OUTPUT_TASKS), None) \
+            or next((OBJECTIVE_TASKS[o] for o in objs if o in OBJECTIVE_TASKS), None) or "generation"
+        if "task" not in at:
+            if "modality" not in at or any(o in _CHECK_INFERS for o in objs) or "label" in outs:
+                return None
+            return A.Task(where, A.Ident(where, default), ())
+        k, v = at["task"]
+        name, fields, meta = self.task(v)
+        if meta:
+            sec.meta["task"] = [A.MetaGroup(self.span(k, v), A.Ident(self.inner(k), "task"), tuple(meta))]
+        if name is None:
+            if not isinstance(v, MappingNode):
+                return None
+            name = A.Ident(self.inner(k), default)
+        t = name.name
+        t = ("multimodal_retrieval" if len(inputs) > 1 else "embedding") if t == "retrieval" else TASK_ALIASES.get(t, t)
+        return A.Task(self.span(k, v), A.Ident(name.span, t), tuple(fields))
+
+    def family_target(self, arch: A.Architecture, task: A.Task | None, inputs: tuple[A.Ident, ...],
+                      outputs: tuple[A.Ident, ...], objectives: tuple[A.Ident, ...]
+                      ) -> tuple[A.Architecture, A.Task | None, str | None]:
+        """The stdlib family the architecture builds (as the checker will pick it), and a warning where that is a
+        neighbour of what the family names (a CNN on video). `mlp` with continuous actions is the Gaussian agent.
+        A task key that the family takes under another name (CLIP's `embed_dim`) moves to the architecture; one
+        that sets nothing of the family is warned (W003)."""
+        fam = arch.family.dotted
+        fields = {f.name.name: f.value for f in task.fields} if task is not None else {}
+        space = fields.get("action_space")
+        continuous = "action_dim" in fields or (isinstance(space, A.Name) and space.dotted == "continuous")
+        if fam == "mlp" and continuous and task is not None and task.name.name in _RL_TASKS:
+            arch = A.Architecture(arch.span, A.Name(arch.family.span, ("gaussian_agent",)), arch.fields)
+            fam = "gaussian_agent"
+        selectors = [o.name for o in objectives] + ([task.name.name] if task else []) + [o.name for o in outputs]
+        presets = stdlib_presets()
+        target = presets[fam] if fam in presets else resolve_target(fam, [i.name for i in inputs], selectors)
+        params = _stdlib_index()[1].get(target or "", frozenset())
+        if task is not None and target in _stdlib_index()[1]:
+            moved = {f.name.name: f for f in task.fields if f.name.name not in params
+                     and _PARAM_ALIASES.get(f.name.name, "") in params
+                     and not any(a.name.name == _PARAM_ALIASES[f.name.name] for a in arch.fields)}
+            task = A.Task(task.span, task.name, tuple(f for f in task.fields if f.name.name not in moved))
+            arch = A.Architecture(arch.span, arch.family, arch.fields + tuple(
+                A.Field(f.span, A.Ident(f.name.span, _PARAM_ALIASES[n]), f.value) for n, f in moved.items()))
+        for f in task.fields if task is not None and target in _stdlib_index()[1] else ():
+            if f.name.name not in params and f.name.name not in _DESCRIPTIVE_TASK_FIELDS:
+                key = self.file.text[f.name.span.start:f.name.span.end] if f.name.span else f.name.name
+                self.bag.warning("W003", f"`task.{key}` sets no parameter of `{target}`; it is recorded, not built",
+                                 f.name.span, hint="families that take it: " + ", ".join(
+                                     sorted(n for n, ps in _stdlib_index()[1].items() if f.name.name in ps)[:6]))
+        note = fallback_note(fam, target) if target else None
+        if note is not None:
+            self.bag.warning("W003", f"`{fam}` for {', '.join(i.name for i in inputs)} input: {note}",
+                             arch.family.span)
+        return arch, task, target
 
     def version(self, node: Node) -> str | None:
         v = self.text(node, "metagen_version", '"1.0"')
@@ -535,22 +587,93 @@ class _Lowering:
                            hint='this compiler reads `metagen_version: "1.0"`')
         return v
 
-    def model_name(self, node: Node) -> A.Ident | None:
+    def model_name(self, node: Node, sec: Sections) -> A.Ident | None:
+        """`name` is a display name, any text: the model's identifier (output folder, Python class) is derived
+        from it (yaml_schema.identifier), and the text is kept as `display_name` in the metadata for the paper,
+        the model card and the docstrings. Two display names of one file that give one identifier: an error."""
         t = self.text(node, "name", '"my_model"')
         if t is None:
             return None
-        if not _is_ident(t):
-            fixed = _sanitize(t)
-            self.shape(node, f"model name `{t}` is not a valid name: use letters, digits and `_`, "
-                       "not starting with a digit", hint=f'use `name: "{fixed}"`')
-            t = fixed
-        return A.Ident(self.inner(node), t)
+        ident = identifier(t)
+        first = self.names.get(ident)
+        if first is not None and first[0] != t:
+            self.bag.error("E104", f"the display names `{first[0]}` and `{t}` both give the model identifier "
+                           f"`{ident}`", self.inner(node), notes=[Note("the first is here", first[1])],
+                           hint="make the names differ in a letter or digit, not only in case or punctuation")
+            n = 2
+            while f"{ident}_{n}" in self.names:
+                n += 1
+            ident = f"{ident}_{n}"
+        self.names.setdefault(ident, (t, self.inner(node)))
+        if ident != t:
+            sec.meta["name"] = [A.Field(self.span(node), A.Ident(self.inner(node), "display_name"),
+                                        A.Str(self.inner(node), t))]
+        return A.Ident(self.inner(node), ident)
+
+
+class _TooLarge(Exception):
+    """The YAML nests too deep or expands (through aliases) to too many nodes: a limit of the language."""
+
+    def __init__(self, message: str, mark: Mark | None) -> None:
+        super().__init__(message)
+        self.message, self.mark = message, mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing nodes only (never objects), that stops at the limits of the
+    language while it composes: nesting deeper than MAX_NESTING (counted through aliases, so an alias of
+    a deep anchor inside another deep one is as deep as the two together), and a tree that would expand
+    to more than MAX_YAML_NODES nodes once every alias is replaced by its anchor ("billion laughs").
+    Each node's height and expanded size are kept when it is composed, so the checks cost O(1) per node
+    and an alias costs O(1) however large its anchor is. PyYAML's composer recurses once per level;
+    the depth bound keeps it far from Python's recursion limit."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._height: dict[int, int] = {}  # id(node) -> levels below and including it, aliases expanded
+        self._size: dict[int, int] = {}  # id(node) -> nodes in it, aliases expanded
+
+    def compose_node(self, parent: Node | None, index: object) -> Node:  # type: ignore[override]
+        if self.check_event(AliasEvent):
+            mark = self.peek_event().start_mark
+            node: Node = super().compose_node(parent, index)
+            if id(node) not in self._height:  # its anchor is still being composed: the alias is inside it
+                raise _TooLarge("a YAML alias refers to a collection that contains it (a recursive alias)", mark)
+            if self._depth + self._height[id(node)] > MAX_NESTING:
+                raise _TooLarge(f"YAML nests more than {MAX_NESTING} levels deep once this alias is expanded, "
+                                "the most the language allows", mark)
+            return node
+        self._depth += 1
+        if self._depth > MAX_NESTING:
+            raise _TooLarge(f"YAML nests more than {MAX_NESTING} levels deep, the most the language allows",
+                            self.peek_event().start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = node.value
+        elif isinstance(node, MappingNode):
+            children = [n for pair in node.value for n in pair]
+        size = 1 + sum(self._size[id(c)] for c in children)
+        if size > MAX_YAML_NODES:
+            raise _TooLarge(f"the YAML has {short_int(size)} nodes (an alias counts as a copy of its anchor), "
+                            f"more than the {MAX_YAML_NODES:,} the language allows", node.start_mark)
+        self._size[id(node)] = size
+        self._height[id(node)] = 1 + max((self._height[id(c)] for c in children), default=0)
+        return node
 
 
 def _yaml_error(e: yaml.YAMLError, file: SourceFile, bag: DiagnosticBag) -> None:
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e)
     at = int(mark.index) if mark is not None else 0
+    if isinstance(e, ReaderError):  # a character YAML does not allow: no mark, a position
+        at = max(0, min(len(file.text), int(e.position)))
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        problem = f"unacceptable character {char}: {e.reason}"
     span = Span.of(file, at, min(len(file.text), at + 1))
     notes: list[Note] = []
     context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
@@ -564,11 +687,25 @@ def parse_yaml(source: SourceFile, bag: DiagnosticBag) -> A.Module | None:
     """Lower a YAML spec (one model per YAML document) to an AST module that imports the stdlib
     modules it needs. Returns None if the text is not well-formed YAML; other problems go to
     `bag` and the module is still returned."""
+    if source_too_large(source, bag):
+        return None
+    loader: _BoundedLoader | None = None
     try:
-        docs = list(yaml.compose_all(source.text, Loader=yaml.SafeLoader))
+        loader = _BoundedLoader(source.text)  # its reader checks the characters of the whole text first
+        docs = []
+        while loader.check_node():
+            docs.append(loader.get_node())
     except yaml.YAMLError as e:
         _yaml_error(e, source, bag)
         return None
+    except _TooLarge as e:
+        at = int(e.mark.index) if e.mark is not None else 0
+        bag.error(LIMIT_CODE, e.message, Span.of(source, at, min(len(source.text), at + 1)),
+                  hint="see docs/language.md, Limits")
+        return None
+    finally:
+        if loader is not None:
+            loader.dispose()
     low = _Lowering(source, bag)
     models: list[A.Model] = []
     version: str | None = None
