@@ -119,6 +119,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "import-weights": Subcommand("metagen_backends.onnx.weights:main",
                                  "put trained weights (a state_dict .pt or .npz) into a compiled model's ONNX file",
                                  (_ONNX, Needs("torch", ("torch",), _reads_a_torch_file))),
+    "train": Subcommand("metagen_backends.pytorch.training.command:main",
+                        "compile a spec, then train it on local data with the generated train.py (docs/training.md)",
+                        (Needs("train", ("torch", "safetensors")),)),
     "search": Subcommand("metagen_compiler.search:main", "search the open dimensions of a spec (docs/search.md)",
                          (Needs("search", ("optuna",)),)),
 }

@@ -323,6 +323,7 @@ def _recover(root: Path) -> None:
         if m["kind"] == "old" and not os.path.lexists(target) and _ident(p) is not None:
             os.rename(p, target)
         else:
+            _carry_runs(p, target)  # a folder replaced by a commit that was killed before it carried them
             _remove(p)
         _step(f"clean {name}")
 
@@ -456,12 +457,37 @@ def _commit_locked(root: Path, models: Mapping[str, Mapping[str, str | bytes]], 
             tail = f"; `{root}` is as it was" if restored else f"; the next metagenc run into `{root}` restores it"
             raise OutputError(_describe(exc, root) + tail) from None
         raise
-    try:  # committed: delete the replaced folders; a failure here leaves strays that the next run deletes
+    try:  # committed: keep the training runs, delete the replaced folders; a failure here leaves strays that
+        # the next run carries the runs out of and deletes
         _fsync_dir(root, durable)
         _step("commit")
         for e in entries:
+            for p in (root / e.tmp, root / e.old):
+                _carry_runs(p, root / e.name)
+            _step(f"carry runs {e.name}")
             _remove(root / e.tmp)
             _remove(root / e.old)
             _step(f"clean {e.name}")
     except OSError:
         pass
+
+
+RUNS = "runs"  # what train.py writes into a model's folder: kept when a compile replaces the folder
+
+
+def _carry_runs(old: Path, target: Path) -> None:
+    """Move the training runs (`runs/<run>/`) of a replaced model folder into its new folder, run by run, so a
+    recompile never deletes them. A run of the same name already in the new folder is left where it is (and so
+    deleted with the old folder only if it is a duplicate of a run the new folder already has)."""
+    src = old / RUNS
+    if not src.is_dir() or src.is_symlink() or not target.is_dir() or target.is_symlink():
+        return
+    dst = target / RUNS
+    if not os.path.lexists(dst):
+        os.rename(src, dst)
+        return
+    if not dst.is_dir() or dst.is_symlink():
+        return
+    for name in sorted(os.listdir(src)):
+        if not os.path.lexists(dst / name):
+            os.rename(src / name, dst / name)

@@ -479,3 +479,25 @@ def test_sigkill_during_real_compiles(spec: Path, tmp_path: Path) -> None:
         counts["old" if after == refs["1"] else "new"] += 1
         shutil.rmtree(out)
     print(f"kill trials: {counts}")
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
+def test_training_runs_survive_a_recompile_and_a_kill_at_every_step(
+        tmp_path: Path, exchange: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.py writes OUT/<model>/runs/<run>/; compiling again replaces the folder but keeps its runs, also when
+    the compile is killed at any step and the next run recovers."""
+    steps = _steps(tmp_path, exchange, monkeypatch)
+    for k in [0, *range(1, len(steps) + 1)]:
+        root = tmp_path / f"runs{k}"
+        commit(root, OLD)
+        (root / "alpha" / "runs" / "r1").mkdir(parents=True)
+        (root / "alpha" / "runs" / "r1" / "metrics.jsonl").write_text('{"step": 1}\n')
+        if k == 0:  # no kill: a plain recompile
+            commit(root, NEW)
+        else:
+            assert _child(root, "commit", k, exchange) == 77
+            j = 1
+            while _child(root, "recover", j, exchange) == 77:
+                j += 1
+        assert (root / "alpha" / "runs" / "r1" / "metrics.jsonl").read_text() == '{"step": 1}\n', (k, steps[k - 1])
+        assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [], k

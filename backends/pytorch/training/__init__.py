@@ -1,0 +1,20 @@
+"""Training and evaluation runtime that the PyTorch backend copies, verbatim, next to each model.py.
+
+`train.py` and `evaluate.py` are scripts; `data.py` and `loop.py` are their helpers. None imports MetaGen,
+so the output folder trains with torch (plus safetensors, and tokenizers or Pillow for text or images).
+Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["RUNTIME_FILES", "runtime_files"]
+
+RUNTIME_FILES = ("train.py", "evaluate.py", "data.py", "loop.py")
+
+
+def runtime_files() -> dict[str, str]:
+    """{file name: source} of the runtime modules, as they are in this package."""
+    here = Path(__file__).resolve().parent
+    return {name: (here / name).read_text(encoding="utf-8") for name in RUNTIME_FILES}

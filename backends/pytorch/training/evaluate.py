@@ -1,0 +1,99 @@
+"""Evaluate a checkpoint of this folder's model on one split of the data it was trained with.
+
+    python evaluate.py --checkpoint runs/<run>/last --data corpus/ --split test
+
+Prints the metrics as one JSON object on stdout and writes the same to runs/<run>/eval_<split>.json.
+The split, tokenizer and statistics are those the run recorded (data.json), so `test` is the run's test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__:
+    from . import data, loop
+else:  # run as a script from the model's folder
+    import data  # type: ignore[no-redef]
+    import loop  # type: ignore[no-redef]
+
+HERE = Path(__file__).resolve().parent
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Evaluate a checkpoint on a data split; prints one JSON object.")
+    p.add_argument("--checkpoint", required=True, help="runs/<run>/last")
+    p.add_argument("--data", default=None, help="the data the run trained on (default: the path it recorded)")
+    p.add_argument("--split", default="test", choices=list(data.SPLITS))
+    p.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's micro-batch)")
+    p.add_argument("--model", default=None, help="the generated model.py (default: the one beside this script)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result, out = evaluate(args)
+    except data.DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    text = json.dumps(result)
+    out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
+    ckpt = loop.find_checkpoint(Path(args.checkpoint))
+    if ckpt is None:
+        raise data.DataError(f"{args.checkpoint}: no checkpoint (expected trainer.json and model.safetensors)")
+    run_dir = ckpt.parent
+    try:
+        resolved = json.loads((run_dir / "config.json").read_text())
+        state = json.loads((run_dir / "data.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise data.DataError(f"{run_dir}: not a run folder ({e.__class__.__name__}: config.json, data.json)") from None
+    settings = resolved["train"]
+    d = loop.Dist(device=torch.device(args.device if args.device != "auto" else
+                                      ("cuda" if torch.cuda.is_available() else "cpu")))
+    beside = HERE / "model.py"  # the output folder's own model.py, wherever the folder has moved
+    module = loop.load_model_module(Path(args.model) if args.model else beside if beside.is_file() else
+                                    Path(settings["model"]))
+    fields = {f.name: f for f in dataclasses.fields(module.Config)}
+    values = {k: tuple(v) if isinstance(fields[k].default, tuple) else v
+              for k, v in resolved["model"].items() if k in fields}
+    model = module.build_model(module.Config(**values)).to(d.device)
+    trainer = loop.load_checkpoint(ckpt, model)
+    form = data.detect_form(model, module)
+    source = args.data or settings["data"]
+    opts = data.DataOptions(source, settings["seed"], settings["block_size"], settings["text_field"],
+                            settings["tokenizer"], settings["target"], settings["features"])
+    splits = data.prepare(opts, form, run_dir, state, model, module, write=False)
+    started = time.perf_counter()
+    batch = args.batch_size or resolved.get("micro_batch", 32)
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=settings.get("precision") == "bf16")
+    metrics, count = loop.evaluate(model, splits.get(args.split), batch, d, autocast, data.target_count)
+    result = {
+        "split": args.split,
+        "metrics": metrics,
+        "predictions": count,
+        "step": trainer["step"],
+        "seen": trainer["seen"],
+        "checkpoint": str(ckpt),
+        "data": source,
+        "synthetic": source == "synthetic",
+        "wall_s": round(time.perf_counter() - started, 3),
+        "device": str(d.device),
+    }
+    return result, run_dir / f"eval_{args.split}.json"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""The pieces of train.py's loop: model loading, AdamW groups, the schedule, batches, evaluation, checkpoints.
+
+Copied verbatim next to a generated model.py; depends on torch and safetensors only. No MetaGen import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import types
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+
+__all__ = [
+    "BatchStream",
+    "Dist",
+    "LossOf",
+    "MetricsLog",
+    "aggregate",
+    "eval_batches",
+    "evaluate",
+    "find_checkpoint",
+    "load_checkpoint",
+    "load_model_module",
+    "lr_factor",
+    "param_groups",
+    "parse_overrides",
+    "progress_line",
+    "save_checkpoint",
+    "setup_distributed",
+    "to_device",
+]
+
+NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+# ---------------------------------------------------------------------------------------- the model
+
+
+def load_model_module(path: Path) -> types.ModuleType:
+    """Import a generated model.py by path (it needs torch only)."""
+    spec = importlib.util.spec_from_file_location("model", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["model"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _field_kind(f: dataclasses.Field) -> type:
+    """The value type of a Config field: its default's type, else its annotation without None."""
+    if f.default is not None and f.default is not dataclasses.MISSING:
+        return type(f.default)
+    names = str(f.type).replace("typing.", "").replace("Optional[", "").replace("]", "")
+    for part in names.split("|"):
+        kind = {"int": int, "float": float, "bool": bool, "str": str, "tuple": tuple}.get(part.strip().split("[")[0])
+        if kind is not None:
+            return kind
+    for arg in getattr(f.type, "__args__", ()):
+        if arg is not type(None):
+            return arg
+    return str
+
+
+def parse_overrides(config_cls: type, items: list[str]) -> dict[str, Any]:
+    """`NAME=VALUE` strings -> Config field values, parsed by the field's type (`none` for an optional field)."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+        kind = _field_kind(fields[name])
+        try:
+            if text.lower() == "none" and fields[name].default is None:
+                out[name] = None
+            elif kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                out[name] = text.lower() in ("true", "1")
+            elif kind is tuple:
+                out[name] = tuple(int(v) for v in text.split(",") if v.strip())
+            elif kind in (int, float):
+                out[name] = kind(text)
+            else:
+                out[name] = text
+        except ValueError:
+            raise ValueError(f"--set {item}: `{text}` is not a valid {kind.__name__} for {name}") from None
+    return out
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices and kernels; none on biases, norms, embeddings, 1-D tensors."""
+    skip: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, (*NORMS, nn.Embedding)) or "Embedding" in type(module).__name__:
+            skip.update(id(p) for p in module.parameters(recurse=False))
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for _, p in model.named_parameters():  # shared (tied) tensors appear once
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or id(p) in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1 over `warmup` steps, then cosine down to `min_ratio` at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class LossOf(nn.Module):
+    """forward(batch) = model.loss(batch), so DistributedDataParallel sees the loss as a forward call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model: Any = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.loss(batch)
+
+
+# -------------------------------------------------------------------------------------- distributed
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+
+def setup_distributed(device: str) -> Dist:
+    """One process, or one of torchrun's (RANK/WORLD_SIZE set): gloo on CPU, NCCL on CUDA."""
+    want = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if "RANK" not in os.environ:
+        return Dist(device=torch.device(want))
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if want.startswith("cuda"):
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return Dist(rank, world, local, torch.device("cuda", local))
+    dist.init_process_group("gloo")
+    return Dist(rank, world, local, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class BatchStream:
+    """Training micro-batches forever, epoch after epoch, in a seeded order shared by all processes.
+
+    Each epoch is DistributedSampler's permutation (seed + epoch), cut into micro-batches per process; with
+    W processes of micro-batch b, process r gets items r, r+W, ... so the W batches of one step together
+    are the same items one process would take with micro-batch W*b. `state()` is (epoch, micro-batches
+    consumed), which a checkpoint stores so a resumed run continues at the same item."""
+
+    def __init__(self, dataset: Dataset, micro: int, seed: int, d: Dist, workers: int = 0,
+                 epoch: int = 0, position: int = 0):
+        self.dataset, self.micro, self.seed, self.d, self.workers = dataset, micro, seed, d, workers
+        self.epoch, self.position = epoch, position
+        self._it: Iterator[dict[str, torch.Tensor]] | None = None
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        sampler: DistributedSampler[int] = DistributedSampler(self.dataset, num_replicas=self.d.world, rank=self.d.rank, shuffle=True,
+                                     seed=self.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        idx = list(sampler)
+        return [idx[i : i + self.micro] for i in range(0, len(idx) - self.micro + 1, self.micro)]
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        while True:
+            if self._it is None:
+                plan = self.batches(self.epoch)
+                if not plan:
+                    raise ValueError(f"{len(self.dataset)} training items make no micro-batch of {self.micro}")  # type: ignore[arg-type]
+                # its own generator: a DataLoader iterator otherwise draws its worker seed from the global RNG,
+                # and a resumed run, which starts an iterator mid-epoch, would then see other dropout masks
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+                loader = DataLoader(self.dataset, batch_sampler=plan[self.position :], num_workers=self.workers,
+                                    collate_fn=default_collate, generator=g)
+                self._it = iter(loader)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self.epoch, self.position, self._it = self.epoch + 1, 0, None
+                continue
+            self.position += 1
+            return batch
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+
+def eval_batches(dataset: Dataset, micro: int) -> list[list[int]]:
+    """Every item once, in order; a shorter last text window (TokenWindows.tail) gets a batch of its own."""
+    n = len(dataset)  # type: ignore[arg-type]
+    full = n - 1 if getattr(dataset, "tail", False) else n
+    out = [list(range(i, min(i + micro, full))) for i in range(0, full, micro)]
+    if full < n:
+        out.append([n - 1])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def _to_sum(name: str, value: float) -> float:
+    """Per-batch means become sums over predictions: perplexity via its log, rmse via its square."""
+    if name == "perplexity":
+        return math.log(value)
+    if name == "rmse":
+        return value * value
+    return value
+
+
+def _from_mean(name: str, value: float) -> float:
+    if name == "perplexity":
+        return math.exp(value)
+    if name == "rmse":
+        return math.sqrt(value)
+    return value
+
+
+def aggregate(sums: dict[str, float], count: float) -> dict[str, float]:
+    """Split-level metrics from sums of per-batch means weighted by the batch's prediction count.
+
+    The model's metrics are means over a batch's predictions (tokens, samples, values), so the weighted sum
+    over all batches divided by all predictions is the split's mean: perplexity = exp(total NLL / tokens),
+    accuracy = correct / samples, rmse = sqrt(total squared error / values)."""
+    return {k: _from_mean(k, v / count) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def evaluate(model: Any, dataset: Dataset, micro: int, d: Dist, autocast: Any = None,
+             count_of: Any = None) -> tuple[dict[str, float], int]:
+    """The task's metrics and the loss over a whole split, the batches shared out across processes."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    for idx in eval_batches(dataset, micro)[d.rank :: d.world]:
+        batch = to_device(default_collate([dataset[i] for i in idx]), d.device)
+        n = count_of(batch) if count_of else len(idx)
+        with autocast or nullcontext():
+            values = {"loss": model.loss(batch), **model.metrics(batch)}
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + _to_sum(k, float(v)) * n
+        count += n
+    if d.enabled:
+        keys = sorted(sums) if sums else []
+        t = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(count)], dtype=torch.float64)
+        d.all_reduce_sum(t)
+        sums, count = dict(zip(keys, t[:-1].tolist())), int(t[-1].item())
+    model.train(was_training)
+    return aggregate(sums, max(count, 1)), count
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    trainer: dict[str, Any], d: Dist) -> None:
+    """Write `folder` (runs/<run>/last) atomically: weights (safetensors), optimizer, scheduler, RNG of every
+    process, and `trainer.json` (step, data position, early-stopping state). A kill at any moment leaves the
+    previous checkpoint or the new one, never a mix."""
+    from safetensors.torch import save_model
+
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    if d.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    d.barrier()
+    torch.save(_rng_state(), tmp / f"rng_rank{d.rank}.pt")
+    d.barrier()
+    if d.main:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1) + "\n")
+        _fsync_dir(tmp)
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    d.barrier()
+
+
+def _fsync_dir(folder: Path) -> None:
+    for p in folder.iterdir():
+        with p.open("rb") as f:
+            os.fsync(f.fileno())
+
+
+def find_checkpoint(folder: Path) -> Path | None:
+    """`last`, or `last.old` when a kill came between the two renames of save_checkpoint."""
+    for p in (folder, folder.with_name(folder.name + ".old")):
+        if (p / "trainer.json").is_file():
+            return p
+    return None
+
+
+def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None, d: Dist | None = None) -> dict[str, Any]:
+    """Restore what save_checkpoint wrote; returns trainer.json."""
+    from safetensors.torch import load_model
+
+    load_model(model, folder / "model.safetensors", device=str(next(model.parameters()).device))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False))
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+    if d is not None:
+        rng = folder / f"rng_rank{d.rank}.pt"
+        if rng.is_file():
+            _set_rng_state(torch.load(rng, weights_only=False))
+    return json.loads((folder / "trainer.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+class MetricsLog:
+    """runs/<run>/metrics.jsonl: one JSON object per line (train steps and evaluations)."""
+
+    def __init__(self, path: Path, enabled: bool, extra: dict[str, Any]):
+        self.path, self.enabled, self.extra = path, enabled, extra
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records after `step` (those a killed run wrote past its last checkpoint) and torn lines."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+        self.path.write_text("".join(k + "\n" for k in keep))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps({**record, **self.extra}) + "\n")
+
+
+def _clock(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def progress_line(step: int, steps: int, loss: float, lr: float, rate: float, unit: str, started: float,
+                  done_here: int, synthetic: bool) -> str:
+    """`step 120/2000 | loss 3.2145 | lr 6.00e-04 | 12,345 tokens/s | eta 0:01:05`."""
+    elapsed = time.perf_counter() - started
+    eta = elapsed / max(1, done_here) * (steps - step)
+    tag = "[synthetic data] " if synthetic else ""
+    w = len(str(steps))
+    return (f"{tag}step {step:>{w}}/{steps} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} {unit}/s"
+            f" | eta {_clock(eta)}")
