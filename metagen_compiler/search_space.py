@@ -1,0 +1,170 @@
+"""The search space of `metagenc search`: every open dimension (`?`) of one model, with its domain.
+
+The space is read the way the solver reads it: the check pass builds the spec's bindings, and each binding
+whose expression is `?` is a dimension whose values are the solver's own domain (`in lo..hi`, stepped by
+`multiple_of`; `passes.solve._domain`). A trial fixes every dimension with the `--set NAME=VALUE` path
+(`overrides.apply_overrides`), in process, so the compile that follows is the one `metagenc --set` runs.
+
+`filled_text` writes the spec with the holes filled: each `? ...` in the user's file is replaced by its
+value (its constraints go with it); a hole that a family declares elsewhere (a stdlib default) is set in
+the model's architecture block instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import ast as A
+from .compilation import Compilation, Options
+from .diagnostics import Diagnostic
+from .span import SourceFile, Span
+
+__all__ = ["Dimension", "SearchSpace", "SpaceError", "compile_candidate", "filled_text", "read_space"]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One open dimension: `name` takes a value of `domain` (a range: start, stop, step)."""
+
+    name: str
+    domain: range
+    span: Span | None  # the `?` and its constraints, where the user's file declares it; None elsewhere
+    declared_in: str  # the file that declares the hole
+
+    def describe(self) -> str:
+        step = f" multiple_of {self.domain.step}" if self.domain.step != 1 else ""
+        return f"{self.name} in {self.domain[0]}..{self.domain[-1]}{step} ({len(self.domain):,} values)"
+
+
+@dataclass
+class SearchSpace:
+    model: str  # the model's name
+    dims: list[Dimension]
+    comp: Compilation  # the compilation after `check` (for its spec: constraints, family)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.dims:
+            n *= len(d.domain)
+        return n
+
+
+class SpaceError(Exception):
+    """The spec cannot be searched; `diagnostics` say why (rendered like the compiler's), or `message` does."""
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics or []
+
+
+def _hole_span(b: object) -> Span | None:
+    """The `? multiple_of m in lo..hi` text of a binding: from the `?` to the end of its last constraint."""
+    expr = getattr(b, "expr", None)
+    if not isinstance(expr, A.Unknown) or expr.span is None:
+        return None
+    end = expr.span.end
+    for c in getattr(b, "constraints", ()):
+        for part in (c, *(getattr(c, f) for f in ("value", "lo", "hi") if hasattr(c, f))):
+            sp = getattr(part, "span", None)
+            if sp is not None and sp.file is expr.span.file:
+                end = max(end, sp.end)
+    return Span.of(expr.span.file, expr.span.start, end) if expr.span.file is not None else None
+
+
+def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str, str], ...] = ()) -> SearchSpace:
+    """The open dimensions of the model that `options.model` names (or the file's only model). Raises
+    SpaceError with the compiler's diagnostics when the spec does not get through `check`, and when it has
+    no open dimension left (after `overrides`) or several models and no `--model`."""
+    from .driver import collect_diagnostics, compile_model_set
+    from .passes.solve import _domain
+    from .values import EvalError
+
+    comps = compile_model_set(source, options, stop_after="check", overrides=overrides)
+    if any(c.bag.has_errors for c in comps):
+        raise SpaceError("the spec has errors", collect_diagnostics(comps))
+    if len(comps) != 1:
+        names = ", ".join(c.spec.name for c in comps if c.spec is not None)
+        raise SpaceError(f"the file has {len(comps)} models ({names}); choose one with --model NAME")
+    comp = comps[0]
+    spec = comp.spec
+    assert spec is not None
+    dims = []
+    for name, b in spec.bindings.items():
+        if not isinstance(b.expr, A.Unknown):
+            continue
+        try:
+            dom = _domain(name, b.constraints, {})
+        except EvalError as e:
+            comp.bag.error(e.code, e.message, e.span, hint=e.hint)
+            raise SpaceError("the spec has errors", collect_diagnostics([comp])) from None
+        if not dom:
+            raise SpaceError(f"`{name}` has no admissible value (its range and multiple_of exclude all)")
+        span = _hole_span(b)
+        in_user_file = span is not None and span.file is not None and span.file.path == source.path \
+            and span.file.text == source.text
+        dims.append(Dimension(name, dom, span if in_user_file else None,
+                              b.span.path if b.span is not None else "<unknown>"))
+    if not dims:
+        raise SpaceError(f"model `{spec.name}` has no open dimension (`?`) to search: every dimension has a value")
+    return SearchSpace(spec.name, dims, comp)
+
+
+def filled_text(source: SourceFile, space: SearchSpace, values: dict[str, int]) -> str:
+    """The spec's text with every hole of `space` given its value from `values`."""
+    text = source.text
+    edits: list[tuple[int, int, str]] = []
+    elsewhere = []
+    for d in space.dims:
+        if d.span is not None:
+            edits.append((d.span.start, d.span.end, str(values[d.name])))
+        else:
+            elsewhere.append(f"{d.name} = {values[d.name]}")
+    if elsewhere:
+        edits.append(_architecture_insert(text, space, elsewhere))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def _architecture_insert(text: str, space: SearchSpace, fields: list[str]) -> tuple[int, int, str]:
+    """Where and what to insert so that the model's architecture block sets `fields`."""
+    model = space.comp.model
+    arch = model.architecture if model is not None else None
+    if arch is None or arch.span is None:
+        raise SpaceError(f"cannot write the filled spec: model `{space.model}` has no architecture block to set "
+                         f"{', '.join(fields)} in")
+    start, end = arch.span.start, arch.span.end
+    block = text[start:end].rstrip()
+    if not block.endswith("}"):  # `architecture family.name` without a block
+        return start + len(block), start + len(block), " { " + "; ".join(fields) + " }"
+    close = start + len(block) - 1
+    before = text[start:close]
+    last_line = before[before.rfind("\n") + 1:]
+    if "\n" in before and not last_line.strip():  # `}` on its own line: one field per line, indented like the rest
+        at = close - len(last_line)
+        indent = _indent_of_fields(text, arch) or last_line + "  "
+        return at, at, "".join(f"{indent}{f}\n" for f in fields)
+    stripped = before.rstrip()
+    at = start + len(stripped)
+    sep = " " if stripped.endswith(("{", ";")) else "; "
+    return at, at, sep + "; ".join(fields)
+
+
+def _indent_of_fields(text: str, arch: A.Architecture) -> str:
+    if not arch.fields or arch.fields[0].span is None:
+        return ""
+    s = arch.fields[0].span.start
+    head = text[text.rfind("\n", 0, s) + 1:s]
+    return head if not head.strip() else ""
+
+
+def compile_candidate(source: SourceFile, options: Options, space: SearchSpace, values: dict[str, int],
+                      fixed: tuple[tuple[str, str], ...] = ()) -> Compilation:
+    """Compile the model with the open dimensions set to `values` (and the user's `--set` overrides `fixed`),
+    in process, through the same path as `metagenc --set`."""
+    from .driver import compile_model_set
+
+    overrides = fixed + tuple((d.name, str(values[d.name])) for d in space.dims)
+    comps = compile_model_set(source, options, overrides=overrides)
+    return comps[0]

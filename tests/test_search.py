@@ -1,0 +1,461 @@
+"""`metagenc search`: estimate-only architecture search over a spec's open dimensions (docs/search.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna  # the test extra installs it (pip install -e ".[test]")
+import pytest
+from conftest import ROOT
+from sqlalchemy.exc import SQLAlchemyError
+
+from metagen_compiler.cli import main as cli_main
+from metagen_compiler.compilation import Options
+from metagen_compiler.driver import compile_model_set
+from metagen_compiler.program import read_source
+from metagen_compiler.search import main as search_main
+from metagen_compiler.search_engine import hypervolume
+from metagen_compiler.search_space import filled_text, read_space
+from metagen_compiler.span import SourceFile
+
+SMALL = """msl 1
+import std.transformer
+
+model small_lm {
+  modality text -> text
+  task generation
+  objective autoregressive
+  constraints {
+    params <= 2M
+    context = 256
+    latency < LATENCY on consumer_gpu
+  }
+  architecture transformer.decoder {
+    vocab = 1000
+    layers = ? in 1..8
+    d_model = ? multiple_of 32 in 64..512
+    heads = d_model / 32
+    norm = rmsnorm
+    position = rope
+    mlp = swiglu
+    bias = false
+    tied = true
+  }
+}
+"""
+# the solver fills the 2M budget (layers 4, d_model 192) at an estimated 0.359 ms: 0.3 ms is broken (W002)
+FAST = SMALL.replace("LATENCY", "0.3ms")
+LOOSE = SMALL.replace("LATENCY", "1ms")
+# heads left open beside d_model: a choice where heads does not divide d_model fails the family's requirement
+HEADS = LOOSE.replace("layers = ? in 1..8", "layers = 2").replace("heads = d_model / 32", "heads = ? in 1..12")
+
+
+def _spec(tmp_path: Path, text: str, name: str = "spec.msl") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _search(spec: Path, out: Path, *extra: str) -> int:
+    return search_main([str(spec), "-o", str(out), "--backend", "none", "--no-plots", *extra])
+
+
+def _trials(out: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+
+
+def _pareto(out: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((out / "pareto.json").read_text())
+
+
+def _finished(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    s = optuna.load_study(study_name=study, storage=storage)
+    return [t for t in s.get_trials(deepcopy=False) if t.state.is_finished()]
+
+
+# ---------------------------------------------------------------- the space and the filled spec
+def test_space_is_the_solvers_domains(tmp_path: Path) -> None:
+    src = read_source(_spec(tmp_path, LOOSE))
+    space = read_space(src, Options())
+    assert [(d.name, d.domain) for d in space.dims] == [("layers", range(1, 9)), ("d_model", range(64, 513, 32))]
+    # a `--set` removes a dimension from the space
+    assert [d.name for d in read_space(src, Options(), (("layers", "3"),)).dims] == ["d_model"]
+
+
+def test_filled_spec_replaces_the_holes_and_compiles_to_the_same_model(tmp_path: Path) -> None:
+    src = read_source(_spec(tmp_path, LOOSE))
+    space = read_space(src, Options())
+    text = filled_text(src, space, {"layers": 3, "d_model": 160})
+    assert "layers = 3\n" in text and "d_model = 160\n" in text and "?" not in text
+    comp = compile_model_set(SourceFile(src.path, text), Options())[0]
+    assert not comp.bag.has_errors and comp.spec is not None
+    assert comp.spec.dims["layers"] == 3 and comp.spec.dims["d_model"] == 160
+
+
+def test_filled_spec_sets_a_hole_the_family_declares(tmp_path: Path) -> None:
+    # conv_vae's `width = ? multiple_of 8` is a default in the stdlib: the filled spec sets it in the model
+    src = read_source(ROOT / "examples" / "conv_vae_images.msl")
+    space = read_space(src, Options())
+    assert [d.name for d in space.dims] == ["width"] and space.dims[0].span is None
+    text = filled_text(src, space, {"width": 24})
+    assert "    width = 24\n  }" in text
+    comp = compile_model_set(SourceFile(src.path, text), Options())[0]
+    assert not comp.bag.has_errors and comp.spec is not None and comp.spec.dims["width"] == 24
+
+
+# ---------------------------------------------------------------- a search, end to end
+def test_estimate_only_search_writes_trials_front_and_candidates(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert search_main([str(spec), "-o", str(out), "--trials", "20", "--seed", "1"]) == 0
+    trials = _trials(out)
+    assert [t["trial"] for t in trials] == list(range(20))
+    assert (out / "study.db").is_file()
+    doc = _pareto(out)
+    assert [o["name"] for o in doc["objectives"]] == ["params", "latency"]
+    assert doc["candidates"] and doc["trials"] == 20
+    for c in doc["candidates"]:
+        folder = out / c["folder"]
+        filled = (folder / "small_lm.msl").read_text()
+        assert "?" not in filled and (folder / "model.py").is_file()
+        report = json.loads((folder / "report.json").read_text())
+        assert report["params"] == c["metrics"]["params"] and c["verified"]
+        assert report["dims"]["layers"] == c["values"]["layers"]
+        # the candidate's own spec compiles on its own, with no warning
+        assert cli_main([str(folder / "small_lm.msl"), "--check"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # not a terminal: no progress line, only the summary
+    assert "search small_lm: 20 trials" in err and "Pareto-optimal" in err
+    if shutil.which("python") and _has_matplotlib():
+        assert (out / "pareto.png").stat().st_size > 1000 and (out / "hypervolume.png").is_file()
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_pareto_candidates_meet_the_latency_constraint_that_the_solver_breaks(tmp_path: Path) -> None:
+    spec, out = _spec(tmp_path, FAST), tmp_path / "out"
+    solved = compile_model_set(read_source(spec), Options())[0]
+    assert [d.code for d in solved.bag.items] == ["W002"]  # today's solver: fills the budget, breaks the latency
+    assert _search(spec, out, "--trials", "30", "--seed", "0") == 0
+    doc = _pareto(out)
+    assert doc["candidates"]
+    for c in doc["candidates"]:
+        assert c["metrics"]["latency"] < 0.3e-3 and c["metrics"]["params"] <= 2_000_000
+        assert all(v <= 0 for v in c["constraints"].values()), c
+    # and some trials did break it: the constraint did the work
+    assert any(t["status"] == "infeasible" for t in _trials(out))
+
+
+def test_constraints_are_never_violated_on_the_front(tmp_path: Path) -> None:
+    spec, out = _spec(tmp_path, FAST), tmp_path / "out"
+    assert _search(spec, out, "--trials", "25", "--sampler", "random", "--objective", "params:max") == 0
+    trials = {t["trial"]: t for t in _trials(out)}
+    doc = _pareto(out)
+    assert len(doc["candidates"]) == 1  # one objective: the best feasible trial
+    best = doc["candidates"][0]
+    feasible = [t for t in trials.values() if t["status"] == "ok"]
+    assert best["objectives"]["params"] == max(t["objectives"]["params"] for t in feasible)
+    infeasible = [t for t in trials.values() if t["status"] == "infeasible"]
+    assert infeasible and all(any(v > 0 for v in t["constraints"].values()) for t in infeasible)
+    assert best["objectives"]["params"] < max(t["objectives"]["params"] for t in infeasible)
+
+
+def test_failed_candidates_are_recorded_with_their_reason(tmp_path: Path) -> None:
+    spec, out = _spec(tmp_path, HEADS), tmp_path / "out"
+    assert _search(spec, out, "--trials", "20", "--sampler", "random") == 0
+    trials = _trials(out)
+    assert len(trials) == 20
+    failed = [t for t in trials if t["status"] == "failed"]
+    assert failed and all("error[E206]" in t["reason"] and "heads must divide d_model" in t["reason"]
+                          for t in failed)
+    assert all(t["values"]["d_model"] % t["values"]["heads"] for t in failed)
+    assert all(t["values"]["d_model"] % t["values"]["heads"] == 0 for t in trials if t["status"] != "failed")
+    assert _pareto(out)["failed"] == len(failed)
+
+
+def test_same_seed_same_search(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, LOOSE)
+    runs = {}
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        assert _search(spec, tmp_path / name, "--trials", "15", "--seed", seed, "--quiet") == 0
+        runs[name] = [(t["values"], t.get("objectives")) for t in _trials(tmp_path / name)]
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+
+
+def test_a_finished_study_is_not_run_again_and_a_larger_budget_continues_it(tmp_path: Path) -> None:
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert _search(spec, out, "--trials", "8", "--quiet") == 0
+    first = _trials(out)
+    assert _search(spec, out, "--trials", "8", "--quiet") == 0
+    assert _trials(out) == first
+    assert _search(spec, out, "--trials", "12", "--quiet") == 0
+    assert _trials(out)[:8] == first and len(_trials(out)) == 12
+
+
+def test_timeout_stops_the_run_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert _search(spec, out, "--trials", "100000", "--timeout", "1") == 0
+    assert 1 <= len(_trials(out)) < 100000
+    assert "of 100000 (--timeout; run again to continue)" in capsys.readouterr().err
+
+
+def test_a_study_of_another_spec_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert _search(_spec(tmp_path, LOOSE), out, "--trials", "3", "--quiet") == 0
+    assert _search(_spec(tmp_path, FAST, "fast.msl"), out, "--trials", "3", "--quiet") == 2
+    assert "is a search of another spec text" in capsys.readouterr().err
+
+
+def test_resumes_after_sigkill_and_loses_no_finished_trial(tmp_path: Path) -> None:
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    cmd = [sys.executable, "-m", "metagen_compiler.cli", "search", str(spec), "-o", str(out), "--trials", "60",
+           "--backend", "none", "--no-plots", "--sampler", "random"]
+    storage = f"sqlite:///{out / 'study.db'}"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before: dict[int, tuple[dict, tuple]] = {}  # type: ignore[type-arg]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            try:
+                done = _finished(storage, "small_lm")
+            except (KeyError, SQLAlchemyError):  # the database or the study is not there yet
+                done = []
+            if len(done) >= 6:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the search ended before it could be killed"
+    for t in _finished(storage, "small_lm"):  # what the storage held when the process died
+        before[t.number] = (t.params, tuple(t.values or ()))
+    assert 6 <= len(before) < 60
+    r = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)  # the same command again
+    assert r.returncode == 0, r.stderr
+    trials = {t["trial"]: t for t in _trials(out)}
+    for n, (params, values) in before.items():  # every trial finished before the kill is kept, unchanged
+        assert trials[n]["values"] == params
+        if values:
+            assert tuple(trials[n]["objectives"].values()) == values
+    counted = [t for t in trials.values() if t["status"] in ("ok", "infeasible", "failed")]
+    assert len(counted) == 60
+    interrupted = [t for t in trials.values() if t["status"] == "interrupted"]
+    for t in (t for t in interrupted if t["values"]):  # a trial the kill cut short is run again, same values
+        retry = [u for u in trials.values() if u.get("retry_of") == t["trial"]]
+        assert len(retry) == 1 and retry[0]["values"] == t["values"] and retry[0]["status"] != "interrupted"
+    assert all(t["status"] != "running" for t in trials.values())
+
+
+def test_ctrl_c_keeps_the_finished_trials_and_exits_130(tmp_path: Path) -> None:
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    cmd = [sys.executable, "-m", "metagen_compiler.cli", "search", str(spec), "-o", str(out), "--trials", "500",
+           "--backend", "none", "--no-plots", "--sampler", "random"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            if len(_finished(storage, "small_lm")) >= 3:
+                break
+        except (KeyError, SQLAlchemyError):
+            pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err and "run the same command again" in err and "Traceback" not in err
+    trials = _trials(out)  # written on the way out
+    assert sum(t["status"] in ("ok", "infeasible") for t in trials) >= 3
+
+
+def test_random_baseline_runs_beside_and_is_plotted(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert search_main([str(spec), "-o", str(out), "--trials", "8", "--baseline", "random", "--backend", "none",
+                        "--quiet"]) == 0
+    base = _finished(f"sqlite:///{out / 'study.db'}", "small_lm-random")
+    assert len(base) == 8
+    assert (out / "hypervolume.png").stat().st_size > 1000 and (out / "pareto.png").is_file()
+
+
+def test_progress_line_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from metagen_compiler.search import Progress
+    from metagen_compiler.search_engine import ObjectiveSpec
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(values=[1.5e6, 2e-4], user_attrs={"result": {"status": "ok"}}))
+    cfg = type("Cfg", (), {"objectives": [ObjectiveSpec("params", "maximize"), ObjectiveSpec("latency", "minimize")],
+                           "trials": 10, "timeout": None})()
+    p = Progress(True)
+    p(study, cfg, 2.0)
+    p.close()
+    err = capsys.readouterr().err
+    assert err.startswith("\rtrial 1/10  feasible 1  best: params 1.5M, latency 0.2 ms  ~18s left") and err.endswith("\n")
+
+
+def test_a_dead_workers_trial_is_run_again_with_its_values(tmp_path: Path) -> None:
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert _search(spec, out, "--trials", "3", "--quiet") == 0
+    study = optuna.load_study(study_name="small_lm", storage=f"sqlite:///{out / 'study.db'}")
+    cut = study.ask()  # a worker that died in the middle of its trial: RUNNING, with values, its process gone
+    cut.set_user_attr("worker", f"{socket.gethostname()}:{_dead_pid()}")
+    values = {"layers": cut.suggest_int("layers", 1, 8), "d_model": cut.suggest_int("d_model", 64, 512, step=32)}
+    assert _search(spec, out, "--trials", "5", "--quiet") == 0
+    trials = {t["trial"]: t for t in _trials(out)}
+    assert trials[cut.number]["status"] == "interrupted" and trials[cut.number]["values"] == values
+    retry = [t for t in trials.values() if t.get("retry_of") == cut.number]
+    assert len(retry) == 1 and retry[0]["values"] == values and retry[0]["status"] in ("ok", "infeasible")
+    assert len([t for t in trials.values() if t["status"] != "interrupted"]) == 5
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_share_one_study(tmp_path: Path, kind: str) -> None:
+    spec = _spec(tmp_path, LOOSE)
+    storage = f"journal:{tmp_path / 'study.log'}" if kind == "journal" else f"sqlite:///{tmp_path / 'shared.db'}"
+    procs = [subprocess.Popen([sys.executable, "-m", "metagen_compiler.cli", "search", str(spec),
+                               "-o", str(tmp_path / f"out{i}"), "--trials", "24", "--storage", storage,
+                               "--study", "shared", "--seed", str(i), "--backend", "none", "--no-plots"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trials = _trials(tmp_path / "out1")
+    numbers = [t["trial"] for t in trials]
+    assert numbers == sorted(set(numbers))
+    done = [t for t in trials if t["status"] in ("ok", "infeasible", "failed")]
+    assert 24 <= len(done) <= 26  # each worker may finish the trial it had started when the budget was reached
+    assert len({t["worker"] for t in trials}) == 2  # both took part
+
+
+# ---------------------------------------------------------------- usage
+@pytest.mark.parametrize("args, message", [
+    (["--trials", "0"], "--trials must be 1 or more"),
+    (["--objective", "accuracy:max"], "unknown objective `accuracy`"),
+    (["--objective", "params:up"], "the direction is min or max"),
+    (["--objective", "params:min", "--objective", "params:max"], "an objective is given twice"),
+    (["--data", "corpus/"], "prototype training (--data) is not available yet"),
+    (["--timeout", "-1"], "--timeout must be a positive number"),
+    (["--backend", "tex"], "unknown backend `tex`"),
+    (["--device", "abacus"], "unknown device `abacus`"),
+    (["--set", "layers"], "--set takes NAME=VALUE"),
+])
+def test_bad_arguments_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                        message: str) -> None:
+    spec = _spec(tmp_path, LOOSE)
+    assert cli_main(["search", str(spec), "-o", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage: metagenc search" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("url", ["nosuchdb://x", "sqlite:///TMP/file/x.db", "journal:TMP/file/x.log",
+                                 "mysql://u:secret@h/db"])
+def test_a_storage_that_cannot_be_opened_is_an_error_without_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    (tmp_path / "file").write_text("a file where the storage's folder should be")
+    url = url.replace("TMP", str(tmp_path))
+    assert cli_main(["search", str(_spec(tmp_path, LOOSE)), "-o", str(tmp_path / "o"), "--storage", url]) == 1
+    err = capsys.readouterr().err
+    assert "error: cannot open the storage" in err and "Traceback" not in err and "secret" not in err
+
+
+def test_unknown_sampler_is_an_argparse_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli_main(["search", str(_spec(tmp_path, LOOSE)), "--sampler", "grid"])
+    assert e.value.code == 2
+
+
+def test_a_spec_without_open_dimensions_or_with_errors_is_an_input_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["search", str(ROOT / "examples" / "gpt2.msl"), "-o", str(tmp_path / "o")]) == 1
+    assert "has no open dimension" in capsys.readouterr().err
+    bad = _spec(tmp_path, LOOSE.replace("task generation", "task genration"), "bad.msl")
+    assert cli_main(["search", str(bad), "-o", str(tmp_path / "o")]) == 1
+    assert "error[E203]" in capsys.readouterr().err
+    assert cli_main(["search", str(tmp_path / "missing.msl")]) == 1
+    body = LOOSE.split("import std.transformer\n", 1)[1]
+    two = _spec(tmp_path, LOOSE + body.replace("model small_lm", "model other_lm"), "two.msl")
+    assert cli_main(["search", str(two), "-o", str(tmp_path / "o")]) == 1
+    assert "has 2 models (small_lm, other_lm); choose one with --model NAME" in capsys.readouterr().err
+    assert cli_main(["search", str(two), "-o", str(tmp_path / "o"), "--model", "other_lm", "--trials", "2",
+                     "--backend", "none", "--no-plots", "--quiet"]) == 0
+    assert json.loads((tmp_path / "o" / "pareto.json").read_text())["model"] == "other_lm"
+
+
+def test_hypervolume_2d() -> None:
+    assert hypervolume([(0.0, 0.0)], (1.0, 1.0)) == 1.0
+    assert hypervolume([(0.0, 0.5), (0.5, 0.0)], (1.0, 1.0)) == pytest.approx(0.75)
+    assert hypervolume([(0.2, 0.2), (0.5, 0.5), (2.0, 0.0)], (1.0, 1.0)) == pytest.approx(0.64)
+    assert hypervolume([], (1.0, 1.0)) == 0.0
+
+
+# ---------------------------------------------------------------- PostgreSQL, a real server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bin() -> Path | None:
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / "initdb").is_file():
+            return d
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.mark.slow
+def test_two_workers_on_a_real_postgresql_server(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg2")
+    pg = _pg_bin()
+    if pg is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="metagen-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        os.chmod(root, 0o777)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+    try:
+        subprocess.run([*as_user, str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
+                        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        spec = _spec(tmp_path, LOOSE)
+        procs = [subprocess.Popen([sys.executable, "-m", "metagen_compiler.cli", "search", str(spec),
+                                   "-o", str(tmp_path / f"out{i}"), "--trials", "20", "--storage", url,
+                                   "--study", "pg", "--seed", str(i), "--backend", "none", "--no-plots"],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        done = [t for t in _finished(url, "pg")]
+        assert 20 <= len(done) <= 22
+        assert len({t.user_attrs["worker"] for t in done}) == 2
+    finally:
+        subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       check=False, capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
