@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Param", "Primitive", "PRIMITIVES", "ShapeError", "Shape", "Dim", "numel", "dim_add", "subst_dim", "moe_capacity"]
+__all__ = ["Param", "Primitive", "PRIMITIVES", "ShapeError", "Shape", "Dim", "numel", "dim_add", "subst_dim",
+           "moe_capacity", "moe_rows"]
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -420,6 +421,12 @@ def _gap_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [(x[0], x[1])]
 
 
+def _rope_check(a: Mapping[str, Any]) -> str | None:
+    if float(a["scaling"]) <= 0:
+        return f"scaling must be positive, got {a['scaling']}"
+    return _check_positive("heads")(a)
+
+
 def _rope_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [s[0], s[1]]
 
@@ -776,18 +783,28 @@ def _moe_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [s[0]]
 
 
-def moe_capacity(a: Mapping[str, Any], tokens: int) -> int:
-    """Tokens each expert takes: ceil(capacity_factor * tokens * top_k / experts), as the generated MoE computes it."""
+def moe_capacity(a: Mapping[str, Any], tokens: int) -> int | None:
+    """Tokens each expert takes: ceil(capacity_factor * tokens * top_k / experts), as the generated MoE computes it;
+    None for capacity_factor 0 (no limit: every token reaches its top_k experts, as in Mixtral)."""
+    if float(a["capacity_factor"]) == 0:
+        return None
     return math.ceil(float(a["capacity_factor"]) * tokens * a["top_k"] / a["experts"])
 
 
+def moe_rows(a: Mapping[str, Any], tokens: int) -> int:
+    """Rows the experts compute for `tokens` tokens: experts x capacity (the capacity buffers), or, without a
+    capacity limit, tokens x top_k (each token once per chosen expert, whatever the routing)."""
+    cap = moe_capacity(a, tokens)
+    return tokens * a["top_k"] if cap is None else a["experts"] * cap
+
+
 def _moe_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
-    # router (tokens x d_model x experts) and three expert matmuls over each expert's capacity buffer
+    # router (tokens x d_model x experts) and three expert matmuls over the rows the experts compute
     tokens = numel(i[0][:-1])
     e, d, h = a["experts"], a["d_model"], a["hidden"]
-    cap = moe_capacity(a, tokens)
-    mm = 2 * tokens * d * e + 3 * 2 * e * cap * d * h
-    other = 5 * tokens * e + e * cap * (4 * h + h) + tokens * a["top_k"] * d * 2  # softmax, silu * up, combine
+    rows = moe_rows(a, tokens)
+    mm = 2 * tokens * d * e + 3 * 2 * rows * d * h
+    other = 5 * tokens * e + rows * (4 * h + h) + tokens * a["top_k"] * d * 2  # softmax, silu * up, combine
     return mm, other
 
 
@@ -797,8 +814,8 @@ def _moe_check(a: Mapping[str, Any]) -> str | None:
         return msg
     if a["top_k"] > a["experts"]:
         return f"top_k ({a['top_k']}) must not exceed experts ({a['experts']})"
-    if float(a["capacity_factor"]) <= 0:
-        return f"capacity_factor must be positive, got {a['capacity_factor']}"
+    if float(a["capacity_factor"]) < 0:
+        return f"capacity_factor must be positive, or 0 for no capacity limit, got {a['capacity_factor']}"
     return None
 
 
@@ -1127,10 +1144,11 @@ _PRIMS = [
     Primitive("scale", (_P("factor", "float"),), "Multiplies by a constant (T5's d_model ** -0.5 before its tied head).",
               flops=_elementwise(1), saves="none"),
     Primitive(
-        "rope", (_P("heads", "int"), _P("base", "float", 10000.0)),
-        "Rotary position embedding applied to q and k, given as (B, T, C).",
+        "rope", (_P("heads", "int"), _P("base", "float", 10000.0), _P("scaling", "float", 1.0)),
+        "Rotary position embedding applied to q and k, given as (B, T, C); positions divided by `scaling` (linear "
+        "rope scaling, transformers' rope_type `linear`).",
         n_inputs=2, n_outputs=lambda a: 2, shape=_rope_shape, flops=lambda a, i, o: (0, 3 * (numel(i[0]) + numel(i[1]))),
-        check=_check_positive("heads"), saves="none",
+        check=_rope_check, saves="none",
     ),
     Primitive(
         "split", (_P("parts", "int"), _P("dim", "int", -1)),
@@ -1140,6 +1158,7 @@ _PRIMS = [
     Primitive("gelu", (_P("approximate", "str", "none"),), "GELU activation.", flops=_elementwise(8)),
     Primitive("quick_gelu", (), "x * sigmoid(1.702 x), CLIP's GELU approximation.", flops=_elementwise(4)),
     Primitive("relu", (), "ReLU activation.", flops=_elementwise(1), saves="output"),
+    Primitive("relu6", (), "ReLU6 activation: min(max(0, x), 6) (MobileNet).", flops=_elementwise(2)),
     Primitive("silu", (), "SiLU (swish) activation.", flops=_elementwise(4)),
     Primitive("elu", (_P("alpha", "float", 1.0),), "ELU activation: x, or alpha (exp(x) - 1) below 0 (GAT).",
               flops=_elementwise(4)),
@@ -1241,8 +1260,9 @@ _PRIMS = [
     ),
     Primitive(
         "moe", (_P("d_model", "int"), _P("hidden", "int"), _P("experts", "int"), _P("top_k", "int", 2),
-                _P("capacity_factor", "float", 1.25), _P("normalize", "bool", True), _P("aux_coef", "float", 0.01)),
-        "Mixture of SwiGLU experts on (B, T, D): a linear router sends each token to its top_k experts, each "
+                _P("capacity_factor", "float", 0.0), _P("normalize", "bool", True), _P("aux_coef", "float", 0.01)),
+        "Mixture of SwiGLU experts on (B, T, D): a linear router sends each token to its top_k experts; with "
+        "capacity_factor 0 (the default, Mixtral) every expert takes every token sent to it, otherwise each "
         "expert takes up to capacity = ceil(capacity_factor * tokens * top_k / experts) tokens in token order, "
         "outputs are summed weighted by the (renormalised, if normalize) router probabilities; records the "
         "load-balancing loss.",

@@ -9,6 +9,7 @@ import math
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 
@@ -72,10 +73,11 @@ def _expert(m, e: int, h):  # type: ignore[no-untyped-def]
 
 
 def _reference(m, x):  # type: ignore[no-untyped-def]
-    """Token by token, in order: each token's top_k experts, an expert serving only its first `capacity` requests."""
+    """Token by token, in order: each token's top_k experts, an expert serving only its first `capacity` requests
+    (all of them with capacity_factor 0)."""
     xs = x.reshape(-1, x.shape[-1])
     probs = F.softmax(xs @ m.router.t(), dim=-1)
-    capacity = math.ceil(m.capacity_factor * xs.shape[0] * m.top_k / m.experts)
+    capacity = math.ceil(m.capacity_factor * xs.shape[0] * m.top_k / m.experts) if m.capacity_factor else math.inf
     served = [0] * m.experts
     out, dropped = torch.zeros_like(xs), 0
     for i in range(xs.shape[0]):
@@ -92,7 +94,7 @@ def _reference(m, x):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("top_k,normalize", [(1, False), (2, True), (3, True)])
-@pytest.mark.parametrize("capacity_factor", [0.5, 1.25, 4.0])
+@pytest.mark.parametrize("capacity_factor", [0.5, 1.25, 4.0, 0.0])
 def test_moe_dispatch_equals_token_by_token_reference(moe_mod, top_k, normalize, capacity_factor) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(top_k)
     m = moe_mod.MoE(16, 24, 4, top_k=top_k, capacity_factor=capacity_factor, normalize=normalize)
@@ -104,8 +106,30 @@ def test_moe_dispatch_equals_token_by_token_reference(moe_mod, top_k, normalize,
         torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
     if capacity_factor == 0.5:
         assert dropped > 0  # the capacity rule is exercised
-    if capacity_factor * top_k >= 4.0:
-        assert dropped == 0  # capacity >= tokens: no token is dropped
+    if capacity_factor * top_k >= 4.0 or capacity_factor == 0:
+        assert dropped == 0  # capacity >= tokens, or no capacity limit: no token is dropped
+
+
+def test_moe_default_drops_no_token_and_is_batch_independent(moe_mod) -> None:  # type: ignore[no-untyped-def]
+    """The family's default (capacity_factor 0, as in Mixtral): a token's output is the same alone as in a batch,
+    however peaked the router; the primitive's FLOPs count each token once per chosen expert."""
+    from metagen_compiler.primitives import PRIMITIVES
+
+    torch.manual_seed(0)
+    m = moe_mod.MoE(16, 24, 4, top_k=2)
+    assert m.capacity_factor == 0.0
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.5)
+        m.router[0] += 5.0  # every token wants expert 0
+        x = torch.randn(3, 9, 16)
+        both = m(x)
+        torch.testing.assert_close(m(x[1:2]), both[1:2], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(both, _reference(m, x)[0], atol=1e-5, rtol=1e-5)
+    args = {"d_model": 16, "hidden": 24, "experts": 4, "top_k": 2, "capacity_factor": 0.0, "normalize": True,
+            "aux_coef": 0.01}
+    mm, _ = PRIMITIVES["moe"].flops(args, [(3, 9, 16)], [(3, 9, 16)])
+    assert mm == 2 * 27 * 16 * 4 + 6 * (27 * 2) * 16 * 24
 
 
 def test_load_balancing_loss(moe_mod) -> None:  # type: ignore[no-untyped-def]
@@ -137,7 +161,7 @@ def test_model_loss_adds_the_aux_loss_of_every_block(moe_mod) -> None:  # type: 
 # ------------------------------------------------------------------ bad dims, large specs
 @pytest.mark.parametrize("arch,code", [
     ("moe.decoder { layers = 1; d_model = 64; heads = 1; experts = 2; top_k = 3 }", "E206"),
-    ("moe.decoder { layers = 1; d_model = 64; heads = 1; capacity_factor = 0.0 }", "E206"),
+    ("moe.decoder { layers = 1; d_model = 64; heads = 1; capacity_factor = -1.0 }", "E206"),
     ("ssm.mamba { layers = 1; d_model = 64; d_state = 0 }", "E206"),
     ("ssm.s4d { layers = 1; d_model = 64; d_state = 7 }", "E206"),
 ])
@@ -173,3 +197,27 @@ def test_yaml_family_groups_import_their_module(family: str, qualname: str) -> N
     assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
     assert comp.spec.family.qualname == qualname
     assert 0 < comp.graph.g.graph["estimates"]["params"] <= 20_000_000
+
+
+# ------------------------------------------------------------------ ONNX: the decoder step shares the weights
+def test_mamba_step_model_shares_the_forward_models_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Mamba's model_with_past.onnx (the recurrent step) reads model.onnx.data instead of a second inline copy
+    once the weights pass SHARED_DATA_THRESHOLD (lowered here; Mamba-130M's 517 MB pass the real one)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx_ir")
+    import metagen_backends.onnx as backend
+
+    src = _spec("ssm.mamba_130m { vocab = 97; layers = 2; d_model = 64; d_state = 8; dt_rank = 4 }", "std.ssm")
+    inline = backend.emit(_compile(src))
+    assert "model.onnx.data" not in inline and len(inline["model_with_past.onnx"]) > 100_000  # small: inline twice
+    monkeypatch.setattr(backend, "SHARED_DATA_THRESHOLD", 4096)
+    files = backend.emit(_compile(src))
+    assert {"model.onnx", "model.onnx.data", "model_with_past.onnx"} <= set(files)
+    assert len(files["model.onnx"]) < 100_000 and len(files["model_with_past.onnx"]) < 100_000
+    for name in ("model.onnx", "model.onnx.data", "model_with_past.onnx"):
+        (tmp_path / name).write_bytes(files[name])
+    for name in ("model.onnx", "model_with_past.onnx"):
+        onnx.checker.check_model(str(tmp_path / name), full_check=True)
+        m = onnx.load(tmp_path / name, load_external_data=False)
+        assert {d.value for t in m.graph.initializer for d in t.external_data if d.key == "location"} == \
+            {"model.onnx.data"}

@@ -242,8 +242,10 @@ def test_decoders_are_causal(built, name) -> None:  # type: ignore[no-untyped-de
         a, b = model(*xs), model(*xs[:k], y, *xs[k + 1:])
     if codec:
         a, b = a.transpose(1, 2), b.transpose(1, 2)
-    assert torch.equal(a[0, :t], b[0, :t])
-    assert not torch.equal(a[0, t:], b[0, t:])
+    # equal up to float rounding: a mixture of experts without a capacity limit runs each expert on the rows routed
+    # to it, and a matmul's rounding may depend on its number of rows, which the later tokens change
+    torch.testing.assert_close(a[0, :t], b[0, :t], rtol=0, atol=1e-5)
+    assert not torch.allclose(a[0, t:], b[0, t:], rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))

@@ -237,3 +237,496 @@ def test_pointnet_equals_the_reference_implementation() -> None:
         got = ours(points)
     assert expect.abs().max() > 0.1  # logits of a size that shows a difference
     assert (got - expect).abs().max().item() < 1e-4
+
+
+# ------------------------------------------------------------------ presets compute their reference's function
+# Every preset that names a reference implementation computes its function: the preset with its dims reduced
+# (everything else, rotary base, norm eps, activation, routing, as the preset sets it) against the reference
+# built from a config with the same reduced dims and the reference's own values for the rest; the reference's
+# random weights, perturbed off their init so that every tensor counts, mapped into ours; the same outputs within
+# 1e-4 in float32.
+def _preset_module(imports: str, arch: str, modality: str = "text -> text",  # type: ignore[no-untyped-def]
+                   task: str = "generation"):
+    src = f"import {imports}\nmodel p {{\n  modality {modality}\n  task {task}\n  architecture {arch}\n}}\n"
+    comp = compile_source(SourceFile("preset.msl", src))
+    assert not comp.bag.has_errors, [str(d) for d in comp.bag.items]
+    mod = types.ModuleType("preset_model")
+    sys.modules["preset_model"] = mod
+    exec(compile(emit(comp)["model.py"], "preset_model.py", "exec"), mod.__dict__)  # noqa: S102 - our own code
+    return mod.build_model().eval()
+
+
+def _load_perturbed(ours, ref, rename, scale: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+    """Perturb the reference's weights, then load them into ours under our names (every tensor of ours given)."""
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    with torch.no_grad():
+        for v in ref.parameters():
+            v.add_(scale * torch.randn(v.shape, generator=g))
+        for key, v in ref.state_dict().items():
+            state.update(rename(key, v))
+    ours.load_state_dict(state, strict=True)
+
+
+def _tokens(vocab: int, length: int = 40, batch: int = 2):  # type: ignore[no-untyped-def]
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(1))
+
+
+def _close(ours, theirs) -> float:  # type: ignore[no-untyped-def]
+    assert ours.shape == theirs.shape
+    assert theirs.abs().max() > 0.1  # outputs of a size that shows a difference
+    err = (ours - theirs).abs().max().item()
+    assert err < 1e-4, err
+    return err
+
+
+_LLAMA_LAYER = {"self_attn.q_proj.weight": "attn.q_proj.weight", "self_attn.k_proj.weight": "attn.k_proj.weight",
+                "self_attn.v_proj.weight": "attn.v_proj.weight", "self_attn.o_proj.weight": "attn.c_proj.weight",
+                "input_layernorm.weight": "ln_1.weight", "post_attention_layernorm.weight": "ln_2.weight",
+                "mlp.gate_proj.weight": "mlp.w1.weight", "mlp.up_proj.weight": "mlp.w3.weight",
+                "mlp.down_proj.weight": "mlp.w2.weight", "mlp.gate.weight": "moe.router",
+                "mlp.experts.down_proj": "moe.w2"}
+
+
+def _llama_rename(key: str, v):  # type: ignore[no-untyped-def]
+    """LlamaForCausalLM / MixtralForCausalLM names -> ours (Mixtral's fused experts.gate_up_proj: gate, then up)."""
+    top = {"model.embed_tokens.weight": "encoder.wte.weight", "model.norm.weight": "backbone.ln_f.weight",
+           "lm_head.weight": "head.proj.weight"}
+    if key in top:
+        return {top[key]: v}
+    p = key.split(".")
+    pre, rest = f"backbone.h.{p[2]}.", ".".join(p[3:])
+    if rest == "mlp.experts.gate_up_proj":
+        gate, up = v.chunk(2, dim=1)
+        return {pre + "moe.w1": gate, pre + "moe.w3": up}
+    return {pre + _LLAMA_LAYER[rest]: v}
+
+
+# the published configs' values beside the dims (mistralai/Mixtral-8x7B-v0.1 config.json; MixtralConfig's defaults
+# for mixtral_tiny, whose comment names MixtralForCausalLM with its dims)
+_MIXTRAL_FUNCTION: dict[str, dict[str, float]] = {
+    "mixtral_8x7b": {"rope_theta": 1e6, "rms_norm_eps": 1e-5, "num_local_experts": 8, "num_experts_per_tok": 2},
+    "mixtral_tiny": {"num_local_experts": 8, "num_experts_per_tok": 2},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(_MIXTRAL_FUNCTION))
+def test_mixtral_presets_compute_transformers_mixtral(preset: str) -> None:
+    """Rotary base 1e6, RMSNorm eps 1e-5 and no token dropped, as MixtralForCausalLM; and a token's logits do
+    not depend on the rest of the batch."""
+    transformers = pytest.importorskip("transformers")
+    ours = _preset_module("std.moe", f"moe.{preset} {{ vocab = 97; context = 64; layers = 2; d_model = 64; "
+                                     "heads = 4; kv_heads = 2; hidden = 96 }")
+    cfg = transformers.MixtralConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                     tie_word_embeddings=False, **_MIXTRAL_FUNCTION[preset])
+    torch.manual_seed(0)
+    ref = transformers.MixtralForCausalLM(cfg).eval()
+    _load_perturbed(ours, ref, _llama_rename, scale=0.2)
+    tokens = _tokens(97)
+    with torch.no_grad():
+        logits = ours(tokens)
+        _close(logits, ref(tokens).logits)
+        assert (ours(tokens[:1]) - logits[:1]).abs().max().item() < 1e-4  # no capacity: batch-independent
+
+
+def test_llama_small_computes_transformers_llama() -> None:
+    """LlamaConfig's defaults beside the dims: rotary base 10000, RMSNorm eps 1e-6, SiLU-gated MLP."""
+    transformers = pytest.importorskip("transformers")
+    ours = _preset_module("std.presets", "llama_small { vocab = 97; context = 64; layers = 2; d_model = 64; "
+                                         "heads = 4; kv_heads = 2 }")
+    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   tie_word_embeddings=False)
+    torch.manual_seed(0)
+    ref = transformers.LlamaForCausalLM(cfg).eval()
+    _load_perturbed(ours, ref, _llama_rename)
+    tokens = _tokens(97)
+    with torch.no_grad():
+        _close(ours(tokens), ref(tokens).logits)
+
+
+def _gpt2_rename(key: str, v):  # type: ignore[no-untyped-def]
+    """GPT2LMHeadModel -> ours: its Conv1D weights are (in, out), transposed; learned positions (1, T, D); the
+    head is tied to wte on both sides."""
+    if key == "lm_head.weight":
+        return {"head.proj.weight": v}
+    name = key.removeprefix("transformer.")
+    if name in ("wte.weight", "wpe.weight"):
+        return {f"encoder.{name}": v if name == "wte.weight" else v[None]}
+    if name.endswith(".weight") and any(f".{m}." in name for m in ("c_attn", "c_proj", "c_fc")):
+        v = v.t()
+    return {f"backbone.{name}": v}
+
+
+def test_gpt2_computes_transformers_gpt2() -> None:
+    """GPT2Config's defaults beside the dims: LayerNorm eps 1e-5, tanh-approximated GELU, tied head."""
+    transformers = pytest.importorskip("transformers")
+    ours = _preset_module("std.presets", "gpt2 { vocab = 97; context = 64; layers = 2; d_model = 64; heads = 2 }")
+    cfg = transformers.GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=2, n_positions=64, bos_token_id=0,
+                                  eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    ref = transformers.GPT2LMHeadModel(cfg).eval()
+    _load_perturbed(ours, ref, _gpt2_rename)
+    assert ours.head.proj.weight is ours.encoder.wte.weight
+    tokens = _tokens(97)
+    with torch.no_grad():
+        _close(ours(tokens), ref(tokens).logits)
+
+
+def _bert_rename(key: str, v):  # type: ignore[no-untyped-def]
+    """BertModel -> ours: separate q/k/v fused into c_attn (query, key, value); the pooler is the embedding head."""
+    p = key.split(".")
+    if p[0] == "embeddings":
+        return {f"encoder.{'.'.join(p[1:])}": v[None] if p[1] == "position_embeddings" else v}
+    if p[0] == "pooler":
+        return {f"head.{'.'.join(p[1:])}": v}
+    pre, rest = f"backbone.layer.{p[2]}.", ".".join(p[3:])
+    if rest.startswith("attention.self."):
+        return {}  # fused below, from the query's key
+    table = {"attention.output.dense": "attention.c_proj", "attention.output.LayerNorm": "attention_norm",
+             "intermediate.dense": "mlp.c_fc", "output.dense": "mlp.c_proj", "output.LayerNorm": "output_norm"}
+    return {pre + table[rest.rsplit(".", 1)[0]] + "." + p[-1]: v}
+
+
+def test_bert_base_computes_transformers_bert() -> None:
+    """BertConfig's defaults beside the dims: LayerNorm eps 1e-12, exact GELU, post-norm; the pooled output."""
+    transformers = pytest.importorskip("transformers")
+    ours = _preset_module("std.presets", "bert_base { vocab = 97; context = 64; layers = 2; d_model = 64; heads = 2; "
+                                         "mlp_dim = 96 }", "text -> embedding", "embedding")
+    cfg = transformers.BertConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=96, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    ref = transformers.BertModel(cfg).eval()
+    sd = ref.state_dict()
+
+    def rename(key: str, v):  # type: ignore[no-untyped-def]
+        if key.endswith(("attention.self.query.weight", "attention.self.query.bias")):
+            kind = key.rsplit(".", 1)[1]
+            base = key.split(".attention.")[0].replace("encoder.layer", "backbone.layer")
+            qkv = [sd[key.replace(".query.", f".{n}.")] for n in ("query", "key", "value")]
+            return {f"{base}.attention.c_attn.{kind}": torch.cat(qkv)}
+        return _bert_rename(key, v)
+
+    _load_perturbed(ours, ref, rename)
+    tokens = _tokens(97)
+    with torch.no_grad():
+        _close(ours(tokens), ref(tokens).pooler_output)
+
+
+def _fused_qkv(key: str, sd, base: str):  # type: ignore[no-untyped-def]
+    """BERT-style attention.self.{query,key,value} -> our c_attn (query, key, value), given the query's key."""
+    kind = key.rsplit(".", 1)[1]
+    qkv = [sd[key.replace(".query.", f".{n}.")] for n in ("query", "key", "value")]
+    return {f"{base}.attention.c_attn.{kind}": torch.cat(qkv)}
+
+
+def test_layoutlm_base_computes_transformers_layoutlm() -> None:
+    """LayoutLMConfig's defaults beside the dims (BERT's post-norm encoder, LayerNorm eps 1e-12; x, y, height and
+    width tables of 1024 coordinates, the x and y tables shared by both edges of a box): the pooled output."""
+    transformers = pytest.importorskip("transformers")
+    ours = _preset_module("std.document", "document.layoutlm_base { vocab = 97; context = 32; layers = 2; "
+                          "d_model = 64; heads = 2; mlp_dim = 96 }", "text -> embedding", "embedding")
+    cfg = transformers.LayoutLMConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=96, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                                      attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    ref = transformers.LayoutLMModel(cfg).eval()
+    sd = ref.state_dict()
+
+    def rename(key: str, v):  # type: ignore[no-untyped-def]
+        p = key.split(".")
+        if p[0] == "embeddings":
+            name = p[1]
+            if name in ("word_embeddings", "position_embeddings"):
+                return {f"encoder_text.{name}.weight": v[None] if name == "position_embeddings" else v}
+            if name in ("x_position_embeddings", "y_position_embeddings"):
+                other = "x_right" if name[0] == "x" else "y_lower"
+                return {f"encoder_boxes.{name}.weight": v, f"encoder_boxes.{other}.weight": v}
+            if name in ("h_position_embeddings", "w_position_embeddings"):
+                return {f"encoder_boxes.{name}.weight": v}
+            return {f"backbone.{'.'.join(p[1:])}": v}  # token_type_embeddings, LayerNorm
+        if key.endswith(("attention.self.query.weight", "attention.self.query.bias")):
+            return _fused_qkv(key, sd, f"backbone.encoder.layer.{p[2]}")
+        return {k.replace("backbone.layer.", "backbone.encoder.layer."): t for k, t in _bert_rename(key, v).items()}
+
+    _load_perturbed(ours, ref, rename)
+    g = torch.Generator().manual_seed(1)
+    tokens = _tokens(97, length=20)
+    corner = torch.randint(0, 500, (2, 20, 2), generator=g)
+    boxes = torch.cat([corner, corner + torch.randint(0, 500, (2, 20, 2), generator=g)], dim=-1)  # x0, y0, x1, y1
+    with torch.no_grad():
+        _close(ours(tokens, boxes), ref(input_ids=tokens, bbox=boxes).pooler_output)
+
+
+def _mamba_rename(key: str, v):  # type: ignore[no-untyped-def]
+    if key == "lm_head.weight":
+        return {"head.proj.weight": v}  # tied
+    if key == "backbone.embeddings.weight":
+        return {"encoder.wte.weight": v}
+    for name in ("A_log", "D"):
+        if key.endswith(f"mixer.{name}"):
+            return {key.replace(f"mixer.{name}", f"mixer.ssm.{name}"): v}
+    return {key: v}
+
+
+def test_mamba_130m_computes_transformers_mamba() -> None:
+    """The state-spaces/mamba-130m config beside the dims (RMSNorm eps 1e-5, state 16, convolution 4, expand 2),
+    against MambaForCausalLM's sequential path."""
+    transformers = pytest.importorskip("transformers")
+    ours = _preset_module("std.ssm", "ssm.mamba_130m { vocab = 97; layers = 2; d_model = 64; dt_rank = 4 }")
+    cfg = transformers.MambaConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
+                                   conv_kernel=4, time_step_rank=4, use_conv_bias=True, use_bias=False,
+                                   layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    ref = transformers.MambaForCausalLM(cfg).eval()
+    _load_perturbed(ours, ref, _mamba_rename)
+    tokens = _tokens(97, length=24)
+    with torch.no_grad():
+        _close(ours(tokens), ref(tokens).logits)
+
+
+def _clip_rename(key: str, v, sd):  # type: ignore[no-untyped-def]
+    """CLIPModel -> ours: q/k/v fused into c_attn (query, key, value), fc1/fc2 as c_fc/c_proj, the class token and
+    the position tables with a leading batch dim."""
+    if key == "logit_scale":
+        return {"head.logits.logit_scale": v}
+    if key in ("visual_projection.weight", "text_projection.weight"):
+        return {f"encoder_{'image' if key.startswith('visual') else 'text'}.{key}": v}
+    tower, rest = key.split(".", 1)
+    root = "encoder_image" if tower == "vision_model" else "encoder_text"
+    rest = rest.removeprefix("embeddings.").removeprefix("encoder.")
+    if rest.endswith(("k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias")):
+        return {}  # fused with the query
+    if rest.endswith(("q_proj.weight", "q_proj.bias")):
+        qkv = [sd[key.replace("q_proj", n)] for n in ("q_proj", "k_proj", "v_proj")]
+        return {f"{root}.{rest.replace('q_proj', 'c_attn')}": torch.cat(qkv)}
+    rest = rest.replace("out_proj", "c_proj").replace("mlp.fc1", "mlp.c_fc").replace("mlp.fc2", "mlp.c_proj")
+    if rest == "class_embedding":
+        return {f"{root}.class_embedding.weight": v[None, None]}
+    if rest == "position_embedding.weight":
+        return {f"{root}.{rest}": v[None]}
+    return {f"{root}.{rest}": v}
+
+
+def test_clip_vit_b_32_computes_transformers_clip() -> None:
+    """CLIPConfig's defaults beside the dims (quick GELU, LayerNorm eps 1e-5, pre-LayerNorm of the image tower,
+    the text pooled at the highest token id, as transformers does with eos_token_id 2): logits_per_image."""
+    transformers = pytest.importorskip("transformers")
+    ours = _preset_module("std.presets", "clip_vit_b_32 { image_size = 32; patch_size = 8; vision_layers = 2; "
+                          "vision_width = 64; vision_heads = 2; vision_mlp = 128; vocab = 97; context = 16; "
+                          "text_layers = 2; text_width = 64; text_heads = 2; text_mlp = 128; embed_dim = 32 }",
+                          "image, text -> embedding", "multimodal_retrieval")
+    cfg = transformers.CLIPConfig(
+        text_config={"vocab_size": 97, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 16, "eos_token_id": 2, "bos_token_id": 0,
+                     "pad_token_id": 1},
+        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=32)
+    torch.manual_seed(0)
+    ref = transformers.CLIPModel(cfg).eval()
+    sd = ref.state_dict()
+    _load_perturbed(ours, ref, lambda k, v: _clip_rename(k, v, sd))
+    g = torch.Generator().manual_seed(1)
+    image, tokens = torch.randn(3, 3, 32, 32, generator=g), _tokens(97, length=12, batch=3)
+    with torch.no_grad():
+        _close(ours(image, tokens), ref(input_ids=tokens, pixel_values=image).logits_per_image)
+
+
+# preset -> the test (module::function) that compares its function with the reference implementation it names
+FUNCTION_TESTS = {
+    "gpt2": "test_reference_models::test_gpt2_computes_transformers_gpt2",
+    "llama_small": "test_reference_models::test_llama_small_computes_transformers_llama",
+    "bert_base": "test_reference_models::test_bert_base_computes_transformers_bert",
+    "clip_vit_b_32": "test_reference_models::test_clip_vit_b_32_computes_transformers_clip",
+    "layoutlm_base": "test_reference_models::test_layoutlm_base_computes_transformers_layoutlm",
+    "mixtral_8x7b": "test_reference_models::test_mixtral_presets_compute_transformers_mixtral",
+    "mixtral_tiny": "test_reference_models::test_mixtral_presets_compute_transformers_mixtral",
+    "mamba_130m": "test_reference_models::test_mamba_130m_computes_transformers_mamba",
+    "convnext_tiny": "test_reference_models::test_convnext_computes_what_torchvision_computes",  # torchvision
+    "resnet18": "test_reference_models::test_resnet_computes_what_torchvision_computes",  # torchvision
+    "resnet50": "test_reference_models::test_resnet_computes_what_torchvision_computes",  # torchvision
+    "t5_small": "test_numeric::test_t5_computes_transformers_t5",
+    "whisper_tiny": "test_numeric::test_whisper_computes_transformers_whisper",
+    "musicgen_small": "test_audiolm::test_small_musicgen_computes_transformers_musicgen",
+    "detr_r50": "test_detection::test_detr_computes_transformers_detr",
+    "sd15": "test_diffusion::test_unet_computes_diffusers_unet",  # diffusers, where installed
+}
+# presets that name a reference whose function is not compared yet (their parameter counts are): the open list
+COUNT_ONLY = {"vit_b_16", "maskformer_r50"}
+# presets that name no reference implementation (paper dims, or a small configuration)
+NO_REFERENCE = {"yolo_s", "yolo_n", "ldm_tiny", "tft_electricity", "rag_small", "divided_base", "latte_xl",
+                "vlm_small"}
+
+
+def test_every_preset_is_classified_and_its_function_test_exists() -> None:
+    """A new preset must say whether it names a reference, and a preset that does names its function test."""
+    import importlib
+
+    from test_presets import stdlib_presets
+
+    presets = set(stdlib_presets())
+    assert not FUNCTION_TESTS.keys() & COUNT_ONLY and not (FUNCTION_TESTS.keys() | COUNT_ONLY) & NO_REFERENCE
+    assert presets == FUNCTION_TESTS.keys() | COUNT_ONLY | NO_REFERENCE
+    for target in FUNCTION_TESTS.values():
+        module, function = target.split("::")
+        assert callable(getattr(importlib.import_module(module), function)), target
+
+
+# ------------------------------------------------------------------ ResNet: torchvision's function, wide members
+WIDE_RESNET50_2 = 68_883_240  # torchvision's model documentation (wide_resnet50_2)
+
+
+def _resnet(width: int, depths: list[int], unit: str, expansion: int, stem: int | None = None, image: int = 224,
+            classes: int = 1000) -> str:
+    stem_field = f"; stem_width = {stem}" if stem is not None else ""
+    return f"""import std.vision
+model r {{
+  modality image -> label
+  task classification {{ num_classes = {classes} }}
+  constraints {{ image_size = {image} }}
+  architecture vision.resnet {{
+    width = {width}; depths = {depths}; unit = {unit}; expansion = {expansion}{stem_field}
+  }}
+}}"""
+
+
+def test_wide_resnet_has_its_own_stem_width() -> None:
+    """Wide ResNet-50-2 (torchvision wide_resnet50_2): a 64-channel stem beside bottlenecks twice as wide as
+    ResNet-50's (width 128, expansion 2: the same outputs, 256 to 2048 channels). Without torchvision: the
+    published count, from the compiler and from the generated module; with it, torchvision's too."""
+    comp, mod = build(_resnet(128, [3, 4, 6, 3], "bottleneck", 2, stem=64))
+    with torch.device("meta"):
+        ours = mod.build_model()
+    assert comp.graph.param_count() == _count(ours) == WIDE_RESNET50_2
+    assert tuple(ours.encoder.conv1.weight.shape) == (64, 3, 7, 7)
+    tv = _torchvision()
+    with torch.device("meta"):
+        assert _count(tv.wide_resnet50_2()) == WIDE_RESNET50_2
+
+
+@pytest.mark.parametrize("preset,unit,expansion,stem", [("resnet18", "basic_block", 1, None),
+                                                        ("resnet50", "bottleneck", 4, None),
+                                                        ("wide_resnet50_2", "bottleneck", 2, 8)])
+def test_resnet_computes_what_torchvision_computes(preset: str, unit: str, expansion: int, stem: int | None) -> None:
+    """torchvision's ResNet at width 8 (16 for the wide one, its stem 8), one block per stage, 64 x 64 images: its
+    state (weights and running statistics, perturbed) copied tensor by tensor in order, the same logits in eval
+    mode. Skipped where torchvision does not import (beside the CPU build of torch 2.13 it does not)."""
+    _torchvision()
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+    block = BasicBlock if unit == "basic_block" else Bottleneck
+    wide = stem is not None
+    torch.manual_seed(0)
+    ref = ResNet(block, [1, 1, 1, 1], num_classes=10, width_per_group=128 if wide else 64).eval()
+    # scale torchvision's 64-channel design down by 8: rebuild with inplanes 8 (torchvision fixes the stem at 64)
+    ref.inplanes = 8
+    ref.conv1 = torch.nn.Conv2d(3, 8, 7, 2, 3, bias=False)
+    ref.bn1 = torch.nn.BatchNorm2d(8)
+    ref.layer1, ref.layer2 = ref._make_layer(block, 8, 1), ref._make_layer(block, 16, 1, stride=2)
+    ref.layer3, ref.layer4 = ref._make_layer(block, 32, 1, stride=2), ref._make_layer(block, 64, 1, stride=2)
+    ref.fc = torch.nn.Linear(64 * block.expansion, 10)
+    ref.eval()
+    _, mod = build(_resnet(16 if wide else 8, [1, 1, 1, 1], unit, expansion, stem=stem, image=64, classes=10))
+    ours = mod.build_model().eval()
+    mine, theirs = list(ours.state_dict().values()), list(ref.state_dict().items())
+    assert [tuple(t.shape) for t in mine] == [tuple(t.shape) for _, t in theirs]
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for a, (key, b) in zip(mine, theirs):
+            if key.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+            elif b.is_floating_point():
+                b.add_(0.05 * torch.randn(b.shape, generator=g))
+            a.copy_(b)
+        x = torch.randn(2, 3, 64, 64, generator=g)
+        err = (ours(x) - ref(x)).abs().max().item()
+    assert err < 1e-4, err
+
+
+# ------------------------------------------------------------------ family parameters in the ONNX backend
+def _onnx_logits(comp, model, tmp_path, tokens):  # type: ignore[no-untyped-def]
+    """The ONNX model of `comp` with `model`'s weights, run by onnxruntime on `tokens`."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx_ir")
+    from metagen_backends.onnx import emit as emit_onnx
+    from metagen_backends.onnx.weights import import_weights
+
+    for name, data in emit_onnx(comp).items():
+        (tmp_path / name).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    path = import_weights(tmp_path, model.state_dict(), tmp_path / "trained.onnx")
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"text": tokens.numpy()})[0]
+
+
+def _decoder(fields: str):  # type: ignore[no-untyped-def]
+    src = ("import std.transformer\nmodel p {\n  modality text -> text\n  task generation\n  architecture "
+           f"transformer.decoder {{ vocab = 97; context = 64; layers = 1; d_model = 64; heads = 2; {fields} }}\n}}\n")
+    comp = compile_source(SourceFile("fields.msl", src))
+    assert not comp.bag.has_errors, [str(d) for d in comp.bag.items]
+    return comp
+
+
+def test_relu6_activation_in_pytorch_and_onnx(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`relu6` (MobileNet's min(max(0, x), 6)) as a family's activation (here an MLP's `act`): the generated
+    module clips at 0 and 6, and the ONNX model (Clip) gives the same logits with the same weights."""
+    from conftest import load_module
+
+    comp = _decoder("mlp = gelu_mlp(act = relu6)")
+    code = emit(comp)["model.py"]
+    assert "F.relu6(" in code
+    (tmp_path / "model.py").write_text(code)
+    model = load_module(tmp_path / "model.py", "relu6_model").build_model().eval()
+    mlp = model.backbone.h[0].mlp
+    with torch.no_grad():
+        mlp.c_fc.weight.mul_(400.0)  # pre-activations well past 6 and below 0
+        pre, post = [], []
+        mlp.c_fc.register_forward_hook(lambda m, i, o: pre.append(o))
+        mlp.c_proj.register_forward_hook(lambda m, i, o: post.append(i[0]))
+        tokens = _tokens(97, length=16)
+        logits = model(tokens)
+    assert (pre[0] > 6).any() and (pre[0] < 0).any()
+    assert torch.equal(post[0], pre[0].clamp(0.0, 6.0))
+    assert float(abs(_onnx_logits(comp, model, tmp_path, tokens) - logits.numpy()).max()) < 1e-4
+
+
+def test_rope_theta_and_scaling_in_onnx(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The rotary base and linear scaling reach the ONNX model: its logits equal the PyTorch module's, and differ
+    from a model with the defaults (so the test sees them)."""
+    from conftest import load_module
+
+    tokens = _tokens(97, length=48)
+    out = {}
+    for fields in ("rope_theta = 500000.0; rope_scaling = 4.0", ""):
+        comp = _decoder(fields)
+        folder = tmp_path / str(len(out))
+        folder.mkdir()
+        (folder / "model.py").write_text(emit(comp)["model.py"])
+        torch.manual_seed(0)
+        model = load_module(folder / "model.py", f"rope_model_{len(out)}").build_model().eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.2 * torch.randn(p.shape))
+            logits = model(tokens).numpy()
+        assert float(abs(_onnx_logits(comp, model, folder, tokens) - logits).max()) < 1e-4
+        out[fields] = logits
+    assert float(abs(out[""] - out["rope_theta = 500000.0; rope_scaling = 4.0"]).max()) > 1e-2
+
+
+def test_linear_rope_scaling_computes_transformers_llama() -> None:
+    """`rope_scaling` (positions divided by it) against LlamaForCausalLM with rope_type `linear`, rotary base 5e5
+    (LLaMA 3's), past the trained context; the ONNX lowering divides the same float32 frequencies."""
+    transformers = pytest.importorskip("transformers")
+    ours = _preset_module("std.transformer", "transformer.decoder { vocab = 97; context = 64; layers = 2; "
+                          "d_model = 64; heads = 4; kv_heads = 2; rope_theta = 500000.0; rope_scaling = 4.0 }")
+    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   tie_word_embeddings=False,
+                                   rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 500000.0})
+    torch.manual_seed(0)
+    ref = transformers.LlamaForCausalLM(cfg).eval()
+    _load_perturbed(ours, ref, _llama_rename)
+    tokens = _tokens(97, length=48)
+    with torch.no_grad():
+        _close(ours(tokens), ref(tokens).logits)

@@ -200,8 +200,11 @@ def component_equations(ops: Ops, blocks: set[str], tied: bool) -> list[Equation
             + (" renormalised over the chosen $k$" if renorm else "") + ":\n"
             "\\begin{equation*}\n  y = \\sum_{e \\in \\mathrm{top}_k(p)} g_e\\, \\mathrm{MLP}_e(x).\n"
             "\\end{equation*}\n"
-            "An expert serves at most $\\lceil c\\, n k / E \\rceil$ of a batch's $n$ tokens (capacity factor $c$), "
-            "in token order; a token over capacity skips that expert. Training adds the load-balancing loss "
+            + ("An expert serves at most $\\lceil c\\, n k / E \\rceil$ of a batch's $n$ tokens (capacity factor "
+               "$c$), in token order; a token over capacity skips that expert. "
+               if _any(ops, "moe", lambda a: float(a.get("capacity_factor", 0)) > 0) else
+               "Every expert serves every token routed to it. ")
+            + "Training adds the load-balancing loss "
             "$\\alpha E \\sum_e f_e P_e$, with $f_e$ the fraction of tokens routed to $e$ and $P_e$ its mean "
             "router probability.",
             ("shazeer2017outrageously", "lepikhin2021gshard", "fedus2022switch")))

@@ -2,10 +2,11 @@
 from PyTorch state_dict keys to initializers. Opt-in: `metagenc SPEC --backend pytorch,onnx`.
 
 Files (relative to OUT/<model>/):
-- model.onnx: the forward model; weights inline, or in model.onnx.data above EXTERNAL_DATA_THRESHOLD or
-  with --weights external; with --weights none every weight is a graph input (graph only, nothing allocated).
-- model_with_past.onnx: for causal decoders, the decoder step with a key/value cache (same initializers;
-  with external data it reads model.onnx.data, so the weights are stored once).
+- model.onnx: the forward model; weights inline, or in model.onnx.data above EXTERNAL_DATA_THRESHOLD, above
+  SHARED_DATA_THRESHOLD when a decoder step is written too, or with --weights external; with --weights none
+  every weight is a graph input (graph only, nothing allocated).
+- model_with_past.onnx: for causal decoders (attention or state-space), the decoder step with a cache (same
+  initializers; with external data it reads model.onnx.data, so the weights are stored once).
 - onnx_names.json: state_dict key -> initializer name, for `metagenc import-weights`.
 
 See docs/onnx.md for the opset policy and what is exported per family.
@@ -20,10 +21,13 @@ from typing import Any
 
 from metagen_compiler.compilation import Compilation
 
-__all__ = ["MAX_RANDOM_BYTES", "build_model", "emit", "graph_text"]
+__all__ = ["MAX_RANDOM_BYTES", "SHARED_DATA_THRESHOLD", "build_model", "emit", "graph_text"]
 
 # Random weights above this are refused (E514): they would only be noise, and the files are built in memory.
 MAX_RANDOM_BYTES = 8 * 1024**3
+# With a decoder step beside the forward model, weights above this go to model.onnx.data, which both read:
+# stored once instead of inline in each file (Mamba-130M: one 517 MB file, not two).
+SHARED_DATA_THRESHOLD = 64 * 1024**2
 
 
 def build_model(comp: Compilation, *, with_cache: bool = False, weights: str | None = None) -> Any:
@@ -70,8 +74,9 @@ def emit(comp: Compilation) -> dict[str, str | bytes]:
             "E514", f"the weights of `{comp.spec.name}` take {total / 1024**3:.1f} GiB; random weights above "
             f"{MAX_RANDOM_BYTES // 1024**3} GiB are not materialised", comp.spec.span,
             hint="use --weights none for the graph alone, then `metagenc import-weights` for trained weights")])
-    external = mode == "external" or (mode != "none" and total > W.EXTERNAL_DATA_THRESHOLD)
     step = supports_cache(comp.graph)
+    external = mode == "external" or (mode != "none" and (total > W.EXTERNAL_DATA_THRESHOLD
+                                                          or (step and total > SHARED_DATA_THRESHOLD)))
 
     def model(with_cache: bool, shared: Any = None) -> Any:
         return build(comp.graph, opset=opset, weights=mode, seed=o.seed, with_cache=with_cache, arrays=shared).model

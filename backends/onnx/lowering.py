@@ -396,6 +396,8 @@ def _rope(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     hs = _int_dim(n.in_shapes[0], -1, "q's features") // heads
     # in float64, then rounded once: float32 pow differs in the last bit between numpy builds
     inv_freq = (1.0 / (float(base) ** (np.arange(0, hs, 2, dtype=np.float64) / hs))).astype(np.float32)
+    if float(n.args.get("scaling", 1.0)) != 1.0:  # as the PyTorch backend: the float32 frequencies, divided
+        inv_freq = inv_freq / np.float32(n.args["scaling"])
     zero, one = w.scalar(0, np.int64), w.scalar(1, np.int64)
     pos = w.op("Range", [zero, w.dim(q, 1, scalar=True), one])  # (T,)
     if n.past_len is not None:
@@ -516,9 +518,10 @@ def _s4d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 # ------------------------------------------------------------------ mixture of experts
 def _moe(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     """As MoE in the PyTorch backend, computed densely: every expert on every token, each output weighted by
-    the token's gate for that expert, which is zero unless the router chose it and the expert had room. The
-    routing (top-k, each expert's queue in token order, the capacity from the run-time token count) is the
-    PyTorch backend's, so the output is the same; the cost is experts / top_k times the routed compute."""
+    the token's gate for that expert, which is zero unless the router chose it and (with a capacity factor)
+    the expert had room. The routing (top-k, each expert's queue in token order, the capacity from the
+    run-time token count) is the PyTorch backend's, so the output is the same; the cost is experts / top_k
+    times the routed compute."""
     a, ws = n.args, n.weights
     d, e, k = int(a["d_model"]), int(a["experts"]), int(a["top_k"])
     x = w.reshape(n.inputs[0], [-1, d])  # (N, D)
@@ -529,18 +532,26 @@ def _moe(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     ids = w.reshape(expert, [-1, 1])  # (N k, 1), token order
     experts = w.op("Range", [w.scalar(0, np.int64), w.scalar(e, np.int64), w.scalar(1, np.int64)])
     chosen = w.op("Cast", [w.op("Equal", [ids, experts])], {"to": int(ir.DataType.INT64)})  # (N k, E)
-    queued = w.op("Mul", [w.op("Sub", [w.op("CumSum", [chosen, w.scalar(0, np.int64)]), w.scalar(1, np.int64)]), chosen])
-    slot = w.op("ReduceSum", [queued, w.i64(-1)], {"keepdims": 0})  # (N k,) place in its expert's queue
-    # capacity = ceil(capacity_factor * N * top_k / experts), in float64 as Python computes it
-    def f64(v: float) -> ir.Value:  # (w.const keeps constants float32)
-        return w.op("Constant", [], {"value": ir.tensor(np.array(v, np.float64))}, tag=f"f64({v:g})")
+    kept: ir.Value | None = None
+    if float(a["capacity_factor"]) > 0:  # 0: no capacity limit, every pair kept
+        queued = w.op("Mul", [w.op("Sub", [w.op("CumSum", [chosen, w.scalar(0, np.int64)]), w.scalar(1, np.int64)]),
+                              chosen])
+        slot = w.op("ReduceSum", [queued, w.i64(-1)], {"keepdims": 0})  # (N k,) place in its expert's queue
 
-    tokens = w.op("Cast", [w.op("Mul", [w.dim(n.inputs[0], 0), w.dim(n.inputs[0], 1)])], {"to": int(ir.DataType.DOUBLE)})
-    cap = w.op("Mul", [w.op("Mul", [f64(float(a["capacity_factor"])), tokens]), f64(float(k))])
-    cap = w.op("Cast", [w.op("Ceil", [w.op("Div", [cap, f64(float(e))])])], {"to": int(ir.DataType.INT64)})
-    kept = w.op("Cast", [w.op("Less", [slot, cap])], {"to": int(ir.DataType.FLOAT)})  # (N k,)
-    weights = w.op("Mul", [w.op("Cast", [chosen], {"to": int(ir.DataType.FLOAT)}),
-                           w.unsqueeze(w.op("Mul", [w.reshape(gate, [-1]), kept]), [1])])  # (N k, E)
+        # capacity = ceil(capacity_factor * N * top_k / experts), in float64 as Python computes it
+        def f64(v: float) -> ir.Value:  # (w.const keeps constants float32)
+            return w.op("Constant", [], {"value": ir.tensor(np.array(v, np.float64))}, tag=f"f64({v:g})")
+
+        tokens = w.op("Cast", [w.op("Mul", [w.dim(n.inputs[0], 0), w.dim(n.inputs[0], 1)])],
+                      {"to": int(ir.DataType.DOUBLE)})
+        cap = w.op("Mul", [w.op("Mul", [f64(float(a["capacity_factor"])), tokens]), f64(float(k))])
+        cap = w.op("Cast", [w.op("Ceil", [w.op("Div", [cap, f64(float(e))])])], {"to": int(ir.DataType.INT64)})
+        kept = w.op("Cast", [w.op("Less", [slot, cap])], {"to": int(ir.DataType.FLOAT)})  # (N k,)
+    chosen_f = w.op("Cast", [chosen], {"to": int(ir.DataType.FLOAT)})
+    gates_flat = w.reshape(gate, [-1])  # (N k,)
+    if kept is not None:
+        gates_flat = w.op("Mul", [gates_flat, kept])
+    weights = w.op("Mul", [chosen_f, w.unsqueeze(gates_flat, [1])])  # (N k, E)
     combine = w.op("ReduceSum", [w.reshape(weights, [-1, k, e]), w.i64(1)], {"keepdims": 0})  # (N, E)
 
     def proj(name: str) -> ir.Value:  # x (N, D) against every expert: (E, N, out)
@@ -929,6 +940,7 @@ LOWERINGS: dict[str, Lowering] = {
     "split": _split,
     "gelu": _gelu,
     "relu": _unary("Relu"),
+    "relu6": lambda w, n: [w.op("Clip", [n.inputs[0], w.scalar(0.0), w.scalar(6.0)])],
     "silu": _silu,
     "elu": lambda w, n: [w.op("Elu", [n.inputs[0]], {"alpha": float(n.args["alpha"])})],
     "tanh": _unary("Tanh"),

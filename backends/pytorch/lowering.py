@@ -53,6 +53,7 @@ MODULE_CALL: dict[str, str] = {"lstm": "{call}[0]", "gru": "{call}[0]"}
 # weightless primitives: an expression over the inputs {x} ({q}, {k}, {v}; {a}, {b}) and arguments.
 FUNCTIONAL: dict[str, str] = {
     "relu": "F.relu({x})",
+    "relu6": "F.relu6({x})",
     "quick_gelu": "quick_gelu({x})",
     "l2_normalize": "F.normalize({x}, dim={dim}?, eps={eps})",
     "eot_pool": "eot_pool({a}, {b})",
@@ -84,7 +85,7 @@ FUNCTIONAL: dict[str, str] = {
     "sdpa_bias": "biased_attention({q}, {k}, {v}, {bias}, {heads}, {causal}, {scaled})",
     "scale": "{x} * {factor}",
     "log_mel": "log_mel({x}, {n_mels}, {n_fft}, {hop}, {sample_rate})",
-    "rope": "apply_rope({q}, {k}, {heads}, {base})",
+    "rope": "apply_rope({q}, {k}, {heads}, {base}?, scaling={scaling})",
     "concat": "torch.cat(({a}, {b}), dim={dim})",
     "timestep_embedding": "timestep_embedding({x}, {dim}?, flip_sin_to_cos={flip_sin_to_cos}?, shift={shift}?, max_period={max_period})",
     "add": "{a} + {b}",
@@ -206,11 +207,13 @@ class SinusoidEmbedding(nn.Module):
         return x + self.weight[: x.shape[1]]  # (B, T, dim)
 ''',
     "apply_rope": '''
-def apply_rope(q, k, heads: int, base: float = 10000.0):
-    """Rotary position embedding (rotate-half layout) on q and k given as (B, T, C)."""
+def apply_rope(q, k, heads: int, base: float = 10000.0, scaling: float = 1.0):
+    """Rotary position embedding (rotate-half layout) on q and k given as (B, T, C); positions / scaling."""
     B, T, C = q.shape
     hs = C // heads
     inv_freq = 1.0 / (base ** (torch.arange(0, hs, 2, device=q.device, dtype=torch.float32) / hs))
+    if scaling != 1.0:
+        inv_freq = inv_freq / scaling
     freqs = torch.outer(torch.arange(T, device=q.device, dtype=torch.float32), inv_freq)  # (T, hs/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, hs)
     cos, sin = emb.cos()[None, :, None, :], emb.sin()[None, :, None, :]
@@ -312,16 +315,19 @@ class S4D(nn.Module):
 ''',
     "MoE": '''
 class MoE(nn.Module):
-    """Mixture of SwiGLU experts on (B, T, D), with capacity-based dispatch (Switch Transformer, GShard).
+    """Mixture of SwiGLU experts on (B, T, D).
 
-    A linear router sends each token to its top_k experts; expert e takes the first `capacity` tokens sent
-    to it, in token order (so a token's routing never depends on later tokens), where capacity =
-    ceil(capacity_factor * tokens * top_k / experts); a token past an expert's capacity skips that expert
-    (the residual carries it). The outputs are summed weighted by the router probabilities, renormalised
-    over the top_k if `normalize` (Mixtral) or not (Switch). Each forward records `aux_loss`, the
-    load-balancing loss aux_coef * experts * sum_e (fraction of tokens routed to e) * (mean probability of e)."""
+    A linear router sends each token to its top_k experts. With capacity_factor 0 (Mixtral) every expert
+    takes every token sent to it: the (token, expert) pairs are sorted by expert and each expert runs on its
+    own rows, so a token's output never depends on the rest of the batch. Otherwise dispatch is capacity-based
+    (Switch Transformer, GShard): expert e takes the first `capacity` tokens sent to it, in token order (so a
+    token's routing never depends on later tokens), where capacity = ceil(capacity_factor * tokens * top_k /
+    experts); a token past an expert's capacity skips that expert (the residual carries it). The outputs are
+    summed weighted by the router probabilities, renormalised over the top_k if `normalize` (Mixtral) or not
+    (Switch). Each forward records `aux_loss`, the load-balancing loss aux_coef * experts * sum_e (fraction of
+    tokens routed to e) * (mean probability of e)."""
 
-    def __init__(self, d_model: int, hidden: int, experts: int, top_k: int = 2, capacity_factor: float = 1.25,
+    def __init__(self, d_model: int, hidden: int, experts: int, top_k: int = 2, capacity_factor: float = 0.0,
                  normalize: bool = True, aux_coef: float = 0.01):
         super().__init__()
         self.experts, self.top_k, self.capacity_factor = experts, top_k, capacity_factor
@@ -343,6 +349,34 @@ class MoE(nn.Module):
         if self.normalize:
             gate = gate / gate.sum(-1, keepdim=True)
         chosen = (expert.reshape(-1, 1) == torch.arange(E, device=x.device)).long()  # (N * k, E), token order
+        if self.capacity_factor > 0:
+            y, keep = self._dispatch_by_capacity(x, expert, chosen)
+            gate = gate * keep.view(-1, k)
+        else:
+            y = self._dispatch_all(x, expert)
+        y = (y.view(-1, k, D) * gate.unsqueeze(-1)).sum(1)  # (N, D)
+        routed = chosen.view(-1, k, E).sum(1).float().mean(0)  # (E,) fraction of tokens routed to each expert
+        self.aux_loss = self.aux_coef * E * (routed * probs.mean(0)).sum()
+        return y.view(B, T, D)
+
+    def _expert(self, e: int, h):
+        return (F.silu(h @ self.w1[e].t()) * (h @ self.w3[e].t())) @ self.w2[e].t()
+
+    def _dispatch_all(self, x, expert):
+        """Every (token, expert) pair computed once: (N * k, D) expert outputs in pair order."""
+        flat = expert.reshape(-1)  # (N * k,)
+        order = torch.sort(flat, stable=True).indices  # pairs grouped by expert, token order within each
+        if flat.is_meta:  # shape and FLOP analysis: no routing to read; every split of the N * k rows costs the same
+            counts = [len(r) for r in torch.arange(flat.numel()).tensor_split(self.experts)]
+        else:
+            counts = torch.bincount(flat, minlength=self.experts).tolist()
+        rows = x[order // self.top_k].split(counts)  # the tokens each expert takes
+        y = torch.cat([self._expert(e, h) for e, h in enumerate(rows)])
+        return y[torch.argsort(order)]
+
+    def _dispatch_by_capacity(self, x, expert, chosen):
+        """Capacity buffers: (N * k, D) expert outputs in pair order, zero where skipped, and the kept mask."""
+        E, k, D = self.experts, self.top_k, x.shape[1]
         slot = ((chosen.cumsum(0) - 1) * chosen).sum(-1)  # (N * k,) place in its expert's queue
         capacity = math.ceil(self.capacity_factor * x.shape[0] * k / E)
         keep = slot < capacity
@@ -350,11 +384,7 @@ class MoE(nn.Module):
         buf = x.new_zeros(E * capacity + 1, D).index_put((dest,), x.repeat_interleave(k, dim=0))
         h = buf[:-1].view(E, capacity, D)
         h = (F.silu(h @ self.w1.transpose(1, 2)) * (h @ self.w3.transpose(1, 2))) @ self.w2.transpose(1, 2)
-        y = torch.cat((h.reshape(-1, D), h.new_zeros(1, D)))[dest]  # (N * k, D), zero where skipped
-        y = (y.view(-1, k, D) * (gate * keep.view(-1, k)).unsqueeze(-1)).sum(1)  # (N, D)
-        routed = chosen.view(-1, k, E).sum(1).float().mean(0)  # (E,) fraction of tokens routed to each expert
-        self.aux_loss = self.aux_coef * E * (routed * probs.mean(0)).sum()
-        return y.view(B, T, D)
+        return torch.cat((h.reshape(-1, D), h.new_zeros(1, D)))[dest], keep
 ''',
     "ClassToken": '''
 class ClassToken(nn.Module):
