@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from metagen_backends.pytorch.writer import state_dict_key
 
 from metagen_compiler.graph import GraphIR
 from metagen_compiler.primitives import PRIMITIVES
-from metagen_backends.pytorch.writer import state_dict_key
 
 __all__ = [
     "EXTERNAL_DATA_THRESHOLD",
@@ -220,18 +220,17 @@ def save_model(model: Any, path: Path, *, external: bool | None = None) -> None:
 
 
 def _load_state_dict(path: Path) -> Mapping[str, Any]:
+    """A NumPy .npz, or what the PyTorch backend's weights.py reads: safetensors, a torch pickle (.pt, .bin, .pth;
+    weights_only), a sharded checkpoint's *.index.json, or a folder holding one of them."""
     if path.suffix == ".npz":
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    import torch
+    from metagen_backends.pytorch.weights.runtime import WeightLayoutError, read_checkpoint
 
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(sd, Mapping) and isinstance(sd.get(wrapper), Mapping):
-            sd = sd[wrapper]
-    if not isinstance(sd, Mapping):
-        raise WeightImportError(f"{path} holds a {type(sd).__name__}, not a state_dict")
-    return sd
+    try:
+        return read_checkpoint(path)
+    except WeightLayoutError as e:
+        raise WeightImportError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="metagenc import-weights",
         description="Write an ONNX file with trained weights: MODEL_DIR is a folder written with --backend onnx "
-                    "(model.onnx, onnx_names.json); WEIGHTS a PyTorch state_dict (.pt, torch.save(model.state_dict())) "
-                    "or a NumPy .npz with the same keys.",
+                    "(model.onnx, onnx_names.json); WEIGHTS the model's state_dict: a PyTorch pickle (.pt, .bin, .pth, "
+                    "torch.save(model.state_dict())), safetensors, a sharded checkpoint's *.index.json, a folder "
+                    "holding one of them, or a NumPy .npz with the same keys.",
         epilog="Exit codes: 0 ok, 1 the weights do not fit the model, 2 usage.")
     p.add_argument("model_dir", type=Path)
     p.add_argument("weights", type=Path)

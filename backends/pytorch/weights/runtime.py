@@ -1,0 +1,635 @@
+"""Checkpoints in and out of a compiled model: the reference implementation's layout (transformers, torchvision)
+or the model's own state_dict, read from safetensors, torch pickles (.bin, .pth, .pt; weights_only) or a sharded
+checkpoint with its `*.index.json`.
+
+    from weights import load_checkpoint, export_checkpoint
+    model = load_checkpoint(build_model(), "gpt2/model.safetensors")   # the reference layout or our own
+    export_checkpoint(model, "out/model.safetensors")                 # back to the reference layout
+
+This file is copied, as it is, next to model.py; the compiler sets LAYOUT below to the layout the spec's
+family or preset names. It needs torch (and safetensors for .safetensors files), never MetaGen.
+
+A layout is data: rules (our state_dict key as a regular expression -> the reference's key(s) as a template,
+plus a transform), the reference keys to ignore (buffers such as attention masks and rotary caches) and the
+reference keys a tied tensor may be found under. Loading walks our keys: every one of ours must be given, every
+tensor of the checkpoint must be used or ignored, and the first key or shape that does not fit is named.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "LAYOUT",
+    "LAYOUTS",
+    "WeightLayoutError",
+    "export_checkpoint",
+    "from_reference",
+    "load_checkpoint",
+    "read_checkpoint",
+    "to_reference",
+]
+
+# The reference layout this model's checkpoints come in (a key of LAYOUTS), or None: set by the compiler.
+LAYOUT: str | None = None
+
+OWN = "own"  # the compiled model's own state_dict keys
+
+
+class WeightLayoutError(ValueError):
+    """A checkpoint that does not fit the model: the message names the first key or shape at fault."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one reference implementation names the tensors of the compiled model.
+
+    rules: (ours, reference, transform). `ours` is a regular expression matched against our key (after
+    renumbering `first`/`rest.k` blocks to 0/k+1 where `first_rest`); `reference` a template, or a tuple of
+    templates for fused tensors, formatted with the match's groups ({0}, {1}, ...), each numeric group plus one
+    ({p0}) and minus one ({m0}), and {e} for the stacked index. A reference of None: ours has no counterpart
+    (a training counter such as num_batches_tracked) and keeps its value. transform:
+      ""          the same tensor
+      "T"         transposed (GPT-2's Conv1D keeps weights as (in, out))
+      "unsqueeze" ours has a leading 1 (learned positions stored as (1, T, D))
+      "cat"       ours is the reference tensors concatenated along dim 0 (fused q, k, v)
+      "stack"     ours is the reference tensors {e} = 0, 1, ... stacked along a new dim 0 (experts, codebooks)
+      "c11"       ours is (C,), the reference (C, 1, 1) (torchvision's ConvNeXt layer scale)
+    """
+
+    reference: str
+    rules: tuple[tuple[str, str | tuple[str, ...] | None, str], ...]
+    ignore: tuple[str, ...] = ()  # reference keys that are buffers or copies of tied tensors
+    tied: Mapping[str, str] = field(default_factory=dict)  # reference key -> the key it is tied to
+    prefixes: tuple[str, ...] = ()  # optional leading parts of reference keys (bert. of BertFor* checkpoints)
+    first_rest: bool = False
+
+
+_LAYER = r"(\d+)"
+
+GPT2 = Layout(
+    reference="transformers GPT2LMHeadModel (the openai-community/gpt2 checkpoints)",
+    rules=(
+        (r"encoder\.wte\.weight", "transformer.wte.weight", ""),
+        (r"encoder\.wpe\.weight", "transformer.wpe.weight", "unsqueeze"),
+        (rf"backbone\.h\.{_LAYER}\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight",
+         "transformer.h.{0}.{1}.weight", "T"),
+        (rf"backbone\.h\.{_LAYER}\.(.+)", "transformer.h.{0}.{1}", ""),
+        (r"backbone\.ln_f\.(weight|bias)", "transformer.ln_f.{0}", ""),
+        (r"head\.proj\.weight", "lm_head.weight", ""),
+    ),
+    ignore=(r"transformer\.h\.\d+\.attn\.(bias|masked_bias)",),
+    tied={"lm_head.weight": "transformer.wte.weight"},
+)
+
+_LLAMA_ATTENTION: tuple[tuple[str, str | tuple[str, ...] | None, str], ...] = (
+    (r"encoder\.wte\.weight", "model.embed_tokens.weight", ""),
+    (rf"backbone\.h\.{_LAYER}\.attn\.([qkv])_proj\.(weight|bias)", "model.layers.{0}.self_attn.{1}_proj.{2}", ""),
+    (rf"backbone\.h\.{_LAYER}\.attn\.c_attn\.(weight|bias)",
+     tuple(f"model.layers.{{0}}.self_attn.{n}_proj.{{1}}" for n in "qkv"), "cat"),
+    (rf"backbone\.h\.{_LAYER}\.attn\.c_proj\.(weight|bias)", "model.layers.{0}.self_attn.o_proj.{1}", ""),
+    (rf"backbone\.h\.{_LAYER}\.ln_1\.weight", "model.layers.{0}.input_layernorm.weight", ""),
+    (rf"backbone\.h\.{_LAYER}\.ln_2\.weight", "model.layers.{0}.post_attention_layernorm.weight", ""),
+    (r"backbone\.ln_f\.weight", "model.norm.weight", ""),
+    (r"head\.proj\.weight", "lm_head.weight", ""),
+)
+
+LLAMA = Layout(
+    reference="transformers LlamaForCausalLM (meta-llama checkpoints)",
+    rules=_LLAMA_ATTENTION + (
+        (rf"backbone\.h\.{_LAYER}\.mlp\.w1\.weight", "model.layers.{0}.mlp.gate_proj.weight", ""),
+        (rf"backbone\.h\.{_LAYER}\.mlp\.w3\.weight", "model.layers.{0}.mlp.up_proj.weight", ""),
+        (rf"backbone\.h\.{_LAYER}\.mlp\.w2\.weight", "model.layers.{0}.mlp.down_proj.weight", ""),
+    ),
+    ignore=(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"model\.rotary_emb\.inv_freq"),
+    tied={"lm_head.weight": "model.embed_tokens.weight"},
+)
+
+MIXTRAL = Layout(
+    reference="transformers MixtralForCausalLM, as saved (mistralai/Mixtral-8x7B-v0.1: one w1, w2, w3 per expert)",
+    rules=_LLAMA_ATTENTION + (
+        (rf"backbone\.h\.{_LAYER}\.moe\.router", "model.layers.{0}.block_sparse_moe.gate.weight", ""),
+        (rf"backbone\.h\.{_LAYER}\.moe\.(w[123])", "model.layers.{0}.block_sparse_moe.experts.{e}.{1}.weight",
+         "stack"),
+    ),
+    ignore=LLAMA.ignore,
+    tied=LLAMA.tied,
+)
+
+BERT = Layout(
+    reference="transformers BertModel (google-bert checkpoints; a BertFor* checkpoint's bert. prefix is dropped)",
+    rules=(
+        (r"encoder\.position_embeddings\.weight", "embeddings.position_embeddings.weight", "unsqueeze"),
+        (r"encoder\.(.+)", "embeddings.{0}", ""),
+        (rf"backbone\.layer\.{_LAYER}\.attention\.c_attn\.(weight|bias)",
+         tuple(f"encoder.layer.{{0}}.attention.self.{n}.{{1}}" for n in ("query", "key", "value")), "cat"),
+        (rf"backbone\.layer\.{_LAYER}\.attention\.c_proj\.(weight|bias)", "encoder.layer.{0}.attention.output.dense.{1}",
+         ""),
+        (rf"backbone\.layer\.{_LAYER}\.attention_norm\.(weight|bias)", "encoder.layer.{0}.attention.output.LayerNorm.{1}",
+         ""),
+        (rf"backbone\.layer\.{_LAYER}\.mlp\.c_fc\.(weight|bias)", "encoder.layer.{0}.intermediate.dense.{1}", ""),
+        (rf"backbone\.layer\.{_LAYER}\.mlp\.c_proj\.(weight|bias)", "encoder.layer.{0}.output.dense.{1}", ""),
+        (rf"backbone\.layer\.{_LAYER}\.output_norm\.(weight|bias)", "encoder.layer.{0}.output.LayerNorm.{1}", ""),
+        (r"head\.dense\.(weight|bias)", "pooler.dense.{0}", ""),
+    ),
+    ignore=(r"embeddings\.position_ids", r"cls\..+"),  # BertForPreTraining's heads: not part of BertModel
+    prefixes=("bert.",),
+)
+
+MAMBA = Layout(
+    reference="transformers MambaForCausalLM (state-spaces/mamba-*-hf checkpoints)",
+    rules=(
+        (r"encoder\.wte\.weight", "backbone.embeddings.weight", ""),
+        (rf"backbone\.layers\.{_LAYER}\.mixer\.ssm\.(A_log|D)", "backbone.layers.{0}.mixer.{1}", ""),
+        (r"backbone\.(.+)", "backbone.{0}", ""),
+        (r"head\.proj\.weight", "lm_head.weight", ""),
+    ),
+    tied={"lm_head.weight": "backbone.embeddings.weight"},
+)
+
+_T5_STACK = r"(encoder|decoder)"
+T5 = Layout(
+    reference="transformers T5ForConditionalGeneration (google-t5 checkpoints, ReLU feed-forward)",
+    rules=(
+        (r"encoder_text\.shared\.weight", "shared.weight", ""),
+        (r"encoder_target\.shared\.weight", "decoder.embed_tokens.weight", ""),
+        (r"head\.lm_head\.weight", "lm_head.weight", ""),
+        (rf"backbone\.{_T5_STACK}_norm\.weight", "{0}.final_layer_norm.weight", ""),
+        (rf"backbone\.{_T5_STACK}_bias\.weight", "{0}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+         ""),
+        (rf"backbone\.{_T5_STACK}\.{_LAYER}\.layer_norm\.weight", "{0}.block.{1}.layer.0.layer_norm.weight", ""),
+        (rf"backbone\.{_T5_STACK}\.{_LAYER}\.(SelfAttention\.[qkvo]\.weight)", "{0}.block.{1}.layer.0.{2}", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.cross_norm\.weight", "decoder.block.{0}.layer.1.layer_norm.weight", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.(EncDecAttention\.[qkvo]\.weight)", "decoder.block.{0}.layer.1.{1}", ""),
+        (rf"backbone\.encoder\.{_LAYER}\.ff_norm\.weight", "encoder.block.{0}.layer.1.layer_norm.weight", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.ff_norm\.weight", "decoder.block.{0}.layer.2.layer_norm.weight", ""),
+        (rf"backbone\.encoder\.{_LAYER}\.DenseReluDense\.c_fc\.weight", "encoder.block.{0}.layer.1.DenseReluDense.wi.weight",
+         ""),
+        (rf"backbone\.encoder\.{_LAYER}\.DenseReluDense\.c_proj\.weight",
+         "encoder.block.{0}.layer.1.DenseReluDense.wo.weight", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.DenseReluDense\.c_fc\.weight", "decoder.block.{0}.layer.2.DenseReluDense.wi.weight",
+         ""),
+        (rf"backbone\.decoder\.{_LAYER}\.DenseReluDense\.c_proj\.weight",
+         "decoder.block.{0}.layer.2.DenseReluDense.wo.weight", ""),
+    ),
+    ignore=(r"encoder\.embed_tokens\.weight",),  # the encoder's copy of the shared table
+    tied={"decoder.embed_tokens.weight": "shared.weight", "lm_head.weight": "shared.weight"},
+)
+
+WHISPER = Layout(
+    reference="transformers WhisperForConditionalGeneration (openai/whisper-* checkpoints)",
+    rules=(
+        (r"encoder_audio\.(conv[12]\.(?:weight|bias)|embed_positions\.weight|layer_norm\.(?:weight|bias))",
+         "model.encoder.{0}", ""),
+        (rf"encoder_audio\.layers\.{_LAYER}\.mlp\.c_fc\.(weight|bias)", "model.encoder.layers.{0}.fc1.{1}", ""),
+        (rf"encoder_audio\.layers\.{_LAYER}\.mlp\.c_proj\.(weight|bias)", "model.encoder.layers.{0}.fc2.{1}", ""),
+        (rf"encoder_audio\.layers\.{_LAYER}\.(.+)", "model.encoder.layers.{0}.{1}", ""),
+        (r"encoder_target\.embed_tokens\.weight", "model.decoder.embed_tokens.weight", ""),
+        (r"encoder_target\.embed_positions\.weight", "model.decoder.embed_positions.weight", "unsqueeze"),
+        (r"backbone\.layer_norm\.(weight|bias)", "model.decoder.layer_norm.{0}", ""),
+        (rf"backbone\.layers\.{_LAYER}\.mlp\.c_fc\.(weight|bias)", "model.decoder.layers.{0}.fc1.{1}", ""),
+        (rf"backbone\.layers\.{_LAYER}\.mlp\.c_proj\.(weight|bias)", "model.decoder.layers.{0}.fc2.{1}", ""),
+        (rf"backbone\.layers\.{_LAYER}\.(.+)", "model.decoder.layers.{0}.{1}", ""),
+        (r"head\.proj\.weight", "proj_out.weight", ""),
+    ),
+    tied={"proj_out.weight": "model.decoder.embed_tokens.weight"},
+)
+
+MUSICGEN = Layout(
+    reference="transformers MusicgenForCausalLM (the decoder of facebook/musicgen-*; its text cross-attention, "
+              "which the preset leaves out, is ignored)",
+    rules=(
+        (r"encoder\.embed_tokens\.weight", "model.decoder.embed_tokens.{e}.weight", "stack"),
+        (r"head\.lm_heads\.weight", "lm_heads.{e}.weight", "stack"),
+        (r"backbone\.layer_norm\.(weight|bias)", "model.decoder.layer_norm.{0}", ""),
+        (rf"backbone\.layers\.{_LAYER}\.self_attn\.c_attn\.weight",
+         tuple(f"model.decoder.layers.{{0}}.self_attn.{n}_proj.weight" for n in "qkv"), "cat"),
+        (rf"backbone\.layers\.{_LAYER}\.self_attn\.c_proj\.weight", "model.decoder.layers.{0}.self_attn.out_proj.weight",
+         ""),
+        (rf"backbone\.layers\.{_LAYER}\.mlp\.c_fc\.weight", "model.decoder.layers.{0}.fc1.weight", ""),
+        (rf"backbone\.layers\.{_LAYER}\.mlp\.c_proj\.weight", "model.decoder.layers.{0}.fc2.weight", ""),
+        (rf"backbone\.layers\.{_LAYER}\.(.+)", "model.decoder.layers.{0}.{1}", ""),
+    ),
+    ignore=(r"model\.decoder\.layers\.\d+\.encoder_attn(_layer_norm)?\..+", r"model\.decoder\.embed_positions\..+"),
+)
+
+_DETR_BACKBONE = "model.backbone.conv_encoder.model."
+_DETR_STAGE = _DETR_BACKBONE + "encoder.stages.{m0}.layers.{1}"
+_DETR_TRANSFORMER: tuple[tuple[str, str | tuple[str, ...] | None, str], ...] = (
+    (r"backbone\.tokens\.input_proj\.(.+)", "model.input_projection.{0}", ""),
+    (r"backbone\.query_embed\.(.+)", "model.query_position_embeddings.{0}", ""),
+    (r"backbone\.decoder_norm\.(.+)", "model.decoder.layernorm.{0}", ""),
+    (r"head\.class_embed\.(.+)", "class_labels_classifier.{0}", ""),
+    (r"head\.bbox(\d)\.(.+)", "bbox_predictor.layers.{m0}.{1}", ""),
+    (rf"backbone\.decoder\.{_LAYER}\.multihead_attn\.(.+)", "model.decoder.layers.{0}.encoder_attn.{1}", ""),
+    (rf"backbone\.(encoder|decoder)\.{_LAYER}\.linear(\d)\.(.+)", "model.{0}.layers.{1}.fc{2}.{3}", ""),
+    (rf"backbone\.(encoder|decoder)\.{_LAYER}\.norm1\.(.+)", "model.{0}.layers.{1}.self_attn_layer_norm.{2}", ""),
+    (rf"backbone\.encoder\.{_LAYER}\.norm2\.(.+)", "model.encoder.layers.{0}.final_layer_norm.{1}", ""),
+    (rf"backbone\.decoder\.{_LAYER}\.norm2\.(.+)", "model.decoder.layers.{0}.encoder_attn_layer_norm.{1}", ""),
+    (rf"backbone\.decoder\.{_LAYER}\.norm3\.(.+)", "model.decoder.layers.{0}.final_layer_norm.{1}", ""),
+    (rf"backbone\.(encoder|decoder)\.{_LAYER}\.(.+)", "model.{0}.layers.{1}.{2}", ""),
+)
+DETR = Layout(
+    reference="transformers DetrForObjectDetection with its own ResNet backbone, as saved (facebook/detr-resnet-50, "
+              "revision no_timm)",
+    rules=(
+        (r"encoder\.conv1\.(.+)", _DETR_BACKBONE + "embedder.embedder.convolution.{0}", ""),
+        (r"encoder\.bn1\.(.+)", _DETR_BACKBONE + "embedder.embedder.normalization.{0}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.(.+)", _DETR_STAGE + ".layer.{m2}.convolution.{3}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(.+)", _DETR_STAGE + ".layer.{m2}.normalization.{3}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.conv\.(.+)", _DETR_STAGE + ".shortcut.convolution.{2}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.bn\.(.+)", _DETR_STAGE + ".shortcut.normalization.{2}", ""),
+    ) + _DETR_TRANSFORMER,
+    first_rest=True,
+)
+
+DETR_TIMM = Layout(
+    reference="transformers DetrForObjectDetection with a timm ResNet backbone, as saved (facebook/detr-resnet-50)",
+    rules=(
+        (r"encoder\.(conv1|bn1)\.(.+)", _DETR_BACKBONE + "{0}.{1}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.conv\.(.+)", _DETR_BACKBONE + "layer{0}.{1}.downsample.0.{2}",
+         ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.bn\.(.+)", _DETR_BACKBONE + "layer{0}.{1}.downsample.1.{2}",
+         ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.((?:conv|bn)\d\..+)", _DETR_BACKBONE + "layer{0}.{1}.{2}", ""),
+    ) + _DETR_TRANSFORMER,
+    first_rest=True,
+)
+
+TORCHVISION_RESNET = Layout(
+    reference="torchvision.models.resnet (resnet18, resnet50, wide_resnet50_2 .pth files)",
+    rules=(
+        (r".*\.num_batches_tracked", None, ""),  # a training counter; torchvision's checkpoints have it or not
+        (r"encoder\.(conv1|bn1)\.(.+)", "{0}.{1}", ""),
+        (r"backbone\.layer(\d)\.(\d+)\.downsample\.conv\.(.+)", "layer{0}.{1}.downsample.0.{2}", ""),
+        (r"backbone\.layer(\d)\.(\d+)\.downsample\.bn\.(.+)", "layer{0}.{1}.downsample.1.{2}", ""),
+        (r"backbone\.layer(\d)\.(\d+)\.(.+)", "layer{0}.{1}.{2}", ""),
+        (r"head\.fc\.(weight|bias)", "fc.{0}", ""),
+    ),
+    ignore=(r".*\.num_batches_tracked",),
+    first_rest=True,
+)
+
+_STAGES = {1: 1, 2: 3, 3: 5, 4: 7}
+TORCHVISION_CONVNEXT = Layout(
+    reference="torchvision.models.convnext (convnext_tiny .pth files)",
+    rules=(
+        (r"encoder\.conv\.(weight|bias)", "features.0.0.{0}", ""),
+        (r"encoder\.norm\.(weight|bias)", "features.0.1.{0}", ""),
+        *((rf"backbone\.down{s}\.norm\.(weight|bias)", f"features.{i - 1}.0.{{0}}", "") for s, i in _STAGES.items()
+          if s > 1),
+        *((rf"backbone\.down{s}\.conv\.(weight|bias)", f"features.{i - 1}.1.{{0}}", "") for s, i in _STAGES.items()
+          if s > 1),
+        *((rf"backbone\.stage{s}\.{_LAYER}\.gamma\.weight", f"features.{i}.{{0}}.layer_scale", "c11")
+          for s, i in _STAGES.items()),
+        *((rf"backbone\.stage{s}\.{_LAYER}\.{part}\.(weight|bias)", f"features.{i}.{{0}}.block.{n}.{{1}}", "")
+          for s, i in _STAGES.items() for part, n in (("dwconv", 0), ("norm", 2), ("pwconv1", 3), ("pwconv2", 5))),
+        (r"head\.norm\.(weight|bias)", "classifier.0.{0}", ""),
+        (r"head\.fc\.(weight|bias)", "classifier.2.{0}", ""),
+    ),
+)
+
+TORCHVISION_VIT = Layout(
+    reference="torchvision.models.vision_transformer (vit_b_16 .pth files)",
+    rules=(
+        (r"encoder\.conv_proj\.(weight|bias)", "conv_proj.{0}", ""),
+        (r"encoder\.class_token\.weight", "class_token", ""),
+        (r"encoder\.pos_embedding\.weight", "encoder.pos_embedding", ""),
+        (rf"backbone\.blocks\.{_LAYER}\.(ln_[12])\.(weight|bias)", "encoder.layers.encoder_layer_{0}.{1}.{2}", ""),
+        (rf"backbone\.blocks\.{_LAYER}\.self_attention\.c_attn\.(weight|bias)",
+         "encoder.layers.encoder_layer_{0}.self_attention.in_proj_{1}", ""),
+        (rf"backbone\.blocks\.{_LAYER}\.self_attention\.c_proj\.(weight|bias)",
+         "encoder.layers.encoder_layer_{0}.self_attention.out_proj.{1}", ""),
+        (rf"backbone\.blocks\.{_LAYER}\.mlp\.c_fc\.(weight|bias)", "encoder.layers.encoder_layer_{0}.mlp.0.{1}", ""),
+        (rf"backbone\.blocks\.{_LAYER}\.mlp\.c_proj\.(weight|bias)", "encoder.layers.encoder_layer_{0}.mlp.3.{1}", ""),
+        (r"backbone\.ln\.(weight|bias)", "encoder.ln.{0}", ""),
+        (r"head\.head\.(weight|bias)", "heads.head.{0}", ""),
+    ),
+)
+
+LAYOUTS: dict[str, Layout] = {
+    "gpt2": GPT2, "llama": LLAMA, "mixtral": MIXTRAL, "bert": BERT, "mamba": MAMBA, "t5": T5, "whisper": WHISPER,
+    "musicgen": MUSICGEN, "detr": DETR, "detr_timm": DETR_TIMM, "torchvision_resnet": TORCHVISION_RESNET,
+    "torchvision_convnext": TORCHVISION_CONVNEXT, "torchvision_vit": TORCHVISION_VIT,
+}
+
+
+# ------------------------------------------------------------------ reading and writing files
+_SINGLE = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
+_INDEX = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
+            raise WeightLayoutError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a pickle torch refuses (not a state dict) or a damaged file
+        raise WeightLayoutError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightLayoutError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
+    return dict(obj)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """{key: tensor} of a checkpoint: a .safetensors file, a torch pickle (.bin, .pth, .pt), a sharded
+    checkpoint's *.index.json, or a folder holding one of them (model.safetensors, pytorch_model.bin, ...)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in _INDEX + _SINGLE:
+            if (path / name).exists():
+                return read_checkpoint(path / name)
+        found = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))
+        if len(found) != 1:
+            raise WeightLayoutError(f"{path}: no checkpoint file (model.safetensors, pytorch_model.bin, "
+                                    f"*.index.json) {'but several: ' + ', '.join(found) if found else 'in it'}")
+        return read_checkpoint(path / found[0])
+    if not path.exists():
+        raise WeightLayoutError(f"{path} does not exist")
+    if path.name.endswith(".json"):
+        try:
+            index = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WeightLayoutError(f"{path}: not a JSON index ({e})") from None
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise WeightLayoutError(f"{path}: an index file needs a weight_map")
+        for shard in weight_map.values():
+            if not isinstance(shard, str) or Path(shard).name != shard:
+                raise WeightLayoutError(f"{path}: a shard must be a file name beside the index, not {shard!r}")
+        out: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            out.update(_read_file(path.parent / shard))
+        missing = sorted(set(weight_map) - set(out))
+        if missing:
+            raise WeightLayoutError(f"{path}: {missing[0]} is in the index but not in its shard {weight_map[missing[0]]}")
+        return out
+    return _read_file(path)
+
+
+def _write(state: dict[str, torch.Tensor], path: Path, max_shard_bytes: int | None) -> None:
+    state = {k: v.detach().contiguous().clone() for k, v in state.items()}  # no shared storage: safetensors
+    safetensors = path.suffix == ".safetensors" or path.is_dir() or not path.suffix
+    if path.is_dir() or not path.suffix:
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / "model.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not safetensors:
+        torch.save(state, path)
+        return
+    from safetensors.torch import save_file
+
+    if max_shard_bytes is None or sum(v.numel() * v.element_size() for v in state.values()) <= max_shard_bytes:
+        save_file(state, str(path), metadata={"format": "pt"})
+        return
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in state.items():
+        n = v.numel() * v.element_size()
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += n
+    stem = path.name.removesuffix(".safetensors")
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path.parent / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (path.parent / f"{path.name}.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------ the mapping
+def _renumber(key: str) -> str:
+    """`first` -> 0 and `rest.k` -> k + 1: the block numbering of the references."""
+    key = re.sub(r"\.first\.", ".0.", key)
+    return re.sub(r"\.rest\.(\d+)\.", lambda m: f".{int(m.group(1)) + 1}.", key)
+
+
+def _rule_for(layout: Layout, key: str) -> tuple[tuple[str, ...] | None, str]:
+    """The reference key(s) our `key` comes from ({e} left in for stacks) and the transform."""
+    name = _renumber(key) if layout.first_rest else key
+    for pattern, reference, transform in layout.rules:
+        m = re.fullmatch(pattern, name)
+        if m is None:
+            continue
+        if reference is None:
+            return None, transform
+        groups = m.groups()
+        extra: dict[str, Any] = {"e": "{e}"}
+        for i, g in enumerate(groups):
+            if g is not None and g.isdigit():
+                extra[f"p{i}"], extra[f"m{i}"] = int(g) + 1, int(g) - 1
+        templates = reference if isinstance(reference, tuple) else (reference,)
+        return tuple(t.format(*groups, **extra) for t in templates), transform
+    raise WeightLayoutError(f"no rule of the {layout.reference} layout maps the model's `{key}`")
+
+
+def _ties(model: torch.nn.Module) -> dict[str, str]:
+    """Our key -> the first key holding the same tensor (tied weights: one Parameter under two names), for every
+    key after the first."""
+    first: dict[int, str] = {}
+    out = {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        if id(v) in first:
+            out[k] = first[id(v)]
+        else:
+            first[id(v)] = k
+    return out
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def from_reference(model: torch.nn.Module, state: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """Our state dict from a checkpoint in `layout`: every one of our tensors given (tied ones once), every
+    checkpoint tensor used or ignored, each shape as ours expects; else WeightLayoutError naming the key."""
+    spec = _layout(layout)
+    ours = model.state_dict()
+    tied = _ties(model)
+    available = dict(state)
+    for prefix in spec.prefixes:  # BertForSequenceClassification's bert.embeddings... -> embeddings...
+        if any(k.startswith(prefix) for k in available):
+            available = {k.removeprefix(prefix): v for k, v in available.items()}
+    used: set[str] = set()
+    out: dict[str, torch.Tensor] = {}
+
+    def fetch(ref: str) -> torch.Tensor | None:
+        for candidate in (ref, spec.tied.get(ref)):
+            if candidate is not None and candidate in available:
+                used.add(candidate)
+                return available[candidate]
+        return None
+
+    lacking: dict[str, list[str]] = {}
+    for key, target in ours.items():
+        refs, transform = _rule_for(spec, key)
+        if refs is None:
+            continue
+        names = [refs[0].format(e=e) for e in range(target.shape[0])] if transform == "stack" else list(refs)
+        parts = [fetch(n) for n in names]
+        if any(p is None for p in parts):
+            lacking[key] = [n for n, p in zip(names, parts) if p is None]
+            continue
+        out[key] = _apply(transform, [p for p in parts if p is not None], key, refs, target)
+    groups: dict[str, list[str]] = {}
+    for key, source in tied.items():
+        groups.setdefault(source, [source]).append(key)
+    for members in groups.values():  # a tied tensor is given once, under any of its keys
+        given = next((out[k] for k in members if k in out), None)
+        for k in members:
+            if given is not None:
+                out[k] = given
+                lacking.pop(k, None)
+    if lacking:
+        missing = [f"{n} (for {k})" for k, names in lacking.items() for n in names]
+        raise WeightLayoutError(f"the checkpoint misses {len(missing)} tensor(s) of the {spec.reference} layout: "
+                                + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
+    unused = sorted(k for k in available if k not in used and not any(re.fullmatch(p, k) for p in spec.ignore))
+    if unused:
+        raise WeightLayoutError(f"{len(unused)} tensor(s) of the checkpoint fit no part of the model ({spec.reference}"
+                                f" layout): " + ", ".join(unused[:20]) + (" ..." if len(unused) > 20 else ""))
+    return out
+
+
+def _apply(transform: str, parts: list[torch.Tensor], key: str, refs: tuple[str, ...],
+           target: torch.Tensor) -> torch.Tensor:
+    def wrong(ref: str, got: tuple[int, ...], want: tuple[int, ...]) -> WeightLayoutError:
+        return WeightLayoutError(f"{ref} has shape {got}; the model's {key} needs {want}")
+
+    if transform == "cat":
+        for r, p in zip(refs, parts):
+            if p.dim() != target.dim() or _shape(p)[1:] != _shape(target)[1:]:
+                raise wrong(r, _shape(p), (p.shape[0],) + _shape(target)[1:])
+        value = torch.cat(parts)
+    elif transform == "stack":
+        for i, p in enumerate(parts):
+            if _shape(p) != _shape(target)[1:]:
+                raise wrong(refs[0].format(e=i), _shape(p), _shape(target)[1:])
+        value = torch.stack(parts)
+    else:
+        (value,) = parts
+        want = {"T": _shape(target)[::-1], "unsqueeze": _shape(target)[1:], "c11": _shape(target) + (1, 1)}.get(
+            transform, _shape(target))
+        if _shape(value) != want:
+            raise wrong(refs[0], _shape(value), want)
+        value = {"T": lambda t: t.t(), "unsqueeze": lambda t: t[None], "c11": lambda t: t.reshape(target.shape)}.get(
+            transform, lambda t: t)(value)
+    if _shape(value) != _shape(target):
+        raise wrong(" + ".join(refs), _shape(value), _shape(target))
+    return value
+
+
+def to_reference(model: torch.nn.Module, layout: str) -> dict[str, torch.Tensor]:
+    """The model's weights in `layout`'s keys and shapes (a tied tensor once, under its first key)."""
+    spec = _layout(layout)
+    tied = _ties(model)
+    out: dict[str, torch.Tensor] = {}
+    for key, v in model.state_dict().items():
+        refs, transform = _rule_for(spec, key)
+        if refs is None or key in tied:
+            continue
+        if transform == "cat":
+            out.update(zip(refs, v.chunk(len(refs))))
+        elif transform == "stack":
+            out.update((refs[0].format(e=e), v[e]) for e in range(v.shape[0]))
+        else:
+            out[refs[0]] = {"T": lambda t: t.t(), "unsqueeze": lambda t: t[0], "c11": lambda t: t[:, None, None]}.get(
+                transform, lambda t: t)(v)
+    return out
+
+
+def _reference_names(model: torch.nn.Module, layout: str) -> set[str]:
+    """The reference keys `layout` gives the model's tensors, without their values."""
+    spec = _layout(layout)
+    names: set[str] = set()
+    for key, v in model.state_dict().items():
+        refs, transform = _rule_for(spec, key)
+        if refs is not None:
+            names.update(refs[0].format(e=e) for e in range(v.shape[0])) if transform == "stack" else names.update(refs)
+    return names
+
+
+def _layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise WeightLayoutError(f"unknown layout `{name}`; known: {', '.join(sorted(LAYOUTS))} and `{OWN}`")
+    return LAYOUTS[name]
+
+
+def _own(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    ours = model.state_dict()
+    tied = _ties(model)
+    missing = [k for k in ours if k not in state and not (k in tied and tied[k] in state)]
+    if missing:
+        raise WeightLayoutError(f"the checkpoint misses {len(missing)} tensor(s) of the model: "
+                                + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
+    unused = [k for k in state if k not in ours]
+    if unused:
+        raise WeightLayoutError(f"{len(unused)} tensor(s) of the checkpoint fit no part of the model: "
+                                + ", ".join(unused[:20]) + (" ..." if len(unused) > 20 else ""))
+    for k, v in state.items():
+        if _shape(v) != _shape(ours[k]):
+            raise WeightLayoutError(f"{k} has shape {_shape(v)}; the model needs {_shape(ours[k])}")
+    out = dict(state)
+    for k, source in tied.items():
+        out.setdefault(k, out[source])
+    return out
+
+
+def _guess(model: torch.nn.Module, state: Mapping[str, torch.Tensor], layout: str) -> str:
+    """OWN or `layout`: the one that names more of the checkpoint's keys (OWN on a tie)."""
+    ours = model.state_dict()
+    names, prefixes = _reference_names(model, layout), _layout(layout).prefixes
+    ref_hits = sum(k in names or any(k.removeprefix(p) in names for p in prefixes) for k in state)
+    return OWN if sum(k in ours for k in state) >= ref_hits else layout
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | Path | Mapping[str, torch.Tensor],
+                    layout: str = "auto") -> torch.nn.Module:
+    """Load a checkpoint (a path, or a state dict already read) into `model` and return it. layout: "auto"
+    (the model's own keys if the checkpoint has them, else LAYOUT), "own", or a key of LAYOUTS."""
+    state = dict(path) if isinstance(path, Mapping) else read_checkpoint(path)
+    if layout == "auto":  # the layout that names more of the checkpoint's tensors; ours on a tie
+        layout = OWN if LAYOUT is None else _guess(model, state, LAYOUT)
+        if LAYOUT is None and state and not any(k in model.state_dict() for k in state):
+            raise WeightLayoutError("the checkpoint's keys are not the model's own, and this model names no "
+                                    f"reference layout; pass layout= one of {', '.join(sorted(LAYOUTS))}")
+    mapped = _own(model, state) if layout == OWN else from_reference(model, state, layout)
+    with torch.no_grad():
+        for k, v in model.state_dict(keep_vars=True).items():
+            if k in mapped:
+                v.copy_(mapped[k])  # in the model's dtype and device
+    return model
+
+
+def export_checkpoint(model: torch.nn.Module, path: str | Path, layout: str | None = None,
+                      max_shard_bytes: int | None = None) -> Path:
+    """Write the model's weights in `layout` (default LAYOUT, else "own") to `path`: a .safetensors file, a torch
+    pickle (.bin, .pth, .pt) or a folder (model.safetensors in it); with max_shard_bytes, safetensors shards
+    and their index. "own" writes every key of the state_dict (a tied tensor under each of its keys, as
+    load_state_dict wants them); a reference layout writes a tied tensor once, as the reference saves it.
+    Returns the path."""
+    layout = layout or LAYOUT or OWN
+    state = dict(model.state_dict()) if layout == OWN else to_reference(model, layout)  # own: as load_state_dict
+    path = Path(path)
+    _write(state, path, max_shard_bytes)
+    return path
