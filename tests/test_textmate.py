@@ -6,7 +6,6 @@ except in CI (the CI environment variable set), where their absence is a failure
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -37,10 +36,8 @@ def _engine_missing() -> str | None:
 @pytest.fixture(scope="module", autouse=True)
 def engine() -> None:
     why = _engine_missing()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the TextMate engine is required in CI: {why}")
-        pytest.skip(why)
+    if why is not None:  # conftest turns this skip into a failure naming the install command, unless --allow-missing
+        pytest.skip(f"the TextMate engine is missing: {why}")
 
 
 def tokenize(paths: list[str], cwd: Path = ROOT) -> dict[str, Any]:

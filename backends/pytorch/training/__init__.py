@@ -1,7 +1,8 @@
 """Training and evaluation runtime that the PyTorch backend copies, verbatim, next to each model.py.
 
 `train.py` and `evaluate.py` are scripts; `data.py` and `loop.py` are their helpers. None imports MetaGen,
-so the output folder trains with torch (plus safetensors, and tokenizers or Pillow for text or images).
+so the output folder trains with torch (plus safetensors, and tokenizers, Pillow, soundfile or gymnasium for
+text, images, audio or RL).
 Importing this package does not import torch.
 """
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 __all__ = ["RUNTIME_FILES", "runtime_files"]
 
-RUNTIME_FILES = ("train.py", "evaluate.py", "data.py", "loop.py")
+RUNTIME_FILES = (
+    "train.py", "evaluate.py", "data.py", "data_audio.py", "data_graph.py", "data_series.py", "loop.py", "rl.py",
+)
 
 
 def runtime_files() -> dict[str, str]:

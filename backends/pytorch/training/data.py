@@ -1,7 +1,8 @@
 """Data for train.py and evaluate.py: local files -> train/val/test datasets of model.loss() batches.
 
 Copied verbatim next to a generated model.py; depends on torch, and on `tokenizers` (text) and Pillow
-(images) only when those loaders are used. No MetaGen import.
+(images) only when those loaders are used. No MetaGen import. Audio, graphs and time series have their
+loaders in the sibling modules data_audio.py, data_graph.py and data_series.py (RL: rl.py).
 
 The form of a batch comes from the model itself: `example_batch(model)` names its keys
 (`text`; `image` + `label`; `tabular` + `label` or `target`), and the model's Config gives the sizes
@@ -13,6 +14,7 @@ Bad data raises DataError with one line: the file, the row or item, and what was
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import random
@@ -66,7 +68,8 @@ class DataOptions:
 class Form:
     """What the model's loss() expects: the kind of data and the sizes from its Config."""
 
-    kind: str  # lm | image_classification | tabular_classification | tabular_regression | synthetic
+    kind: str  # lm | image_classification | tabular_* | speech_recognition | node_classification | link_prediction
+    # | forecast | synthetic | unsupported
     keys: tuple[str, ...]
     config: dict[str, Any]
 
@@ -99,6 +102,14 @@ def detect_form(model: torch.nn.Module, module: Any) -> Form:
         kind = "tabular_classification"
     elif keys == ("tabular", "target"):
         kind = "tabular_regression"
+    elif keys == ("audio", "target") and not batch["target"].is_floating_point():
+        kind = "speech_recognition"
+    elif keys == ("graph_edges", "graph_nodes", "label", "train_mask"):
+        kind = "node_classification"
+    elif keys == ("graph_edges", "graph_nodes", "neg_edges", "pos_edges"):
+        kind = "link_prediction"
+    elif keys == ("target", "time_series"):
+        kind = "forecast"
     else:
         kind = "unsupported"
     return Form(kind, keys, cfg)
@@ -106,8 +117,13 @@ def detect_form(model: torch.nn.Module, module: Any) -> Form:
 
 def target_count(batch: dict[str, torch.Tensor]) -> int:
     """How many predictions a batch's mean loss and metrics average over (tokens, samples or values)."""
+    if "train_mask" in batch:  # node classification: the split's labelled nodes
+        return int(batch["train_mask"].sum())
     if "label" in batch:
         return int(batch["label"].shape[0])
+    if "target" in batch and not batch["target"].is_floating_point():  # transcripts: next-token predictions
+        t = batch["target"]
+        return int(t.shape[0] * (t.shape[1] - 1))
     if "target" in batch:
         return int(batch["target"].numel())
     if "text" in batch:
@@ -566,6 +582,11 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
 # ------------------------------------------------------------------------------------------------ entry
 
 
+def _sibling(name: str) -> Any:
+    """A loader module beside this one (data_audio, data_graph, data_series), in the package or the model folder."""
+    return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
+
+
 def prepare(
     opts: DataOptions,
     form: Form,
@@ -595,6 +616,18 @@ def prepare(
         return _prepare_images(opts, form, state)
     if form.kind in ("tabular_classification", "tabular_regression"):
         return _prepare_tabular(opts, form, state)
+    root = Path(opts.source)
+    if form.kind == "speech_recognition":
+        tensors, info = _sibling("data_audio").prepare_audio(root, _explicit_parts(root), form, opts, run_dir, state,
+                                                            write, _make_split, DataError)
+        return Splits(TensorItems(tensors["train"]), TensorItems(tensors["val"]), TensorItems(tensors["test"]), info)
+    if form.kind in ("node_classification", "link_prediction"):
+        sets, info = _sibling("data_graph").prepare_graph(root, form, opts, state, DataError)
+        return Splits(sets["train"], sets["val"], sets["test"], info)
+    if form.kind == "forecast":
+        sets, info = _sibling("data_series").prepare_series(root, _explicit_parts(root), form, opts, state, model,
+                                                            DataError)
+        return Splits(sets["train"], sets["val"], sets["test"], info)
     raise DataError(
         f"{opts.source}: no loader yet for a model whose batches are {{{', '.join(form.keys)}}}; "
         "use --data synthetic for a smoke test"

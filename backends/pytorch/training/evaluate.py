@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 if __package__:
-    from . import data, loop
+    from . import data, loop, rl
 else:  # run as a script from the model's folder
     import data  # type: ignore[no-redef]
     import loop  # type: ignore[no-redef]
+    import rl  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's micro-batch)")
     p.add_argument("--model", default=None, help="the generated model.py (default: the one beside this script)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--episodes", type=int, default=None, help="RL: greedy episodes (default: the run's --eval-episodes)")
     return p
 
 
@@ -41,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         result, out = evaluate(args)
-    except data.DataError as e:
+    except (data.DataError, rl.RLError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     text = json.dumps(result)
     out.write_text(text + "\n")
+    loop.write_measurements(out.parent, result, 1, torch.device(result["device"]))
     print(text)
     return 0
 
@@ -73,6 +76,16 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
     trainer = loop.load_checkpoint(ckpt, model)
     form = data.detect_form(model, module)
     source = args.data or settings["data"]
+    kind = rl.rl_kind(form.keys)
+    if kind and source != "synthetic":  # an RL agent: greedy episodes of its environment
+        started = time.perf_counter()
+        env = rl.make_env(source, vars(model.config))
+        episodes = args.episodes or settings.get("eval_episodes", 10)
+        metrics = rl.evaluate_policy(model.cpu(), kind, env, episodes, settings["seed"], args.split)
+        result = {"split": args.split, "metrics": metrics, "predictions": episodes, "step": trainer["step"],
+                  "seen": trainer["seen"], "unit": "env steps", "checkpoint": str(ckpt), "data": source,
+                  "synthetic": False, "wall_s": round(time.perf_counter() - started, 3), "device": "cpu"}
+        return result, run_dir / f"eval_{args.split}.json"
     opts = data.DataOptions(source, settings["seed"], settings["block_size"], settings["text_field"],
                             settings["tokenizer"], settings["target"], settings["features"])
     splits = data.prepare(opts, form, run_dir, state, model, module, write=False)
@@ -80,12 +93,14 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
     batch = args.batch_size or resolved.get("micro_batch", 32)
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=settings.get("precision") == "bf16")
     metrics, count = loop.evaluate(model, splits.get(args.split), batch, d, autocast, data.target_count)
+    lm = form.kind == "lm" or (source == "synthetic" and "text" in form.keys)
     result = {
         "split": args.split,
         "metrics": metrics,
         "predictions": count,
         "step": trainer["step"],
-        "seen": trainer["seen"],
+        "seen": trainer["seen"] * (settings["block_size"] if lm else 1),  # text: windows of block_size tokens
+        "unit": "tokens" if lm else "samples",
         "checkpoint": str(ckpt),
         "data": source,
         "synthetic": source == "synthetic",

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import os
+import platform
 import random
 import shutil
 import sys
@@ -35,6 +36,7 @@ __all__ = [
     "evaluate",
     "find_checkpoint",
     "load_checkpoint",
+    "load_extra",
     "load_model_module",
     "lr_factor",
     "param_groups",
@@ -43,6 +45,7 @@ __all__ = [
     "save_checkpoint",
     "setup_distributed",
     "to_device",
+    "write_measurements",
 ]
 
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
@@ -224,7 +227,7 @@ class BatchStream:
                 # and a resumed run, which starts an iterator mid-epoch, would then see other dropout masks
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
                 loader = DataLoader(self.dataset, batch_sampler=plan[self.position :], num_workers=self.workers,
-                                    collate_fn=default_collate, generator=g)
+                                    collate_fn=getattr(self.dataset, "collate", default_collate), generator=g)
                 self._it = iter(loader)
             try:
                 batch = next(self._it)
@@ -286,7 +289,7 @@ def evaluate(model: Any, dataset: Dataset, micro: int, d: Dist, autocast: Any = 
     sums: dict[str, float] = {}
     count = 0
     for idx in eval_batches(dataset, micro)[d.rank :: d.world]:
-        batch = to_device(default_collate([dataset[i] for i in idx]), d.device)
+        batch = to_device(getattr(dataset, "collate", default_collate)([dataset[i] for i in idx]), d.device)
         n = count_of(batch) if count_of else len(idx)
         with autocast or nullcontext():
             values = {"loss": model.loss(batch), **model.metrics(batch)}
@@ -320,9 +323,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    trainer: dict[str, Any], d: Dist) -> None:
+                    trainer: dict[str, Any], d: Dist, extra: dict[str, Any] | None = None) -> None:
     """Write `folder` (runs/<run>/last) atomically: weights (safetensors), optimizer, scheduler, RNG of every
-    process, and `trainer.json` (step, data position, early-stopping state). A kill at any moment leaves the
+    process, `trainer.json` (step, data position, early-stopping state) and `extra` (extra.pt: an RL replay buffer
+    and generator) when given. A kill at any moment leaves the
     previous checkpoint or the new one, never a mix."""
     from safetensors.torch import save_model
 
@@ -337,6 +341,8 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         save_model(model, str(tmp / "model.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if extra is not None:
+            torch.save(extra, tmp / "extra.pt")
         (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1) + "\n")
         _fsync_dir(tmp)
         if folder.exists():
@@ -376,6 +382,12 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         if rng.is_file():
             _set_rng_state(torch.load(rng, weights_only=False))
     return json.loads((folder / "trainer.json").read_text())
+
+
+def load_extra(folder: Path) -> dict[str, Any] | None:
+    """The `extra` that save_checkpoint stored (extra.pt), or None."""
+    path = folder / "extra.pt"
+    return torch.load(path, weights_only=False) if path.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -421,3 +433,40 @@ def progress_line(step: int, steps: int, loss: float, lr: float, rate: float, un
     w = len(str(steps))
     return (f"{tag}step {step:>{w}}/{steps} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} {unit}/s"
             f" | eta {_clock(eta)}")
+
+
+def hardware(world: int, device: torch.device) -> dict[str, Any]:
+    """What ran the measurement: device kind and name, process count, CPU, torch version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out: dict[str, Any] = {"device": device.type, "processes": world, "cpu": cpu, "cpu_count": os.cpu_count(),
+                           "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def write_measurements(run_dir: Path, result: dict[str, Any], world: int, device: torch.device) -> None:
+    """Add one evaluation to runs/<run>/measurements.json (docs/training.md): one entry per metric, replacing
+    the entries of the same split and checkpoint step. `result` is what eval_<split>.json holds."""
+    path = run_dir / "measurements.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        doc = {"format": 1, "measurements": []}
+    split, step = result["split"], result["step"]
+    kept = [m for m in doc["measurements"] if (m["split"], m["steps"]) != (split, step)]
+    for metric, value in result["metrics"].items():
+        kept.append({"metric": metric, "value": value, "split": split, "steps": step, "seen": result.get("seen"),
+                     "unit": result.get("unit", "samples"), "wall_s": result.get("wall_s"), "data": result.get("data"),
+                     "synthetic": bool(result.get("synthetic")), "hardware": hardware(world, device)})
+    doc["measurements"] = kept
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)

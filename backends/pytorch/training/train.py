@@ -24,10 +24,11 @@ from typing import Any
 import torch
 
 if __package__:
-    from . import data, loop
+    from . import data, loop, rl
 else:  # run as a script from the model's folder
     import data  # type: ignore[no-redef]
     import loop  # type: ignore[no-redef]
+    import rl  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,6 +71,17 @@ def parser() -> argparse.ArgumentParser:
     add("--device", default="auto", help="auto, cpu or cuda")
     add("--workers", type=int, default=0, help="DataLoader worker processes")
     add("--compile", action="store_true", help="torch.compile the model")
+    g = p.add_argument_group("reinforcement learning (--data gym:ENV_ID; see rl.py)").add_argument
+    g("--eval-episodes", type=int, default=10, help="RL: greedy episodes per evaluation")
+    g("--ppo-epochs", type=int, default=4, help="PPO: passes over each rollout")
+    g("--ppo-minibatches", type=int, default=4, help="PPO: minibatches per pass")
+    g("--gae-lambda", type=float, default=0.95, help="PPO: GAE lambda")
+    g("--reward-scale", type=float, default=0.1, help="PPO: rewards times this for the value head and advantages")
+    g("--replay-size", type=int, default=50_000, help="DQN: replay buffer capacity")
+    g("--train-every", type=int, default=1, help="DQN: environment steps per gradient step")
+    g("--target-every", type=int, default=100, help="DQN: steps between update_target() calls")
+    g("--explore-fraction", type=float, default=0.5, help="DQN: share of the steps over which epsilon falls")
+    g("--final-epsilon", type=float, default=0.05, help="DQN: epsilon after the fall")
     return p
 
 
@@ -95,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     given = {k for k, v in vars(q.parse_args(argv)).items() if v is not None}
     try:
         return train(args, given)
-    except data.DataError as e:
+    except (data.DataError, rl.RLError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
@@ -130,6 +142,9 @@ def train(args: argparse.Namespace, given: set[str]) -> int:
     torch.manual_seed(args.seed + d.rank)  # dropout differs per process; a resume restores it below
     form = data.detect_form(model, module)
     synthetic = args.data == "synthetic"
+    rl_kind = rl.rl_kind(form.keys)
+    if rl_kind and not synthetic:
+        return train_rl(args, d, run_dir, ckpt, model, config, rl_kind)
     args.block_size = args.block_size or min(int(getattr(config, "context", 256)), 256)
     args.warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
     args.checkpoint_every = args.checkpoint_every or args.eval_every
@@ -139,6 +154,11 @@ def train(args: argparse.Namespace, given: set[str]) -> int:
     opts = data.DataOptions(args.data, args.seed, args.block_size, args.text_field, args.tokenizer, args.target,
                             args.features)
     splits = data.prepare(opts, form, run_dir, state, model, module, write=d.main)
+    if getattr(splits.train, "whole", False):  # a whole graph per step (data_graph.py)
+        if d.enabled or args.grad_accum != 1 or ("batch_size" in given and args.batch_size != 1):
+            raise data.DataError(f"{args.data}: the whole graph is one batch; train in one process with "
+                                 "--batch-size 1 and no --grad-accum")
+        args.batch_size = 1
     micro, rest = divmod(args.batch_size, d.world * args.grad_accum)
     if rest or micro == 0:
         raise data.DataError(f"--batch-size {args.batch_size} is not a multiple of processes x --grad-accum "
@@ -246,11 +266,56 @@ def train(args: argparse.Namespace, given: set[str]) -> int:
             trainer.update(step=step, **stream.state())
             loop.save_checkpoint(run_dir / "last", model, optimizer, scheduler, dict(trainer), d)
     if d.main and metrics:
-        final = {"split": "val", "step": step, "metrics": metrics, "seen": trainer["seen"], "unit": unit,
+        seen = trainer["seen"] * (args.block_size if lm else 1)  # trainer counts samples (windows for text)
+        final = {"split": "val", "step": step, "metrics": metrics, "seen": seen, "unit": unit,
                  "data": args.data, "synthetic": synthetic, "wall_s": round(time.perf_counter() - started, 3)}
         (run_dir / "eval_val.json").write_text(json.dumps(final, indent=1) + "\n")
+        loop.write_measurements(run_dir, final, d.world, d.device)
     if d.enabled:
         torch.distributed.destroy_process_group()
+    return 0
+
+
+def train_rl(args: argparse.Namespace, d: loop.Dist, run_dir: Path, ckpt: Path | None, model: torch.nn.Module,
+             config: Any, kind: str) -> int:
+    """A reinforcement-learning run (rl.py): rollouts of a Gymnasium environment, on the CPU, in one process."""
+    if d.enabled:
+        raise rl.RLError(f"{args.data}: RL trains in one process; run train.py without torchrun")
+    rl.make_env(args.data, vars(model.config)).env.close()  # a bad environment fails before the run folder exists
+    model.cpu()
+    args.warmup = args.warmup if args.warmup is not None else 0
+    args.checkpoint_every = args.checkpoint_every or args.eval_every
+    optimizer = torch.optim.AdamW(loop.param_groups(model, args.weight_decay), lr=args.lr,
+                                  betas=(args.beta1, args.beta2), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: loop.lr_factor(s, args.warmup, args.steps, args.min_lr_ratio))
+    trainer: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "seen": 0, "best_val_loss": None, "bad_evals": 0}
+    extra = None
+    if ckpt is not None:
+        trainer = loop.load_checkpoint(ckpt, model, optimizer, scheduler, d)
+        extra = loop.load_extra(ckpt)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {"train": dict(vars(args)), "model": dataclasses.asdict(config), "model_class": type(model).__name__,
+                "params": sum(p.numel() for p in model.parameters()), "world_size": 1, "micro_batch": args.batch_size,
+                "device": "cpu", "torch": torch.__version__, "synthetic": False, "rl": kind}
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=1) + "\n")
+    (run_dir / "data.json").write_text(json.dumps({"kind": kind, "environment": args.data}, indent=1) + "\n")
+    log = loop.MetricsLog(run_dir / "metrics.jsonl", True, {})
+    log.truncate_after(trainer["step"])
+    print(f"{'resuming' if ckpt else 'training'} {type(model).__name__} ({resolved['params']:,} parameters) "
+          f"in {run_dir} on {args.data} ({kind[3:]})", flush=True)
+
+    def save(state: dict[str, Any], saved: dict[str, Any]) -> None:
+        loop.save_checkpoint(run_dir / "last", model, optimizer, scheduler, state, d, extra=saved)
+
+    started = time.perf_counter()
+    metrics = rl.train(args, model, kind, run_dir, trainer, optimizer, scheduler, log, extra, save)
+    if metrics:
+        final = {"split": "val", "step": args.steps, "metrics": metrics, "seen": trainer["seen"],
+                 "unit": "env steps", "data": args.data, "synthetic": False,
+                 "wall_s": round(time.perf_counter() - started, 3)}
+        (run_dir / "eval_val.json").write_text(json.dumps(final, indent=1) + "\n")
+        loop.write_measurements(run_dir, final, 1, torch.device("cpu"))
     return 0
 
 

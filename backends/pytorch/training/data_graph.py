@@ -1,0 +1,165 @@
+"""Graphs for train.py and evaluate.py: one graph in a JSON file -> node-classification or link-prediction batches.
+
+Copied verbatim next to a generated model.py (beside data.py, which calls it); depends on torch only.
+
+The file (docs/training.md, "Graphs"):
+
+    {"x": [[0.0, 1.0, ...], ...],           node features, one list of `features` numbers per node
+     "edges": [[0, 1], [1, 2], ...],        node index pairs
+     "undirected": true,                    each edge is listed once and passes messages both ways (default true)
+     "y": [0, 1, null, ...],                node classification: a class id (or name) per node, null if unknown
+     "split": {"train": [..], "val": [..], "test": [..]}}   optional: node ids (node classification)
+
+The whole graph is one batch (full-batch training, one process). Node classification: every split sees all
+nodes and edges, and `train_mask` selects the split's labelled nodes (the key the model's loss reads); without
+"split", the labelled nodes are split 80/10/10, seeded. Link prediction: the edges are split 80/10/10, seeded;
+only the train edges pass messages; each split's positives are its own edges, and as many negatives
+(node pairs that are not edges of the graph) are drawn, seeded, once per split.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["WholeGraph", "prepare_graph", "read_graph"]
+
+
+class WholeGraph(Dataset):
+    """A dataset of one item, the whole graph as a batch; `collate` passes it through unbatched."""
+
+    whole = True
+
+    def __init__(self, batch: dict[str, torch.Tensor]):
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.batch
+
+    @staticmethod
+    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return items[0]
+
+
+def read_graph(path: Path, features: int, error: Any) -> dict[str, Any]:
+    """The checked contents of a graph JSON file: x (N, F), edges (2, E), labels (list), split, undirected."""
+    if path.is_dir():
+        found = sorted(path.glob("*.json"))
+        if len(found) != 1:
+            raise error(f"{path}: expected one graph .json file in the folder, found {len(found)}")
+        path = found[0]
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: not a JSON graph ({e.__class__.__name__}); expected {{\"x\", \"edges\", ...}}") from None
+    if not isinstance(doc, dict) or "x" not in doc or "edges" not in doc:
+        raise error(f"{path}: expected an object with `x` (node features) and `edges` (node index pairs)")
+    x = doc["x"]
+    if not isinstance(x, list) or not x:
+        raise error(f"{path}: `x` is not a non-empty list of feature rows")
+    for i, row in enumerate(x):
+        if not isinstance(row, list) or len(row) != features or not all(isinstance(v, (int, float)) for v in row):
+            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
+            raise error(f"{path}: x[{i}] has {got}; expected {features} numbers (the model's features)")
+    n = len(x)
+    edges = doc["edges"]
+    if not isinstance(edges, list) or not edges:
+        raise error(f"{path}: `edges` is not a non-empty list of [source, target] pairs")
+    for k, pair in enumerate(edges):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) and 0 <= v < n for v in pair)):
+            raise error(f"{path}: edges[{k}] is {json.dumps(pair)}; expected [source, target] node ids in 0..{n - 1}")
+    return {"path": path, "x": torch.tensor(x, dtype=torch.float32), "edges": edges, "y": doc.get("y"),
+            "split": doc.get("split"), "undirected": bool(doc.get("undirected", True))}
+
+
+def _edge_index(pairs: list[list[int]], undirected: bool) -> torch.Tensor:
+    e = torch.tensor(pairs, dtype=torch.long).t()  # (2, E)
+    return torch.cat((e, e.flip(0)), 1) if undirected else e
+
+
+def _split_ids(ids: list[int], seed: int, what: str, error: Any) -> dict[str, list[int]]:
+    if len(ids) < 3:
+        raise error(f"{what}: {len(ids)} item(s), but a train/val/test split needs at least 3")
+    order = list(ids)
+    random.Random(seed).shuffle(order)
+    n_val, n_test = max(1, round(0.1 * len(order))), max(1, round(0.1 * len(order)))
+    n_train = len(order) - n_val - n_test
+    return {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+
+
+def _nodes(g: dict[str, Any], form: Any, opts: Any, state: dict[str, Any] | None, error: Any) -> tuple[dict, dict]:
+    path, n = g["path"], len(g["x"])
+    y = g["y"]
+    if not isinstance(y, list) or len(y) != n:
+        raise error(f"{path}: `y` has {len(y) if isinstance(y, list) else 'no'} labels; expected one per node ({n})")
+    known = [i for i, v in enumerate(y) if v is not None]
+    if not known:
+        raise error(f"{path}: every entry of `y` is null; node classification needs labelled nodes")
+    classes = state["classes"] if state else None
+    if classes is None:
+        values = sorted({y[i] for i in known}, key=lambda v: (isinstance(v, str), v))
+        classes = list(range(max(values) + 1)) if all(isinstance(v, int) for v in values) else [str(v) for v in values]
+    index = {c: i for i, c in enumerate(classes)}
+    num_classes = int(form.config["num_classes"])
+    if len(classes) > num_classes:
+        raise error(f"{path}: {len(classes)} classes in `y`, but the model has num_classes = {num_classes}")
+    labels = torch.zeros(n, dtype=torch.long)
+    for i in known:
+        key = y[i] if isinstance(y[i], int) and isinstance(classes[0], int) else str(y[i])
+        if key not in index or index[key] >= num_classes:
+            raise error(f"{path}: y[{i}] is {json.dumps(y[i])}; expected a class among {len(classes)} "
+                        f"(0..{num_classes - 1}, num_classes = {num_classes})")
+        labels[i] = index[key]
+    split = state["split"] if state else g["split"] or _split_ids(known, opts.seed, str(path), error)
+    for s in ("train", "val", "test"):
+        bad = [i for i in split.get(s, []) if not (isinstance(i, int) and 0 <= i < n and y[i] is not None)]
+        if bad or not split.get(s):
+            raise error(f"{path}: split `{s}` " + (f"lists node {json.dumps(bad[0])}, which is not a labelled node id"
+                                                     if bad else "is empty; expected labelled node ids"))
+    edges = _edge_index(g["edges"], g["undirected"])
+    sets = {}
+    for s in ("train", "val", "test"):
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[split[s]] = True
+        sets[s] = {"graph_nodes": g["x"], "graph_edges": edges, "label": labels, "train_mask": mask}
+    return sets, {"split": split, "classes": classes}
+
+
+def _links(g: dict[str, Any], opts: Any, state: dict[str, Any] | None, error: Any) -> tuple[dict, dict]:
+    n, pairs = len(g["x"]), g["edges"]
+    split = state["split"] if state else _split_ids(list(range(len(pairs))), opts.seed, str(g["path"]), error)
+    present = {tuple(p) for p in pairs} | ({(b, a) for a, b in pairs} if g["undirected"] else set())
+    message = _edge_index([pairs[k] for k in split["train"]], g["undirected"])
+    sets = {}
+    for i, s in enumerate(("train", "val", "test")):
+        pos = torch.tensor([pairs[k] for k in split[s]], dtype=torch.long).t()
+        rng, neg = random.Random(opts.seed * 10 + i), list[list[int]]()
+        if len(present) + len(split[s]) > n * (n - 1):
+            raise error(f"{g['path']}: too dense to draw {len(split[s])} non-edges")
+        while len(neg) < len(split[s]):
+            a, b = rng.randrange(n), rng.randrange(n)
+            if a != b and (a, b) not in present:
+                neg.append([a, b])
+        sets[s] = {"graph_nodes": g["x"], "graph_edges": message, "pos_edges": pos,
+                   "neg_edges": torch.tensor(neg, dtype=torch.long).t()}
+    return sets, {"split": split}
+
+
+def prepare_graph(root: Path, form: Any, opts: Any, state: dict[str, Any] | None, error: Any) -> tuple[dict, dict]:
+    """{split: WholeGraph} and data.json's record."""
+    g = read_graph(root, int(form.config["features"]), error)
+    sets, record = (_nodes(g, form, opts, state, error) if form.kind == "node_classification"
+                    else _links(g, opts, state, error))
+    info = {"kind": form.kind, "file": str(g["path"]), "nodes": len(g["x"]), "edges": len(g["edges"]),
+            "undirected": g["undirected"], **record,
+            "items": {s: int(b["train_mask"].sum()) if "train_mask" in b else b["pos_edges"].shape[1]
+                      for s, b in sets.items()}}
+    return {s: WholeGraph(b) for s, b in sets.items()}, info
