@@ -36,6 +36,9 @@ class Compilation:
     spec: SpecIR | None = None
     graph: Any = None  # metagen_compiler.graph.GraphIR
     report: dict[str, Any] | None = None
+    # measured results of earlier training runs in the output folder (outputs.collect_measurements), which
+    # report.json, the model card and the paper show as measurements; empty for a model never trained
+    measurements: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Pass(Protocol):

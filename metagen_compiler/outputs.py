@@ -76,6 +76,7 @@ def write_outputs(comp: Compilation, out_root: Path, backends: list[str]) -> tup
     from .report import build_report, jsonable
 
     assert comp.spec is not None and comp.graph is not None
+    comp.measurements = collect_measurements(out_root / comp.spec.name / RUNS)
     files: dict[str, str | bytes] = {}
     files["spec.txt"] = dump_spec(comp.spec)
     files["graph.json"] = json.dumps(graph_json(comp.graph), indent=1, sort_keys=False) + "\n"
@@ -88,6 +89,44 @@ def write_outputs(comp: Compilation, out_root: Path, backends: list[str]) -> tup
     for rel in files:
         _check_relative(rel)
     return out_root / comp.spec.name, files
+
+
+def collect_measurements(runs: Path) -> list[dict[str, Any]]:
+    """What the training runs in `runs` (OUT/<model>/runs/<run>/measurements.json, written by the generated
+    train.py and evaluate.py: docs/training.md) measured: per run, split and metric, the entry of the latest
+    step, as report.json's `measurements` (metric, value, split, dataset, source, steps, seen, wall time,
+    hardware). Sorted, so the same runs give the same report. A file that does not parse is skipped: it is
+    the user's data, not the compiler's input."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    try:
+        names = sorted(os.listdir(runs)) if runs.is_dir() and not runs.is_symlink() else []
+    except OSError:
+        names = []
+    for run in names:
+        try:
+            doc = json.loads((runs / run / "measurements.json").read_text(encoding="utf-8"))
+            entries = doc["measurements"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for m in entries if isinstance(entries, list) else []:
+            if not isinstance(m, dict) or not isinstance(m.get("value"), (int, float)) or isinstance(m["value"], bool):
+                continue
+            key = (run, str(m.get("split", "")), str(m.get("metric", "")))
+            steps = m.get("steps") if isinstance(m.get("steps"), int) else -1
+            if key not in latest or steps >= latest[key]["steps"]:
+                seen = f", {m['seen']:,} {m.get('unit', 'samples')} seen" if isinstance(m.get("seen"), int) else ""
+                wall = f", {m['wall_s']:.3g} s wall" if isinstance(m.get("wall_s"), (int, float)) else ""
+                hw = m.get("hardware")
+                on = (f" on {hw.get('gpu') or hw.get('cpu') or hw.get('device')}" if isinstance(hw, dict)
+                      else f" on {hw}" if hw else "")
+                latest[key] = {
+                    "metric": key[2], "value": m["value"], "split": key[1],
+                    "dataset": ("synthetic data" if m.get("synthetic") else str(m.get("data") or "")),
+                    "source": f"measured: run {run}, step {steps}{seen}{wall}{on}",
+                    "steps": steps, "seen": m.get("seen"), "wall_s": m.get("wall_s"), "hardware": hw,
+                    "synthetic": bool(m.get("synthetic")),
+                }
+    return [latest[k] for k in sorted(latest)]
 
 
 def _check_relative(rel: str) -> PurePosixPath:

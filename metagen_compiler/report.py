@@ -23,7 +23,9 @@ def build_report(comp: Compilation, backends: list[str]) -> dict[str, Any]:
     assert comp.graph is not None and comp.spec is not None
     est = comp.graph.g.graph["estimates"]
     spec = comp.spec
+    measured = {"measurements": comp.measurements} if comp.measurements else {}
     return {
+        **measured,
         "name": spec.name,
         "params": est["params"],
         "flops_forward": est["flops_forward"],

@@ -26,7 +26,7 @@ REQUIRED_PACKAGES = {
     "torch": 'python -m pip install "torch==2.13.0"',
     **{m: _PIP_TEST for m in ("transformers", "onnx", "onnx_ir", "onnxruntime", "pygls", "pygments", "pytest_lsp",
                               "syrupy", "hypothesis", "psycopg2", "optuna", "matplotlib", "safetensors", "tokenizers",
-                              "sklearn", "PIL")},
+                              "sklearn", "PIL", "gymnasium", "soundfile", "networkx")},
 }
 REQUIRED_TOOLS = {  # words of a skip reason -> the command that installs the tool
     "TeX Live": f"{_SETUP} (or apt-get install texlive-latex-base texlive-latex-recommended texlive-latex-extra "
@@ -36,6 +36,8 @@ REQUIRED_TOOLS = {  # words of a skip reason -> the command that installs the to
     "npm ci --prefix editors/vscode": f"{_SETUP} (or npm ci --prefix editors/vscode)",
     "node is not installed": f"{_SETUP} (or apt-get install nodejs npm)",
     "PostgreSQL is not installed": f"{_SETUP} (or apt-get install postgresql)",
+    "espeak-ng is not installed": f"{_SETUP} (or apt-get install espeak-ng)",
+    "base-files GPL-3 text is not here": "apt-get install base-files",
 }
 _COULD_NOT_IMPORT = re.compile(r"could not import '([A-Za-z0-9_.]+)'")
 

@@ -574,6 +574,23 @@ def test_metagenc_train_compiles_then_trains(tmp_path: Path, monkeypatch: pytest
     run = tmp_path / "credit_default" / "runs" / "r"
     assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 2
     assert json.loads((run / "config.json").read_text())["synthetic"] is True
+    # compiled again after the run: the report shows what it measured, marked as synthetic, and the card too
+    measured = json.loads((run / "measurements.json").read_text())["measurements"]
+    report = json.loads((tmp_path / "credit_default" / "report.json").read_text())
+    assert {(m["metric"], m["split"], m["value"]) for m in report["measurements"]} == \
+        {(m["metric"], m["split"], m["value"]) for m in measured if m["steps"] == 2}
+    assert all(m["dataset"] == "synthetic data" and m["source"].startswith("measured: run r, step 2")
+               for m in report["measurements"])
+
+
+def test_report_without_runs_has_no_measurements(tmp_path: Path) -> None:
+    """A model never trained shows no measurement: nothing measured is invented."""
+    from metagen_compiler.cli import main as compile_main
+
+    assert compile_main([str(ROOT / "examples" / "tabular_classifier.msl"), "-o", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "credit_default" / "report.json").read_text())
+    assert "measurements" not in report
+    assert "Not evaluated" in (tmp_path / "credit_default" / "MODEL_CARD.md").read_text()
 
 
 def test_evaluate_without_a_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,8 @@
 """`metagenc train FILE --data PATH [-o OUT] [training flags]`: compile with the PyTorch backend, then train.
 
 Compiles FILE like `metagenc FILE -o OUT` (default backends), then runs the generated OUT/<model>/train.py in
-a fresh Python with every other flag, so the run is exactly what `python OUT/<model>/train.py ...` does.
+a fresh Python with every other flag, so the run is exactly what `python OUT/<model>/train.py ...` does; then
+compiles again, so report.json, the model card and the paper show the run's measurements.
 Not copied into output folders (it needs MetaGen); the entry for cli.py's SUBCOMMANDS is `main`.
 """
 
@@ -52,4 +53,9 @@ def main(argv: list[str]) -> int:
     if len(written) != 1:  # one model per compile: the folder whose train.py is new
         print(f"metagenc train: error: cannot tell which model folder in {out} was written", file=sys.stderr)
         return 3
-    return subprocess.call([sys.executable, str(written[0]), *rest])
+    code = subprocess.call([sys.executable, str(written[0]), *rest])
+    if code != 0:
+        return code
+    # compile again: report.json, the model card and the paper now show what the run measured (the compile
+    # reads OUT/<model>/runs/*/measurements.json and keeps the runs)
+    return compile_main(compile_argv)
