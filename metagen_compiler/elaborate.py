@@ -20,6 +20,7 @@ from .span import Span
 from .values import EvalError, LayerRef, Sym, UnknownValue, Value, as_int, describe, evaluate, format_value
 from .diagnostics import did_you_mean
 from .digraph import DiGraph
+from .limits import LIMIT_CODE, MAX_GRAPH_NODES, MAX_REPEAT, short_int
 
 __all__ = ["Tensor", "ModuleInfo", "GraphBuilder", "Elaborator", "bind_args", "layer_labels", "ParamSpec", "param_specs"]
 
@@ -89,7 +90,12 @@ class GraphBuilder:
 
     def add_op(self, node_id: str, op: str, args: Mapping[str, Value], inputs: Sequence[Tensor], span: Span,
                scope: str, n_outputs: int, module: str | None) -> list[Tensor]:
-        assert node_id not in self.g, node_id
+        if node_id in self.g:  # the checker refuses a label used twice; a second route here must not crash
+            raise EvalError("E104", f"`{node_id.rsplit('.', 1)[-1]}` names two layers of `{scope or node_id}`", span,
+                            "give each layer its own label")
+        if len(self.g) >= MAX_GRAPH_NODES:  # a limit of the language (limits.py): time and memory stay bounded
+            raise EvalError(LIMIT_CODE, f"the model's graph passes {MAX_GRAPH_NODES:,} nodes, the most the language "
+                            "allows", span, "see docs/language.md, Limits; lower the repeat counts")
         self.g.add_node(node_id, op=op, args=dict(args), span=span, scope=scope, module=module, n_outputs=n_outputs)
         for port, t in enumerate(inputs):
             assert t.node is not None
@@ -171,7 +177,14 @@ def coerce(value: Value, spec: ParamSpec, span: Span | None, owner: str) -> Valu
     if t == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "denominator"):
             raise EvalError("E201", f"`{spec.name}` of `{owner}` takes a number, not {describe(value)}", span)
-        return float(value)  # type: ignore[arg-type]
+        try:
+            f = float(value)  # type: ignore[arg-type]
+        except OverflowError:
+            f = math.inf
+        if not math.isfinite(f):  # generated code has no literal for inf (it would read as a name)
+            raise EvalError(LIMIT_CODE, f"`{spec.name}` of `{owner}` is past the largest number the language allows "
+                            "(about 1.8e308)", span, "see docs/language.md, Limits")
+        return f
     if t == "bool":
         if not isinstance(value, bool):
             raise EvalError("E201", f"`{spec.name}` of `{owner}` takes true or false, not {describe(value)}", span)
@@ -431,6 +444,10 @@ class Elaborator:
                 n = as_int(evaluate(layer.repeat, env, self.resolver(d.module, env)), layer.repeat.span, "repeat count")
                 if n < 0:
                     raise EvalError("E205", f"repeat count is {n}; it must be 0 or more", layer.repeat.span)
+                if n > MAX_REPEAT:  # a limit of the language (limits.py), checked before any copy is made
+                    what = f"`repeat({layer.repeat.dotted})`" if isinstance(layer.repeat, A.Name) else "a `repeat`"
+                    raise EvalError(LIMIT_CODE, f"the count of {what} is {short_int(n)}, past the most the language "
+                                    f"allows ({MAX_REPEAT:,})", layer.repeat.span, "see docs/language.md, Limits")
             if count:
                 state["params"] += n * self.count_layer(ref, bound)
                 prim = PRIMITIVES.get(ref.target) if ref.kind == "primitive" else None

@@ -30,6 +30,8 @@ _TABLE = [
     ("E006", "yaml-structure", "A YAML spec has a value of the wrong shape (a list where a mapping belongs, ...)."),
     ("E007", "unknown-key", "A YAML key that the spec format does not define."),
     ("E008", "version", "The version header names a language version this compiler does not speak."),
+    ("E009", "limit-exceeded", "The input passes a limit of the language (docs/language.md, Limits): a file too "
+     "large, a repeat count, graph, integer or YAML expansion too large."),
     # E1xx: names and imports
     ("E101", "unresolved-import", "An import names a module found neither beside the file, on an -I path nor in the stdlib."),
     ("E102", "import-cycle", "Modules import each other in a cycle."),

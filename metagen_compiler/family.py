@@ -137,8 +137,13 @@ def count_params(elab: Elaborator, spec: SpecIR, dims: Mapping[str, Value]) -> i
         ref, bound = slot_call(elab, spec, slot, dims)
         roles[slot.role] = (ref, bound)
         total += elab.count_layer(ref, bound)
-    for _t, target, _source in tie_pairs(spec, dims, elab):
-        total -= _param_numel(elab, roles, target)
+    for t, target, _source in tie_pairs(spec, dims, elab):
+        try:
+            total -= _param_numel(elab, roles, target)
+        except EvalError as e:  # `names no parameter` is found without a position: the tie has one
+            if e.span is None:
+                e.span = t.target.span
+            raise
     return total
 
 

@@ -4,6 +4,7 @@ only the tree-to-dataclass mapping. Lark's errors become diagnostics in syntax_e
 from __future__ import annotations
 
 import functools
+import math
 import re
 from importlib import resources
 from typing import Any
@@ -13,6 +14,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 
 from . import ast as A
 from .diagnostics import DiagnosticBag
+from .limits import LIMIT_CODE, MAX_INT, MAX_NESTING, source_too_large
 from .span import SourceFile, Span
 from .syntax_errors import SyntaxErrors
 
@@ -45,9 +47,10 @@ KEYWORDS = _keywords()
 
 
 class _ToAst(Transformer[Any, Any]):
-    def __init__(self, file: SourceFile) -> None:
+    def __init__(self, file: SourceFile, bag: DiagnosticBag | None = None) -> None:
         super().__init__()
         self.file = file
+        self.bag = bag if bag is not None else DiagnosticBag()  # numbers past the limits: diagnosed at the literal
 
     def _span(self, meta: Any) -> Span:
         if getattr(meta, "empty", True):
@@ -347,16 +350,31 @@ class _ToAst(Transformer[Any, Any]):
     def number(self, items: list[Token]) -> A.Num:
         t = items[0]
         s = str(t)
-        val: int | float = int(s) if s.isdigit() else float(s)
-        return A.Num(self._tok_span(t), val)
+        span = self._tok_span(t)
+        if s.isdigit():
+            return A.Num(span, _int_literal(s, span, self.bag))
+        val = float(s)
+        if not math.isfinite(val):  # 1e999: Python reads it as inf, which no model can use
+            self.bag.error(LIMIT_CODE, f"`{s}` is past the largest number the language allows (about 1.8e308)",
+                           span, hint=_LIMITS_HINT)
+        return A.Num(span, val)
 
     def quantity(self, items: list[Token]) -> A.Quantity:
-        import re
+        from .values import UNIT_SCALE
 
         t = items[0]
         m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]+)", str(t))
         assert m is not None
-        return A.Quantity(self._tok_span(t), float(m.group(1)), m.group(2), str(t))
+        span = self._tok_span(t)
+        value = float(m.group(1))
+        scale, dim = UNIT_SCALE[m.group(2)]
+        if not math.isfinite(value * scale):
+            self.bag.error(LIMIT_CODE, f"`{t}` is past the largest number the language allows (about 1.8e308)",
+                           span, hint=_LIMITS_HINT)
+        elif dim != "time" and value * scale > MAX_INT:  # counts, sizes and rates become integers
+            self.bag.error(LIMIT_CODE, f"`{t}` is {value * scale:.3g}, past the largest integer the language allows "
+                           f"({MAX_INT:,} = 2**53)", span, hint=_LIMITS_HINT)
+        return A.Quantity(span, value, m.group(2), str(t))
 
     def string(self, items: list[Token]) -> A.Str:
         return A.Str(self._tok_span(items[0]), _unquote(str(items[0])))
@@ -389,6 +407,48 @@ class _ToAst(Transformer[Any, Any]):
         return A.ListExpr(self._span(meta), tuple(i for i in items if i is not None))
 
 
+_LIMITS_HINT = "see docs/language.md, Limits"
+
+
+def _int_literal(s: str, span: Span, bag: DiagnosticBag) -> int:
+    """An integer literal's value; past MAX_INT an error at the literal (and a value just past the limit,
+    so that nothing downstream takes it for a usable number). A literal of thousands of digits is
+    measured, never converted: Python refuses to read more than 4,300 digits."""
+    digits = s.lstrip("0") or "0"
+    if len(digits) <= len(str(MAX_INT)) and int(digits) <= MAX_INT:
+        return int(digits)
+    shown = f"{int(digits):,}" if len(digits) <= 24 else f"an integer of {len(digits):,} digits"
+    bag.error(LIMIT_CODE, f"{shown} is past the largest integer the language allows ({MAX_INT:,} = 2**53)", span,
+              hint=_LIMITS_HINT)
+    return MAX_INT + 1
+
+
+def _too_deep(tree: Tree[Any]) -> Tree[Any] | Token | None:
+    """The first node (in source order) that nests deeper than MAX_NESTING, or None. Iterative: the
+    tree that is too deep for the recursive transformer is not too deep for this."""
+    stack: list[tuple[Tree[Any], int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return node
+        stack.extend((c, depth + 1) for c in reversed(node.children) if isinstance(c, Tree))
+    return None
+
+
+def _first_span(file: SourceFile, node: Tree[Any]) -> Span:
+    """Where a parse-tree node starts: its own position, else its first token's."""
+    stack: list[Any] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Token):
+            return Span.of(file, n.start_pos or 0, n.end_pos or 0)
+        if isinstance(n, Tree):
+            if not getattr(n.meta, "empty", True):
+                return Span.of(file, n.meta.start_pos, min(n.meta.end_pos, n.meta.start_pos + 1))
+            stack.extend(reversed(n.children))
+    return Span.of(file, 0, 0)
+
+
 def _unquote(s: str) -> str:
     body = s[1:-1]
     out = []
@@ -407,6 +467,8 @@ def _unquote(s: str) -> str:
 
 def parse_msl(file: SourceFile, bag: DiagnosticBag) -> A.Module | None:
     """Parse one MSL file. Syntax errors go to `bag` (several per file); returns None if any."""
+    if source_too_large(file, bag):  # a limit of the language (limits.py): parsing time stays bounded
+        return None
     errors = SyntaxErrors(file, bag, _parser())
     tree: Tree[Any] | None = None
     try:
@@ -417,8 +479,14 @@ def parse_msl(file: SourceFile, bag: DiagnosticBag) -> A.Module | None:
         if not errors.reported:  # every error was an echo of none: cannot happen, but never stay silent
             bag.error("E001", "syntax error", Span.of(file, 0, 0))
         return None
+    deep = _too_deep(tree)
+    if deep is not None:  # a limit of the language (limits.py): the recursive passes stay within Python's stack
+        bag.error(LIMIT_CODE, f"this nests more than {MAX_NESTING} levels deep, the most the language allows",
+                  _first_span(file, deep), hint="see docs/language.md, Limits (a chain of operators nests one level "
+                  "per operator)")
+        return None
     try:
-        module = _ToAst(file).transform(tree)
+        module = _ToAst(file, bag).transform(tree)
     except VisitError as e:  # pragma: no cover - a transformer bug is an internal error
         raise e.orig_exc from e
     assert isinstance(module, A.Module)

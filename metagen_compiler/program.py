@@ -77,6 +77,8 @@ def _display_path(path: Path) -> str:
 
 
 def _stdlib_source(modname: str) -> SourceFile | None:
+    if "." not in modname:  # `import std` alone names the package, not a module
+        return None
     rel = modname.split(".", 1)[1].replace(".", "/") + ".msl"
     res = resources.files("metagen_stdlib").joinpath(rel)
     if not res.is_file():
@@ -120,11 +122,22 @@ class _Loader:
         else:
             path = _find_user_module(modname, self.search)
             if path is not None:
-                src = read_source(path, display=_display_path(path))
+                try:
+                    src = read_source(path, display=_display_path(path))
+                except (OSError, UnicodeDecodeError) as e:  # unreadable, or not UTF-8 text
+                    self.failed.add(modname)
+                    why = f"it is not UTF-8 text ({e.reason} at byte {e.start})" if isinstance(
+                        e, UnicodeDecodeError) else (e.strerror or str(e))
+                    self.bag.error("E004", f"cannot read module `{modname}` ({_display_path(path)}): {why}",
+                                   imp.path.span, hint="MSL files are UTF-8 text" if isinstance(
+                                       e, UnicodeDecodeError) else None)
+                    return None
         if src is None:
             self.failed.add(modname)
             hint = did_you_mean(modname, stdlib_modules())
-            if hint is None and imp.path.parts[0] != STDLIB_PREFIX:
+            if modname == STDLIB_PREFIX:
+                hint = f"`{STDLIB_PREFIX}` is the standard library, not a module: import one of {', '.join(stdlib_modules())}"
+            elif hint is None and imp.path.parts[0] != STDLIB_PREFIX:
                 hint = (f"looked for {'/'.join(imp.path.parts)}.msl beside the file and on the -I paths; "
                         f"stdlib modules are: {', '.join(stdlib_modules())}")
             self.bag.error("E101", f"cannot find module `{modname}`", imp.path.span, hint=hint)

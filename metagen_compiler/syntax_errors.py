@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from lark import Lark, Token, Tree
@@ -107,6 +108,8 @@ def _grammar(lark: Lark) -> _Grammar:
 
 
 _MAX_SYNTAX_ERRORS = 20
+_MAX_HANDLED = 200  # errors (echoes included) looked at before the parse gives up
+_MAX_POP = 64  # parser stack entries an abandoned statement may take back
 _BLANK = re.compile(r"(?:\s|#[^\n]*)*")
 _OPENERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
 _LOOKAHEAD = 3  # tokens a repair must carry the parse past
@@ -128,24 +131,32 @@ class SyntaxErrors:
         self.file = file
         self.bag = bag
         self.reported = 0
+        self.seen = 0  # errors Lark has met, echoes included
         self.handled: set[int] = set()
         self.quiet_from: int | None = None  # end of the last unrepaired error: errors right after it are echoes
         self.quiet_line = -1
         self._tokens: list[Token] | None = None
+        self._starts: list[int] = []
+        self._ends: list[int] = []
 
     # ------------------------------------------------------------ helpers
     @property
     def tokens(self) -> list[Token]:
         if self._tokens is None:
             self._tokens = self.g.lex_all(self.file.text)
+            # tokens do not overlap, so both lists are sorted: each lookup below is a bisection, and a
+            # file with thousands of errors costs n log n, not n squared
+            self._starts = [t.start_pos or 0 for t in self._tokens]
+            self._ends = [t.end_pos or 0 for t in self._tokens]
         return self._tokens
 
     def _before(self, pos: int, k: int = 1) -> Token | None:
-        prior = [t for t in self.tokens if (t.end_pos or 0) <= pos]
-        return prior[-k] if len(prior) >= k else None
+        n = bisect_right(self._ends, pos) if self.tokens else 0  # tokens that end at or before pos
+        return self.tokens[n - k] if n >= k else None
 
     def _after(self, pos: int, n: int = _LOOKAHEAD) -> list[Token]:
-        return [t for t in self.tokens if (t.start_pos or 0) >= pos][:n]
+        i = bisect_left(self._starts, pos) if self.tokens else 0
+        return self.tokens[i:i + n]
 
     def _span(self, tok: Token) -> Span:
         start = tok.start_pos or 0
@@ -158,7 +169,7 @@ class SyntaxErrors:
             return False
         if line == self.quiet_line or _BLANK.fullmatch(self.file.text, self.quiet_from, start) is not None:
             return True
-        taken = sum(1 for t in self.tokens if self.quiet_from <= (t.start_pos or 0) < start)
+        taken = bisect_left(self._starts, start) - bisect_left(self._starts, self.quiet_from) if self.tokens else 0
         return taken < _RESYNC
 
     def _quiet(self, end: int) -> None:
@@ -172,7 +183,8 @@ class SyntaxErrors:
     def _opener(self, closer: str, before: int) -> Token | None:
         """The unmatched `(`, `[` or `{` that `closer` would close at offset `before`."""
         opener, depth = _OPENERS[closer], 0
-        for t in reversed([t for t in self.tokens if (t.end_pos or 0) <= before]):
+        n = bisect_right(self._ends, before) if self.tokens else 0
+        for t in reversed(self.tokens[:n]):
             if t.type == closer:
                 depth += 1
             elif t.type == opener:
@@ -197,8 +209,9 @@ class SyntaxErrors:
     # ------------------------------------------------------------ lark's callback
     def on_error(self, e: UnexpectedInput) -> bool:
         self.handled.add(id(e))
-        if self.reported >= _MAX_SYNTAX_ERRORS:
-            return False
+        self.seen += 1
+        if self.reported >= _MAX_SYNTAX_ERRORS or (self.seen > _MAX_HANDLED and self.reported):
+            return False  # enough said: the rest would be echoes, and each costs a repair attempt
         if isinstance(e, UnexpectedCharacters):
             return self._characters(e)
         if isinstance(e, UnexpectedToken):
@@ -355,7 +368,7 @@ class SyntaxErrors:
         starts_line = prev is None or (prev.end_line or 0) < (tok.line or 0)
         if tok.type == "RBRACE" or starts_line:
             values = ip.parser_state.value_stack
-            for k in range(1, len(values) + 1):
+            for k in range(1, min(len(values), _MAX_POP) + 1):
                 popped = values[-k]
                 if isinstance(popped, Token) and popped.type == "LBRACE":
                     break  # never leave the enclosing `{ ... }`

@@ -13,6 +13,7 @@ from typing import Any, Union
 
 from . import ast as A
 from .diagnostics import did_you_mean
+from .limits import LIMIT_CODE, MAX_INT, short_int
 from .span import Span
 
 __all__ = [
@@ -89,6 +90,8 @@ UNIT_SCALE: dict[str, tuple[float, str]] = {
 def quantity_value(q: A.Quantity) -> tuple[float | int, str]:
     scale, dim = UNIT_SCALE[q.unit]
     v = q.value * scale
+    if not math.isfinite(v):  # the parser reports it; YAML's quantities come here unchecked
+        return v, dim
     if dim in ("count", "bytes", "pixels", "frequency") and abs(v - round(v)) < 1e-6:
         return int(round(v)), dim
     return v, dim
@@ -100,15 +103,33 @@ def as_number(v: Value, span: Span | None) -> int | float | Fraction:
     return v
 
 
+_LIMITS_HINT = "see docs/language.md, Limits"
+_MAX_FLOAT = "about 1.8e308"
+
+
+def _past_max_int(what: str, v: float | Fraction, span: Span | None) -> EvalError:
+    shown = short_int(int(v)) if not isinstance(v, float) else f"{v:.6g}"
+    return EvalError(LIMIT_CODE, f"{what} is {shown}, past the largest integer the language allows "
+                     f"({MAX_INT:,} = 2**53)", span, _LIMITS_HINT)
+
+
 def as_int(v: Value, span: Span | None, what: str = "dimension") -> int:
+    """An integer value, within the language's largest integer (limits.MAX_INT): a dimension past it
+    would overflow the int64 of generated code (example_inputs, ONNX initialisers)."""
     if isinstance(v, bool):
         raise EvalError("E201", f"expected an integer {what}, found a boolean", span)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise EvalError(LIMIT_CODE, f"{what} is {format_value(v)}, past the largest number the language allows "
+                        f"({_MAX_FLOAT})", span, _LIMITS_HINT)
+    n: int | None = None
     if isinstance(v, int):
-        return v
-    if isinstance(v, Fraction) and v.denominator == 1:
-        return int(v)
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
+        n = v
+    elif (isinstance(v, Fraction) and v.denominator == 1) or (isinstance(v, float) and v.is_integer()):
+        n = int(v)
+    if n is not None:
+        if abs(n) > MAX_INT:
+            raise _past_max_int(what, v, span)
+        return n
     if isinstance(v, (Fraction, float)):
         return_hint = "round it with round(x), floor(x), ceil(x) or round_up(x, m)"
         raise EvalError("E205", f"{what} evaluates to {format_value(v)}, which is not an integer", span, return_hint)
@@ -165,6 +186,51 @@ def _norm(v: Any) -> Any:
     return v
 
 
+def _checked(v: Any, span: Span | None) -> Any:
+    """The result of arithmetic, within the limits of the language: an integer no larger than MAX_INT, a
+    finite real float. A fraction too fine for MAX_INT becomes the nearest float."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, complex):  # (-8) ** 0.5
+        raise EvalError("E201", "the value of this expression is not a real number", span)
+    if isinstance(v, float):
+        if math.isnan(v):  # YAML's .nan, inf - inf
+            raise EvalError("E201", "the value of this expression is not a number (nan)", span)
+        if not math.isfinite(v):
+            raise EvalError(LIMIT_CODE, "the value of this expression is past the largest number the language allows "
+                            f"({_MAX_FLOAT})", span, _LIMITS_HINT)
+        return v
+    if isinstance(v, int):
+        if abs(v) > MAX_INT:
+            raise _past_max_int("the value of this expression", v, span)
+        return v
+    if isinstance(v, Fraction):
+        if v.denominator == 1 or (abs(v.numerator) <= MAX_INT and v.denominator <= MAX_INT):
+            return _checked(_norm(v), span) if v.denominator == 1 else v
+        if abs(v) > MAX_INT:
+            raise _past_max_int("the value of this expression", math.floor(v), span)
+        return float(v)
+    return v
+
+
+# the most bits a power may produce before it is computed: past the float range there is no
+# number to give, and an exact integer power of that size would take seconds and gigabytes
+_POW_BITS = 1100
+
+
+def _power(x: float | Fraction, y: float | Fraction, span: Span | None) -> Any:
+    if isinstance(x, (int, Fraction)) and isinstance(y, (int, Fraction)) and y.denominator == 1 and x not in (0, 1, -1):
+        xf = Fraction(x)
+        size = max(abs(xf.numerator).bit_length(), xf.denominator.bit_length())
+        if isinstance(x, int) and y > 0 and y * (size - 1) > 64:  # an integer past MAX_INT, not computed
+            raise EvalError(LIMIT_CODE, "the value of this expression is past the largest integer the language "
+                            f"allows ({MAX_INT:,} = 2**53)", span, _LIMITS_HINT)
+        if abs(y) * size > _POW_BITS:
+            raise EvalError(LIMIT_CODE, "the value of this expression is past the largest number the language allows "
+                            f"({_MAX_FLOAT})", span, _LIMITS_HINT)
+    return x**y
+
+
 def _round_up(x: Value, m: Value) -> int:
     xi = as_number(x, None)
     mi = as_int(m, None, "multiple")
@@ -198,9 +264,9 @@ def _operand(v: Value, e: A.Expr, env: Mapping[str, Value]) -> int | float | Fra
 def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = None) -> Value:
     """Evaluate a compile-time expression. Names look up `env`, then `resolve` (symbols, layers)."""
     if isinstance(e, A.Num):
-        return e.value
+        return _checked(e.value, e.span)  # a YAML `.inf` or a huge integer reaches here unchecked
     if isinstance(e, A.Quantity):
-        return quantity_value(e)[0]
+        return _checked(quantity_value(e)[0], e.span)
     if isinstance(e, A.Str):
         return e.value
     if isinstance(e, A.Bool):
@@ -216,7 +282,7 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
     if isinstance(e, A.TupleExpr | A.ListExpr):
         return tuple(evaluate(i, env, resolve) for i in e.items)
     if isinstance(e, A.Neg):
-        return _norm(-_operand(evaluate(e.operand, env, resolve), e.operand, env))
+        return _checked(_norm(-_operand(evaluate(e.operand, env, resolve), e.operand, env)), e.span)
     if isinstance(e, A.Not):
         return not _truth(evaluate(e.operand, env, resolve), e.operand.span)
     if isinstance(e, A.BoolOp):
@@ -242,23 +308,13 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
         y = _operand(b, e.right, env)
         if e.op in ("/", "//", "%") and y == 0:
             raise EvalError("E210", "division by zero", e.span)
-        if e.op == "+":
-            return _norm(x + y)
-        if e.op == "-":
-            return _norm(x - y)
-        if e.op == "*":
-            return _norm(x * y)
-        if e.op == "/":
-            if isinstance(x, float) or isinstance(y, float):
-                return x / y
-            return _norm(Fraction(x) / Fraction(y))
-        if e.op == "//":
-            return _norm(x // y)
-        if e.op == "%":
-            return _norm(x % y)
-        if e.op == "**":
-            return _norm(x**y)
-        raise AssertionError(e.op)
+        try:
+            return _checked(_norm(_arith(e.op, x, y, e.span)), e.span)
+        except ZeroDivisionError:  # 0 ** -1
+            raise EvalError("E210", "division by zero", e.span) from None
+        except OverflowError:  # float arithmetic past the float range
+            raise EvalError(LIMIT_CODE, "the value of this expression is past the largest number the language "
+                            f"allows ({_MAX_FLOAT})", e.span, _LIMITS_HINT) from None
     if isinstance(e, A.Index):
         seq = evaluate(e.value, env, resolve)
         idx = as_int(evaluate(e.index, env, resolve), e.index.span, "index")
@@ -272,10 +328,10 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
         if fname in FUNCTIONS and all(a.name is None for a in e.args):
             vals = [evaluate(a.value, env, resolve) for a in e.args]
             try:
-                return _norm(FUNCTIONS[fname](*vals))
+                return _checked(_norm(FUNCTIONS[fname](*vals)), e.span)
             except EvalError:
                 raise
-            except (TypeError, ValueError) as ex:
+            except (TypeError, ValueError, ArithmeticError) as ex:  # round(inf), round_up(x, 0), sqrt(-1)
                 raise EvalError("E204", f"bad arguments to `{fname}`: {ex}", e.span) from None
         if resolve is not None:
             base = resolve(e.func)
@@ -291,6 +347,26 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
                         did_you_mean(fname, FUNCTIONS)
                         or f"functions are {', '.join(FUNCTIONS)}; a layer value names a primitive or a block", name=fname)
     raise EvalError("E201", "a tensor expression is not allowed here", e.span)
+
+
+def _arith(op: str, x: float | Fraction, y: float | Fraction, span: Span | None) -> Any:
+    if op == "+":
+        return x + y
+    if op == "-":
+        return x - y
+    if op == "*":
+        return x * y
+    if op == "/":
+        if isinstance(x, float) or isinstance(y, float):
+            return x / y
+        return Fraction(x) / Fraction(y)
+    if op == "//":
+        return x // y
+    if op == "%":
+        return x % y
+    if op == "**":
+        return _power(x, y, span)
+    raise AssertionError(op)
 
 
 def _truth(v: Value, span: Span | None) -> bool:

@@ -92,3 +92,23 @@ def test_search_benchmark_smoke(tmp_path: Path) -> None:
     assert {r["sampler"] for r in data["quality"]} == {"nsga2", "tpe", "random"}
     for r in data["quality"]:  # normalised hypervolume of 2 objectives, reference point 1.1: at most 1.21
         assert 0 <= r["hv_mean"][str(r["trials"])] <= 1.1 ** 2 and len(r["hv"]) == r["seeds"]
+
+
+def test_fuzz_benchmark_smoke(tmp_path: Path) -> None:
+    data = _run("fuzz.py", tmp_path / "fuzz.json")
+    counts = data["counts"]
+    assert data["cases"] == 200 and sum(counts[k] for k in ("ok", "input_error", "internal_error", "traceback",
+                                                               "timeout")) == 200
+    assert counts["internal_error"] == counts["traceback"] == counts["timeout"] == counts["unpositioned"] == 0, data
+    assert counts["ok"] > 0 and counts["input_error"] > 0
+
+
+def test_generate_benchmark_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    data = _run("generate.py", tmp_path / "generate.json")
+    rows = data["rows"]
+    assert {(r["model"], r["batch"]) for r in rows} == {("gpt2", 1), ("gpt2", 8), ("llama", 1), ("llama", 8)}
+    assert all(r["ours_tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0 and r["ours_first_token_s"] > 0
+               for r in rows)
+    assert all(r["same_tokens"] for r in rows), rows  # the same weights give transformers' greedy tokens

@@ -201,6 +201,9 @@ def _budget_clause(p: Paper) -> str:
 
 
 def _words(items: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`; `none` for no items (a spec whose output modalities were all unknown)."""
+    if not items:
+        return "none"
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 

@@ -63,7 +63,7 @@ _MODULE_MEMBERS = {
     "modules", "children", "state_dict", "load_state_dict", "cuda", "cpu", "type", "float", "double", "half",
     "bfloat16", "zero_grad", "register_buffer", "register_parameter", "register_module", "add_module",
     "named_parameters", "named_modules", "named_children", "named_buffers", "requires_grad_", "extra_repr",
-    "get_submodule", "get_parameter", "get_buffer", "share_memory", "compile", "self",
+    "get_submodule", "get_parameter", "get_buffer", "share_memory", "compile", "self", "generate", "kv_cache",
 }
 
 
@@ -86,6 +86,8 @@ def state_dict_key(path: str) -> str:
 def camel(name: str) -> str:
     parts = [p for p in py_ident(name).split("_") if p]
     s = "".join(p[:1].upper() + p[1:] for p in parts) or "Block"
+    if s[0].isdigit():  # `_430ff` (a legal MSL name) would make the class `430ff`
+        s = "M" + s
     return s if s not in _RESERVED else s + "Block"
 
 

@@ -6,6 +6,7 @@ wrong unit gets its expected unit, a value outside an enum gets the choices.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note, did_you_mean
 from ..elaborate import KNOWN_TYPES, param_specs
 from ..ir import Bound, ConstraintIR, SpecIR, dump_spec
+from ..limits import LIMIT_CODE, MAX_INT
 from ..primitives import PRIMITIVES
 from ..program import Definition, Program, import_hint
 from ..values import UNIT_SCALE, EvalError, Sym, Value, evaluate, format_value, quantity_value
@@ -163,6 +165,11 @@ def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> Cons
         return ConstraintIR(kind.name, c.op, Sym(v.dotted), text, device, c.span)
     if isinstance(v, A.Quantity):
         value, dim = quantity_value(v)
+        if not math.isfinite(value) or (dim != "time" and value > MAX_INT):  # a YAML quantity: MSL's parser stops these
+            bag.error(LIMIT_CODE, f"`{v.text}` is past the largest {'number' if dim == 'time' else 'integer'} the "
+                      f"language allows ({'about 1.8e308' if dim == 'time' else f'{MAX_INT:,} = 2**53'})", v.span,
+                      hint="see docs/language.md, Limits")
+            return None
         if kind.name == "context" and v.unit in _BINARY_CONTEXT:
             # context windows are counted in powers of two: 2k = 2048 tokens, 256k = 262144
             value = int(round(v.value * _BINARY_CONTEXT[v.unit]))
@@ -191,10 +198,26 @@ def _src(e: A.Expr) -> str:
     return expr_text(e)
 
 
+def user_modules(prog: Program) -> list[str]:
+    """The modules the user wrote: the root file and what it imports from beside it or from -I paths
+    (and device profiles). The stdlib is checked by its own tests, not on every compile."""
+    return [name for name, m in prog.modules.items() if not m.path.startswith(("<stdlib>/", "<prelude>"))]
+
+
 def check_blocks(prog: Program, bag: DiagnosticBag) -> None:
-    """Static checks of the user's own blocks and families: parameter types, callees, argument names."""
-    module = prog.root_name
+    """Static checks of the user's own blocks and families, in the root file and in every module it
+    imports that is not the stdlib: parameter types and names, callees, argument names, labels, the
+    layers a family's slots take and the arguments of layer values."""
+    for module in user_modules(prog):
+        _check_module(prog, module, bag)
+
+
+def _check_module(prog: Program, module: str, bag: DiagnosticBag) -> None:
     root = prog.modules[module]
+    for b in root.blocks:
+        if b.name.name in PRIMITIVES:  # the block would be called where the primitive is meant, or the other way
+            bag.error("E104", f"block `{b.name.name}` has the name of a primitive", b.name.span,
+                      hint=f"rename the block, e.g. `{b.name.name}_block`")
     for b in list(root.blocks) + list(root.families):
         seen: dict[str, A.Param] = {}
         for p in b.params:
@@ -205,6 +228,12 @@ def check_blocks(prog: Program, bag: DiagnosticBag) -> None:
             if isinstance(p.type, A.NamedType) and p.type.name not in KNOWN_TYPES:
                 bag.error("E201", f"unknown type `{p.type.name}`", p.type.span,
                           hint=did_you_mean(p.type.name, KNOWN_TYPES) or f"types: {', '.join(KNOWN_TYPES)}, or {{a, b}}")
+            if p.name.name in PRIMITIVES and p.name.name in _layer_params(b):
+                # `x >> gelu` must mean one thing: the layer passed in, or the primitive
+                bag.error("E104", f"layer parameter `{p.name.name}` has the name of a primitive", p.name.span,
+                          hint=f"rename it, e.g. `{p.name.name}_layer`")
+            if p.default is not None:
+                _check_value(p.name.name, _param_type(p), p.default, bag)
     for f in root.families:
         layer_params = _layer_params(f)
         slots = [s.layer for s in f.encoders] + ([f.backbone] if f.backbone else []) + [s.layer for s in f.heads]
@@ -217,8 +246,12 @@ def check_blocks(prog: Program, bag: DiagnosticBag) -> None:
                 bag.error("E104", f"input `{e.input_name}` has two encoders", (e.input or e.modality).span,
                           notes=[Note("first here", names[e.input_name].span)])
             names[e.input_name] = e
+        values = {p.name.name for p in f.params} - layer_params
         for ly in slots:
             _check_layer(ly, prog, module, layer_params, bag)
+            _check_slot_layer(ly, prog, module, bag)
+            for a in ly.args or ():
+                _check_layer_values(a.value, values, prog, module, layer_params, bag)
     for b in root.blocks:
         layer_params = _layer_params(b)
         if not any(isinstance(s, A.Return) for s in _walk_stmts(b.body)):
@@ -226,6 +259,120 @@ def check_blocks(prog: Program, bag: DiagnosticBag) -> None:
                       hint="end the block with `return <tensor>`")
         for ly in _layers(b.body):
             _check_layer(ly, prog, module, layer_params, bag)
+        _check_labels(b.body, {}, b.name.name, bag)
+        values = ({p.name.name for p in b.params} - layer_params) | {
+            s.name.name for s in _walk_stmts(b.body) if isinstance(s, A.Let)}
+        for e in _exprs(b.body):
+            _check_layer_values(e, values, prog, module, layer_params, bag)
+
+
+def _param_type(p: A.Param) -> str | None:
+    return p.type.name if isinstance(p.type, A.NamedType) else "enum" if p.type is not None else None
+
+
+def _check_value(name: str, type_: str | None, e: A.Expr, bag: DiagnosticBag) -> None:
+    """What a parameter's value may be, beyond what evaluating it shows: `?` (a dimension the solver
+    chooses) stands alone, for an integer parameter, since the solver chooses whole numbers and an
+    expression around `?` has no value to emit; a number takes no unit of time (`nodes = 0ms`)."""
+    if type_ in ("int", "float", "int_or_tuple"):
+        for q in _subexprs(e):
+            if isinstance(q, A.Quantity) and UNIT_SCALE[q.unit][1] == "time":
+                what = "a whole number" if type_ != "float" else "a number"
+                bag.error("E202", f"`{name}` takes {what}, not a time (`{q.text}`)", q.span,
+                          hint="drop the unit" + (" (a count may take k, M, B, T)" if type_ != "float" else ""))
+                return
+    if isinstance(e, A.Unknown):
+        if type_ not in ("int", None, "any"):
+            bag.error("E201", f"`{name}` is a parameter of type {type_}: only an integer dimension can be left open (`?`)",
+                      e.span, hint=f"give `{name}` a value")
+        return
+    for sub in _subexprs(e):
+        if isinstance(sub, A.Unknown):
+            bag.error("E201", "`?` stands for a whole value: it cannot be part of an expression", sub.span,
+                      hint=f"write `{name} = ?` and derive other values from `{name}`")
+            return
+
+
+def _subexprs(e: object) -> list[A.Node]:
+    """Every expression node inside `e` (itself included), without recursion: a deep expression is fine."""
+    out: list[A.Node] = []
+    stack: list[object] = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, A.Node):
+            out.append(x)
+            stack.extend(getattr(x, f) for f in getattr(x, "__dataclass_fields__", ()) if f != "span")
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return out
+
+
+def _check_slot_layer(ly: A.Layer, prog: Program, module: str, bag: DiagnosticBag) -> None:
+    """A family's slot (encoder, backbone, head) becomes a submodule of the model: it takes a block or a
+    primitive with weights, not a function such as `gelu` or `dropout`."""
+    name = ly.callee.dotted
+    if len(ly.callee.parts) != 1 or name not in PRIMITIVES or prog.lookup(module, ly.callee) is not None:
+        return
+    prim = PRIMITIVES[name]
+    if prim.has_weights or "module" in prim.tags:
+        return
+    bag.error("E201", f"a family slot takes a block or a primitive with weights; `{name}` is a function", ly.callee.span,
+              hint=f"wrap it in a block: `block {name}_block() {{ input x; return x >> {name} }}`")
+
+
+def _check_labels(stmts: tuple[A.Stmt, ...], seen: dict[str, A.Ident], owner: str, bag: DiagnosticBag) -> dict[str, A.Ident]:
+    """Explicit labels name a block's submodules: one label, one layer, on every path through the block
+    (the two branches of an `if` may reuse a label, since only one of them runs)."""
+    for s in stmts:
+        if isinstance(s, A.If):
+            then = _check_labels(s.then, dict(seen), owner, bag)
+            orelse = _check_labels(s.orelse, dict(seen), owner, bag)
+            seen = {**then, **orelse}
+            continue
+        for ly in _layers((s,)):
+            if ly.label is None:
+                continue
+            first = seen.get(ly.label.name)
+            if first is not None:
+                bag.error("E104", f"label `{ly.label.name}` is used twice in block `{owner}`", ly.label.span,
+                          notes=[Note("first used here", first.span)], hint="give each layer its own label")
+            else:
+                seen[ly.label.name] = ly.label
+    return seen
+
+
+def _exprs(stmts: tuple[A.Stmt, ...]) -> list[A.Expr]:
+    out: list[A.Expr] = []
+    for s in _walk_stmts(stmts):
+        if isinstance(s, (A.Assign, A.Let)):
+            out.append(s.value)
+        elif isinstance(s, A.Return):
+            out.extend(s.values)
+    return out
+
+
+def _check_layer_values(e: A.Expr, values: set[str], prog: Program, module: str, layer_params: set[str],
+                        bag: DiagnosticBag) -> None:
+    """A layer passed as a value (`act = linear(in_features = 64)`) carries constant arguments: the code
+    generators build it once per distinct value, so it cannot read a parameter or a `let` of the block
+    or family it is written in."""
+    from ..values import FUNCTIONS
+
+    for sub in _subexprs(e):
+        args: tuple[A.Arg, ...] = ()
+        if isinstance(sub, A.Call) and sub.func.dotted not in FUNCTIONS and (
+                sub.func.dotted in PRIMITIVES or sub.func.dotted in layer_params or prog.lookup(module, sub.func) is not None):
+            args = sub.args
+        elif isinstance(sub, A.Layer):
+            continue  # an application's own arguments may read anything; its layer-value arguments are Calls
+        for a in args:
+            used = next((n for n in _subexprs(a.value) if isinstance(n, A.Name) and n.dotted in values), None)
+            if used is not None:
+                assert isinstance(used, A.Name)
+                bag.error("E201", f"the layer value `{sub.func.dotted}(...)` reads `{used.dotted}`: the arguments of a layer "
+                          "passed as a value are constants", used.span,
+                          hint=f"write the number, or pass `{used.dotted}` to the block that applies the layer")
+                return
 
 
 def _layer_params(b: A.Block | A.Family) -> set[str]:
@@ -422,6 +569,7 @@ class CheckPass:
                               hint=did_you_mean(f.name.name, params) or f"parameters: {', '.join(params)}")
                     continue
                 old = bindings[f.name.name]
+                _check_value(f.name.name, _param_type(params[f.name.name]), f.value, bag)
                 bindings[f.name.name] = Bound(f.value, None, preset.module, f.span, f"preset {preset.node.name.name}",
                                               f.constraints or old.constraints)
         explicit: dict[str, A.Node] = {}
@@ -444,6 +592,7 @@ class CheckPass:
                 bag.error("E104", f"`{n}` is set twice", f.name.span, notes=[Note("also set here", other.span)])
                 continue
             explicit[n] = f
+            _check_value(n, _param_type(params[n]), f.value, bag)
             old = bindings[n]
             bindings[n] = Bound(f.value, None, prog.root_name, f.span, "model", f.constraints or old.constraints)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,7 +18,18 @@ def _holds(op: str, actual: float, bound: float) -> bool:
             "=": actual == bound}[op]
 
 
+def _real(v: float) -> float:
+    """A float for comparing, however large the integer: past the float range, infinity (never an
+    OverflowError, whatever a budget or a count comes to)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
 def _fmt(kind: str, v: float) -> str:
+    if not math.isfinite(_real(v)):
+        return "more than 1.8e308"
     if kind in ("memory", "training_memory"):
         return f"{v / 1e9:.3g} GB"
     if kind == "latency":
@@ -53,13 +65,13 @@ class ConstraintsPass:
                 lat = est["latency_s"].get(c.device, {}).get("fp32")
                 basis = "estimate"
                 if lat is not None:
-                    actual = lat if c.kind == "latency" else 1.0 / lat
+                    actual = lat if c.kind == "latency" else (1.0 / lat if lat > 0 else math.inf)
             elif c.kind == "context":
                 actual = spec.dims.get("context")  # type: ignore[assignment]
             if isinstance(c.value, Sym):
                 bound = LATENCY_CLASSES.get(c.value.name)
             elif isinstance(c.value, (int, float)):
-                bound = float(c.value)
+                bound = _real(c.value)
             op = "<=" if (c.kind == "latency" and isinstance(c.value, Sym)) or (c.kind == "latency" and c.op == "=") else c.op
             entry: dict[str, Any] = {"kind": c.kind, "op": c.op, "value": c.text, "device": c.device, "basis": basis,
                                      "span": f"{c.span.path}:{c.span.line}:{c.span.col}"}
@@ -68,7 +80,7 @@ class ConstraintsPass:
                                                                    "sample_rate", "frames", "batch_size") else "applied"
                 results.append(entry)
                 continue
-            ok = _holds(op, float(actual), float(bound))
+            ok = _holds(op, _real(actual), _real(bound))
             entry.update(actual=actual, status="ok" if ok else "violated")
             if c.kind == "params" and spec.solve and spec.solve.binding.startswith("params"):
                 entry["binds"] = True

@@ -25,8 +25,10 @@ from typing import Any, ClassVar
 
 from .. import ast as A
 from ..compilation import Compilation
+from ..diagnostics import Note
 from ..graph import GraphIR, dump_graph
-from ..primitives import PRIMITIVES, moe_capacity, subst_dim
+from ..limits import LIMIT_CODE
+from ..primitives import PRIMITIVES, fmt_shape, moe_capacity, subst_dim
 from ..program import Program
 from ..values import EvalError, evaluate
 
@@ -77,7 +79,9 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
     dropout with p > 0: the scaled fp32 mask; causal_conv1d: its left-padded input (B, C, T + kernel - 1);
     selective_scan: exp(A_log) and A (d_inner x d_state each), softplus(dt) and dt * x (B, T, d_inner each),
     exp(dt A) (B, T, d_inner, d_state), the stacked states for C h (the same size) and each step's previous
-    state (T of (B, d_inner, d_state), the first being the zero state); moe (N tokens, capacity C): the
+    state (T of (B, d_inner, d_state), the first being the zero state); moe without a capacity limit: the
+    router probabilities, the gathered rows and their outputs (N top_k, D), the four (N top_k, hidden) tensors,
+    the int64 top-k ids, gather and ungather indices, the gates; moe (N tokens, capacity C): the
     expert buffer (E C + 1, D), both expert projections, their silu and product (E, C, hidden), the router
     probabilities (N, E), the int64 expert ids and destinations and the bool kept-mask (N top_k each), the
     gathered outputs (N top_k, D), the masked gates, with normalize the raw top-k gates and their sums, and
@@ -123,6 +127,8 @@ def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]],
         n, k, e = math.prod(ins[0][:-1]), int(args["top_k"]), int(args["experts"])
         cap, d, h = moe_capacity(args, n), int(args["d_model"]), int(args["hidden"])
         gates = 4 * n * k + 4 * n if args["normalize"] else 0
+        if cap is None:  # no capacity limit: the gathered rows, their outputs and three int64 indices (N top_k each)
+            return 16 * n * k * h + 8 * n * k * d + 4 * n * e + 28 * n * k + gates + 4 * e
         return 16 * e * cap * h + 4 * (e * cap + 1) * d + 4 * n * e + 21 * n * k + 4 * n * k * d + gates + 4 * e
     if op == "dropout" and args.get("p"):
         return 4 * math.prod(outs[0])
@@ -371,6 +377,41 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
     }
 
 
+def check_inputs(comp: Compilation) -> bool:
+    """Every dimension of every model input is 0 or more (an empty edge list is a graph), and the range of an
+    id input (`nodes` for an edge index, `vocab` for tokens) is 1 or more: `example_inputs` draws ids from
+    it, and `nodes = 0` compiled into a model whose example inputs failed. The primitives refuse zero
+    widths; this covers the sizes only inputs use."""
+    from ..modalities import INPUT_FORMS, input_forms
+
+    spec, ir = comp.spec, comp.graph
+    assert spec is not None and ir is not None
+    shapes = {i.name: i.shape for i in ir.inputs}
+    for slot in spec.encoders:
+        modality = slot.modality or slot.key
+        if modality not in INPUT_FORMS:
+            continue
+        for form in input_forms(slot.key, modality):
+            name = f"{slot.key}_{form.suffix}" if form.suffix else slot.key
+            if name not in shapes:
+                continue
+            uses = [(d, form.symbols.get(d, d)) for d in form.shape if isinstance(d, str) and d != "B"]
+            uses += [("", form.high)] if form.high else []
+            for sym, param in uses:
+                value = ir.symbols.get(sym) if sym in form.symbols else spec.dims.get(param, form.defaults.get(param))
+                least = 0 if sym else 1  # an empty edge list is a graph; ids drawn from 0..-1 are not
+                if isinstance(value, int) and not isinstance(value, bool) and value < least:
+                    b = spec.bindings.get(param)
+                    role = (f"needs it for the shape {fmt_shape(shapes[name])}: it must be 0 or more" if sym else
+                            f"draws its ids from 0 to `{param}` - 1: it must be 1 or more")
+                    comp.bag.error("E205", f"`{param}` is {value}, but the model input `{name}` {role}",
+                                   b.span if b is not None else spec.family_span,
+                                   notes=[Note(f"in family `{spec.family.qualname}`, which the model's architecture "
+                                               "names here", spec.family_span)] if b is None or b.source != "model" else [])
+                    return False
+    return True
+
+
 @dataclass(frozen=True)
 class EstimatePass:
     name: ClassVar[str] = "estimate"
@@ -379,7 +420,14 @@ class EstimatePass:
     def run(self, comp: Compilation) -> None:
         ir, prog = comp.graph, comp.program
         assert ir is not None and prog is not None
-        est = estimate(ir, prog)
+        if not check_inputs(comp):
+            return
+        try:
+            est = estimate(ir, prog)
+        except OverflowError:  # every dim within the limits, yet a cost past the float range (a device profile's numbers)
+            comp.bag.error(LIMIT_CODE, "the model's estimated costs pass the largest number the language allows "
+                           "(about 1.8e308)", ir.spec.family_span, hint="see docs/language.md, Limits")
+            return
         for n, (mm, other) in est.pop("per_node").items():
             ir.g.nodes[n]["flops"] = mm
             ir.g.nodes[n]["flops_other"] = other
