@@ -20,7 +20,9 @@ class SourceFile:
     # cached_property), so a position costs O(log n) and a source line O(1) however many spans a file has.
     @cached_property
     def _lines(self) -> list[str]:
-        return self.text.splitlines()
+        # split at "\n" only, as positions count lines (str.splitlines also splits at \x0b, \x0c, \u2028, ...,
+        # which would show the wrong source line under a caret); a CRLF line loses its "\r"
+        return [ln[:-1] if ln.endswith("\r") else ln for ln in self.text.split("\n")]
 
     @cached_property
     def _line_starts(self) -> list[int]:

@@ -396,3 +396,15 @@ def test_every_limit_is_documented_with_its_value() -> None:
             {f"{value // 2**20} MiB"} if name == "MAX_SOURCE_BYTES" else set())
         assert any(s in section for s in shown), (name, value)
         assert re.search(rf"\b{name}\b", section), name
+
+
+def test_line_text_agrees_with_positions_on_unusual_line_breaks() -> None:
+    """Positions count "\\n" only; the source line shown under a caret must be the same line (str.splitlines
+    also splits at form feeds and U+2028, which shifted every later line)."""
+    from metagen_compiler.span import SourceFile
+
+    src = SourceFile("f.msl", "a = 1 # x\x0cy\u2028z\r\nb = 2\nc = 3\n")
+    line, col = src.position(src.text.index("c"))
+    assert (line, col) == (3, 1)
+    assert src.line_text(line) == "c = 3"
+    assert src.line_text(1) == "a = 1 # x\x0cy\u2028z"
