@@ -552,13 +552,14 @@ FUNCTION_TESTS = {
     "whisper_tiny": "test_numeric::test_whisper_computes_transformers_whisper",
     "musicgen_small": "test_audiolm::test_small_musicgen_computes_transformers_musicgen",
     "detr_r50": "test_detection::test_detr_computes_transformers_detr",
+    "maskformer_r50": "test_segmentation::test_maskformer_r50_computes_transformers_maskformer",
     "sd15": "test_diffusion::test_unet_computes_diffusers_unet",  # diffusers, where installed
     # the preset sets only dims: the family at small dims, with torchvision-layout weights (from transformers' ViT,
     # eps 1e-6 as torchvision's), gives the reference outputs within 1e-4
     "vit_b_16": "test_weights::test_reference_checkpoint_gives_the_reference_outputs",
 }
 # presets that name a reference whose function is not compared yet (their parameter counts are): the open list
-COUNT_ONLY = {"maskformer_r50"}
+COUNT_ONLY: set[str] = set()
 # presets that name no reference implementation (paper dims, or a small configuration)
 NO_REFERENCE = {"yolo_s", "yolo_n", "ldm_tiny", "tft_electricity", "rag_small", "divided_base", "latte_xl",
                 "vlm_small"}

@@ -1,6 +1,6 @@
 """Mask classification (std.segmentation, MaskFormer): the generated model's Hungarian matching on mask costs, set
-loss, mask AP, panoptic quality and inference on hand-built cases; the preset's parameter count against
-transformers' MaskFormerForInstanceSegmentation."""
+loss, mask AP, panoptic quality and inference on hand-built cases; the preset's parameter count and, at small dims
+with the same weights, its class and mask logits against transformers' MaskFormerForInstanceSegmentation."""
 
 from __future__ import annotations
 
@@ -231,6 +231,62 @@ def test_preset_count_equals_transformers(inst: Any) -> None:
     finally:
         for n, v in patched.items():
             setattr(mm, n, v)
+
+
+# the small configuration both sides are built with: a ResNet of width 8 (two bottlenecks in the first stage, so
+# that `rest` blocks are mapped too), an FPN and mask embeddings of 32, a 2-layer decoder of d_model 32, 6 queries
+SMALL_MASKFORMER: dict[str, Any] = {"image_size": 64, "width": 8, "depths": (2, 1, 1, 1), "features": 32,
+                                    "mask_dim": 32, "d_model": 32, "heads": 2, "ffn": 64, "decoder_layers": 2,
+                                    "num_queries": 6, "num_classes": 5}
+
+
+def transformers_maskformer() -> Any:
+    """transformers' MaskFormerForInstanceSegmentation at SMALL_MASKFORMER's dims with its own ResNet backbone, the
+    weights moved off the init (no unit norms, no zero biases: every tensor shows in the outputs), in eval mode. Its
+    loss (built, not run) wants scipy, which the test extras bring with scikit-learn."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.maskformer import modeling_maskformer as mm
+
+    d = SMALL_MASKFORMER
+    width, expansion = d["width"], 4
+    backbone = transformers.ResNetConfig(
+        embedding_size=width, hidden_sizes=[width * expansion * 2**i for i in range(4)], depths=list(d["depths"]),
+        layer_type="bottleneck", out_features=["stage1", "stage2", "stage3", "stage4"])
+    decoder = transformers.DetrConfig(
+        d_model=d["d_model"], decoder_layers=d["decoder_layers"], decoder_attention_heads=d["heads"],
+        decoder_ffn_dim=d["ffn"], num_queries=d["num_queries"], auxiliary_loss=False, use_timm_backbone=False,
+        use_pretrained_backbone=False, backbone=None)
+    cfg = transformers.MaskFormerConfig(backbone_config=backbone, decoder_config=decoder, num_labels=d["num_classes"],
+                                        fpn_feature_size=d["features"], mask_feature_size=d["mask_dim"],
+                                        num_queries=d["num_queries"])
+    torch.manual_seed(0)
+    ref = mm.MaskFormerForInstanceSegmentation(cfg)
+    with torch.no_grad():
+        for k, t in ref.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if "running_var" in k else t + 0.05 * torch.randn_like(t))
+    return ref.eval()
+
+
+def test_maskformer_r50_computes_transformers_maskformer(inst: Any, tmp_path: Path) -> None:
+    """The preset (ResNet stages, FPN pixel decoder, DETR decoder over sine positions, mask embeddings) at small dims,
+    with transformers' weights as saved (read through the `maskformer` layout), gives transformers' class logits
+    (B, Q, classes + 1) and mask logits (B, Q, H/4, W/4) within 1e-4 in float32."""
+    from metagen_backends.pytorch.weights.runtime import from_reference, read_checkpoint
+
+    ref = transformers_maskformer()
+    ref.save_pretrained(tmp_path / "ref")
+    ours = inst.build_model(dataclasses.replace(inst.Config(), **SMALL_MASKFORMER)).eval()
+    ours.load_state_dict(from_reference(ours, read_checkpoint(tmp_path / "ref"), "maskformer"))
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, masks = ours(images)
+        out = ref(pixel_values=images)
+    assert logits.shape == out.class_queries_logits.shape == (2, 6, 6)
+    assert masks.shape == out.masks_queries_logits.shape == (2, 6, 16, 16)
+    assert out.class_queries_logits.abs().max() > 0.1 and out.masks_queries_logits.abs().max() > 0.1
+    assert torch.allclose(logits, out.class_queries_logits, atol=1e-4), (logits - out.class_queries_logits).abs().max()
+    assert torch.allclose(masks, out.masks_queries_logits, atol=1e-4), (masks - out.masks_queries_logits).abs().max()
 
 
 SEG_YAML = """metagen_version: "1.0"

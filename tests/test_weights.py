@@ -269,6 +269,24 @@ def detr_timm(tmp: Path) -> Case:
 
 
 # torchvision's keys, from transformers' equivalent models (torchvision does not import here)
+def maskformer(tmp: Path) -> Case:
+    """The maskformer_r50 preset at small dims against transformers' MaskFormerForInstanceSegmentation with its own
+    ResNet backbone (tests/test_segmentation.py builds both): class logits and mask logits."""
+    from test_segmentation import SMALL_MASKFORMER, transformers_maskformer
+
+    model, w = _example(tmp, "maskformer_instance")
+    ref = transformers_maskformer()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+    def run_ref(r: Any) -> Any:
+        out = r(pixel_values=images)
+        return torch.cat([out.class_queries_logits.flatten(1), out.masks_queries_logits.flatten(1)], 1)
+
+    save, reload = _hf(ref)
+    return Case(model.build_model(dataclasses.replace(model.Config(), **SMALL_MASKFORMER)).eval(), w, ref,
+                lambda m: torch.cat([t.flatten(1) for t in m(images)], 1), run_ref, save, reload)
+
+
 def _hf_resnet_to_torchvision(key: str) -> str:
     k = key.replace("resnet.embedder.embedder.convolution.", "conv1.").replace(
         "resnet.embedder.embedder.normalization.", "bn1.").replace("classifier.1.", "fc.")
@@ -381,7 +399,7 @@ FAMILIES: dict[str, tuple[Callable[[Path], Case], str]] = {
     "gpt2": (gpt2, "gpt2"), "llama": (llama, "llama"), "llama_fused": (llama_fused, "llama"),
     "mixtral": (mixtral, "mixtral"), "bert": (bert, "bert"), "mamba": (mamba, "mamba"), "t5": (t5, "t5"),
     "whisper": (whisper, "whisper"), "musicgen": (musicgen, "musicgen"), "detr": (detr, "detr"),
-    "detr_timm": (detr_timm, "detr_timm"),
+    "detr_timm": (detr_timm, "detr_timm"), "maskformer": (maskformer, "maskformer"),
     "resnet50": (resnet50, "torchvision_resnet"), "resnet18": (resnet18, "torchvision_resnet"),
     "convnext": (convnext, "torchvision_convnext"), "vit": (vit, "torchvision_vit"),
 }
@@ -581,7 +599,7 @@ def test_every_preset_with_a_reference_names_its_layout() -> None:
     checkpoints, but for the open list below; each layout is tested above."""
     from test_reference_models import COUNT_ONLY, FUNCTION_TESTS
 
-    not_yet = {"sd15", "clip_vit_b_32", "layoutlm_base", "maskformer_r50"}  # diffusers / not compared yet
+    not_yet = {"sd15", "clip_vit_b_32", "layoutlm_base"}  # diffusers / not compared yet
     assert set(FUNCTION_TESTS) | COUNT_ONLY == set(PRESET_LAYOUTS) | not_yet
     from metagen_backends.pytorch.weights.runtime import LAYOUTS
 
@@ -669,3 +687,27 @@ def test_full_size_presets_map_onto_the_reference_keys_and_shapes(stem: str, tmp
     theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()
               if k not in spec.tied and not any(re.fullmatch(p, k) for p in spec.ignore)}
     assert {k: tuple(v.shape) for k, v in w.to_reference(ours, layout).items()} == theirs
+
+
+def test_maskformer_r50_maps_onto_the_saved_reference_keys_at_full_size(tmp_path: Path) -> None:
+    """maskformer_r50 (ResNet-50, 6 decoder layers, 100 queries, 80 classes), on the meta device: the export has
+    exactly the keys and shapes transformers saves for MaskFormerForInstanceSegmentation with a ResNet-50 (its
+    in-memory o_proj and mlp.fc1 are saved as out_proj and fc1, as transformers' conversion mapping writes them)."""
+    model_mod, w = _example(tmp_path, "maskformer_instance")
+    assert w.LAYOUT == "maskformer"
+    cfg = transformers.MaskFormerConfig(
+        backbone_config=transformers.ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048],
+                                                  layer_type="bottleneck",
+                                                  out_features=["stage1", "stage2", "stage3", "stage4"]),
+        num_labels=80, fpn_feature_size=256, mask_feature_size=256, num_queries=100)
+    with torch.device("meta"):
+        ours, ref = model_mod.build_model(), transformers.MaskFormerForInstanceSegmentation(cfg)
+
+    def saved(key: str) -> str:
+        return re.sub(r"\.mlp\.fc(\d)\.", r".fc\1.", key.replace(".o_proj.", ".out_proj."))
+
+    spec = w.LAYOUTS["maskformer"]
+    theirs = {saved(k): tuple(v.shape) for k, v in ref.state_dict().items()
+              if not any(re.fullmatch(p, k) for p in spec.ignore)}
+    assert any(".layers.5.fc1." in k for k in theirs) and any("stages.2.layers.5." in k for k in theirs)
+    assert {k: tuple(v.shape) for k, v in w.to_reference(ours, "maskformer").items()} == theirs

@@ -263,6 +263,44 @@ DETR_TIMM = Layout(
     first_rest=True,
 )
 
+_MF_BACKBONE = "model.pixel_level_module.encoder."
+_MF_STAGE = _MF_BACKBONE + "encoder.stages.{m0}.layers.{1}"
+_MF_FPN = "model.pixel_level_module.decoder.fpn."
+_MF_DECODER = "model.transformer_module.decoder."
+_MF_LEVELS = {4: 0, 3: 1, 2: 2}  # our FPN steps (by the backbone stage they take) -> transformers' fpn.layers.{i}
+MASKFORMER = Layout(
+    reference="transformers MaskFormerForInstanceSegmentation with its own ResNet backbone, as saved "
+              "(facebook/maskformer-resnet* checkpoints; the criterion's class weights are ignored)",
+    rules=(
+        (r"encoder\.conv1\.(.+)", _MF_BACKBONE + "embedder.embedder.convolution.{0}", ""),
+        (r"encoder\.bn1\.(.+)", _MF_BACKBONE + "embedder.embedder.normalization.{0}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.(.+)", _MF_STAGE + ".layer.{m2}.convolution.{3}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(.+)", _MF_STAGE + ".layer.{m2}.normalization.{3}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.conv\.(.+)", _MF_STAGE + ".shortcut.convolution.{2}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.bn\.(.+)", _MF_STAGE + ".shortcut.normalization.{2}", ""),
+        (r"backbone\.pixel_decoder\.stem\.conv\.(.+)", _MF_FPN + "stem.0.{0}", ""),
+        (r"backbone\.pixel_decoder\.stem\.norm\.(.+)", _MF_FPN + "stem.1.{0}", ""),
+        *((rf"backbone\.pixel_decoder\.level{n}\.{ours}\.(.+)", _MF_FPN + f"layers.{i}.{theirs}.{{0}}", "")
+          for n, i in _MF_LEVELS.items()
+          for ours, theirs in (("proj", "proj.0"), ("proj_norm", "proj.1"), ("block\\.conv", "block.0"),
+                               ("block\\.norm", "block.1"))),
+        (r"backbone\.pixel_decoder\.mask_projection\.(.+)", "model.pixel_level_module.decoder.mask_projection.{0}", ""),
+        (r"backbone\.tokens\.input_proj\.(.+)", "model.transformer_module.input_projection.{0}", ""),
+        (r"backbone\.query_embed\.(.+)", "model.transformer_module.queries_embedder.{0}", ""),
+        (r"backbone\.decoder_norm\.(.+)", _MF_DECODER + "layernorm.{0}", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.multihead_attn\.(.+)", _MF_DECODER + "layers.{0}.encoder_attn.{1}", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.linear(\d)\.(.+)", _MF_DECODER + "layers.{0}.fc{1}.{2}", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.norm1\.(.+)", _MF_DECODER + "layers.{0}.self_attn_layer_norm.{1}", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.norm2\.(.+)", _MF_DECODER + "layers.{0}.encoder_attn_layer_norm.{1}", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.norm3\.(.+)", _MF_DECODER + "layers.{0}.final_layer_norm.{1}", ""),
+        (rf"backbone\.decoder\.{_LAYER}\.(.+)", _MF_DECODER + "layers.{0}.{1}", ""),
+        (r"head\.class_embed\.(.+)", "class_predictor.{0}", ""),
+        (r"head\.mask_embed(\d)\.(.+)", "mask_embedder.{m0}.0.{1}", ""),
+    ),
+    ignore=(r"criterion\.empty_weight",),  # the loss's no-object weight (eos_coef): a buffer, not a weight
+    first_rest=True,
+)
+
 TORCHVISION_RESNET = Layout(
     reference="torchvision.models.resnet (resnet18, resnet50, wide_resnet50_2 .pth files)",
     rules=(
@@ -316,7 +354,8 @@ TORCHVISION_VIT = Layout(
 
 LAYOUTS: dict[str, Layout] = {
     "gpt2": GPT2, "llama": LLAMA, "mixtral": MIXTRAL, "bert": BERT, "mamba": MAMBA, "t5": T5, "whisper": WHISPER,
-    "musicgen": MUSICGEN, "detr": DETR, "detr_timm": DETR_TIMM, "torchvision_resnet": TORCHVISION_RESNET,
+    "musicgen": MUSICGEN, "detr": DETR, "detr_timm": DETR_TIMM, "maskformer": MASKFORMER,
+    "torchvision_resnet": TORCHVISION_RESNET,
     "torchvision_convnext": TORCHVISION_CONVNEXT, "torchvision_vit": TORCHVISION_VIT,
 }
 
