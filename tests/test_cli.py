@@ -24,8 +24,11 @@ def test_compile_writes_the_model_folder(tmp_path: Path) -> None:
     r = run(GPT2, "-o", str(tmp_path))
     assert r.returncode == 0, r.stderr
     d = tmp_path / "gpt2"
-    assert sorted(p.name for p in d.iterdir()) == ["MODEL_CARD.md", "graph.dot", "graph.json", "model.py", "paper",
-                                                   "report.json", "spec.txt"]
+    assert sorted(p.name for p in d.iterdir()) == ["MODEL_CARD.md", "data.py", "data_audio.py", "data_graph.py",
+                                                   "data_series.py", "evaluate.py", "generation.py", "graph.dot",
+                                                   "graph.json",
+                                                   "loop.py", "model.py", "paper", "report.json", "rl.py", "spec.txt",
+                                                   "train.py", "weights.py"]
     assert (d / "paper" / "main.tex").is_file()
     report = json.loads((d / "report.json").read_text())
     for key in ("params", "flops_forward", "macs_forward", "memory", "latency", "constraints", "compiler"):

@@ -70,7 +70,10 @@ class Paper:
 
     @property
     def name(self) -> str:
-        return tt(self.spec.name)
+        """The model as the paper names it: the spec's display name (YAML `name:` text) where it has one, in
+        roman type; else its identifier, in typewriter."""
+        display = self.spec.metadata.get("display_name")
+        return rm(str(display)) if display else tt(self.spec.name)
 
     def cite(self, *keys: str) -> str:
         for k in keys:

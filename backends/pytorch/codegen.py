@@ -16,8 +16,9 @@ from typing import Any
 from metagen_compiler import ast as A
 from metagen_compiler.compilation import Compilation
 from metagen_compiler.elaborate import Elaborator, ParamSpec, param_specs
+from metagen_compiler.escape import py_comment, py_doc, py_str
 from metagen_compiler.graph import GraphInput, GraphIR
-from metagen_compiler.ir import SlotIR
+from metagen_compiler.ir import SlotIR, SpecIR
 from metagen_compiler.primitives import PRIMITIVES, fmt_shape
 from metagen_compiler.program import Definition
 from metagen_compiler.values import LayerRef, Sym, Value, evaluate
@@ -26,6 +27,7 @@ from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 
 from .lowering import FUNCTIONAL, FUNCTIONAL_IN_PLACE, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
 from .losses import LOSS_HELPERS, LOSSES, TARGET_INPUT, TIMESTEP_INPUT
+from .runtime import generates
 from .writer import Namespace, Writer, attr_ident, camel, py_ident
 
 __all__ = ["emit_model_py"]
@@ -43,9 +45,9 @@ def literal(v: Value) -> str:
     if hasattr(v, "denominator"):
         return f"{v.numerator} / {v.denominator}"  # type: ignore[union-attr]
     if isinstance(v, str):
-        return repr(v)
+        return py_str(v)
     if isinstance(v, Sym):
-        return repr(v.name)
+        return py_str(v.name)
     if isinstance(v, tuple):
         return "(" + ", ".join(literal(i) for i in v) + ("," if len(v) == 1 else "") + ")"
     if v is None:
@@ -66,6 +68,59 @@ FRESH_OUTPUT = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose2d", "lin
                           "frozen_batchnorm", "layernorm", "layernorm2d", "groupnorm", "rmsnorm"})
 
 
+def _derived_fields(spec: SpecIR, fields: list[ParamSpec], cfg: Callable[[str], str | None]) -> dict[str, tuple[str, str]]:
+    """The Config fields whose value the spec computes from other fields (`heads = d_model / 64`, a family
+    default `kv_heads = heads`), each as the Python expression over `self` that derives it (and the same
+    over the bare names, for the comment), in an order
+    where every field comes after the ones it reads. A field given a number, solved (`?`) or set by a
+    constraint, the task or `--set` is a plain field."""
+    names = {f.name for f in fields}
+    reads: dict[str, set[str]] = {}
+    for f in fields:
+        b = spec.bindings.get(f.name)
+        if b is None or b.expr is None or isinstance(b.expr, A.Unknown):
+            continue
+        used = {n.dotted for n in _names(b.expr)} & names
+        if used:
+            reads[f.name] = used
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(n: str) -> None:
+        if n in done:
+            return
+        done.add(n)
+        for m in sorted(reads.get(n, ())):
+            visit(m)
+        if n in reads:
+            order.append(n)
+
+    for f in fields:
+        visit(f.name)
+
+    def on_self(n: str) -> str | None:
+        c = cfg(n)
+        return f"self.{c[len('config.'):]}" if c is not None and c.startswith("config.") else c
+
+    return {n: (py_expr(spec.bindings[n].expr, on_self), py_expr(spec.bindings[n].expr, lambda m: m if m in names else cfg(m)))
+            for n in order}  # type: ignore[arg-type]
+
+
+def _names(e: A.Node) -> list[A.Name]:
+    """Every name an expression reads."""
+    out: list[A.Name] = []
+    stack: list[object] = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, A.Name):
+            out.append(x)
+        elif isinstance(x, A.Node):
+            stack.extend(getattr(x, f) for f in getattr(x, "__dataclass_fields__", ()) if f != "span")
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return out
+
+
 def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
     """An MSL compile-time expression as Python. `name` maps a variable to its Python spelling
     (None: not a variable, so an enum symbol, written as a string)."""
@@ -81,12 +136,12 @@ def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
 
             return repr(quantity_value(x)[0])
         if isinstance(x, A.Str):
-            return repr(x.value)
+            return py_str(x.value)
         if isinstance(x, A.Bool):
             return "True" if x.value else "False"
         if isinstance(x, A.Name):
             n = name(x.dotted)
-            return n if n is not None else repr(x.parts[-1])
+            return n if n is not None else py_str(x.parts[-1])
         if isinstance(x, A.BinOp):
             prec = {"+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "**": 8}[x.op]
             # dims are whole numbers (the checker has made sure); a float literal makes a true quotient
@@ -140,6 +195,7 @@ class _Ctx:
     layer_env: dict[str, LayerRef]
     values: set[str]  # params and lets (non-layer)
     self_attrs: set[str]  # names forward reads through self
+    kv_cache: bool = False  # forward passes generate()'s key-value cache (self.kv_cache) to attention and rope
 
 
 class PyTorchEmitter:
@@ -155,6 +211,7 @@ class PyTorchEmitter:
         self.class_src: list[str] = []
         self.helpers: set[str] = set()
         self.module_prims: set[str] = set()  # primitives instantiated as nn.Modules
+        self.generates = generates(comp)  # a decoder-only LM: generate(), a key-value cache in its attention
         self.instances = self._first_instances()
         self._topo_pos = {n: i for i, n in enumerate(self.ir.topo())}
 
@@ -311,17 +368,19 @@ class PyTorchEmitter:
                 for s in specs:
                     if s.type != "layer" and s.name in ctx.self_attrs:
                         init.line(f"self.{py_ident(s.name)} = {py_ident(s.name)}")
+                if ctx.kv_cache:
+                    init.line("self.kv_cache = None  # generate()'s key-value cache of this layer (generation.py)")
                 self._gen_init(block.body, init, ctx, labels)
 
         w = Writer()
         w.line(f"class {name}(nn.Module):")
         with w.indent():
-            where = f"{d.qualname.replace('.', ' ', 0)} ({block.span.path}:{block.span.line})"
             spec_txt = ", ".join(f"{k}={v}" for k, v in layer_items)
-            w.line(f'"""MSL block `{d.qualname}`{(" with " + spec_txt) if spec_txt else ""}; {where.split(" (")[1][:-1]}.')
+            w.line(f'"""MSL block `{py_doc(d.qualname)}`{(" with " + py_doc(spec_txt)) if spec_txt else ""}; '
+                   f'{py_doc(block.span.path)}:{block.span.line}.')
             if inst:
                 w.line("")
-                w.line(f"Shapes in comments are those of `{inst}`.")
+                w.line(f"Shapes in comments are those of `{py_doc(inst)}`.")
             w.line('"""')
             w.line("")
             sig = []
@@ -347,7 +406,7 @@ class PyTorchEmitter:
         if isinstance(s.default, (A.Num, A.Str, A.Bool)):
             return py_expr(s.default, lambda n: None)
         if isinstance(s.default, A.Name):
-            return "None" if s.type not in ("enum", "str") else repr(s.default.dotted)
+            return "None" if s.type not in ("enum", "str") else py_str(s.default.dotted)
         if isinstance(s.default, A.Neg) and isinstance(s.default.operand, A.Num):
             return py_expr(s.default, lambda n: None)
         if isinstance(s.default, A.ListExpr) and all(isinstance(i, A.Num) for i in s.default.items):
@@ -377,7 +436,7 @@ class PyTorchEmitter:
                     w.line(f"self.{py_ident(st.name.name)} = {py_ident(st.name.name)}")
             elif isinstance(st, A.Require):
                 msg = st.message or "requirement does not hold"
-                w.line(f"assert {py_expr(st.cond, self._init_name(ctx))}, {msg!r}")
+                w.line(f"assert {py_expr(st.cond, self._init_name(ctx))}, {py_str(msg)}")
             elif isinstance(st, A.If):
                 sub_then, sub_else = Writer(), Writer()
                 sub_then.level = sub_else.level = w.level + 1
@@ -458,9 +517,9 @@ class PyTorchEmitter:
                 if line == f"{names} = {names}":
                     line = ""
                 if line:
-                    w.line(line + (f"  # {shape}" if shape else ""))
+                    w.line(line + (f"  # {py_comment(shape)}" if shape else ""))
                 elif shape and w.lines:
-                    w.lines[-1] += f"  # {shape}"
+                    w.lines[-1] += f"  # {py_comment(shape)}"
                 for t in st.targets:
                     tensors.add(t.name)
             elif isinstance(st, A.Return):
@@ -474,7 +533,7 @@ class PyTorchEmitter:
                         w.line(p)
                     outs.append(expr)
                 shape = self._shape_for(shapes, st.span)
-                w.line(f"return {', '.join(outs)}" + (f"  # {shape}" if shape else ""))
+                w.line(f"return {', '.join(outs)}" + (f"  # {py_comment(shape)}" if shape else ""))
 
     def _texpr(self, e: A.Expr, ctx: _Ctx, labels: dict[int, str | None], tensors: set[str],
                target: str | None) -> tuple[list[str], str]:
@@ -547,6 +606,10 @@ class PyTorchEmitter:
             return ins[0]
         if ref.target == "sdpa" and argmap["kv_heads"][0] is None:
             argmap["kv_heads"] = argmap["heads"]
+        if self.generates and ref.target in ("sdpa", "rope"):  # the cache of generate() (runtime/generation.py)
+            ctx.kv_cache = True
+            assert tmpl.endswith(")"), tmpl
+            tmpl = tmpl[:-1] + ", cache=self.kv_cache)"
         if ref.target == "resize" and argmap["mode"][0] in ("'nearest'", '"nearest"'):
             # F.interpolate rejects align_corners in nearest mode
             return _fill(FUNCTIONAL[ref.target].replace(", align_corners=False", ""), argmap)
@@ -582,8 +645,8 @@ class PyTorchEmitter:
         w = Writer()
         w.line(f"class {model_cls}(nn.Module):")
         with w.indent():
-            w.line(f'"""`{spec.name}`: {", ".join(n for n, _ in spec.inputs)} -> {spec.task}, '
-                   f'family `{spec.family.qualname}`, {ir.param_count():,} parameters."""')
+            w.line(f'"""`{py_doc(spec.name)}`: {py_doc(", ".join(n for n, _ in spec.inputs))} -> {py_doc(spec.task)}, '
+                   f'family `{py_doc(spec.family.qualname)}`, {ir.param_count():,} parameters."""')
             w.line("")
             w.line("def __init__(self, config: Config):")
             with w.indent():
@@ -605,7 +668,7 @@ class PyTorchEmitter:
             w.line(f"def forward(self, {', '.join(in_names)}):")
             with w.indent():
                 for i in ir.inputs:
-                    w.line(f"# {i.name}: {i.dtype} {fmt_shape(i.shape)}")
+                    w.line(f"# {py_comment(f'{i.name}: {i.dtype} {fmt_shape(i.shape)}')}")
                 feats: list[str] = []
                 k = 0
                 for slot, _ctor in ctors[:-2]:
@@ -619,14 +682,19 @@ class PyTorchEmitter:
                 w.line(f"{', '.join(outs)} = self.backbone({', '.join(feats)}){self._slot_shape('backbone')}")
                 w.line(f"return self.head({', '.join(outs)}){self._slot_shape('head')}")
             w.line("")
+            if self.generates:
+                self._gen_generate(w)
             self._gen_loss(w, in_names)
         model_src = w.text()
 
         out = Writer()
-        out.line('"""' + f"{spec.name}: generated by metagenc from {spec.span.path}.")
+        display = spec.metadata.get("display_name")
+        out.line('"""' + f"{py_doc(spec.name)}: generated by metagenc from {py_doc(spec.span.path)}."
+                 + (f" Display name: {py_doc(str(display))}." if display else ""))
         out.line("")
-        out.line(f"Family `{spec.family.qualname}`" + (f" (preset `{spec.preset}`)" if spec.preset else "")
-                 + f"; task `{spec.task}`; loss `{spec.loss}`.")
+        out.line(f"Family `{py_doc(spec.family.qualname)}`"
+                 + (f" (preset `{py_doc(spec.preset)}`)" if spec.preset else "")
+                 + f"; task `{py_doc(spec.task)}`; loss `{py_doc(spec.loss)}`.")
         out.line(f"Parameters: {ir.param_count():,} (exact; equals report.json).")
         out.line("Regenerate with metagenc rather than editing by hand. Depends on torch only.")
         out.line('"""')
@@ -645,11 +713,25 @@ class PyTorchEmitter:
         with out.indent():
             out.line('"""The solved dimensions. Override fields to build the same architecture at another size."""')
             out.line("")
+            derived = _derived_fields(spec, cfg_fields, cfg)
             for s in cfg_fields:
                 v = spec.dims[s.name]
                 ann = {"int": "int", "float": "float", "bool": "bool", "str": "str", "enum": "str", "list": "tuple"}.get(
                     s.type, type(v).__name__)
-                out.line(f"{py_ident(s.name)}: {ann} = {literal(v)}")
+                if s.name in derived:  # None: derived in __post_init__ from the fields it depends on
+                    out.line(f"{py_ident(s.name)}: {ann} | None = None  # {literal(v)}: {derived[s.name][1]}")
+                else:
+                    out.line(f"{py_ident(s.name)}: {ann} = {literal(v)}")
+            if derived:
+                out.line("")
+                out.line("def __post_init__(self):")
+                with out.indent():
+                    out.line('"""Fields the spec derives from others follow them unless given: '
+                             'Config(d_model=128) rescales them."""')
+                    for n, (expr, _) in derived.items():
+                        out.line(f"if self.{py_ident(n)} is None:")
+                        with out.indent():
+                            out.line(f"self.{py_ident(n)} = {expr}")
         for h in HELPERS:  # in the table's order
             if h in self.helpers:
                 out.line("")
@@ -695,14 +777,14 @@ class PyTorchEmitter:
 
     def _slot_shape(self, role: str) -> str:
         if role == "head" and len(self.ir.outputs) > 1:  # a head of several outputs: each one's shape
-            return "  # " + ", ".join(fmt_shape(self.ir.shape_of(t)) for _, t in self.ir.outputs)
+            return "  # " + py_comment(", ".join(fmt_shape(self.ir.shape_of(t)) for _, t in self.ir.outputs))
         last = None
         for n in self.ir.topo():
             if n == role or n.startswith(role + "."):
                 last = n
         if last is None:  # a slot with no nodes (a backbone of zero layers)
             return ""
-        return "  # " + ", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"])
+        return "  # " + py_comment(", ".join(fmt_shape(s) for s in self.ir.g.nodes[last]["shapes"]))
 
     def _loss_fields(self, in_names: list[str]) -> dict[str, str]:
         """What the loss templates (backends/pytorch/losses.py) fill in, from forward's input names."""
@@ -752,7 +834,7 @@ class PyTorchEmitter:
         w.line("@torch.no_grad()")
         w.line("def metrics(self, batch):")
         with w.indent():
-            w.line(f'"""The task\'s metrics on one batch: {", ".join(self.spec.metrics)}."""')
+            w.line(f'"""The task\'s metrics on one batch: {py_doc(", ".join(self.spec.metrics))}."""')
             lines(code.metrics)
         if code.methods:
             w.line("")
@@ -772,6 +854,16 @@ class PyTorchEmitter:
             if d["op"] in ("conv2d", "conv_transpose2d"):
                 conv += f
         return conv / total if total else 0.0
+
+    def _gen_generate(self, w: Writer) -> None:
+        """A decoder-only LM's generate(): the decode loop is the runtime's generation.py, copied beside model.py."""
+        w.line("def generate(self, input_ids, **kwargs):")
+        with w.indent():
+            w.line('"""The prompt (B, T) and up to max_new_tokens new tokens, as transformers\' generate(): greedy or')
+            w.line("sampled (do_sample, temperature, top_k, top_p, repetition_penalty, generator), stopping at eos_token_id,")
+            w.line("left-padded prompts with attention_mask; one token per step with a key-value cache (generation.py).\"\"\"")
+            w.line('return runtime_module("generation").generate(self, input_ids, **kwargs)')
+        w.line("")
 
     def _gen_examples(self, out: Writer, model_cls: str) -> None:
         spec, ir = self.spec, self.ir
@@ -805,13 +897,33 @@ class PyTorchEmitter:
         with out.indent():
             out.line('"""A batch for model.loss(batch): inputs and random targets of the right form."""')
             out.line("inputs = example_inputs(model, batch_size, seed)")
-            keys = ", ".join(f'"{i.name}": inputs[{k}]' for k, i in enumerate(ir.inputs))
+            keys = ", ".join(py_str(i.name, quote='"') + f": inputs[{k}]" for k, i in enumerate(ir.inputs))
             out.line(f"batch = {{{keys}}}")
             out.line("g = torch.Generator().manual_seed(seed + 1)")
             fields = self._loss_fields([py_ident(i.name) for i in ir.inputs])
             for ln in LOSSES[spec.loss].batch:
                 out.line(ln.format(**fields))
             out.line("return batch")
+        if self.generates:
+            out.lines_(["", "", "def runtime_module(name: str):"])
+            with out.indent():
+                out.lines_([
+                    '"""A runtime file copied beside this model.py (generation.py), imported by its path once."""',
+                    "import importlib.util",
+                    "import sys",
+                    "from pathlib import Path",
+                    "",
+                    'path = Path(__file__).resolve().with_name(name + ".py")',
+                    'key = f"metagen_runtime:{path}"',
+                    "if key not in sys.modules:",
+                    "    if not path.exists():",
+                    '        raise FileNotFoundError(f"{path} is missing: metagenc writes it beside model.py")',
+                    "    spec = importlib.util.spec_from_file_location(key, path)",
+                    "    module = importlib.util.module_from_spec(spec)",
+                    "    spec.loader.exec_module(module)",
+                    "    sys.modules[key] = module",
+                    "return sys.modules[key]",
+                ])
 
 
 _OTHER_CONVS = {"conv1d": "nn.Conv1d", "conv3d": "nn.Conv3d", "conv_transpose2d": "nn.ConvTranspose2d"}

@@ -112,15 +112,20 @@ INPUT_NAMES: dict[str, tuple[str, ...]] = {
 
 HELPERS: dict[str, str] = {
     "attention": '''
-def attention(q, k, v, heads: int, kv_heads: int, causal: bool):
-    """Scaled dot-product attention on (B, T, C) tensors; splits and merges heads."""
+def attention(q, k, v, heads: int, kv_heads: int, causal: bool, cache=None):
+    """Scaled dot-product attention on (B, T, C) tensors; splits and merges heads. `cache`: generate()'s
+    key-value cache of the layer (generation.py), which adds the past keys and values and gives the mask."""
+    mask = None
+    if cache is not None:
+        k, v, mask = cache.update(k, v)  # (B, S, C) so far, (B, 1, T, S) causal and padding mask or None
+        causal = False
     B, T, C = q.shape
     S = k.shape[1]
     hs = C // heads
     q = q.view(B, T, heads, hs).transpose(1, 2)  # (B, heads, T, hs)
     k = k.view(B, S, kv_heads, hs).transpose(1, 2)  # (B, kv_heads, S, hs)
     v = v.view(B, S, kv_heads, -1).transpose(1, 2)  # (B, kv_heads, S, hv)
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=kv_heads != heads)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=kv_heads != heads)
     return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, heads * hv)
 ''',
     "biased_attention": '''
@@ -207,16 +212,18 @@ class SinusoidEmbedding(nn.Module):
         return x + self.weight[: x.shape[1]]  # (B, T, dim)
 ''',
     "apply_rope": '''
-def apply_rope(q, k, heads: int, base: float = 10000.0, scaling: float = 1.0):
-    """Rotary position embedding (rotate-half layout) on q and k given as (B, T, C); positions / scaling."""
+def apply_rope(q, k, heads: int, base: float = 10000.0, scaling: float = 1.0, cache=None):
+    """Rotary position embedding (rotate-half layout) on q and k given as (B, T, C); positions / scaling, or
+    generate()'s positions of the tokens (B, T) from its key-value cache (generation.py)."""
     B, T, C = q.shape
     hs = C // heads
     inv_freq = 1.0 / (base ** (torch.arange(0, hs, 2, device=q.device, dtype=torch.float32) / hs))
     if scaling != 1.0:
         inv_freq = inv_freq / scaling
-    freqs = torch.outer(torch.arange(T, device=q.device, dtype=torch.float32), inv_freq)  # (T, hs/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hs)
-    cos, sin = emb.cos()[None, :, None, :], emb.sin()[None, :, None, :]
+    pos = torch.arange(T, device=q.device) if cache is None else cache.state.positions  # (T) or (B, T)
+    freqs = pos.to(torch.float32)[..., None] * inv_freq  # (..., T, hs/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (..., T, hs)
+    cos, sin = emb.cos()[..., None, :], emb.sin()[..., None, :]  # (..., T, 1, hs)
 
     def rotate(x):
         x = x.view(B, T, -1, hs)

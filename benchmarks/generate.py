@@ -1,0 +1,161 @@
+"""Generation speed on CPU: the compiled model's cached greedy generate() against transformers' generate(), in one run.
+
+Same weights (the compiled model's, exported with the output folder's weights.py into the reference's layout and
+loaded by the reference), same prompt (random token ids), same settings (greedy, a fixed number of new tokens, no
+eos): GPT-2 small (examples/gpt2.msl, 124M) and a LLaMA-layout decoder (the llama_small preset: 12 layers,
+d_model 768, grouped-query attention with 4 key-value heads), at batch 1 and batch 8. Per row: new tokens per
+second of each (batch x new tokens / median seconds of one generate() call, the two run alternately), the ratio
+(ours / transformers: > 1 means the compiled model is faster), the time to first token (prefill and one token:
+generate() with max_new_tokens=1) of each, and whether the tokens are identical.
+Prints a table and writes benchmarks/results/generate.json.
+Usage: python benchmarks/generate.py [--quick]   (--quick: 2 layers, d_model 128, few tokens; CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+LLAMA_MSL = """msl 1
+import std.presets
+
+model llama_bench {
+  modality text -> text
+  task generation
+  objective autoregressive
+  architecture llama_small
+}
+"""
+
+
+def load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def timepair(fa: Callable[[], Any], fb: Callable[[], Any], warmup: int, iters: int) -> tuple[float, float]:
+    """Median seconds of `fa` and of `fb`, run alternately so that a change in the machine's load falls on both."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(iters):
+        for f, acc in ((fa, ta), (fb, tb)):
+            t = time.perf_counter()
+            f()
+            acc.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def reference(hf: Any, layout: str, state: dict[str, Any], config: Any) -> Any:
+    """transformers' model of `layout` at the compiled model's size, holding the compiled model's weights."""
+    import torch
+
+    if layout == "gpt2":
+        cfg = hf.GPT2Config(vocab_size=config.vocab, n_positions=config.context, n_embd=config.d_model,
+                            n_layer=config.layers, n_head=config.heads, resid_pdrop=0.0, embd_pdrop=0.0,
+                            attn_pdrop=0.0, tie_word_embeddings=bool(config.tied))
+        ref = hf.GPT2LMHeadModel(cfg)
+    else:
+        hidden = state["model.layers.0.mlp.gate_proj.weight"].shape[0]
+        cfg = hf.LlamaConfig(vocab_size=config.vocab, hidden_size=config.d_model, intermediate_size=hidden,
+                             num_hidden_layers=config.layers, num_attention_heads=config.heads,
+                             num_key_value_heads=config.kv_heads, max_position_embeddings=config.context,
+                             rope_theta=config.rope_theta, tie_word_embeddings=bool(config.tied))
+        ref = hf.LlamaForCausalLM(cfg)
+    missing, unexpected = ref.load_state_dict(state, strict=False)
+    assert not unexpected, unexpected
+    assert all("lm_head" in k or "attn.bias" in k or "masked_bias" in k for k in missing), missing
+    if cfg.tie_word_embeddings:
+        ref.tie_weights()
+    with torch.no_grad():
+        assert ref.get_input_embeddings().weight.equal(state[next(k for k in state if "embed_tokens" in k or "wte" in k)])
+    return ref.eval()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generate.json"))
+    args = ap.parse_args()
+    import torch
+    import transformers as hf
+
+    from metagen_compiler.cli import main as metagenc
+
+    q = args.quick
+    warm, iters = (0, 1) if q else (1, 5)
+    prompt_len, new = (8, 8) if q else (32, 32)
+    small = ["--set", "layers=2", "--set", "d_model=128", "--set", "heads=2"] if q else []
+    torch.manual_seed(0)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d)
+        (out / "llama_bench.msl").write_text(LLAMA_MSL)
+        cases = [("gpt2", "gpt2", ROOT / "examples" / "gpt2.msl"), ("llama", "llama", out / "llama_bench.msl")]
+        for name, layout, msl in cases:
+            extra = small + (["--set", "kv_heads=1"] if q and layout == "llama" else [])
+            assert metagenc([str(msl), "-o", str(out), "--backend", "pytorch", *extra]) == 0
+            folder = out / msl.stem
+            gen = load(folder / "model.py", f"bench_gen_{name}")
+            w = load(folder / "weights.py", f"bench_gen_weights_{name}")
+            ours = gen.build_model().eval()
+            assert w.LAYOUT == layout, w.LAYOUT
+            ref = reference(hf, layout, w.to_reference(ours, layout), ours.config)
+            params = sum(p.numel() for p in ours.parameters())
+            for batch in (1, 8):
+                g = torch.Generator().manual_seed(batch)
+                x = torch.randint(0, ours.config.vocab, (batch, prompt_len), generator=g)
+                mask = torch.ones_like(x)
+
+                def run_ours(n: int = new, ours: Any = ours, x: Any = x) -> Any:
+                    return ours.generate(x, max_new_tokens=n)
+
+                def run_ref(n: int = new, ref: Any = ref, x: Any = x, mask: Any = mask) -> Any:
+                    return ref.generate(x, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                        eos_token_id=None, pad_token_id=0)
+
+                with torch.inference_mode():
+                    same = bool(torch.equal(run_ours(), run_ref()))
+                    t_ours, t_ref = timepair(run_ours, run_ref, warm, iters)
+                    f_ours, f_ref = timepair(lambda: run_ours(1), lambda: run_ref(1), warm, iters)
+                rows.append({"model": name, "params": params, "batch": batch, "prompt": prompt_len, "new_tokens": new,
+                             "ours_tokens_per_s": batch * new / t_ours, "reference_tokens_per_s": batch * new / t_ref,
+                             "ratio": t_ref / t_ours, "ours_first_token_s": f_ours, "reference_first_token_s": f_ref,
+                             "ours_s": t_ours, "reference_s": t_ref, "same_tokens": same,
+                             "reference": f"transformers {type(ref).__name__}.generate"})
+
+    print(f"{'model':6} {'params':>11} {'batch':>5} {'ours tok/s':>11} {'ref tok/s':>10} {'ratio':>6} "
+          f"{'ours TTFT s':>11} {'ref TTFT s':>10}  same tokens")
+    for r in rows:
+        print(f"{r['model']:6} {r['params']:11,} {r['batch']:5} {r['ours_tokens_per_s']:11.1f} "
+              f"{r['reference_tokens_per_s']:10.1f} {r['ratio']:6.2f} {r['ours_first_token_s']:11.4f} "
+              f"{r['reference_first_token_s']:10.4f}  {r['same_tokens']}")
+    result = {"benchmark": "generate", "quick": q, "torch": torch.__version__, "transformers": hf.__version__,
+              "device": "cpu", "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
+              "python": platform.python_version(), "warmup": warm, "iterations": iters, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

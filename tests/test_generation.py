@@ -1,0 +1,345 @@
+"""generate() of the compiled decoder-only language models (backends/pytorch/runtime/generation.py, copied beside
+model.py): the key-value cache gives the tokens of re-running the whole sequence; greedy generation equals
+transformers' generate() token for token with the same weights (GPT-2, LLaMA with grouped-query attention,
+Mixtral); left-padded batches give each prompt's tokens alone; seeded sampling repeats; and the logits filters
+(top-k, top-p, repetition penalty) and eos stopping on the runtime module itself. No network."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import ROOT, compile_path, load_module
+from metagen_backends.pytorch import emit
+from metagen_backends.pytorch.runtime import generation as G
+
+from metagen_compiler.driver import compile_source
+from metagen_compiler.span import SourceFile
+
+_count = iter(range(10**6))
+
+GPT2 = ("std.presets", "gpt2 { vocab = 97; context = 64; layers = 2; d_model = 64; heads = 2 }")
+LLAMA = ("std.presets", "llama_small { vocab = 97; context = 64; layers = 2; d_model = 64; heads = 4; kv_heads = 2 }")
+MIXTRAL = ("std.moe", ("moe.mixtral_tiny { vocab = 97; context = 64; layers = 2; d_model = 64; heads = 4; "
+                       "kv_heads = 2; hidden = 96 }"))
+
+
+def _folder(comp: Any, tmp: Path) -> tuple[types.ModuleType, types.ModuleType]:
+    """The output folder of `comp` (every file the PyTorch backend writes) in `tmp`; model.py and weights.py
+    imported by path, as a user's script would (generation.py is found beside model.py)."""
+    assert not comp.bag.has_errors, [str(d) for d in comp.bag.items]
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, text in emit(comp).items():
+        (tmp / name).write_text(text)
+    n = next(_count)
+    return load_module(tmp / "model.py", f"g_model_{n}"), load_module(tmp / "weights.py", f"g_weights_{n}")
+
+
+def _preset(tmp: Path, imports: str, arch: str) -> tuple[types.ModuleType, types.ModuleType]:
+    src = f"import {imports}\nmodel p {{\n  modality text -> text\n  task generation\n  architecture {arch}\n}}\n"
+    return _folder(compile_source(SourceFile("preset.msl", src)), tmp)
+
+
+def _model(tmp: Path, which: tuple[str, str]) -> Any:
+    model, _ = _preset(tmp, *which)
+    return model.build_model().eval()
+
+
+def _prompts(vocab: int = 97, batch: int = 2, length: int = 7, seed: int = 1) -> Any:
+    return torch.randint(1, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------ the cache
+@pytest.mark.parametrize("which", [GPT2, LLAMA, MIXTRAL], ids=["gpt2", "llama", "mixtral"])
+def test_cached_greedy_equals_uncached(which: tuple[str, str], tmp_path: Path) -> None:
+    """Prefill then one token per step from the cache gives the tokens of running the whole sequence each step
+    (learned positions, rotary positions with grouped-query attention, MoE layers)."""
+    model = _model(tmp_path, which)
+    x = _prompts()
+    cached = model.generate(x, max_new_tokens=12)
+    full = model.generate(x, max_new_tokens=12, use_cache=False)
+    assert cached.shape == (2, 7 + 12)
+    assert torch.equal(cached[:, :7], x)  # the prompt, then the new tokens
+    assert torch.equal(cached, full)
+    assert all(m.kv_cache is None for m in model.modules() if hasattr(m, "kv_cache"))  # detached afterwards
+    # the cached logits equal the full forward's at every generated position
+    with torch.no_grad():
+        ref = model(cached)[:, -13:-1]
+        state = G.DecodeState(torch.ones_like(cached, dtype=torch.bool)[:, :7], cached.shape[1])
+        with G.cached(model, state):
+            steps = [model(cached[:, :7])[:, -1]]
+            for t in range(7, cached.shape[1] - 1):
+                state.extend(torch.ones(2, 1, dtype=torch.bool))
+                steps.append(model(cached[:, t:t + 1])[:, -1])
+    assert (torch.stack(steps, 1) - ref).abs().max().item() < 1e-4
+    with torch.no_grad(), G.cached(model, G.DecodeState(torch.ones(2, 7), 7), last_only=True):
+        last = model(cached[:, :7])  # the head sees the last position only
+    assert last.shape == (2, 1, 97) and (last[:, 0] - steps[0]).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("which", [GPT2, LLAMA, MIXTRAL], ids=["gpt2", "llama", "mixtral"])
+def test_left_padded_batch_equals_each_prompt_alone(which: tuple[str, str], tmp_path: Path) -> None:
+    model = _model(tmp_path, which)
+    a, b = _prompts(batch=1, length=9, seed=2)[0], _prompts(batch=1, length=4, seed=3)[0]
+    pad = 0
+    x = torch.stack((a, torch.cat((torch.full((5,), pad), b))))
+    mask = torch.stack((torch.ones(9), torch.cat((torch.zeros(5), torch.ones(4))))).long()
+    both = model.generate(x, max_new_tokens=10, attention_mask=mask)
+    assert torch.equal(both[0], model.generate(a[None], max_new_tokens=10)[0])
+    assert torch.equal(both[1, 5:], model.generate(b[None], max_new_tokens=10)[0])
+    assert torch.equal(both, model.generate(x, max_new_tokens=10, attention_mask=mask, use_cache=False))
+    # the mask inferred from pad_token_id where none is given
+    assert torch.equal(both, model.generate(x, max_new_tokens=10, pad_token_id=pad))
+
+
+def test_seeded_sampling_repeats(tmp_path: Path) -> None:
+    model = _model(tmp_path, GPT2)
+    x = _prompts()
+    kw = {"max_new_tokens": 16, "do_sample": True, "temperature": 1.5, "top_k": 40, "top_p": 0.95}
+    one = model.generate(x, generator=torch.Generator().manual_seed(7), **kw)
+    two = model.generate(x, generator=torch.Generator().manual_seed(7), **kw)
+    other = model.generate(x, generator=torch.Generator().manual_seed(8), **kw)
+    assert torch.equal(one, two) and not torch.equal(one, other)
+    torch.manual_seed(3)
+    three = model.generate(x, **kw)
+    torch.manual_seed(3)
+    assert torch.equal(three, model.generate(x, **kw))  # the global seed, where no generator is given
+
+
+def test_generation_py_beside_model_py(tmp_path: Path) -> None:
+    """Decoder LMs get generation.py and generate(); other models neither. model.py imports without it."""
+    comp = compile_path(ROOT / "examples" / "gpt2.msl")
+    files = emit(comp)
+    assert "generation.py" in files and "def generate(self, input_ids" in files["model.py"]
+    assert "cache=self.kv_cache" in files["model.py"]
+    assert files["generation.py"] == Path(G.__file__).read_text(encoding="utf-8")
+    for stem in ("tiny_story", "moe_lm", "switch_lm"):
+        assert "generation.py" in emit(compile_path(ROOT / "examples" / f"{stem}.msl"))
+    bert = compile_source(SourceFile("b.msl", "import std.presets\nmodel b {\n  modality text -> label\n"
+                                              "  task classification\n  architecture bert_base\n}\n"))
+    files = emit(bert)
+    assert "generation.py" not in files and "kv_cache" not in files["model.py"]
+    (tmp_path / "model.py").write_text(emit(comp)["model.py"])  # alone: imports, and generate() says what is missing
+    m = load_module(tmp_path / "model.py", f"g_alone_{next(_count)}")
+    model = m.build_model(m.Config(layers=1, d_model=64, heads=1, vocab=11, context=16))
+    with pytest.raises(FileNotFoundError, match="generation.py is missing"):
+        model.generate(torch.tensor([[1, 2]]), max_new_tokens=2)
+
+
+def test_prompt_past_the_context_is_refused(tmp_path: Path) -> None:
+    model = _model(tmp_path, GPT2)
+    with pytest.raises(ValueError, match="exceeds the model's context of 64"):
+        model.generate(_prompts(length=60), max_new_tokens=5)
+
+
+# ------------------------------------------------------------------ against transformers
+def _hf_case(which: str, tmp: Path) -> tuple[Any, Any]:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("safetensors")
+    t = transformers
+    if which == "gpt2":
+        model, w = _preset(tmp / "ours", *GPT2)
+        ref = t.GPT2LMHeadModel(t.GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=2, n_positions=64,
+                                             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    elif which == "llama":
+        model, w = _preset(tmp / "ours", *LLAMA)
+        ref = t.LlamaForCausalLM(t.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=192,
+                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                               max_position_embeddings=64, tie_word_embeddings=False))
+    else:
+        model, w = _preset(tmp / "ours", *MIXTRAL)
+        ref = t.MixtralForCausalLM(t.MixtralConfig(vocab_size=97, hidden_size=64, intermediate_size=96,
+                                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                   max_position_embeddings=64, tie_word_embeddings=False,
+                                                   num_local_experts=8, num_experts_per_tok=2))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # off the init, so that every tensor shows in the outputs
+        for v in ref.state_dict().values():
+            if v.is_floating_point():
+                v.add_(0.2 * torch.randn(v.shape, generator=g))
+    ref.eval()
+    ref.save_pretrained(tmp / "ref")
+    torch.manual_seed(0)
+    ours = w.load_checkpoint(model.build_model().eval(), tmp / "ref")
+    return ours, ref
+
+
+def _hf_generate(ref: Any, x: Any, mask: Any, n: int) -> Any:
+    return ref.generate(x, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0,
+                        eos_token_id=None)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama", "mixtral"])
+def test_greedy_equals_transformers_generate(which: str, tmp_path: Path) -> None:
+    """Weights saved by transformers' save_pretrained, loaded with the output folder's weights.py: the same
+    greedy tokens as transformers' generate(), for one prompt and for a left-padded batch."""
+    ours, ref = _hf_case(which, tmp_path)
+    x = _prompts(batch=3, length=8, seed=4)
+    mask = torch.ones_like(x)
+    n = 16
+    want = _hf_generate(ref, x, mask, n)
+    assert want.shape == (3, 8 + n)
+    assert torch.equal(ours.generate(x, max_new_tokens=n), want)
+    x[1, :3], mask[1, :3] = 0, 0  # left padding
+    x[2, :5], mask[2, :5] = 0, 0
+    assert torch.equal(ours.generate(x, max_new_tokens=n, attention_mask=mask), _hf_generate(ref, x, mask, n))
+
+
+# ------------------------------------------------------------------ against the ONNX decoder step
+@pytest.mark.parametrize("which", [GPT2, LLAMA], ids=["gpt2", "llama"])
+def test_cache_agrees_with_onnx_model_with_past(which: tuple[str, str], tmp_path: Path) -> None:
+    """The same weights in the ONNX backend's model_with_past.onnx: prefill, then one token per step feeding its
+    `present` back as `past`, gives the logits and the keys and values of the PyTorch cache (1e-4), and so the
+    greedy tokens of generate()."""
+    np = pytest.importorskip("numpy")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx_ir")
+    from metagen_backends.onnx import emit as emit_onnx
+    from metagen_backends.onnx.weights import import_weights
+
+    imports, arch = which
+    src = f"import {imports}\nmodel p {{\n  modality text -> text\n  task generation\n  architecture {arch}\n}}\n"
+    comp = compile_source(SourceFile("preset.msl", src))
+    assert not comp.bag.has_errors
+    for name, data in emit_onnx(comp).items():
+        (tmp_path / name).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    model_mod, _ = _folder(comp, tmp_path)
+    model = model_mod.build_model().eval()
+    sess = ort.InferenceSession(str(import_weights(tmp_path, model.state_dict(), tmp_path / "step.onnx",
+                                                   model_file="model_with_past.onnx")),
+                                providers=["CPUExecutionProvider"])
+    x, n = _prompts(batch=2, length=6, seed=5), 5
+    want = model.generate(x, max_new_tokens=n)
+    names = [o.name for o in sess.get_outputs()]
+    feed = {"text": x.numpy()}
+    for i in sess.get_inputs()[1:]:
+        feed[i.name] = np.zeros([2 if d == "batch" else 0 if d == "past_sequence" else d for d in i.shape], np.float32)
+    state = G.DecodeState(torch.ones_like(x, dtype=torch.bool), 6 + n)
+    ids = x
+    with torch.no_grad(), G.cached(model, state):
+        attns = [m for m in model.modules() if hasattr(m, "kv_cache")]
+        for step in range(n):
+            out = sess.run(None, feed)
+            ours = model(ids if step == 0 else ids[:, -1:])
+            assert np.abs(out[0] - ours.numpy()).max() <= 1e-4
+            for i, m in enumerate(attns):  # (B, S, C) before the head split; ONNX's (B, kv_heads, S, head_size)
+                kv = dict(zip(names, out, strict=True))
+                S, heads = m.kv_cache.length, m.kv_heads
+                for ours_t, theirs in ((m.kv_cache.k, kv[f"present.{i}.key"]), (m.kv_cache.v, kv[f"present.{i}.value"])):
+                    mine = ours_t[:, :S].reshape(2, S, heads, -1).transpose(1, 2).numpy()
+                    assert mine.shape == theirs.shape and np.abs(mine - theirs).max() <= 1e-4
+            nxt = torch.from_numpy(out[0][:, -1]).argmax(-1)
+            ids = torch.cat((ids, nxt[:, None]), dim=1)
+            feed = {"text": nxt[:, None].numpy(), **{k.replace("present", "past"): v for k, v in zip(names[1:], out[1:])}}
+            state.extend(torch.ones(2, 1, dtype=torch.bool))
+    assert torch.equal(ids, want)
+
+
+# ------------------------------------------------------------------ the runtime module
+def test_top_k_filter() -> None:
+    logits = torch.tensor([[1.0, 4.0, 3.0, 2.0], [0.0, 0.0, 5.0, -1.0]])
+    out = G.top_k_filter(logits, 2)
+    inf = float("-inf")
+    assert torch.equal(out, torch.tensor([[inf, 4.0, 3.0, inf], [0.0, 0.0, 5.0, inf]]))  # ties with the k-th kept
+    assert torch.equal(G.top_k_filter(logits, 10), logits)
+    with pytest.raises(ValueError, match="top_k"):
+        G.top_k_filter(logits, 0)
+
+
+def test_top_p_filter() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    kept = lambda p: torch.isfinite(G.top_p_filter(logits, p))[0].tolist()
+    assert kept(0.5) == [True, False, False, False]
+    assert kept(0.6) == [True, True, False, False]
+    assert kept(0.8) == [True, True, False, False]  # 0.5 + 0.3 reaches 0.8
+    assert kept(0.81) == [True, True, True, False]
+    assert kept(1.0) == [True, True, True, True]
+    assert kept(0.01) == [True, False, False, False]  # at least the most likely token
+    with pytest.raises(ValueError, match="top_p"):
+        G.top_p_filter(logits, 0.0)
+
+
+def test_top_p_matches_transformers() -> None:
+    transformers = pytest.importorskip("transformers")
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+    for p in (0.3, 0.7, 0.9):
+        want = transformers.TopPLogitsWarper(p)(None, logits.clone())
+        assert torch.equal(G.top_p_filter(logits, p), want)
+        want_k = transformers.TopKLogitsWarper(5)(None, logits.clone())
+        assert torch.equal(G.top_k_filter(logits, 5), want_k)
+
+
+def test_repetition_penalty() -> None:
+    logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
+    seen = torch.tensor([[0, 1, 1]])
+    out = G.apply_repetition_penalty(logits, seen, 2.0)
+    assert torch.equal(out, torch.tensor([[1.0, -4.0, 1.0, 0.5]]))  # positive divided, negative multiplied
+    assert torch.equal(G.apply_repetition_penalty(logits, seen, 1.0), logits)
+    transformers = pytest.importorskip("transformers")
+    assert torch.equal(out, transformers.RepetitionPenaltyLogitsProcessor(2.0)(seen, logits.clone()))
+    # greedy picks the unseen token once the seen one is penalised
+    assert G.select_next(logits, seen).item() == 0
+    assert G.select_next(logits, seen, repetition_penalty=3.0).item() == 2
+
+
+class _Scripted(torch.nn.Module):
+    """A stand-in LM that emits a fixed token per row and step (its logits peak there), with one attention
+    module carrying a kv_cache attribute, as model.py's do."""
+
+    def __init__(self, script: list[list[int]], vocab: int = 10) -> None:
+        super().__init__()
+        self.attn = torch.nn.Linear(1, 1)
+        self.attn.kv_cache = None
+        self.script, self.vocab, self.calls = torch.tensor(script), vocab, 0
+
+    def forward(self, ids: Any) -> Any:
+        assert self.attn.kv_cache is not None
+        step = self.calls
+        self.calls += 1
+        out = torch.zeros(ids.shape[0], ids.shape[1], self.vocab)
+        out[torch.arange(ids.shape[0]), -1, self.script[:, step]] = 1.0
+        return out
+
+
+def test_eos_stops_each_row_and_then_all() -> None:
+    model = _Scripted([[3, 9, 4, 4, 4], [5, 6, 7, 9, 4]])
+    x = torch.tensor([[1, 2], [1, 2]])
+    out = G.generate(model, x, max_new_tokens=5, eos_token_id=9, pad_token_id=0)
+    # row 0 ends at its eos and is padded after it; generation stops once row 1 has its eos too (4 steps, not 5)
+    assert out.tolist() == [[1, 2, 3, 9, 0, 0], [1, 2, 5, 6, 7, 9]]
+    model = _Scripted([[3, 9, 4], [5, 6, 7]])
+    out = G.generate(model, x, max_new_tokens=3, eos_token_id=[8, 9])  # pad: the first eos
+    assert out.tolist() == [[1, 2, 3, 9, 8], [1, 2, 5, 6, 7]]
+    assert G.generate(_Scripted([[3]]), x[:1], max_new_tokens=0).tolist() == [[1, 2]]
+
+
+def test_bad_arguments() -> None:
+    model = _Scripted([[3]])
+    with pytest.raises(ValueError, match="input_ids"):
+        G.generate(model, torch.zeros(1, 1, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="attention_mask"):
+        G.generate(model, torch.ones(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 2))
+    with pytest.raises(ValueError, match="temperature"):
+        G.select_next(torch.zeros(1, 3), torch.zeros(1, 1, dtype=torch.long), do_sample=True, temperature=0.0)
+    with pytest.raises(TypeError, match="no key-value cache"):
+        G.generate(torch.nn.Linear(1, 1), torch.ones(1, 2, dtype=torch.long))
+
+
+def test_decode_state_mask_and_positions() -> None:
+    """Positions count tokens only; a query sees the tokens up to itself and, padding, only itself."""
+    state = G.DecodeState(torch.tensor([[1, 1, 1], [0, 1, 1]]), capacity=5)
+    assert state.positions.tolist() == [[0, 1, 2], [0, 0, 1]]
+    assert state.mask is not None and state.mask.shape == (2, 1, 3, 3)
+    assert state.mask[1, 0].tolist() == [[True, False, False], [False, True, False], [False, True, True]]
+    state.extend(torch.ones(2, 1))
+    assert state.positions.tolist() == [[3], [2]]
+    assert state.mask is not None and state.mask[:, 0, 0].tolist() == [[True] * 4, [False, True, True, True]]
+    full = G.DecodeState(torch.ones(1, 2), capacity=3)
+    full.extend(torch.ones(1, 1))
+    assert full.mask is None  # one new token, no padding: every key
