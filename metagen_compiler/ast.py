@@ -11,6 +11,7 @@ from typing import Union
 from .span import Span
 
 __all__ = [
+    "subnodes",
     "Node", "Ident", "Expr", "Num", "Quantity", "Str", "Unknown", "Bool", "Name", "Call", "Arg",
     "BinOp", "Index", "Neg", "Compare", "BoolOp", "Not", "TupleExpr", "ListExpr", "Apply", "Layer",
     "NamedType", "EnumType", "TypeExpr", "MultipleOf", "InRange", "DimConstraint", "Param",
@@ -358,6 +359,21 @@ class Module(Node):
 
 
 # ---------------------------------------------------------------- canonical dump
+def subnodes(e: object) -> list[Node]:
+    """Every node inside `e` (itself included, in no particular order), found without recursion, so a deeply
+    nested expression is fine. Spans are not walked."""
+    out: list[Node] = []
+    stack: list[object] = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Node):
+            out.append(x)
+            stack.extend(getattr(x, f) for f in getattr(x, "__dataclass_fields__", ()) if f != "span")
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return out
+
+
 def _dump(x: object, indent: int, out: list[str], prefix: str) -> None:
     pad = "  " * indent
     if is_dataclass(x) and not isinstance(x, type):

@@ -26,7 +26,7 @@ REQUIRED_PACKAGES = {
     "torch": 'python -m pip install "torch==2.13.0"',
     **{m: _PIP_TEST for m in ("transformers", "onnx", "onnx_ir", "onnxruntime", "pygls", "pygments", "pytest_lsp",
                               "syrupy", "hypothesis", "psycopg2", "optuna", "matplotlib", "safetensors", "tokenizers",
-                              "sklearn", "PIL", "gymnasium", "soundfile", "networkx")},
+                              "sklearn", "PIL", "gymnasium", "soundfile", "networkx", "diffusers")},
 }
 REQUIRED_TOOLS = {  # words of a skip reason -> the command that installs the tool
     "TeX Live": f"{_SETUP} (or apt-get install texlive-latex-base texlive-latex-recommended texlive-latex-extra "

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # each script runs in a process of its own, a few seconds each
+
 
 def _run(script: str, out: Path) -> dict:  # type: ignore[type-arg]
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],

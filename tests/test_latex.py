@@ -32,7 +32,13 @@ PAPER_SPECS = [*EXAMPLES, ROOT / "tests" / "seeds_yaml" / "text_llm.yaml", SPECI
 IDS = [p.stem for p in PAPER_SPECS]
 WEIRD = "name_%_#_&_$_^_~_{_}_\\_<>|\"'` \\input{/etc/passwd} ^^5c"  # every special, as a model name
 HAVE_TEX = shutil.which("pdflatex") is not None and shutil.which("bibtex") is not None
-needs_tex = pytest.mark.skipif(not HAVE_TEX, reason="TeX Live (pdflatex, bibtex) is not installed")
+_skip_without_tex = pytest.mark.skipif(not HAVE_TEX, reason="TeX Live (pdflatex, bibtex) is not installed")
+
+
+def needs_tex(f):  # type: ignore[no-untyped-def]
+    """A test that runs pdflatex: slow (the papers build for about 100 s on two cores), and failing without TeX
+    Live unless --allow-missing (conftest)."""
+    return pytest.mark.slow(_skip_without_tex(f))
 # Strings of the special spec that the PDF must print character for character.
 LITERALS = [
     "Specials: _ % # & $ ^ ~ { } \\ and < > | \" ' ` - -- --- [x] ^^5c ~~",

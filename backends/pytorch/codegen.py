@@ -80,7 +80,7 @@ def _derived_fields(spec: SpecIR, fields: list[ParamSpec], cfg: Callable[[str], 
         b = spec.bindings.get(f.name)
         if b is None or b.expr is None or isinstance(b.expr, A.Unknown):
             continue
-        used = {n.dotted for n in _names(b.expr)} & names
+        used = {n.dotted for n in A.subnodes(b.expr) if isinstance(n, A.Name)} & names
         if used:
             reads[f.name] = used
     order: list[str] = []
@@ -104,21 +104,6 @@ def _derived_fields(spec: SpecIR, fields: list[ParamSpec], cfg: Callable[[str], 
 
     return {n: (py_expr(spec.bindings[n].expr, on_self), py_expr(spec.bindings[n].expr, lambda m: m if m in names else cfg(m)))
             for n in order}  # type: ignore[arg-type]
-
-
-def _names(e: A.Node) -> list[A.Name]:
-    """Every name an expression reads."""
-    out: list[A.Name] = []
-    stack: list[object] = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, A.Name):
-            out.append(x)
-        elif isinstance(x, A.Node):
-            stack.extend(getattr(x, f) for f in getattr(x, "__dataclass_fields__", ()) if f != "span")
-        elif isinstance(x, (list, tuple)):
-            stack.extend(x)
-    return out
 
 
 def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:

@@ -275,7 +275,7 @@ def _check_value(name: str, type_: str | None, e: A.Expr, bag: DiagnosticBag) ->
     chooses) stands alone, for an integer parameter, since the solver chooses whole numbers and an
     expression around `?` has no value to emit; a number takes no unit of time (`nodes = 0ms`)."""
     if type_ in ("int", "float", "int_or_tuple"):
-        for q in _subexprs(e):
+        for q in A.subnodes(e):
             if isinstance(q, A.Quantity) and UNIT_SCALE[q.unit][1] == "time":
                 what = "a whole number" if type_ != "float" else "a number"
                 bag.error("E202", f"`{name}` takes {what}, not a time (`{q.text}`)", q.span,
@@ -286,25 +286,11 @@ def _check_value(name: str, type_: str | None, e: A.Expr, bag: DiagnosticBag) ->
             bag.error("E201", f"`{name}` is a parameter of type {type_}: only an integer dimension can be left open (`?`)",
                       e.span, hint=f"give `{name}` a value")
         return
-    for sub in _subexprs(e):
+    for sub in A.subnodes(e):
         if isinstance(sub, A.Unknown):
             bag.error("E201", "`?` stands for a whole value: it cannot be part of an expression", sub.span,
                       hint=f"write `{name} = ?` and derive other values from `{name}`")
             return
-
-
-def _subexprs(e: object) -> list[A.Node]:
-    """Every expression node inside `e` (itself included), without recursion: a deep expression is fine."""
-    out: list[A.Node] = []
-    stack: list[object] = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, A.Node):
-            out.append(x)
-            stack.extend(getattr(x, f) for f in getattr(x, "__dataclass_fields__", ()) if f != "span")
-        elif isinstance(x, (list, tuple)):
-            stack.extend(x)
-    return out
 
 
 def _check_slot_layer(ly: A.Layer, prog: Program, module: str, bag: DiagnosticBag) -> None:
@@ -358,7 +344,7 @@ def _check_layer_values(e: A.Expr, values: set[str], prog: Program, module: str,
     or family it is written in."""
     from ..values import FUNCTIONS
 
-    for sub in _subexprs(e):
+    for sub in A.subnodes(e):
         args: tuple[A.Arg, ...] = ()
         if isinstance(sub, A.Call) and sub.func.dotted not in FUNCTIONS and (
                 sub.func.dotted in PRIMITIVES or sub.func.dotted in layer_params or prog.lookup(module, sub.func) is not None):
@@ -366,7 +352,7 @@ def _check_layer_values(e: A.Expr, values: set[str], prog: Program, module: str,
         elif isinstance(sub, A.Layer):
             continue  # an application's own arguments may read anything; its layer-value arguments are Calls
         for a in args:
-            used = next((n for n in _subexprs(a.value) if isinstance(n, A.Name) and n.dotted in values), None)
+            used = next((n for n in A.subnodes(a.value) if isinstance(n, A.Name) and n.dotted in values), None)
             if used is not None:
                 assert isinstance(used, A.Name)
                 bag.error("E201", f"the layer value `{sub.func.dotted}(...)` reads `{used.dotted}`: the arguments of a layer "
