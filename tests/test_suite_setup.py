@@ -35,7 +35,7 @@ def test_missing_requirement_names_the_install_command() -> None:
         'python -m pip install "torch==2.13.0"'
     assert "apt-get install texlive" in (missing_requirement("TeX Live (pdflatex, bibtex) is not installed") or "")
     assert "npm ci" in (missing_requirement("the TextMate engine is missing: node is not installed") or "")
-    assert missing_requirement("could not import 'diffusers': No module named 'diffusers'") is None
+    assert missing_requirement("could not import 'torchvision': No module named 'torchvision'") is None
     assert missing_requirement("not a decoder") is None
 
 
