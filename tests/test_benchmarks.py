@@ -114,3 +114,23 @@ def test_generate_benchmark_smoke(tmp_path: Path) -> None:
     assert all(r["ours_tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0 and r["ours_first_token_s"] > 0
                for r in rows)
     assert all(r["same_tokens"] for r in rows), rows  # the same weights give transformers' greedy tokens
+
+
+def test_train_benchmark_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("sklearn")
+    data = _run("train.py", tmp_path / "train.json")
+    assert data["quick"] is True and data["settings"]["threads_per_process"] == 1
+    assert [r["model"] for r in data["digits"]] == ["resnet", "vit"]
+    for r in data["digits"]:  # a few steps only: the numbers are real but not good
+        assert r["test_items"] == 180 and 0 <= r["test_accuracy"] <= 1 and r["wall_s"] > 0
+        assert [v["step"] for v in r["val_curve"]] == [0, 2, 4]
+    tab = data["tabular"]
+    assert tab["train_rows"] + tab["test_rows"] < 569 and tab["test_rows"] == 57
+    assert all(0.5 <= tab[k] <= 1 for k in ("mlp_test_accuracy", "logreg_test_accuracy", "hist_gbdt_test_accuracy"))
+    text = data["text"]
+    assert text["val_perplexity"] < text["val_perplexity_start"] and text["unigram_perplexity"] > 1
+    assert text["ours_tokens_per_s"] > 0 and text["reference_tokens_per_s"] > 0 and text["ratio"] > 0
+    run = data["torchrun"]
+    assert run["max_rel_loss_diff"] < 1e-4 and run["throughput_ratio"] > 0, run

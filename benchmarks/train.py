@@ -1,0 +1,330 @@
+"""Training on real data on CPU: the compiled models' own train.py and evaluate.py, each row measured in one run.
+
+Rows (issue 17, "Benchmarks"), every number read from what the scripts wrote (metrics.jsonl, eval_*.json, their
+progress lines) or timed here; nothing estimated:
+- digits: scikit-learn's 1,797 handwritten digits (8x8) as PNG folders, resized by the loader to the model's
+  32x32 input, seeded 80/10/10 split; a small ResNet (examples/resnet50.msl at width 16, depths 1,1,1,1) and a
+  small ViT (examples/vit_b_16.msl at patch 4, 4 layers, d_model 64). Per model: test accuracy of the last
+  checkpoint (evaluate.py), validation accuracy at each evaluation with the wall time since the process started,
+  the first wall time at which validation accuracy reached the 97% target (null if never), the whole run's wall.
+- tabular: examples/tabular_classifier.msl on scikit-learn's breast-cancer table (CSV, --target diagnosis); the
+  run's recorded split (data.json) is given to scikit-learn's LogisticRegression (standardised) and
+  HistGradientBoostingClassifier, fitted on the same train rows and scored on the same test rows.
+- text: a small GPT-2 (examples/gpt2.msl, 2 layers, d_model 128, vocab 512) on Debian's GPL-3 text: validation
+  perplexity after a fixed number of steps against the add-one unigram model of the training tokens (same
+  tokenizer, same split), with the validation curve: the corpus is small (GPL-3: about 35 kB of text) and longer
+  runs overfit (400 steps: 60 at step 100, 408 at step 400);
+  tokens/s of train.py (median of its progress lines after the first) against a plain
+  nanoGPT-style loop (AdamW, clipping, fp32) over transformers' GPT2LMHeadModel of the same size, batch and block,
+  timed in the same run (ratio = ours / reference: > 1 means the generated train.py is faster).
+- torchrun: the same text model, one process against `torchrun --standalone --nproc_per_node=2` at the same
+  global batch: the largest relative difference of the per-step training losses, and the throughput ratio.
+All processes run with one intra-op thread (OMP_NUM_THREADS=1): two torchrun processes use the two cores.
+Prints a table and writes benchmarks/results/train.json.
+Usage: python benchmarks/train.py [--quick] [--out FILE]   (--quick: a few steps per row; CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GPL = Path("/usr/share/common-licenses/GPL-3")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TARGET = 0.97
+
+RESNET = ["image_size=32", "channels=1", "width=16", "depths=1,1,1,1", "expansion=2", "num_classes=10"]
+VIT = ["image_size=32", "patch_size=4", "channels=1", "layers=4", "d_model=64", "heads=4", "mlp_dim=128",
+       "num_classes=10"]
+GPT = {"vocab": 512, "context": 128, "layers": 2, "d_model": 128, "heads": 4}
+
+
+def sets(pairs: list[str]) -> list[str]:
+    return [a for p in pairs for a in ("--set", p)]
+
+
+def model_folder(root: Path, example: str) -> Path:
+    """The PyTorch backend's files for examples/<example>.msl in root/<example>/."""
+    from metagen_backends.pytorch import emit
+
+    from metagen_compiler.driver import compile_source
+    from metagen_compiler.program import read_source
+
+    comp = compile_source(read_source(ROOT / "examples" / f"{example}.msl", display=f"examples/{example}.msl"))
+    assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
+    folder = root / example
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in emit(comp).items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def run_timed(cmd: list[str], cwd: Path) -> tuple[list[tuple[float, str]], float]:
+    """Runs `cmd`, time-stamping each stdout line (seconds since the start); returns the lines and the wall."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stderr is not None
+    lines = [(time.perf_counter() - start, line.rstrip("\n")) for line in p.stdout]
+    err = p.stderr.read()
+    rc = p.wait()
+    wall = time.perf_counter() - start
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n" + "\n".join(t for _, t in lines[-20:]) + err)
+    return lines, wall
+
+
+def train(folder: Path, name: str, *args: str, procs: int = 1) -> tuple[Path, list[tuple[float, str]], float]:
+    launcher = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                    f"--nproc_per_node={procs}"]
+    lines, wall = run_timed([*launcher, "train.py", *args, "--run-name", name], folder)
+    return folder / "runs" / name, lines, wall
+
+
+def evaluate(folder: Path, run: Path, split: str) -> dict[str, Any]:
+    lines, _ = run_timed([sys.executable, "evaluate.py", "--checkpoint", str(run / "last"), "--split", split], folder)
+    return json.loads("\n".join(t for _, t in lines))
+
+
+def records(run: Path, split: str) -> list[dict[str, Any]]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
+
+
+def rates(lines: list[tuple[float, str]]) -> list[float]:
+    """The throughput of each progress line (`... | 12,345 tokens/s | ...`)."""
+    return [float(m.group(1).replace(",", "")) for _, t in lines if (m := re.search(r"\| ([\d,.]+) \w+/s \|", t))]
+
+
+# -------------------------------------------------------------------------------------------------- data
+
+
+def write_digits(root: Path) -> Path:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for i, (pixels, label) in enumerate(zip(d.images, d.target)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 255 / 16).astype("uint8"), mode="L").save(root / str(label) / f"{i:04d}.png")
+    return root
+
+
+def write_cancer(path: Path) -> tuple[Path, Any, Any]:
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([n.replace(" ", "_") for n in d.feature_names] + ["diagnosis"])
+        for row, label in zip(d.data, d.target):
+            w.writerow([repr(float(v)) for v in row] + [int(label)])
+    return path, d.data, d.target
+
+
+# ------------------------------------------------------------------------------------------------- rows
+
+
+def digits_row(folder: Path, data: Path, model: str, overrides: list[str], steps: int, lr: float, wd: float,
+               every: int) -> dict[str, Any]:
+    run, lines, wall = train(folder, model, "--data", str(data), "--steps", str(steps), "--batch-size", "64",
+                             "--lr", str(lr), "--weight-decay", str(wd), "--eval-every", str(every),
+                             "--log-every", str(every), *sets(overrides))
+    evals = [(t, int(m.group(1)), float(m.group(2))) for t, s in lines
+             if (m := re.match(r"eval step (\d+) \|.*\| accuracy ([\d.]+)", s))]
+    reached = next(((t, step) for t, step, acc in evals if acc >= TARGET), None)
+    test = evaluate(folder, run, "test")
+    cfg = json.loads((run / "config.json").read_text())
+    return {"model": model, "params": cfg.get("params"), "steps": steps, "batch": 64, "lr": lr,
+            "test_accuracy": test["metrics"]["accuracy"], "test_items": test["predictions"],
+            "val_accuracy_final": evals[-1][2],
+            "val_curve": [{"step": s, "wall_s": round(t, 2), "accuracy": a} for t, s, a in evals],
+            "val_reached_target_s": round(reached[0], 2) if reached else None,
+            "val_reached_target_step": reached[1] if reached else None,
+            "wall_s": round(wall, 2)}
+
+
+def tabular_row(folder: Path, table: Path, x: Any, y: Any, steps: int) -> dict[str, Any]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    run, _, wall = train(folder, "cancer", "--data", str(table), "--target", "diagnosis", "--steps", str(steps),
+                         "--batch-size", "32", "--lr", "1e-3", "--eval-every", str(max(1, steps // 4)))
+    test = evaluate(folder, run, "test")
+    split = json.loads((run / "data.json").read_text())["split"]
+
+    def rows(ids: list[str]) -> list[int]:  # ids are `cancer.csv:<line>`, line 1 the header
+        return [int(i.rsplit(":", 1)[1]) - 2 for i in ids]
+
+    train_rows, test_rows = rows(split["train"]), rows(split["test"])
+    out = {"model": "tabular_classifier (MLP)", "data": "breast cancer (569 rows, 30 features)",
+           "train_rows": len(train_rows), "test_rows": len(test_rows), "steps": steps,
+           "mlp_test_accuracy": test["metrics"]["accuracy"], "mlp_wall_s": round(wall, 2)}
+    for key, clf in (("logreg", make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))),
+                     ("hist_gbdt", HistGradientBoostingClassifier(random_state=0))):
+        t = time.perf_counter()
+        clf.fit(x[train_rows], y[train_rows])
+        out[f"{key}_test_accuracy"] = float((clf.predict(x[test_rows]) == y[test_rows]).mean())
+        out[f"{key}_wall_s"] = round(time.perf_counter() - t, 3)
+    return out
+
+
+def unigram_perplexity(run: Path) -> float:
+    """Validation perplexity of the add-one unigram model of the training tokens (same tokenizer and split)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(run / "tokenizer.json"))
+    split = json.loads((run / "data.json").read_text())["split"]
+    paras = [p for p in GPL.read_text().split("\n\n") if p.strip()]
+    text = {f"{GPL.name}:{k}": p for k, p in enumerate(paras)}
+    counts = Counter(t for i in split["train"] for t in tok.encode(text[i]).ids)
+    val = [t for i in split["val"] for t in tok.encode(text[i]).ids]
+    total, vocab = sum(counts.values()), tok.get_vocab_size()
+    return math.exp(-sum(math.log((counts[t] + 1) / (total + vocab)) for t in val) / len(val))
+
+
+def reference_tokens_per_s(run: Path, batch: int, block: int, lr: float, steps: int) -> float:
+    """A nanoGPT-style loop over transformers' GPT2LMHeadModel of the same size, batch and block."""
+    import torch
+    import transformers as hf
+    from tokenizers import Tokenizer
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tok = Tokenizer.from_file(str(run / "tokenizer.json"))
+    ids = torch.tensor(tok.encode(GPL.read_text()).ids, dtype=torch.long)
+    cfg = hf.GPT2Config(vocab_size=GPT["vocab"], n_positions=GPT["context"], n_embd=GPT["d_model"],
+                        n_layer=GPT["layers"], n_head=GPT["heads"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=0, eos_token_id=0)
+    model = hf.GPT2LMHeadModel(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+
+    def step() -> None:
+        ix = torch.randint(len(ids) - block - 1, (batch,))
+        x = torch.stack([ids[i:i + block] for i in ix])
+        y = torch.stack([ids[i + 1:i + 1 + block] for i in ix])
+        logits = model(x).logits
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * block * steps / (time.perf_counter() - t)
+
+
+def text_row(folder: Path, steps: int, batch: int, block: int, ref_steps: int) -> dict[str, Any]:
+    lr = 3e-3
+    run, lines, wall = train(folder, "gpl", "--data", str(GPL), "--steps", str(steps), "--batch-size", str(batch),
+                             "--block-size", str(block), "--lr", str(lr), "--eval-every", str(max(1, steps // 6)),
+                             "--log-every", str(max(1, steps // 12)), *sets([f"{k}={v}" for k, v in GPT.items()]))
+    val = records(run, "val")
+    ours = statistics.median(rates(lines)[1:] or rates(lines))
+    ref = reference_tokens_per_s(run, batch, block, lr, ref_steps)
+    return {"model": "gpt2 (2 layers, d_model 128, vocab 512)", "data": str(GPL), "steps": steps, "batch": batch,
+            "block": block, "val_perplexity_start": val[0]["perplexity"], "val_perplexity": val[-1]["perplexity"],
+            "val_curve": [{"step": r["step"], "perplexity": r["perplexity"]} for r in val],
+            "unigram_perplexity": unigram_perplexity(run), "wall_s": round(wall, 2),
+            "ours_tokens_per_s": ours, "reference_tokens_per_s": ref, "ratio": ours / ref,
+            "reference": "transformers GPT2LMHeadModel, nanoGPT-style loop"}
+
+
+def torchrun_row(folder: Path, steps: int, batch: int, block: int) -> dict[str, Any]:
+    common = ["--data", str(GPL), "--steps", str(steps), "--batch-size", str(batch), "--block-size", str(block),
+              "--lr", "3e-3", "--eval-every", str(steps), "--log-every", str(max(1, steps // 5)),
+              *sets([f"{k}={v}" for k, v in GPT.items()])]
+    one, lines1, wall1 = train(folder, "one", *common)
+    two, lines2, wall2 = train(folder, "two", *common, procs=2)
+    l1, l2 = [r["loss"] for r in records(one, "train")], [r["loss"] for r in records(two, "train")]
+    assert len(l1) == len(l2) == steps, (len(l1), len(l2))
+    r1 = statistics.median(rates(lines1)[1:] or rates(lines1))
+    r2 = statistics.median(rates(lines2)[1:] or rates(lines2))
+    return {"model": "gpt2 (2 layers, d_model 128, vocab 512)", "steps": steps, "global_batch": batch,
+            "block": block, "max_rel_loss_diff": max(abs(a - b) / abs(a) for a, b in zip(l1, l2)),
+            "final_loss_1": l1[-1], "final_loss_2": l2[-1], "tokens_per_s_1": r1, "tokens_per_s_2": r2,
+            "throughput_ratio": r2 / r1, "wall_s_1": round(wall1, 2), "wall_s_2": round(wall2, 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train.json"))
+    args = ap.parse_args()
+    import torch
+
+    q = args.quick
+    settings: dict[str, Any] = {
+        "threads_per_process": 1,
+        "digits_resnet": {"steps": 4 if q else 300, "lr": 3e-3, "weight_decay": 0.0, "eval_every": 2 if q else 50},
+        "digits_vit": {"steps": 4 if q else 1000, "lr": 1e-3, "weight_decay": 0.05, "eval_every": 2 if q else 100},
+        "tabular_steps": 8 if q else 300,
+        "text": {"steps": 6 if q else 120, "batch": 16, "block": 64, "reference_steps": 3 if q else 30},
+        "torchrun": {"steps": 4 if q else 40, "batch": 16, "block": 64},
+    }
+    result: dict[str, Any] = {"quick": q, "settings": settings, "target_accuracy": TARGET,
+                              "hardware": {"cpu": platform.processor() or platform.machine(),
+                                           "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                                           "python": platform.python_version()}}
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        digits = write_digits(root / "digits")
+        table, x, y = write_cancer(root / "cancer.csv")
+        resnet, vit = model_folder(root, "resnet50"), model_folder(root, "vit_b_16")
+        s = settings["digits_resnet"]
+        result["digits"] = [digits_row(resnet, digits, "resnet", RESNET, s["steps"], s["lr"], s["weight_decay"],
+                                       s["eval_every"])]
+        s = settings["digits_vit"]
+        result["digits"].append(digits_row(vit, digits, "vit", VIT, s["steps"], s["lr"], s["weight_decay"],
+                                           s["eval_every"]))
+        result["tabular"] = tabular_row(model_folder(root, "tabular_classifier"), table, x, y,
+                                        settings["tabular_steps"])
+        gpt = model_folder(root, "gpt2")
+        t = settings["text"]
+        result["text"] = text_row(gpt, t["steps"], t["batch"], t["block"], t["reference_steps"])
+        t = settings["torchrun"]
+        result["torchrun"] = torchrun_row(gpt, t["steps"], t["batch"], t["block"])
+
+    print(f"{'digits model':<8} {'params':>9} {'steps':>6} {'test acc':>9} {'val>=97% at':>12} {'wall s':>8}")
+    for r in result["digits"]:
+        at = f"{r['val_reached_target_s']:.1f} s" if r["val_reached_target_s"] is not None else "never"
+        print(f"{r['model']:<8} {r['params'] or 0:>9,} {r['steps']:>6} {r['test_accuracy']:>9.4f} {at:>12} "
+              f"{r['wall_s']:>8.1f}")
+    tb = result["tabular"]
+    print(f"\ntabular (breast cancer, {tb['test_rows']} test rows): MLP {tb['mlp_test_accuracy']:.4f} | "
+          f"LogisticRegression {tb['logreg_test_accuracy']:.4f} | HistGradientBoosting {tb['hist_gbdt_test_accuracy']:.4f}")
+    tx = result["text"]
+    print(f"\ntext (GPL-3, {tx['steps']} steps): val perplexity {tx['val_perplexity_start']:.1f} -> "
+          f"{tx['val_perplexity']:.2f} | unigram {tx['unigram_perplexity']:.2f} | tokens/s train.py "
+          f"{tx['ours_tokens_per_s']:,.0f} vs GPT2LMHeadModel loop {tx['reference_tokens_per_s']:,.0f} "
+          f"(ratio {tx['ratio']:.2f})")
+    tr = result["torchrun"]
+    print(f"\ntorchrun 2 vs 1 ({tr['steps']} steps): max relative loss difference {tr['max_rel_loss_diff']:.2e} | "
+          f"tokens/s {tr['tokens_per_s_1']:,.0f} -> {tr['tokens_per_s_2']:,.0f} (ratio {tr['throughput_ratio']:.2f})")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
