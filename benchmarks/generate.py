@@ -14,18 +14,14 @@ Usage: python benchmarks/generate.py [--quick]   (--quick: 2 layers, d_model 128
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
-import statistics
-import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from models import load, timepair  # the sibling benchmark's helpers (this script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,30 +35,6 @@ model llama_bench {
   architecture llama_small
 }
 """
-
-
-def load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def timepair(fa: Callable[[], Any], fb: Callable[[], Any], warmup: int, iters: int) -> tuple[float, float]:
-    """Median seconds of `fa` and of `fb`, run alternately so that a change in the machine's load falls on both."""
-    for _ in range(warmup):
-        fa()
-        fb()
-    ta: list[float] = []
-    tb: list[float] = []
-    for _ in range(iters):
-        for f, acc in ((fa, ta), (fb, tb)):
-            t = time.perf_counter()
-            f()
-            acc.append(time.perf_counter() - t)
-    return statistics.median(ta), statistics.median(tb)
 
 
 def reference(hf: Any, layout: str, state: dict[str, Any], config: Any) -> Any:

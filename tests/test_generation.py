@@ -241,6 +241,25 @@ def test_cache_agrees_with_onnx_model_with_past(which: tuple[str, str], tmp_path
 
 
 # ------------------------------------------------------------------ the runtime module
+def test_helpers_are_a_real_module() -> None:
+    """model.py's helpers are runtime/helpers.py's definitions (HELPERS holds their text): the module imports;
+    its attention and apply_rope with generation.py's cache, over a prompt and then one token, give the causal
+    attention and the rotary positions of the whole sequence; runtime_module loads generation.py beside it."""
+    from metagen_backends.pytorch.lowering import HELPERS
+    from metagen_backends.pytorch.runtime import helpers as H
+
+    assert all(name in vars(H) for name in HELPERS) and "runtime_module" in HELPERS
+    q, k, v = torch.randn(3, 2, 5, 8, generator=torch.Generator().manual_seed(0))
+    full = H.attention(*H.apply_rope(q, k, 2), v, 2, 2, True)
+    state = G.DecodeState(torch.ones(2, 4, dtype=torch.bool), capacity=5)
+    cache = G.LayerCache(state)
+    first = H.attention(*H.apply_rope(q[:, :4], k[:, :4], 2, cache=cache), v[:, :4], 2, 2, True, cache=cache)
+    state.extend(torch.ones(2, 1))
+    last = H.attention(*H.apply_rope(q[:, 4:], k[:, 4:], 2, cache=cache), v[:, 4:], 2, 2, True, cache=cache)
+    torch.testing.assert_close(torch.cat((first, last), dim=1), full)
+    assert H.runtime_module("generation").generate.__doc__ == G.generate.__doc__
+
+
 def test_top_k_filter() -> None:
     logits = torch.tensor([[1.0, 4.0, 3.0, 2.0], [0.0, 0.0, 5.0, -1.0]])
     out = G.top_k_filter(logits, 2)

@@ -162,6 +162,7 @@ def test_model_loss_adds_the_aux_loss_of_every_block(moe_mod) -> None:  # type: 
 @pytest.mark.parametrize("arch,code", [
     ("moe.decoder { layers = 1; d_model = 64; heads = 1; experts = 2; top_k = 3 }", "E206"),
     ("moe.decoder { layers = 1; d_model = 64; heads = 1; capacity_factor = -1.0 }", "E206"),
+    ("moe.decoder { layers = 1; d_model = 64; heads = 1; rope_scaling = 0.0 }", "E206"),  # rope's scaling
     ("ssm.mamba { layers = 1; d_model = 64; d_state = 0 }", "E206"),
     ("ssm.s4d { layers = 1; d_model = 64; d_state = 7 }", "E206"),
 ])

@@ -70,19 +70,19 @@ FRESH_OUTPUT = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose2d", "lin
 
 def _derived_fields(spec: SpecIR, fields: list[ParamSpec], cfg: Callable[[str], str | None]) -> dict[str, tuple[str, str]]:
     """The Config fields whose value the spec computes from other fields (`heads = d_model / 64`, a family
-    default `kv_heads = heads`), each as the Python expression over `self` that derives it (and the same
-    over the bare names, for the comment), in an order
-    where every field comes after the ones it reads. A field given a number, solved (`?`) or set by a
-    constraint, the task or `--set` is a plain field."""
+    default `kv_heads = heads`), each as the Python expression over `self` that derives it and the same over
+    the bare names (for the comment), in an order where every field comes after the ones it reads. A field
+    given a number, solved (`?`) or set by a constraint, the task or `--set` is a plain field."""
     names = {f.name for f in fields}
     reads: dict[str, set[str]] = {}
+    exprs: dict[str, A.Expr] = {}
     for f in fields:
         b = spec.bindings.get(f.name)
         if b is None or b.expr is None or isinstance(b.expr, A.Unknown):
             continue
         used = {n.dotted for n in A.subnodes(b.expr) if isinstance(n, A.Name)} & names
         if used:
-            reads[f.name] = used
+            reads[f.name], exprs[f.name] = used, b.expr
     order: list[str] = []
     done: set[str] = set()
 
@@ -98,12 +98,8 @@ def _derived_fields(spec: SpecIR, fields: list[ParamSpec], cfg: Callable[[str], 
     for f in fields:
         visit(f.name)
 
-    def on_self(n: str) -> str | None:
-        c = cfg(n)
-        return f"self.{c[len('config.'):]}" if c is not None and c.startswith("config.") else c
-
-    return {n: (py_expr(spec.bindings[n].expr, on_self), py_expr(spec.bindings[n].expr, lambda m: m if m in names else cfg(m)))
-            for n in order}  # type: ignore[arg-type]
+    return {n: (py_expr(exprs[n], lambda m: f"self.{py_ident(m)}" if m in names else cfg(m)),
+                py_expr(exprs[n], lambda m: m if m in names else cfg(m))) for n in order}
 
 
 def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
@@ -591,10 +587,9 @@ class PyTorchEmitter:
             return ins[0]
         if ref.target == "sdpa" and argmap["kv_heads"][0] is None:
             argmap["kv_heads"] = argmap["heads"]
-        if self.generates and ref.target in ("sdpa", "rope"):  # the cache of generate() (runtime/generation.py)
+        if self.generates and "{cache}" in tmpl:  # the cache of generate() (runtime/generation.py)
             ctx.kv_cache = True
-            assert tmpl.endswith(")"), tmpl
-            tmpl = tmpl[:-1] + ", cache=self.kv_cache)"
+            argmap["cache"] = ("self.kv_cache", ...)
         if ref.target == "resize" and argmap["mode"][0] in ("'nearest'", '"nearest"'):
             # F.interpolate rejects align_corners in nearest mode
             return _fill(FUNCTIONAL[ref.target].replace(", align_corners=False", ""), argmap)
@@ -889,26 +884,9 @@ class PyTorchEmitter:
             for ln in LOSSES[spec.loss].batch:
                 out.line(ln.format(**fields))
             out.line("return batch")
-        if self.generates:
-            out.lines_(["", "", "def runtime_module(name: str):"])
-            with out.indent():
-                out.lines_([
-                    '"""A runtime file copied beside this model.py (generation.py), imported by its path once."""',
-                    "import importlib.util",
-                    "import sys",
-                    "from pathlib import Path",
-                    "",
-                    'path = Path(__file__).resolve().with_name(name + ".py")',
-                    'key = f"metagen_runtime:{path}"',
-                    "if key not in sys.modules:",
-                    "    if not path.exists():",
-                    '        raise FileNotFoundError(f"{path} is missing: metagenc writes it beside model.py")',
-                    "    spec = importlib.util.spec_from_file_location(key, path)",
-                    "    module = importlib.util.module_from_spec(spec)",
-                    "    spec.loader.exec_module(module)",
-                    "    sys.modules[key] = module",
-                    "return sys.modules[key]",
-                ])
+        if self.generates:  # generate() loads generation.py with it
+            out.line("")
+            out.lines.extend(HELPERS["runtime_module"].rstrip("\n").split("\n"))
 
 
 _OTHER_CONVS = {"conv1d": "nn.Conv1d", "conv3d": "nn.Conv3d", "conv_transpose2d": "nn.ConvTranspose2d"}

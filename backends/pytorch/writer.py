@@ -6,7 +6,7 @@ import contextlib
 import keyword
 from collections.abc import Iterator
 
-__all__ = ["Writer", "Namespace", "py_ident", "camel"]
+__all__ = ["Namespace", "Writer", "camel", "py_ident"]
 
 
 class Writer:
@@ -16,10 +16,6 @@ class Writer:
 
     def line(self, text: str = "") -> None:
         self.lines.append(("    " * self.level + text) if text else "")
-
-    def lines_(self, texts: list[str]) -> None:
-        for t in texts:
-            self.line(t)
 
     @contextlib.contextmanager
     def indent(self) -> Iterator[None]:
