@@ -11,9 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from metagen_backends.pytorch import emit  # noqa: E402
-from metagen_compiler.driver import compile_source  # noqa: E402
-from metagen_compiler.span import SourceFile  # noqa: E402
+from metagen_backends.pytorch import emit
+from metagen_backends.pytorch.weights.runtime import load_checkpoint
+
+from metagen_compiler.driver import compile_source
+from metagen_compiler.span import SourceFile
 
 
 def _torchvision():  # type: ignore[no-untyped-def]
@@ -243,8 +245,8 @@ def test_pointnet_equals_the_reference_implementation() -> None:
 # Every preset that names a reference implementation computes its function: the preset with its dims reduced
 # (everything else, rotary base, norm eps, activation, routing, as the preset sets it) against the reference
 # built from a config with the same reduced dims and the reference's own values for the rest; the reference's
-# random weights, perturbed off their init so that every tensor counts, mapped into ours; the same outputs within
-# 1e-4 in float32.
+# random weights, perturbed off their init so that every tensor counts, mapped into ours (by weights.py's layout
+# where the preset has one); the same outputs within 1e-4 in float32.
 def _preset_module(imports: str, arch: str, modality: str = "text -> text",  # type: ignore[no-untyped-def]
                    task: str = "generation"):
     src = f"import {imports}\nmodel p {{\n  modality {modality}\n  task {task}\n  architecture {arch}\n}}\n"
@@ -256,13 +258,29 @@ def _preset_module(imports: str, arch: str, modality: str = "text -> text",  # t
     return mod.build_model().eval()
 
 
-def _load_perturbed(ours, ref, rename, scale: float = 0.1) -> None:  # type: ignore[no-untyped-def]
-    """Perturb the reference's weights, then load them into ours under our names (every tensor of ours given)."""
+def _perturb(ref, scale: float = 0.1) -> None:  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(0)
-    state = {}
     with torch.no_grad():
         for v in ref.parameters():
             v.add_(scale * torch.randn(v.shape, generator=g))
+
+
+def _load_reference(ours, ref, layout: str, scale: float = 0.1, saved=None) -> None:  # type: ignore[no-untyped-def]
+    """Perturb the reference's weights, then load them into ours through weights.py's `layout` (every tensor of
+    ours given, every one of theirs used): as the reference holds them, or as its save_pretrained writes them to
+    the folder `saved`."""
+    _perturb(ref, scale)
+    if saved is not None:
+        ref.save_pretrained(saved)
+    load_checkpoint(ours, ref.state_dict() if saved is None else saved, layout=layout)
+
+
+def _load_perturbed(ours, ref, rename, scale: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+    """Perturb the reference's weights, then load them into ours under our names (every tensor of ours given): for
+    the references weights.py has no layout for."""
+    _perturb(ref, scale)
+    state = {}
+    with torch.no_grad():
         for key, v in ref.state_dict().items():
             state.update(rename(key, v))
     ours.load_state_dict(state, strict=True)
@@ -280,28 +298,6 @@ def _close(ours, theirs) -> float:  # type: ignore[no-untyped-def]
     return err
 
 
-_LLAMA_LAYER = {"self_attn.q_proj.weight": "attn.q_proj.weight", "self_attn.k_proj.weight": "attn.k_proj.weight",
-                "self_attn.v_proj.weight": "attn.v_proj.weight", "self_attn.o_proj.weight": "attn.c_proj.weight",
-                "input_layernorm.weight": "ln_1.weight", "post_attention_layernorm.weight": "ln_2.weight",
-                "mlp.gate_proj.weight": "mlp.w1.weight", "mlp.up_proj.weight": "mlp.w3.weight",
-                "mlp.down_proj.weight": "mlp.w2.weight", "mlp.gate.weight": "moe.router",
-                "mlp.experts.down_proj": "moe.w2"}
-
-
-def _llama_rename(key: str, v):  # type: ignore[no-untyped-def]
-    """LlamaForCausalLM / MixtralForCausalLM names -> ours (Mixtral's fused experts.gate_up_proj: gate, then up)."""
-    top = {"model.embed_tokens.weight": "encoder.wte.weight", "model.norm.weight": "backbone.ln_f.weight",
-           "lm_head.weight": "head.proj.weight"}
-    if key in top:
-        return {top[key]: v}
-    p = key.split(".")
-    pre, rest = f"backbone.h.{p[2]}.", ".".join(p[3:])
-    if rest == "mlp.experts.gate_up_proj":
-        gate, up = v.chunk(2, dim=1)
-        return {pre + "moe.w1": gate, pre + "moe.w3": up}
-    return {pre + _LLAMA_LAYER[rest]: v}
-
-
 # the published configs' values beside the dims (mistralai/Mixtral-8x7B-v0.1 config.json; MixtralConfig's defaults
 # for mixtral_tiny, whose comment names MixtralForCausalLM with its dims)
 _MIXTRAL_FUNCTION: dict[str, dict[str, float]] = {
@@ -311,9 +307,10 @@ _MIXTRAL_FUNCTION: dict[str, dict[str, float]] = {
 
 
 @pytest.mark.parametrize("preset", sorted(_MIXTRAL_FUNCTION))
-def test_mixtral_presets_compute_transformers_mixtral(preset: str) -> None:
+def test_mixtral_presets_compute_transformers_mixtral(preset: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Rotary base 1e6, RMSNorm eps 1e-5 and no token dropped, as MixtralForCausalLM; and a token's logits do
-    not depend on the rest of the batch."""
+    not depend on the rest of the batch. The weights as saved (one w1, w2, w3 per expert), which the `mixtral`
+    layout reads."""
     transformers = pytest.importorskip("transformers")
     ours = _preset_module("std.moe", f"moe.{preset} {{ vocab = 97; context = 64; layers = 2; d_model = 64; "
                                      "heads = 4; kv_heads = 2; hidden = 96 }")
@@ -322,7 +319,7 @@ def test_mixtral_presets_compute_transformers_mixtral(preset: str) -> None:
                                      tie_word_embeddings=False, **_MIXTRAL_FUNCTION[preset])
     torch.manual_seed(0)
     ref = transformers.MixtralForCausalLM(cfg).eval()
-    _load_perturbed(ours, ref, _llama_rename, scale=0.2)
+    _load_reference(ours, ref, "mixtral", scale=0.2, saved=tmp_path)
     tokens = _tokens(97)
     with torch.no_grad():
         logits = ours(tokens)
@@ -340,23 +337,10 @@ def test_llama_small_computes_transformers_llama() -> None:
                                    tie_word_embeddings=False)
     torch.manual_seed(0)
     ref = transformers.LlamaForCausalLM(cfg).eval()
-    _load_perturbed(ours, ref, _llama_rename)
+    _load_reference(ours, ref, "llama")
     tokens = _tokens(97)
     with torch.no_grad():
         _close(ours(tokens), ref(tokens).logits)
-
-
-def _gpt2_rename(key: str, v):  # type: ignore[no-untyped-def]
-    """GPT2LMHeadModel -> ours: its Conv1D weights are (in, out), transposed; learned positions (1, T, D); the
-    head is tied to wte on both sides."""
-    if key == "lm_head.weight":
-        return {"head.proj.weight": v}
-    name = key.removeprefix("transformer.")
-    if name in ("wte.weight", "wpe.weight"):
-        return {f"encoder.{name}": v if name == "wte.weight" else v[None]}
-    if name.endswith(".weight") and any(f".{m}." in name for m in ("c_attn", "c_proj", "c_fc")):
-        v = v.t()
-    return {f"backbone.{name}": v}
 
 
 def test_gpt2_computes_transformers_gpt2() -> None:
@@ -367,26 +351,11 @@ def test_gpt2_computes_transformers_gpt2() -> None:
                                   eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     torch.manual_seed(0)
     ref = transformers.GPT2LMHeadModel(cfg).eval()
-    _load_perturbed(ours, ref, _gpt2_rename)
+    _load_reference(ours, ref, "gpt2")
     assert ours.head.proj.weight is ours.encoder.wte.weight
     tokens = _tokens(97)
     with torch.no_grad():
         _close(ours(tokens), ref(tokens).logits)
-
-
-def _bert_rename(key: str, v):  # type: ignore[no-untyped-def]
-    """BertModel -> ours: separate q/k/v fused into c_attn (query, key, value); the pooler is the embedding head."""
-    p = key.split(".")
-    if p[0] == "embeddings":
-        return {f"encoder.{'.'.join(p[1:])}": v[None] if p[1] == "position_embeddings" else v}
-    if p[0] == "pooler":
-        return {f"head.{'.'.join(p[1:])}": v}
-    pre, rest = f"backbone.layer.{p[2]}.", ".".join(p[3:])
-    if rest.startswith("attention.self."):
-        return {}  # fused below, from the query's key
-    table = {"attention.output.dense": "attention.c_proj", "attention.output.LayerNorm": "attention_norm",
-             "intermediate.dense": "mlp.c_fc", "output.dense": "mlp.c_proj", "output.LayerNorm": "output_norm"}
-    return {pre + table[rest.rsplit(".", 1)[0]] + "." + p[-1]: v}
 
 
 def test_bert_base_computes_transformers_bert() -> None:
@@ -399,32 +368,16 @@ def test_bert_base_computes_transformers_bert() -> None:
                                   attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     ref = transformers.BertModel(cfg).eval()
-    sd = ref.state_dict()
-
-    def rename(key: str, v):  # type: ignore[no-untyped-def]
-        if key.endswith(("attention.self.query.weight", "attention.self.query.bias")):
-            kind = key.rsplit(".", 1)[1]
-            base = key.split(".attention.")[0].replace("encoder.layer", "backbone.layer")
-            qkv = [sd[key.replace(".query.", f".{n}.")] for n in ("query", "key", "value")]
-            return {f"{base}.attention.c_attn.{kind}": torch.cat(qkv)}
-        return _bert_rename(key, v)
-
-    _load_perturbed(ours, ref, rename)
+    _load_reference(ours, ref, "bert")
     tokens = _tokens(97)
     with torch.no_grad():
         _close(ours(tokens), ref(tokens).pooler_output)
 
 
-def _fused_qkv(key: str, sd, base: str):  # type: ignore[no-untyped-def]
-    """BERT-style attention.self.{query,key,value} -> our c_attn (query, key, value), given the query's key."""
-    kind = key.rsplit(".", 1)[1]
-    qkv = [sd[key.replace(".query.", f".{n}.")] for n in ("query", "key", "value")]
-    return {f"{base}.attention.c_attn.{kind}": torch.cat(qkv)}
-
-
 def test_layoutlm_base_computes_transformers_layoutlm() -> None:
     """LayoutLMConfig's defaults beside the dims (BERT's post-norm encoder, LayerNorm eps 1e-12; x, y, height and
-    width tables of 1024 coordinates, the x and y tables shared by both edges of a box): the pooled output."""
+    width tables of 1024 coordinates, the x and y tables shared by both edges of a box): the pooled output. The
+    encoder layers and the pooler are BertModel's, read through the `bert` layout; the embeddings by name."""
     transformers = pytest.importorskip("transformers")
     ours = _preset_module("std.document", "document.layoutlm_base { vocab = 97; context = 32; layers = 2; "
                           "d_model = 64; heads = 2; mlp_dim = 96 }", "text -> embedding", "embedding")
@@ -433,42 +386,35 @@ def test_layoutlm_base_computes_transformers_layoutlm() -> None:
                                       attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     ref = transformers.LayoutLMModel(cfg).eval()
-    sd = ref.state_dict()
-
-    def rename(key: str, v):  # type: ignore[no-untyped-def]
-        p = key.split(".")
-        if p[0] == "embeddings":
-            name = p[1]
-            if name in ("word_embeddings", "position_embeddings"):
-                return {f"encoder_text.{name}.weight": v[None] if name == "position_embeddings" else v}
-            if name in ("x_position_embeddings", "y_position_embeddings"):
-                other = "x_right" if name[0] == "x" else "y_lower"
-                return {f"encoder_boxes.{name}.weight": v, f"encoder_boxes.{other}.weight": v}
-            if name in ("h_position_embeddings", "w_position_embeddings"):
-                return {f"encoder_boxes.{name}.weight": v}
-            return {f"backbone.{'.'.join(p[1:])}": v}  # token_type_embeddings, LayerNorm
-        if key.endswith(("attention.self.query.weight", "attention.self.query.bias")):
-            return _fused_qkv(key, sd, f"backbone.encoder.layer.{p[2]}")
-        return {k.replace("backbone.layer.", "backbone.encoder.layer."): t for k, t in _bert_rename(key, v).items()}
-
-    _load_perturbed(ours, ref, rename)
+    _perturb(ref)
+    bert = torch.nn.Module()  # ours' BERT part, the same parameters, under the names the `bert` layout maps
+    bert.backbone, bert.head = torch.nn.Module(), ours.head
+    bert.backbone.layer = ours.backbone.encoder.layer
+    state = ref.state_dict()
+    load_checkpoint(bert, {k: v for k, v in state.items() if not k.startswith("embeddings.")}, layout="bert")
+    embeddings = {}
+    for key, v in state.items():
+        if not key.startswith("embeddings."):
+            continue
+        name = key.split(".")[1]
+        if name in ("word_embeddings", "position_embeddings"):
+            embeddings[f"encoder_text.{name}.weight"] = v[None] if name == "position_embeddings" else v
+        elif name in ("x_position_embeddings", "y_position_embeddings"):
+            other = "x_right" if name[0] == "x" else "y_lower"
+            embeddings.update({f"encoder_boxes.{name}.weight": v, f"encoder_boxes.{other}.weight": v})
+        elif name in ("h_position_embeddings", "w_position_embeddings"):
+            embeddings[f"encoder_boxes.{name}.weight"] = v
+        else:  # token_type_embeddings, LayerNorm
+            embeddings[f"backbone.{key.removeprefix('embeddings.')}"] = v
+    missing, unexpected = ours.load_state_dict(embeddings, strict=False)
+    assert not unexpected and set(missing) == {f"backbone.encoder.{k.removeprefix('backbone.')}" if k.startswith(
+        "backbone.") else k for k in bert.state_dict()}  # every tensor of ours given, the rest by the layout
     g = torch.Generator().manual_seed(1)
     tokens = _tokens(97, length=20)
     corner = torch.randint(0, 500, (2, 20, 2), generator=g)
     boxes = torch.cat([corner, corner + torch.randint(0, 500, (2, 20, 2), generator=g)], dim=-1)  # x0, y0, x1, y1
     with torch.no_grad():
         _close(ours(tokens, boxes), ref(input_ids=tokens, bbox=boxes).pooler_output)
-
-
-def _mamba_rename(key: str, v):  # type: ignore[no-untyped-def]
-    if key == "lm_head.weight":
-        return {"head.proj.weight": v}  # tied
-    if key == "backbone.embeddings.weight":
-        return {"encoder.wte.weight": v}
-    for name in ("A_log", "D"):
-        if key.endswith(f"mixer.{name}"):
-            return {key.replace(f"mixer.{name}", f"mixer.ssm.{name}"): v}
-    return {key: v}
 
 
 def test_mamba_130m_computes_transformers_mamba() -> None:
@@ -481,7 +427,7 @@ def test_mamba_130m_computes_transformers_mamba() -> None:
                                    layer_norm_epsilon=1e-5, tie_word_embeddings=True)
     torch.manual_seed(0)
     ref = transformers.MambaForCausalLM(cfg).eval()
-    _load_perturbed(ours, ref, _mamba_rename)
+    _load_reference(ours, ref, "mamba")
     tokens = _tokens(97, length=24)
     with torch.no_grad():
         _close(ours(tokens), ref(tokens).logits)
@@ -730,7 +676,7 @@ def test_linear_rope_scaling_computes_transformers_llama() -> None:
                                    rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 500000.0})
     torch.manual_seed(0)
     ref = transformers.LlamaForCausalLM(cfg).eval()
-    _load_perturbed(ours, ref, _llama_rename)
+    _load_reference(ours, ref, "llama")
     tokens = _tokens(97, length=48)
     with torch.no_grad():
         _close(ours(tokens), ref(tokens).logits)

@@ -272,12 +272,12 @@ def test_maskformer_r50_computes_transformers_maskformer(inst: Any, tmp_path: Pa
     """The preset (ResNet stages, FPN pixel decoder, DETR decoder over sine positions, mask embeddings) at small dims,
     with transformers' weights as saved (read through the `maskformer` layout), gives transformers' class logits
     (B, Q, classes + 1) and mask logits (B, Q, H/4, W/4) within 1e-4 in float32."""
-    from metagen_backends.pytorch.weights.runtime import from_reference, read_checkpoint
+    from metagen_backends.pytorch.weights.runtime import load_checkpoint
 
     ref = transformers_maskformer()
     ref.save_pretrained(tmp_path / "ref")
     ours = inst.build_model(dataclasses.replace(inst.Config(), **SMALL_MASKFORMER)).eval()
-    ours.load_state_dict(from_reference(ours, read_checkpoint(tmp_path / "ref"), "maskformer"))
+    load_checkpoint(ours, tmp_path / "ref", layout="maskformer")
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         logits, masks = ours(images)

@@ -27,7 +27,7 @@ pytest.importorskip("safetensors")
 
 from conftest import ROOT, compile_path, load_module
 from metagen_backends.pytorch import emit
-from metagen_backends.pytorch.weights import PRESET_LAYOUTS, layout_for
+from metagen_backends.pytorch.weights import FAMILY_LAYOUTS, PRESET_LAYOUTS, layout_for
 
 from metagen_compiler.driver import compile_source
 from metagen_compiler.span import SourceFile
@@ -103,52 +103,51 @@ def _tokens(vocab: int, length: int = 24, batch: int = 2) -> Any:
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(1))
 
 
-def _lm(ours: Any, w: Any, ref: Any, vocab: int = 97) -> Case:
-    x = _tokens(vocab)
+# ------------------------------------------------------------------ the families
+def _causal_lm(tmp: Path, imports: str, arch: str, reference: Any, cfg: Any, scale: float = 0.1) -> Case:
+    """A language-model preset of vocabulary 97 against `reference(cfg)`: the logits of the same tokens."""
+    model, w = _preset(tmp, imports, arch)
+    torch.manual_seed(0)
+    ours, ref = model.build_model().eval(), _perturb(reference(cfg), scale)
+    x = _tokens(97)
     save, reload = _hf(ref)
     return Case(ours, w, ref, lambda m: m(x), lambda r: r(x).logits, save, reload)
 
 
-# ------------------------------------------------------------------ the families
 def gpt2(tmp: Path) -> Case:
-    model, w = _preset(tmp, "std.presets", "gpt2 { vocab = 97; context = 64; layers = 2; d_model = 64; heads = 2 }")
-    cfg = transformers.GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=2, n_positions=64, bos_token_id=0,
-                                  eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    torch.manual_seed(0)
-    return _lm(model.build_model().eval(), w, _perturb(transformers.GPT2LMHeadModel(cfg)))
+    return _causal_lm(tmp, "std.presets", "gpt2 { vocab = 97; context = 64; layers = 2; d_model = 64; heads = 2 }",
+                      transformers.GPT2LMHeadModel, transformers.GPT2Config(
+                          vocab_size=97, n_embd=64, n_layer=2, n_head=2, n_positions=64, bos_token_id=0,
+                          eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+
+
+def _llama_config(kv_heads: int, tied: bool) -> Any:
+    return transformers.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64,
+                                    tie_word_embeddings=tied)
 
 
 def llama(tmp: Path) -> Case:
     """Grouped-query attention: separate q, k, v projections."""
-    model, w = _preset(tmp, "std.presets", "llama_small { vocab = 97; context = 64; layers = 2; d_model = 64; "
-                                           "heads = 4; kv_heads = 2 }")
-    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                   tie_word_embeddings=False)
-    torch.manual_seed(0)
-    return _lm(model.build_model().eval(), w, _perturb(transformers.LlamaForCausalLM(cfg)))
+    return _causal_lm(tmp, "std.presets", "llama_small { vocab = 97; context = 64; layers = 2; d_model = 64; "
+                                          "heads = 4; kv_heads = 2 }", transformers.LlamaForCausalLM, _llama_config(2, False))
 
 
 def llama_fused(tmp: Path) -> Case:
     """A decoder written with the family, as many heads for keys as for queries: one fused c_attn, tied head."""
-    model, w = _preset(tmp, "std.transformer", "transformer.decoder { vocab = 97; context = 64; layers = 2; "
-                                               "d_model = 64; heads = 4; tied = true }")
-    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                                   tie_word_embeddings=True)
-    torch.manual_seed(0)
-    return _lm(model.build_model().eval(), w, _perturb(transformers.LlamaForCausalLM(cfg)))
+    return _causal_lm(tmp, "std.transformer", "transformer.decoder { vocab = 97; context = 64; layers = 2; "
+                                              "d_model = 64; heads = 4; tied = true }", transformers.LlamaForCausalLM,
+                      _llama_config(4, True))
 
 
 def mixtral(tmp: Path) -> Case:
     """Experts saved one w1, w2, w3 each (the published layout), stacked into ours."""
-    model, w = _preset(tmp, "std.moe", "moe.mixtral_tiny { vocab = 97; context = 64; layers = 2; d_model = 64; "
-                                       "heads = 4; kv_heads = 2; hidden = 96 }")
-    cfg = transformers.MixtralConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                     tie_word_embeddings=False, num_local_experts=8, num_experts_per_tok=2)
-    torch.manual_seed(0)
-    return _lm(model.build_model().eval(), w, _perturb(transformers.MixtralForCausalLM(cfg), 0.2))
+    return _causal_lm(tmp, "std.moe", "moe.mixtral_tiny { vocab = 97; context = 64; layers = 2; d_model = 64; "
+                                      "heads = 4; kv_heads = 2; hidden = 96 }", transformers.MixtralForCausalLM,
+                      transformers.MixtralConfig(
+                          vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                          tie_word_embeddings=False, num_local_experts=8, num_experts_per_tok=2), 0.2)
 
 
 def bert(tmp: Path) -> Case:
@@ -165,12 +164,11 @@ def bert(tmp: Path) -> Case:
 
 
 def mamba(tmp: Path) -> Case:
-    model, w = _preset(tmp, "std.ssm", "ssm.mamba_130m { vocab = 97; layers = 2; d_model = 64; dt_rank = 4 }")
-    cfg = transformers.MambaConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
-                                   conv_kernel=4, time_step_rank=4, use_conv_bias=True, use_bias=False,
-                                   layer_norm_epsilon=1e-5, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    return _lm(model.build_model().eval(), w, _perturb(transformers.MambaForCausalLM(cfg)))
+    return _causal_lm(tmp, "std.ssm", "ssm.mamba_130m { vocab = 97; layers = 2; d_model = 64; dt_rank = 4 }",
+                      transformers.MambaForCausalLM, transformers.MambaConfig(
+                          vocab_size=97, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2, conv_kernel=4,
+                          time_step_rank=4, use_conv_bias=True, use_bias=False, layer_norm_epsilon=1e-5,
+                          tie_word_embeddings=True))
 
 
 def t5(tmp: Path) -> Case:
@@ -485,8 +483,8 @@ def test_own_layout_and_sharded_export(gpt2_case: Case, tmp_path: Path) -> None:
     c.w.export_checkpoint(c.ours, tmp_path / "sharded" / "model.safetensors", max_shard_bytes=20_000)
     assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
     _check(c, tmp_path / "sharded")
-    reread = transformers.GPT2LMHeadModel.from_pretrained(
-        (c.ref.config.save_pretrained(tmp_path / "sharded"), tmp_path / "sharded")[1]).eval()
+    c.ref.config.save_pretrained(tmp_path / "sharded")
+    reread = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "sharded").eval()
     with torch.no_grad():
         _close(c.run_ref(reread), c.run_ref(c.ref))
 
@@ -531,11 +529,39 @@ def test_wrong_shape_in_a_fused_or_stacked_tensor(tmp_path: Path) -> None:
         case.w.load_checkpoint(case.ours, state)
 
 
+def test_wrong_shape_in_a_fused_tensor(tmp_path: Path) -> None:
+    """A part of a fused q, k, v of the wrong width is named; parts that do not add up to ours are named together."""
+    case = llama_fused(tmp_path)
+    state = case.w.to_reference(case.ours, "llama")
+    state["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(64, 32)
+    with pytest.raises(case.w.WeightLayoutError, match=re.escape(
+            "model.layers.0.self_attn.k_proj.weight has shape (64, 32); the model's backbone.h.0.attn.c_attn.weight "
+            "needs (64, 64)")):
+        case.w.load_checkpoint(case.ours, state)
+    state["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(32, 64)
+    with pytest.raises(case.w.WeightLayoutError, match=re.escape(
+            "model.layers.0.self_attn.q_proj.weight + model.layers.0.self_attn.k_proj.weight + "
+            "model.layers.0.self_attn.v_proj.weight has shape (160, 64); the model's backbone.h.0.attn.c_attn.weight "
+            "needs (192, 64)")):
+        case.w.load_checkpoint(case.ours, state)
+
+
+def test_a_key_no_rule_maps_is_named(gpt2_case: Case) -> None:
+    with pytest.raises(gpt2_case.w.WeightLayoutError, match=r"no rule of the transformers BertModel .* layout maps the "
+                                                            r"model's `backbone\.h\.0\.ln_1\.weight`"):
+        gpt2_case.w.load_checkpoint(gpt2_case.ours, {}, layout="bert")
+
+
 def test_own_layout_errors_name_the_key(gpt2_case: Case) -> None:
     own = {k: v.clone() for k, v in gpt2_case.ours.state_dict().items()}
     own["backbone.ln_f.bias"] = torch.zeros(3)
     with pytest.raises(gpt2_case.w.WeightLayoutError, match=re.escape("backbone.ln_f.bias has shape (3,); the "
                                                                       "model needs (64,)")):
+        gpt2_case.w.load_checkpoint(gpt2_case.ours, own)
+    own["backbone.ln_f.bias"] = torch.zeros(64)
+    own["backbone.ln_g.bias"] = torch.zeros(64)
+    with pytest.raises(gpt2_case.w.WeightLayoutError, match=re.escape("1 tensor(s) of the checkpoint fit no part of the "
+                                                                      "model: backbone.ln_g.bias")):
         gpt2_case.w.load_checkpoint(gpt2_case.ours, own)
     del own["backbone.ln_f.bias"]
     with pytest.raises(gpt2_case.w.WeightLayoutError, match=r"misses 1 tensor\(s\) of the model: backbone\.ln_f\.bias"):
@@ -570,12 +596,31 @@ def test_unreadable_files(gpt2_case: Case, tmp_path: Path) -> None:
     torch.save({"model": types.SimpleNamespace(a=1)}, tmp_path / "object.pth")  # not loadable with weights_only
     with pytest.raises(w.WeightLayoutError, match="not a readable torch checkpoint"):
         w.read_checkpoint(tmp_path / "object.pth")
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")
+    with pytest.raises(w.WeightLayoutError, match="list.pt holds a list, not a state dict of tensors"):
+        w.read_checkpoint(tmp_path / "list.pt")
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(w.WeightLayoutError, match="bad.safetensors: not a readable safetensors file"):
+        w.read_checkpoint(tmp_path / "bad.safetensors")
     (tmp_path / "a.index.json").write_text('{"weight_map": {"x": "../elsewhere.safetensors"}}')
     with pytest.raises(w.WeightLayoutError, match="a shard must be a file name beside the index"):
         w.read_checkpoint(tmp_path / "a.index.json")
     (tmp_path / "b.index.json").write_text("{")
     with pytest.raises(w.WeightLayoutError, match="not a JSON index"):
         w.read_checkpoint(tmp_path / "b.index.json")
+    (tmp_path / "c.index.json").write_text('{"metadata": {}}')
+    with pytest.raises(w.WeightLayoutError, match="c.index.json: an index file needs a weight_map"):
+        w.read_checkpoint(tmp_path / "c.index.json")
+    (tmp_path / "d.index.json").write_text('{"weight_map": {"x": "shard.pt", "y": "shard.pt"}}')
+    torch.save({"x": torch.zeros(1)}, tmp_path / "shard.pt")
+    with pytest.raises(w.WeightLayoutError, match="d.index.json: y is in the index but not in its shard shard.pt"):
+        w.read_checkpoint(tmp_path / "d.index.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(w.WeightLayoutError, match=r"empty: no checkpoint file \(.*\) in it"):
+        w.read_checkpoint(tmp_path / "empty")
+    with pytest.raises(w.WeightLayoutError, match=r"no checkpoint file \(.*\) but several: bad.safetensors, list.pt, "
+                                                  r"object.pth, shard.pt"):
+        w.read_checkpoint(tmp_path)
     with pytest.raises(w.WeightLayoutError, match="unknown layout `nope`"):
         w.load_checkpoint(gpt2_case.ours, {"a": torch.zeros(1)}, layout="nope")
 
@@ -604,6 +649,13 @@ def test_every_preset_with_a_reference_names_its_layout() -> None:
     from metagen_backends.pytorch.weights.runtime import LAYOUTS
 
     assert set(PRESET_LAYOUTS.values()) <= set(LAYOUTS) == {layout for _, layout in FAMILIES.values()}
+
+
+def test_every_family_with_a_layout_is_a_stdlib_family() -> None:
+    """A misspelt family name in FAMILY_LAYOUTS would silently give its specs no layout."""
+    from test_presets import stdlib_program
+
+    assert set(FAMILY_LAYOUTS) <= {d.qualname for d in stdlib_program().defs_of("family")}
 
 
 @pytest.mark.parametrize("stem,layout", [("gpt2", "gpt2"), ("tiny_story", "llama"), ("moe_lm", "mixtral"),

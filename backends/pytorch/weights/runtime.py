@@ -43,6 +43,9 @@ LAYOUT: str | None = None
 OWN = "own"  # the compiled model's own state_dict keys
 
 
+_Rule = tuple[str, str | tuple[str, ...] | None, str]  # (ours, reference, transform): see Layout
+
+
 class WeightLayoutError(ValueError):
     """A checkpoint that does not fit the model: the message names the first key or shape at fault."""
 
@@ -53,8 +56,8 @@ class Layout:
 
     rules: (ours, reference, transform). `ours` is a regular expression matched against our key (after
     renumbering `first`/`rest.k` blocks to 0/k+1 where `first_rest`); `reference` a template, or a tuple of
-    templates for fused tensors, formatted with the match's groups ({0}, {1}, ...), each numeric group plus one
-    ({p0}) and minus one ({m0}), and {e} for the stacked index. A reference of None: ours has no counterpart
+    templates for fused tensors, formatted with the match's groups ({0}, {1}, ...), each numeric group minus one
+    ({m0}), and {e} for the stacked index. A reference of None: ours has no counterpart
     (a training counter such as num_batches_tracked) and keeps its value. transform:
       ""          the same tensor
       "T"         transposed (GPT-2's Conv1D keeps weights as (in, out))
@@ -65,7 +68,7 @@ class Layout:
     """
 
     reference: str
-    rules: tuple[tuple[str, str | tuple[str, ...] | None, str], ...]
+    rules: tuple[_Rule, ...]
     ignore: tuple[str, ...] = ()  # reference keys that are buffers or copies of tied tensors
     tied: Mapping[str, str] = field(default_factory=dict)  # reference key -> the key it is tied to
     prefixes: tuple[str, ...] = ()  # optional leading parts of reference keys (bert. of BertFor* checkpoints)
@@ -73,6 +76,15 @@ class Layout:
 
 
 _LAYER = r"(\d+)"
+
+
+def _layers(ours: str, theirs: str, parts: Mapping[str, str], rest: bool = True) -> tuple[_Rule, ...]:
+    """The rules of one stack of layers: our `{ours}.N.{part}.x` -> `{theirs}.{their part}.x`, `theirs` naming the
+    layer N as {0}, for each renamed part (a regular expression -> its name); with `rest`, then every other key of
+    a layer under the same name."""
+    rules = tuple((rf"{ours}\.{_LAYER}\.{a}\.(.+)", f"{theirs}.{b}.{{1}}", "") for a, b in parts.items())
+    return rules + ((rf"{ours}\.{_LAYER}\.(.+)", f"{theirs}.{{1}}", ""),) if rest else rules
+
 
 GPT2 = Layout(
     reference="transformers GPT2LMHeadModel (the openai-community/gpt2 checkpoints)",
@@ -89,25 +101,21 @@ GPT2 = Layout(
     tied={"lm_head.weight": "transformer.wte.weight"},
 )
 
-_LLAMA_ATTENTION: tuple[tuple[str, str | tuple[str, ...] | None, str], ...] = (
+_LLAMA_ATTENTION: tuple[_Rule, ...] = (
     (r"encoder\.wte\.weight", "model.embed_tokens.weight", ""),
-    (rf"backbone\.h\.{_LAYER}\.attn\.([qkv])_proj\.(weight|bias)", "model.layers.{0}.self_attn.{1}_proj.{2}", ""),
     (rf"backbone\.h\.{_LAYER}\.attn\.c_attn\.(weight|bias)",
      tuple(f"model.layers.{{0}}.self_attn.{n}_proj.{{1}}" for n in "qkv"), "cat"),
-    (rf"backbone\.h\.{_LAYER}\.attn\.c_proj\.(weight|bias)", "model.layers.{0}.self_attn.o_proj.{1}", ""),
-    (rf"backbone\.h\.{_LAYER}\.ln_1\.weight", "model.layers.{0}.input_layernorm.weight", ""),
-    (rf"backbone\.h\.{_LAYER}\.ln_2\.weight", "model.layers.{0}.post_attention_layernorm.weight", ""),
+    *_layers(r"backbone\.h", "model.layers.{0}", {
+        **{rf"attn\.{n}_proj": f"self_attn.{n}_proj" for n in "qkv"}, r"attn\.c_proj": "self_attn.o_proj",
+        "ln_1": "input_layernorm", "ln_2": "post_attention_layernorm"}, rest=False),
     (r"backbone\.ln_f\.weight", "model.norm.weight", ""),
     (r"head\.proj\.weight", "lm_head.weight", ""),
 )
 
 LLAMA = Layout(
     reference="transformers LlamaForCausalLM (meta-llama checkpoints)",
-    rules=_LLAMA_ATTENTION + (
-        (rf"backbone\.h\.{_LAYER}\.mlp\.w1\.weight", "model.layers.{0}.mlp.gate_proj.weight", ""),
-        (rf"backbone\.h\.{_LAYER}\.mlp\.w3\.weight", "model.layers.{0}.mlp.up_proj.weight", ""),
-        (rf"backbone\.h\.{_LAYER}\.mlp\.w2\.weight", "model.layers.{0}.mlp.down_proj.weight", ""),
-    ),
+    rules=_LLAMA_ATTENTION + _layers(r"backbone\.h", "model.layers.{0}", {
+        r"mlp\.w1": "mlp.gate_proj", r"mlp\.w3": "mlp.up_proj", r"mlp\.w2": "mlp.down_proj"}, rest=False),
     ignore=(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"model\.rotary_emb\.inv_freq"),
     tied={"lm_head.weight": "model.embed_tokens.weight"},
 )
@@ -130,13 +138,10 @@ BERT = Layout(
         (r"encoder\.(.+)", "embeddings.{0}", ""),
         (rf"backbone\.layer\.{_LAYER}\.attention\.c_attn\.(weight|bias)",
          tuple(f"encoder.layer.{{0}}.attention.self.{n}.{{1}}" for n in ("query", "key", "value")), "cat"),
-        (rf"backbone\.layer\.{_LAYER}\.attention\.c_proj\.(weight|bias)", "encoder.layer.{0}.attention.output.dense.{1}",
-         ""),
-        (rf"backbone\.layer\.{_LAYER}\.attention_norm\.(weight|bias)", "encoder.layer.{0}.attention.output.LayerNorm.{1}",
-         ""),
-        (rf"backbone\.layer\.{_LAYER}\.mlp\.c_fc\.(weight|bias)", "encoder.layer.{0}.intermediate.dense.{1}", ""),
-        (rf"backbone\.layer\.{_LAYER}\.mlp\.c_proj\.(weight|bias)", "encoder.layer.{0}.output.dense.{1}", ""),
-        (rf"backbone\.layer\.{_LAYER}\.output_norm\.(weight|bias)", "encoder.layer.{0}.output.LayerNorm.{1}", ""),
+        *_layers(r"backbone\.layer", "encoder.layer.{0}", {
+            r"attention\.c_proj": "attention.output.dense", "attention_norm": "attention.output.LayerNorm",
+            r"mlp\.c_fc": "intermediate.dense", r"mlp\.c_proj": "output.dense", "output_norm": "output.LayerNorm"},
+            rest=False),
         (r"head\.dense\.(weight|bias)", "pooler.dense.{0}", ""),
     ),
     ignore=(r"embeddings\.position_ids", r"cls\..+"),  # BertForPreTraining's heads: not part of BertModel
@@ -154,6 +159,13 @@ MAMBA = Layout(
     tied={"lm_head.weight": "backbone.embeddings.weight"},
 )
 
+
+def _t5_feed_forward(layer: int) -> dict[str, str]:
+    return {"ff_norm": f"layer.{layer}.layer_norm", r"DenseReluDense\.c_fc": f"layer.{layer}.DenseReluDense.wi",
+            r"DenseReluDense\.c_proj": f"layer.{layer}.DenseReluDense.wo"}
+
+
+_T5_SELF = {"layer_norm": "layer.0.layer_norm", "SelfAttention": "layer.0.SelfAttention"}
 _T5_STACK = r"(encoder|decoder)"
 T5 = Layout(
     reference="transformers T5ForConditionalGeneration (google-t5 checkpoints, ReLU feed-forward)",
@@ -164,39 +176,26 @@ T5 = Layout(
         (rf"backbone\.{_T5_STACK}_norm\.weight", "{0}.final_layer_norm.weight", ""),
         (rf"backbone\.{_T5_STACK}_bias\.weight", "{0}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
          ""),
-        (rf"backbone\.{_T5_STACK}\.{_LAYER}\.layer_norm\.weight", "{0}.block.{1}.layer.0.layer_norm.weight", ""),
-        (rf"backbone\.{_T5_STACK}\.{_LAYER}\.(SelfAttention\.[qkvo]\.weight)", "{0}.block.{1}.layer.0.{2}", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.cross_norm\.weight", "decoder.block.{0}.layer.1.layer_norm.weight", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.(EncDecAttention\.[qkvo]\.weight)", "decoder.block.{0}.layer.1.{1}", ""),
-        (rf"backbone\.encoder\.{_LAYER}\.ff_norm\.weight", "encoder.block.{0}.layer.1.layer_norm.weight", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.ff_norm\.weight", "decoder.block.{0}.layer.2.layer_norm.weight", ""),
-        (rf"backbone\.encoder\.{_LAYER}\.DenseReluDense\.c_fc\.weight", "encoder.block.{0}.layer.1.DenseReluDense.wi.weight",
-         ""),
-        (rf"backbone\.encoder\.{_LAYER}\.DenseReluDense\.c_proj\.weight",
-         "encoder.block.{0}.layer.1.DenseReluDense.wo.weight", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.DenseReluDense\.c_fc\.weight", "decoder.block.{0}.layer.2.DenseReluDense.wi.weight",
-         ""),
-        (rf"backbone\.decoder\.{_LAYER}\.DenseReluDense\.c_proj\.weight",
-         "decoder.block.{0}.layer.2.DenseReluDense.wo.weight", ""),
+        *_layers(r"backbone\.encoder", "encoder.block.{0}", {**_T5_SELF, **_t5_feed_forward(1)}, rest=False),
+        *_layers(r"backbone\.decoder", "decoder.block.{0}", {
+            **_T5_SELF, "cross_norm": "layer.1.layer_norm", "EncDecAttention": "layer.1.EncDecAttention",
+            **_t5_feed_forward(2)}, rest=False),
     ),
     ignore=(r"encoder\.embed_tokens\.weight",),  # the encoder's copy of the shared table
     tied={"decoder.embed_tokens.weight": "shared.weight", "lm_head.weight": "shared.weight"},
 )
 
+_FC12 = {r"mlp\.c_fc": "fc1", r"mlp\.c_proj": "fc2"}  # the MLP's linears as BART-style layers name them
 WHISPER = Layout(
     reference="transformers WhisperForConditionalGeneration (openai/whisper-* checkpoints)",
     rules=(
         (r"encoder_audio\.(conv[12]\.(?:weight|bias)|embed_positions\.weight|layer_norm\.(?:weight|bias))",
          "model.encoder.{0}", ""),
-        (rf"encoder_audio\.layers\.{_LAYER}\.mlp\.c_fc\.(weight|bias)", "model.encoder.layers.{0}.fc1.{1}", ""),
-        (rf"encoder_audio\.layers\.{_LAYER}\.mlp\.c_proj\.(weight|bias)", "model.encoder.layers.{0}.fc2.{1}", ""),
-        (rf"encoder_audio\.layers\.{_LAYER}\.(.+)", "model.encoder.layers.{0}.{1}", ""),
+        *_layers(r"encoder_audio\.layers", "model.encoder.layers.{0}", _FC12),
         (r"encoder_target\.embed_tokens\.weight", "model.decoder.embed_tokens.weight", ""),
         (r"encoder_target\.embed_positions\.weight", "model.decoder.embed_positions.weight", "unsqueeze"),
         (r"backbone\.layer_norm\.(weight|bias)", "model.decoder.layer_norm.{0}", ""),
-        (rf"backbone\.layers\.{_LAYER}\.mlp\.c_fc\.(weight|bias)", "model.decoder.layers.{0}.fc1.{1}", ""),
-        (rf"backbone\.layers\.{_LAYER}\.mlp\.c_proj\.(weight|bias)", "model.decoder.layers.{0}.fc2.{1}", ""),
-        (rf"backbone\.layers\.{_LAYER}\.(.+)", "model.decoder.layers.{0}.{1}", ""),
+        *_layers(r"backbone\.layers", "model.decoder.layers.{0}", _FC12),
         (r"head\.proj\.weight", "proj_out.weight", ""),
     ),
     tied={"proj_out.weight": "model.decoder.embed_tokens.weight"},
@@ -211,42 +210,44 @@ MUSICGEN = Layout(
         (r"backbone\.layer_norm\.(weight|bias)", "model.decoder.layer_norm.{0}", ""),
         (rf"backbone\.layers\.{_LAYER}\.self_attn\.c_attn\.weight",
          tuple(f"model.decoder.layers.{{0}}.self_attn.{n}_proj.weight" for n in "qkv"), "cat"),
-        (rf"backbone\.layers\.{_LAYER}\.self_attn\.c_proj\.weight", "model.decoder.layers.{0}.self_attn.out_proj.weight",
-         ""),
-        (rf"backbone\.layers\.{_LAYER}\.mlp\.c_fc\.weight", "model.decoder.layers.{0}.fc1.weight", ""),
-        (rf"backbone\.layers\.{_LAYER}\.mlp\.c_proj\.weight", "model.decoder.layers.{0}.fc2.weight", ""),
-        (rf"backbone\.layers\.{_LAYER}\.(.+)", "model.decoder.layers.{0}.{1}", ""),
+        *_layers(r"backbone\.layers", "model.decoder.layers.{0}", {r"self_attn\.c_proj": "self_attn.out_proj", **_FC12}),
     ),
     ignore=(r"model\.decoder\.layers\.\d+\.encoder_attn(_layer_norm)?\..+", r"model\.decoder\.embed_positions\..+"),
 )
 
+
+def _hf_resnet(theirs: str) -> tuple[_Rule, ...]:
+    """transformers' own ResNet (embedder, stages of layers, shortcuts), as DETR and MaskFormer save it under
+    `theirs`, from ours in torchvision's names (conv1, bn1, layerS.B.convN / bnN / downsample)."""
+    stage = theirs + "encoder.stages.{m0}.layers.{1}"
+    return (
+        (r"encoder\.conv1\.(.+)", theirs + "embedder.embedder.convolution.{0}", ""),
+        (r"encoder\.bn1\.(.+)", theirs + "embedder.embedder.normalization.{0}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.(.+)", stage + ".layer.{m2}.convolution.{3}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(.+)", stage + ".layer.{m2}.normalization.{3}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.conv\.(.+)", stage + ".shortcut.convolution.{2}", ""),
+        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.bn\.(.+)", stage + ".shortcut.normalization.{2}", ""),
+    )
+
+
+# DETR's transformer layers, ours (torch.nn.Transformer*Layer's names) -> transformers' (DETR's and MaskFormer's)
+_DETR_ENCODER = {"linear1": "fc1", "linear2": "fc2", "norm1": "self_attn_layer_norm", "norm2": "final_layer_norm"}
+_DETR_DECODER = {"multihead_attn": "encoder_attn", "linear1": "fc1", "linear2": "fc2", "norm1": "self_attn_layer_norm",
+                 "norm2": "encoder_attn_layer_norm", "norm3": "final_layer_norm"}
 _DETR_BACKBONE = "model.backbone.conv_encoder.model."
-_DETR_STAGE = _DETR_BACKBONE + "encoder.stages.{m0}.layers.{1}"
-_DETR_TRANSFORMER: tuple[tuple[str, str | tuple[str, ...] | None, str], ...] = (
+_DETR_TRANSFORMER: tuple[_Rule, ...] = (
     (r"backbone\.tokens\.input_proj\.(.+)", "model.input_projection.{0}", ""),
     (r"backbone\.query_embed\.(.+)", "model.query_position_embeddings.{0}", ""),
     (r"backbone\.decoder_norm\.(.+)", "model.decoder.layernorm.{0}", ""),
     (r"head\.class_embed\.(.+)", "class_labels_classifier.{0}", ""),
     (r"head\.bbox(\d)\.(.+)", "bbox_predictor.layers.{m0}.{1}", ""),
-    (rf"backbone\.decoder\.{_LAYER}\.multihead_attn\.(.+)", "model.decoder.layers.{0}.encoder_attn.{1}", ""),
-    (rf"backbone\.(encoder|decoder)\.{_LAYER}\.linear(\d)\.(.+)", "model.{0}.layers.{1}.fc{2}.{3}", ""),
-    (rf"backbone\.(encoder|decoder)\.{_LAYER}\.norm1\.(.+)", "model.{0}.layers.{1}.self_attn_layer_norm.{2}", ""),
-    (rf"backbone\.encoder\.{_LAYER}\.norm2\.(.+)", "model.encoder.layers.{0}.final_layer_norm.{1}", ""),
-    (rf"backbone\.decoder\.{_LAYER}\.norm2\.(.+)", "model.decoder.layers.{0}.encoder_attn_layer_norm.{1}", ""),
-    (rf"backbone\.decoder\.{_LAYER}\.norm3\.(.+)", "model.decoder.layers.{0}.final_layer_norm.{1}", ""),
-    (rf"backbone\.(encoder|decoder)\.{_LAYER}\.(.+)", "model.{0}.layers.{1}.{2}", ""),
+    *_layers(r"backbone\.encoder", "model.encoder.layers.{0}", _DETR_ENCODER),
+    *_layers(r"backbone\.decoder", "model.decoder.layers.{0}", _DETR_DECODER),
 )
 DETR = Layout(
     reference="transformers DetrForObjectDetection with its own ResNet backbone, as saved (facebook/detr-resnet-50, "
               "revision no_timm)",
-    rules=(
-        (r"encoder\.conv1\.(.+)", _DETR_BACKBONE + "embedder.embedder.convolution.{0}", ""),
-        (r"encoder\.bn1\.(.+)", _DETR_BACKBONE + "embedder.embedder.normalization.{0}", ""),
-        (r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.(.+)", _DETR_STAGE + ".layer.{m2}.convolution.{3}", ""),
-        (r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(.+)", _DETR_STAGE + ".layer.{m2}.normalization.{3}", ""),
-        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.conv\.(.+)", _DETR_STAGE + ".shortcut.convolution.{2}", ""),
-        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.bn\.(.+)", _DETR_STAGE + ".shortcut.normalization.{2}", ""),
-    ) + _DETR_TRANSFORMER,
+    rules=_hf_resnet(_DETR_BACKBONE) + _DETR_TRANSFORMER,
     first_rest=True,
 )
 
@@ -263,21 +264,13 @@ DETR_TIMM = Layout(
     first_rest=True,
 )
 
-_MF_BACKBONE = "model.pixel_level_module.encoder."
-_MF_STAGE = _MF_BACKBONE + "encoder.stages.{m0}.layers.{1}"
 _MF_FPN = "model.pixel_level_module.decoder.fpn."
 _MF_DECODER = "model.transformer_module.decoder."
 _MF_LEVELS = {4: 0, 3: 1, 2: 2}  # our FPN steps (by the backbone stage they take) -> transformers' fpn.layers.{i}
 MASKFORMER = Layout(
     reference="transformers MaskFormerForInstanceSegmentation with its own ResNet backbone, as saved "
               "(facebook/maskformer-resnet* checkpoints; the criterion's class weights are ignored)",
-    rules=(
-        (r"encoder\.conv1\.(.+)", _MF_BACKBONE + "embedder.embedder.convolution.{0}", ""),
-        (r"encoder\.bn1\.(.+)", _MF_BACKBONE + "embedder.embedder.normalization.{0}", ""),
-        (r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.(.+)", _MF_STAGE + ".layer.{m2}.convolution.{3}", ""),
-        (r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(.+)", _MF_STAGE + ".layer.{m2}.normalization.{3}", ""),
-        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.conv\.(.+)", _MF_STAGE + ".shortcut.convolution.{2}", ""),
-        (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.bn\.(.+)", _MF_STAGE + ".shortcut.normalization.{2}", ""),
+    rules=_hf_resnet("model.pixel_level_module.encoder.") + (
         (r"backbone\.pixel_decoder\.stem\.conv\.(.+)", _MF_FPN + "stem.0.{0}", ""),
         (r"backbone\.pixel_decoder\.stem\.norm\.(.+)", _MF_FPN + "stem.1.{0}", ""),
         *((rf"backbone\.pixel_decoder\.level{n}\.{ours}\.(.+)", _MF_FPN + f"layers.{i}.{theirs}.{{0}}", "")
@@ -288,12 +281,7 @@ MASKFORMER = Layout(
         (r"backbone\.tokens\.input_proj\.(.+)", "model.transformer_module.input_projection.{0}", ""),
         (r"backbone\.query_embed\.(.+)", "model.transformer_module.queries_embedder.{0}", ""),
         (r"backbone\.decoder_norm\.(.+)", _MF_DECODER + "layernorm.{0}", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.multihead_attn\.(.+)", _MF_DECODER + "layers.{0}.encoder_attn.{1}", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.linear(\d)\.(.+)", _MF_DECODER + "layers.{0}.fc{1}.{2}", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.norm1\.(.+)", _MF_DECODER + "layers.{0}.self_attn_layer_norm.{1}", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.norm2\.(.+)", _MF_DECODER + "layers.{0}.encoder_attn_layer_norm.{1}", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.norm3\.(.+)", _MF_DECODER + "layers.{0}.final_layer_norm.{1}", ""),
-        (rf"backbone\.decoder\.{_LAYER}\.(.+)", _MF_DECODER + "layers.{0}.{1}", ""),
+        *_layers(r"backbone\.decoder", _MF_DECODER + "layers.{0}", _DETR_DECODER),
         (r"head\.class_embed\.(.+)", "class_predictor.{0}", ""),
         (r"head\.mask_embed(\d)\.(.+)", "mask_embedder.{m0}.0.{1}", ""),
     ),
@@ -340,13 +328,10 @@ TORCHVISION_VIT = Layout(
         (r"encoder\.conv_proj\.(weight|bias)", "conv_proj.{0}", ""),
         (r"encoder\.class_token\.weight", "class_token", ""),
         (r"encoder\.pos_embedding\.weight", "encoder.pos_embedding", ""),
-        (rf"backbone\.blocks\.{_LAYER}\.(ln_[12])\.(weight|bias)", "encoder.layers.encoder_layer_{0}.{1}.{2}", ""),
         (rf"backbone\.blocks\.{_LAYER}\.self_attention\.c_attn\.(weight|bias)",
          "encoder.layers.encoder_layer_{0}.self_attention.in_proj_{1}", ""),
-        (rf"backbone\.blocks\.{_LAYER}\.self_attention\.c_proj\.(weight|bias)",
-         "encoder.layers.encoder_layer_{0}.self_attention.out_proj.{1}", ""),
-        (rf"backbone\.blocks\.{_LAYER}\.mlp\.c_fc\.(weight|bias)", "encoder.layers.encoder_layer_{0}.mlp.0.{1}", ""),
-        (rf"backbone\.blocks\.{_LAYER}\.mlp\.c_proj\.(weight|bias)", "encoder.layers.encoder_layer_{0}.mlp.3.{1}", ""),
+        *_layers(r"backbone\.blocks", "encoder.layers.encoder_layer_{0}", {
+            r"self_attention\.c_proj": "self_attention.out_proj", r"mlp\.c_fc": "mlp.0", r"mlp\.c_proj": "mlp.3"}),
         (r"backbone\.ln\.(weight|bias)", "encoder.ln.{0}", ""),
         (r"head\.head\.(weight|bias)", "heads.head.{0}", ""),
     ),
@@ -433,7 +418,8 @@ def _write(state: dict[str, torch.Tensor], path: Path, max_shard_bytes: int | No
         return
     from safetensors.torch import save_file
 
-    if max_shard_bytes is None or sum(v.numel() * v.element_size() for v in state.values()) <= max_shard_bytes:
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
         save_file(state, str(path), metadata={"format": "pt"})
         return
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -451,7 +437,6 @@ def _write(state: dict[str, torch.Tensor], path: Path, max_shard_bytes: int | No
         name = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(path.parent / name), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, name))
-    total = sum(v.numel() * v.element_size() for v in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (path.parent / f"{path.name}.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
@@ -476,10 +461,15 @@ def _rule_for(layout: Layout, key: str) -> tuple[tuple[str, ...] | None, str]:
         extra: dict[str, Any] = {"e": "{e}"}
         for i, g in enumerate(groups):
             if g is not None and g.isdigit():
-                extra[f"p{i}"], extra[f"m{i}"] = int(g) + 1, int(g) - 1
+                extra[f"m{i}"] = int(g) - 1
         templates = reference if isinstance(reference, tuple) else (reference,)
         return tuple(t.format(*groups, **extra) for t in templates), transform
     raise WeightLayoutError(f"no rule of the {layout.reference} layout maps the model's `{key}`")
+
+
+def _names(refs: tuple[str, ...], transform: str, target: torch.Tensor) -> list[str]:
+    """The reference keys of one of our tensors: a stack's template once per entry of its dim 0."""
+    return [refs[0].format(e=e) for e in range(target.shape[0])] if transform == "stack" else list(refs)
 
 
 def _ties(model: torch.nn.Module) -> dict[str, str]:
@@ -524,7 +514,7 @@ def from_reference(model: torch.nn.Module, state: Mapping[str, torch.Tensor], la
         refs, transform = _rule_for(spec, key)
         if refs is None:
             continue
-        names = [refs[0].format(e=e) for e in range(target.shape[0])] if transform == "stack" else list(refs)
+        names = _names(refs, transform, target)
         parts = [fetch(n) for n in names]
         if any(p is None for p in parts):
             lacking[key] = [n for n, p in zip(names, parts) if p is None]
@@ -535,8 +525,8 @@ def from_reference(model: torch.nn.Module, state: Mapping[str, torch.Tensor], la
         groups.setdefault(source, [source]).append(key)
     for members in groups.values():  # a tied tensor is given once, under any of its keys
         given = next((out[k] for k in members if k in out), None)
-        for k in members:
-            if given is not None:
+        if given is not None:
+            for k in members:
                 out[k] = given
                 lacking.pop(k, None)
     if lacking:
@@ -590,7 +580,7 @@ def to_reference(model: torch.nn.Module, layout: str) -> dict[str, torch.Tensor]
         if transform == "cat":
             out.update(zip(refs, v.chunk(len(refs))))
         elif transform == "stack":
-            out.update((refs[0].format(e=e), v[e]) for e in range(v.shape[0]))
+            out.update(zip(_names(refs, transform, v), v.unbind()))
         else:
             out[refs[0]] = {"T": lambda t: t.t(), "unsqueeze": lambda t: t[0], "c11": lambda t: t[:, None, None]}.get(
                 transform, lambda t: t)(v)
@@ -604,7 +594,7 @@ def _reference_names(model: torch.nn.Module, layout: str) -> set[str]:
     for key, v in model.state_dict().items():
         refs, transform = _rule_for(spec, key)
         if refs is not None:
-            names.update(refs[0].format(e=e) for e in range(v.shape[0])) if transform == "stack" else names.update(refs)
+            names.update(_names(refs, transform, v))
     return names
 
 
@@ -647,11 +637,13 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path | Mapping[str, torc
     """Load a checkpoint (a path, or a state dict already read) into `model` and return it. layout: "auto"
     (the model's own keys if the checkpoint has them, else LAYOUT), "own", or a key of LAYOUTS."""
     state = dict(path) if isinstance(path, Mapping) else read_checkpoint(path)
-    if layout == "auto":  # the layout that names more of the checkpoint's tensors; ours on a tie
-        layout = OWN if LAYOUT is None else _guess(model, state, LAYOUT)
-        if LAYOUT is None and state and not any(k in model.state_dict() for k in state):
+    if layout == "auto" and LAYOUT is not None:  # the layout that names more of the checkpoint's tensors
+        layout = _guess(model, state, LAYOUT)
+    elif layout == "auto":
+        if state and state.keys().isdisjoint(model.state_dict()):
             raise WeightLayoutError("the checkpoint's keys are not the model's own, and this model names no "
                                     f"reference layout; pass layout= one of {', '.join(sorted(LAYOUTS))}")
+        layout = OWN
     mapped = _own(model, state) if layout == OWN else from_reference(model, state, layout)
     with torch.no_grad():
         for k, v in model.state_dict(keep_vars=True).items():
