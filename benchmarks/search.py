@@ -53,7 +53,7 @@ SPECS = {  # name -> (path for diagnostics, text); three families
 }
 
 
-def _config(name: str, sampler: str, seed: int, trials: int, storage: str, out: Path) -> SearchConfig:
+def _config(name: str, sampler: str, seed: int, trials: int, storage: str | None, out: Path) -> SearchConfig:
     path, text = SPECS[name]
     src = SourceFile(path, text)
     space = read_space(src, Options())
@@ -66,7 +66,7 @@ def throughput(name: str, trials: int) -> list[dict[str, Any]]:
     rows = []
     for storage in ("sqlite", "memory"):
         with tempfile.TemporaryDirectory() as d:
-            cfg = _config(name, "auto", 0, trials, "memory" if storage == "memory" else None, Path(d))  # type: ignore[arg-type]
+            cfg = _config(name, "auto", 0, trials, "memory" if storage == "memory" else None, Path(d))
             outcome = run_search(cfg)
             ts = outcome.study.get_trials(deepcopy=False)
             compile_s = [t.user_attrs.get("result", {}).get("compile_s", 0.0) for t in ts]
@@ -85,7 +85,7 @@ def quality(name: str, samplers: list[str], seeds: int, trials: int) -> list[dic
             for seed in range(seeds):
                 cfg = _config(name, sampler, seed, trials, "memory", Path(d))
                 runs[sampler, seed] = run_search(cfg).study.get_trials(deepcopy=False)
-    objs = _config(name, "random", 0, trials, "memory", Path(tempfile.gettempdir())).objectives
+    objs = cfg.objectives  # the defaults: the same for every run of the spec
     feasible = [t.values for ts in runs.values() for t in ts if trial_status(t) == "ok"]
     norm = Normaliser.over(feasible, objs)
     ref = tuple(1.1 for _ in objs)

@@ -123,9 +123,11 @@ class Progress:
         sys.stderr.flush()
 
     def close(self) -> None:
+        """End the line (once)."""
         if self.enabled and self.width:
             sys.stderr.write("\n")
             sys.stderr.flush()
+            self.width = 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,25 +208,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(cfg: Any, args: argparse.Namespace, backends: list[str]) -> int:
+    from .outputs import OutputError
+    from .search_engine import StorageError, StudyMismatch
+
+    progress = Progress(sys.stderr.isatty() and not args.quiet)
+    cfg.progress = progress
+    try:
+        return _search_and_write(cfg, args, backends, progress)
+    except (StudyMismatch, StorageError, OutputError) as e:
+        print(f"metagenc search: error: {e}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, StudyMismatch) else EXIT_INPUT
+    finally:
+        progress.close()
+
+
+def _search_and_write(cfg: Any, args: argparse.Namespace, backends: list[str], progress: Progress) -> int:
     from dataclasses import replace
 
-    from .search_engine import StorageError, StudyMismatch, finished, run_search, trial_status
+    from .outputs import OutputError
+    from .search_engine import finished, run_search, trial_status
     from .search_outputs import write_pareto, write_plots, write_trials
 
-    tty = sys.stderr.isatty() and not args.quiet
-    progress = Progress(tty)
-    cfg.progress = progress
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the output folder `{cfg.out_dir}`: {e.strerror or e}") from None
     try:
         outcome = run_search(cfg)
-    except StudyMismatch as e:
-        progress.close()
-        print(f"metagenc search: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except StorageError as e:
-        progress.close()
-        print(f"metagenc search: error: {e}", file=sys.stderr)
-        return EXIT_INPUT
     finally:
         progress.close()
     trials = outcome.study.get_trials(deepcopy=False)
@@ -236,11 +246,7 @@ def _run(cfg: Any, args: argparse.Namespace, backends: list[str]) -> int:
     baseline = None
     if args.baseline == "random":
         base_cfg = replace(cfg, sampler="random", study=f"{cfg.study or cfg.space.model}-random", progress=None)
-        try:
-            baseline = run_search(base_cfg).study.get_trials(deepcopy=False)
-        except (StudyMismatch, StorageError) as e:
-            print(f"metagenc search: error: {e}", file=sys.stderr)
-            return EXIT_USAGE
+        baseline = run_search(base_cfg).study.get_trials(deepcopy=False)
     pareto_path, cands = write_pareto(cfg, trials, backends)
     plots = [] if args.no_plots else write_plots(cfg, trials, baseline)
     if not args.quiet:

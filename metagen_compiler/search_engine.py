@@ -25,8 +25,7 @@ import re
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
@@ -225,55 +224,33 @@ def open_storage(url: str | None, out_dir: Path) -> Any:
         path = Path(url[len("journal:"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    with _creation_lock(url):
-        storage = _rdb_storage(url, kwargs)
-    if url.startswith("sqlite"):
-        _sqlite_wal(storage)
+    if not url.startswith("sqlite"):
+        return _rdb_storage(url, heartbeat_interval=30, grace_period=120)
+    # a local file: the workers' lock (_WorkerLock) finds dead workers, at no cost a trial
+    storage = _rdb_storage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    _sqlite_wal(storage)
     return storage
 
 
-def _rdb_storage(url: str, kwargs: dict[str, Any]) -> Any:
-    """An Optuna RDB storage; with heartbeats (a dead worker's trial is failed after 120 s) on a database server.
-    Optuna creates the schema on first use; two workers that start at once on a new database can race there
-    (`table studies already exists`): the loser retries, and then finds the schema made."""
+def _rdb_storage(url: str, **kwargs: Any) -> Any:
+    """An Optuna RDB storage; on a database server with heartbeats (a dead worker's trial is failed after 120 s).
+    Optuna creates the schema on first use; two workers that start at once on a new database server can race there
+    (`table studies already exists`): the loser retries, and then finds the schema made. (On a file, the first
+    worker holds the workers' lock exclusively while it opens the storage.)"""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    for attempt in range(5):
+    def connect() -> Any:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **kwargs)
+
+    for wait in (0.2, 0.4, 0.6, 0.8):
         try:
-            if url.startswith("sqlite"):  # a local file: the workers' lock finds dead workers, at no cost a trial
-                return optuna.storages.RDBStorage(url, **kwargs)
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kwargs)
+            return connect()
         except SQLAlchemyError:
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-@contextmanager
-def _creation_lock(url: str) -> Iterator[None]:
-    """For a SQLite file: hold an exclusive lock on `FILE.lock` while the storage is opened (and its schema made)."""
-    path = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
-    if not path or path == ":memory:":
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the retries of _rdb_storage remain
-        yield
-        return
-    with open(f"{path}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            time.sleep(wait)
+    return connect()
 
 
 def _sqlite_wal(storage: Any) -> None:
@@ -317,7 +294,6 @@ class SearchOutcome:
     ran: int  # trials this process finished
     seconds: float
     interrupted: bool = False
-    requeued: list[int] = field(default_factory=list)
 
 
 def trial_status(t: Any) -> str:
@@ -365,7 +341,7 @@ class StudyMismatch(Exception):
     """The study of that name in that storage searches something else (another spec, space or objectives)."""
 
 
-def load_study(cfg: SearchConfig, sampler_seed_offset: bool = True) -> Any:
+def load_study(cfg: SearchConfig) -> Any:
     import optuna
 
     storage = open_storage(cfg.storage, cfg.out_dir)
@@ -384,19 +360,18 @@ def load_study(cfg: SearchConfig, sampler_seed_offset: bool = True) -> Any:
         diff = [words.get(k, k) for k in ident if have.get(k) != ident[k]]
         raise StudyMismatch(f"study `{name}` in {_display(cfg.storage, cfg.out_dir)} is a search of another "
                             f"{' and '.join(diff)}; give this one another --study NAME or output folder")
-    n_before = len(study.trials)
-    study.sampler = make_sampler(cfg.sampler, len(cfg.objectives), cfg.seed + n_before if sampler_seed_offset
-                                 else cfg.seed, cfg.trials)
+    # a resumed search reseeds with the number of trials already held: it does not draw the first values again
+    study.sampler = make_sampler(cfg.sampler, len(cfg.objectives), cfg.seed + len(study.trials), cfg.trials)
     return study
 
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, and is another user's
+        pass
     return True
 
 
@@ -408,7 +383,8 @@ def requeue_interrupted(study: Any, alone: bool = False) -> list[int]:
     import optuna
     from optuna.trial import TrialState
 
-    if isinstance(study._storage, optuna.storages.RDBStorage):
+    with warnings.catch_warnings():  # a no-op where the storage keeps no heartbeats (files, memory)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     trials = study.get_trials(deepcopy=False)
@@ -463,8 +439,9 @@ class _WorkerLock:
     """Every worker on a file storage holds a lock on `FILE.workers` while it runs. On entry a worker tries the
     lock exclusively: if it gets it, it is `alone` (no other worker is alive, so every RUNNING trial is a dead
     worker's; a RUNNING trial may not name its worker yet, Optuna creates it before the objective runs) and keeps
-    it exclusive while it marks them, until `shared()`; otherwise it waits for a shared lock (while another worker
-    sets up alone) and finds dead workers by their process ids. A server storage has no such lock."""
+    it exclusive while it opens the storage (and makes its schema) and marks them, until `shared()`; otherwise it
+    waits for a shared lock (while another worker sets up alone) and finds dead workers by their process ids. A
+    server storage has no such lock."""
 
     def __init__(self, cfg: SearchConfig) -> None:
         self.cfg = cfg
@@ -519,13 +496,11 @@ def _run_search(cfg: SearchConfig, lock: _WorkerLock) -> SearchOutcome:
 
     try:
         study = load_study(cfg)
-    except StudyMismatch:
-        raise
     except (ImportError, SQLAlchemyError, OSError, ValueError, optuna.exceptions.OptunaError) as e:
         lines = str(e).strip().splitlines() or [""]
         raise StorageError(f"cannot open the storage {_display(cfg.storage, cfg.out_dir)}: {type(e).__name__}: "
                            f"{lines[0]}") from e
-    queued = requeue_interrupted(study, lock.alone)
+    requeue_interrupted(study, lock.alone)
     lock.shared()
     t0 = time.perf_counter()
     ran = 0
@@ -581,7 +556,7 @@ def _run_search(cfg: SearchConfig, lock: _WorkerLock) -> SearchOutcome:
                            callbacks=[stop_when_done], gc_after_trial=False, show_progress_bar=False)
         except KeyboardInterrupt:
             interrupted = True
-    return SearchOutcome(study, ran, time.perf_counter() - t0, interrupted, queued)
+    return SearchOutcome(study, ran, time.perf_counter() - t0, interrupted)
 
 
 # ---------------------------------------------------------------- results

@@ -4,7 +4,8 @@
   included with their reason;
 - `pareto.json`: the objectives, the constraints and the Pareto-optimal feasible candidates;
 - `pareto/trial_NNNN/`: each candidate compiled through the normal path from its own spec with the holes filled
-  (`<model>.msl`, `report.json`, `model.py`, ...), written all or nothing (`outputs.commit`);
+  (`<model>.msl`, or `<model>.yaml` for a YAML spec; `report.json`, `model.py`, ...), written all or nothing
+  (`outputs.commit`);
 - `pareto.png`, `hypervolume.png`: the front and the hypervolume against trials (next to the random baseline
   when one ran), when matplotlib is installed.
 
@@ -13,7 +14,6 @@ Every file is rewritten from the study at the end of a run, so a resumed search 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .escape import json_text
+from .outputs import OutputError
 from .search_engine import (
     Normaliser,
     ObjectiveSpec,
@@ -39,8 +41,12 @@ _FOLDER = re.compile(r"^trial_\d+$")
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write `{path}`: {e.strerror or e}") from None
 
 
 def trial_record(t: Any, objectives: Sequence[ObjectiveSpec]) -> dict[str, Any]:
@@ -57,7 +63,7 @@ def trial_record(t: Any, objectives: Sequence[ObjectiveSpec]) -> dict[str, Any]:
     if status == "failed":
         rec["reason"] = res.get("reason", "")
     elif status == "interrupted":
-        rec["reason"] = "interrupted (the worker was stopped or died); its values were queued again"
+        rec["reason"] = "interrupted (the worker was stopped or died); a resumed search runs its values again (retry_of)"
     for k in ("retry_of", "worker"):
         if k in t.user_attrs:
             rec[k] = t.user_attrs[k]
@@ -70,7 +76,7 @@ def trial_record(t: Any, objectives: Sequence[ObjectiveSpec]) -> dict[str, Any]:
 
 def write_trials(out_dir: Path, trials: Sequence[Any], objectives: Sequence[ObjectiveSpec]) -> Path:
     path = out_dir / "trials.jsonl"
-    lines = [json.dumps(trial_record(t, objectives), sort_keys=False) for t in sorted(trials, key=lambda t: t.number)]
+    lines = [json_text(trial_record(t, objectives)) for t in sorted(trials, key=lambda t: t.number)]
     _atomic_write(path, "".join(line + "\n" for line in lines))
     return path
 
@@ -80,10 +86,13 @@ def write_pareto(cfg: SearchConfig, trials: Sequence[Any], backends: list[str]) 
     from .diagnostics import BackendError
     from .driver import compile_model_set
     from .outputs import commit, write_outputs
+    from .passes.parse import is_yaml
     from .span import SourceFile
 
     front = pareto_front(trials, cfg.objectives)
     root = cfg.out_dir / "pareto"
+    # the filled spec in the language of the user's file: <model>.msl, or <model>.yaml for a YAML spec
+    spec_name = cfg.space.model + (Path(cfg.source.path).suffix if is_yaml(cfg.source.path) else ".msl")
     staged: dict[str, dict[str, str | bytes]] = {}
     cands = []
     for t in front:
@@ -109,7 +118,7 @@ def write_pareto(cfg: SearchConfig, trials: Sequence[Any], backends: list[str]) 
                 entry["error"] = "; ".join(getattr(d, "message", str(d)) for d in e.diagnostics)
                 entry.pop("folder")
             else:
-                files[f"{cfg.space.model}.msl"] = text
+                files[spec_name] = text
                 staged[folder] = files
         cands.append(entry)
     if staged:
@@ -133,7 +142,7 @@ def write_pareto(cfg: SearchConfig, trials: Sequence[Any], backends: list[str]) 
         "candidates": cands,
     }
     path = cfg.out_dir / "pareto.json"
-    _atomic_write(path, json.dumps(doc, indent=2) + "\n")
+    _atomic_write(path, json_text(doc, indent=2) + "\n")
     return path, cands
 
 
@@ -170,11 +179,7 @@ def write_plots(cfg: SearchConfig, trials: Sequence[Any], baseline: Sequence[Any
         ax.set_ylabel(f"{objs[1].name} ({objs[1].direction})")
         ax.set_title(f"{cfg.space.model}: {len(trials)} trials")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = cfg.out_dir / "pareto.png"
-        fig.savefig(p)
-        plt.close(fig)
-        out.append(p)
+        out.append(_save(plt, fig, cfg.out_dir / "pareto.png"))
     every = [t for t in [*trials, *(baseline or [])] if trial_status(t) == "ok"]
     if every:
         norm = Normaliser.over([t.values for t in every], objs)
@@ -186,9 +191,16 @@ def write_plots(cfg: SearchConfig, trials: Sequence[Any], baseline: Sequence[Any
         ax.set_xlabel("trial")
         ax.set_ylabel("hypervolume (normalised)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = cfg.out_dir / "hypervolume.png"
-        fig.savefig(p)
-        plt.close(fig)
-        out.append(p)
+        out.append(_save(plt, fig, cfg.out_dir / "hypervolume.png"))
     return out
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as e:
+        raise OutputError(f"cannot write `{path}`: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+    return path

@@ -7,7 +7,7 @@ whose expression is `?` is a dimension whose values are the solver's own domain 
 
 `filled_text` writes the spec with the holes filled: each `? ...` in the user's file is replaced by its
 value (its constraints go with it); a hole that a family declares elsewhere (a stdlib default) is set in
-the model's architecture block instead.
+the model's architecture block instead (in the `architecture:` mapping of a YAML spec).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from . import ast as A
 from .compilation import Compilation, Options
 from .diagnostics import Diagnostic
 from .span import SourceFile, Span
+from .values import EvalError, format_value
 
 __all__ = ["Dimension", "SearchSpace", "SpaceError", "compile_candidate", "filled_text", "read_space"]
 
@@ -29,11 +30,6 @@ class Dimension:
     name: str
     domain: range
     span: Span | None  # the `?` and its constraints, where the user's file declares it; None elsewhere
-    declared_in: str  # the file that declares the hole
-
-    def describe(self) -> str:
-        step = f" multiple_of {self.domain.step}" if self.domain.step != 1 else ""
-        return f"{self.name} in {self.domain[0]}..{self.domain[-1]}{step} ({len(self.domain):,} values)"
 
 
 @dataclass
@@ -41,13 +37,6 @@ class SearchSpace:
     model: str  # the model's name
     dims: list[Dimension]
     comp: Compilation  # the compilation after `check` (for its spec: constraints, family)
-
-    @property
-    def size(self) -> int:
-        n = 1
-        for d in self.dims:
-            n *= len(d.domain)
-        return n
 
 
 class SpaceError(Exception):
@@ -78,7 +67,6 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
     no open dimension left (after `overrides`) or several models and no `--model`."""
     from .driver import collect_diagnostics, compile_model_set
     from .passes.solve import _domain
-    from .values import EvalError
 
     comps = compile_model_set(source, options, stop_after="check", overrides=overrides)
     if any(c.bag.has_errors for c in comps):
@@ -95,16 +83,16 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
             continue
         try:
             dom = _domain(name, b.constraints, {})
+            if not dom:  # the solver's E401 (passes/solve.py), where the hole is
+                raise EvalError("E401", f"`{name}` has no admissible value (its range and multiple_of exclude all)",
+                                b.span)
         except EvalError as e:
             comp.bag.error(e.code, e.message, e.span, hint=e.hint)
             raise SpaceError("the spec has errors", collect_diagnostics([comp])) from None
-        if not dom:
-            raise SpaceError(f"`{name}` has no admissible value (its range and multiple_of exclude all)")
         span = _hole_span(b)
         in_user_file = span is not None and span.file is not None and span.file.path == source.path \
             and span.file.text == source.text
-        dims.append(Dimension(name, dom, span if in_user_file else None,
-                              b.span.path if b.span is not None else "<unknown>"))
+        dims.append(Dimension(name, dom, span if in_user_file else None))
     if not dims:
         raise SpaceError(f"model `{spec.name}` has no open dimension (`?`) to search: every dimension has a value")
     return SearchSpace(spec.name, dims, comp)
@@ -112,28 +100,30 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
 
 def filled_text(source: SourceFile, space: SearchSpace, values: dict[str, int]) -> str:
     """The spec's text with every hole of `space` given its value from `values`."""
+    from .passes.parse import is_yaml
+
     text = source.text
     edits: list[tuple[int, int, str]] = []
     elsewhere = []
     for d in space.dims:
         if d.span is not None:
-            edits.append((d.span.start, d.span.end, str(values[d.name])))
+            edits.append((d.span.start, d.span.end, format_value(values[d.name])))
         else:
-            elsewhere.append(f"{d.name} = {values[d.name]}")
-    if elsewhere:
-        edits.append(_architecture_insert(text, space, elsewhere))
+            elsewhere.append((d.name, format_value(values[d.name])))
+    if elsewhere:  # holes of the family: the model names it, so it has an `architecture` to set them in
+        arch = space.comp.model.architecture if space.comp.model is not None else None
+        assert arch is not None and arch.span is not None
+        insert = _yaml_architecture_insert if is_yaml(source.path) else _architecture_insert
+        edits.append(insert(text, arch, elsewhere))
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     return text
 
 
-def _architecture_insert(text: str, space: SearchSpace, fields: list[str]) -> tuple[int, int, str]:
-    """Where and what to insert so that the model's architecture block sets `fields`."""
-    model = space.comp.model
-    arch = model.architecture if model is not None else None
-    if arch is None or arch.span is None:
-        raise SpaceError(f"cannot write the filled spec: model `{space.model}` has no architecture block to set "
-                         f"{', '.join(fields)} in")
+def _architecture_insert(text: str, arch: A.Architecture, values: list[tuple[str, str]]) -> tuple[int, int, str]:
+    """Where and what to insert so that the model's architecture block sets `values` (MSL)."""
+    assert arch.span is not None
+    fields = [f"{name} = {value}" for name, value in values]
     start, end = arch.span.start, arch.span.end
     block = text[start:end].rstrip()
     if not block.endswith("}"):  # `architecture family.name` without a block
@@ -151,6 +141,20 @@ def _architecture_insert(text: str, space: SearchSpace, fields: list[str]) -> tu
     return at, at, sep + "; ".join(fields)
 
 
+def _yaml_architecture_insert(text: str, arch: A.Architecture, values: list[tuple[str, str]]) -> tuple[int, int, str]:
+    """The same for a YAML spec, whose `architecture:` (the span: from the key to the end of its value) is a flow
+    mapping (`{family: transformer}`) or a block mapping (a key a line: one more line, indented like its keys)."""
+    assert arch.span is not None
+    start = arch.span.start
+    block = text[start:arch.span.end].rstrip()
+    at = start + len(block)
+    if block.endswith("}"):
+        return at - 1, at - 1, "".join(f", {name}: {value}" for name, value in values)
+    body = block.split("\n", 1)[1]
+    indent = body[:len(body) - len(body.lstrip(" "))]
+    return at, at, "".join(f"\n{indent}{name}: {value}" for name, value in values)
+
+
 def _indent_of_fields(text: str, arch: A.Architecture) -> str:
     if not arch.fields or arch.fields[0].span is None:
         return ""
@@ -165,6 +169,6 @@ def compile_candidate(source: SourceFile, options: Options, space: SearchSpace, 
     in process, through the same path as `metagenc --set`."""
     from .driver import compile_model_set
 
-    overrides = fixed + tuple((d.name, str(values[d.name])) for d in space.dims)
+    overrides = fixed + tuple((d.name, format_value(values[d.name])) for d in space.dims)
     comps = compile_model_set(source, options, overrides=overrides)
     return comps[0]

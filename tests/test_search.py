@@ -59,6 +59,25 @@ LOOSE = SMALL.replace("LATENCY", "1ms")
 HEADS = LOOSE.replace("layers = ? in 1..8", "layers = 2").replace("heads = d_model / 32", "heads = ? in 1..12")
 
 
+YAML = """metagen_version: "1.0"
+name: "text_llm"
+modality:
+  inputs: ["text"]
+  outputs: ["text"]
+constraints:
+  parameter_budget:
+    max: "50M"
+  context_window: 256
+training:
+  objective: ["autoregressive"]
+architecture:
+  family: "transformer"
+  vocab: 1000
+  layers: "?"
+  d_model: 64
+"""
+
+
 def _spec(tmp_path: Path, text: str, name: str = "spec.msl") -> Path:
     p = tmp_path / name
     p.write_text(text, encoding="utf-8")
@@ -101,15 +120,56 @@ def test_filled_spec_replaces_the_holes_and_compiles_to_the_same_model(tmp_path:
     assert comp.spec.dims["layers"] == 3 and comp.spec.dims["d_model"] == 160
 
 
-def test_filled_spec_sets_a_hole_the_family_declares(tmp_path: Path) -> None:
+_VAE_BLOCK = " {\n    channels = 3\n    latent = 64\n    beta = 0.5\n  }"
+
+
+@pytest.mark.parametrize("block, filled", [
+    (_VAE_BLOCK, " {\n    channels = 3\n    latent = 64\n    beta = 0.5\n    width = 24\n  }"),
+    ("", " { width = 24 }"),  # `architecture autoencoder.conv_vae` without a block
+    (" { channels = 3; latent = 64 }", " { channels = 3; latent = 64; width = 24 }"),
+    (" { channels = 3; latent = 64; }", " { channels = 3; latent = 64; width = 24 }"),
+])
+def test_filled_spec_sets_a_hole_the_family_declares(block: str, filled: str) -> None:
     # conv_vae's `width = ? multiple_of 8` is a default in the stdlib: the filled spec sets it in the model
-    src = read_source(ROOT / "examples" / "conv_vae_images.msl")
+    example = ROOT / "examples" / "conv_vae_images.msl"
+    src = SourceFile(str(example), example.read_text().replace(_VAE_BLOCK, block))
     space = read_space(src, Options())
     assert [d.name for d in space.dims] == ["width"] and space.dims[0].span is None
     text = filled_text(src, space, {"width": 24})
-    assert "    width = 24\n  }" in text
+    assert f"architecture autoencoder.conv_vae{filled}\n" in text
     comp = compile_model_set(SourceFile(src.path, text), Options())[0]
     assert not comp.bag.has_errors and comp.spec is not None and comp.spec.dims["width"] == 24
+
+
+@pytest.mark.parametrize("architecture", [
+    'architecture:\n  family: "transformer"\n  vocab: 1000\n',
+    'architecture: {family: "transformer", vocab: 1000}\n',
+])
+def test_filled_yaml_spec_sets_the_holes_the_family_declares_in_yaml(architecture: str) -> None:
+    text = YAML.split("architecture:")[0] + architecture
+    src = SourceFile("llm.yaml", text)
+    space = read_space(src, Options())
+    assert [d.name for d in space.dims] == ["layers", "d_model"] and all(d.span is None for d in space.dims)
+    filled = filled_text(src, space, {"layers": 2, "d_model": 128})
+    assert filled.startswith(text.rstrip()[:-1]) and "layers: 2" in filled and "d_model: 128" in filled
+    comp = compile_model_set(SourceFile(src.path, filled), Options())[0]
+    assert not comp.bag.has_errors and comp.spec is not None
+    assert comp.spec.dims["layers"] == 2 and comp.spec.dims["d_model"] == 128
+
+
+def test_a_yaml_specs_candidates_are_yaml(tmp_path: Path) -> None:
+    # a YAML spec's filled spec is YAML: it is written as <model>.yaml, and compiles on its own
+    spec = _spec(tmp_path, YAML, "llm.yaml")
+    out = tmp_path / "out"
+    assert _search(spec, out, "--trials", "3", "--quiet", "--backend", "pytorch") == 0
+    doc = _pareto(out)
+    assert doc["candidates"]
+    for c in doc["candidates"]:
+        folder = out / c["folder"]
+        assert not (folder / "text_llm.msl").exists()
+        filled = (folder / "text_llm.yaml").read_text()
+        assert f'layers: "{c["values"]["layers"]}"' in filled
+        assert cli_main([str(folder / "text_llm.yaml"), "--check"]) == 0
 
 
 # ---------------------------------------------------------------- a search, end to end
@@ -401,6 +461,84 @@ def test_a_spec_without_open_dimensions_or_with_errors_is_an_input_error(
     assert cli_main(["search", str(two), "-o", str(tmp_path / "o"), "--model", "other_lm", "--trials", "2",
                      "--backend", "none", "--no-plots", "--quiet"]) == 0
     assert json.loads((tmp_path / "o" / "pareto.json").read_text())["model"] == "other_lm"
+
+
+@pytest.mark.parametrize("old, new, code", [
+    ("? multiple_of 32 in 64..512", "? multiple_of 32 in 1..20", "E401"),  # no multiple of 32 in 1..20
+    ("? multiple_of 32 in 64..512", "? multiple_of 0 in 64..512", "E205"),
+])
+def test_a_hole_without_a_domain_is_a_diagnostic_at_the_hole(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             old: str, new: str, code: str) -> None:
+    spec = _spec(tmp_path, LOOSE.replace(old, new))
+    assert cli_main(["search", str(spec), "-o", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:16:" in err and f"error[{code}]" in err and "Traceback" not in err
+
+
+def test_outputs_that_cannot_be_written_are_an_error_without_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _spec(tmp_path, LOOSE)
+    (tmp_path / "afile").write_text("a file where the output folder should be")
+    assert _search(spec, tmp_path / "afile", "--trials", "2") == 1
+    err = capsys.readouterr().err
+    assert "error: cannot create the output folder" in err and "Traceback" not in err
+    (tmp_path / "out" / "pareto.json").mkdir(parents=True)  # a folder where pareto.json goes
+    assert _search(spec, tmp_path / "out", "--trials", "2") == 1
+    err = capsys.readouterr().err
+    assert "error: cannot write" in err and "pareto.json" in err and "Traceback" not in err
+
+
+def test_trials_and_pareto_are_strict_json_whatever_the_metrics(tmp_path: Path) -> None:
+    from metagen_compiler.search_engine import ObjectiveSpec
+    from metagen_compiler.search_outputs import write_trials
+
+    # an evaluator's metric can be infinite (a diverged training run): JSON has no such number
+    t = optuna.trial.create_trial(values=[1.0], params={"layers": 2},
+                                  distributions={"layers": optuna.distributions.IntDistribution(1, 8)},
+                                  user_attrs={"result": {"status": "ok", "metrics": {"val_loss": float("inf")}}})
+    text = write_trials(tmp_path, [t], [ObjectiveSpec("params", "maximize")]).read_text()
+
+    def no_constant(c: str) -> None:
+        raise AssertionError(f"{c} is not JSON")
+
+    assert json.loads(text, parse_constant=no_constant)["metrics"] == {"val_loss": "inf"}
+
+
+def test_a_trial_whose_heartbeat_stopped_is_run_again(tmp_path: Path) -> None:
+    # on a database server a worker elsewhere is known dead by its heartbeat: its RUNNING trial is failed
+    # (interrupted) and its values queued again, though its worker's process id is alive on this machine
+    from metagen_compiler.search_engine import requeue_interrupted, trial_status
+
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):  # the search's storages silence it (warnings: errors)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, study_name="hb")
+    with pytest.warns(UserWarning, match="Heartbeat"):  # a worker that died: its trial had begun in optimize()
+        cut = study.ask()
+    cut.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    cut.suggest_int("layers", 1, 8)
+    storage.record_heartbeat(cut._trial_id)
+    time.sleep(2.5)
+    assert requeue_interrupted(study) == [cut.number]
+    trials = study.get_trials(deepcopy=False)
+    assert trial_status(trials[cut.number]) == "interrupted"
+    queued = trials[-1]  # its values, queued to run again
+    assert queued.state == optuna.trial.TrialState.WAITING and queued.user_attrs["retry_of"] == cut.number
+    assert queued.system_attrs["fixed_params"] == cut.params
+
+
+def test_compiling_a_spec_never_imports_the_search(tmp_path: Path) -> None:
+    # `metagenc FILE` compiles a spec with `?` through the solver: optuna, SQLAlchemy and matplotlib stay out
+    spec = _spec(tmp_path, LOOSE)
+    code = (
+        "import sys\n"
+        "from metagen_compiler.cli import main\n"
+        f"rc = main([{str(spec)!r}, '-o', {str(tmp_path / 'o')!r}])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('optuna', 'sqlalchemy', 'matplotlib'))\n"
+        "print(rc, bad)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
 
 
 def test_hypervolume_2d() -> None:
