@@ -114,14 +114,14 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "video": (("video", "video.divided"),),
     "timesformer": (("video", "video.divided"),),
     "vit": (("image", "vision.vit"),),
-    # the first that fits the input and the task; YOLO and IMPALA by variant
+    # the first that fits the input and the task (`variant: yolo`, `impala` pick one of them too)
     "cnn": (("image@policy_gradient", "rl.impala_cnn"), ("image@actor_critic", "rl.impala_cnn"),
             ("image@value_based", "rl.nature_cnn"),
             ("image@instance_segmentation", "segmentation.maskformer"),  # the seeds: instance masks from a CNN
             ("image@panoptic_segmentation", "segmentation.maskformer"),
             ("image@object_detection", "detection.yolo"),
             ("image@anomaly_detection", "autoencoder.conv_autoencoder"),
-            ("image", "vision.resnet"), ("image", "detection.yolo"),
+            ("image", "vision.resnet"),
             ("video", "video.divided")),  # no 3D CNN yet: a warning says so (yaml_schema.FAMILY_FALLBACKS)
     "impala": (("image", "rl.impala_cnn"),),
     "resnet": (("image", "vision.resnet"),),

@@ -34,44 +34,48 @@ from .catalog import CONSTRAINTS, FAMILY_GROUPS
 from .diagnostics import DiagnosticBag, Note, did_you_mean
 from .limits import LIMIT_CODE, MAX_INT, MAX_NESTING, MAX_YAML_NODES, short_int, source_too_large
 from .parser import SUPPORTED_VERSIONS
+from .passes.check import _TASK_FROM_OBJECTIVE
 from .program import parse_stdlib_cached
 from .span import SourceFile, Span
 from .values import UNIT_SCALE
 from .yaml_schema import (
+    ARCH_KEYS,
+    BOOL,
     CONSTRAINT_KEYS,
+    DESCRIPTIVE_TASK_FIELDS,
     EVALUATION_KEYS,
+    FLOAT,
     GENERATION_TASKS,
+    INT,
+    METADATA_KEYS,
+    MODEL_KEYS,
+    NULL,
     OBJECTIVE_TASKS,
     OUTPUT_TASKS,
     OUTPUTS_KEYS,
+    STR,
+    TAG,
     TASK_ALIASES,
     SchemaLowering,
     Sections,
+    describe,
     fallback_note,
     identifier,
+    is_ident,
+    meta_key,
     resolve_target,
 )
 
 __all__ = ["CONSTRAINT_KEYS", "METADATA_KEYS", "MODEL_KEYS", "parse_yaml", "stdlib_presets"]
 
-# Top-level keys that build the model, and those kept as metadata (the MetaGen spec schema's).
-MODEL_KEYS = ("metagen_version", "name", "modality", "task", "constraints", "training", "architecture")
-METADATA_KEYS = ("description", "version", "outputs", "evaluation", "reproducibility")
-_ARCH_KEYS = ("family", "variant", "components")  # `components` is metadata; other keys are dims
-_CHECK_INFERS = ("autoregressive", "masked_lm", "classification", "regression", "contrastive", "diffusion",
-                  "forecasting", "detection")  # objectives from which the checker infers a task (check.py)
 _RL_TASKS = ("policy_gradient", "value_based", "actor_critic", "model_based")
-_DESCRIPTIVE_TASK_FIELDS = ("domain", "algorithm", "action_space")  # task fields that describe, not size
 _PARAM_ALIASES = {"embedding_dim": "embed_dim"}  # a task field -> the parameter a family takes it as (CLIP)
-_RECORDED: dict[str, dict[str, tuple[str, ...]]] = {"outputs": {k: () for k in OUTPUTS_KEYS},
-                                                    "evaluation": {k: () for k in EVALUATION_KEYS}}
+# the recorded top-level sections -> their known keys (a typo of one is an error; any other key is recorded)
+_RECORDED: dict[str, tuple[str, ...]] = {"outputs": OUTPUTS_KEYS, "evaluation": EVALUATION_KEYS, "reproducibility": ()}
 _EXAMPLES = {"count": "86M", "bytes": "12GB", "time": "20ms", "rate": "30fps", "pixels": "224",
              "frequency": "16kHz", "int": "16", "device": "consumer_gpu"}
 
-_TAG = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
-_CORE_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp", "merge")}
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CORE_TAGS = {TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp", "merge")}
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([A-Za-z]+)")
 _MAX_NODES = MAX_YAML_NODES  # aliases can make a small text a huge tree (the loader stops it first)
@@ -98,40 +102,13 @@ def _stdlib_index() -> tuple[dict[str, tuple[str, str]], dict[str, frozenset[str
     return presets, families
 
 
-def _stdlib_presets() -> dict[str, tuple[str, str]]:
-    return _stdlib_index()[0]
-
-
 def stdlib_presets() -> dict[str, str]:
     """The stdlib's presets: name -> the family it configures (`gpt2` -> `transformer.decoder`)."""
-    return {name: fam for name, (_, fam) in _stdlib_presets().items()}
-
-
-def _describe(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    if node.tag == _NULL:
-        return "nothing"
-    if node.tag == _STR:
-        return f"the string `{node.value}`"
-    if node.tag in (_INT, _FLOAT):
-        return f"the number `{node.value}`"
-    return f"`{node.value}`"
-
-
-def _sanitize(name: str) -> str:
-    out = re.sub(r"[^A-Za-z0-9_]+", "_", name.strip()).strip("_") or "model"
-    return f"m_{out}" if out[0].isdigit() else out
+    return {name: fam for name, (_, fam) in _stdlib_index()[0].items()}
 
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
-
-
-def _is_ident(text: str) -> bool:
-    return _IDENT.fullmatch(text) is not None
 
 
 class _Lowering(SchemaLowering):
@@ -174,14 +151,14 @@ class _Lowering(SchemaLowering):
         """The (key, key node, value node) pairs of a mapping; [] and an E006 if it is none."""
         if not isinstance(node, MappingNode):
             what = f"`{where}`" if where else "a spec"
-            self.shape(node, f"{what} must be a mapping of keys to values, not {_describe(node)}", hint)
+            self.shape(node, f"{what} must be a mapping of keys to values, not {describe(node)}", hint)
             return []
         out: list[tuple[str, ScalarNode, Node]] = []
         seen: dict[str, ScalarNode] = {}
         for k, v in node.value:
-            merge = k.tag == _TAG + "merge"
-            if not isinstance(k, ScalarNode) or k.tag == _NULL or merge or not k.value.strip():
-                self.shape(k, f"a key {self._in(where)} must be a name, not {_describe(k)}",
+            merge = k.tag == TAG + "merge"
+            if not isinstance(k, ScalarNode) or k.tag == NULL or merge or not k.value.strip():
+                self.shape(k, f"a key {self._in(where)} must be a name, not {describe(k)}",
                            hint="YAML merge keys (`<<`) are not supported" if merge else None)
                 continue
             if k.value in seen:
@@ -203,9 +180,9 @@ class _Lowering(SchemaLowering):
 
     def text(self, node: Node, where: str, example: str) -> str | None:
         """A scalar's text (a name, a family, a version...): YAML 1.1's `yes`, `off` are words here."""
-        if isinstance(node, ScalarNode) and node.tag != _NULL and node.value.strip():
+        if isinstance(node, ScalarNode) and node.tag != NULL and node.value.strip():
             return str(node.value).strip()
-        self.shape(node, f"`{where}` takes a string such as {example}, not {_describe(node)}")
+        self.shape(node, f"`{where}` takes a string such as {example}, not {describe(node)}")
         return None
 
     def ident(self, node: Node, where: str, example: str) -> A.Ident | None:
@@ -219,7 +196,7 @@ class _Lowering(SchemaLowering):
             return (one,) if one else ()
         if not isinstance(node, SequenceNode):
             hint = f"write `{where.rsplit('.', 1)[-1]}: [{node.value}]`" if isinstance(node, ScalarNode) else None
-            self.shape(node, f"`{where}` must be a list such as [{example}], not {_describe(node)}", hint)
+            self.shape(node, f"`{where}` must be a list such as [{example}], not {describe(node)}", hint)
             return ()
         items = [self.ident(item, f"{where} item", example) for item in node.value]
         return tuple(i for i in items if i is not None)
@@ -238,21 +215,21 @@ class _Lowering(SchemaLowering):
         an unknown; otherwise (metadata) every string is a string."""
         span = self.inner(node)
         tag = node.tag
-        if tag == _NULL:
+        if tag == NULL:
             self.shape(node, f"`{where}` has no value")
             return None
-        if tag == _BOOL:
+        if tag == BOOL:
             return A.Bool(span, bool(self._scalars.construct_yaml_bool(node)))
-        if tag == _INT:
+        if tag == INT:
             return self.integer(node.value, span, lambda: int(self._scalars.construct_yaml_int(node)))
-        if tag == _FLOAT:
+        if tag == FLOAT:
             return A.Num(span, float(self._scalars.construct_yaml_float(node)))
         text = str(node.value)
         if words:
             t = text.strip()
             if t == "?":
                 return A.Unknown(span)
-            if all(_is_ident(p) for p in t.split(".")):
+            if all(is_ident(p) for p in t.split(".")):
                 return A.Name(span, tuple(t.split(".")))
             if _NUMBER.fullmatch(t):
                 return self.integer(t, span, lambda: int(t)) if t.isdigit() else A.Num(span, float(t))
@@ -292,10 +269,10 @@ class _Lowering(SchemaLowering):
         """A constraint's amount: a number, or a quantity string such as "86M"."""
         dim = CONSTRAINTS[kind].dimension
         example = _EXAMPLES[dim]
-        if not isinstance(node, ScalarNode) or node.tag not in (_STR, _INT, _FLOAT):
-            self.shape(node, f"`{where}` takes a quantity such as {example}, not {_describe(node)}")
+        if not isinstance(node, ScalarNode) or node.tag not in (STR, INT, FLOAT):
+            self.shape(node, f"`{where}` takes a quantity such as {example}, not {describe(node)}")
             return None
-        if node.tag != _STR:
+        if node.tag != STR:
             return self.scalar(node, where, words=False)
         text, span = str(node.value).strip(), self.inner(node)
         if _NUMBER.fullmatch(text):
@@ -318,7 +295,7 @@ class _Lowering(SchemaLowering):
         if t is None:
             return None
         w = t.replace("-", "_").replace(" ", "_")
-        if not _is_ident(w):
+        if not is_ident(w):
             self.bag.error("E201", f"`{where}` takes a name such as {example}, not `{t}`", self.inner(node))
             return None
         return A.Name(self.inner(node), (w,))
@@ -327,9 +304,7 @@ class _Lowering(SchemaLowering):
     def meta_entry(self, key: Node, node: Node, where: str, name: str | None = None) -> A.MetaEntry | None:
         if not self.tick(node, where):
             return None
-        label = name if name is not None else str(key.value)
-        if not _is_ident(label):  # `top-1`, `GPU hours`: a key made a name, the text kept nowhere else
-            label = identifier(label)
+        label = meta_key(name if name is not None else str(key.value))  # `GPU hours`: `gpu_hours`
         ident = A.Ident(self.inner(key), label)
         span = self.span(key, node)
         here = _join(where, label)
@@ -365,22 +340,22 @@ class _Lowering(SchemaLowering):
         for k_text, k, v in pairs:
             if k_text == "family":
                 t = self.text(v, "architecture.family", "transformer")
-                if t is not None and not all(_is_ident(p) for p in t.split(".")):
-                    self.shape(v, f"`architecture.family` must be a name, not `{t}`", hint=f"use `{_sanitize(t)}`")
+                if t is not None and not all(is_ident(p) for p in t.split(".")):
+                    self.shape(v, f"`architecture.family` must be a name, not `{t}`", hint=f"use `{identifier(t)}`")
                 elif t is not None:
                     family = (v, t)
             elif k_text == "variant":
                 t = self.text(v, "architecture.variant", "vit")
                 if t is not None:
                     variant = (k, v, t)
-            elif k_text in _ARCH_KEYS:
+            elif k_text in ARCH_KEYS:
                 entry = self.components(k, v)
                 if entry is not None:
                     meta.append(entry)
-            elif did_you_mean(k_text, _ARCH_KEYS) is not None:  # `famly`, `varient`: not a dim
-                self.unknown(k, "architecture", _ARCH_KEYS)
-            elif not _is_ident(k_text):
-                self.shape(k, f"`architecture.{k_text}` is not a parameter name", hint=f"use `{_sanitize(k_text)}`")
+            elif did_you_mean(k_text, ARCH_KEYS) is not None:  # `famly`, `varient`: not a dim
+                self.unknown(k, "architecture", ARCH_KEYS)
+            elif not is_ident(k_text):
+                self.shape(k, f"`architecture.{k_text}` is not a parameter name", hint=f"use `{identifier(k_text)}`")
             else:
                 val = self.value(v, f"architecture.{k_text}")
                 if val is not None:
@@ -395,8 +370,9 @@ class _Lowering(SchemaLowering):
         if fam in ("lstm", "gru") and not any(f.name.name == "cell" for f in fields):  # std.rnn's cell
             fields.append(A.Field(self.inner(fam_node), A.Ident(self.inner(fam_node), "cell"),
                                   A.Name(self.inner(fam_node), (fam,))))
-        if fam in stdlib_presets():
-            self.imports.setdefault(f"std.{_stdlib_presets()[fam][0]}", self.span(key, node))
+        presets = _stdlib_index()[0]
+        if fam in presets:
+            self.imports.setdefault(f"std.{presets[fam][0]}", self.span(key, node))
         if variant is not None:
             vk, vnode, var = variant
             chosen = self.variant(fam, var, vnode)
@@ -412,10 +388,10 @@ class _Lowering(SchemaLowering):
     def variant(self, family: str, variant: str, node: Node) -> A.Name | None:
         """The family or preset a variant selects: a stdlib preset (gpt2, vit_b_16, ...) or a family
         group (vit, resnet, ...). None: the variant is not built."""
-        presets = stdlib_presets()
+        presets = _stdlib_index()[0]
         if variant in presets:
-            targets = {presets[variant]}
-            self.imports.setdefault(f"std.{_stdlib_presets()[variant][0]}", self.span(node))
+            targets = {presets[variant][1]}
+            self.imports.setdefault(f"std.{presets[variant][0]}", self.span(node))
         elif variant in FAMILY_GROUPS:
             targets = {t for _, t in FAMILY_GROUPS[variant]}
         else:
@@ -438,7 +414,7 @@ class _Lowering(SchemaLowering):
                 continue
             seen.add(id(node))
             if node.tag not in _CORE_TAGS:
-                self.shape(node, f"the YAML tag `{node.tag.removeprefix(_TAG)}` is not part of the spec format",
+                self.shape(node, f"the YAML tag `{node.tag.removeprefix(TAG)}` is not part of the spec format",
                            hint="remove the tag; a spec holds only strings, numbers, lists and mappings")
             if isinstance(node, MappingNode):
                 todo += [n for pair in reversed(node.value) for n in reversed(pair)]
@@ -515,8 +491,8 @@ class _Lowering(SchemaLowering):
         if key == "version":  # the spec's own version, as written (`1.10` is not the number 1.1)
             t = self.text(v, "version", '"1.2.0"')
             return A.Field(self.span(k, v), A.Ident(self.inner(k), "version"), A.Str(self.inner(v), t)) if t else None
-        if key in _RECORDED or key == "reproducibility":
-            return self.recorded(k, v, "", _RECORDED.get(key, {}))
+        if key in _RECORDED:
+            return self.recorded(k, v, "", _RECORDED[key])
         return self.meta_entry(k, v, "")
 
     def whole_task(self, at: dict[str, tuple[ScalarNode, Node]], sec: Sections, inputs: tuple[A.Ident, ...],
@@ -528,7 +504,7 @@ class _Lowering(SchemaLowering):
         default = next((OUTPUT_TASKS[o] for o in outs if o in OUTPUT_TASKS), None) \
             or next((OBJECTIVE_TASKS[o] for o in objs if o in OBJECTIVE_TASKS), None) or "generation"
         if "task" not in at:
-            if "modality" not in at or any(o in _CHECK_INFERS for o in objs) or "label" in outs:
+            if "modality" not in at or any(o in _TASK_FROM_OBJECTIVE for o in objs) or "label" in outs:
                 return None
             return A.Task(where, A.Ident(where, default), ())
         k, v = at["task"]
@@ -558,22 +534,24 @@ class _Lowering(SchemaLowering):
             arch = A.Architecture(arch.span, A.Name(arch.family.span, ("gaussian_agent",)), arch.fields)
             fam = "gaussian_agent"
         selectors = [o.name for o in objectives] + ([task.name.name] if task else []) + [o.name for o in outputs]
-        presets = stdlib_presets()
-        target = presets[fam] if fam in presets else resolve_target(fam, [i.name for i in inputs], selectors)
-        params = _stdlib_index()[1].get(target or "", frozenset())
-        if task is not None and target in _stdlib_index()[1]:
+        presets, families = _stdlib_index()
+        target = presets[fam][1] if fam in presets else resolve_target(fam, [i.name for i in inputs], selectors)
+        params = families.get(target or "", frozenset())
+        if task is not None and target in families:
             moved = {f.name.name: f for f in task.fields if f.name.name not in params
                      and _PARAM_ALIASES.get(f.name.name, "") in params
                      and not any(a.name.name == _PARAM_ALIASES[f.name.name] for a in arch.fields)}
             task = A.Task(task.span, task.name, tuple(f for f in task.fields if f.name.name not in moved))
             arch = A.Architecture(arch.span, arch.family, arch.fields + tuple(
                 A.Field(f.span, A.Ident(f.name.span, _PARAM_ALIASES[n]), f.value) for n, f in moved.items()))
-        for f in task.fields if task is not None and target in _stdlib_index()[1] else ():
-            if f.name.name not in params and f.name.name not in _DESCRIPTIVE_TASK_FIELDS:
+            for f in task.fields:
+                if f.name.name in params or f.name.name in DESCRIPTIVE_TASK_FIELDS:
+                    continue
                 key = self.file.text[f.name.span.start:f.name.span.end] if f.name.span else f.name.name
+                takers = sorted(n for n, ps in families.items() if f.name.name in ps)[:6]
                 self.bag.warning("W003", f"`task.{key}` sets no parameter of `{target}`; it is recorded, not built",
-                                 f.name.span, hint="families that take it: " + ", ".join(
-                                     sorted(n for n, ps in _stdlib_index()[1].items() if f.name.name in ps)[:6]))
+                                 f.name.span, hint="families that take it: " + ", ".join(takers) if takers
+                                 else "no stdlib family takes it")
         note = fallback_note(fam, target) if target else None
         if note is not None:
             self.bag.warning("W003", f"`{fam}` for {', '.join(i.name for i in inputs)} input: {note}",

@@ -1,12 +1,13 @@
-"""The earlier YAML tool's schema, as tables: which keys each section takes, what the compiler does with
-each, and the few small translations (display names to identifiers, rates of any unit noun, family
-groups to stdlib families) that the YAML front end (yaml_frontend.py) applies. Data and pure functions
-only: no YAML nodes, no diagnostics.
+"""The earlier YAML tool's schema: tables of which keys each section takes and what the compiler does with
+each, the few small translations (display names to identifiers, rates of any unit noun, family groups to
+stdlib families) as pure functions, and SchemaLowering, the lowering of the schema's sections, a mixin of
+yaml_frontend._Lowering (which holds the YAML node helpers).
 """
 
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,42 +15,71 @@ from dataclasses import dataclass
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import ast as A
-from .catalog import CONSTRAINTS, FAMILY_GROUPS
+from .catalog import CONSTRAINTS, FAMILY_GROUPS, LATENCY_CLASSES, TASK_FIELDS
 from .diagnostics import DiagnosticBag, did_you_mean
+from .passes.check import _TASK_FROM_OBJECTIVE, _fits
 from .span import Span
+from .values import UNIT_SCALE
 
 __all__ = [
     "ALIGNMENT_KEYS",
+    "ARCH_KEYS",
+    "BOOL",
     "COMPONENT_TYPES",
     "COMPUTE_KEYS",
     "CONFIG_KEYS",
+    "CONFIG_NUMBERS",
     "CONSTRAINT_KEYS",
     "DATA_KEYS",
+    "DESCRIPTIVE_TASK_FIELDS",
     "EVALUATION_KEYS",
     "FAMILY_FALLBACKS",
+    "FLOAT",
+    "GENERATION_TASKS",
     "INPUT_ALIASES",
+    "INT",
     "MAX_IDENT",
+    "METADATA_KEYS",
+    "MODEL_KEYS",
     "NOISE_SCHEDULES",
+    "NULL",
+    "OBJECTIVE_TASKS",
     "OUTPUTS_KEYS",
     "OUTPUT_ALIASES",
     "OUTPUT_TASKS",
+    "SECTION_KEYS",
+    "STR",
+    "TAG",
     "TASK_ALIASES",
     "TASK_KEYS",
-    "TASK_METADATA_KEYS",
     "TRAINING_KEYS",
     "UNBOUNDED_CONTEXT",
+    "UNBOUNDED_LATENCIES",
     "UNBOUNDED_WORDS",
     "Rate",
     "SchemaLowering",
     "Sections",
     "component_target",
+    "describe",
     "fallback_note",
     "identifier",
+    "is_ident",
+    "meta_key",
     "parse_rate",
     "resolve_target",
+    "schema_keys",
 ]
 
 MAX_IDENT = 64  # the longest identifier derived from a display name (a folder and a Python class name)
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# the YAML core schema's tags
+TAG = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL = (TAG + t for t in ("str", "int", "float", "bool", "null"))
+
+
+def is_ident(text: str) -> bool:
+    return IDENT.fullmatch(text) is not None
 
 
 def identifier(display: str) -> str:
@@ -57,8 +87,7 @@ def identifier(display: str) -> str:
     already an identifier (and no Python keyword) is kept as written; any other is lower-cased, each run of
     characters other than ASCII letters and digits becomes one `_`, the ends are stripped, `m_` is put before
     a leading digit, and the result is cut at MAX_IDENT characters. Empty: `model`."""
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", display) and not keyword.iskeyword(display) \
-            and len(display) <= MAX_IDENT:
+    if is_ident(display) and not keyword.iskeyword(display) and len(display) <= MAX_IDENT:
         return display
     out = re.sub(r"[^a-z0-9]+", "_", display.lower()).strip("_") or "model"
     if out[0].isdigit() or keyword.iskeyword(out):
@@ -74,8 +103,9 @@ OUTPUT_ALIASES = {"classification": "label", "labels": "label", "class": "label"
 OUTPUT_TASKS = {"label": "classification", "bounding_boxes": "object_detection",
                 "segmentation_mask": "semantic_segmentation", "embedding": "embedding", "regression": "regression",
                 "3d": "shape_generation"}
-OBJECTIVE_TASKS = {"classification": "classification", "regression": "regression", "contrastive": "embedding",
-                   "diffusion": "denoising", "forecasting": "time_series_forecast", "detection": "object_detection",
+# the task the objectives decide next: the checker's (which infers a task where a spec names none) but
+# `generation`, which is the default anyway, and two more
+OBJECTIVE_TASKS = {**{o: t for o, t in _TASK_FROM_OBJECTIVE.items() if t != "generation"},
                    "segmentation": "semantic_segmentation", "ranking": "ranking"}
 
 # ------------------------------------------------------------------ task
@@ -89,7 +119,11 @@ TASK_KEYS: dict[str, str | None] = {
     "embedding_dim": "embedding_dim", "vocab": "vocab", "num_items": "num_items", "num_users": "num_users",
     "output_dim": "output_dim",
 }
-TASK_METADATA_KEYS = tuple(k for k, v in TASK_KEYS.items() if v is None)
+assert all(field is None or field in TASK_FIELDS for field in TASK_KEYS.values())
+# task fields that describe the task (text, an enum word) rather than size a family: never a family parameter
+DESCRIPTIVE_TASK_FIELDS = tuple(f for f, kind in TASK_FIELDS.items() if kind in ("str", "enum"))
+# latency classes that bound no forward pass (`batch`, `offline`): without a device they are only recorded
+UNBOUNDED_LATENCIES = tuple(c for c, bound in LATENCY_CLASSES.items() if math.isinf(bound))
 
 # ------------------------------------------------------------------ constraints
 # constraints: YAML key -> (constraint kind of catalog.CONSTRAINTS, comparison)
@@ -114,11 +148,12 @@ UNBOUNDED_WORDS = {"∞", "inf", "infinite", "infinity", "unbounded", "unlimited
 # families whose context is not bounded by a position table (a recurrence or a state-space scan)
 UNBOUNDED_CONTEXT = ("ssm.mamba", "ssm.s4d", "rnn.rnn")
 
+# the time a rate is per: its words, in seconds
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0}
 _RATE = re.compile(r"(?P<n>[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*(?P<k>[kKM](?=\s|[a-zA-Z]*\s*/))?"
                    r"(?P<sec>\s?s(?:ec(?:ond)?s?)?\s+(?=[A-Za-z]))?\s*(?P<noun>[A-Za-z][A-Za-z_\- ]*?)?\s*"
                    r"(?:/|\bper\s+)\s*(?P<per>[A-Za-z]+)")
-_FPS = re.compile(r"(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?:fps|FPS|Hz)")
+_PER_UNIT = re.compile(r"(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]+)")  # `30fps`: a rate unit of UNIT_SCALE
 
 
 @dataclass(frozen=True)
@@ -132,16 +167,17 @@ def parse_rate(text: str) -> Rate | None:
     """A throughput written as a rate of any unit noun: "120 tok/s", "2 img/s", "1 sample/s", "30fps",
     "1.5k tokens per second", "30s clip/min". None if the text is not such a rate."""
     t = text.strip()
-    m = _FPS.fullmatch(t)
-    if m is not None:
-        return Rate(float(m.group("n")), "frame", False)
+    m = _PER_UNIT.fullmatch(t)
+    if m is not None and m.group("unit") in UNIT_SCALE:
+        scale, dim = UNIT_SCALE[m.group("unit")]
+        return Rate(float(m.group("n")) * scale, "frame", False) if dim == "rate" else None
     m = _RATE.fullmatch(t)
-    if m is None or m.group("per").lower().rstrip("s") not in _PER and m.group("per").lower() not in _PER:
+    per = m.group("per").lower() if m is not None else ""
+    seconds = _PER.get(per) or _PER.get(per.rstrip("s"))
+    if m is None or seconds is None:
         return None
-    per = m.group("per").lower()
-    scale = _PER.get(per, _PER.get(per.rstrip("s"), 1.0))
-    n = float(m.group("n")) * {"k": 1e3, "K": 1e3, "M": 1e6}.get(m.group("k") or "", 1.0)
-    return Rate(n / scale, (m.group("noun") or "item").strip(), m.group("sec") is not None)
+    n = float(m.group("n")) * (UNIT_SCALE[m.group("k")][0] if m.group("k") else 1.0)
+    return Rate(n / seconds, (m.group("noun") or "item").strip(), m.group("sec") is not None)
 
 
 # ------------------------------------------------------------------ training
@@ -149,18 +185,53 @@ TRAINING_KEYS = ("objective", "data", "compute", "alignment", "config")
 DATA_KEYS = ("sources", "size", "governance")
 COMPUTE_KEYS = ("hardware", "duration")
 ALIGNMENT_KEYS = ("method", "policy")
-# config key -> what its value must be: int (a positive whole number), prob (in [0, 1]), rate (a positive
-# number), list (of names), text
+# config key -> what its value must be: `text`, `list` (of names), or a kind of number of CONFIG_NUMBERS
 CONFIG_KEYS: dict[str, str] = {
     "optimizer": "text", "learning_rate": "rate", "weight_decay": "nonneg", "batch_size": "int", "epochs": "int",
     "warmup_epochs": "count", "warmup_steps": "count", "data_augmentation": "list", "ema_decay": "prob",
     "noise_schedule": "text", "timesteps": "int", "unconditional_probability": "prob",
 }
+# a kind of number -> (whether a number is one, what it must be)
+CONFIG_NUMBERS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "int": (lambda n: n > 0 and n == int(n), "a positive whole number"),
+    "count": (lambda n: n >= 0 and n == int(n), "a whole number, 0 or more"),
+    "rate": (lambda n: n > 0, "a positive number"),
+    "nonneg": (lambda n: n >= 0, "a number, 0 or more"),
+    "prob": (lambda n: 0 <= n <= 1, "a number from 0 to 1"),
+}
+assert set(CONFIG_KEYS.values()) <= {"text", "list", *CONFIG_NUMBERS}
 NOISE_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "cosine",
                    "squaredcos_cap_v2": "cosine"}  # the seeds' names -> std.diffusion's beta_schedule
 
 EVALUATION_KEYS = ("benchmarks", "metrics", "baselines")
 OUTPUTS_KEYS = ("artifacts",)
+ARCH_KEYS = ("family", "variant", "components")  # `components` is metadata; any other key is a family parameter
+
+# ------------------------------------------------------------------ every key
+# Top-level keys that build the model, and those kept as metadata (the MetaGen spec schema's).
+MODEL_KEYS = ("metagen_version", "name", "modality", "task", "constraints", "training", "architecture")
+METADATA_KEYS = ("description", "version", "outputs", "evaluation", "reproducibility")
+_BUDGET_OPS = {"max": "<=", "min": ">="}
+# a section (its dotted path) -> the keys the lowering knows in it: what docs/yaml.md lists and the corpus covers
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "modality": ("inputs", "outputs"),
+    "task": ("type", *TASK_KEYS),
+    "constraints": ("parameter_budget", *CONSTRAINT_KEYS, "latent_size"),
+    "constraints.parameter_budget": tuple(_BUDGET_OPS),
+    "training": TRAINING_KEYS,
+    "training.data": DATA_KEYS,
+    "training.compute": COMPUTE_KEYS,
+    "training.alignment": ALIGNMENT_KEYS,
+    "training.config": tuple(CONFIG_KEYS),
+    "architecture": ARCH_KEYS,
+    "evaluation": EVALUATION_KEYS,
+    "outputs": OUTPUTS_KEYS,
+}
+
+
+def schema_keys() -> list[str]:
+    """Every key path of the format (`constraints.parameter_budget.max`), from the tables above."""
+    return [*MODEL_KEYS, *METADATA_KEYS, *(f"{sec}.{k}" for sec, keys in SECTION_KEYS.items() for k in keys)]
 
 # ------------------------------------------------------------------ families
 # (group, stdlib family) pairs that build a neighbour of what the group names, not the thing itself: the
@@ -188,17 +259,10 @@ def fallback_note(group: str, target: str) -> str | None:
     return FAMILY_FALLBACKS.get((group, target))
 
 
-def _fits(key: str | None, inputs: list[str], selectors: list[str]) -> bool:
-    """A FAMILY_GROUPS key against the inputs and the selectors (objectives, task, outputs): as check.py does."""
-    if key is None:
-        return True
-    need, _, sel = key.partition("@")
-    return all(m in inputs for m in need.split("+")) and (not sel or sel in selectors)
-
-
 def resolve_target(group: str, inputs: list[str], selectors: list[str]) -> str | None:
-    """The stdlib family (`ssm.mamba`) a family group picks for these inputs, or the name itself when it is
-    a dotted stdlib family; None when neither."""
+    """The stdlib family (`ssm.mamba`) a family group picks for these inputs and selectors (objectives, task,
+    outputs), as the checker picks it (passes/check.py `_fits`), or the name itself when it is a dotted stdlib
+    family; None when neither."""
     for key, target in FAMILY_GROUPS.get(group, ()):
         if _fits(key, inputs, selectors):
             return target
@@ -224,8 +288,8 @@ COMPONENT_TYPES: dict[str, str] = {
 
 
 def component_target(kind: str) -> str | None:
-    """What a component type maps to, or None when the compiler knows no such part."""
-    k = re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_")
+    """What a component type (`Text Encoder`, `text-encoder`) maps to, or None when the compiler knows no such part."""
+    k = identifier(kind.lower())
     if k in COMPONENT_TYPES:
         return COMPONENT_TYPES[k]
     if k in FAMILY_GROUPS:
@@ -234,25 +298,24 @@ def component_target(kind: str) -> str | None:
 
 
 # ------------------------------------------------------------------ the sections
-_INT_TAG, _FLOAT_TAG, _STR_TAG, _NULL_TAG = (f"tag:yaml.org,2002:{t}" for t in ("int", "float", "str", "null"))
-_LATENT_FAMILIES = ("diffusion.unet", "videodiffusion.latte")
+_LATENT_FAMILIES = ("diffusion.unet", "videodiffusion.latte")  # their `image_size` is the latent's side
 # the task a family trains for where the spec says `generation` (the earlier tool's default)
 GENERATION_TASKS = {"diffusion.unet": "denoising", "videodiffusion.latte": "denoising",
                     "threed.text_to_points": "shape_generation", "seq2seq.whisper": "speech_recognition",
-                    "rag.fid_rag": "retrieval_generation"}  # their `image_size` is the latent's side
+                    "rag.fid_rag": "retrieval_generation"}
 _CODE_FAMILIES = ("autoencoder.autoencoder", "autoencoder.vae", "autoencoder.conv_autoencoder", "autoencoder.conv_vae")
-_RL_TASKS = ("policy_gradient", "value_based", "actor_critic", "model_based")
 _SIZE = re.compile(r"\s*([0-9]+)\s*[xX×]\s*([0-9]+)\s*")
 
 
 def _number(node: Node) -> float | None:
-    """A scalar's number (YAML 1.1 reads `3e-4` as a string: it is a number here too), or None."""
-    if not isinstance(node, ScalarNode) or node.tag not in (_INT_TAG, _FLOAT_TAG, _STR_TAG):
+    """A scalar's finite number (YAML 1.1 reads `3e-4` as a string: it is a number here too), or None."""
+    if not isinstance(node, ScalarNode) or node.tag not in (INT, FLOAT, STR):
         return None
     try:
-        return float(str(node.value).replace("_", ""))
+        n = float(str(node.value).replace("_", ""))
     except ValueError:
         return None
+    return n if math.isfinite(n) else None
 
 
 @dataclass
@@ -276,6 +339,7 @@ class SchemaLowering:
     shape: Callable[..., None]
     text: Callable[[Node, str, str], str | None]
     value: Callable[[Node, str], A.Expr | None]
+    integer: Callable[[str, Span, Callable[[], int]], A.Num | None]
     quantity: Callable[[Node, str, str], A.Expr | None]
     word: Callable[[Node, str, str], A.Name | None]
     meta_entry: Callable[..., A.MetaEntry | None]
@@ -291,38 +355,30 @@ class SchemaLowering:
         self.unknown(key, where, known)
         return True
 
-    def recorded(self, key: ScalarNode, node: Node, where: str, known: dict[str, tuple[str, ...]]) -> A.MetaEntry | None:
-        """A metadata section whose sub-sections have known keys (`known`: sub-section -> its keys); typos of
-        those are errors, everything else is recorded."""
-        if isinstance(node, MappingNode):
-            entries: list[A.MetaEntry] = []
-            here = f"{where}.{key.value}" if where else str(key.value)
-            for k_text, k, v in self.mapping(node, here):
-                sub = known.get(k_text)
-                if k_text not in known and self.typo(k, here, known):
-                    continue
-                if sub and isinstance(v, MappingNode):
-                    inner = [e for kk_text, kk, vv in self.mapping(v, f"{here}.{k_text}")
-                             if not (kk_text not in sub and self.typo(kk, f"{here}.{k_text}", sub))
-                             for e in [self.meta_entry(kk, vv, f"{here}.{k_text}")] if e is not None]
-                    entries.append(A.MetaGroup(self.span(k, v), A.Ident(self.inner(k), _meta_key(k_text)), tuple(inner)))
-                    continue
-                e = self.meta_entry(k, v, here, _meta_key(k_text))
-                if e is not None:
-                    entries.append(e)
-            return A.MetaGroup(self.span(key, node), A.Ident(self.inner(key), _meta_key(str(key.value))), tuple(entries))
-        return self.meta_entry(key, node, where, _meta_key(str(key.value)))
+    def recorded(self, key: ScalarNode, node: Node, where: str, known: Iterable[str]) -> A.MetaEntry | None:
+        """A metadata section with `known` keys: a typo of one is an error, everything else is recorded."""
+        if not isinstance(node, MappingNode):
+            return self.meta_entry(key, node, where)
+        known = list(known)
+        here = f"{where}.{key.value}" if where else str(key.value)
+        entries: list[A.MetaEntry] = []
+        for k_text, k, v in self.mapping(node, here):
+            if k_text not in known and self.typo(k, here, known):
+                continue
+            e = self.meta_entry(k, v, here)
+            entries += [e] if e is not None else []
+        return A.MetaGroup(self.span(key, node), A.Ident(self.inner(key), meta_key(str(key.value))), tuple(entries))
 
     # -------------------------------------------------------------- modality
     def modality(self, node: Node) -> tuple[tuple[A.Ident, ...], tuple[A.Ident, ...]]:
         lists: dict[str, tuple[A.Ident, ...]] = {}
         for key, k, v in self.mapping(node, "modality", hint="write `modality: {inputs: [text], outputs: [text]}`"):
-            if key in ("inputs", "outputs"):
+            if key in SECTION_KEYS["modality"]:
                 lists[key] = self.name_list(v, f"modality.{key}", "text, image")
             else:
-                self.unknown(k, "modality", ("inputs", "outputs"))
+                self.unknown(k, "modality", SECTION_KEYS["modality"])
         if isinstance(node, MappingNode):
-            for key in ("inputs", "outputs"):
+            for key in SECTION_KEYS["modality"]:
                 if key not in lists:
                     self.bag.error("E208", f"`modality` names no `{key}`", self.span(node), hint=f"add `{key}: [text]`")
         inputs: list[A.Ident] = []
@@ -355,7 +411,7 @@ class SchemaLowering:
                 if val is not None:
                     fields.append(A.Field(self.span(k, v), A.Ident(self.inner(k), target), val))
             else:
-                self.unknown(k, "task", ("type", *TASK_KEYS))
+                self.unknown(k, "task", SECTION_KEYS["task"])
         return name, fields, meta
 
     # -------------------------------------------------------------- constraints
@@ -390,7 +446,7 @@ class SchemaLowering:
                     fields.append(A.Field(self.span(k, v), A.Ident(self.inner(k), param), val))
                 continue
             if key not in CONSTRAINT_KEYS:
-                self.unknown(k, "constraints", ["parameter_budget", *CONSTRAINT_KEYS, "latent_size"])
+                self.unknown(k, "constraints", SECTION_KEYS["constraints"])
                 continue
             kind, op = CONSTRAINT_KEYS[key]
             if key == "image_size" and latent and target in _LATENT_FAMILIES:
@@ -406,13 +462,13 @@ class SchemaLowering:
         return self.device_default(out, meta), fields, meta
 
     def device_default(self, out: list[A.Constraint], meta: list[A.MetaEntry]) -> list[A.Constraint]:
-        """The earlier tool takes a latency or a throughput without a device: `batch` and `offline` bound nothing
-        and are recorded only; any other is checked on DEFAULT_DEVICE, and a warning says so."""
+        """The earlier tool takes a latency or a throughput without a device: a latency class that bounds nothing
+        (`batch`, `offline`) is recorded only; any other is checked on DEFAULT_DEVICE, and a warning says so."""
         if any(c.name.name == "device" for c in out):
             return out
         kept: list[A.Constraint] = []
         for c in out:
-            if c.name.name == "latency" and isinstance(c.value, A.Name) and c.value.dotted in ("batch", "offline"):
+            if c.name.name == "latency" and isinstance(c.value, A.Name) and c.value.dotted in UNBOUNDED_LATENCIES:
                 meta.append(A.Field(c.span, A.Ident(c.name.span, "latency"), A.Str(c.value.span, c.value.dotted)))
             else:
                 kept.append(c)
@@ -427,7 +483,7 @@ class SchemaLowering:
 
     def constraint_value(self, k: ScalarNode, v: Node, where: str, kind: str, target: str | None,
                          meta: list[A.MetaEntry]) -> A.Expr | None:
-        text = str(v.value).strip() if isinstance(v, ScalarNode) and v.tag == _STR_TAG else None
+        text = str(v.value).strip() if isinstance(v, ScalarNode) and v.tag == STR else None
         if kind == "device":
             return self.word(v, where, "consumer_gpu")
         if kind == "latency" and text is not None and not text[:1].isdigit():
@@ -459,35 +515,31 @@ class SchemaLowering:
 
     def image_size(self, v: Node, where: str, text: str | None) -> A.Expr | None:
         """`image_size: [height, width]` (or "HxW"): the family's square side; a warning where they differ."""
-        if text is not None:
-            m = _SIZE.fullmatch(text)
-            assert m is not None
-            sides = [int(m.group(1)), int(m.group(2))]
-        else:
-            assert isinstance(v, SequenceNode)
-            nums = [_number(i) for i in v.value]
-            if len(nums) != 2 or any(n is None or n != int(n) or n <= 0 for n in nums):
-                self.shape(v, f"`{where}` takes one size or [height, width] of two whole numbers, such as [224, 224]")
-                return None
-            sides = [int(n) for n in nums if n is not None]
-        if sides[0] != sides[1]:
+        m = _SIZE.fullmatch(text) if text is not None else None
+        nums = [int(m.group(1)), int(m.group(2))] if m is not None else \
+            [_number(i) for i in v.value] if isinstance(v, SequenceNode) else []
+        if len(nums) != 2 or any(n is None or n != int(n) or n <= 0 for n in nums):
+            self.shape(v, f"`{where}` takes one size or [height, width] of two whole numbers, such as [224, 224]")
+            return None
+        sides = [int(n) for n in nums if n is not None]
+        side = self.integer(str(max(sides)), self.inner(v), lambda: max(sides))  # past MAX_INT: E009
+        if side is not None and sides[0] != sides[1]:
             self.bag.warning("W003", f"`{where}` is {sides[0]}x{sides[1]}; the families build square inputs, so the "
-                             f"model takes {max(sides)}x{max(sides)}", self.inner(v))
-        return A.Num(self.inner(v), max(sides))
+                             f"model takes {side.value}x{side.value}", self.inner(v))
+        return side
 
     # -------------------------------------------------------------- training
     def training(self, key: ScalarNode, node: Node, sections: Sections) -> tuple[tuple[A.Ident, ...], A.MetaGroup | None]:
         objectives: tuple[A.Ident, ...] = ()
         meta: list[A.MetaEntry] = []
-        subs = {"data": DATA_KEYS, "compute": COMPUTE_KEYS, "alignment": ALIGNMENT_KEYS}
         for k_text, k, v in self.mapping(node, "training", hint="write `training: {objective: [autoregressive]}`"):
             if k_text == "objective":
                 objectives = self.name_list(v, "training.objective", "autoregressive", single=True)
             elif k_text == "config":
                 entry = self.config(k, v, sections)
                 meta += [entry] if entry is not None else []
-            elif k_text in subs:
-                entry = self.recorded(k, v, "training", {s: () for s in subs[k_text]})
+            elif f"training.{k_text}" in SECTION_KEYS:  # data, compute, alignment
+                entry = self.recorded(k, v, "training", SECTION_KEYS[f"training.{k_text}"])
                 meta += [entry] if entry is not None else []
             else:
                 self.unknown(k, "training", TRAINING_KEYS)
@@ -503,12 +555,12 @@ class SchemaLowering:
             where = f"training.config.{k_text}"
             if want is not None and not self.config_value_ok(v, where, want):
                 continue
-            n = _number(v) if want in ("int", "count", "rate", "nonneg", "prob") else None
+            n = _number(v) if want in CONFIG_NUMBERS else None
             e: A.MetaEntry | None
-            if n is not None and isinstance(v, ScalarNode) and v.tag == _STR_TAG:  # `3e-4`: YAML 1.1 reads a string
-                e = A.Field(self.span(k, v), A.Ident(self.inner(k), _meta_key(k_text)), A.Num(self.inner(v), n))
+            if n is not None and isinstance(v, ScalarNode) and v.tag == STR:  # `3e-4`: YAML 1.1 reads a string
+                e = A.Field(self.span(k, v), A.Ident(self.inner(k), meta_key(k_text)), A.Num(self.inner(v), n))
             else:
-                e = self.meta_entry(k, v, "training.config", _meta_key(k_text))
+                e = self.meta_entry(k, v, "training.config")
             if e is not None:
                 entries.append(e)
                 sections.training_config[k_text] = (k, v)
@@ -524,13 +576,10 @@ class SchemaLowering:
             return True
         n = _number(v)
         if n is None:
-            self.shape(v, f"`{where}` takes a number, not {_what(v)}")
+            self.shape(v, f"`{where}` takes a number, not {describe(v)}")
             return False
-        bad = {"int": n <= 0 or n != int(n), "count": n < 0 or n != int(n), "rate": n <= 0, "nonneg": n < 0,
-               "prob": not 0 <= n <= 1}[want]
-        if bad:
-            words = {"int": "a positive whole number", "count": "a whole number, 0 or more", "rate": "a positive number",
-                     "nonneg": "a number, 0 or more", "prob": "a number from 0 to 1"}[want]
+        fits, words = CONFIG_NUMBERS[want]
+        if not fits(n):
             self.bag.error("E201", f"`{where}` must be {words}, not {v.value}", self.inner(v))
             return False
         return True
@@ -550,10 +599,10 @@ class SchemaLowering:
                     entries.append(A.Field(self.span(item), A.Ident(self.inner(item), f"item_{n}"), A.Str(self.inner(item), t)))
                 continue
             pairs = self.mapping(item, here)
-            fields = [e for _, k, v in pairs for e in [self.meta_entry(k, v, here, _meta_key(str(k.value)))] if e is not None]
+            fields = [e for _, k, v in pairs for e in [self.meta_entry(k, v, here)] if e is not None]
             named = {k_text: v for k_text, _, v in pairs}
             kind = named.get("type")
-            if isinstance(kind, ScalarNode) and kind.tag == _STR_TAG:
+            if isinstance(kind, ScalarNode) and kind.tag == STR:
                 maps = component_target(str(kind.value))
                 if maps is None:
                     self.bag.warning("W003", f"component type `{kind.value}` is not one the compiler builds; the "
@@ -595,7 +644,6 @@ class SchemaLowering:
         return out
 
 
-_BUDGET_OPS = {"max": "<=", "min": ">="}
 DEFAULT_DEVICE = "consumer_gpu"  # the device class of a latency or throughput that names none
 _QUANTITY_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)? ?[A-Za-z]*")
 
@@ -604,19 +652,24 @@ def _unbounded(v: Node) -> bool:
     if not isinstance(v, ScalarNode):
         return False
     t = str(v.value).strip().lower()
-    return t in UNBOUNDED_WORDS or (v.tag == _FLOAT_TAG and t.lstrip("+") in (".inf",))
+    return t in UNBOUNDED_WORDS or (v.tag == FLOAT and t.lstrip("+") in (".inf",))
 
 
-def _meta_key(key: str) -> str:
+def meta_key(key: str) -> str:
     """A metadata key: the YAML key as written where it is a name, else made one (`top-1` -> `top_1`)."""
-    return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else identifier(key)
+    return key if is_ident(key) else identifier(key)
 
 
-def _what(node: Node) -> str:
+def describe(node: Node) -> str:
+    """A YAML node, for a message: `a mapping`, `the string `x``..."""
     if isinstance(node, MappingNode):
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
-    if node.tag == _NULL_TAG:
+    if node.tag == NULL:
         return "nothing"
+    if node.tag == STR:
+        return f"the string `{node.value}`"
+    if node.tag in (INT, FLOAT):
+        return f"the number `{node.value}`"
     return f"`{node.value}`"

@@ -1,43 +1,35 @@
 """The earlier YAML tool's specs compile as they are (issue 16): tests/yaml_corpus holds specs in that tool's style,
-one file per family and task group, with display names, units and lists, covering every key of its schema and every
-value form. Each compiles with the PyTorch backend, has a parameter count within its budget and, in the numeric test,
-runs forward, loss and backward at its family's small size. Their diagnostics (warnings only) are goldens in
+one file per family and task group, with display names, units and lists, covering every key of the front end's schema
+(yaml_schema.schema_keys(), from the tables the lowering reads) and every value form. Each compiles with the PyTorch
+backend, has a parameter count within its budget and, in the numeric test, runs forward, loss and backward at its
+family's small size. Their diagnostics (warnings only) are goldens in
 tests/__snapshots__/test_yaml_corpus.ambr (`pytest tests/test_yaml_corpus.py --snapshot-update`)."""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, load_module
+from conftest import ROOT, compile_path, load_module, rel
 
 from metagen_compiler.compilation import Compilation
 from metagen_compiler.diagnostics import render_text
 from metagen_compiler.driver import compile_source
-from metagen_compiler.program import read_source
 from metagen_compiler.span import SourceFile
+from metagen_compiler.values import UNIT_SCALE
+from metagen_compiler.yaml_schema import schema_keys
 
 CORPUS = sorted((ROOT / "tests" / "yaml_corpus").glob("*.yaml"))
 
 
-def _rel(p: Path) -> str:
-    return p.relative_to(ROOT).as_posix()
-
-
 @functools.cache
 def _compile(path: Path) -> Compilation:
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # paths in diagnostics relative to the repository root: goldens do not depend on the checkout
-    try:
-        return compile_source(read_source(path, display=_rel(path)))
-    finally:
-        os.chdir(cwd)
+    return compile_path(path)  # diagnostics name the path from the repository root: goldens do not depend on it
 
 
 def _keys(x: Any, prefix: str = "") -> set[str]:
@@ -57,25 +49,8 @@ def _docs() -> list[dict[str, Any]]:
     return [yaml.safe_load(p.read_text(encoding="utf-8")) for p in CORPUS]
 
 
-# the schema of the earlier tool (issue 16), key by key
-SCHEMA_KEYS = {
-    "metagen_version", "name", "description", "version", "modality", "task", "constraints", "training", "architecture",
-    "outputs", "evaluation", "reproducibility",
-    "modality.inputs", "modality.outputs",
-    *(f"task.{k}" for k in ("type", "domain", "num_classes", "num_outputs", "horizon", "lookback", "action_space",
-                            "num_actions", "action_dim", "num_anchors", "num_queries", "mask_resolution",
-                            "node_features", "edge_features", "embedding_dim")),
-    *(f"constraints.{k}" for k in ("latency", "device", "parameter_budget", "parameter_budget.max",
-                                   "parameter_budget.min", "memory_budget", "context_window", "throughput",
-                                   "image_size", "patch_size", "latent_size")),
-    "training.objective", "training.data.sources", "training.data.size", "training.data.governance",
-    "training.compute.hardware", "training.compute.duration", "training.alignment.method", "training.alignment.policy",
-    *(f"training.config.{k}" for k in ("optimizer", "learning_rate", "weight_decay", "batch_size", "epochs",
-                                       "warmup_epochs", "warmup_steps", "data_augmentation", "ema_decay",
-                                       "noise_schedule", "timesteps", "unconditional_probability")),
-    "architecture.family", "architecture.variant", "architecture.components",
-    "evaluation.benchmarks", "evaluation.metrics", "evaluation.baselines", "outputs.artifacts",
-}
+# every key the front end knows (the earlier tool's schema, issue 16, and the MSL constraints and task fields it takes)
+SCHEMA_KEYS = set(schema_keys())
 INPUTS = {"text", "image", "audio", "video", "3d", "multimodal", "time_series", "graph", "tabular", "point_cloud"}
 OUTPUTS = {"label", "classification", "bounding_boxes", "segmentation_mask", "embedding", "action", "regression", "3d",
            "audio", "image", "video", "text"}
@@ -92,7 +67,7 @@ def test_corpus_is_large_enough() -> None:
     assert len(CORPUS) >= 30
     assert HEAVY <= {p.stem for p in CORPUS}  # no stale entry
     for p in CORPUS:
-        assert p.read_text(encoding="utf-8").startswith("# corpus: "), f"{_rel(p)}: say what it covers on line 1"
+        assert p.read_text(encoding="utf-8").startswith("# corpus: "), f"{rel(p)}: say what it covers on line 1"
 
 
 def test_corpus_covers_the_schema() -> None:
@@ -127,7 +102,6 @@ def test_corpus_spec_compiles_within_budget(path: Path, snapshot) -> None:  # ty
         assert comp.spec.metadata["display_name"] == doc["name"]
     params = comp.graph.g.graph["estimates"]["params"]
     budget = doc.get("constraints", {}).get("parameter_budget", {})
-    from metagen_compiler.values import UNIT_SCALE
 
     def amount(t: object) -> float:
         m = re.fullmatch(r"([0-9.]+)\s*([A-Za-z]*)", str(t))
@@ -165,18 +139,11 @@ def test_hostile_display_names_never_reach_a_path_or_code(tmp_path: Path) -> Non
 
 # ---------------------------------------------------------------- numeric
 def _build(path: Path, out: Path):  # type: ignore[no-untyped-def]
-    from metagen_compiler.outputs import write_outputs
+    from metagen_compiler.outputs import commit, write_outputs
 
     comp = _compile(path)
     folder, files = write_outputs(comp, out, ["pytorch"])
-    folder.mkdir(parents=True)
-    for rel, data in files.items():
-        target = folder / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, bytes):
-            target.write_bytes(data)
-        else:
-            target.write_text(data, encoding="utf-8")
+    commit(out, {folder.name: files})  # as `metagenc` writes them
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     return load_module(folder / "model.py", f"yaml_corpus_{path.stem}"), report
 
@@ -208,8 +175,10 @@ def test_corpus_model_has_the_reported_params(path: Path, tmp_path: Path) -> Non
 
 
 def test_docs_list_every_key() -> None:
-    """docs/yaml.md has a row for every key of the schema, with its MSL equivalent."""
-    rows = [line for line in (ROOT / "docs" / "yaml.md").read_text(encoding="utf-8").splitlines() if line.startswith("| `")]
+    """docs/yaml.md has a row for every key of the schema, with its MSL equivalent, and gives the corpus's size."""
+    text = (ROOT / "docs" / "yaml.md").read_text(encoding="utf-8")
+    assert f"`tests/yaml_corpus/` ({len(CORPUS)} files" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
     sections = {k.rsplit(".", 1)[0] for k in SCHEMA_KEYS if "." in k} - {"reproducibility"}
     for key in sorted(SCHEMA_KEYS - sections):
         top, _, rest = key.partition(".")

@@ -570,3 +570,53 @@ def test_task_key_under_another_parameter_name() -> None:
     comp, diags = _check(text)
     assert diags == [] and comp.spec is not None and comp.spec.task == "multimodal_retrieval"
     assert comp.spec.task_fields == {} and comp.spec.bindings["embed_dim"].expr == A.Num(comp.spec.span, 256)
+
+
+def test_numbers_past_what_a_number_can_be() -> None:
+    """`inf`, `nan` and `1e400` are YAML 1.1 strings that float() reads as non-finite: no number of training.config
+    or of an image size (they raised OverflowError, ValueError); a side past MAX_INT is E009, `0x0` no size."""
+    config = MINIMAL.replace("  objective: autoregressive\n", "  objective: autoregressive\n  config:\n    {}\n")
+    for bad in ("learning_rate: inf", "learning_rate: nan", "batch_size: 1e400", "learning_rate: fast"):
+        _, bag, _ = _parse(config.format(bad))
+        key, value = bad.split(": ")
+        assert _only(bag, "E006").message == f"`training.config.{key}` takes a number, not the string `{value}`"
+    vit = MINIMAL.replace("[text]\n  outputs: [text]", "[image]\n  outputs: [label]")
+    vit += "constraints:\n  image_size: {}\n"
+    for form in ("[nan, 224]", "[inf, 224]", "[1e400, 2]", '"0x0"', "[0, 0]"):
+        _, bag, _ = _parse(vit.format(form))
+        assert _only(bag, "E006").message.startswith("`constraints.image_size` takes one size or [height, width]"), form
+    for form in ('"9999999999999999999x9999999999999999999"', "[99999999999999999999, 2]"):
+        _, bag, _ = _parse(vit.format(form))
+        assert _codes(bag) == ["E009"] and "past the largest integer" in bag.items[0].message, form
+
+
+def test_config_list_and_recorded_shapes() -> None:
+    config = MINIMAL.replace("  objective: autoregressive\n", "  objective: autoregressive\n  config:\n    {}\n")
+    _, bag, _ = _parse(config.format("data_augmentation: {flip: true}"))
+    assert _only(bag, "E006").message == ("`training.config.data_augmentation` takes a list such as "
+                                          "[random_crop, horizontal_flip], not a mapping")
+    _, bag, _ = _parse(MINIMAL + "version: [1]\n")
+    assert _only(bag, "E006").message == '`version` takes a string such as "1.2.0", not a list'
+    model, bag = _model(MINIMAL + "  components:\n    - encoder\n    - [a]\n")
+    assert _only(bag, "E006").message.startswith("`architecture.components item 2` takes a string")
+    comps = {e.name.name: e for e in model.metadata}["components"]
+    assert isinstance(comps, A.MetaGroup) and comps.entries == (A.Field(model.span, A.Ident(model.span, "item_1"),
+                                                                        A.Str(model.span, "encoder")),)
+
+
+def test_family_and_dim_that_are_not_names() -> None:
+    """The hint's name is the display-name identifier (yaml_schema.identifier), as `name:` gets."""
+    _, bag, _ = _parse(MINIMAL.replace("family: transformer", 'family: "Vision Transformer"'))
+    d = _only(bag, "E006")
+    assert (d.message, d.hint) == ("`architecture.family` must be a name, not `Vision Transformer`",
+                                   "use `vision_transformer`")
+    _, bag, _ = _parse(MINIMAL + '  "Hidden Size": 64\n')
+    d = _only(bag, "E006")
+    assert (d.message, d.hint) == ("`architecture.Hidden Size` is not a parameter name", "use `hidden_size`")
+
+
+def test_constraint_words_and_quantities_that_are_neither() -> None:
+    _, bag, _ = _parse(MINIMAL + 'constraints:\n  device: "gpu #1"\n')
+    assert _only(bag, "E201").message == "`constraints.device` takes a name such as consumer_gpu, not `gpu #1`"
+    _, bag, _ = _parse(MINIMAL + 'constraints:\n  throughput: "fast"\n  device: cpu\n')
+    assert _only(bag, "E201").message == "`constraints.throughput` takes a quantity such as 30fps, not `fast`"
