@@ -27,9 +27,7 @@ Usage: python benchmarks/train.py [--quick] [--out FILE]   (--quick: a few steps
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import platform
 import re
@@ -38,12 +36,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-GPL = Path("/usr/share/common-licenses/GPL-3")
+sys.path.insert(0, str(ROOT / "tests"))  # the data writers and run readers the training tests use
+
+from training_helpers import GPL, model_folder, records, unigram_perplexity, write_cancer, write_digits
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TARGET = 0.97
 
@@ -55,22 +55,6 @@ GPT = {"vocab": 512, "context": 128, "layers": 2, "d_model": 128, "heads": 4}
 
 def sets(pairs: list[str]) -> list[str]:
     return [a for p in pairs for a in ("--set", p)]
-
-
-def model_folder(root: Path, example: str) -> Path:
-    """The PyTorch backend's files for examples/<example>.msl in root/<example>/."""
-    from metagen_backends.pytorch import emit
-
-    from metagen_compiler.driver import compile_source
-    from metagen_compiler.program import read_source
-
-    comp = compile_source(read_source(ROOT / "examples" / f"{example}.msl", display=f"examples/{example}.msl"))
-    assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
-    folder = root / example
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in emit(comp).items():
-        (folder / name).write_text(text)
-    return folder
 
 
 def run_timed(cmd: list[str], cwd: Path) -> tuple[list[tuple[float, str]], float]:
@@ -99,39 +83,9 @@ def evaluate(folder: Path, run: Path, split: str) -> dict[str, Any]:
     return json.loads("\n".join(t for _, t in lines))
 
 
-def records(run: Path, split: str) -> list[dict[str, Any]]:
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
-
-
 def rates(lines: list[tuple[float, str]]) -> list[float]:
     """The throughput of each progress line (`... | 12,345 tokens/s | ...`)."""
     return [float(m.group(1).replace(",", "")) for _, t in lines if (m := re.search(r"\| ([\d,.]+) \w+/s \|", t))]
-
-
-# -------------------------------------------------------------------------------------------------- data
-
-
-def write_digits(root: Path) -> Path:
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    for i, (pixels, label) in enumerate(zip(d.images, d.target)):
-        (root / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray((pixels * 255 / 16).astype("uint8"), mode="L").save(root / str(label) / f"{i:04d}.png")
-    return root
-
-
-def write_cancer(path: Path) -> tuple[Path, Any, Any]:
-    from sklearn.datasets import load_breast_cancer
-
-    d = load_breast_cancer()
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([n.replace(" ", "_") for n in d.feature_names] + ["diagnosis"])
-        for row, label in zip(d.data, d.target):
-            w.writerow([repr(float(v)) for v in row] + [int(label)])
-    return path, d.data, d.target
 
 
 # ------------------------------------------------------------------------------------------------- rows
@@ -181,20 +135,6 @@ def tabular_row(folder: Path, table: Path, x: Any, y: Any, steps: int) -> dict[s
         out[f"{key}_test_accuracy"] = float((clf.predict(x[test_rows]) == y[test_rows]).mean())
         out[f"{key}_wall_s"] = round(time.perf_counter() - t, 3)
     return out
-
-
-def unigram_perplexity(run: Path) -> float:
-    """Validation perplexity of the add-one unigram model of the training tokens (same tokenizer and split)."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(run / "tokenizer.json"))
-    split = json.loads((run / "data.json").read_text())["split"]
-    paras = [p for p in GPL.read_text().split("\n\n") if p.strip()]
-    text = {f"{GPL.name}:{k}": p for k, p in enumerate(paras)}
-    counts = Counter(t for i in split["train"] for t in tok.encode(text[i]).ids)
-    val = [t for i in split["val"] for t in tok.encode(text[i]).ids]
-    total, vocab = sum(counts.values()), tok.get_vocab_size()
-    return math.exp(-sum(math.log((counts[t] + 1) / (total + vocab)) for t in val) / len(val))
 
 
 def reference_tokens_per_s(run: Path, batch: int, block: int, lr: float, steps: int) -> float:

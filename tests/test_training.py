@@ -7,7 +7,6 @@ and breast-cancer table (as CSV). Small Config overrides (--set) keep each run t
 from __future__ import annotations
 
 import ast
-import csv
 import itertools
 import json
 import math
@@ -16,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,25 +22,26 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from conftest import ROOT, compile_path, load_module
-from metagen_backends.pytorch import emit
+from conftest import ROOT, load_module
 from metagen_backends.pytorch.training import RUNTIME_FILES, data, loop, runtime_files
 from metagen_backends.pytorch.training import evaluate as evaluate_script
 from metagen_backends.pytorch.training import train as train_script
-
-GPL = Path("/usr/share/common-licenses/GPL-3")
-TINY_LM = ["--set", "vocab=384", "--set", "d_model=32", "--set", "heads=2", "--set", "layers=1"]
-TINY_RESNET = ["--set", "image_size=32", "--set", "channels=1", "--set", "width=8", "--set", "depths=1,1,1,1",
-               "--set", "expansion=2", "--set", "num_classes=10"]
-# Runs a copied script with every MetaGen package made unimportable: the output folder must stand alone.
-NO_METAGEN = (
-    "import sys, runpy; "
-    "sys.modules.update(dict.fromkeys(['metagen_compiler', 'metagen_backends', 'metagen_grammar', 'metagen_stdlib'])); "
-    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+from training_helpers import (
+    GPL,
+    NO_METAGEN,
+    ONE_THREAD,
+    TINY_LM,
+    model_folder,
+    records,
+    run_script,
+    unigram_perplexity,
+    write_cancer,
+    write_csv,
+    write_digits,
 )
 
-
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+TINY_RESNET = ["--set", "image_size=32", "--set", "channels=1", "--set", "width=8", "--set", "depths=1,1,1,1",
+               "--set", "expansion=2", "--set", "num_classes=10"]
 
 
 @pytest.fixture(autouse=True)
@@ -54,61 +53,29 @@ def _one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(threads)
 
 
-def _model_folder(root: Path, example: str) -> Path:
-    """The PyTorch backend's files for examples/<example>.msl, written to root/<example>/."""
-    comp = compile_path(ROOT / "examples" / f"{example}.msl")
-    assert not comp.bag.has_errors, [str(d) for d in comp.bag.errors]
-    folder = root / example
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in emit(comp).items():
-        (folder / name).write_text(text)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
-    return {name: _model_folder(root, name) for name in ("tiny_story", "tabular_classifier", "resnet50")}
+    return {name: model_folder(root, name) for name in ("tiny_story", "tabular_classifier", "resnet50")}
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's 1,797 handwritten digits (8x8, 0..16) as PNGs in one folder per class."""
-    sklearn = pytest.importorskip("sklearn.datasets")
-    image = pytest.importorskip("PIL.Image")
-    root = tmp_path_factory.mktemp("digits") / "digits"
-    d = sklearn.load_digits()
-    for i, (pixels, label) in enumerate(zip(d.images, d.target)):
-        (root / str(label)).mkdir(parents=True, exist_ok=True)
-        image.fromarray((pixels * 255 / 16).astype("uint8"), mode="L").save(root / str(label) / f"{i:04d}.png")
-    return root
+    pytest.importorskip("sklearn.datasets")
+    pytest.importorskip("PIL.Image")
+    return write_digits(tmp_path_factory.mktemp("digits") / "digits")
 
 
 @pytest.fixture(scope="module")
 def cancer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's breast-cancer table (569 rows, 30 numeric features, 2 classes) as a CSV."""
-    sklearn = pytest.importorskip("sklearn.datasets")
-    d = sklearn.load_breast_cancer()
-    path = tmp_path_factory.mktemp("cancer") / "cancer.csv"
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([n.replace(" ", "_") for n in d.feature_names] + ["diagnosis"])
-        for row, label in zip(d.data, d.target):
-            w.writerow([repr(float(v)) for v in row] + [int(label)])
-    return path
+    pytest.importorskip("sklearn.datasets")
+    return write_cancer(tmp_path_factory.mktemp("cancer") / "cancer.csv")[0]
 
 
 def _train(folder: Path, *args: str) -> int:
     return train_script.main(["--model", str(folder / "model.py"), *args])
-
-
-def _records(run: Path, split: str) -> list[dict]:
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
-
-
-def _script(folder: Path, script: str, *args: str, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
-    return subprocess.run([sys.executable, "-c", NO_METAGEN, script, *args], cwd=folder, capture_output=True,
-                          text=True, timeout=600, env=ONE_THREAD, check=False, **kw)
 
 
 # ------------------------------------------------------------------------------------ the copied files
@@ -222,8 +189,8 @@ def _form(models: dict[str, Path], example: str, **config: object) -> data.Form:
 def test_explicit_split_files_are_used_and_val_is_carved(models: dict[str, Path], tmp_path: Path) -> None:
     root = tmp_path / "table"
     root.mkdir()
-    _csv(root / "train.csv", _table(rows=40))
-    _csv(root / "test.csv", _table(rows=7))
+    write_csv(root / "train.csv", _table(rows=40))
+    write_csv(root / "test.csv", _table(rows=7))
     splits = data.prepare(data.DataOptions(str(root), target="y"), _form(models, "tabular_classifier"), tmp_path,
                           None)
     record = splits.state["split"]
@@ -251,7 +218,7 @@ def test_gradient_accumulation_gives_the_same_steps(models: dict[str, Path]) -> 
               *TINY_LM]
     assert _train(folder, *common, "--run-name", "accum1") == 0
     assert _train(folder, *common, "--grad-accum", "4", "--run-name", "accum4") == 0
-    one, four = (_records(folder / "runs" / n, "train") for n in ("accum1", "accum4"))
+    one, four = (records(folder / "runs" / n, "train") for n in ("accum1", "accum4"))
     assert [r["loss"] for r in four] == pytest.approx([r["loss"] for r in one], rel=1e-5)
 
 
@@ -260,29 +227,29 @@ def test_early_stopping(models: dict[str, Path], cancer_csv: Path) -> None:
     assert _train(folder, "--data", str(cancer_csv), "--target", "diagnosis", "--steps", "100", "--batch-size", "8",
                   "--lr", "0", "--eval-every", "1", "--early-stop", "2", "--run-name", "patience") == 0
     run = folder / "runs" / "patience"
-    assert _records(run, "train")[-1]["step"] == 3
+    assert records(run, "train")[-1]["step"] == 3
     assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 3
 
 
 def test_bf16_autocast_runs(models: dict[str, Path]) -> None:
     folder = models["tiny_story"]
-    assert _train(folder, "--data", "synthetic", "--steps", "2", "--batch-size", "2", "--block-size", "16",
+    assert _train(folder, "--data", str(GPL), "--steps", "2", "--batch-size", "2", "--block-size", "16",
                   "--precision", "bf16", "--eval-every", "2", "--run-name", "bf16", *TINY_LM) == 0
-    losses = [r["loss"] for r in _records(folder / "runs" / "bf16", "train")]
+    losses = [r["loss"] for r in records(folder / "runs" / "bf16", "train")]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
 
 
-def test_regression_on_diabetes(models: dict[str, Path], tmp_path: Path) -> None:
+def test_regression_on_diabetes(tmp_path: Path) -> None:
     """A tabular regressor (house_prices, built with 10 features) on scikit-learn's diabetes table."""
     sklearn = pytest.importorskip("sklearn.datasets")
     d = sklearn.load_diabetes()
-    path = _csv(tmp_path / "diabetes.csv", [[*d.feature_names, "progression"]] +
+    path = write_csv(tmp_path / "diabetes.csv", [[*d.feature_names, "progression"]] +
                 [[*map(float, row), float(y)] for row, y in zip(d.data, d.target)])
-    folder = _model_folder(tmp_path, "house_prices")
+    folder = model_folder(tmp_path, "house_prices")
     assert _train(folder, "--data", str(path), "--target", "progression", "--set", "features=10", "--steps", "600",
                   "--batch-size", "32", "--lr", "1e-2", "--eval-every", "300", "--run-name", "diabetes") == 0
     run = folder / "runs" / "diabetes"
-    val = _records(run, "val")
+    val = records(run, "val")
     split = json.loads((run / "data.json").read_text())["split"]
     y = {s: [float(d.target[int(i.rsplit(":", 1)[1]) - 2]) for i in split[s]] for s in ("train", "val")}
     mean = sum(y["train"]) / len(y["train"])
@@ -293,38 +260,24 @@ def test_regression_on_diabetes(models: dict[str, Path], tmp_path: Path) -> None
 # ------------------------------------------------------------------------------------ real training runs
 
 
-def _unigram_perplexity(run: Path) -> float:
-    """Validation perplexity of the add-one unigram model of the training tokens (the baseline to beat)."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(run / "tokenizer.json"))
-    split = json.loads((run / "data.json").read_text())["split"]
-    paras = [p for p in GPL.read_text().split("\n\n") if p.strip()]
-    text = {f"{GPL.name}:{k}": p for k, p in enumerate(paras)}
-    train = Counter(t for i in split["train"] for t in tok.encode(text[i]).ids)
-    val = [t for i in split["val"] for t in tok.encode(text[i]).ids]
-    total, vocab = sum(train.values()), tok.get_vocab_size()
-    return math.exp(-sum(math.log((train[t] + 1) / (total + vocab)) for t in val) / len(val))
-
-
 @pytest.mark.slow
 def test_text_lm_learns_gpl3_without_metagen(models: dict[str, Path]) -> None:
     folder = models["tiny_story"]
-    r = _script(folder, "train.py", "--data", str(GPL), "--steps", "120", "--batch-size", "16", "--block-size", "32",
+    r = run_script(folder, "train.py", "--data", str(GPL), "--steps", "120", "--batch-size", "16", "--block-size", "32",
                 "--lr", "1e-2", "--eval-every", "60", "--run-name", "gpl", *TINY_LM)
     assert r.returncode == 0, r.stderr
     assert "loss" in r.stdout and "tokens/s" in r.stdout and "eta" in r.stdout
     run = folder / "runs" / "gpl"
-    val = _records(run, "val")
+    val = records(run, "val")
     start, end = val[0]["perplexity"], val[-1]["perplexity"]
-    baseline = _unigram_perplexity(run)
+    baseline = unigram_perplexity(run)
     assert val[0]["step"] == 0 and val[-1]["step"] == 120
     assert end < 0.9 * baseline < start, (start, end, baseline)
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["steps"] == 120 and config["model"]["vocab"] == 384 and not config["synthetic"]
     assert (run / "tokenizer.json").is_file() and (run / "last" / "model.safetensors").is_file()
 
-    r = _script(folder, "evaluate.py", "--checkpoint", str(run / "last"), "--data", str(GPL), "--split", "test")
+    r = run_script(folder, "evaluate.py", "--checkpoint", str(run / "last"), "--data", str(GPL), "--split", "test")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result == json.loads((run / "eval_test.json").read_text())
@@ -352,7 +305,7 @@ def test_tabular_classifier_learns_breast_cancer(models: dict[str, Path], cancer
     assert _train(folder, "--data", str(cancer_csv), "--target", "diagnosis", "--steps", "60", "--batch-size", "32",
                   "--lr", "1e-3", "--eval-every", "30", "--run-name", "cancer") == 0
     run = folder / "runs" / "cancer"
-    assert _records(run, "val")[-1]["accuracy"] >= 0.9
+    assert records(run, "val")[-1]["accuracy"] >= 0.9
     capsys.readouterr()
     assert evaluate_script.main(["--checkpoint", str(run / "last"), "--split", "test"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -396,7 +349,7 @@ def test_resume_after_sigkill_gives_the_same_curve_bit_for_bit(models: dict[str,
     assert proc.returncode == -signal.SIGKILL
     killed_at = json.loads((loop.find_checkpoint(run / "last") / "trainer.json").read_text())["step"]
     assert 10 <= killed_at < 300  # really interrupted
-    r = _script(folder, "train.py", "--resume", "--run-name", "killed")
+    r = run_script(folder, "train.py", "--resume", "--run-name", "killed")
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout
     whole = (folder / "runs" / "whole" / "metrics.jsonl").read_text()
@@ -417,10 +370,10 @@ def test_torchrun_two_processes_match_one(models: dict[str, Path]) -> None:
                         "train.py", *common, "--run-name", "two"], cwd=folder, capture_output=True, text=True, timeout=600,
                        env=ONE_THREAD, check=False)
     assert r.returncode == 0, r.stderr
-    one, two = (_records(folder / "runs" / n, "train") for n in ("one", "two"))
+    one, two = (records(folder / "runs" / n, "train") for n in ("one", "two"))
     assert len(one) == len(two) == 12
     assert [t["loss"] for t in two] == pytest.approx([o["loss"] for o in one], rel=1e-4)
-    val_one, val_two = (_records(folder / "runs" / n, "val") for n in ("one", "two"))
+    val_one, val_two = (records(folder / "runs" / n, "val") for n in ("one", "two"))
     assert [v["perplexity"] for v in val_two] == pytest.approx([v["perplexity"] for v in val_one], rel=1e-4)
     assert json.loads((folder / "runs" / "two" / "config.json").read_text())["world_size"] == 2
 
@@ -434,12 +387,6 @@ def _error(capsys, folder: Path, *args: str) -> str:  # type: ignore[no-untyped-
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     return err
-
-
-def _csv(path: Path, rows: list[list[object]]) -> Path:
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    return path
 
 
 def test_bad_data_missing_path(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -479,7 +426,7 @@ def test_text_too_short_for_a_window(models: dict[str, Path], tmp_path: Path, ca
 
 
 def test_csv_missing_target(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    path = _csv(tmp_path / "t.csv", [["a", "b"], [1, 2]])
+    path = write_csv(tmp_path / "t.csv", [["a", "b"], [1, 2]])
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--target", "y", "--run-name", "x")
     assert f"{path}: no column `y` (--target); columns are a, b" in err
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--run-name", "x")
@@ -493,7 +440,7 @@ def _table(rows: int = 10, features: int = 30) -> list[list[object]]:
 def test_csv_not_a_number(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     rows = _table()
     rows[4][7] = "n/a"
-    path = _csv(tmp_path / "t.csv", rows)
+    path = write_csv(tmp_path / "t.csv", rows)
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--target", "y", "--run-name", "x")
     assert f"{path}:5: column `f7` is `n/a`; expected a number" in err
 
@@ -501,7 +448,7 @@ def test_csv_not_a_number(models: dict[str, Path], tmp_path: Path, capsys) -> No
 def test_csv_ragged_row(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     rows = _table()
     rows[3] = rows[3][:-2]
-    path = _csv(tmp_path / "t.csv", rows)
+    path = write_csv(tmp_path / "t.csv", rows)
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--target", "y", "--run-name", "x")
     assert f"{path}:4: 29 values; expected 31" in err
 
@@ -509,24 +456,24 @@ def test_csv_ragged_row(models: dict[str, Path], tmp_path: Path, capsys) -> None
 def test_csv_label_out_of_range(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     rows = _table()
     rows[6][-1] = 2  # num_classes = 2
-    path = _csv(tmp_path / "t.csv", rows)
+    path = write_csv(tmp_path / "t.csv", rows)
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--target", "y", "--run-name", "x")
     assert "3 classes in `y`, but the model has num_classes = 2" in err
 
 
 def test_csv_feature_count_mismatch(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    path = _csv(tmp_path / "t.csv", _table(features=4))
+    path = write_csv(tmp_path / "t.csv", _table(features=4))
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--target", "y", "--run-name", "x")
     assert "4 feature columns, but the model expects features = 30" in err
 
 
 def test_too_few_rows_to_split(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    path = _csv(tmp_path / "t.csv", _table(rows=2))
+    path = write_csv(tmp_path / "t.csv", _table(rows=2))
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--target", "y", "--run-name", "x")
     assert "2 item(s), but a train/val/test split needs at least 3" in err
 
 
-def test_unreadable_image(models: dict[str, Path], digits: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_unreadable_image(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     image = pytest.importorskip("PIL.Image")
     root = tmp_path / "imgs"
     for c in ("a", "b"):
@@ -553,7 +500,7 @@ def test_bad_config_override(models: dict[str, Path], cancer_csv: Path, capsys) 
 def test_bad_data_from_the_command_line_is_one_line(models: dict[str, Path], tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text("not json\n")
-    r = _script(models["tiny_story"], "train.py", "--data", str(path), *TINY_LM)
+    r = run_script(models["tiny_story"], "train.py", "--data", str(path), *TINY_LM)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"error: {path}:1: not valid JSON (Expecting value); expected one object per line"
 
@@ -600,7 +547,199 @@ def test_evaluate_without_a_checkpoint_is_one_line(tmp_path: Path, capsys) -> No
 
 
 def test_fewer_items_than_one_batch(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    path = _csv(tmp_path / "t.csv", _table(rows=10))
+    path = write_csv(tmp_path / "t.csv", _table(rows=10))
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--target", "y", "--batch-size", "16",
                  "--run-name", "x")
     assert "the train split has 8 items, fewer than one batch of 16" in err
+
+
+# ------------------------------------------------------------------- every loader's one-line data errors
+
+TEXT = {"vocab": 300}
+IMAGES = {"image_size": 8, "channels": 1, "num_classes": 2}
+TABLE = {"features": 2, "num_classes": 2}
+SPEECH = {"samples": 16000, "context": 8, "vocab": 300}
+GRAPH = {"features": 2, "num_classes": 2}
+SERIES = {"features": 2, "lookback": 2, "horizon": 1}
+ROWS = "a,b,y\n" + "".join(f"{k},{k % 3},{k % 2}\n" for k in range(10))
+GRAPH4 = {"x": [[0.0, 1.0]] * 4, "edges": [[0, 1], [1, 2], [2, 3]]}
+SPLIT4 = {"train": [0, 1], "val": [2], "test": [3]}
+
+
+class _Forecaster(torch.nn.Module):
+    """Forecasts (batch, horizon 1, 2 outputs): what data_series checks the --target columns against."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 1, 2) + self.w
+
+
+# (kind, Config, files under tmp_path (text, bytes, or None: a folder), --data, DataOptions, data.json state, message)
+# with @ for tmp_path; a message ending in "(" is a prefix (the rest is the library's own words)
+DATA_ERRORS = {
+    "text-folder-without-text": ("lm", TEXT, {"corpus/notes.md": "x"}, "corpus", {}, None,
+                                 "@/corpus: no .txt or .jsonl files; expected text files"),
+    "text-empty": ("lm", TEXT, {"c.txt": "\n\n"}, "c.txt", {}, None,
+                   "@/c.txt: no text found; expected non-empty .txt or .jsonl"),
+    "text-bad-tokenizer": ("lm", TEXT, {"c.txt": "a\n\nb\n\nc", "tok.json": "{}"}, "c.txt", {"tokenizer": "@/tok.json"},
+                           None, "@/tok.json: not a tokenizer.json ("),
+    "text-vocab-below-bytes": ("lm", {"vocab": 100}, {"c.txt": "a\n\nb\n\nc"}, "c.txt", {}, None,
+                               ("@/c.txt: the byte-level BPE of the train split (256 bytes and 1 special token(s) at "
+                                "least): 257 tokens, but the model's vocab is 100")),
+    "recorded-item-missing": ("lm", TEXT, {"c.txt": "a\n\nb\n\nc"}, "c.txt", {},
+                              {"split": {"train": ["c.txt:0"], "val": ["c.txt:7"], "test": ["c.txt:2"]}},
+                              "@/c.txt: item `c.txt:7` of the recorded val split is missing from the data"),
+    "images-not-a-folder": ("image_classification", IMAGES, {"x.png": b"png"}, "x.png", {}, None,
+                            "@/x.png: not a folder; expected one subfolder of images per class"),
+    "images-no-class-folders": ("image_classification", IMAGES, {"imgs/a.png": b"png"}, "imgs", {}, None,
+                                "@/imgs: no class subfolders; expected one subfolder of images per class"),
+    "images-none": ("image_classification", IMAGES, {"imgs/a/notes.txt": "x"}, "imgs", {}, None,
+                    "@/imgs: no images (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff) in the class subfolders"),
+    "images-unknown-test-class": ("image_classification", IMAGES,
+                                  {"imgs/train/a/0.png": b"", "imgs/train/b/0.png": b"", "imgs/test/c/0.png": b""},
+                                  "imgs", {}, None,
+                                  "@/imgs/test/c: class `c` is not among the training classes ['a', 'b']"),
+    "csv-not-csv": ("tabular_classification", TABLE, {"t.txt": ROWS}, "t.txt", {"target": "y"}, None,
+                    "@/t.txt: not a .csv file; expected a CSV with a header row"),
+    "csv-empty": ("tabular_classification", TABLE, {"t.csv": ""}, "t.csv", {"target": "y"}, None,
+                  "@/t.csv: empty file; expected a header row"),
+    "csv-no-feature-column": ("tabular_classification", TABLE, {"t.csv": ROWS}, "t.csv",
+                              {"target": "y", "features": "a,z"}, None,
+                              "@/t.csv: no feature column `z` (--features); columns are a, b, y"),
+    "csv-not-finite": ("tabular_classification", TABLE, {"t.csv": "a,b,y\n1,inf,0\n" + ROWS[6:]}, "t.csv",
+                       {"target": "y"}, None, "@/t.csv:2: column `b` is `inf`; expected a finite number"),
+    "csv-not-utf8": ("tabular_classification", TABLE, {"t.csv": ROWS.encode() + "caf\u00e9,1,0\n".encode("latin-1")},
+                     "t.csv", {"target": "y"}, None, "@/t.csv: byte 69 is not UTF-8; expected UTF-8 text"),
+    "audio-list-not-utf8": ("speech_recognition", SPEECH, {"sp/transcripts.tsv": "a.wav\tcaf\u00e9\n".encode("latin-1")},
+                            "sp", {}, None, "@/sp/transcripts.tsv: byte 9 is not UTF-8; expected UTF-8 text"),
+    "csv-no-rows": ("tabular_classification", TABLE, {"t.csv": "a,b,y\n"}, "t.csv", {"target": "y"}, None,
+                    "@/t.csv: no data rows after the header"),
+    "csv-two-class-targets": ("tabular_classification", {"features": 1, "num_classes": 2}, {"t.csv": ROWS}, "t.csv",
+                              {"target": "a,y"}, None, "@/t.csv: classification takes one --target column, got 2"),
+    "csv-label-unseen-in-train": ("tabular_classification", TABLE,
+                                  {"t/train.csv": ROWS, "t/test.csv": "a,b,y\n1,2,5\n"}, "t", {"target": "y"}, None,
+                                  "test.csv:2: label `5` in `y` is not one of the 2 classes 0..1 (num_classes = 2)"),
+    "csv-outputs-mismatch": ("tabular_regression", {"features": 2, "outputs": 2}, {"t.csv": ROWS}, "t.csv",
+                             {"target": "y"}, None,
+                             "@/t.csv: 1 --target column(s), but the model predicts outputs = 2"),
+    "csv-target-not-a-number": ("tabular_regression", {"features": 2, "outputs": 1},
+                                {"t.csv": ROWS.replace("\n1,1,1\n", "\n1,1,high\n")}, "t.csv", {"target": "y"}, None,
+                                "t.csv:3: target `high` is not a number; expected numbers"),
+    "no-loader": ("unsupported", {}, {"t.csv": ROWS}, "t.csv", {}, None,
+                  ("@/t.csv: no loader yet for a model whose batches are {boxes, image}; use --data synthetic for a "
+                   "smoke test")),
+    "audio-jsonl-not-json": ("speech_recognition", SPEECH, {"sp/transcripts.jsonl": "{bad\n"}, "sp", {}, None,
+                             "@/sp/transcripts.jsonl:1: not valid JSON ("),
+    "audio-jsonl-fields": ("speech_recognition", SPEECH, {"sp/transcripts.jsonl": '{"path": "a.wav"}\n'}, "sp", {},
+                           None, "@/sp/transcripts.jsonl:1: expected an object with string fields `path` and `text`"),
+    "audio-empty-transcript": ("speech_recognition", SPEECH, {"sp/a.wav": b"", "sp/transcripts.tsv": "a.wav\t \n"},
+                               "sp", {}, None, "@/sp/transcripts.tsv:1: empty transcript for `a.wav`"),
+    "audio-no-rows": ("speech_recognition", SPEECH, {"sp/transcripts.tsv": "\n"}, "sp", {}, None,
+                      "@/sp/transcripts.tsv: no rows; expected one audio file and transcript per line"),
+    "audio-transcript-too-long": ("speech_recognition", {**SPEECH, "context": 2},
+                                  {"sp/a.wav": b"", "sp/b.wav": b"", "sp/c.wav": b"",
+                                   "sp/transcripts.tsv": "a.wav\tone two\nb.wav\tthree four\nc.wav\tfive six\n"},
+                                  "sp", {}, None, "transcripts.tsv: the transcript of `"),
+    "graph-two-files": ("node_classification", GRAPH, {"g/a.json": "{}", "g/b.json": "{}"}, "g", {}, None,
+                        "@/g: expected one graph .json file in the folder, found 2"),
+    "graph-no-x": ("node_classification", GRAPH, {"g.json": '{"edges": []}'}, "g.json", {}, None,
+                   "@/g.json: expected an object with `x` (node features) and `edges` (node index pairs)"),
+    "graph-empty-x": ("node_classification", GRAPH, {"g.json": '{"x": [], "edges": [[0, 1]]}'}, "g.json", {}, None,
+                      "@/g.json: `x` is not a non-empty list of feature rows"),
+    "graph-no-edges": ("node_classification", GRAPH, {"g.json": '{"x": [[0, 1]], "edges": []}'}, "g.json", {}, None,
+                       "@/g.json: `edges` is not a non-empty list of [source, target] pairs"),
+    "graph-unlabelled": ("node_classification", GRAPH, {"g.json": json.dumps({**GRAPH4, "y": [None] * 4})}, "g.json",
+                         {}, None, "@/g.json: every entry of `y` is null; node classification needs labelled nodes"),
+    "graph-too-few-labels": ("node_classification", GRAPH, {"g.json": json.dumps({**GRAPH4, "y": [0, None, 1, None]})},
+                             "g.json", {}, None, "@/g.json: 2 item(s), but a train/val/test split needs at least 3"),
+    "graph-empty-split": ("node_classification", GRAPH,
+                          {"g.json": json.dumps({**GRAPH4, "y": [0, 1, 0, 1], "split": {**SPLIT4, "test": []}})},
+                          "g.json", {}, None, "@/g.json: split `test` is empty; expected labelled node ids"),
+    "graph-label-not-recorded": ("node_classification", GRAPH, {"g.json": json.dumps({**GRAPH4, "y": [0, 1, 2, 1]})},
+                                 "g.json", {}, {"classes": [0, 1], "split": SPLIT4},
+                                 "@/g.json: y[2] is 2; expected a class among 2 (0..1, num_classes = 2)"),
+    "graph-too-dense": ("link_prediction", GRAPH, {"g.json": json.dumps({"x": [[0.0, 1.0]] * 3,
+                                                                         "edges": [[0, 1], [0, 2], [1, 2]]})},
+                        "g.json", {}, None, "@/g.json: too dense to draw 1 non-edges"),
+    "series-not-csv": ("forecast", SERIES, {"s.txt": ROWS}, "s.txt", {}, None,
+                       "@/s.txt: not a .csv file; expected a CSV with a header row, rows in time order"),
+    "series-empty": ("forecast", SERIES, {"s.csv": "# a comment only\n"}, "s.csv", {}, None,
+                     "@/s.csv: empty file; expected a header row"),
+    "series-no-rows": ("forecast", SERIES, {"s.csv": "a,b\n"}, "s.csv", {}, None,
+                       "@/s.csv: no data rows after the header"),
+    "series-ragged": ("forecast", SERIES, {"s.csv": "a,b\n1,2\n3\n"}, "s.csv", {}, None,
+                      "@/s.csv:3: 1 values; expected 2 (one per header column)"),
+    "series-folder-without-val": ("forecast", SERIES, {"ser/train.csv": "a,b\n1,2\n", "ser/test.csv": "a,b\n1,2\n"},
+                                  "ser", {}, None,
+                                  "@/ser: a folder of series needs train.csv, val.csv and test.csv (a split by time)"),
+    "series-target-mismatch": ("forecast", SERIES, {"s.csv": "a,b\n" + "1,2\n" * 40}, "s.csv", {"target": "a"}, None,
+                               ("@/s.csv: 1 target column(s) (a), but the model forecasts (1, 2) (horizon, outputs); "
+                                "name them with --target")),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_ERRORS))
+def test_data_error_is_one_line(case: str, tmp_path: Path) -> None:
+    kind, config, files, source, options, state, message = DATA_ERRORS[case]
+    for rel, content in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    options = {k: v.replace("@", str(tmp_path)) for k, v in options.items()}
+    form = data.Form(kind, ("boxes", "image") if kind == "unsupported" else (), config)
+    with pytest.raises(data.DataError) as e:
+        data.prepare(data.DataOptions(str(tmp_path / source), **options), form, tmp_path / "run", state, _Forecaster())
+    text, expected = str(e.value), message.replace("@", str(tmp_path))
+    assert "\n" not in text
+    assert text.startswith(expected) if expected.endswith("(") or case == "audio-transcript-too-long" else \
+        text == expected, text
+
+
+def test_unknown_split_name() -> None:
+    splits = data.Splits(data.TensorItems({"x": torch.zeros(1)}), *[data.TensorItems({"x": torch.zeros(1)})] * 2)
+    with pytest.raises(data.DataError, match="^unknown split `dev`: expected one of train, val, test$"):
+        splits.get("dev")
+
+
+def test_tokenizer_larger_than_the_vocab(models: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--tokenizer is checked against the vocab, and is the one used even where a run of the same name that
+    failed before it started left its tokenizer.json (only --resume and evaluate.py reuse the run's own)."""
+    tokenizers = pytest.importorskip("tokenizers")
+
+    def word_level(n: int, path: Path) -> None:
+        tokenizers.Tokenizer(tokenizers.models.WordLevel({f"w{i}": i for i in range(n)}, unk_token="w0")).save(str(path))
+
+    word_level(500, tmp_path / "tok.json")
+    (tmp_path / "runs" / "stale").mkdir(parents=True)
+    word_level(10, tmp_path / "runs" / "stale" / "tokenizer.json")
+    err = _error(capsys, models["tiny_story"], "--data", str(GPL), "--tokenizer", str(tmp_path / "tok.json"),
+                 "--out", str(tmp_path / "runs"), "--run-name", "stale", *TINY_LM)
+    assert err == f"error: {tmp_path / 'tok.json'}: 500 tokens, but the model's vocab is 384\n"
+
+
+def test_run_folder_errors(models: dict[str, Path], cancer_csv: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder, runs = models["tabular_classifier"], tmp_path / "runs"
+    table = ["--data", str(cancer_csv), "--target", "diagnosis", "--out", str(runs)]
+    assert _error(capsys, folder, *table, "--resume") == f"error: {runs}: no run with a checkpoint to resume\n"
+    assert _error(capsys, folder, *table, "--resume", "--run-name", "r") == (
+        f"error: {runs / 'r'}: no checkpoint to resume (expected {runs / 'r' / 'last'})\n")
+    (runs / "r").mkdir(parents=True)
+    (runs / "r" / "metrics.jsonl").write_text("")
+    assert _error(capsys, folder, *table, "--run-name", "r") == (
+        f"error: {runs / 'r'}: the run exists; pass --resume to continue it, or --run-name NAME\n")
+    assert _error(capsys, folder, *table, "--run-name", "s", "--grad-accum", "3") == (
+        "error: --batch-size 4 is not a multiple of processes x --grad-accum (1 x 3)\n")
+    assert _error(capsys, folder, *table, "--run-name", "s", "--lr", "1e30") == (
+        "error: step 2: the loss is nan; lower --lr or check the data\n")
+
+
+def test_evaluate_outside_a_run_folder(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    last = tmp_path / "runs" / "r" / "last"
+    last.mkdir(parents=True)
+    (last / "trainer.json").write_text("{}")
+    assert evaluate_script.main(["--checkpoint", str(last)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'runs' / 'r'}: not a run folder (FileNotFoundError: config.json, data.json)\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import math
 import random
@@ -34,9 +35,14 @@ __all__ = [
     "TensorItems",
     "TokenWindows",
     "detect_form",
+    "explicit_parts",
+    "make_split",
     "prepare",
+    "read_csv",
+    "read_utf8",
     "split_ids",
     "target_count",
+    "train_tokenizer",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -83,6 +89,11 @@ class Splits:
     test: Dataset
     state: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of_tensors(cls, tensors: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Splits:
+        """TensorItems of {split: {batch key: tensor}}."""
+        return cls(*(TensorItems(tensors[s]) for s in SPLITS), state)
+
     def get(self, name: str) -> Dataset:
         if name not in SPLITS:
             raise DataError(f"unknown split `{name}`: expected one of {', '.join(SPLITS)}")
@@ -93,7 +104,7 @@ def detect_form(model: torch.nn.Module, module: Any) -> Form:
     """The data kind from the keys of `example_batch(model)`, and the model's Config as a dict."""
     batch = module.example_batch(model, batch_size=2)
     keys = tuple(sorted(batch))
-    cfg = {k: v for k, v in vars(model.config).items()}
+    cfg = dict(vars(model.config))
     if keys == ("text",) and not batch["text"].is_floating_point():
         kind = "lm"
     elif keys == ("image", "label"):
@@ -152,9 +163,6 @@ class TokenWindows(Dataset):
         start = i * self.block_size
         return {"text": self.stream[start : start + self.block_size + 1]}
 
-    def item_length(self, i: int) -> int:
-        return len(self[i]["text"])
-
 
 class TensorItems(Dataset):
     """Rows of in-memory tensors under the batch's keys."""
@@ -190,8 +198,9 @@ class SyntheticItems(Dataset):
 # ------------------------------------------------------------------------------------------ splitting
 
 
-def split_ids(ids: list[str], seed: int, fractions: tuple[float, ...] = FRACTIONS, what: str = "") -> dict[str, list[str]]:
-    """A seeded split of item ids into train/val/test; each split gets at least one item."""
+def split_ids(ids: list[Any], seed: int, fractions: tuple[float, ...] = FRACTIONS, what: str = "") -> dict[str, list[Any]]:
+    """A seeded split of item ids into train/val/test; each split gets at least one item (3 items or more leave
+    train at least one: val and test take max(1, round(10%)) each)."""
     if len(ids) < 3:
         raise DataError(f"{what}: {len(ids)} item(s), but a train/val/test split needs at least 3")
     order = list(ids)
@@ -199,12 +208,10 @@ def split_ids(ids: list[str], seed: int, fractions: tuple[float, ...] = FRACTION
     n_val = max(1, round(fractions[1] * len(order)))
     n_test = max(1, round(fractions[2] * len(order)))
     n_train = len(order) - n_val - n_test
-    if n_train < 1:
-        raise DataError(f"{what}: {len(ids)} items are too few to split into train/val/test")
     return {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
 
 
-def _explicit_parts(root: Path) -> dict[str, Path]:
+def explicit_parts(root: Path) -> dict[str, Path]:
     """train/val/test children of a folder (subfolders, or files named train.*, val.*, test.*)."""
     if not root.is_dir():
         return {}
@@ -217,11 +224,7 @@ def _explicit_parts(root: Path) -> dict[str, Path]:
     return parts if "train" in parts else {}
 
 
-def _assign(items: dict[str, Any], parts: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {s: [i for i in parts[s] if i in items] for s in SPLITS}
-
-
-def _make_split(
+def make_split(
     sources: dict[str, dict[str, Any]], seed: int, what: str, recorded: dict[str, Any] | None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Items per split. `sources` maps an explicit split (or "all") to {item id: item}.
@@ -256,15 +259,44 @@ def _make_split(
     return {s: {i: everything[i] for i in record[s]} for s in SPLITS}, record
 
 
+# ------------------------------------------------------------------------------------------ reading
+
+
+def read_utf8(path: Path, newline: str | None = None) -> str:
+    """The text of a file; bytes that are not UTF-8 are a DataError naming the first one."""
+    try:
+        with path.open(encoding="utf-8", newline=newline) as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: byte {e.start} is not UTF-8; expected UTF-8 text") from None
+
+
+def read_csv(path: Path, order: str = "", comments: bool = False) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The stripped header of a .csv and its data rows as (line number, cells), each with one cell per column;
+    blank rows, and with `comments` rows whose first cell starts with #, are skipped. `order` adds to what
+    the not-a-CSV error says is expected."""
+    if not path.is_file() or path.suffix.lower() != ".csv":
+        raise DataError(f"{path}: not a .csv file; expected a CSV with a header row{order}")
+    reader = csv.reader(io.StringIO(read_utf8(path, newline=""), newline=""))
+    rows = [(reader.line_num, r) for r in reader
+            if any(c.strip() for c in r) and not (comments and r[0].startswith("#"))]
+    if not rows:
+        raise DataError(f"{path}: empty file; expected a header row")
+    header, body = [h.strip() for h in rows[0][1]], rows[1:]
+    if not body:
+        raise DataError(f"{path}: no data rows after the header")
+    for line, row in body:
+        if len(row) != len(header):
+            raise DataError(f"{path}:{line}: {len(row)} values; expected {len(header)} (one per header column)")
+    return header, body
+
+
 # ----------------------------------------------------------------------------------------------- text
 
 
 def _read_text_file(path: Path, name: str, text_field: str) -> dict[str, str]:
     """{item id: text}: paragraphs (blank-line separated) of a .txt, rows of a .jsonl."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: byte {e.start} is not UTF-8; expected UTF-8 text") from None
+    raw = read_utf8(path)
     items: dict[str, str] = {}
     if path.suffix == ".jsonl":
         for lineno, line in enumerate(raw.splitlines(), 1):
@@ -305,30 +337,36 @@ def _read_text(path: Path, text_field: str) -> dict[str, str]:
     return items
 
 
-def _tokenizer(texts: list[str], vocab: int, given: str | None, saved: Path, write: bool) -> Any:
-    """Load tokenizer.json from the run, or a given one, or train a byte-level BPE with the model's vocab."""
+def train_tokenizer(texts: list[str], vocab: int, given: str | None, saved: Path, recorded: bool, write: bool,
+                    what: str, specials: tuple[str, ...] = (EOS,), prefix_space: bool = False) -> Any:
+    """The run's own tokenizer.json `saved` when the run is `recorded` (resume, evaluate), else a given one
+    (--tokenizer), else a byte-level BPE with the model's vocab trained on `texts` (the train split). Either
+    way at most `vocab` tokens. A new run saves it to `saved` only with `write` (one process of several
+    writes it), replacing what a run of the same name that failed earlier may have left."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    if saved.exists() or given:
-        path = saved if saved.exists() else Path(given or "")
+    if recorded or given:
+        path = saved if recorded else Path(given or "")
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as e:  # noqa: BLE001 (the tokenizers library raises plain Exception)
             raise DataError(f"{path}: not a tokenizer.json ({str(e).splitlines()[0]})") from None
-        if tok.get_vocab_size() > vocab:
-            raise DataError(f"{path}: {tok.get_vocab_size()} tokens, but the model's vocab is {vocab}")
+        where = str(path)
     else:
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab,
-            special_tokens=[EOS],
+            special_tokens=list(specials),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
         tok.train_from_iterator(texts, trainer)
-    if write and not saved.exists():
+        where = f"{what}: the byte-level BPE of the train split (256 bytes and {len(specials)} special token(s) at least)"
+    if tok.get_vocab_size() > vocab:
+        raise DataError(f"{where}: {tok.get_vocab_size()} tokens, but the model's vocab is {vocab}")
+    if write and not recorded:
         saved.parent.mkdir(parents=True, exist_ok=True)
         tok.save(str(saved))
     return tok
@@ -346,14 +384,15 @@ def _stream(tok: Any, texts: list[str]) -> torch.Tensor:
 
 def _prepare_text(opts: DataOptions, form: Form, run_dir: Path, state: dict[str, Any] | None, write: bool) -> Splits:
     root = Path(opts.source)
-    parts = _explicit_parts(root)
+    parts = explicit_parts(root)
     if parts:
         sources = {s: _read_text(p, opts.text_field) for s, p in parts.items()}
     else:
         sources = {"all": _read_text(root, opts.text_field)}
     recorded = state.get("split") if state else None
-    items, record = _make_split(sources, opts.seed, str(root), recorded)
-    tok = _tokenizer(list(items["train"].values()), int(form.config["vocab"]), opts.tokenizer, run_dir / "tokenizer.json", write)
+    items, record = make_split(sources, opts.seed, str(root), recorded)
+    tok = train_tokenizer(list(items["train"].values()), int(form.config["vocab"]), opts.tokenizer,
+                          run_dir / "tokenizer.json", state is not None, write, str(root))
     streams = {s: _stream(tok, list(items[s].values())) for s in SPLITS}
     for s in SPLITS:
         if len(streams[s]) < 2:
@@ -417,7 +456,7 @@ def _load_image(path: Path, size: int, channels: int) -> torch.Tensor:
 def _prepare_images(opts: DataOptions, form: Form, state: dict[str, Any] | None) -> Splits:
     root = Path(opts.source)
     size, channels, num_classes = (int(form.config[k]) for k in ("image_size", "channels", "num_classes"))
-    parts = _explicit_parts(root)
+    parts = explicit_parts(root)
     classes = state.get("classes") if state else None
     if parts:
         train_items, found = _image_items(parts["train"], classes)
@@ -432,7 +471,7 @@ def _prepare_images(opts: DataOptions, form: Form, state: dict[str, Any] | None)
         sources = {"all": all_items}
     if len(classes) > num_classes:
         raise DataError(f"{root}: {len(classes)} class folders, but the model has num_classes = {num_classes}")
-    items, record = _make_split(sources, opts.seed, str(root), state.get("split") if state else None)
+    items, record = make_split(sources, opts.seed, str(root), state.get("split") if state else None)
     index = {c: i for i, c in enumerate(classes)}
 
     def tensors(part: dict[str, tuple[Path, str]]) -> TensorItems:
@@ -457,42 +496,28 @@ def _prepare_images(opts: DataOptions, form: Form, state: dict[str, Any] | None)
 
 def _read_csv(path: Path, target: list[str], features: list[str] | None) -> tuple[dict[str, tuple[list[float], list[str]]], list[str]]:
     """{row id: (feature values, target strings)} and the feature column names."""
-    if not path.is_file() or path.suffix.lower() != ".csv":
-        raise DataError(f"{path}: not a .csv file; expected a CSV with a header row")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path}: empty file; expected a header row")
-        header = [h.strip() for h in header]
-        for t in target:
-            if t not in header:
-                raise DataError(f"{path}: no column `{t}` (--target); columns are {', '.join(header)}")
-        names = features if features is not None else [h for h in header if h not in target]
-        for n in names:
-            if n not in header:
-                raise DataError(f"{path}: no feature column `{n}` (--features); columns are {', '.join(header)}")
-        cols = [header.index(n) for n in names]
-        tcols = [header.index(t) for t in target]
-        rows: dict[str, tuple[list[float], list[str]]] = {}
-        for row in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{line}: {len(row)} values; expected {len(header)} (one per header column)")
-            values = []
-            for c, n in zip(cols, names):
-                try:
-                    v = float(row[c])
-                except ValueError:
-                    raise DataError(f"{path}:{line}: column `{n}` is `{row[c]}`; expected a number") from None
-                if not math.isfinite(v):
-                    raise DataError(f"{path}:{line}: column `{n}` is `{row[c]}`; expected a finite number")
-                values.append(v)
-            rows[f"{path.name}:{line}"] = (values, [row[c].strip() for c in tcols])
-    if not rows:
-        raise DataError(f"{path}: no data rows after the header")
+    header, body = read_csv(path)
+    for t in target:
+        if t not in header:
+            raise DataError(f"{path}: no column `{t}` (--target); columns are {', '.join(header)}")
+    names = features if features is not None else [h for h in header if h not in target]
+    for n in names:
+        if n not in header:
+            raise DataError(f"{path}: no feature column `{n}` (--features); columns are {', '.join(header)}")
+    cols = [header.index(n) for n in names]
+    tcols = [header.index(t) for t in target]
+    rows: dict[str, tuple[list[float], list[str]]] = {}
+    for line, row in body:
+        values = []
+        for c, n in zip(cols, names):
+            try:
+                v = float(row[c])
+            except ValueError:
+                raise DataError(f"{path}:{line}: column `{n}` is `{row[c]}`; expected a number") from None
+            if not math.isfinite(v):
+                raise DataError(f"{path}:{line}: column `{n}` is `{row[c]}`; expected a finite number")
+            values.append(v)
+        rows[f"{path.name}:{line}"] = (values, [row[c].strip() for c in tcols])
     return rows, names
 
 
@@ -512,7 +537,7 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
         raise DataError(f"{root}: tabular data needs --target COLUMN (the column to predict)")
     target = [t.strip() for t in opts.target.split(",")]
     features = [f.strip() for f in opts.features.split(",")] if opts.features else None
-    parts = _explicit_parts(root)
+    parts = explicit_parts(root)
     if parts:
         read = {s: _read_csv(p, target, features) for s, p in parts.items()}
     else:
@@ -525,7 +550,7 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
             "(name them with --features, or build the model with --set features=N)"
         )
     sources = {s: r[0] for s, r in read.items()}
-    items, record = _make_split(sources, opts.seed, str(root), state.get("split") if state else None)
+    items, record = make_split(sources, opts.seed, str(root), state.get("split") if state else None)
     x = {s: torch.tensor([v for v, _ in items[s].values()], dtype=torch.float32) for s in SPLITS}
     if state and "standardize" in state:
         mean = torch.tensor(state["standardize"]["mean"])
@@ -576,10 +601,18 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
                     file, line = rid.rsplit(":", 1)
                     raise DataError(f"{file}:{line}: target `{','.join(t)}` is not a number; expected numbers") from None
             tensors[s]["target"] = torch.tensor(values, dtype=torch.float32)
-    return Splits(TensorItems(tensors["train"]), TensorItems(tensors["val"]), TensorItems(tensors["test"]), info)
+    return Splits.of_tensors(tensors, info)
 
 
 # ------------------------------------------------------------------------------------------------ entry
+
+
+SIBLING_LOADERS = {  # form kind -> (module beside this one, its loader: (opts, form, run_dir, state, model, write))
+    "speech_recognition": ("data_audio", "prepare_audio"),
+    "node_classification": ("data_graph", "prepare_graph"),
+    "link_prediction": ("data_graph", "prepare_graph"),
+    "forecast": ("data_series", "prepare_series"),
+}
 
 
 def _sibling(name: str) -> Any:
@@ -616,18 +649,9 @@ def prepare(
         return _prepare_images(opts, form, state)
     if form.kind in ("tabular_classification", "tabular_regression"):
         return _prepare_tabular(opts, form, state)
-    root = Path(opts.source)
-    if form.kind == "speech_recognition":
-        tensors, info = _sibling("data_audio").prepare_audio(root, _explicit_parts(root), form, opts, run_dir, state,
-                                                            write, _make_split, DataError)
-        return Splits(TensorItems(tensors["train"]), TensorItems(tensors["val"]), TensorItems(tensors["test"]), info)
-    if form.kind in ("node_classification", "link_prediction"):
-        sets, info = _sibling("data_graph").prepare_graph(root, form, opts, state, DataError)
-        return Splits(sets["train"], sets["val"], sets["test"], info)
-    if form.kind == "forecast":
-        sets, info = _sibling("data_series").prepare_series(root, _explicit_parts(root), form, opts, state, model,
-                                                            DataError)
-        return Splits(sets["train"], sets["val"], sets["test"], info)
+    if form.kind in SIBLING_LOADERS:
+        sibling, loader = SIBLING_LOADERS[form.kind]
+        return getattr(_sibling(sibling), loader)(opts, form, run_dir, state, model, write)
     raise DataError(
         f"{opts.source}: no loader yet for a model whose batches are {{{', '.join(form.keys)}}}; "
         "use --data synthetic for a smoke test"

@@ -1,7 +1,7 @@
 """Audio for train.py and evaluate.py: WAV/FLAC files and their transcripts -> speech-recognition batches.
 
-Copied verbatim next to a generated model.py (beside data.py, which calls it); depends on torch, soundfile
-(reading) and tokenizers (the transcripts' BPE).
+Copied verbatim next to a generated model.py, beside data.py, which calls it and whose DataError, split and
+tokenizer it uses; depends on torch, soundfile (reading) and tokenizers (the transcripts' BPE).
 
 A speech recogniser's batch is {"audio": (B, samples) waveforms at the model's rate, "target": (B, T) token ids}.
 The data is a transcript list, `transcripts.tsv` (path TAB text, no header) or `transcripts.jsonl` ({"path": ...,
@@ -21,45 +21,50 @@ from typing import Any
 
 import torch
 
+if __package__:
+    from . import data
+else:  # beside data.py in the model's folder
+    import data  # type: ignore[no-redef]
+
 __all__ = ["load_audio", "prepare_audio", "read_transcripts", "resample"]
 
 LISTS = ("transcripts.tsv", "transcripts.jsonl")
-BOS, EOS = "<|startoftranscript|>", "<|endoftext|>"
+BOS, EOS = "<|startoftranscript|>", data.EOS
 DEFAULT_RATE = 16_000
 
 
-def read_transcripts(path: Path, error: Any) -> dict[str, tuple[Path, str]]:
+def read_transcripts(path: Path) -> dict[str, tuple[Path, str]]:
     """{item id: (audio file, transcript)} from a transcripts.tsv / .jsonl, or a folder holding one."""
     if path.is_dir():
         found = [path / n for n in LISTS if (path / n).is_file()]
         if not found:
-            raise error(f"{path}: no {' or '.join(LISTS)}; expected a list of audio files and their transcripts")
+            raise data.DataError(f"{path}: no {' or '.join(LISTS)}; expected a list of audio files and their transcripts")
         path = found[0]
     base = path.parent
     items: dict[str, tuple[Path, str]] = {}
-    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for k, line in enumerate(data.read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise error(f"{path}:{k}: not valid JSON ({e.msg}); expected {{\"path\": ..., \"text\": ...}}") from None
+                raise data.DataError(f"{path}:{k}: not valid JSON ({e.msg}); expected {{\"path\": ..., \"text\": ...}}") from None
             if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not isinstance(row.get("text"), str):
-                raise error(f"{path}:{k}: expected an object with string fields `path` and `text`")
+                raise data.DataError(f"{path}:{k}: expected an object with string fields `path` and `text`")
             name, text = row["path"], row["text"]
         else:
             name, tab, text = line.partition("\t")
             if not tab:
-                raise error(f"{path}:{k}: no tab; expected `path<TAB>transcript`")
+                raise data.DataError(f"{path}:{k}: no tab; expected `path<TAB>transcript`")
         file = base / name
         if not file.is_file():
-            raise error(f"{path}:{k}: audio file `{name}` not found (relative to {base})")
+            raise data.DataError(f"{path}:{k}: audio file `{name}` not found (relative to {base})")
         if not text.strip():
-            raise error(f"{path}:{k}: empty transcript for `{name}`")
+            raise data.DataError(f"{path}:{k}: empty transcript for `{name}`")
         items[f"{path.name}:{name}"] = (file, text.strip())
     if not items:
-        raise error(f"{path}: no rows; expected one audio file and transcript per line")
+        raise data.DataError(f"{path}: no rows; expected one audio file and transcript per line")
     return items
 
 
@@ -76,52 +81,32 @@ def resample(x: torch.Tensor, rate: int, new_rate: int) -> torch.Tensor:
     return (torch.fft.irfft(out, n=m) * (m / n)).float()
 
 
-def load_audio(path: Path, rate: int, samples: int, error: Any) -> torch.Tensor:
+def load_audio(path: Path, rate: int, samples: int) -> torch.Tensor:
     """One file as (samples,) float32 at `rate`, mono, zero-padded; an unreadable or too long file is an error."""
     import soundfile
 
     try:
-        data, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        wave, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as e:  # type: ignore[attr-defined]
-        raise error(f"{path}: not a readable audio file ({str(e).splitlines()[0]}); expected WAV or FLAC") from None
-    x = resample(torch.from_numpy(data).mean(1), int(file_rate), rate)
+        raise data.DataError(f"{path}: not a readable audio file ({str(e).splitlines()[0]}); expected WAV or FLAC") from None
+    x = resample(torch.from_numpy(wave).mean(1), int(file_rate), rate)
     if len(x) > samples:
-        raise error(f"{path}: {len(x) / rate:.2f} s at {rate} Hz, longer than the model's {samples} samples "
+        raise data.DataError(f"{path}: {len(x) / rate:.2f} s at {rate} Hz, longer than the model's {samples} samples "
                     f"({samples / rate:.2f} s); split the file or build the model with --set samples=N")
     return torch.nn.functional.pad(x, (0, samples - len(x)))
 
 
-def _tokenizer(texts: list[str], vocab: int, saved: Path, write: bool, error: Any) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    if saved.exists():
-        tok = Tokenizer.from_file(str(saved))
-    else:
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOS, BOS],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-        tok.train_from_iterator(texts, trainer)
-    if tok.get_vocab_size() > vocab:
-        raise error(f"{saved}: {tok.get_vocab_size()} tokens, but the model's vocab is {vocab}")
-    if write and not saved.exists():
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        tok.save(str(saved))
-    return tok
-
-
-def prepare_audio(root: Path, parts: dict[str, Path], form: Any, opts: Any, run_dir: Path,
-                  state: dict[str, Any] | None, write: bool, make_split: Any, error: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """{split: {"audio": (n, samples), "target": (n, T)}} and data.json's record."""
-    cfg = form.config
+def prepare_audio(opts: data.DataOptions, form: data.Form, run_dir: Path, state: dict[str, Any] | None, model: Any,
+                  write: bool) -> data.Splits:
+    """{"audio": (n, samples), "target": (n, T)} per split, and data.json's record."""
+    root, cfg = Path(opts.source), form.config
     rate, samples, context = int(cfg.get("sample_rate", DEFAULT_RATE)), int(cfg["samples"]), int(cfg["context"])
-    if parts:
-        sources = {s: read_transcripts(p, error) for s, p in parts.items()}
-    else:
-        sources = {"all": read_transcripts(root, error)}
-    items, record = make_split(sources, opts.seed, str(root), state.get("split") if state else None)
-    tok = _tokenizer([t for _, t in items["train"].values()], int(cfg["vocab"]), run_dir / "tokenizer.json", write, error)
+    parts = data.explicit_parts(root)
+    sources = {s: read_transcripts(p) for s, p in parts.items()} if parts else {"all": read_transcripts(root)}
+    items, record = data.make_split(sources, opts.seed, str(root), state.get("split") if state else None)
+    tok = data.train_tokenizer([t for _, t in items["train"].values()], int(cfg["vocab"]), None,
+                               run_dir / "tokenizer.json", state is not None, write, str(root), specials=(EOS, BOS),
+                               prefix_space=True)
     bos, eos = tok.token_to_id(BOS), tok.token_to_id(EOS)
     ids = {s: {i: [bos, *tok.encode(t).ids, eos] for i, (_, t) in items[s].items()} for s in items}
     longest = max(len(v) for part in ids.values() for v in part.values())
@@ -131,11 +116,11 @@ def prepare_audio(root: Path, parts: dict[str, Path], form: Any, opts: Any, run_
         for i, v in part.items():
             if len(v) > min(context + 1, longest):
                 file, name = i.split(":", 1)
-                raise error(f"{file}: the transcript of `{name}` is {len(v)} tokens with its start and end, more than "
+                raise data.DataError(f"{file}: the transcript of `{name}` is {len(v)} tokens with its start and end, more than "
                             f"the model's context + 1 = {context + 1} (or the run's {longest})")
     tensors = {}
-    for s in ("train", "val", "test"):
-        audio = [load_audio(f, rate, samples, error) for f, _ in items[s].values()]
+    for s in data.SPLITS:
+        audio = [load_audio(f, rate, samples) for f, _ in items[s].values()]
         target = [v + [eos] * (longest - len(v)) for v in ids[s].values()]
         tensors[s] = {"audio": torch.stack(audio), "target": torch.tensor(target, dtype=torch.long)}
     info = {
@@ -145,6 +130,6 @@ def prepare_audio(root: Path, parts: dict[str, Path], form: Any, opts: Any, run_
         "sample_rate": rate,
         "samples": samples,
         "target_length": longest,
-        "items": {s: len(items[s]) for s in ("train", "val", "test")},
+        "items": {s: len(items[s]) for s in data.SPLITS},
     }
-    return tensors, info
+    return data.Splits.of_tensors(tensors, info)

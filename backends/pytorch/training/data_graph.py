@@ -1,6 +1,7 @@
 """Graphs for train.py and evaluate.py: one graph in a JSON file -> node-classification or link-prediction batches.
 
-Copied verbatim next to a generated model.py (beside data.py, which calls it); depends on torch only.
+Copied verbatim next to a generated model.py, beside data.py, which calls it and whose DataError and split
+it uses; depends on torch only.
 
 The file (docs/training.md, "Graphs"):
 
@@ -27,6 +28,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+if __package__:
+    from . import data
+else:  # beside data.py in the model's folder
+    import data  # type: ignore[no-redef]
+
 __all__ = ["WholeGraph", "prepare_graph", "read_graph"]
 
 
@@ -49,33 +55,33 @@ class WholeGraph(Dataset):
         return items[0]
 
 
-def read_graph(path: Path, features: int, error: Any) -> dict[str, Any]:
+def read_graph(path: Path, features: int) -> dict[str, Any]:
     """The checked contents of a graph JSON file: x (N, F), edges (2, E), labels (list), split, undirected."""
     if path.is_dir():
         found = sorted(path.glob("*.json"))
         if len(found) != 1:
-            raise error(f"{path}: expected one graph .json file in the folder, found {len(found)}")
+            raise data.DataError(f"{path}: expected one graph .json file in the folder, found {len(found)}")
         path = found[0]
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{path}: not a JSON graph ({e.__class__.__name__}); expected {{\"x\", \"edges\", ...}}") from None
+        raise data.DataError(f"{path}: not a JSON graph ({e.__class__.__name__}); expected {{\"x\", \"edges\", ...}}") from None
     if not isinstance(doc, dict) or "x" not in doc or "edges" not in doc:
-        raise error(f"{path}: expected an object with `x` (node features) and `edges` (node index pairs)")
+        raise data.DataError(f"{path}: expected an object with `x` (node features) and `edges` (node index pairs)")
     x = doc["x"]
     if not isinstance(x, list) or not x:
-        raise error(f"{path}: `x` is not a non-empty list of feature rows")
+        raise data.DataError(f"{path}: `x` is not a non-empty list of feature rows")
     for i, row in enumerate(x):
         if not isinstance(row, list) or len(row) != features or not all(isinstance(v, (int, float)) for v in row):
             got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise error(f"{path}: x[{i}] has {got}; expected {features} numbers (the model's features)")
+            raise data.DataError(f"{path}: x[{i}] has {got}; expected {features} numbers (the model's features)")
     n = len(x)
     edges = doc["edges"]
     if not isinstance(edges, list) or not edges:
-        raise error(f"{path}: `edges` is not a non-empty list of [source, target] pairs")
+        raise data.DataError(f"{path}: `edges` is not a non-empty list of [source, target] pairs")
     for k, pair in enumerate(edges):
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) and 0 <= v < n for v in pair)):
-            raise error(f"{path}: edges[{k}] is {json.dumps(pair)}; expected [source, target] node ids in 0..{n - 1}")
+            raise data.DataError(f"{path}: edges[{k}] is {json.dumps(pair)}; expected [source, target] node ids in 0..{n - 1}")
     return {"path": path, "x": torch.tensor(x, dtype=torch.float32), "edges": edges, "y": doc.get("y"),
             "split": doc.get("split"), "undirected": bool(doc.get("undirected", True))}
 
@@ -85,24 +91,14 @@ def _edge_index(pairs: list[list[int]], undirected: bool) -> torch.Tensor:
     return torch.cat((e, e.flip(0)), 1) if undirected else e
 
 
-def _split_ids(ids: list[int], seed: int, what: str, error: Any) -> dict[str, list[int]]:
-    if len(ids) < 3:
-        raise error(f"{what}: {len(ids)} item(s), but a train/val/test split needs at least 3")
-    order = list(ids)
-    random.Random(seed).shuffle(order)
-    n_val, n_test = max(1, round(0.1 * len(order))), max(1, round(0.1 * len(order)))
-    n_train = len(order) - n_val - n_test
-    return {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
-
-
-def _nodes(g: dict[str, Any], form: Any, opts: Any, state: dict[str, Any] | None, error: Any) -> tuple[dict, dict]:
+def _nodes(g: dict[str, Any], form: Any, opts: Any, state: dict[str, Any] | None) -> tuple[dict, dict]:
     path, n = g["path"], len(g["x"])
     y = g["y"]
     if not isinstance(y, list) or len(y) != n:
-        raise error(f"{path}: `y` has {len(y) if isinstance(y, list) else 'no'} labels; expected one per node ({n})")
+        raise data.DataError(f"{path}: `y` has {len(y) if isinstance(y, list) else 'no'} labels; expected one per node ({n})")
     known = [i for i, v in enumerate(y) if v is not None]
     if not known:
-        raise error(f"{path}: every entry of `y` is null; node classification needs labelled nodes")
+        raise data.DataError(f"{path}: every entry of `y` is null; node classification needs labelled nodes")
     classes = state["classes"] if state else None
     if classes is None:
         values = sorted({y[i] for i in known}, key=lambda v: (isinstance(v, str), v))
@@ -110,40 +106,40 @@ def _nodes(g: dict[str, Any], form: Any, opts: Any, state: dict[str, Any] | None
     index = {c: i for i, c in enumerate(classes)}
     num_classes = int(form.config["num_classes"])
     if len(classes) > num_classes:
-        raise error(f"{path}: {len(classes)} classes in `y`, but the model has num_classes = {num_classes}")
+        raise data.DataError(f"{path}: {len(classes)} classes in `y`, but the model has num_classes = {num_classes}")
     labels = torch.zeros(n, dtype=torch.long)
     for i in known:
         key = y[i] if isinstance(y[i], int) and isinstance(classes[0], int) else str(y[i])
         if key not in index or index[key] >= num_classes:
-            raise error(f"{path}: y[{i}] is {json.dumps(y[i])}; expected a class among {len(classes)} "
+            raise data.DataError(f"{path}: y[{i}] is {json.dumps(y[i])}; expected a class among {len(classes)} "
                         f"(0..{num_classes - 1}, num_classes = {num_classes})")
         labels[i] = index[key]
-    split = state["split"] if state else g["split"] or _split_ids(known, opts.seed, str(path), error)
-    for s in ("train", "val", "test"):
+    split = state["split"] if state else g["split"] or data.split_ids(known, opts.seed, what=str(path))
+    for s in data.SPLITS:
         bad = [i for i in split.get(s, []) if not (isinstance(i, int) and 0 <= i < n and y[i] is not None)]
         if bad or not split.get(s):
-            raise error(f"{path}: split `{s}` " + (f"lists node {json.dumps(bad[0])}, which is not a labelled node id"
+            raise data.DataError(f"{path}: split `{s}` " + (f"lists node {json.dumps(bad[0])}, which is not a labelled node id"
                                                      if bad else "is empty; expected labelled node ids"))
     edges = _edge_index(g["edges"], g["undirected"])
     sets = {}
-    for s in ("train", "val", "test"):
+    for s in data.SPLITS:
         mask = torch.zeros(n, dtype=torch.bool)
         mask[split[s]] = True
         sets[s] = {"graph_nodes": g["x"], "graph_edges": edges, "label": labels, "train_mask": mask}
     return sets, {"split": split, "classes": classes}
 
 
-def _links(g: dict[str, Any], opts: Any, state: dict[str, Any] | None, error: Any) -> tuple[dict, dict]:
+def _links(g: dict[str, Any], opts: Any, state: dict[str, Any] | None) -> tuple[dict, dict]:
     n, pairs = len(g["x"]), g["edges"]
-    split = state["split"] if state else _split_ids(list(range(len(pairs))), opts.seed, str(g["path"]), error)
+    split = state["split"] if state else data.split_ids(list(range(len(pairs))), opts.seed, what=str(g["path"]))
     present = {tuple(p) for p in pairs} | ({(b, a) for a, b in pairs} if g["undirected"] else set())
     message = _edge_index([pairs[k] for k in split["train"]], g["undirected"])
     sets = {}
-    for i, s in enumerate(("train", "val", "test")):
+    for i, s in enumerate(data.SPLITS):
         pos = torch.tensor([pairs[k] for k in split[s]], dtype=torch.long).t()
         rng, neg = random.Random(opts.seed * 10 + i), list[list[int]]()
         if len(present) + len(split[s]) > n * (n - 1):
-            raise error(f"{g['path']}: too dense to draw {len(split[s])} non-edges")
+            raise data.DataError(f"{g['path']}: too dense to draw {len(split[s])} non-edges")
         while len(neg) < len(split[s]):
             a, b = rng.randrange(n), rng.randrange(n)
             if a != b and (a, b) not in present:
@@ -153,13 +149,13 @@ def _links(g: dict[str, Any], opts: Any, state: dict[str, Any] | None, error: An
     return sets, {"split": split}
 
 
-def prepare_graph(root: Path, form: Any, opts: Any, state: dict[str, Any] | None, error: Any) -> tuple[dict, dict]:
-    """{split: WholeGraph} and data.json's record."""
-    g = read_graph(root, int(form.config["features"]), error)
-    sets, record = (_nodes(g, form, opts, state, error) if form.kind == "node_classification"
-                    else _links(g, opts, state, error))
+def prepare_graph(opts: data.DataOptions, form: data.Form, run_dir: Path, state: dict[str, Any] | None, model: Any,
+                  write: bool) -> data.Splits:
+    """A WholeGraph per split, and data.json's record."""
+    g = read_graph(Path(opts.source), int(form.config["features"]))
+    sets, record = _nodes(g, form, opts, state) if form.kind == "node_classification" else _links(g, opts, state)
     info = {"kind": form.kind, "file": str(g["path"]), "nodes": len(g["x"]), "edges": len(g["edges"]),
             "undirected": g["undirected"], **record,
             "items": {s: int(b["train_mask"].sum()) if "train_mask" in b else b["pos_edges"].shape[1]
                       for s, b in sets.items()}}
-    return {s: WholeGraph(b) for s, b in sets.items()}, info
+    return data.Splits(*(WholeGraph(sets[s]) for s in data.SPLITS), info)

@@ -1,6 +1,7 @@
 """Time series for train.py and evaluate.py: a CSV of rows in time order -> windows of lookback and horizon.
 
-Copied verbatim next to a generated model.py (beside data.py, which calls it); depends on torch only.
+Copied verbatim next to a generated model.py, beside data.py, which calls it and whose DataError and split
+it uses; depends on torch only.
 
 A forecaster's batch is {"time_series": (B, lookback, features), "target": (B, horizon, outputs)}. The CSV has a
 header; rows are in time order. Input columns: --features, else every column whose values are numbers (a
@@ -12,7 +13,6 @@ rows inside it; values are standardised with the train split's mean and std per 
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["SeriesWindows", "prepare_series"]
+if __package__:
+    from . import data
+else:  # beside data.py in the model's folder
+    import data  # type: ignore[no-redef]
 
-FRACTIONS = (0.8, 0.1, 0.1)
+__all__ = ["SeriesWindows", "prepare_series"]
 
 
 class SeriesWindows(Dataset):
@@ -47,21 +50,12 @@ def _number(text: str) -> float | None:
     return v
 
 
-def _read(path: Path, features: list[str] | None, target: list[str] | None, error: Any) -> tuple[list[str], list[str], torch.Tensor, torch.Tensor]:
+def _read(path: Path, features: list[str] | None, target: list[str] | None) -> tuple[list[str], list[str], torch.Tensor, torch.Tensor]:
     """(input names, target names, inputs (T, F), targets (T, O)) of one CSV."""
-    if not path.is_file() or path.suffix.lower() != ".csv":
-        raise error(f"{path}: not a .csv file; expected a CSV with a header row, rows in time order")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)  # rows with their line numbers; `#` comment lines and blank lines skipped
-        rows = [(reader.line_num, r) for r in reader if r and not r[0].startswith("#") and any(c.strip() for c in r)]
-    if not rows:
-        raise error(f"{path}: empty file; expected a header row")
-    header, body = [h.strip() for h in rows[0][1]], rows[1:]
-    if not body:
-        raise error(f"{path}: no data rows after the header")
+    header, body = data.read_csv(path, ", rows in time order", comments=True)
     for name in (features or []) + (target or []):
         if name not in header:
-            raise error(f"{path}: no column `{name}`; columns are {', '.join(header)}")
+            raise data.DataError(f"{path}: no column `{name}`; columns are {', '.join(header)}")
     if features is None:  # the numeric columns, judged by the first data row
         features = [h for h, v in zip(header, body[0][1]) if _number(v) is not None and h not in (target or [])]
         features += [t for t in target or [] if t not in features]
@@ -70,14 +64,12 @@ def _read(path: Path, features: list[str] | None, target: list[str] | None, erro
     tcols = [header.index(n) for n in target]
     values: list[list[float]] = []
     for k, row in body:
-        if len(row) != len(header):
-            raise error(f"{path}:{k}: {len(row)} values; expected {len(header)} (one per header column)")
         out = []
         for c in sorted(set(cols + tcols)):
             v = _number(row[c])
             if v is None or not math.isfinite(v):
                 shown = row[c] or "(empty)"
-                raise error(f"{path}:{k}: column `{header[c]}` is `{shown}`; expected a finite number")
+                raise data.DataError(f"{path}:{k}: column `{header[c]}` is `{shown}`; expected a finite number")
             out.append(v)
         values.append(out)
     order = sorted(set(cols + tcols))
@@ -85,42 +77,42 @@ def _read(path: Path, features: list[str] | None, target: list[str] | None, erro
     return features, target, table[:, [order.index(c) for c in cols]], table[:, [order.index(c) for c in tcols]]
 
 
-def prepare_series(root: Path, parts: dict[str, Path], form: Any, opts: Any, state: dict[str, Any] | None,
-                   model: Any, error: Any) -> tuple[dict[str, Dataset], dict[str, Any]]:
+def prepare_series(opts: data.DataOptions, form: data.Form, run_dir: Path, state: dict[str, Any] | None, model: Any,
+                   write: bool) -> data.Splits:
     """The three window datasets and data.json's record (columns, split rows, standardisation)."""
-    cfg = form.config
+    root, parts, cfg = Path(opts.source), data.explicit_parts(Path(opts.source)), form.config
     lookback, horizon = int(cfg["lookback"]), int(cfg["horizon"])
     features = [f.strip() for f in opts.features.split(",")] if opts.features else None
     target = [t.strip() for t in opts.target.split(",")] if opts.target else None
     if state:
         features, target = state["features"], state["target"]
     if parts:
-        read = {s: _read(p, features, target, error) for s, p in parts.items()}
-        if set(read) != {"train", "val", "test"}:
-            raise error(f"{root}: a folder of series needs train.csv, val.csv and test.csv (a split by time)")
+        read = {s: _read(p, features, target) for s, p in parts.items()}
+        if set(read) != set(data.SPLITS):
+            raise data.DataError(f"{root}: a folder of series needs train.csv, val.csv and test.csv (a split by time)")
         names, tnames = read["train"][0], read["train"][1]
         xs = {s: r[2] for s, r in read.items()}
         ys = {s: r[3] for s, r in read.items()}
         record: dict[str, Any] = {"explicit": True}
     else:
-        names, tnames, x, y = _read(root, features, target, error)
+        names, tnames, x, y = _read(root, features, target)
         n = len(x)
-        n_train, n_val = round(FRACTIONS[0] * n), round(FRACTIONS[1] * n)
+        n_train, n_val = round(data.FRACTIONS[0] * n), round(data.FRACTIONS[1] * n)
         bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
         xs = {s: x[a:b] for s, (a, b) in bounds.items()}
         ys = {s: y[a:b] for s, (a, b) in bounds.items()}
         record = {"explicit": False, "by": "time", "rows": {s: list(b) for s, b in bounds.items()}}
     if len(names) != int(cfg["features"]):
-        raise error(f"{root}: {len(names)} input columns ({', '.join(names)}), but the model expects features = "
+        raise data.DataError(f"{root}: {len(names)} input columns ({', '.join(names)}), but the model expects features = "
                     f"{cfg['features']} (name them with --features)")
     with torch.no_grad():
         shape = tuple(model(torch.zeros(1, lookback, len(names), device=next(model.parameters()).device)).shape)
     if shape[1:] != (horizon, len(tnames)):
-        raise error(f"{root}: {len(tnames)} target column(s) ({', '.join(tnames)}), but the model forecasts "
+        raise data.DataError(f"{root}: {len(tnames)} target column(s) ({', '.join(tnames)}), but the model forecasts "
                     f"{shape[1:]} (horizon, outputs); name them with --target")
-    for s in ("train", "val", "test"):
+    for s in data.SPLITS:
         if len(xs[s]) < lookback + horizon:
-            raise error(f"{root}: the {s} split has {len(xs[s])} rows, fewer than one window of lookback {lookback} + "
+            raise data.DataError(f"{root}: the {s} split has {len(xs[s])} rows, fewer than one window of lookback {lookback} + "
                         f"horizon {horizon}")
     if state and "standardize" in state:
         st = state["standardize"]
@@ -128,7 +120,7 @@ def prepare_series(root: Path, parts: dict[str, Path], form: Any, opts: Any, sta
     else:
         mx, sx = xs["train"].mean(0), xs["train"].std(0, unbiased=False).clamp_min(1e-8)
         my, sy = ys["train"].mean(0), ys["train"].std(0, unbiased=False).clamp_min(1e-8)
-    sets = {s: SeriesWindows((xs[s] - mx) / sx, (ys[s] - my) / sy, lookback, horizon) for s in ("train", "val", "test")}
+    sets = {s: SeriesWindows((xs[s] - mx) / sx, (ys[s] - my) / sy, lookback, horizon) for s in data.SPLITS}
     info = {
         "kind": form.kind,
         "split": record,
@@ -139,4 +131,4 @@ def prepare_series(root: Path, parts: dict[str, Path], form: Any, opts: Any, sta
         "standardize": {"x_mean": mx.tolist(), "x_std": sx.tolist(), "y_mean": my.tolist(), "y_std": sy.tolist()},
         "items": {s: len(d) for s, d in sets.items()},
     }
-    return sets, info  # type: ignore[return-value]
+    return data.Splits(sets["train"], sets["val"], sets["test"], info)

@@ -64,8 +64,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
     except (OSError, json.JSONDecodeError) as e:
         raise data.DataError(f"{run_dir}: not a run folder ({e.__class__.__name__}: config.json, data.json)") from None
     settings = resolved["train"]
-    d = loop.Dist(device=torch.device(args.device if args.device != "auto" else
-                                      ("cuda" if torch.cuda.is_available() else "cpu")))
+    d = loop.Dist(device=torch.device(loop.pick_device(args.device)))
     beside = HERE / "model.py"  # the output folder's own model.py, wherever the folder has moved
     module = loop.load_model_module(Path(args.model) if args.model else beside if beside.is_file() else
                                     Path(settings["model"]))

@@ -41,6 +41,7 @@ __all__ = [
     "lr_factor",
     "param_groups",
     "parse_overrides",
+    "pick_device",
     "progress_line",
     "save_checkpoint",
     "setup_distributed",
@@ -172,9 +173,14 @@ class Dist:
         return t
 
 
+def pick_device(device: str) -> str:
+    """--device: `auto` is cuda when there is a GPU, else cpu; anything else as given."""
+    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def setup_distributed(device: str) -> Dist:
     """One process, or one of torchrun's (RANK/WORLD_SIZE set): gloo on CPU, NCCL on CUDA."""
-    want = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    want = pick_device(device)
     if "RANK" not in os.environ:
         return Dist(device=torch.device(want))
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))

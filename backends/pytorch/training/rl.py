@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -281,8 +280,7 @@ class ReplayBuffer:
 # -------------------------------------------------------------------------------------------- training
 
 
-def train(args: Any, model: nn.Module, kind: str, run_dir: Path, trainer: dict[str, Any], optimizer: Any,
-          scheduler: Any, log: Any, extra: dict[str, Any] | None, save: Any) -> dict[str, Any]:
+def train(args: Any, model: nn.Module, kind: str, trainer: dict[str, Any], optimizer: Any, scheduler: Any, log: Any, extra: dict[str, Any] | None, save: Any) -> dict[str, Any]:
     """The RL loop; `save(trainer, extra)` writes a checkpoint. Returns the last validation metrics."""
     config = vars(model.config)  # type: ignore[arg-type]
     env = make_env(args.data, config)

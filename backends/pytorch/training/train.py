@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 
 RESUMABLE_CHANGES = {"steps", "eval_every", "checkpoint_every", "log_every", "early_stop", "workers", "device", "data"}
 LOCATIONS = {"model", "out", "run_name", "resume"}  # where things are now, never taken from the saved run
+NEW_TRAINER = {"step": 0, "epoch": 0, "position": 0, "seen": 0, "best_val_loss": None, "bad_evals": 0}  # trainer.json
 
 
 def parser() -> argparse.ArgumentParser:
@@ -171,13 +172,7 @@ def train(args: argparse.Namespace, given: set[str]) -> int:
     unit, per_step = ("tokens", args.batch_size * args.block_size) if lm else ("samples", args.batch_size)
 
     # the optimizer, the schedule and, under torchrun, DistributedDataParallel
-    optimizer = torch.optim.AdamW(loop.param_groups(model, args.weight_decay), lr=args.lr,
-                                  betas=(args.beta1, args.beta2), eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: loop.lr_factor(s, args.warmup, args.steps, args.min_lr_ratio))
-    trainer: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "seen": 0, "best_val_loss": None, "bad_evals": 0}
-    if ckpt is not None:
-        trainer = loop.load_checkpoint(ckpt, model, optimizer, scheduler, d)
+    optimizer, scheduler, trainer = _optimizer(args, model, ckpt, d)
     runner: torch.nn.Module = loop.LossOf(model)
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -190,23 +185,8 @@ def train(args: argparse.Namespace, given: set[str]) -> int:
     # the run folder
     log = loop.MetricsLog(run_dir / "metrics.jsonl", d.main, {"synthetic": True} if synthetic else {})
     if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {
-            "train": {k: v for k, v in vars(args).items()},
-            "model": dataclasses.asdict(config),
-            "model_class": type(model).__name__,
-            "params": sum(p.numel() for p in model.parameters()),
-            "world_size": d.world,
-            "micro_batch": micro,
-            "device": str(d.device),
-            "torch": torch.__version__,
-            "synthetic": synthetic,
-        }
-        (run_dir / "config.json").write_text(json.dumps(resolved, indent=1) + "\n")
-        (run_dir / "data.json").write_text(json.dumps(splits.state, indent=1) + "\n")
-        log.truncate_after(trainer["step"])
-        print(f"{'resuming' if ckpt else 'training'} {type(model).__name__} ({resolved['params']:,} parameters) "
-              f"in {run_dir} on {d.world} x {d.device}{' with SYNTHETIC data' if synthetic else ''}", flush=True)
+        _open_run(run_dir, _resolved(args, config, model, d.world, micro, str(d.device), synthetic), splits.state,
+                  log, ckpt, trainer["step"], f"{d.world} x {d.device}{' with SYNTHETIC data' if synthetic else ''}")
 
     def run_eval(step: int) -> dict[str, float]:
         metrics, count = loop.evaluate(model, splits.val, eval_micro, d, autocast, data.target_count)
@@ -267,10 +247,7 @@ def train(args: argparse.Namespace, given: set[str]) -> int:
             loop.save_checkpoint(run_dir / "last", model, optimizer, scheduler, dict(trainer), d)
     if d.main and metrics:
         seen = trainer["seen"] * (args.block_size if lm else 1)  # trainer counts samples (windows for text)
-        final = {"split": "val", "step": step, "metrics": metrics, "seen": seen, "unit": unit,
-                 "data": args.data, "synthetic": synthetic, "wall_s": round(time.perf_counter() - started, 3)}
-        (run_dir / "eval_val.json").write_text(json.dumps(final, indent=1) + "\n")
-        loop.write_measurements(run_dir, final, d.world, d.device)
+        _finish(run_dir, step, metrics, seen, unit, args.data, synthetic, started, d.world, d.device)
     if d.enabled:
         torch.distributed.destroy_process_group()
     return 0
@@ -285,38 +262,60 @@ def train_rl(args: argparse.Namespace, d: loop.Dist, run_dir: Path, ckpt: Path |
     model.cpu()
     args.warmup = args.warmup if args.warmup is not None else 0
     args.checkpoint_every = args.checkpoint_every or args.eval_every
-    optimizer = torch.optim.AdamW(loop.param_groups(model, args.weight_decay), lr=args.lr,
-                                  betas=(args.beta1, args.beta2), eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: loop.lr_factor(s, args.warmup, args.steps, args.min_lr_ratio))
-    trainer: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "seen": 0, "best_val_loss": None, "bad_evals": 0}
-    extra = None
-    if ckpt is not None:
-        trainer = loop.load_checkpoint(ckpt, model, optimizer, scheduler, d)
-        extra = loop.load_extra(ckpt)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {"train": dict(vars(args)), "model": dataclasses.asdict(config), "model_class": type(model).__name__,
-                "params": sum(p.numel() for p in model.parameters()), "world_size": 1, "micro_batch": args.batch_size,
-                "device": "cpu", "torch": torch.__version__, "synthetic": False, "rl": kind}
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=1) + "\n")
-    (run_dir / "data.json").write_text(json.dumps({"kind": kind, "environment": args.data}, indent=1) + "\n")
+    optimizer, scheduler, trainer = _optimizer(args, model, ckpt, d)
+    extra = loop.load_extra(ckpt) if ckpt is not None else None
     log = loop.MetricsLog(run_dir / "metrics.jsonl", True, {})
-    log.truncate_after(trainer["step"])
-    print(f"{'resuming' if ckpt else 'training'} {type(model).__name__} ({resolved['params']:,} parameters) "
-          f"in {run_dir} on {args.data} ({kind[3:]})", flush=True)
+    _open_run(run_dir, _resolved(args, config, model, 1, args.batch_size, "cpu", False, rl=kind),
+              {"kind": kind, "environment": args.data}, log, ckpt, trainer["step"], f"{args.data} ({kind[3:]})")
 
     def save(state: dict[str, Any], saved: dict[str, Any]) -> None:
         loop.save_checkpoint(run_dir / "last", model, optimizer, scheduler, state, d, extra=saved)
 
     started = time.perf_counter()
-    metrics = rl.train(args, model, kind, run_dir, trainer, optimizer, scheduler, log, extra, save)
+    metrics = rl.train(args, model, kind, trainer, optimizer, scheduler, log, extra, save)
     if metrics:
-        final = {"split": "val", "step": args.steps, "metrics": metrics, "seen": trainer["seen"],
-                 "unit": "env steps", "data": args.data, "synthetic": False,
-                 "wall_s": round(time.perf_counter() - started, 3)}
-        (run_dir / "eval_val.json").write_text(json.dumps(final, indent=1) + "\n")
-        loop.write_measurements(run_dir, final, 1, torch.device("cpu"))
+        _finish(run_dir, args.steps, metrics, trainer["seen"], "env steps", args.data, False, started, 1,
+                torch.device("cpu"))
     return 0
+
+
+def _optimizer(args: argparse.Namespace, model: torch.nn.Module, ckpt: Path | None,
+               d: loop.Dist) -> tuple[torch.optim.Optimizer, Any, dict[str, Any]]:
+    """AdamW, its warmup + cosine schedule and trainer.json's state: new, or restored from the checkpoint."""
+    optimizer = torch.optim.AdamW(loop.param_groups(model, args.weight_decay), lr=args.lr,
+                                  betas=(args.beta1, args.beta2), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: loop.lr_factor(s, args.warmup, args.steps, args.min_lr_ratio))
+    trainer = loop.load_checkpoint(ckpt, model, optimizer, scheduler, d) if ckpt is not None else dict(NEW_TRAINER)
+    return optimizer, scheduler, trainer
+
+
+def _resolved(args: argparse.Namespace, config: Any, model: torch.nn.Module, world: int, micro: int, device: str,
+              synthetic: bool, **extra: Any) -> dict[str, Any]:
+    """config.json: every flag, the model's Config after --set, and what ran it."""
+    return {"train": dict(vars(args)), "model": dataclasses.asdict(config), "model_class": type(model).__name__,
+            "params": sum(p.numel() for p in model.parameters()), "world_size": world, "micro_batch": micro,
+            "device": device, "torch": torch.__version__, "synthetic": synthetic, **extra}
+
+
+def _open_run(run_dir: Path, resolved: dict[str, Any], data_state: dict[str, Any], log: loop.MetricsLog,
+              ckpt: Path | None, step: int, on: str) -> None:
+    """Write config.json and data.json, drop metrics.jsonl's lines after the checkpoint, say what starts."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=1) + "\n")
+    (run_dir / "data.json").write_text(json.dumps(data_state, indent=1) + "\n")
+    log.truncate_after(step)
+    print(f"{'resuming' if ckpt else 'training'} {resolved['model_class']} ({resolved['params']:,} parameters) "
+          f"in {run_dir} on {on}", flush=True)
+
+
+def _finish(run_dir: Path, step: int, metrics: dict[str, float], seen: int, unit: str, source: str, synthetic: bool,
+            started: float, world: int, device: torch.device) -> None:
+    """The last validation metrics: eval_val.json, and their entries in measurements.json."""
+    final = {"split": "val", "step": step, "metrics": metrics, "seen": seen, "unit": unit, "data": source,
+             "synthetic": synthetic, "wall_s": round(time.perf_counter() - started, 3)}
+    (run_dir / "eval_val.json").write_text(json.dumps(final, indent=1) + "\n")
+    loop.write_measurements(run_dir, final, world, device)
 
 
 if __name__ == "__main__":
