@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import platform
@@ -317,19 +318,13 @@ def _exc_cause(e: BaseException) -> str:
     return f"{type(e).__name__} in {_where(''.join(traceback.format_exception(type(e), e, e.__traceback__)))}"
 
 
-_TORCH: bool | None = None
-
-
+@functools.cache
 def _has_torch() -> bool:
-    global _TORCH
-    if _TORCH is None:
-        try:
-            import torch  # noqa: F401
-
-            _TORCH = True
-        except ImportError:
-            _TORCH = False
-    return _TORCH
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _run(case_path: str, text: str, backends: tuple[str, ...], exec_model: bool) -> Outcome:

@@ -9,9 +9,10 @@ alone: wall time and the process's CPU time (the fit uses CPU time, which a busy
 less); peak memory is the process's peak RSS (VmHWM), and `peak_delta_mb` its rise over the
 warm-up. The fitted exponent b of time ~ size^b over the larger half of the points says how it grows:
 b = 1 is linear (time x2 per doubling), b = 0 flat, b = 2 quadratic (x4 per doubling).
-A second table compiles the hostile inputs of the issue (each once), which must end in seconds
-with a diagnostic: `layers = 1e30`, `--set layers=100000`, `? in 2..4294967296`, 20,000 YAML
-anchors, an alias bomb, 50,000 YAML keys, 50 MB of invalid characters, a 50 MB MSL list.
+A second table compiles the hostile inputs of the issue (each once), which must end in seconds,
+with a diagnostic or (`? in 2..4294967296`, 20,000 YAML anchors: within the limits) compiled:
+`layers = 1e30`, `--set layers=100000`, `? in 2..4294967296`, 20,000 YAML anchors, an alias bomb,
+50,000 YAML keys, 50 MB of invalid characters, a 50 MB MSL list.
 
 Usage: python benchmarks/growth.py [--quick] [--repeat 3] [--out benchmarks/results/growth.json]
 """
@@ -23,6 +24,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,41 +37,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
 from metagen_compiler.limits import MAX_REPEAT, MAX_SOURCE_BYTES, MAX_YAML_NODES  # noqa: E402
-
-# One measured compile in a fresh interpreter: a warm-up compile, then the timed one; prints JSON.
-_CHILD = """
-import contextlib, io, json, re, resource, sys, time
-from metagen_compiler.cli import command  # what the `metagenc` console script runs
-
-def run(argv):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = command(argv)
-    return rc, err.getvalue()
-
-def peak_kib():
-    # VmHWM: this process's own peak RSS. ru_maxrss would do elsewhere, but on Linux it keeps the
-    # high-water mark of the parent that spawned this interpreter (exec records it), however large.
-    try:
-        with open("/proc/self/status") as f:
-            return int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-job = json.loads(sys.argv[1])
-run(job["warm"])
-base = peak_kib()
-t0, c0 = time.perf_counter(), time.process_time()
-rc, err = run(job["argv"])
-seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-peak = peak_kib()
-more = re.search(r"^(\\d+) more errors?", err, re.M)
-errors = len(re.findall(r"^\\S*: ?error\\[", err, re.M)) + (int(more.group(1)) if more else 0)
-codes = sorted(set(re.findall(r"error\\[(\\w+)\\]", err)))
-print(json.dumps({"rc": rc, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak / 1024,
-                  "base_rss_mb": base / 1024,
-                  "errors": errors, "codes": codes, "stderr_bytes": len(err)}))
-"""
 
 HEADER = """msl 1
 import std.transformer
@@ -211,12 +178,51 @@ def hostile() -> list[tuple[str, str, Callable[[], str], list[str]]]:
     ]
 
 
+def _peak_kib() -> int:
+    """VmHWM: this process's own peak RSS. ru_maxrss would do elsewhere, but on Linux it keeps the
+    high-water mark of the parent that spawned this interpreter (exec records it), however large."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def child(job: dict[str, list[str]]) -> dict[str, object]:
+    """One measured compile, in the fresh interpreter that run_child starts: a warm-up compile (imports, the
+    grammar, the stdlib), then the timed one, through what the `metagenc` console script runs."""
+    import contextlib
+    import io
+
+    from metagen_compiler.cli import command
+
+    def run(argv: list[str]) -> tuple[int, str]:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = command(argv)
+        return rc, err.getvalue()
+
+    run(job["warm"])
+    base = _peak_kib()
+    t0, c0 = time.perf_counter(), time.process_time()
+    rc, err = run(job["argv"])
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = _peak_kib()
+    more = re.search(r"^(\d+) more errors?", err, re.MULTILINE)
+    errors = len(re.findall(r"^\S*: ?error\[", err, re.MULTILINE)) + (int(more.group(1)) if more else 0)
+    codes = sorted(set(re.findall(r"error\[(\w+)\]", err)))
+    return {"rc": rc, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak / 1024, "base_rss_mb": base / 1024,
+            "errors": errors, "codes": codes, "stderr_bytes": len(err)}
+
+
 def run_child(path: Path, warm: Path, extra: list[str], out: Path, timeout: float) -> dict[str, object]:
     job = {"argv": [str(path), "--check", "-o", str(out), *extra], "warm": [str(warm), "--check", "-o", str(out)]}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     try:
-        r = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], cwd=ROOT, capture_output=True,
-                           text=True, timeout=timeout, env=env)
+        r = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], check=False, cwd=ROOT,
+                           capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"timeout": timeout}
     if r.returncode != 0 or not r.stdout.strip():
@@ -240,7 +246,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="three small sizes per kind, one run each, no hostile table")
     ap.add_argument("--repeat", type=int, default=3, help="runs per point; the fastest is kept")
     ap.add_argument("--out", default=str(RESULTS / "growth.json"))
+    ap.add_argument("--child", metavar="JOB", help=argparse.SUPPRESS)  # one measured compile (run_child)
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
     repeat = 1 if args.quick else args.repeat
     kinds: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="metagen-growth-") as d:

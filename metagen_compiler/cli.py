@@ -10,11 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from metagen_backends import BACKENDS, REQUIRES
+
 from . import __version__
-from .outputs import SAFE_NAME, write_outputs
+from .outputs import SAFE_NAME, OutputError, commit, write_outputs
 
 # The compiler itself is imported inside main(), so that `command` turns the collector off before the
-# imports' allocations, and subcommands load only what they use. `outputs` imports only the standard library.
+# imports' allocations, and subcommands load only what they use. `outputs` and `metagen_backends` (the
+# backends' table) import only the standard library.
 
 __all__ = ["SUBCOMMANDS", "Needs", "Subcommand", "command", "main", "write_outputs"]
 
@@ -91,7 +94,7 @@ class Subcommand:
     needs: tuple[Needs, ...] = ()
 
 
-_ONNX = Needs("onnx", ("numpy", "onnx", "onnx_ir"))
+_ONNX = Needs(*REQUIRES["onnx"])  # the onnx backend's modules: import-weights and calibrate use it too
 
 
 def _reads_a_torch_file(args: Sequence[str]) -> bool:
@@ -115,7 +118,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                       (Needs("editor", ("pygls", "lsprotocol")),)),
     "calibrate": Subcommand("metagen_compiler.calibrate:main",
                             "measure this machine with onnxruntime and write an MSL device profile",
-                            (Needs("onnx", ("numpy", "onnx", "onnx_ir", "onnxruntime")),)),
+                            (Needs(_ONNX.extra, (*_ONNX.modules, "onnxruntime")),)),
     "import-weights": Subcommand("metagen_backends.onnx.weights:main",
                                  "put trained weights (a state_dict .pt or .npz) into a compiled model's ONNX file",
                                  (_ONNX, Needs("torch", ("torch",), _reads_a_torch_file))),
@@ -127,7 +130,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 # pip's names for the modules whose import name differs
-_DISTRIBUTIONS = {"onnx_ir": "onnx-ir", "pygments": "Pygments"}
+_DISTRIBUTIONS = {"onnx_ir": "onnx-ir"}
 
 
 def _epilog() -> str:
@@ -158,12 +161,6 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # ValueError: in sys.modules without a spec (present)
         return module in sys.modules and sys.modules[module] is not None
-
-
-def _backend_needs() -> dict[str, tuple[Needs, ...]]:
-    from metagen_backends import REQUIRES
-
-    return {b: (Needs(extra, tuple(mods)),) for b, (extra, mods) in REQUIRES.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,15 +194,12 @@ def _compile(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     fmt = args.diagnostics_format
     backends = [] if args.backend.strip() in ("", "none") else [b.strip() for b in args.backend.split(",")]
-    from metagen_backends import BACKENDS
-
     for b in backends:
         if b not in BACKENDS:
             print(f"metagenc: error: unknown backend `{b}` (available: {', '.join(sorted(BACKENDS))})", file=sys.stderr)
             return EXIT_USAGE
-    needs = _backend_needs()
     for b in backends:
-        problem = _missing(needs.get(b, ()), argv, f"the {b} backend")
+        problem = _missing([Needs(*REQUIRES[b])] if b in REQUIRES else [], argv, f"the {b} backend")
         if problem:
             print(f"metagenc: error: {problem}", file=sys.stderr)
             return EXIT_USAGE
@@ -252,8 +246,6 @@ def _compile(argv: list[str]) -> int:
         return EXIT_OK
     if args.check:
         return EXIT_OK
-    from .outputs import OutputError, commit
-
     out_root = Path(args.output)
     staged: dict[str, dict[str, str | bytes]] = {}
     for c in comps:
@@ -267,7 +259,7 @@ def _compile(argv: list[str]) -> int:
             diags = list(e.diagnostics)
             sys.stderr.write(render_json(diags) if fmt == "json" else render_text(diags))  # type: ignore[arg-type]
             return EXIT_INPUT
-        except Exception as e:  # a backend failure is a compiler bug
+        except Exception as e:  # noqa: BLE001 - a backend failure is a compiler bug
             print(f"metagenc: internal error in a backend: {type(e).__name__}: {e}", file=sys.stderr)
             return EXIT_INTERNAL
     try:  # every model's folder, all or nothing

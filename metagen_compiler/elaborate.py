@@ -20,7 +20,7 @@ from .span import Span
 from .values import EvalError, LayerRef, Sym, UnknownValue, Value, as_int, describe, evaluate, format_value
 from .diagnostics import did_you_mean
 from .digraph import DiGraph
-from .limits import LIMIT_CODE, MAX_GRAPH_NODES, MAX_REPEAT, short_int
+from .limits import LIMIT_CODE, LIMITS_HINT, MAX_GRAPH_NODES, MAX_REPEAT, PAST_MAX_FLOAT, short_int
 
 __all__ = ["Tensor", "ModuleInfo", "GraphBuilder", "Elaborator", "bind_args", "layer_labels", "ParamSpec", "param_specs"]
 
@@ -95,7 +95,7 @@ class GraphBuilder:
                             "give each layer its own label")
         if len(self.g) >= MAX_GRAPH_NODES:  # a limit of the language (limits.py): time and memory stay bounded
             raise EvalError(LIMIT_CODE, f"the model's graph passes {MAX_GRAPH_NODES:,} nodes, the most the language "
-                            "allows", span, "see docs/language.md, Limits; lower the repeat counts")
+                            "allows", span, f"{LIMITS_HINT}; lower the repeat counts")
         self.g.add_node(node_id, op=op, args=dict(args), span=span, scope=scope, module=module, n_outputs=n_outputs)
         for port, t in enumerate(inputs):
             assert t.node is not None
@@ -182,8 +182,7 @@ def coerce(value: Value, spec: ParamSpec, span: Span | None, owner: str) -> Valu
         except OverflowError:
             f = math.inf
         if not math.isfinite(f):  # generated code has no literal for inf (it would read as a name)
-            raise EvalError(LIMIT_CODE, f"`{spec.name}` of `{owner}` is past the largest number the language allows "
-                            "(about 1.8e308)", span, "see docs/language.md, Limits")
+            raise EvalError(LIMIT_CODE, f"`{spec.name}` of `{owner}` is {PAST_MAX_FLOAT}", span, LIMITS_HINT)
         return f
     if t == "bool":
         if not isinstance(value, bool):
@@ -447,7 +446,7 @@ class Elaborator:
                 if n > MAX_REPEAT:  # a limit of the language (limits.py), checked before any copy is made
                     what = f"`repeat({layer.repeat.dotted})`" if isinstance(layer.repeat, A.Name) else "a `repeat`"
                     raise EvalError(LIMIT_CODE, f"the count of {what} is {short_int(n)}, past the most the language "
-                                    f"allows ({MAX_REPEAT:,})", layer.repeat.span, "see docs/language.md, Limits")
+                                    f"allows ({MAX_REPEAT:,})", layer.repeat.span, LIMITS_HINT)
             if count:
                 state["params"] += n * self.count_layer(ref, bound)
                 prim = PRIMITIVES.get(ref.target) if ref.kind == "primitive" else None

@@ -8,9 +8,14 @@ memory proportional to the size of the file, whatever the file says.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotations only: this module imports nothing, so that every module may use it
+    from .diagnostics import DiagnosticBag
+    from .span import SourceFile
 
 __all__ = [
+    "LIMITS_HINT",
     "LIMIT_CODE",
     "MAX_DIAGNOSTICS_SHOWN",
     "MAX_GRAPH_NODES",
@@ -19,6 +24,8 @@ __all__ = [
     "MAX_REPEAT",
     "MAX_SOURCE_BYTES",
     "MAX_YAML_NODES",
+    "PAST_MAX_FLOAT",
+    "PAST_MAX_INT",
     "short_int",
     "source_too_large",
 ]
@@ -30,8 +37,13 @@ MAX_INT = 2**53
 # The deepest nesting of expressions, blocks or YAML collections the front ends accept.
 MAX_NESTING = 100
 
-# The diagnostic code of a spec past one of the limits below (a registry code: errorcodes.py).
+# The diagnostic code of a spec past one of the limits below (a registry code: errorcodes.py), the hint
+# every such diagnostic carries, and the words that name the largest integer and the largest number in
+# a message (`{value} is PAST_MAX_INT`).
 LIMIT_CODE = "E009"
+LIMITS_HINT = "see docs/language.md, Limits"
+PAST_MAX_INT = f"past the largest integer the language allows ({MAX_INT:,} = 2**{MAX_INT.bit_length() - 1})"
+PAST_MAX_FLOAT = "past the largest number the language allows (about 1.8e308)"
 
 # The most copies one `repeat(n)` makes (the most layers of a stack). GPT-3 has 96, the deepest
 # benchmark 192; a 3,072-layer decoder checks in 2.1 s of CPU and 192 MB (benchmarks/results/growth.json),
@@ -44,7 +56,7 @@ MAX_REPEAT = 4096
 MAX_GRAPH_NODES = 100_000
 
 # The largest source file (.msl or .yaml) the front ends read, in bytes. The largest stdlib module is
-# 12 kB, a spec a few kB; parsing is linear (a 0.97 MB list: 2.7 s of CPU, 143 MB), so this bounds a
+# 12 kB, a spec a few kB; parsing is linear (a 0.99 MB list: 2.7 s of CPU, 143 MB), so this bounds a
 # compile of any file to seconds.
 MAX_SOURCE_BYTES = 1024 * 1024
 
@@ -64,18 +76,18 @@ def short_int(v: int) -> str:
     return f"{v:,}"
 
 
-def source_too_large(source: Any, bag: Any) -> bool:
-    """Whether a source file (span.SourceFile) passes MAX_SOURCE_BYTES; if so, one error in `bag`
-    (diagnostics.DiagnosticBag) at its first character. The front ends call this before they parse."""
-    text: str = source.text
+def source_too_large(source: SourceFile, bag: DiagnosticBag) -> bool:
+    """Whether a source file passes MAX_SOURCE_BYTES; if so, one error in `bag` at its first character.
+    The front ends call this before they parse."""
+    text = source.text
     if len(text) * 4 <= MAX_SOURCE_BYTES:  # UTF-8 takes at most 4 bytes a character: no need to encode
         return False
     size = len(text.encode("utf-8", "surrogatepass"))
     if size <= MAX_SOURCE_BYTES:
         return False
-    from .span import Span  # here: this module stays free of imports, so that every module may use it
+    from .span import Span  # here: this module imports nothing at load time
 
     bag.error(LIMIT_CODE, f"the file is {size:,} bytes, larger than the {MAX_SOURCE_BYTES:,} bytes "
               f"({MAX_SOURCE_BYTES // 2**20} MiB) the language allows", Span.of(source, 0, min(1, len(text))),
-              hint="see docs/language.md, Limits; split it into modules")
+              hint=f"{LIMITS_HINT}; split it into modules")
     return True

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import secrets
@@ -95,38 +96,74 @@ def collect_measurements(runs: Path) -> list[dict[str, Any]]:
     """What the training runs in `runs` (OUT/<model>/runs/<run>/measurements.json, written by the generated
     train.py and evaluate.py: docs/training.md) measured: per run, split and metric, the entry of the latest
     step, as report.json's `measurements` (metric, value, split, dataset, source, steps, seen, wall time,
-    hardware). Sorted, so the same runs give the same report. A file that does not parse is skipped: it is
-    the user's data, not the compiler's input."""
+    hardware). Sorted, so the same runs give the same report. A file that does not parse, and an entry without
+    a metric name or a finite value, are skipped; a field of the wrong type is left out: it is the user's data,
+    not the compiler's input."""
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     try:
-        names = sorted(os.listdir(runs)) if runs.is_dir() and not runs.is_symlink() else []
+        names = sorted(os.listdir(runs)) if _is_folder(runs) else []
     except OSError:
         names = []
     for run in names:
         try:
             doc = json.loads((runs / run / "measurements.json").read_text(encoding="utf-8"))
-            entries = doc["measurements"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, RecursionError):  # ValueError: not UTF-8 or not JSON
             continue
+        entries = doc.get("measurements") if isinstance(doc, dict) else None
         for m in entries if isinstance(entries, list) else []:
-            if not isinstance(m, dict) or not isinstance(m.get("value"), (int, float)) or isinstance(m["value"], bool):
+            entry = _measurement(run, m) if isinstance(m, dict) else None
+            if entry is None:
                 continue
-            key = (run, str(m.get("split", "")), str(m.get("metric", "")))
-            steps = m.get("steps") if isinstance(m.get("steps"), int) else -1
-            if key not in latest or steps >= latest[key]["steps"]:
-                seen = f", {m['seen']:,} {m.get('unit', 'samples')} seen" if isinstance(m.get("seen"), int) else ""
-                wall = f", {m['wall_s']:.3g} s wall" if isinstance(m.get("wall_s"), (int, float)) else ""
-                hw = m.get("hardware")
-                on = (f" on {hw.get('gpu') or hw.get('cpu') or hw.get('device')}" if isinstance(hw, dict)
-                      else f" on {hw}" if hw else "")
-                latest[key] = {
-                    "metric": key[2], "value": m["value"], "split": key[1],
-                    "dataset": ("synthetic data" if m.get("synthetic") else str(m.get("data") or "")),
-                    "source": f"measured: run {run}, step {steps}{seen}{wall}{on}",
-                    "steps": steps, "seen": m.get("seen"), "wall_s": m.get("wall_s"), "hardware": hw,
-                    "synthetic": bool(m.get("synthetic")),
-                }
+            key = (run, entry["split"], entry["metric"])
+            if key not in latest or entry["steps"] >= latest[key]["steps"]:
+                latest[key] = entry
     return [latest[k] for k in sorted(latest)]
+
+
+def _measurement(run: str, m: dict[str, Any]) -> dict[str, Any] | None:
+    """One entry of a measurements.json as report.json shows it, each field checked for its type first."""
+    metric, value = m.get("metric"), _finite(m.get("value"))
+    if not isinstance(metric, str) or not metric or value is None:
+        return None
+    steps = m["steps"] if _whole(m.get("steps")) else -1
+    seen = m["seen"] if _whole(m.get("seen")) else None
+    wall_s = _finite(m.get("wall_s"))
+    unit = m["unit"] if isinstance(m.get("unit"), str) else "samples"
+    hw = m.get("hardware") if isinstance(m.get("hardware"), (dict, str)) else None
+    device = next((hw[k] for k in ("gpu", "cpu", "device") if isinstance(hw.get(k), str) and hw[k]), None) \
+        if isinstance(hw, dict) else hw
+    synthetic = m.get("synthetic") is True
+    return {
+        "metric": metric, "value": value, "split": _text(m.get("split")),
+        "dataset": "synthetic data" if synthetic else _text(m.get("data")),
+        "source": f"measured: run {run}, step {steps}" + (f", {seen:,} {unit} seen" if seen is not None else "")
+        + (f", {wall_s:.3g} s wall" if wall_s is not None else "") + (f" on {device}" if device else ""),
+        "steps": steps, "seen": seen, "wall_s": wall_s, "hardware": hw, "synthetic": synthetic,
+    }
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> int | float | None:
+    """`v` if it is a number a float can hold and not NaN or infinite (JSON allows `NaN` and 400-digit whole
+    numbers; neither formats as a measurement), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        return v if math.isfinite(v) else None
+    except OverflowError:
+        return None
+
+
+def _is_folder(p: Path) -> bool:
+    """A real folder at `p`, not a link to one."""
+    return p.is_dir() and not p.is_symlink()
 
 
 def _check_relative(rel: str) -> PurePosixPath:
@@ -441,7 +478,8 @@ def commit(root: Path, models: Mapping[str, Mapping[str, str | bytes]], *, durab
 
     All or nothing holds against failures and kills without any fsync: what the kernel accepted survives
     the process. `durable` also fsyncs every file and folder before the swap, for a power loss or an OS
-    crash; it costs about 0.25 s for GPT-2's 27 files on this ext4 disk (measured), as much as the compile."""
+    crash. Replacing GPT-2's folder (37 files) took a median of 0.02 to 0.07 s with it, 0.002 to 0.013 s without
+    (measured: 5 commits each, in two folders of this machine's ext4 disk)."""
     root = Path(root)
     for name, files in models.items():
         if not SAFE_NAME.match(name):
@@ -516,16 +554,15 @@ RUNS = "runs"  # what train.py writes into a model's folder: kept when a compile
 
 def _carry_runs(old: Path, target: Path) -> None:
     """Move the training runs (`runs/<run>/`) of a replaced model folder into its new folder, run by run, so a
-    recompile never deletes them. A run of the same name already in the new folder is left where it is (and so
-    deleted with the old folder only if it is a duplicate of a run the new folder already has)."""
-    src = old / RUNS
-    if not src.is_dir() or src.is_symlink() or not target.is_dir() or target.is_symlink():
+    recompile never deletes them. Where the new folder already has a run of the same name (train.py wrote it there
+    between a killed commit and its recovery), that one stays and the old one goes with the old folder."""
+    src, dst = old / RUNS, target / RUNS
+    if not _is_folder(src) or not _is_folder(target):
         return
-    dst = target / RUNS
     if not os.path.lexists(dst):
         os.rename(src, dst)
         return
-    if not dst.is_dir() or dst.is_symlink():
+    if not _is_folder(dst):
         return
     for name in sorted(os.listdir(src)):
         if not os.path.lexists(dst / name):

@@ -17,7 +17,7 @@ def apply_overrides(comp: Compilation, overrides: tuple[tuple[str, str], ...]) -
     from lark.exceptions import UnexpectedInput
 
     from .diagnostics import did_you_mean
-    from .limits import LIMIT_CODE, MAX_NESTING
+    from .limits import LIMIT_CODE, LIMITS_HINT, MAX_NESTING
     from .parser import _first_span, _ToAst, _too_deep
 
     for name, text in overrides:
@@ -30,9 +30,12 @@ def apply_overrides(comp: Compilation, overrides: tuple[tuple[str, str], ...]) -
         deep = _too_deep(tree)
         if deep is not None:  # as parse_msl does: the recursive transformer stays within Python's stack
             comp.bag.error(LIMIT_CODE, f"`--set {name}`: the value nests more than {MAX_NESTING} levels deep, the most "
-                           "the language allows", _first_span(src, deep), hint="see docs/language.md, Limits")
+                           "the language allows", _first_span(src, deep), hint=LIMITS_HINT)
             continue
-        module = _ToAst(src).transform(tree)
+        reported = len(comp.bag.items)
+        module = _ToAst(src, comp.bag).transform(tree)
+        if len(comp.bag.items) > reported:  # a number past the limits, diagnosed at the literal as in a file
+            continue
         field = module.models[0].architecture.fields[0]
         if name not in spec.bindings:
             comp.bag.error("E207", f"`--set {name}`: family `{spec.family.qualname.rsplit('.', 1)[-1]}` has no parameter `{name}`",

@@ -14,7 +14,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 
 from . import ast as A
 from .diagnostics import DiagnosticBag
-from .limits import LIMIT_CODE, MAX_INT, MAX_NESTING, source_too_large
+from .limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, MAX_NESTING, PAST_MAX_FLOAT, PAST_MAX_INT, source_too_large
 from .span import SourceFile, Span
 from .syntax_errors import SyntaxErrors
 
@@ -47,10 +47,10 @@ KEYWORDS = _keywords()
 
 
 class _ToAst(Transformer[Any, Any]):
-    def __init__(self, file: SourceFile, bag: DiagnosticBag | None = None) -> None:
+    def __init__(self, file: SourceFile, bag: DiagnosticBag) -> None:
         super().__init__()
         self.file = file
-        self.bag = bag if bag is not None else DiagnosticBag()  # numbers past the limits: diagnosed at the literal
+        self.bag = bag  # numbers past the limits: diagnosed at the literal
 
     def _span(self, meta: Any) -> Span:
         if getattr(meta, "empty", True):
@@ -355,8 +355,7 @@ class _ToAst(Transformer[Any, Any]):
             return A.Num(span, _int_literal(s, span, self.bag))
         val = float(s)
         if not math.isfinite(val):  # 1e999: Python reads it as inf, which no model can use
-            self.bag.error(LIMIT_CODE, f"`{s}` is past the largest number the language allows (about 1.8e308)",
-                           span, hint=_LIMITS_HINT)
+            self.bag.error(LIMIT_CODE, f"`{s}` is {PAST_MAX_FLOAT}", span, hint=LIMITS_HINT)
         return A.Num(span, val)
 
     def quantity(self, items: list[Token]) -> A.Quantity:
@@ -369,11 +368,9 @@ class _ToAst(Transformer[Any, Any]):
         value = float(m.group(1))
         scale, dim = UNIT_SCALE[m.group(2)]
         if not math.isfinite(value * scale):
-            self.bag.error(LIMIT_CODE, f"`{t}` is past the largest number the language allows (about 1.8e308)",
-                           span, hint=_LIMITS_HINT)
+            self.bag.error(LIMIT_CODE, f"`{t}` is {PAST_MAX_FLOAT}", span, hint=LIMITS_HINT)
         elif dim != "time" and value * scale > MAX_INT:  # counts, sizes and rates become integers
-            self.bag.error(LIMIT_CODE, f"`{t}` is {value * scale:.3g}, past the largest integer the language allows "
-                           f"({MAX_INT:,} = 2**53)", span, hint=_LIMITS_HINT)
+            self.bag.error(LIMIT_CODE, f"`{t}` is {value * scale:.3g}, {PAST_MAX_INT}", span, hint=LIMITS_HINT)
         return A.Quantity(span, value, m.group(2), str(t))
 
     def string(self, items: list[Token]) -> A.Str:
@@ -407,9 +404,6 @@ class _ToAst(Transformer[Any, Any]):
         return A.ListExpr(self._span(meta), tuple(i for i in items if i is not None))
 
 
-_LIMITS_HINT = "see docs/language.md, Limits"
-
-
 def _int_literal(s: str, span: Span, bag: DiagnosticBag) -> int:
     """An integer literal's value; past MAX_INT an error at the literal (and a value just past the limit,
     so that nothing downstream takes it for a usable number). A literal of thousands of digits is
@@ -418,12 +412,11 @@ def _int_literal(s: str, span: Span, bag: DiagnosticBag) -> int:
     if len(digits) <= len(str(MAX_INT)) and int(digits) <= MAX_INT:
         return int(digits)
     shown = f"{int(digits):,}" if len(digits) <= 24 else f"an integer of {len(digits):,} digits"
-    bag.error(LIMIT_CODE, f"{shown} is past the largest integer the language allows ({MAX_INT:,} = 2**53)", span,
-              hint=_LIMITS_HINT)
+    bag.error(LIMIT_CODE, f"{shown} is {PAST_MAX_INT}", span, hint=LIMITS_HINT)
     return MAX_INT + 1
 
 
-def _too_deep(tree: Tree[Any]) -> Tree[Any] | Token | None:
+def _too_deep(tree: Tree[Any]) -> Tree[Any] | None:
     """The first node (in source order) that nests deeper than MAX_NESTING, or None. Iterative: the
     tree that is too deep for the recursive transformer is not too deep for this."""
     stack: list[tuple[Tree[Any], int]] = [(tree, 1)]
@@ -482,8 +475,7 @@ def parse_msl(file: SourceFile, bag: DiagnosticBag) -> A.Module | None:
     deep = _too_deep(tree)
     if deep is not None:  # a limit of the language (limits.py): the recursive passes stay within Python's stack
         bag.error(LIMIT_CODE, f"this nests more than {MAX_NESTING} levels deep, the most the language allows",
-                  _first_span(file, deep), hint="see docs/language.md, Limits (a chain of operators nests one level "
-                  "per operator)")
+                  _first_span(file, deep), hint=f"{LIMITS_HINT} (a chain of operators nests one level per operator)")
         return None
     try:
         module = _ToAst(file, bag).transform(tree)

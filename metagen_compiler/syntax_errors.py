@@ -135,27 +135,28 @@ class SyntaxErrors:
         self.handled: set[int] = set()
         self.quiet_from: int | None = None  # end of the last unrepaired error: errors right after it are echoes
         self.quiet_line = -1
-        self._tokens: list[Token] | None = None
-        self._starts: list[int] = []
-        self._ends: list[int] = []
 
     # ------------------------------------------------------------ helpers
-    @property
+    # The file's tokens, lexed on the first error. Tokens do not overlap, so their starts and ends are
+    # both sorted: each lookup below is a bisection, and a file with thousands of errors costs n log n.
+    @functools.cached_property
     def tokens(self) -> list[Token]:
-        if self._tokens is None:
-            self._tokens = self.g.lex_all(self.file.text)
-            # tokens do not overlap, so both lists are sorted: each lookup below is a bisection, and a
-            # file with thousands of errors costs n log n, not n squared
-            self._starts = [t.start_pos or 0 for t in self._tokens]
-            self._ends = [t.end_pos or 0 for t in self._tokens]
-        return self._tokens
+        return self.g.lex_all(self.file.text)
+
+    @functools.cached_property
+    def _starts(self) -> list[int]:
+        return [t.start_pos or 0 for t in self.tokens]
+
+    @functools.cached_property
+    def _ends(self) -> list[int]:
+        return [t.end_pos or 0 for t in self.tokens]
 
     def _before(self, pos: int, k: int = 1) -> Token | None:
-        n = bisect_right(self._ends, pos) if self.tokens else 0  # tokens that end at or before pos
+        n = bisect_right(self._ends, pos)  # tokens that end at or before pos
         return self.tokens[n - k] if n >= k else None
 
     def _after(self, pos: int, n: int = _LOOKAHEAD) -> list[Token]:
-        i = bisect_left(self._starts, pos) if self.tokens else 0
+        i = bisect_left(self._starts, pos)
         return self.tokens[i:i + n]
 
     def _span(self, tok: Token) -> Span:
@@ -169,7 +170,7 @@ class SyntaxErrors:
             return False
         if line == self.quiet_line or _BLANK.fullmatch(self.file.text, self.quiet_from, start) is not None:
             return True
-        taken = bisect_left(self._starts, start) - bisect_left(self._starts, self.quiet_from) if self.tokens else 0
+        taken = bisect_left(self._starts, start) - bisect_left(self._starts, self.quiet_from)
         return taken < _RESYNC
 
     def _quiet(self, end: int) -> None:
@@ -183,7 +184,7 @@ class SyntaxErrors:
     def _opener(self, closer: str, before: int) -> Token | None:
         """The unmatched `(`, `[` or `{` that `closer` would close at offset `before`."""
         opener, depth = _OPENERS[closer], 0
-        n = bisect_right(self._ends, before) if self.tokens else 0
+        n = bisect_right(self._ends, before)
         for t in reversed(self.tokens[:n]):
             if t.type == closer:
                 depth += 1

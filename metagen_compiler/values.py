@@ -13,7 +13,7 @@ from typing import Any, Union
 
 from . import ast as A
 from .diagnostics import did_you_mean
-from .limits import LIMIT_CODE, MAX_INT, short_int
+from .limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_INT, short_int
 from .span import Span
 
 __all__ = [
@@ -103,14 +103,9 @@ def as_number(v: Value, span: Span | None) -> int | float | Fraction:
     return v
 
 
-_LIMITS_HINT = "see docs/language.md, Limits"
-_MAX_FLOAT = "about 1.8e308"
-
-
 def _past_max_int(what: str, v: float | Fraction, span: Span | None) -> EvalError:
     shown = short_int(int(v)) if not isinstance(v, float) else f"{v:.6g}"
-    return EvalError(LIMIT_CODE, f"{what} is {shown}, past the largest integer the language allows "
-                     f"({MAX_INT:,} = 2**53)", span, _LIMITS_HINT)
+    return EvalError(LIMIT_CODE, f"{what} is {shown}, {PAST_MAX_INT}", span, LIMITS_HINT)
 
 
 def as_int(v: Value, span: Span | None, what: str = "dimension") -> int:
@@ -119,8 +114,7 @@ def as_int(v: Value, span: Span | None, what: str = "dimension") -> int:
     if isinstance(v, bool):
         raise EvalError("E201", f"expected an integer {what}, found a boolean", span)
     if isinstance(v, float) and not math.isfinite(v):
-        raise EvalError(LIMIT_CODE, f"{what} is {format_value(v)}, past the largest number the language allows "
-                        f"({_MAX_FLOAT})", span, _LIMITS_HINT)
+        raise EvalError(LIMIT_CODE, f"{what} is {format_value(v)}, {PAST_MAX_FLOAT}", span, LIMITS_HINT)
     n: int | None = None
     if isinstance(v, int):
         n = v
@@ -197,8 +191,7 @@ def _checked(v: Any, span: Span | None) -> Any:
         if math.isnan(v):  # YAML's .nan, inf - inf
             raise EvalError("E201", "the value of this expression is not a number (nan)", span)
         if not math.isfinite(v):
-            raise EvalError(LIMIT_CODE, "the value of this expression is past the largest number the language allows "
-                            f"({_MAX_FLOAT})", span, _LIMITS_HINT)
+            raise EvalError(LIMIT_CODE, f"the value of this expression is {PAST_MAX_FLOAT}", span, LIMITS_HINT)
         return v
     if isinstance(v, int):
         if abs(v) > MAX_INT:
@@ -223,11 +216,9 @@ def _power(x: float | Fraction, y: float | Fraction, span: Span | None) -> Any:
         xf = Fraction(x)
         size = max(abs(xf.numerator).bit_length(), xf.denominator.bit_length())
         if isinstance(x, int) and y > 0 and y * (size - 1) > 64:  # an integer past MAX_INT, not computed
-            raise EvalError(LIMIT_CODE, "the value of this expression is past the largest integer the language "
-                            f"allows ({MAX_INT:,} = 2**53)", span, _LIMITS_HINT)
+            raise EvalError(LIMIT_CODE, f"the value of this expression is {PAST_MAX_INT}", span, LIMITS_HINT)
         if abs(y) * size > _POW_BITS:
-            raise EvalError(LIMIT_CODE, "the value of this expression is past the largest number the language allows "
-                            f"({_MAX_FLOAT})", span, _LIMITS_HINT)
+            raise EvalError(LIMIT_CODE, f"the value of this expression is {PAST_MAX_FLOAT}", span, LIMITS_HINT)
     return x**y
 
 
@@ -313,8 +304,8 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
         except ZeroDivisionError:  # 0 ** -1
             raise EvalError("E210", "division by zero", e.span) from None
         except OverflowError:  # float arithmetic past the float range
-            raise EvalError(LIMIT_CODE, "the value of this expression is past the largest number the language "
-                            f"allows ({_MAX_FLOAT})", e.span, _LIMITS_HINT) from None
+            raise EvalError(LIMIT_CODE, f"the value of this expression is {PAST_MAX_FLOAT}", e.span,
+                            LIMITS_HINT) from None
     if isinstance(e, A.Index):
         seq = evaluate(e.value, env, resolve)
         idx = as_int(evaluate(e.index, env, resolve), e.index.span, "index")

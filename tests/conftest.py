@@ -6,6 +6,7 @@ import importlib.util
 import os
 import re
 import sys
+import tomllib
 import types
 from pathlib import Path
 
@@ -22,11 +23,21 @@ SEED_YAML = sorted((ROOT / "tests" / "seeds_yaml").glob("*.yaml"))
 # `--allow-missing` (or METAGEN_TEST_ALLOW_MISSING=1) leaves them out on purpose; the summary (-rs) lists them.
 _SETUP = "bash .ci/setup"
 _PIP_TEST = 'python -m pip install -e ".[test]"'
+# import names of the distributions whose name does not give it (lower case, `-` as `_`)
+IMPORT_NAMES = {"pillow": "PIL", "scikit-learn": "sklearn", "psycopg2-binary": "psycopg2", "pyyaml": "yaml"}
+
+
+def _installed_by_the_test_extra() -> list[str]:
+    """Import names of pyproject.toml's dependencies and `test` extra: what `pip install -e ".[test]"` installs."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = (re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower()
+             for r in [*project["dependencies"], *project["optional-dependencies"]["test"]])
+    return [IMPORT_NAMES.get(n, n.replace("-", "_")) for n in names]
+
+
 REQUIRED_PACKAGES = {
-    "torch": 'python -m pip install "torch==2.13.0"',
-    **{m: _PIP_TEST for m in ("transformers", "onnx", "onnx_ir", "onnxruntime", "pygls", "pygments", "pytest_lsp",
-                              "syrupy", "hypothesis", "psycopg2", "optuna", "matplotlib", "safetensors", "tokenizers",
-                              "sklearn", "PIL", "gymnasium", "soundfile", "networkx", "diffusers")},
+    **{m: _PIP_TEST for m in _installed_by_the_test_extra()},
+    "torch": 'python -m pip install "torch==2.13.0"',  # the CPU build .ci/setup installs
 }
 REQUIRED_TOOLS = {  # words of a skip reason -> the command that installs the tool
     "TeX Live": f"{_SETUP} (or apt-get install texlive-latex-base texlive-latex-recommended texlive-latex-extra "

@@ -22,10 +22,10 @@ import pytest
 from metagen_compiler.compilation import Compilation, Options
 from metagen_compiler.diagnostics import Diagnostic, render_text
 from metagen_compiler.driver import collect_diagnostics, compile_model_set
+from metagen_compiler.limits import MAX_INT as LARGEST  # the largest integer of the language
 from metagen_compiler.span import SourceFile
 
 ROOT = Path(__file__).resolve().parent.parent
-LARGEST = 2**53  # limits.MAX_INT, the largest integer of the language
 LARGEST_TEXT = f"{LARGEST:,}"
 
 DECODER = """msl 1

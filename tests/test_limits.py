@@ -9,9 +9,11 @@ benchmarks/growth.py measures the growth itself.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 import tracemalloc
+import types
 from pathlib import Path
 
 import pytest
@@ -194,7 +196,7 @@ def test_range_bounds_past_the_largest_integer_are_diagnosed() -> None:
 
 
 def test_domain_is_lazy_and_bounded() -> None:
-    # the front ends stop a literal past MAX_INT first; the solver checks its bounds itself as well
+    # the front ends stop a literal past MAX_INT first; the solver checks its bounds as well (values.as_int)
     from metagen_compiler import ast as A
     from metagen_compiler.passes.solve import _domain
     from metagen_compiler.values import EvalError
@@ -251,6 +253,18 @@ def test_set_layers_past_the_limit_is_diagnosed() -> None:
     assert f"({MAX_REPEAT:,})" in _limit_error(comp).message
 
 
+@pytest.mark.parametrize("value, shown", [("9" * 30, "an integer of 30 digits"), ("1e999", "`1e999`"),
+                                          ("99999999999T", "`99999999999T` is 1e+23")])
+def test_set_value_past_the_largest_number_is_diagnosed_at_the_literal(value: str, shown: str) -> None:
+    # the literal's own diagnostic was dropped, and the value reached the solver as MAX_INT + 1, whose
+    # message read "the value of this expression is 9,007,199,254,740,993"
+    comps = compile_model_set(SourceFile("m.msl", FIXED.format(fields="layers = 2")), Options(),
+                              overrides=(("layers", value),))
+    d = _limit_error(comps[0])
+    assert shown in d.message and f"{MAX_INT + 1:,}" not in d.message
+    assert d.span is not None and d.span.path == "<--set layers>"
+
+
 def test_set_value_nested_too_deep_is_diagnosed() -> None:
     # `--set layers=---...2` (3,000 deep) ran the recursive transformer out of stack (I001)
     comps = compile_model_set(SourceFile("m.msl", FIXED.format(fields="layers = 2")), Options(),
@@ -289,6 +303,18 @@ def test_graph_size_is_bounded() -> None:
     assert f"{MAX_GRAPH_NODES:,} nodes" in d.message
 
 
+def test_estimates_past_the_float_range_are_diagnosed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every dim within the limits, yet a cost that no float holds (a device profile's numbers): E009, not I001
+    from metagen_compiler.passes import estimate
+
+    def overflow(*args: object) -> None:
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr(estimate, "estimate", overflow)
+    d = _limit_error(_compile(FIXED.format(fields="layers = 2")))
+    assert "estimated costs" in d.message and "1.8e308" in d.message and d.span is not None and d.span.line == 6
+
+
 # ---------------------------------------------------------------- source size
 def test_a_file_past_the_size_limit_is_diagnosed_without_parsing() -> None:
     items = ", ".join(f'"item{i}"' for i in range(MAX_SOURCE_BYTES // 8))
@@ -301,19 +327,16 @@ def test_a_file_past_the_size_limit_is_diagnosed_without_parsing() -> None:
 
 
 # ---------------------------------------------------------------- YAML
-YAML = """metagen_version: "1.0"
-name: "m"
-modality:
-  inputs: [text]
-  outputs: [text]
-task:
-  type: generation
-constraints:
-  parameter_budget:
-    max: "20M"
-architecture:
-  family: transformer
-"""
+def _growth_benchmark() -> types.ModuleType:
+    """benchmarks/growth.py, whose small YAML spec these tests grow (as tests/test_fuzz.py loads fuzz.py)."""
+    spec = importlib.util.spec_from_file_location("metagen_growth_benchmark", ROOT / "benchmarks" / "growth.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+YAML: str = _growth_benchmark().YAML  # a small decoder, budget `max: "20M"` on line 10
 
 
 def test_yaml_nested_500_deep_is_diagnosed() -> None:
@@ -370,6 +393,13 @@ def test_yaml_huge_integers_are_diagnosed(value: str) -> None:
     assert f"{MAX_INT:,}" in d.message and d.span is not None and d.span.line == 10
 
 
+def test_yaml_quantity_past_the_largest_integer_is_diagnosed() -> None:
+    # MSL's parser stops `99999999999T` at the literal; a YAML quantity (a string) reaches the checker
+    d = _limit_error(_compile(YAML.replace('max: "20M"', 'max: "99999999999T"'), "s.yaml"))
+    assert "`99999999999T`" in d.message and f"{MAX_INT:,}" in d.message
+    assert d.span is not None and d.span.line == 10
+
+
 def test_yaml_largest_integer_is_accepted() -> None:
     comp = _compile(YAML.replace('max: "20M"', f"max: {MAX_INT}"), "s.yaml", stop_after="parse")
     assert "E009" not in _codes(comp), render_text(comp.bag.items)
@@ -381,7 +411,7 @@ def test_yaml_invalid_characters_get_a_position() -> None:
     assert time.perf_counter() - t0 < 10.0
     (d,) = comp.bag.items
     assert d.code == "E005" and "#x0001" in d.message
-    assert d.span is not None and (d.span.line, d.span.col) == (14, 1)
+    assert d.span is not None and (d.span.line, d.span.col) == (YAML.count("\n") + 2, 1)  # the line after description
 
 
 # ---------------------------------------------------------------- documentation

@@ -501,3 +501,98 @@ def test_training_runs_survive_a_recompile_and_a_kill_at_every_step(
                 j += 1
         assert (root / "alpha" / "runs" / "r1" / "metrics.jsonl").read_text() == '{"step": 1}\n', (k, steps[k - 1])
         assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [], k
+
+
+# ---------------------------------------------------------------- measurements of earlier training runs
+def _runs(root: Path, docs: dict[str, str]) -> Path:
+    for run, text in docs.items():
+        (root / run).mkdir(parents=True)
+        (root / run / "measurements.json").write_text(text)
+    return root
+
+
+GOOD = {"metric": "accuracy", "value": 0.5, "split": "val", "steps": 4, "seen": 1200, "unit": "samples",
+        "wall_s": 12.345, "data": "digits/", "synthetic": False,
+        "hardware": {"device": "cpu", "processes": 1, "cpu": "AMD EPYC", "torch": "2.13.0+cpu"}}
+
+
+def test_measurements_keep_the_latest_step_of_each_run_split_and_metric(tmp_path: Path) -> None:
+    later = {**GOOD, "value": 0.75, "steps": 8, "hardware": {"device": "cuda", "cpu": "AMD EPYC", "gpu": "H100"}}
+    test = {**GOOD, "split": "test", "synthetic": True, "hardware": "a laptop"}
+    runs = _runs(tmp_path / "runs", {"b": json.dumps({"format": 1, "measurements": [later, GOOD, test]}),
+                                     "a": json.dumps({"measurements": [GOOD]})})
+    got = outputs.collect_measurements(runs)
+    assert [(m["source"].split(",")[0], m["split"], m["value"]) for m in got] == [
+        ("measured: run a", "val", 0.5), ("measured: run b", "test", 0.5), ("measured: run b", "val", 0.75)]
+    assert got[0] == {"metric": "accuracy", "value": 0.5, "split": "val", "dataset": "digits/",
+                      "source": "measured: run a, step 4, 1,200 samples seen, 12.3 s wall on AMD EPYC", "steps": 4,
+                      "seen": 1200, "wall_s": 12.345, "hardware": GOOD["hardware"], "synthetic": False}
+    assert got[1]["dataset"] == "synthetic data" and got[1]["source"].endswith(" on a laptop")
+    assert got[2]["source"].endswith(" on H100")
+    assert outputs.collect_measurements(tmp_path / "nothing here") == []
+
+
+def test_malformed_measurements_are_skipped_never_raised(tmp_path: Path) -> None:
+    """measurements.json is the user's file: one that does not parse, or an entry without a metric name or a
+    finite value, is skipped; a field of the wrong type is left out of the source line, never formatted."""
+    bad_files = {"not_json": "{", "not_utf8": "\udcff", "deep": "[" * 100_000, "a_list": "[1]",
+                 "no_key": "{}", "not_a_list": '{"measurements": 3}'}
+    runs = _runs(tmp_path / "runs", {k: v for k, v in bad_files.items() if k != "not_utf8"})
+    (runs / "not_utf8").mkdir()
+    (runs / "not_utf8" / "measurements.json").write_bytes(b"\xff\xfe{")
+    (runs / "no_file").mkdir()
+    skipped = [3, None, {"value": 1}, {"metric": "", "value": 1}, {"metric": 3, "value": 1},
+               {"metric": "m", "value": True}, {"metric": "m", "value": "1"}, {"metric": "m"},
+               {"metric": "m", "value": float("nan")}, {"metric": "m", "value": float("inf")},
+               {"metric": "m", "value": 10**400}]
+    mistyped = {"metric": "loss", "value": 2, "split": 7, "steps": True, "seen": "many", "unit": ["x"],
+                "wall_s": 10**400, "data": {"a": 1}, "synthetic": "yes", "hardware": {"gpu": None, "cpu": 3}}
+    _runs(runs, {"mixed": json.dumps({"measurements": [*skipped, mistyped]})})
+    assert outputs.collect_measurements(runs) == [
+        {"metric": "loss", "value": 2, "split": "", "dataset": "", "source": "measured: run mixed, step -1",
+         "steps": -1, "seen": None, "wall_s": None, "hardware": {"gpu": None, "cpu": 3}, "synthetic": False}]
+    shutil.rmtree(runs / "mixed")
+    assert outputs.collect_measurements(runs) == []
+
+
+def test_runs_behind_a_link_are_not_read(tmp_path: Path) -> None:
+    _runs(tmp_path / "elsewhere", {"r": json.dumps({"measurements": [GOOD]})})
+    assert len(outputs.collect_measurements(tmp_path / "elsewhere")) == 1
+    (tmp_path / "runs").symlink_to(tmp_path / "elsewhere")
+    assert outputs.collect_measurements(tmp_path / "runs") == []
+
+
+def test_a_compile_reports_the_runs_measurements(spec: Path, compiled: tuple[Path, Tree],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Written into OUT/<model>/runs/ by train.py, read back by the next compile, kept across it; a malformed
+    file beside it changes nothing."""
+    out, _ = compiled
+    _runs(out / "alpha" / "runs", {"r": json.dumps({"measurements": [GOOD]}), "bad": '{"measurements": [{"metric"'})
+    assert main([str(spec), "-o", str(out), "--backend", "pytorch"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "alpha" / "report.json").read_text())
+    assert [(m["metric"], m["value"], m["source"]) for m in report["measurements"]] == [
+        ("accuracy", 0.5, "measured: run r, step 4, 1,200 samples seen, 12.3 s wall on AMD EPYC")]
+    assert "measurements" not in json.loads((out / "beta" / "report.json").read_text())
+    assert sorted(p.name for p in (out / "alpha" / "runs").iterdir()) == ["bad", "r"]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
+def test_runs_merge_into_a_runs_folder_the_new_model_already_has(
+        tmp_path: Path, exchange: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after its commit point, before it carried the runs; train.py then wrote a run into the new folder.
+    The next run's recovery moves the old folder's runs in beside it; a run of the same name stays the new one."""
+    point = _steps(tmp_path, exchange, monkeypatch).index("commit")
+    root = tmp_path / "merge"
+    commit(root, OLD)
+    for run in ("r0", "r1"):
+        (root / "alpha" / "runs" / run).mkdir(parents=True)
+        (root / "alpha" / "runs" / run / "metrics.jsonl").write_text(f"old {run}\n")
+    assert _child(root, "commit", point + 1, exchange) == 77  # killed at the commit point's step
+    assert not (root / "alpha" / "runs").exists()
+    for run in ("r1", "r2"):
+        (root / "alpha" / "runs" / run).mkdir(parents=True)
+        (root / "alpha" / "runs" / run / "metrics.jsonl").write_text(f"new {run}\n")
+    recover(root)
+    assert {p.name: (p / "metrics.jsonl").read_text() for p in (root / "alpha" / "runs").iterdir()} == {
+        "r0": "old r0\n", "r1": "new r1\n", "r2": "new r2\n"}
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from conftest import missing_requirement
+from conftest import REQUIRED_PACKAGES, ROOT, missing_requirement
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = (Path(__file__).parent / "conftest.py").read_text(encoding="utf-8")
+CONFTEST = (Path(__file__).parent / "conftest.py").read_text(encoding="utf-8").replace(  # reads our pyproject.toml
+    "ROOT = Path(__file__).resolve().parent.parent", f"ROOT = Path({str(ROOT)!r})")
 TESTS = '''
 import pytest
 
@@ -37,6 +37,30 @@ def test_missing_requirement_names_the_install_command() -> None:
     assert "npm ci" in (missing_requirement("the TextMate engine is missing: node is not installed") or "")
     assert missing_requirement("could not import 'torchvision': No module named 'torchvision'") is None
     assert missing_requirement("not a decoder") is None
+
+
+def test_required_packages_are_what_the_test_extra_installs() -> None:
+    """REQUIRED_PACKAGES comes from pyproject.toml; each import name it derives is one its distribution provides,
+    so a distribution added to the `test` extra whose import name differs needs an IMPORT_NAMES entry."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    dists = [re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0] for r in
+             [*project["dependencies"], *project["optional-dependencies"]["test"]]]
+    providers = importlib.metadata.packages_distributions()
+    provided = {re.sub(r"[-_.]+", "-", d).lower(): m for m, ds in providers.items() for d in ds if m in REQUIRED_PACKAGES}
+    for d in dists:
+        key = re.sub(r"[-_.]+", "-", d).lower()
+        try:
+            importlib.metadata.distribution(d)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here: nothing to check its import name against
+        assert key in provided, f"{d}: add its import name to conftest.IMPORT_NAMES"
+    assert {"torch", "transformers", "onnx_ir", "pygments", "pytest_lsp", "psycopg2", "sklearn", "PIL",
+            "networkx"} <= set(REQUIRED_PACKAGES)
+    assert REQUIRED_PACKAGES["sklearn"] == 'python -m pip install -e ".[test]"'
 
 
 def test_missing_tools_fail_unless_allowed(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

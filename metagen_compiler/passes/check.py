@@ -17,10 +17,10 @@ from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note, did_you_mean
 from ..elaborate import KNOWN_TYPES, param_specs
 from ..ir import Bound, ConstraintIR, SpecIR, dump_spec
-from ..limits import LIMIT_CODE, MAX_INT
+from ..limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_INT
 from ..primitives import PRIMITIVES
 from ..program import Definition, Program, import_hint
-from ..values import UNIT_SCALE, EvalError, Sym, Value, evaluate, format_value, quantity_value
+from ..values import FUNCTIONS, UNIT_SCALE, EvalError, Sym, Value, evaluate, format_value, quantity_value
 
 _BINARY_CONTEXT = {"k": 1024, "K": 1024, "M": 1024**2}
 
@@ -166,9 +166,8 @@ def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> Cons
     if isinstance(v, A.Quantity):
         value, dim = quantity_value(v)
         if not math.isfinite(value) or (dim != "time" and value > MAX_INT):  # a YAML quantity: MSL's parser stops these
-            bag.error(LIMIT_CODE, f"`{v.text}` is past the largest {'number' if dim == 'time' else 'integer'} the "
-                      f"language allows ({'about 1.8e308' if dim == 'time' else f'{MAX_INT:,} = 2**53'})", v.span,
-                      hint="see docs/language.md, Limits")
+            bag.error(LIMIT_CODE, f"`{v.text}` is {PAST_MAX_FLOAT if dim == 'time' else PAST_MAX_INT}", v.span,
+                      hint=LIMITS_HINT)
             return None
         if kind.name == "context" and v.unit in _BINARY_CONTEXT:
             # context windows are counted in powers of two: 2k = 2048 tokens, 256k = 262144
@@ -342,8 +341,6 @@ def _check_layer_values(e: A.Expr, values: set[str], prog: Program, module: str,
     """A layer passed as a value (`act = linear(in_features = 64)`) carries constant arguments: the code
     generators build it once per distinct value, so it cannot read a parameter or a `let` of the block
     or family it is written in."""
-    from ..values import FUNCTIONS
-
     for sub in A.subnodes(e):
         args: tuple[A.Arg, ...] = ()
         if isinstance(sub, A.Call) and sub.func.dotted not in FUNCTIONS and (

@@ -27,7 +27,7 @@ from .. import ast as A
 from ..compilation import Compilation
 from ..diagnostics import Note
 from ..graph import GraphIR, dump_graph
-from ..limits import LIMIT_CODE
+from ..limits import LIMIT_CODE, LIMITS_HINT
 from ..primitives import PRIMITIVES, fmt_shape, moe_capacity, subst_dim
 from ..program import Program
 from ..values import EvalError, evaluate
@@ -426,7 +426,7 @@ class EstimatePass:
             est = estimate(ir, prog)
         except OverflowError:  # every dim within the limits, yet a cost past the float range (a device profile's numbers)
             comp.bag.error(LIMIT_CODE, "the model's estimated costs pass the largest number the language allows "
-                           "(about 1.8e308)", ir.spec.family_span, hint="see docs/language.md, Limits")
+                           "(about 1.8e308)", ir.spec.family_span, hint=LIMITS_HINT)
             return
         for n, (mm, other) in est.pop("per_node").items():
             ir.g.nodes[n]["flops"] = mm

@@ -18,13 +18,14 @@ from typing import ClassVar
 
 from .. import ast as A
 from ..compilation import Compilation
-from ..diagnostics import Note
+from ..diagnostics import DiagnosticBag, Note
 from ..elaborate import Elaborator
 from ..family import count_params, evaluate_dims
 from ..ir import SolveReport, SpecIR, dump_spec
-from ..limits import LIMIT_CODE, MAX_INT, short_int
+from ..limits import LIMIT_CODE
+from ..program import Program
 from ..span import Span
-from ..values import EvalError, Sym, Value, as_int, evaluate, format_value
+from ..values import EvalError, Sym, Value, as_int, evaluate
 
 MIN_FILL = 0.98
 MAX_OUTER = 4096
@@ -35,27 +36,19 @@ DEFAULT_RANGE = (1, 4096)
 class Unknown:
     name: str
     domain: range  # lazy: indexing and len() are O(1), so the search costs the same for 2..10 and 2..2**53
-    span: object
-
-
-def _bounded(e: A.Expr, dims_env: dict[str, Value], what: str) -> int:
-    v = as_int(evaluate(e, dims_env), e.span, what)
-    if abs(v) > MAX_INT:
-        raise EvalError(LIMIT_CODE, f"{what} is {short_int(v)}, past the largest integer the language allows "
-                        f"({MAX_INT:,} = 2**53)", e.span, "see docs/language.md, Limits")
-    return v
+    span: Span | None
 
 
 def _domain(name: str, cons: tuple[A.DimConstraint, ...], dims_env: dict[str, Value]) -> range:
     step, lo, hi = 1, None, None
     for c in cons:
         if isinstance(c, A.MultipleOf):
-            step = _bounded(c.value, dims_env, "multiple_of")
+            step = as_int(evaluate(c.value, dims_env), c.value.span, "multiple_of")  # within MAX_INT
             if step < 1:
                 raise EvalError("E205", f"`{name}` is a multiple_of {step}; it must be 1 or more", c.value.span)
         else:
-            lo = _bounded(c.lo, dims_env, "range bound")
-            hi = _bounded(c.hi, dims_env, "range bound")
+            lo = as_int(evaluate(c.lo, dims_env), c.lo.span, "range bound")
+            hi = as_int(evaluate(c.hi, dims_env), c.hi.span, "range bound")
     lo = lo if lo is not None else DEFAULT_RANGE[0]
     hi = hi if hi is not None else DEFAULT_RANGE[1] * step
     first = -(-lo // step) * step  # the least multiple of step at or above lo
@@ -260,24 +253,21 @@ class SolvePass:
 _STRUCTURAL = frozenset({"E103", "E105", "E204", "E207"})
 
 
-def _probe_structure(spec: SpecIR, prog: object, elab: Elaborator, bag: object, unknown_names: list[str]) -> None:
+def _probe_structure(spec: SpecIR, prog: Program, elab: Elaborator, bag: DiagnosticBag,
+                     unknown_names: list[str]) -> None:
     """With dims left open and nothing to solve them against, still elaborate the model once, each open dim at
     the first value its range admits, so that an error elsewhere that no value could fix (a misspelt argument,
     an unknown layer) is reported beside the E402 instead of hidden behind it. Value-dependent failures of this
     probe (a requirement, a shape) say nothing about the user's model and are dropped."""
     try:
-        fixed = {}
-        for n in unknown_names:
-            domain = _domain(n, spec.bindings[n].constraints, {})
-            fixed[n] = next(iter(domain))
-    except (EvalError, StopIteration):
+        fixed = {n: _domain(n, spec.bindings[n].constraints, {})[0] for n in unknown_names}
+    except (EvalError, IndexError):  # a bound that does not evaluate, or a range that admits no value
         return
     try:
-        dims = evaluate_dims(spec, prog, elab, fixed)  # type: ignore[arg-type]
-        count_params(elab, spec, dims)
+        count_params(elab, spec, evaluate_dims(spec, prog, elab, fixed))
     except EvalError as e:
         if e.code in _STRUCTURAL:
-            bag.error(e.code, e.message, e.span, hint=e.hint, notes=_where_set(spec, e))  # type: ignore[attr-defined]
+            bag.error(e.code, e.message, e.span, hint=e.hint, notes=_where_set(spec, e))
 
 
 def _mentions(message: str, name: str) -> bool:
@@ -298,5 +288,3 @@ def _within(inner: Span | None, outer: Span | None) -> bool:
     return (inner is not None and outer is not None and inner.file is outer.file
             and outer.start <= inner.start and inner.end <= outer.end)
 
-
-_ = (as_int, format_value)
