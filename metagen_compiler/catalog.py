@@ -17,7 +17,9 @@ __all__ = [
     "OUTPUT_MODALITIES",
     "TASKS",
     "TASK_FIELDS",
+    "TASK_FROM_OBJECTIVE",
     "ConstraintKind",
+    "group_fits",
 ]
 
 _DATA_MODALITIES = (
@@ -171,3 +173,19 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "tft": (("time_series", "forecast.tft"),),
     "maskformer": (("image", "segmentation.maskformer"),),  # not Mask2Former (masked attention, multi-scale)
 }
+
+
+# objective -> task, for specs that name no task (as the seeds' YAML examples do)
+TASK_FROM_OBJECTIVE = {"autoregressive": "generation", "classification": "classification", "regression": "regression",
+                        "masked_lm": "generation", "contrastive": "embedding", "diffusion": "denoising",
+                        "forecasting": "time_series_forecast", "detection": "object_detection"}
+
+
+def group_fits(mod: str | None, inputs: list[str], objectives: list[str]) -> bool:
+    """A FAMILY_GROUPS key: None (any input), `image`, `image+text` (all of these inputs), with
+    `@name` when an objective, the task or an output modality decides (`image+text@contrastive`,
+    `graph@graph_classification`, `text@video`)."""
+    if mod is None:
+        return True
+    need, _, objective = mod.partition("@")
+    return all(m in inputs for m in need.split("+")) and (not objective or objective in objectives)

@@ -30,11 +30,19 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from . import ast as A
-from .catalog import CONSTRAINTS, FAMILY_GROUPS
+from .catalog import CONSTRAINTS, FAMILY_GROUPS, TASK_FROM_OBJECTIVE
 from .diagnostics import DiagnosticBag, Note, did_you_mean
-from .limits import LIMIT_CODE, MAX_INT, MAX_NESTING, MAX_YAML_NODES, short_int, source_too_large
+from .limits import (
+    LIMIT_CODE,
+    LIMITS_HINT,
+    MAX_INT,
+    MAX_NESTING,
+    MAX_YAML_NODES,
+    PAST_MAX_INT,
+    short_int,
+    source_too_large,
+)
 from .parser import SUPPORTED_VERSIONS
-from .passes.check import _TASK_FROM_OBJECTIVE
 from .program import parse_stdlib_cached
 from .span import SourceFile, Span
 from .values import UNIT_SCALE
@@ -247,8 +255,7 @@ class _Lowering(SchemaLowering):
             v = None
         if v is None or abs(v) > MAX_INT:
             size = short_int(v) if v is not None else f"an integer of {sum(c.isdigit() for c in text):,} digits"
-            self.bag.error(LIMIT_CODE, f"{size} is past the largest integer the language allows ({MAX_INT:,} = 2**53)",
-                           span, hint="see docs/language.md, Limits")
+            self.bag.error(LIMIT_CODE, f"{size} is {PAST_MAX_INT}", span, hint=LIMITS_HINT)
             return None
         return A.Num(span, v)
 
@@ -504,7 +511,7 @@ class _Lowering(SchemaLowering):
         default = next((OUTPUT_TASKS[o] for o in outs if o in OUTPUT_TASKS), None) \
             or next((OBJECTIVE_TASKS[o] for o in objs if o in OBJECTIVE_TASKS), None) or "generation"
         if "task" not in at:
-            if "modality" not in at or any(o in _TASK_FROM_OBJECTIVE for o in objs) or "label" in outs:
+            if "modality" not in at or any(o in TASK_FROM_OBJECTIVE for o in objs) or "label" in outs:
                 return None
             return A.Task(where, A.Ident(where, default), ())
         k, v = at["task"]
@@ -678,8 +685,7 @@ def parse_yaml(source: SourceFile, bag: DiagnosticBag) -> A.Module | None:
         return None
     except _TooLarge as e:
         at = int(e.mark.index) if e.mark is not None else 0
-        bag.error(LIMIT_CODE, e.message, Span.of(source, at, min(len(source.text), at + 1)),
-                  hint="see docs/language.md, Limits")
+        bag.error(LIMIT_CODE, e.message, Span.of(source, at, min(len(source.text), at + 1)), hint=LIMITS_HINT)
         return None
     finally:
         if loader is not None:

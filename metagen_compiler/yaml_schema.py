@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import ast as A
-from .catalog import CONSTRAINTS, FAMILY_GROUPS, LATENCY_CLASSES, TASK_FIELDS
+from .catalog import CONSTRAINTS, FAMILY_GROUPS, LATENCY_CLASSES, TASK_FIELDS, TASK_FROM_OBJECTIVE, group_fits
 from .diagnostics import DiagnosticBag, did_you_mean
-from .passes.check import _TASK_FROM_OBJECTIVE, _fits
 from .span import Span
 from .values import UNIT_SCALE
 
@@ -105,7 +104,7 @@ OUTPUT_TASKS = {"label": "classification", "bounding_boxes": "object_detection",
                 "3d": "shape_generation"}
 # the task the objectives decide next: the checker's (which infers a task where a spec names none) but
 # `generation`, which is the default anyway, and two more
-OBJECTIVE_TASKS = {**{o: t for o, t in _TASK_FROM_OBJECTIVE.items() if t != "generation"},
+OBJECTIVE_TASKS = {**{o: t for o, t in TASK_FROM_OBJECTIVE.items() if t != "generation"},
                    "segmentation": "semantic_segmentation", "ranking": "ranking"}
 
 # ------------------------------------------------------------------ task
@@ -264,7 +263,7 @@ def resolve_target(group: str, inputs: list[str], selectors: list[str]) -> str |
     outputs), as the checker picks it (passes/check.py `_fits`), or the name itself when it is a dotted stdlib
     family; None when neither."""
     for key, target in FAMILY_GROUPS.get(group, ()):
-        if _fits(key, inputs, selectors):
+        if group_fits(key, inputs, selectors):
             return target
     return group if "." in group else None
 

@@ -11,13 +11,24 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .. import ast as A
-from ..modalities import INPUT_FORMS
-from ..catalog import CONSTRAINTS, FAMILY_GROUPS, INPUT_MODALITIES, LATENCY_CLASSES, OBJECTIVES, OUTPUT_MODALITIES, TASK_FIELDS, TASKS
+from ..catalog import (
+    CONSTRAINTS,
+    FAMILY_GROUPS,
+    INPUT_MODALITIES,
+    LATENCY_CLASSES,
+    OBJECTIVES,
+    OUTPUT_MODALITIES,
+    TASK_FIELDS,
+    TASK_FROM_OBJECTIVE,
+    TASKS,
+    group_fits,
+)
 from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note, did_you_mean
 from ..elaborate import KNOWN_TYPES, param_specs
 from ..ir import Bound, ConstraintIR, SpecIR, dump_spec
 from ..limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_INT
+from ..modalities import INPUT_FORMS
 from ..primitives import PRIMITIVES
 from ..program import Definition, Program, import_hint
 from ..values import FUNCTIONS, UNIT_SCALE, EvalError, Sym, Value, evaluate, format_value, quantity_value
@@ -27,12 +38,6 @@ _BINARY_CONTEXT = {"k": 1024, "K": 1024, "M": 1024**2}
 _UNIT_WORDS = {"count": "a count such as 86M", "bytes": "a size such as 12GB", "time": "a time such as 20ms",
                "rate": "a rate such as 30fps", "pixels": "a size in pixels such as 224", "frequency": "a frequency such as 16kHz",
                "int": "a whole number", "device": "a device class"}
-
-# objective -> task, for specs that name no task (as the seeds' YAML examples do)
-_TASK_FROM_OBJECTIVE = {"autoregressive": "generation", "classification": "classification", "regression": "regression",
-                        "masked_lm": "generation", "contrastive": "embedding", "diffusion": "denoising",
-                        "forecasting": "time_series_forecast", "detection": "object_detection"}
-
 
 def _plain(v: Value) -> Any:
     if isinstance(v, Sym):
@@ -65,16 +70,6 @@ def metadata_dict(entries: tuple[A.MetaEntry, ...], bag: DiagnosticBag) -> dict[
     return out
 
 
-def _fits(mod: str | None, inputs: list[str], objectives: list[str]) -> bool:
-    """A FAMILY_GROUPS key: None (any input), `image`, `image+text` (all of these inputs), with
-    `@name` when an objective, the task or an output modality decides (`image+text@contrastive`,
-    `graph@graph_classification`, `text@video`)."""
-    if mod is None:
-        return True
-    need, _, objective = mod.partition("@")
-    return all(m in inputs for m in need.split("+")) and (not objective or objective in objectives)
-
-
 def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: DiagnosticBag,
                    objectives: list[str] | None = None) -> tuple[Definition | None, Definition | None]:
     """The family (and preset, if the architecture names one) an architecture refers to."""
@@ -84,16 +79,16 @@ def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: 
     # a group name (`gat`) chooses among its families even where the plain name also resolves to one of them
     if arch.family.dotted in FAMILY_GROUPS and (d is None or d.qualname in {f"std.{t}" for _, t in group}):
         options = FAMILY_GROUPS[arch.family.dotted]
-        if not any(_fits(mod, inputs, objectives) for mod, _ in options):
+        if not any(group_fits(mod, inputs, objectives) for mod, _ in options):
             takes = sorted({mod.partition("@")[0] for mod, _ in options if mod is not None})
             bag.error("E106", f"`{arch.family.dotted}` names no family for {', '.join(inputs) or 'this'} input",
                       arch.family.span, hint=f"`{arch.family.dotted}` is for {', '.join(takes)} input; for "
                       f"{', '.join(inputs) or 'this input'} try "
                       + ", ".join(f"`{g}`" for g, opts in FAMILY_GROUPS.items()
-                                  if any(_fits(m, inputs, objectives) for m, _ in opts if m is not None)))
+                                  if any(group_fits(m, inputs, objectives) for m, _ in opts if m is not None)))
             return None, None
         for mod, target in options:
-            if _fits(mod, inputs, objectives):
+            if group_fits(mod, inputs, objectives):
                 d = prog.defs.get(f"std.{target}")
                 if d is None:
                     bag.error("E106", f"family `{arch.family.dotted}` for {', '.join(inputs) or 'this input'} means "
@@ -494,7 +489,7 @@ class CheckPass:
                     continue
                 task_fields[f.name.name] = v
         else:
-            task = next((_TASK_FROM_OBJECTIVE[o] for o in objectives if o in _TASK_FROM_OBJECTIVE), "")
+            task = next((TASK_FROM_OBJECTIVE[o] for o in objectives if o in TASK_FROM_OBJECTIVE), "")
             if task == "embedding" and len(inputs) > 1:  # contrastive over two inputs: each retrieves the other
                 task = "multimodal_retrieval"
             if not task and any(n == "label" for n, _ in outputs):
