@@ -15,10 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from conftest import ROOT, compile_path, load_module  # noqa: E402
-from metagen_backends.pytorch import emit  # noqa: E402
+from conftest import ROOT, compile_path, load_module
+from metagen_backends.pytorch import emit
+from metagen_backends.pytorch.weights.runtime import load_checkpoint
 
-SMALL = dict(codebooks=3, codebook_size=50, context=12, layers=2, d_model=64, heads=2, ffn_dim=96)
+SMALL = {"codebooks": 3, "codebook_size": 50, "context": 12, "layers": 2, "d_model": 64, "heads": 2, "ffn_dim": 96}
 
 
 @cache
@@ -62,25 +63,10 @@ def test_musicgen_small_equals_transformers_without_cross_attention(mod: Any) ->
     assert sum(p.numel() for p in ours.parameters()) == total - cross == 318_871_552
 
 
-def _state_from_transformers(sd: dict[str, Any], layers: int, codebooks: int) -> dict[str, Any]:
-    out = {"encoder.embed_tokens.weight": torch.stack([sd[f"model.decoder.embed_tokens.{k}.weight"]
-                                                       for k in range(codebooks)]),
-           "head.lm_heads.weight": torch.stack([sd[f"lm_heads.{k}.weight"] for k in range(codebooks)]),
-           "backbone.layer_norm.weight": sd["model.decoder.layer_norm.weight"],
-           "backbone.layer_norm.bias": sd["model.decoder.layer_norm.bias"]}
-    for i in range(layers):
-        p, q = f"model.decoder.layers.{i}.", f"backbone.layers.{i}."
-        out[q + "self_attn.c_attn.weight"] = torch.cat([sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
-        out[q + "self_attn.c_proj.weight"] = sd[p + "self_attn.out_proj.weight"]
-        for n in ("self_attn_layer_norm", "final_layer_norm"):
-            out[q + f"{n}.weight"], out[q + f"{n}.bias"] = sd[p + f"{n}.weight"], sd[p + f"{n}.bias"]
-        out[q + "mlp.c_fc.weight"], out[q + "mlp.c_proj.weight"] = sd[p + "fc1.weight"], sd[p + "fc2.weight"]
-    return out
-
-
 def test_small_musicgen_computes_transformers_musicgen(mod: Any) -> None:
-    """A small model with the weights of a transformers MusicgenForCausalLM (no encoder states: no cross-attention)
-    gives its logits (B, K, T, V), on tokens that include the special id (the delay pattern's gaps)."""
+    """A small model with the weights of a transformers MusicgenForCausalLM (no encoder states: no cross-attention;
+    read through the `musicgen` layout, which ignores the cross-attention's weights) gives its logits (B, K, T, V),
+    on tokens that include the special id (the delay pattern's gaps)."""
     from transformers import MusicgenForCausalLM
 
     c = SMALL
@@ -90,8 +76,7 @@ def test_small_musicgen_computes_transformers_musicgen(mod: Any) -> None:
                                          num_codebooks=c["codebooks"], vocab_size=c["codebook_size"],
                                          pad_token_id=c["codebook_size"], bos_token_id=c["codebook_size"])).eval()
     ours = _small(mod).eval()
-    missing = ours.load_state_dict(_state_from_transformers(ref.state_dict(), c["layers"], c["codebooks"]))
-    assert not missing.missing_keys and not missing.unexpected_keys
+    load_checkpoint(ours, ref.state_dict(), layout="musicgen")  # every tensor of ours given, every one of theirs used
     g = torch.Generator().manual_seed(1)
     codes = torch.randint(0, c["codebook_size"], (2, c["codebooks"], 9), generator=g)
     seq = mod.delay_pattern(codes, c["codebook_size"])  # (2, K, 12), special ids in it

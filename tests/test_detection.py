@@ -14,9 +14,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, generated_module  # noqa: E402
-from test_numeric import SMALL  # noqa: E402
-
+from conftest import ROOT, generated_module
+from metagen_backends.pytorch.weights.runtime import load_checkpoint
+from test_numeric import SMALL
 
 YOLO = ROOT / "examples" / "yolo_detector.msl"
 DETR = ROOT / "examples" / "detr_r50.msl"
@@ -116,7 +116,8 @@ def test_batched_nms_equals_reference(yolo: Any, seed: int) -> None:
 
 
 # ------------------------------------------------------------------ mAP
-def _ap_reference(dets: list[tuple[int, float, list[float], int]], gts: list[tuple[int, list[float], int]]) -> tuple[float, float]:
+def _ap_reference(dets: list[tuple[int, float, list[float], int]],
+                  gts: list[tuple[int, list[float], int]]) -> tuple[float, float]:
     """Written out independently: COCO's greedy matching per image, VOC's all-point interpolated AP per class."""
     aps, matched = [], 0
     for c in sorted({lab for _, _, lab in gts}):
@@ -170,7 +171,8 @@ def test_map_equals_reference(yolo: Any, seed: int) -> None:
         ref_g += [(b, gt_boxes[b, i].tolist(), int(gt_labels[b, i])) for i in range(k)]
     mean_ap, recall = yolo.map_50(dets, gt_boxes, gt_labels)
     want_ap, want_recall = _ap_reference(ref_d, ref_g)
-    assert math.isclose(mean_ap.item(), want_ap, rel_tol=1e-5) and math.isclose(recall.item(), want_recall, rel_tol=1e-6)
+    assert math.isclose(mean_ap.item(), want_ap, rel_tol=1e-5)
+    assert math.isclose(recall.item(), want_recall, rel_tol=1e-6)
 
 
 # ------------------------------------------------------------------ YOLO's assignment and decoding
@@ -270,47 +272,9 @@ def test_detr_r50_equals_transformers_count(detr: Any) -> None:
     assert sorted(tuple(b.shape) for b in ours.buffers()) == sorted(tuple(b.shape) for b in theirs.buffers())
 
 
-def _hf_name(key: str) -> str:
-    """Our state_dict key -> transformers' DetrForObjectDetection key."""
-    import re
-
-    norm = {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"}
-    k = key
-    if k.startswith("encoder."):  # the stem
-        k = k.replace("encoder.conv1.", "model.backbone.model.embedder.embedder.convolution.")
-        return k.replace("encoder.bn1.", "model.backbone.model.embedder.embedder.normalization.")
-    m = re.match(r"backbone\.body\.layer(\d)\.(first|rest\.(\d+))\.(.+)$", k)
-    if m:
-        stage, block = int(m.group(1)) - 1, 0 if m.group(2) == "first" else int(m.group(3)) + 1
-        rest = m.group(4)
-        part = {"conv1": "layer.0.convolution", "bn1": "layer.0.normalization", "conv2": "layer.1.convolution",
-                "bn2": "layer.1.normalization", "conv3": "layer.2.convolution", "bn3": "layer.2.normalization",
-                "downsample.conv": "shortcut.convolution", "downsample.bn": "shortcut.normalization"}
-        mod, leaf = rest.rsplit(".", 1)
-        return f"model.backbone.model.encoder.stages.{stage}.layers.{block}.{part[mod]}.{norm[leaf]}"
-    for a, b in (("backbone.tokens.input_proj.", "model.input_projection."),
-                 ("backbone.query_embed.", "model.query_position_embeddings."),
-                 ("backbone.decoder_norm.", "model.decoder.layernorm."), ("head.class_embed.", "class_labels_classifier."),
-                 ("head.bbox1.", "bbox_predictor.layers.0."), ("head.bbox2.", "bbox_predictor.layers.1."),
-                 ("head.bbox3.", "bbox_predictor.layers.2.")):
-        if k.startswith(a):
-            return b + k[len(a):]
-    m = re.match(r"backbone\.(encoder|decoder)\.(\d+)\.(.+)$", k)
-    assert m, key
-    stack, layer, rest = m.groups()
-    names = {"self_attn.out_proj": "self_attn.o_proj", "multihead_attn.out_proj": "encoder_attn.o_proj",
-             "multihead_attn": "encoder_attn", "linear1": "mlp.fc1", "linear2": "mlp.fc2", "norm1": "self_attn_layer_norm",
-             "norm2": "final_layer_norm" if stack == "encoder" else "encoder_attn_layer_norm", "norm3": "final_layer_norm"}
-    for a, b in names.items():
-        if rest.startswith(a + "."):
-            rest = b + rest[len(a):]
-            break
-    return f"model.{stack}.layers.{layer}.{rest}"
-
-
-def test_detr_computes_transformers_detr(detr: Any) -> None:
-    """A reduced DETR with transformers' weights (two bottlenecks in the first stage, 3 x 3 feature map) gives
-    transformers' logits and boxes."""
+def test_detr_computes_transformers_detr(detr: Any, tmp_path: Path) -> None:
+    """A reduced DETR with transformers' weights as saved (two bottlenecks in the first stage, 3 x 3 feature map;
+    read through the `detr` layout) gives transformers' logits and boxes."""
     transformers = pytest.importorskip("transformers")
     cfg = transformers.DetrConfig(
         use_timm_backbone=False, use_pretrained_backbone=False, backbone=None, num_labels=5, d_model=32,
@@ -327,8 +291,8 @@ def test_detr_computes_transformers_detr(detr: Any) -> None:
     ours = detr.build_model(dataclasses.replace(
         detr.Config(), image_size=96, width=8, depths=(2, 1, 1, 1), d_model=32, heads=2, ffn=64, layers=2,
         decoder_layers=2, num_queries=4, num_classes=5)).eval()
-    sd = theirs.state_dict()
-    ours.load_state_dict({k: sd[_hf_name(k)] for k in ours.state_dict()})
+    theirs.save_pretrained(tmp_path)
+    load_checkpoint(ours, tmp_path, layout="detr")
     images = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         logits, boxes = ours(images)

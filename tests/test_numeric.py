@@ -10,77 +10,86 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch.nn import functional as F  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from conftest import EXAMPLES, ROOT, load_module
+from metagen_backends.pytorch.weights.runtime import load_checkpoint
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import EXAMPLES, ROOT, load_module  # noqa: E402
-from metagen_compiler.cli import main  # noqa: E402
+from metagen_compiler.cli import main
 
 # Small sizes per family, so every example also runs forward and backward on CPU.
 SMALL = {
-    "std.transformer.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2),
-    "std.vision.vit": dict(image_size=32, patch_size=8, layers=2, d_model=64, heads=2, mlp_dim=128),
-    "std.vision.resnet": dict(image_size=64, width=8),
-    "std.vision.convnext": dict(image_size=64, width=8),
-    "std.pointcloud.pointnet": dict(points=64, width=16),
-    "std.autoencoder.vae": dict(features=12, hidden=16, latent=4),
-    "std.autoencoder.conv_autoencoder": dict(image_size=16, width=8, latent=16),
-    "std.vision.hybrid": dict(image_size=32, patch_size=8, stem_width=8, layers=2, d_model=64, heads=2, mlp_dim=128),
-    "parallel_decoder": dict(vocab=97, context=16, layers=2, d_model=128, heads=1),
-    "std.transformer.encoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, mlp_dim=128),
-    "std.tabular.mlp": dict(hidden=32, layers=1),
-    "std.multimodal.clip": dict(image_size=32, patch_size=8, vision_layers=2, vision_width=64, vision_heads=2,
-                                vision_mlp=128, vocab=97, context=16, text_layers=2, text_width=64, text_heads=2,
-                                text_mlp=128, embed_dim=32),
+    "std.transformer.decoder": {"vocab": 97, "context": 16, "layers": 2, "d_model": 64, "heads": 2, "kv_heads": 2},
+    "std.vision.vit": {"image_size": 32, "patch_size": 8, "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128},
+    "std.vision.resnet": {"image_size": 64, "width": 8},
+    "std.vision.convnext": {"image_size": 64, "width": 8},
+    "std.pointcloud.pointnet": {"points": 64, "width": 16},
+    "std.autoencoder.vae": {"features": 12, "hidden": 16, "latent": 4},
+    "std.autoencoder.conv_autoencoder": {"image_size": 16, "width": 8, "latent": 16},
+    "std.vision.hybrid": {"image_size": 32, "patch_size": 8, "stem_width": 8, "layers": 2, "d_model": 64, "heads": 2,
+                          "mlp_dim": 128},
+    "parallel_decoder": {"vocab": 97, "context": 16, "layers": 2, "d_model": 128, "heads": 1},
+    "std.transformer.encoder": {"vocab": 97, "context": 16, "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128},
+    "std.tabular.mlp": {"hidden": 32, "layers": 1},
+    "std.multimodal.clip": {"image_size": 32, "patch_size": 8, "vision_layers": 2, "vision_width": 64,
+                            "vision_heads": 2, "vision_mlp": 128, "vocab": 97, "context": 16, "text_layers": 2,
+                            "text_width": 64, "text_heads": 2, "text_mlp": 128, "embed_dim": 32},
     # hidden 64 and 32 steps: below that, oneDNN's LSTM workspace is rounded to pages (docs/estimates.md)
-    "std.rnn.rnn": dict(vocab=97, context=32, lookback=32, d_model=64, hidden=64, layers=2),
-    "std.ssm.mamba": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8, dt_rank=4),
-    "std.ssm.s4d": dict(vocab=97, context=16, layers=2, d_model=64, d_state=8),
-    "std.moe.decoder": dict(vocab=97, context=16, layers=2, d_model=64, heads=2, kv_heads=2, hidden=96, experts=4),
-    "std.graph.gcn": dict(nodes=40, edges=120, features=12, hidden=16, layers=1),
-    "std.graph.gcn_graph": dict(nodes=40, edges=120, features=7, hidden=16, layers=1, graphs=4),
-    "std.graph.gat_graph": dict(nodes=40, edges=120, features=7, hidden=8, heads=2, layers=1, graphs=4),
-    "std.graph.gat": dict(nodes=40, edges=120, features=12, hidden=8, heads=2, layers=1),
-    "std.rl.mlp_agent": dict(hidden=16, layers=1),
-    "std.rl.gaussian_agent": dict(hidden=16, layers=1),
-    "std.rl.nature_cnn": dict(image_size=36, hidden=32, num_actions=6),
-    "std.rl.impala_cnn": dict(image_size=24, width=4, hidden=32, num_actions=6),
-    "std.document.layoutlm": dict(vocab=97, context=16, coords=64, layers=2, d_model=64, heads=2, mlp_dim=128),
-    "std.threed.text_to_points": dict(vocab=97, context=16, points=32, text_layers=1, layers=2, d_model=64, heads=2,
-                                      mlp_dim=128),
-    "std.videodiffusion.latte": dict(frames=4, image_size=8, patch_size=2, layers=2, d_model=64, heads=2, mlp_dim=128,
-                                     vocab=97, context=16, text_layers=1),
-    "std.rl.world_model": dict(hidden=16, layers=1),
-    "std.recsys.two_tower": dict(num_users=50, num_items=40, embedding_dim=16, hidden=16, layers=1, output_dim=8,
-                                 ranking_hidden=16),
-    "std.seq2seq.t5": dict(vocab=97, context=16, layers=2, decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96,
-                           buckets=8, max_distance=12),
-    "std.diffusion.unet": dict(image_size=16, base=32, layers_per_block=1, heads=2, vocab=97, text_layers=1,
-                               text_width=32, text_heads=2, text_mlp=64),
-    "std.seq2seq.whisper": dict(vocab=97, samples=12800, context=16, source_positions=40, layers=2, decoder_layers=2,
-                                d_model=64, heads=2, ffn=96),
-    "std.vlm.vlm": dict(image_size=32, patch_size=8, vision_layers=1, vision_width=64, vision_heads=2, vision_mlp=128,
-                        vocab=97, context=16, layers=2, d_model=128, heads=2, kv_heads=1),
-    "std.fusion.early": dict(image_size=32, patch_size=8, vocab=97, context=16, layers=2, d_model=64, heads=2,
-                             mlp_dim=128),
-    "std.fusion.cross": dict(image_size=32, patch_size=8, vocab=97, context=16, image_layers=1, layers=2, d_model=64,
-                             heads=2, mlp_dim=128),
-    "std.fusion.late": dict(image_size=32, patch_size=8, vocab=97, context=16, image_layers=1, text_layers=2,
-                            d_model=64, heads=2, mlp_dim=128, hidden=32),
-    "std.video.divided": dict(frames=4, image_size=32, tubelet=2, patch_size=8, layers=2, d_model=64, heads=2,
-                              mlp_dim=128),
-    "std.detection.yolo": dict(image_size=64, width=8, depth=1),
-    "std.detection.detr": dict(image_size=64, width=8, depths=(1, 1, 1, 1), d_model=64, heads=2, ffn=128, layers=2,
-                               decoder_layers=2, num_queries=10),
-    "std.audiolm.musicgen": dict(codebooks=3, codebook_size=50, context=12, layers=2, d_model=64, heads=2, ffn_dim=96),
-    "std.rag.fid_rag": dict(vocab=97, context=8, passage_length=12, num_passages=5, top_k=3, retriever_context=16,
-                            retriever_layers=1, retriever_d_model=32, retriever_heads=2, retriever_mlp=64, layers=2,
-                            decoder_layers=2, d_model=64, heads=2, d_kv=32, d_ff=96, buckets=8, max_distance=12),
-    "std.forecast.tft": dict(features=3, lookback=12, horizon=5, d_model=64, heads=4),
-    "std.segmentation.maskformer": dict(image_size=64, width=8, depths=(1, 1, 1, 1), features=32, mask_dim=32,
-                                        d_model=64, heads=2, ffn=128, decoder_layers=2, num_queries=10),
-    "std.autoencoder.autoencoder": dict(features=12, hidden=16, latent=4),
-    "std.autoencoder.conv_vae": dict(image_size=16, width=8, latent=16),
+    "std.rnn.rnn": {"vocab": 97, "context": 32, "lookback": 32, "d_model": 64, "hidden": 64, "layers": 2},
+    "std.ssm.mamba": {"vocab": 97, "context": 16, "layers": 2, "d_model": 64, "d_state": 8, "dt_rank": 4},
+    "std.ssm.s4d": {"vocab": 97, "context": 16, "layers": 2, "d_model": 64, "d_state": 8},
+    "std.moe.decoder": {"vocab": 97, "context": 16, "layers": 2, "d_model": 64, "heads": 2, "kv_heads": 2, "hidden": 96,
+                        "experts": 4},
+    "std.graph.gcn": {"nodes": 40, "edges": 120, "features": 12, "hidden": 16, "layers": 1},
+    "std.graph.gcn_graph": {"nodes": 40, "edges": 120, "features": 7, "hidden": 16, "layers": 1, "graphs": 4},
+    "std.graph.gat_graph": {"nodes": 40, "edges": 120, "features": 7, "hidden": 8, "heads": 2, "layers": 1,
+                            "graphs": 4},
+    "std.graph.gat": {"nodes": 40, "edges": 120, "features": 12, "hidden": 8, "heads": 2, "layers": 1},
+    "std.rl.mlp_agent": {"hidden": 16, "layers": 1},
+    "std.rl.gaussian_agent": {"hidden": 16, "layers": 1},
+    "std.rl.nature_cnn": {"image_size": 36, "hidden": 32, "num_actions": 6},
+    "std.rl.impala_cnn": {"image_size": 24, "width": 4, "hidden": 32, "num_actions": 6},
+    "std.document.layoutlm": {"vocab": 97, "context": 16, "coords": 64, "layers": 2, "d_model": 64, "heads": 2,
+                              "mlp_dim": 128},
+    "std.threed.text_to_points": {"vocab": 97, "context": 16, "points": 32, "text_layers": 1, "layers": 2,
+                                  "d_model": 64, "heads": 2, "mlp_dim": 128},
+    "std.videodiffusion.latte": {"frames": 4, "image_size": 8, "patch_size": 2, "layers": 2, "d_model": 64, "heads": 2,
+                                 "mlp_dim": 128, "vocab": 97, "context": 16, "text_layers": 1},
+    "std.rl.world_model": {"hidden": 16, "layers": 1},
+    "std.recsys.two_tower": {"num_users": 50, "num_items": 40, "embedding_dim": 16, "hidden": 16, "layers": 1,
+                             "output_dim": 8, "ranking_hidden": 16},
+    "std.seq2seq.t5": {"vocab": 97, "context": 16, "layers": 2, "decoder_layers": 2, "d_model": 64, "heads": 2,
+                       "d_kv": 32, "d_ff": 96, "buckets": 8, "max_distance": 12},
+    "std.diffusion.unet": {"image_size": 16, "base": 32, "layers_per_block": 1, "heads": 2, "vocab": 97,
+                           "text_layers": 1, "text_width": 32, "text_heads": 2, "text_mlp": 64},
+    "std.seq2seq.whisper": {"vocab": 97, "samples": 12800, "context": 16, "source_positions": 40, "layers": 2,
+                            "decoder_layers": 2, "d_model": 64, "heads": 2, "ffn": 96},
+    "std.vlm.vlm": {"image_size": 32, "patch_size": 8, "vision_layers": 1, "vision_width": 64, "vision_heads": 2,
+                    "vision_mlp": 128, "vocab": 97, "context": 16, "layers": 2, "d_model": 128, "heads": 2,
+                    "kv_heads": 1},
+    "std.fusion.early": {"image_size": 32, "patch_size": 8, "vocab": 97, "context": 16, "layers": 2, "d_model": 64,
+                         "heads": 2, "mlp_dim": 128},
+    "std.fusion.cross": {"image_size": 32, "patch_size": 8, "vocab": 97, "context": 16, "image_layers": 1, "layers": 2,
+                         "d_model": 64, "heads": 2, "mlp_dim": 128},
+    "std.fusion.late": {"image_size": 32, "patch_size": 8, "vocab": 97, "context": 16, "image_layers": 1,
+                        "text_layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128, "hidden": 32},
+    "std.video.divided": {"frames": 4, "image_size": 32, "tubelet": 2, "patch_size": 8, "layers": 2, "d_model": 64,
+                          "heads": 2, "mlp_dim": 128},
+    "std.detection.yolo": {"image_size": 64, "width": 8, "depth": 1},
+    "std.detection.detr": {"image_size": 64, "width": 8, "depths": (1, 1, 1, 1), "d_model": 64, "heads": 2, "ffn": 128,
+                           "layers": 2, "decoder_layers": 2, "num_queries": 10},
+    "std.audiolm.musicgen": {"codebooks": 3, "codebook_size": 50, "context": 12, "layers": 2, "d_model": 64, "heads": 2,
+                             "ffn_dim": 96},
+    "std.rag.fid_rag": {"vocab": 97, "context": 8, "passage_length": 12, "num_passages": 5, "top_k": 3,
+                        "retriever_context": 16, "retriever_layers": 1, "retriever_d_model": 32, "retriever_heads": 2,
+                        "retriever_mlp": 64, "layers": 2, "decoder_layers": 2, "d_model": 64, "heads": 2, "d_kv": 32,
+                        "d_ff": 96, "buckets": 8, "max_distance": 12},
+    "std.forecast.tft": {"features": 3, "lookback": 12, "horizon": 5, "d_model": 64, "heads": 4},
+    "std.segmentation.maskformer": {"image_size": 64, "width": 8, "depths": (1, 1, 1, 1), "features": 32,
+                                    "mask_dim": 32, "d_model": 64, "heads": 2, "ffn": 128, "decoder_layers": 2,
+                                    "num_queries": 10},
+    "std.autoencoder.autoencoder": {"features": 12, "hidden": 16, "latent": 4},
+    "std.autoencoder.conv_vae": {"image_size": 16, "width": 8, "latent": 16},
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -93,7 +102,8 @@ REFERENCE_PARAMS = {  # published counts of the reference implementations
     "convnext_tiny": 28_589_128,  # torchvision convnext_tiny
     "mamba_lm": 129_135_360,  # transformers MambaForCausalLM, state-spaces/mamba-130m (tied head)
     "t5_small": 60_506_624,  # transformers T5Model / T5ForConditionalGeneration, t5-small (tied head)
-    "latent_diffusion": 982_581_444,  # diffusers UNet2DConditionModel of SD 1.5 (859,520,964) + CLIPTextModel ViT-L/14 (123,060,480)
+    # diffusers UNet2DConditionModel of SD 1.5 (859,520,964) + CLIPTextModel ViT-L/14 (123,060,480)
+    "latent_diffusion": 982_581_444,
     "whisper_tiny": 37_760_640,  # transformers WhisperModel, openai/whisper-tiny (its frozen sinusoidal table counted)
     "musicgen_small": 318_871_552,  # transformers MusicgenForCausalLM (musicgen-small decoder) less its cross-attention
     # transformers DPRQuestionEncoder + DPRContextEncoder (4 layers, d 256, vocab 32128: 11,515,904 each) +
@@ -382,7 +392,7 @@ def _by_file(built, stem):  # type: ignore[no-untyped-def]
     text = (ROOT / "examples" / f"{stem}.msl").read_text()
     import re
 
-    name = re.search(r"^model\s+(\w+)", text, re.M).group(1)
+    name = re.search(r"^model\s+(\w+)", text, re.MULTILINE).group(1)
     return built[name]
 
 
@@ -405,29 +415,6 @@ def test_mamba_130m_equals_transformers(built) -> None:  # type: ignore[no-untyp
     assert _shapes(ours) == _shapes(ref)
 
 
-def _t5_state_from_transformers(sd):  # type: ignore[no-untyped-def]
-    """transformers T5ForConditionalGeneration's state dict in our module's names (the shared table once)."""
-    out = {}
-    for key, v in sd.items():
-        p = key.split(".")
-        if key == "shared.weight":
-            out["encoder_text.shared.weight"] = v
-        elif p[0] not in ("encoder", "decoder") or p[1] == "embed_tokens":
-            continue  # the tied copies: embed_tokens, lm_head
-        elif p[1] == "final_layer_norm":
-            out[f"backbone.{p[0]}_norm.weight"] = v
-        elif p[6:7] == ["relative_attention_bias"]:
-            out[f"backbone.{p[0]}_bias.weight"] = v
-        elif p[5] == "layer_norm":
-            norms = ["layer_norm", "cross_norm", "ff_norm"] if p[0] == "decoder" else ["layer_norm", "ff_norm"]
-            out[f"backbone.{p[0]}.{p[2]}.{norms[int(p[4])]}.weight"] = v
-        elif p[5] == "DenseReluDense":
-            out[f"backbone.{p[0]}.{p[2]}.DenseReluDense.{ {'wi': 'c_fc', 'wo': 'c_proj'}[p[6]] }.weight"] = v
-        else:
-            out[f"backbone.{p[0]}.{p[2]}.{'.'.join(p[5:])}"] = v
-    return out
-
-
 def test_t5_computes_transformers_t5(built) -> None:  # type: ignore[no-untyped-def]
     """A small T5 with transformers' weights gives transformers' logits, source and target of different lengths,
     distances past max_distance (log-spaced and clamped buckets); the preset has T5Model's parameter shapes."""
@@ -440,9 +427,8 @@ def test_t5_computes_transformers_t5(built) -> None:  # type: ignore[no-untyped-
         vocab_size=97, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=3, num_heads=4,
         relative_attention_num_buckets=8, relative_attention_max_distance=12, dropout_rate=0.0,
         feed_forward_proj="relu", tie_word_embeddings=True)).eval()
-    missing = ours.load_state_dict(_t5_state_from_transformers(ref.state_dict()), strict=False)
-    assert sorted(missing.missing_keys) == ["encoder_target.shared.weight", "head.lm_head.weight"]  # tied
-    assert not missing.unexpected_keys
+    load_checkpoint(ours, ref.state_dict(), layout="t5")  # every tensor of ours given, every one of theirs used
+    assert ours.encoder_target.shared.weight is ours.encoder_text.shared.weight is ours.head.lm_head.weight  # tied
     g = torch.Generator().manual_seed(0)
     for t, s in ((7, 5), (30, 41)):
         src, tgt = torch.randint(0, 97, (2, t), generator=g), torch.randint(0, 97, (2, s), generator=g)
@@ -453,30 +439,6 @@ def test_t5_computes_transformers_t5(built) -> None:  # type: ignore[no-untyped-
         preset = mod.build_model()
     assert sum(p.numel() for p in full.parameters()) == report["params"] == REFERENCE_PARAMS["t5_small"]
     assert _shapes(preset) == _shapes(full)
-
-
-def _whisper_state_from_transformers(sd):  # type: ignore[no-untyped-def]
-    """transformers WhisperForConditionalGeneration's state dict in our module's names (proj_out is tied)."""
-    out = {}
-    for key, v in sd.items():
-        if not key.startswith("model."):
-            continue  # proj_out, tied
-        p = key.split(".")[1:]
-        stack, root = p[0], "encoder_audio" if p[0] == "encoder" else "encoder_target"
-        if p[1] in ("conv1", "conv2"):
-            out[f"encoder_audio.{p[1]}.{p[2]}"] = v
-        elif p[1] == "embed_positions":
-            out[f"{root}.embed_positions.weight"] = v if stack == "encoder" else v[None]
-        elif p[1] == "embed_tokens":
-            out["encoder_target.embed_tokens.weight"] = v
-        elif p[1] == "layer_norm":
-            out[f"{'encoder_audio' if stack == 'encoder' else 'backbone'}.layer_norm.{p[2]}"] = v
-        else:
-            rest = p[3:]
-            if rest[0] in ("fc1", "fc2"):
-                rest = ["mlp", {"fc1": "c_fc", "fc2": "c_proj"}[rest[0]], rest[1]]
-            out[f"{'encoder_audio' if stack == 'encoder' else 'backbone'}.layers.{p[2]}.{'.'.join(rest)}"] = v
-    return out
 
 
 def test_whisper_computes_transformers_whisper(built) -> None:  # type: ignore[no-untyped-def]
@@ -491,8 +453,8 @@ def test_whisper_computes_transformers_whisper(built) -> None:  # type: ignore[n
         vocab_size=97, d_model=64, encoder_layers=2, decoder_layers=3, encoder_attention_heads=2,
         decoder_attention_heads=2, encoder_ffn_dim=96, decoder_ffn_dim=96, num_mel_bins=80, max_source_positions=40,
         max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)).eval()
-    missing = ours.load_state_dict(_whisper_state_from_transformers(ref.state_dict()), strict=False)
-    assert missing.missing_keys == ["head.proj.weight"] and not missing.unexpected_keys  # tied
+    load_checkpoint(ours, ref.state_dict(), layout="whisper")  # every tensor of ours given, every one of theirs used
+    assert ours.head.proj.weight is ours.encoder_target.embed_tokens.weight  # tied
     g = torch.Generator().manual_seed(0)
     wave, tokens = torch.randn(2, 12800, generator=g), torch.randint(0, 97, (2, 9), generator=g)
     extractor = transformers.WhisperFeatureExtractor(feature_size=80)
@@ -524,7 +486,8 @@ def test_question_answering_metrics_score_the_best_span(built) -> None:  # type:
     # the third: the best end (3) lies before the best start (7); the best valid span is (7, 7), scoring 5 + 1
     logits[2, 7, 0], logits[2, 3, 1], logits[2, 7, 1] = 5.0, 4.0, 1.0
     model.forward = lambda *a: logits  # type: ignore[method-assign]
-    batch = {"text": torch.zeros(3, t, dtype=torch.long), "start": torch.tensor([2, 4, 7]), "end": torch.tensor([4, 6, 8])}
+    batch = {"text": torch.zeros(3, t, dtype=torch.long), "start": torch.tensor([2, 4, 7]),
+             "end": torch.tensor([4, 6, 8])}
     m = model.metrics(batch)
     # span 1 exact; span 2 (5, 5) vs gold (4, 6): overlap 1, precision 1, recall 1/3, F1 0.5
     assert float(m["exact_match"]) == pytest.approx(1 / 3)

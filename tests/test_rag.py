@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import ROOT, load_module
+from metagen_backends.pytorch.weights.runtime import load_checkpoint
 
 from metagen_compiler.cli import main
 
-SMALL = dict(vocab=97, context=8, passage_length=12, num_passages=5, top_k=3, retriever_context=16,
-             retriever_layers=2, retriever_d_model=32, retriever_heads=2, retriever_mlp=64, layers=2,
-             decoder_layers=2, d_model=64, heads=4, d_kv=16, d_ff=96, buckets=8, max_distance=12)
+SMALL = {"vocab": 97, "context": 8, "passage_length": 12, "num_passages": 5, "top_k": 3, "retriever_context": 16,
+         "retriever_layers": 2, "retriever_d_model": 32, "retriever_heads": 2, "retriever_mlp": 64, "layers": 2,
+         "decoder_layers": 2, "d_model": 64, "heads": 4, "d_kv": 16, "d_ff": 96, "buckets": 8, "max_distance": 12}
 
 
 @pytest.fixture(scope="module")
@@ -33,37 +33,18 @@ def _small(mod: Any, **over: Any) -> Any:
     return mod.build_model(dataclasses.replace(mod.Config(), **{**SMALL, **over})).eval()
 
 
-def _dpr_state(sd: dict, prefix: str, ours: str) -> dict:
-    """transformers' DPR encoder state dict (BertModel without pooler) in our module's names."""
-    out = {}
-    for key, v in sd.items():
-        p = key.removeprefix(prefix + ".bert_model.").split(".")
-        if p[0] == "embeddings":
-            out[f"{ours}.embeddings.{'.'.join(p[1:])}"] = v[None] if p[1] == "position_embeddings" else v
-            continue
-        layer = f"{ours}.encoder.layer.{p[2]}"
-        rest = ".".join(p[3:])
-        if rest.startswith("attention.self."):
-            continue  # q, k, v: fused below
-        name = {"attention.output.dense": "attention.c_proj", "attention.output.LayerNorm": "attention_norm",
-                "intermediate.dense": "mlp.c_fc", "output.dense": "mlp.c_proj", "output.LayerNorm": "output_norm"}
-        base, leaf = rest.rsplit(".", 1)
-        out[f"{layer}.{name[base]}.{leaf}"] = v
-        if base == "attention.output.dense":
-            a = f"{prefix}.bert_model.encoder.layer.{p[2]}.attention.self"
-            for leaf_ in ("weight", "bias"):
-                out[f"{layer}.attention.c_attn.{leaf_}"] = torch.cat([sd[f"{a}.{w}.{leaf_}"] for w in ("query", "key", "value")])
-    return out
-
-
-def _t5_state(sd: dict) -> dict:
-    """transformers T5ForConditionalGeneration's state dict in the reader's names (the shared table once)."""
-    from test_numeric import _t5_state_from_transformers
-
-    out = {}
-    for key, v in _t5_state_from_transformers(sd).items():
-        out["encoder_target.shared.weight" if key == "encoder_text.shared.weight" else key.replace("backbone.", "backbone.reader.", 1)] = v
-    return out
+def _view(parts: dict[str, torch.nn.Module]) -> torch.nn.Module:
+    """A module holding parts of ours (the same parameters) under the dotted names a weight layout maps."""
+    root = torch.nn.Module()
+    for path, module in parts.items():
+        *parents, name = path.split(".")
+        node = root
+        for p in parents:
+            if p not in node._modules:
+                node.add_module(p, torch.nn.Module())
+            node = node._modules[p]
+        node.add_module(name, module)
+    return root
 
 
 def _references(top_k: int) -> tuple[Any, Any, Any]:
@@ -83,11 +64,19 @@ def _references(top_k: int) -> tuple[Any, Any, Any]:
 def _load(mod: Any, top_k: int) -> tuple[Any, Any, Any, Any]:
     q, c, t5 = _references(top_k)
     ours = _small(mod, top_k=top_k)
-    state = {**_dpr_state(q.state_dict(), "question_encoder", "backbone.question_encoder"),
-             **_dpr_state(c.state_dict(), "ctx_encoder", "backbone.passage_encoder"), **_t5_state(t5.state_dict())}
-    missing = ours.load_state_dict(state, strict=False)
-    assert sorted(missing.missing_keys) == ["backbone.reader.shared.weight", "head.lm.lm_head.weight"]  # tied
-    assert not missing.unexpected_keys
+    views = []  # parts of ours under a reference's names, each loaded through its layout: every tensor given
+    for encoder, ref, prefix in ((ours.backbone.question_encoder, q, "question_encoder.bert_model."),
+                                 (ours.backbone.passage_encoder, c, "ctx_encoder.bert_model.")):
+        views.append(_view({"encoder": encoder.embeddings, "backbone.layer": encoder.encoder.layer}))  # a BertModel
+        load_checkpoint(views[-1], {k.removeprefix(prefix): v for k, v in ref.state_dict().items()}, layout="bert")
+    reader, shared = ours.backbone.reader, ours.encoder_target.shared
+    views.append(_view({"encoder_text.shared": shared, "encoder_target.shared": shared,  # a T5 model
+                        "head.lm_head": ours.head.lm.lm_head,
+                        **{f"backbone.{n}": m for n, m in reader.named_children() if n != "shared"}}))
+    load_checkpoint(views[-1], t5.state_dict(), layout="t5")
+    assert reader.shared.weight is shared.weight is ours.head.lm.lm_head.weight  # tied
+    given = {id(t) for view in views for t in view.state_dict(keep_vars=True).values()}
+    assert given == {id(t) for t in ours.state_dict(keep_vars=True).values()}  # every tensor of ours
     return ours, q, c, t5
 
 
