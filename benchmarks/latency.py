@@ -221,7 +221,7 @@ def main() -> int:
     import numpy as np
     import onnxruntime as ort
 
-    from metagen_compiler.calibrate import measure, profile_text
+    from metagen_compiler.tools.calibrate import measure, profile_text
     from metagen_compiler.cli import write_outputs
     from metagen_compiler.compilation import Options
     from metagen_compiler.driver import compile_model_set

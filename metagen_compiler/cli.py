@@ -116,7 +116,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "fmt": Subcommand("metagen_compiler.fmt:main", "format MSL files in the canonical style (--check: report only)"),
     "lsp": Subcommand("metagen_compiler.lsp:main", "the MSL language server, on stdio (docs/editors.md)",
                       (Needs("editor", ("pygls", "lsprotocol")),)),
-    "calibrate": Subcommand("metagen_compiler.calibrate:main",
+    "calibrate": Subcommand("metagen_compiler.tools.calibrate:main",
                             "measure this machine with onnxruntime and write an MSL device profile",
                             (Needs(_ONNX.extra, (*_ONNX.modules, "onnxruntime")),)),
     "import-weights": Subcommand("metagen_backends.onnx.weights:main",

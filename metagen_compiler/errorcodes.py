@@ -1,16 +1,15 @@
 """The registry of diagnostic codes. Codes are stable: tests and users refer to them.
 
 Each code has a short title; the message of an individual diagnostic says the specifics.
-docs/diagnostics.md is generated from this table (tests check it is current).
+docs/diagnostics.md is generated from this table by metagen_compiler/tools/diagnostics_doc.py (tests check it
+is current); the registry itself imports nothing of the compiler.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
-__all__ = ["CODES", "ErrorCode", "code", "examples", "markdown"]
+__all__ = ["CODES", "ErrorCode", "code"]
 
 
 @dataclass(frozen=True)
@@ -79,76 +78,3 @@ CODES: dict[str, ErrorCode] = {c: ErrorCode(c, t, e) for c, t, e in _TABLE}
 
 def code(c: str) -> ErrorCode:
     return CODES[c]
-
-
-# code prefix -> section heading of docs/diagnostics.md
-_GROUPS = (
-    ("E0", "Syntax and files"),
-    ("E1", "Names and imports"),
-    ("E2", "Types, units and values"),
-    ("E3", "Modality, task and architecture"),
-    ("E4", "Solving and constraints"),
-    ("W", "Warnings"),
-    ("I", "Internal errors"),
-)
-_REPO = Path(__file__).resolve().parent.parent
-CORPUS = Path("tests") / "broken"  # relative to the repository root
-_SPEC_SUFFIXES = (".msl", ".yaml", ".yml")
-
-
-def _corpus(root: Path) -> list[Path]:
-    corpus = root / CORPUS
-    if not corpus.is_dir():
-        return []
-    return sorted(p for p in corpus.rglob("*")
-                  if p.suffix in _SPEC_SUFFIXES and "lib" not in p.relative_to(corpus).parts)
-
-
-def examples(root: Path = _REPO) -> dict[str, str]:
-    """For each code, an example from the broken-spec corpus (path relative to `root`, posix): the first
-    file whose opening comment names the code, else the first file that reports it when compiled.
-    Helper modules under `lib/` are not examples."""
-    out: dict[str, str] = {}
-    files = _corpus(root)
-    for f in files:
-        first = f.read_text(encoding="utf-8").split("\n", 1)[0]
-        for c in re.findall(r"\b[EWI][0-9]{3}\b", first):
-            if c in CODES:
-                out.setdefault(c, f.relative_to(root).as_posix())
-    if files and set(CODES) - set(out):
-        from .driver import compile_source  # only here: the registry itself stays free of the pipeline
-        from .program import read_source
-
-        for f in files:
-            for d in compile_source(read_source(f, display=str(f))).bag.items:
-                out.setdefault(d.code, f.relative_to(root).as_posix())
-    return out
-
-
-def markdown(root: Path = _REPO) -> str:
-    """docs/diagnostics.md: every code with its title, explanation and an example from the corpus."""
-    ex = examples(root)
-    out = [
-        "# Diagnostics",
-        "",
-        "<!-- Generated from metagen_compiler/errorcodes.py by `python -m metagen_compiler.errorcodes > docs/diagnostics.md`;",
-        "     tests/test_broken_specs.py checks that this file is current. Do not edit by hand. -->",
-        "",
-        "Every diagnostic metagenc prints has a stable code: `E` for errors, `W` for warnings, `I` for",
-        "internal compiler errors (bugs). It is printed as `file:line:col: error[E203]: message`, followed",
-        "by the source line, carets under the offending text, notes and a hint. Each example below is a",
-        "broken spec from the test corpus; its expected output is in tests/__snapshots__/test_broken_specs.ambr.",
-    ]
-    for prefix, heading in _GROUPS:
-        codes = [c for c in CODES.values() if c.code.startswith(prefix)]
-        if not codes:
-            continue
-        out += ["", f"## {heading}", "", "| code | title | explanation | example |", "|---|---|---|---|"]
-        for c in codes:
-            example = f"[{Path(ex[c.code]).name}](../{ex[c.code]})" if c.code in ex else "—"
-            out.append(f"| {c.code} | `{c.title}` | {c.explanation} | {example} |")
-    return "\n".join(out) + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown(), end="")

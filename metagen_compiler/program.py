@@ -11,13 +11,15 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from . import ast as A
 from .diagnostics import DiagnosticBag, Note, did_you_mean
 from .parser import parse_msl
 from .span import SourceFile, Span
+from .values import EvalError, evaluate
 
-__all__ = ["Definition", "Program", "load_program", "stdlib_modules", "read_source"]
+__all__ = ["Definition", "Program", "load_program", "read_source", "stdlib_modules"]
 
 STDLIB_PREFIX = "std"
 PRELUDE = ("std.devices",)
@@ -334,3 +336,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def device_profiles(prog: Program) -> dict[str, dict[str, Any]]:
+    """Each `device` block of the program (the stdlib's devices.msl, then --device-profile files) by name: its
+    fields' values, those that do not evaluate to a constant left out."""
+    out = {}
+    # stdlib profiles first, so a profile given with --device-profile replaces one of the same name
+    for d in sorted(prog.defs_of("device"), key=lambda d: (not d.qualname.startswith("std."), d.qualname)):
+        node = d.node
+        assert isinstance(node, A.Device)
+        fields: dict[str, Any] = {}
+        for f in node.fields:
+            try:
+                fields[f.name.name] = evaluate(f.value, {})
+            except EvalError:
+                continue
+        out[node.name.name] = fields
+    return out

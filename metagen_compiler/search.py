@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     device = args.device or spec_device(space)
     if args.device is not None:
-        from .passes.estimate import device_profiles
+        from .program import device_profiles
 
         assert space.comp.program is not None
         devices = device_profiles(space.comp.program)

@@ -18,9 +18,10 @@ import pytest
 from metagen_compiler.compilation import Compilation
 from metagen_compiler.diagnostics import Diagnostic, Severity, render_text
 from metagen_compiler.driver import compile_source
-from metagen_compiler.errorcodes import CODES, CORPUS, markdown
+from metagen_compiler.errorcodes import CODES
 from metagen_compiler.parser import _parser
 from metagen_compiler.program import read_source
+from metagen_compiler.tools.diagnostics_doc import CORPUS, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / CORPUS
@@ -140,4 +141,4 @@ def test_severities() -> None:
 def test_docs_are_current() -> None:
     doc = ROOT / "docs" / "diagnostics.md"
     assert doc.is_file() and doc.read_text(encoding="utf-8") == markdown(ROOT), (
-        "docs/diagnostics.md is stale: run `python -m metagen_compiler.errorcodes > docs/diagnostics.md`")
+        "docs/diagnostics.md is stale: run `python -m metagen_compiler.tools.diagnostics_doc > docs/diagnostics.md`")

@@ -189,7 +189,7 @@ def _estimate_of(example: tuple[str, tuple[tuple[str, str], ...]]) -> dict[str, 
 
 
 def test_cache_size_reads_the_last_level_data_cache(tmp_path: Path) -> None:
-    from metagen_compiler.calibrate import cache_size
+    from metagen_compiler.tools.calibrate import cache_size
 
     caches = [("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "1024K"), ("3", "Unified", "32768K")]
     for i, (level, kind, size) in enumerate(caches):
@@ -218,7 +218,7 @@ def test_recurrent_products_run_at_the_measured_recurrence_rate(tmp_path: Path) 
 
 
 def test_lowered_with_constant_weights_makes_them_initializers() -> None:
-    from metagen_compiler.calibrate import _lowered
+    from metagen_compiler.tools.calibrate import _lowered
 
     args = {"in_features": 8, "hidden": 16, "layers": 1, "bidirectional": False}
     plain, const = _lowered("lstm", args, (1, 4, 8)), _lowered("lstm", args, (1, 4, 8), constant=True)

@@ -23,32 +23,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .. import ast as A
 from ..compilation import Compilation
 from ..diagnostics import Note
 from ..graph import GraphIR, dump_graph
 from ..limits import LIMIT_CODE, LIMITS_HINT
 from ..primitives import PRIMITIVES, fmt_shape, moe_capacity, subst_dim
-from ..program import Program
-from ..values import EvalError, evaluate
+from ..program import Program, device_profiles
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
-
-
-def device_profiles(prog: Program) -> dict[str, dict[str, Any]]:
-    out = {}
-    # stdlib profiles first, so a profile given with --device-profile replaces one of the same name
-    for d in sorted(prog.defs_of("device"), key=lambda d: (not d.qualname.startswith("std."), d.qualname)):
-        node = d.node
-        assert isinstance(node, A.Device)
-        fields: dict[str, Any] = {}
-        for f in node.fields:
-            try:
-                fields[f.name.name] = evaluate(f.value, {})
-            except EvalError:
-                continue
-        out[node.name.name] = fields
-    return out
 
 
 def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]:

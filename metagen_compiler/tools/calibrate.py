@@ -81,7 +81,7 @@ def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[
     from metagen_backends.onnx.lowering import LOWERINGS, NodeCtx
     from metagen_backends.onnx.writer import GraphWriter
 
-    from .primitives import PRIMITIVES
+    from ..primitives import PRIMITIVES
 
     shapes = shape if isinstance(shape, list) else [shape]
     names = ["x"] if len(shapes) == 1 else [f"x{i}" for i in range(len(shapes))]

@@ -1,0 +1,102 @@
+"""The compiler's layering (issue 20): no import cycles among the compiler's and the backends' modules, the
+compiler core never imports a backend or a tool at import time, and every package is declared in pyproject."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {"metagen_compiler": ROOT / "metagen_compiler", "metagen_backends": ROOT / "backends"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg, folder in PACKAGES.items():
+        for f in folder.rglob("*.py"):
+            parts = f.relative_to(folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join((pkg, *parts))] = f
+    return out
+
+
+def _imports(name: str, f: Path, known: dict[str, Path]) -> set[str]:
+    """The modules of `known` that `name` imports when it runs (lazy imports inside functions count; imports
+    under `if TYPE_CHECKING:` are for annotations only and do not)."""
+    tree = ast.parse(f.read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
+            skip |= {id(m) for b in n.body for m in ast.walk(b)}
+    package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        targets: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets += [mod, *(f"{mod}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Import):
+            targets += [a.name for a in node.names]
+        out |= {t for t in targets if t in known and t != name}
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph() -> nx.DiGraph:
+    mods = _modules()
+    g = nx.DiGraph()
+    g.add_nodes_from(mods)
+    for name, f in mods.items():
+        g.add_edges_from((name, t) for t in _imports(name, f, mods))
+    return g
+
+
+def test_no_import_cycles(graph: nx.DiGraph) -> None:
+    cycles = sorted(sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1)
+    assert not cycles, f"modules that import each other: {cycles}"
+
+
+def test_the_scanner_sees_lazy_and_relative_imports(graph: nx.DiGraph) -> None:
+    # the test above can only fail if the graph holds the imports: a relative one and one inside a function
+    assert graph.has_edge("metagen_compiler.passes.estimate", "metagen_compiler.program")
+    assert graph.has_edge("metagen_compiler.outputs", "metagen_backends")
+
+
+# the compiler's core: what `metagenc FILE` runs. The CLI, the output writer, the search and the language server
+# drive backends and tools; the core below them never reaches up.
+DRIVERS = {"metagen_compiler.cli", "metagen_compiler.outputs", "metagen_compiler.search", "metagen_compiler.lsp"}
+
+
+def test_the_core_never_imports_backends_or_tools(graph: nx.DiGraph) -> None:
+    bad = sorted((a, b) for a, b in graph.edges
+                 if a.startswith("metagen_compiler.") and a not in DRIVERS
+                 and not a.startswith("metagen_compiler.tools")
+                 and (b.startswith("metagen_backends") or b.startswith("metagen_compiler.tools")))
+    assert not bad, bad
+
+
+def test_backends_import_no_pass(graph: nx.DiGraph) -> None:
+    bad = sorted((a, b) for a, b in graph.edges
+                 if a.startswith("metagen_backends") and b.startswith("metagen_compiler.passes"))
+    assert not bad, bad
+
+
+def test_every_package_is_declared() -> None:
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    found = {".".join((pkg, *init.parent.relative_to(folder).parts))
+             for pkg, folder in PACKAGES.items() for init in folder.rglob("__init__.py")}
+    assert found <= set(cfg["packages"]), f"packages missing from pyproject's [tool.setuptools]: {found - set(cfg['packages'])}"
+    for pkg in found:
+        rel = Path(cfg["package-dir"][pkg])
+        assert (ROOT / rel / "__init__.py").is_file(), pkg
