@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from . import ast as A
 from .diagnostics import DiagnosticBag
@@ -12,7 +12,10 @@ from .ir import SpecIR
 from .program import Program
 from .span import SourceFile
 
-__all__ = ["Options", "Compilation", "Pass"]
+if TYPE_CHECKING:  # the graph IR is built by `lower`; this module stays below it
+    from .graph import GraphIR
+
+__all__ = ["Compilation", "Options", "Pass"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class Options:
     opset: int | None = None  # ONNX opset; None: the backend's pinned default
     weights: str = "random"  # ONNX weights: random | none | external
     device_profiles: tuple[Path, ...] = ()  # extra MSL files of `device` blocks (e.g. from `metagenc calibrate`)
+    overrides: tuple[tuple[str, str], ...] = ()  # --set name=value, in order (the `overrides` pass)
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Compilation:
     program: Program | None = None
     model: A.Model | None = None
     spec: SpecIR | None = None
-    graph: Any = None  # metagen_compiler.graph.GraphIR
+    graph: GraphIR | None = None  # from `lower` on
     report: dict[str, Any] | None = None
     # measured results of earlier training runs in the output folder (outputs.collect_measurements), which
     # report.json, the model card and the paper show as measurements; empty for a model never trained

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 
-from .compilation import Compilation, Options
+from .compilation import Compilation, Options, Pass
 from .diagnostics import CompileError, Diagnostic
-from .passes import PASSES, PIPELINE
+from .passes import PIPELINE
 from .span import SourceFile
 
-__all__ = ["compile_source", "compile_model_set", "collect_diagnostics", "STAGES"]
+__all__ = ["STAGES", "collect_diagnostics", "compile_model_set", "compile_source"]
 
 STAGES = tuple(p.name for p in PIPELINE)
 # --emit names that are friendlier than pass names
-EMIT_ALIASES = {"ast": "parse", "ir": "check", "graph": "lower"}
+EMIT_ALIASES = {"ast": "parse", "ir": "overrides", "graph": "shapes"}  # the IR as --set left it; the graph with shapes
 
 
-def compile_source(source: SourceFile, options: Options | None = None, *, stop_after: str | None = None,
-                   print_after: tuple[str, ...] = (), on_dump: Callable[[str, str], None] | None = None,
-                   verify: bool = False) -> Compilation:
-    """Run the pipeline on one source file. Diagnostics are in `comp.bag`; never raises for bad input."""
-    comp = Compilation(source, options or Options())
-    stop = EMIT_ALIASES.get(stop_after or "", stop_after)
-    for p in PIPELINE:
+def _run_passes(comp: Compilation, passes: tuple[Pass, ...], *, stop: str | None, print_after: tuple[str, ...],
+                on_dump: Callable[[str, str], None] | None, verify: bool = False) -> bool:
+    """Run `passes` on `comp` in order; False once one reported an error (or raised), or `stop` ran. An
+    exception other than CompileError is a bug in the compiler: reported as I001 with its trace (raised with
+    `verify`)."""
+    for p in passes:
         try:
             p.run(comp)
             if verify and comp.graph is not None:
@@ -32,47 +32,52 @@ def compile_source(source: SourceFile, options: Options | None = None, *, stop_a
                 problems = verify_graph(comp.graph)
                 assert not problems, f"IR verifier after {p.name}: {problems}"
         except CompileError:
-            break
+            return False
         except RecursionError:
             comp.bag.error("I001", "the compiler ran out of recursion depth (a block may call itself)",
                            None, hint="check for blocks that use themselves")
-            break
+            return False
         except Exception as e:  # an internal error is a bug: report it as one, with the trace
             if verify:
                 raise
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-4))
             comp.bag.error("I001", f"internal compiler error in pass `{p.name}`: {type(e).__name__}: {e}", None,
                            hint="this is a bug in metagenc; please report it with the input file.\n" + tb)
-            break
+            return False
         if comp.bag.has_errors:
-            break
+            return False
         if on_dump is not None and p.name in print_after:
-            on_dump(p.name, PASSES[p.name].dump(comp))
+            on_dump(p.name, p.dump(comp))
         if stop is not None and p.name == stop:
-            break
+            return False
+    return True
+
+
+def compile_source(source: SourceFile, options: Options | None = None, *, stop_after: str | None = None,
+                   print_after: tuple[str, ...] = (), on_dump: Callable[[str, str], None] | None = None,
+                   verify: bool = False) -> Compilation:
+    """Run the pipeline on one source file (its first model). Diagnostics are in `comp.bag`; never raises for
+    bad input."""
+    comp = Compilation(source, options or Options())
+    _run_passes(comp, PIPELINE, stop=EMIT_ALIASES.get(stop_after or "", stop_after), print_after=print_after,
+                on_dump=on_dump, verify=verify)
     return comp
+
+
+FRONT_END = 2  # parse and resolve: run once per file, shared by its models
 
 
 def compile_model_set(source: SourceFile, options: Options, *, stop_after: str | None = None,
                       print_after: tuple[str, ...] = (), on_dump: Callable[[str, str], None] | None = None,
                       overrides: tuple[tuple[str, str], ...] = ()) -> list[Compilation]:
-    """Compile every model in a file (or the one `options.model` names). Front end runs once."""
-    from .passes.check import CheckPass
-
-    first = Compilation(source, options)
-    front = [p for p in PIPELINE if p.name in ("parse", "resolve")]
+    """Compile every model in a file (or the one `options.model` names). The front end runs once.
+    `overrides` (--set) are added to `options.overrides`, which the `overrides` pass applies."""
+    if overrides:
+        options = replace(options, overrides=options.overrides + tuple(overrides))
     stop = EMIT_ALIASES.get(stop_after or "", stop_after)
-    for p in front:
-        try:
-            p.run(first)
-        except CompileError:
-            return [first]
-        if first.bag.has_errors:
-            return [first]
-        if on_dump is not None and p.name in print_after:
-            on_dump(p.name, p.dump(first))
-        if stop == p.name:
-            return [first]
+    first = Compilation(source, options)
+    if not _run_passes(first, PIPELINE[:FRONT_END], stop=stop, print_after=print_after, on_dump=on_dump):
+        return [first]
     assert first.module is not None
     models = list(first.module.models)
     if options.model is not None:
@@ -87,29 +92,7 @@ def compile_model_set(source: SourceFile, options: Options, *, stop_after: str |
     for m in models:
         comp = Compilation(source, options, module=first.module, program=first.program, model=m)
         comp.bag.items.extend(first.bag.items)
-        for p in PIPELINE[2:]:
-            try:
-                p.run(comp)
-                if isinstance(p, CheckPass) and comp.spec is not None:
-                    from .overrides import apply_overrides
-
-                    apply_overrides(comp, overrides)
-            except CompileError:
-                break
-            except RecursionError:
-                comp.bag.error("I001", "the compiler ran out of recursion depth (a block may call itself)", None)
-                break
-            except Exception as e:
-                tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-4))
-                comp.bag.error("I001", f"internal compiler error in pass `{p.name}`: {type(e).__name__}: {e}", None,
-                               hint="this is a bug in metagenc; please report it with the input file.\n" + tb)
-                break
-            if comp.bag.has_errors:
-                break
-            if on_dump is not None and p.name in print_after:
-                on_dump(p.name, p.dump(comp))
-            if stop is not None and p.name == stop:
-                break
+        _run_passes(comp, PIPELINE[FRONT_END:], stop=stop, print_after=print_after, on_dump=on_dump)
         out.append(comp)
     return out
 

@@ -18,7 +18,7 @@ def test_registry_keys_are_pass_names() -> None:
     for key, p in PASSES.items():
         assert key == p.name
     assert [p.name for p in PIPELINE] == list(STAGES)
-    assert STAGES == ("parse", "resolve", "check", "modality", "heads", "solve", "lower", "shapes", "estimate",
+    assert STAGES == ("parse", "resolve", "check", "overrides", "modality", "heads", "solve", "lower", "shapes", "estimate",
                       "constraints")
 
 
@@ -91,3 +91,26 @@ model m {{
     # outside a modality list `3d` is no name: a syntax error
     bad = compile_source(SourceFile("m.msl", spec.format(out="3d").replace("points = 256", "points = 3d")))
     assert [d.code for d in bad.bag.errors] == ["E001"]
+
+
+def test_emit_graph_prints_the_shapes() -> None:
+    """`--emit graph` prints the graph after shape inference: every node states its output shapes."""
+    text = _emit(["examples/tiny_story.msl", "--emit=graph"], "1")
+    nodes = [line for line in text.splitlines() if line.lstrip().startswith("%")]
+    assert nodes and all("-> (" in line for line in nodes), [n for n in nodes if "-> (" not in n][:3]
+
+
+def test_overrides_are_a_pass_of_the_pipeline() -> None:
+    """--set is the `overrides` pass: it runs in compile_source as in compile_model_set, and `--emit ir` shows
+    the overridden value and where it came from."""
+    from metagen_compiler.compilation import Options
+    from metagen_compiler.driver import compile_model_set, compile_source
+    from metagen_compiler.program import read_source
+
+    src = read_source(ROOT / "examples" / "tiny_story.msl")
+    one = compile_source(src, Options(overrides=(("layers", "3"),)))
+    (many,) = compile_model_set(src, Options(), overrides=(("layers", "3"),))
+    plain = compile_source(src)
+    params = [c.graph.g.graph["estimates"]["params"] for c in (one, many, plain) if c.graph is not None]
+    assert len(params) == 3 and params[0] == params[1] != params[2]
+    assert "layers = 3 in 2..48    # command line" in _emit(["examples/tiny_story.msl", "--emit=ir", "--set", "layers=3"], "1")

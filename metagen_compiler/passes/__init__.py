@@ -9,17 +9,19 @@ from .estimate import EstimatePass
 from .heads import HeadsPass
 from .lower import LowerPass
 from .modality import ModalityPass
+from .overrides import OverridesPass
 from .parse import ParsePass
 from .resolve import ResolvePass
 from .shapes import ShapesPass
 from .solve import SolvePass
 
-__all__ = ["PIPELINE", "PASSES"]
+__all__ = ["PASSES", "PIPELINE"]
 
 PIPELINE: tuple[Pass, ...] = (
     ParsePass(),
     ResolvePass(),
     CheckPass(),
+    OverridesPass(),
     ModalityPass(),
     HeadsPass(),
     SolvePass(),

@@ -1,13 +1,28 @@
-"""`--set name=value`: override family parameters from the command line (highest precedence)."""
+"""overrides: `--set name=value` (Options.overrides) replaces family parameters of the spec IR, after `check` built it
+and before anything is derived from them (highest precedence)."""
 
 from __future__ import annotations
 
-from .compilation import Compilation
-from .ir import Bound
-from .parser import _parser  # the same grammar parses the value
-from .span import SourceFile, Span
+from typing import ClassVar
 
-__all__ = ["apply_overrides"]
+from ..compilation import Compilation
+from ..ir import Bound
+from ..parser import _parser  # the same grammar parses the value
+from ..span import SourceFile, Span
+from .check import CheckPass
+
+__all__ = ["OverridesPass", "apply_overrides"]
+
+
+class OverridesPass:
+    name: ClassVar[str] = "overrides"
+    doc: ClassVar[str] = "Apply the command line's --set name=value to the family parameters."
+
+    def run(self, comp: Compilation) -> None:
+        apply_overrides(comp, comp.options.overrides)
+
+    def dump(self, comp: Compilation) -> str:
+        return CheckPass().dump(comp)  # the spec IR, with the overridden values
 
 
 def apply_overrides(comp: Compilation, overrides: tuple[tuple[str, str], ...]) -> None:
@@ -16,9 +31,9 @@ def apply_overrides(comp: Compilation, overrides: tuple[tuple[str, str], ...]) -
         return
     from lark.exceptions import UnexpectedInput
 
-    from .diagnostics import did_you_mean
-    from .limits import LIMIT_CODE, LIMITS_HINT, MAX_NESTING
-    from .parser import _first_span, _ToAst, _too_deep
+    from ..diagnostics import did_you_mean
+    from ..limits import LIMIT_CODE, LIMITS_HINT, MAX_NESTING
+    from ..parser import _first_span, _ToAst, _too_deep
 
     for name, text in overrides:
         src = SourceFile(f"<--set {name}>", f"model _ {{ architecture _ {{ {name} = {text} }} }}")
