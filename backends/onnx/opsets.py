@@ -17,12 +17,12 @@ from functools import cache
 from typing import cast
 
 from metagen_compiler.diagnostics import BackendError, Diagnostic, Note, Severity, render_text
+from metagen_compiler.errorcodes import CODES
 from metagen_compiler.span import Span
 
 __all__ = [
     "DEFAULT_OPSET",
     "MIN_OPSET",
-    "ONNX_CODES",
     "OnnxDiagnostic",
     "OnnxExportError",
     "first_opset",
@@ -38,13 +38,6 @@ DEFAULT_OPSET = 18
 # The structural ops' signatures this backend writes (Squeeze/Unsqueeze/Split with tensor inputs) start at 13.
 MIN_OPSET = 13
 
-ONNX_CODES: dict[str, tuple[str, str]] = {
-    "E511": ("onnx-opset-range", "The requested ONNX opset is outside the range the ONNX backend writes."),
-    "E512": ("onnx-op-missing", "The chosen ONNX opset lacks an operator that a primitive lowers to."),
-    "E513": ("onnx-no-lowering", "A primitive has no ONNX lowering."),
-    "E514": ("onnx-weights-too-large", "Random weights for the model are too large to materialise in memory."),
-}
-
 
 @dataclass(frozen=True)
 class OnnxDiagnostic:
@@ -59,7 +52,7 @@ class OnnxDiagnostic:
     severity: Severity = Severity.ERROR
 
     def __post_init__(self) -> None:
-        assert self.code in ONNX_CODES, f"unregistered ONNX backend code {self.code}"
+        assert self.code in CODES, f"unregistered ONNX backend code {self.code}"  # metagen_compiler/errorcodes.py
 
 
 class OnnxExportError(BackendError):
@@ -86,7 +79,7 @@ ATTR_OPSETS: dict[tuple[str, str, str], int] = {
 
 def op_label(op_type: str, attrs: dict[str, object]) -> str:
     """What a node needs of the opset: its op, or `op(attribute="value")` where that value came later."""
-    for (op, name, value), _ in ATTR_OPSETS.items():
+    for op, name, value in ATTR_OPSETS:
         if op == op_type and attrs.get(name) == value:
             return f'{op}({name}="{value}")'
     return op_type
