@@ -10,37 +10,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import ast as A
-from .primitives import PRIMITIVES, OPERATOR_PRIMITIVES, Primitive
+from .diagnostics import did_you_mean
+from .digraph import DiGraph
+from .graph import ModuleInfo, Tensor  # the records of the graph IR this module builds
+from .limits import LIMIT_CODE, LIMITS_HINT, MAX_GRAPH_NODES, MAX_REPEAT, PAST_MAX_FLOAT, short_int
+from .primitives import OPERATOR_PRIMITIVES, PRIMITIVES, Primitive
 from .program import Definition, Program
 from .span import Span
 from .values import EvalError, LayerRef, Sym, UnknownValue, Value, as_int, describe, evaluate, format_value
-from .diagnostics import did_you_mean
-from .digraph import DiGraph
-from .limits import LIMIT_CODE, LIMITS_HINT, MAX_GRAPH_NODES, MAX_REPEAT, PAST_MAX_FLOAT, short_int
 
-__all__ = ["Tensor", "ModuleInfo", "GraphBuilder", "Elaborator", "bind_args", "layer_labels", "ParamSpec", "param_specs"]
-
-
-@dataclass(frozen=True)
-class Tensor:
-    node: str | None
-    port: int = 0
-
-
-@dataclass
-class ModuleInfo:
-    """A node of the module tree: a block instance, a primitive with weights, or a repeat list."""
-
-    path: str
-    kind: str  # block | primitive | list
-    target: str  # block qualname / primitive name / "list"
-    args: dict[str, Value]
-    span: Span
-    children: list[str] = field(default_factory=list)
+__all__ = ["Elaborator", "GraphBuilder", "ModuleInfo", "ParamSpec", "Tensor", "bind_args", "layer_labels", "param_specs"]
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .digraph import DiGraph
-from .elaborate import ModuleInfo, Tensor
 from .escape import dot_str, json_value
 from .ir import SpecIR
 from .primitives import PRIMITIVES, Shape, fmt_shape
-from .values import format_value
+from .span import Span
+from .values import Value, format_value
 
-__all__ = ["GraphInput", "GraphIR", "verify_graph", "dump_graph", "graph_json", "graph_dot"]
+__all__ = ["GraphIR", "GraphInput", "ModuleInfo", "Tensor", "dump_graph", "graph_dot", "graph_json", "verify_graph"]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """An output of a graph node: its name and the port (a node with several outputs, such as split, has one
+    port each); `node` None for a value no node made."""
+
+    node: str | None
+    port: int = 0
+
+
+@dataclass
+class ModuleInfo:
+    """A node of the module tree: a block instance, a primitive with weights, or a repeat list."""
+
+    path: str
+    kind: str  # block | primitive | list
+    target: str  # block qualname / primitive name / "list"
+    args: dict[str, Value]
+    span: Span
+    children: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
