@@ -114,3 +114,13 @@ def test_overrides_are_a_pass_of_the_pipeline() -> None:
     params = [c.graph.g.graph["estimates"]["params"] for c in (one, many, plain) if c.graph is not None]
     assert len(params) == 3 and params[0] == params[1] != params[2]
     assert "layers = 3 in 2..48    # command line" in _emit(["examples/tiny_story.msl", "--emit=ir", "--set", "layers=3"], "1")
+
+
+def test_compile_file_is_the_public_entry_point() -> None:
+    import metagen_compiler
+
+    (comp,) = metagen_compiler.compile_file(ROOT / "examples" / "tiny_story.msl", overrides=(("layers", "3"),))
+    assert not comp.bag.has_errors and comp.spec is not None and comp.graph is not None
+    assert comp.spec.bindings["layers"].source == "command line"
+    (bad,) = metagen_compiler.compile_file(ROOT / "tests" / "broken" / "msl" / "029_infeasible_budget.msl")
+    assert [d.code for d in bad.bag.items if d.severity.name == "ERROR"] == ["E401"]
