@@ -26,15 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import torch  # noqa: E402
-from conftest import EXAMPLES, load_module  # noqa: E402
-from test_numeric import REFERENCE_PARAMS, check_small  # noqa: E402
-from test_presets import TEMPLATES, stdlib_presets, stdlib_program, with_preset  # noqa: E402
-from test_yaml_frontend import BUILT  # noqa: E402
+import torch
+from conftest import EXAMPLES, load_module
+from test_numeric import REFERENCE_PARAMS, check_small
+from test_presets import TEMPLATES, stdlib_presets, stdlib_program, with_preset
+from test_yaml_frontend import BUILT
 
-from metagen_compiler.catalog import TASKS  # noqa: E402
-from metagen_compiler.cli import main as metagenc  # noqa: E402
-from metagen_compiler.tasks import TASK_SPECS  # noqa: E402
+from metagen_compiler.catalog import TASKS
+from metagen_compiler.cli import main as metagenc
+from metagen_compiler.tasks import TASK_SPECS
 
 
 def measure(kind: str, name: str, spec: Path, work: Path) -> dict[str, Any]:

@@ -221,12 +221,12 @@ def main() -> int:
     import numpy as np
     import onnxruntime as ort
 
-    from metagen_compiler.tools.calibrate import measure, profile_text
     from metagen_compiler.cli import write_outputs
     from metagen_compiler.compilation import Options
     from metagen_compiler.driver import compile_model_set
     from metagen_compiler.passes.estimate import estimate
     from metagen_compiler.span import SourceFile
+    from metagen_compiler.tools.calibrate import measure, profile_text
 
     t_start = time.perf_counter()
     rows: list[dict[str, Any]] = []

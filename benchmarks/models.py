@@ -22,9 +22,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,10 +152,13 @@ def main() -> int:
             (x,) = gen.example_inputs(model, batch_size=vb)
             for label, make in refs[name]:
                 ref = make(model).eval()
-                call = (lambda r: lambda: r(x))(ref) if label.startswith("torchvision") else \
-                    (lambda r: lambda: r(pixel_values=x))(ref)
+                kw = {} if label.startswith("torchvision") else {"pixel_values": x}  # transformers' models take keywords
+
+                def call(ref=ref, x=x, kw=kw):  # type: ignore[no-untyped-def]
+                    return ref(**kw) if kw else ref(x)
+
                 with torch.inference_mode():
-                    t_gen, t_ref = timepair(lambda: model(x), call, warm, iters)
+                    t_gen, t_ref = timepair(lambda model=model, x=x: model(x), call, warm, iters)
                 rows.append({"model": name, "what": f"inference, batch {vb}", "reference": label,
                              "params_generated": sum(p.numel() for p in model.parameters()),
                              "params_reference": sum(p.numel() for p in ref.parameters()),
@@ -171,7 +175,8 @@ def main() -> int:
             sess = ort.InferenceSession(str(out / name / "model.onnx"), providers=["CPUExecutionProvider"])
             feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
             with torch.inference_mode():
-                t_ort, t_torch = timepair(lambda: sess.run(None, feed), lambda: model(*inputs), warm, iters)
+                t_ort, t_torch = timepair(lambda sess=sess, feed=feed: sess.run(None, feed),
+                                          lambda model=model, inputs=inputs: model(*inputs), warm, iters)
             rows.append({"model": name, "what": f"onnxruntime vs torch eager, batch {b}", "reference": "torch eager",
                          "generated_s": t_ort, "reference_s": t_torch, "ratio": t_ort / t_torch})
 

@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-__all__ = ["DiGraph", "CycleError"]
+__all__ = ["CycleError", "DiGraph"]
 
 Node = Hashable
 AttrDict = dict[str, Any]

@@ -35,12 +35,20 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
-    "py_str", "py_doc", "py_comment",
-    "latex_tt", "latex_tt_body", "latex_rm", "latex_value",
-    "md_text", "md_code", "yaml_str",
-    "json_value", "json_text",
     "dot_str",
+    "json_text",
+    "json_value",
+    "latex_rm",
+    "latex_tt",
+    "latex_tt_body",
+    "latex_value",
+    "md_code",
+    "md_text",
     "onnx_str",
+    "py_comment",
+    "py_doc",
+    "py_str",
+    "yaml_str",
 ]
 
 

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["InputForm", "INPUT_FORMS", "input_forms", "input_shape"]
+__all__ = ["INPUT_FORMS", "InputForm", "input_forms", "input_shape"]
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,7 @@ def parse_stdlib_cached(src: SourceFile, bag: DiagnosticBag) -> A.Module | None:
     import hashlib
     import pickle
 
-    key = hashlib.sha256("\0".join((_parser_fingerprint(), src.path, src.text)).encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{_parser_fingerprint()}\x00{src.path}\x00{src.text}".encode()).hexdigest()[:32]
     if key in _AST_CACHE:
         return _AST_CACHE[key]
     d = _cache_dir()
@@ -306,7 +306,7 @@ def parse_stdlib_cached(src: SourceFile, bag: DiagnosticBag) -> A.Module | None:
             if isinstance(module, A.Module) and module.path == src.path:
                 _AST_CACHE[key] = module
                 return module
-        except Exception:  # a stale or damaged cache entry is parsed anew
+        except Exception:  # noqa: BLE001, S110 - a stale or damaged cache entry is parsed anew
             pass
     module = parse_msl(src, bag)
     if module is None:

@@ -22,7 +22,7 @@ class SourceFile:
     def _lines(self) -> list[str]:
         # split at "\n" only, as positions count lines (str.splitlines also splits at \x0b, \x0c, \u2028, ...,
         # which would show the wrong source line under a caret); a CRLF line loses its "\r"
-        return [ln[:-1] if ln.endswith("\r") else ln for ln in self.text.split("\n")]
+        return [ln.removesuffix("\r") for ln in self.text.split("\n")]
 
     @cached_property
     def _line_starts(self) -> list[int]:

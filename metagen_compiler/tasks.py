@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Task", "TASK_SPECS"]
+__all__ = ["TASK_SPECS", "Task"]
 
 
 @dataclass(frozen=True)

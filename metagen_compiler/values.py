@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Union
+from typing import Any
 
 from . import ast as A
 from .diagnostics import did_you_mean
@@ -17,8 +17,17 @@ from .limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_I
 from .span import Span
 
 __all__ = [
-    "Sym", "LayerRef", "UnknownValue", "Value", "EvalError", "evaluate", "as_int", "as_number",
-    "format_value", "UNIT_SCALE", "quantity_value",
+    "UNIT_SCALE",
+    "EvalError",
+    "LayerRef",
+    "Sym",
+    "UnknownValue",
+    "Value",
+    "as_int",
+    "as_number",
+    "evaluate",
+    "format_value",
+    "quantity_value",
 ]
 
 
@@ -59,7 +68,7 @@ class UnknownValue:
     span: Span | None = None
 
 
-Value = Union[int, float, Fraction, bool, str, Sym, LayerRef, tuple, UnknownValue, None]
+Value = int | float | Fraction | bool | str | Sym | LayerRef | tuple | UnknownValue | None
 
 
 class EvalError(Exception):
@@ -93,7 +102,7 @@ def quantity_value(q: A.Quantity) -> tuple[float | int, str]:
     if not math.isfinite(v):  # the parser reports it; YAML's quantities come here unchecked
         return v, dim
     if dim in ("count", "bytes", "pixels", "frequency") and abs(v - round(v)) < 1e-6:
-        return int(round(v)), dim
+        return round(v), dim
     return v, dim
 
 
@@ -225,13 +234,13 @@ def _power(x: float | Fraction, y: float | Fraction, span: Span | None) -> Any:
 def _round_up(x: Value, m: Value) -> int:
     xi = as_number(x, None)
     mi = as_int(m, None, "multiple")
-    return int(math.ceil(Fraction(xi) / mi)) * mi if not isinstance(xi, float) else int(math.ceil(xi / mi)) * mi
+    return math.ceil(Fraction(xi) / mi) * mi if not isinstance(xi, float) else math.ceil(xi / mi) * mi
 
 
 FUNCTIONS: dict[str, Callable[..., Value]] = {
-    "round": lambda x: int(round(x)),
-    "floor": lambda x: int(math.floor(x)),
-    "ceil": lambda x: int(math.ceil(x)),
+    "round": lambda x: round(x),
+    "floor": lambda x: math.floor(x),
+    "ceil": lambda x: math.ceil(x),
     "round_up": _round_up,
     "min": lambda *a: min(a),
     "max": lambda *a: max(a),

@@ -15,9 +15,9 @@ from importlib import resources
 from .context import Paper
 from .equations import is_grouped_query
 
-__all__ = ["database", "bib_for", "related_work"]
+__all__ = ["bib_for", "database", "related_work"]
 
-_ENTRY = re.compile(r"^@(\w+)\{([A-Za-z0-9_:-]+),", re.M)
+_ENTRY = re.compile(r"^@(\w+)\{([A-Za-z0-9_:-]+),", re.MULTILINE)
 
 
 @lru_cache(maxsize=1)

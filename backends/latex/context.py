@@ -13,7 +13,7 @@ from .blocks import Tree
 from .escape import rm, tt
 from .ledger import Ledger
 
-__all__ = ["Paper", "KNOWN_FAMILIES"]
+__all__ = ["KNOWN_FAMILIES", "Paper"]
 
 # Families of the stdlib, described in words (a user family is described by what its graph contains).
 KNOWN_FAMILIES = {

@@ -15,8 +15,15 @@ from metagen_compiler.primitives import PRIMITIVES
 
 from .escape import rm, tt
 
-__all__ = ["Equation", "component_equations", "objective_equations", "other_operations", "PLUMBING", "OBJECTIVE_NAMES",
-           "is_grouped_query"]
+__all__ = [
+    "OBJECTIVE_NAMES",
+    "PLUMBING",
+    "Equation",
+    "component_equations",
+    "is_grouped_query",
+    "objective_equations",
+    "other_operations",
+]
 
 
 @dataclass(frozen=True)

@@ -12,4 +12,4 @@ from metagen_compiler.escape import latex_tt as tt
 from metagen_compiler.escape import latex_tt_body as tt_body
 from metagen_compiler.escape import latex_value as spec_str
 
-__all__ = ["tt", "tt_body", "rm", "spec_str"]
+__all__ = ["rm", "spec_str", "tt", "tt_body"]

@@ -60,14 +60,14 @@ class Ledger:
         self.entries: list[Entry] = []
 
     # ------------------------------------------------------------------ recording
-    def _put(self, text: str, value: int | float, scale: float, decimals: int, unit: str, source: str, key: str,
+    def _put(self, text: str, value: float, scale: float, decimals: int, unit: str, source: str, key: str,
              basis: str) -> str:
         eid = f"n{len(self.entries) + 1}"
         self.entries.append(Entry(eid, text, value, scale, decimals, unit, source, key, basis))
         body = text.replace(",", "\\,")
         return f"\\mgnum[{eid}]{{{body}}}" + (f"\\,{unit}" if unit else "")
 
-    def _value(self, source: str, key: str, value: int | float | None) -> int | float:
+    def _value(self, source: str, key: str, value: float | None) -> int | float:
         if source == "report":
             v = lookup(self.report, key)
             assert value is None or v == value, (key, v, value)
@@ -84,7 +84,7 @@ class Ledger:
         text = f"{int(v):,}" if abs(v) >= 10_000 else str(int(v))
         return self._put(text, v, 1.0, 0, unit, source, key, basis)
 
-    def si(self, key: str, value: int | float | None = None, *, unit: str = "", source: str = "report",
+    def si(self, key: str, value: float | None = None, *, unit: str = "", source: str = "report",
            basis: str = "exact", sig: int = 4) -> str:
         """A count with an SI prefix, `sig` significant digits (291.6 G, 124.4 M)."""
         v = self._value(source, key, value)
@@ -96,7 +96,7 @@ class Ledger:
                 return self._put(text, v, scale, dec, f"{prefix}{unit}", source, key, basis)
         raise AssertionError("unreachable")
 
-    def nbytes(self, key: str, value: int | float | None = None, *, source: str = "report",
+    def nbytes(self, key: str, value: float | None = None, *, source: str = "report",
                basis: str = "exact") -> str:
         """Bytes with a binary prefix (474.7 MiB)."""
         v = self._value(source, key, value)
@@ -119,7 +119,7 @@ class Ledger:
         v = self._value(source, key, value)
         return self._put(f"{v * 100:.2f}", v, 0.01, 2, "\\%", source, key, basis)
 
-    def plain(self, key: str, value: int | float | None = None, *, source: str = "report", basis: str = "exact",
+    def plain(self, key: str, value: float | None = None, *, source: str = "report", basis: str = "exact",
               unit: str = "") -> str:
         """A number as the shortest text that reads back to it (0.6, 1e-05 as 0.00001)."""
         v = self._value(source, key, value)

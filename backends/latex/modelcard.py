@@ -14,7 +14,7 @@ from metagen_compiler.escape import yaml_str as _y
 
 from .context import Paper
 
-__all__ = ["model_card", "PIPELINE_TAGS"]
+__all__ = ["PIPELINE_TAGS", "model_card"]
 
 # (inputs, outputs, task) -> Hugging Face pipeline tag; `None` matches anything.
 PIPELINE_TAGS: tuple[tuple[str | None, str | None, str, str], ...] = (

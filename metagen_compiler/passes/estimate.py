@@ -19,6 +19,7 @@ Conventions (docs/estimates.md):
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -195,7 +196,7 @@ def _by_rows(table: list[tuple[Any, Any]], rows: int) -> float:
     x = math.log(max(rows, 1))
     if x <= math.log(pts[0][0]):
         return pts[0][1]
-    for (r0, v0), (r1, v1) in zip(pts, pts[1:]):
+    for (r0, v0), (r1, v1) in itertools.pairwise(pts):
         a, b = math.log(r0), math.log(r1)
         if x <= b:
             return v0 + (v1 - v0) * (x - a) / (b - a)

@@ -10,6 +10,7 @@ from ..compilation import Compilation
 from ..ir import SlotIR, dump_spec
 from ..tasks import TASK_SPECS
 
+
 @dataclass(frozen=True)
 class HeadsPass:
     name: ClassVar[str] = "heads"

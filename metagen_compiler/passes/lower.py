@@ -9,10 +9,11 @@ from ..compilation import Compilation
 from ..elaborate import Elaborator, GraphBuilder, Tensor
 from ..family import slot_call, tie_pairs
 from ..graph import GraphInput, GraphIR, dump_graph
-from ..primitives import PRIMITIVES
 from ..modalities import INPUT_FORMS, input_forms, input_shape
+from ..primitives import PRIMITIVES
 from ..tasks import TASK_SPECS
 from ..values import EvalError
+
 
 @dataclass(frozen=True)
 class LowerPass:

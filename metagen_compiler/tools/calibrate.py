@@ -77,7 +77,6 @@ def _lowered(op: str, args: dict[str, Any], shape: tuple[int, ...] | list[tuple[
     `constant`, the weights are initializers instead (random, 0.1 x normal, seeded), as in a compiled model:
     onnxruntime folds what depends on them alone and packs them for its products once, at load time."""
     import onnx_ir as ir
-
     from metagen_backends.onnx.lowering import LOWERINGS, NodeCtx
     from metagen_backends.onnx.writer import GraphWriter
 
@@ -139,7 +138,7 @@ def _per_step(op: str, args: dict[str, Any], shapes: Callable[[int], list[tuple[
     for t in (short, long):
         sess = _session(_lowered(op, args, shapes(t), constant=True), threads)
         feed = _feed(sess, rng)
-        secs.append(_time(lambda: sess.run(None, feed), runs))
+        secs.append(_time(lambda sess=sess, feed=feed: sess.run(None, feed), runs))
     return max(0.0, (secs[1] - secs[0]) / (long - short))
 
 
@@ -181,7 +180,7 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
                    helper.make_tensor_value_info("y", f32, [mm, n]))
         sess = _session(m, threads)
         feed = {"a": rng.standard_normal((mm, k), dtype=np.float32), "b": rng.standard_normal((k, n), dtype=np.float32)}
-        out["matmul"]["x".join(map(str, mkn))] = 2 * mm * k * n / _time(lambda: sess.run(None, feed), runs)
+        out["matmul"]["x".join(map(str, mkn))] = 2 * mm * k * n / _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs)
     out["bandwidth"] = _add_bandwidth(threads, runs, (4 if quick else 16) * 2**20)  # 64 MB per tensor: beyond the caches
     cache = cache_size()
     if cache:
@@ -195,13 +194,13 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
                helper.make_tensor_value_info(f"x{chain}", f32, [16]))
     sess = _session(m, threads)
     feed = {"x0": np.zeros(16, np.float32), "one": np.ones(16, np.float32)}
-    chain_s = _time(lambda: sess.run(None, feed), runs)
+    chain_s = _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs)
     out["overhead"] = chain_s / chain
     m = _model([helper.make_node("Add", ["x0", "one"], ["x1"])],
                [helper.make_tensor_value_info("x0", f32, [16]), helper.make_tensor_value_info("one", f32, [16])],
                helper.make_tensor_value_info("x1", f32, [16]))
     sess = _session(m, threads)
-    out["launch"] = max(0.0, _time(lambda: sess.run(None, feed), runs) - out["overhead"])
+    out["launch"] = max(0.0, _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs) - out["overhead"])
     out["vector_ops"] = _vector(threads, runs, quick)
     out["vector"] = statistics.median(out["vector_ops"].values())
     out["steps"] = _steps(threads, runs, quick)
@@ -258,7 +257,7 @@ def _rows_chain(count: int, threads: int, runs: int, quick: bool, fixed_s: float
     out = {}
     for m in ROWS[::2] if quick else ROWS:
         feed = {"x0": rng.standard_normal((m, k), dtype=np.float32)}
-        secs = _time(lambda: sess.run(None, feed), runs) - fixed_s
+        secs = _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs) - fixed_s
         out[m] = 2.0 * m * k * k * count / max(secs, 1e-9)
     return out
 
@@ -292,7 +291,7 @@ def _add_bandwidth(threads: int, runs: int, numel: int) -> float:
                helper.make_tensor_value_info("y", f32, [numel]))
     sess = _session(m, threads)
     feed = {"a": np.ones(numel, np.float32), "b": np.ones(numel, np.float32)}
-    return 3 * 4 * numel / _time(lambda: sess.run(None, feed), runs)
+    return 3 * 4 * numel / _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs)
 
 
 # (T, head dim): the per-(batch, head) products of attention, Q K^T (T x d x T), 16 of them in one batched MatMul
@@ -317,7 +316,7 @@ def _attention(threads: int, runs: int, quick: bool, fixed_s: float) -> dict[str
         feed = {"q": rng.standard_normal((g, t, dh), dtype=np.float32),
                 "k": rng.standard_normal((g, dh, t), dtype=np.float32)}
         v = 2.0 * t * dh * t
-        secs = max(_time(lambda: sess.run(None, feed), runs) - fixed_s, 1e-9)
+        secs = max(_time(lambda sess=sess, feed=feed: sess.run(None, feed), runs) - fixed_s, 1e-9)
         out[f"{g}x{t}x{dh}x{t}"] = (v, g * v / secs)
     return out
 
@@ -341,14 +340,14 @@ def _vector(threads: int, runs: int, quick: bool) -> dict[str, float]:
         model = _lowered(op, full, shape)
         sess = _session(model, threads)
         out[op + ("" if not args else "(" + ",".join(f"{k}={v}" for k, v in args.items()) + ")")] = \
-            other / _time(lambda: sess.run(None, {"x": x}), runs)
+            other / _time(lambda sess=sess: sess.run(None, {"x": x}), runs)
     return out
 
 
 def profile_text(name: str, m: dict[str, Any], threads: int) -> str:
     import onnxruntime as ort
 
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     mm = ", ".join(f"{n} {v / 1e9:.1f}" for n, v in m["matmul"].items())
     vec = ", ".join(f"{n} {v / 1e9:.2f}" for n, v in m["vector_ops"].items())
     att = ", ".join(f"{n} {thr / 1e9:.1f} GFLOP/s" for n, (_, thr) in m["attention"].items())
