@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .version import __version__
+
 if TYPE_CHECKING:
     from .compilation import Compilation, Options
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "compile_file"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from metagen_backends import BACKENDS, REQUIRES
 
-from . import __version__
+from .version import __version__
 from .outputs import SAFE_NAME, OutputError, commit, write_outputs
 
 # The compiler itself is imported inside main(), so that `command` turns the collector off before the

@@ -275,7 +275,7 @@ def _parser_fingerprint() -> str:
     code that builds and defines the AST (an edited checkout keeps its version number)."""
     import hashlib
 
-    from . import __version__
+    from .version import __version__
     from . import ast as ast_module
     from . import parser as parser_module
     from . import span as span_module

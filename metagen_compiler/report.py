@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .compilation import Compilation
 from .escape import json_value
 

@@ -45,7 +45,9 @@ def _imports(name: str, f: Path, known: dict[str, Path]) -> set[str]:
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            targets += [mod, *(f"{mod}.{a.name}" for a in node.names)]
+            subs = [f"{mod}.{a.name}" for a in node.names]
+            # `from . import ast` needs the submodule; the package itself only for a name defined in it
+            targets += [*subs, *([mod] if any(x not in known for x in subs) else [])]
         elif isinstance(node, ast.Import):
             targets += [a.name for a in node.names]
         out |= {t for t in targets if t in known and t != name}

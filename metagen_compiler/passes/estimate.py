@@ -28,7 +28,7 @@ from ..compilation import Compilation
 from ..diagnostics import Note
 from ..graph import GraphIR, dump_graph
 from ..limits import LIMIT_CODE, LIMITS_HINT
-from ..primitives import PRIMITIVES, fmt_shape, moe_capacity, subst_dim
+from ..primitives import PRIMITIVES, fmt_shape, subst_dim
 from ..program import Program, device_profiles
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
@@ -36,131 +36,6 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 
 def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]:
     return tuple(subst_dim(d, symbols) for d in shape)
-
-
-# Primitives whose outputs are views of their first input (no new storage): saving one of them keeps
-# the whole input's storage alive, and saving both counts it once. Dropout with p = 0 returns its input.
-VIEW_OPS = frozenset({"split", "split_sizes", "transpose", "flatten", "select", "identity", "permute", "unflatten",
-                      "drop_prefix"})
-
-
-def aliases_input(op: str, args: dict[str, Any]) -> bool:
-    return op in VIEW_OPS or (op == "dropout" and not args.get("p"))
-
-
-def saved_extra_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]) -> int:
-    """Bytes autograd keeps for a primitive beyond its inputs and outputs (PyTorch's CPU kernels, fp32).
-
-    layernorm: mean and rstd per row; layernorm2d: mean and rstd per position (B x H x W);
-    groupnorm: mean and rstd per sample and group (B x groups);
-    rmsnorm: rstd per row and the normalised tensor before the weight;
-    grouped_layernorm: mean and rstd per row and group, and the normalised tensor before the weight;
-    batchnorm, batchnorm1d: mean and invstd per channel; frozen_batchnorm: its scale per channel;
-    reparameterize (training): exp(logvar) for the KL term, the standard deviation and the noise, 3 x (B, latent);
-    sdpa: the log-sum-exp per query row (flash attention);
-    maxpool2d: int64 indices of the output's size; rope: cos and sin tables (T, head size);
-    dropout with p > 0: the scaled fp32 mask; causal_conv1d: its left-padded input (B, C, T + kernel - 1);
-    selective_scan: exp(A_log) and A (d_inner x d_state each), softplus(dt) and dt * x (B, T, d_inner each),
-    exp(dt A) (B, T, d_inner, d_state), the stacked states for C h (the same size) and each step's previous
-    state (T of (B, d_inner, d_state), the first being the zero state); moe without a capacity limit: the
-    router probabilities, the gathered rows and their outputs (N top_k, D), the four (N top_k, hidden) tensors,
-    the int64 top-k ids, gather and ungather indices, the gates; moe (N tokens, capacity C): the
-    expert buffer (E C + 1, D), both expert projections, their silu and product (E, C, hidden), the router
-    probabilities (N, E), the int64 expert ids and destinations and the bool kept-mask (N top_k each), the
-    gathered outputs (N top_k, D), the masked gates, with normalize the raw top-k gates and their sums, and
-    the routed fractions (E,); s4d (H channels, M = d_state / 2 modes): the positions (T,), exp(log_dt) (H,),
-    15 tensors of (H, M) on the way to the kernel, five of (H, M, T), the flipped kernel (H, T) and the padded
-    input (B, H, 2T - 1)."""
-    if op == "layernorm":
-        return 2 * 4 * (math.prod(ins[0]) // ins[0][-1])
-    if op == "layernorm2d":
-        return 2 * 4 * (math.prod(ins[0]) // ins[0][1])
-    if op == "groupnorm":
-        return 2 * 4 * ins[0][0] * int(args["groups"])
-    if op == "rmsnorm":
-        return 4 * (math.prod(ins[0]) // ins[0][-1]) + 4 * math.prod(outs[0])
-    if op == "grouped_layernorm":
-        return 2 * 4 * (math.prod(ins[0]) // int(args["dim"])) + 4 * math.prod(outs[0])
-    if op == "reparameterize":
-        return 3 * 4 * math.prod(outs[0])
-    if op in ("batchnorm", "batchnorm1d"):
-        return 2 * 4 * int(args["channels"])
-    if op == "frozen_batchnorm":  # the per-channel scale x is multiplied by
-        return 4 * int(args["channels"])
-    if op == "sdpa":
-        b, t, _ = ins[0]
-        return 4 * b * int(args["heads"]) * t
-    if op == "maxpool2d":
-        return 8 * math.prod(outs[0])
-    if op == "rope":
-        t, c = ins[0][1], ins[0][2]
-        return 2 * 4 * t * (c // int(args["heads"]))
-    if op == "causal_conv1d":
-        b, t, c = ins[0]
-        return 4 * b * c * (t + int(args["kernel"]) - 1)
-    if op == "selective_scan":
-        b, t, d = ins[0]
-        n = int(args["d_state"])
-        return 4 * (2 * d * n + 2 * b * t * d + 2 * b * t * d * n + t * b * d * n)
-    if op == "s4d":
-        b, t, h = ins[0]
-        m = int(args["d_state"]) // 2
-        return 4 * (t + h + 15 * h * m + 5 * h * m * t + h * t + b * h * (2 * t - 1))
-    if op == "moe":
-        n, k, e = math.prod(ins[0][:-1]), int(args["top_k"]), int(args["experts"])
-        cap, d, h = moe_capacity(args, n), int(args["d_model"]), int(args["hidden"])
-        gates = 4 * n * k + 4 * n if args["normalize"] else 0
-        if cap is None:  # no capacity limit: the gathered rows, their outputs and three int64 indices (N top_k each)
-            return 16 * n * k * h + 8 * n * k * d + 4 * n * e + 28 * n * k + gates + 4 * e
-        return 16 * e * cap * h + 4 * (e * cap + 1) * d + 4 * n * e + 21 * n * k + 4 * n * k * d + gates + 4 * e
-    if op == "dropout" and args.get("p"):
-        return 4 * math.prod(outs[0])
-    if op in ("lstm", "gru"):
-        return _rnn_saved_bytes(op, args, ins[0])
-    if op == "quick_gelu":  # sigmoid(1.702 x), kept beside x
-        return 4 * math.prod(outs[0])
-    if op == "l2_normalize":  # the norm and its clamp, one value per row each
-        return 2 * 4 * (math.prod(ins[0]) // ins[0][int(args["dim"])])
-    if op == "eot_pool":  # the int64 row and column indices
-        return 2 * 8 * ins[0][0]
-    if op == "contrastive_logits":  # the unscaled similarities and exp(logit_scale)
-        return 4 * math.prod(outs[0]) + 4
-    if op in ("gcn_conv", "gat_conv"):
-        return _graph_conv_saved_bytes(op, args, ins)
-    if op == "graph_mean_pool":  # the node count per graph, the divisor
-        return 4 * int(args["graphs"])
-    return 0
-
-
-def _graph_conv_saved_bytes(op: str, args: dict[str, Any], ins: list[tuple[int, ...]]) -> int:
-    """Beyond the node features: the int64 sources and targets with self loops (E' = E + N each, for the
-    gathers and the scatter) and the scaled messages the scatter adds up (index_add keeps its source);
-    gcn_conv: the normalisation per edge (E',); gat_conv (H heads of C): the projected features h (N, H C), per edge and head the LeakyReLU input, exp, the gathered
-    softmax sums and alpha (E', H), the gathered features (E', H, C)."""
-    n, e = ins[0][0], ins[1][1] + ins[0][0]
-    if op == "gcn_conv":
-        return 2 * 8 * e + 4 * e + 4 * e * int(args["out_features"])
-    h, c = int(args["heads"]), int(args["out_features"])
-    return 2 * 8 * e + 4 * n * h * c + 4 * 4 * e * h + 2 * 4 * e * h * c
-
-
-def _rnn_saved_bytes(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
-    """What PyTorch 2.13's CPU kernels keep for an nn.LSTM / nn.GRU (none of it a graph tensor).
-
-    GRU (the native cell): a time-major copy of each layer's input per direction, and per step, layer and
-    direction 7 x B x hidden floats (gates and states). LSTM (oneDNN): a time-major copy of the input and
-    of each layer's output, and a workspace measured at about 16 floats per hidden unit, step, layer and
-    direction at hidden sizes of 64 and more (more at tiny sizes, where its allocations round up to 4 KiB
-    pages): fitted, not derived."""
-    b, t, n_in = x
-    h, layers = int(args["hidden"]), int(args["layers"])
-    dirs = 2 if args["bidirectional"] else 1
-    per_step = layers * dirs * t * b * h
-    if op == "gru":
-        copies = dirs * b * t * n_in + (layers - 1) * dirs * b * t * h * dirs
-        return 4 * (copies + 7 * per_step)
-    return 4 * (b * t * n_in + layers * b * t * h * dirs + 16 * per_step)
-
 
 
 def _saved_inputs(g: Any, prim: Any, in_ts: list[Any], in_roots: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -203,27 +78,6 @@ def _by_rows(table: list[tuple[Any, Any]], rows: int) -> float:
     return pts[-1][1]
 
 
-def _matmul_calls(op: str, args: dict[str, Any], x: tuple[int, ...]) -> int:
-    """How many independent matrix products a node's matmul FLOPs split into: attention runs one per
-    (batch, head), whatever its total."""
-    if op in ("sdpa", "sdpa_bias"):
-        return max(1, x[0] * int(args.get("heads", 1)))
-    return 1
-
-
-def _recurrence(op: str, args: dict[str, Any], x: tuple[int, ...]) -> tuple[str, int, int, int] | None:
-    """A node that runs step by step: (the profile's per-step cost, steps, matmul FLOPs of one step's
-    recurrent product, state elements each step pays `scan_element` for); None for a node that runs at once."""
-    if op in ("lstm", "gru"):
-        b, t, _ = x
-        h, dirs, gates = int(args["hidden"]), 2 if args["bidirectional"] else 1, 4 if op == "lstm" else 3
-        return "rnn_step", t * int(args["layers"]) * dirs, 2 * b * gates * h * h, 0
-    if op == "selective_scan":
-        b, t, _ = x
-        return "scan_step", t, 0, b * int(args["d_inner"]) * int(args["d_state"])
-    return None
-
-
 def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) -> dict[str, Any]:
     syms = symbols or ir.symbols
     g = ir.g
@@ -254,14 +108,14 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
         total_other += other
         in_roots = [root[(t.node, t.port)] for t in in_ts]
         for i in range(len(outs)):
-            root[(n, i)] = in_roots[0] if aliases_input(d["op"], d["args"]) else (n, i)
+            root[(n, i)] = in_roots[0] if prim.aliases(d["args"]) else (n, i)
         if prim.saves in ("input", "both"):
             saved.update(_saved_inputs(g, prim, in_ts, in_roots))
         if prim.saves == "first":
             saved.add(in_roots[0])
         if prim.saves in ("output", "both"):
             saved.update(root[(n, i)] for i in range(len(outs)))
-        saved_extra += saved_extra_bytes(d["op"], d["args"], ins, outs)
+        saved_extra += prim.saved(d["args"], ins, outs)
     saved_bytes = sum(port_bytes[t] for t in saved) + saved_extra
     # peak of live activations (inference): a tensor lives until its last consumer has run
     order = ir.topo()
@@ -289,12 +143,13 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
         if n in folded:
             continue
         d = g.nodes[n]
-        wbytes = sum(math.prod(s) for s in PRIMITIVES[d["op"]].weights(d["args"]).values()) if d.get("module") else 0
+        prim = PRIMITIVES[d["op"]]
+        wbytes = sum(math.prod(s) for s in prim.weights(d["args"]).values()) if d.get("module") else 0
         in_ts = ir.in_tensors(n)
         act_bytes = sum(bytes_out[x.node] for x in in_ts) + bytes_out[n]
         x0 = concrete(ir.shape_of(in_ts[0]), syms)
-        calls = _matmul_calls(d["op"], d["args"], x0) if mm else 1
-        costed.append((mm, other, wbytes, act_bytes, d["op"], d["args"], x0, calls, _recurrence(d["op"], d["args"], x0)))
+        calls = prim.matmul_calls(d["args"], x0) if mm else 1
+        costed.append((mm, other, wbytes, act_bytes, d["op"], d["args"], x0, calls, prim.recurrence(d["args"], x0)))
     for dev, prof in device_profiles(prog).items():
         latency[dev] = {}
         for dtype in ("fp32", "bf16"):

@@ -323,7 +323,7 @@ def _attention(threads: int, runs: int, quick: bool, fixed_s: float) -> dict[str
 
 def _vector(threads: int, runs: int, quick: bool) -> dict[str, float]:
     """Non-matmul throughput: each primitive below, lowered by the ONNX backend as the models are, on a
-    (512, 1024) tensor; rate = the estimator's own `flops_other` for that primitive (primitives.py) per
+    (512, 1024) tensor; rate = the estimator's own `flops_other` for that primitive (metagen_compiler/primitives/) per
     second measured, so that estimate and measurement count alike."""
     import numpy as np
 
