@@ -140,3 +140,12 @@ def test_vscode_extension_manifest() -> None:
         for name, version in pkg[section].items():
             assert re.fullmatch(r"\d+\.\d+\.\d+", version), (name, version)
             assert lock["packages"][f"node_modules/{name}"]["version"] == version
+
+
+def test_textmate_primitive_list_is_generated_from_the_table() -> None:
+    """The grammar's primitive alternation is what `python -m metagen_compiler.editor.textmate` writes from
+    PRIMITIVES: a new primitive reaches the editor by regenerating, not by hand."""
+    from metagen_compiler.editor.textmate import GRAMMAR, updated
+
+    text = GRAMMAR.read_text(encoding="utf-8")
+    assert updated(text) == text, "run python -m metagen_compiler.editor.textmate"
