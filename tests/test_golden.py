@@ -5,6 +5,8 @@ Update with `pytest --snapshot-update` and read the diff like code.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from conftest import EXAMPLES, ROOT, compile_path
@@ -20,10 +22,13 @@ def _id(p):  # type: ignore[no-untyped-def]
     return p.stem if p.parent.name == "examples" else p.parent.name
 
 
-def _compile(path, **kw):  # type: ignore[no-untyped-def]
+@functools.cache
+def _compile(path, verify=False):  # type: ignore[no-untyped-def]
+    """Each spec compiled once for all its stage dumps (once more, without the verifier, for model.py): the
+    dumps only read the compilation."""
     lib = path.parent / "lib"
     opts = Options(search_paths=(lib,)) if lib.is_dir() else Options()
-    return compile_path(path, options=opts, **kw)
+    return compile_path(path, options=opts, verify=verify)
 
 STAGES = ("parse", "check", "solve", "shapes", "estimate", "constraints")
 
