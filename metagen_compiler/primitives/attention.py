@@ -1,7 +1,4 @@
-"""Attention and position encodings.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Attention and position encodings."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Convolutions, pooling and resampling over images, volumes and signals.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Convolutions, pooling and resampling over images, volumes and signals."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Set prediction: object queries and pair selection.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Set prediction: object queries and pair selection."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Activations, dropout and element-wise arithmetic.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Activations, dropout and element-wise arithmetic."""
 
 from __future__ import annotations
 

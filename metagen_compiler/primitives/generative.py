@@ -1,7 +1,4 @@
-"""Generative models' pieces: the VAE's sampling, diffusion timesteps.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Generative models' pieces: the VAE's sampling, diffusion timesteps."""
 
 from __future__ import annotations
 

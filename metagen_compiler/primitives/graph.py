@@ -1,7 +1,4 @@
-"""Message passing over an edge index.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Message passing over an edge index."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Learned projections and embeddings: linear maps, lookups, learned tokens and scales.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Learned projections and embeddings: linear maps, lookups, learned tokens and scales."""
 
 from __future__ import annotations
 

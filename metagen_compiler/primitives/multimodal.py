@@ -1,7 +1,4 @@
-"""Audio front ends and joint embeddings: log-mel spectrograms, pooled text features, contrastive logits.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Audio front ends and joint embeddings: log-mel spectrograms, pooled text features, contrastive logits."""
 
 from __future__ import annotations
 

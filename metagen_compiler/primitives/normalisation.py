@@ -1,7 +1,4 @@
-"""Normalisation layers.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Normalisation layers."""
 
 from __future__ import annotations
 

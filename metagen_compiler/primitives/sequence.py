@@ -1,7 +1,4 @@
-"""Recurrent and state-space layers and the mixture of experts.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Recurrent and state-space layers and the mixture of experts."""
 
 from __future__ import annotations
 

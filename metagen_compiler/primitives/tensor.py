@@ -1,7 +1,4 @@
-"""Shape operations: split, join, reorder, select and reduce.
-
-Each primitive's declaration (signature, weights, shapes, FLOPs, checks) with the helpers only it uses;
-the package's __init__ collects them into PRIMITIVES."""
+"""Shape operations: split, join, reorder, select and reduce."""
 
 from __future__ import annotations
 
