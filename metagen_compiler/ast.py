@@ -14,10 +14,10 @@ __all__ = [
     "subnodes",
     "Node", "Ident", "Expr", "Num", "Quantity", "Str", "Unknown", "Bool", "Name", "Call", "Arg",
     "BinOp", "Index", "Neg", "Compare", "BoolOp", "Not", "TupleExpr", "ListExpr", "Apply", "Layer",
-    "NamedType", "EnumType", "TypeExpr", "MultipleOf", "InRange", "DimConstraint", "Param",
+    "NamedType", "EnumType", "TypeExpr", "MultipleOf", "InRange", "InSet", "DimConstraint", "Param",
     "Input", "Assign", "Let", "Return", "If", "Require", "Stmt", "Block",
     "EncoderSlot", "HeadSlot", "Tie", "Prefer", "Family", "Field", "MetaGroup", "MetaEntry",
-    "Preset", "Device", "Task", "Constraint", "Architecture", "Model", "Import", "Module", "dump",
+    "Preset", "Device", "Task", "Constraint", "Architecture", "Training", "Model", "Import", "Module", "dump",
 ]
 
 
@@ -175,7 +175,14 @@ class InRange(Node):
     hi: Expr
 
 
-DimConstraint = Union[MultipleOf, InRange]
+@dataclass(frozen=True)
+class InSet(Node):
+    """`in {a, b, c}`: the values an open `?` may take, in the order written (an enumerated choice)."""
+
+    items: tuple[Expr, ...]
+
+
+DimConstraint = Union[MultipleOf, InRange, InSet]
 
 
 @dataclass(frozen=True)
@@ -326,6 +333,13 @@ class Architecture(Node):
 
 
 @dataclass(frozen=True)
+class Training(Node):
+    """`training { optimizer = adamw; lr = 3e-4; ... }`: the defaults of the generated train.py."""
+
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True)
 class Model(Node):
     name: Ident
     inputs: tuple[Ident, ...]
@@ -336,6 +350,9 @@ class Model(Node):
     architecture: Architecture | None
     metadata: tuple[MetaEntry, ...]
     modality_span: Span | None = field(default=None, repr=False, compare=False)
+    # `training { ... }` sections, in source order: one is allowed (a second is E104); a tuple, so that a model
+    # without one dumps as before
+    training: tuple[Training, ...] = ()
 
 
 @dataclass(frozen=True)

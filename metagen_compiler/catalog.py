@@ -7,6 +7,7 @@ support all read the same lists.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 
 __all__ = [
     "CONSTRAINTS",
@@ -89,9 +90,11 @@ TASK_FIELDS = {
     "num_classes": "int", "num_labels": "int", "horizon": "int", "lookback": "int", "action_space": "enum",
     "num_actions": "int", "domain": "str", "algorithm": "str", "num_queries": "int", "vocab": "int",
     "num_items": "int", "num_users": "int", "embedding_dim": "int", "output_dim": "int",
-    # the YAML schema's num_outputs, action_dim and node_features: the family parameters they set
-    "outputs": "int", "action_dim": "int", "features": "int",
+    # the YAML schema's num_outputs, action_dim, node_features and mask_resolution: the family parameters they set
+    "outputs": "int", "action_dim": "int", "features": "int", "mask_size": "int",
 }
+
+_FUSED = ("image", "text", "audio", "video")  # the inputs std.hybrid's fusion families have a front end for
 
 # A seeds-style family name (`transformer`, `cnn`) picks a stdlib family by the input modality.
 # (group, input modality) -> (stdlib module, family qualname). `None` modality = any.
@@ -107,9 +110,9 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
                     ("text@embedding", "transformer.encoder"), ("text@question_answering", "transformer.encoder"),
                     ("text@sequence_labeling", "transformer.encoder"),
                     ("text", "transformer.decoder"), ("time_series", "forecast.tft"),
-                    # no transformer of these inputs is built: the nearest family, with a warning (yaml_schema)
-                    ("graph@graph_classification", "graph.gat_graph"), ("graph", "graph.gat"),
-                    ("point_cloud", "pointcloud.pointnet"), ("tabular", "tabular.mlp"),
+                    # no graph transformer over a batch of graphs is built: graph attention, with a warning (yaml_schema)
+                    ("graph@graph_classification", "graph.gat_graph"), ("graph", "graphtransformer.gps"),
+                    ("point_cloud", "pointtransformer.pct"), ("tabular", "tabtransformer.ft_transformer"),
                     (None, "transformer.decoder")),
     "clip": (("image+text", "multimodal.clip"),),
     "vlm": (("image+text", "vlm.vlm"),),
@@ -124,13 +127,18 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
             ("image@object_detection", "detection.yolo"),
             ("image@anomaly_detection", "autoencoder.conv_autoencoder"),
             ("image", "vision.resnet"),
-            ("video", "video.divided")),  # no 3D CNN yet: a warning says so (yaml_schema.FAMILY_FALLBACKS)
+            ("video", "videocnn.resnet3d")),  # R(2+1)D; `variant: r3d_18` the full 3-D convolutions
     "impala": (("image", "rl.impala_cnn"),),
     "resnet": (("image", "vision.resnet"),),
     "convnext": (("image", "vision.convnext"),),
-    # a convolutional front end feeding a transformer; where none is built, the nearest family and a warning
-    "hybrid": (("image+text@contrastive", "multimodal.clip"), ("image+text", "vlm.vlm"), ("image", "vision.hybrid"),
-               ("audio", "seq2seq.whisper"), ("text", "transformer.decoder"), ("time_series", "forecast.tft")),
+    # a convolutional front end feeding a transformer, for each input; several inputs: one joint encoder (std.hybrid
+    # fusion, fusion3), but contrastive image-text (CLIP) and image-text to text (the VLM), with a warning (yaml_schema)
+    "hybrid": (*((f"{a}+{b}+{c}", "hybrid.fusion3") for a, b, c in combinations(_FUSED, 3)),
+               ("image+text@contrastive", "multimodal.clip"), ("image+text@text", "vlm.vlm"),
+               *((f"{a}+{b}", "hybrid.fusion") for a, b in combinations(_FUSED, 2)),
+               ("image", "vision.hybrid"), ("audio@text", "seq2seq.whisper"), ("audio", "hybrid.audio"),
+               ("text", "hybrid.conv_decoder"), ("time_series", "forecast.tft")),
+    "conv_decoder": (("text", "hybrid.conv_decoder"),),
     "mlp": (("tabular@policy_gradient", "rl.mlp_agent"), ("tabular@value_based", "rl.mlp_agent"),
             ("tabular@actor_critic", "rl.mlp_agent"), ("tabular@model_based", "rl.world_model"),
             ("tabular@anomaly_detection", "autoencoder.autoencoder"), ("tabular@embedding", "autoencoder.autoencoder"),
@@ -172,6 +180,13 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
     "temporal_fusion": (("time_series", "forecast.tft"),),  # the seeds' variant name
     "tft": (("time_series", "forecast.tft"),),
     "maskformer": (("image", "segmentation.maskformer"),),  # not Mask2Former (masked attention, multi-scale)
+    "r2plus1d": (("video", "videocnn.resnet3d"),),  # the seeds' variant names of the 3-D ResNets
+    "resnet3d": (("video", "videocnn.resnet3d"),),
+    "gps": (("graph", "graphtransformer.gps"),),
+    "graph_transformer": (("graph", "graphtransformer.gps"),),
+    "pct": (("point_cloud", "pointtransformer.pct"),),
+    "point_transformer": (("point_cloud", "pointtransformer.pct"),),
+    "ft_transformer": (("tabular", "tabtransformer.ft_transformer"),),
 }
 
 

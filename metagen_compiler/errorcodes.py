@@ -52,6 +52,12 @@ _TABLE = [
     ("E208", "missing-field", "A required section or field is absent."),
     ("E209", "bad-constraint", "A constraint is malformed (wrong comparison, missing device, ...)."),
     ("E210", "division-by-zero", "A dimension expression divides by zero."),
+    ("E211", "out-of-range", "A value lies outside the range its setting allows (a negative learning rate, an EMA "
+     "decay of 1, more warmup steps than training steps, ...)."),
+    ("E212", "conflicting-settings", "Two settings that exclude each other are both given (training `steps` and "
+     "`epochs`, ...)."),
+    ("E213", "empty-choice", "An enumerated choice `? in {...}` lists no value."),
+    ("E214", "duplicate-choice", "An enumerated choice `? in {...}` lists a value twice."),
     # E3xx: modality, task, architecture
     ("E301", "unsupported-modality", "The family has no encoder for an input modality, or no head for the task."),
     ("E303", "bad-tie", "A weight tie names a parameter that does not exist or has another shape."),

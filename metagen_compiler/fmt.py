@@ -43,9 +43,9 @@ _TIGHT_BEFORE = (")", "]", "}", ",", ":", ".", "..")
 _TIGHT_AFTER = ("(", "[", "{", ".", "..")
 # statements with a `{ ... }` part that may stay on one line when written so
 _INLINE_OK = frozenset({"task_stmt", "constraints_stmt", "architecture_stmt", "metadata_stmt", "meta_group",
-                        "preset_def", "device_def", "if_stmt"})
+                        "training_stmt", "preset_def", "device_def", "if_stmt"})
 _DEFINITIONS = frozenset({"block_def", "family_def", "preset_def", "device_def", "model_def"})
-_BRACKETED_LISTS = frozenset({"params", "args", "list", "tuple", "enum_type"})
+_BRACKETED_LISTS = frozenset({"params", "args", "list", "tuple", "enum_type", "choices"})
 _BARE_LISTS = frozenset({"name_list", "modality_list", "input_stmt", "assign_stmt", "return_stmt"})
 _COMMENT = re.compile(r"#[^\n]*")
 _GROUP_IDS = itertools.count(1)  # break-point groups (a list, a pipe chain): unique across flatteners
@@ -380,7 +380,7 @@ class _Printer:
             f.emit(open_)
             for k, it in enumerate(items):
                 if k:
-                    if f.toks[-1].text == "}":  # nothing may separate `{ ... }` from what follows
+                    if _split_braced(items[k - 1]) is not None:  # nothing may separate `{ ... }` from what follows
                         return False
                     f.toks[-1].text += ";"
                 f.space_next = True
@@ -396,12 +396,13 @@ class _Printer:
         out: list[_Line] = []
         prev_last = -1
         prev_single = False
+        prev_braced = False  # a statement with a `{ ... }` body ends its row (`x = ? in {a, b}` does not)
         for it in items:
             lines = self.item(it, indent)
             toks = list(_tokens(it))
             first = toks[0].line or 0
             single = len(lines) == 1
-            if (out and single and prev_single and first == prev_last and not out[-1].text.endswith("}")
+            if (out and single and prev_single and first == prev_last and not prev_braced
                     and indent + len(out[-1].text) + 2 + len(lines[0].text) <= WIDTH):
                 row = out[-1]
                 row.text += "; " + lines[0].text
@@ -411,6 +412,7 @@ class _Printer:
                 out += lines
             prev_last = max(t.end_line or 0 for t in toks if str(t) != ";")
             prev_single = single
+            prev_braced = _split_braced(it) is not None
         return out
 
 

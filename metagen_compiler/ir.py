@@ -57,6 +57,7 @@ class SolveReport:
     fill: float | None = None
     candidates: int = 0
     seconds: float = 0.0
+    first_choices: list[str] = field(default_factory=list)  # open choices `? in {a, b}` given their first value
 
 
 @dataclass
@@ -83,6 +84,10 @@ class SpecIR:
     metrics: list[str] = field(default_factory=list)
     dims: dict[str, Value] = field(default_factory=dict)
     solve: SolveReport | None = None
+    # the `training { ... }` section (training_section.py): plain JSON values keyed by train.py's flag names, and
+    # the keys among them that set a family parameter instead (key -> parameter; not written to training.json)
+    training: dict[str, Any] = field(default_factory=dict)
+    training_family: dict[str, str] = field(default_factory=dict)
 
     def constraint(self, kind: str) -> list[ConstraintIR]:
         return [c for c in self.constraints if c.kind == kind]
@@ -95,6 +100,16 @@ def _layer_text(ly: A.Layer) -> str:
         (f"{a.name.name} = " if a.name else "") + expr_text(a.value) for a in ly.args) + ")"
     rep = f"repeat({expr_text(ly.repeat)}) " if ly.repeat is not None else ""
     return f"{rep}{ly.callee.dotted}{args}"
+
+
+def _constraint_text(c: A.DimConstraint) -> str:
+    from .format_expr import expr_text
+
+    if isinstance(c, A.MultipleOf):
+        return f" multiple_of {expr_text(c.value)}"
+    if isinstance(c, A.InSet):
+        return " in {" + ", ".join(expr_text(i) for i in c.items) + "}"
+    return f" in {expr_text(c.lo)}..{expr_text(c.hi)}"
 
 
 def dump_spec(spec: SpecIR) -> str:
@@ -115,9 +130,7 @@ def dump_spec(spec: SpecIR) -> str:
     out.append("  bindings:")
     for k, b in spec.bindings.items():
         val = expr_text(b.expr) if b.expr is not None else format_value(b.value)
-        cons = "".join(
-            f" multiple_of {expr_text(c.value)}" if isinstance(c, A.MultipleOf) else f" in {expr_text(c.lo)}..{expr_text(c.hi)}"
-            for c in b.constraints)
+        cons = "".join(_constraint_text(c) for c in b.constraints)
         out.append(f"    {k} = {val}{cons}    # {b.source}")
     for s in spec.encoders:
         out.append(f"  encoder {s.key}: {_layer_text(s.layer)}" + (f"    # {s.note}" if s.note else ""))
@@ -134,6 +147,10 @@ def dump_spec(spec: SpecIR) -> str:
     if spec.solve and spec.solve.unknowns:
         fill = f", fill {spec.solve.fill:.4f}" if spec.solve.fill is not None else ""
         out.append(f"  solved: {', '.join(spec.solve.unknowns)}; binding: {spec.solve.binding}{fill}")
+    if spec.solve and spec.solve.first_choices:
+        out.append(f"  first choice: {', '.join(spec.solve.first_choices)}")
+    if spec.training:
+        out.append("  training: " + json.dumps(spec.training, sort_keys=True))
     if spec.metadata:
         out.append("  metadata: " + json.dumps(spec.metadata, sort_keys=True))
     return "\n".join(out) + "\n"

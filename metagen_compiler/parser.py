@@ -209,6 +209,7 @@ class _ToAst(Transformer[Any, Any]):
         constraints: list[A.Constraint] = []
         arch = None
         metadata: list[A.MetaEntry] = []
+        training: list[A.Training] = []
         extra: list[tuple[str, Span, Span]] = []  # (statement, repeated at, first given at)
         for s in stmts:
             kind = s[0]
@@ -230,9 +231,13 @@ class _ToAst(Transformer[Any, Any]):
                 arch = s[1]
             elif kind == "metadata":
                 metadata.extend(s[1])
+            elif kind == "training":
+                if training:
+                    extra.append(("training", s[1].span, training[0].span))
+                training.append(s[1])
         model = A.Model(
             self._span(meta), self._ident(name), inputs, outputs, task, tuple(objectives),
-            tuple(constraints), arch, tuple(metadata), modality_span,
+            tuple(constraints), arch, tuple(metadata), modality_span, tuple(training),
         )
         if extra:
             # duplicates are reported by the resolver; keep them visible on the node
@@ -275,6 +280,10 @@ class _ToAst(Transformer[Any, Any]):
         return ("metadata", items)
 
     @v_args(meta=True)
+    def training_stmt(self, meta: Any, items: list[Any]) -> tuple[str, A.Training]:
+        return ("training", A.Training(self._span(meta), tuple(f for f in items if f is not None)))
+
+    @v_args(meta=True)
     def meta_group(self, meta: Any, items: list[Any]) -> A.MetaGroup:
         name, *entries = items
         return A.MetaGroup(self._span(meta), self._ident(name), tuple(entries))
@@ -291,6 +300,13 @@ class _ToAst(Transformer[Any, Any]):
     @v_args(meta=True)
     def in_range(self, meta: Any, items: list[Any]) -> A.InRange:
         return A.InRange(self._span(meta), items[0], items[1])
+
+    @v_args(meta=True)
+    def in_set(self, meta: Any, items: list[Any]) -> A.InSet:
+        return A.InSet(self._span(meta), tuple(items[0] or ()))
+
+    def choices(self, items: list[Any]) -> list[Any]:
+        return items
 
     # -------------------------------------------------------- expressions
     @v_args(meta=True)

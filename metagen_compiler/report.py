@@ -43,13 +43,16 @@ def build_report(comp: Compilation, backends: list[str]) -> dict[str, Any]:
                              "not measured"},
         "constraints": comp.graph.g.graph["constraints"],
         "dims": {k: jsonable(v) for k, v in spec.dims.items()},
-        "solve": {"unknowns": spec.solve.unknowns, "binding": spec.solve.binding, "fill": spec.solve.fill}
+        "solve": {"unknowns": spec.solve.unknowns, "binding": spec.solve.binding, "fill": spec.solve.fill,
+                  **({"first_choices": spec.solve.first_choices} if spec.solve.first_choices else {})}
         if spec.solve else None,
         "task": {"name": spec.task, "loss": spec.loss, "metrics": spec.metrics, "fields": jsonable(spec.task_fields)},
         "family": spec.family.qualname,
         "preset": spec.preset,
         "modality": {"inputs": [n for n, _ in spec.inputs], "outputs": [n for n, _ in spec.outputs]},
         "metadata": spec.metadata,
+        # the spec's `training { ... }` settings (all of them: also those set as Config defaults); absent without one
+        **({"training": jsonable(spec.training)} if spec.training else {}),
         "warnings": [{"code": d.code, "message": d.message} for d in comp.bag.sorted() if d.severity.value == "warning"],
         "compiler": {"name": "metagenc", "version": __version__,
                      "input_sha256": hashlib.sha256(comp.source.text.encode("utf-8")).hexdigest(),

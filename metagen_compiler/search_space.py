@@ -2,8 +2,11 @@
 
 The space is read the way the solver reads it: the check pass builds the spec's bindings, and each binding
 whose expression is `?` is a dimension whose values are the solver's own domain (`in lo..hi`, stepped by
-`multiple_of`; `passes.solve._domain`). A trial fixes every dimension with the `--set NAME=VALUE` path
-(`overrides.apply_overrides`), in process, so the compile that follows is the one `metagenc --set` runs.
+`multiple_of`; `passes.solve._domain`), or, for an enumerated choice `? in {layernorm, rmsnorm}` (any kind of
+value, numbers included), a categorical dimension over the values listed (`Dimension.choices`; sampled with
+Optuna's `suggest_categorical` by `Dimension.suggest`, written back as MSL text by `Dimension.text`). A trial
+fixes every dimension with the `--set NAME=VALUE` path (the `overrides` pass), in process, so the compile that
+follows is the one `metagenc --set` runs.
 
 `filled_text` writes the spec with the holes filled: each `? ...` in the user's file is replaced by its
 value (its constraints go with it); a hole that a family declares elsewhere (a stdlib default) is set in
@@ -13,6 +16,7 @@ the model's architecture block instead (in the `architecture:` mapping of a YAML
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from . import ast as A
 from .compilation import Compilation, Options
@@ -20,23 +24,60 @@ from .diagnostics import Diagnostic
 from .span import SourceFile, Span
 from .values import EvalError, format_value
 
-__all__ = ["Dimension", "SearchSpace", "SpaceError", "compile_candidate", "filled_text", "read_space"]
+__all__ = ["Choice", "Dimension", "SearchSpace", "SpaceError", "compile_candidate", "filled_text", "read_space",
+           "suggest_values"]
+
+Choice = int | float | str | bool  # a value of a categorical dimension, as Optuna stores it
 
 
 @dataclass(frozen=True)
 class Dimension:
-    """One open dimension: `name` takes a value of `domain` (a range: start, stop, step)."""
+    """One open dimension: `name` takes a value of `domain` (a range: start, stop, step), or, where `choices` is
+    not empty (an enumerated choice `? in {...}`), one of `choices`; `domain` is then the range of their indices.
+    `texts` are the choices as the spec writes them (`layernorm`, `64`, `"a"`)."""
 
     name: str
     domain: range
     span: Span | None  # the `?` and its constraints, where the user's file declares it; None elsewhere
+    choices: tuple[Choice, ...] = ()
+    texts: tuple[str, ...] = ()
+
+    @property
+    def categorical(self) -> bool:
+        return bool(self.choices)
+
+    def suggest(self, trial: Any) -> Choice:
+        """The value an Optuna trial samples: a categorical choice, or an integer of the range (with its step)."""
+        if self.categorical:
+            return trial.suggest_categorical(self.name, list(self.choices))  # type: ignore[no-any-return]
+        return trial.suggest_int(self.name, self.domain.start, self.domain[-1], step=self.domain.step)  # type: ignore[no-any-return]
+
+    def text(self, value: Any) -> str:
+        """`value` as MSL text, for `--set` and the filled spec."""
+        if not self.categorical:
+            return format_value(value)
+        for c, t in zip(self.choices, self.texts):
+            if type(c) is type(value) and c == value:
+                return t
+        raise ValueError(f"`{value!r}` is not one of the choices of `{self.name}`: {', '.join(self.texts)}")
+
+    def describe(self) -> dict[str, Any]:
+        """The domain as JSON data: `{"choices": [...]}` or `{"from": lo, "to": hi, "step": s}`."""
+        if self.categorical:
+            return {"choices": list(self.choices)}
+        return {"from": self.domain.start, "to": self.domain[-1], "step": self.domain.step}
+
+
+def suggest_values(trial: Any, space: SearchSpace) -> dict[str, Choice]:
+    """One value per dimension of `space`, sampled by an Optuna trial (`Dimension.suggest`)."""
+    return {d.name: d.suggest(trial) for d in space.dims}
 
 
 @dataclass
 class SearchSpace:
     model: str  # the model's name
     dims: list[Dimension]
-    comp: Compilation  # the compilation after `check` (for its spec: constraints, family)
+    comp: Compilation  # the compilation after `check` and `--set` (for its spec: constraints, family)
 
 
 class SpaceError(Exception):
@@ -54,7 +95,7 @@ def _hole_span(b: object) -> Span | None:
         return None
     end = expr.span.end
     for c in getattr(b, "constraints", ()):
-        for part in (c, *(getattr(c, f) for f in ("value", "lo", "hi") if hasattr(c, f))):
+        for part in (c, *(getattr(c, f) for f in ("value", "lo", "hi") if hasattr(c, f)), *getattr(c, "items", ())):
             sp = getattr(part, "span", None)
             if sp is not None and sp.file is expr.span.file:
                 end = max(end, sp.end)
@@ -65,10 +106,12 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
     """The open dimensions of the model that `options.model` names (or the file's only model). Raises
     SpaceError with the compiler's diagnostics when the spec does not get through `check`, and when it has
     no open dimension left (after `overrides`) or several models and no `--model`."""
+    from .choices import choice_set, choice_values, plain_choice
     from .driver import collect_diagnostics, compile_model_set
+    from .format_expr import expr_text
     from .passes.solve import _domain
 
-    comps = compile_model_set(source, options, stop_after="check", overrides=overrides)
+    comps = compile_model_set(source, options, stop_after="overrides", overrides=overrides)  # --set applied
     if any(c.bag.has_errors for c in comps):
         raise SpaceError("the spec has errors", collect_diagnostics(comps))
     if len(comps) != 1:
@@ -81,6 +124,15 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
     for name, b in spec.bindings.items():
         if not isinstance(b.expr, A.Unknown):
             continue
+        span = _hole_span(b)
+        in_user_file = span is not None and span.file is not None and span.file.path == source.path \
+            and span.file.text == source.text
+        choice = choice_set(b.constraints)
+        if choice is not None:  # the check pass accepted it: not empty, no duplicate, one kind of value
+            choices = tuple(plain_choice(v) for v in choice_values(choice))
+            dims.append(Dimension(name, range(len(choices)), span if in_user_file else None, choices,
+                                  tuple(expr_text(i) for i in choice.items)))
+            continue
         try:
             dom = _domain(name, b.constraints, {})
             if not dom:  # the solver's E401 (passes/solve.py), where the hole is
@@ -89,16 +141,14 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
         except EvalError as e:
             comp.bag.error(e.code, e.message, e.span, hint=e.hint)
             raise SpaceError("the spec has errors", collect_diagnostics([comp])) from None
-        span = _hole_span(b)
-        in_user_file = span is not None and span.file is not None and span.file.path == source.path \
-            and span.file.text == source.text
+        assert isinstance(dom, range)
         dims.append(Dimension(name, dom, span if in_user_file else None))
     if not dims:
         raise SpaceError(f"model `{spec.name}` has no open dimension (`?`) to search: every dimension has a value")
     return SearchSpace(spec.name, dims, comp)
 
 
-def filled_text(source: SourceFile, space: SearchSpace, values: dict[str, int]) -> str:
+def filled_text(source: SourceFile, space: SearchSpace, values: dict[str, Any]) -> str:
     """The spec's text with every hole of `space` given its value from `values`."""
     from .passes.parse import is_yaml
 
@@ -107,9 +157,9 @@ def filled_text(source: SourceFile, space: SearchSpace, values: dict[str, int]) 
     elsewhere = []
     for d in space.dims:
         if d.span is not None:
-            edits.append((d.span.start, d.span.end, format_value(values[d.name])))
+            edits.append((d.span.start, d.span.end, d.text(values[d.name])))
         else:
-            elsewhere.append((d.name, format_value(values[d.name])))
+            elsewhere.append((d.name, d.text(values[d.name])))
     if elsewhere:  # holes of the family: the model names it, so it has an `architecture` to set them in
         arch = space.comp.model.architecture if space.comp.model is not None else None
         assert arch is not None and arch.span is not None
@@ -163,12 +213,12 @@ def _indent_of_fields(text: str, arch: A.Architecture) -> str:
     return head if not head.strip() else ""
 
 
-def compile_candidate(source: SourceFile, options: Options, space: SearchSpace, values: dict[str, int],
+def compile_candidate(source: SourceFile, options: Options, space: SearchSpace, values: dict[str, Any],
                       fixed: tuple[tuple[str, str], ...] = ()) -> Compilation:
     """Compile the model with the open dimensions set to `values` (and the user's `--set` overrides `fixed`),
     in process, through the same path as `metagenc --set`."""
     from .driver import compile_model_set
 
-    overrides = fixed + tuple((d.name, format_value(values[d.name])) for d in space.dims)
+    overrides = fixed + tuple((d.name, d.text(values[d.name])) for d in space.dims)
     comps = compile_model_set(source, options, overrides=overrides)
     return comps[0]

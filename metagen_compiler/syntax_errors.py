@@ -40,6 +40,8 @@ _TERMINAL_WORDS = {
     "$END": "the end of the file",
 }
 
+MAX_EXPECTED_SHOWN = 10  # words of an `expected ...` list: every statement a model body takes fits
+
 
 def describe_token(tok: Token) -> str:
     if tok.type == "$END":
@@ -78,8 +80,8 @@ class _Grammar:
         shown = {e for e in expected if e != "SEMICOLON"} or set(expected)
         words = sorted({self.describe(e) for e in shown if e != "$END"},
                        key=lambda w: (w.startswith("'") and not w[1:2].isalpha(), w.startswith("'"), w))
-        if len(words) > 8:
-            words = words[:8] + ["..."]
+        if len(words) > MAX_EXPECTED_SHOWN:
+            words = words[:MAX_EXPECTED_SHOWN] + ["..."]
         if "$END" in shown:
             words.append(_TERMINAL_WORDS["$END"])
         if len(words) <= 1:

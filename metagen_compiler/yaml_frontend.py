@@ -467,6 +467,7 @@ class _Lowering(SchemaLowering):
         target: str | None = None
         if arch is not None:
             arch, task, target = self.family_target(arch, task, inputs, outputs, objectives)
+            self.task_notes(sec, target)
             if task is not None and task.name.name == "generation" and target in GENERATION_TASKS:
                 task = A.Task(task.span, A.Ident(task.name.span, GENERATION_TASKS[target]), task.fields)
             if target == "diffusion.unet" and "image" not in [i.name for i in inputs]:
@@ -491,7 +492,7 @@ class _Lowering(SchemaLowering):
             name = A.Ident(self.span(doc), "model")
         metadata = [e for key, _, _ in pairs for e in sec.meta.get(key, ())]
         model = A.Model(self.span(doc), name, inputs, outputs, task, objectives, tuple(constraints), arch,
-                        tuple(metadata), modality_span)
+                        tuple(metadata), modality_span, training=self.training_section(sec, target))
         return model, version
 
     def metadata_entry(self, key: str, k: ScalarNode, v: Node) -> A.MetaEntry | None:
@@ -515,7 +516,7 @@ class _Lowering(SchemaLowering):
                 return None
             return A.Task(where, A.Ident(where, default), ())
         k, v = at["task"]
-        name, fields, meta = self.task(v)
+        name, fields, meta = self.task(v, sec.task_recorded)
         if meta:
             sec.meta["task"] = [A.MetaGroup(self.span(k, v), A.Ident(self.inner(k), "task"), tuple(meta))]
         if name is None:

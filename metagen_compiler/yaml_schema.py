@@ -10,7 +10,7 @@ import keyword
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -114,7 +114,7 @@ TASK_KEYS: dict[str, str | None] = {
     "domain": "domain", "algorithm": "algorithm", "num_classes": "num_classes", "num_labels": "num_labels",
     "num_outputs": "outputs", "horizon": "horizon", "lookback": "lookback", "action_space": "action_space",
     "num_actions": "num_actions", "action_dim": "action_dim", "num_anchors": "num_queries",
-    "num_queries": "num_queries", "mask_resolution": None, "node_features": "features", "edge_features": None,
+    "num_queries": "num_queries", "mask_resolution": "mask_size", "node_features": "features", "edge_features": None,
     "embedding_dim": "embedding_dim", "vocab": "vocab", "num_items": "num_items", "num_users": "num_users",
     "output_dim": "output_dim",
 }
@@ -199,6 +199,15 @@ CONFIG_NUMBERS: dict[str, tuple[Callable[[float], bool], str]] = {
     "prob": (lambda n: 0 <= n <= 1, "a number from 0 to 1"),
 }
 assert set(CONFIG_KEYS.values()) <= {"text", "list", *CONFIG_NUMBERS}
+# training.config key -> the `training` section's key (train.py's flag), training_section.py; None: recorded as
+# metadata only, with W003 (train.py counts warmup in steps: an epoch's steps are known only once the data is)
+YAML_TRAINING_KEYS: dict[str, str | None] = {
+    "optimizer": "optimizer", "learning_rate": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size",
+    "epochs": "epochs", "warmup_epochs": None, "warmup_steps": "warmup", "data_augmentation": "augment",
+    "ema_decay": "ema_decay", "noise_schedule": "noise_schedule", "timesteps": "timesteps",
+    "unconditional_probability": "cfg_dropout",
+}
+assert set(YAML_TRAINING_KEYS) == set(CONFIG_KEYS)
 NOISE_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "cosine",
                    "squaredcos_cap_v2": "cosine"}  # the seeds' names -> std.diffusion's beta_schedule
 
@@ -236,21 +245,13 @@ def schema_keys() -> list[str]:
 # (group, stdlib family) pairs that build a neighbour of what the group names, not the thing itself: the
 # front end says so with a warning (W003) and the note
 FAMILY_FALLBACKS: dict[tuple[str, str], str] = {
-    ("cnn", "video.divided"): "no 3D or (2+1)D convolutional video network is built yet; the divided space-time "
-                              "transformer (std.video.divided) is used",
-    ("hybrid", "transformer.decoder"): "no convolutional text front end is built yet; the transformer decoder "
-                                       "(std.transformer.decoder) is used",
-    ("hybrid", "vlm.vlm"): "no convolutional front end for several inputs is built yet; the vision-language model "
-                           "(std.vlm.vlm, a ViT feeding a decoder) is used",
-    ("hybrid", "multimodal.clip"): "no convolutional front end for several inputs is built yet; CLIP "
+    ("hybrid", "vlm.vlm"): "no convolutional front end for image and text to text is built yet; the vision-language "
+                           "model (std.vlm.vlm, a ViT feeding a decoder) is used",
+    ("hybrid", "multimodal.clip"): "no convolutional front end for contrastive image-text training is built yet; CLIP "
                                    "(std.multimodal.clip, two transformer towers) is used",
-    ("transformer", "pointcloud.pointnet"): "no point-cloud transformer is built yet; PointNet "
-                                            "(std.pointcloud.pointnet) is used",
-    ("transformer", "graph.gat"): "no graph transformer is built yet; the graph attention network (std.graph.gat, "
-                                  "attention over each node's neighbours) is used",
-    ("transformer", "graph.gat_graph"): "no graph transformer is built yet; the graph attention network "
+    ("transformer", "graph.gat_graph"): "no graph transformer over a batch of graphs is built yet (std.graphtransformer"
+                                        ".gps attends over the nodes of one graph); the graph attention network "
                                         "(std.graph.gat_graph) is used",
-    ("transformer", "tabular.mlp"): "no tabular transformer is built yet; the MLP (std.tabular.mlp) is used",
 }
 
 
@@ -302,6 +303,7 @@ _LATENT_FAMILIES = ("diffusion.unet", "videodiffusion.latte")  # their `image_si
 GENERATION_TASKS = {"diffusion.unet": "denoising", "videodiffusion.latte": "denoising",
                     "threed.text_to_points": "shape_generation", "seq2seq.whisper": "speech_recognition",
                     "rag.fid_rag": "retrieval_generation"}
+_GRAPH_MODULES = ("graph.", "graphtransformer.")
 _CODE_FAMILIES = ("autoencoder.autoencoder", "autoencoder.vae", "autoencoder.conv_autoencoder", "autoencoder.conv_vae")
 _SIZE = re.compile(r"\s*([0-9]+)\s*[xX×]\s*([0-9]+)\s*")
 
@@ -323,6 +325,8 @@ class Sections:
 
     meta: dict[str, list[A.MetaEntry]]  # top-level key -> its metadata entries, put in document order
     training_config: dict[str, tuple[ScalarNode, Node]]  # training.config key -> (key node, value node)
+    # task keys kept as metadata (`edge_features`) -> (key node, value node), for task_notes
+    task_recorded: dict[str, tuple[ScalarNode, Node]] = field(default_factory=dict)
 
 
 class SchemaLowering:
@@ -389,9 +393,10 @@ class SchemaLowering:
         return tuple(inputs), tuple(outputs)
 
     # -------------------------------------------------------------- task
-    def task(self, node: Node) -> tuple[A.Ident | None, list[A.Field], list[A.MetaEntry]]:
+    def task(self, node: Node, recorded: dict[str, tuple[ScalarNode, Node]] | None = None
+             ) -> tuple[A.Ident | None, list[A.Field], list[A.MetaEntry]]:
         """The task's type (None: not given), its fields (named as the family parameters they set) and the keys
-        kept as metadata only."""
+        kept as metadata only (those also go to `recorded`, for task_notes)."""
         name: A.Ident | None = None
         fields: list[A.Field] = []
         meta: list[A.MetaEntry] = []
@@ -400,11 +405,19 @@ class SchemaLowering:
                 t = self.text(v, "task.type", "classification")
                 if t is not None:
                     name = A.Ident(self.inner(v), t)
+            elif k_text == "mask_resolution":
+                side = self.mask_side(v) if self.recorded_task_value_ok(k_text, v) else None
+                if side is not None:
+                    fields.append(A.Field(self.span(k, v), A.Ident(self.inner(k), "mask_size"), side))
             elif k_text in TASK_KEYS:
                 target = TASK_KEYS[k_text]
                 if target is None:
+                    if not self.recorded_task_value_ok(k_text, v):
+                        continue
                     e = self.meta_entry(k, v, "task")
                     meta += [e] if e is not None else []
+                    if recorded is not None:
+                        recorded[k_text] = (k, v)
                     continue
                 val = self.value(v, f"task.{k_text}")
                 if val is not None:
@@ -412,6 +425,46 @@ class SchemaLowering:
             else:
                 self.unknown(k, "task", SECTION_KEYS["task"])
         return name, fields, meta
+
+    def recorded_task_value_ok(self, key: str, v: Node) -> bool:
+        """`edge_features`: a whole number, 0 or more; `mask_resolution`: a positive whole number or [height,
+        width] of two. Anything else: E006."""
+        sizes = [_number(i) for i in v.value] if isinstance(v, SequenceNode) else [_number(v)]
+        counts = (1,) if key == "edge_features" else (1, 2)
+        ok = (len(sizes) in counts and not (key == "edge_features" and isinstance(v, SequenceNode))
+              and all(n is not None and n == int(n) and n >= (0 if key == "edge_features" else 1) for n in sizes))
+        if not ok:
+            what = "a whole number, 0 or more, such as 16" if key == "edge_features" else \
+                "one size or [height, width] of two positive whole numbers, such as 28 or [56, 56]"
+            self.shape(v, f"`task.{key}` takes {what}, not {describe(v)}")
+        return ok
+
+    def mask_side(self, v: Node) -> A.Num | None:
+        """`mask_resolution` (validated) as the side of the square masks the family predicts: one size, or the
+        larger of [height, width] with a warning where they differ (the families predict square masks)."""
+        items = v.value if isinstance(v, SequenceNode) else [v]
+        sides = [int(n) for n in (_number(i) for i in items) if n is not None]
+        side = self.integer(str(max(sides)), self.inner(v), lambda: max(sides))  # past MAX_INT: E009
+        if side is not None and len(set(sides)) > 1:
+            self.bag.warning("W003", f"`task.mask_resolution` is {sides[0]}x{sides[1]}; the families predict square "
+                             f"masks, so the model predicts {side.value}x{side.value}", self.inner(v))
+        return side
+
+    def task_notes(self, sections: Sections, target: str | None) -> None:
+        """What the recorded task keys mean for the family built: no stdlib family reads edge features (their
+        message passing reads node features and the edge index), so a count above 0 is a warning (W003)."""
+        if target is None:
+            return
+        for key, (k, v) in sections.task_recorded.items():
+            if key != "edge_features" or _number(v) == 0:
+                continue
+            if target.startswith(_GRAPH_MODULES):
+                self.bag.warning("W003", f"`task.edge_features` is recorded, not built: `{target}` reads node features "
+                                 "and the edge index only", self.inner(k),
+                                 hint="no stdlib graph family reads edge features yet")
+            else:
+                self.bag.warning("W003", f"`task.{key}` sets no parameter of `{target}`; it is recorded, not built",
+                                 self.inner(k))
 
     # -------------------------------------------------------------- constraints
     def constraints(self, node: Node, target: str | None, latent: bool) -> tuple[list[A.Constraint], list[A.Field],
@@ -615,6 +668,50 @@ class SchemaLowering:
                 ident = f"{ident}_{n}"
             entries.append(A.MetaGroup(self.span(item), A.Ident(self.inner(item), ident), tuple(fields)))
         return A.MetaGroup(self.span(key, node), A.Ident(self.inner(key), "components"), tuple(entries))
+
+    # -------------------------------------------------------------- training.config -> the `training` section
+    def training_section(self, sections: Sections, target: str | None) -> tuple[A.Training, ...]:
+        """`training.config` as the model's `training { ... }` section (training_section.py checks it as for MSL),
+        each key under the name of train.py's flag (YAML_TRAINING_KEYS). A latent diffusion family's `timesteps`
+        and `noise_schedule` are its parameters already (config_fields), not repeated here."""
+        fields: list[A.Field] = []
+        nodes: list[Node] = []
+        for key, (k, v) in sections.training_config.items():
+            if key not in YAML_TRAINING_KEYS or (key in ("timesteps", "noise_schedule") and target in _LATENT_FAMILIES):
+                continue
+            name = YAML_TRAINING_KEYS[key]
+            if name is None:
+                self.bag.warning("W003", f"`training.config.{key}` is recorded, not built: the generated train.py counts "
+                                 "warmup in optimizer steps", self.inner(k), hint="give `warmup_steps` instead")
+                continue
+            value = self.training_value(key, v)
+            if value is not None:
+                fields.append(A.Field(self.span(k, v), A.Ident(self.inner(k), name), value))
+                nodes += [k, v]
+        if not fields:
+            return ()
+        return (A.Training(self.span(nodes[0], nodes[-1]), tuple(fields)),)
+
+    def training_value(self, key: str, v: Node) -> A.Expr | None:
+        """One `training.config` value (config_value_ok accepted it) as MSL would write it: a number, a name, or a
+        list of names (`data_augmentation`)."""
+        if CONFIG_KEYS[key] == "list":
+            items = list(v.value) if isinstance(v, SequenceNode) else [v]
+            names: list[A.Expr] = []
+            for i in items:
+                if not isinstance(i, ScalarNode):
+                    self.shape(i, f"`training.config.{key}` takes a list of names such as [random_crop, horizontal_flip]")
+                    return None
+                names.append(A.Name(self.inner(i), (identifier(str(i.value).lower()),)))
+            return A.ListExpr(self.span(v), tuple(names)) if isinstance(v, SequenceNode) else names[0]
+        if CONFIG_KEYS[key] == "text":
+            word = str(v.value).strip().lower().replace("-", "_")
+            if key == "noise_schedule":
+                word = NOISE_SCHEDULES.get(word, word)
+            return A.Name(self.inner(v), (word,)) if is_ident(word) else A.Str(self.inner(v), str(v.value))
+        n = _number(v)
+        assert n is not None  # config_value_ok checked it
+        return A.Num(self.inner(v), int(n) if CONFIG_KEYS[key] in ("int", "count") else n)
 
     # -------------------------------------------------------------- the family's parameters from other sections
     def config_fields(self, sections: Sections, target: str | None, arch: A.Architecture) -> list[A.Field]:

@@ -635,12 +635,14 @@ def test_model_card(key: str, emitted: dict[str, Emitted]) -> None:
 
 
 def test_parameters_the_model_does_not_use_are_marked(emitted: dict[str, Emitted]) -> None:
-    """A decoder compiled for generation does not read `num_classes` (only its classification head does)."""
+    """A decoder compiled for generation does not read `num_classes` or `outputs` (only its classification and
+    regression heads do)."""
     from metagen_backends.latex.escape import tt
 
     method = str(emitted["gpt2"].files["paper/sections/method.tex"])
     assert tt("num_classes") + "$^{*}$ &" in method
-    assert f"read only by the family's {tt('classification')} head" in method
+    assert tt("outputs") + "$^{*}$ &" in method
+    assert f"read only by the family's {tt('classification')} and {tt('regression')} heads" in method
     assert tt("vocab") + " &" in method  # read by the encoder and the head: not marked
-    for key in ("resnet50", "vit_b_16"):  # classifiers read num_classes
-        assert "$^{*}$" not in str(emitted[key].files["paper/sections/method.tex"]), key
+    for key in ("resnet50", "vit_b_16"):  # classifiers read num_classes: not marked
+        assert tt("num_classes") + " &" in str(emitted[key].files["paper/sections/method.tex"]), key

@@ -90,6 +90,18 @@ SMALL = {
                                     "num_queries": 10},
     "std.autoencoder.autoencoder": {"features": 12, "hidden": 16, "latent": 4},
     "std.autoencoder.conv_vae": {"image_size": 16, "width": 8, "latent": 16},
+    # the YAML tool's family/modality pairs (tests/test_yaml_families.py)
+    "std.videocnn.resnet3d": {"frames": 4, "image_size": 32, "width": 8, "depths": (1, 1, 1, 1)},
+    "std.hybrid.conv_decoder": {"vocab": 97, "context": 16, "layers": 2, "d_model": 64, "heads": 2, "kv_heads": 2},
+    "std.hybrid.audio": {"samples": 3200, "n_mels": 16, "source_positions": 11, "layers": 2, "d_model": 64, "heads": 2,
+                         "mlp_dim": 128},
+    **{f"std.hybrid.{f}": {"image_size": 32, "patch_size": 8, "stem_width": 8, "vocab": 97, "context": 16,
+                           "samples": 3200, "n_mels": 16, "source_positions": 11, "frames": 4, "layers": 2,
+                           "d_model": 64, "heads": 2, "mlp_dim": 128} for f in ("fusion", "fusion3")},
+    "std.graphtransformer.gps": {"nodes": 40, "edges": 120, "features": 12, "layers": 2, "d_model": 32, "heads": 2,
+                                 "mlp_dim": 64},
+    "std.pointtransformer.pct": {"points": 64, "layers": 2, "d_model": 32, "heads": 2, "mlp_dim": 64},
+    "std.tabtransformer.ft_transformer": {"layers": 2, "d_model": 32, "heads": 2, "mlp_dim": 42},
 }
 
 REFERENCE_PARAMS = {  # published counts of the reference implementations
@@ -186,7 +198,7 @@ def check_small(mod, report) -> dict[str, object]:  # type: ignore[no-untyped-de
         "sequence_labeling": lambda: (2, c.context, c.num_classes),
         "embedding": lambda: (2, c.d_model),
         "time_series_forecast": lambda: (2, c.horizon, c.features),
-        "semantic_segmentation": lambda: (2, c.num_classes, c.image_size, c.image_size),
+        "semantic_segmentation": lambda: (2, c.num_classes, *(2 * [getattr(c, "mask_size", c.image_size)])),
         "node_classification": lambda: (c.nodes, c.num_classes),  # one graph: a row per node, no batch
         "link_prediction": lambda: (c.nodes, c.embedding_dim),
         "graph_classification": lambda: (c.graphs, c.num_classes),

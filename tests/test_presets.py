@@ -26,7 +26,7 @@ from metagen_compiler.span import SourceFile  # noqa: E402
 # presets no example uses -> the example of the same family whose spec (modality, task, sizes) they slot into
 TEMPLATES = {
     "yolo_s": "yolo_detector", "yolo_n": "yolo_detector", "tft_electricity": "tft_forecast",
-    "mixtral_8x7b": "moe_lm", "llama_small": "gpt2", "resnet18": "resnet50",
+    "mixtral_8x7b": "moe_lm", "llama_small": "gpt2", "resnet18": "resnet50", "r3d_18": "r2plus1d_kinetics",
 }
 # budgets of the template that the preset is not meant to meet
 _BUDGETS = re.compile(r"^\s*(params|memory|training_memory|latency|throughput|flops)\b.*\n", re.M)

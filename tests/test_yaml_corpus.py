@@ -151,7 +151,8 @@ def _build(path: Path, out: Path):  # type: ignore[no-untyped-def]
 # the specs whose small build takes over 4 s on a shared 2-core CPU (measured): `-m slow` runs them
 HEAVY = {"image_latent_diffusion", "image_detection_yolo", "image_instance_segmentation", "image_cnn_resnet",
          "image_panoptic_segmentation", "audio_hybrid_asr", "multimodal_vlm_hybrid", "text_rag", "text_seq2seq",
-         "text_llm_chat", "video_transformer", "video_cnn_classifier"}
+         "text_llm_chat", "video_transformer", "multimodal_hybrid_fusion", "multimodal_hybrid_three_inputs",
+         "audio_hybrid_classifier"}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in HEAVY else p for p in CORPUS],

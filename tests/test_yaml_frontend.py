@@ -451,8 +451,8 @@ def test_task_keys_map_to_family_parameters() -> None:
     mlp = MINIMAL.replace("[text]\n  outputs: [text]", "[tabular]\n  outputs: [regression]").replace(
         "transformer", "mlp").replace("training:\n  objective: autoregressive\n", "")
     comp, diags = _check(mlp + "task:\n  type: regression\n  num_outputs: 3\n  mask_resolution: 64\n")
-    assert diags == [] and comp.spec is not None
-    assert comp.spec.task_fields == {"outputs": 3} and comp.spec.metadata["task"] == {"mask_resolution": 64}
+    assert diags == [("W003", "`task.mask_resolution` sets no parameter of `tabular.mlp`; it is recorded, not built")]
+    assert comp.spec is not None and comp.spec.task_fields == {"outputs": 3, "mask_size": 64}
     assert (comp.spec.bindings["outputs"].value, comp.spec.bindings["outputs"].source) == (3, "task")
     comp, diags = _check(mlp + "task:\n  num_outputs: 2\n")  # no type: the `regression` output decides
     assert diags == [] and comp.spec is not None and comp.spec.task == "regression"
@@ -460,15 +460,18 @@ def test_task_keys_map_to_family_parameters() -> None:
     assert diags == []
     gnn = mlp.replace("[tabular]", "[graph]").replace("[regression]", "[label]").replace("mlp", "gnn")
     comp, diags = _check(gnn + "task:\n  type: node_classification\n  node_features: 64\n  edge_features: 4\n")
-    assert diags == [] and comp.spec is not None and comp.spec.bindings["features"].value == 64
+    assert [c for c, _ in diags] == ["W003"]  # no family reads edge features (test_edge_features_are_recorded...)
+    assert comp.spec is not None and comp.spec.bindings["features"].value == 64
     assert comp.spec.metadata["task"] == {"edge_features": 4}
 
 
 def test_task_field_that_sets_nothing_is_warned() -> None:
     vid = MINIMAL.replace("[text]\n  outputs: [text]", "[video]\n  outputs: [regression]").replace(
         "training:\n  objective: autoregressive\n", "")
-    _, bag, _ = _parse(vid + "task:\n  type: regression\n  num_outputs: 2\n")
-    assert _only(bag, "W003").message == "`task.num_outputs` sets no parameter of `video.divided`; it is recorded, not built"
+    _, bag, _ = _parse(vid + "task:\n  type: regression\n  num_outputs: 2\n")  # the divided transformer takes it
+    assert bag.items == []
+    _, bag, _ = _parse(vid + "task:\n  type: regression\n  num_anchors: 2\n")
+    assert _only(bag, "W003").message == "`task.num_anchors` sets no parameter of `video.divided`; it is recorded, not built"
 
 
 def test_training_config_is_recorded_and_checked() -> None:
@@ -478,14 +481,14 @@ def test_training_config_is_recorded_and_checked() -> None:
     learning_rate: 3e-4
     batch_size: 64
     warmup_steps: 0
-    data_augmentation: [flip]
+    data_augmentation: [token_dropout]
     gradient_clip: 1.0
 """)
     comp, diags = _check(text)
-    assert diags == [] and comp.spec is not None
+    assert [c for c, _ in diags] == ["W003"] and comp.spec is not None  # a text model: no augmentation is built
     assert comp.spec.metadata["training"]["config"] == {
         "optimizer": "adamw", "learning_rate": 0.0003, "batch_size": 64, "warmup_steps": 0,
-        "data_augmentation": ["flip"], "gradient_clip": 1.0}  # a key of its own is recorded
+        "data_augmentation": ["token_dropout"], "gradient_clip": 1.0}  # a key of its own is recorded
     for bad, code in (("batch_size: -1", "E201"), ("ema_decay: 2", "E201"), ("epochs: 1.5", "E201"),
                       ("learning_rate: fast", "E006"), ("lerning_rate: 0.1", "E007")):
         _, bag, _ = _parse(MINIMAL.replace("  objective: autoregressive\n", f"  objective: autoregressive\n  config:\n    {bad}\n"))
@@ -549,10 +552,25 @@ def test_family_and_modality_pairs() -> None:
         return (comp.spec.family.qualname if comp.spec else None), [c for c, _ in diags]
 
     assert pick("audio", "text", "hybrid", "speech_recognition") == ("std.seq2seq.whisper", [])
-    assert pick("text", "text", "hybrid") == ("std.transformer.decoder", ["W003"])
-    assert pick("image, text", "text", "hybrid") == ("std.vlm.vlm", ["W003"])
-    assert pick("video", "label", "cnn", "classification") == ("std.video.divided", ["W003"])
+    assert pick("audio", "text", "hybrid") == ("std.seq2seq.whisper", [])  # generation: speech recognition
+    assert pick("audio", "label", "hybrid", "classification") == ("std.hybrid.audio", [])
+    assert pick("text", "text", "hybrid") == ("std.hybrid.conv_decoder", [])
+    assert pick("text", "label", "hybrid", "classification") == ("std.hybrid.conv_decoder", [])
+    assert pick("image, text", "text", "hybrid") == ("std.vlm.vlm", ["W003"])  # image-text to text: the VLM
+    assert pick("image, text", "label", "hybrid", "classification") == ("std.hybrid.fusion", [])
+    assert pick("multimodal", "label", "hybrid", "multimodal_classification") == ("std.hybrid.fusion", [])
+    assert pick("image, audio", "label", "hybrid", "classification") == ("std.hybrid.fusion", [])
+    assert pick("text, audio", "regression", "hybrid") == ("std.hybrid.fusion", [])
+    assert pick("video, text, audio", "label", "hybrid", "classification") == ("std.hybrid.fusion3", [])
+    assert pick("video", "label", "cnn", "classification") == ("std.videocnn.resnet3d", [])
+    assert pick("video", "regression", "cnn") == ("std.videocnn.resnet3d", [])
     assert pick("video", "label", "transformer", "classification") == ("std.video.divided", [])
+    assert pick("graph", "label", "transformer", "node_classification") == ("std.graphtransformer.gps", [])
+    assert pick("graph", "label", "transformer", "graph_classification") == ("std.graph.gat_graph", ["W003"])
+    assert pick("point_cloud", "label", "transformer", "classification") == ("std.pointtransformer.pct", [])
+    assert pick("3d", "regression", "transformer") == ("std.pointtransformer.pct", [])
+    assert pick("tabular", "label", "transformer", "classification") == ("std.tabtransformer.ft_transformer", [])
+    assert pick("tabular", "regression", "transformer") == ("std.tabtransformer.ft_transformer", [])
     assert pick("3d", "label", "pointnet", "classification") == ("std.pointcloud.pointnet", [])
     assert pick("tabular", "action", "mlp", "value_based") == ("std.rl.mlp_agent", [])
     assert pick("text", "label", "lstm", "classification") == ("std.rnn.rnn", [])
@@ -562,6 +580,61 @@ def test_family_and_modality_pairs() -> None:
                      "task: {type: classification}\narchitecture: {family: gnn}\n")
     hint = _only(comp.bag, "E106").hint or ""
     assert "for image try" in hint and "`cnn`" in hint and "`hybrid`" in hint
+    for inputs, family, task, fits in (("graph", "hybrid", "node_classification", ("`transformer`", "`gnn`")),
+                                       ("tabular", "cnn", "classification", ("`transformer`", "`mlp`"))):
+        comp, _ = _check(f'metagen_version: "1.0"\nname: m\nmodality: {{inputs: [{inputs}], outputs: [label]}}\n'
+                         f"task: {{type: {task}}}\narchitecture: {{family: {family}}}\n")
+        hint = _only(comp.bag, "E106").hint or ""
+        assert f"for {inputs} try" in hint and all(f in hint for f in fits), hint
+
+
+def test_variants_of_the_new_families() -> None:
+    """The seeds' variant names pick the 3-D ResNets: `r2plus1d` the family (R(2+1)D by default), `r3d_18` the preset
+    with full 3-D convolutions; a variant of another family's group is E106."""
+    base = ('metagen_version: "1.0"\nname: m\nmodality: {inputs: [video], outputs: [label]}\n'
+            "task: {type: classification}\narchitecture: {family: cnn, variant: %s}\n")
+    for variant, conv in (("r2plus1d", "conv_2plus1d"), ("r3d_18", "conv_3d"), ("r2plus1d_18", "conv_2plus1d")):
+        comp, diags = _check(base % variant)
+        assert diags == [] and comp.spec is not None and comp.spec.family.qualname == "std.videocnn.resnet3d"
+        assert comp.spec.bindings["conv"].expr == A.Name(comp.spec.span, (conv,))
+    _, diags = _check(base % "gps")
+    assert [c for c, _ in diags] == ["E106"]
+
+
+def test_edge_features_are_recorded_and_warned() -> None:
+    """No stdlib graph family reads edge features: recorded in the metadata, with a warning (none for 0); a value
+    that is no count is E006."""
+    base = ('metagen_version: "1.0"\nname: m\nmodality: {inputs: [graph], outputs: [label]}\n'
+            "task: {type: node_classification, edge_features: %s}\narchitecture: {family: %s}\n")
+    for family, target in (("gnn", "graph.gcn"), ("transformer", "graphtransformer.gps")):
+        comp, diags = _check(base % (8, family))
+        assert [c for c, _ in diags] == ["W003"] and f"`{target}` reads node features" in diags[0][1]
+        assert comp.spec is not None and comp.spec.metadata["task"] == {"edge_features": 8}
+    _, diags = _check(base % (0, "gnn"))
+    assert diags == []
+    for bad in ("-1", "2.5", "many", "[3]"):
+        _, bag, _ = _parse(base % (bad, "gnn"))
+        assert "edge_features` takes a whole number" in _only(bag, "E006").message
+
+
+def test_mask_resolution_sizes_the_masks() -> None:
+    """`mask_resolution` sets the FCN head's `mask_size` (`cnn` and ConvNeXt semantic segmentation): the logits are
+    (B, classes, N, N); [h, w] with h != w gives the larger side and a warning; MaskFormer (masks at a quarter of the
+    image) takes none: W003 naming the families that do; a value that is no size is E006."""
+    seg = ('metagen_version: "1.0"\nname: m\nmodality: {inputs: [image], outputs: [segmentation_mask]}\n'
+           "task: {type: %s, num_classes: 5, mask_resolution: %s}\nconstraints: {image_size: 256}\n"
+           "architecture: {family: cnn, width: 8}\n")
+    for form, side, codes in (("128", 128, []), ("[64, 64]", 64, []), ("[128, 64]", 128, ["W003"])):
+        comp = compile_source(SourceFile("spec.yaml", seg % ("semantic_segmentation", form)))
+        assert [d.code for d in comp.bag.sorted()] == codes and comp.graph is not None
+        assert comp.spec is not None and comp.spec.dims["mask_size"] == side
+        assert comp.graph.shape_of(comp.graph.outputs[0][1])[1:] == (5, side, side)
+    _, diags = _check(seg % ("instance_segmentation", "64"))
+    assert [c for c, _ in diags] == ["W003"] and "segmentation.maskformer" in diags[0][1]
+    _, bag, _ = _parse(seg % ("instance_segmentation", "64"))
+    for bad in ("0", "[1, 2, 3]", "fine"):
+        _, bag, _ = _parse(seg % ("semantic_segmentation", bad))
+        assert "mask_resolution` takes one size or [height, width]" in _only(bag, "E006").message
 
 
 def test_task_key_under_another_parameter_name() -> None:

@@ -35,6 +35,11 @@ PIPELINE_TAGS: tuple[tuple[str | None, str | None, str, str], ...] = (
 )
 
 
+def _setting(v: Any) -> str:
+    """A training setting as the spec would write it: a number, a name, or a list of names."""
+    return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
 def _pipeline(r: dict[str, Any]) -> str | None:
     ins, outs, task = r["modality"]["inputs"], r["modality"]["outputs"], r["task"]["name"]
     for i, o, t, tag in PIPELINE_TAGS:
@@ -189,7 +194,10 @@ def model_card(p: Paper) -> str:
         "",
         f"- Objectives: {', '.join(code(o) for o in p.objectives()) or 'none named'}; loss {code(r['task']['loss'])}.",
         f"- Data: {', '.join(code(d) for d in data) if data else 'none named in the specification'}.",
-        "- Optimiser, schedule, batch size: not fixed by the specification; memory estimates assume AdamW.",
+        ("- Training settings of the specification (the defaults of `train.py`): "
+         + ", ".join(f"{code(k)} {code(_setting(v))}" for k, v in sorted(r["training"].items())) + "."
+         if r.get("training") else
+         "- Optimiser, schedule, batch size: not fixed by the specification; memory estimates assume AdamW."),
         "",
         "## Evaluation",
         "",

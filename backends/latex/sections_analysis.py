@@ -300,13 +300,71 @@ def training(p: Paper) -> str:
         f"{p.ledger.nbytes('memory.training_total_bytes', basis='estimate')} at batch "
         f"{p.ledger.count('latency.batch')}." + comp_text)
     out.append("")
-    out.append(
-        "\\paragraph{Optimisation.} The specification fixes no optimiser, schedule or batch size, and the compiler "
-        "chooses none; the memory estimates assume AdamW " + p.cite("loshchilov2019decoupled")
-        + " with fp32 moments and gradients. The generated module initialises its weights with seed "
-        + p.ledger.count("compiler.seed") + ".")
+    settings = r.get("training") or {}
+    if settings:
+        out.append("\\paragraph{Optimisation.} " + _training_settings(p, settings)
+                   + " They are the defaults of the generated \\texttt{train.py}, whose command-line flags override "
+                   "them; the memory estimates assume AdamW " + p.cite("loshchilov2019decoupled")
+                   + " with fp32 moments and gradients. The generated module initialises its weights with seed "
+                   + p.ledger.count("compiler.seed") + ".")
+    else:
+        out.append(
+            "\\paragraph{Optimisation.} The specification fixes no optimiser, schedule or batch size, and the compiler "
+            "chooses none; the memory estimates assume AdamW " + p.cite("loshchilov2019decoupled")
+            + " with fp32 moments and gradients. The generated module initialises its weights with seed "
+            + p.ledger.count("compiler.seed") + ".")
     out.append("")
     return "\n".join(out)
+
+
+_OPTIMIZER_WORDS = {"adamw": ("AdamW", "loshchilov2019decoupled"), "adam": ("Adam", "kingma2015adam"), "sgd": ("SGD", "")}
+_SCHEDULE_WORDS = {"cosine": "cosine decay", "linear": "linear decay", "constant": "a constant rate"}
+_PRECISION_WORDS = {"fp32": "in fp32", "bf16": "with bf16 autocast", "fp16": "with fp16 autocast and loss scaling"}
+
+
+def _training_settings(p: Paper, t: dict[str, Any]) -> str:
+    """The spec's `training { ... }` section in words; every number through the ledger (report key `training.*`)."""
+    parts: list[str] = []
+    if "optimizer" in t:
+        word, key = _OPTIMIZER_WORDS[t["optimizer"]]
+        parts.append(f"the optimiser {word}" + (" " + p.cite(key) if key else ""))
+    if "lr" in t:
+        parts.append("a peak learning rate of " + p.ledger.plain("training.lr"))
+    if "schedule" in t:
+        parts.append(_SCHEDULE_WORDS[t["schedule"]] + " after warmup")
+    if "warmup" in t:
+        parts.append(p.ledger.count("training.warmup") + " warmup steps")
+    if "warmup_epochs" in t:
+        parts.append(p.ledger.count("training.warmup_epochs") + " warmup epochs")
+    if "weight_decay" in t:
+        parts.append("weight decay " + p.ledger.plain("training.weight_decay"))
+    if "batch_size" in t:
+        parts.append("a batch of " + p.ledger.count("training.batch_size"))
+    if "grad_accum" in t:
+        parts.append(p.ledger.count("training.grad_accum") + " accumulated micro-batches per step")
+    if "steps" in t:
+        parts.append(p.ledger.count("training.steps") + " optimiser steps")
+    if "epochs" in t:
+        parts.append(p.ledger.count("training.epochs") + " epochs")
+    if "grad_clip" in t:
+        parts.append("gradient clipping at norm " + p.ledger.plain("training.grad_clip"))
+    if "precision" in t:
+        parts.append("training " + _PRECISION_WORDS[t["precision"]]
+                     + (" " + p.cite("micikevicius2018mixed") if t["precision"] == "fp16" else ""))
+    if "ema_decay" in t:
+        parts.append("an exponential moving average of the weights with decay " + p.ledger.plain("training.ema_decay"))
+    if t.get("augment"):
+        parts.append("the augmentation" + ("s " if len(t["augment"]) > 1 else " ") + _words([tt(a) for a in t["augment"]]))
+    elif "augment" in t:
+        parts.append("no augmentation")
+    if "noise_schedule" in t:
+        parts.append(f"the {tt(t['noise_schedule'])} noise schedule")
+    if "timesteps" in t:
+        parts.append(p.ledger.count("training.timesteps") + " noise levels")
+    if "cfg_dropout" in t:
+        parts.append("the condition dropped with probability " + p.ledger.plain("training.cfg_dropout")
+                     + " for classifier-free guidance")
+    return "The specification's training section sets " + _words(parts) + "."
 
 
 def evaluation(p: Paper) -> str:
@@ -381,6 +439,10 @@ def limitations(p: Paper) -> str:
     if r.get("solve") and r["solve"]["unknowns"]:
         items.append(f"\\item The solver chose {_words([tt(u) for u in r['solve']['unknowns']])} to satisfy the "
                      "constraints and the family's preferences, not for quality: no alternative was trained.")
+    if r.get("solve") and r["solve"].get("first_choices"):
+        items.append(f"\\item The specification left {_words([tt(u) for u in r['solve']['first_choices']])} open "
+                     "as a choice of values; the compiler took the first value listed, without comparing them "
+                     "(\\texttt{metagenc search} explores every value).")
     items += [
         "\\item Latency and activation memory are estimates from device profiles and tensor sizes; "
         "\\emph{other FLOPs} are a per-element estimate. "

@@ -517,6 +517,9 @@ def document_symbols(module: A.Module) -> list[Symbol]:
             a = m.architecture
             kids.append(Symbol(f"architecture {a.family.dotted}", "slot", "", a.span, a.family.span,
                                _field_symbols(a.fields)))
+        for t in m.training:  # the section's keyword is where it starts
+            kids.append(Symbol("training", "slot", "", t.span, Span.of(t.span.file, t.span.start, t.span.start + 8)
+                               if t.span.file is not None else t.span, _field_symbols(t.fields)))
         task = m.task.name.name if m.task else ""
         out.append(Symbol(m.name.name, "model", task, m.span, m.name.span, kids))
     return sorted(out, key=lambda s: s.span.start)

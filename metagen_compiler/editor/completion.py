@@ -17,6 +17,7 @@ from .. import ast as A
 from ..catalog import CONSTRAINTS, INPUT_MODALITIES, LATENCY_CLASSES, OBJECTIVES, OUTPUT_MODALITIES, TASK_FIELDS, TASKS
 from ..primitives import PRIMITIVES
 from ..program import Definition, Program, stdlib_modules
+from ..training_section import KEYS as TRAINING_KEYS
 from ..values import UNIT_SCALE
 from .analysis import DocState, blank_strings, defs_with_params, doc_comment, family_of, program_for, signature
 from .vocabulary import KEYWORDS, UNITS
@@ -24,7 +25,7 @@ from .vocabulary import KEYWORDS, UNITS
 __all__ = ["Completion", "complete"]
 
 TOP_KEYWORDS = ("msl", "import", "block", "family", "preset", "device", "model")
-MODEL_KEYWORDS = ("modality", "task", "objective", "constraints", "architecture", "metadata")
+MODEL_KEYWORDS = ("modality", "task", "objective", "constraints", "architecture", "training", "metadata")
 BLOCK_KEYWORDS = ("input", "let", "return", "require", "if", "else")
 FAMILY_KEYWORDS = ("require", "encoder", "backbone", "head", "tie", "prefer")
 _UNIT_WORDS = {"count": "count", "bytes": "bytes", "time": "seconds", "frequency": "Hz", "rate": "per second",
@@ -104,6 +105,8 @@ def complete(doc: DocState, offset: int) -> list[Completion]:
     head = frame.head if frame is not None else ""
     if frame is not None and frame.bracket == "(":
         return _in_call(prog, doc, head, prefix, span) + _values(prog, span)
+    if frame is not None and frame.bracket == "[" and len(frames) > 1 and _construct(frames[-2].head) == "training":
+        return _training(_statement_prefix(text, frames[-2]), False, span)  # `augment = [random_crop, |`
     kind = _construct(head)
     at_start = re.fullmatch(r"\s*[A-Za-z_]*", prefix) is not None
 
@@ -115,6 +118,8 @@ def complete(doc: DocState, offset: int) -> list[Completion]:
         return _model_statement(prog, prefix, at_start, span)
     if kind == "constraints":
         return _constraint(prog, prefix, at_start, span)
+    if kind == "training":
+        return _training(prefix, at_start, span)
     if kind in ("architecture", "preset"):
         return _architecture_field(prog, _arch_name(head), prefix, at_start, span)
     if kind == "task":
@@ -134,7 +139,7 @@ def _head_of(frame: _Frame | None) -> str:
 
 
 def _construct(head: str) -> str | None:
-    m = re.match(r"(block|family|model|preset|device|constraints|architecture|task|metadata|if|else)\b", head)
+    m = re.match(r"(block|family|model|preset|device|constraints|architecture|task|metadata|training|if|else)\b", head)
     if m is not None:
         return m.group(1) if m.group(1) != "else" else "if"
     if head.startswith("}") and "else" in head:
@@ -255,6 +260,17 @@ def _constraint(prog: Program, prefix: str, at_start: bool, span: tuple[int, int
     if re.match(r"\s*latency\s*(<=|<|=)\s*\w*$", prefix):
         return _names(tuple(LATENCY_CLASSES), "enum", "latency class", span) + _keywords(("on",), span)
     return _keywords(("on",), span)
+
+
+def _training(prefix: str, at_start: bool, span: tuple[int, int]) -> list[Completion]:
+    """In `training { ... }`: the settings, and after `key =` the names it takes (optimizers, augmentations...)."""
+    if at_start:
+        return [Completion(k, "field", t.doc, insert=f"{k} = ", replace=span) for k, t in TRAINING_KEYS.items()]
+    m = re.match(r"\s*(\w+)\s*=", prefix)
+    key = TRAINING_KEYS.get(m.group(1)) if m else None
+    if key is not None and key.choices:
+        return _names(key.choices, "enum", key.doc, span)
+    return []
 
 
 def _architecture_field(prog: Program, arch: str, prefix: str, at_start: bool,

@@ -23,6 +23,7 @@ from ..catalog import (
     TASKS,
     group_fits,
 )
+from ..choices import check_choices
 from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note, did_you_mean
 from ..elaborate import KNOWN_TYPES, param_specs
@@ -31,6 +32,7 @@ from ..limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_
 from ..modalities import INPUT_FORMS
 from ..primitives import PRIMITIVES
 from ..program import Definition, Program, import_hint
+from ..training_section import check_training
 from ..values import FUNCTIONS, UNIT_SCALE, EvalError, Sym, Value, evaluate, format_value, quantity_value
 
 _BINARY_CONTEXT = {"k": 1024, "K": 1024, "M": 1024**2}
@@ -227,7 +229,8 @@ def _check_module(prog: Program, module: str, bag: DiagnosticBag) -> None:
                 bag.error("E104", f"layer parameter `{p.name.name}` has the name of a primitive", p.name.span,
                           hint=f"rename it, e.g. `{p.name.name}_layer`")
             if p.default is not None:
-                _check_value(p.name.name, _param_type(p), p.default, bag)
+                _check_value(p.name.name, _param_type(p), p.default, bag, choices=_has_set(p.constraints))
+                check_choices(p.name.name, p, p.constraints, p.default, prog, (module,), bag)
     for f in root.families:
         layer_params = _layer_params(f)
         slots = [s.layer for s in f.encoders] + ([f.backbone] if f.backbone else []) + [s.layer for s in f.heads]
@@ -264,7 +267,11 @@ def _param_type(p: A.Param) -> str | None:
     return p.type.name if isinstance(p.type, A.NamedType) else "enum" if p.type is not None else None
 
 
-def _check_value(name: str, type_: str | None, e: A.Expr, bag: DiagnosticBag) -> None:
+def _has_set(cons: tuple[A.DimConstraint, ...]) -> bool:
+    return any(isinstance(c, A.InSet) for c in cons)
+
+
+def _check_value(name: str, type_: str | None, e: A.Expr, bag: DiagnosticBag, *, choices: bool = False) -> None:
     """What a parameter's value may be, beyond what evaluating it shows: `?` (a dimension the solver
     chooses) stands alone, for an integer parameter, since the solver chooses whole numbers and an
     expression around `?` has no value to emit; a number takes no unit of time (`nodes = 0ms`)."""
@@ -276,7 +283,7 @@ def _check_value(name: str, type_: str | None, e: A.Expr, bag: DiagnosticBag) ->
                           hint="drop the unit" + (" (a count may take k, M, B, T)" if type_ != "float" else ""))
                 return
     if isinstance(e, A.Unknown):
-        if type_ not in ("int", None, "any"):
+        if type_ not in ("int", None, "any") and not choices:  # a choice `? in {a, b}` may be of any type
             bag.error("E201", f"`{name}` is a parameter of type {type_}: only an integer dimension can be left open (`?`)",
                       e.span, hint=f"give `{name}` a value")
         return
@@ -547,7 +554,8 @@ class CheckPass:
                               hint=did_you_mean(f.name.name, params) or f"parameters: {', '.join(params)}")
                     continue
                 old = bindings[f.name.name]
-                _check_value(f.name.name, _param_type(params[f.name.name]), f.value, bag)
+                _check_value(f.name.name, _param_type(params[f.name.name]), f.value, bag, choices=_has_set(f.constraints))
+                check_choices(f.name.name, params[f.name.name], f.constraints, f.value, prog, (preset.module, fam.module), bag)
                 bindings[f.name.name] = Bound(f.value, None, preset.module, f.span, f"preset {preset.node.name.name}",
                                               f.constraints or old.constraints)
         explicit: dict[str, A.Node] = {}
@@ -570,7 +578,8 @@ class CheckPass:
                 bag.error("E104", f"`{n}` is set twice", f.name.span, notes=[Note("also set here", other.span)])
                 continue
             explicit[n] = f
-            _check_value(n, _param_type(params[n]), f.value, bag)
+            _check_value(n, _param_type(params[n]), f.value, bag, choices=_has_set(f.constraints))
+            check_choices(n, params[n], f.constraints, f.value, prog, (prog.root_name, fam.module), bag)
             old = bindings[n]
             bindings[n] = Bound(f.value, None, prog.root_name, f.span, "model", f.constraints or old.constraints)
 
@@ -580,6 +589,7 @@ class CheckPass:
             family_span=model.architecture.family.span, preset=preset.node.name.name if preset else None,
             bindings=bindings, metadata=metadata, device=device,
         )
+        check_training(model, comp.spec, prog.root_name, bag)  # the `training { ... }` section
 
     def dump(self, comp: Compilation) -> str:
         return dump_spec(comp.spec) if comp.spec else ""

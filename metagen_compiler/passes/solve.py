@@ -1,8 +1,10 @@
 """solve: give every open dimension (`?`) a value.
 
 The search is deterministic. Each open dimension has a finite domain (its `in lo..hi` range,
-stepped by `multiple_of`). The widest one is searched by bisection (the parameter count grows
-with it); the others are enumerated. Among solutions that use at least 98% of the parameter
+stepped by `multiple_of`, or the whole numbers of its choice `in {64, 128, 256}`). A choice of anything
+else (`norm = ? in {layernorm, rmsnorm}`, reals, booleans) takes its first value before the search
+(choices.py says why); `metagenc search` explores every value. The widest domain is searched by
+bisection (the parameter count grows with it); the others are enumerated. Among solutions that use at least 98% of the parameter
 budget, the one closest to the family's `prefer` ratios wins; without such solutions, the one
 with the most parameters. Counting is exact (the same elaboration that lowering uses).
 """
@@ -13,15 +15,17 @@ import itertools
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from .. import ast as A
+from ..choices import choice_set, choice_values, is_integer_set
 from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note
 from ..elaborate import Elaborator
 from ..family import count_params, evaluate_dims
-from ..ir import SolveReport, SpecIR, dump_spec
+from ..ir import Bound, SolveReport, SpecIR, dump_spec
 from ..limits import LIMIT_CODE
 from ..program import Program
 from ..span import Span
@@ -35,18 +39,23 @@ DEFAULT_RANGE = (1, 4096)
 @dataclass
 class Unknown:
     name: str
-    domain: range  # lazy: indexing and len() are O(1), so the search costs the same for 2..10 and 2..2**53
+    # a range is lazy: indexing and len() are O(1), so the search costs the same for 2..10 and 2..2**53; a choice
+    # of whole numbers is their sorted tuple
+    domain: Sequence[int]
     span: Span | None
 
 
-def _domain(name: str, cons: tuple[A.DimConstraint, ...], dims_env: dict[str, Value]) -> range:
+def _domain(name: str, cons: tuple[A.DimConstraint, ...], dims_env: dict[str, Value]) -> Sequence[int]:
+    choice = choice_set(cons)
+    if choice is not None:  # whole numbers (the check pass made sure); ascending, as a range is
+        return tuple(sorted(as_int(v, choice.span, "choice") for v in choice_values(choice)))
     step, lo, hi = 1, None, None
     for c in cons:
         if isinstance(c, A.MultipleOf):
             step = as_int(evaluate(c.value, dims_env), c.value.span, "multiple_of")  # within MAX_INT
             if step < 1:
                 raise EvalError("E205", f"`{name}` is a multiple_of {step}; it must be 1 or more", c.value.span)
-        else:
+        elif isinstance(c, A.InRange):
             lo = as_int(evaluate(c.lo, dims_env), c.lo.span, "range bound")
             hi = as_int(evaluate(c.hi, dims_env), c.hi.span, "range bound")
     lo = lo if lo is not None else DEFAULT_RANGE[0]
@@ -98,6 +107,8 @@ class SolvePass:
         report = SolveReport()
         spec.solve = report
         unknown_names = [k for k, b in spec.bindings.items() if isinstance(b.expr, A.Unknown)]
+        report.first_choices = [k for k in unknown_names if _take_first_choice(spec, k)]
+        unknown_names = [k for k in unknown_names if k not in report.first_choices]
         report.unknowns = unknown_names
         if not unknown_names:
             try:
@@ -247,6 +258,17 @@ class SolvePass:
 
     def dump(self, comp: Compilation) -> str:
         return dump_spec(comp.spec) if comp.spec else ""
+
+
+def _take_first_choice(spec: SpecIR, name: str) -> bool:
+    """A choice that is not of whole numbers takes its first value (the binding becomes that value's expression,
+    read in the binding's module, so a layer name resolves as if written there); True if `name` was such a one."""
+    b = spec.bindings[name]
+    choice = choice_set(b.constraints)
+    if choice is None or not choice.items or is_integer_set(choice_values(choice)):
+        return False
+    spec.bindings[name] = Bound(choice.items[0], None, b.module, b.span, b.source, b.constraints)
+    return True
 
 
 # errors that do not depend on the values of the dims: a name, a layer or an argument that does not exist
