@@ -3,9 +3,11 @@
 A trial samples every dimension in its domain (`suggest_int` with the domain's step, so `multiple_of` always
 holds), compiles the model in process with those values (`search_space.compile_candidate`), and hands the
 compilation to an *evaluator*: a function of the compiled candidate that returns metric values, or raises
-`CandidateFailed` (recorded with its reason) or `optuna.TrialPruned`. The estimate-only evaluator reads the
-compiler's own numbers; a prototype-training evaluator (the training issue) plugs in the same way and adds its
-validation metric, which `--objective` can then name.
+`CandidateFailed` (recorded with its reason) or `CandidatePruned` (recorded with its reason, then Optuna's
+TrialPruned). The estimate-only evaluator reads the compiler's own numbers; the prototype-training evaluator
+(search_training.py) trains the candidate and adds its validation metrics, which `--objective` can then name. An
+evaluator that trains (`trains = True`) is not run on a candidate that breaks a constraint: its training objectives
+get the worst value there is (+inf or -inf), and the samplers rank it by its violations.
 
 The spec's hard constraints (params, memory, latency on a device class, context: every constraint the
 `constraints` pass checks) are Optuna constraints: each trial stores one violation per constraint (<= 0 holds),
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
 from .compilation import Compilation, Options
-from .search_space import SearchSpace, compile_candidate
+from .search_space import SearchSpace, compile_candidate, suggest_values
 from .span import SourceFile
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
     "ESTIMATE_METRICS",
     "Candidate",
     "CandidateFailed",
+    "CandidatePruned",
     "EstimateEvaluator",
     "Evaluator",
     "ObjectiveSpec",
@@ -122,12 +125,24 @@ class CandidateFailed(Exception):
         self.code = code
 
 
+class CandidatePruned(Exception):
+    """A candidate whose training a pruner stopped as hopeless: `reason` says where and why, `metrics` what it
+    measured so far, `curve` the [step, value] pairs the pruner read."""
+
+    def __init__(self, reason: str, metrics: dict[str, float] | None = None,
+                 curve: list[list[float]] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.metrics = metrics or {}
+        self.curve = curve or []
+
+
 @dataclass
 class Candidate:
     """One trial's model: the values of the open dimensions and the compilation they give."""
 
     number: int
-    values: dict[str, int]
+    values: dict[str, Any]  # a range's integer, or an enumerated choice's value
     comp: Compilation
     source: SourceFile
     device: str
@@ -161,6 +176,7 @@ class EstimateEvaluator:
     """No training: the compiler's exact counts and estimates are the metrics."""
 
     metrics: tuple[str, ...] = tuple(ESTIMATE_METRICS)
+    trains: bool = False  # an evaluator that trains is not run on a candidate that breaks a constraint
 
     def __call__(self, candidate: Candidate) -> dict[str, float]:
         return {}  # the engine always records estimate_metrics; this evaluator adds nothing
@@ -286,6 +302,8 @@ class SearchConfig:
     fixed: tuple[tuple[str, str], ...] = ()
     evaluator: Evaluator = field(default_factory=EstimateEvaluator)
     progress: Callable[[Any, SearchConfig, float], None] | None = None
+    # configurations to run first on a new study (--warm-start): ({dimension: value}, where it comes from)
+    warm_start: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
 @dataclass
@@ -404,6 +422,22 @@ def requeue_interrupted(study: Any, alone: bool = False) -> list[int]:
     return queued
 
 
+def _fail_dead_companions(study: Any, alone: bool) -> None:
+    """The pruning study's trials (search_training.py) that a dead worker left RUNNING: failed, as their trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        companion = optuna.load_study(study_name=f"{study.study_name}:pruning", storage=study._storage)
+    except KeyError:  # no pruning study (estimate-only, or no trial trained yet)
+        return
+    host = socket.gethostname()
+    for t in companion.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        h, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+        if alone or (h == host and pid.isdigit() and not _pid_alive(int(pid))):
+            companion._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
 def _fail(trial: Any, reason: str, code: str | None, compile_s: float) -> NoReturn:
     trial.set_user_attr("result", {"status": "failed", "reason": reason, "code": code, "compile_s": compile_s})
     raise CandidateFailed(reason, code)
@@ -501,6 +535,10 @@ def _run_search(cfg: SearchConfig, lock: _WorkerLock) -> SearchOutcome:
         raise StorageError(f"cannot open the storage {_display(cfg.storage, cfg.out_dir)}: {type(e).__name__}: "
                            f"{lines[0]}") from e
     requeue_interrupted(study, lock.alone)
+    _fail_dead_companions(study, lock.alone)
+    if cfg.warm_start and not study.trials:  # a new study: the configurations of earlier searches first
+        for values, origin in cfg.warm_start:
+            study.enqueue_trial(values, user_attrs={"warm_start": origin}, skip_if_exists=True)
     lock.shared()
     t0 = time.perf_counter()
     ran = 0
@@ -508,8 +546,7 @@ def _run_search(cfg: SearchConfig, lock: _WorkerLock) -> SearchOutcome:
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, ...]:
         trial.set_user_attr("worker", WORKER)
-        values = {d.name: trial.suggest_int(d.name, d.domain.start, d.domain[-1], step=d.domain.step)
-                  for d in cfg.space.dims}
+        values = suggest_values(trial, cfg.space)  # suggest_int over a range, suggest_categorical over a choice
         t1 = time.perf_counter()
         comp = compile_candidate(cfg.source, cfg.options, cfg.space, values, cfg.fixed)
         compile_s = round(time.perf_counter() - t1, 6)
@@ -520,22 +557,33 @@ def _run_search(cfg: SearchConfig, lock: _WorkerLock) -> SearchOutcome:
             where = f"{d.span.path}:{d.span.line}:{d.span.col}: " if d.span is not None else ""
             _fail(trial, f"{where}error[{d.code}]: {d.message}", d.code, compile_s)
         metrics = estimate_metrics(comp, cfg.device)
-        try:
-            metrics.update(cfg.evaluator(Candidate(trial.number, values, comp, cfg.source, cfg.device, trial)))
-        except CandidateFailed as e:
-            _fail(trial, e.reason, e.code, compile_s)
-        missing = [n for n in obj_names if n not in metrics]
+        viol = constraint_violations(comp)
+        feasible = all(v <= 0 for _, v in viol)
+        for i, (label, v) in enumerate(viol):  # the samplers read these (Optuna's constraints)
+            trial.set_constraint(f"{i}: {label}", v)
+        record: dict[str, Any] = {"status": "ok" if feasible else "infeasible", "metrics": metrics,
+                                  "constraints": {label: v for label, v in viol}, "compile_s": compile_s}
+        trains = getattr(cfg.evaluator, "trains", False)
+        if feasible or not trains:  # training a candidate that breaks a constraint would only cost time
+            try:
+                metrics.update(cfg.evaluator(Candidate(trial.number, values, comp, cfg.source, cfg.device, trial)))
+            except CandidateFailed as e:
+                _fail(trial, e.reason, e.code, compile_s)
+            except CandidatePruned as e:
+                trial.set_user_attr("result", {**record, "status": "pruned", "reason": e.reason,
+                                               "metrics": {**metrics, **e.metrics}, "curve": e.curve})
+                raise optuna.TrialPruned(e.reason) from None
+        else:  # the samplers rank it by its violations; its untrained objectives get the worst value there is
+            record["untrained"] = True
+        worst = {o.name: math.inf if o.direction == "minimize" else -math.inf for o in cfg.objectives} \
+            if record.get("untrained") else {}
+        missing = [n for n in obj_names if n not in metrics and n not in worst]
         if missing:
             _fail(trial, f"no value for objective {', '.join(missing)} (does device `{cfg.device}` have a "
                   "latency estimate?)", None, compile_s)
-        viol = constraint_violations(comp)
-        feasible = all(v <= 0 for _, v in viol)
         # one attribute (each costs the storage a commit): status, metrics, constraints
-        trial.set_user_attr("result", {"status": "ok" if feasible else "infeasible", "metrics": metrics,
-                                       "constraints": {label: v for label, v in viol}, "compile_s": compile_s})
-        for i, (label, v) in enumerate(viol):  # the samplers read these (Optuna's constraints)
-            trial.set_constraint(f"{i}: {label}", v)
-        return tuple(metrics[n] for n in obj_names)
+        trial.set_user_attr("result", record)
+        return tuple(metrics[n] if n in metrics else worst[n] for n in obj_names)
 
     done_at_start = finished(study.get_trials(deepcopy=False))
 

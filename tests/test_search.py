@@ -78,6 +78,12 @@ architecture:
 """
 
 
+@pytest.fixture(autouse=True)
+def _history_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every search records itself in the history under $XDG_CACHE_HOME: a test's goes to its own folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def _spec(tmp_path: Path, text: str, name: str = "spec.msl") -> Path:
     p = tmp_path / name
     p.write_text(text, encoding="utf-8")
@@ -363,11 +369,17 @@ def test_progress_line_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None
     study.add_trial(optuna.trial.create_trial(values=[1.5e6, 2e-4], user_attrs={"result": {"status": "ok"}}))
     cfg = type("Cfg", (), {"objectives": [ObjectiveSpec("params", "maximize"), ObjectiveSpec("latency", "minimize")],
                            "trials": 10, "timeout": None})()
-    p = Progress(True)
+    p = Progress(True, use_rich=False)  # the plain line, where rich is not installed
     p(study, cfg, 2.0)
     p.close()
     err = capsys.readouterr().err
     assert err.startswith("\rtrial 1/10  feasible 1  best: params 1.5M, latency 0.2 ms  ~18s left") and err.endswith("\n")
+    pytest.importorskip("rich")
+    p = Progress(True)  # rich's live display: the same line, drawn by rich
+    assert p.live is not None
+    p(study, cfg, 2.0)
+    p.close()
+    assert "trial 1/10  feasible 1  best: params 1.5M, latency 0.2 ms  ~18s left" in capsys.readouterr().err
 
 
 def test_a_dead_workers_trial_is_run_again_with_its_values(tmp_path: Path) -> None:
@@ -415,7 +427,7 @@ def test_two_workers_share_one_study(tmp_path: Path, kind: str) -> None:
     (["--objective", "accuracy:max"], "unknown objective `accuracy`"),
     (["--objective", "params:up"], "the direction is min or max"),
     (["--objective", "params:min", "--objective", "params:max"], "an objective is given twice"),
-    (["--data", "corpus/"], "prototype training (--data) is not available yet"),
+    (["--data", "corpus/"], "--data `corpus/` does not exist"),
     (["--timeout", "-1"], "--timeout must be a positive number"),
     (["--backend", "tex"], "unknown backend `tex`"),
     (["--device", "abacus"], "unknown device `abacus`"),
@@ -597,3 +609,150 @@ def test_two_workers_on_a_real_postgresql_server(tmp_path: Path) -> None:
         subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        check=False, capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- objectives from the spec, sampler, history, outputs
+@pytest.mark.parametrize("metadata", [
+    'metadata { search { objectives = ["params:min", "flops:max"] } }',
+    "metadata { search { objectives { params = min; flops = max } } }",
+])
+def test_the_spec_names_the_objectives(tmp_path: Path, metadata: str) -> None:
+    spec, out = _spec(tmp_path, LOOSE.replace("  architecture transformer.decoder", f"  {metadata}\n"
+                                              "  architecture transformer.decoder")), tmp_path / "out"
+    assert _search(spec, out, "--trials", "3", "--quiet") == 0
+    assert _pareto(out)["objectives"] == [{"name": "params", "direction": "minimize"},
+                                          {"name": "flops", "direction": "maximize"}]
+    # the command line comes first
+    assert _search(spec, tmp_path / "out2", "--trials", "3", "--quiet", "--objective", "latency:min") == 0
+    assert [o["name"] for o in _pareto(tmp_path / "out2")["objectives"]] == ["latency"]
+
+
+def test_a_training_objective_in_the_spec_is_left_out_of_an_estimate_only_search(tmp_path: Path) -> None:
+    meta = 'metadata { search { objectives = ["val_perplexity:min", "latency:min"] } }'
+    spec, out = _spec(tmp_path, LOOSE.replace("  architecture transformer.decoder",
+                                              f"  {meta}\n  architecture transformer.decoder")), tmp_path / "out"
+    assert _search(spec, out, "--trials", "2", "--quiet") == 0
+    assert [o["name"] for o in _pareto(out)["objectives"]] == ["latency"]
+
+
+def test_a_bad_objective_in_the_spec_is_a_diagnostic_at_the_entry(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    meta = 'metadata { search { objectives = ["params:up"] } }'
+    spec = _spec(tmp_path, LOOSE.replace("  architecture transformer.decoder",
+                                         f"  {meta}\n  architecture transformer.decoder"))
+    assert _search(spec, tmp_path / "out", "--trials", "2") == 1
+    err = capsys.readouterr().err
+    line = LOOSE.split("\n").index("  architecture transformer.decoder {") + 1
+    assert f"spec.msl:{line}:23: error[E203]: search objective: objective `params:up`: the direction is min or max" \
+        in err and "^" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("objectives, sampler", [(["params:max"], "tpe"), (["params:max", "latency:min"], "nsga2")])
+def test_auto_sampler_is_tpe_for_one_objective_and_nsga2_for_several(tmp_path: Path, objectives: list[str],
+                                                                      sampler: str) -> None:
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert _search(spec, out, "--trials", "2", "--quiet", *[f"--objective={o}" for o in objectives]) == 0
+    assert json.loads((out / "search.json").read_text())["sampler"] == sampler
+
+
+def test_history_records_searches_and_warm_start_runs_the_nearest_front_first(tmp_path: Path) -> None:
+    import sqlite3
+
+    history = tmp_path / "h.db"
+    earlier = _spec(tmp_path, FAST, "earlier.msl")
+    assert _search(earlier, tmp_path / "a", "--trials", "20", "--history", str(history), "--quiet") == 0
+    front = {tuple(sorted(c["values"].items())) for c in _pareto(tmp_path / "a")["candidates"]}
+    # an unrelated spec (another family) recorded later: not the nearest
+    other = (ROOT / "examples" / "tabular_classifier.msl").read_text()
+    assert _search(_spec(tmp_path, other, "tab.msl"), tmp_path / "b", "--trials", "5", "--history", str(history),
+                   "--quiet") == 0
+    with sqlite3.connect(history) as con:
+        rows = con.execute("SELECT model, trials, features FROM searches ORDER BY id").fetchall()
+    assert [(m, n) for m, n, _ in rows] == [("small_lm", 20), ("credit_default", 5)]
+    feats = json.loads(rows[0][2])
+    assert feats["family"] == "std.transformer.decoder" and feats["task"] == "generation"
+    assert feats["inputs"] == ["text"] and {c["kind"] for c in feats["constraints"]} >= {"params", "latency"}
+    # a similar spec (a looser latency bound): its first trials are the earlier front, each marked with its origin
+    similar = _spec(tmp_path, SMALL.replace("LATENCY", "0.35ms"), "similar.msl")
+    out = tmp_path / "c"
+    assert _search(similar, out, "--trials", "12", "--history", str(history), "--warm-start", "3", "--quiet") == 0
+    trials = _trials(out)
+    warm = [t for t in trials if "warm_start" in t]
+    assert len(warm) == min(3, len(front)) and [t["trial"] for t in warm] == list(range(len(warm)))
+    assert all(t["warm_start"].startswith("small_lm/small_lm trial ") for t in warm)
+    assert {tuple(sorted(t["values"].items())) for t in warm} <= front
+    assert json.loads((out / "search.json").read_text())["warm_started"] == len(warm)
+    # --no-history: nothing recorded
+    assert _search(similar, tmp_path / "d", "--trials", "2", "--history", str(history), "--no-history",
+                   "--quiet") == 0
+    with sqlite3.connect(history) as con:
+        assert con.execute("SELECT COUNT(*) FROM searches").fetchone()[0] == 3
+
+
+def test_warm_start_without_history_starts_cold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert _search(spec, out, "--trials", "2", "--warm-start") == 0
+    assert "warm start: 0 configurations from no earlier search" in capsys.readouterr().err
+    assert not any("warm_start" in t for t in _trials(out))
+
+
+def test_the_history_lives_in_the_users_cache_by_default(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, LOOSE)
+    assert _search(spec, tmp_path / "out", "--trials", "2", "--quiet") == 0
+    assert (tmp_path / "cache" / "metagen" / "history.db").is_file()  # $XDG_CACHE_HOME, set by the fixture
+
+
+def test_search_json_importances_and_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert search_main([str(spec), "-o", str(out), "--trials", "16", "--backend", "none", "--quiet",
+                        "--baseline", "random"]) == 0
+    doc = json.loads((out / "search.json").read_text())
+    assert doc["trials"] == 16 and sum(doc["status"].values()) == 16
+    assert len(doc["hypervolume"]["curve"]) == 16 and len(doc["hypervolume"]["random_curve"]) == 16
+    assert doc["hypervolume"]["final"] == max(doc["hypervolume"]["curve"])  # it never falls
+    assert set(doc["importance"]) == {"params", "latency"}
+    for imp in doc["importance"].values():
+        assert set(imp) == {"layers", "d_model"} and abs(sum(imp.values()) - 1) < 1e-6
+    for name in ("pareto", "hypervolume", "importance"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_candidates_paper_has_a_search_section_with_the_searchs_numbers(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from metagen_backends.latex.ledger import lookup
+
+    spec, out = _spec(tmp_path, FAST), tmp_path / "out"
+    assert search_main([str(spec), "-o", str(out), "--trials", "12", "--backend", "latex", "--quiet"]) == 0
+    cand = _pareto(out)["candidates"][0]
+    folder = out / cand["folder"]
+    report = json.loads((folder / "report.json").read_text())
+    assert report["search"]["this_trial"] == cand["trial"] and report["search"]["trials"] == 12
+    main = (folder / "paper" / "main.tex").read_text()
+    assert main.index("\\input{sections/search}") < main.index("\\input{sections/limitations}")
+    section = (folder / "paper" / "sections" / "search.tex").read_text()
+    assert "\\section{Architecture search}" in section and "figures/search_hypervolume.png" in section
+    assert (folder / "paper" / "figures" / "search_hypervolume.png").is_file()
+    # every number the section prints is in report.json, where the provenance says
+    numbers = json.loads((folder / "paper" / "provenance.json").read_text())["numbers"]
+    searched = [n for n in numbers if n["key"].startswith("search.")]
+    assert {"search.trials", "search.hypervolume.final"} <= {n["key"] for n in searched}
+    for n in searched:
+        assert lookup(report, n["key"]) == n["value"]
+        assert f"\\mgnum[{n['id']}]" in section
+
+
+def test_history_distance_orders_specs_by_likeness() -> None:
+    from metagen_compiler.search_history import distance
+
+    a = {"family": "std.transformer.decoder", "task": "generation", "inputs": ["text"], "outputs": ["text"],
+         "dims": {"layers": [1, 8, 1], "d_model": [64, 512, 32]},
+         "constraints": [{"kind": "params", "bound": 2e6, "device": None},
+                         {"kind": "latency", "bound": 3e-4, "device": "consumer_gpu"}], "data": {"bytes": 35_000}}
+    looser = {**a, "constraints": [a["constraints"][0], {**a["constraints"][1], "bound": 3.5e-4}]}
+    bigger = {**a, "constraints": [{**a["constraints"][0], "bound": 2e8}, a["constraints"][1]]}
+    more_data = {**a, "data": {"bytes": 35_000_000}}
+    other_family = {**a, "family": "std.ssm.s4d"}
+    assert distance(a, a) == 0 and distance(a, looser) == distance(looser, a)
+    assert 0 < distance(a, looser) < distance(a, more_data) == 1.0 < distance(a, bigger) == 2.0
+    assert distance(a, other_family) == 4.0

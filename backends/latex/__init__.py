@@ -84,6 +84,10 @@ def build_paper(comp: Compilation, report: dict[str, Any]) -> dict[str, str | by
         "limitations": limitations(p),
         "appendix": appendix(p),
     }
+    if report.get("search"):  # a model that `metagenc search` found: its search (sections_search.py)
+        from .sections_search import search
+
+        sections["search"] = search(p)
     files["paper/figures/block_graph.tex"] = block_graph(p)
     files["paper/main.tex"] = main_tex(p)
     for name, text in sections.items():

@@ -58,6 +58,8 @@ def main_tex(p: Paper) -> str:
         "",
     ]
     body += [f"\\input{{sections/{s}}}" for s in SECTIONS[1:-1]]
+    if p.report.get("search"):  # the architecture search that found the model, before its limitations
+        body.insert(body.index("\\input{sections/limitations}"), "\\input{sections/search}")
     body += [
         "",
         "\\bibliographystyle{plainnat}",
