@@ -90,7 +90,8 @@ def test_backend_copies_the_runtime_verbatim(models: dict[str, Path]) -> None:
 
 
 def test_runtime_imports_no_metagen() -> None:
-    allowed = {"torch", "safetensors", "tokenizers", "PIL", "soundfile", "gymnasium", "data", "loop", "rl", "__future__"}
+    allowed = {"torch", "safetensors", "tokenizers", "PIL", "soundfile", "gymnasium", "datasets", "data", "data_vision",
+               "loop", "rl", "split_metrics", "__future__"}
     for name, text in runtime_files().items():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Import):
@@ -324,16 +325,23 @@ def test_synthetic_data_says_so(models: dict[str, Path], capsys) -> None:  # typ
     assert json.loads((run / "eval_val.json").read_text())["synthetic"] is True
 
 
-def test_resume_after_sigkill_gives_the_same_curve_bit_for_bit(models: dict[str, Path], cancer_csv: Path) -> None:
+@pytest.mark.parametrize("options", [
+    [],  # AdamW, warmup + cosine, fp32
+    # an EMA of the weights (ema.safetensors), a linear schedule, Adam, fp16 with its loss scale (scaler.pt)
+    ["--ema-decay", "0.9", "--schedule", "linear", "--optimizer", "adam", "--precision", "fp16"],
+], ids=["adamw-cosine", "ema-linear-adam-fp16"])
+def test_resume_after_sigkill_gives_the_same_curve_bit_for_bit(models: dict[str, Path], cancer_csv: Path,
+                                                               options: list[str]) -> None:
     """The tabular model has dropout, so this also checks that the RNG state is restored."""
     folder = models["tabular_classifier"]
     common = ["--data", str(cancer_csv), "--target", "diagnosis", "--steps", "300", "--batch-size", "16",
-              "--grad-accum", "2", "--eval-every", "50", "--checkpoint-every", "5", "--log-every", "1000"]
-    assert _train(folder, *common, "--run-name", "whole") == 0
+              "--grad-accum", "2", "--eval-every", "50", "--checkpoint-every", "5", "--log-every", "1000", *options]
+    tag = "-".join(options).replace("-", "").replace(".", "")
+    assert _train(folder, *common, "--run-name", "whole" + tag) == 0
 
-    run = folder / "runs" / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", NO_METAGEN, "train.py", *common, "--run-name", "killed"], cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
+    run = folder / "runs" / ("killed" + tag)
+    proc = subprocess.Popen([sys.executable, "-c", NO_METAGEN, "train.py", *common, "--run-name", run.name],
+                            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -349,13 +357,14 @@ def test_resume_after_sigkill_gives_the_same_curve_bit_for_bit(models: dict[str,
     assert proc.returncode == -signal.SIGKILL
     killed_at = json.loads((loop.find_checkpoint(run / "last") / "trainer.json").read_text())["step"]
     assert 10 <= killed_at < 300  # really interrupted
-    r = run_script(folder, "train.py", "--resume", "--run-name", "killed")
+    r = run_script(folder, "train.py", "--resume", "--run-name", run.name)
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout
-    whole = (folder / "runs" / "whole" / "metrics.jsonl").read_text()
-    assert (run / "metrics.jsonl").read_text() == whole
-    assert (run / "last" / "model.safetensors").read_bytes() == (folder / "runs" / "whole" / "last" /
-                                                                  "model.safetensors").read_bytes()
+    whole = folder / "runs" / ("whole" + tag)
+    assert (run / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
+    saved = ["model.safetensors", "optimizer.pt"] + (["ema.safetensors", "scaler.pt"] if options else [])
+    for name in saved:
+        assert (run / "last" / name).read_bytes() == (whole / "last" / name).read_bytes(), name
 
 
 @pytest.mark.slow
@@ -581,9 +590,9 @@ class _Forecaster(torch.nn.Module):
 # with @ for tmp_path; a message ending in "(" is a prefix (the rest is the library's own words)
 DATA_ERRORS = {
     "text-folder-without-text": ("lm", TEXT, {"corpus/notes.md": "x"}, "corpus", {}, None,
-                                 "@/corpus: no .txt or .jsonl files; expected text files"),
+                                 "@/corpus: no .txt, .jsonl, .parquet or .arrow files; expected text files"),
     "text-empty": ("lm", TEXT, {"c.txt": "\n\n"}, "c.txt", {}, None,
-                   "@/c.txt: no text found; expected non-empty .txt or .jsonl"),
+                   "@/c.txt: no text found; expected non-empty .txt, .jsonl, .parquet or .arrow"),
     "text-bad-tokenizer": ("lm", TEXT, {"c.txt": "a\n\nb\n\nc", "tok.json": "{}"}, "c.txt", {"tokenizer": "@/tok.json"},
                            None, "@/tok.json: not a tokenizer.json ("),
     "text-vocab-below-bytes": ("lm", {"vocab": 100}, {"c.txt": "a\n\nb\n\nc"}, "c.txt", {}, None,

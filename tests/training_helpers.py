@@ -101,3 +101,171 @@ def unigram_perplexity(run: Path, corpus: Path = GPL) -> float:
     val = [t for i in split["val"] for t in tok.encode(text[i]).ids]
     total, vocab = sum(counts.values()), tok.get_vocab_size()
     return math.exp(-sum(math.log((counts[t] + 1) / (total + vocab)) for t in val) / len(val))
+
+
+# ------------------------------------------------------------------ scenes, point clouds, graphs from real digits
+
+
+def rle_encode(mask: Any) -> str:
+    """COCO's compressed RLE string of a (H, W) 0/1 array (column-major runs, the deltas after the first two
+    counts, 5 bits a character with a continuation bit): pycocotools' rleToString, for writing test data."""
+    flat = mask.T.reshape(-1).astype(bool)
+    counts, value, run = [], False, 0
+    for v in flat:
+        if v != value:
+            counts.append(run)
+            value, run = v, 0
+        run += 1
+    counts.append(run)
+    out = []
+    for i, x in enumerate(counts):
+        if i > 2:
+            x -= counts[i - 2]
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = not (x == 0 and not c & 0x10) and not (x == -1 and c & 0x10)
+            out.append(chr(c + 48 + (0x20 if more else 0)))
+    return "".join(out)
+
+
+def write_digit_scenes(root: Path, n: int = 300, size: int = 48, classes: tuple[int, ...] = (0, 1, 2, 3),
+                       seed: int = 0) -> Path:
+    """`n` grey canvases of size x size, each with 1 to 3 of scikit-learn's handwritten digits (8x8, drawn at 2x,
+    without overlap) of `classes`, as PNGs under root/images and a COCO JSON root/scenes.json: a category per digit
+    class, each digit's bounding box and its mask (strokes above a quarter of the range) as RLE, alternately COCO's
+    compressed string and a list of counts."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pool = [i for i, t in enumerate(d.target) if int(t) in classes]
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for k in range(n):
+        canvas = np.zeros((size, size), dtype=np.float64)
+        taken: list[tuple[int, int]] = []
+        for _ in range(int(rng.integers(1, 4))):
+            for _try in range(20):
+                x, y = (int(v) for v in rng.integers(0, size - 16, 2))
+                if all(abs(x - a) >= 16 or abs(y - b) >= 16 for a, b in taken):
+                    break
+            else:
+                continue
+            taken.append((x, y))
+            i = int(rng.choice(pool))
+            digit = np.kron(d.images[i], np.ones((2, 2))) / 16.0  # 16 x 16 in [0, 1]
+            canvas[y : y + 16, x : x + 16] = np.maximum(canvas[y : y + 16, x : x + 16], digit)
+            full = np.zeros((size, size), dtype=np.uint8)
+            full[y : y + 16, x : x + 16] = digit > 0.25
+            ys, xs = np.nonzero(full)
+            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+            counts_form = len(annotations) % 2
+            seg: Any = {"size": [size, size], "counts": rle_encode(full)}
+            if counts_form:
+                flat, runs, value, run = full.T.reshape(-1), [], 0, 0
+                for v in flat:
+                    if v != value:
+                        runs.append(run)
+                        value, run = v, 0
+                    run += 1
+                seg = {"size": [size, size], "counts": [*runs, run]}
+            annotations.append({"id": len(annotations) + 1, "image_id": k, "category_id": int(d.target[i]) + 1,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(full.sum()), "iscrowd": 0,
+                                "segmentation": seg})
+        Image.fromarray((canvas * 255).astype("uint8"), mode="L").save(root / "images" / f"{k:04d}.png")
+        images.append({"id": k, "file_name": f"{k:04d}.png", "width": size, "height": size})
+    categories = [{"id": c + 1, "name": str(c)} for c in classes]
+    (root / "scenes.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                  "categories": categories}))
+    return root / "scenes.json"
+
+
+def digit_points(image: Any) -> Any:
+    """A digit's strokes as a 3-D point cloud: each lit pixel (x, y) with z its intensity (0..1), (N, 3)."""
+    import numpy as np
+
+    ys, xs = np.nonzero(image)
+    return np.stack((xs / 7.0, ys / 7.0, image[ys, xs] / 16.0), 1).astype("float32")
+
+
+def write_ply(path: Path, points: Any, binary: bool) -> Path:
+    """A .ply of (N, 3) float points, ASCII or binary little-endian."""
+    import struct
+
+    header = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\ncomment digits\n"
+              f"element vertex {len(points)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n")
+    with path.open("wb") as f:
+        f.write(header.encode())
+        for p in points:
+            f.write(struct.pack("<3f", *map(float, p)) if binary else f"{p[0]} {p[1]} {p[2]}\n".encode())
+    return path
+
+
+def write_digit_clouds(root: Path, per_class: int = 60) -> Path:
+    """scikit-learn's digits as point clouds in one folder per class: .npy, ASCII .ply and binary .ply in turn."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    seen: Counter[int] = Counter()
+    for i, (image, label) in enumerate(zip(d.images, d.target)):
+        if seen[int(label)] >= per_class:
+            continue
+        seen[int(label)] += 1
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pts = digit_points(image)
+        if i % 3 == 0:
+            np.save(folder / f"{i:04d}.npy", pts)
+        else:
+            write_ply(folder / f"{i:04d}.ply", pts, binary=i % 3 == 2)
+    return root
+
+
+def write_digit_graphs(path: Path, per_class: int = 60, classes: tuple[int, ...] = tuple(range(10))) -> Path:
+    """scikit-learn's digits as graphs, one per line of a .jsonl: a node per lit pixel (features: intensity, x, y),
+    an edge between pixels that touch (8-neighbourhood), the digit as the label."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    seen: Counter[int] = Counter()
+    lines = []
+    for image, label in zip(d.images, d.target):
+        if int(label) not in classes or seen[int(label)] >= per_class:
+            continue
+        seen[int(label)] += 1
+        lit = [(y, x) for y in range(8) for x in range(8) if image[y, x] > 0]
+        index = {p: k for k, p in enumerate(lit)}
+        edges = [[index[(y, x)], index[(y + dy, x + dx)]] for (y, x) in lit
+                 for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)) if (y + dy, x + dx) in index]
+        x = [[float(image[y, xx]) / 16.0, xx / 7.0, y / 7.0] for y, xx in lit]
+        lines.append(json.dumps({"x": x, "edges": edges, "y": int(label)}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def write_digit_captions(root: Path, per_class: int = 40) -> Path:
+    """scikit-learn's digits as image-text pairs: PNGs under root/ and root/captions.jsonl, each caption naming
+    the digit in words ("a handwritten seven"); returns the list."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    root.mkdir(parents=True, exist_ok=True)
+    seen: Counter[int] = Counter()
+    lines = []
+    for i, (pixels, label) in enumerate(zip(d.images, d.target)):
+        if seen[int(label)] >= per_class:
+            continue
+        seen[int(label)] += 1
+        Image.fromarray((pixels * 255 / 16).astype("uint8"), mode="L").save(root / f"{i:04d}.png")
+        lines.append(json.dumps({"image": f"{i:04d}.png", "text": f"a handwritten {NUMBER_WORDS[int(label)]}"}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "captions.jsonl"

@@ -1,6 +1,7 @@
 """Training and evaluation runtime that the PyTorch backend copies, verbatim, next to each model.py.
 
-`train.py` and `evaluate.py` are scripts; `data.py` and `loop.py` are their helpers. None imports MetaGen,
+`train.py` and `evaluate.py` are scripts; `data.py` (with its data_*.py loaders), `loop.py` and
+`split_metrics.py` are their helpers. None imports MetaGen,
 so the output folder trains with torch (plus safetensors, and tokenizers, Pillow, soundfile or gymnasium for
 text, images, audio or RL).
 Importing this package does not import torch.
@@ -13,7 +14,8 @@ from pathlib import Path
 __all__ = ["RUNTIME_FILES", "runtime_files"]
 
 RUNTIME_FILES = (
-    "train.py", "evaluate.py", "data.py", "data_audio.py", "data_graph.py", "data_series.py", "loop.py", "rl.py",
+    "train.py", "evaluate.py", "data.py", "data_audio.py", "data_graph.py", "data_points.py", "data_series.py",
+    "data_vision.py", "loop.py", "rl.py", "split_metrics.py",
 )
 
 

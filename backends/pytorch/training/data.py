@@ -1,8 +1,10 @@
 """Data for train.py and evaluate.py: local files -> train/val/test datasets of model.loss() batches.
 
-Copied verbatim next to a generated model.py; depends on torch, and on `tokenizers` (text) and Pillow
-(images) only when those loaders are used. No MetaGen import. Audio, graphs and time series have their
-loaders in the sibling modules data_audio.py, data_graph.py and data_series.py (RL: rl.py).
+Copied verbatim next to a generated model.py; depends on torch, and on `tokenizers` (text), `datasets`
+(Parquet/Arrow text) and Pillow (images) only when those loaders are used. No MetaGen import. Images (lists,
+COCO boxes and masks, augmentations), point clouds and sets of graphs, audio, single graphs and time series have
+their loaders in the sibling modules data_vision.py, data_points.py, data_audio.py, data_graph.py and
+data_series.py (RL: rl.py).
 
 The form of a batch comes from the model itself: `example_batch(model)` names its keys
 (`text`; `image` + `label`; `tabular` + `label` or `target`), and the model's Config gives the sizes
@@ -18,7 +20,9 @@ import importlib
 import io
 import json
 import math
+import os
 import random
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,7 @@ class DataOptions:
     target: str | None = None
     features: str | None = None
     synthetic_items: int = 1024
+    augment: list[str] = field(default_factory=list)  # image augmentations of the training split (data_vision.py)
 
 
 @dataclass
@@ -75,7 +80,8 @@ class Form:
     """What the model's loss() expects: the kind of data and the sizes from its Config."""
 
     kind: str  # lm | image_classification | tabular_* | speech_recognition | node_classification | link_prediction
-    # | forecast | synthetic | unsupported
+    # | forecast | object_detection | semantic_segmentation | instance_segmentation | point_cloud_classification
+    # | graph_classification | image_text | synthetic | unsupported
     keys: tuple[str, ...]
     config: dict[str, Any]
 
@@ -121,6 +127,18 @@ def detect_form(model: torch.nn.Module, module: Any) -> Form:
         kind = "link_prediction"
     elif keys == ("target", "time_series"):
         kind = "forecast"
+    elif keys == ("image", "text") and not batch["text"].is_floating_point():
+        kind = "image_text"
+    elif keys == ("boxes", "image", "labels"):
+        kind = "object_detection"
+    elif keys == ("image", "mask"):
+        kind = "semantic_segmentation"
+    elif keys == ("image", "labels", "masks"):
+        kind = "instance_segmentation"
+    elif keys == ("label", "point_cloud"):
+        kind = "point_cloud_classification"
+    elif keys == ("graph_batch", "graph_edges", "graph_nodes", "label"):
+        kind = "graph_classification"
     else:
         kind = "unsupported"
     return Form(kind, keys, cfg)
@@ -130,8 +148,9 @@ def target_count(batch: dict[str, torch.Tensor]) -> int:
     """How many predictions a batch's mean loss and metrics average over (tokens, samples or values)."""
     if "train_mask" in batch:  # node classification: the split's labelled nodes
         return int(batch["train_mask"].sum())
-    if "label" in batch:
-        return int(batch["label"].shape[0])
+    if "label" in batch:  # graph classification pads its fixed rows with label -100
+        label = batch["label"]
+        return int((label >= 0).sum()) if not label.is_floating_point() else int(label.shape[0])
     if "target" in batch and not batch["target"].is_floating_point():  # transcripts: next-token predictions
         t = batch["target"]
         return int(t.shape[0] * (t.shape[1] - 1))
@@ -294,8 +313,46 @@ def read_csv(path: Path, order: str = "", comments: bool = False) -> tuple[list[
 # ----------------------------------------------------------------------------------------------- text
 
 
+TABLE_SUFFIXES = (".parquet", ".arrow")
+TEXT_SUFFIXES = (".txt", ".jsonl", *TABLE_SUFFIXES)
+
+
+def _read_table(path: Path, name: str, text_field: str) -> dict[str, str]:
+    """{item id: text}: the rows of a Parquet file or an Arrow file (as `datasets` saves them), read with the
+    `datasets` library from the local file (offline; its cache in a temporary folder that is removed)."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet or Arrow needs the `datasets` library (pip install datasets)") from None
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            if path.suffix == ".parquet":
+                table = datasets.Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
+            else:
+                table = datasets.Dataset.from_file(str(path), in_memory=True)
+            columns = list(table.column_names)
+            values = table[text_field] if text_field in columns else None
+    except Exception as e:  # noqa: BLE001 (pyarrow and datasets raise many kinds)
+        kind = "Parquet" if path.suffix == ".parquet" else "Arrow"
+        raise DataError(f"{path}: not a readable {kind} file ({e.__class__.__name__}); expected a table with a "
+                        f"`{text_field}` column") from None
+    if values is None:
+        raise DataError(f"{path}: no column `{text_field}` (--text-field); columns are {', '.join(columns)}")
+    items: dict[str, str] = {}
+    for k, value in enumerate(values):
+        if not isinstance(value, str):
+            raise DataError(f"{path}: row {k}: column `{text_field}` is {type(value).__name__}; expected a string")
+        items[f"{name}:{k}"] = value
+    return items
+
+
 def _read_text_file(path: Path, name: str, text_field: str) -> dict[str, str]:
-    """{item id: text}: paragraphs (blank-line separated) of a .txt, rows of a .jsonl."""
+    """{item id: text}: paragraphs (blank-line separated) of a .txt, rows of a .jsonl, .parquet or .arrow."""
+    if path.suffix in TABLE_SUFFIXES:
+        return _read_table(path, name, text_field)
     raw = read_utf8(path)
     items: dict[str, str] = {}
     if path.suffix == ".jsonl":
@@ -321,9 +378,9 @@ def _read_text_file(path: Path, name: str, text_field: str) -> dict[str, str]:
 def _text_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".txt", ".jsonl"))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
     if not files:
-        raise DataError(f"{path}: no .txt or .jsonl files; expected text files")
+        raise DataError(f"{path}: no .txt, .jsonl, .parquet or .arrow files; expected text files")
     return files
 
 
@@ -333,7 +390,7 @@ def _read_text(path: Path, text_field: str) -> dict[str, str]:
         name = f.name if path.is_file() else f"{path.name}/{f.relative_to(path).as_posix()}"
         items.update(_read_text_file(f, name, text_field))
     if not items:
-        raise DataError(f"{path}: no text found; expected non-empty .txt or .jsonl")
+        raise DataError(f"{path}: no text found; expected non-empty .txt, .jsonl, .parquet or .arrow")
     return items
 
 
@@ -453,44 +510,6 @@ def _load_image(path: Path, size: int, channels: int) -> torch.Tensor:
     return (x - 0.5) / 0.5
 
 
-def _prepare_images(opts: DataOptions, form: Form, state: dict[str, Any] | None) -> Splits:
-    root = Path(opts.source)
-    size, channels, num_classes = (int(form.config[k]) for k in ("image_size", "channels", "num_classes"))
-    parts = explicit_parts(root)
-    classes = state.get("classes") if state else None
-    if parts:
-        train_items, found = _image_items(parts["train"], classes)
-        classes = classes or found
-        sources = {"train": train_items}
-        for s in ("val", "test"):
-            if s in parts:
-                sources[s] = _image_items(parts[s], classes)[0]
-    else:
-        all_items, found = _image_items(root, classes)
-        classes = classes or found
-        sources = {"all": all_items}
-    if len(classes) > num_classes:
-        raise DataError(f"{root}: {len(classes)} class folders, but the model has num_classes = {num_classes}")
-    items, record = make_split(sources, opts.seed, str(root), state.get("split") if state else None)
-    index = {c: i for i, c in enumerate(classes)}
-
-    def tensors(part: dict[str, tuple[Path, str]]) -> TensorItems:
-        images = [_load_image(p, size, channels) for p, _ in part.values()]
-        labels = [index[c] for _, c in part.values()]
-        return TensorItems({"image": torch.stack(images), "label": torch.tensor(labels, dtype=torch.long)})
-
-    info = {
-        "kind": form.kind,
-        "split": record,
-        "classes": classes,
-        "image_size": size,
-        "channels": channels,
-        "normalize": {"mean": 0.5, "std": 0.5},
-        "items": {s: len(items[s]) for s in SPLITS},
-    }
-    return Splits(tensors(items["train"]), tensors(items["val"]), tensors(items["test"]), info)
-
-
 # -------------------------------------------------------------------------------------------- tabular
 
 
@@ -608,6 +627,13 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
 
 
 SIBLING_LOADERS = {  # form kind -> (module beside this one, its loader: (opts, form, run_dir, state, model, write))
+    "image_classification": ("data_vision", "prepare_images"),
+    "object_detection": ("data_vision", "prepare_coco"),
+    "semantic_segmentation": ("data_vision", "prepare_coco"),
+    "instance_segmentation": ("data_vision", "prepare_coco"),
+    "image_text": ("data_vision", "prepare_pairs"),
+    "point_cloud_classification": ("data_points", "prepare_points"),
+    "graph_classification": ("data_points", "prepare_graphs"),
     "speech_recognition": ("data_audio", "prepare_audio"),
     "node_classification": ("data_graph", "prepare_graph"),
     "link_prediction": ("data_graph", "prepare_graph"),
@@ -615,8 +641,12 @@ SIBLING_LOADERS = {  # form kind -> (module beside this one, its loader: (opts, 
 }
 
 
+AUGMENTED = ("image_classification", "object_detection", "semantic_segmentation", "instance_segmentation", "image_text")
+
+
 def _sibling(name: str) -> Any:
-    """A loader module beside this one (data_audio, data_graph, data_series), in the package or the model folder."""
+    """A loader module beside this one (data_vision, data_points, data_audio, ...), in the package or the model
+    folder."""
     return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
 
 
@@ -643,10 +673,11 @@ def prepare(
         )
     if not Path(opts.source).exists():
         raise DataError(f"{opts.source}: no such file or folder")
+    if opts.augment and form.kind not in AUGMENTED:
+        raise DataError(f"{opts.source}: --augment {','.join(opts.augment)} applies to images; this model's batches "
+                        f"are {{{', '.join(form.keys)}}}")
     if form.kind == "lm":
         return _prepare_text(opts, form, run_dir, state, write)
-    if form.kind == "image_classification":
-        return _prepare_images(opts, form, state)
     if form.kind in ("tabular_classification", "tabular_regression"):
         return _prepare_tabular(opts, form, state)
     if form.kind in SIBLING_LOADERS:

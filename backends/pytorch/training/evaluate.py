@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 if __package__:
-    from . import data, loop, rl
+    from . import data, loop, rl, split_metrics
 else:  # run as a script from the model's folder
     import data  # type: ignore[no-redef]
     import loop  # type: ignore[no-redef]
     import rl  # type: ignore[no-redef]
+    import split_metrics  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's micro-batch)")
     p.add_argument("--model", default=None, help="the generated model.py (default: the one beside this script)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                   help="ema: the averaged weights where the run kept an EMA (--ema-decay); raw: the trained ones")
     p.add_argument("--episodes", type=int, default=None, help="RL: greedy episodes (default: the run's --eval-episodes)")
     return p
 
@@ -73,6 +76,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
               for k, v in resolved["model"].items() if k in fields}
     model = module.build_model(module.Config(**values)).to(d.device)
     trainer = loop.load_checkpoint(ckpt, model)
+    weights = "ema" if args.weights == "ema" and loop.load_ema_weights(ckpt, model) else "raw"
     form = data.detect_form(model, module)
     source = args.data or settings["data"]
     kind = rl.rl_kind(form.keys)
@@ -90,8 +94,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
     splits = data.prepare(opts, form, run_dir, state, model, module, write=False)
     started = time.perf_counter()
     batch = args.batch_size or resolved.get("micro_batch", 32)
-    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=settings.get("precision") == "bf16")
-    metrics, count = loop.evaluate(model, splits.get(args.split), batch, d, autocast, data.target_count)
+    autocast = loop.autocast(d.device.type, settings.get("precision", "fp32"))
+    metrics, count = split_metrics.evaluate(model, splits.get(args.split), batch, d, autocast, data.target_count)
     lm = form.kind == "lm" or (source == "synthetic" and "text" in form.keys)
     result = {
         "split": args.split,
@@ -105,6 +109,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
         "synthetic": source == "synthetic",
         "wall_s": round(time.perf_counter() - started, 3),
         "device": str(d.device),
+        "weights": weights,
     }
     return result, run_dir / f"eval_{args.split}.json"
 
