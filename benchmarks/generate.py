@@ -2,13 +2,18 @@
 
 Same weights (the compiled model's, exported with the output folder's weights.py into the reference's layout and
 loaded by the reference), same prompt (random token ids), same settings (greedy, a fixed number of new tokens, no
-eos): GPT-2 small (examples/gpt2.msl, 124M) and a LLaMA-layout decoder (the llama_small preset: 12 layers,
-d_model 768, grouped-query attention with 4 key-value heads), at batch 1 and batch 8. Per row: new tokens per
-second of each (batch x new tokens / median seconds of one generate() call, the two run alternately), the ratio
-(ours / transformers: > 1 means the compiled model is faster), the time to first token (prefill and one token:
-generate() with max_new_tokens=1) of each, and whether the tokens are identical.
-Prints a table and writes benchmarks/results/generate.json.
-Usage: python benchmarks/generate.py [--quick]   (--quick: 2 layers, d_model 128, few tokens; CI smoke)
+eos): GPT-2 small (examples/gpt2.msl, 124M), a LLaMA-layout decoder (the llama_small preset: 12 layers, d_model 768,
+grouped-query attention with 4 key-value heads), Mamba-130M (examples/mamba_lm.msl: recurrent state, against
+transformers' MambaForCausalLM, whose CPU path is its reference PyTorch scan without the mamba_ssm kernels) and
+T5-small (examples/t5_small.msl, an encoder-decoder: a source of `prompt` tokens encoded once, `new` decoder tokens
+after the start token), at batch 1 and batch 8. Per row: new tokens per second of each (batch x new tokens / median
+seconds of one generate() call, the two run alternately), the ratio (ours / transformers: > 1 means the compiled
+model is faster), the time to first token (prefill, or the encoder, and one token: generate() with
+max_new_tokens=1) of each, and whether the tokens are identical.
+Prints a table and writes benchmarks/results/generate.json; each row records its run (time, load average,
+iterations). With --models, only those run; --merge then keeps the other models' rows of the existing file.
+Usage: python benchmarks/generate.py [--quick] [--models gpt2,llama,mamba,t5] [--iterations 5] [--merge]
+(--quick: 2 layers, d_model 128, few tokens; CI smoke)
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ from models import load, timepair  # the sibling benchmark's helpers (this scrip
 
 ROOT = Path(__file__).resolve().parent.parent
 
+MODELS = ["gpt2", "llama", "mamba", "t5"]
 LLAMA_MSL = """msl 1
 import std.presets
 
@@ -41,51 +48,78 @@ def reference(hf: Any, layout: str, state: dict[str, Any], config: Any) -> Any:
     """transformers' model of `layout` at the compiled model's size, holding the compiled model's weights."""
     import torch
 
+    tied = bool(getattr(config, "tied", True))
     if layout == "gpt2":
         cfg = hf.GPT2Config(vocab_size=config.vocab, n_positions=config.context, n_embd=config.d_model,
                             n_layer=config.layers, n_head=config.heads, resid_pdrop=0.0, embd_pdrop=0.0,
-                            attn_pdrop=0.0, tie_word_embeddings=bool(config.tied))
+                            attn_pdrop=0.0, tie_word_embeddings=tied)
         ref = hf.GPT2LMHeadModel(cfg)
-    else:
+    elif layout == "llama":
         hidden = state["model.layers.0.mlp.gate_proj.weight"].shape[0]
         cfg = hf.LlamaConfig(vocab_size=config.vocab, hidden_size=config.d_model, intermediate_size=hidden,
                              num_hidden_layers=config.layers, num_attention_heads=config.heads,
                              num_key_value_heads=config.kv_heads, max_position_embeddings=config.context,
-                             rope_theta=config.rope_theta, tie_word_embeddings=bool(config.tied))
+                             rope_theta=config.rope_theta, tie_word_embeddings=tied)
         ref = hf.LlamaForCausalLM(cfg)
+    elif layout == "mamba":
+        cfg = hf.MambaConfig(vocab_size=config.vocab, hidden_size=config.d_model, num_hidden_layers=config.layers,
+                             state_size=config.d_state, expand=config.expand, conv_kernel=config.d_conv,
+                             time_step_rank=config.dt_rank, use_conv_bias=True, use_bias=False,
+                             layer_norm_epsilon=1e-5, tie_word_embeddings=tied)
+        ref = hf.MambaForCausalLM(cfg)
+    else:
+        cfg = hf.T5Config(vocab_size=config.vocab, d_model=config.d_model, d_kv=config.d_kv, d_ff=config.d_ff,
+                          num_layers=config.layers, num_decoder_layers=config.decoder_layers, num_heads=config.heads,
+                          relative_attention_num_buckets=config.buckets,
+                          relative_attention_max_distance=config.max_distance, dropout_rate=0.0,
+                          feed_forward_proj="relu", tie_word_embeddings=True, decoder_start_token_id=0)
+        ref = hf.T5ForConditionalGeneration(cfg)
     missing, unexpected = ref.load_state_dict(state, strict=False)
     assert not unexpected, unexpected
-    assert all("lm_head" in k or "attn.bias" in k or "masked_bias" in k for k in missing), missing
+    assert all("lm_head" in k or "attn.bias" in k or "masked_bias" in k or "embed_tokens" in k for k in missing), missing
     if cfg.tie_word_embeddings:
         ref.tie_weights()
     with torch.no_grad():
-        assert ref.get_input_embeddings().weight.equal(state[next(k for k in state if "embed_tokens" in k or "wte" in k)])
+        embedding = ref.get_input_embeddings().weight
+        assert any(embedding.equal(v) for v in state.values() if v.shape == embedding.shape)
     return ref.eval()
+
+
+def _cases(out: Path, quick: bool) -> list[tuple[str, str, Path, list[str]]]:
+    """(name, weights layout, spec, metagenc --set flags) of each model."""
+    (out / "llama_bench.msl").write_text(LLAMA_MSL)
+    small = ["--set", "layers=2", "--set", "d_model=128"] if quick else []
+    heads = ["--set", "heads=2"] if quick else []
+    return [("gpt2", "gpt2", ROOT / "examples" / "gpt2.msl", small + heads),
+            ("llama", "llama", out / "llama_bench.msl", small + heads + (["--set", "kv_heads=1"] if quick else [])),
+            ("mamba", "mamba", ROOT / "examples" / "mamba_lm.msl", small + (["--set", "dt_rank=8"] if quick else [])),
+            ("t5", "t5", ROOT / "examples" / "t5_small.msl",
+             small + heads + (["--set", "decoder_layers=2", "--set", "d_ff=256"] if quick else []))]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generate.json"))
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated, of " + ", ".join(MODELS))
+    ap.add_argument("--iterations", type=int, default=5, help="timed runs of each (median); one warm-up before")
+    ap.add_argument("--merge", action="store_true", help="keep the rows of models not run from the existing --out")
     args = ap.parse_args()
+    chosen = args.models.split(",")
     import torch
     import transformers as hf
 
     from metagen_compiler.cli import main as metagenc
 
     q = args.quick
-    warm, iters = (0, 1) if q else (1, 5)
+    warm, iters = (0, 1) if q else (1, args.iterations)
     prompt_len, new = (8, 8) if q else (32, 32)
-    small = ["--set", "layers=2", "--set", "d_model=128", "--set", "heads=2"] if q else []
     torch.manual_seed(0)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)
-        (out / "llama_bench.msl").write_text(LLAMA_MSL)
-        cases = [("gpt2", "gpt2", ROOT / "examples" / "gpt2.msl"), ("llama", "llama", out / "llama_bench.msl")]
-        for name, layout, msl in cases:
-            extra = small + (["--set", "kv_heads=1"] if q and layout == "llama" else [])
-            assert metagenc([str(msl), "-o", str(out), "--backend", "pytorch", *extra]) == 0
+        for name, layout, msl, flags in [c for c in _cases(out, q) if c[0] in chosen]:
+            assert metagenc([str(msl), "-o", str(out), "--backend", "pytorch", *flags]) == 0
             folder = out / msl.stem
             gen = load(folder / "model.py", f"bench_gen_{name}")
             w = load(folder / "weights.py", f"bench_gen_weights_{name}")
@@ -93,9 +127,10 @@ def main() -> int:
             assert w.LAYOUT == layout, w.LAYOUT
             ref = reference(hf, layout, w.to_reference(ours, layout), ours.config)
             params = sum(p.numel() for p in ours.parameters())
+            seq2seq = getattr(ours, "decoding", {}).get("kind") == "encoder_decoder"
             for batch in (1, 8):
                 g = torch.Generator().manual_seed(batch)
-                x = torch.randint(0, ours.config.vocab, (batch, prompt_len), generator=g)
+                x = torch.randint(2, ours.config.vocab, (batch, prompt_len), generator=g)
                 mask = torch.ones_like(x)
 
                 def run_ours(n: int = new, ours: Any = ours, x: Any = x) -> Any:
@@ -109,11 +144,16 @@ def main() -> int:
                     same = bool(torch.equal(run_ours(), run_ref()))
                     t_ours, t_ref = timepair(run_ours, run_ref, warm, iters)
                     f_ours, f_ref = timepair(lambda: run_ours(1), lambda: run_ref(1), warm, iters)
-                rows.append({"model": name, "params": params, "batch": batch, "prompt": prompt_len, "new_tokens": new,
+                rows.append({"model": name, "params": params, "batch": batch,
+                             "prompt": prompt_len if not seq2seq else 0, "source": prompt_len if seq2seq else 0,
+                             "new_tokens": new,
                              "ours_tokens_per_s": batch * new / t_ours, "reference_tokens_per_s": batch * new / t_ref,
                              "ratio": t_ref / t_ours, "ours_first_token_s": f_ours, "reference_first_token_s": f_ref,
                              "ours_s": t_ours, "reference_s": t_ref, "same_tokens": same,
-                             "reference": f"transformers {type(ref).__name__}.generate"})
+                             "reference": f"transformers {type(ref).__name__}.generate",
+                             "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "load_average": list(os.getloadavg()), "iterations": iters})
+                print(name, batch, f"{t_ref / t_ours:.2f}x", "same" if same else "DIFFERENT", flush=True)
 
     print(f"{'model':6} {'params':>11} {'batch':>5} {'ours tok/s':>11} {'ref tok/s':>10} {'ratio':>6} "
           f"{'ours TTFT s':>11} {'ref TTFT s':>10}  same tokens")
@@ -121,9 +161,16 @@ def main() -> int:
         print(f"{r['model']:6} {r['params']:11,} {r['batch']:5} {r['ours_tokens_per_s']:11.1f} "
               f"{r['reference_tokens_per_s']:10.1f} {r['ratio']:6.2f} {r['ours_first_token_s']:11.4f} "
               f"{r['reference_first_token_s']:10.4f}  {r['same_tokens']}")
+    if args.merge and Path(args.out).exists():  # the other models' rows, as their run measured them
+        before = json.loads(Path(args.out).read_text())
+        kept = [{"load_average": before.get("load_average"), "iterations": before.get("iterations"), **r}
+                for r in before["rows"] if r["model"] not in chosen]
+        rows = sorted(kept + rows, key=lambda r: (MODELS.index(r["model"]), r["batch"]))
     result = {"benchmark": "generate", "quick": q, "torch": torch.__version__, "transformers": hf.__version__,
               "device": "cpu", "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
-              "python": platform.python_version(), "warmup": warm, "iterations": iters, "rows": rows}
+              "python": platform.python_version(), "warmup": warm, "iterations": iters, "rows": rows,
+              "note": "each row's two sides ran alternately in one run (its `measured`, `load_average`); with --merge "
+                      "the rows of models not run come from an earlier run"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

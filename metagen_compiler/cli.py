@@ -125,6 +125,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("metagen_backends.pytorch.training.command:main",
                         "compile a spec, then train it on local data with the generated train.py (docs/training.md)",
                         (Needs("train", ("torch", "safetensors")),)),
+    "predict": Subcommand("metagen_backends.pytorch.inference.command:main",
+                          "run a compiled model on raw inputs with its predict.py (docs/inference.md)",
+                          (Needs("train", ("torch", "safetensors")),)),
     "search": Subcommand("metagen_compiler.search:main", "search the open dimensions of a spec (docs/search.md)",
                          (Needs("search", ("optuna",)),)),
 }

@@ -93,6 +93,11 @@ def test_search_benchmark_smoke(tmp_path: Path) -> None:
     assert {r["sampler"] for r in data["quality"]} == {"nsga2", "tpe", "random"}
     for r in data["quality"]:  # normalised hypervolume of 2 objectives, reference point 1.1: at most 1.21
         assert 0 <= r["hv_mean"][str(r["trials"])] <= 1.1 ** 2 and len(r["hv"]) == r["seeds"]
+    [train] = data["training"]  # prototype training: one spec in --quick
+    assert {r["sampler"] for r in train["rows"]} == {"nsga2", "tpe", "random"}
+    assert all(0 <= r["hv_mean"] <= 1.1 ** 2 for r in train["rows"]) and train["cost"]["train_s_mean"] > 0
+    [warm] = data["warm_start"]
+    assert len(warm["per_seed"]) == warm["seeds"] and all(r["enqueued"] > 0 for r in warm["per_seed"])
 
 
 def test_fuzz_benchmark_smoke(tmp_path: Path) -> None:
@@ -109,7 +114,7 @@ def test_generate_benchmark_smoke(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     data = _run("generate.py", tmp_path / "generate.json")
     rows = data["rows"]
-    assert {(r["model"], r["batch"]) for r in rows} == {("gpt2", 1), ("gpt2", 8), ("llama", 1), ("llama", 8)}
+    assert {(r["model"], r["batch"]) for r in rows} == {(m, b) for m in ("gpt2", "llama", "mamba", "t5") for b in (1, 8)}
     assert all(r["ours_tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0 and r["ours_first_token_s"] > 0
                for r in rows)
     assert all(r["same_tokens"] for r in rows), rows  # the same weights give transformers' greedy tokens

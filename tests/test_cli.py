@@ -25,10 +25,12 @@ def test_compile_writes_the_model_folder(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     d = tmp_path / "gpt2"
     assert sorted(p.name for p in d.iterdir()) == ["MODEL_CARD.md", "data.py", "data_audio.py", "data_graph.py",
-                                                   "data_series.py", "evaluate.py", "generation.py", "graph.dot",
-                                                   "graph.json",
-                                                   "loop.py", "model.py", "paper", "report.json", "rl.py", "spec.txt",
-                                                   "train.py", "weights.py"]
+                                                   "data_points.py", "data_series.py", "data_vision.py",
+                                                   "evaluate.py", "generation.py", "graph.dot",
+                                                   "graph.json", "inputs.py",
+                                                   "loop.py", "model.py", "paper", "pipelines.py", "predict.py",
+                                                   "report.json", "rl.py", "spec.txt", "split_metrics.py",
+                                                   "tasks.py", "train.py", "weights.py"]
     assert (d / "paper" / "main.tex").is_file()
     report = json.loads((d / "report.json").read_text())
     for key in ("params", "flops_forward", "macs_forward", "memory", "latency", "constraints", "compiler"):
@@ -131,7 +133,7 @@ _NOT_ON_THE_COMPILE_PATH = ("torch", "onnx", "onnx_ir", "onnxruntime", "networkx
 
 
 def test_compile_path_never_imports_torch_onnx_or_networkx(tmp_path: Path) -> None:
-    copied = tuple(f"metagen_backends.pytorch.{p}." for p in ("training", "weights", "runtime"))  # their modules
+    copied = tuple(f"metagen_backends.pytorch.{p}." for p in ("training", "weights", "runtime", "inference"))
     code = (
         "import sys\n"
         "from metagen_compiler.cli import main\n"

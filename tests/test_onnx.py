@@ -145,13 +145,31 @@ CASES: dict[str, tuple[Path, dict[str, int]]] = {
     "vqa_cross": (ROOT / "examples" / "vqa_cross.msl",
                   {"image_size": 32, "patch_size": 8, "vocab": 97, "image_layers": 1, "layers": 2, "d_model": 64,
                    "heads": 2, "mlp_dim": 128}),
+    # the YAML tool's family/modality pairs (tests/test_yaml_families.py)
+    "r2plus1d_kinetics": (ROOT / "examples" / "r2plus1d_kinetics.msl", {"width": 8, "depths": "[1, 1, 1, 1]"}),
+    "conv_lm": (ROOT / "examples" / "conv_lm.msl", {"layers": 2, "d_model": 64, "heads": 2, "vocab": 97}),
+    "audio_keywords": (ROOT / "examples" / "audio_keywords.msl",
+                       {"samples": 3200, "n_mels": 16, "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128}),
+    "audio_visual_fusion": (ROOT / "examples" / "audio_visual_fusion.msl",
+                            {"patch_size": 32, "stem_width": 8, "samples": 3200, "n_mels": 16, "layers": 2,
+                             "d_model": 64, "heads": 2, "mlp_dim": 128}),
+    "video_text_audio_fusion": (ROOT / "examples" / "video_text_audio_fusion.msl",
+                                {"patch_size": 16, "stem_width": 8, "vocab": 97, "samples": 3200, "n_mels": 16,
+                                 "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128}),
+    "gps_cora": (ROOT / "examples" / "gps_cora.msl", {**GRAPH, "d_model": 32, "heads": 2, "layers": 2}),
+    "pct_modelnet": (ROOT / "examples" / "pct_modelnet.msl", {"points": 64, "layers": 2, "d_model": 32, "heads": 2}),
+    "ft_transformer_housing": (ROOT / "examples" / "ft_transformer_housing.msl",
+                               {"layers": 2, "d_model": 32, "heads": 2}),
     "vlm_captioner": (ROOT / "examples" / "vlm_captioner.msl",
                       {"image_size": 32, "patch_size": 8, "vision_layers": 1, "vision_width": 64, "vision_heads": 2,
                        "vision_mlp": 128, "vocab": 97, "layers": 2, "d_model": 128, "heads": 2, "kv_heads": 1}),
     "sensor_autoencoder": (ROOT / "examples" / "sensor_autoencoder.msl", {"features": 12, "hidden": 16, "latent": 4}),
     "conv_vae_images": (ROOT / "examples" / "conv_vae_images.msl", {"image_size": 16, "width": 8, "latent": 16}),
 }
-DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa", "mamba_lm"]
+# the decoders of metagen_backends.decoding (the rule that gives the PyTorch model generate()): a key-value cache,
+# recurrent states (Mamba, S4D, the causal convolutions of conv_lm), experts without a capacity (moe_lm)
+DECODERS = ["gpt2", "tiny_story", "parallel_decoder", "text_llm", "llama_gqa", "mamba_lm", "moe_lm", "s4d_lm",
+            "conv_lm"]
 # max abs error in fp32: the issue asks <= 1e-4. Most families hold to about 5e-6; latent_diffusion measured
 # 2.6e-5 once torch ran its convolutions channels-last (oneDNN's NHWC kernels) and onnxruntime in NCHW,
 # another order of fp32 accumulation

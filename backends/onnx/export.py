@@ -25,6 +25,7 @@ from metagen_compiler.escape import onnx_str
 from metagen_compiler.graph import GraphIR
 from metagen_compiler.primitives import PRIMITIVES, Dim, Shape
 from metagen_compiler.span import Span
+from metagen_backends.decoding import decoding
 from metagen_backends.pytorch.writer import state_dict_key
 
 from .lowering import LOWERINGS, KVState, NodeCtx, RecurrentState
@@ -70,36 +71,22 @@ class Built:
     cache: list[str] = field(default_factory=list)  # sdpa node ids with a cache, in order
 
 
-# ops whose output at a position depends on that position only (with the cache's offset for positions):
-# a graph of these plus causal attention gives the same logits step by step as in one pass
-_STEPWISE = {"linear", "layernorm", "rmsnorm", "embedding", "pos_embedding", "rope", "gelu", "relu", "silu", "tanh",
-             "sigmoid", "dropout", "identity", "add", "sub", "mul"}
 # ops that see earlier positions through a state of fixed size, carried between steps: the state's name and shape
+# (the ops of metagen_backends.decoding.RECURRENT; a test checks that the two agree)
 _RECURRENT: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[int | str]]]] = {
     "causal_conv1d": ("conv_state", lambda a: ["batch", int(a["channels"]), int(a["kernel"]) - 1]),
     "selective_scan": ("ssm_state", lambda a: ["batch", int(a["d_inner"]), int(a["d_state"])]),
+    "s4d": ("s4d_state", lambda a: ["batch", int(a["d_model"]), int(a["d_state"]) // 2, 2]),
 }
 
 
 def supports_cache(gir: GraphIR) -> bool:
-    """Whether a decoder step with a cache is exact: one token input, causal attention or recurrent ops (a causal
-    convolution, a selective scan), and every other op position-wise (a classifier head that selects or averages
-    positions is not; neither is a mixture of experts, whose capacity depends on the other tokens)."""
-    if len(gir.inputs) != 1 or gir.inputs[0].dtype != "int64":
-        return False
-    nodes = [d for _, d in gir.g.nodes(data=True) if d["op"] != "input"]
-    stateful = [d for d in nodes if d["op"] == "sdpa" or d["op"] in _RECURRENT]
-
-    def stepwise(d: dict[str, object]) -> bool:
-        op, args = d["op"], d["args"]
-        assert isinstance(args, dict)
-        if op == "sdpa":
-            return bool(args["causal"])
-        if op in ("softmax", "split", "split_sizes"):
-            return args["dim"] == -1
-        return op in _STEPWISE or op in _RECURRENT
-
-    return bool(stateful) and all(stepwise(d) for d in nodes)
+    """Whether model_with_past.onnx (the decoder step with a cache) is written: the graph decodes token by token
+    as a decoder, by the rule that gives the PyTorch model generate() (metagen_backends.decoding): one token
+    input, causal attention or recurrent ops, every other op position-wise (not a classifier head that selects or
+    averages positions, nor a mixture of experts with a capacity, which depends on the other tokens)."""
+    d = decoding(gir)
+    return d is not None and d.kind == "decoder"
 
 
 def build(gir: GraphIR, *, opset: int, weights: str, seed: int, with_cache: bool = False,

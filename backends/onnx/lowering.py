@@ -37,8 +37,8 @@ class KVState:
 @dataclass
 class RecurrentState:
     """What a recurrent primitive carries from one decoder step to the next (see export.py): the causal
-    convolution's last kernel - 1 inputs (batch, channels, kernel - 1), or the selective scan's state
-    (batch, d_inner, d_state)."""
+    convolution's last kernel - 1 inputs (batch, channels, kernel - 1), the selective scan's state
+    (batch, d_inner, d_state), or S4D's complex state (batch, d_model, d_state / 2, 2)."""
 
     past: ir.Value
     present: ir.Value | None = None
@@ -56,7 +56,7 @@ class NodeCtx:
     # with a key/value cache: the number of past positions (int64, shape (1,)) and this node's cache
     past_len: ir.Value | None = None
     kv: KVState | None = None
-    state: RecurrentState | None = None  # causal_conv1d and selective_scan in the decoder step
+    state: RecurrentState | None = None  # causal_conv1d, selective_scan and s4d in the decoder step
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -510,8 +510,34 @@ def _s4d(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     k = w.op("ReduceSum", [mul(mag, waves), w.i64(1)], {"keepdims": 1})  # (H, 1, T)
     k = mul(k, w.scalar(2.0))
     pads = w.op("Concat", [w.i64(0, 0), w.unsqueeze(last, [0]), w.i64(0, 0, 0)], {"axis": 0})
-    xp = w.op("Pad", [w.op("Transpose", [x], {"perm": [0, 2, 1]}), pads])  # (B, H, 2T-1)
+    xt = w.op("Transpose", [x], {"perm": [0, 2, 1]})  # (B, H, T)
+    xp = w.op("Pad", [xt, pads])  # (B, H, 2T-1)
     y = w.op("Conv", [xp, k], {"strides": [1], "pads": [0, 0], "dilations": [1], "group": h})  # (B, H, T)
+    if n.state is not None:  # the decoder step: the state h (B, H, modes, 2) of the tokens before these T
+        # with Ab = exp(dt A), Bb = (exp(dt A) - 1) / A: y_t += 2 Re(sum_n C_n Ab^(t+1) h_n), and the new state is
+        # Ab^T h + sum_j Ab^(T-1-j) Bb x_j (complex arithmetic as (real, imaginary) pairs)
+        def cmul(ar: ir.Value, ai: ir.Value, br: ir.Value, bi: ir.Value) -> tuple[ir.Value, ir.Value]:
+            return w.op("Sub", [mul(ar, br), mul(ai, bi)]), w.op("Add", [mul(ar, bi), mul(ai, br)])
+
+        h_re, h_im = (w.op("Gather", [n.state.past, w.scalar(i, np.int64)], {"axis": 3}) for i in (0, 1))
+        ch_re, ch_im = cmul(cr, ci, h_re, h_im)  # (B, H, modes)
+        fwd = w.op("Cast", [w.op("Range", [w.scalar(1, np.int64), w.op("Add", [t, w.scalar(1, np.int64)]),
+                                           w.scalar(1, np.int64)])], {"to": int(ir.DataType.FLOAT)})  # (T,) 1..T
+        mag_f = w.op("Exp", [mul(w.unsqueeze(mul(dt, a_re), [-1]), fwd)])  # (H, modes, T)
+        ph_f = mul(w.unsqueeze(turn, [-1]), fwd)
+        p_re, p_im = mul(mag_f, w.op("Cos", [ph_f])), mul(mag_f, w.op("Sin", [ph_f]))
+        past = w.op("Sub", [mul(w.unsqueeze(ch_re, [-1]), p_re), mul(w.unsqueeze(ch_im, [-1]), p_im)])
+        y = w.op("Add", [y, mul(w.op("ReduceSum", [past, w.i64(2)], {"keepdims": 0}), w.scalar(2.0))])
+        wr, wi = cmul(w.unsqueeze(q_re, [-1]), w.unsqueeze(q_im, [-1]), mul(mag, w.op("Cos", [phase])),
+                      mul(mag, w.op("Sin", [phase])))  # Bb Ab^(T-1-j): (H, modes, T)
+        x4 = w.unsqueeze(xt, [2])  # (B, H, 1, T)
+        s_re, s_im = (w.op("ReduceSum", [mul(x4, wv), w.i64(-1)], {"keepdims": 0}) for wv in (wr, wi))
+        tf = w.op("Cast", [t], {"to": int(ir.DataType.FLOAT)})
+        mag_t, ph_t = w.op("Exp", [mul(mul(dt, a_re), tf)]), mul(turn, tf)  # Ab^T: (H, modes)
+        n_re, n_im = cmul(mul(mag_t, w.op("Cos", [ph_t])), mul(mag_t, w.op("Sin", [ph_t])), h_re, h_im)
+        n_re, n_im = w.op("Add", [n_re, s_re]), w.op("Add", [n_im, s_im])
+        n.state.present = w.op("Concat", [w.unsqueeze(n_re, [-1]), w.unsqueeze(n_im, [-1])], {"axis": -1},
+                               tag="present_s4d_state")
     return [w.op("Add", [mul(x, ws["D"]), w.op("Transpose", [y], {"perm": [0, 2, 1]})])]
 
 

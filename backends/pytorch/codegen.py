@@ -22,13 +22,15 @@ from metagen_compiler.ir import SlotIR, SpecIR
 from metagen_compiler.primitives import PRIMITIVES, fmt_shape
 from metagen_compiler.program import Definition
 from metagen_compiler.values import LayerRef, Sym, Value, evaluate
+from metagen_backends.decoding import RECURRENT
 
 from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 
-from .lowering import FUNCTIONAL, FUNCTIONAL_IN_PLACE, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES, helper_deps
-from .losses import LOSS_HELPERS, LOSSES, TARGET_INPUT, TIMESTEP_INPUT
-from .runtime import generates
-from .writer import Namespace, Writer, attr_ident, camel, py_ident
+from .lowering import (FUNCTIONAL, FUNCTIONAL_IN_PLACE, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES,
+                       helper_deps, runtime_defs, runtime_method, runtime_source)
+from .losses import LOSSES, TARGET_INPUT, TIMESTEP_INPUT, loss_helpers
+from .runtime import generates, model_decoding
+from .writer import Namespace, Writer, attr_ident, camel, py_ident, state_dict_key
 
 __all__ = ["emit_model_py"]
 
@@ -712,14 +714,11 @@ class PyTorchEmitter:
                         out.line(f"if self.{py_ident(n)} is None:")
                         with out.indent():
                             out.line(f"self.{py_ident(n)} = {expr}")
-        for h in HELPERS:  # in the table's order
-            if h in self.helpers:
-                out.line("")
-                out.lines.extend(HELPERS[h].rstrip("\n").split("\n"))
-        for h in LOSS_HELPERS:  # what the task's loss, metrics and methods call, in the table's order
-            if h in LOSSES[spec.loss].helpers:
-                out.line("")
-                out.lines.extend(LOSS_HELPERS[h].rstrip("\n").split("\n"))
+        # the runtime definitions the layers and the task's code call, with those they call, in the runtime's order
+        for text in runtime_source(self.helpers | loss_helpers(spec.loss)):
+            out.line("")
+            out.line("")
+            out.lines.extend(text.split("\n"))
         for src in self.class_src:
             out.line("")
             out.line("")
@@ -730,13 +729,13 @@ class PyTorchEmitter:
         out.line("")
         out.line("")
         learned = [h for h in LEARNED_HELPERS if h in self.helpers]
-        init_src = _INIT_AND_ENTRY
+        init_src = runtime_defs()[0]["init_weights"].text  # runtime/helpers.py's, with this model's convolutions
         convs = ["nn.Conv2d"] + [cls for prim, cls in _OTHER_CONVS.items() if prim in self.module_prims]
         if len(convs) > 1:  # every convolution starts with Kaiming normal weights
             init_src = init_src.replace("isinstance(module, nn.Conv2d)", f"isinstance(module, ({', '.join(convs)}))")
         if learned:
             kinds = learned[0] if len(learned) == 1 else "(" + ", ".join(learned) + ")"
-            init_src += (f"    elif isinstance(module, {kinds}):\n"
+            init_src += (f"\n    elif isinstance(module, {kinds}):\n"
                          "        nn.init.normal_(module.weight, mean=0.0, std=0.02)\n")
         out.lines.extend(init_src.strip("\n").split("\n"))
         self._gen_examples(out, model_cls)
@@ -810,6 +809,7 @@ class PyTorchEmitter:
                 assert last.startswith("return "), last
                 lines((*body, "task_loss = " + last.removeprefix("return ")))
                 w.line(f"return task_loss + auxiliary_loss(self)  # + the terms of {', '.join(aux)}")
+                self.helpers.add("auxiliary_loss")
         w.line("")
         w.line("@torch.no_grad()")
         w.line("def metrics(self, batch):")
@@ -819,10 +819,11 @@ class PyTorchEmitter:
         if code.methods:
             w.line("")
             lines(code.methods)
-        if code.source_methods:  # more methods of the model, verbatim (detection's detect())
+        for key in code.source_methods:  # runtime model methods, as they are (detection's detect()); "": a blank line
             w.line("")
-            for ln in code.source_methods.strip("\n").split("\n"):
-                w.line(ln)
+            if key:
+                for ln in runtime_method(key).text.split("\n"):
+                    w.line(ln)
 
 
     def _conv2d_share(self) -> float:
@@ -836,12 +837,47 @@ class PyTorchEmitter:
         return conv / total if total else 0.0
 
     def _gen_generate(self, w: Writer) -> None:
-        """A decoder-only LM's generate(): the decode loop is the runtime's generation.py, copied beside model.py."""
+        """generate() of a model that decodes token by token (metagen_backends.decoding): the decode loop is the
+        runtime's generation.py, copied beside model.py; an encoder-decoder's `decoding` tells it which inputs are
+        the source, which modules read the source only (computed once) and which attentions are cross-attention."""
+        plan = model_decoding(self.comp)
+        assert plan is not None
+        if plan.kind == "encoder_decoder":
+            w.line("# generate()'s plan (generation.py): the inputs in forward's order, the decoder's, the modules that read")
+            w.line("# the source only (run once per generate()), the attentions over the source (cross-attention)")
+            w.line("decoding = {")
+            with w.indent():
+                w.line('"kind": "encoder_decoder",')
+                names = ", ".join(py_str(py_ident(i.name), quote='"') for i in self.ir.inputs)
+                w.line(f'"inputs": ({names}),')  # two or more: a source and the target
+                target = py_str(py_ident(plan.target), quote='"')
+                w.line(f'"target": {target},')
+                for key, paths in (("once", plan.once), ("cross", plan.cross)):
+                    w.line(f'"{key}": (')
+                    with w.indent():
+                        for p in paths:
+                            w.line(py_str(state_dict_key(p), quote='"') + ",")
+                    w.line("),")
+            w.line("}")
+            w.line("")
+            w.line("def generate(self, input_ids, **kwargs):")
+            with w.indent():
+                w.line('"""The decoder\'s tokens for the source `input_ids`, as transformers\' generate(): the start token')
+                w.line("(decoder_start_token_id) or decoder_input_ids, then up to max_new_tokens new ones; greedy, sampled")
+                w.line("(do_sample, temperature, top_k, top_p, repetition_penalty) or beam search (num_beams, length_penalty,")
+                w.line("early_stopping), stopping at eos_token_id; a padded source with attention_mask. The source is encoded")
+                w.line("once, then one token per step with a key-value cache (generation.py).\"\"\"")
+                w.line('return runtime_module("generation").generate(self, input_ids, **kwargs)')
+            w.line("")
+            return
         w.line("def generate(self, input_ids, **kwargs):")
         with w.indent():
-            w.line('"""The prompt (B, T) and up to max_new_tokens new tokens, as transformers\' generate(): greedy or')
-            w.line("sampled (do_sample, temperature, top_k, top_p, repetition_penalty, generator), stopping at eos_token_id,")
-            w.line("left-padded prompts with attention_mask; one token per step with a key-value cache (generation.py).\"\"\"")
+            w.line('"""The prompt (B, T) and up to max_new_tokens new tokens, as transformers\' generate(): greedy, sampled')
+            w.line("(do_sample, temperature, top_k, top_p, repetition_penalty, generator) or beam search (num_beams),")
+            w.line("stopping at eos_token_id, left-padded prompts with attention_mask; one token per step with a")
+            cache = " and ".join(x for x, has in (("key-value cache", "sdpa" in plan.ops),
+                                                   ("recurrent state", bool(plan.ops & RECURRENT))) if has)
+            w.line(f"{cache} (generation.py).\"\"\"")
             w.line('return runtime_module("generation").generate(self, input_ids, **kwargs)')
         w.line("")
 
@@ -890,23 +926,6 @@ class PyTorchEmitter:
 
 
 _OTHER_CONVS = {"conv1d": "nn.Conv1d", "conv3d": "nn.Conv3d", "conv_transpose2d": "nn.ConvTranspose2d"}
-
-_INIT_AND_ENTRY = '''
-@torch.no_grad()
-def init_weights(module: nn.Module) -> None:
-    """Initial weights: N(0, 0.02) for linear maps and embeddings (GPT-2, ViT), Kaiming for
-    convolutions (ResNet); norms start at identity; learned tokens and positions at N(0, 0.02)."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-    elif isinstance(module, nn.Conv2d):
-        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-'''
 
 
 def _form_of(i: GraphInput) -> InputForm:

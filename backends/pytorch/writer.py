@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import keyword
 from collections.abc import Iterator
 
-__all__ = ["Namespace", "Writer", "camel", "py_ident"]
+__all__ = ["Namespace", "Writer", "camel", "py_ident", "reserved"]
 
 
 class Writer:
@@ -30,17 +31,22 @@ class Writer:
         return out
 
 
-_RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | {
-    "self", "torch", "nn", "F", "math", "dataclass", "field", "Config", "config", "super", "range", "len", "print",
-    "list", "tuple", "dict", "int", "float", "bool", "str", "type", "object", "None", "True", "False", "batch",
-    "build_model", "example_inputs", "example_batch", "attention", "apply_rope", "PositionEmbedding", "ClassToken",
-    "TokenTypeEmbedding", "ContrastiveLogits", "eot_pool", "quick_gelu", "GCNConv", "GATConv", "with_self_loops", "graph_mean_pool",
-    "init_weights", "Model", "_", "sine_position_2d", "ObjectQueries", "FrozenBatchNorm2d",
-    # detection's loss helpers (backends/pytorch/losses.py LOSS_HELPERS)
-    "box_area", "box_iou", "box_giou", "box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "nms", "batched_nms", "map_50",
-    "DETECTION_STRIDES", "detection_anchors", "decode_ltrb", "assign_center_prior", "sigmoid_focal_loss",
-    "linear_sum_assignment", "set_prediction_loss",
-}
+# what model.py defines or imports besides the runtime's definitions
+_MODEL_PY_NAMES = frozenset({
+    "self", "torch", "nn", "F", "math", "copy", "dataclass", "field", "Config", "config", "super", "range", "len",
+    "print", "list", "tuple", "dict", "int", "float", "bool", "str", "type", "object", "None", "True", "False",
+    "batch", "build_model", "example_inputs", "example_batch", "init_weights", "Model", "_",
+})
+
+
+@functools.cache
+def reserved() -> frozenset[str]:
+    """Names a generated class or variable never takes: keywords, what model.py defines and imports, and every
+    definition of the runtime modules and class of the lowering tables (lowering.reserved_names), which model.py
+    may hold at module level."""
+    from .lowering import reserved_names
+
+    return frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | _MODEL_PY_NAMES | reserved_names()
 
 
 def py_ident(name: str) -> str:
@@ -48,7 +54,7 @@ def py_ident(name: str) -> str:
     out = "".join(c if (c.isalnum() or c == "_") and c.isascii() else "_" for c in name)
     if not out or out[0].isdigit():
         out = "x" + out
-    if out in _RESERVED:
+    if out in reserved():
         out = out + "_"
     return out
 
@@ -84,14 +90,14 @@ def camel(name: str) -> str:
     s = "".join(p[:1].upper() + p[1:] for p in parts) or "Block"
     if s[0].isdigit():  # `_430ff` (a legal MSL name) would make the class `430ff`
         s = "M" + s
-    return s if s not in _RESERVED else s + "Block"
+    return s if s not in reserved() else s + "Block"
 
 
 class Namespace:
     """Hands out unique names; asking twice for one key gives the same name."""
 
     def __init__(self) -> None:
-        self.taken: set[str] = set(_RESERVED)
+        self.taken: set[str] = set(reserved())
         self.by_key: dict[object, str] = {}
 
     def name(self, key: object, base: str) -> str:

@@ -1,9 +1,12 @@
 """Inference runtime that the PyTorch backend copies, verbatim, next to a model.py that uses it.
 
-`generation.py` is the decode loop of a decoder-only language model's `generate()` (key-value cache, greedy and
-sampled decoding, batched prompts with left padding). It imports torch only, never MetaGen.
-`helpers.py` holds the helper functions and modules of model.py; it is not copied: lowering.py's HELPERS pastes
-each of its definitions into the model.py that calls it.
+`generation.py` is the decode loop of `generate()`: a key-value cache for attention, recurrent states for
+state-space layers, the source computed once for encoder-decoders; greedy, sampled and beam-search decoding,
+batched prompts with padding. It imports torch only, never MetaGen.
+`helpers.py` (the layers' helper functions and modules, init_weights), `boxes.py`, `detection.py`, `matching.py`,
+`diffusion.py`, `codec.py`, `masks.py` (the tasks' losses, metrics and inference), `rl.py` and `recsys.py` (model
+methods) are not copied: lowering.py's runtime_source pastes each definition a model.py needs into it, with the
+definitions it reads (lowering.RUNTIME_MODULES lists them, in model.py's order).
 Importing this package does not import torch.
 """
 
@@ -12,20 +15,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from metagen_backends.decoding import Decoding, decoding
+
 if TYPE_CHECKING:
     from metagen_compiler.compilation import Compilation
 
-__all__ = ["GENERATION_FAMILIES", "generates", "generation_py"]
+__all__ = ["generates", "generation_py", "model_decoding"]
 
-# decoder-only families whose compiled model gets generate(): one causal self-attention per layer
-GENERATION_FAMILIES = frozenset({"std.transformer.decoder", "std.moe.decoder"})
+
+def model_decoding(comp: Compilation) -> Decoding | None:
+    """How the compiled model decodes token by token (metagen_backends.decoding, the rule the ONNX backend's
+    model_with_past.onnx follows too), or None."""
+    return None if comp.graph is None or comp.spec is None else decoding(comp.graph)
 
 
 def generates(comp: Compilation) -> bool:
-    """Whether the compiled spec is a decoder-only language model: model.py gets generate() and a key-value
-    cache in its attention, and generation.py is copied beside it."""
-    spec = comp.spec
-    return spec is not None and spec.family.qualname in GENERATION_FAMILIES and spec.task == "generation"
+    """Whether model.py gets generate() (and a cache in its attention and state-space layers), and generation.py
+    is copied beside it: the model decodes token by token (a decoder or an encoder-decoder)."""
+    return model_decoding(comp) is not None
 
 
 def generation_py() -> str:

@@ -1,10 +1,12 @@
 """The helper functions and modules of model.py, as real Python: each top-level definition is pasted, as it is
-here, into the model.py that calls it (backends/pytorch/lowering.py's HELPERS reads this file's text, in this
-order, each definition up to the next one, so a comment between two goes with the first; compiling never imports
-this module, so never imports torch). `mel_filters` goes with `log_mel`, which calls it; `runtime_module` closes
-the model.py of a decoder LM, whose generate() loads generation.py with it.
+here, into the model.py that needs it, with the definitions it reads (backends/pytorch/lowering.py's runtime_source
+reads this file's text, in this order, each definition up to the next one, so a comment between two goes with the
+first; compiling never imports this module, so never imports torch). `init_weights` is every model.py's, with the
+convolutions and learned helpers it has; `runtime_module` closes the model.py of a decoder LM, whose generate()
+loads generation.py with it.
 
-The key-value cache that `attention` and `apply_rope` take is generation.py's LayerCache, given by generate().
+The cache that `attention`, `biased_attention` and `apply_rope` take is generation.py's LayerCache (or SourceKeys for
+attention over an encoder-decoder's source), given by generate().
 """
 
 # S4D unpacks B, T, H as its shape comments read them
@@ -33,8 +35,14 @@ def attention(q, k, v, heads: int, kv_heads: int, causal: bool, cache=None):
     return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, heads * hv)
 
 
-def biased_attention(q, k, v, bias, heads: int, causal: bool, scaled: bool = True):
-    """Dot-product attention on (B, T, C) tensors with an additive score bias (1, heads, T, S)."""
+def biased_attention(q, k, v, bias, heads: int, causal: bool, scaled: bool = True, cache=None):
+    """Dot-product attention on (B, T, C) tensors with an additive score bias (1, heads, T, S). `cache`:
+    generate()'s cache of the layer (generation.py): past keys and values, and the mask of the keys."""
+    if cache is not None:
+        k, v, mask = cache.update(k, v)  # (B, S, C) so far, (B, 1, T, S) mask of the keys or None
+        if mask is not None:
+            bias = bias.masked_fill(~mask, float("-inf"))
+        causal = False
     B, T, C = q.shape
     S = k.shape[1]
     hs = C // heads
@@ -573,6 +581,22 @@ def top_k_pairs(scores, question, passages, k: int):
     index = scores.topk(k, dim=-1).indices  # (B, k); an index choice, no gradient
     top = passages.gather(1, index[:, :, None].expand(-1, -1, passages.shape[2]))  # (B, k, Tp)
     return torch.cat((question[:, None, :].expand(-1, k, -1), top), dim=2)
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module) -> None:
+    """Initial weights: N(0, 0.02) for linear maps and embeddings (GPT-2, ViT), Kaiming for
+    convolutions (ResNet); norms start at identity; learned tokens and positions at N(0, 0.02)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def runtime_module(name: str):
