@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 __all__ = ["CycleError", "DiGraph"]
 
-Node = Hashable
+N = TypeVar("N", bound=Hashable)  # the node type: str in the graph IR (node ids), any hashable in general
 AttrDict = dict[str, Any]
 
 
@@ -27,54 +27,54 @@ class CycleError(ValueError):
     """topological_sort found a cycle."""
 
 
-class NodeView:
+class NodeView(Generic[N]):
     """`g.nodes`: iterate, `g.nodes[n]` (the attribute dict), `g.nodes(data=True)`."""
 
     __slots__ = ("_node",)
 
-    def __init__(self, node: dict[Node, AttrDict]) -> None:
+    def __init__(self, node: dict[N, AttrDict]) -> None:
         self._node = node
 
-    def __iter__(self) -> Iterator[Node]:
+    def __iter__(self) -> Iterator[N]:
         return iter(self._node)
 
-    def __getitem__(self, n: Node) -> AttrDict:
+    def __getitem__(self, n: N) -> AttrDict:
         return self._node[n]
 
     def __call__(self, data: bool = False) -> Any:
         return iter(self._node.items()) if data else iter(self._node)
 
 
-class EdgeView:
+class EdgeView(Generic[N]):
     """`g.edges`: iterate (u, v) pairs in adjacency order; `g.edges[u, v]` (the attributes)."""
 
     __slots__ = ("_succ",)
 
-    def __init__(self, succ: dict[Node, dict[Node, AttrDict]]) -> None:
+    def __init__(self, succ: dict[N, dict[N, AttrDict]]) -> None:
         self._succ = succ
 
-    def __iter__(self) -> Iterator[tuple[Node, Node]]:
+    def __iter__(self) -> Iterator[tuple[N, N]]:
         for u, nbrs in self._succ.items():
             for v in nbrs:
                 yield u, v
 
-    def __getitem__(self, e: tuple[Node, Node]) -> AttrDict:
+    def __getitem__(self, e: tuple[N, N]) -> AttrDict:
         u, v = e
         return self._succ[u][v]
 
 
-class DiGraph:
+class DiGraph(Generic[N]):
     """A directed graph with node, edge and graph attributes (networkx's DiGraph, the part the compiler uses)."""
 
     def __init__(self) -> None:
         self.graph: AttrDict = {}
-        self._node: dict[Node, AttrDict] = {}
-        self._succ: dict[Node, dict[Node, AttrDict]] = {}
-        self._pred: dict[Node, dict[Node, AttrDict]] = {}
+        self._node: dict[N, AttrDict] = {}
+        self._succ: dict[N, dict[N, AttrDict]] = {}
+        self._pred: dict[N, dict[N, AttrDict]] = {}
         self.nodes = NodeView(self._node)
         self.edges = EdgeView(self._succ)
 
-    def __iter__(self) -> Iterator[Node]:
+    def __iter__(self) -> Iterator[N]:
         return iter(self._node)
 
     def __len__(self) -> int:
@@ -86,7 +86,7 @@ class DiGraph:
         except TypeError:
             return False
 
-    def add_node(self, n: Node, **attr: Any) -> None:
+    def add_node(self, n: N, **attr: Any) -> None:
         if n not in self._node:
             self._succ[n] = {}
             self._pred[n] = {}
@@ -94,7 +94,7 @@ class DiGraph:
         else:
             self._node[n].update(attr)
 
-    def add_edge(self, u: Node, v: Node, **attr: Any) -> None:
+    def add_edge(self, u: N, v: N, **attr: Any) -> None:
         for n in (u, v):
             if n not in self._node:
                 self._succ[n] = {}
@@ -105,19 +105,19 @@ class DiGraph:
         self._succ[u][v] = d
         self._pred[v][u] = d
 
-    def has_edge(self, u: Node, v: Node) -> bool:
+    def has_edge(self, u: N, v: N) -> bool:
         return u in self._succ and v in self._succ[u]
 
-    def successors(self, n: Node) -> Iterator[Node]:
+    def successors(self, n: N) -> Iterator[N]:
         return iter(self._succ[n])
 
-    def predecessors(self, n: Node) -> Iterator[Node]:
+    def predecessors(self, n: N) -> Iterator[N]:
         return iter(self._pred[n])
 
-    def out_degree(self, n: Node) -> int:
+    def out_degree(self, n: N) -> int:
         return len(self._succ[n])
 
-    def lexicographical_topological_sort(self, key: Callable[[Node], Any] | None = None) -> list[Node]:
+    def lexicographical_topological_sort(self, key: Callable[[N], Any] | None = None) -> list[N]:
         """Kahn's algorithm taking the smallest `key` among the ready nodes at each step, ties (and no key)
         to the node added first: networkx's function of that name. Raises CycleError."""
         index = {n: i for i, n in enumerate(self._node)}
@@ -125,7 +125,7 @@ class DiGraph:
         indegree = {n: len(p) for n, p in self._pred.items()}
         heap = [(key(n), index[n], n) for n in self._node if indegree[n] == 0]
         heapq.heapify(heap)
-        order: list[Node] = []
+        order: list[N] = []
         while heap:
             _, _, n = heapq.heappop(heap)
             order.append(n)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from . import ast as A
 from .diagnostics import did_you_mean
@@ -53,6 +53,14 @@ def param_specs(callee: Primitive | A.Block | A.Family) -> list[ParamSpec]:
     return out
 
 
+class _BodyState(TypedDict):
+    """What running a block body accumulates (Elaborator._run_body)."""
+
+    params: int  # parameters counted (count-only elaboration)
+    inputs: list[Tensor]  # the tensors the block's `input` statement binds
+    returned: list[Tensor] | None  # the tensors of `return`, once it has run
+
+
 MAX_BLOCK_DEPTH = 64  # nested block applications; deeper is taken for runaway recursion
 
 KNOWN_TYPES = ("int", "float", "bool", "str", "layer", "list", "any")
@@ -62,7 +70,7 @@ class GraphBuilder:
     """Collects nodes, edges and the module tree while blocks are elaborated."""
 
     def __init__(self) -> None:
-        self.g = DiGraph()
+        self.g: DiGraph[str] = DiGraph()
         self.modules: dict[str, ModuleInfo] = {}
         self._counter: dict[str, int] = {}
 
@@ -228,7 +236,8 @@ def bind_args(specs: Sequence[ParamSpec], positional: Sequence[tuple[Value, Span
         elif isinstance(spec.default, A.Unknown):
             raise EvalError("E402", f"`{spec.name}` of `{owner}` is left open (`?`) and nothing solved it", call_span)
         elif isinstance(spec.default, A.Node):
-            val = coerce(evaluate(spec.default, {**env, **out}, resolve), spec, spec.default.span, owner)
+            default = cast(A.Expr, spec.default)  # a block parameter's default is an expression (ParamSpec.default)
+            val = coerce(evaluate(default, {**env, **out}, resolve), spec, default.span, owner)
         else:
             val = spec.default
             if spec.name == "kv_heads" and val == 0 and "heads" in out:
@@ -371,7 +380,7 @@ class Elaborator:
         assert isinstance(block, A.Block)
         env: dict[str, Any] = dict(args)
         labels = self.labels(block)
-        state = {"params": 0, "inputs": list(inputs), "returned": None}
+        state: _BodyState = {"params": 0, "inputs": list(inputs), "returned": None}
         owner = d.qualname.rsplit(".", 1)[-1]
 
         def tensor_of(v: Any, e: A.Expr) -> list[Tensor]:

@@ -5,17 +5,17 @@ Shared by the solver (which calls `count_params` for every candidate) and by low
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
 
 from . import ast as A
 from .elaborate import Elaborator, ParamSpec, coerce, param_specs
 from .ir import Bound, SlotIR, SpecIR
 from .program import Program
+from .span import NO_SPAN as _NO
 from .tasks import TASK_SPECS
 from .values import EvalError, LayerRef, Sym, UnknownValue, Value, evaluate
 
-__all__ = ["evaluate_dims", "slot_call", "count_params", "tie_pairs", "UNKNOWN"]
+__all__ = ["UNKNOWN", "count_params", "evaluate_dims", "slot_call", "tie_pairs"]
 
 UNKNOWN = UnknownValue()
 
@@ -29,19 +29,19 @@ class _LazyDims(Mapping[str, Value]):
         fam = spec.family.node
         assert isinstance(fam, A.Family)
         self.specs: dict[str, ParamSpec] = {s.name: s for s in param_specs(fam)}
-        self.values: dict[str, Value] = {}
+        self._values: dict[str, Value] = {}
         self.active: list[str] = []
 
     def __getitem__(self, k: str) -> Value:
-        if k in self.values:
-            return self.values[k]
+        if k in self._values:
+            return self._values[k]
         if k not in self.specs:
             if k in self.spec.task_fields:
                 return self.spec.task_fields[k]
             raise KeyError(k)
         if k in self.fixed:
             v = coerce(self.fixed[k], self.specs[k], self.spec.bindings[k].span, "the model")
-            self.values[k] = v
+            self._values[k] = v
             return v
         if k in self.active:
             chain = " -> ".join(self.active[self.active.index(k):] + [k])
@@ -59,10 +59,10 @@ class _LazyDims(Mapping[str, Value]):
                        f"family {self.spec.family.qualname.rsplit('.', 1)[-1]}")
         finally:
             self.active.pop()
-        self.values[k] = v
+        self._values[k] = v
         return v
 
-    def _resolver(self, module: str) -> Any:
+    def _resolver(self, module: str) -> Callable[[A.Name], Value]:
         fam_module = self.spec.family.module
 
         def resolve(name: A.Name) -> Value:
@@ -165,6 +165,7 @@ def _param_numel(elab: Elaborator, roles: Mapping[str, tuple[LayerRef, dict[str,
         n_in = 1  # as many placeholder inputs as the slot takes (a backbone or head of several tensors)
         if ref.kind == "block":
             node = elab.prog.defs[ref.target].node
+            assert isinstance(node, A.Block)  # a layer reference of kind "block" names a block
             n_in = sum(len(st.names) for st in node.body if isinstance(st, A.Input)) or 1
         elif ref.kind == "primitive":
             n_in = PRIMITIVES[ref.target].n_inputs
@@ -184,5 +185,3 @@ def _param_numel(elab: Elaborator, roles: Mapping[str, tuple[LayerRef, dict[str,
         raise EvalError("E303", f"`{path}` names no parameter", None)
     return math.prod(w[rest[-1]])
 
-
-from .span import NO_SPAN as _NO  # noqa: E402

@@ -35,6 +35,13 @@ class Tensor:
     node: str | None
     port: int = 0
 
+    @property
+    def node_id(self) -> str:
+        """`node`, for a tensor of a built graph: only count-only elaboration (no GraphBuilder) makes tensors
+        without a node, and those never reach a GraphIR."""
+        assert self.node is not None, "a tensor of count-only elaboration used as a graph tensor"
+        return self.node
+
 
 @dataclass
 class ModuleInfo:
@@ -59,7 +66,7 @@ class GraphInput:
 
 @dataclass
 class GraphIR:
-    g: DiGraph
+    g: DiGraph[str]
     modules: dict[str, ModuleInfo]
     inputs: list[GraphInput]
     outputs: list[tuple[str, Tensor]]
@@ -85,7 +92,7 @@ class GraphIR:
         return [t for _, t in sorted(ins, key=lambda p: p[0])]
 
     def shape_of(self, t: Tensor) -> Shape:
-        return self.g.nodes[t.node]["shapes"][t.port]
+        return self.g.nodes[t.node_id]["shapes"][t.port]
 
     def weights(self) -> dict[str, tuple[int, ...]]:
         """Every parameter tensor by its full path (module path + weight name), ties included."""
@@ -134,12 +141,12 @@ def verify_graph(ir: GraphIR) -> list[str]:
             problems.append(f"{n}: {len(d['shapes'])} shapes for {d['n_outputs']} outputs")
         if d.get("module") is not None and d["module"] not in ir.modules:
             problems.append(f"{n}: module {d['module']} missing from module tree")
-    for t, s in ir.ties:
+    for target, source in ir.ties:
         ws = ir.weights()
-        if t not in ws or s not in ws:
-            problems.append(f"tie {t} = {s}: unknown parameter")
-        elif ws[t] != ws[s]:
-            problems.append(f"tie {t} = {s}: shapes differ")
+        if target not in ws or source not in ws:
+            problems.append(f"tie {target} = {source}: unknown parameter")
+        elif ws[target] != ws[source]:
+            problems.append(f"tie {target} = {source}: shapes differ")
     for name, t in ir.outputs:
         if t.node not in g:
             problems.append(f"output {name}: node {t.node} missing")
@@ -172,8 +179,8 @@ def dump_graph(ir: GraphIR) -> str:
         out.append(f"  %{n} = {d['op']}({_args_text(d['args'])})({ins}) -> {shapes}{w}{extra}{loc}")
     for name, t in ir.outputs:
         out.append(f"  output {name} = %{t.node}" + (f"#{t.port}" if t.port else ""))
-    for t, s in ir.ties:
-        out.append(f"  tie {t} = {s}")
+    for target, source in ir.ties:
+        out.append(f"  tie {target} = {source}")
     return "\n".join(out) + "\n"
 
 

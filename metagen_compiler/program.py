@@ -275,11 +275,11 @@ def _parser_fingerprint() -> str:
     code that builds and defines the AST (an edited checkout keeps its version number)."""
     import hashlib
 
-    from .version import __version__
     from . import ast as ast_module
     from . import parser as parser_module
     from . import span as span_module
     from .parser import grammar_text
+    from .version import __version__
 
     h = hashlib.sha256(__version__.encode())
     h.update(grammar_text().encode())

@@ -124,12 +124,9 @@ def as_int(v: Value, span: Span | None, what: str = "dimension") -> int:
         raise EvalError("E201", f"expected an integer {what}, found a boolean", span)
     if isinstance(v, float) and not math.isfinite(v):
         raise EvalError(LIMIT_CODE, f"{what} is {format_value(v)}, {PAST_MAX_FLOAT}", span, LIMITS_HINT)
-    n: int | None = None
-    if isinstance(v, int):
-        n = v
-    elif (isinstance(v, Fraction) and v.denominator == 1) or (isinstance(v, float) and v.is_integer()):
+    if isinstance(v, int) or (isinstance(v, Fraction) and v.denominator == 1) or (
+            isinstance(v, float) and v.is_integer()):
         n = int(v)
-    if n is not None:
         if abs(n) > MAX_INT:
             raise _past_max_int(what, v, span)
         return n
@@ -337,11 +334,11 @@ def evaluate(e: A.Expr, env: Mapping[str, Value], resolve: Resolver | None = Non
             base = resolve(e.func)
             if isinstance(base, LayerRef):
                 kw = dict(base.kwargs)
-                for a in e.args:
-                    if a.name is None:
-                        raise EvalError("E204", "a layer used as a value takes only named arguments", a.span,
+                for arg in e.args:
+                    if arg.name is None:
+                        raise EvalError("E204", "a layer used as a value takes only named arguments", arg.span,
                                         "write `name = value`")
-                    kw[a.name.name] = evaluate(a.value, env, resolve)
+                    kw[arg.name.name] = evaluate(arg.value, env, resolve)
                 return LayerRef(base.kind, base.target, tuple(sorted(kw.items())), e.span)
         raise EvalError("E103", f"undefined function `{fname}`", e.func.span,
                         did_you_mean(fname, FUNCTIONS)

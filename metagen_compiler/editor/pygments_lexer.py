@@ -46,7 +46,7 @@ class MSLLexer(RegexLexer):
     filenames: ClassVar[list[str]] = ["*.msl"]
     mimetypes: ClassVar[list[str]] = ["text/x-msl"]
 
-    tokens: ClassVar[dict[str, list]] = {  # type: ignore[type-arg]
+    tokens: ClassVar[dict[str, list[Any]]] = {
         "root": [
             include("whitespace"),
             (r"(block|family)(\s+)(" + _NAME + ")", bygroups(Keyword.Declaration, Whitespace, Name.Function)),

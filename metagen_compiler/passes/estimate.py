@@ -56,7 +56,7 @@ def _folded_nodes(ir: GraphIR) -> set[str]:
         d = g.nodes[n]
         if d["op"] not in ("batchnorm", "frozen_batchnorm", "relu"):
             continue
-        (src,) = [t.node for t in ir.in_tensors(n)]
+        (src,) = [t.node_id for t in ir.in_tensors(n)]
         if g.out_degree(src) != 1:
             continue
         s_op = g.nodes[src]["op"]
@@ -106,7 +106,7 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
         per_node[n] = (mm, other)
         total_mm += mm
         total_other += other
-        in_roots = [root[(t.node, t.port)] for t in in_ts]
+        in_roots = [root[(t.node_id, t.port)] for t in in_ts]
         for i in range(len(outs)):
             root[(n, i)] = in_roots[0] if prim.aliases(d["args"]) else (n, i)
         if prim.saves in ("input", "both"):
@@ -146,7 +146,7 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
         prim = PRIMITIVES[d["op"]]
         wbytes = sum(math.prod(s) for s in prim.weights(d["args"]).values()) if d.get("module") else 0
         in_ts = ir.in_tensors(n)
-        act_bytes = sum(bytes_out[x.node] for x in in_ts) + bytes_out[n]
+        act_bytes = sum(bytes_out[x.node_id] for x in in_ts) + bytes_out[n]
         x0 = concrete(ir.shape_of(in_ts[0]), syms)
         calls = prim.matmul_calls(d["args"], x0) if mm else 1
         costed.append((mm, other, wbytes, act_bytes, d["op"], d["args"], x0, calls, prim.recurrence(d["args"], x0)))

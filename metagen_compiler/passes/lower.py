@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .. import ast as A
 from ..compilation import Compilation
 from ..elaborate import Elaborator, GraphBuilder, Tensor
 from ..family import slot_call, tie_pairs
-from ..graph import GraphInput, GraphIR, dump_graph
+from ..graph import GraphInput, GraphIR, ModuleInfo, dump_graph
 from ..modalities import INPUT_FORMS, input_forms, input_shape
 from ..primitives import PRIMITIVES
+from ..program import Program
+from ..span import Span
 from ..tasks import TASK_SPECS
-from ..values import EvalError
+from ..values import EvalError, LayerRef, Value
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class LowerPass:
             wants = _input_count(prog, ref)
             if wants is not None and wants != len(feats):
                 fam = spec.family.node
-                takes = ", ".join(e.modality.name for e in fam.encoders if e.input is None)  # type: ignore[union-attr]
+                assert isinstance(fam, A.Family)  # the family a model names is a family (resolve checks it)
+                takes = ", ".join(e.modality.name for e in fam.encoders if e.input is None)
                 bag.error("E301", f"the backbone of family `{spec.family.qualname.rsplit('.', 1)[-1]}` takes {wants} "
                           f"input tensor(s); the encoders of this model's inputs give {len(feats)}", spec.span,
                           hint=f"the family's input modalities: {takes}")
@@ -90,10 +95,8 @@ class LowerPass:
         return dump_graph(comp.graph) if comp.graph else ""
 
 
-def _input_count(prog, ref) -> int | None:  # type: ignore[no-untyped-def]
+def _input_count(prog: Program, ref: LayerRef) -> int | None:
     """How many tensors a block slot takes (its `input` statement), None for primitives."""
-    from .. import ast as A
-
     if ref.kind != "block":
         return None
     d = prog.defs[ref.target]
@@ -101,7 +104,5 @@ def _input_count(prog, ref) -> int | None:  # type: ignore[no-untyped-def]
     return sum(len(st.names) for st in d.node.body if isinstance(st, A.Input))
 
 
-def _info(ref, bound, path, span):  # type: ignore[no-untyped-def]
-    from ..elaborate import ModuleInfo
-
+def _info(ref: LayerRef, bound: Mapping[str, Value], path: str, span: Span) -> ModuleInfo:
     return ModuleInfo(path, ref.kind, ref.target, dict(bound), span)

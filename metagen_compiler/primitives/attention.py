@@ -39,7 +39,7 @@ def _rel_bias_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 def _sdpa_bias_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     q, k, v, bias = s
-    out = _sdpa_shape(a | {"kv_heads": a["heads"]}, [q, k, v])
+    out = _sdpa_shape({**a, "kv_heads": a["heads"]}, [q, k, v])
     if len(bias) != 4 or (isinstance(bias[1], int) and bias[1] != a["heads"]):
         raise ShapeError(f"expects a bias of shape (1, {a['heads']}, T, S), got {fmt_shape(bias)}")
     return out

@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 __all__ = ["cache_size", "main", "measure", "profile_text"]
 
@@ -38,6 +38,11 @@ def _session(model: Any, threads: int) -> Any:
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _runner(sess: Any, feed: dict[str, Any]) -> Callable[[], Any]:
+    """One inference call of `sess` on `feed`, the call `_time` times."""
+    return lambda: sess.run(None, feed)
 
 
 def _time(fn: Callable[[], Any], runs: int, min_s: float = 0.02) -> float:
@@ -128,6 +133,16 @@ RNN_ROWS = (1, 4, 16)  # batch rows of the recurrent product
 RNN_WIDTH = 256
 
 
+def _rnn_shapes(rows: int, in_features: int) -> Callable[[int], list[tuple[int, ...]]]:
+    """The input shape of a recurrence over `t` steps: (rows, t, in_features)."""
+    return lambda t: [(rows, t, in_features)]
+
+
+def _scan_shapes(d_inner: int, d_state: int) -> Callable[[int], list[tuple[int, ...]]]:
+    """The input shapes of the selective scan over `t` steps: x, delta (1, t, d_inner); B, C (1, t, d_state)."""
+    return lambda t: [(1, t, d_inner), (1, t, d_inner), (1, t, d_state), (1, t, d_state)]
+
+
 def _per_step(op: str, args: dict[str, Any], shapes: Callable[[int], list[tuple[int, ...]]], threads: int, runs: int,
               quick: bool) -> float:
     import numpy as np
@@ -138,17 +153,24 @@ def _per_step(op: str, args: dict[str, Any], shapes: Callable[[int], list[tuple[
     for t in (short, long):
         sess = _session(_lowered(op, args, shapes(t), constant=True), threads)
         feed = _feed(sess, rng)
-        secs.append(_time(lambda sess=sess, feed=feed: sess.run(None, feed), runs))
+        secs.append(_time(_runner(sess, feed), runs))
     return max(0.0, (secs[1] - secs[0]) / (long - short))
 
 
-def _steps(threads: int, runs: int, quick: bool) -> dict[str, float]:
-    rnn = [_per_step(op, args, lambda t, a=args: [(1, t, a["in_features"])], threads, runs, quick)
-           for op, args in RNN_STEP_OPS]
+class _Steps(TypedDict):
+    """The recurrence costs `_steps` measures (seconds; rnn_rows in FLOP/s by rows B)."""
+
+    rnn_step: float
+    scan_step: float
+    scan_element: float
+    rnn_rows: dict[int, float]
+
+
+def _steps(threads: int, runs: int, quick: bool) -> _Steps:
+    rnn = [_per_step(op, args, _rnn_shapes(1, args["in_features"]), threads, runs, quick) for op, args in RNN_STEP_OPS]
     scan = []
     for d, n in SCAN_WIDTHS:
-        scan.append(_per_step("selective_scan", {"d_inner": d, "d_state": n},
-                              lambda t, d=d, n=n: [(1, t, d), (1, t, d), (1, t, n), (1, t, n)], threads, runs, quick))
+        scan.append(_per_step("selective_scan", {"d_inner": d, "d_state": n}, _scan_shapes(d, n), threads, runs, quick))
     (d0, n0), (d1, n1) = SCAN_WIDTHS
     per_elem = max(0.0, (scan[1] - scan[0]) / (d1 * n1 - d0 * n0))
     rnn_step = statistics.median(rnn)
@@ -157,7 +179,7 @@ def _steps(threads: int, runs: int, quick: bool) -> dict[str, float]:
         rates = []
         for op, small in RNN_STEP_OPS:
             args = {**small, "hidden": RNN_WIDTH}
-            step = _per_step(op, args, lambda t, b=b, a=args: [(b, t, a["in_features"])], threads, runs, quick)
+            step = _per_step(op, args, _rnn_shapes(b, args["in_features"]), threads, runs, quick)
             gates = 4 if op == "lstm" else 3
             rates.append(2.0 * b * gates * RNN_WIDTH**2 / max(step - rnn_step, 1e-9))
         rows[b] = statistics.fmean(rates)
@@ -180,7 +202,7 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
                    helper.make_tensor_value_info("y", f32, [mm, n]))
         sess = _session(m, threads)
         feed = {"a": rng.standard_normal((mm, k), dtype=np.float32), "b": rng.standard_normal((k, n), dtype=np.float32)}
-        out["matmul"]["x".join(map(str, mkn))] = 2 * mm * k * n / _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs)
+        out["matmul"]["x".join(map(str, mkn))] = 2 * mm * k * n / _time(_runner(sess, feed), runs)
     out["bandwidth"] = _add_bandwidth(threads, runs, (4 if quick else 16) * 2**20)  # 64 MB per tensor: beyond the caches
     cache = cache_size()
     if cache:
@@ -194,13 +216,13 @@ def measure(threads: int = 1, runs: int = 7, quick: bool = False) -> dict[str, A
                helper.make_tensor_value_info(f"x{chain}", f32, [16]))
     sess = _session(m, threads)
     feed = {"x0": np.zeros(16, np.float32), "one": np.ones(16, np.float32)}
-    chain_s = _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs)
+    chain_s = _time(_runner(sess, feed), runs)
     out["overhead"] = chain_s / chain
     m = _model([helper.make_node("Add", ["x0", "one"], ["x1"])],
                [helper.make_tensor_value_info("x0", f32, [16]), helper.make_tensor_value_info("one", f32, [16])],
                helper.make_tensor_value_info("x1", f32, [16]))
     sess = _session(m, threads)
-    out["launch"] = max(0.0, _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs) - out["overhead"])
+    out["launch"] = max(0.0, _time(_runner(sess, feed), runs) - out["overhead"])
     out["vector_ops"] = _vector(threads, runs, quick)
     out["vector"] = statistics.median(out["vector_ops"].values())
     out["steps"] = _steps(threads, runs, quick)
@@ -257,7 +279,7 @@ def _rows_chain(count: int, threads: int, runs: int, quick: bool, fixed_s: float
     out = {}
     for m in ROWS[::2] if quick else ROWS:
         feed = {"x0": rng.standard_normal((m, k), dtype=np.float32)}
-        secs = _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs) - fixed_s
+        secs = _time(_runner(sess, feed), runs) - fixed_s
         out[m] = 2.0 * m * k * k * count / max(secs, 1e-9)
     return out
 
@@ -291,7 +313,7 @@ def _add_bandwidth(threads: int, runs: int, numel: int) -> float:
                helper.make_tensor_value_info("y", f32, [numel]))
     sess = _session(m, threads)
     feed = {"a": np.ones(numel, np.float32), "b": np.ones(numel, np.float32)}
-    return 3 * 4 * numel / _time(lambda sess=sess, feed=feed: sess.run(None, feed), runs)
+    return 3 * 4 * numel / _time(_runner(sess, feed), runs)
 
 
 # (T, head dim): the per-(batch, head) products of attention, Q K^T (T x d x T), 16 of them in one batched MatMul
@@ -316,7 +338,7 @@ def _attention(threads: int, runs: int, quick: bool, fixed_s: float) -> dict[str
         feed = {"q": rng.standard_normal((g, t, dh), dtype=np.float32),
                 "k": rng.standard_normal((g, dh, t), dtype=np.float32)}
         v = 2.0 * t * dh * t
-        secs = max(_time(lambda sess=sess, feed=feed: sess.run(None, feed), runs) - fixed_s, 1e-9)
+        secs = max(_time(_runner(sess, feed), runs) - fixed_s, 1e-9)
         out[f"{g}x{t}x{dh}x{t}"] = (v, g * v / secs)
     return out
 
@@ -340,7 +362,7 @@ def _vector(threads: int, runs: int, quick: bool) -> dict[str, float]:
         model = _lowered(op, full, shape)
         sess = _session(model, threads)
         out[op + ("" if not args else "(" + ",".join(f"{k}={v}" for k, v in args.items()) + ")")] = \
-            other / _time(lambda sess=sess: sess.run(None, {"x": x}), runs)
+            other / _time(_runner(sess, {"x": x}), runs)
     return out
 
 

@@ -1,0 +1,151 @@
+"""ruff and mypy keep the compiler, the backends and the runtime modules clean (issue 20, section 5).
+
+LINTED lists the paths, files or folders relative to the repository root, that must have no finding of either
+tool. It grows as files are made clean; the aim is both packages whole (`python -m ruff check metagen_compiler
+backends`, and `python -m mypy`, which checks metagen_compiler and metagen_backends as pyproject's [tool.mypy]
+configures it). A backends file is named by its folder here (backends/...); mypy reports it under
+typecheck/metagen_backends/..., the link through which it sees the folder under its import name.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Paths with zero ruff and zero mypy findings: extend this list as files become clean.
+LINTED: tuple[str, ...] = (
+    "backends/__init__.py",
+    "backends/decoding.py",
+    "backends/latex/bibliography.py",
+    "backends/latex/blocks.py",
+    "backends/latex/equations.py",
+    "backends/latex/escape.py",
+    "backends/latex/ledger.py",
+    "backends/latex/modelcard.py",
+    "backends/latex/sections_search.py",
+    "backends/latex/tikz.py",
+    "backends/onnx/weights.py",
+    "backends/onnx/writer.py",
+    "backends/pytorch/__init__.py",
+    "backends/pytorch/inference/__init__.py",
+    "backends/pytorch/inference/command.py",
+    "backends/pytorch/losses.py",
+    "backends/pytorch/lowering.py",
+    "backends/pytorch/runtime/__init__.py",
+    "backends/pytorch/runtime/boxes.py",
+    "backends/pytorch/runtime/codec.py",
+    "backends/pytorch/runtime/diffusion.py",
+    "backends/pytorch/runtime/matching.py",
+    "backends/pytorch/runtime/recsys.py",
+    "backends/pytorch/runtime/rl.py",
+    "backends/pytorch/training/__init__.py",
+    "backends/pytorch/training/command.py",
+    "backends/pytorch/training/data_points.py",
+    "backends/pytorch/training/data_series.py",
+    "backends/pytorch/training/data_vision.py",
+    "backends/pytorch/training/evaluate.py",
+    "backends/pytorch/training/loop.py",
+    "backends/pytorch/training/split_metrics.py",
+    "backends/pytorch/weights",
+    "backends/pytorch/writer.py",
+    "metagen_compiler/__init__.py",
+    "metagen_compiler/catalog.py",
+    "metagen_compiler/choices.py",
+    "metagen_compiler/compilation.py",
+    "metagen_compiler/diagnostics.py",
+    "metagen_compiler/digraph.py",
+    "metagen_compiler/driver.py",
+    "metagen_compiler/editor/__init__.py",
+    "metagen_compiler/editor/completion.py",
+    "metagen_compiler/editor/pygments_lexer.py",
+    "metagen_compiler/editor/textmate.py",
+    "metagen_compiler/editor/vocabulary.py",
+    "metagen_compiler/elaborate.py",
+    "metagen_compiler/errorcodes.py",
+    "metagen_compiler/escape.py",
+    "metagen_compiler/family.py",
+    "metagen_compiler/fmt.py",
+    "metagen_compiler/format_expr.py",
+    "metagen_compiler/graph.py",
+    "metagen_compiler/ir.py",
+    "metagen_compiler/limits.py",
+    "metagen_compiler/modalities.py",
+    "metagen_compiler/outputs.py",
+    "metagen_compiler/passes/__init__.py",
+    "metagen_compiler/passes/constraints.py",
+    "metagen_compiler/passes/estimate.py",
+    "metagen_compiler/passes/heads.py",
+    "metagen_compiler/passes/lower.py",
+    "metagen_compiler/passes/modality.py",
+    "metagen_compiler/passes/overrides.py",
+    "metagen_compiler/passes/parse.py",
+    "metagen_compiler/passes/resolve.py",
+    "metagen_compiler/passes/shapes.py",
+    "metagen_compiler/primitives",
+    "metagen_compiler/program.py",
+    "metagen_compiler/search.py",
+    "metagen_compiler/search_history.py",
+    "metagen_compiler/span.py",
+    "metagen_compiler/syntax_errors.py",
+    "metagen_compiler/tasks.py",
+    "metagen_compiler/tools",
+    "metagen_compiler/training_section.py",
+    "metagen_compiler/values.py",
+    "metagen_compiler/version.py",
+    "metagen_compiler/yaml_schema.py",
+)
+
+# mypy sees backends/ under its import name through this link (pyproject.toml, [tool.mypy] mypy_path)
+MYPY_LINK = "typecheck/metagen_backends"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], check=False, cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200)
+
+
+def _linted(path: str) -> bool:
+    """Whether a repository path (as a tool prints it) is a file of LINTED or inside a folder of it."""
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in LINTED)
+
+
+def test_linted_paths_exist() -> None:
+    """A moved or deleted file must leave the list too (else its entry would check nothing)."""
+    missing = [p for p in LINTED if not (ROOT / p).exists()]
+    assert not missing, f"LINTED names paths that do not exist: {missing}"
+    outside = [p for p in LINTED if not p.startswith(("metagen_compiler/", "backends/"))]
+    assert not outside, f"mypy checks metagen_compiler and backends only, not {outside}"
+
+
+def test_mypy_sees_backends_under_its_import_name() -> None:
+    link = ROOT / MYPY_LINK
+    assert link.is_symlink() and link.resolve() == (ROOT / "backends").resolve(), \
+        f"{MYPY_LINK} must be a symbolic link to ../backends"
+
+
+def test_ruff_clean() -> None:
+    r = _run("ruff", "check", "--output-format", "concise", *LINTED)
+    assert r.returncode == 0, f"ruff findings in LINTED paths:\n{r.stdout}{r.stderr}"
+
+
+@pytest.mark.slow
+def test_mypy_clean() -> None:
+    """`python -m mypy` as configured, its findings in LINTED paths (the other files' are not counted yet)."""
+    r = _run("mypy", "--no-pretty", "--no-error-summary")
+    assert r.returncode in (0, 1), f"mypy failed to run (exit {r.returncode}):\n{r.stdout}{r.stderr}"
+    findings = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"(?P<path>[^:]+\.pyi?):\d+(?::\d+)?: (?:error|note):", line)
+        if m is None:
+            continue
+        path = Path(m["path"]).as_posix().removeprefix("./")
+        path = re.sub(rf"^{re.escape(MYPY_LINK)}/", "backends/", path)
+        if _linted(path):
+            findings.append(line)
+    assert not findings, "mypy findings in LINTED paths:\n" + "\n".join(findings)
