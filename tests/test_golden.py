@@ -49,3 +49,17 @@ def test_model_py(path, text_snapshot):  # type: ignore[no-untyped-def]
     comp = _compile(path)
     assert not comp.bag.has_errors
     assert emit(comp)["model.py"] == text_snapshot
+
+
+def test_every_model_py_is_pyflakes_clean(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No unused import, variable or undefined name in any generated model.py (ruff's pyflakes rules)."""
+    import subprocess
+    import sys
+
+    from metagen_backends.pytorch import emit
+
+    for path in SPECS:
+        (tmp_path / f"{_id(path)}.py").write_text(emit(_compile(path))["model.py"], encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", "--output-format",
+                        "concise", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

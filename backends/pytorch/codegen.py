@@ -9,9 +9,12 @@ example_batch entry points. The generated file imports torch only.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from metagen_backends.decoding import RECURRENT
 
 from metagen_compiler import ast as A
 from metagen_compiler.compilation import Compilation
@@ -19,16 +22,25 @@ from metagen_compiler.elaborate import Elaborator, ParamSpec, param_specs
 from metagen_compiler.escape import py_comment, py_doc, py_str
 from metagen_compiler.graph import GraphInput, GraphIR
 from metagen_compiler.ir import SlotIR, SpecIR
+from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
 from metagen_compiler.primitives import PRIMITIVES, fmt_shape
 from metagen_compiler.program import Definition
 from metagen_compiler.values import LayerRef, Sym, Value, evaluate
-from metagen_backends.decoding import RECURRENT
 
-from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
-
-from .lowering import (FUNCTIONAL, FUNCTIONAL_IN_PLACE, HELPERS, INPUT_NAMES, LEARNED_HELPERS, MODULE_CALL, MODULES,
-                       helper_deps, runtime_defs, runtime_method, runtime_source)
 from .losses import LOSSES, TARGET_INPUT, TIMESTEP_INPUT, loss_helpers
+from .lowering import (
+    FUNCTIONAL,
+    FUNCTIONAL_IN_PLACE,
+    HELPERS,
+    INPUT_NAMES,
+    LEARNED_HELPERS,
+    MODULE_CALL,
+    MODULES,
+    helper_deps,
+    runtime_defs,
+    runtime_method,
+    runtime_source,
+)
 from .runtime import generates, model_decoding
 from .writer import Namespace, Writer, attr_ident, camel, py_ident, state_dict_key
 
@@ -341,19 +353,17 @@ class PyTorchEmitter:
         # forward first: it decides which values __init__ must keep on self
         fw = Writer()
         inputs: list[str] = []
-        with fw.indent():
-            with fw.indent():
-                self._gen_forward(block.body, fw, ctx, labels, shape_items, inputs)
+        with fw.indent(), fw.indent():
+            self._gen_forward(block.body, fw, ctx, labels, shape_items, inputs)
         init = Writer()
-        with init.indent():
-            with init.indent():
-                init.line("super().__init__()")
-                for s in specs:
-                    if s.type != "layer" and s.name in ctx.self_attrs:
-                        init.line(f"self.{py_ident(s.name)} = {py_ident(s.name)}")
-                if ctx.kv_cache:
-                    init.line("self.kv_cache = None  # generate()'s key-value cache of this layer (generation.py)")
-                self._gen_init(block.body, init, ctx, labels)
+        with init.indent(), init.indent():
+            init.line("super().__init__()")
+            for s in specs:
+                if s.type != "layer" and s.name in ctx.self_attrs:
+                    init.line(f"self.{py_ident(s.name)} = {py_ident(s.name)}")
+            if ctx.kv_cache:
+                init.line("self.kv_cache = None  # generate()'s key-value cache of this layer (generation.py)")
+            self._gen_init(block.body, init, ctx, labels)
 
         w = Writer()
         w.line(f"class {name}(nn.Module):")
@@ -739,7 +749,7 @@ class PyTorchEmitter:
                          "        nn.init.normal_(module.weight, mean=0.0, std=0.02)\n")
         out.lines.extend(init_src.strip("\n").split("\n"))
         self._gen_examples(out, model_cls)
-        return out.text()
+        return _without_unused_imports(out.text())
 
     def _slot_vars(self, slot: SlotIR, base: str) -> list[str]:
         """Names for a slot's output tensors: `base`, or base0, base1, ... when it returns several."""
@@ -915,10 +925,12 @@ class PyTorchEmitter:
             out.line("inputs = example_inputs(model, batch_size, seed)")
             keys = ", ".join(py_str(i.name, quote='"') + f": inputs[{k}]" for k, i in enumerate(ir.inputs))
             out.line(f"batch = {{{keys}}}")
-            out.line("g = torch.Generator().manual_seed(seed + 1)")
             fields = self._loss_fields([py_ident(i.name) for i in ir.inputs])
-            for ln in LOSSES[spec.loss].batch:
-                out.line(ln.format(**fields))
+            targets = [ln.format(**fields) for ln in LOSSES[spec.loss].batch]
+            if any(_G.search(ln) for ln in targets):  # the targets' random numbers, seeded apart from the inputs'
+                out.line("g = torch.Generator().manual_seed(seed + 1)")
+            for ln in targets:
+                out.line(ln)
             out.line("return batch")
         if self.generates:  # generate() loads generation.py with it
             out.line("")
@@ -976,7 +988,7 @@ def _fill(tmpl: str, args: dict[str, tuple[str | None, Any]]) -> str:
         if optional and names:
             val, default = args.get(names[0], (None, ...))
             if val is None or (default is not ... and val == literal(default)):
-                m = re.match(r"^(.*?\{\w+\})(.*)$", seg, re.S)
+                m = re.match(r"^(.*?\{\w+\})(.*)$", seg, re.DOTALL)
                 assert m is not None
                 seg = m.group(2)
                 names = names[1:]
@@ -1027,6 +1039,21 @@ def _layers_in(e: A.Expr) -> list[A.Layer]:
 
     go(e)
     return out
+
+
+_G = re.compile(r"(?<![\w.])g\b")
+# modules model.py's header imports for most models, with the name a use of each starts with
+_OPTIONAL_IMPORTS = {"import math\n": re.compile(r"(?<![\w.])math\."),
+                     "import torch.nn.functional as F\n": re.compile(r"(?<![\w.])F\.")}
+
+
+def _without_unused_imports(text: str) -> str:
+    """model.py without the header's `import math` or `F` where no line uses them (pyflakes-clean output)."""
+    for line, use in _OPTIONAL_IMPORTS.items():
+        head, found, rest = text.partition(line)
+        if found and not use.search(rest) and not use.search(head):
+            text = head + rest
+    return text
 
 
 def emit_model_py(comp: Compilation) -> str:

@@ -408,7 +408,7 @@ LOSSES["world_model"] = LossCode(
 )
 
 # ---------------------------------------------------------------- recommendation and ranking
-_IN_BATCH = ('user, item = batch["user"], batch["item"]',
+_IN_BATCH = ('item = batch["item"]',
              "u, v = self({args})  # (B, d), (B, d): unit vectors",
              "sim = u @ v.t()  # (B, B): every user with every item of the batch",
              "# an item that recurs in the batch is no negative for the rows whose positive it is",
