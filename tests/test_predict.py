@@ -280,6 +280,92 @@ def test_diffusion_samples_are_pngs_seeded(folders: dict[str, Path], root: Path)
     assert torch.load(a[0]["tensor"]).shape == (4, 8, 8)
 
 
+DIFFUSION_RUN = ["--random-init", *TINY_DIFFUSION, "--steps", "4", "--guidance", "2.5", "--seed", "7"]
+
+
+def _latent(path: Path) -> Path:
+    """A (4, 8, 8) init latent for the tiny (latent, no VAE) U-Net, in [-1, 1]."""
+    torch.save(torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1, path)
+    return path
+
+
+def test_diffusion_image_to_image_strength_0_keeps_1_is_text_to_image(here: Any, folders: dict[str, Path],
+                                                                       root: Path) -> None:
+    folder, init = folders["tiny_diffusion"], _latent(root / "init.pt")
+    x0 = torch.load(init)
+
+    def tensor(*extra: str) -> torch.Tensor:
+        out = root / f"i2i{len(list(root.glob('i2i*')))}"
+        got = json_lines(here(folder, *DIFFUSION_RUN, *extra, "-o", str(out)))
+        return torch.load(got[0]["tensor"])
+
+    text_to_image = tensor()
+    assert torch.equal(tensor("--init-image", str(init), "--strength", "0"), x0)  # no step: the init itself
+    assert torch.equal(tensor("--init-image", str(init), "--strength", "1"), text_to_image)  # pure noise, same seed
+    half = tensor("--init-image", str(init), "--strength", "0.5")  # 2 of the 4 steps, from the noised init
+    assert not torch.equal(half, x0) and not torch.equal(half, text_to_image)
+    assert torch.equal(half, tensor("--init-image", str(init), "--strength", "0.5"))  # seeded
+
+
+def test_diffusion_inpainting_keeps_the_unmasked_region(here: Any, folders: dict[str, Path], root: Path) -> None:
+    from PIL import Image
+
+    folder, init = folders["tiny_diffusion"], _latent(root / "inpaint.pt")
+    x0 = torch.load(init)
+    mask = torch.zeros(8, 8, dtype=torch.uint8)
+    mask[:, :4] = 255  # the left half is repainted
+    Image.frombytes("L", (8, 8), bytes(mask.flatten().tolist())).save(root / "mask.png")
+    for strength in ("1", "0.5"):
+        got = json_lines(here(folder, *DIFFUSION_RUN, "--init-image", str(init), "--mask", str(root / "mask.png"),
+                              "--strength", strength, "-o", str(root / f"inpaint{strength}")))
+        x = torch.load(got[0]["tensor"])
+        assert torch.equal(x[:, :, 4:], x0[:, :, 4:]), strength  # kept exactly
+        assert (x[:, :, :4] - x0[:, :, :4]).abs().min() > 0, strength  # every repainted value moved
+        with Image.open(got[0]["image"]) as im:
+            assert im.size == (8, 8)
+
+
+def test_diffusion_pixel_model_takes_png_init_and_mask(here: Any, folders: dict[str, Path], root: Path) -> None:
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (8, 8, 3), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    Image.frombytes("RGB", (8, 8), bytes(pixels.flatten().tolist())).save(root / "init.png")
+    mask = torch.zeros(8, 8, dtype=torch.uint8)
+    mask[:4] = 255  # the top half is repainted
+    Image.frombytes("L", (8, 8), bytes(mask.flatten().tolist())).save(root / "top.png")
+    run = [*DIFFUSION_RUN, "--set", "channels=3", "--init-image", str(root / "init.png")]
+    kept = json_lines(here(folders["tiny_diffusion"], *run, "--strength", "0", "-o", str(root / "png0")))
+    assert not kept[0]["latent"]
+    with Image.open(kept[0]["image"]) as im:
+        assert im.tobytes() == bytes(pixels.flatten().tolist())  # [0, 255] -> [-1, 1] -> [0, 255]
+    got = json_lines(here(folders["tiny_diffusion"], *run, "--mask", str(root / "top.png"), "-o", str(root / "pngm")))
+    with Image.open(got[0]["image"]) as im:
+        out = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(8, 8, 3)
+    assert torch.equal(out[4:], pixels[4:]) and not torch.equal(out[:4], pixels[:4])
+
+
+def test_diffusion_image_inputs_bad_are_one_line_errors(here: Any, folders: dict[str, Path], root: Path) -> None:
+    from PIL import Image
+
+    folder, init = folders["tiny_diffusion"], _latent(root / "bad.pt")
+    Image.new("L", (5, 5), 255).save(root / "small_mask.png")
+    Image.new("RGB", (8, 8)).save(root / "rgb.png")
+    torch.save(torch.zeros(3, 8, 8), root / "wrong.pt")
+    cases = {
+        ("--init-image", str(init), "--strength", "1.5"): "--strength must be in [0, 1]",
+        ("--init-image", str(init), "--strength", "-0.1"): "--strength must be in [0, 1]",
+        ("--init-image", str(init), "--mask", str(root / "small_mask.png")): "the mask is 5x5, the init image 8x8",
+        ("--mask", str(root / "small_mask.png")): "--strength and --mask need --init-image",
+        ("--init-image", str(root / "rgb.png")): "give --init-image as a .pt latent",
+        ("--init-image", str(root / "wrong.pt")): "the init latent is (3, 8, 8), the model samples (4, 8, 8)",
+        ("--init-image", str(root / "missing.pt")): "no such file",
+    }
+    for extra, message in cases.items():
+        r = here(folder, *DIFFUSION_RUN, *extra)
+        assert r.returncode == 1, extra
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------------------------ tables, series
 
 

@@ -4,6 +4,7 @@
     python predict.py --checkpoint runs/<run>/last cat.png dog.png                      # top-5 labels with scores
     python predict.py --weights detr.safetensors street.jpg --out boxes.json            # boxes, labels, scores
     python predict.py --checkpoint runs/<run>/last --steps 50 --guidance 7.5 -o samples/ "a red square"
+    python predict.py --checkpoint runs/<run>/last --init-image x.png --strength 0.6 [--mask m.png] "a red square"
 
 Prints one result per input (the generated text, or one JSON object per line) and, with --out, writes them:
 a .json file of the results, or for masks and generated images a folder of PNG files and results.json.
@@ -61,6 +62,10 @@ def parser() -> argparse.ArgumentParser:
     t("--threshold", type=float, default=None, help="detection/instance score, panoptic object or anomaly threshold")
     t("--steps", type=int, default=None, help="diffusion: sampling steps (default 50)")
     t("--guidance", type=float, default=None, help="diffusion: classifier-free guidance scale (default 1: none)")
+    t("--init-image", help="diffusion: image-to-image from this image (a .pt latent for a latent model)")
+    t("--strength", type=float, default=None,
+      help="diffusion: how far to noise --init-image, 0 (kept) to 1 (pure noise); default 0.8, 1 with --mask")
+    t("--mask", help="diffusion: inpainting: a mask image the init image's size, white is repainted, black kept")
     t("--context", help="question answering: the passage (text or a .txt file) the answer is in")
     t("--pairs", help="link prediction: SOURCE-TARGET node pairs to score, comma-separated")
     t("--action", type=int, default=None, help="world model: the action taken")
@@ -68,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "docs",
-           "top", "threshold", "steps", "guidance", "context", "pairs", "action")
+           "top", "threshold", "steps", "guidance", "context", "pairs", "action", "init_image", "mask")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if not items:
             raise pipelines.PredictError("no inputs: give prompts, files or values after the options")
         options = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) not in (None, False)}
+        if args.strength is not None:  # 0 is a strength
+            options["strength"] = args.strength
         results = pipe(items, batch_size=args.batch_size, **options)
         results = results if isinstance(results, list) else [results]
         show(results, pipe.writes, args)

@@ -498,10 +498,98 @@ def _to_image(x: torch.Tensor) -> Any:
     return Image.frombytes("RGB", (x.shape[2], x.shape[1]), bytes(rgb.permute(1, 2, 0).flatten().tolist()))
 
 
+def _init_sample(path: Path, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """--init-image as a (C, H, W) sample in [-1, 1] and the file's (width, height): a PNG/JPEG resized to the
+    sample's size for a pixel model (1 or 3 channels), a .pt tensor of the sample's shape for a latent model (the
+    compiled U-Net has no VAE encoder: e.g. the .pt a text-to-image run wrote)."""
+    if len(shape) != 3:
+        raise PredictError("image-to-image and inpainting are for image models; this model samples "
+                           f"{tuple(shape)} (video)")
+    if path.suffix.lower() == ".pt":
+        if not path.is_file():
+            raise PredictError(f"{path}: no such file")
+        try:
+            x = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable tensor file is one message
+            raise PredictError(f"{path}: not a readable tensor file ({e.__class__.__name__})") from None
+        x = x[0] if isinstance(x, torch.Tensor) and x.dim() == len(shape) + 1 and x.shape[0] == 1 else x
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(shape):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise PredictError(f"{path}: the init latent is {got}, the model samples {tuple(shape)}")
+        return x.float(), (int(shape[2]), int(shape[1]))
+    if shape[0] not in (1, 3):
+        raise PredictError(f"{path}: this model samples {shape[0]}-channel latents (no VAE encoder compiled): give "
+                           "--init-image as a .pt latent of shape " + str(tuple(shape)))
+    im = inputs.read_image(path, int(shape[0]))
+    if shape[1] != shape[2]:
+        raise PredictError(f"--init-image: the model samples {shape[2]}x{shape[1]} images; only square ones are read")
+    x = inputs.image_tensor(im, int(shape[1]), int(shape[0]), inputs.ImageMode("square", (0.5,), (0.5,)))
+    return x, im.size
+
+
+def _mask(path: Path, size: tuple[int, int], shape: tuple[int, ...]) -> torch.Tensor:
+    """--mask as a (1, H, W) float 0/1 map at the sample's size: white (> 127) is repainted, black kept. Its size
+    must be the init image's."""
+    from PIL import Image
+
+    im = inputs.read_image(path, 1)
+    if im.size != size:
+        raise PredictError(f"{path}: the mask is {im.size[0]}x{im.size[1]}, the init image {size[0]}x{size[1]}; "
+                           "they must be the same size")
+    im = im.resize((int(shape[2]), int(shape[1])), Image.Resampling.NEAREST)
+    m = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(1, int(shape[1]), int(shape[2]))
+    return (m > 127).float()
+
+
+def _start(pipe: Pipeline, options: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """--init-image, --strength and --mask checked and read: None for text-to-image."""
+    if options.get("init_image") is None:
+        if "strength" in options or options.get("mask") is not None:
+            raise PredictError("--strength and --mask need --init-image (the image to start from)")
+        return None
+    masked = options.get("mask") is not None
+    strength = float(options.get("strength", 1.0 if masked else 0.8))
+    if not 0.0 <= strength <= 1.0:
+        raise PredictError(f"--strength must be in [0, 1] (0: the init image, 1: from pure noise), got {strength}")
+    x0, size = _init_sample(Path(options["init_image"]), shape)
+    mask = _mask(Path(options["mask"]), size, shape) if masked else None
+    return {"x0": x0.to(pipe.device), "strength": strength, "mask": None if mask is None else mask.to(pipe.device)}
+
+
+def _from_image(pipe: Pipeline, start: dict[str, Any], n: int, steps: int, gen: torch.Generator) -> dict[str, Any]:
+    """sample()'s x, t_start and callback for image-to-image (SDEdit: the init noised to the timestep the strength
+    picks, then denoised from there) and inpainting (after each step the kept region is the init noised to that
+    step's level, so after the last it is the init itself, exactly). Strength 1 starts from pure noise, the draw
+    text-to-image makes; strength 0 runs no step."""
+    c, abar = pipe.model.config, pipe.model.alphas_cumprod
+    x0 = start["x0"].unsqueeze(0).expand(n, *start["x0"].shape)
+    noise = torch.randn(x0.shape, generator=gen, device=pipe.device)  # sample()'s own first draw
+    count = min(max(steps, 1), int(c.timesteps))
+    ratio = int(c.timesteps) // count
+    k = min(int(count * start["strength"]), count)  # the last k steps of the schedule run
+    kw: dict[str, Any] = {"x": noise}
+    if k == 0:
+        kw = {"x": x0.clone(), "skip": True}
+    elif k < count:
+        t_start = (k - 1) * ratio
+        a = abar[t_start]
+        kw = {"x": a.sqrt() * x0 + (1 - a).sqrt() * noise, "t_start": t_start}
+    mask = start["mask"]
+    if mask is not None:
+        def blend(x: torch.Tensor, a_prev: torch.Tensor) -> torch.Tensor:
+            known = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * noise
+            return torch.where(mask > 0.5, x, known)
+
+        kw["callback"] = blend
+    return kw
+
+
 def run_denoising(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Prompts in (an empty prompt: unconditional), samples out: the model's sample() with --steps and classifier-free
-    --guidance (the unconditional branch reads the tokenised empty prompt)."""
+    --guidance (the unconditional branch reads the tokenised empty prompt); with --init-image, image-to-image from
+    it at --strength, and with --mask inpainting of the mask's white region (see _from_image)."""
     name = next(n for n in pipe.inputs if n not in ("timestep", "text"))
+    start_from = _start(pipe, options, tuple(int(d) for d in pipe.inputs[name].shape))
     context = int(pipe.config.get("context", pipe.inputs["text"].shape[-1]))
 
     def ids(text: str) -> list[int]:
@@ -520,9 +608,14 @@ def run_denoising(pipe: Pipeline, args: list[str], size: int, options: dict[str,
         uncond = torch.tensor([empty + [pad] * (context - len(empty))] * len(chunk), dtype=torch.long,
                               device=pipe.device)
         gen = torch.Generator(device=pipe.device).manual_seed(int(options.get("seed") or 0) + start)
+        steps = int(options.get("steps") or 50)
+        kw = _from_image(pipe, start_from, len(chunk), steps, gen) if start_from is not None else {}
         with torch.no_grad():
-            x = pipe.model.sample(text, steps=int(options.get("steps") or 50),
-                                  guidance_scale=float(options.get("guidance") or 1.0), uncond=(uncond,), generator=gen)
+            if kw.pop("skip", False):  # strength 0: the init image itself
+                x = kw["x"]
+            else:
+                x = pipe.model.sample(text, steps=steps, guidance_scale=float(options.get("guidance") or 1.0),
+                                      uncond=(uncond,), generator=gen, **kw)
         for k in range(len(chunk)):
             r: dict[str, Any] = {"input": args[start + k], "latent": latent, "tensor": x[k].cpu()}
             if x.dim() == 5:  # video: (C, T, H, W)
