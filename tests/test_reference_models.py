@@ -275,17 +275,6 @@ def _load_reference(ours, ref, layout: str, scale: float = 0.1, saved=None) -> N
     load_checkpoint(ours, ref.state_dict() if saved is None else saved, layout=layout)
 
 
-def _load_perturbed(ours, ref, rename, scale: float = 0.1) -> None:  # type: ignore[no-untyped-def]
-    """Perturb the reference's weights, then load them into ours under our names (every tensor of ours given): for
-    the references weights.py has no layout for."""
-    _perturb(ref, scale)
-    state = {}
-    with torch.no_grad():
-        for key, v in ref.state_dict().items():
-            state.update(rename(key, v))
-    ours.load_state_dict(state, strict=True)
-
-
 def _tokens(vocab: int, length: int = 40, batch: int = 2):  # type: ignore[no-untyped-def]
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(1))
 
@@ -374,10 +363,10 @@ def test_bert_base_computes_transformers_bert() -> None:
         _close(ours(tokens), ref(tokens).pooler_output)
 
 
-def test_layoutlm_base_computes_transformers_layoutlm() -> None:
+def test_layoutlm_base_computes_transformers_layoutlm(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """LayoutLMConfig's defaults beside the dims (BERT's post-norm encoder, LayerNorm eps 1e-12; x, y, height and
     width tables of 1024 coordinates, the x and y tables shared by both edges of a box): the pooled output. The
-    encoder layers and the pooler are BertModel's, read through the `bert` layout; the embeddings by name."""
+    weights as saved, read through the `layoutlm` layout."""
     transformers = pytest.importorskip("transformers")
     ours = _preset_module("std.document", "document.layoutlm_base { vocab = 97; context = 32; layers = 2; "
                           "d_model = 64; heads = 2; mlp_dim = 96 }", "text -> embedding", "embedding")
@@ -386,29 +375,7 @@ def test_layoutlm_base_computes_transformers_layoutlm() -> None:
                                       attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     ref = transformers.LayoutLMModel(cfg).eval()
-    _perturb(ref)
-    bert = torch.nn.Module()  # ours' BERT part, the same parameters, under the names the `bert` layout maps
-    bert.backbone, bert.head = torch.nn.Module(), ours.head
-    bert.backbone.layer = ours.backbone.encoder.layer
-    state = ref.state_dict()
-    load_checkpoint(bert, {k: v for k, v in state.items() if not k.startswith("embeddings.")}, layout="bert")
-    embeddings = {}
-    for key, v in state.items():
-        if not key.startswith("embeddings."):
-            continue
-        name = key.split(".")[1]
-        if name in ("word_embeddings", "position_embeddings"):
-            embeddings[f"encoder_text.{name}.weight"] = v[None] if name == "position_embeddings" else v
-        elif name in ("x_position_embeddings", "y_position_embeddings"):
-            other = "x_right" if name[0] == "x" else "y_lower"
-            embeddings.update({f"encoder_boxes.{name}.weight": v, f"encoder_boxes.{other}.weight": v})
-        elif name in ("h_position_embeddings", "w_position_embeddings"):
-            embeddings[f"encoder_boxes.{name}.weight"] = v
-        else:  # token_type_embeddings, LayerNorm
-            embeddings[f"backbone.{key.removeprefix('embeddings.')}"] = v
-    missing, unexpected = ours.load_state_dict(embeddings, strict=False)
-    assert not unexpected and set(missing) == {f"backbone.encoder.{k.removeprefix('backbone.')}" if k.startswith(
-        "backbone.") else k for k in bert.state_dict()}  # every tensor of ours given, the rest by the layout
+    _load_reference(ours, ref, "layoutlm", saved=tmp_path)
     g = torch.Generator().manual_seed(1)
     tokens = _tokens(97, length=20)
     corner = torch.randint(0, 500, (2, 20, 2), generator=g)
@@ -433,30 +400,7 @@ def test_mamba_130m_computes_transformers_mamba() -> None:
         _close(ours(tokens), ref(tokens).logits)
 
 
-def _clip_rename(key: str, v, sd):  # type: ignore[no-untyped-def]
-    """CLIPModel -> ours: q/k/v fused into c_attn (query, key, value), fc1/fc2 as c_fc/c_proj, the class token and
-    the position tables with a leading batch dim."""
-    if key == "logit_scale":
-        return {"head.logits.logit_scale": v}
-    if key in ("visual_projection.weight", "text_projection.weight"):
-        return {f"encoder_{'image' if key.startswith('visual') else 'text'}.{key}": v}
-    tower, rest = key.split(".", 1)
-    root = "encoder_image" if tower == "vision_model" else "encoder_text"
-    rest = rest.removeprefix("embeddings.").removeprefix("encoder.")
-    if rest.endswith(("k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias")):
-        return {}  # fused with the query
-    if rest.endswith(("q_proj.weight", "q_proj.bias")):
-        qkv = [sd[key.replace("q_proj", n)] for n in ("q_proj", "k_proj", "v_proj")]
-        return {f"{root}.{rest.replace('q_proj', 'c_attn')}": torch.cat(qkv)}
-    rest = rest.replace("out_proj", "c_proj").replace("mlp.fc1", "mlp.c_fc").replace("mlp.fc2", "mlp.c_proj")
-    if rest == "class_embedding":
-        return {f"{root}.class_embedding.weight": v[None, None]}
-    if rest == "position_embedding.weight":
-        return {f"{root}.{rest}": v[None]}
-    return {f"{root}.{rest}": v}
-
-
-def test_clip_vit_b_32_computes_transformers_clip() -> None:
+def test_clip_vit_b_32_computes_transformers_clip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """CLIPConfig's defaults beside the dims (quick GELU, LayerNorm eps 1e-5, pre-LayerNorm of the image tower,
     the text pooled at the highest token id, as transformers does with eos_token_id 2): logits_per_image."""
     transformers = pytest.importorskip("transformers")
@@ -473,8 +417,7 @@ def test_clip_vit_b_32_computes_transformers_clip() -> None:
         projection_dim=32)
     torch.manual_seed(0)
     ref = transformers.CLIPModel(cfg).eval()
-    sd = ref.state_dict()
-    _load_perturbed(ours, ref, lambda k, v: _clip_rename(k, v, sd))
+    _load_reference(ours, ref, "clip", saved=tmp_path)
     g = torch.Generator().manual_seed(1)
     image, tokens = torch.randn(3, 3, 32, 32, generator=g), _tokens(97, length=12, batch=3)
     with torch.no_grad():

@@ -6,7 +6,8 @@ with their index) and the errors (a missing, an extra, a wrong-shaped tensor, ea
 
 torchvision does not import beside the CPU build of torch 2.13 here: its layouts (ResNet, ConvNeXt, ViT) are
 written from torchvision's state-dict keys and tested with checkpoints in those keys converted from transformers'
-ResNet, ConvNeXt and ViT, whose outputs are compared."""
+ResNet, ConvNeXt and ViT, whose outputs are compared; torchvision.models.video's R(2+1)D and R3D with the
+torchvision-layout VideoResNet that tests/test_yaml_families.py rebuilds."""
 
 from __future__ import annotations
 
@@ -161,6 +162,58 @@ def bert(tmp: Path) -> Case:
     x = _tokens(97)
     save, reload = _hf(ref)
     return Case(model.build_model().eval(), w, ref, lambda m: m(x), lambda r: r(x).pooler_output, save, reload)
+
+
+def _layoutlm(tmp: Path, head: str, modality: str, task: str, reference: Any) -> Case:
+    model, w = _preset(tmp, "std.document", "document.layoutlm_base { vocab = 97; context = 32; layers = 2; "
+                                            f"d_model = 64; heads = 2; mlp_dim = 96{head} }}", modality, task)
+    cfg = transformers.LayoutLMConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=96, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                                      attention_probs_dropout_prob=0.0, num_labels=5)
+    torch.manual_seed(0)
+    ref = _perturb(reference(cfg))
+    g = torch.Generator().manual_seed(1)
+    x = _tokens(97, 20)
+    corner = torch.randint(0, 500, (2, 20, 2), generator=g)
+    boxes = torch.cat([corner, corner + torch.randint(0, 500, (2, 20, 2), generator=g)], dim=-1)  # x0, y0, x1, y1
+    out = "pooler_output" if reference is transformers.LayoutLMModel else "logits"
+    save, reload = _hf(ref)
+    return Case(model.build_model().eval(), w, ref, lambda m: m(x, boxes),
+                lambda r: getattr(r(input_ids=x, bbox=boxes), out), save, reload)
+
+
+def layoutlm(tmp: Path) -> Case:
+    """The box tables: x and y shared by both edges of a box (tied in ours), saved once. The pooled output."""
+    return _layoutlm(tmp, "", "text -> embedding", "embedding", transformers.LayoutLMModel)
+
+
+def layoutlm_tokens(tmp: Path) -> Case:
+    """The sequence_labeling task against LayoutLMForTokenClassification (its layoutlm. prefix dropped, the pooler
+    it carries but does not use ignored): the per-token logits."""
+    return _layoutlm(tmp, "; num_classes = 5", "text -> label", "sequence_labeling { num_classes = 5 }",
+                     transformers.LayoutLMForTokenClassification)
+
+
+def clip(tmp: Path) -> Case:
+    """Both towers (q, k, v fused into ours), their projections and logit_scale: logits_per_image."""
+    model, w = _preset(tmp, "std.presets", "clip_vit_b_32 { image_size = 32; patch_size = 8; vision_layers = 2; "
+                       "vision_width = 64; vision_heads = 2; vision_mlp = 128; vocab = 97; context = 16; "
+                       "text_layers = 2; text_width = 64; text_heads = 2; text_mlp = 128; embed_dim = 32 }",
+                       "image, text -> embedding", "multimodal_retrieval")
+    cfg = transformers.CLIPConfig(
+        text_config={"vocab_size": 97, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 16, "eos_token_id": 2, "bos_token_id": 0,
+                     "pad_token_id": 1},
+        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=32)
+    torch.manual_seed(0)
+    ref = _perturb(transformers.CLIPModel(cfg))
+    g = torch.Generator().manual_seed(1)
+    image, x = torch.randn(3, 3, 32, 32, generator=g), _tokens(97, 12, 3)
+    save, reload = _hf(ref)
+    return Case(model.build_model().eval(), w, ref, lambda m: m(image, x),
+                lambda r: r(input_ids=x, pixel_values=image).logits_per_image, save, reload)
 
 
 def mamba(tmp: Path) -> Case:
@@ -393,13 +446,44 @@ def vit(tmp: Path) -> Case:
     return _torchvision_case(model, w, ref, _hf_vit_to_torchvision(ref.state_dict()), 32)
 
 
+def _video_resnet(tmp: Path, full3d: bool) -> Case:
+    """torchvision.models.video's VideoResNet in its module order (test_yaml_families' reference, its `layers.i`
+    renamed to torchvision's `layer{i + 1}`), saved as a .pth of torchvision's keys: the same logits."""
+    from test_yaml_families import _VideoResNet
+
+    conv = "conv = conv_3d; stem = stem_3d;" if full3d else ""
+    src = ("import std.videocnn\nmodel r {\n  modality video -> label\n  task classification { num_classes = 5 }\n"
+           f"  architecture videocnn.resnet3d {{ width = 8; depths = [1, 2, 1, 1]; frames = 4; image_size = 32; "
+           f"{conv} }}\n}}\n")
+    model, w = _folder(compile_source(SourceFile("r.msl", src)), tmp)
+    torch.manual_seed(0)
+    ref = _perturb(_VideoResNet(8, [1, 2, 1, 1], 5, full3d), 0.05)
+    state = {re.sub(r"^layers\.(\d)\.", lambda m: f"layer{int(m.group(1)) + 1}.", k): v
+             for k, v in ref.state_dict().items()}
+    assert "layer2.0.downsample.1.running_var" in state and ("stem.4.weight" in state) != full3d
+    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    case = _torchvision_case(model, w, ref, state, 32)
+    return dataclasses.replace(case, run_ours=lambda m: m(x), run_ref=lambda r: r(x))
+
+
+def r2plus1d(tmp: Path) -> Case:
+    return _video_resnet(tmp, False)
+
+
+def r3d(tmp: Path) -> Case:
+    return _video_resnet(tmp, True)
+
+
 FAMILIES: dict[str, tuple[Callable[[Path], Case], str]] = {
     "gpt2": (gpt2, "gpt2"), "llama": (llama, "llama"), "llama_fused": (llama_fused, "llama"),
-    "mixtral": (mixtral, "mixtral"), "bert": (bert, "bert"), "mamba": (mamba, "mamba"), "t5": (t5, "t5"),
+    "mixtral": (mixtral, "mixtral"), "bert": (bert, "bert"), "layoutlm": (layoutlm, "layoutlm"),
+    "layoutlm_tokens": (layoutlm_tokens, "layoutlm"), "clip": (clip, "clip"),
+    "mamba": (mamba, "mamba"), "t5": (t5, "t5"),
     "whisper": (whisper, "whisper"), "musicgen": (musicgen, "musicgen"), "detr": (detr, "detr"),
     "detr_timm": (detr_timm, "detr_timm"), "maskformer": (maskformer, "maskformer"),
     "resnet50": (resnet50, "torchvision_resnet"), "resnet18": (resnet18, "torchvision_resnet"),
     "convnext": (convnext, "torchvision_convnext"), "vit": (vit, "torchvision_vit"),
+    "r2plus1d": (r2plus1d, "torchvision_video_resnet"), "r3d": (r3d, "torchvision_video_resnet"),
 }
 
 
@@ -546,6 +630,19 @@ def test_wrong_shape_in_a_fused_tensor(tmp_path: Path) -> None:
         case.w.load_checkpoint(case.ours, state)
 
 
+def test_wrong_shape_of_clips_class_embedding(tmp_path: Path) -> None:
+    """CLIP's class embedding is (C,) in the checkpoint, (1, 1, C) in ours: the checkpoint's shape is checked against
+    (C,), and the export gives (C,) back."""
+    case = clip(tmp_path)
+    state = case.w.to_reference(case.ours, "clip")
+    assert tuple(state["vision_model.embeddings.class_embedding"].shape) == (64,)
+    state["vision_model.embeddings.class_embedding"] = torch.zeros(1, 64)
+    with pytest.raises(case.w.WeightLayoutError, match=re.escape(
+            "vision_model.embeddings.class_embedding has shape (1, 64); the model's "
+            "encoder_image.class_embedding.weight needs (64,)")):
+        case.w.load_checkpoint(case.ours, state)
+
+
 def test_a_key_no_rule_maps_is_named(gpt2_case: Case) -> None:
     with pytest.raises(gpt2_case.w.WeightLayoutError, match=r"no rule of the transformers BertModel .* layout maps the "
                                                             r"model's `backbone\.h\.0\.ln_1\.weight`"):
@@ -644,8 +741,7 @@ def test_every_preset_with_a_reference_names_its_layout() -> None:
     checkpoints, but for the open list below; each layout is tested above."""
     from test_reference_models import COUNT_ONLY, FUNCTION_TESTS
 
-    # diffusers / not compared yet; torchvision.models.video (R(2+1)D, R3D): compared, no checkpoint loader yet
-    not_yet = {"sd15", "clip_vit_b_32", "layoutlm_base", "r2plus1d_18", "r3d_18"}
+    not_yet = {"sd15"}  # diffusers' UNet2DConditionModel: compared where installed, no checkpoint loader yet
     assert set(FUNCTION_TESTS) | COUNT_ONLY == set(PRESET_LAYOUTS) | not_yet
     from metagen_backends.pytorch.weights.runtime import LAYOUTS
 
@@ -703,8 +799,21 @@ def test_a_model_without_a_reference_reads_its_own_layout_only(tmp_path: Path) -
     model = model_mod.build_model()
     w.export_checkpoint(model, tmp_path / "own.pt")  # LAYOUT None: its own keys
     w.load_checkpoint(model, tmp_path / "own.pt")
-    with pytest.raises(w.WeightLayoutError, match="names no reference layout; pass layout= one of bert, detr, "):
+    with pytest.raises(w.WeightLayoutError, match="names no reference layout; pass layout= one of bert, clip, detr, "):
         w.load_checkpoint(model, {"feat.conv1.weight": torch.zeros(64, 3, 1)})
+
+
+def _torchvision_r2plus1d_18() -> Any:
+    """torchvision's r2plus1d_18 (400 classes) as test_yaml_families rebuilds it, its state dict in torchvision's
+    keys (layer1..layer4)."""
+    from test_yaml_families import _VideoResNet
+
+    class Renamed(_VideoResNet):  # type: ignore[misc]
+        def state_dict(self, *a: Any, **k: Any) -> Any:
+            return {re.sub(r"^layers\.(\d)\.", lambda m: f"layer{int(m.group(1)) + 1}.", key): v
+                    for key, v in super().state_dict(*a, **k).items()}
+
+    return Renamed(64, [2, 2, 2, 2], 400, False)
 
 
 def _full_size_references() -> dict[str, tuple[str, Callable[[], Any]]]:
@@ -717,6 +826,9 @@ def _full_size_references() -> dict[str, tuple[str, Callable[[], Any]]]:
             vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16, expand=2, conv_kernel=4,
             time_step_rank=48, use_conv_bias=True, use_bias=False, tie_word_embeddings=True))),
         "t5_small": ("t5", lambda: t.T5ForConditionalGeneration(t.T5Config(tie_word_embeddings=True))),
+        "clip_vit_b_32": ("clip", lambda: t.CLIPModel(t.CLIPConfig())),  # CLIPConfig's defaults: ViT-B/32
+        "layoutlm_docvqa": ("layoutlm", lambda: t.LayoutLMForQuestionAnswering(t.LayoutLMConfig())),
+        "r2plus1d_kinetics": ("torchvision_video_resnet", _torchvision_r2plus1d_18),
         "musicgen_small": ("musicgen", lambda: t.MusicgenForCausalLM(t.MusicgenDecoderConfig(
             hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, ffn_dim=4096, num_codebooks=4,
             vocab_size=2048))),
@@ -737,9 +849,15 @@ def test_full_size_presets_map_onto_the_reference_keys_and_shapes(stem: str, tmp
     with torch.device("meta"):
         ours, ref = model_mod.build_model(), make()
     spec = w.LAYOUTS[layout]
-    theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()
-              if k not in spec.tied and not any(re.fullmatch(p, k) for p in spec.ignore)}
-    assert {k: tuple(v.shape) for k, v in w.to_reference(ours, layout).items()} == theirs
+    exported = {k: tuple(v.shape) for k, v in w.to_reference(ours, layout).items()}
+    saved = {}
+    for k, v in ref.state_dict().items():  # a LayoutLMFor* checkpoint's layoutlm. prefix dropped, as loading does
+        for prefix in spec.prefixes:
+            k = k.removeprefix(prefix)
+        saved[k] = tuple(v.shape)
+    theirs = {k: v for k, v in saved.items()  # what the layout ignores where the model has no use for it
+              if k not in spec.tied and (k in exported or not any(re.fullmatch(p, k) for p in spec.ignore))}
+    assert exported == theirs
 
 
 def test_maskformer_r50_maps_onto_the_saved_reference_keys_at_full_size(tmp_path: Path) -> None:

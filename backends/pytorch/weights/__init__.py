@@ -19,6 +19,8 @@ PRESET_LAYOUTS: dict[str, str] = {
     "mixtral_8x7b": "mixtral",
     "mixtral_tiny": "mixtral",
     "bert_base": "bert",
+    "layoutlm_base": "layoutlm",
+    "clip_vit_b_32": "clip",
     "mamba_130m": "mamba",
     "t5_small": "t5",
     "whisper_tiny": "whisper",
@@ -29,12 +31,16 @@ PRESET_LAYOUTS: dict[str, str] = {
     "resnet50": "torchvision_resnet",
     "convnext_tiny": "torchvision_convnext",
     "vit_b_16": "torchvision_vit",
+    "r2plus1d_18": "torchvision_video_resnet",
+    "r3d_18": "torchvision_video_resnet",
 }
 
 # family (qualified name) -> its layout, for specs written with the family and their own dims
 FAMILY_LAYOUTS: dict[str, str] = {
     "std.transformer.decoder": "llama",  # learned positions: gpt2 (see layout_for)
     "std.transformer.encoder": "bert",
+    "std.document.layoutlm": "layoutlm",
+    "std.multimodal.clip": "clip",
     "std.moe.decoder": "mixtral",
     "std.ssm.mamba": "mamba",
     "std.seq2seq.t5": "t5",
@@ -45,6 +51,7 @@ FAMILY_LAYOUTS: dict[str, str] = {
     "std.vision.resnet": "torchvision_resnet",
     "std.vision.convnext": "torchvision_convnext",
     "std.vision.vit": "torchvision_vit",
+    "std.videocnn.resnet3d": "torchvision_video_resnet",
 }
 
 _LAYOUT_LINE = "LAYOUT: str | None = None\n"

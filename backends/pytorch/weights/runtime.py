@@ -65,6 +65,7 @@ class Layout:
       "cat"       ours is the reference tensors concatenated along dim 0 (fused q, k, v)
       "stack"     ours is the reference tensors {e} = 0, 1, ... stacked along a new dim 0 (experts, codebooks)
       "c11"       ours is (C,), the reference (C, 1, 1) (torchvision's ConvNeXt layer scale)
+      "11c"       ours is (1, 1, C), the reference (C,) (CLIP's class embedding)
     """
 
     reference: str
@@ -131,21 +132,77 @@ MIXTRAL = Layout(
     tied=LLAMA.tied,
 )
 
+def _bert_encoder(ours: str) -> tuple[_Rule, ...]:
+    """BertModel's encoder layers and pooler (also LayoutLM's), from ours under `ours` (a regular expression)."""
+    return (
+        (rf"{ours}\.{_LAYER}\.attention\.c_attn\.(weight|bias)",
+         tuple(f"encoder.layer.{{0}}.attention.self.{n}.{{1}}" for n in ("query", "key", "value")), "cat"),
+        *_layers(ours, "encoder.layer.{0}", {
+            r"attention\.c_proj": "attention.output.dense", "attention_norm": "attention.output.LayerNorm",
+            r"mlp\.c_fc": "intermediate.dense", r"mlp\.c_proj": "output.dense", "output_norm": "output.LayerNorm"},
+            rest=False),
+        (r"head\.dense\.(weight|bias)", "pooler.dense.{0}", ""),
+    )
+
+
 BERT = Layout(
     reference="transformers BertModel (google-bert checkpoints; a BertFor* checkpoint's bert. prefix is dropped)",
     rules=(
         (r"encoder\.position_embeddings\.weight", "embeddings.position_embeddings.weight", "unsqueeze"),
         (r"encoder\.(.+)", "embeddings.{0}", ""),
-        (rf"backbone\.layer\.{_LAYER}\.attention\.c_attn\.(weight|bias)",
-         tuple(f"encoder.layer.{{0}}.attention.self.{n}.{{1}}" for n in ("query", "key", "value")), "cat"),
-        *_layers(r"backbone\.layer", "encoder.layer.{0}", {
-            r"attention\.c_proj": "attention.output.dense", "attention_norm": "attention.output.LayerNorm",
-            r"mlp\.c_fc": "intermediate.dense", r"mlp\.c_proj": "output.dense", "output_norm": "output.LayerNorm"},
-            rest=False),
-        (r"head\.dense\.(weight|bias)", "pooler.dense.{0}", ""),
+        *_bert_encoder(r"backbone\.layer"),
     ),
     ignore=(r"embeddings\.position_ids", r"cls\..+"),  # BertForPreTraining's heads: not part of BertModel
     prefixes=("bert.",),
+)
+
+LAYOUTLM = Layout(
+    reference="transformers LayoutLMModel and LayoutLMFor* (microsoft/layoutlm-* checkpoints; the layoutlm. prefix "
+              "is dropped, the heads the spec's task does not use ignored)",
+    rules=(
+        (r"encoder_text\.word_embeddings\.weight", "embeddings.word_embeddings.weight", ""),
+        (r"encoder_text\.position_embeddings\.weight", "embeddings.position_embeddings.weight", "unsqueeze"),
+        (r"encoder_boxes\.([xyhw])_position_embeddings\.weight", "embeddings.{0}_position_embeddings.weight", ""),
+        # the right and lower edges of a box read the x and y tables (tied in ours)
+        (r"encoder_boxes\.x_right\.weight", "embeddings.x_position_embeddings.weight", ""),
+        (r"encoder_boxes\.y_lower\.weight", "embeddings.y_position_embeddings.weight", ""),
+        (r"backbone\.(token_type_embeddings|LayerNorm)\.(weight|bias)", "embeddings.{0}.{1}", ""),
+        *_bert_encoder(r"backbone\.encoder\.layer"),
+        # the task heads of LayoutLMForSequenceClassification, ForTokenClassification, ForQuestionAnswering
+        (r"head\.pooler\.dense\.(weight|bias)", "pooler.dense.{0}", ""),
+        (r"head\.(classifier|qa_outputs)\.(weight|bias)", "{0}.{1}", ""),
+    ),
+    # buffers, and the parts of a LayoutLMFor* checkpoint the spec's task does not use (heads, an unused pooler)
+    ignore=(r"embeddings\.(position|token_type)_ids", r"cls\..+", r"classifier\..+", r"qa_outputs\..+",
+            r"pooler\..+"),
+    prefixes=("layoutlm.",),
+)
+
+
+def _clip_tower(ours: str, theirs: str) -> tuple[_Rule, ...]:
+    """One tower of CLIPModel: `ours` (encoder_image, encoder_text) -> `theirs` (vision_model, text_model)."""
+    return (
+        (rf"{ours}\.layers\.{_LAYER}\.self_attn\.c_attn\.(weight|bias)",
+         tuple(f"{theirs}.encoder.layers.{{0}}.self_attn.{n}_proj.{{1}}" for n in "qkv"), "cat"),
+        *_layers(rf"{ours}\.layers", f"{theirs}.encoder.layers.{{0}}", {
+            r"self_attn\.c_proj": "self_attn.out_proj", r"mlp\.c_fc": "mlp.fc1", r"mlp\.c_proj": "mlp.fc2"}),
+        (rf"{ours}\.position_embedding\.weight", f"{theirs}.embeddings.position_embedding.weight", "unsqueeze"),
+        (rf"{ours}\.(patch_embedding|token_embedding)\.weight", f"{theirs}.embeddings.{{0}}.weight", ""),
+        (rf"{ours}\.(pre_layrnorm|post_layernorm|final_layer_norm)\.(weight|bias)", f"{theirs}.{{0}}.{{1}}", ""),
+    )
+
+
+CLIP = Layout(
+    reference="transformers CLIPModel (openai/clip-vit-* checkpoints: both towers, their projections, logit_scale)",
+    rules=(
+        (r"encoder_image\.class_embedding\.weight", "vision_model.embeddings.class_embedding", "11c"),
+        *_clip_tower(r"encoder_image", "vision_model"),
+        *_clip_tower(r"encoder_text", "text_model"),
+        (r"encoder_image\.visual_projection\.weight", "visual_projection.weight", ""),
+        (r"encoder_text\.text_projection\.weight", "text_projection.weight", ""),
+        (r"head\.logits\.logit_scale", "logit_scale", ""),
+    ),
+    ignore=(r"(vision|text)_model\.embeddings\.position_ids",),
 )
 
 MAMBA = Layout(
@@ -337,11 +394,34 @@ TORCHVISION_VIT = Layout(
     ),
 )
 
+_VIDEO_BLOCK = r"backbone\.layer(\d)\.(\d+)\."
+TORCHVISION_VIDEO_RESNET = Layout(
+    reference="torchvision.models.video.resnet (r2plus1d_18, r3d_18 .pth files)",
+    rules=(
+        (r".*\.num_batches_tracked", None, ""),  # a training counter, as in torchvision_resnet
+        # the stem: conv, bn, relu (R3D), then conv, bn, relu again (R(2+1)D)
+        *((rf"encoder\.{ours}\.(.+)", f"stem.{i}.{{0}}", "") for ours, i in (
+            ("conv1", 0), (r"bn1\.bn", 1), ("conv2", 3), (r"bn2\.bn", 4))),
+        (_VIDEO_BLOCK + r"conv(\d)\.spatial\.(.+)", "layer{0}.{1}.conv{2}.0.0.{3}", ""),  # Conv2Plus1D
+        (_VIDEO_BLOCK + r"conv(\d)\.bn\.bn\.(.+)", "layer{0}.{1}.conv{2}.0.1.{3}", ""),
+        (_VIDEO_BLOCK + r"conv(\d)\.temporal\.(.+)", "layer{0}.{1}.conv{2}.0.3.{3}", ""),
+        (_VIDEO_BLOCK + r"conv(\d)\.conv\.(.+)", "layer{0}.{1}.conv{2}.0.{3}", ""),  # Conv3DSimple
+        (_VIDEO_BLOCK + r"bn(\d)\.bn\.(.+)", "layer{0}.{1}.conv{2}.1.{3}", ""),
+        (_VIDEO_BLOCK + r"downsample\.(.+)", "layer{0}.{1}.downsample.0.{2}", ""),
+        (_VIDEO_BLOCK + r"downsample_bn\.bn\.(.+)", "layer{0}.{1}.downsample.1.{2}", ""),
+        (r"head\.fc\.(weight|bias)", "fc.{0}", ""),
+    ),
+    ignore=(r".*\.num_batches_tracked",),
+    first_rest=True,
+)
+
 LAYOUTS: dict[str, Layout] = {
-    "gpt2": GPT2, "llama": LLAMA, "mixtral": MIXTRAL, "bert": BERT, "mamba": MAMBA, "t5": T5, "whisper": WHISPER,
+    "gpt2": GPT2, "llama": LLAMA, "mixtral": MIXTRAL, "bert": BERT, "layoutlm": LAYOUTLM, "clip": CLIP, "mamba": MAMBA,
+    "t5": T5, "whisper": WHISPER,
     "musicgen": MUSICGEN, "detr": DETR, "detr_timm": DETR_TIMM, "maskformer": MASKFORMER,
     "torchvision_resnet": TORCHVISION_RESNET,
     "torchvision_convnext": TORCHVISION_CONVNEXT, "torchvision_vit": TORCHVISION_VIT,
+    "torchvision_video_resnet": TORCHVISION_VIDEO_RESNET,
 }
 
 
@@ -557,12 +637,12 @@ def _apply(transform: str, parts: list[torch.Tensor], key: str, refs: tuple[str,
         value = torch.stack(parts)
     else:
         (value,) = parts
-        want = {"T": _shape(target)[::-1], "unsqueeze": _shape(target)[1:], "c11": _shape(target) + (1, 1)}.get(
-            transform, _shape(target))
+        want = {"T": _shape(target)[::-1], "unsqueeze": _shape(target)[1:], "c11": _shape(target) + (1, 1),
+                "11c": _shape(target)[2:]}.get(transform, _shape(target))
         if _shape(value) != want:
             raise wrong(refs[0], _shape(value), want)
-        value = {"T": lambda t: t.t(), "unsqueeze": lambda t: t[None], "c11": lambda t: t.reshape(target.shape)}.get(
-            transform, lambda t: t)(value)
+        value = {"T": lambda t: t.t(), "unsqueeze": lambda t: t[None], "c11": lambda t: t.reshape(target.shape),
+                 "11c": lambda t: t[None, None]}.get(transform, lambda t: t)(value)
     if _shape(value) != _shape(target):
         raise wrong(" + ".join(refs), _shape(value), _shape(target))
     return value
@@ -582,8 +662,8 @@ def to_reference(model: torch.nn.Module, layout: str) -> dict[str, torch.Tensor]
         elif transform == "stack":
             out.update(zip(_names(refs, transform, v), v.unbind()))
         else:
-            out[refs[0]] = {"T": lambda t: t.t(), "unsqueeze": lambda t: t[0], "c11": lambda t: t[:, None, None]}.get(
-                transform, lambda t: t)(v)
+            out[refs[0]] = {"T": lambda t: t.t(), "unsqueeze": lambda t: t[0], "c11": lambda t: t[:, None, None],
+                            "11c": lambda t: t[0, 0]}.get(transform, lambda t: t)(v)
     return out
 
 
