@@ -110,8 +110,8 @@ FAMILY_GROUPS: dict[str, tuple[tuple[str | None, str], ...]] = {
                     ("text@embedding", "transformer.encoder"), ("text@question_answering", "transformer.encoder"),
                     ("text@sequence_labeling", "transformer.encoder"),
                     ("text", "transformer.decoder"), ("time_series", "forecast.tft"),
-                    # no graph transformer over a batch of graphs is built: graph attention, with a warning (yaml_schema)
-                    ("graph@graph_classification", "graph.gat_graph"), ("graph", "graphtransformer.gps"),
+                    # GraphGPS over a batch of graphs, its attention masked per graph
+                    ("graph@graph_classification", "graphtransformer.gps_graph"), ("graph", "graphtransformer.gps"),
                     ("point_cloud", "pointtransformer.pct"), ("tabular", "tabtransformer.ft_transformer"),
                     (None, "transformer.decoder")),
     "clip": (("image+text", "multimodal.clip"),),

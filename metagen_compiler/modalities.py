@@ -50,6 +50,9 @@ INPUT_FORMS: dict[str, tuple[InputForm, ...]] = {
     # a graph-level head's third tensor: the graph each node belongs to (a mini-batch of graphs as one
     # disconnected graph, PyTorch Geometric's `batch` vector)
     "graph_batch": (InputForm(("N",), "int64", "graph id of each node", {"N": "nodes"}, high="graphs"),),
+    # a graph's per-edge features, one row per column of the edge index (the family-declared input `edge_attr`)
+    "edge_attr": (InputForm(("E", "edge_features"), "float32", "edge features, one row per edge of the edge index",
+                            {"E": "edges"}),),
     "layout": (InputForm(("B", "T", 4), "int64", "the box of each token on its page, (x0, y0, x1, y1) on a 0..1000 grid",
                          {"T": "context"}, high="coords", sorted_last=True, aligned=True),),
     "timestep": (InputForm(("B",), "int64", "diffusion timesteps", high="timesteps"),),

@@ -467,6 +467,7 @@ class _Lowering(SchemaLowering):
         target: str | None = None
         if arch is not None:
             arch, task, target = self.family_target(arch, task, inputs, outputs, objectives)
+            arch, target = self.edge_target(arch, sec, target)
             self.task_notes(sec, target)
             if task is not None and task.name.name == "generation" and target in GENERATION_TASKS:
                 task = A.Task(task.span, A.Ident(task.name.span, GENERATION_TASKS[target]), task.fields)

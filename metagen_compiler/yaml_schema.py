@@ -249,9 +249,6 @@ FAMILY_FALLBACKS: dict[tuple[str, str], str] = {
                            "model (std.vlm.vlm, a ViT feeding a decoder) is used",
     ("hybrid", "multimodal.clip"): "no convolutional front end for contrastive image-text training is built yet; CLIP "
                                    "(std.multimodal.clip, two transformer towers) is used",
-    ("transformer", "graph.gat_graph"): "no graph transformer over a batch of graphs is built yet (std.graphtransformer"
-                                        ".gps attends over the nodes of one graph); the graph attention network "
-                                        "(std.graph.gat_graph) is used",
 }
 
 
@@ -304,6 +301,9 @@ GENERATION_TASKS = {"diffusion.unet": "denoising", "videodiffusion.latte": "deno
                     "threed.text_to_points": "shape_generation", "seq2seq.whisper": "speech_recognition",
                     "rag.fid_rag": "retrieval_generation"}
 _GRAPH_MODULES = ("graph.", "graphtransformer.")
+# the family that builds a graph family's model reading edge features (`task.edge_features` above 0)
+_EDGE_FAMILIES = {"graph.gat": "graph.gat_edge", "graph.gat_graph": "graph.gat_graph_edge",
+                  "graph.gcn": "graph.gat_edge", "graph.gcn_graph": "graph.gat_graph_edge"}
 _CODE_FAMILIES = ("autoencoder.autoencoder", "autoencoder.vae", "autoencoder.conv_autoencoder", "autoencoder.conv_vae")
 _SIZE = re.compile(r"\s*([0-9]+)\s*[xX×]\s*([0-9]+)\s*")
 
@@ -335,6 +335,7 @@ class SchemaLowering:
 
     # provided by yaml_frontend._Lowering
     bag: DiagnosticBag
+    imports: dict[str, Span]  # the stdlib modules the lowered module imports, with where each is asked for
     span: Callable[..., Span]
     inner: Callable[[Node], Span]
     mapping: Callable[..., list[tuple[str, ScalarNode, Node]]]
@@ -450,18 +451,37 @@ class SchemaLowering:
                              f"masks, so the model predicts {side.value}x{side.value}", self.inner(v))
         return side
 
+    def edge_target(self, arch: A.Architecture, sections: Sections, target: str | None
+                    ) -> tuple[A.Architecture, str | None]:
+        """`task.edge_features` above 0 where the family builds a graph attention network (`gnn`, `gat`):
+        the edge-feature GAT (graph.gat_edge, graph.gat_graph_edge, whose layers read them as PyTorch
+        Geometric's GATConv(edge_dim=...)) with `edge_features` set. Otherwise the architecture as it is."""
+        kv = sections.task_recorded.get("edge_features")
+        count = _number(kv[1]) if kv is not None else None
+        edge_target = _EDGE_FAMILIES.get(target or "")
+        if (kv is None or not count or edge_target is None or arch.family.dotted not in ("gnn", "gat")
+                or any(f.name.name == "edge_features" for f in arch.fields)):
+            return arch, target
+        k, v = kv
+        self.imports.setdefault("std.graph", self.span(k, v))
+        family = A.Name(arch.family.span, tuple(edge_target.split(".")))
+        value = A.Num(self.inner(v), int(count))
+        field_ = A.Field(self.span(k, v), A.Ident(self.inner(k), "edge_features"), value)
+        return A.Architecture(arch.span, family, arch.fields + (field_,)), edge_target
+
     def task_notes(self, sections: Sections, target: str | None) -> None:
-        """What the recorded task keys mean for the family built: no stdlib family reads edge features (their
-        message passing reads node features and the edge index), so a count above 0 is a warning (W003)."""
+        """What the recorded task keys mean for the family built: the edge-feature GATs read edge features
+        (edge_target chose them where it could); any other graph family reads node features and the edge index
+        only, so a count above 0 is a warning (W003)."""
         if target is None:
             return
         for key, (k, v) in sections.task_recorded.items():
-            if key != "edge_features" or _number(v) == 0:
+            if key != "edge_features" or _number(v) == 0 or target in _EDGE_FAMILIES.values():
                 continue
             if target.startswith(_GRAPH_MODULES):
                 self.bag.warning("W003", f"`task.edge_features` is recorded, not built: `{target}` reads node features "
                                  "and the edge index only", self.inner(k),
-                                 hint="no stdlib graph family reads edge features yet")
+                                 hint="the graph attention networks read edge features: `architecture.variant: gat`")
             else:
                 self.bag.warning("W003", f"`task.{key}` sets no parameter of `{target}`; it is recorded, not built",
                                  self.inner(k))

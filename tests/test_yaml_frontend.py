@@ -460,8 +460,9 @@ def test_task_keys_map_to_family_parameters() -> None:
     assert diags == []
     gnn = mlp.replace("[tabular]", "[graph]").replace("[regression]", "[label]").replace("mlp", "gnn")
     comp, diags = _check(gnn + "task:\n  type: node_classification\n  node_features: 64\n  edge_features: 4\n")
-    assert [c for c, _ in diags] == ["W003"]  # no family reads edge features (test_edge_features_are_recorded...)
+    assert diags == []  # `gnn` with edge features builds the edge-feature GAT (tests/test_graph_edges.py)
     assert comp.spec is not None and comp.spec.bindings["features"].value == 64
+    assert comp.spec.family.qualname == "std.graph.gat_edge" and comp.spec.bindings["edge_features"].expr.value == 4
     assert comp.spec.metadata["task"] == {"edge_features": 4}
 
 
@@ -566,7 +567,7 @@ def test_family_and_modality_pairs() -> None:
     assert pick("video", "regression", "cnn") == ("std.videocnn.resnet3d", [])
     assert pick("video", "label", "transformer", "classification") == ("std.video.divided", [])
     assert pick("graph", "label", "transformer", "node_classification") == ("std.graphtransformer.gps", [])
-    assert pick("graph", "label", "transformer", "graph_classification") == ("std.graph.gat_graph", ["W003"])
+    assert pick("graph", "label", "transformer", "graph_classification") == ("std.graphtransformer.gps_graph", [])
     assert pick("point_cloud", "label", "transformer", "classification") == ("std.pointtransformer.pct", [])
     assert pick("3d", "regression", "transformer") == ("std.pointtransformer.pct", [])
     assert pick("tabular", "label", "transformer", "classification") == ("std.tabtransformer.ft_transformer", [])
@@ -602,11 +603,11 @@ def test_variants_of_the_new_families() -> None:
 
 
 def test_edge_features_are_recorded_and_warned() -> None:
-    """No stdlib graph family reads edge features: recorded in the metadata, with a warning (none for 0); a value
-    that is no count is E006."""
+    """GCN and GraphGPS read no edge features: recorded in the metadata, with a warning (none for 0); a value
+    that is no count is E006. (`gnn` and `gat` build the edge-feature GAT: tests/test_graph_edges.py.)"""
     base = ('metagen_version: "1.0"\nname: m\nmodality: {inputs: [graph], outputs: [label]}\n'
             "task: {type: node_classification, edge_features: %s}\narchitecture: {family: %s}\n")
-    for family, target in (("gnn", "graph.gcn"), ("transformer", "graphtransformer.gps")):
+    for family, target in (("gcn", "graph.gcn"), ("transformer", "graphtransformer.gps")):
         comp, diags = _check(base % (8, family))
         assert [c for c, _ in diags] == ["W003"] and f"`{target}` reads node features" in diags[0][1]
         assert comp.spec is not None and comp.spec.metadata["task"] == {"edge_features": 8}

@@ -798,13 +798,27 @@ def _gcn_conv(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 
 
 def _gat_conv(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
-    x, edges = n.inputs
+    """gat_conv, and gat_conv_edge (a third input, the edge features (E, edge_dim): the self loops' features the
+    mean of their node's incoming edges', each edge's score a_edge . (f W_e^T) added to e)."""
+    x, edges = n.inputs[:2]
     heads, c = int(n.args["heads"]), int(n.args["out_features"])
     src, dst = _self_loops(w, x, edges)
     h = w.op("MatMul", [x, w.op("Transpose", [n.weights["weight"]], {"perm": [1, 0]})])
     h = w.reshape(h, [0, heads, c])  # (N, H, C)
     score = [w.reduce("ReduceSum", w.op("Mul", [h, n.weights[k]]), [-1], keepdims=False) for k in ("att_src", "att_dst")]
     e = w.op("Add", [w.op("Gather", [score[0], src], {"axis": 0}), w.op("Gather", [score[1], dst], {"axis": 0})])
+    if len(n.inputs) == 3:
+        attr, d = n.inputs[2], int(n.args["edge_dim"])
+        target = w.op("Gather", [edges, w.scalar(1, np.int64)], {"axis": 0})  # (E,)
+        ones = w.op("ConstantOfShape", [w.shape(target)], {"value": ir.tensor(np.ones(1, np.float32))})
+        count = w.op("Max", [_scatter(w, w.op("ConstantOfShape", [w.dim(x, 0)]), target, ones, "add"), w.scalar(1.0)])
+        per_node_d = w.op("Concat", [w.dim(x, 0), w.i64(d)], {"axis": 0})
+        loop_attr = w.op("Div", [_scatter(w, w.op("ConstantOfShape", [per_node_d]), target, attr, "add", 2),
+                                 w.unsqueeze(count, [1])])
+        attr = w.op("Concat", [attr, loop_attr], {"axis": 0})  # (E + N, edge_dim)
+        he = w.op("MatMul", [attr, w.op("Transpose", [n.weights["lin_edge"]], {"perm": [1, 0]})])
+        he = w.reshape(he, [0, heads, c])  # (E + N, H, C)
+        e = w.op("Add", [e, w.reduce("ReduceSum", w.op("Mul", [he, n.weights["att_edge"]]), [-1], keepdims=False)])
     e = w.op("LeakyRelu", [e], {"alpha": float(n.args["negative_slope"])})  # (E + N, H)
     per_node = w.op("Concat", [w.dim(x, 0), w.i64(heads)], {"axis": 0})
     floor = w.op("ConstantOfShape", [per_node], {"value": ir.tensor(np.array([-np.inf], np.float32))})
@@ -825,6 +839,15 @@ def _graph_mean_pool(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     ones = w.op("ConstantOfShape", [w.shape(index)], {"value": ir.tensor(np.ones(1, np.float32))})
     count = w.op("Max", [_scatter(w, w.op("ConstantOfShape", [w.i64(graphs)]), index, ones, "add"), w.scalar(1.0)])
     return [w.op("Div", [total, w.unsqueeze(count, [1])])]
+
+
+def _same_graph_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
+    ids = n.inputs[0]
+    same = w.op("Equal", [w.unsqueeze(ids, [1]), w.unsqueeze(ids, [0])])  # (N, N)
+    bias = w.op("Where", [same, w.scalar(0.0), w.scalar(float("-inf"))])
+    size = w.dim(ids, 0)
+    shape = w.op("Concat", [w.i64(1, int(n.args["heads"])), size, size], {"axis": 0})
+    return [w.op("Expand", [w.unsqueeze(bias, [0, 1]), shape])]
 
 
 # ------------------------------------------------------------------ detection
@@ -999,7 +1022,9 @@ LOWERINGS: dict[str, Lowering] = {
     "moe": _moe,
     "gcn_conv": _gcn_conv,
     "gat_conv": _gat_conv,
+    "gat_conv_edge": _gat_conv,
     "graph_mean_pool": _graph_mean_pool,
+    "same_graph_bias": _same_graph_bias,
     "upsample": _upsample,
     "sine_position_2d": _sine_position_2d,
     "object_queries": _object_queries,

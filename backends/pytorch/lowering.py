@@ -44,6 +44,8 @@ MODULES: dict[str, str] = {
     "s4d": "S4D({d_model}?, d_state={d_state})",
     "gcn_conv": "GCNConv({in_features}, {out_features}?, bias={bias})",
     "gat_conv": "GATConv({in_features}, {out_features}?, heads={heads}?, negative_slope={negative_slope}?, bias={bias})",
+    "gat_conv_edge": "GATEdgeConv({in_features}, {out_features}, {edge_dim}?, heads={heads}?, negative_slope="
+                     "{negative_slope}?, bias={bias})",
     "relative_position_bias": "RelativePositionBias({heads}?, buckets={buckets}?, max_distance={max_distance}?, "
                               "bidirectional={bidirectional})",
     "sinusoid_embedding": "SinusoidEmbedding({length}, {dim})",
@@ -67,6 +69,7 @@ FUNCTIONAL: dict[str, str] = {
     "l2_normalize": "F.normalize({x}, dim={dim}?, eps={eps})",
     "eot_pool": "eot_pool({a}, {b})",
     "graph_mean_pool": "graph_mean_pool({a}, {b}, {graphs})",
+    "same_graph_bias": "same_graph_bias({x}, {heads})",
     "gelu": "F.gelu({x}?, approximate={approximate})",
     "silu": "F.silu({x})",
     "elu": "F.elu({x}?, alpha={alpha})",

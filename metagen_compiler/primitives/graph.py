@@ -38,6 +38,23 @@ def _gat_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int
     return 2 * n * a["in_features"] * h * c, 4 * n * h * c + e * h * (7 + 2 * c) + n * h * c
 
 
+def _gat_edge_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int, ...]]) -> tuple[int, int]:
+    # gat_conv's, plus the edge projection (E' x edge_dim x H C, a matmul, self loops included), the self loops'
+    # mean edge features (a scatter sum of E x edge_dim, a count and a division) and per edge and head the
+    # edge score (2 C) and its sum into e (1)
+    mm, other = _gat_flops(a, i[:2], o)
+    n, e, h, c, d = i[0][0], i[1][1] + i[0][0], a["heads"], a["out_features"], a["edge_dim"]
+    return mm + 2 * e * d * h * c, other + 2 * i[1][1] * d + n * d + e * h * (2 * c + 1)
+
+
+def _gat_edge_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    x, edges, attr = s
+    out = _graph_shape(lambda a: a["heads"] * a["out_features"])(a, [x, edges])
+    if len(attr) != 2 or not _same(attr[0], edges[1]) or not _same(attr[1], a["edge_dim"]):
+        raise ShapeError(f"expects edge features (E, {a['edge_dim']}) with E the edge index's, got {fmt_shape(attr)}")
+    return out
+
+
 def _gat_check(a: Mapping[str, Any]) -> str | None:
     msg = _check_positive("in_features", "out_features", "heads")(a)
     if msg:
@@ -54,6 +71,13 @@ def _graph_pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     return [(a["graphs"], x[1])]
 
 
+def _same_graph_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
+    (ids,) = s
+    if len(ids) != 1:
+        raise ShapeError(f"expects the graph id of each node (N,), got {fmt_shape(ids)}")
+    return [(1, a["heads"], ids[0], ids[0])]
+
+
 def _graph_conv_saved(op: str) -> Callable[[Mapping[str, Any], list[tuple[int, ...]], list[tuple[int, ...]]], int]:
     """Beyond the node features: the int64 sources and targets with self loops (E' = E + N each, for the
     gathers and the scatter) and the scaled messages the scatter adds up (index_add keeps its source);
@@ -66,7 +90,10 @@ def _graph_conv_saved(op: str) -> Callable[[Mapping[str, Any], list[tuple[int, .
         if op == "gcn_conv":
             return 2 * 8 * e + 4 * e + 4 * e * int(a["out_features"])
         h, c = int(a["heads"]), int(a["out_features"])
-        return 2 * 8 * e + 4 * n * h * c + 4 * 4 * e * h + 2 * 4 * e * h * c
+        base = 2 * 8 * e + 4 * n * h * c + 4 * 4 * e * h + 2 * 4 * e * h * c
+        if op == "gat_conv_edge":  # the edge features with the self loops' (E', edge_dim), their projection (E', H C)
+            base += 4 * e * int(a["edge_dim"]) + 4 * e * h * c
+        return base
 
     return saved
 
@@ -98,6 +125,33 @@ PRIMS: list[Primitive] = [
         shape=_graph_shape(lambda a: a["heads"] * a["out_features"]), flops=_gat_flops, check=_gat_check,
         saves="first", tags=frozenset({"mm"}),
         saved=_graph_conv_saved("gat_conv"),
+    ),
+    Primitive(
+        "gat_conv_edge", (_P("in_features", "int"), _P("out_features", "int"), _P("edge_dim", "int"),
+                          _P("heads", "int", 1), _P("negative_slope", "float", 0.2), _P("bias", "bool", True)),
+        "Graph attention with edge features, as PyTorch Geometric's GATConv(edge_dim=...): node features (N, in), "
+        "an edge index (2, E) and edge features (E, edge_dim); self loops added, each with the mean features of its "
+        "node's incoming edges (fill_value='mean'); per head h = x W^T, e_ij = LeakyReLU(a_src . h_j + a_dst . h_i "
+        "+ a_edge . (W_e f_ji)), softmax over each node's incoming edges, out_i = sum_j alpha_ij h_j; the heads "
+        "concatenated: (N, heads * out).",
+        n_inputs=3, weights=lambda a: {"weight": (a["heads"] * a["out_features"], a["in_features"]),
+                                       "att_src": (1, a["heads"], a["out_features"]),
+                                       "att_dst": (1, a["heads"], a["out_features"]),
+                                       "lin_edge": (a["heads"] * a["out_features"], a["edge_dim"]),
+                                       "att_edge": (1, a["heads"], a["out_features"])}
+        | ({"bias": (a["heads"] * a["out_features"],)} if a["bias"] else {}),
+        shape=_gat_edge_shape, flops=_gat_edge_flops,
+        check=lambda a: _check_positive("edge_dim")(a) or _gat_check(a),
+        saves="first", tags=frozenset({"mm"}),
+        saved=_graph_conv_saved("gat_conv_edge"),
+    ),
+    Primitive(
+        "same_graph_bias", (_P("heads", "int"),),
+        "The additive attention bias that keeps attention within each graph of a mini-batch given as one "
+        "disconnected graph: the graph id of each node (N,) -> (1, heads, N, N), 0 where both nodes belong to one "
+        "graph and -inf elsewhere (sdpa_bias's bias input).",
+        shape=lambda a, s: _same_graph_shape(a, s), flops=lambda a, i, o: (0, i[0][0] * i[0][0]),
+        check=_check_positive("heads"), saves="none",
     ),
     Primitive(
         "graph_mean_pool", (_P("graphs", "int"),),

@@ -420,6 +420,14 @@ def graph_mean_pool(x, batch, graphs: int):
     return total / count[:, None]
 
 
+def same_graph_bias(batch, heads: int):
+    """Attention within each graph of a mini-batch: graph ids (N,) -> an additive bias (1, heads, N, N), 0 where
+    both nodes belong to one graph, -inf elsewhere (every node sees itself, so no row is all -inf)."""
+    same = batch[:, None] == batch[None, :]  # (N, N)
+    bias = torch.zeros(same.shape, device=batch.device).masked_fill(~same, float("-inf"))
+    return bias[None, None].expand(1, heads, -1, -1)
+
+
 class GCNConv(nn.Module):
     """Graph convolution (Kipf and Welling 2017) on node features (N, in) and an edge index (2, E): with a
     self loop per node and deg_i the in-degree of node i, out_i = sum_{j -> i} x_j W^T / sqrt(deg_i deg_j) + b."""
@@ -464,6 +472,44 @@ class GATConv(nn.Module):
         h = F.linear(x, self.weight).view(N, H, C)
         score_src, score_dst = (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)  # (N, H)
         e = F.leaky_relu(score_src[src] + score_dst[dst], self.negative_slope)  # (E + N, H)
+        top = e.new_full((N, H), float("-inf")).scatter_reduce(0, dst[:, None].expand_as(e), e.detach(), "amax")
+        p = (e - top[dst]).exp()
+        alpha = p / p.new_zeros(N, H).index_add(0, dst, p)[dst]  # softmax over each node's incoming edges
+        out = h.new_zeros(N, H, C).index_add(0, dst, h[src] * alpha[..., None]).reshape(N, H * C)
+        return out if self.bias is None else out + self.bias
+
+
+class GATEdgeConv(nn.Module):
+    """Graph attention with edge features, as PyTorch Geometric's GATConv(edge_dim=...): node features (N, in),
+    an edge index (2, E) and edge features (E, edge_dim). Self loops are added, each with the mean features of
+    its node's incoming edges (zeros where none: fill_value='mean'); per head, h = x W^T and for each edge j -> i
+    with features f, e_ij = LeakyReLU(a_src . h_j + a_dst . h_i + a_edge . (f W_e^T)); alpha the softmax of e
+    over each node's incoming edges, out_i = sum_j alpha_ij h_j; the heads concatenated: (N, heads * out)."""
+
+    def __init__(self, in_features: int, out_features: int, edge_dim: int, heads: int = 1,
+                 negative_slope: float = 0.2, bias: bool = True):
+        super().__init__()
+        self.heads, self.out_features, self.negative_slope = heads, out_features, negative_slope
+        self.weight = nn.Parameter(torch.empty(heads * out_features, in_features))
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_features))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_features))
+        self.lin_edge = nn.Parameter(torch.empty(heads * out_features, edge_dim))
+        self.att_edge = nn.Parameter(torch.empty(1, heads, out_features))
+        self.bias = nn.Parameter(torch.zeros(heads * out_features)) if bias else None
+        for p in (self.weight, self.att_src, self.att_dst, self.lin_edge, self.att_edge):
+            nn.init.xavier_uniform_(p)
+
+    def forward(self, x, edge_index, edge_attr):
+        N, H, C = x.shape[0], self.heads, self.out_features
+        dst_only = edge_index[1]
+        count = x.new_zeros(N).index_add_(0, dst_only, x.new_ones(dst_only.shape[0])).clamp(min=1)
+        loop_attr = edge_attr.new_zeros(N, edge_attr.shape[1]).index_add(0, dst_only, edge_attr) / count[:, None]
+        attr = torch.cat((edge_attr, loop_attr))  # (E + N, edge_dim)
+        src, dst = with_self_loops(edge_index, N)  # (E + N,) each
+        h = F.linear(x, self.weight).view(N, H, C)
+        score_src, score_dst = (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)  # (N, H)
+        score_edge = (F.linear(attr, self.lin_edge).view(-1, H, C) * self.att_edge).sum(-1)  # (E + N, H)
+        e = F.leaky_relu(score_src[src] + score_dst[dst] + score_edge, self.negative_slope)  # (E + N, H)
         top = e.new_full((N, H), float("-inf")).scatter_reduce(0, dst[:, None].expand_as(e), e.detach(), "amax")
         p = (e - top[dst]).exp()
         alpha = p / p.new_zeros(N, H).index_add(0, dst, p)[dst]  # softmax over each node's incoming edges
