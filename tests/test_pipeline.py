@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import EXAMPLES, ROOT, compile_path
+
 from metagen_compiler.driver import STAGES
 from metagen_compiler.graph import verify_graph
 from metagen_compiler.passes import PASSES, PIPELINE
@@ -124,3 +124,13 @@ def test_compile_file_is_the_public_entry_point() -> None:
     assert comp.spec.bindings["layers"].source == "command line"
     (bad,) = metagen_compiler.compile_file(ROOT / "tests" / "broken" / "msl" / "029_infeasible_budget.msl")
     assert [d.code for d in bad.bag.items if d.severity.name == "ERROR"] == ["E401"]
+
+
+def test_a_source_path_no_file_system_can_hold_compiles() -> None:
+    """An in-memory source (the language server, a test) whose path holds a lone surrogate: resolving it raised
+    UnicodeEncodeError, an internal error (I001)."""
+    from metagen_compiler.driver import compile_source
+    from metagen_compiler.span import SourceFile
+
+    comp = compile_source(SourceFile("\ud800.msl", "msl 1\nmodel m { }\n"))
+    assert [d.code for d in comp.bag.items] == ["E208", "E208", "E208"]  # no modality, task, architecture

@@ -19,7 +19,10 @@ class ResolvePass:
 
     def run(self, comp: Compilation) -> None:
         assert comp.module is not None
-        here = Path(comp.source.path).resolve().parent
+        try:
+            here = Path(comp.source.path).resolve().parent
+        except (OSError, ValueError):  # a path no file system can hold (a lone surrogate): its folder as written
+            here = Path(comp.source.path).parent
         search = [here, *comp.options.search_paths]
         comp.program = load_program(comp.module, comp.bag, search, device_profiles=comp.options.device_profiles)
         models = comp.module.models
