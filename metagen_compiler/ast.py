@@ -6,18 +6,16 @@ Both front ends (MSL text and the seeds' YAML) build these. Every node has a `sp
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Union
 
 from .span import Span
 
 __all__ = [
+    "Apply", "Architecture", "Arg", "Assign", "BinOp", "Block", "Bool", "BoolOp", "Call", "Compare", "Constraint",
+    "Device", "DimConstraint", "EncoderSlot", "EnumType", "Expr", "Family", "Field", "HeadSlot", "Ident", "If",
+    "Import", "InRange", "InSet", "Index", "Input", "Layer", "Let", "ListExpr", "MetaEntry", "MetaGroup", "Model",
+    "Module", "MultipleOf", "Name", "NamedType", "Neg", "Node", "Not", "Num", "Param", "Prefer", "Preset", "Quantity",
+    "Require", "Return", "Stmt", "Str", "Task", "Tie", "Training", "TupleExpr", "TypeExpr", "Unknown", "dump",
     "subnodes",
-    "Node", "Ident", "Expr", "Num", "Quantity", "Str", "Unknown", "Bool", "Name", "Call", "Arg",
-    "BinOp", "Index", "Neg", "Compare", "BoolOp", "Not", "TupleExpr", "ListExpr", "Apply", "Layer",
-    "NamedType", "EnumType", "TypeExpr", "MultipleOf", "InRange", "InSet", "DimConstraint", "Param",
-    "Input", "Assign", "Let", "Return", "If", "Require", "Stmt", "Block",
-    "EncoderSlot", "HeadSlot", "Tie", "Prefer", "Family", "Field", "MetaGroup", "MetaEntry",
-    "Preset", "Device", "Task", "Constraint", "Architecture", "Training", "Model", "Import", "Module", "dump",
 ]
 
 
@@ -147,7 +145,8 @@ class Apply(Node):
     layer: Layer
 
 
-Expr = Union[Num, Quantity, Str, Unknown, Bool, Name, Call, BinOp, Index, Neg, Compare, BoolOp, Not, TupleExpr, ListExpr, Apply]
+Expr = (Num | Quantity | Str | Unknown | Bool | Name | Call | BinOp | Index | Neg | Compare | BoolOp | Not | TupleExpr
+        | ListExpr | Apply)
 
 
 # ---------------------------------------------------------------- parameters
@@ -161,7 +160,7 @@ class EnumType(Node):
     values: tuple[str, ...]
 
 
-TypeExpr = Union[NamedType, EnumType]
+TypeExpr = NamedType | EnumType
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ class InSet(Node):
     items: tuple[Expr, ...]
 
 
-DimConstraint = Union[MultipleOf, InRange, InSet]
+DimConstraint = MultipleOf | InRange | InSet
 
 
 @dataclass(frozen=True)
@@ -229,7 +228,7 @@ class Require(Node):
     message: str | None
 
 
-Stmt = Union[Input, Assign, Let, Return, If, Require]
+Stmt = Input | Assign | Let | Return | If | Require
 
 
 @dataclass(frozen=True)
@@ -295,7 +294,7 @@ class MetaGroup(Node):
     entries: tuple[MetaEntry, ...]
 
 
-MetaEntry = Union[Field, MetaGroup]
+MetaEntry = Field | MetaGroup
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from metagen_backends import BACKENDS, REQUIRES
 
-from .version import __version__
 from .outputs import SAFE_NAME, OutputError, commit, write_outputs
+from .version import __version__
 
 # The compiler itself is imported inside main(), so that `command` turns the collector off before the
 # imports' allocations, and subcommands load only what they use. `outputs` and `metagen_backends` (the

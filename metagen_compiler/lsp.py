@@ -24,12 +24,12 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 from pygls.workspace import PositionCodec
 
-from .version import __version__
 from .diagnostics import Diagnostic, Severity
 from .editor.analysis import DocState, Symbol, analyze, definition, document_symbols, hover, source_file_of
 from .editor.completion import Completion, complete
 from .fmt import FormatError, format_text
 from .span import Span
+from .version import __version__
 
 __all__ = ["MSLServer", "main", "server"]
 

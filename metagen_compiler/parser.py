@@ -18,7 +18,7 @@ from .limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, MAX_NESTING, PAST_MAX_FLOA
 from .span import SourceFile, Span
 from .syntax_errors import SyntaxErrors
 
-__all__ = ["parse_msl", "grammar_text", "KEYWORDS", "SUPPORTED_VERSIONS"]
+__all__ = ["KEYWORDS", "SUPPORTED_VERSIONS", "grammar_text", "parse_msl"]
 
 SUPPORTED_VERSIONS = ("1", "1.0")
 

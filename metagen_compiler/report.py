@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .version import __version__
 from .compilation import Compilation
 from .escape import json_value
+from .version import __version__
 
 __all__ = ["build_report", "jsonable"]
 

@@ -160,6 +160,7 @@ class Evaluator(Protocol):
 
 
 def estimate_metrics(comp: Compilation, device: str) -> dict[str, float]:
+    assert comp.graph is not None
     est = comp.graph.g.graph["estimates"]
     lat = est["latency_s"].get(device, {}).get("fp32")
     out = {"params": float(est["params"]), "flops": float(est["flops_forward"]),

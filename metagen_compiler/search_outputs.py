@@ -182,7 +182,7 @@ def write_plots(cfg: SearchConfig, trials: Sequence[Any], baseline: Sequence[Any
                                     (front, {"marker": "o", "color": "tab:blue"}, "Pareto-optimal")):
             if group:
                 ax.scatter([t.values[0] for t in group], [t.values[1] for t in group], label=label, s=18,
-                           **style)  # type: ignore[arg-type]
+                           **style)
         if front:
             ax.plot([t.values[0] for t in front], [t.values[1] for t in front], color="tab:blue", lw=1)
         if ok:  # frame the feasible region; candidates far outside it would squash it to a corner

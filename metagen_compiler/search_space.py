@@ -49,8 +49,8 @@ class Dimension:
     def suggest(self, trial: Any) -> Choice:
         """The value an Optuna trial samples: a categorical choice, or an integer of the range (with its step)."""
         if self.categorical:
-            return trial.suggest_categorical(self.name, list(self.choices))  # type: ignore[no-any-return]
-        return trial.suggest_int(self.name, self.domain.start, self.domain[-1], step=self.domain.step)  # type: ignore[no-any-return]
+            return trial.suggest_categorical(self.name, list(self.choices))
+        return trial.suggest_int(self.name, self.domain.start, self.domain[-1], step=self.domain.step)
 
     def text(self, value: Any) -> str:
         """`value` as MSL text, for `--set` and the filled spec."""

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES, generated_module
 
 torch = pytest.importorskip("torch")

@@ -11,8 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, load_module  # noqa: E402
-from metagen_compiler.cli import main  # noqa: E402
+from conftest import ROOT, load_module
+
+from metagen_compiler.cli import main
 
 SD15_UNET = 859_520_964  # diffusers UNet2DConditionModel of runwayml/stable-diffusion-v1-5
 CLIP_L_TEXT = 123_060_480  # transformers CLIPTextModel of openai/clip-vit-large-patch14

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import networkx as nx
 import pytest
+from conftest import ROOT, compile_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metagen_compiler.digraph import CycleError, DiGraph
-
-from conftest import ROOT, compile_path
 
 NODES = st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"])
 OPS = st.lists(
@@ -63,7 +62,7 @@ def test_views_match_networkx(ops: list[tuple]) -> None:
 @given(OPS, st.dictionaries(NODES, st.integers(0, 2)))
 def test_topological_order_matches_networkx(ops: list[tuple], keys: dict[str, int]) -> None:
     ours, theirs = build(acyclic(ops))
-    key = lambda n: keys.get(n, 1)  # noqa: E731 -- ties on purpose: broken by insertion order in both
+    key = lambda n: keys.get(n, 1)  # ties on purpose: broken by insertion order in both
     assert ours.lexicographical_topological_sort(key=key) == list(nx.lexicographical_topological_sort(theirs, key=key))
     index = {n: i for i, n in enumerate(theirs)}  # no key: the node added first among the ready ones
     assert ours.lexicographical_topological_sort() == list(nx.lexicographical_topological_sort(theirs, key=index.get))

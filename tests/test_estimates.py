@@ -10,14 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import EXAMPLES, ROOT, compile_path, load_module, rel  # noqa: E402
-from test_numeric import SMALL  # noqa: E402
+from conftest import EXAMPLES, ROOT, compile_path, load_module, rel
+from test_numeric import SMALL
 
-from metagen_compiler.cli import write_outputs  # noqa: E402
-from metagen_compiler.compilation import Options  # noqa: E402
-from metagen_compiler.driver import compile_model_set  # noqa: E402
-from metagen_compiler.passes.estimate import estimate  # noqa: E402
-from metagen_compiler.program import read_source  # noqa: E402
+from metagen_compiler.cli import write_outputs
+from metagen_compiler.compilation import Options
+from metagen_compiler.driver import compile_model_set
+from metagen_compiler.passes.estimate import estimate
+from metagen_compiler.program import read_source
 
 BATCH = 2
 FAMILY = {"gpt2": "std.transformer.decoder", "tiny_story": "std.transformer.decoder",

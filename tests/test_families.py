@@ -115,6 +115,7 @@ def test_pytorch_lowering_covers_every_primitive_and_evaluates_inputs_once() -> 
     from collections import Counter
 
     from metagen_backends.pytorch.lowering import FUNCTIONAL, INPUT_NAMES, MODULES
+
     from metagen_compiler.primitives import PRIMITIVES
 
     assert set(MODULES) | set(FUNCTIONAL) == set(PRIMITIVES) and not set(MODULES) & set(FUNCTIONAL)
@@ -129,6 +130,7 @@ def test_in_place_tables_agree_with_the_primitives() -> None:
     that autograd does not keep the output of (its `saves`)."""
     from metagen_backends.pytorch.codegen import FRESH_OUTPUT
     from metagen_backends.pytorch.lowering import FUNCTIONAL, FUNCTIONAL_IN_PLACE
+
     from metagen_compiler.primitives import PRIMITIVES
 
     assert set(FUNCTIONAL_IN_PLACE) <= set(FUNCTIONAL)

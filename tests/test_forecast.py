@@ -15,11 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from test_rl import gen  # noqa: E402,F401  (the fixture that compiles an example into a module)
+from metagen_backends.pytorch import emit
+from test_rl import gen  # noqa: F401  (the fixture that compiles an example into a module)
 
-from metagen_compiler.driver import compile_source  # noqa: E402
-from metagen_compiler.span import SourceFile  # noqa: E402
-from metagen_backends.pytorch import emit  # noqa: E402
+from metagen_compiler.driver import compile_source
+from metagen_compiler.span import SourceFile
 
 SMALL = dict(features=3, lookback=12, horizon=5, d_model=16, heads=4)
 
@@ -57,7 +57,7 @@ def test_parameters_by_arithmetic(gen: Any) -> None:  # noqa: F811
     c = model.config
     want = tft_params(c.features, c.d_model, c.heads, c.horizon, c.lstm_layers)
     assert want == 264_260 and sum(p.numel() for p in model.parameters()) == want
-    comp, mod = _build("""import std.forecast
+    _comp, mod = _build("""import std.forecast
 model e { modality time_series -> time_series
   task time_series_forecast { horizon = 24; lookback = 168 }
   architecture forecast.tft_electricity }""")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 
 import pytest
-
 from conftest import EXAMPLES, ROOT, compile_path
+
 from metagen_compiler import ast as A
 from metagen_compiler.compilation import Options
 from metagen_compiler.passes import PASSES

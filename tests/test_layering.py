@@ -84,7 +84,7 @@ DRIVERS = ("metagen_compiler.cli", "metagen_compiler.outputs", "metagen_compiler
 def test_the_core_never_imports_backends_or_tools(graph: nx.DiGraph) -> None:
     bad = sorted((a, b) for a, b in graph.edges
                  if a.startswith("metagen_compiler.") and not a.startswith(DRIVERS)
-                 and (b.startswith("metagen_backends") or b.startswith("metagen_compiler.tools")))
+                 and (b.startswith(("metagen_backends", "metagen_compiler.tools"))))
     assert not bad, bad
 
 

@@ -16,11 +16,11 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from conftest import ROOT, compile_path  # noqa: E402
+from conftest import ROOT, compile_path
+from metagen_backends.pytorch import emit
 
-from metagen_backends.pytorch import emit  # noqa: E402
-from metagen_compiler.driver import compile_source  # noqa: E402
-from metagen_compiler.span import SourceFile  # noqa: E402
+from metagen_compiler.driver import compile_source
+from metagen_compiler.span import SourceFile
 
 MIXTRAL = {  # preset -> transformers MixtralConfig fields with the same dims
     "mixtral_tiny": dict(vocab_size=32000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,

@@ -13,15 +13,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import EXAMPLES, ROOT, load_module  # noqa: E402
-from test_numeric import check_small  # noqa: E402
-from test_yaml_frontend import BUILT  # noqa: E402
+from conftest import EXAMPLES, ROOT, load_module
+from test_numeric import check_small
+from test_yaml_frontend import BUILT
 
-from metagen_compiler.cli import main  # noqa: E402
-from metagen_compiler.diagnostics import DiagnosticBag  # noqa: E402
-from metagen_compiler.parser import parse_msl  # noqa: E402
-from metagen_compiler.program import Program, load_program, stdlib_modules  # noqa: E402
-from metagen_compiler.span import SourceFile  # noqa: E402
+from metagen_compiler.cli import main
+from metagen_compiler.diagnostics import DiagnosticBag
+from metagen_compiler.parser import parse_msl
+from metagen_compiler.program import Program, load_program, stdlib_modules
+from metagen_compiler.span import SourceFile
 
 # presets no example uses -> the example of the same family whose spec (modality, task, sizes) they slot into
 TEMPLATES = {
@@ -29,7 +29,7 @@ TEMPLATES = {
     "mixtral_8x7b": "moe_lm", "llama_small": "gpt2", "resnet18": "resnet50", "r3d_18": "r2plus1d_kinetics",
 }
 # budgets of the template that the preset is not meant to meet
-_BUDGETS = re.compile(r"^\s*(params|memory|training_memory|latency|throughput|flops)\b.*\n", re.M)
+_BUDGETS = re.compile(r"^\s*(params|memory|training_memory|latency|throughput|flops)\b.*\n", re.MULTILINE)
 
 
 def stdlib_program() -> Program:
@@ -47,7 +47,7 @@ def stdlib_presets() -> dict[str, str]:
 
 
 def _architecture_names(text: str) -> set[str]:
-    return {m.split(".")[-1] for m in re.findall(r"^\s*architecture\s+([\w.]+)", text, re.M)}
+    return {m.split(".")[-1] for m in re.findall(r"^\s*architecture\s+([\w.]+)", text, re.MULTILINE)}
 
 
 def with_preset(example: str, preset: str, module: str) -> str:

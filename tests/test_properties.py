@@ -9,14 +9,14 @@ import types
 import pytest
 
 torch = pytest.importorskip("torch")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from metagen_backends.pytorch import emit
 
-from metagen_backends.pytorch import emit  # noqa: E402
-from metagen_compiler.driver import compile_source  # noqa: E402
-from metagen_compiler.primitives import subst_dim  # noqa: E402
-from metagen_compiler.span import SourceFile  # noqa: E402
-from metagen_compiler.tasks import TASK_SPECS  # noqa: E402
+from metagen_compiler.driver import compile_source
+from metagen_compiler.primitives import subst_dim
+from metagen_compiler.span import SourceFile
+from metagen_compiler.tasks import TASK_SPECS
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -292,7 +292,7 @@ def test_diffusion_unet(mult, attn, layers_per_block, groups, heads, depth, chan
     mult = [1, *mult]  # base is the first level's channels
     levels = len(mult)
     image = side * 2 ** (levels - 1)
-    msl = lambda xs: "[" + ", ".join(str(x).lower() for x in xs) + "]"  # noqa: E731
+    msl = lambda xs: "[" + ", ".join(str(x).lower() for x in xs) + "]"
     src = f"""import std.diffusion
 model d {{
   modality text, image -> image
@@ -621,7 +621,7 @@ model p {{
 }}"""
     comp, mod = build(src)
     check(comp, mod)
-    model, batch = train_step(mod, 3)
+    _model, batch = train_step(mod, 3)
     assert batch["target"].shape == (3, horizon, features)
 
 

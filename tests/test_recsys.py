@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from test_rl import gen  # noqa: E402,F401  (the fixture that compiles an example into a module)
+from test_rl import gen  # noqa: F401  (the fixture that compiles an example into a module)
 
 SMALL = dict(num_users=50, num_items=40, embedding_dim=16, hidden=16, layers=1, output_dim=8, ranking_hidden=16)
 

@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from conftest import ROOT, compile_path, load_module  # noqa: E402
-from metagen_backends.pytorch import emit  # noqa: E402
+from conftest import ROOT, compile_path, load_module
+from metagen_backends.pytorch import emit
 
 
 @cache

@@ -13,11 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, generated_module  # noqa: E402
-from test_numeric import SMALL  # noqa: E402
+from conftest import ROOT, generated_module
+from test_numeric import SMALL
 
-from metagen_compiler.driver import compile_source  # noqa: E402
-from metagen_compiler.span import SourceFile  # noqa: E402
+from metagen_compiler.driver import compile_source
+from metagen_compiler.span import SourceFile
 
 INSTANCE = ROOT / "examples" / "maskformer_instance.msl"
 PANOPTIC = ROOT / "examples" / "maskformer_panoptic.msl"

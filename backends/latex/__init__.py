@@ -23,7 +23,7 @@ from typing import Any
 from metagen_compiler.compilation import Compilation
 from metagen_compiler.escape import json_text
 
-__all__ = ["emit", "build_paper", "MAKEFILE"]
+__all__ = ["MAKEFILE", "build_paper", "emit"]
 
 MAKEFILE = """\
 # Builds main.pdf from the generated sources: latexmk when installed, else pdflatex + bibtex.

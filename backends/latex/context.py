@@ -66,7 +66,7 @@ class Paper:
     @property
     def ir(self) -> GraphIR:
         assert self.comp.graph is not None
-        return self.comp.graph  # type: ignore[no-any-return]
+        return self.comp.graph
 
     @property
     def name(self) -> str:

@@ -16,7 +16,7 @@ from .blocks import BlockRow, Tree, short_target
 from .context import Paper
 from .escape import tt
 
-__all__ = ["bar_rows", "bar_label", "draw_figures", "op_intensity", "roofline_devices"]
+__all__ = ["bar_label", "bar_rows", "draw_figures", "op_intensity", "roofline_devices"]
 
 # Colours (defined in metagen.sty): mgblue #3b6ea8, mgorange #d9822b, mggrey #888888.
 

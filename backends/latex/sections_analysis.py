@@ -12,7 +12,7 @@ from .escape import rm, tt
 from .figures import roofline_devices
 from .sections_core import _value, _words
 
-__all__ = ["complexity", "training", "evaluation", "limitations", "appendix"]
+__all__ = ["appendix", "complexity", "evaluation", "limitations", "training"]
 
 _MEMORY_ROWS = (
     ("Gradients (fp32)", "gradients_bytes", "exact"),

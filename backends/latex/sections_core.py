@@ -14,7 +14,7 @@ from .context import Paper
 from .equations import component_equations, other_operations
 from .escape import rm, spec_str, tt
 
-__all__ = ["main_tex", "abstract", "introduction", "method", "SECTIONS", "shape_text", "block_table"]
+__all__ = ["SECTIONS", "abstract", "block_table", "introduction", "main_tex", "method", "shape_text"]
 
 # The section files, in the order main.tex inputs them (fixed names; nothing from a spec).
 SECTIONS = ("abstract", "introduction", "related_work", "method", "complexity", "training", "evaluation",

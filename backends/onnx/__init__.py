@@ -64,6 +64,7 @@ def emit(comp: Compilation) -> dict[str, str | bytes]:
     from .weights import weight_specs
 
     assert comp.graph is not None and comp.spec is not None
+    graph = comp.graph  # narrowed, for the closure below
     o = comp.options
     opset = o.opset or DEFAULT_OPSET
     mode = o.weights
@@ -79,7 +80,7 @@ def emit(comp: Compilation) -> dict[str, str | bytes]:
                                                           or (step and total > SHARED_DATA_THRESHOLD)))
 
     def model(with_cache: bool, shared: Any = None) -> Any:
-        return build(comp.graph, opset=opset, weights=mode, seed=o.seed, with_cache=with_cache, arrays=shared).model
+        return build(graph, opset=opset, weights=mode, seed=o.seed, with_cache=with_cache, arrays=shared).model
 
     files: dict[str, str | bytes] = {}
     if not external:

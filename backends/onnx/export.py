@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from metagen_backends.decoding import decoding
+from metagen_backends.pytorch.writer import state_dict_key
 
 from metagen_compiler import __version__
 from metagen_compiler.escape import onnx_str
 from metagen_compiler.graph import GraphIR
 from metagen_compiler.primitives import PRIMITIVES, Dim, Shape
 from metagen_compiler.span import Span
-from metagen_backends.decoding import decoding
-from metagen_backends.pytorch.writer import state_dict_key
 
 from .lowering import LOWERINGS, KVState, NodeCtx, RecurrentState
 from .opsets import OnnxDiagnostic, OnnxExportError, check_opset, ir_version_for, missing_ops, op_label
@@ -243,6 +243,7 @@ class _Builder:
                 v = w.op("Identity", [v])
                 w.scope = ""
             v.name = name
+            assert t.node is not None  # an output is made by a node (an input is a node of the graph too)
             v.dtype = _DTYPES[g.nodes[t.node].get("dtypes", ["float32"])[t.port]]
             v.shape = _shape(self.gir.shape_of(t))
             outputs.append(v)

@@ -67,7 +67,7 @@ class OnnxExportError(BackendError):
 
     @property
     def codes(self) -> list[str]:
-        return [d.code for d in self.diagnostics]
+        return [cast(OnnxDiagnostic, d).code for d in self.diagnostics]
 
 
 # attribute values that came with a later opset than their op: (op, attribute, value) -> the first opset

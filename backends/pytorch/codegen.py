@@ -309,9 +309,9 @@ class PyTorchEmitter:
             if g is None:
                 out.append((s, None))
             elif isinstance(g, A.Node):
-                out.append((s, py_expr(g, value_name)))  # type: ignore[arg-type]
+                out.append((s, py_expr(g, value_name)))
             else:
-                out.append((s, literal(g)))  # type: ignore[arg-type]
+                out.append((s, literal(g)))
         return out, layers
 
     def _ctor(self, ref: LayerRef, parts: list[tuple[ParamSpec, str | None]], layers: dict[str, LayerRef]) -> str:
@@ -418,7 +418,7 @@ class PyTorchEmitter:
                     n = py_ident(s.name)
                     w.line(f"if {n} is None:")
                     with w.indent():
-                        w.line(f"{n} = {py_expr(s.default, self._init_name(ctx))}")  # type: ignore[arg-type]
+                        w.line(f"{n} = {py_expr(s.default, self._init_name(ctx))}")
                     if s.name in ctx.self_attrs:
                         with w.indent():
                             w.line(f"self.{n} = {n}")
@@ -437,7 +437,7 @@ class PyTorchEmitter:
                 self._gen_init(st.orelse, sub_else, ctx, labels)
                 if sub_then.lines or sub_else.lines:
                     w.line(f"if {py_expr(st.cond, self._init_name(ctx))}:")
-                    w.lines.extend(sub_then.lines or [w.lines and "    " * (w.level + 1) + "pass"])
+                    w.lines.extend(sub_then.lines or ["    " * (w.level + 1) + "pass"])
                     if sub_else.lines:
                         w.line("else:")
                         w.lines.extend(sub_else.lines)
@@ -452,7 +452,7 @@ class PyTorchEmitter:
 
     def _init_layer(self, ly: A.Layer, w: Writer, ctx: _Ctx, labels: dict[int, str | None]) -> None:
         label = labels.get(id(ly))
-        ref = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
+        ref = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)
         assert ref is not None, ly.callee.dotted
         if label is None or not _is_module(ref, ly):
             return
@@ -552,7 +552,7 @@ class PyTorchEmitter:
         """Whether an activation may overwrite its input: it has a FUNCTIONAL_IN_PLACE form, its input is a
         temporary of this expression (an application written inline, so nothing else reads it) made by an
         op in FRESH_OUTPUT (a new tensor, not a view or an alias, which autograd does not keep for backward)."""
-        ref = self.elab.layer_ref(ctx.d.module, x.layer.callee, ctx.layer_env)  # type: ignore[arg-type]
+        ref = self.elab.layer_ref(ctx.d.module, x.layer.callee, ctx.layer_env)
         if ref is None or ref.kind != "primitive" or ref.target not in FUNCTIONAL_IN_PLACE or x.layer.repeat:
             return False
         inner = x.input
@@ -560,13 +560,13 @@ class PyTorchEmitter:
             return inner.op in ("+", "-", "*")
         if not isinstance(inner, A.Apply) or inner.layer.repeat is not None:
             return False
-        src = self.elab.layer_ref(ctx.d.module, inner.layer.callee, ctx.layer_env)  # type: ignore[arg-type]
+        src = self.elab.layer_ref(ctx.d.module, inner.layer.callee, ctx.layer_env)
         return src is not None and src.kind == "primitive" and src.target in FRESH_OUTPUT
 
     def _apply(self, ly: A.Layer, ins: list[str], ctx: _Ctx, labels: dict[int, str | None], tensors: set[str],
                pre: list[str], target: str | None, in_place: bool = False) -> str:
         label = labels.get(id(ly))
-        ref0 = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
+        ref0 = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)
         assert ref0 is not None
         if label is not None and _is_module(ref0, ly):
             attr = attr_ident(label)
@@ -583,7 +583,7 @@ class PyTorchEmitter:
             if ref0.kind == "primitive" and ref0.target in MODULE_CALL:
                 return MODULE_CALL[ref0.target].format(call=call)
             return call
-        ref = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)  # type: ignore[arg-type]
+        ref = self.elab.layer_ref(ctx.d.module, ly.callee, ctx.layer_env)
         assert ref is not None and ref.kind == "primitive", ly.callee.dotted
         parts, _ = self._call_parts(ref, ly.args, ctx, self._fwd_name(ctx, tensors), ctx.layer_env, ctx.d.module)
         for h in helper_deps(ref.target):
@@ -629,7 +629,7 @@ class PyTorchEmitter:
         ctors = []
         for slot in slots:
             assert slot is not None
-            ref = self.elab.layer_ref(spec.family.module, slot.layer.callee, layer_env)  # type: ignore[arg-type]
+            ref = self.elab.layer_ref(spec.family.module, slot.layer.callee, layer_env)
             assert ref is not None
             parts, layers = self._call_parts(ref, slot.layer.args, None, cfg, layer_env, spec.family.module)
             ctors.append((slot, self._ctor(ref, parts, layers)))

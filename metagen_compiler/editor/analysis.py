@@ -460,7 +460,7 @@ def definition(doc: DocState, offset: int) -> Span | None:
     if t.kind == "module":
         return _module_span(program_for(doc), t.name)
     if t.definition is not None:
-        return t.definition.node.name.span  # type: ignore[union-attr]
+        return t.definition.node.name.span
     if isinstance(t.node, (A.Param, A.Model)):
         return t.node.name.span
     if isinstance(t.node, (A.Input, A.Assign)):

@@ -168,7 +168,7 @@ def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> Cons
             return None
         if kind.name == "context" and v.unit in _BINARY_CONTEXT:
             # context windows are counted in powers of two: 2k = 2048 tokens, 256k = 262144
-            value = int(round(v.value * _BINARY_CONTEXT[v.unit]))
+            value = round(v.value * _BINARY_CONTEXT[v.unit])
         ok = dim == kind.dimension or (kind.dimension == "int" and dim == "count") or (
             kind.dimension == "pixels" and dim == "count") or (kind.dimension == "rate" and dim == "frequency")
         if not ok:
@@ -214,9 +214,9 @@ def _check_module(prog: Program, module: str, bag: DiagnosticBag) -> None:
         if b.name.name in PRIMITIVES:  # the block would be called where the primitive is meant, or the other way
             bag.error("E104", f"block `{b.name.name}` has the name of a primitive", b.name.span,
                       hint=f"rename the block, e.g. `{b.name.name}_block`")
-    for b in list(root.blocks) + list(root.families):
+    for owner in list(root.blocks) + list(root.families):
         seen: dict[str, A.Param] = {}
-        for p in b.params:
+        for p in owner.params:
             if p.name.name in seen:
                 bag.error("E104", f"parameter `{p.name.name}` is declared twice", p.name.span,
                           notes=[Note("first declared here", seen[p.name.name].name.span)])
@@ -224,7 +224,7 @@ def _check_module(prog: Program, module: str, bag: DiagnosticBag) -> None:
             if isinstance(p.type, A.NamedType) and p.type.name not in KNOWN_TYPES:
                 bag.error("E201", f"unknown type `{p.type.name}`", p.type.span,
                           hint=did_you_mean(p.type.name, KNOWN_TYPES) or f"types: {', '.join(KNOWN_TYPES)}, or {{a, b}}")
-            if p.name.name in PRIMITIVES and p.name.name in _layer_params(b):
+            if p.name.name in PRIMITIVES and p.name.name in _layer_params(owner):
                 # `x >> gelu` must mean one thing: the layer passed in, or the primitive
                 bag.error("E104", f"layer parameter `{p.name.name}` has the name of a primitive", p.name.span,
                           hint=f"rename it, e.g. `{p.name.name}_layer`")
@@ -259,8 +259,8 @@ def _check_module(prog: Program, module: str, bag: DiagnosticBag) -> None:
         _check_labels(b.body, {}, b.name.name, bag)
         values = ({p.name.name for p in b.params} - layer_params) | {
             s.name.name for s in _walk_stmts(b.body) if isinstance(s, A.Let)}
-        for e in _exprs(b.body):
-            _check_layer_values(e, values, prog, module, layer_params, bag)
+        for expr in _exprs(b.body):
+            _check_layer_values(expr, values, prog, module, layer_params, bag)
 
 
 def _param_type(p: A.Param) -> str | None:
@@ -345,16 +345,17 @@ def _check_layer_values(e: A.Expr, values: set[str], prog: Program, module: str,
     or family it is written in."""
     for sub in A.subnodes(e):
         args: tuple[A.Arg, ...] = ()
+        callee = ""
         if isinstance(sub, A.Call) and sub.func.dotted not in FUNCTIONS and (
                 sub.func.dotted in PRIMITIVES or sub.func.dotted in layer_params or prog.lookup(module, sub.func) is not None):
-            args = sub.args
+            args, callee = sub.args, sub.func.dotted
         elif isinstance(sub, A.Layer):
             continue  # an application's own arguments may read anything; its layer-value arguments are Calls
         for a in args:
             used = next((n for n in A.subnodes(a.value) if isinstance(n, A.Name) and n.dotted in values), None)
             if used is not None:
                 assert isinstance(used, A.Name)
-                bag.error("E201", f"the layer value `{sub.func.dotted}(...)` reads `{used.dotted}`: the arguments of a layer "
+                bag.error("E201", f"the layer value `{callee}(...)` reads `{used.dotted}`: the arguments of a layer "
                           "passed as a value are constants", used.span,
                           hint=f"write the number, or pass `{used.dotted}` to the block that applies the layer")
                 return

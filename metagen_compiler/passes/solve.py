@@ -171,17 +171,17 @@ class SolvePass:
 
         best: tuple[tuple[float, ...], dict[str, int], int] | None = None
         smallest: tuple[int, dict[str, int]] | None = None  # the smallest model that counts (within the limits)
+        dom = inner_u.domain
+
+        def valid_at_or_below(base: dict[str, int], i: int, floor: int) -> tuple[int, float] | None:
+            for j in range(i, max(floor, i - 64) - 1, -1):
+                n = count({**base, inner_u.name: dom[j]})
+                if n is not None:
+                    return j, n
+            return None
+
         for combo in combos:
             base = {u.name: v for u, v in zip(outer, combo)}
-            dom = inner_u.domain
-
-            def valid_at_or_below(i: int, floor: int) -> tuple[int, float] | None:
-                for j in range(i, max(floor, i - 64) - 1, -1):
-                    n = count({**base, inner_u.name: dom[j]})
-                    if n is not None:
-                        return j, n
-                return None
-
             probe = None
             for j in range(min(len(dom), 65)):
                 n = count({**base, inner_u.name: dom[j]})
@@ -199,7 +199,7 @@ class SolvePass:
             lo_i, hi_i, found = probe[0], len(dom) - 1, probe
             while lo_i < hi_i:
                 mid = (lo_i + hi_i + 1) // 2
-                r = valid_at_or_below(mid, lo_i + 1)
+                r = valid_at_or_below(base, mid, lo_i + 1)
                 if r is None:
                     hi_i = mid - 1
                 elif r[1] <= hi:
@@ -229,7 +229,7 @@ class SolvePass:
                           notes=[Note(f"the binding constraint is `params`; the budget allows {hi:,}")],
                           hint="raise the budget, or lower fixed dimensions such as vocab or context")
             else:
-                ranges = [Note(f"`{u.name}` ranges over {u.domain[0]}..{u.domain[-1]}", u.span)  # type: ignore[arg-type]
+                ranges = [Note(f"`{u.name}` ranges over {u.domain[0]}..{u.domain[-1]}", u.span)
                           for u in unknowns]
                 if smallest is None and failures and failures[0][1].code != "E206":
                     # every candidate fails the same way, whatever the open dims: that is the mistake to show

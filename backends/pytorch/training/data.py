@@ -98,7 +98,8 @@ class Splits:
     @classmethod
     def of_tensors(cls, tensors: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Splits:
         """TensorItems of {split: {batch key: tensor}}."""
-        return cls(*(TensorItems(tensors[s]) for s in SPLITS), state)
+        train, val, test = (TensorItems(tensors[s]) for s in SPLITS)
+        return cls(train, val, test, state)
 
     def get(self, name: str) -> Dataset:
         if name not in SPLITS:

@@ -87,7 +87,7 @@ def load_audio(path: Path, rate: int, samples: int) -> torch.Tensor:
 
     try:
         wave, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError) as e:  # type: ignore[attr-defined]
+    except (RuntimeError, soundfile.LibsndfileError) as e:
         raise data.DataError(f"{path}: not a readable audio file ({str(e).splitlines()[0]}); expected WAV or FLAC") from None
     x = resample(torch.from_numpy(wave).mean(1), int(file_rate), rate)
     if len(x) > samples:

@@ -158,4 +158,5 @@ def prepare_graph(opts: data.DataOptions, form: data.Form, run_dir: Path, state:
             "undirected": g["undirected"], **record,
             "items": {s: int(b["train_mask"].sum()) if "train_mask" in b else b["pos_edges"].shape[1]
                       for s, b in sets.items()}}
-    return data.Splits(*(WholeGraph(sets[s]) for s in data.SPLITS), info)
+    train, val, test = (WholeGraph(sets[s]) for s in data.SPLITS)
+    return data.Splits(train, val, test, info)

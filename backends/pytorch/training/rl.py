@@ -120,7 +120,7 @@ def policy(model: nn.Module, obs: torch.Tensor) -> tuple[torch.distributions.Dis
     mean, log_std [, value] for continuous ones. A Q-network gives (None, None): it acts by argmax."""
     out = model(obs)
     outs = out if isinstance(out, tuple) else (out,)
-    if "action_dim" in vars(model.config):  # type: ignore[operator]
+    if "action_dim" in vars(model.config):
         mean, log_std = outs[0], outs[1]
         dist: torch.distributions.Distribution = torch.distributions.Independent(
             torch.distributions.Normal(mean, log_std.exp()), 1)
@@ -260,7 +260,7 @@ class ReplayBuffer:
     def add(self, obs: torch.Tensor, action: torch.Tensor, reward: float, next_obs: torch.Tensor, done: bool) -> None:
         for k, v in (("tabular", obs), ("action", action), ("reward", reward), ("next_tabular", next_obs),
                      ("done", float(done))):
-            self.data[k][self.pos] = v  # type: ignore[assignment]
+            self.data[k][self.pos] = v
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -282,7 +282,7 @@ class ReplayBuffer:
 
 def train(args: Any, model: nn.Module, kind: str, trainer: dict[str, Any], optimizer: Any, scheduler: Any, log: Any, extra: dict[str, Any] | None, save: Any) -> dict[str, Any]:
     """The RL loop; `save(trainer, extra)` writes a checkpoint. Returns the last validation metrics."""
-    config = vars(model.config)  # type: ignore[arg-type]
+    config = vars(model.config)
     env = make_env(args.data, config)
     eval_env = make_env(args.data, config)
     gamma = float(config.get("gamma", 0.99))

@@ -360,7 +360,7 @@ def train(args: argparse.Namespace, given: set[str], spec: dict[str, Any] | None
             batch = loop.drop_condition(loop.to_device(next(stream), d.device), conditions, args.cfg_dropout)
             last = i == args.grad_accum - 1
             if args.fsdp:  # reduce-scatter the gradients on the last micro-batch only, as DDP's no_sync
-                model.set_requires_gradient_sync(last)  # type: ignore[operator]
+                model.set_requires_gradient_sync(last)
             with runner.no_sync() if d.enabled and not args.fsdp and not last else nullcontext():  # type: ignore[operator]
                 with autocast:
                     loss = runner(batch)
