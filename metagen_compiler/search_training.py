@@ -45,7 +45,6 @@ LOWER_IS_BETTER = frozenset({
     "loss", "perplexity", "mae", "rmse", "mape", "chamfer_distance", "token_error_rate", "noise_mse", "x0_mse",
     "next_observation_mse", "reward_mse", "td_error", "approx_kl",
 })
-PRUNERS = ("median", "halving", "none")
 
 
 def training_metrics(task: str) -> list[str]:
@@ -60,10 +59,6 @@ def training_metrics(task: str) -> list[str]:
 def metric_direction(name: str) -> str:
     base = name.removeprefix("val_")
     return "minimize" if base in LOWER_IS_BETTER or name == "train_seconds" else "maximize"
-
-
-def _direction(name: str) -> Any:
-    return metric_direction(name)  # "minimize" | "maximize", as Optuna's create_study takes it
 
 
 class _Stop(BaseException):
@@ -209,7 +204,7 @@ class TrainingEvaluator:
             for attempt in range(5):  # two workers creating it at once: the loser loads it
                 try:
                     self._pruning[key] = optuna.create_study(
-                        storage=study._storage, study_name=name, direction=_direction(self.watch),
+                        storage=study._storage, study_name=name, direction=metric_direction(self.watch),
                         pruner=self.make_pruner(), load_if_exists=True)
                     break
                 except optuna.exceptions.DuplicatedStudyError:

@@ -400,11 +400,9 @@ def test_every_example_follows_one_rule(stem: str, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ against the ONNX decoder step
-@pytest.mark.parametrize("which", [GPT2, LLAMA], ids=["gpt2", "llama"])
-def test_cache_agrees_with_onnx_model_with_past(which: tuple[str, str], tmp_path: Path) -> None:
-    """The same weights in the ONNX backend's model_with_past.onnx: prefill, then one token per step feeding its
-    `present` back as `past`, gives the logits and the keys and values of the PyTorch cache (1e-4), and so the
-    greedy tokens of generate()."""
+def _with_past(which: tuple[str, str], tmp_path: Path, perturb: bool = False) -> tuple[Any, Any, Any, Any, dict]:
+    """The preset's model.py model (weights moved off their init by 0.1 * noise when `perturb`), an onnxruntime
+    session of its model_with_past.onnx holding those weights, a (2, 6) prompt and the first feed (empty pasts)."""
     np = pytest.importorskip("numpy")
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx_ir")
@@ -417,17 +415,31 @@ def test_cache_agrees_with_onnx_model_with_past(which: tuple[str, str], tmp_path
     assert not comp.bag.has_errors
     for name, data in emit_onnx(comp).items():
         (tmp_path / name).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    model_mod, _ = _folder(comp, tmp_path)
-    model = model_mod.build_model().eval()
+    model = _folder(comp, tmp_path)[0].build_model().eval()
+    if perturb:
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
     sess = ort.InferenceSession(str(import_weights(tmp_path, model.state_dict(), tmp_path / "step.onnx",
                                                    model_file="model_with_past.onnx")),
                                 providers=["CPUExecutionProvider"])
-    x, n = _prompts(batch=2, length=6, seed=5), 5
-    want = model.generate(x, max_new_tokens=n)
-    names = [o.name for o in sess.get_outputs()]
+    x = _prompts(batch=2, length=6, seed=5)
     feed = {"text": x.numpy()}
     for i in sess.get_inputs()[1:]:
         feed[i.name] = np.zeros([2 if d == "batch" else 0 if d == "past_sequence" else d for d in i.shape], np.float32)
+    return np, model, sess, x, feed
+
+
+@pytest.mark.parametrize("which", [GPT2, LLAMA], ids=["gpt2", "llama"])
+def test_cache_agrees_with_onnx_model_with_past(which: tuple[str, str], tmp_path: Path) -> None:
+    """The same weights in the ONNX backend's model_with_past.onnx: prefill, then one token per step feeding its
+    `present` back as `past`, gives the logits and the keys and values of the PyTorch cache (1e-4), and so the
+    greedy tokens of generate()."""
+    np, model, sess, x, feed = _with_past(which, tmp_path)
+    n = 5
+    want = model.generate(x, max_new_tokens=n)
+    names = [o.name for o in sess.get_outputs()]
     state = G.DecodeState(torch.ones_like(x, dtype=torch.bool), 6 + n)
     ids = x
     with torch.no_grad(), G.cached(model, state):
@@ -455,31 +467,10 @@ def test_state_space_and_moe_steps_agree_with_onnx_model_with_past(which: tuple[
     and scan, S4D's complex state; Mixtral's experts, capacity 0): prefill, then one token per step feeding
     `present` back as `past`, gives the logits of the PyTorch forward over the whole sequence (1e-4) and the greedy
     tokens of generate()."""
-    np = pytest.importorskip("numpy")
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx_ir")
-    from metagen_backends.onnx import emit as emit_onnx
-    from metagen_backends.onnx.weights import import_weights
-
-    imports, arch = which
-    src = f"import {imports}\nmodel p {{\n  modality text -> text\n  task generation\n  architecture {arch}\n}}\n"
-    comp = compile_source(SourceFile("preset.msl", src))
-    for name, data in emit_onnx(comp).items():
-        (tmp_path / name).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    model = _folder(comp, tmp_path)[0].build_model().eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    sess = ort.InferenceSession(str(import_weights(tmp_path, model.state_dict(), tmp_path / "step.onnx",
-                                                   model_file="model_with_past.onnx")),
-                                providers=["CPUExecutionProvider"])
-    x, n = _prompts(batch=2, length=6, seed=5), 8
+    np, model, sess, x, feed = _with_past(which, tmp_path, perturb=True)
+    n = 8
     want = model.generate(x, max_new_tokens=n)
     names = [o.name for o in sess.get_outputs()]
-    feed = {"text": x.numpy()}
-    for i in sess.get_inputs()[1:]:
-        feed[i.name] = np.zeros([2 if d == "batch" else 0 if d == "past_sequence" else d for d in i.shape], np.float32)
     ids = x
     for _ in range(n):
         out = sess.run(None, feed)

@@ -452,6 +452,13 @@ def test_a_storage_that_cannot_be_opened_is_an_error_without_traceback(
     assert "error: cannot open the storage" in err and "Traceback" not in err and "secret" not in err
 
 
+def test_a_spec_that_cannot_be_read_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nosuch.msl"
+    assert cli_main(["search", str(missing), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"metagenc search: error: cannot read `{missing}`" in err and "Traceback" not in err
+
+
 def test_unknown_sampler_is_an_argparse_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
         cli_main(["search", str(_spec(tmp_path, LOOSE)), "--sampler", "grid"])

@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from conftest import ROOT
-from training_helpers import write_cancer
+from training_helpers import one_thread, write_cancer
 
 from metagen_compiler.search import main as search_main
 
@@ -29,15 +28,7 @@ def _history_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread, as the other training tests: two spin against the load of a shared machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True)(one_thread)  # as the other training tests
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +160,10 @@ def test_a_time_budget_stops_training_and_the_last_evaluation_counts(tmp_path: P
     (["--train-args", "'--lr"], "--train-args: No closing quotation"),
     (["--estimate-only"], "--estimate-only and --data exclude each other"),
     (["--train-steps", "0"], "--train-steps must be 1 or more"),
+    (["--train-seconds", "0"], "--train-seconds must be a positive number of seconds"),
+    (["--train-seconds", "inf"], "--train-seconds must be a positive number of seconds"),
+    (["--eval-every", "0"], "--eval-every must be 1 or more"),
+    (["--warm-start", "-2"], "--warm-start takes a number of configurations"),
     (["--objective", "val_nosuch:min"], "unknown objective `val_nosuch`"),
 ])
 def test_bad_training_arguments_are_usage_errors(tmp_path: Path, cancer: Path, capsys: pytest.CaptureFixture[str],

@@ -32,6 +32,7 @@ from training_helpers import (
     ONE_THREAD,
     TINY_LM,
     model_folder,
+    one_thread,
     records,
     run_script,
     unigram_perplexity,
@@ -44,13 +45,7 @@ TINY_RESNET = ["--set", "image_size=32", "--set", "channels=1", "--set", "width=
                "--set", "expansion=2", "--set", "num_classes=10"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny models on a shared CPU: one intra-op thread is 20x faster than two that wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from metagen_backends.pytorch.training import evaluate as evaluate_script
 from metagen_backends.pytorch.training import train as train_script
 from training_helpers import (
     model_folder,
+    one_thread,
     records,
     rle_encode,
     write_digit_captions,
@@ -44,12 +45,7 @@ TINY_MASKFORMER = ["--set", "image_size=64", "--set", "channels=1", "--set", "wi
                    "--set", "num_classes=4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 @pytest.fixture(scope="module")

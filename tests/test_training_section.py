@@ -124,18 +124,33 @@ def test_augmentations_fit_the_input_and_only_built_ones_reach_train_py() -> Non
     assert text.spec is not None and text.spec.training == {"augment": []}
 
 
+def _runtime_constant(path: str, name: str) -> object:
+    """The literal a runtime module (copied next to model.py, imports torch) assigns to `name`, read without
+    importing it."""
+    import ast as pyast
+
+    tree = pyast.parse((ROOT / path).read_text(encoding="utf-8"))
+    return next(pyast.literal_eval(n.value) for n in tree.body if isinstance(n, pyast.Assign)
+                and any(isinstance(t, pyast.Name) and t.id == name for t in n.targets))
+
+
 def test_the_built_augmentations_are_the_runtime_s() -> None:
     """The names train.py applies (data_vision.py, read without importing torch) are the ones the compiler lets
     through to training.json."""
-    import ast as pyast
-
     from metagen_compiler.training_section import BUILT_AUGMENTATIONS
 
-    tree = pyast.parse((ROOT / "backends/pytorch/training/data_vision.py").read_text(encoding="utf-8"))
-    runtime = next(pyast.literal_eval(n.value) for n in tree.body if isinstance(n, pyast.Assign)
-                   and any(isinstance(t, pyast.Name) and t.id == "AUGMENTATIONS" for t in n.targets))
+    runtime = _runtime_constant("backends/pytorch/training/data_vision.py", "AUGMENTATIONS")
     assert set(BUILT_AUGMENTATIONS) == set(runtime)
     assert set(BUILT_AUGMENTATIONS) <= set(AUGMENTATIONS)
+
+
+@pytest.mark.parametrize("name", ["OPTIMIZERS", "SCHEDULES", "PRECISIONS"])
+def test_the_training_choices_are_the_runtime_s(name: str) -> None:
+    """The compiler's copy of train.py's choices (loop.py imports torch, so the compiler cannot import it) is
+    equal to the runtime's: training.json never holds a value train.py's parser refuses."""
+    from metagen_compiler import training_section
+
+    assert getattr(training_section, name) == _runtime_constant("backends/pytorch/training/loop.py", name)
 
 
 def test_every_key_has_a_value_that_passes() -> None:

@@ -338,17 +338,8 @@ def maskformer(tmp: Path) -> Case:
                 lambda m: torch.cat([t.flatten(1) for t in m(images)], 1), run_ref, save, reload)
 
 
-def _hf_resnet_to_torchvision(key: str) -> str:
-    k = key.replace("resnet.embedder.embedder.convolution.", "conv1.").replace(
-        "resnet.embedder.embedder.normalization.", "bn1.").replace("classifier.1.", "fc.")
-    m = re.fullmatch(r"resnet\.encoder\.stages\.(\d)\.layers\.(\d+)\.(.+)", k)
-    if m is None:
-        return k
-    stage, block, rest = int(m.group(1)), m.group(2), m.group(3)
-    rest = re.sub(r"layer\.(\d)\.convolution", lambda n: f"conv{int(n.group(1)) + 1}", rest)
-    rest = re.sub(r"layer\.(\d)\.normalization", lambda n: f"bn{int(n.group(1)) + 1}", rest)
-    rest = rest.replace("shortcut.convolution", "downsample.0").replace("shortcut.normalization", "downsample.1")
-    return f"layer{stage + 1}.{block}.{rest}"
+# transformers' ResNet key -> torchvision's: the mapping benchmarks/predict.py writes its checkpoint with
+_hf_resnet_to_torchvision = load_module(ROOT / "benchmarks" / "predict.py", "predict_benchmark").hf_to_torchvision
 
 
 def _hf_convnext_to_torchvision(key: str, v: Any) -> tuple[str, Any]:

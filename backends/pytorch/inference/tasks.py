@@ -765,10 +765,6 @@ def run_rag(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any])
     return results
 
 
-def run_uncovered(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict[str, Any]]:
-    raise PredictError(f"the task `{pipe.task}` has no pipeline in predict.py yet (docs/inference.md)")
-
-
 Runner = Callable[["Pipeline", list[str], int, dict[str, Any]], list[dict[str, Any]]]
 
 # task -> (runner, what it writes: json | png (a mask or image per input) | text)

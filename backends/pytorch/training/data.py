@@ -291,6 +291,19 @@ def read_utf8(path: Path, newline: str | None = None) -> str:
         raise DataError(f"{path}: byte {e.start} is not UTF-8; expected UTF-8 text") from None
 
 
+def jsonl_rows(path: Path, text: str, expected: str) -> list[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of the .jsonl `path` whose text is `text`; a line that is not
+    JSON is a DataError ending in "expected `expected`"."""
+    rows = []
+    for line, row in enumerate(text.splitlines(), 1):
+        if row.strip():
+            try:
+                rows.append((line, json.loads(row)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{line}: not valid JSON ({e.msg}); expected {expected}") from None
+    return rows
+
+
 def read_csv(path: Path, order: str = "", comments: bool = False) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The stripped header of a .csv and its data rows as (line number, cells), each with one cell per column;
     blank rows, and with `comments` rows whose first cell starts with #, are skipped. `order` adds to what
@@ -357,13 +370,7 @@ def _read_text_file(path: Path, name: str, text_field: str) -> dict[str, str]:
     raw = read_utf8(path)
     items: dict[str, str] = {}
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one object per line") from None
+        for lineno, row in jsonl_rows(path, raw, "one object per line"):
             if not isinstance(row, dict) or text_field not in row:
                 raise DataError(f"{path}:{lineno}: no field `{text_field}`; expected an object with it (--text-field)")
             if not isinstance(row[text_field], str):

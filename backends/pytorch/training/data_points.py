@@ -287,15 +287,7 @@ def _graph_docs(path: Path) -> list[tuple[str, Any]]:
         path = found[0]
     text = data.read_utf8(path)
     if path.suffix == ".jsonl":
-        out = []
-        for line, row in enumerate(text.splitlines(), 1):
-            if row.strip():
-                try:
-                    out.append((f"{path}:{line}", json.loads(row)))
-                except json.JSONDecodeError as e:
-                    raise data.DataError(f"{path}:{line}: not valid JSON ({e.msg}); expected one graph object per line"
-                                         ) from None
-        return out
+        return [(f"{path}:{line}", obj) for line, obj in data.jsonl_rows(path, text, "one graph object per line")]
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

@@ -225,14 +225,7 @@ def read_image_list(path: Path, noun: str = "image") -> list[tuple[str, Path, st
                 raise data.DataError(f"{path}:{line}: empty `path` or `label`; expected a file path and its label")
             rows.append((f"{path.name}:{line}", _listed(path, line, row[pc].strip(), noun), row[lc].strip()))
     else:
-        for line, text in enumerate(data.read_utf8(path).splitlines(), 1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise data.DataError(f"{path}:{line}: not valid JSON ({e.msg}); expected {{\"path\": ..., \"label\": ...}}"
-                                     ) from None
+        for line, obj in data.jsonl_rows(path, data.read_utf8(path), '{"path": ..., "label": ...}'):
             if not (isinstance(obj, dict) and isinstance(obj.get("path"), str)
                     and isinstance(obj.get("label"), (str, int)) and not isinstance(obj.get("label"), bool)):
                 raise data.DataError(f"{path}:{line}: expected an object with a string `path` and a `label` "
@@ -577,14 +570,7 @@ def read_pairs(path: Path) -> dict[str, tuple[Path, str]]:
     if path.suffix != ".jsonl":
         raise data.DataError(f"{path}: not a .jsonl file; expected one {{\"image\": ..., \"text\": ...}} per line")
     items: dict[str, tuple[Path, str]] = {}
-    for line, text in enumerate(data.read_utf8(path).splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise data.DataError(f"{path}:{line}: not valid JSON ({e.msg}); expected {{\"image\": ..., \"text\": ...}}"
-                                 ) from None
+    for line, obj in data.jsonl_rows(path, data.read_utf8(path), '{"image": ..., "text": ...}'):
         if not (isinstance(obj, dict) and isinstance(obj.get("image"), str) and isinstance(obj.get("text"), str)):
             raise data.DataError(f"{path}:{line}: expected an object with string fields `image` and `text`")
         if not obj["text"].strip():
