@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .search_engine import WORKER, Candidate, CandidateFailed, CandidatePruned
 
@@ -56,7 +56,7 @@ def training_metrics(task: str) -> list[str]:
     return ["val_loss", *(f"val_{m}" for m in (t.metrics if t else ())), "train_seconds"]
 
 
-def metric_direction(name: str) -> str:
+def metric_direction(name: str) -> Literal["minimize", "maximize"]:
     base = name.removeprefix("val_")
     return "minimize" if base in LOWER_IS_BETTER or name == "train_seconds" else "maximize"
 
