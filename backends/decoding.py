@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from metagen_compiler.graph import GraphIR
+    from metagen_compiler.ir.graph import GraphIR
 
 __all__ = ["POSITIONWISE", "RECURRENT", "Decoding", "decoding"]
 

@@ -32,9 +32,9 @@ from test_numeric import REFERENCE_PARAMS, check_small
 from test_presets import TEMPLATES, stdlib_presets, stdlib_program, with_preset
 from test_yaml_frontend import BUILT
 
-from metagen_compiler.catalog import TASKS
 from metagen_compiler.cli import main as metagenc
-from metagen_compiler.tasks import TASK_SPECS
+from metagen_compiler.semantics.catalog import TASKS
+from metagen_compiler.semantics.tasks import TASK_SPECS
 
 
 def measure(kind: str, name: str, spec: Path, work: Path) -> dict[str, Any]:

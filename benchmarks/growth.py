@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from metagen_compiler.limits import MAX_REPEAT, MAX_SOURCE_BYTES, MAX_YAML_NODES
+from metagen_compiler.semantics.limits import MAX_REPEAT, MAX_SOURCE_BYTES, MAX_YAML_NODES
 
 HEADER = """msl 1
 import std.transformer

@@ -42,7 +42,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
 from metagen_compiler.compilation import Options
-from metagen_compiler.search_engine import (
+from metagen_compiler.search.engine import (
     Normaliser,
     ObjectiveSpec,
     SearchConfig,
@@ -53,7 +53,7 @@ from metagen_compiler.search_engine import (
     spec_device,
     trial_status,
 )
-from metagen_compiler.search_space import read_space
+from metagen_compiler.search.space import read_space
 from metagen_compiler.span import SourceFile
 
 # tiny_story with a latency bound that the solver's answer (30M parameters, 5.75 ms) breaks: W002 after solving
@@ -184,7 +184,7 @@ def _data(kind: str, folder: Path) -> str:
 def training_quality(name: str, samplers: list[str], seeds: int, trials: int, steps: int,
                      pruner: str = "median") -> dict[str, Any]:
     """NSGA-II / TPE / random with prototype training (median pruner), and the machinery's cost per trial."""
-    from metagen_compiler.search_training import TrainingEvaluator, metric_direction
+    from metagen_compiler.search.training import TrainingEvaluator, metric_direction
 
     path, text, data_kind, train_args, objective_names = TRAIN_SPECS[name]
     runs: dict[tuple[str, int], list[Any]] = {}
@@ -238,7 +238,7 @@ def _reach(curve: list[float], target: float) -> int | None:
 def warm_start(name: str, seeds: int, trials: int) -> dict[str, Any]:
     """Trials the warm-started search needs to reach the cold search's final hypervolume (TPE, estimated objectives;
     the warm start: a quarter of the budget from the nearest earlier fronts)."""
-    from metagen_compiler.search_history import nearest_configurations, record_search
+    from metagen_compiler.search.history import nearest_configurations, record_search
 
     earlier, new = WARM[name]
     per_seed = []

@@ -27,8 +27,9 @@ def compile_file(path: str | Path, options: Options | None = None, **fields: Any
     raises OSError. Writing the outputs is metagen_compiler.outputs.write_outputs's job."""
     from dataclasses import replace
 
+    from metagen_compiler.semantics.program import read_source
+
     from .compilation import Options
     from .driver import compile_model_set
-    from .program import read_source
 
     return compile_model_set(read_source(path), replace(options or Options(), **fields))

@@ -113,8 +113,8 @@ def _reads_a_torch_file(args: Sequence[str]) -> bool:
 # Subcommands live in their own modules, imported only when used: `metagenc fmt ...`, `metagenc lsp`.
 # `metagenc --help` lists them from this table, in this order.
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "fmt": Subcommand("metagen_compiler.fmt:main", "format MSL files in the canonical style (--check: report only)"),
-    "lsp": Subcommand("metagen_compiler.lsp:main", "the MSL language server, on stdio (docs/editors.md)",
+    "fmt": Subcommand("metagen_compiler.syntax.fmt:main", "format MSL files in the canonical style (--check: report only)"),
+    "lsp": Subcommand("metagen_compiler.editor.lsp:main", "the MSL language server, on stdio (docs/editors.md)",
                       (Needs("editor", ("pygls", "lsprotocol")),)),
     "calibrate": Subcommand("metagen_compiler.tools.calibrate:main",
                             "measure this machine with onnxruntime and write an MSL device profile",
@@ -128,7 +128,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "predict": Subcommand("metagen_backends.pytorch.inference.command:main",
                           "run a compiled model on raw inputs with its predict.py (docs/inference.md)",
                           (Needs("train", ("torch", "safetensors")),)),
-    "search": Subcommand("metagen_compiler.search:main", "search the open dimensions of a spec (docs/search.md)",
+    "search": Subcommand("metagen_compiler.search.command:main", "search the open dimensions of a spec (docs/search.md)",
                          (Needs("search", ("optuna",)),)),
 }
 
@@ -190,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compile(argv: list[str]) -> int:
+    from metagen_compiler.semantics.program import read_source
+
     from .compilation import Options
     from .diagnostics import BackendError, DiagnosticBag, render_json, render_text
-    from .program import read_source
 
     args = _parser().parse_args(argv)
     fmt = args.diagnostics_format

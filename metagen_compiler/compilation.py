@@ -6,14 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from . import ast as A
+from metagen_compiler.ir.spec import SpecIR
+from metagen_compiler.semantics.program import Program
+from metagen_compiler.syntax import ast as A
+
 from .diagnostics import DiagnosticBag
-from .ir import SpecIR
-from .program import Program
 from .span import SourceFile
 
 if TYPE_CHECKING:  # the graph IR is built by `lower`; this module stays below it
-    from .graph import GraphIR
+    from metagen_compiler.ir.graph import GraphIR
 
 __all__ = ["Compilation", "Options", "Pass"]
 

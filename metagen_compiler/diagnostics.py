@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from metagen_compiler.semantics.limits import MAX_DIAGNOSTICS_SHOWN
+
 from .errorcodes import CODES
-from .limits import MAX_DIAGNOSTICS_SHOWN
 from .span import Span
 
 __all__ = [

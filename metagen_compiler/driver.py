@@ -27,7 +27,7 @@ def _run_passes(comp: Compilation, passes: tuple[Pass, ...], *, stop: str | None
         try:
             p.run(comp)
             if verify and comp.graph is not None:
-                from .graph import verify_graph
+                from metagen_compiler.ir.graph import verify_graph
 
                 problems = verify_graph(comp.graph)
                 assert not problems, f"IR verifier after {p.name}: {problems}"

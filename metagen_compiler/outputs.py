@@ -72,8 +72,9 @@ def write_outputs(comp: Compilation, out_root: Path, backends: list[str]) -> tup
 
     from metagen_backends import BACKENDS
 
-    from .graph import graph_dot, graph_json
-    from .ir import dump_spec
+    from metagen_compiler.ir.graph import graph_dot, graph_json
+    from metagen_compiler.ir.spec import dump_spec
+
     from .report import build_report, jsonable
 
     assert comp.spec is not None and comp.graph is not None

@@ -14,7 +14,7 @@ __all__ = ["build_report", "jsonable"]
 
 def jsonable(v: Any) -> Any:
     """`v` as plain JSON data (escape.json_value); a compiler value (a quantity, a layer) as its MSL text."""
-    from .values import format_value
+    from metagen_compiler.semantics.values import format_value
 
     return json_value(v, format_value)
 

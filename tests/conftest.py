@@ -89,7 +89,7 @@ def rel(p: Path) -> str:
 
 def compile_path(path: Path, **kw):  # type: ignore[no-untyped-def]
     from metagen_compiler.driver import compile_source
-    from metagen_compiler.program import read_source
+    from metagen_compiler.semantics.program import read_source
 
     return compile_source(read_source(path, display=rel(path)), **kw)
 

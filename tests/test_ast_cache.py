@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from metagen_compiler import program
-from metagen_compiler.ast import dump
 from metagen_compiler.diagnostics import DiagnosticBag
-from metagen_compiler.parser import parse_msl
+from metagen_compiler.semantics import program
 from metagen_compiler.span import SourceFile
+from metagen_compiler.syntax.ast import dump
+from metagen_compiler.syntax.parser import parse_msl
 
 
 def _fresh(monkeypatch: pytest.MonkeyPatch, cache_home: Path) -> None:

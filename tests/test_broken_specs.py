@@ -19,8 +19,8 @@ from metagen_compiler.compilation import Compilation
 from metagen_compiler.diagnostics import Diagnostic, Severity, render_text
 from metagen_compiler.driver import compile_source
 from metagen_compiler.errorcodes import CODES
-from metagen_compiler.parser import _parser
-from metagen_compiler.program import read_source
+from metagen_compiler.semantics.program import read_source
+from metagen_compiler.syntax.parser import _parser
 from metagen_compiler.tools.diagnostics_doc import CORPUS, markdown
 
 ROOT = Path(__file__).resolve().parent.parent

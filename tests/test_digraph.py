@@ -8,7 +8,7 @@ from conftest import ROOT, compile_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metagen_compiler.digraph import CycleError, DiGraph
+from metagen_compiler.ir.digraph import CycleError, DiGraph
 
 NODES = st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"])
 OPS = st.lists(

@@ -16,10 +16,10 @@ from pygments.token import Error, Keyword, Number, Operator
 
 from metagen_compiler.editor.pygments_lexer import MSLLexer
 from metagen_compiler.editor.vocabulary import KEYWORD_KINDS, TYPE_NAMES, UNITS
-from metagen_compiler.elaborate import KNOWN_TYPES
-from metagen_compiler.parser import KEYWORDS
 from metagen_compiler.primitives import PRIMITIVES
-from metagen_compiler.values import UNIT_SCALE
+from metagen_compiler.semantics.elaborate import KNOWN_TYPES
+from metagen_compiler.semantics.values import UNIT_SCALE
+from metagen_compiler.syntax.parser import KEYWORDS
 
 FILES = EXAMPLES + sorted((ROOT / "stdlib").glob("*.msl"))
 IDS = [f"{p.parent.name}-{p.stem}" for p in FILES]

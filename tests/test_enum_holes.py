@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from metagen_compiler import ast as A
 from metagen_compiler.compilation import Options
 from metagen_compiler.diagnostics import DiagnosticBag
 from metagen_compiler.driver import compile_source
-from metagen_compiler.fmt import format_text
-from metagen_compiler.ir import dump_spec
-from metagen_compiler.parser import parse_msl
+from metagen_compiler.ir.spec import dump_spec
 from metagen_compiler.span import SourceFile
+from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.fmt import format_text
+from metagen_compiler.syntax.parser import parse_msl
 
 SPEC = """msl 1
 import std.transformer
@@ -187,8 +187,8 @@ def test_messages_point_at_the_value() -> None:
 # ---------------------------------------------------------------- the search space
 def test_search_space_makes_a_categorical_dimension_and_compiles_each_choice(tmp_path: Path) -> None:
     optuna = pytest.importorskip("optuna")
-    from metagen_compiler.program import read_source
-    from metagen_compiler.search_space import compile_candidate, filled_text, read_space, suggest_values
+    from metagen_compiler.search.space import compile_candidate, filled_text, read_space, suggest_values
+    from metagen_compiler.semantics.program import read_source
 
     path = tmp_path / "m.msl"
     path.write_text(_spec("layers = ? in {2, 4}; d_model = ? multiple_of 64 in 64..256\n"

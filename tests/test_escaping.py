@@ -454,7 +454,7 @@ _SAFE = {"py_str", "py_doc", "py_comment", "latex_tt", "latex_tt_body", "latex_r
 # dump_graph prints a debugging dump, not a file).
 _SCANNED: dict[str, tuple[str, ...] | None] = {
     **{p.relative_to(ROOT).as_posix(): None for p in sorted((ROOT / "backends").rglob("*.py"))},
-    "metagen_compiler/graph.py": ("graph_dot",),
+    "metagen_compiler/ir/graph.py": ("graph_dot",),
 }
 
 

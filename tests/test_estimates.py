@@ -17,7 +17,7 @@ from metagen_compiler.cli import write_outputs
 from metagen_compiler.compilation import Options
 from metagen_compiler.driver import compile_model_set
 from metagen_compiler.passes.estimate import estimate
-from metagen_compiler.program import read_source
+from metagen_compiler.semantics.program import read_source
 
 BATCH = 2
 FAMILY = {"gpt2": "std.transformer.decoder", "tiny_story": "std.transformer.decoder",

@@ -11,11 +11,11 @@ import pytest
 from conftest import EXAMPLES, ROOT
 
 from metagen_compiler import cli
-from metagen_compiler.ast import dump
 from metagen_compiler.diagnostics import DiagnosticBag
-from metagen_compiler.fmt import WIDTH, FormatError, format_text, main
-from metagen_compiler.parser import parse_msl
 from metagen_compiler.span import SourceFile
+from metagen_compiler.syntax.ast import dump
+from metagen_compiler.syntax.fmt import WIDTH, FormatError, format_text, main
+from metagen_compiler.syntax.parser import parse_msl
 
 STDLIB = sorted((ROOT / "stdlib").glob("*.msl"))
 FILES = EXAMPLES + STDLIB

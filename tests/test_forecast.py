@@ -159,7 +159,7 @@ def test_seed_stock_forecaster_solves_under_its_budget() -> None:
     widest d_model (a multiple of 16) under the budget."""
     from conftest import ROOT
 
-    from metagen_compiler.program import read_source
+    from metagen_compiler.semantics.program import read_source
 
     comp = compile_source(read_source(ROOT / "tests" / "seeds_yaml" / "stock_forecaster.yaml"))
     assert not comp.bag.has_errors, [(d.code, d.message) for d in comp.bag.errors]

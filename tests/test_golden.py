@@ -10,9 +10,9 @@ import functools
 import pytest
 from conftest import EXAMPLES, ROOT, compile_path
 
-from metagen_compiler import ast as A
 from metagen_compiler.compilation import Options
 from metagen_compiler.passes import PASSES
+from metagen_compiler.syntax import ast as A
 
 # examples/ plus tests/golden/**/main.msl (a `lib/` folder beside a main.msl is put on the -I path)
 SPECS = EXAMPLES + sorted((ROOT / "tests" / "golden").glob("**/main.msl"))

@@ -116,7 +116,7 @@ def test_onnx_parity(family: str, tmp_path: Path) -> None:
     from metagen_backends.pytorch import emit as emit_py
 
     from metagen_compiler.driver import compile_source
-    from metagen_compiler.program import read_source
+    from metagen_compiler.semantics.program import read_source
 
     if family == "gps_graph":  # GraphGPS over a batch of graphs (below): same_graph_bias
         path = tmp_path / "gps_batch.msl"
@@ -159,7 +159,7 @@ def _yaml(tmp: Path, family: str, task: str, edge_features: int) -> Any:
 
 def _compile(path: Path) -> Any:
     from metagen_compiler.driver import compile_source
-    from metagen_compiler.program import read_source
+    from metagen_compiler.semantics.program import read_source
 
     return compile_source(read_source(path))
 

@@ -22,7 +22,7 @@ import pytest
 from metagen_compiler.compilation import Compilation, Options
 from metagen_compiler.diagnostics import Diagnostic, render_text
 from metagen_compiler.driver import collect_diagnostics, compile_model_set
-from metagen_compiler.limits import MAX_INT as LARGEST  # the largest integer of the language
+from metagen_compiler.semantics.limits import MAX_INT as LARGEST  # the largest integer of the language
 from metagen_compiler.span import SourceFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,9 +276,9 @@ def test_a_label_in_both_branches_of_an_if_is_fine() -> None:
 
 
 def test_the_graph_builder_refuses_a_node_twice_with_a_diagnostic() -> None:
-    from metagen_compiler.elaborate import GraphBuilder
+    from metagen_compiler.semantics.elaborate import GraphBuilder
+    from metagen_compiler.semantics.values import EvalError
     from metagen_compiler.span import NO_SPAN
-    from metagen_compiler.values import EvalError
 
     b = GraphBuilder()
     b.add_op("backbone.a", "gelu", {}, [], NO_SPAN, "backbone", 1, None)

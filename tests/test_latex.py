@@ -389,7 +389,7 @@ def _strip_macros(tex: str, names: tuple[str, ...]) -> str:
 def test_every_number_is_the_compilers(key: str, emitted: dict[str, Emitted]) -> None:
     from metagen_backends.latex.ledger import lookup
 
-    from metagen_compiler.program import device_profiles
+    from metagen_compiler.semantics.program import device_profiles
 
     e = emitted[key]
     report = json.loads(str(e.files["report.json"]))

@@ -71,13 +71,13 @@ def test_no_import_cycles(graph: nx.DiGraph) -> None:
 
 def test_the_scanner_sees_lazy_and_relative_imports(graph: nx.DiGraph) -> None:
     # the test above can only fail if the graph holds the imports: a relative one and one inside a function
-    assert graph.has_edge("metagen_compiler.passes.estimate", "metagen_compiler.program")
+    assert graph.has_edge("metagen_compiler.passes.estimate", "metagen_compiler.semantics.program")
     assert graph.has_edge("metagen_compiler.outputs", "metagen_backends")
 
 
 # the compiler's core: what `metagenc FILE` runs. The CLI, the output writer, the search (its modules compile,
 # train and write papers) and the language server drive backends and tools; the core below them never reaches up.
-DRIVERS = ("metagen_compiler.cli", "metagen_compiler.outputs", "metagen_compiler.search", "metagen_compiler.lsp",
+DRIVERS = ("metagen_compiler.cli", "metagen_compiler.outputs", "metagen_compiler.search", "metagen_compiler.editor.lsp",
            "metagen_compiler.tools")
 
 

@@ -1,4 +1,4 @@
-"""The limits of the language (metagen_compiler/limits.py, docs/language.md "Limits"): each one is
+"""The limits of the language (metagen_compiler/semantics/limits.py, docs/language.md "Limits"): each one is
 diagnosed where it is exceeded, with the limit in the message, and time and memory stay bounded
 whatever the input (issue 21: the language server compiles untrusted text on every keystroke).
 
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from metagen_compiler import limits
 from metagen_compiler.compilation import Compilation, Options
 from metagen_compiler.diagnostics import Diagnostic, DiagnosticBag, Severity, render_text
 from metagen_compiler.driver import compile_model_set, compile_source
-from metagen_compiler.limits import (
+from metagen_compiler.semantics import limits
+from metagen_compiler.semantics.limits import (
     LIMIT_CODE,
     MAX_GRAPH_NODES,
     MAX_INT,
@@ -197,9 +197,9 @@ def test_range_bounds_past_the_largest_integer_are_diagnosed() -> None:
 
 def test_domain_is_lazy_and_bounded() -> None:
     # the front ends stop a literal past MAX_INT first; the solver checks its bounds as well (values.as_int)
-    from metagen_compiler import ast as A
     from metagen_compiler.passes.solve import _domain
-    from metagen_compiler.values import EvalError
+    from metagen_compiler.semantics.values import EvalError
+    from metagen_compiler.syntax import ast as A
 
     sp = Span.of(SourceFile("m.msl", "x" * 10), 0, 1)
     dom = _domain("layers", (A.InRange(sp, A.Num(sp, 2), A.Num(sp, MAX_INT)), A.MultipleOf(sp, A.Num(sp, 3))), {})

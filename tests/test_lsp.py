@@ -14,7 +14,7 @@ from lsprotocol import types as T
 from pygls.uris import from_fs_path, to_fs_path
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from metagen_compiler.fmt import format_text
+from metagen_compiler.syntax.fmt import format_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

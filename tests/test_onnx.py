@@ -24,9 +24,9 @@ ort = pytest.importorskip("onnxruntime")
 ir = pytest.importorskip("onnx_ir")
 
 from conftest import EXAMPLES, ROOT, load_module, rel
+from metagen_backends.onnx.export import dim_param
 
 from metagen_compiler.compilation import Compilation, Options
-from metagen_backends.onnx.export import dim_param
 
 TEXT = {"layers": 2, "d_model": 64, "heads": 2, "vocab": 97}
 VIT = {"image_size": 32, "patch_size": 8, "layers": 2, "d_model": 64, "heads": 2, "mlp_dim": 128}
@@ -186,7 +186,7 @@ class Case:
 
 def _compile(path: Path, over: dict[str, int], **options: Any) -> Compilation:
     from metagen_compiler.driver import compile_model_set
-    from metagen_compiler.program import read_source
+    from metagen_compiler.semantics.program import read_source
 
     comps = compile_model_set(read_source(path, display=rel(path)), Options(**options),
                               overrides=tuple((k, str(v)) for k, v in over.items()))

@@ -10,7 +10,7 @@ import pytest
 from conftest import EXAMPLES, ROOT, compile_path
 
 from metagen_compiler.driver import STAGES
-from metagen_compiler.graph import verify_graph
+from metagen_compiler.ir.graph import verify_graph
 from metagen_compiler.passes import PASSES, PIPELINE
 
 
@@ -105,7 +105,7 @@ def test_overrides_are_a_pass_of_the_pipeline() -> None:
     the overridden value and where it came from."""
     from metagen_compiler.compilation import Options
     from metagen_compiler.driver import compile_model_set, compile_source
-    from metagen_compiler.program import read_source
+    from metagen_compiler.semantics.program import read_source
 
     src = read_source(ROOT / "examples" / "tiny_story.msl")
     one = compile_source(src, Options(overrides=(("layers", "3"),)))

@@ -122,7 +122,7 @@ def test_output_folder_carries_the_inference_files(folders: dict[str, Path]) -> 
 def test_every_task_has_a_runner() -> None:
     from metagen_backends.pytorch.inference.tasks import TASKS
 
-    from metagen_compiler.tasks import TASK_SPECS
+    from metagen_compiler.semantics.tasks import TASK_SPECS
 
     assert set(TASKS) == set(TASK_SPECS)
 

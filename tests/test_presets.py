@@ -19,9 +19,9 @@ from test_yaml_frontend import BUILT
 
 from metagen_compiler.cli import main
 from metagen_compiler.diagnostics import DiagnosticBag
-from metagen_compiler.parser import parse_msl
-from metagen_compiler.program import Program, load_program, stdlib_modules
+from metagen_compiler.semantics.program import Program, load_program, stdlib_modules
 from metagen_compiler.span import SourceFile
+from metagen_compiler.syntax.parser import parse_msl
 
 # presets no example uses -> the example of the same family whose spec (modality, task, sizes) they slot into
 TEMPLATES = {

@@ -15,8 +15,8 @@ from metagen_backends.pytorch import emit
 
 from metagen_compiler.driver import compile_source
 from metagen_compiler.primitives import subst_dim
+from metagen_compiler.semantics.tasks import TASK_SPECS
 from metagen_compiler.span import SourceFile
-from metagen_compiler.tasks import TASK_SPECS
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -21,10 +21,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from metagen_compiler.cli import main as cli_main
 from metagen_compiler.compilation import Options
 from metagen_compiler.driver import compile_model_set
-from metagen_compiler.program import read_source
-from metagen_compiler.search import main as search_main
-from metagen_compiler.search_engine import hypervolume
-from metagen_compiler.search_space import filled_text, read_space
+from metagen_compiler.search.command import main as search_main
+from metagen_compiler.search.engine import hypervolume
+from metagen_compiler.search.space import filled_text, read_space
+from metagen_compiler.semantics.program import read_source
 from metagen_compiler.span import SourceFile
 
 SMALL = """msl 1
@@ -362,8 +362,8 @@ def test_random_baseline_runs_beside_and_is_plotted(tmp_path: Path) -> None:
 
 
 def test_progress_line_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    from metagen_compiler.search import Progress
-    from metagen_compiler.search_engine import ObjectiveSpec
+    from metagen_compiler.search.command import Progress
+    from metagen_compiler.search.engine import ObjectiveSpec
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.add_trial(optuna.trial.create_trial(values=[1.5e6, 2e-4], user_attrs={"result": {"status": "ok"}}))
@@ -508,8 +508,8 @@ def test_outputs_that_cannot_be_written_are_an_error_without_traceback(
 
 
 def test_trials_and_pareto_are_strict_json_whatever_the_metrics(tmp_path: Path) -> None:
-    from metagen_compiler.search_engine import ObjectiveSpec
-    from metagen_compiler.search_outputs import write_trials
+    from metagen_compiler.search.engine import ObjectiveSpec
+    from metagen_compiler.search.outputs import write_trials
 
     # an evaluator's metric can be infinite (a diverged training run): JSON has no such number
     t = optuna.trial.create_trial(values=[1.0], params={"layers": 2},
@@ -526,7 +526,7 @@ def test_trials_and_pareto_are_strict_json_whatever_the_metrics(tmp_path: Path) 
 def test_a_trial_whose_heartbeat_stopped_is_run_again(tmp_path: Path) -> None:
     # on a database server a worker elsewhere is known dead by its heartbeat: its RUNNING trial is failed
     # (interrupted) and its values queued again, though its worker's process id is alive on this machine
-    from metagen_compiler.search_engine import requeue_interrupted, trial_status
+    from metagen_compiler.search.engine import requeue_interrupted, trial_status
 
     with pytest.warns(optuna.exceptions.ExperimentalWarning):  # the search's storages silence it (warnings: errors)
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=1)
@@ -750,7 +750,7 @@ def test_the_candidates_paper_has_a_search_section_with_the_searchs_numbers(tmp_
 
 
 def test_history_distance_orders_specs_by_likeness() -> None:
-    from metagen_compiler.search_history import distance
+    from metagen_compiler.search.history import distance
 
     a = {"family": "std.transformer.decoder", "task": "generation", "inputs": ["text"], "outputs": ["text"],
          "dims": {"layers": [1, 8, 1], "d_model": [64, 512, 32]},

@@ -1,5 +1,5 @@
 """`metagenc search --data`: prototype training as an objective, pruning, failed and diverging runs
-(metagen_compiler/search_training.py, docs/search.md). Real data: scikit-learn's breast-cancer table (569 rows,
+(metagen_compiler/search/training.py, docs/search.md). Real data: scikit-learn's breast-cancer table (569 rows,
 30 features), trained by the generated train.py in process for a few steps a trial."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from training_helpers import one_thread, write_cancer
 
-from metagen_compiler.search import main as search_main
+from metagen_compiler.search.command import main as search_main
 
 pytest.importorskip("sklearn")
 pytest.importorskip("torch")

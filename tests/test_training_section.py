@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from metagen_compiler import ast as A
 from metagen_compiler.cli import main as metagenc
 from metagen_compiler.diagnostics import DiagnosticBag
 from metagen_compiler.driver import compile_source
 from metagen_compiler.editor.analysis import DocState
 from metagen_compiler.editor.completion import complete
-from metagen_compiler.fmt import format_text
-from metagen_compiler.ir import dump_spec
-from metagen_compiler.parser import parse_msl
+from metagen_compiler.ir.spec import dump_spec
+from metagen_compiler.semantics.training_section import AUGMENTATIONS, KEYS
 from metagen_compiler.span import SourceFile
-from metagen_compiler.training_section import AUGMENTATIONS, KEYS
+from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.fmt import format_text
+from metagen_compiler.syntax.parser import parse_msl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,7 @@ def _runtime_constant(path: str, name: str) -> object:
 def test_the_built_augmentations_are_the_runtime_s() -> None:
     """The names train.py applies (data_vision.py, read without importing torch) are the ones the compiler lets
     through to training.json."""
-    from metagen_compiler.training_section import BUILT_AUGMENTATIONS
+    from metagen_compiler.semantics.training_section import BUILT_AUGMENTATIONS
 
     runtime = _runtime_constant("backends/pytorch/training/data_vision.py", "AUGMENTATIONS")
     assert set(BUILT_AUGMENTATIONS) == set(runtime)
@@ -148,7 +148,7 @@ def test_the_built_augmentations_are_the_runtime_s() -> None:
 def test_the_training_choices_are_the_runtime_s(name: str) -> None:
     """The compiler's copy of train.py's choices (loop.py imports torch, so the compiler cannot import it) is
     equal to the runtime's: training.json never holds a value train.py's parser refuses."""
-    from metagen_compiler import training_section
+    from metagen_compiler.semantics import training_section
 
     assert getattr(training_section, name) == _runtime_constant("backends/pytorch/training/loop.py", name)
 
@@ -216,7 +216,7 @@ def test_a_second_section_is_a_duplicate() -> None:
 
 
 def test_every_augmentation_names_modalities_the_compiler_knows() -> None:
-    from metagen_compiler.catalog import INPUT_MODALITIES
+    from metagen_compiler.semantics.catalog import INPUT_MODALITIES
 
     assert all(set(mods) <= set(INPUT_MODALITIES) for mods in AUGMENTATIONS.values())
 

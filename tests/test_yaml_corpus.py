@@ -20,9 +20,9 @@ from conftest import ROOT, compile_path, load_module, rel
 from metagen_compiler.compilation import Compilation
 from metagen_compiler.diagnostics import render_text
 from metagen_compiler.driver import compile_source
+from metagen_compiler.semantics.values import UNIT_SCALE
 from metagen_compiler.span import SourceFile
-from metagen_compiler.values import UNIT_SCALE
-from metagen_compiler.yaml_schema import schema_keys
+from metagen_compiler.syntax.yaml_schema import schema_keys
 
 CORPUS = sorted((ROOT / "tests" / "yaml_corpus").glob("*.yaml"))
 

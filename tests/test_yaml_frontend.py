@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from metagen_compiler import ast as A
 from metagen_compiler.diagnostics import Diagnostic, DiagnosticBag
 from metagen_compiler.driver import compile_source
-from metagen_compiler.program import read_source
+from metagen_compiler.semantics.program import read_source
 from metagen_compiler.span import SourceFile
-from metagen_compiler.yaml_frontend import parse_yaml
+from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.yaml_frontend import parse_yaml
 
 HERE = Path(__file__).parent
 SEEDS = sorted((HERE / "seeds_yaml").glob("*.yaml"))
@@ -372,7 +372,7 @@ def _check(text: str):  # type: ignore[no-untyped-def]
 
 
 def test_identifier_from_display_name() -> None:
-    from metagen_compiler.yaml_schema import identifier
+    from metagen_compiler.syntax.yaml_schema import identifier
 
     assert identifier("text_llm") == "text_llm"  # already an identifier: kept as written
     assert identifier("ViT-Base/16 Image Classifier") == "vit_base_16_image_classifier"
@@ -395,7 +395,7 @@ def test_display_name_is_kept_and_clashes_are_errors() -> None:
 
 
 def test_rates_of_any_unit_noun() -> None:
-    from metagen_compiler.yaml_schema import parse_rate
+    from metagen_compiler.syntax.yaml_schema import parse_rate
 
     assert parse_rate("120 tok/s") is not None and parse_rate("120 tok/s").per_second == 120  # type: ignore[union-attr]
     got = {t: parse_rate(t) for t in ("2 img/s", "1 sample/s", "1 mesh/s", "30fps", "30s clip/min", "90 frames/min",

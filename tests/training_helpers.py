@@ -47,7 +47,7 @@ def model_folder(root: Path, name: str, source: Path | None = None) -> Path:
     from metagen_backends.pytorch import emit
 
     from metagen_compiler.driver import compile_source
-    from metagen_compiler.program import read_source
+    from metagen_compiler.semantics.program import read_source
 
     source = source or ROOT / "examples" / f"{name}.msl"
     display = source.relative_to(ROOT).as_posix() if source.is_relative_to(ROOT) else source.name

@@ -60,7 +60,7 @@ clean:
 def build_paper(comp: Compilation, report: dict[str, Any]) -> dict[str, str | bytes]:
     """The paper and model card for `comp`, from `report` (build_report's dict; a later stage may add
     `measurements` or `latency.calibration`, which the paper then prints with their provenance)."""
-    from metagen_compiler.program import device_profiles
+    from metagen_compiler.semantics.program import device_profiles
 
     from .bibliography import bib_for, related_work
     from .context import Paper

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from metagen_compiler.graph import GraphIR
+from metagen_compiler.ir.graph import GraphIR
 
 __all__ = ["BlockRow", "Tree", "short_target"]
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metagen_compiler.compilation import Compilation
-from metagen_compiler.graph import GraphIR
-from metagen_compiler.ir import SpecIR
+from metagen_compiler.ir.graph import GraphIR
+from metagen_compiler.ir.spec import SpecIR
 
 from .blocks import Tree
 from .escape import rm, tt
@@ -153,7 +153,7 @@ class Paper:
         `num_classes` in a generation model). Parameter -> the tasks of the heads that read it. Conservative:
         a name that appears anywhere in the instantiated slots, ties, requirements, preferences or other
         parameters' defaults counts as used."""
-        from metagen_compiler import ast as A
+        from metagen_compiler.syntax import ast as A
 
         fam = self.spec.family.node
         if not isinstance(fam, A.Family):
@@ -166,7 +166,7 @@ class Paper:
             used |= _names(part)
         for prm in fam.params:
             used |= _names(prm.default) if hasattr(prm, "default") else set()
-        from metagen_compiler.modalities import INPUT_FORMS
+        from metagen_compiler.semantics.modalities import INPUT_FORMS
 
         for enc in self.spec.encoders:  # the input tensors' sizes (an image's `image_size`, text's `context`)
             for form in INPUT_FORMS.get(enc.modality or enc.key, ()):
@@ -191,7 +191,7 @@ def _names(node: Any, idents: bool = True) -> set[str]:
     (labels and argument names too: more names count as used)."""
     import dataclasses
 
-    from metagen_compiler import ast as A
+    from metagen_compiler.syntax import ast as A
 
     out: set[str] = set()
     stack = [node]

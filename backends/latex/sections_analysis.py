@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metagen_compiler.catalog import CONSTRAINTS
+from metagen_compiler.semantics.catalog import CONSTRAINTS
 
 from .context import Paper
 from .equations import OBJECTIVE_NAMES, objective_equations

@@ -24,7 +24,7 @@ from metagen_backends.pytorch.writer import state_dict_key
 
 from metagen_compiler import __version__
 from metagen_compiler.escape import onnx_str
-from metagen_compiler.graph import GraphIR
+from metagen_compiler.ir.graph import GraphIR
 from metagen_compiler.primitives import PRIMITIVES, Dim, Shape
 from metagen_compiler.span import Span
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from metagen_backends.pytorch.writer import state_dict_key
 
-from metagen_compiler.graph import GraphIR
+from metagen_compiler.ir.graph import GraphIR
 from metagen_compiler.primitives import PRIMITIVES
 
 __all__ = [

@@ -21,7 +21,7 @@ def emit(comp: Compilation) -> dict[str, str]:
     if generates(comp):  # decodes token by token (metagen_backends.decoding): generate() runs generation.py
         files["generation.py"] = generation_py()
     if comp.spec is not None:  # the spec's `training { ... }`: train.py's defaults, keyed by its flags' dest names
-        from metagen_compiler.training_section import training_json
+        from metagen_compiler.semantics.training_section import training_json
 
         settings = training_json(comp.spec)
         if settings is not None:

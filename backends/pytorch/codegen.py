@@ -16,16 +16,16 @@ from typing import Any
 
 from metagen_backends.decoding import RECURRENT
 
-from metagen_compiler import ast as A
 from metagen_compiler.compilation import Compilation
-from metagen_compiler.elaborate import Elaborator, ParamSpec, param_specs
 from metagen_compiler.escape import py_comment, py_doc, py_str
-from metagen_compiler.graph import GraphInput, GraphIR
-from metagen_compiler.ir import SlotIR, SpecIR
-from metagen_compiler.modalities import INPUT_FORMS, InputForm, input_forms
+from metagen_compiler.ir.graph import GraphInput, GraphIR
+from metagen_compiler.ir.spec import SlotIR, SpecIR
 from metagen_compiler.primitives import PRIMITIVES, fmt_shape
-from metagen_compiler.program import Definition
-from metagen_compiler.values import LayerRef, Sym, Value, evaluate
+from metagen_compiler.semantics.elaborate import Elaborator, ParamSpec, param_specs
+from metagen_compiler.semantics.modalities import INPUT_FORMS, InputForm, input_forms
+from metagen_compiler.semantics.program import Definition
+from metagen_compiler.semantics.values import LayerRef, Sym, Value, evaluate
+from metagen_compiler.syntax import ast as A
 
 from .losses import LOSSES, TARGET_INPUT, TIMESTEP_INPUT, loss_helpers
 from .lowering import (
@@ -127,7 +127,7 @@ def py_expr(e: A.Expr, name: Callable[[str], str | None]) -> str:
         if isinstance(x, A.Num):
             return repr(x.value)
         if isinstance(x, A.Quantity):
-            from metagen_compiler.values import quantity_value
+            from metagen_compiler.semantics.values import quantity_value
 
             return repr(quantity_value(x)[0])
         if isinstance(x, A.Str):
@@ -946,7 +946,7 @@ def _form_of(i: GraphInput) -> InputForm:
 
 
 def _example_input(form: InputForm, dims: dict[str, Value]) -> str:
-    """A random input of the form (metagen_compiler/modalities.py), sized from config `c` (a dim the
+    """A random input of the form (metagen_compiler/semantics/modalities.py), sized from config `c` (a dim the
     family has no parameter for is the form's default, a literal)."""
 
     def dim(d: int | str) -> str:

@@ -1,5 +1,5 @@
 """Each task's loss, metrics and training batch as PyTorch code, keyed by the loss name the compiler
-picked (metagen_compiler/tasks.py). `{x}` is the model's first input, as named in the spec; `{args}` all
+picked (metagen_compiler/semantics/tasks.py). `{x}` is the model's first input, as named in the spec; `{args}` all
 its inputs from the batch, in forward's order (`batch["image"], batch["text"]`); `{y}` the token input a
 next-token loss predicts (the family-declared `target` input of an encoder-decoder, else the first) and
 `{shifted}` all inputs with `tokens` (= batch["{y}"]) cut before its last token, for teacher forcing.

@@ -1,6 +1,6 @@
 """Editor support for MSL: the vocabulary editors highlight and complete, and the Pygments lexer.
 
-The language server is `metagen_compiler.lsp` (`metagenc lsp`), the formatter `metagen_compiler.fmt`
+The language server is `metagen_compiler.editor.lsp` (`metagenc lsp`), the formatter `metagen_compiler.syntax.fmt`
 (`metagenc fmt`); the VS Code extension, with its TextMate grammar, lives in `editors/vscode/`.
 """
 

@@ -1,7 +1,7 @@
 """What the language server knows about one document: the compiler's own results, and lookups on them.
 
 Nothing here speaks LSP: positions are character offsets into the text, results are small
-dataclasses. `metagen_compiler.lsp` converts them. The document is compiled exactly as
+dataclasses. `metagen_compiler.editor.lsp` converts them. The document is compiled exactly as
 `metagenc --check FILE` compiles it (`compile_model_set`, then the CLI's ordering and de-duplication),
 so the server's diagnostics are the CLI's.
 """
@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .. import ast as A
-from ..catalog import CONSTRAINTS
+from metagen_compiler.semantics.catalog import CONSTRAINTS
+from metagen_compiler.semantics.program import Definition, Program, load_program
+from metagen_compiler.semantics.values import UNIT_SCALE, LayerRef, Sym, format_value
+from metagen_compiler.syntax import ast as A
+
 from ..compilation import Compilation, Options
 from ..diagnostics import Diagnostic, DiagnosticBag
 from ..driver import collect_diagnostics, compile_model_set
 from ..primitives import PRIMITIVES, Primitive
-from ..program import Definition, Program, load_program
 from ..span import SourceFile, Span
-from ..values import UNIT_SCALE, LayerRef, Sym, format_value
 
 __all__ = [
     "Analysis",

@@ -13,12 +13,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import ast as A
-from ..catalog import CONSTRAINTS, INPUT_MODALITIES, LATENCY_CLASSES, OBJECTIVES, OUTPUT_MODALITIES, TASK_FIELDS, TASKS
+from metagen_compiler.semantics.catalog import (
+    CONSTRAINTS,
+    INPUT_MODALITIES,
+    LATENCY_CLASSES,
+    OBJECTIVES,
+    OUTPUT_MODALITIES,
+    TASK_FIELDS,
+    TASKS,
+)
+from metagen_compiler.semantics.program import Definition, Program, stdlib_modules
+from metagen_compiler.semantics.training_section import KEYS as TRAINING_KEYS
+from metagen_compiler.semantics.values import UNIT_SCALE
+from metagen_compiler.syntax import ast as A
+
 from ..primitives import PRIMITIVES
-from ..program import Definition, Program, stdlib_modules
-from ..training_section import KEYS as TRAINING_KEYS
-from ..values import UNIT_SCALE
 from .analysis import DocState, blank_strings, defs_with_params, doc_comment, family_of, program_for, signature
 from .vocabulary import KEYWORDS, UNITS
 

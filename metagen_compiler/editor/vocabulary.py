@@ -1,6 +1,6 @@
 """MSL's words as an editor sees them, read from the grammar so that no list is kept twice.
 
-The keywords are the quoted words of grammar/msl.lark (`metagen_compiler.parser.KEYWORDS`) and the
+The keywords are the quoted words of grammar/msl.lark (`metagen_compiler.syntax.parser.KEYWORDS`) and the
 units the alternatives of its QUANTITY terminal. tests/test_editor.py checks that the Pygments lexer
 and the TextMate grammar cover both.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..parser import KEYWORDS, grammar_text
+from metagen_compiler.syntax.parser import KEYWORDS, grammar_text
 
 __all__ = ["KEYWORDS", "KEYWORD_KINDS", "TYPE_NAMES", "UNITS", "keyword_kind"]
 

@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .. import ast as A
-from ..catalog import (
+from metagen_compiler.ir.spec import Bound, ConstraintIR, SpecIR, dump_spec
+from metagen_compiler.semantics.catalog import (
     CONSTRAINTS,
     FAMILY_GROUPS,
     INPUT_MODALITIES,
@@ -23,17 +23,27 @@ from ..catalog import (
     TASKS,
     group_fits,
 )
-from ..choices import check_choices
+from metagen_compiler.semantics.choices import check_choices
+from metagen_compiler.semantics.elaborate import KNOWN_TYPES, param_specs
+from metagen_compiler.semantics.limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_INT
+from metagen_compiler.semantics.modalities import INPUT_FORMS
+from metagen_compiler.semantics.program import Definition, Program, import_hint
+from metagen_compiler.semantics.training_section import check_training
+from metagen_compiler.semantics.values import (
+    FUNCTIONS,
+    UNIT_SCALE,
+    EvalError,
+    Sym,
+    Value,
+    evaluate,
+    format_value,
+    quantity_value,
+)
+from metagen_compiler.syntax import ast as A
+
 from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note, did_you_mean
-from ..elaborate import KNOWN_TYPES, param_specs
-from ..ir import Bound, ConstraintIR, SpecIR, dump_spec
-from ..limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_INT
-from ..modalities import INPUT_FORMS
 from ..primitives import PRIMITIVES
-from ..program import Definition, Program, import_hint
-from ..training_section import check_training
-from ..values import FUNCTIONS, UNIT_SCALE, EvalError, Sym, Value, evaluate, format_value, quantity_value
 
 _BINARY_CONTEXT = {"k": 1024, "K": 1024, "M": 1024**2}
 
@@ -189,7 +199,7 @@ def check_constraint(c: A.Constraint, prog: Program, bag: DiagnosticBag) -> Cons
 
 
 def _src(e: A.Expr) -> str:
-    from ..format_expr import expr_text
+    from metagen_compiler.syntax.format_expr import expr_text
 
     return expr_text(e)
 

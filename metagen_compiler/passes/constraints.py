@@ -6,9 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..catalog import LATENCY_CLASSES
+from metagen_compiler.semantics.catalog import LATENCY_CLASSES
+from metagen_compiler.semantics.values import Sym
+
 from ..compilation import Compilation
-from ..values import Sym
 
 _EXACT = {"params", "flops", "context"}
 

@@ -24,12 +24,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from metagen_compiler.ir.graph import GraphIR, dump_graph
+from metagen_compiler.semantics.limits import LIMIT_CODE, LIMITS_HINT
+from metagen_compiler.semantics.program import Program, device_profiles
+
 from ..compilation import Compilation
 from ..diagnostics import Note
-from ..graph import GraphIR, dump_graph
-from ..limits import LIMIT_CODE, LIMITS_HINT
 from ..primitives import PRIMITIVES, fmt_shape, subst_dim
-from ..program import Program, device_profiles
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 
@@ -220,7 +221,7 @@ def check_inputs(comp: Compilation) -> bool:
     id input (`nodes` for an edge index, `vocab` for tokens) is 1 or more: `example_inputs` draws ids from
     it, and `nodes = 0` compiled into a model whose example inputs failed. The primitives refuse zero
     widths; this covers the sizes only inputs use."""
-    from ..modalities import INPUT_FORMS, input_forms
+    from metagen_compiler.semantics.modalities import INPUT_FORMS, input_forms
 
     spec, ir = comp.spec, comp.graph
     assert spec is not None and ir is not None

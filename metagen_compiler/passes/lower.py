@@ -6,17 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .. import ast as A
+from metagen_compiler.ir.graph import GraphInput, GraphIR, ModuleInfo, dump_graph
+from metagen_compiler.semantics.elaborate import Elaborator, GraphBuilder, Tensor
+from metagen_compiler.semantics.family import slot_call, tie_pairs
+from metagen_compiler.semantics.modalities import INPUT_FORMS, input_forms, input_shape
+from metagen_compiler.semantics.program import Program
+from metagen_compiler.semantics.tasks import TASK_SPECS
+from metagen_compiler.semantics.values import EvalError, LayerRef, Value
+from metagen_compiler.syntax import ast as A
+
 from ..compilation import Compilation
-from ..elaborate import Elaborator, GraphBuilder, Tensor
-from ..family import slot_call, tie_pairs
-from ..graph import GraphInput, GraphIR, ModuleInfo, dump_graph
-from ..modalities import INPUT_FORMS, input_forms, input_shape
 from ..primitives import PRIMITIVES
-from ..program import Program
 from ..span import Span
-from ..tasks import TASK_SPECS
-from ..values import EvalError, LayerRef, Value
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .. import ast as A
-from ..catalog import INPUT_MODALITIES
+from metagen_compiler.ir.spec import SlotIR, dump_spec
+from metagen_compiler.semantics.catalog import INPUT_MODALITIES
+from metagen_compiler.syntax import ast as A
+
 from ..compilation import Compilation
-from ..ir import SlotIR, dump_spec
 
 
 @dataclass(frozen=True)

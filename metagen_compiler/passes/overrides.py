@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from metagen_compiler.ir.spec import Bound
+from metagen_compiler.syntax.parser import _parser  # the same grammar parses the value
+
 from ..compilation import Compilation
-from ..ir import Bound
-from ..parser import _parser  # the same grammar parses the value
 from ..span import SourceFile, Span
 from .check import CheckPass
 
@@ -31,9 +32,10 @@ def apply_overrides(comp: Compilation, overrides: tuple[tuple[str, str], ...]) -
         return
     from lark.exceptions import UnexpectedInput
 
+    from metagen_compiler.semantics.limits import LIMIT_CODE, LIMITS_HINT, MAX_NESTING
+    from metagen_compiler.syntax.parser import _first_span, _ToAst, _too_deep
+
     from ..diagnostics import did_you_mean
-    from ..limits import LIMIT_CODE, LIMITS_HINT, MAX_NESTING
-    from ..parser import _first_span, _ToAst, _too_deep
 
     for name, text in overrides:
         src = SourceFile(f"<--set {name}>", f"model _ {{ architecture _ {{ {name} = {text} }} }}")

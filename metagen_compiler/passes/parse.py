@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .. import ast as A
+from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.parser import parse_msl
+
 from ..compilation import Compilation
-from ..parser import parse_msl
 
 
 def is_yaml(path: str) -> bool:
@@ -21,7 +22,7 @@ class ParsePass:
 
     def run(self, comp: Compilation) -> None:
         if is_yaml(comp.source.path):
-            from ..yaml_frontend import parse_yaml
+            from metagen_compiler.syntax.yaml_frontend import parse_yaml
 
             comp.module = parse_yaml(comp.source, comp.bag)
         else:

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from .. import ast as A
+from metagen_compiler.semantics.program import load_program
+from metagen_compiler.syntax import ast as A
+
 from ..compilation import Compilation
 from ..diagnostics import Note
-from ..program import load_program
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from metagen_compiler.ir.graph import dump_graph
+
 from ..compilation import Compilation
 from ..diagnostics import Note
-from ..graph import dump_graph
 from ..primitives import PRIMITIVES, ShapeError
 from ..span import Span
 

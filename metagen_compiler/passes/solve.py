@@ -19,17 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .. import ast as A
-from ..choices import choice_set, choice_values, is_integer_set
+from metagen_compiler.ir.spec import Bound, SolveReport, SpecIR, dump_spec
+from metagen_compiler.semantics.choices import choice_set, choice_values, is_integer_set
+from metagen_compiler.semantics.elaborate import Elaborator
+from metagen_compiler.semantics.family import count_params, evaluate_dims
+from metagen_compiler.semantics.limits import LIMIT_CODE
+from metagen_compiler.semantics.program import Program
+from metagen_compiler.semantics.values import EvalError, Sym, Value, as_int, evaluate
+from metagen_compiler.syntax import ast as A
+
 from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note
-from ..elaborate import Elaborator
-from ..family import count_params, evaluate_dims
-from ..ir import Bound, SolveReport, SpecIR, dump_spec
-from ..limits import LIMIT_CODE
-from ..program import Program
 from ..span import Span
-from ..values import EvalError, Sym, Value, as_int, evaluate
 
 MIN_FILL = 0.98
 MAX_OUTER = 4096

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from metagen_compiler.semantics.program import read_source
+
 from ..driver import compile_source
 from ..errorcodes import CODES
-from ..program import read_source
 
 __all__ = ["CORPUS", "examples", "markdown"]
 

@@ -10,10 +10,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ast as A
-from .program import Definition
-from .span import Span
-from .values import Value, format_value
+from metagen_compiler.semantics.program import Definition
+from metagen_compiler.semantics.values import Value, format_value
+from metagen_compiler.span import Span
+from metagen_compiler.syntax import ast as A
 
 __all__ = ["Bound", "ConstraintIR", "SlotIR", "SolveReport", "SpecIR", "dump_spec"]
 
@@ -94,7 +94,7 @@ class SpecIR:
 
 
 def _layer_text(ly: A.Layer) -> str:
-    from .format_expr import expr_text
+    from metagen_compiler.syntax.format_expr import expr_text
 
     args = "" if ly.args is None else "(" + ", ".join(
         (f"{a.name.name} = " if a.name else "") + expr_text(a.value) for a in ly.args) + ")"
@@ -103,7 +103,7 @@ def _layer_text(ly: A.Layer) -> str:
 
 
 def _constraint_text(c: A.DimConstraint) -> str:
-    from .format_expr import expr_text
+    from metagen_compiler.syntax.format_expr import expr_text
 
     if isinstance(c, A.MultipleOf):
         return f" multiple_of {expr_text(c.value)}"
@@ -113,7 +113,7 @@ def _constraint_text(c: A.DimConstraint) -> str:
 
 
 def dump_spec(spec: SpecIR) -> str:
-    from .format_expr import expr_text
+    from metagen_compiler.syntax.format_expr import expr_text
 
     out = [f"model {spec.name}"]
     out.append(f"  inputs: {', '.join(n for n, _ in spec.inputs)}")

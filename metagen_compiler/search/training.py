@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .search_engine import WORKER, Candidate, CandidateFailed, CandidatePruned
+from metagen_compiler.search.engine import WORKER, Candidate, CandidateFailed, CandidatePruned
 
 __all__ = ["LOWER_IS_BETTER", "TrainingEvaluator", "metric_direction", "training_metrics"]
 
@@ -50,7 +50,7 @@ LOWER_IS_BETTER = frozenset({
 def training_metrics(task: str) -> list[str]:
     """The metrics a prototype training run of a model of `task` reports: val_loss, then val_<metric> for each
     metric of the task (tasks.py), the first one being the task's validation metric; train_seconds."""
-    from .tasks import TASK_SPECS
+    from metagen_compiler.semantics.tasks import TASK_SPECS
 
     t = TASK_SPECS.get(task)
     return ["val_loss", *(f"val_{m}" for m in (t.metrics if t else ())), "train_seconds"]

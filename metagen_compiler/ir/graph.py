@@ -17,12 +17,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .digraph import DiGraph
-from .escape import dot_str, json_value
-from .ir import SpecIR
-from .primitives import PRIMITIVES, Shape, fmt_shape
-from .span import Span
-from .values import Value, format_value
+from metagen_compiler.escape import dot_str, json_value
+from metagen_compiler.ir.digraph import DiGraph
+from metagen_compiler.ir.spec import SpecIR
+from metagen_compiler.primitives import PRIMITIVES, Shape, fmt_shape
+from metagen_compiler.semantics.values import Value, format_value
+from metagen_compiler.span import Span
 
 __all__ = ["GraphIR", "GraphInput", "ModuleInfo", "Tensor", "dump_graph", "graph_dot", "graph_json", "verify_graph"]
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from . import ast as A
-from .diagnostics import DiagnosticBag, Note, did_you_mean
-from .format_expr import expr_text
-from .primitives import PRIMITIVES
-from .program import Program
-from .values import EvalError, Sym, Value, describe, evaluate
+from metagen_compiler.diagnostics import DiagnosticBag, Note, did_you_mean
+from metagen_compiler.primitives import PRIMITIVES
+from metagen_compiler.semantics.program import Program
+from metagen_compiler.semantics.values import EvalError, Sym, Value, describe, evaluate
+from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.format_expr import expr_text
 
 __all__ = ["check_choices", "choice_set", "choice_values", "is_integer_set", "plain_choice"]
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from . import ast as A
-from .diagnostics import DiagnosticBag, Note, did_you_mean
-from .ir import Bound, SpecIR
-from .values import UNIT_SCALE, EvalError, Sym, Value, describe, evaluate, format_value
+from metagen_compiler.diagnostics import DiagnosticBag, Note, did_you_mean
+from metagen_compiler.ir.spec import Bound, SpecIR
+from metagen_compiler.semantics.values import UNIT_SCALE, EvalError, Sym, Value, describe, evaluate, format_value
+from metagen_compiler.syntax import ast as A
 
 __all__ = [
     "AUGMENTATIONS", "BUILT_AUGMENTATIONS", "FAMILY_PARAMS", "KEYS", "NOISE_SCHEDULES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES",

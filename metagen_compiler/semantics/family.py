@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from . import ast as A
-from .elaborate import Elaborator, ParamSpec, coerce, param_specs
-from .ir import Bound, SlotIR, SpecIR
-from .program import Program
-from .span import NO_SPAN as _NO
-from .tasks import TASK_SPECS
-from .values import EvalError, LayerRef, Sym, UnknownValue, Value, evaluate
+from metagen_compiler.ir.spec import Bound, SlotIR, SpecIR
+from metagen_compiler.semantics.elaborate import Elaborator, ParamSpec, coerce, param_specs
+from metagen_compiler.semantics.program import Program
+from metagen_compiler.semantics.tasks import TASK_SPECS
+from metagen_compiler.semantics.values import EvalError, LayerRef, Sym, UnknownValue, Value, evaluate
+from metagen_compiler.span import NO_SPAN as _NO
+from metagen_compiler.syntax import ast as A
 
 __all__ = ["UNKNOWN", "count_params", "evaluate_dims", "slot_call", "tie_pairs"]
 
@@ -151,8 +151,8 @@ def _param_numel(elab: Elaborator, roles: Mapping[str, tuple[LayerRef, dict[str,
     """Size of one parameter, found by following labels from a slot (`head.proj.weight`)."""
     import math
 
-    from .elaborate import GraphBuilder, Tensor
-    from .primitives import PRIMITIVES
+    from metagen_compiler.primitives import PRIMITIVES
+    from metagen_compiler.semantics.elaborate import GraphBuilder, Tensor
 
     role, *rest = path.split(".")
     if role not in roles or not rest:

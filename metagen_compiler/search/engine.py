@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
-from .compilation import Compilation, Options
-from .search_space import SearchSpace, compile_candidate, suggest_values
-from .span import SourceFile
+from metagen_compiler.compilation import Compilation, Options
+from metagen_compiler.search.space import SearchSpace, compile_candidate, suggest_values
+from metagen_compiler.span import SourceFile
 
 if TYPE_CHECKING:
     import optuna
@@ -186,8 +186,8 @@ class EstimateEvaluator:
 def constraint_violations(comp: Compilation) -> list[tuple[str, float]]:
     """One (label, violation) per checked constraint of the spec: <= 0 where it holds (how far inside, relative to
     the bound), > 0 where it is broken (how far outside). Agrees with the `constraints` pass on which hold."""
-    from .catalog import LATENCY_CLASSES
-    from .values import Sym
+    from metagen_compiler.semantics.catalog import LATENCY_CLASSES
+    from metagen_compiler.semantics.values import Sym
 
     spec = comp.spec
     assert spec is not None and comp.graph is not None

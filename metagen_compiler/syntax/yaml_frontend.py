@@ -29,10 +29,9 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
-from . import ast as A
-from .catalog import CONSTRAINTS, FAMILY_GROUPS, TASK_FROM_OBJECTIVE
-from .diagnostics import DiagnosticBag, Note, did_you_mean
-from .limits import (
+from metagen_compiler.diagnostics import DiagnosticBag, Note, did_you_mean
+from metagen_compiler.semantics.catalog import CONSTRAINTS, FAMILY_GROUPS, TASK_FROM_OBJECTIVE
+from metagen_compiler.semantics.limits import (
     LIMIT_CODE,
     LIMITS_HINT,
     MAX_INT,
@@ -42,11 +41,12 @@ from .limits import (
     short_int,
     source_too_large,
 )
-from .parser import SUPPORTED_VERSIONS
-from .program import parse_stdlib_cached
-from .span import SourceFile, Span
-from .values import UNIT_SCALE
-from .yaml_schema import (
+from metagen_compiler.semantics.program import parse_stdlib_cached
+from metagen_compiler.semantics.values import UNIT_SCALE
+from metagen_compiler.span import SourceFile, Span
+from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.parser import SUPPORTED_VERSIONS
+from metagen_compiler.syntax.yaml_schema import (
     ARCH_KEYS,
     BOOL,
     CONSTRAINT_KEYS,

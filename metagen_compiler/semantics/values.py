@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from . import ast as A
-from .diagnostics import did_you_mean
-from .limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_INT, short_int
-from .span import Span
+from metagen_compiler.diagnostics import did_you_mean
+from metagen_compiler.semantics.limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_INT, short_int
+from metagen_compiler.span import Span
+from metagen_compiler.syntax import ast as A
 
 __all__ = [
     "UNIT_SCALE",

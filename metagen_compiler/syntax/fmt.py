@@ -28,9 +28,9 @@ from pathlib import Path
 
 from lark import Lark, Token, Tree
 
-from .diagnostics import Diagnostic, DiagnosticBag, render_text
-from .parser import grammar_text, parse_msl
-from .span import SourceFile
+from metagen_compiler.diagnostics import Diagnostic, DiagnosticBag, render_text
+from metagen_compiler.span import SourceFile
+from metagen_compiler.syntax.parser import grammar_text, parse_msl
 
 __all__ = ["WIDTH", "FormatError", "format_text", "main"]
 

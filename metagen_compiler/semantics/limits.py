@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for the annotations only: this module imports nothing, so that every module may use it
-    from .diagnostics import DiagnosticBag
-    from .span import SourceFile
+    from metagen_compiler.diagnostics import DiagnosticBag
+    from metagen_compiler.span import SourceFile
 
 __all__ = [
     "LIMITS_HINT",
@@ -85,7 +85,7 @@ def source_too_large(source: SourceFile, bag: DiagnosticBag) -> bool:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size <= MAX_SOURCE_BYTES:
         return False
-    from .span import Span  # here: this module imports nothing at load time
+    from metagen_compiler.span import Span  # here: this module imports nothing at load time
 
     bag.error(LIMIT_CODE, f"the file is {size:,} bytes, larger than the {MAX_SOURCE_BYTES:,} bytes "
               f"({MAX_SOURCE_BYTES // 2**20} MiB) the language allows", Span.of(source, 0, min(1, len(text))),

@@ -13,11 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import ast as A
-from .diagnostics import DiagnosticBag, Note, did_you_mean
-from .parser import parse_msl
-from .span import SourceFile, Span
-from .values import EvalError, evaluate
+from metagen_compiler.diagnostics import DiagnosticBag, Note, did_you_mean
+from metagen_compiler.semantics.values import EvalError, evaluate
+from metagen_compiler.span import SourceFile, Span
+from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.parser import parse_msl
 
 __all__ = ["Definition", "Program", "load_program", "read_source", "stdlib_modules"]
 
@@ -275,11 +275,11 @@ def _parser_fingerprint() -> str:
     code that builds and defines the AST (an edited checkout keeps its version number)."""
     import hashlib
 
-    from . import ast as ast_module
-    from . import parser as parser_module
-    from . import span as span_module
-    from .parser import grammar_text
-    from .version import __version__
+    from metagen_compiler import span as span_module
+    from metagen_compiler.syntax import ast as ast_module
+    from metagen_compiler.syntax import parser as parser_module
+    from metagen_compiler.syntax.parser import grammar_text
+    from metagen_compiler.version import __version__
 
     h = hashlib.sha256(__version__.encode())
     h.update(grammar_text().encode())

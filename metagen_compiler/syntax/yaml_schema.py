@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from . import ast as A
-from .catalog import CONSTRAINTS, FAMILY_GROUPS, LATENCY_CLASSES, TASK_FIELDS, TASK_FROM_OBJECTIVE, group_fits
-from .diagnostics import DiagnosticBag, did_you_mean
-from .span import Span
-from .values import UNIT_SCALE
+from metagen_compiler.diagnostics import DiagnosticBag, did_you_mean
+from metagen_compiler.semantics.catalog import (
+    CONSTRAINTS,
+    FAMILY_GROUPS,
+    LATENCY_CLASSES,
+    TASK_FIELDS,
+    TASK_FROM_OBJECTIVE,
+    group_fits,
+)
+from metagen_compiler.semantics.values import UNIT_SCALE
+from metagen_compiler.span import Span
+from metagen_compiler.syntax import ast as A
 
 __all__ = [
     "ALIGNMENT_KEYS",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import ast as A
+from metagen_compiler.syntax import ast as A
 
 __all__ = ["expr_text"]
 

@@ -13,15 +13,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
-from . import ast as A
-from .diagnostics import did_you_mean
-from .digraph import DiGraph
-from .graph import ModuleInfo, Tensor  # the records of the graph IR this module builds
-from .limits import LIMIT_CODE, LIMITS_HINT, MAX_GRAPH_NODES, MAX_REPEAT, PAST_MAX_FLOAT, short_int
-from .primitives import OPERATOR_PRIMITIVES, PRIMITIVES, Primitive
-from .program import Definition, Program
-from .span import Span
-from .values import EvalError, LayerRef, Sym, UnknownValue, Value, as_int, describe, evaluate, format_value
+from metagen_compiler.diagnostics import did_you_mean
+from metagen_compiler.ir.digraph import DiGraph
+from metagen_compiler.ir.graph import ModuleInfo, Tensor  # the records of the graph IR this module builds
+from metagen_compiler.primitives import OPERATOR_PRIMITIVES, PRIMITIVES, Primitive
+from metagen_compiler.semantics.limits import (
+    LIMIT_CODE,
+    LIMITS_HINT,
+    MAX_GRAPH_NODES,
+    MAX_REPEAT,
+    PAST_MAX_FLOAT,
+    short_int,
+)
+from metagen_compiler.semantics.program import Definition, Program
+from metagen_compiler.semantics.values import (
+    EvalError,
+    LayerRef,
+    Sym,
+    UnknownValue,
+    Value,
+    as_int,
+    describe,
+    evaluate,
+    format_value,
+)
+from metagen_compiler.span import Span
+from metagen_compiler.syntax import ast as A
 
 __all__ = ["Elaborator", "GraphBuilder", "ModuleInfo", "ParamSpec", "Tensor", "bind_args", "layer_labels", "param_specs"]
 

@@ -23,7 +23,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from .search_engine import ObjectiveSpec, SearchConfig, pareto_front, trial_status
+from metagen_compiler.search.engine import ObjectiveSpec, SearchConfig, pareto_front, trial_status
 
 __all__ = ["HistoryError", "default_path", "distance", "nearest_configurations", "record_search", "spec_features"]
 
@@ -121,7 +121,7 @@ def record_search(path: Path, cfg: SearchConfig, trials: Sequence[Any],
     ok = [t for t in trials if trial_status(t) == "ok" and t.values is not None]
     front = {t.number for t in pareto_front(trials, cfg.objectives)}
     feats = spec_features(cfg, data_size)
-    from .search_engine import study_identity
+    from metagen_compiler.search.engine import study_identity
 
     sha = study_identity(cfg)["spec_sha256"]
     try:

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .escape import json_text
-from .outputs import OutputError
-from .search_engine import (
+from metagen_compiler.escape import json_text
+from metagen_compiler.outputs import OutputError
+from metagen_compiler.search.engine import (
     Normaliser,
     ObjectiveSpec,
     SearchConfig,
@@ -36,7 +36,7 @@ from .search_engine import (
     result,
     trial_status,
 )
-from .search_space import filled_text
+from metagen_compiler.search.space import filled_text
 
 __all__ = ["search_summary", "trial_record", "write_pareto", "write_plots", "write_summary", "write_trials"]
 
@@ -94,11 +94,11 @@ def write_pareto(cfg: SearchConfig, trials: Sequence[Any], backends: list[str],
                  plots: Sequence[Path] = ()) -> tuple[Path, list[dict[str, Any]]]:
     """pareto.json and one compiled folder per Pareto-optimal candidate (its filled spec compiled anew). With the
     latex backend and a `summary` (search_summary), each candidate's paper has a search section and the plots."""
-    from .diagnostics import BackendError
-    from .driver import compile_model_set
-    from .outputs import commit, write_outputs
-    from .passes.parse import is_yaml
-    from .span import SourceFile
+    from metagen_compiler.diagnostics import BackendError
+    from metagen_compiler.driver import compile_model_set
+    from metagen_compiler.outputs import commit, write_outputs
+    from metagen_compiler.passes.parse import is_yaml
+    from metagen_compiler.span import SourceFile
 
     front = pareto_front(trials, cfg.objectives)
     root = cfg.out_dir / "pareto"
@@ -251,7 +251,7 @@ def search_summary(cfg: SearchConfig, trials: Sequence[Any], baseline: Sequence[
     objective, the front, and where the time went (compile, training, the rest)."""
     import statistics
 
-    from .search_engine import Normaliser
+    from metagen_compiler.search.engine import Normaliser
 
     by: dict[str, int] = {}
     for t in trials:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 
-from .span import Span
+from metagen_compiler.span import Span
 
 __all__ = [
     "Apply", "Architecture", "Arg", "Assign", "BinOp", "Block", "Bool", "BoolOp", "Call", "Compare", "Constraint",

@@ -24,12 +24,20 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 from pygls.workspace import PositionCodec
 
-from .diagnostics import Diagnostic, Severity
-from .editor.analysis import DocState, Symbol, analyze, definition, document_symbols, hover, source_file_of
-from .editor.completion import Completion, complete
-from .fmt import FormatError, format_text
-from .span import Span
-from .version import __version__
+from metagen_compiler.diagnostics import Diagnostic, Severity
+from metagen_compiler.editor.analysis import (
+    DocState,
+    Symbol,
+    analyze,
+    definition,
+    document_symbols,
+    hover,
+    source_file_of,
+)
+from metagen_compiler.editor.completion import Completion, complete
+from metagen_compiler.span import Span
+from metagen_compiler.syntax.fmt import FormatError, format_text
+from metagen_compiler.version import __version__
 
 __all__ = ["MSLServer", "main", "server"]
 

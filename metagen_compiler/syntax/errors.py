@@ -20,8 +20,8 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.parsers.lalr_interactive_parser import InteractiveParser
 
-from .diagnostics import DiagnosticBag, Note, did_you_mean
-from .span import SourceFile, Span
+from metagen_compiler.diagnostics import DiagnosticBag, Note, did_you_mean
+from metagen_compiler.span import SourceFile, Span
 
 __all__ = ["SyntaxErrors", "describe_token"]
 

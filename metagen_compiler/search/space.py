@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import ast as A
-from .compilation import Compilation, Options
-from .diagnostics import Diagnostic
-from .span import SourceFile, Span
-from .values import EvalError, format_value
+from metagen_compiler.compilation import Compilation, Options
+from metagen_compiler.diagnostics import Diagnostic
+from metagen_compiler.semantics.values import EvalError, format_value
+from metagen_compiler.span import SourceFile, Span
+from metagen_compiler.syntax import ast as A
 
 __all__ = ["Choice", "Dimension", "SearchSpace", "SpaceError", "compile_candidate", "filled_text", "read_space",
            "suggest_values"]
@@ -106,10 +106,10 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
     """The open dimensions of the model that `options.model` names (or the file's only model). Raises
     SpaceError with the compiler's diagnostics when the spec does not get through `check`, and when it has
     no open dimension left (after `overrides`) or several models and no `--model`."""
-    from .choices import choice_set, choice_values, plain_choice
-    from .driver import collect_diagnostics, compile_model_set
-    from .format_expr import expr_text
-    from .passes.solve import _domain
+    from metagen_compiler.driver import collect_diagnostics, compile_model_set
+    from metagen_compiler.passes.solve import _domain
+    from metagen_compiler.semantics.choices import choice_set, choice_values, plain_choice
+    from metagen_compiler.syntax.format_expr import expr_text
 
     comps = compile_model_set(source, options, stop_after="overrides", overrides=overrides)  # --set applied
     if any(c.bag.has_errors for c in comps):
@@ -150,7 +150,7 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
 
 def filled_text(source: SourceFile, space: SearchSpace, values: dict[str, Any]) -> str:
     """The spec's text with every hole of `space` given its value from `values`."""
-    from .passes.parse import is_yaml
+    from metagen_compiler.passes.parse import is_yaml
 
     text = source.text
     edits: list[tuple[int, int, str]] = []
@@ -217,7 +217,7 @@ def compile_candidate(source: SourceFile, options: Options, space: SearchSpace, 
                       fixed: tuple[tuple[str, str], ...] = ()) -> Compilation:
     """Compile the model with the open dimensions set to `values` (and the user's `--set` overrides `fixed`),
     in process, through the same path as `metagenc --set`."""
-    from .driver import compile_model_set
+    from metagen_compiler.driver import compile_model_set
 
     overrides = fixed + tuple((d.name, d.text(values[d.name])) for d in space.dims)
     comps = compile_model_set(source, options, overrides=overrides)

@@ -12,11 +12,19 @@ from typing import Any
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 
-from . import ast as A
-from .diagnostics import DiagnosticBag
-from .limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, MAX_NESTING, PAST_MAX_FLOAT, PAST_MAX_INT, source_too_large
-from .span import SourceFile, Span
-from .syntax_errors import SyntaxErrors
+from metagen_compiler.diagnostics import DiagnosticBag
+from metagen_compiler.semantics.limits import (
+    LIMIT_CODE,
+    LIMITS_HINT,
+    MAX_INT,
+    MAX_NESTING,
+    PAST_MAX_FLOAT,
+    PAST_MAX_INT,
+    source_too_large,
+)
+from metagen_compiler.span import SourceFile, Span
+from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.errors import SyntaxErrors
 
 __all__ = ["KEYWORDS", "SUPPORTED_VERSIONS", "grammar_text", "parse_msl"]
 
@@ -375,7 +383,7 @@ class _ToAst(Transformer[Any, Any]):
         return A.Num(span, val)
 
     def quantity(self, items: list[Token]) -> A.Quantity:
-        from .values import UNIT_SCALE
+        from metagen_compiler.semantics.values import UNIT_SCALE
 
         t = items[0]
         m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]+)", str(t))

@@ -27,7 +27,7 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .search_engine import ESTIMATE_METRICS
+    from metagen_compiler.search.engine import ESTIMATE_METRICS
 
     p = argparse.ArgumentParser(
         prog="metagenc search",
@@ -140,7 +140,7 @@ class Progress:
         if now - self.last < 0.1:
             return
         self.last = now
-        from .search_engine import finished, trial_status
+        from metagen_compiler.search.engine import finished, trial_status
 
         trials = study.get_trials(deepcopy=False)
         done = finished(trials)
@@ -181,10 +181,9 @@ class Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .compilation import Options
-    from .diagnostics import render_text
-    from .program import read_source
-    from .search_engine import (
+    from metagen_compiler.compilation import Options
+    from metagen_compiler.diagnostics import render_text
+    from metagen_compiler.search.engine import (
         ESTIMATE_METRICS,
         EstimateEvaluator,
         SearchConfig,
@@ -192,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_objective,
         spec_device,
     )
-    from .search_space import SpaceError, read_space
+    from metagen_compiler.search.space import SpaceError, read_space
+    from metagen_compiler.semantics.program import read_source
 
     p = _parser()
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluator: Any = EstimateEvaluator()
     known = list(ESTIMATE_METRICS)
     if training:
-        from .search_training import training_metrics
+        from metagen_compiler.search.training import training_metrics
 
         known += training_metrics(spec.task)
     try:
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if not objectives:
         objectives = (training_objectives(space) if training else default_objectives(space))
     if training:
-        from .search_training import TrainingEvaluator, training_metrics
+        from metagen_compiler.search.training import TrainingEvaluator, training_metrics
 
         names = training_metrics(spec.task)
         trained = [o.name for o in objectives if o.name in names]
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             pruner=args.pruner if args.pruner != "auto" else "median" if len(objectives) == 1 else "none")
     device = args.device or spec_device(space)
     if args.device is not None:
-        from .program import device_profiles
+        from metagen_compiler.semantics.program import device_profiles
 
         assert space.comp.program is not None
         devices = device_profiles(space.comp.program)
@@ -310,9 +310,9 @@ def spec_objectives(space: Any, known: list[str], training: bool) -> list[Any]:
     the same as a group, `objectives { val_loss = min; latency = min }`. Objectives of prototype training in a
     search without --data are left out (an estimate-only search of the same spec). [] when the spec names none.
     A name or direction that is not one is an E203 diagnostic at the entry."""
-    from .diagnostics import DiagnosticBag
-    from .search_engine import parse_objective
-    from .search_training import training_metrics
+    from metagen_compiler.diagnostics import DiagnosticBag
+    from metagen_compiler.search.engine import parse_objective
+    from metagen_compiler.search.training import training_metrics
 
     spec = space.comp.spec
     group = spec.metadata.get("search") if isinstance(spec.metadata, dict) else None
@@ -344,7 +344,7 @@ def spec_objectives(space: Any, known: list[str], training: bool) -> list[Any]:
 
 def _metadata_span(model: Any, path: tuple[str, ...]) -> Any:
     """The span of the metadata entry at `path` (the group or field), or the model's where there is none."""
-    from . import ast as A
+    from metagen_compiler.syntax import ast as A
 
     entries = getattr(model, "metadata", ()) or ()
     found = None
@@ -362,8 +362,8 @@ def _metadata_span(model: Any, path: tuple[str, ...]) -> Any:
 def training_objectives(space: Any) -> list[Any]:
     """Defaults with prototype training: the task's validation metric (the first metric of the task; the loss
     where the task has none) and the latency on the spec's device."""
-    from .search_engine import ObjectiveSpec
-    from .search_training import metric_direction, training_metrics
+    from metagen_compiler.search.engine import ObjectiveSpec
+    from metagen_compiler.search.training import metric_direction, training_metrics
 
     names = training_metrics(space.comp.spec.task)
     quality = names[1] if len(names) > 2 else names[0]
@@ -392,8 +392,8 @@ def _check_train_args(train_args: tuple[str, ...]) -> str | None:
 
 
 def _run(cfg: Any, args: argparse.Namespace, backends: list[str]) -> int:
-    from .outputs import OutputError
-    from .search_engine import StorageError, StudyMismatch
+    from metagen_compiler.outputs import OutputError
+    from metagen_compiler.search.engine import StorageError, StudyMismatch
 
     progress = Progress(sys.stderr.isatty() and not args.quiet)
     cfg.progress = progress
@@ -409,10 +409,10 @@ def _run(cfg: Any, args: argparse.Namespace, backends: list[str]) -> int:
 def _search_and_write(cfg: Any, args: argparse.Namespace, backends: list[str], progress: Progress) -> int:
     from dataclasses import replace
 
-    from .outputs import OutputError
-    from .search_engine import finished, run_search, trial_status
-    from .search_history import HistoryError, default_path, nearest_configurations, record_search
-    from .search_outputs import search_summary, write_pareto, write_plots, write_summary, write_trials
+    from metagen_compiler.outputs import OutputError
+    from metagen_compiler.search.engine import finished, run_search, trial_status
+    from metagen_compiler.search.history import HistoryError, default_path, nearest_configurations, record_search
+    from metagen_compiler.search.outputs import search_summary, write_pareto, write_plots, write_summary, write_trials
 
     try:
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
