@@ -422,7 +422,7 @@ def test_any_path_and_string_compile_to_valid_outputs(path: str, text: str) -> N
     comp = compile_source(SourceFile(path, spec))
     assert not comp.bag.has_errors, [d.message for d in comp.bag.sorted()]
     _, files = write_outputs(comp, Path("unused"), ["pytorch", "latex"])
-    for rel, data in files.items():
+    for data in files.values():
         if isinstance(data, str):
             data.encode("utf-8")  # every file can be written
     tree = ast.parse(str(files["model.py"]))

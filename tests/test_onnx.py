@@ -324,8 +324,6 @@ def test_free_sizes_are_named_dims(case: Any, name: str) -> None:
     spec = c.comp.graph
     assert [i.name for i in m.graph.input] == [i.name for i in spec.inputs]
     assert [o.name for o in m.graph.output] == [n for n, _ in spec.outputs]
-    from metagen_backends.onnx.export import dim_param
-
     text = _is_tokens(spec.inputs[0])
     batched = spec.inputs[0].shape[0] == "B"  # a graph's inputs are sized by its nodes and edges instead
     shapes = [*(i.shape for i in spec.inputs), *(spec.shape_of(t) for _, t in spec.outputs)]

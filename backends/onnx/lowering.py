@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from metagen_compiler.primitives import Shape
 
-from .writer import GraphWriter
+from .writer import AttrValue, GraphWriter
 
 __all__ = ["LOWERINGS", "KVState", "NodeCtx", "RecurrentState"]
 
@@ -245,7 +245,7 @@ def _sdpa(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     hs = _int_dim(n.in_shapes[0], -1, "q's features") // heads
     hv = _int_dim(n.in_shapes[2], -1, "v's features") // kv_heads
     if w.opset >= 23 and n.kv is None:
-        attrs = {"q_num_heads": heads, "kv_num_heads": kv_heads, "is_causal": int(causal)}
+        attrs: dict[str, AttrValue] = {"q_num_heads": heads, "kv_num_heads": kv_heads, "is_causal": int(causal)}
         return [w.op("Attention", [q, k, v], attrs)]
     rep = heads // kv_heads
     # heads: (B, T, C) -> (B, kv_heads, rep, T, hs), query head h = kv_head * rep + r (as repeat_interleave)
@@ -304,7 +304,7 @@ def _sdpa_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 def _relative_position_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     """As RelativePositionBias: the bucket of each key - query distance, from the run-time lengths."""
     q, k = n.inputs
-    i64 = lambda v: w.scalar(v, np.int64)  # noqa: E731
+    i64 = lambda v: w.scalar(v, np.int64)
     zero, one = i64(0), i64(1)
     rows = w.op("Range", [zero, w.dim(q, 1, scalar=True), one])  # (T,)
     cols = w.op("Range", [zero, w.dim(k, 1, scalar=True), one])  # (S,)
@@ -854,7 +854,8 @@ def _same_graph_bias(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
 def _upsample(w: GraphWriter, n: NodeCtx) -> list[ir.Value]:
     # F.interpolate(scale_factor, "nearest"): source pixel floor(dst / factor)
     f = float(n.args["factor"])
-    attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    attrs: dict[str, AttrValue] = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                                   "nearest_mode": "floor"}
     return [w.op("Resize", [n.inputs[0], None, w.const(np.array([1.0, 1.0, f, f], np.float32))], attrs)]
 
 

@@ -19,6 +19,7 @@ from metagen_compiler.semantics.catalog import CONSTRAINTS
 from metagen_compiler.semantics.program import Definition, Program, load_program
 from metagen_compiler.semantics.values import UNIT_SCALE, LayerRef, Sym, format_value
 from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.visit import statements
 
 from ..compilation import Compilation, Options
 from ..diagnostics import Diagnostic, DiagnosticBag
@@ -307,7 +308,7 @@ def _local(scope: A.Block | A.Family, word: str) -> A.Node | None:
         if p.name.name == word:
             return p
     if isinstance(scope, A.Block):
-        for s in _statements(scope.body):
+        for s in statements(scope.body):
             if isinstance(s, A.Input) and any(n.name == word for n in s.names):
                 return s
             if isinstance(s, A.Assign) and any(n.name == word for n in s.targets):
@@ -315,15 +316,6 @@ def _local(scope: A.Block | A.Family, word: str) -> A.Node | None:
             if isinstance(s, A.Let) and s.name.name == word:
                 return s
     return None
-
-
-def _statements(body: Sequence[A.Stmt]) -> list[A.Stmt]:
-    out: list[A.Stmt] = []
-    for s in body:
-        out.append(s)
-        if isinstance(s, A.If):
-            out += _statements(s.then) + _statements(s.orelse)
-    return out
 
 
 def hover(doc: DocState, offset: int) -> tuple[int, int, str] | None:

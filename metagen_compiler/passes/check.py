@@ -24,7 +24,7 @@ from metagen_compiler.semantics.catalog import (
     group_fits,
 )
 from metagen_compiler.semantics.choices import check_choices
-from metagen_compiler.semantics.elaborate import KNOWN_TYPES, param_specs
+from metagen_compiler.semantics.elaborate import KNOWN_TYPES, applied_layers, param_specs
 from metagen_compiler.semantics.limits import LIMIT_CODE, LIMITS_HINT, MAX_INT, PAST_MAX_FLOAT, PAST_MAX_INT
 from metagen_compiler.semantics.modalities import INPUT_FORMS
 from metagen_compiler.semantics.program import Definition, Program, import_hint
@@ -40,6 +40,7 @@ from metagen_compiler.semantics.values import (
     quantity_value,
 )
 from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.visit import statements, walk
 
 from ..compilation import Compilation
 from ..diagnostics import DiagnosticBag, Note, did_you_mean
@@ -261,14 +262,14 @@ def _check_module(prog: Program, module: str, bag: DiagnosticBag) -> None:
                 _check_layer_values(a.value, values, prog, module, layer_params, bag)
     for b in root.blocks:
         layer_params = _layer_params(b)
-        if not any(isinstance(s, A.Return) for s in _walk_stmts(b.body)):
+        if not any(isinstance(s, A.Return) for s in statements(b.body)):
             bag.error("E208", f"block `{b.name.name}` has no `return`", b.name.span,
                       hint="end the block with `return <tensor>`")
-        for ly in _layers(b.body):
+        for ly in applied_layers(b.body):
             _check_layer(ly, prog, module, layer_params, bag)
         _check_labels(b.body, {}, b.name.name, bag)
         values = ({p.name.name for p in b.params} - layer_params) | {
-            s.name.name for s in _walk_stmts(b.body) if isinstance(s, A.Let)}
+            s.name.name for s in statements(b.body) if isinstance(s, A.Let)}
         for expr in _exprs(b.body):
             _check_layer_values(expr, values, prog, module, layer_params, bag)
 
@@ -286,7 +287,7 @@ def _check_value(name: str, type_: str | None, e: A.Expr, bag: DiagnosticBag, *,
     chooses) stands alone, for an integer parameter, since the solver chooses whole numbers and an
     expression around `?` has no value to emit; a number takes no unit of time (`nodes = 0ms`)."""
     if type_ in ("int", "float", "int_or_tuple"):
-        for q in A.subnodes(e):
+        for q in walk(e):
             if isinstance(q, A.Quantity) and UNIT_SCALE[q.unit][1] == "time":
                 what = "a whole number" if type_ != "float" else "a number"
                 bag.error("E202", f"`{name}` takes {what}, not a time (`{q.text}`)", q.span,
@@ -297,7 +298,7 @@ def _check_value(name: str, type_: str | None, e: A.Expr, bag: DiagnosticBag, *,
             bag.error("E201", f"`{name}` is a parameter of type {type_}: only an integer dimension can be left open (`?`)",
                       e.span, hint=f"give `{name}` a value")
         return
-    for sub in A.subnodes(e):
+    for sub in walk(e):
         if isinstance(sub, A.Unknown):
             bag.error("E201", "`?` stands for a whole value: it cannot be part of an expression", sub.span,
                       hint=f"write `{name} = ?` and derive other values from `{name}`")
@@ -326,7 +327,7 @@ def _check_labels(stmts: tuple[A.Stmt, ...], seen: dict[str, A.Ident], owner: st
             orelse = _check_labels(s.orelse, dict(seen), owner, bag)
             seen = {**then, **orelse}
             continue
-        for ly in _layers((s,)):
+        for ly in applied_layers((s,)):
             if ly.label is None:
                 continue
             first = seen.get(ly.label.name)
@@ -340,7 +341,7 @@ def _check_labels(stmts: tuple[A.Stmt, ...], seen: dict[str, A.Ident], owner: st
 
 def _exprs(stmts: tuple[A.Stmt, ...]) -> list[A.Expr]:
     out: list[A.Expr] = []
-    for s in _walk_stmts(stmts):
+    for s in statements(stmts):
         if isinstance(s, (A.Assign, A.Let)):
             out.append(s.value)
         elif isinstance(s, A.Return):
@@ -353,7 +354,7 @@ def _check_layer_values(e: A.Expr, values: set[str], prog: Program, module: str,
     """A layer passed as a value (`act = linear(in_features = 64)`) carries constant arguments: the code
     generators build it once per distinct value, so it cannot read a parameter or a `let` of the block
     or family it is written in."""
-    for sub in A.subnodes(e):
+    for sub in walk(e):
         args: tuple[A.Arg, ...] = ()
         callee = ""
         if isinstance(sub, A.Call) and sub.func.dotted not in FUNCTIONS and (
@@ -362,7 +363,7 @@ def _check_layer_values(e: A.Expr, values: set[str], prog: Program, module: str,
         elif isinstance(sub, A.Layer):
             continue  # an application's own arguments may read anything; its layer-value arguments are Calls
         for a in args:
-            used = next((n for n in A.subnodes(a.value) if isinstance(n, A.Name) and n.dotted in values), None)
+            used = next((n for n in walk(a.value) if isinstance(n, A.Name) and n.dotted in values), None)
             if used is not None:
                 assert isinstance(used, A.Name)
                 bag.error("E201", f"the layer value `{callee}(...)` reads `{used.dotted}`: the arguments of a layer "
@@ -375,38 +376,6 @@ def _layer_params(b: A.Block | A.Family) -> set[str]:
     """Parameters that may hold a layer: typed `layer` or `any`, or untyped."""
     return {p.name.name for p in b.params
             if p.type is None or (isinstance(p.type, A.NamedType) and p.type.name in ("layer", "any"))}
-
-
-def _walk_stmts(stmts: tuple[A.Stmt, ...]) -> list[A.Stmt]:
-    out: list[A.Stmt] = []
-    for s in stmts:
-        out.append(s)
-        if isinstance(s, A.If):
-            out += _walk_stmts(s.then) + _walk_stmts(s.orelse)
-    return out
-
-
-def _layers(stmts: tuple[A.Stmt, ...]) -> list[A.Layer]:
-    out: list[A.Layer] = []
-
-    def ex(e: object) -> None:
-        if isinstance(e, A.Apply):
-            ex(e.input)
-            out.append(e.layer)
-        for attr in ("left", "right", "operand"):
-            if hasattr(e, attr):
-                ex(getattr(e, attr))
-        if isinstance(e, (A.TupleExpr, A.ListExpr)):
-            for i in e.items:
-                ex(i)
-
-    for s in _walk_stmts(stmts):
-        if isinstance(s, A.Assign):
-            ex(s.value)
-        elif isinstance(s, A.Return):
-            for v in s.values:
-                ex(v)
-    return out
 
 
 def _check_layer(ly: A.Layer, prog: Program, module: str, layer_params: set[str], bag: DiagnosticBag) -> None:

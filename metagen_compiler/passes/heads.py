@@ -8,6 +8,7 @@ from typing import ClassVar
 from metagen_compiler.ir.spec import SlotIR, dump_spec
 from metagen_compiler.semantics.tasks import TASK_SPECS
 from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.visit import statements
 
 from ..compilation import Compilation
 
@@ -51,12 +52,5 @@ def _returns(comp: Compilation, module: str, callee: A.Name) -> int:
     d = comp.program.lookup(module, callee) if comp.program is not None else None
     if d is None or not isinstance(d.node, A.Block):
         return 1
-    rets: list[A.Return] = []
-    todo = list(d.node.body)
-    while todo:  # in source order, into both branches of an `if`
-        st = todo.pop(0)
-        if isinstance(st, A.Return):
-            rets.append(st)
-        elif isinstance(st, A.If):
-            todo[:0] = [*st.then, *st.orelse]
+    rets = [st for st in statements(d.node.body) if isinstance(st, A.Return)]  # source order, both `if` branches
     return len(rets[-1].values) if rets else 1

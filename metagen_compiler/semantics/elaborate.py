@@ -39,8 +39,10 @@ from metagen_compiler.semantics.values import (
 )
 from metagen_compiler.span import Span
 from metagen_compiler.syntax import ast as A
+from metagen_compiler.syntax.visit import Visitor, statements, walk
 
-__all__ = ["Elaborator", "GraphBuilder", "ModuleInfo", "ParamSpec", "Tensor", "bind_args", "layer_labels", "param_specs"]
+__all__ = ["Elaborator", "GraphBuilder", "ModuleInfo", "ParamSpec", "Tensor", "applied_layers", "bind_args",
+           "layer_labels", "param_specs"]
 
 
 @dataclass(frozen=True)
@@ -114,38 +116,40 @@ class GraphBuilder:
         return [Tensor(node_id, i) for i in range(n_outputs)]
 
 
+class _AppliedLayers(Visitor):
+    """The layers a block body applies to tensors (`x >> layer`), in the order elaboration applies them: those of
+    assignments and returns, through operators, tuples and both branches of an `if`. What else holds an
+    expression holds a value, not tensors (a `let`, a `require`, an `if`'s condition, a call's or an index's
+    operands, a layer's own arguments): an application there is an error of elaboration (E201), not a layer."""
+
+    def __init__(self) -> None:
+        self.layers: list[A.Layer] = []
+
+    def visit_Layer(self, node: A.Layer) -> None:
+        self.layers.append(node)
+
+    def visit_If(self, node: A.If) -> None:
+        self.visit_all((*node.then, *node.orelse))
+
+    def _value(self, node: A.Node) -> None:
+        pass
+
+    visit_Let = visit_Require = visit_Input = visit_Call = visit_Index = _value
+
+
+def applied_layers(body: Sequence[A.Stmt]) -> list[A.Layer]:
+    """Every layer a block body applies to tensors, in source order (_AppliedLayers)."""
+    v = _AppliedLayers()
+    v.visit_all(body)
+    return v.layers
+
+
 def layer_labels(block: A.Block) -> dict[int, str | None]:
     """The attribute name of every layer application in a block, deterministic and unique.
 
     Explicit labels are kept; a block or a primitive with weights (or tagged `module`) gets its callee's name,
     suffixed _2, _3 ... when taken. Weightless primitives stay functional (None)."""
-    layers: list[A.Layer] = []
-
-    def walk_expr(e: object) -> None:
-        if isinstance(e, A.Apply):
-            walk_expr(e.input)
-            layers.append(e.layer)
-        elif isinstance(e, (A.BinOp, A.Compare, A.BoolOp)):
-            walk_expr(e.left)
-            walk_expr(e.right)
-        elif isinstance(e, (A.Neg, A.Not)):
-            walk_expr(e.operand)
-        elif isinstance(e, (A.TupleExpr, A.ListExpr)):
-            for i in e.items:
-                walk_expr(i)
-
-    def walk(stmts: Sequence[A.Stmt]) -> None:
-        for s in stmts:
-            if isinstance(s, A.Assign):
-                walk_expr(s.value)
-            elif isinstance(s, A.Return):
-                for v in s.values:
-                    walk_expr(v)
-            elif isinstance(s, A.If):
-                walk(s.then)
-                walk(s.orelse)
-
-    walk(block.body)
+    layers = applied_layers(block.body)
     taken = {ly.label.name for ly in layers if ly.label is not None}
     out: dict[int, str | None] = {}
     for ly in layers:
@@ -549,46 +553,24 @@ class Elaborator:
 
     @staticmethod
     def _n_returns(block: object) -> int:
+        """How many tensors a block returns, as its first `return` in source order says (1 without one)."""
         assert isinstance(block, A.Block)
-
-        def find(stmts: Sequence[A.Stmt]) -> int | None:
-            for s in stmts:
-                if isinstance(s, A.Return):
-                    return len(s.values)
-                if isinstance(s, A.If):
-                    r = find(s.then) or find(s.orelse)
-                    if r:
-                        return r
-            return None
-
-        return find(block.body) or 1
+        return next((len(s.values) for s in statements(block.body) if isinstance(s, A.Return) and s.values), 1)
 
 
 def _assigned(body: tuple[A.Stmt, ...]) -> dict[str, Span]:
     """Every tensor name a block body assigns or declares as input, with its first span."""
     out: dict[str, Span] = {}
-
-    def walk(stmts: Sequence[A.Stmt]) -> None:
-        for s in stmts:
-            if isinstance(s, A.Input):
-                for n in s.names:
-                    out.setdefault(n.name, n.span)
-            elif isinstance(s, A.Assign):
-                for n in s.targets:
-                    out.setdefault(n.name, n.span)
-            elif isinstance(s, A.If):
-                walk(s.then)
-                walk(s.orelse)
-
-    walk(body)
+    for s in statements(body):
+        for n in s.names if isinstance(s, A.Input) else s.targets if isinstance(s, A.Assign) else ():
+            out.setdefault(n.name, n.span)
     return out
 
 
-def _names_in(e: object) -> set[str]:
-    out: set[str] = set()
-    if isinstance(e, A.Name):
-        out.add(e.parts[0])
-    for attr in ("left", "right", "operand", "value", "index"):
-        if hasattr(e, attr) and not isinstance(getattr(e, attr), (int, float, str)):
-            out |= _names_in(getattr(e, attr))
-    return out
+def _names_in(e: A.Expr) -> set[str]:
+    """The names an expression reads (their first part), inside calls, tuples and indices too; the name of a
+    called function or layer is not read."""
+    nodes = list(walk(e))
+    callees = {id(n.func) for n in nodes if isinstance(n, A.Call)} | {id(n.callee) for n in nodes
+                                                                       if isinstance(n, A.Layer)}
+    return {n.parts[0] for n in nodes if isinstance(n, A.Name) and id(n) not in callees}

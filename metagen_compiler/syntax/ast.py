@@ -23,6 +23,25 @@ __all__ = [
 class Node:
     span: Span = field(repr=False, compare=False)
 
+    def children(self) -> list[Node]:
+        """The nodes directly inside this one, in field order (which is source order), found from the dataclass
+        fields (a node, or a tuple of nodes), so a field added to a node class is walked with no other change.
+        Spans are not nodes. The walkers (`metagen_compiler.syntax.visit`) are built on this."""
+        names = _CHILD_FIELDS.get(type(self))
+        if names is None:  # the fields that may hold nodes: all but the span (a plain value yields no child)
+            names = _CHILD_FIELDS[type(self)] = tuple(f.name for f in fields(self) if f.name != "span")
+        out: list[Node] = []
+        for name in names:
+            v = getattr(self, name)
+            if isinstance(v, Node):
+                out.append(v)
+            elif isinstance(v, tuple):
+                out.extend(i for i in v if isinstance(i, Node))
+        return out
+
+
+_CHILD_FIELDS: dict[type[Node], tuple[str, ...]] = {}  # per node class, the names of its fields but the span
+
 
 @dataclass(frozen=True)
 class Ident(Node):
@@ -375,18 +394,15 @@ class Module(Node):
 
 
 # ---------------------------------------------------------------- canonical dump
-def subnodes(e: object) -> list[Node]:
+def subnodes(e: Node | tuple[Node, ...]) -> list[Node]:
     """Every node inside `e` (itself included, in no particular order), found without recursion, so a deeply
-    nested expression is fine. Spans are not walked."""
+    nested expression is fine. `metagen_compiler.syntax.visit.walk` is the ordered form, with pruning."""
     out: list[Node] = []
-    stack: list[object] = [e]
+    stack: list[Node] = [e] if isinstance(e, Node) else list(e)
     while stack:
         x = stack.pop()
-        if isinstance(x, Node):
-            out.append(x)
-            stack.extend(getattr(x, f) for f in getattr(x, "__dataclass_fields__", ()) if f != "span")
-        elif isinstance(x, (list, tuple)):
-            stack.extend(x)
+        out.append(x)
+        stack.extend(x.children())
     return out
 
 

@@ -621,7 +621,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._height: dict[int, int] = {}  # id(node) -> levels below and including it, aliases expanded
         self._size: dict[int, int] = {}  # id(node) -> nodes in it, aliases expanded
 
-    def compose_node(self, parent: Node | None, index: object) -> Node:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: object) -> Node:
         if self.check_event(AliasEvent):
             mark = self.peek_event().start_mark
             node: Node = super().compose_node(parent, index)
