@@ -86,7 +86,7 @@ def test_backend_copies_the_runtime_verbatim(models: dict[str, Path]) -> None:
 
 def test_runtime_imports_no_metagen() -> None:
     allowed = {"torch", "safetensors", "tokenizers", "PIL", "soundfile", "gymnasium", "datasets", "data", "data_vision",
-               "loop", "rl", "split_metrics", "__future__"}
+               "data_graph", "loop", "rl", "split_metrics", "__future__"}
     for name, text in runtime_files().items():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Import):
@@ -638,7 +638,8 @@ DATA_ERRORS = {
     "audio-jsonl-not-json": ("speech_recognition", SPEECH, {"sp/transcripts.jsonl": "{bad\n"}, "sp", {}, None,
                              "@/sp/transcripts.jsonl:1: not valid JSON ("),
     "audio-jsonl-fields": ("speech_recognition", SPEECH, {"sp/transcripts.jsonl": '{"path": "a.wav"}\n'}, "sp", {},
-                           None, "@/sp/transcripts.jsonl:1: expected an object with string fields `path` and `text`"),
+                           None, "@/sp/transcripts.jsonl:1: expected an object with string fields `audio` (or `path`) "
+                           "and `text`"),
     "audio-empty-transcript": ("speech_recognition", SPEECH, {"sp/a.wav": b"", "sp/transcripts.tsv": "a.wav\t \n"},
                                "sp", {}, None, "@/sp/transcripts.tsv:1: empty transcript for `a.wav`"),
     "audio-no-rows": ("speech_recognition", SPEECH, {"sp/transcripts.tsv": "\n"}, "sp", {}, None,

@@ -550,7 +550,8 @@ DATA_ERRORS = {
                         "@/l.csv: augmentation `cutmix` is not supported; expected some of horizontal_flip, "
                         "vertical_flip, random_crop, random_resized_crop, color_jitter (--augment)"),
     "augment-not-images": ("lm", TEXT, {"c.txt": "a\n\nb\n\nc"}, "c.txt", {"augment": ["horizontal_flip"]},
-                           "@/c.txt: --augment horizontal_flip applies to images; this model's batches are {text}"),
+                           "@/c.txt: --augment horizontal_flip applies to images and point clouds; this model's "
+                           "batches are {text}"),
     "coco-not-json": ("object_detection", BOXES, {"c.json": "{"}, "c.json", {}, "@/c.json: not valid JSON ("),
     "coco-no-lists": ("object_detection", BOXES, {"c.json": '{"images": []}'}, "c.json", {},
                       "@/c.json: expected a COCO object with the lists `images`, `annotations`, `categories`"),

@@ -81,7 +81,8 @@ class Form:
 
     kind: str  # lm | image_classification | tabular_* | speech_recognition | node_classification | link_prediction
     # | forecast | object_detection | semantic_segmentation | instance_segmentation | point_cloud_classification
-    # | graph_classification | image_text | synthetic | unsupported
+    # | graph_classification | image_text | visual_question_answering | tabular_anomaly | image_anomaly | synthetic
+    # | unsupported
     keys: tuple[str, ...]
     config: dict[str, Any]
 
@@ -112,6 +113,7 @@ def detect_form(model: torch.nn.Module, module: Any) -> Form:
     batch = module.example_batch(model, batch_size=2)
     keys = tuple(sorted(batch))
     cfg = dict(vars(model.config))
+    graph_keys = tuple(k for k in keys if k != "edge_attr")  # graph models reading edge features (data_graph.py)
     if keys == ("text",) and not batch["text"].is_floating_point():
         kind = "lm"
     elif keys == ("image", "label"):
@@ -122,9 +124,9 @@ def detect_form(model: torch.nn.Module, module: Any) -> Form:
         kind = "tabular_regression"
     elif keys == ("audio", "target") and not batch["target"].is_floating_point():
         kind = "speech_recognition"
-    elif keys == ("graph_edges", "graph_nodes", "label", "train_mask"):
+    elif graph_keys == ("graph_edges", "graph_nodes", "label", "train_mask"):
         kind = "node_classification"
-    elif keys == ("graph_edges", "graph_nodes", "neg_edges", "pos_edges"):
+    elif graph_keys == ("graph_edges", "graph_nodes", "neg_edges", "pos_edges"):
         kind = "link_prediction"
     elif keys == ("target", "time_series"):
         kind = "forecast"
@@ -138,8 +140,14 @@ def detect_form(model: torch.nn.Module, module: Any) -> Form:
         kind = "instance_segmentation"
     elif keys == ("label", "point_cloud"):
         kind = "point_cloud_classification"
-    elif keys == ("graph_batch", "graph_edges", "graph_nodes", "label"):
+    elif graph_keys == ("graph_batch", "graph_edges", "graph_nodes", "label"):
         kind = "graph_classification"
+    elif keys == ("answer_scores", "image", "text") and not batch["text"].is_floating_point():
+        kind = "visual_question_answering"
+    elif keys == ("is_anomaly", "tabular"):
+        kind = "tabular_anomaly"
+    elif keys == ("image", "is_anomaly"):
+        kind = "image_anomaly"
     else:
         kind = "unsupported"
     return Form(kind, keys, cfg)
@@ -147,6 +155,8 @@ def detect_form(model: torch.nn.Module, module: Any) -> Form:
 
 def target_count(batch: dict[str, torch.Tensor]) -> int:
     """How many predictions a batch's mean loss and metrics average over (tokens, samples or values)."""
+    if "answer_scores" in batch:  # visual question answering: one answer per question
+        return int(batch["answer_scores"].shape[0])
     if "train_mask" in batch:  # node classification: the split's labelled nodes
         return int(batch["train_mask"].sum())
     if "label" in batch:  # graph classification pads its fixed rows with label -100
@@ -558,6 +568,24 @@ def _labels(rows: dict[str, tuple[list[float], list[str]]], classes: list[str] |
     return values
 
 
+def _anomaly_labels(items: dict[str, dict[str, tuple[list[float], list[str]]]], target: list[str], root: Path
+                    ) -> dict[str, dict[str, int]]:
+    """{split: {row id: 0 normal / 1 anomaly}} from the one --target column (0/1, or false/true)."""
+    if len(target) != 1:
+        raise DataError(f"{root}: anomaly detection takes one --target column (0 normal, 1 anomaly), got "
+                        f"{len(target)}")
+    values = {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
+    out: dict[str, dict[str, int]] = {}
+    for s in SPLITS:
+        out[s] = {}
+        for rid, (_, t) in items[s].items():
+            if t[0].lower() not in values:
+                file, line = rid.rsplit(":", 1)
+                raise DataError(f"{file}:{line}: `{target[0]}` is `{t[0]}`; expected 0 (normal) or 1 (anomaly)")
+            out[s][rid] = values[t[0].lower()]
+    return out
+
+
 def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None) -> Splits:
     root = Path(opts.source)
     if not opts.target:
@@ -578,6 +606,12 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
         )
     sources = {s: r[0] for s, r in read.items()}
     items, record = make_split(sources, opts.seed, str(root), state.get("split") if state else None)
+    anomalies = _anomaly_labels(items, target, root) if form.kind == "tabular_anomaly" else None
+    if anomalies is not None:  # an autoencoder learns the normal rows: the train split's anomalies are left out
+        left_out = [rid for rid in items["train"] if anomalies["train"][rid]]
+        if len(left_out) == len(items["train"]):
+            raise DataError(f"{root}: every row of the train split has `{target[0]}` = 1; expected normal rows (0)")
+        items["train"] = {rid: v for rid, v in items["train"].items() if not anomalies["train"][rid]}
     x = {s: torch.tensor([v for v, _ in items[s].values()], dtype=torch.float32) for s in SPLITS}
     if state and "standardize" in state:
         mean = torch.tensor(state["standardize"]["mean"])
@@ -615,6 +649,11 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
                 ids.append(index[t[0]])
             tensors[s]["label"] = torch.tensor(ids, dtype=torch.long)
         info["classes"] = classes
+    elif anomalies is not None:
+        for s in SPLITS:
+            tensors[s]["is_anomaly"] = torch.tensor([anomalies[s][rid] for rid in items[s]], dtype=torch.long)
+        info["anomalies"] = {s: sum(anomalies[s][rid] for rid in items[s]) for s in SPLITS}
+        info["anomalies_left_out_of_train"] = len(left_out)
     else:
         outputs = int(form.config.get("outputs", len(target)))
         if len(target) != outputs:
@@ -640,6 +679,8 @@ SIBLING_LOADERS = {  # form kind -> (module beside this one, its loader: (opts, 
     "semantic_segmentation": ("data_vision", "prepare_coco"),
     "instance_segmentation": ("data_vision", "prepare_coco"),
     "image_text": ("data_vision", "prepare_pairs"),
+    "visual_question_answering": ("data_vision", "prepare_vqa"),
+    "image_anomaly": ("data_vision", "prepare_image_anomaly"),
     "point_cloud_classification": ("data_points", "prepare_points"),
     "graph_classification": ("data_points", "prepare_graphs"),
     "speech_recognition": ("data_audio", "prepare_audio"),
@@ -649,7 +690,8 @@ SIBLING_LOADERS = {  # form kind -> (module beside this one, its loader: (opts, 
 }
 
 
-AUGMENTED = ("image_classification", "object_detection", "semantic_segmentation", "instance_segmentation", "image_text")
+AUGMENTED = ("image_classification", "object_detection", "semantic_segmentation", "instance_segmentation", "image_text",
+             "visual_question_answering", "image_anomaly", "point_cloud_classification")
 
 
 def _sibling(name: str) -> Any:
@@ -682,11 +724,11 @@ def prepare(
     if not Path(opts.source).exists():
         raise DataError(f"{opts.source}: no such file or folder")
     if opts.augment and form.kind not in AUGMENTED:
-        raise DataError(f"{opts.source}: --augment {','.join(opts.augment)} applies to images; this model's batches "
-                        f"are {{{', '.join(form.keys)}}}")
+        raise DataError(f"{opts.source}: --augment {','.join(opts.augment)} applies to images and point clouds; this "
+                        f"model's batches are {{{', '.join(form.keys)}}}")
     if form.kind == "lm":
         return _prepare_text(opts, form, run_dir, state, write)
-    if form.kind in ("tabular_classification", "tabular_regression"):
+    if form.kind in ("tabular_classification", "tabular_regression", "tabular_anomaly"):
         return _prepare_tabular(opts, form, state)
     if form.kind in SIBLING_LOADERS:
         sibling, loader = SIBLING_LOADERS[form.kind]

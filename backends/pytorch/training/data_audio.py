@@ -4,8 +4,10 @@ Copied verbatim next to a generated model.py, beside data.py, which calls it and
 tokenizer it uses; depends on torch, soundfile (reading) and tokenizers (the transcripts' BPE).
 
 A speech recogniser's batch is {"audio": (B, samples) waveforms at the model's rate, "target": (B, T) token ids}.
-The data is a transcript list, `transcripts.tsv` (path TAB text, no header) or `transcripts.jsonl` ({"path": ...,
-"text": ...} per line), in a folder with the audio files (paths relative to the list), or the list file itself.
+The data is a transcript list, `transcripts.tsv` (path TAB text, no header) or a `.jsonl` of {"audio": path,
+"text": transcript} per line (`path` for `audio` also works; read by data.py's JSONL row reader, as every JSONL
+list), in a folder with the audio files (paths relative to the list: `transcripts.tsv`, `transcripts.jsonl`, or
+the folder's one `.jsonl`), or the list file itself. An audio file listed twice is an error.
 Each file is mixed down to mono, resampled to the model's rate (Config `sample_rate`, else Whisper's 16 kHz)
 with a band-limited (FFT) resampler and zero-padded to `samples`; a longer file is an error, never cut.
 Transcripts are tokenised with a byte-level BPE trained on the train split (the model's vocab), framed as
@@ -15,7 +17,6 @@ the model's loss counts every position, padding included.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,32 +38,42 @@ def read_transcripts(path: Path) -> dict[str, tuple[Path, str]]:
     """{item id: (audio file, transcript)} from a transcripts.tsv / .jsonl, or a folder holding one."""
     if path.is_dir():
         found = [path / n for n in LISTS if (path / n).is_file()]
+        others = sorted(path.glob("*.jsonl"))
+        found = found or (others if len(others) == 1 else [])
         if not found:
             raise data.DataError(f"{path}: no {' or '.join(LISTS)}; expected a list of audio files and their transcripts")
         path = found[0]
     base = path.parent
+    text = data.read_utf8(path)
+    if path.suffix == ".jsonl":
+        rows = []
+        for k, row in data.jsonl_rows(path, text, '{"audio": ..., "text": ...}'):
+            name = row.get("audio", row.get("path")) if isinstance(row, dict) else None
+            if not isinstance(name, str) or not isinstance(row.get("text"), str):
+                raise data.DataError(f"{path}:{k}: expected an object with string fields `audio` (or `path`) and "
+                                     "`text`")
+            rows.append((k, name, row["text"]))
+    else:
+        rows = []
+        for k, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                name, tab, transcript = line.partition("\t")
+                if not tab:
+                    raise data.DataError(f"{path}:{k}: no tab; expected `path<TAB>transcript`")
+                rows.append((k, name, transcript))
     items: dict[str, tuple[Path, str]] = {}
-    for k, line in enumerate(data.read_utf8(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise data.DataError(f"{path}:{k}: not valid JSON ({e.msg}); expected {{\"path\": ..., \"text\": ...}}") from None
-            if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not isinstance(row.get("text"), str):
-                raise data.DataError(f"{path}:{k}: expected an object with string fields `path` and `text`")
-            name, text = row["path"], row["text"]
-        else:
-            name, tab, text = line.partition("\t")
-            if not tab:
-                raise data.DataError(f"{path}:{k}: no tab; expected `path<TAB>transcript`")
+    first: dict[str, int] = {}
+    for k, name, transcript in rows:
         file = base / name
         if not file.is_file():
             raise data.DataError(f"{path}:{k}: audio file `{name}` not found (relative to {base})")
-        if not text.strip():
+        if not transcript.strip():
             raise data.DataError(f"{path}:{k}: empty transcript for `{name}`")
-        items[f"{path.name}:{name}"] = (file, text.strip())
+        if name in first:
+            raise data.DataError(f"{path}:{k}: audio file `{name}` is listed twice (first on line {first[name]}); "
+                                 "expected one transcript per file")
+        first[name] = k
+        items[f"{path.name}:{name}"] = (file, transcript.strip())
     if not items:
         raise data.DataError(f"{path}: no rows; expected one audio file and transcript per line")
     return items

@@ -8,6 +8,9 @@ The file (docs/training.md, "Graphs"):
     {"x": [[0.0, 1.0, ...], ...],           node features, one list of `features` numbers per node
      "edges": [[0, 1], [1, 2], ...],        node index pairs
      "undirected": true,                    each edge is listed once and passes messages both ways (default true)
+     "edge_attr": [[0.5, ...], ...],        edge features, one list of `edge_features` numbers per edge of "edges"
+                                            (models reading edge features: gat_edge; an undirected edge's features
+                                            go both ways)
      "y": [0, 1, null, ...],                node classification: a class id (or name) per node, null if unknown
      "split": {"train": [..], "val": [..], "test": [..]}}   optional: node ids (node classification)
 
@@ -21,6 +24,7 @@ only the train edges pass messages; each split's positives are its own edges, an
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ if __package__:
 else:  # beside data.py in the model's folder
     import data  # type: ignore[no-redef]
 
-__all__ = ["WholeGraph", "prepare_graph", "read_graph"]
+__all__ = ["WholeGraph", "edge_features", "prepare_graph", "read_graph"]
 
 
 class WholeGraph(Dataset):
@@ -55,8 +59,30 @@ class WholeGraph(Dataset):
         return items[0]
 
 
-def read_graph(path: Path, features: int) -> dict[str, Any]:
-    """The checked contents of a graph JSON file: x (N, F), edges (2, E), labels (list), split, undirected."""
+def edge_features(where: str, doc: dict[str, Any], edges: int, width: int | None) -> torch.Tensor | None:
+    """The checked `edge_attr` of a graph object: (edges, width) float32, one row per edge of `edges`; None where
+    the model reads no edge features (width None); a missing or bad one is a DataError naming `where`."""
+    if width is None:
+        return None
+    attr = doc.get("edge_attr")
+    if attr is None:
+        raise data.DataError(f"{where}: no `edge_attr`; the model reads edge features: expected one list of "
+                             f"{width} numbers per edge (edge_features = {width})")
+    if not isinstance(attr, list) or len(attr) != edges:
+        got = f"{len(attr)} rows" if isinstance(attr, list) else type(attr).__name__
+        raise data.DataError(f"{where}: `edge_attr` has {got}; expected one row per edge ({edges})")
+    for k, row in enumerate(attr):
+        if not (isinstance(row, list) and len(row) == width
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row)):
+            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
+            raise data.DataError(f"{where}: edge_attr[{k}] has {got}; expected {width} finite numbers (the model's "
+                                 "edge_features)")
+    return torch.tensor(attr, dtype=torch.float32).view(edges, width)
+
+
+def read_graph(path: Path, features: int, edge_width: int | None = None) -> dict[str, Any]:
+    """The checked contents of a graph JSON file: x (N, F), edges (2, E), labels (list), split, undirected, and the
+    edge features (E, edge_width) where the model reads them."""
     if path.is_dir():
         found = sorted(path.glob("*.json"))
         if len(found) != 1:
@@ -83,12 +109,24 @@ def read_graph(path: Path, features: int) -> dict[str, Any]:
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) and 0 <= v < n for v in pair)):
             raise data.DataError(f"{path}: edges[{k}] is {json.dumps(pair)}; expected [source, target] node ids in 0..{n - 1}")
     return {"path": path, "x": torch.tensor(x, dtype=torch.float32), "edges": edges, "y": doc.get("y"),
-            "split": doc.get("split"), "undirected": bool(doc.get("undirected", True))}
+            "split": doc.get("split"), "undirected": bool(doc.get("undirected", True)),
+            "edge_attr": edge_features(str(path), doc, len(edges), edge_width)}
 
 
 def _edge_index(pairs: list[list[int]], undirected: bool) -> torch.Tensor:
     e = torch.tensor(pairs, dtype=torch.long).t()  # (2, E)
     return torch.cat((e, e.flip(0)), 1) if undirected else e
+
+
+def _edge_batch(g: dict[str, Any], keep: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """{"graph_edges"} of the kept edges (all without `keep`), and their "edge_attr" where the model reads them, in
+    the same order (an undirected edge's features twice, for both directions)."""
+    pairs = g["edges"] if keep is None else [g["edges"][k] for k in keep]
+    out = {"graph_edges": _edge_index(pairs, g["undirected"])}
+    if g["edge_attr"] is not None:
+        attr = g["edge_attr"] if keep is None else g["edge_attr"][keep]
+        out["edge_attr"] = torch.cat((attr, attr)) if g["undirected"] else attr
+    return out
 
 
 def _nodes(g: dict[str, Any], form: Any, opts: Any, state: dict[str, Any] | None) -> tuple[dict, dict]:
@@ -120,12 +158,12 @@ def _nodes(g: dict[str, Any], form: Any, opts: Any, state: dict[str, Any] | None
         if bad or not split.get(s):
             raise data.DataError(f"{path}: split `{s}` " + (f"lists node {json.dumps(bad[0])}, which is not a labelled node id"
                                                      if bad else "is empty; expected labelled node ids"))
-    edges = _edge_index(g["edges"], g["undirected"])
+    edges = _edge_batch(g)
     sets = {}
     for s in data.SPLITS:
         mask = torch.zeros(n, dtype=torch.bool)
         mask[split[s]] = True
-        sets[s] = {"graph_nodes": g["x"], "graph_edges": edges, "label": labels, "train_mask": mask}
+        sets[s] = {"graph_nodes": g["x"], **edges, "label": labels, "train_mask": mask}
     return sets, {"split": split, "classes": classes}
 
 
@@ -133,7 +171,7 @@ def _links(g: dict[str, Any], opts: Any, state: dict[str, Any] | None) -> tuple[
     n, pairs = len(g["x"]), g["edges"]
     split = state["split"] if state else data.split_ids(list(range(len(pairs))), opts.seed, what=str(g["path"]))
     present = {tuple(p) for p in pairs} | ({(b, a) for a, b in pairs} if g["undirected"] else set())
-    message = _edge_index([pairs[k] for k in split["train"]], g["undirected"])
+    message = _edge_batch(g, list(split["train"]))
     sets = {}
     for i, s in enumerate(data.SPLITS):
         pos = torch.tensor([pairs[k] for k in split[s]], dtype=torch.long).t()
@@ -144,7 +182,7 @@ def _links(g: dict[str, Any], opts: Any, state: dict[str, Any] | None) -> tuple[
             a, b = rng.randrange(n), rng.randrange(n)
             if a != b and (a, b) not in present:
                 neg.append([a, b])
-        sets[s] = {"graph_nodes": g["x"], "graph_edges": message, "pos_edges": pos,
+        sets[s] = {"graph_nodes": g["x"], **message, "pos_edges": pos,
                    "neg_edges": torch.tensor(neg, dtype=torch.long).t()}
     return sets, {"split": split}
 
@@ -152,10 +190,11 @@ def _links(g: dict[str, Any], opts: Any, state: dict[str, Any] | None) -> tuple[
 def prepare_graph(opts: data.DataOptions, form: data.Form, run_dir: Path, state: dict[str, Any] | None, model: Any,
                   write: bool) -> data.Splits:
     """A WholeGraph per split, and data.json's record."""
-    g = read_graph(Path(opts.source), int(form.config["features"]))
+    width = int(form.config["edge_features"]) if "edge_attr" in form.keys else None
+    g = read_graph(Path(opts.source), int(form.config["features"]), width)
     sets, record = _nodes(g, form, opts, state) if form.kind == "node_classification" else _links(g, opts, state)
     info = {"kind": form.kind, "file": str(g["path"]), "nodes": len(g["x"]), "edges": len(g["edges"]),
-            "undirected": g["undirected"], **record,
+            "undirected": g["undirected"], "edge_features": width, **record,
             "items": {s: int(b["train_mask"].sum()) if "train_mask" in b else b["pos_edges"].shape[1]
                       for s, b in sets.items()}}
     train, val, test = (WholeGraph(sets[s]) for s in data.SPLITS)

@@ -10,10 +10,18 @@ binary_little_endian) has its `vertex` element first, of scalar properties: x, y
 first `coords` of them are the coordinates. Each cloud is centred on its mean and scaled into the unit sphere;
 a cloud of more than the model's `points` is sampled down to `points` without replacement, one of fewer is
 filled up by repeating its points drawn at random: both seeded per file, and counted in data.json.
+Augmentations of the training split (--augment, or the spec's `augment` list), each time an item is drawn, in the
+order given: `random_rotation` (about the up axis, y, as PointNet rotates ModelNet: an angle uniform in [0, 2 pi)),
+`random_scale` (x, y, z times one factor uniform in [0.8, 1.25], as PointNet++), `jitter` (Gaussian noise of
+deviation 0.01 clipped to +-0.05 on x, y, z, as PointNet), `point_dropout` (a fraction uniform in [0, 0.875) of the
+points replaced by the first point, as PointNet++). The draws come from torch's generator, which --seed seeds and
+checkpoints keep, so runs repeat and a resume continues them.
 
 Sets of graphs, batch {"graph_nodes": (N, features), "graph_edges": (2, E), "graph_batch": (N,) the graph of
 each node, "label": (graphs,)}: a `.jsonl` file with one graph per line, {"x": [[...], ...], "edges": [[0, 1],
-...], "y": label, "undirected": true}, or a `.json` object {"graphs": [those objects]}. A batch joins its graphs
+...], "y": label, "undirected": true}, or a `.json` object {"graphs": [those objects]}; a model that reads edge
+features (gat_graph_edge: batch key `edge_attr`, (E, edge_features)) needs "edge_attr": one list of `edge_features`
+numbers per edge of "edges" (an undirected edge's features go both ways). A batch joins its graphs
 into one disconnected graph; the model classifies a fixed `graphs` rows per batch, so a batch of fewer graphs
 fills the rest with label -100 (ignored by cross-entropy and by the split's metrics).
 """
@@ -32,14 +40,20 @@ import torch
 from torch.utils.data import Dataset
 
 if __package__:
-    from . import data, data_vision
+    from . import data, data_graph, data_vision
 else:  # beside data.py in the model's folder
     import data  # type: ignore[no-redef]
+    import data_graph  # type: ignore[no-redef]
     import data_vision  # type: ignore[no-redef]
 
-__all__ = ["GraphSet", "prepare_graphs", "prepare_points", "read_npy", "read_ply", "read_points"]
+__all__ = ["POINT_AUGMENTATIONS", "GraphSet", "PointItems", "augment_points", "check_point_augment",
+           "prepare_graphs", "prepare_points", "read_npy", "read_ply", "read_points"]
 
 POINT_SUFFIXES = (".npy", ".ply")
+POINT_AUGMENTATIONS = ("random_rotation", "random_scale", "jitter", "point_dropout")
+POINT_ALIASES = {"rotation": "random_rotation", "rotate": "random_rotation", "random_rotate": "random_rotation",
+                 "scale": "random_scale", "scaling": "random_scale", "random_scaling": "random_scale",
+                 "random_jitter": "jitter", "dropout": "point_dropout", "random_point_dropout": "point_dropout"}
 IGNORE = -100  # cross_entropy's ignore_index: the label of a batch's unused graph rows
 NPY_TYPES = {"f4": torch.float32, "f8": torch.float64, "f2": torch.float16, "i1": torch.int8, "u1": torch.uint8,
              "i2": torch.int16, "i4": torch.int32, "i8": torch.int64}
@@ -172,6 +186,55 @@ def _fit(pts: torch.Tensor, points: int, seed: int, name: str) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- point clouds
 
 
+def check_point_augment(names: list[str] | tuple[str, ...] | None, what: str) -> list[str]:
+    """The point-cloud augmentation names, aliases resolved; an unknown one is a DataError naming those there are."""
+    out = []
+    for name in names or ():
+        key = POINT_ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
+        if key not in POINT_AUGMENTATIONS:
+            raise data.DataError(f"{what}: augmentation `{name}` is not supported for point clouds; expected some of "
+                                 f"{', '.join(POINT_AUGMENTATIONS)} (--augment)")
+        out.append(key)
+    return out
+
+
+def augment_points(cloud: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """A randomly changed copy of one (points, coords) cloud, x y z its first three columns (see the module's
+    docstring); the draws from torch's global generator."""
+    xyz, rest = cloud[:, :3], cloud[:, 3:]
+    for name in names:
+        if name == "random_rotation":
+            angle = float(torch.rand(())) * 2 * math.pi
+            c, s = math.cos(angle), math.sin(angle)
+            rotation = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=cloud.dtype)
+            xyz = xyz @ rotation.T
+        elif name == "random_scale":
+            xyz = xyz * (0.8 + 0.45 * float(torch.rand(())))
+        elif name == "jitter":
+            xyz = xyz + (0.01 * torch.randn(xyz.shape, dtype=cloud.dtype)).clamp(-0.05, 0.05)
+        elif name == "point_dropout":
+            drop = (torch.rand(len(xyz)) < 0.875 * float(torch.rand(())))[:, None]
+            xyz, rest = torch.where(drop, xyz[0], xyz), torch.where(drop, rest[0], rest)
+    return torch.cat((xyz, rest), 1)
+
+
+class PointItems(Dataset):
+    """Rows of in-memory clouds and labels; the training split's clouds augmented each time they are drawn."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], augment: list[str] | None = None):
+        self.tensors, self.augment = tensors, list(augment or [])
+        self.n = len(tensors["point_cloud"])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {k: v[i] for k, v in self.tensors.items()}
+        if self.augment:
+            item["point_cloud"] = augment_points(item["point_cloud"], self.augment)
+        return item
+
+
 def _point_items(root: Path, classes: list[str] | None) -> tuple[dict[str, tuple[Path, str]], list[str]]:
     """{id: (file, class)} from a folder with one subfolder of .npy/.ply files per class."""
     if not root.is_dir():
@@ -197,6 +260,7 @@ def prepare_points(opts: data.DataOptions, form: data.Form, run_dir: Path, state
     """Point-cloud classification: the three splits of (points, coords) clouds and data.json's record."""
     root = Path(opts.source)
     points, coords, num_classes = (int(form.config[k]) for k in ("points", "coords", "num_classes"))
+    augment = check_point_augment(opts.augment, str(root))
     parts = data.explicit_parts(root)
     classes: list[str] | None = state.get("classes") if state else None
     lists = {s: p for s, p in parts.items() if p.is_file()} if parts else {}
@@ -242,16 +306,17 @@ def prepare_points(opts: data.DataOptions, form: data.Form, run_dir: Path, state
 
     sets = {s: tensors(items[s]) for s in data.SPLITS}
     info = {"kind": form.kind, "split": record, "classes": classes, "points": points, "coords": coords,
-            "normalize": "centred, unit sphere", **counts, "items": {s: len(items[s]) for s in data.SPLITS}}
-    return data.Splits.of_tensors(sets, info)
+            "normalize": "centred, unit sphere", **counts, "augment": augment,
+            "items": {s: len(items[s]) for s in data.SPLITS}}
+    return data.Splits(PointItems(sets["train"], augment), PointItems(sets["val"]), PointItems(sets["test"]), info)
 
 
 # ------------------------------------------------------------------------------------------------- graphs
 
 
 class GraphSet(Dataset):
-    """Graphs, each {"graph_nodes", "graph_edges", "label"}; `collate` joins a batch into one disconnected graph
-    with `graph_batch` ids and pads the labels to the model's `graphs` rows with -100."""
+    """Graphs, each {"graph_nodes", "graph_edges", "label"} (and "edge_attr"); `collate` joins a batch into one
+    disconnected graph with `graph_batch` ids and pads the labels to the model's `graphs` rows with -100."""
 
     def __init__(self, graphs: list[dict[str, torch.Tensor]], rows: int):
         self.graphs, self.rows = graphs, rows
@@ -274,8 +339,11 @@ class GraphSet(Dataset):
             offset += len(g["graph_nodes"])
         label = torch.full((self.rows,), IGNORE, dtype=torch.long)
         label[: len(items)] = torch.stack([g["label"] for g in items])
-        return {"graph_nodes": torch.cat(nodes), "graph_edges": torch.cat(edges, 1), "graph_batch": torch.cat(ids),
-                "label": label}
+        out = {"graph_nodes": torch.cat(nodes), "graph_edges": torch.cat(edges, 1), "graph_batch": torch.cat(ids),
+               "label": label}
+        if "edge_attr" in items[0]:
+            out["edge_attr"] = torch.cat([g["edge_attr"] for g in items])
+        return out
 
 
 def _graph_docs(path: Path) -> list[tuple[str, Any]]:
@@ -298,7 +366,8 @@ def _graph_docs(path: Path) -> list[tuple[str, Any]]:
     return [(f"{path}: graphs[{k}]", g) for k, g in enumerate(doc["graphs"])]
 
 
-def _graph(where: str, g: Any, features: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def _graph(where: str, g: Any, features: int, edge_width: int | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, Any, torch.Tensor | None]:
     if not isinstance(g, dict) or "x" not in g or "y" not in g:
         raise data.DataError(f"{where}: expected a graph object with `x` (node features), `edges` and `y` (its label)")
     x = g["x"]
@@ -320,10 +389,12 @@ def _graph(where: str, g: Any, features: int) -> tuple[torch.Tensor, torch.Tenso
     y = g["y"]
     if isinstance(y, bool) or not isinstance(y, (int, str)):
         raise data.DataError(f"{where}: `y` is {json.dumps(y)}; expected a class id or name")
+    attr = data_graph.edge_features(where, g, len(edges), edge_width)
     e = torch.tensor(edges, dtype=torch.long).view(-1, 2).t()
     if g.get("undirected", True):
         e = torch.cat((e, e.flip(0)), 1)
-    return torch.tensor(x, dtype=torch.float32), e, y
+        attr = None if attr is None else torch.cat((attr, attr))
+    return torch.tensor(x, dtype=torch.float32), e, y, attr
 
 
 def prepare_graphs(opts: data.DataOptions, form: data.Form, run_dir: Path, state: dict[str, Any] | None, model: Any,
@@ -333,10 +404,11 @@ def prepare_graphs(opts: data.DataOptions, form: data.Form, run_dir: Path, state
     features, rows, num_classes = (int(form.config[k]) for k in ("features", "graphs", "num_classes"))
     parts = data.explicit_parts(root)
     docs = {s: _graph_docs(p) for s, p in parts.items()} if parts else {"all": _graph_docs(root)}
-    read = {s: {where: _graph(where, g, features) for where, g in d} for s, d in docs.items()}
+    width = int(form.config["edge_features"]) if "edge_attr" in form.keys else None
+    read = {s: {where: _graph(where, g, features, width) for where, g in d} for s, d in docs.items()}
     classes = state.get("classes") if state else None
     if classes is None:
-        values = sorted({y for _, _, y in read.get("train", read.get("all", {})).values()},
+        values = sorted({y for _, _, y, _ in read.get("train", read.get("all", {})).values()},
                         key=lambda v: (isinstance(v, str), v))
         classes = list(range(max(values) + 1)) if all(isinstance(v, int) for v in values) else \
             [str(v) for v in values]
@@ -346,15 +418,16 @@ def prepare_graphs(opts: data.DataOptions, form: data.Form, run_dir: Path, state
     sources: dict[str, dict[str, Any]] = {}
     for s, graphs in read.items():
         sources[s] = {}
-        for where, (x, e, y) in graphs.items():
+        for where, (x, e, y, attr) in graphs.items():
             key = y if isinstance(y, int) and isinstance(classes[0], int) else str(y)
             if key not in index:
                 raise data.DataError(f"{where}: `y` is {json.dumps(y)}; expected a class among {len(classes)} "
                                      f"(0..{num_classes - 1}, num_classes = {num_classes})")
             sources[s][where.replace(f"{root}", root.name, 1) if where.startswith(str(root)) else where] = \
-                {"graph_nodes": x, "graph_edges": e, "label": torch.tensor(index[key])}
+                {"graph_nodes": x, "graph_edges": e, "label": torch.tensor(index[key]),
+                 **({} if attr is None else {"edge_attr": attr})}
     items, record = data.make_split(sources, opts.seed, str(root), state.get("split") if state else None)
     sets = {s: GraphSet(list(items[s].values()), rows) for s in data.SPLITS}
-    info = {"kind": form.kind, "split": record, "classes": classes, "graphs_per_batch": rows,
+    info = {"kind": form.kind, "split": record, "classes": classes, "graphs_per_batch": rows, "edge_features": width,
             "items": {s: len(items[s]) for s in data.SPLITS}}
     return data.Splits(sets["train"], sets["val"], sets["test"], info)

@@ -22,6 +22,18 @@ Batches (the keys of the model's example_batch):
   eot_pool looks for the end of the text), framed as caption <|endoftext|> (a captioner's, whose loss predicts
   every token after the first, also starts with <|endoftext|>) and padded with <|endoftext|> to the longest
   caption of the data, at most the model's `context`.
+- image anomaly detection {"image", "is_anomaly": (B,) 0/1}: class folders or an image list as for classification
+  (MVTec AD's layout: train/good, test/good, test/<defect>); a folder or label named good, normal, ok, 0 or false
+  is normal, any other an anomaly. The autoencoder learns the normal images: the train split's anomalies are left
+  out of training (counted in data.json).
+- visual question answering {"image", "text": (B, context) question token ids, "answer_scores": (B, num_classes)}:
+  a `.jsonl` of {"image": path, "question": ..., "answer": ...} or {..., "answers": [the annotators' answers]}
+  objects, paths relative to the list. Answers are compared lower-cased and stripped. The answer vocabulary is the
+  training split's `num_classes` most frequent answers (ties in name order; the rest counted in data.json); an
+  item's target is VQA's soft score of each answer, min(annotators who gave it / 3, 1), or 1 for its one
+  `answer`; an answer outside the vocabulary scores nowhere (counted per split in data.json). Questions are
+  tokenised with a byte-level BPE trained on the train split's questions (or --tokenizer) and padded with
+  <|pad|> to the model's `context`; a longer question is an error.
 
 Images are resized to the model's image_size (no aspect ratio kept, as data.py), scaled to [-1, 1]; boxes and
 masks follow the resize. Augmentations (--augment, training split only) draw from torch's global generator, so
@@ -46,21 +58,27 @@ else:  # beside data.py in the model's folder
 
 __all__ = [
     "AUGMENTATIONS",
+    "PAD",
     "VisionItems",
     "augment_item",
     "check_augment",
     "decode_rle",
     "prepare_coco",
+    "prepare_image_anomaly",
     "prepare_images",
     "prepare_pairs",
+    "prepare_vqa",
     "read_coco",
     "read_image_list",
+    "read_questions",
 ]
 
 AUGMENTATIONS = ("horizontal_flip", "vertical_flip", "random_crop", "random_resized_crop", "color_jitter")
 ALIASES = {"flip": "horizontal_flip", "hflip": "horizontal_flip", "random_horizontal_flip": "horizontal_flip",
            "vflip": "vertical_flip", "random_vertical_flip": "vertical_flip"}
 LISTS = (".csv", ".jsonl")
+PAD = "<|pad|>"  # the padding of a question (visual question answering)
+NORMAL_NAMES = ("good", "normal", "ok", "0", "false")  # image anomaly detection: the labels of normal images
 
 
 # ------------------------------------------------------------------------------------------ augmentations
@@ -309,6 +327,50 @@ def prepare_images(opts: data.DataOptions, form: data.Form, run_dir: Path, state
             "normalize": {"mean": 0.5, "std": 0.5}, "augment": augment, "items": {s: len(items[s]) for s in data.SPLITS}}
     return data.Splits(VisionItems(tensors(items["train"]), augment), VisionItems(tensors(items["val"])),
                        VisionItems(tensors(items["test"])), info)
+
+
+def prepare_image_anomaly(opts: data.DataOptions, form: data.Form, run_dir: Path, state: dict[str, Any] | None,
+                          model: Any, write: bool) -> data.Splits:
+    """Image anomaly detection: class folders or image lists, each label normal (NORMAL_NAMES) or an anomaly; the
+    train split's anomalies left out, the training split augmented."""
+    root = Path(opts.source)
+    size, channels = (int(form.config[k]) for k in ("image_size", "channels"))
+    augment = check_augment(opts.augment, str(root))
+    parts = data.explicit_parts(root)
+    files = {s: p for s, p in parts.items() if p.is_file()} if parts else {}
+    if files and len(files) != len(parts):
+        raise data.DataError(f"{root}: {', '.join(sorted(parts))} mix image lists and class folders; expected "
+                             "one or the other for every split")
+    single = None if parts else _listing(root)
+    if single is not None:
+        files = {"all": single}
+    sources: dict[str, dict[str, Any]] = {}
+    if files:
+        for s, p in files.items():
+            sources[s] = {rid: (file, label) for rid, file, label in read_image_list(p)}
+    else:  # class folders; val and test may hold kinds of anomaly that training never sees
+        for s, folder in (parts.items() if parts else [("all", root)]):
+            sources[s] = data._image_items(folder, None)[0]
+    items, record = data.make_split(sources, opts.seed, str(root), state.get("split") if state else None)
+    anomaly = {s: {rid: int(label.strip().lower() not in NORMAL_NAMES) for rid, (_, label) in items[s].items()}
+               for s in data.SPLITS}
+    left_out = sum(anomaly["train"].values())
+    if left_out == len(items["train"]):
+        raise data.DataError(f"{root}: the train split has no normal image (a class folder or label named "
+                             f"{', '.join(NORMAL_NAMES)}); an autoencoder learns the normal ones")
+    items["train"] = {rid: v for rid, v in items["train"].items() if not anomaly["train"][rid]}
+
+    def tensors(s: str) -> dict[str, torch.Tensor]:
+        images = [data._load_image(p, size, channels) for p, _ in items[s].values()]
+        return {"image": torch.stack(images),
+                "is_anomaly": torch.tensor([anomaly[s][rid] for rid in items[s]], dtype=torch.long)}
+
+    sets = {s: tensors(s) for s in data.SPLITS}
+    info = {"kind": form.kind, "split": record, "normal": list(NORMAL_NAMES), "image_size": size,
+            "channels": channels, "normalize": {"mean": 0.5, "std": 0.5}, "augment": augment,
+            "anomalies": {s: int(sets[s]["is_anomaly"].sum()) for s in data.SPLITS},
+            "anomalies_left_out_of_train": left_out, "items": {s: len(items[s]) for s in data.SPLITS}}
+    return data.Splits(VisionItems(sets["train"], augment), VisionItems(sets["val"]), VisionItems(sets["test"]), info)
 
 
 # ---------------------------------------------------------------------------------------------------- COCO
@@ -639,5 +701,102 @@ def prepare_pairs(opts: data.DataOptions, form: data.Form, run_dir: Path, state:
     info = {"kind": form.kind, "split": record, "tokenizer": "tokenizer.json", "vocab_size": tok.get_vocab_size(),
             "eos_id": eos, "text_length": longest, "starts_with_eos": bool(prefix), "image_size": size,
             "channels": channels, "normalize": {"mean": 0.5, "std": 0.5}, "augment": augment,
+            "items": {s: len(items[s]) for s in data.SPLITS}}
+    return data.Splits(VisionItems(sets["train"], augment), VisionItems(sets["val"]), VisionItems(sets["test"]), info)
+
+
+# -------------------------------------------------------------------------------- visual question answering
+
+
+def _jsonl_list(path: Path, what: str) -> Path:
+    """The one .jsonl that --data names (the file, or the only one in a folder)."""
+    if path.is_dir():
+        found = sorted(path.glob("*.jsonl"))
+        if len(found) != 1:
+            raise data.DataError(f"{path}: expected one .jsonl of {what} in the folder, found {len(found)}")
+        path = found[0]
+    if path.suffix != ".jsonl":
+        raise data.DataError(f"{path}: not a .jsonl file; expected one {{\"image\": ..., \"question\": ..., "
+                             "\"answer\": ...} per line")
+    return path
+
+
+def read_questions(path: Path) -> dict[str, tuple[Path, str, list[str]]]:
+    """{item id: (image file, question, the annotators' answers)} of a .jsonl of {"image", "question", "answer"}
+    (or "answers": a list), answers lower-cased and stripped."""
+    path = _jsonl_list(path, "questions")
+    expected = '{"image": ..., "question": ..., "answer": ... or "answers": [...]}'
+    items: dict[str, tuple[Path, str, list[str]]] = {}
+    for line, obj in data.jsonl_rows(path, data.read_utf8(path), expected):
+        if not (isinstance(obj, dict) and isinstance(obj.get("image"), str) and isinstance(obj.get("question"), str)):
+            raise data.DataError(f"{path}:{line}: expected an object with string fields `image` and `question`")
+        if not obj["question"].strip():
+            raise data.DataError(f"{path}:{line}: empty `question`")
+        given = obj.get("answers", [obj["answer"]] if "answer" in obj else None)
+        if not (isinstance(given, list) and given and all(isinstance(a, str) and a.strip() for a in given)):
+            raise data.DataError(f"{path}:{line}: expected `answer` (a non-empty string) or `answers` (a non-empty list "
+                                 "of them)")
+        answers = [a.strip().lower() for a in given]
+        items[f"{path.name}:{line}"] = (_listed(path, line, obj["image"], "image"), obj["question"].strip(), answers)
+    if not items:
+        raise data.DataError(f"{path}: no rows; expected one {expected} per line")
+    return items
+
+
+def _soft_scores(answers: list[str], index: dict[str, int], classes: int) -> torch.Tensor:
+    """VQA's target of one question: min(annotators who gave each answer / 3, 1); a lone answer scores 1."""
+    row = torch.zeros(classes)
+    for a in set(answers):
+        if a in index:
+            row[index[a]] = 1.0 if len(answers) == 1 else min(answers.count(a) / 3, 1.0)
+    return row
+
+
+def prepare_vqa(opts: data.DataOptions, form: data.Form, run_dir: Path, state: dict[str, Any] | None, model: Any,
+                write: bool) -> data.Splits:
+    """Visual question answering: images, question token ids, soft answer scores, and data.json's record (the
+    answer vocabulary, the tokenizer)."""
+    from collections import Counter
+
+    root, cfg = Path(opts.source), form.config
+    size, channels, vocab, context, num_classes = (int(cfg[k]) for k in ("image_size", "channels", "vocab", "context",
+                                                                         "num_classes"))
+    augment = check_augment(opts.augment, str(root))
+    parts = data.explicit_parts(root)
+    sources = {s: read_questions(p) for s, p in parts.items()} if parts else {"all": read_questions(root)}
+    items, record = data.make_split(sources, opts.seed, str(root), state.get("split") if state else None)
+    if state and "answers" in state:
+        answers = list(state["answers"])
+        dropped = int(state.get("answers_left_out", 0))
+    else:
+        counts = Counter(a for _, _, given in items["train"].values() for a in given)
+        ranked = sorted(counts, key=lambda a: (-counts[a], a))
+        answers, dropped = ranked[:num_classes], max(0, len(ranked) - num_classes)
+    index = {a: i for i, a in enumerate(answers)}
+    tok = data.train_tokenizer([q for _, q, _ in items["train"].values()], vocab, opts.tokenizer,
+                               run_dir / "tokenizer.json", state is not None, write, str(root), specials=(PAD,))
+    pad = tok.token_to_id(PAD)
+    if pad is None:  # a given tokenizer without it
+        raise data.DataError(f"{opts.tokenizer}: no {PAD} token; expected a tokenizer with {PAD} for the padding")
+
+    def tensors(s: str) -> dict[str, torch.Tensor]:
+        text = torch.full((len(items[s]), context), pad, dtype=torch.long)
+        for i, (rid, (_, question, _)) in enumerate(items[s].items()):
+            ids = tok.encode(question).ids
+            if len(ids) > context:
+                file, line = rid.rsplit(":", 1)
+                raise data.DataError(f"{root if root.is_file() else root / file}:{line}: a question of {len(ids)} "
+                                     f"tokens, longer than the model's context {context}")
+            text[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        images = torch.stack([data._load_image(p, size, channels) for p, _, _ in items[s].values()])
+        scores = torch.stack([_soft_scores(given, index, num_classes) for _, _, given in items[s].values()])
+        return {"image": images, "text": text, "answer_scores": scores}
+
+    sets = {s: tensors(s) for s in data.SPLITS}
+    unanswerable = {s: int((sets[s]["answer_scores"].sum(-1) == 0).sum()) for s in data.SPLITS}
+    info = {"kind": form.kind, "split": record, "tokenizer": "tokenizer.json", "vocab_size": tok.get_vocab_size(),
+            "pad_id": pad, "question_length": context, "answers": answers, "answers_left_out": dropped,
+            "questions_without_a_known_answer": unanswerable, "image_size": size, "channels": channels,
+            "normalize": {"mean": 0.5, "std": 0.5}, "augment": augment,
             "items": {s: len(items[s]) for s in data.SPLITS}}
     return data.Splits(VisionItems(sets["train"], augment), VisionItems(sets["val"]), VisionItems(sets["test"]), info)

@@ -1,4 +1,4 @@
-"""Metrics over a whole split that no weighted mean of batch values gives: mAP, mean IoU, macro F1.
+"""Metrics over a whole split that no weighted mean of batch values gives: mAP, mean IoU, macro F1, ROC-AUC, PQ.
 
 Copied verbatim next to a generated model.py, beside loop.py, whose evaluate() it runs; depends on torch only.
 
@@ -17,7 +17,16 @@ over the split:
   mask over the split; IoU per class present in the labels or the predictions, and their mean;
 - `accuracy`, `token_accuracy`, `top5_accuracy`, `macro_f1` (classification, tagging, graphs and nodes): from
   model(inputs) over the labelled items (label >= 0, and `train_mask` where the batch has one): macro F1 is the
-  mean over the classes present of 2 TP / (2 TP + FP + FN).
+  mean over the classes present of 2 TP / (2 TP + FP + FN);
+- `roc_auc`, `average_precision` (anomaly detection, batches with `is_anomaly`): every item's anomaly score, its
+  mean squared reconstruction error (model(x) - x)^2 as the generated metrics() scores it, is kept with its 0/1
+  label; ROC-AUC (ties count 1/2, as sklearn's roc_auc_score) and average precision (sklearn's
+  average_precision_score: precision at each distinct score, weighted by the recall it adds) over the split;
+- `pq`, `sq`, `rq` (panoptic segmentation): what the model's metrics() hands its module's panoptic_quality() (the
+  predicted and ground-truth segment maps) is matched per image as panoptic_quality() does (same class, IoU > 0.5)
+  and the per-class sums (IoU of the matches, TP, FP, FN) are added over the split; then per class PQ = sum IoU /
+  (TP + FP / 2 + FN / 2), SQ = sum IoU / TP, RQ = TP / (TP + FP / 2 + FN / 2), each averaged over the classes
+  seen in the split (Kirillov et al. 2019; the COCO panoptic evaluation's sums over the dataset).
 
 Under torchrun each process accumulates its own batches and the states are gathered before the final values.
 """
@@ -36,10 +45,117 @@ if __package__:
 else:  # beside loop.py in the model's folder
     import loop  # type: ignore[no-redef]
 
-__all__ = ["CLASSIFICATION", "SplitAccumulator", "evaluate"]
+__all__ = ["CLASSIFICATION", "SplitAccumulator", "average_precision", "evaluate", "panoptic_counts",
+           "panoptic_scores", "roc_auc"]
 
 CLASSIFICATION = ("accuracy", "token_accuracy", "top5_accuracy", "macro_f1")
-INTERCEPTED = ("map_50", "mask_map_50", "mean_matched_iou")  # module functions whose arguments are kept
+INTERCEPTED = ("map_50", "mask_map_50", "mean_matched_iou", "panoptic_quality")  # module functions whose
+# arguments are kept
+ANOMALY = ("roc_auc", "average_precision")
+
+
+# ------------------------------------------------------------------------------------------- functions
+
+
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of `scores` (higher: more likely positive) for 0/1 `labels`: the probability that a
+    positive outscores a negative, ties counting 1/2 (the Mann-Whitney U statistic from average ranks); NaN without
+    both classes."""
+    scores, labels = scores.double().flatten(), labels.flatten() > 0
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if not pos or not neg:
+        return math.nan
+    order = scores.argsort()
+    _, inverse, counts = torch.unique(scores[order], return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()  # 1-based rank of each tie group's last item
+    mean_rank = (last - (counts.double() - 1) / 2)[inverse]  # average rank of the group, per sorted item
+    ranks = torch.empty_like(mean_rank)
+    ranks[order] = mean_rank
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Average precision of `scores` for 0/1 `labels`, as sklearn's average_precision_score: the sum over the
+    distinct scores, from the highest, of the precision there times the recall it adds; NaN without positives."""
+    scores, labels = scores.double().flatten(), (labels.flatten() > 0).double()
+    total = float(labels.sum())
+    if not total:
+        return math.nan
+    order = scores.argsort(descending=True, stable=True)
+    scores, labels = scores[order], labels[order]
+    tp = labels.cumsum(0)
+    last = torch.ones_like(scores, dtype=torch.bool)  # the last item of each run of equal scores
+    last[:-1] = scores[1:] != scores[:-1]
+    tp, seen = tp[last], (torch.arange(1, len(scores) + 1, dtype=torch.float64))[last]
+    recall_gain = torch.diff(tp, prepend=tp.new_zeros(1)) / total
+    return float((recall_gain * tp / seen).sum())
+
+
+def panoptic_counts(pred_ids: torch.Tensor, pred_classes: Any, gt_ids: torch.Tensor, gt_classes: Any,
+                    num_classes: int) -> torch.Tensor:
+    """Per class (4, num_classes) float64 rows: the sum of the matched segments' IoU, TP, FP, FN, over a batch of
+    segment-id maps (B, H, W) (0 void, segment s has class [s - 1]), matched as the generated panoptic_quality()
+    matches them: a ground-truth and a predicted segment of the same class match when their IoU > 0.5, the union
+    leaving out the predicted pixels that are void in the ground truth; an unmatched predicted segment is a false
+    positive unless more than half of it is void; an unmatched ground-truth segment a false negative."""
+    counts = torch.zeros(4, num_classes, dtype=torch.float64)
+    for b in range(pred_ids.shape[0]):
+        pred, gt = pred_ids[b].cpu(), gt_ids[b].cpu()
+        p_classes = [int(c) for c in pred_classes[b]]
+        g_classes = [int(c) for c in gt_classes[b]]
+        p_ids = [s for s in range(1, len(p_classes) + 1) if (pred == s).any()]
+        g_ids = [s for s in range(1, len(g_classes) + 1) if g_classes[s - 1] >= 0 and (gt == s).any()]
+        void = gt == 0
+        matched_p: set[int] = set()
+        for g in g_ids:
+            gm, gc = gt == g, g_classes[g - 1]
+            found = False
+            for p in p_ids:
+                if p_classes[p - 1] != gc or p in matched_p:
+                    continue
+                pm = pred == p
+                inter = int((pm & gm).sum())
+                union = int(pm.sum()) + int(gm.sum()) - inter - int((pm & void).sum())
+                if union > 0 and inter / union > 0.5:
+                    counts[0, gc] += inter / union
+                    counts[1, gc] += 1
+                    matched_p.add(p)
+                    found = True
+                    break
+            if not found:
+                counts[3, gc] += 1
+        for p in p_ids:
+            pm = pred == p
+            if p not in matched_p and int((pm & void).sum()) <= 0.5 * int(pm.sum()):
+                counts[2, p_classes[p - 1]] += 1
+    return counts
+
+
+def panoptic_scores(counts: torch.Tensor) -> tuple[float, float, float]:
+    """PQ, SQ, RQ from panoptic_counts() summed over a split: per class, then the mean over the classes with any
+    TP, FP or FN (NaN where there are none)."""
+    iou, tp, fp, fn = counts.double()
+    seen = (tp + fp + fn) > 0
+    if not seen.any():
+        return math.nan, math.nan, math.nan
+    iou, tp, fp, fn = iou[seen], tp[seen], fp[seen], fn[seen]
+    denom = tp + fp / 2 + fn / 2
+    sq = torch.where(tp > 0, iou / tp.clamp(min=1), torch.zeros_like(iou))
+    return float((iou / denom).mean()), float(sq.mean()), float((tp / denom).mean())
+
+
+def anomaly_scores(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Each item's anomaly score, the mean squared error of its reconstruction (the generated metrics()' score), for
+    a batch of one input and `is_anomaly`; None for another batch."""
+    inputs = [k for k in batch if k != "is_anomaly"]
+    if len(inputs) != 1:
+        return None
+    x = batch[inputs[0]]
+    out = model(x)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not torch.is_tensor(out) or out.shape != x.shape:
+        return None
+    return (out.float() - x.float()).pow(2).flatten(1).mean(-1)
 
 
 class SplitAccumulator:
@@ -57,6 +173,8 @@ class SplitAccumulator:
         self.pixels: torch.Tensor | None = None  # semantic segmentation: (C, C) counts, truth x prediction
         self.classes: torch.Tensor | None = None  # classification: (C, C) counts
         self.top5 = 0
+        self.anomaly: list[tuple[torch.Tensor, torch.Tensor]] = []  # (scores, 0/1 labels) per batch
+        self.panoptic: torch.Tensor | None = None  # (4, C): IoU sum, TP, FP, FN per class
 
     # ------------------------------------------------------------------------------------------- batches
 
@@ -78,6 +196,10 @@ class SplitAccumulator:
             self._segmentation(batch)
         if set(values) & set(CLASSIFICATION):
             self._classification(batch)
+        if set(values) & set(ANOMALY) and "is_anomaly" in batch:
+            scores = anomaly_scores(self.model, batch)
+            if scores is not None:
+                self.anomaly.append((scores.detach().cpu(), batch["is_anomaly"].detach().cpu()))
         return values
 
     def _keeper(self, name: str, fn: Any) -> Any:
@@ -89,6 +211,9 @@ class SplitAccumulator:
                 self.boxes["labels"] += [lab.detach().cpu() for lab in gt_labels]
             elif name == "mask_map_50":
                 self._mask_hits(*args)
+            elif name == "panoptic_quality":
+                counts = panoptic_counts(*args)
+                self.panoptic = counts if self.panoptic is None else self.panoptic + counts
             else:
                 for rows, cols, pred, truth, labels in args[0]:
                     rows_t = torch.as_tensor(rows, dtype=torch.long)
@@ -146,7 +271,7 @@ class SplitAccumulator:
 
     def state(self) -> dict[str, Any]:
         return {"boxes": self.boxes, "mask_hits": self.mask_hits, "matches": self.matches, "pixels": self.pixels,
-                "classes": self.classes, "top5": self.top5}
+                "classes": self.classes, "top5": self.top5, "anomaly": self.anomaly, "panoptic": self.panoptic}
 
     def merge(self, other: dict[str, Any]) -> None:
         """Add another process's state (its batches are other items of the same split)."""
@@ -154,7 +279,8 @@ class SplitAccumulator:
             self.boxes[k] += other["boxes"][k]
         self.mask_hits += other["mask_hits"]
         self.matches += other["matches"]
-        for k in ("pixels", "classes"):
+        self.anomaly += other["anomaly"]
+        for k in ("pixels", "classes", "panoptic"):
             if other[k] is not None:
                 mine = getattr(self, k)
                 setattr(self, k, other[k] if mine is None else mine + other[k])
@@ -181,6 +307,13 @@ class SplitAccumulator:
             out["mean_iou"] = float((inter[present] / union[present]).mean()) if present.any() else math.nan
             if "pixel_accuracy" in names:
                 out["pixel_accuracy"] = float(c.diag().sum() / c.sum().clamp(min=1))
+        if self.anomaly:
+            scores, labels = (torch.cat(t) for t in zip(*self.anomaly))
+            for name, metric in (("roc_auc", roc_auc), ("average_precision", average_precision)):
+                if name in names:
+                    out[name] = metric(scores, labels)
+        if self.panoptic is not None and names & {"pq", "sq", "rq"}:
+            out.update({k: v for k, v in zip(("pq", "sq", "rq"), panoptic_scores(self.panoptic)) if k in names})
         if self.classes is not None:
             c = self.classes.double()
             total = float(c.sum())
