@@ -48,6 +48,7 @@ REQUIRED_TOOLS = {  # words of a skip reason -> the command that installs the to
     "node is not installed": f"{_SETUP} (or apt-get install nodejs npm)",
     "PostgreSQL is not installed": f"{_SETUP} (or apt-get install postgresql)",
     "espeak-ng is not installed": f"{_SETUP} (or apt-get install espeak-ng)",
+    "tesseract-ocr is not installed": f"{_SETUP} (or apt-get install tesseract-ocr)",
     "base-files GPL-3 text is not here": "apt-get install base-files",
 }
 _COULD_NOT_IMPORT = re.compile(r"could not import '([A-Za-z0-9_.]+)'")

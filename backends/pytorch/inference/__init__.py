@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["INFERENCE_FILES", "inference_files", "load_pipeline"]
 
-INFERENCE_FILES = ("predict.py", "pipelines.py", "tasks.py", "inputs.py")
+INFERENCE_FILES = ("predict.py", "pipelines.py", "tasks.py", "inputs.py", "ocr.py", "audio_out.py")
 
 
 def inference_files() -> dict[str, str]:

@@ -17,11 +17,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-if __package__ and __package__.rsplit(".", 1)[-1] == "inference":  # the compiler's package
+if TYPE_CHECKING or (__package__ or "").rsplit(".", 1)[-1] == "inference":  # the compiler's package
     from ..training import data, data_audio, data_graph, data_series
 else:  # beside model.py in the output folder
     import data  # type: ignore[no-redef]
@@ -227,7 +227,7 @@ def read_audio(path: Path, rate: int, samples: int) -> torch.Tensor:
         raise PredictError(f"{path}: no such audio file")
     try:
         file_rate = int(soundfile.info(str(path)).samplerate)
-    except (RuntimeError, soundfile.LibsndfileError) as e:  # type: ignore[attr-defined]
+    except (RuntimeError, soundfile.LibsndfileError) as e:
         first = str(e).splitlines()[0]
         raise PredictError(f"{path}: not a readable audio file ({first}); expected WAV or FLAC") from None
     if file_rate < min(MIN_SAMPLE_RATE, rate):

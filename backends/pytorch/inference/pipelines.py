@@ -19,11 +19,11 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-if __package__ and __package__.rsplit(".", 1)[-1] == "inference":  # the compiler's package
+if TYPE_CHECKING or (__package__ or "").rsplit(".", 1)[-1] == "inference":  # the compiler's package
     from ..training import data, loop
     from . import inputs, tasks
 else:  # beside model.py in the output folder
@@ -40,12 +40,20 @@ def _by_path(path: Path, role: str) -> Any:
     key = f"metagen_{role}:{path.resolve()}"
     if key not in sys.modules:
         spec = importlib.util.spec_from_file_location(key, path)
-        if spec is None or spec.loader is None:
-            raise PredictError(f"{path}: cannot import")
+        assert spec is not None and spec.loader is not None  # a .py path always has the source file loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[key] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - whatever a hand-edited or truncated file raises is one message
+            del sys.modules[key]
+            raise PredictError(f"{path}: cannot import it ({_first_line(e)}); compile the spec again") from None
     return sys.modules[key]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{e.__class__.__name__}: {text.splitlines()[0]}" if text else e.__class__.__name__
 
 
 def _doc_field(module: Any, pattern: str) -> str:
@@ -77,13 +85,22 @@ def load_pipeline(folder: str | Path, weights: str | Path | None = None, checkpo
             resolved = json.loads((run / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise PredictError(f"{run}: not a run folder ({e.__class__.__name__} reading config.json)") from None
+        if not isinstance(resolved, dict) or not isinstance(resolved.get("model", {}), dict):
+            raise PredictError(f"{run / 'config.json'}: expected an object with the run's `model` Config fields")
         fields = {f.name: f for f in dataclasses.fields(module.Config)}
         values = {k: tuple(v) if isinstance(fields[k].default, tuple) else v
                   for k, v in resolved.get("model", {}).items() if k in fields}
         model = module.build_model(module.Config(**values))
-        loop.load_checkpoint(ckpt, model)
+        try:
+            loop.load_checkpoint(ckpt, model)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type, torch a RuntimeError
+            raise PredictError(f"{ckpt / 'model.safetensors'}: does not load into this model.py "
+                               f"({_first_line(e)})") from None
         if (run / "data.json").is_file():
-            state = json.loads((run / "data.json").read_text())
+            try:
+                state = json.loads((run / "data.json").read_text())
+            except json.JSONDecodeError as e:
+                raise PredictError(f"{run / 'data.json'}: not valid JSON ({e.msg})") from None
         if (run / "tokenizer.json").is_file():
             run_tokenizer = run / "tokenizer.json"
     elif weights is not None or random_init:
@@ -110,8 +127,19 @@ def load_pipeline(folder: str | Path, weights: str | Path | None = None, checkpo
         names = _read_labels(Path(labels))
     else:
         names = [str(v) for v in labels]
-    model = model.to(loop.pick_device(device)).eval()
+    model = model.to(_device(device)).eval()
     return Pipeline(model, module, state, tok, names, trained=checkpoint is not None)
+
+
+def _device(name: str) -> torch.device:
+    """--device checked: a device torch knows, and a GPU only where there is one."""
+    try:
+        device = torch.device(loop.pick_device(name))
+    except RuntimeError:
+        raise PredictError(f"--device {name}: not a device; expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PredictError(f"--device {name}: this torch sees no CUDA GPU; use --device cpu (or auto)")
+    return device
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -126,7 +154,13 @@ def _read_labels(path: Path) -> list[str]:
             raise PredictError(f"{path}: not valid JSON ({e.msg}); expected a list of class names") from None
         doc = doc.get("id2label", doc) if isinstance(doc, dict) else doc
         if isinstance(doc, dict):
+            bad = [k for k in doc if not k.strip().lstrip("-").isdigit()]
+            if bad:
+                raise PredictError(f"{path}: the key `{bad[0]}` of the id2label object is not an integer class id")
             return [str(doc[k]) for k in sorted(doc, key=int)]
+        if not isinstance(doc, list):
+            raise PredictError(f"{path}: expected a JSON list of class names or an id2label object "
+                               f"({{\"0\": name, ...}}), not {type(doc).__name__}")
         return [str(v) for v in doc]
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -137,7 +171,8 @@ class Pipeline:
 
     def __init__(self, model: torch.nn.Module, module: Any, state: dict[str, Any] | None, tokenizer: Any,
                  labels: list[str] | None, trained: bool):
-        self.model, self.module, self.state, self.tokenizer, self.labels = model, module, state, tokenizer, labels
+        self.model: Any = model  # a compiled model: its task methods (generate, detect, sample, ...) vary
+        self.module, self.state, self.tokenizer, self.labels = module, state, tokenizer, labels
         self.config = dict(vars(getattr(model, "config", None) or {}))
         self.task = getattr(module, "TASK", None) or _doc_field(module, r"task `(\w+)`")
         self.family = _doc_field(module, r"Family `([\w.]+)`")
@@ -146,9 +181,9 @@ class Pipeline:
         params = list(inspect.signature(model.forward).parameters)
         self.inputs: dict[str, torch.Tensor] = {n: t[0] for n, t in zip(params, example)}
         self.image_mode = inputs.image_mode(self.family, trained)
-        self.runner, self.writes = tasks.TASKS.get(self.task, (None, "json"))
-        if self.runner is None:
+        if self.task not in tasks.TASKS:
             raise PredictError(f"task `{self.task}` of {module.__name__}: no pipeline")
+        self.runner, self.writes = tasks.TASKS[self.task]
 
     # ---------------------------------------------------------------------------------------- calling
 
@@ -178,12 +213,21 @@ class Pipeline:
         path = Path(text)
         if path.suffix == ".txt" and path.is_file():
             text = data.read_utf8(path)
-        ids = list(self.tokenizer.encode(text).ids)
+        ids = self.known_ids(list(self.tokenizer.encode(text).ids), text)
         context = int(self.config.get("context", 0)) or None
         limit = limit if limit is not None else context
         if limit is not None and len(ids) > limit:
             raise PredictError(f"the prompt `{inputs.short(text)}` is {len(ids)} tokens, longer than the model's "
                                f"context of {limit}")
+        return ids
+
+    def known_ids(self, ids: list[int], text: str) -> list[int]:
+        """Token ids the model has embeddings for (below its vocab); a larger one means another model's tokenizer."""
+        vocab = int(self.config.get("vocab", 0))
+        if vocab and ids and max(ids) >= vocab:
+            raise PredictError(f"the tokenizer gives `{inputs.short(text)}` the token id {max(ids)}, beyond the "
+                               f"model's vocab of {vocab}: pass this model's tokenizer.json (--tokenizer), or "
+                               "--set vocab=N for weights of that size")
         return ids
 
     def token_id(self, names: Sequence[str]) -> int | None:

@@ -5,9 +5,11 @@
     python predict.py --weights detr.safetensors street.jpg --out boxes.json            # boxes, labels, scores
     python predict.py --checkpoint runs/<run>/last --steps 50 --guidance 7.5 -o samples/ "a red square"
     python predict.py --checkpoint runs/<run>/last --init-image x.png --strength 0.6 [--mask m.png] "a red square"
+    python predict.py --weights layoutlm/ --tokenizer tokenizer.json page.png "What is the total?"  # OCR (tesseract)
+    python predict.py --weights musicgen/ --codec encodec_32khz/ --max-new-tokens 250 -o music/  # WAV files
 
 Prints one result per input (the generated text, or one JSON object per line) and, with --out, writes them:
-a .json file of the results, or for masks and generated images a folder of PNG files and results.json.
+a .json file of the results, or for masks, generated images and audio a folder of PNG/WAV files and results.json.
 Bad input is one line `error: ...` on stderr and exit status 1. Needs torch (and what the inputs need: tokenizers,
 Pillow, soundfile); not MetaGen.
 """
@@ -18,12 +20,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-if __package__ and __package__.rsplit(".", 1)[-1] == "inference":  # the compiler's package
+if TYPE_CHECKING or (__package__ or "").rsplit(".", 1)[-1] == "inference":  # the compiler's package
     from ..training import data
-    from . import pipelines
+    from . import audio_out, pipelines
 else:  # run as a script from the model's folder
+    import audio_out  # type: ignore[no-redef]
     import data  # type: ignore[no-redef]
     import pipelines  # type: ignore[no-redef]
 
@@ -56,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
     g("--top-p", type=float, default=None)
     g("--repetition-penalty", type=float, default=None)
     g("--seed", type=int, default=None, help="seeds sampling and diffusion noise")
+    g("--num-beams", type=int, default=None,
+      help="beam search with this many beams (models with generate(): decoders and encoder-decoders)")
+    g("--length-penalty", type=float, default=None,
+      help="beam search: a finished beam scores its log-probability / length ** this (default 1)")
+    g("--no-cache", action="store_true",
+      help="decode without the key-value cache, re-running the whole sequence each step (a check; slower)")
     g("--docs", help="retrieval-augmented generation: the folder of documents to answer from")
     t = p.add_argument_group("other tasks").add_argument
     t("--top", type=int, default=None, help="labels (5), recommended items or new links (10) to show")
@@ -66,14 +75,20 @@ def parser() -> argparse.ArgumentParser:
     t("--strength", type=float, default=None,
       help="diffusion: how far to noise --init-image, 0 (kept) to 1 (pure noise); default 0.8, 1 with --mask")
     t("--mask", help="diffusion: inpainting: a mask image the init image's size, white is repainted, black kept")
-    t("--context", help="question answering: the passage (text or a .txt file) the answer is in")
+    t("--context", help="question answering: the passage (text or a .txt file) the answer is in; document QA: the "
+      "page image")
+    t("--ocr-lang", help="document QA: Tesseract's language of the page (default eng)")
+    t("--codec", help="codec language models (MusicGen): an EnCodec checkpoint folder (transformers' layout) that "
+      "decodes the generated codes; each result is written as a WAV file")
     t("--pairs", help="link prediction: SOURCE-TARGET node pairs to score, comma-separated")
     t("--action", type=int, default=None, help="world model: the action taken")
     return p
 
 
 OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "docs",
-           "top", "threshold", "steps", "guidance", "context", "pairs", "action", "init_image", "mask")
+           "num_beams", "length_penalty",
+           "top", "threshold", "steps", "guidance", "context", "pairs", "action", "init_image", "mask", "codec",
+           "ocr_lang")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         options = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) not in (None, False)}
         if args.strength is not None:  # 0 is a strength
             options["strength"] = args.strength
+        if args.num_beams is not None:  # 0 is a (bad) beam count
+            options["num_beams"] = args.num_beams
+        if args.no_cache:
+            options["use_cache"] = False
         results = pipe(items, batch_size=args.batch_size, **options)
         results = results if isinstance(results, list) else [results]
         show(results, pipe.writes, args)
@@ -106,10 +125,12 @@ def _one_line(e: BaseException) -> str:
 
 
 def show(results: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> None:
-    """Print the results and write --out: files for masks and images, JSON for the rest."""
+    """Print the results and write --out: files for masks, images and audio, JSON for the rest."""
+    if any("audio" in r for r in results):  # a codec model's waveforms: WAV files, as images are PNG
+        kind = "png"
     written = save_files(results, Path(args.out or "predictions")) if kind == "png" else results
     for r in written:
-        if kind == "text" and not args.json:
+        if kind == "text" and not args.json and "codes" not in r:
             print(r.get("generated_text", r.get("text", r.get("answer", ""))))
         else:
             print(json.dumps(r))
@@ -120,7 +141,8 @@ def show(results: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> 
 
 
 def save_files(results: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
-    """Each result's mask or image(s) as PNG in `folder` (a latent as .pt too); the JSON gets their paths."""
+    """Each result's mask or image(s) as PNG in `folder` (a latent as .pt too), its audio as WAV; the JSON gets
+    their paths."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,6 +155,10 @@ def save_files(results: list[dict[str, Any]], folder: Path) -> list[dict[str, An
             path = folder / f"{stem}_mask.png"
             r.pop("mask").save(path)
             r["mask"] = str(path)
+        if "audio" in r:
+            path = folder / f"{stem}.wav"
+            audio_out.write_wav(path, r.pop("audio"), int(r["sample_rate"]))
+            r["audio"] = str(path)
         if "image" in r:
             path = folder / f"{stem}.png"
             r.pop("image").save(path)

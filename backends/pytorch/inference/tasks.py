@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-if __package__ and __package__.rsplit(".", 1)[-1] == "inference":  # the compiler's package
+if TYPE_CHECKING or (__package__ or "").rsplit(".", 1)[-1] == "inference":  # the compiler's package
     from ..training import data
-    from . import inputs
+    from . import audio_out, inputs, ocr
     from .inputs import BOS_NAMES, EOS_NAMES, INTERNAL_INPUTS, PredictError, batches, integer, short
 else:  # beside model.py in the output folder
+    import audio_out  # type: ignore[no-redef]
     import data  # type: ignore[no-redef]
     import inputs  # type: ignore[no-redef]
+    import ocr  # type: ignore[no-redef]
     from inputs import (  # type: ignore[no-redef]
         BOS_NAMES,
         EOS_NAMES,
@@ -36,6 +38,12 @@ if TYPE_CHECKING:  # pipelines.py imports this module; the runners take its Pipe
 
 __all__ = ["TASKS", "decode_loop"]
 
+
+
+def _threshold(options: dict[str, Any], default: float) -> float:
+    """--threshold, where 0 is a threshold (not the default)."""
+    value = options.get("threshold")
+    return float(value) if value is not None else default
 
 
 def _first(out: Any) -> torch.Tensor:
@@ -125,24 +133,40 @@ def run_generation(pipe: Pipeline, args: list[str], size: int, options: dict[str
     items = pipe.items(args)
     bos = pipe.token_id(("<pad>",) + BOS_NAMES) if "target" in pipe.inputs else pipe.token_id(BOS_NAMES)
     for group, batch in batches(items, size):
+        before: list[list[int]]  # the tokens the generated text continues
         if "target" in pipe.inputs:
-            start = torch.full((len(group), 1), bos or 0, dtype=torch.long)
-            enc = {k: v.to(pipe.device) for k, v in batch.items()}
-            new = decode_loop(lambda t, enc=enc: _first(pipe.model(*(t if n == "target" else enc[n]
-                                                                    for n in pipe.inputs))),
-                              start.to(pipe.device), max_new, eos, options, gen)
-            prompts = [[] for _ in group]
+            new = _seq2seq(pipe, batch, bos or 0, max_new, eos, options, gen)
+            before = [[] for _ in group]
         else:  # image + text prompt: the text continues
-            ids = batch["text"] if batch["text"].shape[1] else torch.full((len(group), 1), bos or 0, dtype=torch.long)
-            image = batch["image"].to(pipe.device)
-            new = decode_loop(lambda t, image=image: _first(pipe.model(image, t)), ids.to(pipe.device), max_new, eos,
-                              options, gen)
-            prompts = [it.meta.get("ids", []) for it in group]
+            first = batch["text"] if batch["text"].shape[1] else torch.full((len(group), 1), bos or 0, dtype=torch.long)
+            new = _after_image(pipe, first.to(pipe.device), batch["image"].to(pipe.device), max_new, eos, context,
+                               options, gen)
+            before = [it.meta.get("ids", []) for it in group]
         for k, it in enumerate(group):
-            out = _strip(new[k].tolist(), eos)
-            results.append({"input": it.where, "generated_text": pipe.decode(prompts[k] + out),
+            out = _strip(new[k], eos)
+            results.append({"input": it.where, "generated_text": pipe.decode(before[k] + out),
                             "completion": pipe.decode(out), "tokens": out})
     return results
+
+
+def _after_image(pipe: Pipeline, first: torch.Tensor, image: torch.Tensor, max_new: int, eos: int | None,
+                 context: int | None, options: dict[str, Any], gen: torch.Generator | None) -> list[list[int]]:
+    """The new tokens of each row of a VLM after its image and prompt `first`: model.generate(), which computes the
+    image's tokens once and decodes with the key-value cache (greedy, sampled or beam search); a model.py without
+    generate() decodes by decode_loop, re-running the whole model each step."""
+    if hasattr(pipe.model, "generate") and (getattr(pipe.model, "decoding", None) or {}).get("kind") == "prefix_decoder":
+        if context is not None and first.shape[1] + max_new > context:
+            raise PredictError(f"the prompt is {first.shape[1]} tokens; with --max-new-tokens {max_new} that passes "
+                               f"the model's context of {context}")
+        generated = pipe.model.generate(first, image=image, max_new_tokens=max_new, eos_token_id=eos, generator=gen,
+                                        **_generate_options(options))
+        return [[t for t in row[first.shape[1]:] if t >= 0] for row in generated.tolist()]
+    _no_beams(pipe, options)
+
+    def step(t: torch.Tensor) -> torch.Tensor:
+        return _first(pipe.model(image, t))
+
+    return decode_loop(step, first, max_new, eos, options, gen).tolist()
 
 
 def _decoder_generate(pipe: Pipeline, prompts: list[list[int]], max_new: int, eos: int | None,
@@ -153,11 +177,11 @@ def _decoder_generate(pipe: Pipeline, prompts: list[list[int]], max_new: int, eo
         pad = eos if eos is not None else 0
         ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts], dtype=torch.long)
         mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
-        kw = {k: options[k] for k in ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
-              if options.get(k) is not None}
-        out = pipe.model.generate(ids.to(pipe.device), max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad,
-                                  attention_mask=mask.to(pipe.device), generator=gen, **kw)
-        return [row[longest:] for row in out.tolist()]
+        generated = pipe.model.generate(ids.to(pipe.device), max_new_tokens=max_new, eos_token_id=eos,
+                                        pad_token_id=pad, attention_mask=mask.to(pipe.device), generator=gen,
+                                        **_generate_options(options))
+        return [[t for t in row[longest:] if t >= 0] for row in generated.tolist()]
+    _no_beams(pipe, options)
     out: list[list[int]] = []
     for p in prompts:
         start = torch.tensor([p], dtype=torch.long, device=pipe.device)
@@ -165,11 +189,73 @@ def _decoder_generate(pipe: Pipeline, prompts: list[list[int]], max_new: int, eo
     return out
 
 
+def _beams(options: dict[str, Any]) -> int:
+    """--num-beams, checked: 1 (greedy or sampled) or more (beam search, which samples nothing)."""
+    beams = int(options["num_beams"]) if options.get("num_beams") is not None else 1
+    if beams < 1:
+        raise PredictError(f"--num-beams must be 1 or more, got {beams}")
+    if beams > 1 and options.get("do_sample"):
+        raise PredictError(f"--num-beams {beams} searches for the likeliest text and --do-sample samples one: "
+                           "give one of them")
+    return beams
+
+
+def _generate_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The decoding options as model.generate()'s keywords: sampling, repetition penalty, beam search
+    (num_beams, length_penalty) and use_cache=False (decoding without the cache, the reference it is checked
+    against)."""
+    kw = {k: options[k] for k in ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "length_penalty")
+          if options.get(k) is not None}
+    beams = _beams(options)
+    if beams > 1:
+        kw["num_beams"] = beams
+    if options.get("use_cache") is False:
+        kw["use_cache"] = False
+    return kw
+
+
+def _no_beams(pipe: Pipeline, options: dict[str, Any]) -> None:
+    """A model without generate() decodes by decode_loop: greedy or sampled, no beam search."""
+    if _beams(options) > 1:
+        raise PredictError(f"--num-beams: {pipe.family or 'this model'} has no generate() in model.py (it decodes "
+                           "token by token, re-running the model), so beam search is not available; leave "
+                           "--num-beams out")
+
+
+def _seq2seq(pipe: Pipeline, sources: dict[str, torch.Tensor], start: int, max_new: int, eos: int | None,
+             options: dict[str, Any], gen: torch.Generator | None) -> list[list[int]]:
+    """The new tokens of each row of an encoder-decoder (T5, Whisper, FiD's reader) for its batched `sources`
+    (forward's inputs but the target), from the decoder's `start` token: model.generate(), which encodes the
+    source once and decodes with the decoder's key-value cache (greedy, sampled, or beam search with
+    num_beams); a model.py without generate() decodes by decode_loop, re-running the whole model each step."""
+    plan = getattr(pipe.model, "decoding", None) or {}
+    order = [n for n in plan.get("inputs", pipe.inputs) if n != plan.get("target", "target")]
+    src = {n: sources[n].to(pipe.device) for n in order}
+    if hasattr(pipe.model, "generate") and plan.get("kind") == "encoder_decoder":
+        first, *rest = order
+        generated = pipe.model.generate(src[first], max_new_tokens=max_new, eos_token_id=eos,
+                                        decoder_start_token_id=start, generator=gen, **_generate_options(options),
+                                        **{n: src[n] for n in rest})
+        return [[t for t in row[1:] if t >= 0] for row in generated.tolist()]  # after the start token
+    _no_beams(pipe, options)
+    rows = len(src[order[0]])
+    begin = torch.full((rows, 1), start, dtype=torch.long, device=pipe.device)
+
+    def step(t: torch.Tensor) -> torch.Tensor:
+        return _first(pipe.model(*(t if n == "target" else src[n] for n in pipe.inputs)))
+
+    return decode_loop(step, begin, max_new, eos, options, gen).tolist()
+
+
 def run_codec_generation(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict[str, Any]]:
-    """A codec language model (MusicGen): new codec frames from an empty prompt; the compiled model has no audio
-    codec, so the answer is the codec tokens (K codebooks x frames), for EnCodec to decode."""
+    """A codec language model (MusicGen): new codec frames from an empty prompt, the codec tokens (K codebooks x
+    frames); with the `codec` option (an EnCodec checkpoint folder, audio_out.py) also their waveform, which
+    predict.py writes as WAV."""
     steps = int(options.get("max_new_tokens") or 32)
     k = int(pipe.inputs["audio"].shape[0])
+    codec = audio_out.load_codec(options["codec"], pipe.device) if options.get("codec") else None
+    if codec is not None:
+        codec.check(k, int(pipe.config["codebook_size"]) if "codebook_size" in pipe.config else None)
     out = []
     for i, arg in enumerate(args):
         gen = torch.Generator().manual_seed(int(options.get("seed") or 0) + i)
@@ -177,8 +263,13 @@ def run_codec_generation(pipe: Pipeline, args: list[str], size: int, options: di
         temperature = 0.0 if not options.get("do_sample") else float(options.get("temperature") or 1.0)
         codes = pipe.model.generate(prompt, steps, temperature=temperature, top_k=int(options.get("top_k") or 250),
                                     generator=gen)
-        out.append({"input": arg, "codes": codes[0].tolist(), "note": "codec tokens (codebooks x frames); the "
-                    "compiled model has no audio codec to decode them"})
+        if codec is None:
+            out.append({"input": arg, "codes": codes[0].tolist(), "note": "codec tokens (codebooks x frames), not "
+                        "audio: pass --codec PATH (an EnCodec checkpoint) to decode them to a WAV file"})
+            continue
+        audio = codec.decode(codes[0])
+        out.append({"input": arg, "codes": codes[0].tolist(), "audio": audio, "sample_rate": codec.sample_rate,
+                    "seconds": round(audio.shape[-1] / codec.sample_rate, 6)})
     return out
 
 
@@ -189,15 +280,12 @@ def run_speech(pipe: Pipeline, args: list[str], size: int, options: dict[str, An
                            "or --tokenizer tokenizer.json")
     max_new = min(int(options.get("max_new_tokens") or int(pipe.config.get("context", 448)) - 1),
                   int(pipe.config.get("context", 448)) - 1)
-    bos, eos = pipe.token_id(BOS_NAMES), pipe.token_id(EOS_NAMES)
+    bos, eos = pipe.token_id(BOS_NAMES), options.get("eos_token_id", pipe.token_id(EOS_NAMES))
     results = []
     for group, batch in batches(pipe.items(args), size):
-        audio = batch["audio"].to(pipe.device)
-        start = torch.full((len(group), 1), bos or 0, dtype=torch.long, device=pipe.device)
-        new = decode_loop(lambda t, audio=audio: _first(pipe.model(audio, t)), start, max_new, eos, options,
-                          _generator(options))
+        new = _seq2seq(pipe, batch, bos or 0, max_new, eos, options, _generator(options))
         for k, it in enumerate(group):
-            out = _strip(new[k].tolist(), eos)
+            out = _strip(new[k], eos)
             results.append({"input": it.where, "text": pipe.decode(out).strip(), "tokens": out})
     return results
 
@@ -301,8 +389,6 @@ def run_sequence_labeling(pipe: Pipeline, args: list[str], size: int, options: d
 
 def run_question_answering(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict]:
     """The answer span: the best start <= end (at most --max-answer tokens) of the start and end logits."""
-    if pipe.task == "document_qa":
-        raise PredictError("document_qa needs each word's box on the page (OCR): not covered by predict.py yet")
     context = options.get("context")
     if context:
         path = Path(context)
@@ -313,7 +399,7 @@ def run_question_answering(pipe: Pipeline, args: list[str], size: int, options: 
         if pipe.tokenizer is None:
             pipe.encode(arg)  # the one-line error
         enc = pipe.tokenizer.encode(arg, context) if context else pipe.tokenizer.encode(arg)
-        ids = list(enc.ids)
+        ids = pipe.known_ids(list(enc.ids), arg)
         limit = int(pipe.config.get("context", len(ids)))
         if len(ids) > limit:
             raise PredictError(f"the question and context are {len(ids)} tokens, longer than the model's context of "
@@ -407,7 +493,7 @@ def run_points(pipe: Pipeline, args: list[str], size: int, options: dict[str, An
 def run_detection(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Boxes (x1, y1, x2, y2 in the input image's pixels, clipped to it), labels and scores, from the model's
     detect()."""
-    threshold = float(options.get("threshold") if options.get("threshold") is not None else 0.5)
+    threshold = _threshold(options, 0.5)
     results = []
     for group, batch in batches(pipe.items(args), size):
         found = pipe.model.detect(batch["image"].to(pipe.device), score_threshold=threshold)
@@ -416,8 +502,8 @@ def run_detection(pipe: Pipeline, args: list[str], size: int, options: dict[str,
             scale = torch.tensor([w / s, h / s, w / s, h / s])
             boxes = found[k]["boxes"].float().cpu() * scale
             boxes = torch.minimum(boxes.clamp(min=0), torch.tensor([w, h, w, h], dtype=boxes.dtype))  # in the image
-            objects = [{"label": pipe.label(int(c)), "id": int(c), "score": round(float(p), 6),
-                        "box": [round(float(v), 2) for v in b]}
+            objects: list[dict[str, Any]] = [{"label": pipe.label(int(c)), "id": int(c), "score": round(float(p), 6),
+                                              "box": [round(float(v), 2) for v in b]}
                        for b, p, c in zip(boxes, found[k]["scores"], found[k]["labels"])]
             objects.sort(key=lambda o: -o["score"])
             results.append({"input": it.where, "size": [w, h], "objects": objects})
@@ -454,7 +540,7 @@ def run_semantic_segmentation(pipe: Pipeline, args: list[str], size: int, option
 
 def run_instance_segmentation(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict]:
     """Instances above --threshold: label, score and box in image pixels; `mask` (PNG) has instance k's pixels at k."""
-    threshold = float(options.get("threshold") if options.get("threshold") is not None else 0.5)
+    threshold = _threshold(options, 0.5)
     results = []
     for group, batch in batches(pipe.items(args), size):
         found = pipe.model.instance_inference(pipe.forward(batch), top_k=int(options.get("top") or 100))
@@ -520,9 +606,7 @@ def _init_sample(path: Path, shape: tuple[int, ...]) -> tuple[torch.Tensor, tupl
     if shape[0] not in (1, 3):
         raise PredictError(f"{path}: this model samples {shape[0]}-channel latents (no VAE encoder compiled): give "
                            "--init-image as a .pt latent of shape " + str(tuple(shape)))
-    im = inputs.read_image(path, int(shape[0]))
-    if shape[1] != shape[2]:
-        raise PredictError(f"--init-image: the model samples {shape[2]}x{shape[1]} images; only square ones are read")
+    im = inputs.read_image(path, int(shape[0]))  # the U-Net families sample square images (image_size)
     x = inputs.image_tensor(im, int(shape[1]), int(shape[0]), inputs.ImageMode("square", (0.5,), (0.5,)))
     return x, im.size
 
@@ -682,6 +766,7 @@ def run_actions(pipe: Pipeline, args: list[str], size: int, options: dict[str, A
 def run_world_model(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict[str, Any]]:
     """An observation row and --action in; the predicted next observation, reward and episode-end probability."""
     action = integer(str(options.get("action") if options.get("action") is not None else 0), "action")
+    _known(pipe, action, "num_actions", "action")
     results = []
     for a in args:
         for it in pipe._rows(a):
@@ -694,13 +779,18 @@ def run_world_model(pipe: Pipeline, args: list[str], size: int, options: dict[st
     return results
 
 
+def _known(pipe: Pipeline, value: int, field: str, what: str) -> int:
+    """An id the model has an embedding for: 0 <= value < the Config's `field` (where it has one)."""
+    n = int(pipe.config.get(field, 0))
+    if n and not 0 <= value < n:
+        raise PredictError(f"{what} {value}: the model knows {what}s 0..{n - 1}")
+    return value
+
+
 def run_recommendation(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict]:
     """User ids in; the --top items of the highest score u . v over the catalogue."""
     top = int(options.get("top") or 10)
-    users = torch.tensor([integer(a, "user") for a in args], device=pipe.device)
-    n = int(pipe.config.get("num_users", 0))
-    if n and int(users.max()) >= n:
-        raise PredictError(f"user {int(users.max())}: the model knows users 0..{n - 1}")
+    users = torch.tensor([_known(pipe, integer(a, "user"), "num_users", "user") for a in args], device=pipe.device)
     items = pipe.model.recommend(users, k=top)
     u, v = pipe.model(users, items.flatten())
     scores = (u.repeat_interleave(items.shape[1], 0) * v).sum(-1).view_as(items)
@@ -715,7 +805,8 @@ def run_ranking(pipe: Pipeline, args: list[str], size: int, options: dict[str, A
         u, colon, i = a.partition(":")
         if not colon:
             raise PredictError(f"input `{a}`: expected USER:ITEM ids")
-        pairs.append((integer(u, "user"), integer(i, "item")))
+        pairs.append((_known(pipe, integer(u, "user"), "num_users", "user"),
+                      _known(pipe, integer(i, "item"), "num_items", "item")))
     user = torch.tensor([p[0] for p in pairs], device=pipe.device)
     item = torch.tensor([p[1] for p in pairs], device=pipe.device)
     scores = _first(pipe.model(user, item)).float().flatten()
@@ -736,11 +827,13 @@ def run_rag(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any])
     plen, n = int(pipe.config["passage_length"]), int(pipe.config["num_passages"])
     passages: list[tuple[str, list[int]]] = []
     for f in files:
-        ids = list(pipe.tokenizer.encode(data.read_utf8(f)).ids) if pipe.tokenizer is not None else pipe.encode("")
+        text = data.read_utf8(f)
+        ids = pipe.known_ids(list(pipe.tokenizer.encode(text).ids), text) if pipe.tokenizer is not None else \
+            pipe.encode("")
         passages += [(f"{f.name}#{k // plen}", ids[k : k + plen]) for k in range(0, max(len(ids), 1), plen)]
     pad = pipe.token_id(("<pad>",)) or 0
     bos = pipe.token_id(("<pad>",) + BOS_NAMES) or 0
-    eos = pipe.token_id(EOS_NAMES)
+    eos = options.get("eos_token_id", pipe.token_id(EOS_NAMES))
     results = []
     for a in args:
         q = torch.tensor([pipe.encode(a)], device=pipe.device)
@@ -756,10 +849,9 @@ def run_rag(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any])
         p = torch.full((1, n, plen), pad, dtype=torch.long)
         for j, idx in enumerate(best):
             p[0, j, : len(passages[idx][1])] = torch.tensor(passages[idx][1])
-        p = p.to(pipe.device)
-        new = decode_loop(lambda t, q=q, p=p: pipe.model(q, p, t)[0], start, int(options.get("max_new_tokens") or 32),
-                          eos, options, _generator(options))
-        out = _strip(new[0].tolist(), eos)
+        new = _seq2seq(pipe, {"text": q, "passages": p}, bos, int(options.get("max_new_tokens") or 32), eos, options,
+                       _generator(options))
+        out = _strip(new[0], eos)
         results.append({"input": a, "answer": pipe.decode(out).strip(),
                         "passages": [{"passage": passages[j][0], "score": round(scores[j], 6)} for j in best]})
     return results
@@ -779,7 +871,7 @@ TASKS: dict[str, tuple[Runner, str]] = {
     "regression": (run_regression, "json"),
     "sequence_labeling": (run_sequence_labeling, "json"),
     "question_answering": (run_question_answering, "json"),
-    "document_qa": (run_question_answering, "json"),
+    "document_qa": (ocr.run_document_qa, "json"),
     "shape_generation": (run_points, "json"),
     "embedding": (run_embedding, "json"),
     "time_series_forecast": (run_forecast, "json"),

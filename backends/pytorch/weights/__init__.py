@@ -33,6 +33,7 @@ PRESET_LAYOUTS: dict[str, str] = {
     "vit_b_16": "torchvision_vit",
     "r2plus1d_18": "torchvision_video_resnet",
     "r3d_18": "torchvision_video_resnet",
+    "sd15": "sd15",
 }
 
 # family (qualified name) -> its layout, for specs written with the family and their own dims
@@ -52,6 +53,7 @@ FAMILY_LAYOUTS: dict[str, str] = {
     "std.vision.convnext": "torchvision_convnext",
     "std.vision.vit": "torchvision_vit",
     "std.videocnn.resnet3d": "torchvision_video_resnet",
+    "std.diffusion.unet": "sd15",  # diffusers' UNet2DConditionModel at the spec's dims, with a CLIP text encoder
 }
 
 _LAYOUT_LINE = "LAYOUT: str | None = None\n"

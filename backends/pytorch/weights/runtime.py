@@ -1,6 +1,6 @@
-"""Checkpoints in and out of a compiled model: the reference implementation's layout (transformers, torchvision)
-or the model's own state_dict, read from safetensors, torch pickles (.bin, .pth, .pt; weights_only) or a sharded
-checkpoint with its `*.index.json`.
+"""Checkpoints in and out of a compiled model: the reference implementation's layout (transformers, torchvision,
+diffusers) or the model's own state_dict, read from safetensors, torch pickles (.bin, .pth, .pt; weights_only), a
+sharded checkpoint with its `*.index.json`, or a diffusers pipeline folder (unet/, text_encoder/).
 
     from weights import load_checkpoint, export_checkpoint
     model = load_checkpoint(build_model(), "gpt2/model.safetensors")   # the reference layout or our own
@@ -55,7 +55,8 @@ class Layout:
     """How one reference implementation names the tensors of the compiled model.
 
     rules: (ours, reference, transform). `ours` is a regular expression matched against our key (after
-    renumbering `first`/`rest.k` blocks to 0/k+1 where `first_rest`); `reference` a template, or a tuple of
+    renumbering `first`/`rest.k` blocks to 0/k+1 where `first_rest`, and naming a recursive U-Net's blocks as
+    diffusers' flat down_blocks/mid_block/up_blocks where `unet`); `reference` a template, or a tuple of
     templates for fused tensors, formatted with the match's groups ({0}, {1}, ...), each numeric group minus one
     ({m0}), and {e} for the stacked index. A reference of None: ours has no counterpart
     (a training counter such as num_batches_tracked) and keeps its value. transform:
@@ -74,6 +75,11 @@ class Layout:
     tied: Mapping[str, str] = field(default_factory=dict)  # reference key -> the key it is tied to
     prefixes: tuple[str, ...] = ()  # optional leading parts of reference keys (bert. of BertFor* checkpoints)
     first_rest: bool = False
+    unet: bool = False
+    # checkpoint keys written another way by other versions of the reference: (regular expression, replacement)
+    renames: tuple[tuple[str, str], ...] = ()
+    # a pipeline of several models in subfolders (diffusers): key prefix -> the weights file of its subfolder
+    components: Mapping[str, str] = field(default_factory=dict)
 
 
 _LAYER = r"(\d+)"
@@ -415,19 +421,44 @@ TORCHVISION_VIDEO_RESNET = Layout(
     first_rest=True,
 )
 
+_DIFFUSERS_ATTENTION = r"unet\.(.+\.transformer_blocks\.\d+)\."
+SD15 = Layout(
+    reference="diffusers StableDiffusionPipeline's unet (UNet2DConditionModel) and text_encoder (CLIPTextModel), "
+              "as saved in its unet/ and text_encoder/ folders (runwayml/stable-diffusion-v1-5; the VAE is not part "
+              "of the model)",
+    rules=(
+        (r"encoder_image\.conv_in\.(weight|bias)", "unet.conv_in.{0}", ""),
+        (r"encoder_timestep\.(linear_[12])\.(weight|bias)", "unet.time_embedding.{0}.{1}", ""),
+        (r"head\.(conv_norm_out|conv_out)\.(weight|bias)", "unet.{0}.{1}", ""),
+        (_DIFFUSERS_ATTENTION + r"(attn[12])\.to_out\.(weight|bias)", "unet.{0}.{1}.to_out.0.{2}", ""),
+        (_DIFFUSERS_ATTENTION + r"ff\.proj\.(weight|bias)", "unet.{0}.ff.net.0.proj.{1}", ""),
+        (_DIFFUSERS_ATTENTION + r"ff\.out\.(weight|bias)", "unet.{0}.ff.net.2.{1}", ""),
+        (r"unet\.((?:down_blocks|up_blocks|mid_block)\..+)", "unet.{0}", ""),  # named by _unet_names
+        *_clip_tower(r"encoder_text", "text_encoder.text_model"),
+    ),
+    ignore=(r"text_encoder\.text_model\.embeddings\.position_ids",),
+    # transformers 5 saves CLIPTextModel without the text_model. of the published checkpoints (and reads both)
+    renames=((r"^text_encoder\.(?!text_model\.)", "text_encoder.text_model."),),
+    unet=True,
+    components={"unet": "diffusion_pytorch_model.safetensors", "text_encoder": "model.safetensors"},
+)
+
 LAYOUTS: dict[str, Layout] = {
     "gpt2": GPT2, "llama": LLAMA, "mixtral": MIXTRAL, "bert": BERT, "layoutlm": LAYOUTLM, "clip": CLIP, "mamba": MAMBA,
     "t5": T5, "whisper": WHISPER,
     "musicgen": MUSICGEN, "detr": DETR, "detr_timm": DETR_TIMM, "maskformer": MASKFORMER,
     "torchvision_resnet": TORCHVISION_RESNET,
     "torchvision_convnext": TORCHVISION_CONVNEXT, "torchvision_vit": TORCHVISION_VIT,
-    "torchvision_video_resnet": TORCHVISION_VIDEO_RESNET,
+    "torchvision_video_resnet": TORCHVISION_VIDEO_RESNET, "sd15": SD15,
 }
 
 
 # ------------------------------------------------------------------ reading and writing files
-_SINGLE = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
-_INDEX = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_SINGLE = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt", "diffusion_pytorch_model.safetensors",
+           "diffusion_pytorch_model.bin")
+_INDEX = ("model.safetensors.index.json", "pytorch_model.bin.index.json",
+          "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin.index.json")
+_PIPELINE = ("unet", "text_encoder")  # the parts of a diffusers pipeline folder that a compiled model holds
 
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
@@ -452,8 +483,13 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """{key: tensor} of a checkpoint: a .safetensors file, a torch pickle (.bin, .pth, .pt), a sharded
-    checkpoint's *.index.json, or a folder holding one of them (model.safetensors, pytorch_model.bin, ...)."""
+    checkpoint's *.index.json, or a folder holding one of them (model.safetensors, pytorch_model.bin, ...). A
+    diffusers pipeline folder (unet/ beside no checkpoint file of its own) gives its unet/ and text_encoder/ weights,
+    their keys prefixed `unet.` and `text_encoder.`."""
     path = Path(path)
+    if path.is_dir() and (path / "unet").is_dir() and not any((path / n).exists() for n in _INDEX + _SINGLE):
+        return {f"{part}.{k}": v for part in _PIPELINE if (path / part).is_dir()
+                for k, v in read_checkpoint(path / part).items()}
     if path.is_dir():
         for name in _INDEX + _SINGLE:
             if (path / name).exists():
@@ -528,9 +564,47 @@ def _renumber(key: str) -> str:
     return re.sub(r"\.rest\.(\d+)\.", lambda m: f".{int(m.group(1)) + 1}.", key)
 
 
-def _rule_for(layout: Layout, key: str) -> tuple[tuple[str, ...] | None, str]:
-    """The reference key(s) our `key` comes from ({e} left in for stacks) and the transform."""
-    name = _renumber(key) if layout.first_rest else key
+_UNET_PART = re.compile(r"backbone\.down((?:\.inner|\.next)*)\.(down_res|down_attn|downsample|up_res|up_attn|upsample|mid)"
+                        r"\.(.+)")
+
+
+def _unet_names(keys: list[str]) -> dict[str, str]:
+    """Our keys of a recursive U-Net (each level's `inner` blocks, then `next` for the level below, the middle at
+    the bottom) -> diffusers' flat names: `unet.down_blocks.{level}.resnets.{j}`, `.attentions.{j}`,
+    `.downsamplers.0.conv`, `unet.mid_block.resnets.{0,1}` and `.attentions.0`, `unet.up_blocks.{levels - 1 -
+    level}.resnets.{n - j}` (n = layers_per_block: the up path has one block more per level) and `.upsamplers.0.conv`.
+    Keys elsewhere keep their names."""
+    parts = {}
+    for key in keys:
+        m = _UNET_PART.fullmatch(key)
+        if m is not None:
+            path = m.group(1)  # level L's block j is L `next`s down, then j `inner`s
+            parts[key] = (path.count(".next"), path.rsplit(".next", 1)[-1].count(".inner"), m.group(2), m.group(3))
+    if not parts:
+        return {}
+    levels = 1 + max(p[0] for p in parts.values())
+    n = max(p[1] for p in parts.values())
+    out = {}
+    for key, (level, j, block, rest) in parts.items():
+        down, up = f"unet.down_blocks.{level}", f"unet.up_blocks.{levels - 1 - level}"
+        out[key] = {"down_res": f"{down}.resnets.{j}", "down_attn": f"{down}.attentions.{j}",
+                    "downsample": f"{down}.downsamplers.0.conv", "up_res": f"{up}.resnets.{n - j}",
+                    "up_attn": f"{up}.attentions.{n - j}", "upsample": f"{up}.upsamplers.0.conv",
+                    "mid": "unet.mid_block"}[block] + "." + re.sub(r"^(resnet|attention)_(\d+)\.",
+                                                                   lambda g: f"{g.group(1)}s.{g.group(2)}.", rest)
+    return out
+
+
+def _match_names(layout: Layout, keys: list[str]) -> dict[str, str]:
+    """Our key -> the name the layout's rules match: `first`/`rest.k` renumbered, a U-Net's blocks flattened."""
+    names = _unet_names(keys) if layout.unet else {}
+    return {k: _renumber(names.get(k, k)) if layout.first_rest else names.get(k, k) for k in keys}
+
+
+def _rule_for(layout: Layout, key: str, name: str | None = None) -> tuple[tuple[str, ...] | None, str]:
+    """The reference key(s) our `key` (matched as `name`, _match_names' for it) comes from ({e} left in for stacks)
+    and the transform."""
+    name = name if name is not None else _renumber(key) if layout.first_rest else key
     for pattern, reference, transform in layout.rules:
         m = re.fullmatch(pattern, name)
         if m is None:
@@ -579,6 +653,7 @@ def from_reference(model: torch.nn.Module, state: Mapping[str, torch.Tensor], la
     for prefix in spec.prefixes:  # BertForSequenceClassification's bert.embeddings... -> embeddings...
         if any(k.startswith(prefix) for k in available):
             available = {k.removeprefix(prefix): v for k, v in available.items()}
+    available = {_renamed(spec, k): v for k, v in available.items()}
     used: set[str] = set()
     out: dict[str, torch.Tensor] = {}
 
@@ -590,8 +665,9 @@ def from_reference(model: torch.nn.Module, state: Mapping[str, torch.Tensor], la
         return None
 
     lacking: dict[str, list[str]] = {}
+    matched = _match_names(spec, list(ours))
     for key, target in ours.items():
-        refs, transform = _rule_for(spec, key)
+        refs, transform = _rule_for(spec, key, matched[key])
         if refs is None:
             continue
         names = _names(refs, transform, target)
@@ -653,8 +729,10 @@ def to_reference(model: torch.nn.Module, layout: str) -> dict[str, torch.Tensor]
     spec = _layout(layout)
     tied = _ties(model)
     out: dict[str, torch.Tensor] = {}
-    for key, v in model.state_dict().items():
-        refs, transform = _rule_for(spec, key)
+    state = model.state_dict()
+    matched = _match_names(spec, list(state))
+    for key, v in state.items():
+        refs, transform = _rule_for(spec, key, matched[key])
         if refs is None or key in tied:
             continue
         if transform == "cat":
@@ -671,8 +749,10 @@ def _reference_names(model: torch.nn.Module, layout: str) -> set[str]:
     """The reference keys `layout` gives the model's tensors, without their values."""
     spec = _layout(layout)
     names: set[str] = set()
-    for key, v in model.state_dict().items():
-        refs, transform = _rule_for(spec, key)
+    state = model.state_dict()
+    matched = _match_names(spec, list(state))
+    for key, v in state.items():
+        refs, transform = _rule_for(spec, key, matched[key])
         if refs is not None:
             names.update(_names(refs, transform, v))
     return names
@@ -704,11 +784,18 @@ def _own(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str,
     return out
 
 
+def _renamed(spec: Layout, key: str) -> str:
+    for pattern, replacement in spec.renames:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
 def _guess(model: torch.nn.Module, state: Mapping[str, torch.Tensor], layout: str) -> str:
     """OWN or `layout`: the one that names more of the checkpoint's keys (OWN on a tie)."""
     ours = model.state_dict()
-    names, prefixes = _reference_names(model, layout), _layout(layout).prefixes
-    ref_hits = sum(k in names or any(k.removeprefix(p) in names for p in prefixes) for k in state)
+    spec = _layout(layout)
+    names, prefixes = _reference_names(model, layout), spec.prefixes
+    ref_hits = sum(_renamed(spec, k) in names or any(k.removeprefix(p) in names for p in prefixes) for k in state)
     return OWN if sum(k in ours for k in state) >= ref_hits else layout
 
 
@@ -737,10 +824,18 @@ def export_checkpoint(model: torch.nn.Module, path: str | Path, layout: str | No
     """Write the model's weights in `layout` (default LAYOUT, else "own") to `path`: a .safetensors file, a torch
     pickle (.bin, .pth, .pt) or a folder (model.safetensors in it); with max_shard_bytes, safetensors shards
     and their index. "own" writes every key of the state_dict (a tied tensor under each of its keys, as
-    load_state_dict wants them); a reference layout writes a tied tensor once, as the reference saves it.
-    Returns the path."""
+    load_state_dict wants them); a reference layout writes a tied tensor once, as the reference saves it. A
+    pipeline layout (sd15) written to a folder gives one subfolder per part, as diffusers saves a pipeline
+    (unet/diffusion_pytorch_model.safetensors, text_encoder/model.safetensors). Returns the path."""
     layout = layout or LAYOUT or OWN
     state = dict(model.state_dict()) if layout == OWN else to_reference(model, layout)  # own: as load_state_dict
     path = Path(path)
+    parts = _layout(layout).components if layout != OWN else {}
+    if parts and (path.is_dir() or not path.suffix):
+        for part, file in parts.items():
+            prefix = part + "."
+            _write({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, path / part / file,
+                   max_shard_bytes)
+        return path
     _write(state, path, max_shard_bytes)
     return path
