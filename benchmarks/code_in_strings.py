@@ -4,8 +4,9 @@ Every str constant that is not a docstring (an f-string: its literal parts, `x` 
 format template ({{ -> {, }} -> }, {name} -> name, the lowering tables' `?` markers dropped), dedented, and counted
 when it parses as Python (alone, as a block header followed by an indented `pass`, or as lines of an indented body)
 into a statement or an expression with an operation (a call, an operator, a subscript, ...), not a bare name,
-dotted name or constant. Its non-blank lines count. A heuristic: it also counts one-line emitter text such as
-`w.line("return batch")`, so compare like with like (the same script on two trees).
+dotted name, keyword alone (a dict key such as "return") or constant. Its non-blank lines count. A heuristic: it
+also counts one-line emitter text such as `w.line("return batch")`, so compare like with like (the same script on
+two trees).
 
 Usage: python benchmarks/code_in_strings.py [FOLDER (default backends)]
 """
@@ -31,7 +32,7 @@ def _normalise(s: str) -> str:
 
 def is_code(s: str) -> bool:
     t = textwrap.dedent(_normalise(s)).strip("\n")
-    if not t.strip():
+    if not t.strip() or t.strip().isidentifier():  # a name or a keyword alone (a dict key "return") is no code
         return False
     block = "if 1:\n" + textwrap.indent(t, " ")
     for cand in (t, t + "\n    pass", block, block + "\n     pass"):

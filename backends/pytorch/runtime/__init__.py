@@ -7,6 +7,8 @@ batched prompts with padding. It imports torch only, never MetaGen.
 `diffusion.py`, `codec.py`, `masks.py` (the tasks' losses, metrics and inference), `rl.py` and `recsys.py` (model
 methods) are not copied: lowering.py's runtime_source pastes each definition a model.py needs into it, with the
 definitions it reads (lowering.RUNTIME_MODULES lists them, in model.py's order).
+`objectives/` holds each task's loss, metrics, example targets and sampler as a class (backends/pytorch/losses.py
+derives model.py's lines from its text, with the spec's input names filled in).
 Importing this package does not import torch.
 """
 
