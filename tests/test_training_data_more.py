@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -42,11 +43,27 @@ def _form(folder: Path, name: str, *overrides: str) -> tuple[data.Form, Any]:
     return data.detect_form(model, mod), model
 
 
+def _trained(folder: Path, run: Path, name: str, *overrides: str) -> tuple[data.Form, Any, dict[str, Any]]:
+    """The model's data form, the model with the weights of the run's last checkpoint (eval mode), and the run's
+    data.json."""
+    form, model = _form(folder, name, *overrides)
+    loop.load_checkpoint(run / "last", model)
+    model.eval()
+    return form, model, json.loads((run / "data.json").read_text())
+
+
+PNG = b"<an 8 x 8 grey PNG>"  # a file's content in the tables below: _write_files writes a real PNG there
+
+
 def _write_files(root: Path, files: Mapping[str, Any]) -> None:
     for rel, content in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
+        if content == PNG:
+            from PIL import Image
+
+            Image.new("L", (8, 8), 128).save(path, format="PNG")
+        elif isinstance(content, bytes):
             path.write_bytes(content)
         else:
             path.write_text(content)
@@ -58,6 +75,15 @@ def _error(form: data.Form, source: Path, run: Path, **options: Any) -> str:
         data.prepare(data.DataOptions(str(source), **options), form, run, None)
     text = str(e.value)
     assert "\n" not in text
+    return text
+
+
+def _check_error(form: data.Form, files: Mapping[str, Any], source: str, message: str, tmp_path: Path) -> str:
+    """Write `files` under tmp_path, prepare `source` for `form`: its DataError is `message` (@ the folder), or starts
+    with it where it ends in "(" (a parser's own words follow) or "of " (a measured count follows)."""
+    _write_files(tmp_path, files)
+    text, expected = _error(form, tmp_path / source, tmp_path / "run"), message.replace("@", str(tmp_path))
+    assert text.startswith(expected) if expected.endswith(("(", "of ")) else text == expected, text
     return text
 
 
@@ -136,10 +162,7 @@ def test_anomaly_metrics_are_over_the_split_and_match_sklearn(sensor: Path, tmp_
     assert evaluate_script.main(["--checkpoint", str(run / "last"), "--split", "test", "--batch-size", "5"]) == 0
     result = json.loads(capsys.readouterr().out)
 
-    form, model = _form(sensor, "anomaly_check", *SMALL_AE)
-    loop.load_checkpoint(run / "last", model)
-    model.eval()
-    state = json.loads((run / "data.json").read_text())
+    form, model, state = _trained(sensor, run, "anomaly_check", *SMALL_AE)
     splits = data.prepare(data.DataOptions(str(path), target="is_anomaly"), form, run, state)
     test = splits.test
     x, y = test.tensors["tabular"], test.tensors["is_anomaly"]  # type: ignore[attr-defined]
@@ -179,38 +202,30 @@ def _segments(*rects: tuple[int, int, int, int, int], size: int = 10) -> tuple[A
     return ids, [c for *_, c in rects]
 
 
-def test_panoptic_quality_of_a_hand_computed_case() -> None:
+def test_panoptic_quality_of_a_hand_computed_case(panoptic: Path) -> None:
     """Two images, classes 0 and 1. Image 1: ground truth A (class 0, 5x4 = 20 px) and B (class 1, 3x3 = 9 px);
     predicted A' (class 0, 20 px) covers 16 px of A and 4 void ones, which the union leaves out (IoU 16/20 = 0.8: a
     match), B' (class 1) 2 px of B (a miss: B' a false positive, B a false negative). Image 2: ground truth C (class
     1, 4x4); predicted C' equal to C (IoU 1) and D' (class 0) on void pixels only (neither TP nor FP: more than half
     of it is void). Class 0: TP 1 (IoU 0.8), FP 0, FN 0 -> PQ 0.8, SQ 0.8, RQ 1. Class 1: TP 1 (IoU 1), FP 1, FN 1
-    -> PQ 1/2, SQ 1, RQ 1/2. Means: PQ 0.65, SQ 0.9, RQ 0.75."""
+    -> PQ 1/2, SQ 1, RQ 1/2. Means: PQ 0.65, SQ 0.9, RQ 0.75. The generated panoptic_quality(), which split_metrics
+    runs once over a split's images, sums per class over its images before it divides."""
+    quality = load_module(panoptic / "model.py", "panoptic_hand").panoptic_quality
+
+    def pq_sq_rq(*args: Any) -> list[float]:
+        return [float(v) for v in quality(*args, 2)]
+
     gt1, gc1 = _segments((0, 0, 5, 4, 0), (6, 6, 3, 3, 1))
     pred1, pc1 = _segments((1, 0, 5, 4, 0), (6, 6, 1, 2, 1))  # A' overlaps A in 4 x 4, void 4 px; B' 2 px of B
     gt2, gc2 = _segments((0, 0, 4, 4, 1))
     pred2, pc2 = _segments((0, 0, 4, 4, 1), (6, 6, 3, 3, 0))
-    counts = split_metrics.panoptic_counts(torch.stack((pred1, pred2)), [pc1, pc2], torch.stack((gt1, gt2)),
-                                           [gc1, gc2], 2)
-    assert counts.tolist() == [[pytest.approx(0.8), 1.0], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
-    pq, sq, rq = split_metrics.panoptic_scores(counts)
-    assert pq == pytest.approx(0.65) and sq == pytest.approx(0.9) and rq == pytest.approx(0.75)
-    # image by image and added up: the same sums (a split's PQ is not the mean of its images' PQ)
-    parts = [split_metrics.panoptic_counts(p[None], [c], g[None], [gc], 2)
-             for p, c, g, gc in ((pred1, pc1, gt1, gc1), (pred2, pc2, gt2, gc2))]
-    assert torch.equal(parts[0] + parts[1], counts)
-    assert split_metrics.panoptic_scores(parts[1])[0] == pytest.approx(1.0)  # image 2 alone: perfect
-    assert split_metrics.panoptic_scores(parts[0])[0] == pytest.approx((0.8 + 0) / 2)  # class 1: no TP
-    assert all(math.isnan(v) for v in split_metrics.panoptic_scores(torch.zeros(4, 2)))
-
-
-def _scene_segments(split: Any) -> tuple[Any, list[list[int]]]:
-    """The segment-id maps (B, H, W) and segment classes of a split of COCO instance masks (as the generated
-    segments_from_masks: segment m + 1 is mask m, padding left out)."""
-    masks, labels = split.tensors["masks"], split.tensors["labels"]
-    slot = torch.arange(1, masks.shape[1] + 1)[None, :, None, None]
-    ids = (masks.bool() & (labels >= 0)[:, :, None, None]).long().mul(slot).amax(1)
-    return ids, [row.tolist() for row in labels]
+    both = pq_sq_rq(torch.stack((pred1, pred2)), [pc1, pc2], torch.stack((gt1, gt2)), [gc1, gc2])
+    assert both == pytest.approx([0.65, 0.9, 0.75])
+    # image by image (a split's PQ is not the mean of its images' PQ): image 1's class 1 has no TP (PQ = SQ = RQ = 0)
+    assert pq_sq_rq(pred1[None], [pc1], gt1[None], [gc1]) == pytest.approx([(0.8 + 0) / 2, (0.8 + 0) / 2, (1 + 0) / 2])
+    assert pq_sq_rq(pred2[None], [pc2], gt2[None], [gc2]) == pytest.approx([1.0, 1.0, 1.0])  # class 1 only: perfect
+    void = torch.zeros(1, 10, 10, dtype=torch.long)
+    assert all(math.isnan(v) for v in pq_sq_rq(void, [[]], void, [[]]))  # no segment at all
 
 
 @pytest.fixture(scope="module")
@@ -222,25 +237,27 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_digit_scenes(tmp_path_factory.mktemp("scenes"), n=120, size=48)
 
 
-def test_a_perfect_panoptic_prediction_scores_one(scenes: Path, tmp_path: Path) -> None:
+def test_a_perfect_panoptic_prediction_scores_one(panoptic: Path, scenes: Path, tmp_path: Path) -> None:
     """The digit scenes' own segments as the prediction: PQ = SQ = RQ = 1; one digit given the wrong class in every
     image with two or more: that class loses a TP and gains an FP, the true class an FN."""
+    mod = load_module(panoptic / "model.py", "panoptic_perfect")  # the generated segments and panoptic quality
     form = data.Form("instance_segmentation", ("image", "labels", "masks"),
                      {"image_size": 48, "channels": 1, "num_classes": 4})
     splits = data.prepare(data.DataOptions(str(scenes)), form, tmp_path / "run", None)
-    ids, classes = _scene_segments(splits.train)
-    counts = split_metrics.panoptic_counts(ids, classes, ids, classes, 4)
-    segments = sum(1 for row in classes for c in row if c >= 0)
-    assert split_metrics.panoptic_scores(counts) == (1.0, 1.0, 1.0) and counts[1].sum() == segments
-    assert counts[2:].sum() == 0 and counts[0].sum() == pytest.approx(segments)
+    masks, labels = splits.train.tensors["masks"], splits.train.tensors["labels"]  # type: ignore[attr-defined]
+    ids, rows = mod.segments_from_masks(masks.float(), labels)
+    classes = [row.tolist() for row in rows]
+    assert [float(v) for v in mod.panoptic_quality(ids, classes, ids, classes, 4)] == [1.0, 1.0, 1.0]
     wrong = [[(c + 1) % 4 if k == 0 and (torch.tensor(row) >= 0).sum() > 1 else c for k, c in enumerate(row)]
              for row in classes]
     changed = sum(w != c for w_row, c_row in zip(wrong, classes) for w, c in zip(w_row, c_row))
-    counts = split_metrics.panoptic_counts(ids, wrong, ids, classes, 4)
-    assert changed > 10 and counts[1].sum() == segments - changed
-    assert counts[2].sum() == changed and counts[3].sum() == changed
-    pq, sq, rq = split_metrics.panoptic_scores(counts)
-    assert sq == 1.0 and pq == rq < 1.0
+    assert changed > 10
+    pairs = [(c, w) for w_row, c_row in zip(wrong, classes) for w, c in zip(w_row, c_row) if c >= 0]
+    tp, fp, fn = ([sum(test(c, w, k) for c, w in pairs) for k in range(4)] for test in (
+        lambda c, w, k: c == w == k, lambda c, w, k: w == k != c, lambda c, w, k: c == k != w))
+    expected = [t / (t + f / 2 + n / 2) for t, f, n in zip(tp, fp, fn) if t + f + n]  # RQ per class seen
+    pq, sq, rq = (float(v) for v in mod.panoptic_quality(ids, wrong, ids, classes, 4))
+    assert sq == 1.0 and pq == rq == pytest.approx(sum(expected) / len(expected)) and rq < 1.0
 
 
 TINY_MASKFORMER = ["--set", "image_size=64", "--set", "channels=1", "--set", "width=8", "--set", "depths=1,1,1,1",
@@ -266,10 +283,7 @@ def test_panoptic_segmenter_trains_and_its_pq_is_over_the_split(panoptic: Path, 
     assert evaluate_script.main(["--checkpoint", str(run / "last"), "--split", "val", "--batch-size", "5"]) == 0
     result = json.loads(capsys.readouterr().out)["metrics"]
 
-    form, model = _form(panoptic, "panoptic_check", *TINY_MASKFORMER)
-    loop.load_checkpoint(run / "last", model)
-    model.eval()
-    state = json.loads((run / "data.json").read_text())
+    form, model, state = _trained(panoptic, run, "panoptic_check", *TINY_MASKFORMER)
     val: Any = data.prepare(data.DataOptions(str(scenes)), form, run, state, model).val
     mod = load_module(panoptic / "model.py", "panoptic_check")  # the model's own module: its panoptic_quality
     batch = {k: torch.stack([val[i][k] for i in range(len(val))]) for k in ("image", "masks", "labels")}
@@ -277,8 +291,6 @@ def test_panoptic_segmenter_trains_and_its_pq_is_over_the_split(panoptic: Path, 
         pred_ids, pred_classes = model.panoptic_inference(model(batch["image"]))
     gt_ids, gt_classes = mod.segments_from_masks(batch["masks"], batch["labels"])
     whole = [float(v) for v in mod.panoptic_quality(pred_ids, pred_classes, gt_ids, gt_classes, 4)]
-    counts = split_metrics.panoptic_counts(pred_ids, pred_classes, gt_ids, gt_classes, 4)
-    assert split_metrics.panoptic_scores(counts) == pytest.approx(whole, abs=1e-6, nan_ok=True)
     one, _ = split_metrics.evaluate(model, val, 1, loop.Dist())
     seven, _ = split_metrics.evaluate(model, val, 7, loop.Dist())
     for k, v in zip(("pq", "sq", "rq"), whole):
@@ -452,19 +464,34 @@ VQA_ERRORS = {
 }
 
 
+VQA_FORM = data.Form("visual_question_answering", ("answer_scores", "image", "text"), VQA)
+
+
 @pytest.mark.parametrize("case", list(VQA_ERRORS))
 def test_vqa_data_errors_name_the_file_and_line(case: str, tmp_path: Path) -> None:
     files, source, message = VQA_ERRORS[case]
-    _write_files(tmp_path, files)
-    if any("a.png" in str(v) for v in files.values()):
-        from PIL import Image
-
-        Image.new("L", (8, 8), 128).save(tmp_path / "a.png")
-    form = data.Form("visual_question_answering", ("answer_scores", "image", "text"), VQA)
-    text, expected = _error(form, tmp_path / source, tmp_path / "run"), message.replace("@", str(tmp_path))
-    assert text.startswith(expected) if expected.endswith(("(", "of ")) else text == expected, text
+    text = _check_error(VQA_FORM, {"a.png": PNG, **files}, source, message, tmp_path)
     if case == "question-too-long":
         assert text.endswith("tokens, longer than the model's context 6"), text
+
+
+def test_vqa_takes_a_given_tokenizer_only_with_a_pad_token(tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    from metagen_backends.pytorch.training import data_vision
+    from tokenizers import Tokenizer
+
+    _write_files(tmp_path, {"a.png": PNG, "q.jsonl": _rows(*PNG_ROWS)})
+    no_pad = tmp_path / "lm.json"  # a byte-level BPE with <|endoftext|> only, as a language model's run saves it
+    data.train_tokenizer(["why?", "who?"], 300, None, no_pad, False, True, "lm")
+    assert _error(VQA_FORM, tmp_path / "q.jsonl", tmp_path / "run", tokenizer=str(no_pad)) == \
+        f"{no_pad}: no <|pad|> token; expected a tokenizer with <|pad|> for the padding"
+    with_pad = tmp_path / "pad.json"
+    data.train_tokenizer(["a question of other words"], 300, None, with_pad, False, True, "q", specials=(data_vision.PAD,))
+    splits = data.prepare(data.DataOptions(str(tmp_path / "q.jsonl"), tokenizer=str(with_pad)), VQA_FORM,
+                          tmp_path / "run", None)
+    assert splits.state["pad_id"] == Tokenizer.from_file(str(with_pad)).token_to_id(data_vision.PAD)
+    saved = Tokenizer.from_file(str(tmp_path / "run" / "tokenizer.json"))  # the given one, kept with the run
+    assert saved.get_vocab() == Tokenizer.from_file(str(with_pad)).get_vocab()
 
 
 # ------------------------------------------------------------------------------ point-cloud augmentation
@@ -519,6 +546,13 @@ def test_point_augmentations_are_seeded_and_do_what_they_say(clouds: Path, tmp_p
     with pytest.raises(data.DataError, match="^x: augmentation `flip` is not supported for point clouds; expected "
                                              "some of random_rotation, random_scale, jitter, point_dropout"):
         data_points.check_point_augment(["flip"], "x")
+
+
+def test_train_py_augment_help_names_every_augmentation() -> None:
+    from metagen_backends.pytorch.training import data_points, data_vision
+
+    words = set(re.findall(r"\w+", train_script.parser().format_help()))
+    assert set(data_vision.AUGMENTATIONS) | set(data_points.POINT_AUGMENTATIONS) <= words
 
 
 @pytest.fixture(scope="module")
@@ -692,10 +726,22 @@ EDGE_ERRORS = {
 
 @pytest.mark.parametrize("case", list(EDGE_ERRORS))
 def test_edge_feature_errors_name_the_file_and_graph(case: str, tmp_path: Path) -> None:
-    (kind, keys, config), files, source, message = EDGE_ERRORS[case]
-    _write_files(tmp_path, files)
-    text = _error(data.Form(kind, keys, config), tmp_path / source, tmp_path / "run")
-    assert text == message.replace("@", str(tmp_path)), text
+    form, files, source, message = EDGE_ERRORS[case]
+    _check_error(data.Form(*form), files, source, message, tmp_path)
+
+
+def test_a_graph_without_edges_joins_a_batch(tmp_path: Path) -> None:
+    """A graph of a set may have no edges (nor edge features): its (2, 0) edges and (0, edge_features) features join
+    a batch with the others'."""
+    lone = {"x": [[1.0, 1.0]], "edges": [], "edge_attr": [], "y": 1}
+    _write_files(tmp_path, {"g.jsonl": _rows(G2, lone, G2, lone)})
+    splits = data.prepare(data.DataOptions(str(tmp_path / "g.jsonl")), data.Form(*EDGE_FORM), tmp_path / "run", None)
+    items = [ds[k] for ds in (splits.train, splits.val, splits.test) for k in range(len(ds))]  # type: ignore[arg-type]
+    alone = [g for g in items if len(g["graph_nodes"]) == 1]
+    assert len(alone) == 2 and all(g["graph_edges"].shape == (2, 0) and g["edge_attr"].shape == (0, 2) for g in alone)
+    batch = splits.train.collate(items)  # type: ignore[attr-defined]
+    assert batch["graph_edges"].shape == (2, 4) and batch["edge_attr"].shape == (4, 2)  # G2's edge, both ways, twice
+    assert batch["graph_batch"].tolist() == [k for k, g in enumerate(items) for _ in g["graph_nodes"]]
 
 
 # ------------------------------------------------------------------------------------------- speech JSONL
@@ -786,10 +832,8 @@ AUDIO_ERRORS = {
 @pytest.mark.parametrize("case", list(AUDIO_ERRORS))
 def test_speech_jsonl_errors_name_the_file_and_line(case: str, tmp_path: Path) -> None:
     files, source, message = AUDIO_ERRORS[case]
-    _write_files(tmp_path, files)
     form = data.Form("speech_recognition", ("audio", "target"), {"samples": 16000, "context": 16, "vocab": 300})
-    text, expected = _error(form, tmp_path / source, tmp_path / "run"), message.replace("@", str(tmp_path))
-    assert text.startswith(expected) if expected.endswith("(") else text == expected, text
+    _check_error(form, files, source, message, tmp_path)
 
 
 TINY_CONV_AE = ["--set", "image_size=16", "--set", "channels=1", "--set", "width=8", "--set", "latent=16"]
@@ -824,10 +868,8 @@ def test_image_anomaly_folders_as_mvtec(tmp_path: Path, capsys: pytest.CaptureFi
     capsys.readouterr()
     assert evaluate_script.main(["--checkpoint", str(run / "last"), "--split", "test", "--batch-size", "7"]) == 0
     result = json.loads(capsys.readouterr().out)
-    _, model = _form(folder, "image_anomaly_check", *TINY_CONV_AE)
-    loop.load_checkpoint(run / "last", model)
-    model.eval()
-    test: Any = data.prepare(data.DataOptions(str(root)), form, run, json.loads((run / "data.json").read_text())).test
+    _, model, state = _trained(folder, run, "image_anomaly_check", *TINY_CONV_AE)
+    test: Any = data.prepare(data.DataOptions(str(root)), form, run, state).test
     x, y = test.tensors["image"], test.tensors["is_anomaly"]
     with torch.no_grad():
         scores = (model(x) - x).pow(2).flatten(1).mean(-1)

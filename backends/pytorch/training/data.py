@@ -40,6 +40,7 @@ __all__ = [
     "TokenWindows",
     "detect_form",
     "explicit_parts",
+    "leave_out_anomalies",
     "make_split",
     "prepare",
     "read_csv",
@@ -72,17 +73,14 @@ class DataOptions:
     target: str | None = None
     features: str | None = None
     synthetic_items: int = 1024
-    augment: list[str] = field(default_factory=list)  # image augmentations of the training split (data_vision.py)
+    augment: list[str] = field(default_factory=list)  # of the training split (data_vision, data_points)
 
 
 @dataclass
 class Form:
     """What the model's loss() expects: the kind of data and the sizes from its Config."""
 
-    kind: str  # lm | image_classification | tabular_* | speech_recognition | node_classification | link_prediction
-    # | forecast | object_detection | semantic_segmentation | instance_segmentation | point_cloud_classification
-    # | graph_classification | image_text | visual_question_answering | tabular_anomaly | image_anomaly | synthetic
-    # | unsupported
+    kind: str  # a value of FORMS, or synthetic, or unsupported
     keys: tuple[str, ...]
     config: dict[str, Any]
 
@@ -108,49 +106,40 @@ class Splits:
         return getattr(self, name)
 
 
+FORMS = {  # the sorted keys of a model's example_batch -> the kind of data it trains on
+    ("text",): "lm",
+    ("image", "label"): "image_classification",
+    ("label", "tabular"): "tabular_classification",
+    ("tabular", "target"): "tabular_regression",
+    ("audio", "target"): "speech_recognition",
+    ("graph_edges", "graph_nodes", "label", "train_mask"): "node_classification",
+    ("edge_attr", "graph_edges", "graph_nodes", "label", "train_mask"): "node_classification",  # edge features
+    ("graph_edges", "graph_nodes", "neg_edges", "pos_edges"): "link_prediction",
+    ("edge_attr", "graph_edges", "graph_nodes", "neg_edges", "pos_edges"): "link_prediction",
+    ("target", "time_series"): "forecast",
+    ("image", "text"): "image_text",
+    ("boxes", "image", "labels"): "object_detection",
+    ("image", "mask"): "semantic_segmentation",
+    ("image", "labels", "masks"): "instance_segmentation",
+    ("label", "point_cloud"): "point_cloud_classification",
+    ("graph_batch", "graph_edges", "graph_nodes", "label"): "graph_classification",
+    ("edge_attr", "graph_batch", "graph_edges", "graph_nodes", "label"): "graph_classification",
+    ("answer_scores", "image", "text"): "visual_question_answering",
+    ("is_anomaly", "tabular"): "tabular_anomaly",
+    ("image", "is_anomaly"): "image_anomaly",
+}
+TOKEN_KEYS = {"lm": "text", "speech_recognition": "target", "image_text": "text", "visual_question_answering": "text"}
+# the kinds whose batch key holds token ids: with floats there (embeddings, signals) the model is of no kind above
+
+
 def detect_form(model: torch.nn.Module, module: Any) -> Form:
-    """The data kind from the keys of `example_batch(model)`, and the model's Config as a dict."""
+    """The data kind from the keys of `example_batch(model)` (FORMS), and the model's Config as a dict."""
     batch = module.example_batch(model, batch_size=2)
     keys = tuple(sorted(batch))
-    cfg = dict(vars(model.config))
-    graph_keys = tuple(k for k in keys if k != "edge_attr")  # graph models reading edge features (data_graph.py)
-    if keys == ("text",) and not batch["text"].is_floating_point():
-        kind = "lm"
-    elif keys == ("image", "label"):
-        kind = "image_classification"
-    elif keys == ("label", "tabular"):
-        kind = "tabular_classification"
-    elif keys == ("tabular", "target"):
-        kind = "tabular_regression"
-    elif keys == ("audio", "target") and not batch["target"].is_floating_point():
-        kind = "speech_recognition"
-    elif graph_keys == ("graph_edges", "graph_nodes", "label", "train_mask"):
-        kind = "node_classification"
-    elif graph_keys == ("graph_edges", "graph_nodes", "neg_edges", "pos_edges"):
-        kind = "link_prediction"
-    elif keys == ("target", "time_series"):
-        kind = "forecast"
-    elif keys == ("image", "text") and not batch["text"].is_floating_point():
-        kind = "image_text"
-    elif keys == ("boxes", "image", "labels"):
-        kind = "object_detection"
-    elif keys == ("image", "mask"):
-        kind = "semantic_segmentation"
-    elif keys == ("image", "labels", "masks"):
-        kind = "instance_segmentation"
-    elif keys == ("label", "point_cloud"):
-        kind = "point_cloud_classification"
-    elif graph_keys == ("graph_batch", "graph_edges", "graph_nodes", "label"):
-        kind = "graph_classification"
-    elif keys == ("answer_scores", "image", "text") and not batch["text"].is_floating_point():
-        kind = "visual_question_answering"
-    elif keys == ("is_anomaly", "tabular"):
-        kind = "tabular_anomaly"
-    elif keys == ("image", "is_anomaly"):
-        kind = "image_anomaly"
-    else:
+    kind = FORMS.get(keys, "unsupported")
+    if kind in TOKEN_KEYS and batch[TOKEN_KEYS[kind]].is_floating_point():
         kind = "unsupported"
-    return Form(kind, keys, cfg)
+    return Form(kind, keys, dict(vars(model.config)))
 
 
 def target_count(batch: dict[str, torch.Tensor]) -> int:
@@ -287,6 +276,17 @@ def make_split(
             if s in sources:
                 record[s] = list(sources[s])
     return {s: {i: everything[i] for i in record[s]} for s in SPLITS}, record
+
+
+def leave_out_anomalies(items: dict[str, dict[str, Any]], is_anomaly: dict[str, int], no_normal: str) -> int:
+    """Drop the train split's anomalies (`is_anomaly[id]` 1) from `items`: an autoencoder learns the normal items
+    (tables here, images in data_vision.py). How many were left out; a train split of anomalies only is a DataError
+    `no_normal`."""
+    left_out = sum(is_anomaly[i] for i in items["train"])
+    if left_out == len(items["train"]):
+        raise DataError(no_normal)
+    items["train"] = {i: v for i, v in items["train"].items() if not is_anomaly[i]}
+    return left_out
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -607,11 +607,9 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
     sources = {s: r[0] for s, r in read.items()}
     items, record = make_split(sources, opts.seed, str(root), state.get("split") if state else None)
     anomalies = _anomaly_labels(items, target, root) if form.kind == "tabular_anomaly" else None
-    if anomalies is not None:  # an autoencoder learns the normal rows: the train split's anomalies are left out
-        left_out = [rid for rid in items["train"] if anomalies["train"][rid]]
-        if len(left_out) == len(items["train"]):
-            raise DataError(f"{root}: every row of the train split has `{target[0]}` = 1; expected normal rows (0)")
-        items["train"] = {rid: v for rid, v in items["train"].items() if not anomalies["train"][rid]}
+    if anomalies is not None:
+        left_out = leave_out_anomalies(items, anomalies["train"], f"{root}: every row of the train split has "
+                                       f"`{target[0]}` = 1; expected normal rows (0)")
     x = {s: torch.tensor([v for v, _ in items[s].values()], dtype=torch.float32) for s in SPLITS}
     if state and "standardize" in state:
         mean = torch.tensor(state["standardize"]["mean"])
@@ -653,7 +651,7 @@ def _prepare_tabular(opts: DataOptions, form: Form, state: dict[str, Any] | None
         for s in SPLITS:
             tensors[s]["is_anomaly"] = torch.tensor([anomalies[s][rid] for rid in items[s]], dtype=torch.long)
         info["anomalies"] = {s: sum(anomalies[s][rid] for rid in items[s]) for s in SPLITS}
-        info["anomalies_left_out_of_train"] = len(left_out)
+        info["anomalies_left_out_of_train"] = left_out
     else:
         outputs = int(form.config.get("outputs", len(target)))
         if len(target) != outputs:

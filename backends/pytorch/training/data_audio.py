@@ -45,8 +45,8 @@ def read_transcripts(path: Path) -> dict[str, tuple[Path, str]]:
         path = found[0]
     base = path.parent
     text = data.read_utf8(path)
+    rows: list[tuple[int, str, str]] = []  # (line, audio file name, transcript)
     if path.suffix == ".jsonl":
-        rows = []
         for k, row in data.jsonl_rows(path, text, '{"audio": ..., "text": ...}'):
             name = row.get("audio", row.get("path")) if isinstance(row, dict) else None
             if not isinstance(name, str) or not isinstance(row.get("text"), str):
@@ -54,7 +54,6 @@ def read_transcripts(path: Path) -> dict[str, tuple[Path, str]]:
                                      "`text`")
             rows.append((k, name, row["text"]))
     else:
-        rows = []
         for k, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 name, tab, transcript = line.partition("\t")

@@ -37,7 +37,7 @@ if __package__:
 else:  # beside data.py in the model's folder
     import data  # type: ignore[no-redef]
 
-__all__ = ["WholeGraph", "edge_features", "prepare_graph", "read_graph"]
+__all__ = ["WholeGraph", "check_rows", "edge_batch", "edge_features", "prepare_graph", "read_graph"]
 
 
 class WholeGraph(Dataset):
@@ -59,6 +59,17 @@ class WholeGraph(Dataset):
         return items[0]
 
 
+def check_rows(where: str, name: str, rows: list[Any], width: int, field: str) -> None:
+    """Each of `rows` a list of `width` finite numbers (the model's Config `field`); else a DataError naming `where`
+    and the row (`name`[k])."""
+    for k, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == width
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row)):
+            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
+            raise data.DataError(f"{where}: {name}[{k}] has {got}; expected {width} finite numbers (the model's "
+                                 f"{field})")
+
+
 def edge_features(where: str, doc: dict[str, Any], edges: int, width: int | None) -> torch.Tensor | None:
     """The checked `edge_attr` of a graph object: (edges, width) float32, one row per edge of `edges`; None where
     the model reads no edge features (width None); a missing or bad one is a DataError naming `where`."""
@@ -71,12 +82,7 @@ def edge_features(where: str, doc: dict[str, Any], edges: int, width: int | None
     if not isinstance(attr, list) or len(attr) != edges:
         got = f"{len(attr)} rows" if isinstance(attr, list) else type(attr).__name__
         raise data.DataError(f"{where}: `edge_attr` has {got}; expected one row per edge ({edges})")
-    for k, row in enumerate(attr):
-        if not (isinstance(row, list) and len(row) == width
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row)):
-            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise data.DataError(f"{where}: edge_attr[{k}] has {got}; expected {width} finite numbers (the model's "
-                                 "edge_features)")
+    check_rows(where, "edge_attr", attr, width, "edge_features")
     return torch.tensor(attr, dtype=torch.float32).view(edges, width)
 
 
@@ -113,16 +119,13 @@ def read_graph(path: Path, features: int, edge_width: int | None = None) -> dict
             "edge_attr": edge_features(str(path), doc, len(edges), edge_width)}
 
 
-def _edge_index(pairs: list[list[int]], undirected: bool) -> torch.Tensor:
-    e = torch.tensor(pairs, dtype=torch.long).t()  # (2, E)
-    return torch.cat((e, e.flip(0)), 1) if undirected else e
-
-
-def _edge_batch(g: dict[str, Any], keep: list[int] | None = None) -> dict[str, torch.Tensor]:
-    """{"graph_edges"} of the kept edges (all without `keep`), and their "edge_attr" where the model reads them, in
-    the same order (an undirected edge's features twice, for both directions)."""
+def edge_batch(g: dict[str, Any], keep: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """{"graph_edges"} of graph `g`'s kept edges (all without `keep`), and their "edge_attr" where the model reads
+    them (g["edge_attr"] not None), in the same order (an undirected edge's features twice, for both directions);
+    also those of each graph of a set (data_points.py) and of a graph to predict on (inference/inputs.py)."""
     pairs = g["edges"] if keep is None else [g["edges"][k] for k in keep]
-    out = {"graph_edges": _edge_index(pairs, g["undirected"])}
+    e = torch.tensor(pairs, dtype=torch.long).view(-1, 2).t()  # (2, E); E may be 0 (a graph of a set)
+    out = {"graph_edges": torch.cat((e, e.flip(0)), 1) if g["undirected"] else e}
     if g["edge_attr"] is not None:
         attr = g["edge_attr"] if keep is None else g["edge_attr"][keep]
         out["edge_attr"] = torch.cat((attr, attr)) if g["undirected"] else attr
@@ -158,7 +161,7 @@ def _nodes(g: dict[str, Any], form: Any, opts: Any, state: dict[str, Any] | None
         if bad or not split.get(s):
             raise data.DataError(f"{path}: split `{s}` " + (f"lists node {json.dumps(bad[0])}, which is not a labelled node id"
                                                      if bad else "is empty; expected labelled node ids"))
-    edges = _edge_batch(g)
+    edges = edge_batch(g)
     sets = {}
     for s in data.SPLITS:
         mask = torch.zeros(n, dtype=torch.bool)
@@ -171,7 +174,7 @@ def _links(g: dict[str, Any], opts: Any, state: dict[str, Any] | None) -> tuple[
     n, pairs = len(g["x"]), g["edges"]
     split = state["split"] if state else data.split_ids(list(range(len(pairs))), opts.seed, what=str(g["path"]))
     present = {tuple(p) for p in pairs} | ({(b, a) for a, b in pairs} if g["undirected"] else set())
-    message = _edge_batch(g, list(split["train"]))
+    message = edge_batch(g, list(split["train"]))
     sets = {}
     for i, s in enumerate(data.SPLITS):
         pos = torch.tensor([pairs[k] for k in split[s]], dtype=torch.long).t()

@@ -1,7 +1,8 @@
 """Point clouds and sets of graphs for train.py and evaluate.py: shape classification and graph classification.
 
 Copied verbatim next to a generated model.py, beside data.py, which calls it and whose DataError and split it
-uses (and data_vision.py's list reader); depends on torch only (.npy and .ply are parsed here, no numpy).
+uses (and data_vision.py's list reader and augmentation check, data_graph.py's edge features); depends on torch
+only (.npy and .ply are parsed here, no numpy).
 
 Point clouds, batch {"point_cloud": (B, points, coords), "label": (B,)}: a folder with one subfolder of `.npy` or
 `.ply` files per class, or a list (`.csv` with columns `path`, `label`, or `.jsonl` of {"path", "label"}). A
@@ -10,12 +11,13 @@ binary_little_endian) has its `vertex` element first, of scalar properties: x, y
 first `coords` of them are the coordinates. Each cloud is centred on its mean and scaled into the unit sphere;
 a cloud of more than the model's `points` is sampled down to `points` without replacement, one of fewer is
 filled up by repeating its points drawn at random: both seeded per file, and counted in data.json.
-Augmentations of the training split (--augment, or the spec's `augment` list), each time an item is drawn, in the
-order given: `random_rotation` (about the up axis, y, as PointNet rotates ModelNet: an angle uniform in [0, 2 pi)),
-`random_scale` (x, y, z times one factor uniform in [0.8, 1.25], as PointNet++), `jitter` (Gaussian noise of
-deviation 0.01 clipped to +-0.05 on x, y, z, as PointNet), `point_dropout` (a fraction uniform in [0, 0.875) of the
-points replaced by the first point, as PointNet++). The draws come from torch's generator, which --seed seeds and
-checkpoints keep, so runs repeat and a resume continues them.
+Augmentations of the training split (--augment; a spec's `augment` list reaches train.py for image inputs only),
+each time an item is drawn, in the order given: `random_rotation` (about the up axis, y, as PointNet rotates
+ModelNet: an angle uniform in [0, 2 pi)), `random_scale` (x, y, z times one factor uniform in [0.8, 1.25], as
+PointNet++), `jitter` (Gaussian noise of deviation 0.01 clipped to +-0.05 on x, y, z, as PointNet),
+`point_dropout` (a fraction uniform in [0, 0.875) of the points replaced by the first point, as PointNet++). The
+draws come from torch's generator, which --seed seeds and checkpoints keep, so runs repeat and a resume continues
+them.
 
 Sets of graphs, batch {"graph_nodes": (N, features), "graph_edges": (2, E), "graph_batch": (N,) the graph of
 each node, "label": (graphs,)}: a `.jsonl` file with one graph per line, {"x": [[...], ...], "edges": [[0, 1],
@@ -188,14 +190,7 @@ def _fit(pts: torch.Tensor, points: int, seed: int, name: str) -> torch.Tensor:
 
 def check_point_augment(names: list[str] | tuple[str, ...] | None, what: str) -> list[str]:
     """The point-cloud augmentation names, aliases resolved; an unknown one is a DataError naming those there are."""
-    out = []
-    for name in names or ():
-        key = POINT_ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
-        if key not in POINT_AUGMENTATIONS:
-            raise data.DataError(f"{what}: augmentation `{name}` is not supported for point clouds; expected some of "
-                                 f"{', '.join(POINT_AUGMENTATIONS)} (--augment)")
-        out.append(key)
-    return out
+    return data_vision.check_augment(names, what, POINT_AUGMENTATIONS, POINT_ALIASES, " for point clouds")
 
 
 def augment_points(cloud: torch.Tensor, names: list[str]) -> torch.Tensor:
@@ -218,18 +213,15 @@ def augment_points(cloud: torch.Tensor, names: list[str]) -> torch.Tensor:
     return torch.cat((xyz, rest), 1)
 
 
-class PointItems(Dataset):
+class PointItems(data.TensorItems):
     """Rows of in-memory clouds and labels; the training split's clouds augmented each time they are drawn."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], augment: list[str] | None = None):
-        self.tensors, self.augment = tensors, list(augment or [])
-        self.n = len(tensors["point_cloud"])
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(tensors)
+        self.augment = list(augment or [])
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {k: v[i] for k, v in self.tensors.items()}
+        item = super().__getitem__(i)
         if self.augment:
             item["point_cloud"] = augment_points(item["point_cloud"], self.augment)
         return item
@@ -367,17 +359,14 @@ def _graph_docs(path: Path) -> list[tuple[str, Any]]:
 
 
 def _graph(where: str, g: Any, features: int, edge_width: int | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor, Any, torch.Tensor | None]:
+           ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
+    """A checked graph object: its node features, its edge batch keys (data_graph.edge_batch) and its label."""
     if not isinstance(g, dict) or "x" not in g or "y" not in g:
         raise data.DataError(f"{where}: expected a graph object with `x` (node features), `edges` and `y` (its label)")
     x = g["x"]
     if not isinstance(x, list) or not x:
         raise data.DataError(f"{where}: `x` is not a non-empty list of feature rows")
-    for i, row in enumerate(x):
-        if not (isinstance(row, list) and len(row) == features
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row)):
-            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise data.DataError(f"{where}: x[{i}] has {got}; expected {features} finite numbers (the model's features)")
+    data_graph.check_rows(where, "x", x, features, "features")
     edges = g.get("edges", [])
     n = len(x)
     if not isinstance(edges, list):
@@ -390,11 +379,8 @@ def _graph(where: str, g: Any, features: int, edge_width: int | None = None
     if isinstance(y, bool) or not isinstance(y, (int, str)):
         raise data.DataError(f"{where}: `y` is {json.dumps(y)}; expected a class id or name")
     attr = data_graph.edge_features(where, g, len(edges), edge_width)
-    e = torch.tensor(edges, dtype=torch.long).view(-1, 2).t()
-    if g.get("undirected", True):
-        e = torch.cat((e, e.flip(0)), 1)
-        attr = None if attr is None else torch.cat((attr, attr))
-    return torch.tensor(x, dtype=torch.float32), e, y, attr
+    keys = data_graph.edge_batch({"edges": edges, "undirected": bool(g.get("undirected", True)), "edge_attr": attr})
+    return torch.tensor(x, dtype=torch.float32), keys, y
 
 
 def prepare_graphs(opts: data.DataOptions, form: data.Form, run_dir: Path, state: dict[str, Any] | None, model: Any,
@@ -408,7 +394,7 @@ def prepare_graphs(opts: data.DataOptions, form: data.Form, run_dir: Path, state
     read = {s: {where: _graph(where, g, features, width) for where, g in d} for s, d in docs.items()}
     classes = state.get("classes") if state else None
     if classes is None:
-        values = sorted({y for _, _, y, _ in read.get("train", read.get("all", {})).values()},
+        values = sorted({y for _, _, y in read.get("train", read.get("all", {})).values()},
                         key=lambda v: (isinstance(v, str), v))
         classes = list(range(max(values) + 1)) if all(isinstance(v, int) for v in values) else \
             [str(v) for v in values]
@@ -418,14 +404,13 @@ def prepare_graphs(opts: data.DataOptions, form: data.Form, run_dir: Path, state
     sources: dict[str, dict[str, Any]] = {}
     for s, graphs in read.items():
         sources[s] = {}
-        for where, (x, e, y, attr) in graphs.items():
+        for where, (x, edges, y) in graphs.items():
             key = y if isinstance(y, int) and isinstance(classes[0], int) else str(y)
             if key not in index:
                 raise data.DataError(f"{where}: `y` is {json.dumps(y)}; expected a class among {len(classes)} "
                                      f"(0..{num_classes - 1}, num_classes = {num_classes})")
             sources[s][where.replace(f"{root}", root.name, 1) if where.startswith(str(root)) else where] = \
-                {"graph_nodes": x, "graph_edges": e, "label": torch.tensor(index[key]),
-                 **({} if attr is None else {"edge_attr": attr})}
+                {"graph_nodes": x, **edges, "label": torch.tensor(index[key])}
     items, record = data.make_split(sources, opts.seed, str(root), state.get("split") if state else None)
     sets = {s: GraphSet(list(items[s].values()), rows) for s in data.SPLITS}
     info = {"kind": form.kind, "split": record, "classes": classes, "graphs_per_batch": rows, "edge_features": width,

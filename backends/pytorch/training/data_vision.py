@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,16 @@ NORMAL_NAMES = ("good", "normal", "ok", "0", "false")  # image anomaly detection
 # ------------------------------------------------------------------------------------------ augmentations
 
 
-def check_augment(names: list[str] | tuple[str, ...] | None, what: str) -> list[str]:
-    """The augmentation names, aliases resolved; an unknown one is a DataError naming those there are."""
+def check_augment(names: list[str] | tuple[str, ...] | None, what: str, known: tuple[str, ...] = AUGMENTATIONS,
+                  aliases: dict[str, str] = ALIASES, data_kind: str = "") -> list[str]:
+    """The augmentation names, `aliases` resolved; one not `known` is a DataError naming those there are (image
+    augmentations by default; data_points.py passes the point-cloud ones, `data_kind` " for point clouds")."""
     out = []
     for name in names or ():
-        key = ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
-        if key not in AUGMENTATIONS:
-            raise data.DataError(f"{what}: augmentation `{name}` is not supported; expected some of "
-                                 f"{', '.join(AUGMENTATIONS)} (--augment)")
+        key = aliases.get(str(name).strip().lower(), str(name).strip().lower())
+        if key not in known:
+            raise data.DataError(f"{what}: augmentation `{name}` is not supported{data_kind}; expected some of "
+                                 f"{', '.join(known)} (--augment)")
         out.append(key)
     return out
 
@@ -264,6 +267,16 @@ def _listing(root: Path) -> Path | None:
     return None
 
 
+def _image_lists(root: Path, parts: dict[str, Path]) -> dict[str, Path]:
+    """The image list of each explicit split, or {"all": the one list} --data names; {} for class folders."""
+    files = {s: p for s, p in parts.items() if p.is_file()} if parts else {}
+    if files and len(files) != len(parts):
+        raise data.DataError(f"{root}: {', '.join(sorted(parts))} mix image lists and class folders; expected "
+                             "one or the other for every split")
+    single = None if parts else _listing(root)
+    return {"all": single} if single is not None else files
+
+
 def _class_names(labels: list[str]) -> list[str]:
     values = sorted(set(labels))
     if all(v.lstrip("-").isdigit() for v in values) and min(int(v) for v in values) >= 0:
@@ -279,13 +292,7 @@ def prepare_images(opts: data.DataOptions, form: data.Form, run_dir: Path, state
     augment = check_augment(opts.augment, str(root))
     parts = data.explicit_parts(root)
     classes: list[str] | None = state.get("classes") if state else None
-    files = {s: p for s, p in parts.items() if p.is_file()} if parts else {}
-    if files and len(files) != len(parts):
-        raise data.DataError(f"{root}: {', '.join(sorted(parts))} mix image lists and class folders; expected "
-                             "one or the other for every split")
-    single = None if parts else _listing(root)
-    if single is not None:
-        files = {"all": single}
+    files = _image_lists(root, parts)
     if files:
         read = {s: read_image_list(p) for s, p in files.items()}
         if classes is None:
@@ -337,13 +344,7 @@ def prepare_image_anomaly(opts: data.DataOptions, form: data.Form, run_dir: Path
     size, channels = (int(form.config[k]) for k in ("image_size", "channels"))
     augment = check_augment(opts.augment, str(root))
     parts = data.explicit_parts(root)
-    files = {s: p for s, p in parts.items() if p.is_file()} if parts else {}
-    if files and len(files) != len(parts):
-        raise data.DataError(f"{root}: {', '.join(sorted(parts))} mix image lists and class folders; expected "
-                             "one or the other for every split")
-    single = None if parts else _listing(root)
-    if single is not None:
-        files = {"all": single}
+    files = _image_lists(root, parts)
     sources: dict[str, dict[str, Any]] = {}
     if files:
         for s, p in files.items():
@@ -354,11 +355,9 @@ def prepare_image_anomaly(opts: data.DataOptions, form: data.Form, run_dir: Path
     items, record = data.make_split(sources, opts.seed, str(root), state.get("split") if state else None)
     anomaly = {s: {rid: int(label.strip().lower() not in NORMAL_NAMES) for rid, (_, label) in items[s].items()}
                for s in data.SPLITS}
-    left_out = sum(anomaly["train"].values())
-    if left_out == len(items["train"]):
-        raise data.DataError(f"{root}: the train split has no normal image (a class folder or label named "
-                             f"{', '.join(NORMAL_NAMES)}); an autoencoder learns the normal ones")
-    items["train"] = {rid: v for rid, v in items["train"].items() if not anomaly["train"][rid]}
+    left_out = data.leave_out_anomalies(items, anomaly["train"], f"{root}: the train split has no normal image (a "
+                                        f"class folder or label named {', '.join(NORMAL_NAMES)}); an autoencoder "
+                                        "learns the normal ones")
 
     def tensors(s: str) -> dict[str, torch.Tensor]:
         images = [data._load_image(p, size, channels) for p, _ in items[s].values()]
@@ -622,24 +621,31 @@ def prepare_coco(opts: data.DataOptions, form: data.Form, run_dir: Path, state: 
 # ------------------------------------------------------------------------------------------ image-text pairs
 
 
-def read_pairs(path: Path) -> dict[str, tuple[Path, str]]:
-    """{item id: (image file, caption)} of a .jsonl of {"image": path, "text": caption}."""
+def _jsonl_list(path: Path, what: str, row: str) -> Path:
+    """The one .jsonl of `what` (each line a `row`) that --data names: the file, or the only one in a folder."""
     if path.is_dir():
         found = sorted(path.glob("*.jsonl"))
         if len(found) != 1:
-            raise data.DataError(f"{path}: expected one .jsonl of image-text pairs in the folder, found {len(found)}")
+            raise data.DataError(f"{path}: expected one .jsonl of {what} in the folder, found {len(found)}")
         path = found[0]
     if path.suffix != ".jsonl":
-        raise data.DataError(f"{path}: not a .jsonl file; expected one {{\"image\": ..., \"text\": ...}} per line")
+        raise data.DataError(f"{path}: not a .jsonl file; expected one {row} per line")
+    return path
+
+
+def read_pairs(path: Path) -> dict[str, tuple[Path, str]]:
+    """{item id: (image file, caption)} of a .jsonl of {"image": path, "text": caption}."""
+    row = '{"image": ..., "text": ...}'
+    path = _jsonl_list(path, "image-text pairs", row)
     items: dict[str, tuple[Path, str]] = {}
-    for line, obj in data.jsonl_rows(path, data.read_utf8(path), '{"image": ..., "text": ...}'):
+    for line, obj in data.jsonl_rows(path, data.read_utf8(path), row):
         if not (isinstance(obj, dict) and isinstance(obj.get("image"), str) and isinstance(obj.get("text"), str)):
             raise data.DataError(f"{path}:{line}: expected an object with string fields `image` and `text`")
         if not obj["text"].strip():
             raise data.DataError(f"{path}:{line}: empty `text`; expected a caption")
         items[f"{path.name}:{line}"] = (_listed(path, line, obj["image"], "image"), obj["text"])
     if not items:
-        raise data.DataError(f"{path}: no rows; expected one {{\"image\": ..., \"text\": ...}} per line")
+        raise data.DataError(f"{path}: no rows; expected one {row} per line")
     return items
 
 
@@ -708,23 +714,10 @@ def prepare_pairs(opts: data.DataOptions, form: data.Form, run_dir: Path, state:
 # -------------------------------------------------------------------------------- visual question answering
 
 
-def _jsonl_list(path: Path, what: str) -> Path:
-    """The one .jsonl that --data names (the file, or the only one in a folder)."""
-    if path.is_dir():
-        found = sorted(path.glob("*.jsonl"))
-        if len(found) != 1:
-            raise data.DataError(f"{path}: expected one .jsonl of {what} in the folder, found {len(found)}")
-        path = found[0]
-    if path.suffix != ".jsonl":
-        raise data.DataError(f"{path}: not a .jsonl file; expected one {{\"image\": ..., \"question\": ..., "
-                             "\"answer\": ...} per line")
-    return path
-
-
 def read_questions(path: Path) -> dict[str, tuple[Path, str, list[str]]]:
     """{item id: (image file, question, the annotators' answers)} of a .jsonl of {"image", "question", "answer"}
     (or "answers": a list), answers lower-cased and stripped."""
-    path = _jsonl_list(path, "questions")
+    path = _jsonl_list(path, "questions", '{"image": ..., "question": ..., "answer": ...}')
     expected = '{"image": ..., "question": ..., "answer": ... or "answers": [...]}'
     items: dict[str, tuple[Path, str, list[str]]] = {}
     for line, obj in data.jsonl_rows(path, data.read_utf8(path), expected):
@@ -756,8 +749,6 @@ def prepare_vqa(opts: data.DataOptions, form: data.Form, run_dir: Path, state: d
                 write: bool) -> data.Splits:
     """Visual question answering: images, question token ids, soft answer scores, and data.json's record (the
     answer vocabulary, the tokenizer)."""
-    from collections import Counter
-
     root, cfg = Path(opts.source), form.config
     size, channels, vocab, context, num_classes = (int(cfg[k]) for k in ("image_size", "channels", "vocab", "context",
                                                                          "num_classes"))

@@ -23,10 +23,10 @@ over the split:
   label; ROC-AUC (ties count 1/2, as sklearn's roc_auc_score) and average precision (sklearn's
   average_precision_score: precision at each distinct score, weighted by the recall it adds) over the split;
 - `pq`, `sq`, `rq` (panoptic segmentation): what the model's metrics() hands its module's panoptic_quality() (the
-  predicted and ground-truth segment maps) is matched per image as panoptic_quality() does (same class, IoU > 0.5)
-  and the per-class sums (IoU of the matches, TP, FP, FN) are added over the split; then per class PQ = sum IoU /
-  (TP + FP / 2 + FN / 2), SQ = sum IoU / TP, RQ = TP / (TP + FP / 2 + FN / 2), each averaged over the classes
-  seen in the split (Kirillov et al. 2019; the COCO panoptic evaluation's sums over the dataset).
+  predicted and ground-truth segment-id maps and segment classes) is kept; panoptic_quality() runs once more over
+  every image of the split, so its per-class sums (IoU of the matches, TP, FP, FN) are over the split before PQ,
+  SQ and RQ are taken and averaged over the classes (Kirillov et al. 2019; the COCO panoptic evaluation's sums
+  over the dataset). The split's segment maps are held, as int32, until then.
 
 Under torchrun each process accumulates its own batches and the states are gathered before the final values.
 """
@@ -45,12 +45,11 @@ if __package__:
 else:  # beside loop.py in the model's folder
     import loop  # type: ignore[no-redef]
 
-__all__ = ["CLASSIFICATION", "SplitAccumulator", "average_precision", "evaluate", "panoptic_counts",
-           "panoptic_scores", "roc_auc"]
+__all__ = ["CLASSIFICATION", "SplitAccumulator", "average_precision", "evaluate", "roc_auc"]
 
 CLASSIFICATION = ("accuracy", "token_accuracy", "top5_accuracy", "macro_f1")
-INTERCEPTED = ("map_50", "mask_map_50", "mean_matched_iou", "panoptic_quality")  # module functions whose
-# arguments are kept
+# the module functions whose arguments are kept
+INTERCEPTED = ("map_50", "mask_map_50", "mean_matched_iou", "panoptic_quality")
 ANOMALY = ("roc_auc", "average_precision")
 
 
@@ -91,59 +90,6 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((recall_gain * tp / seen).sum())
 
 
-def panoptic_counts(pred_ids: torch.Tensor, pred_classes: Any, gt_ids: torch.Tensor, gt_classes: Any,
-                    num_classes: int) -> torch.Tensor:
-    """Per class (4, num_classes) float64 rows: the sum of the matched segments' IoU, TP, FP, FN, over a batch of
-    segment-id maps (B, H, W) (0 void, segment s has class [s - 1]), matched as the generated panoptic_quality()
-    matches them: a ground-truth and a predicted segment of the same class match when their IoU > 0.5, the union
-    leaving out the predicted pixels that are void in the ground truth; an unmatched predicted segment is a false
-    positive unless more than half of it is void; an unmatched ground-truth segment a false negative."""
-    counts = torch.zeros(4, num_classes, dtype=torch.float64)
-    for b in range(pred_ids.shape[0]):
-        pred, gt = pred_ids[b].cpu(), gt_ids[b].cpu()
-        p_classes = [int(c) for c in pred_classes[b]]
-        g_classes = [int(c) for c in gt_classes[b]]
-        p_ids = [s for s in range(1, len(p_classes) + 1) if (pred == s).any()]
-        g_ids = [s for s in range(1, len(g_classes) + 1) if g_classes[s - 1] >= 0 and (gt == s).any()]
-        void = gt == 0
-        matched_p: set[int] = set()
-        for g in g_ids:
-            gm, gc = gt == g, g_classes[g - 1]
-            found = False
-            for p in p_ids:
-                if p_classes[p - 1] != gc or p in matched_p:
-                    continue
-                pm = pred == p
-                inter = int((pm & gm).sum())
-                union = int(pm.sum()) + int(gm.sum()) - inter - int((pm & void).sum())
-                if union > 0 and inter / union > 0.5:
-                    counts[0, gc] += inter / union
-                    counts[1, gc] += 1
-                    matched_p.add(p)
-                    found = True
-                    break
-            if not found:
-                counts[3, gc] += 1
-        for p in p_ids:
-            pm = pred == p
-            if p not in matched_p and int((pm & void).sum()) <= 0.5 * int(pm.sum()):
-                counts[2, p_classes[p - 1]] += 1
-    return counts
-
-
-def panoptic_scores(counts: torch.Tensor) -> tuple[float, float, float]:
-    """PQ, SQ, RQ from panoptic_counts() summed over a split: per class, then the mean over the classes with any
-    TP, FP or FN (NaN where there are none)."""
-    iou, tp, fp, fn = counts.double()
-    seen = (tp + fp + fn) > 0
-    if not seen.any():
-        return math.nan, math.nan, math.nan
-    iou, tp, fp, fn = iou[seen], tp[seen], fp[seen], fn[seen]
-    denom = tp + fp / 2 + fn / 2
-    sq = torch.where(tp > 0, iou / tp.clamp(min=1), torch.zeros_like(iou))
-    return float((iou / denom).mean()), float(sq.mean()), float((tp / denom).mean())
-
-
 def anomaly_scores(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
     """Each item's anomaly score, the mean squared error of its reconstruction (the generated metrics()' score), for
     a batch of one input and `is_anomaly`; None for another batch."""
@@ -174,7 +120,7 @@ class SplitAccumulator:
         self.classes: torch.Tensor | None = None  # classification: (C, C) counts
         self.top5 = 0
         self.anomaly: list[tuple[torch.Tensor, torch.Tensor]] = []  # (scores, 0/1 labels) per batch
-        self.panoptic: torch.Tensor | None = None  # (4, C): IoU sum, TP, FP, FN per class
+        self.panoptic: list[tuple[Any, ...]] = []  # panoptic_quality()'s arguments per batch
 
     # ------------------------------------------------------------------------------------------- batches
 
@@ -212,8 +158,10 @@ class SplitAccumulator:
             elif name == "mask_map_50":
                 self._mask_hits(*args)
             elif name == "panoptic_quality":
-                counts = panoptic_counts(*args)
-                self.panoptic = counts if self.panoptic is None else self.panoptic + counts
+                pred_ids, pred_classes, gt_ids, gt_classes, num_classes = args
+                self.panoptic.append((pred_ids.detach().cpu().int(), [torch.as_tensor(c).cpu() for c in pred_classes],
+                                      gt_ids.detach().cpu().int(), [torch.as_tensor(c).cpu() for c in gt_classes],
+                                      num_classes))
             else:
                 for rows, cols, pred, truth, labels in args[0]:
                     rows_t = torch.as_tensor(rows, dtype=torch.long)
@@ -280,7 +228,8 @@ class SplitAccumulator:
         self.mask_hits += other["mask_hits"]
         self.matches += other["matches"]
         self.anomaly += other["anomaly"]
-        for k in ("pixels", "classes", "panoptic"):
+        self.panoptic += other["panoptic"]
+        for k in ("pixels", "classes"):
             if other[k] is not None:
                 mine = getattr(self, k)
                 setattr(self, k, other[k] if mine is None else mine + other[k])
@@ -312,8 +261,12 @@ class SplitAccumulator:
             for name, metric in (("roc_auc", roc_auc), ("average_precision", average_precision)):
                 if name in names:
                     out[name] = metric(scores, labels)
-        if self.panoptic is not None and names & {"pq", "sq", "rq"}:
-            out.update({k: v for k, v in zip(("pq", "sq", "rq"), panoptic_scores(self.panoptic)) if k in names})
+        if self.panoptic and names & {"pq", "sq", "rq"}:
+            pred_ids, pred_classes, gt_ids, gt_classes, num_classes = zip(*self.panoptic)
+            values = self.scope["panoptic_quality"](torch.cat(pred_ids), [c for b in pred_classes for c in b],
+                                                    torch.cat(gt_ids), [c for b in gt_classes for c in b],
+                                                    num_classes[0])
+            out.update({k: float(v) for k, v in zip(("pq", "sq", "rq"), values) if k in names})
         if self.classes is not None:
             c = self.classes.double()
             total = float(c.sum())

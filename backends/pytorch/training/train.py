@@ -91,8 +91,9 @@ def parser() -> argparse.ArgumentParser:
     add("--target", default=None, help="tabular: the column(s) to predict, comma-separated")
     add("--features", default=None, help="tabular: feature columns (default: every other column)")
     add("--augment", type=_names, default=[], metavar="NAME[,NAME...]",
-        help="images: augmentations of the training split (horizontal_flip, vertical_flip, random_crop, "
-             "random_resized_crop, color_jitter)")
+        help="images and point clouds: augmentations of the training split (images: horizontal_flip, "
+             "vertical_flip, random_crop, random_resized_crop, color_jitter; point clouds: random_rotation, "
+             "random_scale, jitter, point_dropout)")
     add("--device", default="auto", help="auto, cpu or cuda")
     add("--workers", type=int, default=0, help="DataLoader worker processes")
     add("--compile", action="store_true", help="torch.compile the model")
