@@ -37,16 +37,21 @@ _SIGNALS = ("audio", "time_series")
 # an augmentation -> the input modalities it applies to: the language's vocabulary
 AUGMENTATIONS: dict[str, tuple[str, ...]] = {
     "random_crop": _PIXELS, "random_resized_crop": _PIXELS, "horizontal_flip": _PIXELS, "vertical_flip": _PIXELS,
-    "rotation": _PIXELS, "color_jitter": _PIXELS, "gaussian_blur": _PIXELS, "random_erasing": _PIXELS,
+    "rotation": (*_PIXELS, "point_cloud"), "color_jitter": _PIXELS, "gaussian_blur": _PIXELS, "random_erasing": _PIXELS,
     "randaugment": _PIXELS, "mixup": (*_PIXELS, *_SIGNALS, "tabular"), "cutmix": _PIXELS,
     "time_shift": _SIGNALS, "time_mask": _SIGNALS, "freq_mask": ("audio",), "speed": ("audio",),
     "noise": (*_PIXELS, *_SIGNALS, "tabular", "point_cloud"), "point_jitter": ("point_cloud",),
+    "scale": ("point_cloud",), "point_dropout": ("point_cloud",),
     "token_dropout": ("text",),
 }
-# those the generated train.py applies (to image inputs: backends/pytorch/training/data_vision.py's AUGMENTATIONS,
-# which a test keeps equal): only these reach training.json; another known name is W003 and left out, so that the
-# compiled train.py always runs with the file it is given
-BUILT_AUGMENTATIONS = ("horizontal_flip", "vertical_flip", "random_crop", "random_resized_crop", "color_jitter")
+# those the generated train.py applies, by input (images: backends/pytorch/training/data_vision.py's AUGMENTATIONS;
+# point clouds: data_points.py's POINT_AUGMENTATIONS under the names POINT_ALIASES gives them; tests keep them
+# equal): only these reach training.json; another known name is W003 and left out, so that the compiled train.py
+# always runs with the file it is given
+BUILT_AUGMENTATIONS: dict[str, tuple[str, ...]] = {
+    "image": ("horizontal_flip", "vertical_flip", "random_crop", "random_resized_crop", "color_jitter"),
+    "point_cloud": ("rotation", "scale", "point_jitter", "point_dropout"),
+}
 
 # a training key -> the family parameter it sets where the family has one (the model's Config default)
 FAMILY_PARAMS = {"noise_schedule": "beta_schedule", "timesteps": "timesteps"}
@@ -260,9 +265,10 @@ def _augmentations_fit(spec: SpecIR, values: dict[str, Any], fields: Mapping[str
             return
     built = []
     for item, name in zip(items, values["augment"]):
-        if name not in BUILT_AUGMENTATIONS or "image" not in inputs:
+        if not any(name in BUILT_AUGMENTATIONS.get(i, ()) for i in inputs):
             bag.warning("W003", f"augmentation `{name}` is not built by the generated train.py; it is ignored", item.span,
-                        hint=f"train.py augments image inputs with {', '.join(BUILT_AUGMENTATIONS)}")
+                        hint="train.py augments " + "; ".join(f"{i} inputs with {', '.join(names)}"
+                                                               for i, names in BUILT_AUGMENTATIONS.items()))
             continue
         built.append(name)
     values["augment"] = built

@@ -55,7 +55,7 @@ POINT_SUFFIXES = (".npy", ".ply")
 POINT_AUGMENTATIONS = ("random_rotation", "random_scale", "jitter", "point_dropout")
 POINT_ALIASES = {"rotation": "random_rotation", "rotate": "random_rotation", "random_rotate": "random_rotation",
                  "scale": "random_scale", "scaling": "random_scale", "random_scaling": "random_scale",
-                 "random_jitter": "jitter", "dropout": "point_dropout", "random_point_dropout": "point_dropout"}
+                 "random_jitter": "jitter", "point_jitter": "jitter", "dropout": "point_dropout", "random_point_dropout": "point_dropout"}
 IGNORE = -100  # cross_entropy's ignore_index: the label of a batch's unused graph rows
 NPY_TYPES = {"f4": torch.float32, "f8": torch.float64, "f2": torch.float16, "i1": torch.int8, "u1": torch.uint8,
              "i2": torch.int16, "i4": torch.int32, "i8": torch.int64}
