@@ -10,9 +10,10 @@ prototype training on real data), the warm start's gain, and the search machiner
    feasible point any run found (ideal 0, nadir 1, reference point 1.1 per objective), so the runs of one spec
    compare directly.
 3. Prototype training: the same comparison where each feasible candidate is trained on small real data by the
-   generated train.py, in process (search_training.py), with the median pruner: a tabular MLP on scikit-learn's
-   breast-cancer table (val_loss:min, latency:min) and a small decoder LM on the GPL-3 text that Debian ships
-   (val_perplexity:min, latency:min). One torch thread (OMP_NUM_THREADS=1): on a shared 2-core machine two threads
+   generated train.py, in process (metagen_compiler/search/training.py), under each pruner (none, Optuna's median,
+   the Pareto pruner; --pruner): a tabular MLP on scikit-learn's breast-cancer table (val_loss:min, latency:min) and
+   a small decoder LM on the GPL-3 text that Debian ships (val_perplexity:min, latency:min); also the optimizer
+   steps each search trained (deterministic, unlike its seconds on a shared machine). One torch thread (OMP_NUM_THREADS=1): on a shared 2-core machine two threads
    spin against each other's load (measured: a 100-step MLP run took 17 to 38 s with two threads, under 1 s with
    one). Also the search machinery's time per trained trial against its training time.
 4. Warm start (estimated objectives): two earlier searches of specs like the new one go into a history; the new
@@ -20,7 +21,8 @@ prototype training on real data), the warm start's gain, and the search machiner
    several seeds; reported: after how many trials each reaches the cold search's final hypervolume.
 
 Prints tables and writes benchmarks/results/search.json.
-Usage: python benchmarks/search.py [--trials 100] [--seeds 5] [--train-trials 12] [--quick]
+Usage: python benchmarks/search.py [--trials 100] [--seeds 5] [--train-trials 12] [--pruner none,median,pareto]
+       [--samplers nsga2,tpe,random] [--specs WORD,...] [--skip PART] [--quick]
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def throughput(name: str, trials: int) -> list[dict[str, Any]]:
     rows = []
     for storage in ("sqlite", "memory"):
         with tempfile.TemporaryDirectory() as d:
-            cfg = _config(name, "auto", 0, trials, "memory" if storage == "memory" else None, Path(d))
+            # NSGA-II, the sampler these throughputs were measured with (auto's choice for several objectives then)
+            cfg = _config(name, "nsga2", 0, trials, "memory" if storage == "memory" else None, Path(d))
             outcome = run_search(cfg)
             ts = outcome.study.get_trials(deepcopy=False)
             compile_s = [t.user_attrs.get("result", {}).get("compile_s", 0.0) for t in ts]
@@ -141,18 +144,23 @@ def throughput(name: str, trials: int) -> list[dict[str, Any]]:
     return rows
 
 
-def quality(name: str, samplers: list[str], seeds: int, trials: int) -> list[dict[str, Any]]:
+def quality(name: str, samplers: list[str], seeds: int, trials: int,
+            checkpoints: list[int] | None = None) -> list[dict[str, Any]]:
     runs: dict[tuple[str, int], list[Any]] = {}
+    seconds: dict[str, list[float]] = {s: [] for s in samplers}
     with tempfile.TemporaryDirectory() as d:
         for sampler in samplers:
             for seed in range(seeds):
                 cfg = _config(name, sampler, seed, trials, "memory", Path(d))
+                t0 = time.perf_counter()
                 runs[sampler, seed] = run_search(cfg).study.get_trials(deepcopy=False)
+                seconds[sampler].append(time.perf_counter() - t0)
     objs = cfg.objectives  # the defaults: the same for every run of the spec
     feasible = [t.values for ts in runs.values() for t in ts if trial_status(t) == "ok"]
     norm = Normaliser.over(feasible, objs)
     ref = tuple(1.1 for _ in objs)
-    checkpoints = sorted({max(1, trials // 4), max(1, trials // 2), trials})
+    checkpoints = sorted({*(k for k in checkpoints or () if k < trials), trials}) if checkpoints \
+        else sorted({max(1, trials // 4), max(1, trials // 2), trials})
     rows = []
     for sampler in samplers:
         hv: dict[int, list[float]] = {k: [] for k in checkpoints}
@@ -168,7 +176,7 @@ def quality(name: str, samplers: list[str], seeds: int, trials: int) -> list[dic
                      "hv_mean": {k: statistics.fmean(v) for k, v in hv.items()},
                      "hv_std": {k: statistics.pstdev(v) for k, v in hv.items()},
                      "hv": hv[trials], "feasible_share": statistics.fmean(feas),
-                     "failed_share": statistics.fmean(failed)})
+                     "failed_share": statistics.fmean(failed), "seconds_per_search": statistics.fmean(seconds[sampler])})
     return rows
 
 
@@ -182,40 +190,53 @@ def _data(kind: str, folder: Path) -> str:
 
 
 def training_quality(name: str, samplers: list[str], seeds: int, trials: int, steps: int,
-                     pruner: str = "median") -> dict[str, Any]:
-    """NSGA-II / TPE / random with prototype training (median pruner), and the machinery's cost per trial."""
+                     pruners: list[str] | str = "median") -> dict[str, Any]:
+    """NSGA-II / TPE / random with prototype training, under each pruner (`pareto:K`: the Pareto pruner stopping a
+    run that K others dominate; `pareto` is K = 2), and the machinery's cost per trial. Every run of the spec is
+    normalised together (pruners and samplers alike), so the rows compare directly."""
     from metagen_compiler.search.training import TrainingEvaluator, metric_direction
 
     path, text, data_kind, train_args, objective_names = TRAIN_SPECS[name]
-    runs: dict[tuple[str, int], list[Any]] = {}
+    pruners = [pruners] if isinstance(pruners, str) else pruners
+    runs: dict[tuple[str, str, int], list[Any]] = {}
     with tempfile.TemporaryDirectory() as d:
         data = _data(data_kind, Path(d))
-        for sampler in samplers:
-            for seed in range(seeds):
-                cfg = _config_of(path, text, sampler, seed, trials, "memory", Path(d) / "out")
-                assert cfg.space.comp.spec is not None
-                cfg.objectives = [ObjectiveSpec(n, metric_direction(n) if n.startswith("val_") else "minimize")
-                                  for n in objective_names]
-                cfg.evaluator = TrainingEvaluator(data=data, out_dir=Path(d) / "out", task=cfg.space.comp.spec.task,
-                                                  steps=steps, eval_every=max(1, steps // 4), train_args=train_args,
-                                                  watch=objective_names[0], pruner=pruner, seed=0)
-                runs[sampler, seed] = run_search(cfg).study.get_trials(deepcopy=False)
+        for pruner in pruners:
+            kind, _, k = pruner.partition(":")
+            for sampler in samplers:
+                for seed in range(seeds):
+                    cfg = _config_of(path, text, sampler, seed, trials, "memory", Path(d) / "out")
+                    assert cfg.space.comp.spec is not None
+                    cfg.objectives = [ObjectiveSpec(n, metric_direction(n) if n.startswith("val_") else "minimize")
+                                      for n in objective_names]
+                    cfg.evaluator = TrainingEvaluator(
+                        data=data, out_dir=Path(d) / "out", task=cfg.space.comp.spec.task, steps=steps,
+                        eval_every=max(1, steps // 4), train_args=train_args, watch=objective_names[0], pruner=kind,
+                        seed=0, costs=tuple((o.name, o.direction) for o in cfg.objectives[1:]),
+                        dominators=int(k or 2))
+                    runs[pruner, sampler, seed] = run_search(cfg).study.get_trials(deepcopy=False)
     objs = cfg.objectives
     feasible = [t.values for ts in runs.values() for t in ts if trial_status(t) == "ok"]
     norm = Normaliser.over(feasible, objs)
     ref = tuple(1.1 for _ in objs)
     rows = []
     every = [t for ts in runs.values() for t in ts]
-    for sampler in samplers:
-        hv, counts = [], {"ok": 0, "infeasible": 0, "pruned": 0, "failed": 0}
-        for seed in range(seeds):
-            ts = runs[sampler, seed]
-            hv.append(hypervolume([norm(t.values) for t in ts if trial_status(t) == "ok"], ref))
-            for t in ts:
-                counts[trial_status(t)] = counts.get(trial_status(t), 0) + 1
-        rows.append({"spec": name, "sampler": sampler, "trials": trials, "seeds": seeds, "steps": steps,
-                     "pruner": pruner,
-                     "hv": hv, "hv_mean": statistics.fmean(hv), "hv_std": statistics.pstdev(hv), "status": counts})
+    for pruner in pruners:
+        for sampler in samplers:
+            hv, counts, train_s, steps_run = [], {"ok": 0, "infeasible": 0, "pruned": 0, "failed": 0}, [], []
+            for seed in range(seeds):
+                ts = runs[pruner, sampler, seed]
+                hv.append(hypervolume([norm(t.values) for t in ts if trial_status(t) == "ok"], ref))
+                metrics = [t.user_attrs.get("result", {}).get("metrics", {}) for t in ts]
+                train_s.append(sum(m.get("train_seconds", 0.0) for m in metrics))
+                # steps trained up to the last evaluation (a pruned run's: where it was stopped): deterministic
+                steps_run.append(sum(m.get("train_steps", 0.0) for m in metrics))
+                for t in ts:
+                    counts[trial_status(t)] = counts.get(trial_status(t), 0) + 1
+            rows.append({"spec": name, "sampler": sampler, "trials": trials, "seeds": seeds, "steps": steps,
+                         "pruner": pruner, "hv": hv, "hv_mean": statistics.fmean(hv), "hv_std": statistics.pstdev(hv),
+                         "status": counts, "train_s_per_search": statistics.fmean(train_s),
+                         "train_steps_per_search": statistics.fmean(steps_run)})
     trained = [t for t in every if isinstance(t.user_attrs.get("result", {}).get("metrics", {}).get("train_seconds"),
                                               float) and t.duration is not None]
     train_s = [t.user_attrs["result"]["metrics"]["train_seconds"] for t in trained]
@@ -278,17 +299,24 @@ def main() -> int:
     ap.add_argument("--throughput-trials", type=int, default=100)
     ap.add_argument("--train-trials", type=int, default=12, help="trials per search with prototype training")
     ap.add_argument("--train-steps", type=int, default=40, help="optimizer steps per prototype")
-    ap.add_argument("--pruner", default="median", choices=["median", "halving", "none"],
-                    help="the pruner of the prototype-training searches (default: median)")
+    ap.add_argument("--pruner", default="none,median,pareto",
+                    help="the pruners of the prototype-training searches, comma-separated: median, halving, none, "
+                         "pareto (pareto:K: stop a run K others dominate) (default: none,median,pareto)")
     ap.add_argument("--warm-trials", type=int, default=100, help="trials per search in the warm-start measurement")
     ap.add_argument("--skip", action="append", default=[], choices=["throughput", "quality", "training", "warm"],
                     help="leave a part out (repeatable)")
     ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke): 10 trials, 2 seeds, 2 specs")
+    ap.add_argument("--samplers", default="nsga2,tpe,random", help="samplers to compare (comma-separated)")
+    ap.add_argument("--checkpoints", default="", help="trial counts at which to report the hypervolume "
+                                                      "(comma-separated; default: N/4, N/2, N)")
+    ap.add_argument("--specs", default="", help="only the specs whose names contain one of these words (comma-separated)")
     ap.add_argument("--out", default=str(RESULTS / "search.json"))
     args = ap.parse_args()
-    specs = list(SPECS)
-    samplers = ["nsga2", "tpe", "random"]
-    train_specs, warm_cases = list(TRAIN_SPECS), list(WARM)
+    words = [w for w in args.specs.split(",") if w]
+    specs = [s for s in SPECS if not words or any(w in s for w in words)]
+    samplers = [s for s in args.samplers.split(",") if s]
+    train_specs = [s for s in TRAIN_SPECS if not words or any(w in s for w in words)]
+    warm_cases = list(WARM)
     if args.quick:
         args.trials, args.seeds, args.throughput_trials, specs = 10, 2, 10, specs[:2]
         args.train_trials, args.train_steps, args.warm_trials = 3, 8, 10
@@ -297,10 +325,11 @@ def main() -> int:
     t0 = time.perf_counter()
     tput = [r for s in specs for r in throughput(s, args.throughput_trials)] if "throughput" not in args.skip \
         else previous.get("throughput", [])
-    qual = [r for s in specs for r in quality(s, samplers, args.seeds, args.trials)] if "quality" not in args.skip \
-        else previous.get("quality", [])
+    marks = [int(k) for k in args.checkpoints.split(",") if k] or None
+    qual = [r for s in specs for r in quality(s, samplers, args.seeds, args.trials, marks)] \
+        if "quality" not in args.skip else previous.get("quality", [])
     train = [training_quality(s, samplers, 1 if args.quick else args.seeds, args.train_trials, args.train_steps,
-                              args.pruner) for s in train_specs] if "training" not in args.skip else previous.get("training", [])
+                              args.pruner.split(",")) for s in train_specs] if "training" not in args.skip else previous.get("training", [])
     warm = [warm_start(c, 2 if args.quick else args.seeds, args.warm_trials) for c in warm_cases] \
         if "warm" not in args.skip else previous.get("warm_start", [])
     print(f"{'spec':40} {'storage':8} {'trials':>6} {'trials/s':>9} {'compile ms':>11} {'overhead ms':>12}")
@@ -311,18 +340,19 @@ def main() -> int:
     print(f"{'spec':40} {'sampler':8} {'hv@N/4':>14} {'hv@N/2':>14} {'hv@N':>14} {'feasible':>9} {'failed':>7}  (N={args.trials}, "
           f"{args.seeds} seeds, mean ± sd)")
     for r in qual:
-        cells = [f"{r['hv_mean'][k]:.3f} ± {r['hv_std'][k]:.3f}" for k in sorted(r["hv_mean"])]
+        cells = [f"{r['hv_mean'][k]:.3f} ± {r['hv_std'][k]:.3f}" for k in sorted(r["hv_mean"], key=int)][-3:]
         cells = ([""] * (3 - len(cells))) + cells
         print(f"{r['spec']:40} {r['sampler']:8} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14} "
               f"{r['feasible_share']:9.0%} {r['failed_share']:7.0%}")
     print()
-    print(f"{'prototype training':48} {'sampler':8} {'hv@N (mean ± sd)':>18} {'ok':>4} {'infeas.':>8} {'pruned':>7} "
-          f"{'failed':>7}")
+    print(f"{'prototype training':48} {'sampler':8} {'pruner':9} {'hv@N (mean ± sd)':>18} {'ok':>4} {'infeas.':>8} "
+          f"{'pruned':>7} {'failed':>7} {'train s':>8} {'steps':>7}")
     for block in train:
         for r in block["rows"]:
             c = r["status"]
-            print(f"{r['spec']:48} {r['sampler']:8} {r['hv_mean']:9.3f} ± {r['hv_std']:.3f} {c.get('ok', 0):4d} "
-                  f"{c.get('infeasible', 0):8d} {c.get('pruned', 0):7d} {c.get('failed', 0):7d}")
+            print(f"{r['spec']:48} {r['sampler']:8} {r.get('pruner', ''):9} {r['hv_mean']:9.3f} ± {r['hv_std']:.3f} "
+                  f"{c.get('ok', 0):4d} {c.get('infeasible', 0):8d} {c.get('pruned', 0):7d} {c.get('failed', 0):7d} "
+                  f"{r.get('train_s_per_search', 0.0):8.1f} {r.get('train_steps_per_search', 0.0):7.0f}")
         c = block["cost"]
         if c["train_s_mean"] is not None:
             print(f"  per trained trial: training {c['train_s_mean']:.2f} s, compile {c['compile_s_mean'] * 1e3:.1f} ms, "

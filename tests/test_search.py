@@ -189,6 +189,8 @@ def test_estimate_only_search_writes_trials_front_and_candidates(tmp_path: Path,
     doc = _pareto(out)
     assert [o["name"] for o in doc["objectives"]] == ["params", "latency"]
     assert doc["candidates"] and doc["trials"] == 20
+    # one compiled folder per Pareto-optimal candidate, and no other
+    assert sorted((out / "pareto").iterdir()) == sorted(out / c["folder"] for c in doc["candidates"])
     for c in doc["candidates"]:
         folder = out / c["folder"]
         filled = (folder / "small_lm.msl").read_text()
@@ -252,6 +254,23 @@ def test_failed_candidates_are_recorded_with_their_reason(tmp_path: Path) -> Non
     assert all(t["values"]["d_model"] % t["values"]["heads"] for t in failed)
     assert all(t["values"]["d_model"] % t["values"]["heads"] == 0 for t in trials if t["status"] != "failed")
     assert _pareto(out)["failed"] == len(failed)
+
+
+def test_a_candidate_that_breaks_a_family_requirement_is_a_broken_constraint_the_sampler_reads(
+        tmp_path: Path) -> None:
+    # heads must divide d_model: a rule of the family, so a constraint of the samplers, not only a failed trial
+    from metagen_compiler.search.engine import COMPILES, trial_status
+
+    spec, out = _spec(tmp_path, HEADS), tmp_path / "out"
+    assert _search(spec, out, "--trials", "12", "--sampler", "tpe", "--quiet") == 0
+    trials = optuna.load_study(study_name="small_lm", storage=f"sqlite:///{out / 'study.db'}").trials
+    failed = [t for t in trials if trial_status(t) == "failed"]
+    assert failed
+    for t in failed:  # complete, so NSGA-II and TPE read it; infeasible by its violation
+        assert t.state == optuna.trial.TrialState.COMPLETE and t.constraints == {COMPILES: 1.0}
+        assert t.values == [-float("inf"), float("inf")]  # params:max, latency:min: the worst there is
+    assert all(t.constraints.get(COMPILES) is None for t in trials if trial_status(t) != "failed")
+    assert all(t["status"] != "ok" or t["values"]["d_model"] % t["values"]["heads"] == 0 for t in _trials(out))
 
 
 def test_same_seed_same_search(tmp_path: Path) -> None:
@@ -380,6 +399,43 @@ def test_progress_line_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None
     p(study, cfg, 2.0)
     p.close()
     assert "trial 1/10  feasible 1  best: params 1.5M, latency 0.2 ms  ~18s left" in capsys.readouterr().err
+
+
+def test_a_search_on_a_terminal_shows_live_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # the command draws it while trials finish (not only a unit of the display): stderr is a terminal
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_rich(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name.startswith("rich"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_rich)  # the plain line: one redrawn line per update
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr("metagen_compiler.search.command.time.monotonic", iter(range(10, 10**6, 10)).__next__)
+    spec, out = _spec(tmp_path, LOOSE.replace("params <= 2M", "params <= 50M").replace("< 1ms", "< 1s")), tmp_path / "out"
+    assert _search(spec, out, "--trials", "4", "--seed", "0") == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.split("\r") if ln.startswith("trial ")]
+    assert [ln.split()[1] for ln in lines] == ["1/4", "2/4", "3/4", "4/4"], err
+    assert all("best: params " in ln and "latency " in ln and "s left" in ln for ln in lines)
+    assert "search small_lm: 4 trials" in err
+
+
+def test_each_trial_compiles_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # no subprocess per trial: starting one fails the test
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a subprocess was started: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(os, "posix_spawn", refuse)
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert _search(spec, out, "--trials", "5", "--quiet") == 0
+    assert len(_trials(out)) == 5
 
 
 def test_a_dead_workers_trial_is_run_again_with_its_values(tmp_path: Path) -> None:
@@ -654,12 +710,38 @@ def test_a_bad_objective_in_the_spec_is_a_diagnostic_at_the_entry(tmp_path: Path
         in err and "^" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("objectives, sampler", [(["params:max"], "tpe"), (["params:max", "latency:min"], "nsga2")])
-def test_auto_sampler_is_tpe_for_one_objective_and_nsga2_for_several(tmp_path: Path, objectives: list[str],
-                                                                      sampler: str) -> None:
-    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
-    assert _search(spec, out, "--trials", "2", "--quiet", *[f"--objective={o}" for o in objectives]) == 0
+@pytest.mark.parametrize("objectives, trials, sampler", [
+    (["params:max"], "2", "tpe"), (["params:max", "latency:min"], "2", "tpe"),
+    (["params:max", "latency:min"], "500", "nsga2"),  # a budget of 500: the first few trials, then --timeout
+    (["params:max", "latency:min"], "500+tight", "tpe")])  # the solver breaks the spec's latency bound (W002)
+def test_auto_sampler_of_a_search(tmp_path: Path, objectives: list[str], trials: str, sampler: str) -> None:
+    spec, out = _spec(tmp_path, FAST if trials.endswith("tight") else LOOSE), tmp_path / "out"
+    trials = trials.removesuffix("+tight")
+    assert _search(spec, out, "--trials", trials, "--timeout", "3", "--quiet",
+                   *[f"--objective={o}" for o in objectives]) == 0
     assert json.loads((out / "search.json").read_text())["sampler"] == sampler
+
+
+def test_auto_sampler_chooses_by_objectives_and_budget() -> None:
+    # measured (docs/search.md, Samplers): TPE ahead of NSGA-II up to 300 trials, NSGA-II ahead from 500 on
+    from metagen_compiler.search.engine import NSGA2_FROM_TRIALS, auto_sampler, make_sampler
+
+    assert NSGA2_FROM_TRIALS == 500
+    assert auto_sampler(1, 10) == auto_sampler(1, 10_000) == "tpe"  # one objective: TPE at any budget
+    assert auto_sampler(2, 30) == auto_sampler(3, 499) == "tpe"
+    assert auto_sampler(2, 500) == auto_sampler(3, 2000) == "nsga2"
+    assert auto_sampler(2, 2000, tight=True) == "tpe"  # few feasible candidates: TPE stayed ahead
+    assert isinstance(make_sampler("auto", 2, 0, 499), optuna.samplers.TPESampler)
+    assert isinstance(make_sampler("auto", 2, 0, 500), optuna.samplers.NSGAIISampler)
+    assert isinstance(make_sampler("nsga2", 2, 0, 30), optuna.samplers.NSGAIISampler)  # named: no choice
+
+
+def test_the_solver_breaking_a_constraint_is_found_before_the_search() -> None:
+    from metagen_compiler.search.engine import solver_breaks_a_constraint
+
+    assert solver_breaks_a_constraint(SourceFile("fast.msl", FAST), Options())  # W002: 0.359 ms against 0.3 ms
+    assert not solver_breaks_a_constraint(SourceFile("loose.msl", LOOSE), Options())
+    assert not solver_breaks_a_constraint(SourceFile("fast.msl", FAST), Options(), (("layers", "1"),))
 
 
 def test_history_records_searches_and_warm_start_runs_the_nearest_front_first(tmp_path: Path) -> None:
@@ -738,8 +820,10 @@ def test_the_candidates_paper_has_a_search_section_with_the_searchs_numbers(tmp_
     main = (folder / "paper" / "main.tex").read_text()
     assert main.index("\\input{sections/search}") < main.index("\\input{sections/limitations}")
     section = (folder / "paper" / "sections" / "search.tex").read_text()
-    assert "\\section{Architecture search}" in section and "figures/search_hypervolume.png" in section
-    assert (folder / "paper" / "figures" / "search_hypervolume.png").is_file()
+    assert "\\section{Architecture search}" in section
+    for plot in ("pareto", "hypervolume", "importance"):  # the three plots, as figures of the paper
+        assert f"figures/search_{plot}.png" in section
+        assert (folder / "paper" / "figures" / f"search_{plot}.png").read_bytes()[:4] == b"\x89PNG"
     # every number the section prints is in report.json, where the provenance says
     numbers = json.loads((folder / "paper" / "provenance.json").read_text())["numbers"]
     searched = [n for n in numbers if n["key"].startswith("search.")]
@@ -763,3 +847,107 @@ def test_history_distance_orders_specs_by_likeness() -> None:
     assert distance(a, a) == 0 and distance(a, looser) == distance(looser, a)
     assert 0 < distance(a, looser) < distance(a, more_data) == 1.0 < distance(a, bigger) == 2.0
     assert distance(a, other_family) == 4.0
+
+
+# ---------------------------------------------------------------- the Pareto pruner (search/pruning.py)
+def _pruning_study(pruner: optuna.pruners.BasePruner, runs: list[tuple[dict[int, float], list[float]]],
+                   direction: str = "minimize") -> optuna.Study:
+    """A pruning study with complete runs: (intermediate values {step: metric}, costs, lower is better)."""
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    for i, (curve, costs) in enumerate(runs):
+        study.add_trial(optuna.trial.create_trial(value=curve[max(curve)], intermediate_values=curve,
+                                                  user_attrs={"costs": costs, "trial": 10 + i}))
+    return study
+
+
+def _report(study: optuna.Study, curve: dict[int, float], costs: list[float]) -> bool:
+    t = study.ask()
+    t.set_user_attr("costs", costs)
+    for step, v in curve.items():
+        t.report(v, step)
+    prune = t.should_prune()
+    study.tell(t, state=optuna.trial.TrialState.FAIL)  # not a run the next report is compared with
+    return prune
+
+
+def test_pareto_pruner_stops_a_run_that_others_dominate_and_keeps_a_cheaper_one() -> None:
+    from metagen_compiler.search.pruning import ParetoPruner
+
+    # three complete runs of cost (latency, -params) = (2.0, 5.0): loss 0.3 at step 20
+    done = [({10: 0.6, 20: 0.3}, [2.0, 5.0]) for _ in range(3)]
+    pruner = ParetoPruner(min_dominators=2, n_startup_trials=3, n_warmup_steps=10)
+    study = _pruning_study(pruner, done)
+    assert _report(study, {10: 0.9, 20: 0.8}, [2.0, 5.0])  # as costly, worse loss: dominated by all three
+    assert pruner.last == [10, 11, 12]  # the main study's numbers of the runs that dominate it
+    assert _report(study, {10: 0.9, 20: 0.8}, [3.0, 6.0])  # costlier on both and worse: dominated
+    assert not _report(study, {10: 0.9, 20: 0.8}, [1.0, 5.0])  # cheaper (latency) with a worse loss: may be on the front
+    assert not _report(study, {10: 0.9, 20: 0.8}, [2.0, 4.0])  # cheaper on the second cost
+    assert not _report(study, {10: 0.9, 20: 0.2}, [3.0, 6.0])  # costlier but a better loss
+    assert not _report(study, {10: 0.9, 20: 0.3}, [2.0, 5.0])  # equal on everything: nobody is strictly better
+    assert not _report(study, {10: 0.9}, [9.0, 9.0])  # the first evaluation is the warm-up
+
+
+def test_pareto_pruner_needs_enough_dominators_and_started_runs() -> None:
+    from metagen_compiler.search.pruning import ParetoPruner
+
+    runs = [({10: 0.6, 20: 0.3}, [2.0]), ({10: 0.6, 20: 0.3}, [0.5]), ({10: 0.6, 20: 0.9}, [0.1])]
+    # one run (cost 0.5, loss 0.3) dominates (cost 1.0, loss 0.5); the costly one and the lossy one do not
+    assert not _report(_pruning_study(ParetoPruner(min_dominators=2), runs), {20: 0.5}, [1.0])
+    assert _report(_pruning_study(ParetoPruner(min_dominators=1), runs), {20: 0.5}, [1.0])
+    assert not _report(_pruning_study(ParetoPruner(min_dominators=1, n_startup_trials=4), runs), {20: 0.5}, [1.0])
+    # a maximised metric (accuracy): higher is better
+    up = [({20: 0.9}, [1.0]), ({20: 0.95}, [1.0])]
+    assert _report(_pruning_study(ParetoPruner(min_dominators=2, n_startup_trials=2), up, "maximize"), {20: 0.8},
+                   [1.0])
+    assert not _report(_pruning_study(ParetoPruner(min_dominators=2, n_startup_trials=2), up, "maximize"),
+                       {20: 0.92}, [1.0])
+    # a run that reports at another step is not compared; a running one at the same step is
+    study = _pruning_study(ParetoPruner(min_dominators=1, n_startup_trials=1), [({10: 0.1, 30: 0.1}, [0.1])])
+    assert not _report(study, {20: 0.5}, [1.0])
+    running = study.ask()
+    running.set_user_attr("costs", [0.1])
+    running.report(0.2, 20)
+    assert _report(study, {20: 0.5}, [1.0])
+    with pytest.raises(ValueError, match="min_dominators must be 1 or more"):
+        ParetoPruner(min_dominators=0)
+
+
+@pytest.mark.parametrize("objectives, pruner", [
+    (["val_loss"], "median"), (["val_loss", "latency"], "pareto"), (["val_loss", "params", "latency"], "pareto"),
+    (["val_loss", "val_accuracy"], "none"), (["val_loss", "train_seconds"], "none"), (["params", "latency"], "none"),
+    (["latency"], "none")])
+def test_auto_pruner_choice(objectives: list[str], pruner: str) -> None:
+    from metagen_compiler.search.training import auto_pruner, training_metrics
+
+    assert auto_pruner(objectives, training_metrics("classification")) == pruner
+
+
+def test_ctrl_c_inside_optunas_tell_is_an_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # Ctrl-C while Optuna records a trial: its `finally` then raises UnboundLocalError (optuna 5.1, _optimize.py), an
+    # error whose context is the interrupt: the search exits 130 as for any Ctrl-C, not with a traceback
+    from optuna.study import _optimize
+
+    calls = {"n": 0}
+    real = _optimize._tell_with_warning
+
+    def tell(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_optimize, "_tell_with_warning", tell)
+    spec, out = _spec(tmp_path, LOOSE), tmp_path / "out"
+    assert _search(spec, out, "--trials", "10") == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 2 finished trials" in err and "Traceback" not in err
+
+
+def test_the_papers_search_section_names_the_pruner() -> None:
+    from metagen_backends.latex.sections_search import _pruner_text
+
+    assert _pruner_text({"pruner": "none", "watch": "val_loss"}) == "no pruner ran. "
+    assert "Optuna's" in _pruner_text({"pruner": "median", "watch": "val_loss"})
+    pareto = _pruner_text({"pruner": "pareto", "watch": "val_loss"})
+    assert "Optuna" not in pareto and "dominated" in pareto and "cost objectives" in pareto

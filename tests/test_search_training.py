@@ -71,14 +71,58 @@ def test_each_candidate_is_trained_and_its_validation_metric_is_an_objective(tmp
     assert doc["candidates"] and all("val_accuracy" in c["objectives"] for c in doc["candidates"])
     summary = json.loads((out / "search.json").read_text())
     assert summary["training"]["steps"] == 20 and summary["timing"]["train_s_mean"] > 0
-    assert summary["sampler"] == "nsga2"  # auto, two objectives
+    assert summary["sampler"] == "tpe"  # auto, two objectives, a budget under 500 trials
 
 
-@pytest.mark.parametrize("objectives, pruner", [(["val_loss:min"], "median"), (["val_loss:min", "latency:min"], "none"),
-                                                ([], "none")])
-def test_auto_pruner_is_median_for_one_objective_and_none_for_several(tmp_path: Path, cancer: Path,
-                                                                      objectives: list[str], pruner: str) -> None:
-    # a pruner reads one metric: in a search of several objectives it would stop the cheap end of the front
+LM = """msl 1
+import std.transformer
+
+model story_lm {
+  modality text -> text
+  task generation
+  objective autoregressive
+  constraints { params <= 400k; context = 32; latency < 0.7ms on cpu }
+  architecture transformer.decoder {
+    vocab = 384; layers = ? in 1..2; d_model = ? multiple_of 16 in 16..64; heads = d_model / 16
+    norm = rmsnorm; position = rope; mlp = swiglu; bias = false; tied = true
+  }
+}
+"""
+
+
+def test_a_language_model_is_searched_on_a_text_corpus(tmp_path: Path) -> None:
+    # the issue's first flow (`metagenc search tiny_story.msl --data corpus/`) on a small decoder: the default
+    # objectives of generation are the validation perplexity and the latency
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "a", "dog", "ran", "to", "the", "red", "door"]
+    for k in range(10):  # a train/val/test split of files
+        lines = (" ".join(words[i % 7:] + words[:i % 7]) for i in range(k, 60))
+        (corpus / f"story{k}.txt").write_text("\n".join(lines))
+    spec = tmp_path / "story_lm.msl"
+    spec.write_text(LM)
+    out = tmp_path / "out"
+    assert search_main([str(spec), "-o", str(out), "--data", str(corpus), "--trials", "3", "--train-steps", "6",
+                        "--eval-every", "3", "--train-args", "--batch-size 4", "--backend", "pytorch", "--no-plots",
+                        "--quiet"]) == 0
+    trials = _trials(out)
+    assert len(trials) == 3 and {t["status"] for t in trials} <= {"ok", "infeasible"}
+    trained = [t for t in trials if t["status"] == "ok"]
+    assert trained and all(t["objectives"].keys() == {"val_perplexity", "latency"} for t in trained)
+    assert all(1 < t["metrics"]["val_perplexity"] < 1000 and t["metrics"]["train_steps"] == 6 for t in trained)
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["training"]["pruner"] == "pareto" and summary["training"]["watch"] == "val_perplexity"
+    for c in json.loads((out / "pareto.json").read_text())["candidates"]:  # each a model folder with its filled spec
+        assert (out / c["folder"] / "story_lm.msl").is_file() and (out / c["folder"] / "model.py").is_file()
+
+
+@pytest.mark.parametrize("objectives, pruner", [
+    (["val_loss:min"], "median"), (["val_loss:min", "latency:min"], "pareto"), ([], "pareto"),
+    (["val_loss:min", "val_accuracy:max"], "none")])
+def test_auto_pruner_is_median_for_one_objective_and_pareto_for_cost_objectives(tmp_path: Path, cancer: Path,
+                                                                               objectives: list[str], pruner: str) -> None:
+    # the median pruner reads one metric: in a search of several objectives it would stop the cheap end of the front;
+    # the Pareto pruner reads the cost objectives too. Two training metrics: a pruner would watch only one
     rc, out = _run(tmp_path, cancer, "--trials", "1", "--train-steps", "4", *[f"--objective={o}" for o in objectives])
     assert rc == 0
     assert json.loads((out / "search.json").read_text())["training"]["pruner"] == pruner
@@ -109,6 +153,33 @@ def test_a_hopeless_trial_is_pruned_and_keeps_its_reason(tmp_path: Path, cancer:
     pruning = optuna.load_study(study_name="credit_default:pruning", storage=f"sqlite:///{out / 'study.db'}")
     assert pruning.trials[-1].state == optuna.trial.TrialState.PRUNED
     assert pruning.trials[-1].user_attrs["trial"] == 0
+
+
+@pytest.mark.parametrize("cost, pruned", [(1.0, True), (1e12, False)])
+def test_the_pareto_pruner_stops_a_dominated_run_and_not_a_cheaper_one(tmp_path: Path, cancer: Path, cost: float,
+                                                                        pruned: bool) -> None:
+    # three earlier runs with a perfect validation loss: at cost 1 parameter (params:min) they dominate any candidate;
+    # at 10^12 parameters every candidate is cheaper, so none of them dominates it: it trains to the end
+    out = tmp_path / "out"
+    out.mkdir()
+    companion = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="credit_default:pruning",
+                                    direction="minimize")
+    for i in range(3):
+        companion.add_trial(optuna.trial.create_trial(value=1e-9, intermediate_values={10: 1e-9, 20: 1e-9, 30: 1e-9},
+                                                      user_attrs={"costs": [cost], "trial": 100 + i}))
+    rc, out = _run(tmp_path, cancer, "--trials", "1", "--train-steps", "30" if not pruned else "3000",
+                   "--eval-every", "10", "--objective", "val_loss:min", "--objective", "params:min")
+    assert rc == 0
+    assert json.loads((out / "search.json").read_text())["training"]["pruner"] == "pareto"  # auto
+    [t] = _trials(out)
+    pruning = optuna.load_study(study_name="credit_default:pruning", storage=f"sqlite:///{out / 'study.db'}")
+    assert pruning.trials[-1].user_attrs["costs"] == [t["metrics"]["params"]]  # its cost objective, known exactly
+    if pruned:
+        assert t["status"] == "pruned"
+        assert t["reason"].startswith("pruned at step 20: val_loss ")  # not at the first evaluation (warm-up)
+        assert t["reason"].endswith("(ParetoPruner: dominated by trials 100, 101, 102)")
+    else:
+        assert t["status"] == "ok" and t["metrics"]["train_steps"] == 30
 
 
 def test_a_single_objective_search_prunes_with_successive_halving(tmp_path: Path, cancer: Path) -> None:

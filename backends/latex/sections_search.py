@@ -62,8 +62,7 @@ def search(p: Paper) -> str:
             f"Each feasible candidate was trained for {budget} on {tt(str(tr['data']))} by the generated "
             f"\\texttt{{train.py}} and evaluated on its validation split every "
             f"{p.ledger.count('search.training.eval_every')} steps; "
-            + (f"Optuna's {tt(tr['pruner'])} pruner stopped hopeless candidates on {tt(tr['watch'])}. "
-               if tr.get("pruner") and tr["pruner"] != "none" else "no pruner ran. ")
+            + _pruner_text(tr)
             + "The quality objectives are measurements on that data, at that budget: a prototype's, not the "
               "trained model's.")
         out.append("")
@@ -130,3 +129,14 @@ def search(p: Paper) -> str:
                     f"\\includegraphics[width=0.7\\linewidth]{{figures/search_{name}.png}}",
                     f"\\caption{{{caption}}}\\label{{{label}}}", "\\end{figure}", ""]
     return "\n".join(out)
+
+
+def _pruner_text(tr: dict[str, Any]) -> str:
+    """What stopped hopeless prototypes: Optuna's pruner on one metric, or the Pareto pruner (search/pruning.py)."""
+    pruner = tr.get("pruner")
+    if not pruner or pruner == "none":
+        return "no pruner ran. "
+    if pruner == "pareto":
+        return (f"a run was stopped at an evaluation when other runs dominated it there, with a better or equal "
+                f"{tt(tr['watch'])} at that step and better or equal cost objectives. ")
+    return f"Optuna's {tt(pruner)} pruner stopped hopeless candidates on {tt(tr['watch'])}. "

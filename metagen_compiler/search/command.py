@@ -6,9 +6,9 @@
 
 Each trial fixes every open dimension (as `--set NAME=VALUE` would), compiles the model in process and reads
 the compiler's exact counts and estimates; with `--data`, it also trains the candidate for a fixed budget on the
-data (search_training.py) and reads its validation metrics. The spec's hard constraints are the search's
+data (search/training.py) and reads its validation metrics. The spec's hard constraints are the search's
 constraints. Running the same command again continues the study: no finished trial is lost, after Ctrl-C or
-kill -9. A finished search is recorded in the history (search_history.py), which `--warm-start` reads.
+kill -9. A finished search is recorded in the history (search/history.py), which `--warm-start` reads.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 
 def _parser() -> argparse.ArgumentParser:
     from metagen_compiler.search.engine import ESTIMATE_METRICS
+    from metagen_compiler.search.training import PRUNERS
 
     p = argparse.ArgumentParser(
         prog="metagenc search",
@@ -46,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", action="append", default=[], metavar="NAME:min|max",
                    help="an objective (repeatable), e.g. --objective params:max --objective latency:min")
     p.add_argument("--sampler", choices=("auto", "nsga2", "tpe", "random"), default="auto",
-                   help="auto: TPE for one objective, NSGA-II for several (default: auto)")
+                   help="auto: TPE, but NSGA-II for several objectives from 500 --trials on where the solver's "
+                        "own answer meets the spec's constraints (measured: docs/search.md, Samplers) (default: auto)")
     p.add_argument("--baseline", choices=("none", "random"), default="none",
                    help="also run random search with the same budget (study NAME-random) and plot both")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: 0)")
@@ -65,10 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--train-seconds", type=float, metavar="S",
                    help="also stop a trial's training S seconds after it starts (its last evaluation counts)")
     t.add_argument("--eval-every", type=int, metavar="N", help="evaluate every N steps (default: steps / 5)")
-    t.add_argument("--pruner", choices=("auto", "median", "halving", "none"), default="auto",
-                   help="stop hopeless trials at an evaluation: Optuna's MedianPruner or SuccessiveHalvingPruner, "
-                        "on the first training objective; auto: median with one objective, none with several (a "
-                        "pruner reads one metric: it would stop the cheap end of the front) (default: auto)")
+    t.add_argument("--pruner", choices=("auto", *PRUNERS), default="auto",
+                   help="stop hopeless trials at an evaluation: Optuna's MedianPruner or SuccessiveHalvingPruner "
+                        "(on the first training objective), or pareto: only a run that two others dominate at that "
+                        "step on the training objective and on every cost objective; auto: median with one "
+                        "objective, pareto with several of which one is a training metric, else none (default: auto)")
     t.add_argument("--train-args", default="", metavar="'FLAGS'",
                    help="more train.py flags, quoted as one argument: --train-args '--lr 1e-3 --target label' "
                         "(one flag alone: --train-args=--compile)")
@@ -185,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     from metagen_compiler.diagnostics import render_text
     from metagen_compiler.search.engine import (
         ESTIMATE_METRICS,
+        NSGA2_FROM_TRIALS,
         EstimateEvaluator,
         SearchConfig,
         default_objectives,
         parse_objective,
+        solver_breaks_a_constraint,
         spec_device,
     )
     from metagen_compiler.search.space import SpaceError, read_space
@@ -271,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if not objectives:
         objectives = (training_objectives(space) if training else default_objectives(space))
     if training:
-        from metagen_compiler.search.training import TrainingEvaluator, training_metrics
+        from metagen_compiler.search.training import TrainingEvaluator, auto_pruner, training_metrics
 
         names = training_metrics(spec.task)
         trained = [o.name for o in objectives if o.name in names]
@@ -283,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluator = TrainingEvaluator(
             data=args.data, out_dir=out_dir, task=spec.task, steps=args.train_steps, seconds=args.train_seconds,
             eval_every=args.eval_every, train_args=train_args, watch=watch, seed=args.seed, device=args.train_device,
-            pruner=args.pruner if args.pruner != "auto" else "median" if len(objectives) == 1 else "none")
+            pruner=args.pruner if args.pruner != "auto" else auto_pruner([o.name for o in objectives], names),
+            costs=tuple((o.name, o.direction) for o in objectives if o.name not in names))
     device = args.device or spec_device(space)
     if args.device is not None:
         from metagen_compiler.semantics.program import device_profiles
@@ -296,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                        trials=args.trials, out_dir=out_dir, sampler=args.sampler, seed=args.seed,
                        storage=args.storage, study=args.study, timeout=args.timeout, device=device,
                        fixed=tuple(fixed), evaluator=evaluator)
+    if args.sampler == "auto" and len(objectives) > 1 and args.trials >= NSGA2_FROM_TRIALS:
+        cfg.tight = solver_breaks_a_constraint(source, options, tuple(fixed))  # one compile, the solver's
     return _run(cfg, args, backends)
 
 

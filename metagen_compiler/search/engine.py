@@ -1,17 +1,20 @@
 """The engine of `metagenc search`: an Optuna study over a spec's open dimensions.
 
 A trial samples every dimension in its domain (`suggest_int` with the domain's step, so `multiple_of` always
-holds), compiles the model in process with those values (`search_space.compile_candidate`), and hands the
+holds), compiles the model in process with those values (`search.space.compile_candidate`), and hands the
 compilation to an *evaluator*: a function of the compiled candidate that returns metric values, or raises
 `CandidateFailed` (recorded with its reason) or `CandidatePruned` (recorded with its reason, then Optuna's
 TrialPruned). The estimate-only evaluator reads the compiler's own numbers; the prototype-training evaluator
-(search_training.py) trains the candidate and adds its validation metrics, which `--objective` can then name. An
+(search/training.py) trains the candidate and adds its validation metrics, which `--objective` can then name. An
 evaluator that trains (`trains = True`) is not run on a candidate that breaks a constraint: its training objectives
 get the worst value there is (+inf or -inf), and the samplers rank it by its violations.
 
 The spec's hard constraints (params, memory, latency on a device class, context: every constraint the
 `constraints` pass checks) are Optuna constraints: each trial stores one violation per constraint (<= 0 holds),
 and NSGA-II and TPE read them (`Trial.set_constraint`); a candidate that breaks one is never on the front.
+The family's requirements (heads must divide d_model) are constraints of the samplers too: a candidate whose
+values break one does not compile, and is a complete trial, `failed` with the compiler's diagnostic as its reason,
+that breaks the constraint `compiles`, so the samplers learn to avoid such values.
 
 Resumption: every finished trial is in the storage the moment it finishes. A run that starts on an existing study
 marks the trials that a dead worker of this machine left RUNNING (or that Ctrl-C failed) as interrupted, queues
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ESTIMATE_METRICS",
+    "NSGA2_FROM_TRIALS",
     "Candidate",
     "CandidateFailed",
     "CandidatePruned",
@@ -49,6 +53,7 @@ __all__ = [
     "ObjectiveSpec",
     "SearchConfig",
     "SearchOutcome",
+    "auto_sampler",
     "constraint_violations",
     "default_objectives",
     "estimate_metrics",
@@ -56,7 +61,9 @@ __all__ = [
     "open_storage",
     "pareto_front",
     "parse_objective",
+    "resolve_sampler",
     "run_search",
+    "solver_breaks_a_constraint",
     "trial_status",
 ]
 
@@ -70,6 +77,8 @@ ESTIMATE_METRICS = {
     "training_memory": "estimated training memory in bytes (weights, gradients, AdamW state, activations)",
 }
 DEFAULT_DEVICE = "consumer_gpu"
+# the constraint a candidate that does not compile breaks (a family requirement: heads must divide d_model)
+COMPILES = "compiles (the family's requirements)"
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -305,6 +314,7 @@ class SearchConfig:
     progress: Callable[[Any, SearchConfig, float], None] | None = None
     # configurations to run first on a new study (--warm-start): ({dimension: value}, where it comes from)
     warm_start: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    tight: bool = False  # the solver's answer breaks a constraint (solver_breaks_a_constraint): auto keeps TPE
 
 
 @dataclass
@@ -316,7 +326,8 @@ class SearchOutcome:
 
 
 def trial_status(t: Any) -> str:
-    """ok | infeasible | failed | pruned | interrupted | running."""
+    """ok | infeasible | failed | pruned | interrupted | running. A candidate that does not compile is a complete
+    trial (the samplers read its broken constraint) whose result says `failed`; a failed training run is FAIL."""
     from optuna.trial import TrialState
 
     if t.state == TrialState.COMPLETE:
@@ -333,11 +344,39 @@ def finished(trials: Sequence[Any]) -> int:
     return sum(1 for t in trials if trial_status(t) in ("ok", "infeasible", "failed", "pruned"))
 
 
-def make_sampler(name: str, n_objectives: int, seed: int, trials: int) -> Any:
+# `--sampler auto` takes NSGA-II for several objectives only from this budget (--trials) on; below it TPE, which
+# measured ahead of NSGA-II at every budget up to 300 trials (docs/search.md, Samplers; benchmarks/results/search.json)
+NSGA2_FROM_TRIALS = 500
+
+
+def auto_sampler(n_objectives: int, trials: int, tight: bool = False) -> str:
+    """`--sampler auto`'s choice, by what was measured: TPE for one objective; for several, NSGA-II from
+    NSGA2_FROM_TRIALS trials on, unless the constraints are `tight` (the solver's own answer breaks one: few
+    candidates are feasible, where TPE stayed ahead), else TPE."""
+    return "nsga2" if n_objectives > 1 and trials >= NSGA2_FROM_TRIALS and not tight else "tpe"
+
+
+def resolve_sampler(name: str, n_objectives: int, trials: int, tight: bool = False) -> str:
+    """The sampler a search runs: `name`, or auto's choice."""
+    return auto_sampler(n_objectives, trials, tight) if name == "auto" else name
+
+
+def solver_breaks_a_constraint(source: SourceFile, options: Options, fixed: tuple[tuple[str, str], ...] = ()) -> bool:
+    """Whether the solver's answer for the spec (every `?` filled as `metagenc FILE` fills it) breaks one of its
+    constraints (W002): then few candidates are feasible, and `--sampler auto` keeps TPE."""
+    from metagen_compiler.driver import compile_model_set
+
+    comps = compile_model_set(source, options, overrides=fixed)
+    comp = comps[0] if comps else None
+    if comp is None or comp.spec is None or comp.graph is None or "constraints" not in comp.graph.g.graph:
+        return False
+    return any(v > 0 for _, v in constraint_violations(comp))
+
+
+def make_sampler(name: str, n_objectives: int, seed: int, trials: int, tight: bool = False) -> Any:
     import optuna
 
-    if name == "auto":
-        name = "nsga2" if n_objectives > 1 else "tpe"
+    name = resolve_sampler(name, n_objectives, trials, tight)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
@@ -380,7 +419,8 @@ def load_study(cfg: SearchConfig) -> Any:
         raise StudyMismatch(f"study `{name}` in {_display(cfg.storage, cfg.out_dir)} is a search of another "
                             f"{' and '.join(diff)}; give this one another --study NAME or output folder")
     # a resumed search reseeds with the number of trials already held: it does not draw the first values again
-    study.sampler = make_sampler(cfg.sampler, len(cfg.objectives), cfg.seed + len(study.trials), cfg.trials)
+    study.sampler = make_sampler(cfg.sampler, len(cfg.objectives), cfg.seed + len(study.trials), cfg.trials,
+                                 cfg.tight)
     return study
 
 
@@ -424,7 +464,7 @@ def requeue_interrupted(study: Any, alone: bool = False) -> list[int]:
 
 
 def _fail_dead_companions(study: Any, alone: bool) -> None:
-    """The pruning study's trials (search_training.py) that a dead worker left RUNNING: failed, as their trials."""
+    """The pruning study's trials (search/training.py) that a dead worker left RUNNING: failed, as their trials."""
     import optuna
     from optuna.trial import TrialState
 
@@ -554,9 +594,14 @@ def _run_search(cfg: SearchConfig, lock: _WorkerLock) -> SearchOutcome:
         errors = [d for d in comp.bag.items if d.severity.value == "error"]
         has_estimates = comp.graph is not None and "constraints" in comp.graph.g.graph
         if errors and (not has_estimates or any(d.code != "E403" for d in errors)):
+            # a family requirement the values break (heads must divide d_model): failed, with the diagnostic as its
+            # reason, and a broken constraint of the samplers, which learn from it as from any other violation
             d = errors[0]
             where = f"{d.span.path}:{d.span.line}:{d.span.col}: " if d.span is not None else ""
-            _fail(trial, f"{where}error[{d.code}]: {d.message}", d.code, compile_s)
+            trial.set_constraint(COMPILES, 1.0)
+            trial.set_user_attr("result", {"status": "failed", "reason": f"{where}error[{d.code}]: {d.message}",
+                                           "code": d.code, "compile_s": compile_s})
+            return tuple(math.inf if o.direction == "minimize" else -math.inf for o in cfg.objectives)
         metrics = estimate_metrics(comp, cfg.device)
         viol = constraint_violations(comp)
         feasible = all(v <= 0 for _, v in viol)
@@ -605,7 +650,23 @@ def _run_search(cfg: SearchConfig, lock: _WorkerLock) -> SearchOutcome:
                            callbacks=[stop_when_done], gc_after_trial=False, show_progress_bar=False)
         except KeyboardInterrupt:
             interrupted = True
+        except Exception as e:  # Ctrl-C inside Optuna's tell: its `finally` then fails on a variable never set
+            if not _from_interrupt(e):
+                raise
+            interrupted = True
     return SearchOutcome(study, ran, time.perf_counter() - t0, interrupted)
+
+
+def _from_interrupt(e: BaseException) -> bool:
+    """Whether `e` was raised while a KeyboardInterrupt was being handled (its context chain holds one)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__context__
+    return False
 
 
 # ---------------------------------------------------------------- results

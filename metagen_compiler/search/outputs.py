@@ -33,6 +33,7 @@ from metagen_compiler.search.engine import (
     SearchConfig,
     hypervolume_curve,
     pareto_front,
+    resolve_sampler,
     result,
     trial_status,
 )
@@ -266,9 +267,7 @@ def search_summary(cfg: SearchConfig, trials: Sequence[Any], baseline: Sequence[
     trained = [t for t in timed if isinstance(result(t).get("metrics", {}).get("train_seconds"), float)]
     total = [t.duration.total_seconds() for t in timed]
     compile_s = [result(t)["compile_s"] for t in timed]
-    sampler = cfg.sampler
-    if sampler == "auto":
-        sampler = "nsga2" if len(cfg.objectives) > 1 else "tpe"
+    sampler = resolve_sampler(cfg.sampler, len(cfg.objectives), cfg.trials, cfg.tight)
     evaluator = cfg.evaluator
     training = {k: getattr(evaluator, k) for k in ("data", "steps", "seconds", "pruner", "watch")} \
         if getattr(evaluator, "trains", False) else None

@@ -8,10 +8,12 @@ and eval_val.json at the end) become the trial's metrics `val_loss`, `val_<metri
 (`val_perplexity`, `val_accuracy`, ...), with `train_seconds` beside them.
 
 Pruning: at each evaluation the metric the pruner watches (the first training objective) is reported to a
-companion trial of a single-objective *pruning study* in the same storage (`<study>:pruning`), whose Optuna pruner
-(median, or successive halving) says whether the candidate is hopeless. That works for one objective and for
-several (Optuna's pruners take one value), across workers and resumed runs (the pruning study is in the storage).
-A pruned trial keeps its reason (`pruned at step S: val_loss 2.31 (MedianPruner)`) and the curve so far.
+companion trial of a single-objective *pruning study* in the same storage (`<study>:pruning`), whose pruner says
+whether the candidate is hopeless: Optuna's median or successive-halving pruner (one value), or the Pareto pruner
+(search/pruning.py), which also reads the candidate's cost objectives (stored on the companion trial as `costs`)
+and stops a run only when enough others dominate it at that step. That works across workers and resumed runs (the
+pruning study is in the storage). A pruned trial keeps its reason (`pruned at step S: val_loss 2.31
+(MedianPruner)`) and the curve so far. `auto_pruner` is `--pruner auto`'s choice.
 
 Stopping a run: train.main() has no callback, so it runs in a thread while this one reads metrics.jsonl; a pruned
 candidate, or one past its time budget (`--train-seconds`), is stopped by raising `_Stop` in the training thread
@@ -31,14 +33,16 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from metagen_compiler.search.engine import WORKER, Candidate, CandidateFailed, CandidatePruned
 
-__all__ = ["LOWER_IS_BETTER", "TrainingEvaluator", "metric_direction", "training_metrics"]
+__all__ = ["LOWER_IS_BETTER", "PRUNERS", "TrainingEvaluator", "auto_pruner", "metric_direction", "training_metrics"]
+
+PRUNERS = ("median", "halving", "pareto", "none")
 
 # validation metrics where lower is better; every other metric of a task is maximised
 LOWER_IS_BETTER = frozenset({
@@ -59,6 +63,18 @@ def training_metrics(task: str) -> list[str]:
 def metric_direction(name: str) -> Literal["minimize", "maximize"]:
     base = name.removeprefix("val_")
     return "minimize" if base in LOWER_IS_BETTER or name == "train_seconds" else "maximize"
+
+
+def auto_pruner(objectives: Sequence[str], trained: Sequence[str]) -> str:
+    """`--pruner auto`: `median` for one objective; `pareto` for several of which one is a training metric (the
+    others are cost objectives, known exactly before training: the Pareto pruner compares them); `none` where
+    several training metrics are objectives (a pruner watches one of them, and would stop runs the others favour).
+    `none` too where no objective is a training metric (pruning would change nothing on the front).
+    The choice is measured: docs/search.md, Prototype training."""
+    n = sum(1 for o in objectives if o in trained)
+    if n != 1:
+        return "none"
+    return "median" if len(objectives) == 1 else "pareto"
 
 
 class _Stop(BaseException):
@@ -171,6 +187,10 @@ class TrainingEvaluator:
     train_args: tuple[str, ...] = ()
     watch: str = "val_loss"
     pruner: str = "median"
+    # the search's objectives that are not training metrics, as (name, "minimize" | "maximize"): the Pareto pruner
+    # compares candidates on them (their values are the compiler's, known before training)
+    costs: tuple[tuple[str, str], ...] = ()
+    dominators: int = 2  # the Pareto pruner stops a run that this many others dominate
     seed: int = 0
     device: str = "cpu"
     keep_checkpoints: bool = False
@@ -192,7 +212,18 @@ class TrainingEvaluator:
             return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=self.every + 1)
         if self.pruner == "halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.every, reduction_factor=3)
+        if self.pruner == "pareto":  # the same warm-up as the median pruner's
+            from metagen_compiler.search.pruning import ParetoPruner
+
+            return ParetoPruner(min_dominators=self.dominators, n_startup_trials=3, n_warmup_steps=self.every)
         return optuna.pruners.NopPruner()
+
+    def cost_vector(self, candidate: Candidate) -> list[float]:
+        """The candidate's cost objectives, each signed so that lower is better (the Pareto pruner's `costs`)."""
+        from metagen_compiler.search.engine import estimate_metrics
+
+        metrics = estimate_metrics(candidate.comp, candidate.device)
+        return [(1.0 if d == "minimize" else -1.0) * metrics.get(n, math.inf) for n, d in self.costs]
 
     def pruning_study(self, study: Any) -> Any:
         """The companion single-objective study `<study>:pruning` in the search's storage."""
@@ -237,6 +268,8 @@ class TrainingEvaluator:
             companion = self.pruning_study(trial.study).ask()
             companion.set_user_attr("trial", candidate.number)
             companion.set_user_attr("worker", WORKER)
+            if self.pruner == "pareto":
+                companion.set_user_attr("costs", self.cost_vector(candidate))
             trial.set_user_attr("pruning_trial", companion.number)
         curve: list[list[float]] = []
         last: dict[str, float] = {}
@@ -254,7 +287,12 @@ class TrainingEvaluator:
             if companion is not None:
                 companion.report(v, step)
                 if companion.should_prune():
-                    return f"pruned at step {step}: {self.watch} {v:.4g} ({type(companion.study.pruner).__name__})"
+                    pruner = companion.study.pruner
+                    by = ""
+                    if getattr(pruner, "last", None):
+                        by = f": dominated by trial{'s' if len(pruner.last) > 1 else ''} " \
+                             f"{', '.join(map(str, pruner.last))}"
+                    return f"pruned at step {step}: {self.watch} {v:.4g} ({type(pruner).__name__}{by})"
             return None
 
         started = time.perf_counter()
