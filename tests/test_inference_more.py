@@ -282,12 +282,55 @@ def test_document_qa_bad_inputs_are_one_line(root: Path, wordpiece: Path, layout
     bad.write_text("not a PNG")
     base = [str(folder), "--random-init", "--tokenizer", str(wordpiece), *(f"--set={s}" for s in sets)]
     cases = {(str(bad), "what?"): "not a readable image", ("what is the total?",): "give an image file",
-             (str(_page(root / "p1.png")), str(_page(root / "p2.png")), "a?", "b?", "c?"): "2 pages and 3 questions"}
+             (str(_page(root / "p1.png")), str(_page(root / "p2.png")), "a?", "b?", "c?"):
+             "2 pages and 3 questions: give one question, one page, or one question per page"}
     for inputs, message in cases.items():
         capsys.readouterr()
         assert main([*base, *inputs]) == 1, inputs
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_tesseract_that_does_not_run_or_fails_is_one_line(root: Path, wordpiece: Path,
+                                                          layoutlm: tuple[Path, Any, list[str]],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """TESSERACT naming a file that cannot be executed, or a program that exits with an error: the file and why."""
+    from metagen_backends.pytorch.inference import load_pipeline
+    from metagen_backends.pytorch.inference.inputs import PredictError
+
+    folder, _, sets = layoutlm
+    pipe = load_pipeline(folder, random_init=True, overrides=sets, tokenizer=wordpiece)
+    png = _page(root / "fake_ocr.png")
+    programs = {"not_a_program": ("not a program\n", "fake_ocr.png: tesseract did not run (OSError: "),
+                "failing_tesseract": ("#!/bin/sh\necho 'Error opening data file' >&2\nexit 3\n",
+                                      "fake_ocr.png: tesseract failed (exit 3): Error opening data file")}
+    for name, (text, message) in programs.items():
+        program = root / name
+        program.write_text(text)
+        program.chmod(0o755)
+        monkeypatch.setenv("TESSERACT", str(program))
+        with pytest.raises(PredictError) as e:
+            pipe([str(png), "what is the total?"])
+        assert message in str(e.value)
+
+
+def test_question_or_word_that_passes_the_context_is_one_line(wordpiece: Path,
+                                                             layoutlm: tuple[Path, Any, list[str]]) -> None:
+    """A question that leaves the page no room in the context of 64, or one page word of more tokens than the room
+    beside the question (80 WordPiece pieces): PredictError naming them (the OCR's page built here)."""
+    from metagen_backends.pytorch.inference import load_pipeline, ocr
+    from metagen_backends.pytorch.inference.inputs import PredictError
+
+    folder, _, sets = layoutlm
+    pipe = load_pipeline(folder, random_init=True, overrides=sets, tokenizer=wordpiece)
+    page = ocr.Page(["uoea" * 20, "Total"], [(0, 0, 70, 10), (80, 0, 90, 10)], (100, 20))
+    assert len(pipe.tokenizer.encode(["uoea" * 20], is_pretokenized=True).ids) == 1 + 80 + 1  # [CLS] ... [SEP]
+    with pytest.raises(PredictError) as e:
+        ocr.answer(pipe, page, " ".join(["total"] * 70))
+    assert "` leaves no room for the page in the model's context of 64 tokens" in str(e.value)
+    with pytest.raises(PredictError) as e:
+        ocr.answer(pipe, page, "what?")
+    assert "the page word `uoeauoea" in str(e.value) and "` alone passes the model's context" in str(e.value)
 
 
 # ------------------------------------------------------------------------------------------------ audio out
@@ -383,6 +426,35 @@ def test_codec_that_does_not_fit_is_one_line(root: Path, musicgen: Path, encodec
         assert main([*base, *extra]) == 1, extra
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_codes_and_codecs_that_do_not_decode_are_one_line(root: Path, encodec: tuple[Path, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """audio_out's own checks: codes that are not (codebooks, frames), codes beyond the codebooks, codes EnCodec
+    cannot decode (no frames), a checkpoint folder without its weights, and WAV writing without soundfile."""
+    from metagen_backends.pytorch.inference import audio_out
+    from metagen_backends.pytorch.inference.inputs import PredictError
+
+    path, _ = encodec
+    codec = audio_out.load_codec(path)
+    cases = {(5,): ("codec codes must be (codebooks, frames), got (5,)", 0),
+             (4, 3): (": the codec's codebooks hold 64 entries; the codes run from 64 to 64: the codec does not "
+                      "match the model", 64),
+             (4, 0): (": EnCodec could not decode 4 codebooks (", 0)}
+    for shape, (message, value) in cases.items():
+        with pytest.raises(PredictError) as e:
+            codec.decode(torch.full(shape, value, dtype=torch.long))
+        assert message in str(e.value)
+    bare = root / "encodec_without_weights"
+    bare.mkdir(exist_ok=True)
+    shutil.copy(path / "config.json", bare / "config.json")
+    with pytest.raises(PredictError) as e:
+        audio_out.load_codec(bare)
+    assert "encodec_without_weights: not a readable EnCodec checkpoint (" in str(e.value)
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # as where soundfile is not installed
+    with pytest.raises(PredictError) as e:
+        audio_out.write_wav(root / "x.wav", torch.zeros(1, 8), 8000)
+    assert "writing WAV files needs soundfile: pip install soundfile" in str(e.value)
 
 
 def test_the_output_folder_carries_ocr_and_audio_out(musicgen: Path) -> None:

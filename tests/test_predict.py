@@ -429,6 +429,85 @@ def test_graph_in_the_training_format_gives_node_classes(folders: dict[str, Path
     assert {x["label"] for x in got[0]["nodes"]} <= {"Mr. Hi", "Officer"}
 
 
+EDGE_SPEC = """msl 1
+import std.graph
+
+model {family} {{
+  modality graph -> label
+  task {task} {{ num_classes = 3 }}
+  objective classification
+  architecture graph.{family} {{ nodes = 8; edges = 16; features = 3; edge_features = 2; hidden = 4; heads = 2;
+                                layers = 1{extra} }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def edge_models(root: Path) -> dict[str, tuple[Path, Path, torch.nn.Module]]:
+    """gat_edge (node classes) and gat_graph_edge (graph classes, 2 graphs a batch), the families that read edge
+    features, compiled from a spec written here; each with random weights (seeded) saved as its own state_dict."""
+    from metagen_backends.pytorch.inference import load_pipeline
+    from safetensors.torch import save_file
+
+    made = {}
+    for family, task, extra in (("gat_edge", "node_classification", ""),
+                                ("gat_graph_edge", "graph_classification", "; graphs = 2")):
+        source = root / f"{family}.msl"
+        source.write_text(EDGE_SPEC.format(family=family, task=task, extra=extra))
+        folder = model_folder(root / "edge_models", family, source)
+        torch.manual_seed(0)
+        model = load_pipeline(folder, random_init=True).model
+        weights = root / f"{family}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        made[family] = (folder, weights, model)
+    return made
+
+
+def _edge_graph(path: Path, nodes: int, edges: int, seed: int) -> dict[str, torch.Tensor]:
+    """A random undirected graph with 3 node and 2 edge features written in the training format; returns forward's
+    inputs for it, built here: each edge both ways, its features with it both times."""
+    g = torch.Generator().manual_seed(seed)
+    x, attr = torch.randn(nodes, 3, generator=g), torch.randn(edges, 2, generator=g)
+    pairs = [[k % nodes, (k * 3 + 1) % nodes] for k in range(edges)]
+    path.write_text(json.dumps({"x": x.tolist(), "edges": pairs, "edge_attr": attr.tolist()}))
+    index = torch.tensor(pairs).t()
+    return {"x": x, "edges": torch.cat((index, index.flip(0)), 1), "attr": torch.cat((attr, attr))}
+
+
+def test_graphs_with_edge_features_give_the_models_output(edge_models: dict[str, Any], root: Path, here: Any) -> None:
+    """predict.py passes a graph file's edge_attr to the models that read edge features: each node's class (gat_edge)
+    and each graph's labels (gat_graph_edge, three files in one call though the model pools 2 graphs a batch) are
+    the model's on those features, computed here from the same weights."""
+    folder, weights, model = edge_models["gat_edge"]
+    g = _edge_graph(root / "edge_nodes.json", 5, 6, seed=1)
+    got = json_lines(here(folder, "--weights", str(weights), str(root / "edge_nodes.json")))[0]["nodes"]
+    with torch.no_grad():
+        score, label = model(g["x"], g["edges"], g["attr"]).softmax(-1).max(-1)
+    assert [x["label"] for x in got] == [str(int(c)) for c in label]
+    assert [x["score"] for x in got] == pytest.approx(score.tolist(), abs=1e-5)
+
+    folder, weights, model = edge_models["gat_graph_edge"]
+    graphs = {root / f"edge_graph{k}.json": _edge_graph(root / f"edge_graph{k}.json", 3 + k, 2 + 2 * k, seed=10 + k)
+              for k in range(3)}
+    results = json_lines(here(folder, "--weights", str(weights), *map(str, graphs)))
+    assert [r["input"] for r in results] == [str(p) for p in graphs]
+    for r, g in zip(results, graphs.values()):
+        with torch.no_grad():
+            probs = model(g["x"], g["edges"], g["attr"], torch.zeros(len(g["x"]), dtype=torch.long))[0].softmax(-1)
+        assert {x["id"]: x["score"] for x in r["labels"]} == pytest.approx(dict(enumerate(probs.tolist())), abs=1e-5)
+
+
+def test_graph_without_the_models_edge_features_is_one_line(edge_models: dict[str, Any], root: Path,
+                                                            here: Any) -> None:
+    folder, weights, _ = edge_models["gat_edge"]
+    cases = {"edge_none.json": ({}, "no `edge_attr`; the model reads edge features"),
+             "edge_rows.json": ({"edge_attr": [[1.0, 2.0]]}, "`edge_attr` has 1 rows; expected one row per edge (2)"),
+             "edge_width.json": ({"edge_attr": [[1.0], [2.0]]}, "edge_attr[0] has 1 values; expected 2 finite numbers")}
+    for name, (extra, message) in cases.items():
+        (root / name).write_text(json.dumps({"x": [[0.0, 1.0, 2.0]] * 3, "edges": [[0, 1], [1, 2]], **extra}))
+        assert message in _error(here(folder, "--weights", str(weights), str(root / name)))
+
+
 def _labels(root: Path, names: list[str]) -> Path:
     path = root / "labels.txt"
     path.write_text("\n".join(names) + "\n")
@@ -596,6 +675,7 @@ TINY_TEXT = {
     "bert_base": ["vocab=400", "layers=1", "d_model=64", "heads=2", "mlp_dim=128"],
     "bert_squad": ["vocab=400", "layers=1", "d_model=64", "heads=2", "mlp_dim=128"],
     "mamba_lm": ["vocab=400", "layers=1", "d_model=32", "dt_rank=4"],
+    "switch_lm": ["vocab=400", "layers=1", "d_model=32", "heads=2", "hidden=64", "experts=2", "context=32"],
     "t5_small": ["vocab=400", "layers=1", "decoder_layers=1", "d_model=64", "heads=2", "d_kv=32", "d_ff=128"],
     "clip_vit_b_32": ["vocab=400", "vision_layers=1", "vision_width=64", "vision_heads=2", "vision_mlp=128",
                       "text_layers=1", "text_width=64", "text_heads=2", "text_mlp=128", "embed_dim=32"],
@@ -633,22 +713,34 @@ def test_question_answering_answers_from_the_context(tiny: Any) -> None:
     n_question = len(pipe.tokenizer.encode(question).ids)
     assert n_question <= r["start"] <= r["end"] < n_question + len(pipe.tokenizer.encode(context).ids)
     assert r["answer"] and r["answer"] in context
+    one = pipe(question, context=context, max_answer=1)  # --max-answer 1: a span of one token
+    assert one["start"] == one["end"] and one["score"] <= r["score"]
 
 
-@pytest.mark.parametrize("name", ["mamba_lm", "t5_small"])
-def test_models_without_generate_decode_greedily(tiny: Any, name: str) -> None:
-    """Mamba (decoder-only) and T5 (encoder-decoder) have no generate() in model.py: the pipeline's loop gives the
-    argmax of a full forward at every step, computed here the plain way."""
+@pytest.mark.parametrize(("name", "plan"), [("switch_lm", "none"), ("t5_small", "hidden"), ("mamba_lm", "generate"),
+                                          ("t5_small", "generate")])
+def test_greedy_decoding_is_the_argmax_of_full_forwards(tiny: Any, name: str, plan: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Greedy decoding gives the argmax of a full forward at every step, computed here the plain way, whichever
+    path the pipeline takes: plan `none`, a model.py without generate() (switch_lm: its MoE has a capacity factor,
+    so a token's experts depend on the others', and it does not decode token by token), decoded by the pipeline's
+    loop re-running the model; `hidden`, T5 with its decoding plan taken away (as a model.py of an encoder-decoder
+    without generate()), the same loop; `generate`, model.generate() with Mamba's recurrent state or T5's
+    key-value cache."""
     pipe = tiny(name)
+    assert hasattr(pipe.model, "generate") == (plan != "none")
+    if plan == "hidden":
+        monkeypatch.setattr(pipe.model, "decoding", None)
     r = pipe("This License applies", max_new_tokens=5)
     ids = torch.tensor([pipe.tokenizer.encode("This License applies").ids])
     eos = pipe.tokenizer.token_to_id("<|endoftext|>")
+    decoder_only = name != "t5_small"
     with torch.no_grad():
-        seq = ids if name == "mamba_lm" else torch.zeros(1, 1, dtype=torch.long)  # T5 starts at <pad>, id 0; here
+        seq = ids if decoder_only else torch.zeros(1, 1, dtype=torch.long)  # T5 starts at <pad>, id 0; here
         # the tokenizer has no <pad>, and its first special token, <|endoftext|>, is id 0 too
         want: list[int] = []
         for _ in range(5):
-            logits = pipe.model(seq) if name == "mamba_lm" else pipe.model(ids, seq)
+            logits = pipe.model(seq) if decoder_only else pipe.model(ids, seq)
             nxt = int(logits[0, -1].argmax())
             if nxt == eos:
                 break

@@ -165,3 +165,25 @@ def test_predict_cli_takes_num_beams_and_no_cache(pipes: Any, root: Path, tokeni
         rows.append(json.loads(out.out.strip().splitlines()[-1]))
     assert rows[0]["tokens"] == rows[1]["tokens"] == pipe(PROMPT, max_new_tokens=4)["tokens"]
     assert rows[2]["tokens"] == pipe(PROMPT, max_new_tokens=4, num_beams=3)["tokens"]
+
+
+def test_predict_cli_takes_zero_as_a_value(pipes: Any, root: Path, tokenizer: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--seed 0` seeds sampling as seed=0 does from Python (an option of value 0 is given, not dropped as unset),
+    and sampling with another seed draws other tokens."""
+    from metagen_backends.pytorch.inference.command import main
+
+    pipe = pipes("gpt2")
+    weights = root / "gpt2.pt"
+    torch.save(pipe.model.state_dict(), weights)
+    sets = [a for s in TINY["gpt2"] for a in ("--set", s)]
+    rows = []
+    for seed in ("0", "0", "1"):
+        capsys.readouterr()
+        rc = main([str(root / "models" / "gpt2"), "--weights", str(weights), *sets, "--tokenizer", str(tokenizer),
+                   "--json", "--max-new-tokens", "8", "--do-sample", "--seed", seed, PROMPT])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        rows.append(json.loads(out.out.strip().splitlines()[-1])["tokens"])
+    assert rows[0] == rows[1] == pipe(PROMPT, max_new_tokens=8, do_sample=True, seed=0)["tokens"]
+    assert rows[2] != rows[0]

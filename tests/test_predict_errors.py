@@ -27,7 +27,7 @@ _one_thread = pytest.fixture(autouse=True)(one_thread)
 
 GPL = Path("/usr/share/common-licenses/GPL-3")
 INFERENCE = ROOT / "backends" / "pytorch" / "inference"
-OWN = ("inputs.py", "pipelines.py", "predict.py", "tasks.py")  # the files whose raise sites are checked below
+OWN = ("inputs.py", "pipelines.py", "predict.py", "tasks.py", "ocr.py", "audio_out.py")  # raise sites checked below
 
 SETS: dict[str, list[str]] = {
     "gpt2": ["vocab=400", "layers=1", "d_model=32", "heads=2", "context=32"],
@@ -350,6 +350,27 @@ def test_text_errors(predict: Callable[..., str]) -> None:
     assert "longer than the model's context of 16" in predict("bert_squad", long_question)
 
 
+def test_a_context_without_tokens_is_one_line(predict: Callable[..., str], root: Path) -> None:
+    """A WordPiece tokenizer that lower-cases strips accents: a context of a lone combining accent has no tokens,
+    so no span of it can be the answer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(["what is free software?"], trainers.WordPieceTrainer(
+        vocab_size=60, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    path = root / "wordpiece.json"
+    tok.save(str(path))
+    err = predict("bert_squad", "--tokenizer", str(path), "--context", "\u0301", "what is free?", tok=False)
+    assert "gives the tokenizer no tokens to answer from" in err
+    assert "--max-answer must be 1 or more, got 0" in predict("bert_squad", "--max-answer", "0", "--context",
+                                                             "free software", "what is free?")
+
+
 def test_beam_search_options(predict: Callable[..., str]) -> None:
     short = ["--max-new-tokens", "4"]
     assert "--num-beams must be 1 or more, got 0" in predict("gpt2", *short, "--num-beams", "0", "Once")
@@ -533,7 +554,7 @@ def _raise_sites() -> list[tuple[str, int, list[str]]]:
 def _expected_texts() -> list[str]:
     """Every string in the inference tests (the messages they expect among them)."""
     texts = []
-    for name in ("test_predict_errors.py", "test_predict.py", "test_predict_decoding.py"):
+    for name in ("test_predict_errors.py", "test_predict.py", "test_predict_decoding.py", "test_inference_more.py"):
         for node in ast.walk(ast.parse((ROOT / "tests" / name).read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 texts.append(node.value.strip())
@@ -543,7 +564,7 @@ def _expected_texts() -> list[str]:
 def test_every_predict_error_is_triggered() -> None:
     """Each raise site's message is expected by a test: a literal part of it (10 characters or more) lies within a
     string of the tests, or such a string within it. A message made only of the caught error (`str(e)`) is the
-    overrides' ValueError, expected above. (ocr.py and audio_out.py are tested in test_inference_more.py.)"""
+    overrides' ValueError, expected above."""
     sites = _raise_sites()
     assert len(sites) >= 50, sites
     texts = [t for t in _expected_texts() if len(t) >= 10]

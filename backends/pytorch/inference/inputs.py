@@ -40,10 +40,12 @@ __all__ = [
     "Item",
     "PredictError",
     "batches",
+    "best_span",
     "image_mode",
     "image_tensor",
     "integer",
     "load_tokenizer",
+    "max_answer",
     "read_audio",
     "read_graph",
     "read_image",
@@ -84,6 +86,28 @@ class Item:
 
 def short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def max_answer(options: dict[str, Any]) -> int:
+    """--max-answer: the longest answer span of question answering in tokens (default 30), 1 or more."""
+    longest = int(options["max_answer"]) if options.get("max_answer") is not None else 30
+    if longest < 1:
+        raise PredictError(f"--max-answer must be 1 or more, got {longest}")
+    return longest
+
+
+def best_span(logits: torch.Tensor, inside: torch.Tensor | None, longest: int) -> tuple[int, int, float] | None:
+    """Extractive question answering's answer: the token span start <= end, at most `longest` tokens, of the
+    highest start + end logit (`logits` (T, 2)), both ends where `inside` (T,) holds (the context's tokens) if given;
+    returns (start, end, score), or None where no token is inside."""
+    pair = logits[:, 0][:, None] + logits[:, 1][None, :]
+    allowed = torch.ones_like(pair, dtype=torch.bool).triu().tril(longest - 1)
+    if inside is not None:
+        allowed &= inside[:, None] & inside[None, :]
+    if not bool(allowed.any()):
+        return None
+    s, e = divmod(int(pair.masked_fill(~allowed, float("-inf")).flatten().argmax()), pair.shape[1])
+    return s, e, float(pair[s, e])
 
 
 def integer(text: str, what: str) -> int:
@@ -303,13 +327,15 @@ def read_window(path: Path, lookback: int, state: dict[str, Any] | None,
 # ------------------------------------------------------------------------------------- graphs, points
 
 
-def read_graph(path: Path, features: int) -> dict[str, Any]:
-    """A graph in the training data's JSON format (data_graph.py): node features (N, F) and the edge index (2, E)."""
+def read_graph(path: Path, features: int, edge_width: int | None = None) -> dict[str, Any]:
+    """A graph in the training data's JSON format (data_graph.py), as forward takes it: "graph_nodes" (N, F), the
+    edge index "graph_edges" (2, E; an undirected edge both ways) and, for a model that reads edge features
+    (`edge_width`), their rows "edge_attr" (E, edge_width) in the edge index's order, as training reads them; a
+    missing or mis-shaped edge_attr is data_graph's one-line DataError. "undirected" says how the file lists edges."""
     if not path.exists():
         raise PredictError(f"{path}: no such graph file")
-    g = data_graph.read_graph(path, features)
-    return {"x": g["x"], "edges": data_graph._edge_index(g["edges"], g["undirected"]), "pairs": g["edges"],
-            "undirected": g["undirected"]}
+    g = data_graph.read_graph(path, features, edge_width)
+    return {"graph_nodes": g["x"], **data_graph.edge_batch(g), "undirected": g["undirected"]}
 
 
 def read_points(path: Path, points: int, coords: int, unit_sphere: bool = False) -> torch.Tensor:

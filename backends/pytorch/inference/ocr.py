@@ -21,9 +21,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING or (__package__ or "").rsplit(".", 1)[-1] == "inference":  # the compiler's package
-    from .inputs import IMAGE_SUFFIXES, PredictError, read_image, short
+    from .inputs import IMAGE_SUFFIXES, PredictError, best_span, max_answer, read_image, short
 else:  # beside model.py in the output folder
-    from inputs import IMAGE_SUFFIXES, PredictError, read_image, short  # type: ignore[no-redef]
+    from inputs import (  # type: ignore[no-redef]
+        IMAGE_SUFFIXES,
+        PredictError,
+        best_span,
+        max_answer,
+        read_image,
+        short,
+    )
 
 if TYPE_CHECKING:
     from .pipelines import Pipeline
@@ -188,14 +195,11 @@ def answer(pipe: Pipeline, page: Page, question: str, longest: int = 30) -> dict
         bbox = torch.tensor([boxes], device=pipe.device).clamp(0, coords - 1)
         out = pipe.model(ids, bbox)
         logits = (out[0] if isinstance(out, (tuple, list)) else out)[0].float()  # (T, 2)
-        pair = logits[:, 0][:, None] + logits[:, 1][None, :]
-        inside = torch.tensor([s == 1 for s in enc.sequence_ids], device=pair.device)
-        allowed = torch.ones_like(pair, dtype=torch.bool).triu().tril(longest - 1) & inside[:, None] & inside[None, :]
-        if not bool(allowed.any()):
+        inside = torch.tensor([s == 1 for s in enc.sequence_ids], device=logits.device)  # the page's tokens
+        span = best_span(logits, inside, longest)
+        if span is None:  # the window's words gave no tokens
             continue
-        flat = int(pair.masked_fill(~allowed, float("-inf")).flatten().argmax())
-        s, e = divmod(flat, len(enc.ids))
-        score = float(pair[s, e])
+        s, e, score = span
         if best is None or score > best["score"]:
             first, last = start + enc.word_ids[s], start + enc.word_ids[e]
             box = page.boxes[first:last + 1]
@@ -213,7 +217,7 @@ def run_document_qa(pipe: Pipeline, args: list[str], size: int, options: dict[st
     and their box in the image's pixels. Each page is OCR'd once; each window runs alone (the model takes no
     padding mask, so sequences are never padded into a batch)."""
     pages: dict[str, Page] = {}
-    longest = int(options.get("max_answer") or 30)
+    longest = max_answer(options)
     results = []
     for page, question in _pairs(args, options):
         if page not in pages:

@@ -77,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     t("--mask", help="diffusion: inpainting: a mask image the init image's size, white is repainted, black kept")
     t("--context", help="question answering: the passage (text or a .txt file) the answer is in; document QA: the "
       "page image")
+    t("--max-answer", type=int, default=None, help="(document) question answering: the longest answer in tokens "
+      "(default 30)")
     t("--ocr-lang", help="document QA: Tesseract's language of the page (default eng)")
     t("--codec", help="codec language models (MusicGen): an EnCodec checkpoint folder (transformers' layout) that "
       "decodes the generated codes; each result is written as a WAV file")
@@ -86,9 +88,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "docs",
-           "num_beams", "length_penalty",
-           "top", "threshold", "steps", "guidance", "context", "pairs", "action", "init_image", "mask", "codec",
-           "ocr_lang")
+           "num_beams", "length_penalty", "top", "threshold", "steps", "guidance", "context", "pairs", "action",
+           "init_image", "strength", "mask", "codec", "max_answer", "ocr_lang")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,11 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         items = args.inputs or ([""] if unprompted else [])  # a sample without a prompt
         if not items:
             raise pipelines.PredictError("no inputs: give prompts, files or values after the options")
-        options = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) not in (None, False)}
-        if args.strength is not None:  # 0 is a strength
-            options["strength"] = args.strength
-        if args.num_beams is not None:  # 0 is a (bad) beam count
-            options["num_beams"] = args.num_beams
+        # the options given: 0 is a value (--seed 0, --threshold 0, --strength 0), an unset switch is left out
+        options = {k: v for k in OPTIONS if (v := getattr(args, k)) is not None and v is not False}
         if args.no_cache:
             options["use_cache"] = False
         results = pipe(items, batch_size=args.batch_size, **options)

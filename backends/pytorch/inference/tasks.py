@@ -307,30 +307,37 @@ def run_classification(pipe: Pipeline, args: list[str], size: int, options: dict
     return results
 
 
+def _read_graph(pipe: Pipeline, arg: str) -> dict[str, Any]:
+    """A graph file as forward's graph_nodes, graph_edges and, where the model reads edge features, edge_attr."""
+    width = int(pipe.inputs["edge_attr"].shape[-1]) if "edge_attr" in pipe.inputs else None
+    return inputs.read_graph(Path(arg), int(pipe.inputs["graph_nodes"].shape[-1]), width)
+
+
 def run_graph_classification(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict]:
-    features = int(pipe.inputs["graph_nodes"].shape[-1])
+    """Graph files in, joined per batch into one disconnected graph with each node's graph id (at most the model's
+    `graphs` rows a batch); the top labels of each."""
     top = int(options.get("top") or 5)
+    size = min(size, int(pipe.config.get("graphs") or size))
     results = []
     for start in range(0, len(args), size):
         chunk = args[start : start + size]
-        graphs = [inputs.read_graph(Path(a), features) for a in chunk]
-        offsets = torch.tensor([0] + [len(g["x"]) for g in graphs]).cumsum(0)
-        x = torch.cat([g["x"] for g in graphs])
-        edges = torch.cat([g["edges"] + offsets[k] for k, g in enumerate(graphs)], 1)
-        which = torch.cat([torch.full((len(g["x"]),), k, dtype=torch.long) for k, g in enumerate(graphs)])
-        logits = _first(pipe.forward({"graph_nodes": x, "graph_edges": edges, "graph_batch": which}))
-        probs = logits.float().softmax(-1)
+        graphs = [_read_graph(pipe, a) for a in chunk]
+        offsets = [0, *torch.tensor([len(g["graph_nodes"]) for g in graphs]).cumsum(0).tolist()]
+        batch: dict[str, torch.Tensor] = {k: torch.cat([g[k] for g in graphs]) for k in ("graph_nodes", "edge_attr")
+                                          if k in graphs[0]}
+        batch["graph_edges"] = torch.cat([g["graph_edges"] + offsets[k] for k, g in enumerate(graphs)], 1)
+        batch["graph_batch"] = torch.cat([torch.full((len(g["graph_nodes"]),), k, dtype=torch.long)
+                                          for k, g in enumerate(graphs)])
+        probs = _first(pipe.forward(batch)).float().softmax(-1)
         results += [{"input": a, "labels": top_labels(pipe, probs[k], top)} for k, a in enumerate(chunk)]
     return results
 
 
 def run_nodes(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict[str, Any]]:
     """A graph file in; each node's most likely class."""
-    features = int(pipe.inputs["graph_nodes"].shape[-1])
     results = []
     for a in args:
-        g = inputs.read_graph(Path(a), features)
-        probs = _first(pipe.forward({"graph_nodes": g["x"], "graph_edges": g["edges"]})).float().softmax(-1)
+        probs = _first(pipe.forward(_read_graph(pipe, a))).float().softmax(-1)
         score, label = probs.max(-1)
         nodes = [{"node": i, "label": pipe.label(int(c)), "score": round(float(s), 6)}
                  for i, (s, c) in enumerate(zip(score, label))]
@@ -340,19 +347,18 @@ def run_nodes(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any
 
 def run_links(pipe: Pipeline, args: list[str], size: int, options: dict[str, Any]) -> list[dict[str, Any]]:
     """A graph file in; the scores sigmoid(z_i . z_j) of the --pairs asked, else the top new links."""
-    features = int(pipe.inputs["graph_nodes"].shape[-1])
     top = int(options.get("top") or 10)
     results = []
     for a in args:
-        g = inputs.read_graph(Path(a), features)
-        z = _first(pipe.forward({"graph_nodes": g["x"], "graph_edges": g["edges"]})).float()
+        g = _read_graph(pipe, a)
+        z = _first(pipe.forward(g)).float()
         n = len(z)
         scores = (z @ z.t()).sigmoid()
         if options.get("pairs"):
             pairs = _pairs(options["pairs"], n)
         else:
             known = scores.clone().fill_diagonal_(-1.0)
-            known[g["edges"][0], g["edges"][1]] = -1.0
+            known[g["graph_edges"][0], g["graph_edges"][1]] = -1.0
             if g["undirected"]:
                 known = known.triu(1) - torch.ones_like(known).tril()
             flat = known.flatten().topk(min(top, n * n))
@@ -393,7 +399,7 @@ def run_question_answering(pipe: Pipeline, args: list[str], size: int, options: 
     if context:
         path = Path(context)
         context = data.read_utf8(path) if path.is_file() else context
-    longest = int(options.get("max_answer") or 30)
+    longest = inputs.max_answer(options)
     results = []
     for arg in args:
         if pipe.tokenizer is None:
@@ -405,16 +411,14 @@ def run_question_answering(pipe: Pipeline, args: list[str], size: int, options: 
             raise PredictError(f"the question and context are {len(ids)} tokens, longer than the model's context of "
                                f"{limit}")
         logits = _first(pipe.forward({"text": torch.tensor([ids])}))[0].float()  # (T, 2)
-        start, end = logits[:, 0], logits[:, 1]
-        pair = start[:, None] + end[None, :]
-        allowed = torch.ones_like(pair, dtype=torch.bool).triu().tril(longest - 1)
-        if context:  # the answer lies in the context, never in the question or the special tokens
-            inside = torch.tensor([s == 1 for s in enc.sequence_ids])
-            allowed &= inside[:, None] & inside[None, :]
-        best = int(pair.masked_fill(~allowed, float("-inf")).flatten().argmax())
-        s, e = divmod(best, len(ids))
+        # with a context, the answer lies in it, never in the question or the special tokens
+        inside = torch.tensor([s == 1 for s in enc.sequence_ids], device=logits.device) if context else None
+        span = inputs.best_span(logits, inside, longest)
+        if span is None:
+            raise PredictError(f"the context `{short(str(context))}` gives the tokenizer no tokens to answer from")
+        s, e, score = span
         results.append({"input": arg, "answer": pipe.decode(ids[s : e + 1]).strip(), "start": s, "end": e,
-                        "score": round(float(pair[s, e]), 6)})
+                        "score": round(score, 6)})
     return results
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -458,7 +458,8 @@ _SINGLE = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt", "d
            "diffusion_pytorch_model.bin")
 _INDEX = ("model.safetensors.index.json", "pytorch_model.bin.index.json",
           "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin.index.json")
-_PIPELINE = ("unet", "text_encoder")  # the parts of a diffusers pipeline folder that a compiled model holds
+# the parts of a diffusers pipeline folder that a compiled model holds: the subfolders of the layouts' components
+_PIPELINE = tuple(dict.fromkeys(part for spec in LAYOUTS.values() for part in spec.components))
 
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
@@ -601,10 +602,9 @@ def _match_names(layout: Layout, keys: list[str]) -> dict[str, str]:
     return {k: _renumber(names.get(k, k)) if layout.first_rest else names.get(k, k) for k in keys}
 
 
-def _rule_for(layout: Layout, key: str, name: str | None = None) -> tuple[tuple[str, ...] | None, str]:
+def _rule_for(layout: Layout, key: str, name: str) -> tuple[tuple[str, ...] | None, str]:
     """The reference key(s) our `key` (matched as `name`, _match_names' for it) comes from ({e} left in for stacks)
     and the transform."""
-    name = name if name is not None else _renumber(key) if layout.first_rest else key
     for pattern, reference, transform in layout.rules:
         m = re.fullmatch(pattern, name)
         if m is None:
@@ -619,6 +619,17 @@ def _rule_for(layout: Layout, key: str, name: str | None = None) -> tuple[tuple[
         templates = reference if isinstance(reference, tuple) else (reference,)
         return tuple(t.format(*groups, **extra) for t in templates), transform
     raise WeightLayoutError(f"no rule of the {layout.reference} layout maps the model's `{key}`")
+
+
+def _rules(layout: Layout,
+           state: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor, tuple[str, ...], str]]:
+    """(our key, its tensor, the reference key(s) it comes from, the transform) for each tensor of our `state`
+    that has a counterpart in `layout`."""
+    matched = _match_names(layout, list(state))
+    for key, v in state.items():
+        refs, transform = _rule_for(layout, key, matched[key])
+        if refs is not None:
+            yield key, v, refs, transform
 
 
 def _names(refs: tuple[str, ...], transform: str, target: torch.Tensor) -> list[str]:
@@ -665,11 +676,7 @@ def from_reference(model: torch.nn.Module, state: Mapping[str, torch.Tensor], la
         return None
 
     lacking: dict[str, list[str]] = {}
-    matched = _match_names(spec, list(ours))
-    for key, target in ours.items():
-        refs, transform = _rule_for(spec, key, matched[key])
-        if refs is None:
-            continue
+    for key, target, refs, transform in _rules(spec, ours):
         names = _names(refs, transform, target)
         parts = [fetch(n) for n in names]
         if any(p is None for p in parts):
@@ -729,11 +736,8 @@ def to_reference(model: torch.nn.Module, layout: str) -> dict[str, torch.Tensor]
     spec = _layout(layout)
     tied = _ties(model)
     out: dict[str, torch.Tensor] = {}
-    state = model.state_dict()
-    matched = _match_names(spec, list(state))
-    for key, v in state.items():
-        refs, transform = _rule_for(spec, key, matched[key])
-        if refs is None or key in tied:
+    for key, v, refs, transform in _rules(spec, model.state_dict()):
+        if key in tied:
             continue
         if transform == "cat":
             out.update(zip(refs, v.chunk(len(refs))))
@@ -747,15 +751,8 @@ def to_reference(model: torch.nn.Module, layout: str) -> dict[str, torch.Tensor]
 
 def _reference_names(model: torch.nn.Module, layout: str) -> set[str]:
     """The reference keys `layout` gives the model's tensors, without their values."""
-    spec = _layout(layout)
-    names: set[str] = set()
-    state = model.state_dict()
-    matched = _match_names(spec, list(state))
-    for key, v in state.items():
-        refs, transform = _rule_for(spec, key, matched[key])
-        if refs is not None:
-            names.update(_names(refs, transform, v))
-    return names
+    return {n for _, v, refs, transform in _rules(_layout(layout), model.state_dict())
+            for n in _names(refs, transform, v)}
 
 
 def _layout(name: str) -> Layout:
@@ -833,9 +830,8 @@ def export_checkpoint(model: torch.nn.Module, path: str | Path, layout: str | No
     parts = _layout(layout).components if layout != OWN else {}
     if parts and (path.is_dir() or not path.suffix):
         for part, file in parts.items():
-            prefix = part + "."
-            _write({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, path / part / file,
-                   max_shard_bytes)
+            _write({k.removeprefix(f"{part}."): v for k, v in state.items() if k.startswith(f"{part}.")},
+                   path / part / file, max_shard_bytes)
         return path
     _write(state, path, max_shard_bytes)
     return path
