@@ -118,6 +118,10 @@ def test_generate_benchmark_smoke(tmp_path: Path) -> None:
     assert all(r["ours_tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0 and r["ours_first_token_s"] > 0
                for r in rows)
     assert all(r["same_tokens"] for r in rows), rows  # the same weights give transformers' greedy tokens
+    memory = data["memory"]  # peak resident memory of generation, each in its own process, against the estimate
+    assert {(r["model"], r["batch"]) for r in memory} == {(m, b) for m in ("gpt2", "llama", "mamba", "t5") for b in (1, 8)}
+    assert all(r["measured_bytes"] >= r["measured_model_bytes"] > 0 and r["estimate_bytes"] > 0 for r in memory)
+    assert "clear_refs" in data["memory_method"]
 
 
 def test_train_benchmark_smoke(tmp_path: Path) -> None:
@@ -128,7 +132,8 @@ def test_train_benchmark_smoke(tmp_path: Path) -> None:
     assert data["quick"] is True and data["settings"]["threads_per_process"] == 1
     assert [r["model"] for r in data["digits"]] == ["resnet", "vit"]
     for r in data["digits"]:  # a few steps only: the numbers are real but not good
-        assert r["test_items"] == 180 and 0 <= r["test_accuracy"] <= 1 and r["wall_s"] > 0
+        assert r["test_items"] == 359 and 0 <= r["test_accuracy"] <= 1 and r["wall_s"] > 0  # the 60/20/20 split
+        assert r["items"] == {"train": 1079, "val": 359, "test": 359}
         assert [v["step"] for v in r["val_curve"]] == [0, 2, 4]
     tab = data["tabular"]
     assert tab["train_rows"] + tab["test_rows"] < 569 and tab["test_rows"] == 57
