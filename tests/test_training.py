@@ -554,7 +554,8 @@ def test_fewer_items_than_one_batch(models: dict[str, Path], tmp_path: Path, cap
     path = write_csv(tmp_path / "t.csv", _table(rows=10))
     err = _error(capsys, models["tabular_classifier"], "--data", str(path), "--target", "y", "--batch-size", "16",
                  "--run-name", "x")
-    assert "the train split has 8 items, fewer than one batch of 16" in err
+    assert "the train split has 8 items, fewer than one batch of 16; lower --batch-size or give more data" in err
+    assert "--block-size" not in err  # the hint about text windows is for language models only
 
 
 # ------------------------------------------------------------------- every loader's one-line data errors

@@ -289,7 +289,8 @@ def train(args: argparse.Namespace, given: set[str], spec: dict[str, Any] | None
                              f"({d.world} x {args.grad_accum})")
     if len(splits.train) // d.world < micro:  # type: ignore[arg-type]
         raise data.DataError(f"{args.data}: the train split has {len(splits.train)} items, fewer than one batch of "  # type: ignore[arg-type]
-                             f"{args.batch_size}")
+                             f"{args.batch_size}" + ("; a smaller --block-size makes more windows of the text" if form.kind == "lm" else "")
+                             + "; lower --batch-size or give more data")
     eval_micro = args.eval_batch_size or micro
     lm = form.kind == "lm" or (synthetic and "text" in form.keys)
     unit, per_step = ("tokens", args.batch_size * args.block_size) if lm else ("samples", args.batch_size)
