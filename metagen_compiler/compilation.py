@@ -15,6 +15,7 @@ from .span import SourceFile
 
 if TYPE_CHECKING:  # the graph IR is built by `lower`; this module stays below it
     from metagen_compiler.ir.graph import GraphIR
+    from metagen_compiler.ir.structure import StructureIR
 
 __all__ = ["Compilation", "Options", "Pass"]
 
@@ -40,10 +41,14 @@ class Compilation:
     model: A.Model | None = None
     spec: SpecIR | None = None
     graph: GraphIR | None = None  # from `lower` on
+    structure: StructureIR | None = None  # from `structure` on: the module-level IR the backends read
     report: dict[str, Any] | None = None
     # measured results of earlier training runs in the output folder (outputs.collect_measurements), which
     # report.json, the model card and the paper show as measurements; empty for a model never trained
     measurements: list[dict[str, Any]] = field(default_factory=list)
+    # `architecture ? in {a, b}`: each candidate family's parameters, in the order listed (check pass; for
+    # `metagenc search`, which compiles a candidate at a time)
+    candidates: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Pass(Protocol):

@@ -58,6 +58,8 @@ _TABLE = [
      "`epochs`, ...)."),
     ("E213", "empty-choice", "An enumerated choice `? in {...}` lists no value."),
     ("E214", "duplicate-choice", "An enumerated choice `? in {...}` lists a value twice."),
+    ("E215", "open-family", "The architecture leaves the family open (`architecture ? in {...}`): `metagenc search` "
+     "chooses it; a plain compile needs one family."),
     # E3xx: modality, task, architecture
     ("E301", "unsupported-modality", "The family has no encoder for an input modality, or no head for the task."),
     ("E303", "bad-tie", "A weight tie names a parameter that does not exist or has another shape."),

@@ -83,6 +83,56 @@ def metadata_dict(entries: tuple[A.MetaEntry, ...], bag: DiagnosticBag) -> dict[
     return out
 
 
+def check_open_family(prog: Program, model: A.Model, inputs: list[str], objectives: list[str],
+                      bag: DiagnosticBag, yaml: bool = False) -> dict[str, frozenset[str]]:
+    """The architecture leaves its family open among candidates (`architecture ? in {a, b} { ... }`). Each
+    candidate must be a family (or preset) of this input, listed once; each field must be a parameter of some
+    candidate, and a field with a value of every candidate (a hole `?` may belong to only some: it is then a
+    dimension of those candidates' searches). With all that right, a plain compile still stops here (E215):
+    only `metagenc search` chooses the family. Returns each candidate's parameters."""
+    arch = model.architecture
+    assert arch is not None and arch.choice_span is not None
+    errors = len(bag.errors)
+    if not arch.choices:
+        bag.error("E213", "the choice of family lists no family", arch.choice_span,
+                  hint="list the candidate families: `architecture ? in {transformer.decoder, ssm.s4d}`")
+        return {}
+    seen: dict[str, A.Name] = {}
+    params: dict[str, frozenset[str]] = {}  # candidate -> its parameters
+    for name in arch.choices:
+        if name.dotted in seen:
+            bag.error("E214", f"`{name.dotted}` is listed twice in the choice of family", name.span,
+                      notes=[Note("first listed here", seen[name.dotted].span)])
+            continue
+        seen[name.dotted] = name
+        fam, _ = resolve_family(prog, A.Architecture(arch.span, name, arch.fields), inputs, bag, objectives)
+        if fam is not None:
+            assert isinstance(fam.node, A.Family)
+            params[name.dotted] = frozenset(p.name.name for p in fam.node.params)
+    if len(bag.errors) > errors:
+        return {}
+    for f in arch.fields:
+        n = f.name.name
+        having = [c for c, ps in params.items() if n in ps]
+        if not having:
+            every = sorted(set().union(*params.values()))
+            bag.error("E207", f"no candidate family has a parameter `{n}`", f.name.span,
+                      hint=did_you_mean(n, every) or f"parameters: {', '.join(every)}")
+        elif len(having) < len(params) and not isinstance(f.value, A.Unknown):
+            lacking = [c for c in params if c not in having]
+            bag.error("E207", f"`{n}` has a value, but candidate family `{lacking[0]}` has no parameter `{n}`",
+                      f.name.span, hint=f"a field that only some candidates take must be open: `{n} = ?` (with its "
+                      f"domain) is a dimension of the search for {', '.join(f'`{c}`' for c in having)} only")
+    if len(bag.errors) > errors:
+        return {}
+    bag.error("E215", f"the family of model `{model.name.name}` is left open among "
+              f"{', '.join(c.dotted for c in arch.choices)}; a compile needs one", arch.choice_span,
+              hint="`metagenc search FILE` chooses it (a dimension of the search); to compile one candidate, "
+              + (f"write it: `family: {arch.choices[0].dotted}`" if yaml else
+                 f"write it: `architecture {arch.choices[0].dotted} {{ ... }}`"))
+    return params
+
+
 def resolve_family(prog: Program, arch: A.Architecture, inputs: list[str], bag: DiagnosticBag,
                    objectives: list[str] | None = None) -> tuple[Definition | None, Definition | None]:
     """The family (and preset, if the architecture names one) an architecture refers to."""
@@ -513,6 +563,11 @@ class CheckPass:
             hint = ("add `architecture: {family: transformer}`" if comp.source.path.endswith((".yaml", ".yml"))
                     else "add `architecture transformer.decoder { ... }` or a preset such as `architecture gpt2`")
             bag.error("E208", f"model `{model.name.name}` has no architecture", model.name.span, hint=hint)
+            return
+        if model.architecture.open:  # `architecture ? in {a, b}`: `metagenc search` picks the family
+            comp.candidates = check_open_family(prog, model, [n for n, _ in inputs],
+                                                [*objectives, task, *(n for n, _ in outputs)], bag,
+                                                yaml=comp.source.path.endswith((".yaml", ".yml")))
             return
         fam, preset = resolve_family(prog, model.architecture, [n for n, _ in inputs], bag,
                                      [*objectives, task, *(n for n, _ in outputs)])

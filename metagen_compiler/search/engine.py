@@ -391,7 +391,7 @@ def study_identity(cfg: SearchConfig) -> dict[str, Any]:
     return {"model": cfg.space.model,
             "spec_sha256": hashlib.sha256(cfg.source.text.encode("utf-8")).hexdigest(),
             "fixed": [list(f) for f in cfg.fixed],
-            "space": {d.name: [d.domain.start, d.domain[-1], d.domain.step] for d in cfg.space.dims},
+            "space": {d.key: [d.domain.start, d.domain[-1], d.domain.step, *d.families] for d in cfg.space.dims},
             "objectives": [o.text for o in cfg.objectives], "device": cfg.device}
 
 

@@ -83,7 +83,7 @@ def spec_features(cfg: SearchConfig, data_size: dict[str, int] | None = None) ->
         cons.append({"kind": c.kind, "op": c.op, "bound": bound, "device": c.device})
     return {"inputs": [m for m, _ in spec.inputs], "outputs": [m for m, _ in spec.outputs], "task": spec.task,
             "family": spec.family.qualname, "constraints": cons,
-            "dims": {d.name: list(d.choices) if getattr(d, "categorical", False) else
+            "dims": {d.key: list(d.choices) if getattr(d, "categorical", False) else
                      [d.domain.start, d.domain[-1], d.domain.step] for d in cfg.space.dims},
             "data": data_size or {}}
 
@@ -199,7 +199,7 @@ def nearest_configurations(path: Path, cfg: SearchConfig, limit: int, neighbours
         raise HistoryError(f"cannot read the search history `{path}`: {e}") from None
     out: list[tuple[dict[str, Any], str]] = []
     seen: set[tuple[tuple[str, Any], ...]] = set()
-    domains = {d.name: d for d in cfg.space.dims}
+    domains = {d.key: d for d in cfg.space.dims}
     fixed = {k for k, _ in cfg.fixed}
     for i in range(max((len(f) for f in fronts), default=0)):
         for f in fronts:

@@ -37,7 +37,7 @@ from metagen_compiler.search.engine import (
     result,
     trial_status,
 )
-from metagen_compiler.search.space import filled_text
+from metagen_compiler.search.space import FAMILY, active_dims, filled_text
 
 __all__ = ["search_summary", "trial_record", "write_pareto", "write_plots", "write_summary", "write_trials"]
 
@@ -108,10 +108,12 @@ def write_pareto(cfg: SearchConfig, trials: Sequence[Any], backends: list[str],
     staged: dict[str, dict[str, str | bytes]] = {}
     cands = []
     for t in front:
-        values = {d.name: t.params[d.name] if d.categorical else int(t.params[d.name]) for d in cfg.space.dims}
+        values = {d.key: t.params[d.key] if d.categorical else int(t.params[d.key])
+                  for d in active_dims(cfg.space, t.params)}
         text = filled_text(cfg.source, cfg.space, values)
         folder = f"trial_{t.number:04d}"
         entry: dict[str, Any] = {"trial": t.number, "values": values,
+                                 **({"family": values[FAMILY]} if cfg.space.families else {}),
                                  "objectives": {o.name: v for o, v in zip(cfg.objectives, t.values, strict=True)},
                                  "metrics": result(t).get("metrics", {}),
                                  "constraints": result(t).get("constraints", {}),
@@ -147,7 +149,7 @@ def write_pareto(cfg: SearchConfig, trials: Sequence[Any], backends: list[str],
         "study": cfg.study or cfg.space.model,
         "objectives": [{"name": o.name, "direction": o.direction} for o in cfg.objectives],
         "device": cfg.device,
-        "space": {d.name: {"from": d.domain.start, "to": d.domain[-1], "step": d.domain.step}
+        "space": {d.key: {**_describe(d), **({"families": list(d.families)} if d.families else {})}
                   for d in cfg.space.dims},
         "trials": len(trials),
         "feasible": n_ok,
@@ -210,7 +212,7 @@ def write_plots(cfg: SearchConfig, trials: Sequence[Any], baseline: Sequence[Any
         out.append(_save(plt, fig, cfg.out_dir / "hypervolume.png"))
     imp = summary["importance"] if summary is not None else importances(cfg, trials)
     if imp:
-        dims = [d.name for d in cfg.space.dims]
+        dims = [d.key for d in cfg.space.dims]
         fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(dims) * max(1, len(imp)) ** 0.5), dpi=100)
         height = 0.8 / len(imp)
         for k, (name, vals) in enumerate(imp.items()):
@@ -277,7 +279,8 @@ def search_summary(cfg: SearchConfig, trials: Sequence[Any], baseline: Sequence[
         "model": cfg.space.model, "study": cfg.study or cfg.space.model, "sampler": sampler, "seed": cfg.seed,
         "device": cfg.device,
         "objectives": [{"name": o.name, "direction": o.direction} for o in cfg.objectives],
-        "space": {d.name: {**_describe(d), "size": len(d.domain)} for d in cfg.space.dims},
+        "space": {d.key: {**_describe(d), "size": len(d.domain), **({"families": list(d.families)} if d.families
+                                                                       else {})} for d in cfg.space.dims},
         "space_size": len(cfg.space.dims),
         "constraints": sorted({k for t in trials for k in result(t).get("constraints", {})}),
         "training": training,

@@ -11,11 +11,18 @@ follows is the one `metagenc --set` runs.
 `filled_text` writes the spec with the holes filled: each `? ...` in the user's file is replaced by its
 value (its constraints go with it); a hole that a family declares elsewhere (a stdlib default) is set in
 the model's architecture block instead (in the `architecture:` mapping of a YAML spec).
+
+A family left open among candidates (`architecture ? in {transformer.decoder, ssm.s4d} { ... }`) is one more
+categorical dimension, `architecture`, sampled first; each candidate family has its own space (`families`:
+the spec with that family written in, and without the holes that family does not take), whose dimensions are
+conditional on it (Optuna's define-by-run: a trial suggests the family, then that family's dimensions only).
+A hole that several candidates take with the same domain is one dimension (its `families` name them); where
+their domains differ, each candidate's is a dimension of its own, keyed `family.name` (`Dimension.key`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from metagen_compiler.compilation import Compilation, Options
@@ -24,10 +31,11 @@ from metagen_compiler.semantics.values import EvalError, format_value
 from metagen_compiler.span import SourceFile, Span
 from metagen_compiler.syntax import ast as A
 
-__all__ = ["Choice", "Dimension", "SearchSpace", "SpaceError", "compile_candidate", "filled_text", "read_space",
-           "suggest_values"]
+__all__ = ["FAMILY", "Choice", "Dimension", "SearchSpace", "SpaceError", "active_dims", "compile_candidate",
+           "filled_text", "read_space", "suggest_values"]
 
 Choice = int | float | str | bool  # a value of a categorical dimension, as Optuna stores it
+FAMILY = "architecture"  # the dimension of a family left open (`architecture ? in {...}`)
 
 
 @dataclass(frozen=True)
@@ -41,16 +49,25 @@ class Dimension:
     span: Span | None  # the `?` and its constraints, where the user's file declares it; None elsewhere
     choices: tuple[Choice, ...] = ()
     texts: tuple[str, ...] = ()
+    # with the family left open: the candidate families that take this dimension (empty: every candidate, or the
+    # family is not open), and the name Optuna stores it under where it is not `name` (`family.name`)
+    families: tuple[str, ...] = ()
+    param: str = ""
 
     @property
     def categorical(self) -> bool:
         return bool(self.choices)
 
+    @property
+    def key(self) -> str:
+        """The name of the dimension in a trial's values (Optuna's parameter name)."""
+        return self.param or self.name
+
     def suggest(self, trial: Any) -> Choice:
         """The value an Optuna trial samples: a categorical choice, or an integer of the range (with its step)."""
         if self.categorical:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        return trial.suggest_int(self.name, self.domain.start, self.domain[-1], step=self.domain.step)
+            return trial.suggest_categorical(self.key, list(self.choices))
+        return trial.suggest_int(self.key, self.domain.start, self.domain[-1], step=self.domain.step)
 
     def text(self, value: Any) -> str:
         """`value` as MSL text, for `--set` and the filled spec."""
@@ -69,8 +86,19 @@ class Dimension:
 
 
 def suggest_values(trial: Any, space: SearchSpace) -> dict[str, Choice]:
-    """One value per dimension of `space`, sampled by an Optuna trial (`Dimension.suggest`)."""
-    return {d.name: d.suggest(trial) for d in space.dims}
+    """One value per dimension of `space`, sampled by an Optuna trial (`Dimension.suggest`), keyed by
+    `Dimension.key`: with the family open, the family first, then the dimensions of that family only."""
+    values: dict[str, Choice] = {}
+    for d in space.dims:
+        if d.families and values.get(FAMILY) not in d.families:
+            continue
+        values[d.key] = d.suggest(trial)
+    return values
+
+
+def active_dims(space: SearchSpace, values: dict[str, Any]) -> list[Dimension]:
+    """The dimensions a trial with `values` sampled (all of them, unless the family is open)."""
+    return [d for d in space.dims if not d.families or values.get(FAMILY) in d.families]
 
 
 @dataclass
@@ -78,6 +106,9 @@ class SearchSpace:
     model: str  # the model's name
     dims: list[Dimension]
     comp: Compilation  # the compilation after `check` and `--set` (for its spec: constraints, family)
+    # the family left open: each candidate's own space, whose `source` is the spec with that family written in
+    families: dict[str, SearchSpace] = field(default_factory=dict)
+    source: SourceFile | None = None
 
 
 class SpaceError(Exception):
@@ -112,6 +143,8 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
     from metagen_compiler.syntax.format_expr import expr_text
 
     comps = compile_model_set(source, options, stop_after="overrides", overrides=overrides)  # --set applied
+    if len(comps) == 1 and comps[0].candidates and all(d.code == "E215" for d in comps[0].bag.errors):
+        return _open_family_space(source, options, overrides, comps[0])
     if any(c.bag.has_errors for c in comps):
         raise SpaceError("the spec has errors", collect_diagnostics(comps))
     if len(comps) != 1:
@@ -148,10 +181,75 @@ def read_space(source: SourceFile, options: Options, overrides: tuple[tuple[str,
     return SearchSpace(spec.name, dims, comp)
 
 
+def _open_family_space(source: SourceFile, options: Options, overrides: tuple[tuple[str, str], ...],
+                       comp: Compilation) -> SearchSpace:
+    """The space of a spec whose family is left open: `FAMILY` first, then each candidate's dimensions."""
+    model = comp.model
+    assert model is not None and model.architecture is not None
+    arch = model.architecture
+    subs: dict[str, SearchSpace] = {}
+    for fam, params in comp.candidates.items():
+        text = _family_text(source.text, arch, fam, params)
+        sub_source = SourceFile(source.path, text)
+        try:
+            sub = read_space(sub_source, options, overrides)
+        except SpaceError as e:
+            if e.diagnostics or "no open dimension" not in str(e):
+                raise SpaceError(f"candidate family `{fam}`: {e}", e.diagnostics) from None
+            sub = SearchSpace(model.name.name, [], _checked(sub_source, options, overrides))
+        sub.source = sub_source
+        subs[fam] = sub
+    assert arch.choice_span is not None
+    names = tuple(subs)
+    dims = [Dimension(FAMILY, range(len(names)), arch.choice_span, names, names)]
+    by_name: dict[str, list[tuple[str, Dimension]]] = {}
+    for fam, sub in subs.items():
+        for d in sub.dims:
+            by_name.setdefault(d.name, []).append((fam, d))
+    for name, owners in by_name.items():
+        same = all((d.domain, d.choices) == (owners[0][1].domain, owners[0][1].choices) for _, d in owners)
+        if same:
+            dims.append(replace(owners[0][1], span=None, families=tuple(f for f, _ in owners)))
+        else:  # the candidates give it different domains: one dimension each
+            dims.extend(replace(d, span=None, families=(f,), param=f"{f}.{name}") for f, d in owners)
+    return SearchSpace(model.name.name, dims, next(iter(subs.values())).comp, subs, None)
+
+
+def _checked(source: SourceFile, options: Options, overrides: tuple[tuple[str, str], ...]) -> Compilation:
+    from metagen_compiler.driver import compile_model_set
+
+    return compile_model_set(source, options, stop_after="overrides", overrides=overrides)[0]
+
+
+def _family_text(text: str, arch: A.Architecture, family: str, params: frozenset[str]) -> str:
+    """The spec's text with `family` in place of `? in {...}`, and without the fields (holes) it does not take."""
+    assert arch.choice_span is not None
+    edits = [(arch.choice_span.start, arch.choice_span.end, family)]
+    for f in arch.fields:
+        if f.name.name in params or f.span is None:
+            continue
+        start, end = f.span.start, f.span.end
+        while end < len(text) and text[end] in " \t;,":  # `,`: in a YAML flow mapping
+            end += 1
+        line_start = text.rfind("\n", 0, start) + 1
+        if not text[line_start:start].strip() and (end >= len(text) or text[end] == "\n"):
+            start, end = line_start, min(end + 1, len(text))  # the field's own line
+        edits.append((start, end, ""))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
 def filled_text(source: SourceFile, space: SearchSpace, values: dict[str, Any]) -> str:
-    """The spec's text with every hole of `space` given its value from `values`."""
+    """The spec's text with every hole of `space` given its value from `values` (keyed by `Dimension.key`); with
+    the family open, the text of the candidate family `values` names."""
     from metagen_compiler.passes.parse import is_yaml
 
+    if space.families:
+        sub = space.families[values[FAMILY]]
+        assert sub.source is not None
+        return filled_text(sub.source, sub, {d.name: values[d.key] for d in active_dims(space, values)
+                                             if d.name != FAMILY})
     text = source.text
     edits: list[tuple[int, int, str]] = []
     elsewhere = []
@@ -219,6 +317,11 @@ def compile_candidate(source: SourceFile, options: Options, space: SearchSpace, 
     in process, through the same path as `metagenc --set`."""
     from metagen_compiler.driver import compile_model_set
 
-    overrides = fixed + tuple((d.name, d.text(values[d.name])) for d in space.dims)
+    if space.families:  # the candidate family's own text, with its dimensions
+        sub = space.families[values[FAMILY]]
+        assert sub.source is not None
+        source = sub.source
+    dims = [d for d in active_dims(space, values) if not (space.families and d.name == FAMILY)]
+    overrides = fixed + tuple((d.name, d.text(values[d.key])) for d in dims)
     comps = compile_model_set(source, options, overrides=overrides)
     return comps[0]

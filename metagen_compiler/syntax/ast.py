@@ -346,8 +346,20 @@ class Constraint(Node):
 
 @dataclass(frozen=True)
 class Architecture(Node):
+    """`architecture transformer.decoder { ... }`, or with the family left open among candidates,
+    `architecture ? in {transformer.decoder, ssm.s4d} { ... }`: then `choices` lists them in the order written,
+    `family` is the first of them (for tools that want one name), `choice_span` covers `? in {...}`, and only
+    `metagenc search` compiles it (a family at a time; docs/search.md)."""
+
     family: Name
     fields: tuple[Field, ...]
+    choices: tuple[Name, ...] = ()
+    choice_span: Span | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def open(self) -> bool:
+        """Whether the family is left open (`? in {...}`)."""
+        return self.choice_span is not None
 
 
 @dataclass(frozen=True)

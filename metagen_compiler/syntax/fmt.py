@@ -45,7 +45,7 @@ _TIGHT_AFTER = ("(", "[", "{", ".", "..")
 _INLINE_OK = frozenset({"task_stmt", "constraints_stmt", "architecture_stmt", "metadata_stmt", "meta_group",
                         "training_stmt", "preset_def", "device_def", "if_stmt"})
 _DEFINITIONS = frozenset({"block_def", "family_def", "preset_def", "device_def", "model_def"})
-_BRACKETED_LISTS = frozenset({"params", "args", "list", "tuple", "enum_type", "choices"})
+_BRACKETED_LISTS = frozenset({"params", "args", "list", "tuple", "enum_type", "choices", "family_names"})
 _BARE_LISTS = frozenset({"name_list", "modality_list", "input_stmt", "assign_stmt", "return_stmt"})
 _COMMENT = re.compile(r"#[^\n]*")
 _GROUP_IDS = itertools.count(1)  # break-point groups (a list, a pipe chain): unique across flatteners

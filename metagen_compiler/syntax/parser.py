@@ -282,7 +282,19 @@ class _ToAst(Transformer[Any, Any]):
     @v_args(meta=True)
     def architecture_stmt(self, meta: Any, items: list[Any]) -> tuple[str, A.Architecture]:
         family, *fields = items
-        return ("architecture", A.Architecture(self._span(meta), family, tuple(f for f in fields if f is not None)))
+        fields_ = tuple(f for f in fields if f is not None)
+        if isinstance(family, tuple):  # `? in {a, b}`: the family left open among candidates
+            span, choices = family
+            first = choices[0] if choices else A.Name(span, ("?",))
+            return ("architecture", A.Architecture(self._span(meta), first, fields_, choices, span))
+        return ("architecture", A.Architecture(self._span(meta), family, fields_))
+
+    @v_args(meta=True)
+    def family_choice(self, meta: Any, items: list[Any]) -> tuple[Span, tuple[A.Name, ...]]:
+        return self._span(meta), tuple(items[0] or ())
+
+    def family_names(self, items: list[A.Name]) -> list[A.Name]:
+        return items
 
     def metadata_stmt(self, items: list[Any]) -> tuple[str, list[Any]]:
         return ("metadata", items)

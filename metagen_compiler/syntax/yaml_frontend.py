@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from importlib import resources
 
 import yaml
@@ -344,8 +345,20 @@ class _Lowering(SchemaLowering):
         fields: list[A.Field] = []
         meta: list[A.MetaEntry] = []
         pairs = self.mapping(node, "architecture", hint="write `architecture: {family: transformer}`")
+        choices: list[tuple[Node, str]] = []  # `family: [transformer, cnn]`: left open among candidates
         for k_text, k, v in pairs:
-            if k_text == "family":
+            if k_text == "family" and isinstance(v, SequenceNode):
+                for item in v.value:
+                    t = self.text(item, "architecture.family", "transformer")
+                    if t is not None and not all(is_ident(p) for p in t.split(".")):
+                        self.shape(item, f"`architecture.family` must be a name, not `{t}`",
+                                   hint=f"use `{identifier(t)}`")
+                    elif t is not None:
+                        choices.append((item, t))
+                family = (v, choices[0][1]) if choices else None
+                if not v.value:
+                    family = (v, "?")
+            elif k_text == "family":
                 t = self.text(v, "architecture.family", "transformer")
                 if t is not None and not all(is_ident(p) for p in t.split(".")):
                     self.shape(v, f"`architecture.family` must be a name, not `{t}`", hint=f"use `{identifier(t)}`")
@@ -374,6 +387,14 @@ class _Lowering(SchemaLowering):
             return None, meta
         fam_node, fam = family
         name = A.Name(self.inner(fam_node), tuple(fam.split(".")))
+        if isinstance(fam_node, SequenceNode):  # the family left open: `metagenc search` chooses it
+            presets = _stdlib_index()[0]
+            for _, t in choices:
+                if t in presets:
+                    self.imports.setdefault(f"std.{presets[t][0]}", self.span(key, node))
+            names = tuple(A.Name(self.inner(n), tuple(t.split("."))) for n, t in choices)
+            return A.Architecture(self.span(key, node), names[0] if names else name, tuple(fields), names,
+                                  self.span(fam_node)), meta
         if fam in ("lstm", "gru") and not any(f.name.name == "cell" for f in fields):  # std.rnn's cell
             fields.append(A.Field(self.inner(fam_node), A.Ident(self.inner(fam_node), "cell"),
                                   A.Name(self.inner(fam_node), (fam,))))
@@ -457,8 +478,9 @@ class _Lowering(SchemaLowering):
             arch, sec.meta["architecture"] = self.architecture(k, v)
             self.imports.setdefault("std.transformer", self.span(k, v))
             self.imports.setdefault("std.vision", self.span(k, v))
-            for _, member in FAMILY_GROUPS.get(arch.family.dotted, ()) if arch is not None else ():
-                self.imports.setdefault(f"std.{member.split('.')[0]}", self.span(k, v))  # std.ssm, std.moe
+            for fam in (arch.choices or (arch.family,)) if arch is not None else ():  # each candidate of an open one
+                for _, member in FAMILY_GROUPS.get(fam.dotted, ()):
+                    self.imports.setdefault(f"std.{member.split('.')[0]}", self.span(k, v))  # std.ssm, std.moe
         task = self.whole_task(at, sec, inputs, outputs, objectives, modality_span or self.span(doc))
         for key in METADATA_KEYS:
             if key in at:
@@ -485,7 +507,7 @@ class _Lowering(SchemaLowering):
         if arch is not None:
             fields += self.config_fields(sec, target, arch)
             given = {f.name.name for f in arch.fields}
-            arch = A.Architecture(arch.span, arch.family, arch.fields + tuple(f for f in fields if f.name.name not in given))
+            arch = replace(arch, fields=arch.fields + tuple(f for f in fields if f.name.name not in given))
         if name is None:
             if "name" not in at:
                 self.bag.error("E208", "the spec has no `name`", Span.of(self.file, doc.start_mark.index,
@@ -539,7 +561,7 @@ class _Lowering(SchemaLowering):
         fields = {f.name.name: f.value for f in task.fields} if task is not None else {}
         space = fields.get("action_space")
         continuous = "action_dim" in fields or (isinstance(space, A.Name) and space.dotted == "continuous")
-        if fam == "mlp" and continuous and task is not None and task.name.name in _RL_TASKS:
+        if fam == "mlp" and continuous and task is not None and task.name.name in _RL_TASKS and not arch.open:
             arch = A.Architecture(arch.span, A.Name(arch.family.span, ("gaussian_agent",)), arch.fields)
             fam = "gaussian_agent"
         selectors = [o.name for o in objectives] + ([task.name.name] if task else []) + [o.name for o in outputs]
@@ -551,7 +573,7 @@ class _Lowering(SchemaLowering):
                      and _PARAM_ALIASES.get(f.name.name, "") in params
                      and not any(a.name.name == _PARAM_ALIASES[f.name.name] for a in arch.fields)}
             task = A.Task(task.span, task.name, tuple(f for f in task.fields if f.name.name not in moved))
-            arch = A.Architecture(arch.span, arch.family, arch.fields + tuple(
+            arch = replace(arch, fields=arch.fields + tuple(
                 A.Field(f.span, A.Ident(f.name.span, _PARAM_ALIASES[n]), f.value) for n, f in moved.items()))
             for f in task.fields:
                 if f.name.name in params or f.name.name in DESCRIPTIVE_TASK_FIELDS:

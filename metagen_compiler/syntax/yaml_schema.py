@@ -466,7 +466,7 @@ class SchemaLowering:
         kv = sections.task_recorded.get("edge_features")
         count = _number(kv[1]) if kv is not None else None
         edge_target = _EDGE_FAMILIES.get(target or "")
-        if (kv is None or not count or edge_target is None or arch.family.dotted not in ("gnn", "gat")
+        if (kv is None or not count or edge_target is None or arch.family.dotted not in ("gnn", "gat") or arch.open
                 or any(f.name.name == "edge_features" for f in arch.fields)):
             return arch, target
         k, v = kv
