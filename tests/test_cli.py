@@ -24,11 +24,11 @@ def test_compile_writes_the_model_folder(tmp_path: Path) -> None:
     r = run(GPT2, "-o", str(tmp_path))
     assert r.returncode == 0, r.stderr
     d = tmp_path / "gpt2"
-    assert sorted(p.name for p in d.iterdir()) == ["MODEL_CARD.md", "data.py", "data_audio.py", "data_graph.py",
-                                                   "data_points.py", "data_series.py", "data_vision.py",
-                                                   "evaluate.py", "generation.py", "graph.dot",
-                                                   "graph.json", "inputs.py",
-                                                   "loop.py", "model.py", "paper", "pipelines.py", "predict.py",
+    assert sorted(p.name for p in d.iterdir()) == ["MODEL_CARD.md", "audio_out.py", "data.py", "data_audio.py",
+                                                   "data_graph.py", "data_points.py", "data_series.py",
+                                                   "data_vision.py", "evaluate.py", "generation.py", "graph.dot",
+                                                   "graph.json", "inputs.py", "loop.py", "model.py", "ocr.py",
+                                                   "paper", "pipelines.py", "predict.py",
                                                    "report.json", "rl.py", "spec.txt", "split_metrics.py",
                                                    "tasks.py", "train.py", "weights.py"]
     assert (d / "paper" / "main.tex").is_file()

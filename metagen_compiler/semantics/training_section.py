@@ -267,8 +267,9 @@ def _augmentations_fit(spec: SpecIR, values: dict[str, Any], fields: Mapping[str
     for item, name in zip(items, values["augment"]):
         if not any(name in BUILT_AUGMENTATIONS.get(i, ()) for i in inputs):
             bag.warning("W003", f"augmentation `{name}` is not built by the generated train.py; it is ignored", item.span,
-                        hint="train.py augments " + "; ".join(f"{i} inputs with {', '.join(names)}"
-                                                               for i, names in BUILT_AUGMENTATIONS.items()))
+                        hint="train.py augments " + "; ".join(
+                            f"{i} inputs with {', '.join(names)}" for i, names in BUILT_AUGMENTATIONS.items()
+                            if i in inputs or not any(m in inputs for m in BUILT_AUGMENTATIONS)))
             continue
         built.append(name)
     values["augment"] = built
