@@ -30,7 +30,7 @@ def _compile(path, verify=False):  # type: ignore[no-untyped-def]
     opts = Options(search_paths=(lib,)) if lib.is_dir() else Options()
     return compile_path(path, options=opts, verify=verify)
 
-STAGES = ("parse", "check", "solve", "shapes", "estimate", "constraints")
+STAGES = ("parse", "check", "solve", "shapes", "structure", "estimate", "constraints")
 
 
 @pytest.mark.parametrize("path", SPECS, ids=_id)

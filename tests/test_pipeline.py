@@ -18,8 +18,8 @@ def test_registry_keys_are_pass_names() -> None:
     for key, p in PASSES.items():
         assert key == p.name
     assert [p.name for p in PIPELINE] == list(STAGES)
-    assert STAGES == ("parse", "resolve", "check", "overrides", "modality", "heads", "solve", "lower", "shapes", "estimate",
-                      "constraints")
+    assert STAGES == ("parse", "resolve", "check", "overrides", "modality", "heads", "solve", "lower", "shapes", "structure",
+                      "estimate", "constraints")
 
 
 def test_every_pass_is_documented() -> None:

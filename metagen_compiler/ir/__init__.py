@@ -1,1 +1,2 @@
-"""The intermediate representations: the spec IR (ir.spec) the passes fill, and the graph IR (ir.graph) the backends read."""
+"""The intermediate representations: the spec IR (ir.spec) the passes fill, the graph IR (ir.graph)
+and the structure IR (ir.structure: one class per specialised block) the backends read."""

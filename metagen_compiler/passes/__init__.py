@@ -14,6 +14,7 @@ from .parse import ParsePass
 from .resolve import ResolvePass
 from .shapes import ShapesPass
 from .solve import SolvePass
+from .structure import StructurePass
 
 __all__ = ["PASSES", "PIPELINE"]
 
@@ -27,6 +28,7 @@ PIPELINE: tuple[Pass, ...] = (
     SolvePass(),
     LowerPass(),
     ShapesPass(),
+    StructurePass(),
     EstimatePass(),
     ConstraintsPass(),
 )
