@@ -16,6 +16,22 @@ def params_of(src: str) -> int:
     return comp.graph.param_count()
 
 
+def hf_params(model: str, config: str, **dims: int) -> int:
+    """Parameters of transformers' `model` built from its `config` class with `dims` (the rest its defaults), on the
+    meta device."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):
+        ref = getattr(transformers, model)(getattr(transformers, config)(**dims))
+    return sum(p.numel() for p in ref.parameters())
+
+
+def bert_dims(layers: int, d_model: int, heads: int, mlp_dim: int) -> dict[str, int]:
+    """A BERT-style config's names for the dims."""
+    return {"hidden_size": d_model, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "intermediate_size": mlp_dim}
+
+
 def bert(layers: int, d_model: int, heads: int, mlp_dim: int, vocab: int = 30522) -> str:
     return f"""msl 1
 import std.transformer
@@ -39,13 +55,7 @@ def test_bert_members_equal_transformers(layers: int, d_model: int, heads: int, 
     ours = params_of(bert(layers, d_model, heads, mlp_dim))
     if published is not None:
         assert ours == published
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=heads,
-                                  intermediate_size=mlp_dim)
-    with torch.device("meta"):
-        ref = transformers.BertModel(cfg)
-    assert ours == sum(p.numel() for p in ref.parameters())
+    assert ours == hf_params("BertModel", "BertConfig", **bert_dims(layers, d_model, heads, mlp_dim))
 
 
 @pytest.mark.parametrize("layers,d_model,heads,mlp_dim", [(12, 768, 12, 3072), (2, 128, 2, 512)])
@@ -53,13 +63,7 @@ def test_bert_question_answering_equals_transformers(layers: int, d_model: int, 
     """The span head replaces the pooler, as in BertForQuestionAnswering (add_pooling_layer=False)."""
     src = bert(layers, d_model, heads, mlp_dim).replace("modality text -> embedding", "modality text -> text")
     ours = params_of(src.replace("task embedding", "task question_answering"))
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=heads,
-                                  intermediate_size=mlp_dim)
-    with torch.device("meta"):
-        ref = transformers.BertForQuestionAnswering(cfg)
-    assert ours == sum(p.numel() for p in ref.parameters())
+    assert ours == hf_params("BertForQuestionAnswering", "BertConfig", **bert_dims(layers, d_model, heads, mlp_dim))
 
 
 @pytest.mark.parametrize("layers,d_model,heads,mlp_dim", [(12, 768, 12, 3072), (2, 128, 2, 256)])
@@ -77,16 +81,10 @@ model m {{
 """
     ours = params_of(src)
     qa = params_of(src.replace("text -> embedding", "text -> text").replace("task embedding", "task document_qa"))
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LayoutLMConfig(hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=heads,
-                                      intermediate_size=mlp_dim)
-    with torch.device("meta"):
-        ref = transformers.LayoutLMModel(cfg)
-        ref_qa = transformers.LayoutLMForQuestionAnswering(cfg)
-    assert ours == sum(p.numel() for p in ref.parameters())
+    dims = bert_dims(layers, d_model, heads, mlp_dim)
+    assert ours == hf_params("LayoutLMModel", "LayoutLMConfig", **dims)
     pooler = d_model * d_model + d_model
-    assert qa == sum(p.numel() for p in ref_qa.parameters()) - pooler
+    assert qa == hf_params("LayoutLMForQuestionAnswering", "LayoutLMConfig", **dims) - pooler
 
 
 @pytest.mark.parametrize("cell,directions,layers", [("lstm", 1, 1), ("lstm", 2, 3), ("gru", 1, 2), ("gru", 2, 1)])
@@ -148,11 +146,7 @@ model m {
 """
     ours = params_of(src)
     assert ours == 151_277_313
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    with torch.device("meta"):
-        ref = transformers.CLIPModel(transformers.CLIPConfig())  # the defaults are ViT-B/32's
-    assert ours == sum(p.numel() for p in ref.parameters())
+    assert ours == hf_params("CLIPModel", "CLIPConfig")  # the defaults are ViT-B/32's
 
 
 @pytest.mark.parametrize("layers,decoder_layers,d_model,heads,d_kv,d_ff", [
@@ -175,13 +169,8 @@ model m {{
     ours = params_of(src)
     if (layers, d_model) == (6, 512):
         assert ours == 60_506_624
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.T5Config(d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_layers=layers,
-                                num_decoder_layers=decoder_layers, num_heads=heads)
-    with torch.device("meta"):
-        ref = transformers.T5Model(cfg)
-    assert ours == sum(p.numel() for p in ref.parameters())
+    assert ours == hf_params("T5Model", "T5Config", d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_layers=layers,
+                             num_decoder_layers=decoder_layers, num_heads=heads)
 
 
 @pytest.mark.parametrize("dims,message", [

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from training_helpers import model_folder, run_script, write_cancer, write_digits
+from training_helpers import (
+    GPL,
+    TINY_WHISPER,
+    gpl_tokenizer,
+    model_folder,
+    run_script,
+    write_cancer,
+    write_digits,
+    write_speech,
+)
 
 pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
@@ -30,10 +38,6 @@ TINY_DIFFUSION = ["--set", "image_size=8", "--set", "base=32", "--set", "channel
                   "attention_levels=0,1", "--set", "groups=8", "--set", "text_width=32", "--set", "text_heads=2",
                   "--set", "heads=2", "--set", "vocab=100"]
 TINY_SEGMENTATION = ["--set", "image_size=32", "--set", "width=8", "--set", "depths=1,1,1,1", "--set", "expansion=2"]
-TINY_WHISPER = ["--set", "samples=48000", "--set", "source_positions=150", "--set", "vocab=320", "--set", "context=32",
-                "--set", "layers=1", "--set", "decoder_layers=1", "--set", "d_model=64", "--set", "heads=2",
-                "--set", "ffn=128"]
-GPL = Path("/usr/share/common-licenses/GPL-3")
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +84,8 @@ def json_lines(r: subprocess.CompletedProcess) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def tokenizer(root: Path) -> Path:
-    """A byte-level BPE of 400 tokens trained on the GPL-3 text (data.py's tokenizer function)."""
-    from metagen_backends.pytorch.training import data
-
-    if not GPL.is_file():
-        pytest.skip("base-files GPL-3 text is not here")
-    path = root / "tokenizer.json"
-    data.train_tokenizer([GPL.read_text()], 400, None, path, False, True, "GPL-3")
-    return path
+    """A byte-level BPE of 400 tokens trained on the whole GPL-3 text."""
+    return gpl_tokenizer(root, None)
 
 
 @pytest.fixture(scope="module")
@@ -519,18 +517,9 @@ def _labels(root: Path, names: list[str]) -> Path:
 
 @pytest.fixture(scope="module")
 def speech(root: Path) -> Path:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (.ci/setup installs it)")
-    folder = root / "speech"
-    folder.mkdir()
-    sentences = ["the cat sat on the mat", "a dog ran in the park", "we like green apples", "the sun is hot today",
-                 "open the red door", "she reads a long book", "birds sing in the morning", "it is cold at night"]
-    lines = []
-    for i, text in enumerate(sentences):
-        subprocess.run(["espeak-ng", "-w", str(folder / f"s{i}.wav"), text], check=True, capture_output=True)
-        lines.append(f"s{i}.wav\t{text}\n")
-    (folder / "transcripts.tsv").write_text("".join(lines))
-    return folder
+    return write_speech(root / "speech", ["the cat sat on the mat", "a dog ran in the park", "we like green apples",
+                                          "the sun is hot today", "open the red door", "she reads a long book",
+                                          "birds sing in the morning", "it is cold at night"])
 
 
 @pytest.mark.slow

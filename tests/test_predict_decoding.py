@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 import torch
-from training_helpers import model_folder, one_thread
+from training_helpers import GPL, gpl_tokenizer, model_folder, one_thread
 
 pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 
-GPL = Path("/usr/share/common-licenses/GPL-3")
 TINY = {
     "t5_small": ["vocab=400", "layers=1", "decoder_layers=1", "d_model=64", "heads=2", "d_kv=32", "d_ff=128"],
     "whisper_tiny": ["samples=16000", "source_positions=50", "vocab=400", "context=32", "layers=1",
@@ -35,15 +34,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("decoding")
 
 
-@pytest.fixture(scope="module")
-def tokenizer(root: Path) -> Path:
-    from metagen_backends.pytorch.training import data
-
-    if not GPL.is_file():
-        pytest.skip("base-files GPL-3 text is not here")
-    path = root / "tokenizer.json"
-    data.train_tokenizer([GPL.read_text()[:20000]], 400, None, path, False, True, "GPL-3")
-    return path
+tokenizer = pytest.fixture(scope="module")(gpl_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import ROOT, model_folder, one_thread, run_script
+from training_helpers import ROOT, gpl_tokenizer, model_folder, one_thread, run_script
 
 pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
@@ -25,7 +25,6 @@ pytest.importorskip("PIL")
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 
-GPL = Path("/usr/share/common-licenses/GPL-3")
 INFERENCE = ROOT / "backends" / "pytorch" / "inference"
 OWN = ("inputs.py", "pipelines.py", "predict.py", "tasks.py", "ocr.py", "audio_out.py")  # raise sites checked below
 
@@ -66,15 +65,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("predict_errors")
 
 
-@pytest.fixture(scope="module")
-def tokenizer(root: Path) -> Path:
-    from metagen_backends.pytorch.training import data
-
-    if not GPL.is_file():
-        pytest.skip("base-files GPL-3 text is not here")
-    path = root / "tokenizer.json"
-    data.train_tokenizer([GPL.read_text()[:20000]], 400, None, path, False, True, "GPL-3")
-    return path
+tokenizer = pytest.fixture(scope="module")(gpl_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from metagen_backends.pytorch import emit
 from metagen_backends.pytorch.weights.runtime import load_checkpoint
+from training_helpers import TINY_CLIP, tiny_clip_config
 
 from metagen_compiler.driver import compile_source
 from metagen_compiler.span import SourceFile
@@ -89,21 +90,17 @@ def test_convnext_counts_equal_the_published_ones() -> None:
         assert comp.graph.param_count() == ours == published
 
 
-def test_convnext_tiny_preset_equals_torchvision() -> None:
+@pytest.mark.parametrize("src,reference,published", [
+    (_TINY_PRESET, "convnext_tiny", CONVNEXT_TINY),  # the preset
+    (_convnext(96, [3, 3, 27, 3]), "convnext_small", CONVNEXT_SMALL),  # ConvNeXt-Small as a user writes it
+])
+def test_convnext_equals_torchvision(src: str, reference: str, published: int) -> None:
     tv = _torchvision()
-    comp, _ = build(_TINY_PRESET)
+    comp, mod = build(src)
     with torch.device("meta"):
-        ref = _count(tv.convnext_tiny())
-    assert comp.graph.param_count() == ref == CONVNEXT_TINY
-
-
-def test_user_written_convnext_small_equals_torchvision() -> None:
-    tv = _torchvision()
-    comp, mod = build(_convnext(96, [3, 3, 27, 3]))
-    with torch.device("meta"):
-        ref = _count(tv.convnext_small())
+        ref = _count(getattr(tv, reference)())
         ours = _count(mod.build_model())
-    assert comp.graph.param_count() == ours == ref == CONVNEXT_SMALL
+    assert comp.graph.param_count() == ours == ref == published
 
 
 def _torchvision_order(model) -> list:  # type: ignore[no-untyped-def]
@@ -404,17 +401,8 @@ def test_clip_vit_b_32_computes_transformers_clip(tmp_path) -> None:  # type: ig
     """CLIPConfig's defaults beside the dims (quick GELU, LayerNorm eps 1e-5, pre-LayerNorm of the image tower,
     the text pooled at the highest token id, as transformers does with eos_token_id 2): logits_per_image."""
     transformers = pytest.importorskip("transformers")
-    ours = _preset_module("std.presets", "clip_vit_b_32 { image_size = 32; patch_size = 8; vision_layers = 2; "
-                          "vision_width = 64; vision_heads = 2; vision_mlp = 128; vocab = 97; context = 16; "
-                          "text_layers = 2; text_width = 64; text_heads = 2; text_mlp = 128; embed_dim = 32 }",
-                          "image, text -> embedding", "multimodal_retrieval")
-    cfg = transformers.CLIPConfig(
-        text_config={"vocab_size": 97, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 16, "eos_token_id": 2, "bos_token_id": 0,
-                     "pad_token_id": 1},
-        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=32)
+    ours = _preset_module(*TINY_CLIP)
+    cfg = tiny_clip_config()
     torch.manual_seed(0)
     ref = transformers.CLIPModel(cfg).eval()
     _load_reference(ours, ref, "clip", saved=tmp_path)

@@ -13,7 +13,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from conftest import load_module
 from metagen_backends.pytorch.training import data, loop, split_metrics
 from metagen_backends.pytorch.training import evaluate as evaluate_script
 from metagen_backends.pytorch.training import train as train_script
-from training_helpers import model_folder, one_thread, records, write_csv
+from training_helpers import SENTENCES, TINY_WHISPER, model_folder, one_thread, records, write_csv, write_speech
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 
@@ -746,30 +745,19 @@ def test_a_graph_without_edges_joins_a_batch(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- speech JSONL
 
-SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A stitch in time saves nine.",
-             "All that glitters is not gold.", "The early bird catches the worm.", "Actions speak louder than words.",
-             "Better late than never.", "Every cloud has a silver lining.", "Practice makes perfect.",
-             "Time is money.", "Knowledge is power."]
-TINY_WHISPER = ["--set", "samples=48000", "--set", "source_positions=150", "--set", "vocab=320", "--set", "context=32",
-                "--set", "layers=1", "--set", "decoder_layers=1", "--set", "d_model=64", "--set", "heads=2",
-                "--set", "ffn=128"]
 
 
 @pytest.fixture(scope="module")
 def spoken(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Ten English sentences spoken by espeak-ng (22,050 Hz WAV) listed in speech.jsonl as {"audio", "text"} and in
     transcripts.tsv (a second folder, the same files)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (.ci/setup installs it)")
     root = tmp_path_factory.mktemp("spoken")
+    write_speech(root / "tsv")
     (root / "jsonl").mkdir()
-    (root / "tsv").mkdir()
-    for i, text in enumerate(SENTENCES):
-        subprocess.run(["espeak-ng", "-w", str(root / "jsonl" / f"s{i}.wav"), text], check=True, capture_output=True)
-        shutil.copy(root / "jsonl" / f"s{i}.wav", root / "tsv" / f"s{i}.wav")
+    for i in range(len(SENTENCES)):
+        shutil.copy(root / "tsv" / f"s{i}.wav", root / "jsonl" / f"s{i}.wav")
     (root / "jsonl" / "speech.jsonl").write_text(_rows(*({"audio": f"s{i}.wav", "text": t}
                                                          for i, t in enumerate(SENTENCES))))
-    (root / "tsv" / "transcripts.tsv").write_text("".join(f"s{i}.wav\t{t}\n" for i, t in enumerate(SENTENCES)))
     return root
 
 

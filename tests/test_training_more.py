@@ -19,7 +19,17 @@ pytest.importorskip("safetensors")
 pytest.importorskip("gymnasium")
 
 from metagen_backends.pytorch.training import RUNTIME_FILES, rl
-from training_helpers import GPL, NO_METAGEN, ONE_THREAD, TINY_LM, model_folder, records, run_script
+from training_helpers import (
+    GPL,
+    NO_METAGEN,
+    ONE_THREAD,
+    TINY_LM,
+    TINY_WHISPER,
+    model_folder,
+    records,
+    run_script,
+    write_speech,
+)
 
 # a DQN-style agent for CartPole: the stdlib's MLP agent with its value_based head (dqn_atari.msl needs Atari ROMs)
 DQN_CARTPOLE = """msl 1
@@ -186,38 +196,12 @@ def test_rl_action_space_mismatch(source: str, config: dict, message: str) -> No
 
 # ---------------------------------------------------------------------------------------------- audio
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A stitch in time saves nine.",
-    "All that glitters is not gold.",
-    "The early bird catches the worm.",
-    "Actions speak louder than words.",
-    "Better late than never.",
-    "Every cloud has a silver lining.",
-    "Practice makes perfect.",
-    "Time is money.",
-    "Knowledge is power.",
-]
-TINY_WHISPER = ["--set", "samples=48000", "--set", "source_positions=150", "--set", "vocab=320", "--set", "context=32",
-                "--set", "layers=1", "--set", "decoder_layers=1", "--set", "d_model=64", "--set", "heads=2",
-                "--set", "ffn=128"]
 
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Ten English sentences spoken by espeak-ng (22,050 Hz WAV, 1.2 to 2.8 s each) and transcripts.tsv."""
-    import shutil
-
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (.ci/setup installs it)")
-    root = tmp_path_factory.mktemp("speech") / "speech"
-    root.mkdir()
-    lines = []
-    for i, text in enumerate(SENTENCES):
-        subprocess.run(["espeak-ng", "-w", str(root / f"s{i}.wav"), text], check=True, capture_output=True)
-        lines.append(f"s{i}.wav\t{text}\n")
-    (root / "transcripts.tsv").write_text("".join(lines))
-    return root
+    return write_speech(tmp_path_factory.mktemp("speech") / "speech")
 
 
 @pytest.fixture(scope="module")

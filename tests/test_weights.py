@@ -29,6 +29,7 @@ pytest.importorskip("safetensors")
 from conftest import ROOT, compile_path, load_module
 from metagen_backends.pytorch import emit
 from metagen_backends.pytorch.weights import FAMILY_LAYOUTS, PRESET_LAYOUTS, layout_for
+from training_helpers import TINY_CLIP, tiny_clip_config
 
 from metagen_compiler.driver import compile_source
 from metagen_compiler.span import SourceFile
@@ -196,17 +197,8 @@ def layoutlm_tokens(tmp: Path) -> Case:
 
 def clip(tmp: Path) -> Case:
     """Both towers (q, k, v fused into ours), their projections and logit_scale: logits_per_image."""
-    model, w = _preset(tmp, "std.presets", "clip_vit_b_32 { image_size = 32; patch_size = 8; vision_layers = 2; "
-                       "vision_width = 64; vision_heads = 2; vision_mlp = 128; vocab = 97; context = 16; "
-                       "text_layers = 2; text_width = 64; text_heads = 2; text_mlp = 128; embed_dim = 32 }",
-                       "image, text -> embedding", "multimodal_retrieval")
-    cfg = transformers.CLIPConfig(
-        text_config={"vocab_size": 97, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 16, "eos_token_id": 2, "bos_token_id": 0,
-                     "pad_token_id": 1},
-        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=32)
+    model, w = _preset(tmp, *TINY_CLIP)
+    cfg = tiny_clip_config()
     torch.manual_seed(0)
     ref = _perturb(transformers.CLIPModel(cfg))
     g = torch.Generator().manual_seed(1)
@@ -569,39 +561,42 @@ def _state(case: Case) -> dict[str, Any]:
     return {k: v.clone() for k, v in case.ref.state_dict().items()}
 
 
+def _refused(case: Case, state: dict[str, Any], match: str, **kw: Any) -> None:
+    """Loading `state` into the case's model (load_checkpoint's keywords `kw`) raises WeightLayoutError with a message
+    that `match` finds."""
+    with pytest.raises(case.w.WeightLayoutError, match=match):
+        case.w.load_checkpoint(case.ours, state, **kw)
+
+
 def test_missing_tensor_is_named(gpt2_case: Case) -> None:
     state = _state(gpt2_case)
     del state["transformer.h.1.mlp.c_fc.bias"]
-    with pytest.raises(gpt2_case.w.WeightLayoutError, match=r"misses 1 tensor.*transformer\.h\.1\.mlp\.c_fc\.bias "
-                                                            r"\(for backbone\.h\.1\.mlp\.c_fc\.bias\)"):
-        gpt2_case.w.load_checkpoint(gpt2_case.ours, state)
+    _refused(gpt2_case, state, r"misses 1 tensor.*transformer\.h\.1\.mlp\.c_fc\.bias "
+                               r"\(for backbone\.h\.1\.mlp\.c_fc\.bias\)")
 
 
 def test_extra_tensor_is_named(gpt2_case: Case) -> None:
     state = _state(gpt2_case)
     state["transformer.h.2.ln_1.weight"] = torch.ones(64)  # a third layer the model does not have
-    with pytest.raises(gpt2_case.w.WeightLayoutError, match=r"1 tensor\(s\) of the checkpoint fit no part of the "
-                                                            r"model .*: transformer\.h\.2\.ln_1\.weight"):
-        gpt2_case.w.load_checkpoint(gpt2_case.ours, state)
+    _refused(gpt2_case, state, r"1 tensor\(s\) of the checkpoint fit no part of the "
+                               r"model .*: transformer\.h\.2\.ln_1\.weight")
 
 
 def test_wrong_shape_is_named(gpt2_case: Case) -> None:
     state = _state(gpt2_case)
     state["transformer.h.0.attn.c_attn.weight"] = torch.zeros(64, 96)
-    with pytest.raises(gpt2_case.w.WeightLayoutError, match=re.escape(
+    _refused(gpt2_case, state, re.escape(
             "transformer.h.0.attn.c_attn.weight has shape (64, 96); the model's backbone.h.0.attn.c_attn.weight "
-            "needs (64, 192)")):
-        gpt2_case.w.load_checkpoint(gpt2_case.ours, state)
+            "needs (64, 192)"))
 
 
 def test_wrong_shape_in_a_fused_or_stacked_tensor(tmp_path: Path) -> None:
     case = mixtral(tmp_path)
     state = case.w.to_reference(case.ours, "mixtral")
     state["model.layers.1.block_sparse_moe.experts.3.w2.weight"] = torch.zeros(64, 95)
-    with pytest.raises(case.w.WeightLayoutError, match=re.escape(
+    _refused(case, state, re.escape(
             "model.layers.1.block_sparse_moe.experts.3.w2.weight has shape (64, 95); the model's "
-            "backbone.h.1.moe.w2 needs (64, 96)")):
-        case.w.load_checkpoint(case.ours, state)
+            "backbone.h.1.moe.w2 needs (64, 96)"))
 
 
 def test_wrong_shape_in_a_fused_tensor(tmp_path: Path) -> None:
@@ -609,16 +604,14 @@ def test_wrong_shape_in_a_fused_tensor(tmp_path: Path) -> None:
     case = llama_fused(tmp_path)
     state = case.w.to_reference(case.ours, "llama")
     state["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(64, 32)
-    with pytest.raises(case.w.WeightLayoutError, match=re.escape(
+    _refused(case, state, re.escape(
             "model.layers.0.self_attn.k_proj.weight has shape (64, 32); the model's backbone.h.0.attn.c_attn.weight "
-            "needs (64, 64)")):
-        case.w.load_checkpoint(case.ours, state)
+            "needs (64, 64)"))
     state["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(32, 64)
-    with pytest.raises(case.w.WeightLayoutError, match=re.escape(
+    _refused(case, state, re.escape(
             "model.layers.0.self_attn.q_proj.weight + model.layers.0.self_attn.k_proj.weight + "
             "model.layers.0.self_attn.v_proj.weight has shape (160, 64); the model's backbone.h.0.attn.c_attn.weight "
-            "needs (192, 64)")):
-        case.w.load_checkpoint(case.ours, state)
+            "needs (192, 64)"))
 
 
 def test_wrong_shape_of_clips_class_embedding(tmp_path: Path) -> None:
@@ -628,32 +621,27 @@ def test_wrong_shape_of_clips_class_embedding(tmp_path: Path) -> None:
     state = case.w.to_reference(case.ours, "clip")
     assert tuple(state["vision_model.embeddings.class_embedding"].shape) == (64,)
     state["vision_model.embeddings.class_embedding"] = torch.zeros(1, 64)
-    with pytest.raises(case.w.WeightLayoutError, match=re.escape(
+    _refused(case, state, re.escape(
             "vision_model.embeddings.class_embedding has shape (1, 64); the model's "
-            "encoder_image.class_embedding.weight needs (64,)")):
-        case.w.load_checkpoint(case.ours, state)
+            "encoder_image.class_embedding.weight needs (64,)"))
 
 
 def test_a_key_no_rule_maps_is_named(gpt2_case: Case) -> None:
-    with pytest.raises(gpt2_case.w.WeightLayoutError, match=r"no rule of the transformers BertModel .* layout maps the "
-                                                            r"model's `backbone\.h\.0\.ln_1\.weight`"):
-        gpt2_case.w.load_checkpoint(gpt2_case.ours, {}, layout="bert")
+    _refused(gpt2_case, {}, r"no rule of the transformers BertModel .* layout maps the "
+                            r"model's `backbone\.h\.0\.ln_1\.weight`", layout="bert")
 
 
 def test_own_layout_errors_name_the_key(gpt2_case: Case) -> None:
     own = {k: v.clone() for k, v in gpt2_case.ours.state_dict().items()}
     own["backbone.ln_f.bias"] = torch.zeros(3)
-    with pytest.raises(gpt2_case.w.WeightLayoutError, match=re.escape("backbone.ln_f.bias has shape (3,); the "
-                                                                      "model needs (64,)")):
-        gpt2_case.w.load_checkpoint(gpt2_case.ours, own)
+    _refused(gpt2_case, own, re.escape("backbone.ln_f.bias has shape (3,); the "
+                                       "model needs (64,)"))
     own["backbone.ln_f.bias"] = torch.zeros(64)
     own["backbone.ln_g.bias"] = torch.zeros(64)
-    with pytest.raises(gpt2_case.w.WeightLayoutError, match=re.escape("1 tensor(s) of the checkpoint fit no part of the "
-                                                                      "model: backbone.ln_g.bias")):
-        gpt2_case.w.load_checkpoint(gpt2_case.ours, own)
+    _refused(gpt2_case, own, re.escape("1 tensor(s) of the checkpoint fit no part of the "
+                                       "model: backbone.ln_g.bias"))
     del own["backbone.ln_f.bias"]
-    with pytest.raises(gpt2_case.w.WeightLayoutError, match=r"misses 1 tensor\(s\) of the model: backbone\.ln_f\.bias"):
-        gpt2_case.w.load_checkpoint(gpt2_case.ours, own, layout="own")
+    _refused(gpt2_case, own, r"misses 1 tensor\(s\) of the model: backbone\.ln_f\.bias", layout="own")
 
 
 def test_known_buffers_and_prefixes_are_accepted(gpt2_case: Case, tmp_path: Path) -> None:
@@ -668,8 +656,7 @@ def test_known_buffers_and_prefixes_are_accepted(gpt2_case: Case, tmp_path: Path
     prefixed["cls.predictions.bias"] = torch.zeros(97)
     _check(case, _save(prefixed, tmp_path / "bert.bin"))
     prefixed["bert.encoder.layer.2.output.dense.bias"] = torch.zeros(64)
-    with pytest.raises(case.w.WeightLayoutError, match=r"fit no part .*: encoder\.layer\.2\.output\.dense\.bias"):
-        case.w.load_checkpoint(case.ours, prefixed)
+    _refused(case, prefixed, r"fit no part .*: encoder\.layer\.2\.output\.dense\.bias")
 
 
 def _save(state: dict[str, Any], path: Path) -> Path:

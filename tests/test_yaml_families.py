@@ -30,6 +30,19 @@ model m {{
 """
 
 
+def trained(src: str, batch_size: int = 2):  # type: ignore[no-untyped-def]
+    """The spec built and checked against the compiler's counts and shapes, then one loss and backward."""
+    comp, mod = build(src)
+    check(comp, mod)
+    train_step(mod, batch_size)
+    return comp, mod
+
+
+def seeded_model(mod):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    return mod.build_model().eval()
+
+
 def params_of(src: str) -> int:
     comp = compile_source(SourceFile("<test>", src))
     assert not comp.bag.has_errors, [d.message for d in comp.bag.sorted()]
@@ -123,12 +136,9 @@ def test_video_resnet_computes_the_reference(full3d: bool, side: int, frames: in
 # ---------------------------------------------------------------- hybrid: text, audio, several inputs
 def test_conv_decoder_is_causal_and_trains() -> None:
     """Logits at position t do not depend on tokens after t (the convolutions are causal, attention masked)."""
-    comp, mod = build(spec("hybrid", "text -> text", "generation",
-                           "hybrid.conv_decoder { vocab = 97; context = 16; layers = 2; d_model = 64; kernel = 3 }"))
-    check(comp, mod)
-    train_step(mod, 2)
-    torch.manual_seed(0)
-    model = mod.build_model().eval()
+    _, mod = trained(spec("hybrid", "text -> text", "generation",
+                          "hybrid.conv_decoder { vocab = 97; context = 16; layers = 2; d_model = 64; kernel = 3 }"))
+    model = seeded_model(mod)
     x = torch.randint(0, 97, (2, 16))
     y = x.clone()
     y[:, 9:] = torch.randint(0, 97, (2, 7))
@@ -143,9 +153,7 @@ def test_conv_decoder_is_causal_and_trains() -> None:
     ("regression { outputs = 3 }", "hybrid.audio { samples = 3200; n_mels = 16; layers = 1; d_model = 64 }"),
 ])
 def test_audio_hybrid(task: str, arch: str) -> None:
-    comp, mod = build(spec("hybrid", f"audio -> {'label' if 'class' in task else 'regression'}", task, arch))
-    check(comp, mod)
-    train_step(mod, 2)
+    trained(spec("hybrid", f"audio -> {'label' if 'class' in task else 'regression'}", task, arch))
 
 
 SMALL_FUSION = ("image_size = 32; patch_size = 8; stem_width = 8; vocab = 97; context = 12; samples = 3200; n_mels = 16;"
@@ -156,10 +164,8 @@ SMALL_FUSION = ("image_size = 32; patch_size = 8; stem_width = 8; vocab = 97; co
                                     "video, text, audio"])
 def test_fusion_of_several_inputs(inputs: str) -> None:
     family = "fusion3" if inputs.count(",") == 2 else "fusion"
-    comp, mod = build(spec("hybrid", f"{inputs} -> label", "multimodal_classification { num_classes = 4 }",
+    comp, _ = trained(spec("hybrid", f"{inputs} -> label", "multimodal_classification { num_classes = 4 }",
                            f"hybrid.{family} {{ {SMALL_FUSION} }}"))
-    check(comp, mod)
-    train_step(mod, 2)
     order = ("image", "text", "audio", "video")  # the family's encoders' order, whatever the spec's
     assert [i.name for i in comp.graph.inputs] == sorted((m.strip() for m in inputs.split(",")), key=order.index)
 
@@ -174,13 +180,10 @@ def test_fusion_regression_reads_num_outputs() -> None:
 # ---------------------------------------------------------------- transformers on graphs, point clouds, tables
 def test_graph_transformer_is_permutation_equivariant() -> None:
     """Relabelling the nodes (and the edge index with them) permutes GraphGPS's node logits the same way."""
-    comp, mod = build(spec("graphtransformer", "graph -> label", "node_classification { num_classes = 5 }",
-                           "graphtransformer.gps { nodes = 30; edges = 90; features = 6; layers = 2; d_model = 32; "
-                           "heads = 2 }"))
-    check(comp, mod)
-    train_step(mod, 1)
-    torch.manual_seed(0)
-    model = mod.build_model().eval()
+    _, mod = trained(spec("graphtransformer", "graph -> label", "node_classification { num_classes = 5 }",
+                          "graphtransformer.gps { nodes = 30; edges = 90; features = 6; layers = 2; d_model = 32; "
+                          "heads = 2 }"), 1)
+    model = seeded_model(mod)
     x, edges = torch.randn(30, 6), torch.randint(0, 30, (2, 90))
     perm = torch.randperm(30)
     inv = torch.argsort(perm)
@@ -197,12 +200,9 @@ def test_graph_transformer_link_prediction() -> None:
 
 
 def test_point_transformer_ignores_the_order_of_points() -> None:
-    comp, mod = build(spec("pointtransformer", "point_cloud -> label", "classification { num_classes = 10 }",
-                           "pointtransformer.pct { points = 48; layers = 2; d_model = 32; heads = 2 }"))
-    check(comp, mod)
-    train_step(mod, 2)
-    torch.manual_seed(0)
-    model = mod.build_model().eval()
+    _, mod = trained(spec("pointtransformer", "point_cloud -> label", "classification { num_classes = 10 }",
+                          "pointtransformer.pct { points = 48; layers = 2; d_model = 32; heads = 2 }"))
+    model = seeded_model(mod)
     pts = torch.randn(2, 48, 3)
     with torch.no_grad():
         torch.testing.assert_close(model(pts[:, torch.randperm(48)]), model(pts), rtol=1e-4, atol=1e-5)
@@ -213,9 +213,7 @@ def test_ft_transformer_tokenizes_each_feature() -> None:
     (F d weights and F d biases, the [CLS] token, the blocks, the head) and `outputs` sizes the regression head."""
     src = spec("tabtransformer", "tabular -> regression", "regression { outputs = 2 }",
                "tabtransformer.ft_transformer { features = 5; layers = 1; d_model = 32; heads = 4 }")
-    comp, mod = build(src)
-    check(comp, mod)
-    train_step(mod, 2)
+    comp, mod = trained(src)
     d, f, mlp = 32, 5, 4 * 32 // 3
     block = 2 * 2 * d + (3 * d * d + 3 * d + d * d + d) + (d * mlp + mlp + mlp * d + d)
     assert comp.graph.param_count() == 2 * f * d + d + block + 2 * d + (d * 2 + 2)

@@ -100,6 +100,20 @@ def write_cancer(path: Path) -> tuple[Path, Any, Any]:
     return path, d.data, d.target
 
 
+def gpl_tokenizer(root: Path, chars: int | None = 20000) -> Path:
+    """root/tokenizer.json: a byte-level BPE of 400 tokens trained on the first `chars` characters of the GPL-3
+    text (all of it for None) with data.py's tokenizer function; skips the test where the text is not installed.
+    For `pytest.fixture(scope="module")(gpl_tokenizer)` in a module with a `root` fixture."""
+    import pytest
+    from metagen_backends.pytorch.training import data
+
+    if not GPL.is_file():
+        pytest.skip("base-files GPL-3 text is not here")
+    path = root / "tokenizer.json"
+    data.train_tokenizer([GPL.read_text()[:chars]], 400, None, path, False, True, "GPL-3")
+    return path
+
+
 def unigram_perplexity(run: Path, corpus: Path = GPL) -> float:
     """Validation perplexity of the add-one unigram model of the training tokens of a run on the .txt `corpus`
     (same tokenizer and split): the baseline a language model has to beat."""
@@ -281,3 +295,54 @@ def write_digit_captions(root: Path, per_class: int = 40) -> Path:
         lines.append(json.dumps({"image": f"{i:04d}.png", "text": f"a handwritten {NUMBER_WORDS[int(label)]}"}))
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
     return root / "captions.jsonl"
+
+
+# ------------------------------------------------------------------------------------------------------ speech
+
+SENTENCES = ("The quick brown fox jumps over the lazy dog.", "A stitch in time saves nine.",
+             "All that glitters is not gold.", "The early bird catches the worm.", "Actions speak louder than words.",
+             "Better late than never.", "Every cloud has a silver lining.", "Practice makes perfect.",
+             "Time is money.", "Knowledge is power.")
+# whisper_tiny.msl at a size that trains in seconds on 3 s clips
+TINY_WHISPER = ["--set", "samples=48000", "--set", "source_positions=150", "--set", "vocab=320", "--set", "context=32",
+                "--set", "layers=1", "--set", "decoder_layers=1", "--set", "d_model=64", "--set", "heads=2",
+                "--set", "ffn=128"]
+
+
+def write_speech(folder: Path, sentences: tuple[str, ...] | list[str] = SENTENCES) -> Path:
+    """folder/s<i>.wav, each sentence spoken by espeak-ng (22,050 Hz WAV), and folder/transcripts.tsv listing them;
+    skips the test where espeak-ng is not installed. Returns the folder."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (.ci/setup installs it)")
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, text in enumerate(sentences):
+        subprocess.run(["espeak-ng", "-w", str(folder / f"s{i}.wav"), text], check=True, capture_output=True)
+        lines.append(f"s{i}.wav\t{text}\n")
+    (folder / "transcripts.tsv").write_text("".join(lines))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------- reference models
+
+# clip_vit_b_32 at a tiny size, as (import, architecture, modality, task) for a one-model spec
+TINY_CLIP = ("std.presets", "clip_vit_b_32 { image_size = 32; patch_size = 8; vision_layers = 2; vision_width = 64; "
+             "vision_heads = 2; vision_mlp = 128; vocab = 97; context = 16; text_layers = 2; text_width = 64; "
+             "text_heads = 2; text_mlp = 128; embed_dim = 32 }", "image, text -> embedding", "multimodal_retrieval")
+
+
+def tiny_clip_config() -> Any:
+    """transformers' CLIPConfig of TINY_CLIP (its defaults beside the dims)."""
+    import transformers
+
+    return transformers.CLIPConfig(
+        text_config={"vocab_size": 97, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 16, "eos_token_id": 2, "bos_token_id": 0,
+                     "pad_token_id": 1},
+        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=32)

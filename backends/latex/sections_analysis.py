@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from metagen_compiler.semantics.catalog import CONSTRAINTS
@@ -322,48 +323,51 @@ _SCHEDULE_WORDS = {"cosine": "cosine decay", "linear": "linear decay", "constant
 _PRECISION_WORDS = {"fp32": "in fp32", "bf16": "with bf16 autocast", "fp16": "with fp16 autocast and loss scaling"}
 
 
+def _optimizer_words(p: Paper, v: str) -> str:
+    word, key = _OPTIMIZER_WORDS[v]
+    return f"the optimiser {word}" + (" " + p.cite(key) if key else "")
+
+
+def _precision_words(p: Paper, v: str) -> str:
+    return "training " + _PRECISION_WORDS[v] + (" " + p.cite("micikevicius2018mixed") if v == "fp16" else "")
+
+
+def _augment_words(p: Paper, v: list[str]) -> str:
+    if not v:
+        return "no augmentation"
+    return "the augmentation" + ("s " if len(v) > 1 else " ") + _words([tt(a) for a in v])
+
+
+# each setting of a `training { ... }` section in the order the paper names them: (key, how it reads, the words
+# around it at `{}`); "count" and "plain" are the ledger's integer and number forms of report key `training.<key>`
+_SETTING_WORDS: tuple[tuple[str, str | Callable[[Paper, Any], str], str], ...] = (
+    ("optimizer", _optimizer_words, "{}"),
+    ("lr", "plain", "a peak learning rate of {}"),
+    ("schedule", lambda p, v: _SCHEDULE_WORDS[v], "{} after warmup"),
+    ("warmup", "count", "{} warmup steps"),
+    ("warmup_epochs", "count", "{} warmup epochs"),
+    ("weight_decay", "plain", "weight decay {}"),
+    ("batch_size", "count", "a batch of {}"),
+    ("grad_accum", "count", "{} accumulated micro-batches per step"),
+    ("steps", "count", "{} optimiser steps"),
+    ("epochs", "count", "{} epochs"),
+    ("grad_clip", "plain", "gradient clipping at norm {}"),
+    ("precision", _precision_words, "{}"),
+    ("ema_decay", "plain", "an exponential moving average of the weights with decay {}"),
+    ("augment", _augment_words, "{}"),
+    ("noise_schedule", lambda p, v: tt(v), "the {} noise schedule"),
+    ("timesteps", "count", "{} noise levels"),
+    ("cfg_dropout", "plain", "the condition dropped with probability {} for classifier-free guidance"),
+)
+
+
 def _training_settings(p: Paper, t: dict[str, Any]) -> str:
     """The spec's `training { ... }` section in words; every number through the ledger (report key `training.*`)."""
     parts: list[str] = []
-    if "optimizer" in t:
-        word, key = _OPTIMIZER_WORDS[t["optimizer"]]
-        parts.append(f"the optimiser {word}" + (" " + p.cite(key) if key else ""))
-    if "lr" in t:
-        parts.append("a peak learning rate of " + p.ledger.plain("training.lr"))
-    if "schedule" in t:
-        parts.append(_SCHEDULE_WORDS[t["schedule"]] + " after warmup")
-    if "warmup" in t:
-        parts.append(p.ledger.count("training.warmup") + " warmup steps")
-    if "warmup_epochs" in t:
-        parts.append(p.ledger.count("training.warmup_epochs") + " warmup epochs")
-    if "weight_decay" in t:
-        parts.append("weight decay " + p.ledger.plain("training.weight_decay"))
-    if "batch_size" in t:
-        parts.append("a batch of " + p.ledger.count("training.batch_size"))
-    if "grad_accum" in t:
-        parts.append(p.ledger.count("training.grad_accum") + " accumulated micro-batches per step")
-    if "steps" in t:
-        parts.append(p.ledger.count("training.steps") + " optimiser steps")
-    if "epochs" in t:
-        parts.append(p.ledger.count("training.epochs") + " epochs")
-    if "grad_clip" in t:
-        parts.append("gradient clipping at norm " + p.ledger.plain("training.grad_clip"))
-    if "precision" in t:
-        parts.append("training " + _PRECISION_WORDS[t["precision"]]
-                     + (" " + p.cite("micikevicius2018mixed") if t["precision"] == "fp16" else ""))
-    if "ema_decay" in t:
-        parts.append("an exponential moving average of the weights with decay " + p.ledger.plain("training.ema_decay"))
-    if t.get("augment"):
-        parts.append("the augmentation" + ("s " if len(t["augment"]) > 1 else " ") + _words([tt(a) for a in t["augment"]]))
-    elif "augment" in t:
-        parts.append("no augmentation")
-    if "noise_schedule" in t:
-        parts.append(f"the {tt(t['noise_schedule'])} noise schedule")
-    if "timesteps" in t:
-        parts.append(p.ledger.count("training.timesteps") + " noise levels")
-    if "cfg_dropout" in t:
-        parts.append("the condition dropped with probability " + p.ledger.plain("training.cfg_dropout")
-                     + " for classifier-free guidance")
+    for key, read, words in _SETTING_WORDS:
+        if key in t:
+            value = getattr(p.ledger, read)("training." + key) if isinstance(read, str) else read(p, t[key])
+            parts.append(words.format(value))
     return "The specification's training section sets " + _words(parts) + "."
 
 

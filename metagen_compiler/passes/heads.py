@@ -11,6 +11,7 @@ from metagen_compiler.syntax import ast as A
 from metagen_compiler.syntax.visit import statements
 
 from ..compilation import Compilation
+from .modality import family_of
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,7 @@ class HeadsPass:
     def run(self, comp: Compilation) -> None:
         spec = comp.spec
         assert spec is not None
-        fam = spec.family.node
-        assert isinstance(fam, A.Family)
-        famname = spec.family.qualname.rsplit(".", 1)[-1]
+        fam, famname = family_of(spec)
         slots = {s.task.name: s for s in fam.heads}
         slot = slots.get(spec.task)
         if slot is None or spec.task not in TASK_SPECS:

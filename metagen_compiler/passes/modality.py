@@ -5,11 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from metagen_compiler.ir.spec import SlotIR, dump_spec
+from metagen_compiler.ir.spec import SlotIR, SpecIR, dump_spec
 from metagen_compiler.semantics.catalog import INPUT_MODALITIES
 from metagen_compiler.syntax import ast as A
 
 from ..compilation import Compilation
+
+
+def family_of(spec: SpecIR) -> tuple[A.Family, str]:
+    """The family the model names (resolve checked that it is one) and its short name, for messages."""
+    fam = spec.family.node
+    assert isinstance(fam, A.Family)
+    return fam, spec.family.qualname.rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -20,9 +27,7 @@ class ModalityPass:
     def run(self, comp: Compilation) -> None:
         spec = comp.spec
         assert spec is not None
-        fam = spec.family.node
-        assert isinstance(fam, A.Family)
-        famname = spec.family.qualname.rsplit(".", 1)[-1]
+        fam, famname = family_of(spec)
         # an input the family declares under a modality's name stands for that modality in another tensor form
         # (`encoder audio: audio_tokens = ...`: the model's audio, as codec tokens)
         by_modality = {s.input_name: s for s in fam.encoders if s.input is None or s.input.name in INPUT_MODALITIES}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .core import (
@@ -14,9 +14,9 @@ from .core import (
     ShapeError,
     _check_positive,
     _elementwise,
+    _expect_rank,
     _same,
     dim_mul,
-    fmt_shape,
     numel,
 )
 
@@ -25,6 +25,14 @@ def _pair(v: Any) -> tuple[int, int]:
     if isinstance(v, tuple):
         return (int(v[0]), int(v[1]))
     return (int(v), int(v))
+
+
+def _conv_input(a: Mapping[str, Any], s: list[Shape], dims: str) -> Shape:
+    """A convolution's input: one dimension per name of `dims` ("B, C, H, W"), the second its in_channels."""
+    x = _expect_rank(s[0], dims)
+    if not _same(x[1], a["in_channels"]):
+        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    return x
 
 
 def _conv_out(n: Dim, k: int, s: int, p: int, d: int = 1) -> Dim:
@@ -37,11 +45,7 @@ def _conv_out(n: Dim, k: int, s: int, p: int, d: int = 1) -> Dim:
 
 
 def _conv2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 4:
-        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
-    if not _same(x[1], a["in_channels"]):
-        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    x = _conv_input(a, s, "B, C, H, W")
     kh, kw = _pair(a["kernel"])
     sh, sw = _pair(a["stride"])
     ph, pw = _pair(a["padding"])
@@ -64,11 +68,7 @@ def _triple(v: Any) -> tuple[int, int, int]:
 
 
 def _conv3d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 5:
-        raise ShapeError(f"expects (B, C, T, H, W), got {fmt_shape(x)}")
-    if not _same(x[1], a["in_channels"]):
-        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    x = _conv_input(a, s, "B, C, T, H, W")
     k, st, p = _triple(a["kernel"]), _triple(a["stride"]), _triple(a["padding"])
     return [(x[0], a["out_channels"], *(_conv_out(x[2 + i], k[i], st[i], p[i]) for i in range(3)))]
 
@@ -79,9 +79,7 @@ def _conv3d_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[
 
 
 def _pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 4:
-        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    x = _expect_rank(s[0], "B, C, H, W")
     k = int(a["kernel"])
     st = int(a["stride"]) if a["stride"] is not None else k
     p = int(a["padding"])
@@ -89,9 +87,7 @@ def _pool_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 
 def _resize_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 4:
-        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    x = _expect_rank(s[0], "B, C, H, W")
     return [(x[0], x[1], a["size"], a["size"])]
 
 
@@ -102,18 +98,12 @@ def _resize_check(a: Mapping[str, Any]) -> str | None:
 
 
 def _gap_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 4:
-        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    x = _expect_rank(s[0], "B, C, H, W")
     return [(x[0], x[1])]
 
 
 def _conv1d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 3:
-        raise ShapeError(f"expects (B, C, L), got {fmt_shape(x)}")
-    if not _same(x[1], a["in_channels"]):
-        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    x = _conv_input(a, s, "B, C, L")
     length: Dim = x[2]
     if isinstance(length, int) or a["kernel"] != 1 or a["stride"] != 1 or a["padding"] != 0:
         length = _conv_out(x[2], a["kernel"], a["stride"], a["padding"])
@@ -135,11 +125,7 @@ def _tconv_out(n: Dim, k: int, s: int, p: int, op: int) -> Dim:
 
 
 def _conv_transpose2d_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 4:
-        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
-    if not _same(x[1], a["in_channels"]):
-        raise ShapeError(f"expects {a['in_channels']} input channels, got {x[1]}")
+    x = _conv_input(a, s, "B, C, H, W")
     (kh, kw), (sh, sw), (ph, pw) = _pair(a["kernel"]), _pair(a["stride"]), _pair(a["padding"])
     oh, ow = _pair(a["output_padding"])
     return [(x[0], a["out_channels"], _tconv_out(x[2], kh, sh, ph, oh), _tconv_out(x[3], kw, sw, pw, ow))]
@@ -185,31 +171,36 @@ def _conv3d_check(a: Mapping[str, Any]) -> str | None:
 
 
 def _upsample_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 4:
-        raise ShapeError(f"expects (B, C, H, W), got {fmt_shape(x)}")
+    x = _expect_rank(s[0], "B, C, H, W")
     return [(x[0], x[1], *(dim_mul(d, a["factor"]) for d in x[2:]))]
 
 
+def _conv_weights(kernel: Callable[[Any], tuple[int, ...]], transposed: bool = False,
+                  ) -> Callable[[Mapping[str, Any]], dict[str, tuple[int, ...]]]:
+    """A convolution's weight, (out, in / groups, *kernel) or transposed (in, out / groups, *kernel), and its bias."""
+    def weights(a: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        first, second = (a["in_channels"], a["out_channels"]) if transposed else (a["out_channels"], a["in_channels"])
+        return ({"weight": (first, second // max(1, a["groups"]), *kernel(a["kernel"]))}
+                | ({"bias": (a["out_channels"],)} if a["bias"] else {}))
+
+    return weights
+
+
 _P = Param
+# conv2d's and conv3d's: the kernel, stride and padding one size for every spatial dim, or one per dim
+_CONV_PARAMS = (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int_or_tuple"),
+                _P("stride", "int_or_tuple", 1), _P("padding", "int_or_tuple", 0), _P("groups", "int", 1),
+                _P("bias", "bool", True))
 
 PRIMS: list[Primitive] = [
     Primitive(
-        "conv2d",
-        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int_or_tuple"), _P("stride", "int_or_tuple", 1),
-         _P("padding", "int_or_tuple", 0), _P("groups", "int", 1), _P("bias", "bool", True)),
-        "2-D convolution over (B, C, H, W).",
-        weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), *_pair(a["kernel"]))}
-        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        "conv2d", _CONV_PARAMS, "2-D convolution over (B, C, H, W).", weights=_conv_weights(_pair),
         shape=_conv2d_shape, flops=_conv2d_flops, check=_conv_check, tags=frozenset({"mm"}),
     ),
     Primitive(
-        "conv3d",
-        (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int_or_tuple"), _P("stride", "int_or_tuple", 1),
-         _P("padding", "int_or_tuple", 0), _P("groups", "int", 1), _P("bias", "bool", True)),
+        "conv3d", _CONV_PARAMS,
         "3-D convolution over (B, C, T, H, W): video tubelets, kernel and stride as (time, height, width).",
-        weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), *_triple(a["kernel"]))}
-        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        weights=_conv_weights(_triple),
         shape=_conv3d_shape, flops=_conv3d_flops, check=_conv3d_check, tags=frozenset({"mm"}),
     ),
     Primitive(
@@ -217,8 +208,7 @@ PRIMS: list[Primitive] = [
         (_P("in_channels", "int"), _P("out_channels", "int"), _P("kernel", "int", 1), _P("stride", "int", 1),
          _P("padding", "int", 0), _P("groups", "int", 1), _P("bias", "bool", True)),
         "1-D convolution over (B, C, L); with kernel 1, a linear map shared by every position (PointNet).",
-        weights=lambda a: {"weight": (a["out_channels"], a["in_channels"] // max(1, a["groups"]), a["kernel"])}
-        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        weights=_conv_weights(lambda k: (k,)),
         shape=_conv1d_shape, flops=_conv1d_flops, check=_conv_check, tags=frozenset({"mm"}),
     ),
     Primitive(
@@ -227,8 +217,7 @@ PRIMS: list[Primitive] = [
          _P("padding", "int_or_tuple", 0), _P("output_padding", "int_or_tuple", 0), _P("groups", "int", 1),
          _P("bias", "bool", True)),
         "Transposed 2-D convolution (learned upsampling) over (B, C, H, W).",
-        weights=lambda a: {"weight": (a["in_channels"], a["out_channels"] // max(1, a["groups"]), *_pair(a["kernel"]))}
-        | ({"bias": (a["out_channels"],)} if a["bias"] else {}),
+        weights=_conv_weights(_pair, transposed=True),
         shape=_conv_transpose2d_shape, flops=_conv_transpose2d_flops, check=_tconv_check, tags=frozenset({"mm"}),
     ),
     Primitive(

@@ -137,6 +137,13 @@ def fmt_shape(s: Shape) -> str:
     return "(" + ", ".join(str(d) for d in s) + ")"
 
 
+def _expect_rank(x: Shape, dims: str) -> Shape:
+    """`x` when it has one dimension per name of `dims` ("B, C, H, W"); a ShapeError naming them otherwise."""
+    if len(x) != dims.count(",") + 1:
+        raise ShapeError(f"expects ({dims}), got {fmt_shape(x)}")
+    return x
+
+
 def _norm_dim(a: Mapping[str, Any], s: list[Shape]) -> int:
     return -1
 

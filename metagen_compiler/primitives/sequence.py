@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .core import Param, Primitive, Shape, ShapeError, _check_positive, _last, _same, fmt_shape, numel
+from .core import Param, Primitive, Shape, ShapeError, _check_positive, _expect_rank, _last, _same, fmt_shape, numel
 
 
 def _rnn_weights(a: Mapping[str, Any], gates: int) -> dict[str, tuple[int, ...]]:
@@ -24,9 +24,7 @@ def _rnn_weights(a: Mapping[str, Any], gates: int) -> dict[str, tuple[int, ...]]
 
 
 def _rnn_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
-    x = s[0]
-    if len(x) != 3:
-        raise ShapeError(f"expects (B, T, features), got {fmt_shape(x)}")
+    x = _expect_rank(s[0], "B, T, features")
     _last(a["in_features"], "in_features")(a, s)
     return [(x[0], x[1], a["hidden"] * (2 if a["bidirectional"] else 1))]
 
@@ -45,8 +43,7 @@ def _rnn_flops(a: Mapping[str, Any], i: list[tuple[int, ...]], gates: int) -> tu
 
 
 def _seq_shape(x: Shape, channels: int, what: str) -> None:
-    if len(x) != 3:
-        raise ShapeError(f"expects (B, T, C), got {fmt_shape(x)}")
+    _expect_rank(x, "B, T, C")
     if not _same(x[-1], channels):
         raise ShapeError(f"expects {channels} {what}, got {x[-1]} (shape {fmt_shape(x)})")
 
@@ -214,21 +211,21 @@ def _moe_saved(a: Mapping[str, Any], i: list[tuple[int, ...]], o: list[tuple[int
 
 _P = Param
 
+
+def _rnn(name: str, gates: int) -> Primitive:
+    """lstm (4 gates) and gru (3): one declaration but for the name and the number of gates."""
+    return Primitive(
+        name, (_P("in_features", "int"), _P("hidden", "int"), _P("layers", "int", 1), _P("bidirectional", "bool", False)),
+        f"{name.upper()} over (B, T, in) -> (B, T, hidden x directions), batch first, zero initial state.",
+        weights=lambda a: _rnn_weights(a, gates), shape=_rnn_shape, flops=lambda a, i, o: _rnn_flops(a, i, gates),
+        check=_check_positive("in_features", "hidden", "layers"), saves="none", tags=frozenset({"mm"}),
+        saved=_rnn_saved(name), recurrence=_rnn_recurrence(gates),
+    )
+
+
 PRIMS: list[Primitive] = [
-    Primitive(
-        "lstm", (_P("in_features", "int"), _P("hidden", "int"), _P("layers", "int", 1), _P("bidirectional", "bool", False)),
-        "LSTM over (B, T, in) -> (B, T, hidden x directions), batch first, zero initial state.",
-        weights=lambda a: _rnn_weights(a, 4), shape=_rnn_shape, flops=lambda a, i, o: _rnn_flops(a, i, 4),
-        check=_check_positive("in_features", "hidden", "layers"), saves="none", tags=frozenset({"mm"}),
-        saved=_rnn_saved("lstm"), recurrence=_rnn_recurrence(4),
-    ),
-    Primitive(
-        "gru", (_P("in_features", "int"), _P("hidden", "int"), _P("layers", "int", 1), _P("bidirectional", "bool", False)),
-        "GRU over (B, T, in) -> (B, T, hidden x directions), batch first, zero initial state.",
-        weights=lambda a: _rnn_weights(a, 3), shape=_rnn_shape, flops=lambda a, i, o: _rnn_flops(a, i, 3),
-        check=_check_positive("in_features", "hidden", "layers"), saves="none", tags=frozenset({"mm"}),
-        saved=_rnn_saved("gru"), recurrence=_rnn_recurrence(3),
-    ),
+    _rnn("lstm", 4),
+    _rnn("gru", 3),
     Primitive(
         "causal_conv1d", (_P("channels", "int"), _P("kernel", "int"), _P("bias", "bool", True)),
         "Depthwise causal convolution over time on (B, T, C): output t sees inputs t - kernel + 1 .. t.",

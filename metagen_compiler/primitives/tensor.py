@@ -9,12 +9,27 @@ from typing import Any
 from .core import Dim, Param, Primitive, Shape, ShapeError, _check_positive, _same, dim_mul, dim_sum, fmt_shape, numel
 
 
+def _at(x: Shape | list[Dim], i: int) -> int:
+    """Dim index i of x, a negative one counted from the end (not range-checked)."""
+    return i if i >= 0 else len(x) + i
+
+
+def _dim_arg(a: Mapping[str, Any], x: Shape, action: str) -> int:
+    """The `dim` argument as an index of x's dims; a ShapeError `cannot <action> <dim> of <x>` where x has none."""
+    dim = _at(x, a["dim"])
+    if not 0 <= dim < len(x):
+        raise ShapeError(f"cannot {action} {a['dim']} of {fmt_shape(x)}")
+    return dim
+
+
+def _sizes(a: Mapping[str, Any]) -> tuple[Any, ...]:
+    return a["sizes"] if isinstance(a["sizes"], tuple) else (a["sizes"],)
+
+
 def _split_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
     n = a["parts"]
-    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
-    if not 0 <= dim < len(x):
-        raise ShapeError(f"cannot split dimension {a['dim']} of {fmt_shape(x)}")
+    dim = _dim_arg(a, x, "split dimension")
     if isinstance(x[dim], int):
         if x[dim] % n:
             raise ShapeError(f"cannot split {x[dim]} into {n} equal parts")
@@ -26,8 +41,7 @@ def _split_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 def _flatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
-    st = a["start"] if a["start"] >= 0 else len(x) + a["start"]
-    en = a["end"] if a["end"] >= 0 else len(x) + a["end"]
+    st, en = _at(x, a["start"]), _at(x, a["end"])
     if not 0 <= st <= en < len(x):
         raise ShapeError(f"cannot flatten dims {a['start']}..{a['end']} of {fmt_shape(x)}")
     merged: Dim = 1
@@ -38,8 +52,7 @@ def _flatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 def _transpose_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = list(s[0])
-    d0 = a["dim0"] if a["dim0"] >= 0 else len(x) + a["dim0"]
-    d1 = a["dim1"] if a["dim1"] >= 0 else len(x) + a["dim1"]
+    d0, d1 = _at(x, a["dim0"]), _at(x, a["dim1"])
     if not (0 <= d0 < len(x) and 0 <= d1 < len(x)):
         raise ShapeError(f"cannot transpose dims {a['dim0']}, {a['dim1']} of {fmt_shape(s[0])}")
     x[d0], x[d1] = x[d1], x[d0]
@@ -48,9 +61,7 @@ def _transpose_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 def _select_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
-    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
-    if not 0 <= dim < len(x):
-        raise ShapeError(f"cannot select along dim {a['dim']} of {fmt_shape(x)}")
+    dim = _dim_arg(a, x, "select along dim")
     return [x[:dim] + x[dim + 1:]]
 
 
@@ -91,10 +102,8 @@ def _check_dims(a: Mapping[str, Any]) -> str | None:
 
 def _unflatten_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
-    sizes = a["sizes"] if isinstance(a["sizes"], tuple) else (a["sizes"],)
-    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
-    if not 0 <= dim < len(x):
-        raise ShapeError(f"cannot unflatten dim {a['dim']} of {fmt_shape(x)}")
+    sizes = _sizes(a)
+    dim = _dim_arg(a, x, "unflatten dim")
     if -1 in sizes:  # one size inferred: the dim over the product of the others
         known = math.prod(v for v in sizes if v != -1)
         d = x[dim]
@@ -122,10 +131,8 @@ def _check_sizes(a: Mapping[str, Any]) -> str | None:
 
 def _split_sizes_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x = s[0]
-    sizes = a["sizes"] if isinstance(a["sizes"], tuple) else (a["sizes"],)
-    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
-    if not 0 <= dim < len(x):
-        raise ShapeError(f"cannot split dimension {a['dim']} of {fmt_shape(x)}")
+    sizes = _sizes(a)
+    dim = _dim_arg(a, x, "split dimension")
     if isinstance(x[dim], int) and x[dim] != sum(sizes):
         raise ShapeError(f"sizes {'+'.join(str(n) for n in sizes)} = {sum(sizes)} do not add up to {x[dim]}")
     return [x[:dim] + (n,) + x[dim + 1:] for n in sizes]
@@ -133,7 +140,7 @@ def _split_sizes_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
 
 def _concat_shape(a: Mapping[str, Any], s: list[Shape]) -> list[Shape]:
     x, y = s
-    dim = a["dim"] if a["dim"] >= 0 else len(x) + a["dim"]
+    dim = _at(x, a["dim"])
     if len(x) != len(y) or not 0 <= dim < len(x) or any(
             not _same(p, q) for i, (p, q) in enumerate(zip(x, y)) if i != dim):
         raise ShapeError(f"cannot concatenate {fmt_shape(x)} and {fmt_shape(y)} along dimension {a['dim']}")
