@@ -42,6 +42,8 @@ class Compilation:
     spec: SpecIR | None = None
     graph: GraphIR | None = None  # from `lower` on
     structure: StructureIR | None = None  # from `structure` on: the module-level IR the backends read
+    # from `structure` on: family parameters only other tasks' heads read -> those tasks (semantics/unused.py)
+    unused_params: dict[str, list[str]] = field(default_factory=dict)
     report: dict[str, Any] | None = None
     # measured results of earlier training runs in the output folder (outputs.collect_measurements), which
     # report.json, the model card and the paper show as measurements; empty for a model never trained

@@ -149,60 +149,9 @@ class Paper:
         return [str(data)]
 
     def unused_dims(self) -> dict[str, list[str]]:
-        """Family parameters this model does not read: named only by heads of other tasks (a decoder's
-        `num_classes` in a generation model). Parameter -> the tasks of the heads that read it. Conservative:
-        a name that appears anywhere in the instantiated slots, ties, requirements, preferences or other
-        parameters' defaults counts as used."""
-        from metagen_compiler.syntax import ast as A
-
-        fam = self.spec.family.node
-        if not isinstance(fam, A.Family):
-            return {}
-        used: set[str] = set()
-        for slot in [*self.spec.encoders, self.spec.backbone, self.spec.head]:
-            if slot is not None:
-                used |= _names(slot.layer)
-        for part in (fam.ties, fam.prefers, fam.requires, fam.backbone, fam.encoders):
-            used |= _names(part)
-        for prm in fam.params:
-            used |= _names(prm.default) if hasattr(prm, "default") else set()
-        from metagen_compiler.semantics.modalities import INPUT_FORMS
-
-        for enc in self.spec.encoders:  # the input tensors' sizes (an image's `image_size`, text's `context`)
-            for form in INPUT_FORMS.get(enc.modality or enc.key, ()):
-                used |= {d for d in form.shape if isinstance(d, str)} | set(form.symbols.values())
-                used |= {form.high} if form.high else set()
-        chosen = self.spec.head.key if self.spec.head is not None else None
-        out: dict[str, list[str]] = {}
-        for head in fam.heads:
-            if head.task.name == chosen:
-                continue
-            for n in sorted(_names(head.layer, idents=False)):
-                if n in self.report["dims"] and n not in used:
-                    out.setdefault(n, []).append(head.task.name)
-        return out
+        """Family parameters this model does not read (named only by heads of other tasks) -> those tasks: the
+        compiler's analysis (metagen_compiler/semantics/unused.py)."""
+        return self.comp.unused_params
 
     def constraint_rows(self) -> list[tuple[int, dict[str, Any]]]:
         return list(enumerate(self.report["constraints"]))
-
-
-def _names(node: Any, idents: bool = True) -> set[str]:
-    """The one-part names an AST (or a tuple or list of them) refers to; with `idents`, every identifier
-    (labels and argument names too: more names count as used)."""
-    import dataclasses
-
-    from metagen_compiler.syntax import ast as A
-
-    out: set[str] = set()
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, A.Name):
-            out.add(n.parts[0])
-        elif idents and isinstance(n, A.Ident):
-            out.add(n.name)
-        elif isinstance(n, (tuple, list)):
-            stack.extend(n)
-        elif dataclasses.is_dataclass(n) and not isinstance(n, type):
-            stack.extend(getattr(n, f.name) for f in dataclasses.fields(n) if f.name != "span")
-    return out

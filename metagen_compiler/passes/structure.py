@@ -20,6 +20,7 @@ from metagen_compiler.ir.spec import Bound, SlotIR
 from metagen_compiler.semantics.elaborate import Elaborator, ParamSpec, param_specs
 from metagen_compiler.semantics.modalities import INPUT_FORMS, input_forms
 from metagen_compiler.semantics.program import Program
+from metagen_compiler.semantics.unused import unused_params
 from metagen_compiler.semantics.values import EvalError, LayerRef, Value, evaluate, quantity_value
 from metagen_compiler.syntax import ast as A
 
@@ -43,6 +44,8 @@ class StructurePass:
     def run(self, comp: Compilation) -> None:
         try:
             comp.structure = build_structure(comp)
+            assert comp.spec is not None
+            comp.unused_params = unused_params(comp.spec, comp.spec.dims)
         except EvalError as e:
             comp.bag.error(e.code, e.message, e.span, hint=e.hint)
 
