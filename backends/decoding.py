@@ -10,10 +10,15 @@ The PyTorch backend gives a model `generate()` (runtime/generation.py beside mod
   inputs (tokens, waveforms, ...). What reads the source only is computed once per generate() (the encoder, the
   cross-attention keys and values); what reads the target follows the decoder rule, with cross-attention to the
   source and T5's relative position bias besides. generate() only: ONNX has no encoder-decoder step graph.
+- kind "prefix_decoder": one input of token ids (not named `target`) and other inputs whose encoding, computed
+  once, is joined before the tokens' features (a `concat` on the sequence axis) and read by the decoder like
+  earlier tokens: a vision-language model's image patches (std.vlm). The modules that compute the prefix run in
+  the first forward only; the prefix's keys and values stay in the cache; the head may drop the prefix's
+  positions (`drop_prefix` of exactly the prefix's length, in the model's `head`). generate() only.
 
 A graph that fails the rule (a classifier that pools positions, a mixture of experts with a capacity, which
-depends on the other tokens in the batch, a prefix joined to the tokens) gets neither. Pure Python on the graph
-IR: no torch, no onnx.
+depends on the other tokens in the batch, a prefix read anywhere but at the start of the sequence) gets none.
+Pure Python on the graph IR: no torch, no onnx.
 """
 
 from __future__ import annotations
@@ -43,10 +48,10 @@ class Decoding:
     the graph paths of the modules computed once per generate() (maximal: the encoder, the cross-attention key
     and value projections) and of the attention blocks that attend to the source (cross-attention)."""
 
-    kind: str  # "decoder" or "encoder_decoder"
+    kind: str  # "decoder", "encoder_decoder" or "prefix_decoder"
     target: str  # the input name of the decoded tokens
     source: tuple[str, ...] = ()
-    once: tuple[str, ...] = ()
+    once: tuple[str, ...] = ()  # (a prefix_decoder's: the modules that compute the prefix)
     cross: tuple[str, ...] = ()
     ops: frozenset[str] = field(default_factory=frozenset)  # the ops of the decoder step (read by tests)
 
@@ -59,6 +64,8 @@ def decoding(gir: GraphIR) -> Decoding | None:
         target, kind = ints[0], "decoder"
     elif len(gir.inputs) > 1 and len(named) == 1:
         target, kind = named[0], "encoder_decoder"
+    elif len(gir.inputs) > 1 and len(ints) == 1 and not named:
+        target, kind = ints[0], "prefix_decoder"
     else:
         return None
     g = gir.g
@@ -66,6 +73,7 @@ def decoding(gir: GraphIR) -> Decoding | None:
     cross: list[str] = []
     step_ops: set[str] = set()
     stateful = False
+    prefix: int | str | None = None  # a prefix_decoder's: the prefix's length, once its concat is seen
     for n in gir.topo():
         d = g.nodes[n]
         op, args = d["op"], d["args"]
@@ -74,7 +82,11 @@ def decoding(gir: GraphIR) -> Decoding | None:
         if op in _ENCODER_DECODER_ONLY and kind != "encoder_decoder":
             return None
         step_ops.add(op)
-        if op in ("sdpa", "sdpa_bias"):
+        if kind == "prefix_decoder" and op in ("concat", "drop_prefix"):
+            prefix = _prefix_step(gir, n, tainted, prefix)
+            if prefix is None:
+                return None
+        elif op in ("sdpa", "sdpa_bias"):
             k, v = (t.node in tainted for t in gir.in_tensors(n)[1:3])  # (q always reads the target)
             if k and v:  # self-attention over the target: causal, with a cache of keys and values
                 if not args.get("causal"):
@@ -102,7 +114,44 @@ def decoding(gir: GraphIR) -> Decoding | None:
     if kind == "decoder":
         return Decoding(kind, target.name, ops=frozenset(step_ops))
     source = tuple(i.name for i in gir.inputs if i is not target)
+    if kind == "prefix_decoder":
+        if prefix is None or cross or not _only_into_prefix(gir, tainted):
+            return None
+        return Decoding(kind, target.name, source, _computed_once(gir, tainted), (), frozenset(step_ops))
     return Decoding(kind, target.name, source, _computed_once(gir, tainted), tuple(cross), frozenset(step_ops))
+
+
+def _prefix_step(gir: GraphIR, n: str, tainted: set[str], prefix: int | str | None) -> int | str | None:
+    """A prefix_decoder's join of the prefix and the tokens (the first `concat`: the source's features, then the
+    tokens', on the sequence axis) and the head's `drop_prefix` of the prefix's length after it: the prefix's
+    length (a number or a symbol), or None where the op breaks the rule (a second join, a drop before the join, of
+    another length, or outside the head)."""
+    d = gir.g.nodes[n]
+    ins = gir.in_tensors(n)
+    if d["op"] == "concat":
+        if prefix is not None or len(ins) != 2 or d["args"].get("dim") not in (1, -2):
+            return None
+        first, second = ins
+        shape = gir.shape_of(first)
+        if first.node in tainted or second.node not in tainted or len(shape) != 3 or len(gir.shape_of(second)) != 3:
+            return None
+        return shape[1]
+    scope = str(d.get("scope") or "")
+    if prefix is None or d["args"].get("count") != prefix or not (scope == "head" or scope.startswith("head.")):
+        return None
+    return prefix
+
+
+def _only_into_prefix(gir: GraphIR, tainted: set[str]) -> bool:
+    """Whether the source reaches the tokens' computation only through the prefix's join (the first input of
+    the one concat that joins them): then the prefix's modules can give an empty sequence after the first
+    forward."""
+    for src, dst in gir.g.edges:
+        if src in tainted or dst not in tainted:
+            continue
+        if gir.g.nodes[dst]["op"] != "concat":
+            return False
+    return True
 
 
 def _reads(gir: GraphIR, node: str) -> set[str]:

@@ -338,7 +338,7 @@ def test_padded_source_equals_each_source_alone(tmp_path: Path) -> None:
 # the decoding the rule finds for examples that once disagreed between the backends, and for the encoder-decoders
 KNOWN = {"gpt2": "decoder", "parallel_decoder": "decoder", "moe_lm": "decoder", "mamba_lm": "decoder",
          "s4d_lm": "decoder", "switch_lm": None, "t5_small": "encoder_decoder", "whisper_tiny": "encoder_decoder",
-         "bert_base": None, "vlm_small": None}
+         "bert_base": None, "vlm_small": "prefix_decoder"}
 # sizes for a generating example whose family tests/test_numeric.py's SMALL does not list
 _GENERIC_SMALL = {"vocab": 97, "context": 16, "layers": 2, "decoder_layers": 2, "d_model": 64, "heads": 2,
                   "kv_heads": 2}
@@ -389,14 +389,14 @@ def test_every_example_follows_one_rule(stem: str, tmp_path: Path) -> None:
     kw: dict[str, Any] = {"max_new_tokens": 6}
     if d.kind == "decoder":
         x = _prompts(vocab=model.config.vocab, batch=2, length=5, seed=2)
-    else:  # the example's own source inputs
+    else:  # the example's own source inputs (a prefix decoder's: its prefix's, beside 5 tokens of its text)
         inputs = dict(zip(model.decoding["inputs"], module.example_inputs(model, batch_size=2, seed=2), strict=True))
-        inputs.pop(model.decoding["target"])
-        x = inputs.pop(next(iter(inputs)))
+        text = inputs.pop(model.decoding["target"])
+        x = text[:, :5] if d.kind == "prefix_decoder" else inputs.pop(next(iter(inputs)))
         kw.update(inputs)
     cached = model.generate(x, **kw)
     assert torch.equal(cached, model.generate(x, use_cache=False, **kw))
-    assert cached.shape == (2, (x.shape[1] if d.kind == "decoder" else 1) + 6)
+    assert cached.shape == (2, (1 if d.kind == "encoder_decoder" else x.shape[1]) + 6)
 
 
 # ------------------------------------------------------------------ against the ONNX decoder step

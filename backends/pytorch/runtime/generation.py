@@ -9,7 +9,9 @@
 
 Decoders (GPT-2, LLaMA, MoE, Mamba, S4D) return the prompt and the new tokens; encoder-decoders (T5, Whisper)
 take the source (token ids, or a waveform for Whisper) and return the decoder's tokens: the start token
-(`decoder_start_token_id`, default 0) or `decoder_input_ids`, then the new ones.
+(`decoder_start_token_id`, default 0) or `decoder_input_ids`, then the new ones. A decoder after a prefix (a
+vision-language model: `vlm.generate(ids, image=images, max_new_tokens=20)`) takes its other inputs by name and
+returns the prompt and the new tokens, as a decoder.
 
 The prompt is run once (prefill), then one token per step. Attention reads the keys and values of the positions
 before it from a cache: it reaches model.py's attention through each attention module's `kv_cache` attribute
@@ -18,8 +20,11 @@ before it from a cache: it reaches model.py's attention through each attention m
 relative position bias read the positions of the current tokens. State-space layers carry their state instead
 (a causal convolution's last inputs, a selective scan's or S4D's state), of fixed size. In an encoder-decoder,
 the modules that read the source only (model.py's `decoding["once"]`: the encoder, the cross-attention key and
-value projections) run in the first forward and return the same outputs afterwards. Prompts of different lengths
-are left-padded, with `attention_mask` (1 for a token, 0 for padding): a padded position is never attended to
+value projections) run in the first forward and return the same outputs afterwards. In a decoder after a prefix
+(model.py's `decoding["kind"]` "prefix_decoder"), the modules that compute the prefix (`decoding["once"]`: a VLM's
+vision tower and projector) run in the first forward, whose pass holds the prefix's positions and the prompt's;
+later ones give an empty prefix, so the model's join of the prefix and the tokens passes the new token alone, and
+the prefix's keys and values stay in the cache. Prompts of different lengths are left-padded, with `attention_mask` (1 for a token, 0 for padding): a padded position is never attended to
 and positions count tokens only, so each prompt decodes as it would alone; an encoder-decoder's source may be
 padded on either side.
 
@@ -114,6 +119,8 @@ class DecodeState:
         self.key_mask = key_mask.bool()  # (B, S) of every position so far, the current tokens included
         self.positions = torch.zeros(0)
         self.mask: torch.Tensor | None = None
+        self.prefix = 0  # the positions before the tokens (add_prefix)
+        self.memo: dict[Any, Any] = {}  # what every layer of this pass computes alike (shared)
         self.step(key_mask.shape[1])
 
     def step(self, new: int) -> None:
@@ -122,6 +129,7 @@ class DecodeState:
         query sees itself (so a padding query's row is never empty). None where every key may be seen."""
         km = self.key_mask
         S = km.shape[1]
+        self.memo.clear()
         self.positions = (km.long().cumsum(-1) - 1).clamp(min=0)[:, S - new:]  # (B, T)
         if new == 1 and bool(km.all()):
             self.mask = None
@@ -130,10 +138,27 @@ class DecodeState:
         j = torch.arange(S, device=km.device)[None, :]  # (1, S)
         self.mask = (((j <= q) & km[:, None, :]) | (j == q))[:, None]  # (B, 1, T, S)
 
+    def add_prefix(self, n: int) -> None:
+        """Puts `n` positions that every row attends to (a VLM's image tokens) before the keys so far, and makes
+        them current with the current tokens: the first pass of a decoder after a prefix."""
+        km = self.key_mask
+        current = self.positions.shape[1]
+        self.key_mask = torch.cat((km.new_ones(km.shape[0], n), km), dim=1)
+        self.capacity += n
+        self.prefix += n
+        self.step(current + n)
+
     def extend(self, new_mask: torch.Tensor) -> None:
         """Adds the positions of the next tokens (B, T_new) and makes them current."""
         self.key_mask = torch.cat((self.key_mask, new_mask.bool()), dim=1)
         self.step(new_mask.shape[1])
+
+    def shared(self, key: Any, make: Callable[[], Any]) -> Any:
+        """`make()` once per forward pass for every layer that asks with the same `key` (model.py's apply_rope: the
+        cosines and sines of the current positions, the same in every layer)."""
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
     def current(self) -> torch.Tensor:
         """(B, T) True where a current token is a token, False where it is padding."""
@@ -142,6 +167,7 @@ class DecodeState:
     def reorder(self, index: torch.Tensor) -> None:
         """Keeps rows `index` (beam search): row i becomes the old row index[i]."""
         self.key_mask, self.positions = self.key_mask[index], self.positions[index]
+        self.memo.clear()
         if self.mask is not None:
             self.mask = self.mask[index]
 
@@ -205,7 +231,8 @@ class _Once:
     modules that read the source only). Installed as the module's `forward`."""
 
     def __init__(self, module: torch.nn.Module) -> None:
-        self.module, self.outputs, self.calls = module, [], 0
+        self.module, self.calls = module, 0
+        self.outputs: list[Any] = []
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         i, self.calls = self.calls, self.calls + 1
@@ -215,6 +242,30 @@ class _Once:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search keeps each beam within its example, whose source (so outputs) every beam shares."""
+
+
+class _Prefix:
+    """A module that computes the prefix of a decoder after a prefix (a VLM's vision tower): its output (B, P, D),
+    whose P positions the decode state puts before the tokens, in the first forward; afterwards (with `once`) the
+    same with no position, (B, 0, D), so that the model's join passes the new token only. Without `once` (the
+    uncached reference) it runs in every forward. Installed as the module's `forward`."""
+
+    def __init__(self, module: torch.nn.Module, state: DecodeState, once: bool) -> None:
+        self.module, self.state, self.once = module, state, once
+        self.empty: torch.Tensor | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.empty is not None:
+            return self.empty
+        out = type(self.module).forward(self.module, *args, **kwargs)
+        self.state.add_prefix(out.shape[1])
+        if self.once:
+            self.empty = out[:, :0]
+        return out
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.empty is not None:
+            self.empty = self.empty[index]
 
 
 class _ConvState:
@@ -345,12 +396,15 @@ class cached:  # a context manager, used as `with cached(model, state):`
     def __enter__(self) -> cached:  # noqa: PYI034
         plan = getattr(self.model, "decoding", None) or {}
         once, cross = set(plan.get("once", ())), set(plan.get("cross", ()))
+        prefixed = plan.get("kind") == "prefix_decoder"
         inside: set[str] = set()  # the modules within one computed once
         for name, m in self.model.named_modules():
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             if name in once or parent in inside:
                 inside.add(name)
-            if name in once and self.with_once:
+            if name in once and prefixed:
+                self._replace(m, _Prefix(m, self.state, self.with_once))
+            elif name in once and self.with_once:
                 self._replace(m, _Once(m))
             if hasattr(m, "kv_cache"):
                 m.kv_cache = SourceKeys(self.source_mask) if name in cross or name in inside else LayerCache(self.state)
@@ -363,11 +417,11 @@ class cached:  # a context manager, used as `with cached(model, state):`
                 self.hooks.append(m.register_forward_hook(self._relative_bias))
             elif type(m).__name__ in _RECURRENT:
                 self._replace(m, _RECURRENT[type(m).__name__](m, self.state))
-        if self.with_once and once:
+        if self.with_once and once and not prefixed:
             self.hooks.append(self.model.register_forward_pre_hook(self._new_pass))
         head = getattr(self.model, "head", None)
         if self.last_only and isinstance(head, torch.nn.Module):
-            self.hooks.append(head.register_forward_pre_hook(_last_position))
+            self.hooks.append(head.register_forward_pre_hook(self._after_prefix if prefixed else _last_position))
         return self
 
     def _replace(self, module: torch.nn.Module, forward: Any) -> None:
@@ -380,7 +434,13 @@ class cached:  # a context manager, used as `with cached(model, state):`
             if isinstance(m.forward, _Once):
                 m.forward.calls = 0
 
-    def _positions(self, module: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    def _after_prefix(self, module: torch.nn.Module, args: tuple) -> tuple:
+        """The head of a decoder after a prefix drops the prefix's positions (the rule checks it drops exactly
+        those): it gets the last position after as many of its copies (a view, no copy)."""
+        x = args[0][:, -1:]  # (B, 1, D)
+        return (x.expand(-1, self.state.prefix + 1, -1), *args[1:])  # (B, P + 1, D)
+
+    def _positions(self, module: Any, args: tuple, out: torch.Tensor) -> torch.Tensor:
         return args[0] + module.weight[0][self.state.positions]  # (B, T, dim) at each token's position
 
     def _relative_bias(self, module: Any, args: tuple, out: torch.Tensor) -> torch.Tensor:
@@ -397,7 +457,7 @@ class cached:  # a context manager, used as `with cached(model, state):`
     def __exit__(self, *exc: object) -> None:
         for m in self.model.modules():
             if hasattr(m, "kv_cache"):
-                m.kv_cache = None
+                setattr(m, "kv_cache", None)  # noqa: B010 (an attribute of model.py's modules, not of nn.Module)
         for m in self.replaced:
             del m.forward
         for h in self.hooks:
@@ -509,8 +569,8 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: in
     if pad_token_id is None and eos:
         pad_token_id = eos[0]
     device = next(model.parameters()).device
-    if plan["kind"] == "decoder":
-        if source or decoder_input_ids is not None:
+    if plan["kind"] in ("decoder", "prefix_decoder"):
+        if decoder_input_ids is not None or (source and plan["kind"] == "decoder"):
             raise TypeError(f"a decoder takes no {', '.join(sorted(source)) or 'decoder_input_ids'}")
         ids = _token_matrix(input_ids, "input_ids").to(device)
         key_mask = _padding(ids, attention_mask, pad_token_id, eos)
@@ -518,9 +578,11 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: in
         if isinstance(context, int) and ids.shape[1] + max_new_tokens > context:
             raise ValueError(f"prompt ({ids.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                              f"context of {context}")
-
-        def call(x: torch.Tensor) -> Any:
-            return model(x)
+        if plan["kind"] == "prefix_decoder":
+            call = _after_prefix(model, plan, ids, source, num_beams, device)
+        else:
+            def call(x: torch.Tensor) -> Any:
+                return model(x)
 
         source_mask = None
     else:
@@ -609,6 +671,37 @@ def _encoder_decoder(model: torch.nn.Module, plan: dict, input_ids: torch.Tensor
         return model(*(tgt if n == target else inputs[n] for n in names))
 
     return call, ids, torch.ones_like(ids, dtype=torch.bool), source_mask
+
+
+def _after_prefix(model: torch.nn.Module, plan: dict, ids: torch.Tensor, source: dict[str, torch.Tensor],
+                  num_beams: int, device: torch.device) -> Callable[[torch.Tensor], Any]:
+    """The forward of a decoder after a prefix as a function of its tokens: the other inputs (a VLM's images) by
+    their names, one per row of the prompt (or one for every row)."""
+    names, target = list(plan["inputs"]), plan["target"]
+    others = [n for n in names if n != target]
+    unknown, missing = sorted(set(source) - set(others)), [n for n in others if n not in source]
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}: this model's inputs are "
+                        f"{', '.join(names)}")
+    if missing:
+        raise TypeError(f"generate() needs the input(s) {', '.join(missing)} as keyword arguments, beside the "
+                        f"prompt's token ids")
+    if ids.shape[1] == 0:
+        raise ValueError("input_ids is empty: give at least one token (a start token) after the prefix")
+    B = ids.shape[0]
+    inputs = {}
+    for n in others:
+        v = source[n].to(device)
+        if v.shape[0] != B:
+            if v.shape[0] != 1:
+                raise ValueError(f"{n} has {v.shape[0]} rows, input_ids {B}")
+            v = v.expand(B, *v.shape[1:])
+        inputs[n] = v.repeat_interleave(num_beams, 0) if num_beams > 1 else v
+
+    def call(x: torch.Tensor) -> Any:
+        return model(*(x if n == target else inputs[n] for n in names))
+
+    return call
 
 
 def _sample(dec: _Decode, ids: torch.Tensor, max_new_tokens: int, eos: list[int], pad_token_id: int | None,

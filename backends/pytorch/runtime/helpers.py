@@ -126,16 +126,21 @@ class SinusoidEmbedding(nn.Module):
 
 def apply_rope(q, k, heads: int, base: float = 10000.0, scaling: float = 1.0, cache=None):
     """Rotary position embedding (rotate-half layout) on q and k given as (B, T, C); positions / scaling, or
-    generate()'s positions of the tokens (B, T) from its key-value cache (generation.py)."""
+    generate()'s positions of the tokens (B, T) from its key-value cache (generation.py), whose decode state
+    keeps the table of one forward pass for every layer."""
     B, T, C = q.shape
     hs = C // heads
-    inv_freq = 1.0 / (base ** (torch.arange(0, hs, 2, device=q.device, dtype=torch.float32) / hs))
-    if scaling != 1.0:
-        inv_freq = inv_freq / scaling
-    pos = torch.arange(T, device=q.device) if cache is None else cache.state.positions  # (T) or (B, T)
-    freqs = pos.to(torch.float32)[..., None] * inv_freq  # (..., T, hs/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (..., T, hs)
-    cos, sin = emb.cos()[..., None, :], emb.sin()[..., None, :]  # (..., T, 1, hs)
+
+    def table():
+        inv_freq = 1.0 / (base ** (torch.arange(0, hs, 2, device=q.device, dtype=torch.float32) / hs))
+        if scaling != 1.0:
+            inv_freq = inv_freq / scaling
+        pos = torch.arange(T, device=q.device) if cache is None else cache.state.positions  # (T) or (B, T)
+        freqs = pos.to(torch.float32)[..., None] * inv_freq  # (..., T, hs/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (..., T, hs)
+        return emb.cos()[..., None, :], emb.sin()[..., None, :]  # (..., T, 1, hs)
+
+    cos, sin = table() if cache is None else cache.state.shared(("rope", hs, base, scaling), table)
 
     def rotate(x):
         x = x.view(B, T, -1, hs)
