@@ -68,15 +68,14 @@ def decoding(gir: GraphIR) -> Decoding | None:
         target, kind = ints[0], "prefix_decoder"
     else:
         return None
-    g = gir.g
     tainted = _reads(gir, target.node)
     cross: list[str] = []
     step_ops: set[str] = set()
     stateful = False
     prefix: int | str | None = None  # a prefix_decoder's: the prefix's length, once its concat is seen
     for n in gir.topo():
-        d = g.nodes[n]
-        op, args = d["op"], d["args"]
+        d = gir.nodes[n]
+        op, args = d.op, d.args
         if op == "input" or n not in tainted:
             continue
         if op in _ENCODER_DECODER_ONLY and kind != "encoder_decoder":
@@ -93,7 +92,7 @@ def decoding(gir: GraphIR) -> Decoding | None:
                     return None
                 stateful = True
             elif not (k or v):  # cross-attention: queries from the target, keys and values from the source
-                cross.append(str(d.get("scope") or ""))
+                cross.append(d.scope)
             else:
                 return None
         elif op == "relative_position_bias":
@@ -126,18 +125,18 @@ def _prefix_step(gir: GraphIR, n: str, tainted: set[str], prefix: int | str | No
     tokens', on the sequence axis) and the head's `drop_prefix` of the prefix's length after it: the prefix's
     length (a number or a symbol), or None where the op breaks the rule (a second join, a drop before the join, of
     another length, or outside the head)."""
-    d = gir.g.nodes[n]
+    d = gir.nodes[n]
     ins = gir.in_tensors(n)
-    if d["op"] == "concat":
-        if prefix is not None or len(ins) != 2 or d["args"].get("dim") not in (1, -2):
+    if d.op == "concat":
+        if prefix is not None or len(ins) != 2 or d.args.get("dim") not in (1, -2):
             return None
         first, second = ins
         shape = gir.shape_of(first)
         if first.node in tainted or second.node not in tainted or len(shape) != 3 or len(gir.shape_of(second)) != 3:
             return None
         return shape[1]
-    scope = str(d.get("scope") or "")
-    if prefix is None or d["args"].get("count") != prefix or not (scope == "head" or scope.startswith("head.")):
+    scope = d.scope
+    if prefix is None or d.args.get("count") != prefix or not (scope == "head" or scope.startswith("head.")):
         return None
     return prefix
 
@@ -149,7 +148,7 @@ def _only_into_prefix(gir: GraphIR, tainted: set[str]) -> bool:
     for src, dst in gir.g.edges:
         if src in tainted or dst not in tainted:
             continue
-        if gir.g.nodes[dst]["op"] != "concat":
+        if gir.nodes[dst].op != "concat":
             return False
     return True
 

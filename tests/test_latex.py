@@ -109,8 +109,8 @@ def _unknown_paper(root: Path) -> Emitted:
 
     comp = compile_path(ROOT / "examples" / "tiny_story.msl")
     report = json.loads(json.dumps(jsonable(build_report(comp, []))))
-    for _, d in comp.graph.g.nodes(data=True):
-        d["op"] = {"silu": "conv1d", "rope": "mystery_op"}.get(d["op"], d["op"])
+    for d in comp.graph.nodes.values():
+        d.op = {"silu": "conv1d", "rope": "mystery_op"}.get(d.op, d.op)
     comp.graph.modules = {k: dataclasses.replace(m, target="std.moe.expert_mix") if m.target == "std.layers.swiglu"
                           else m for k, m in comp.graph.modules.items()}
     comp.spec.objectives = ["score_matching"]

@@ -564,7 +564,7 @@ def test_every_primitive_has_a_lowering() -> None:
 def test_graph_and_model_py_agree_on_rope(case: Any, name: str) -> None:
     c = case(name)
     assert c.mod.Config().position == "rope"
-    assert any(d["op"] == "rope" for _, d in c.comp.graph.g.nodes(data=True))
+    assert any(d.op == "rope" for d in c.comp.graph.nodes.values())
 
 
 # ------------------------------------------------------------------ graph only, at full size

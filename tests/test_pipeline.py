@@ -36,22 +36,41 @@ def test_verifier_between_passes(path) -> None:  # type: ignore[no-untyped-def]
 
 def test_verifier_catches_a_broken_graph() -> None:
     comp = compile_path(ROOT / "examples" / "gpt2.msl")
-    g = comp.graph.g
-    node = next(n for n, d in g.nodes(data=True) if d["op"] == "linear")
-    g.nodes[node]["span"] = None
+    node = next(d for d in comp.graph.nodes.values() if d.op == "linear")
+    node.span = None
     comp.graph.ties.append(("head.proj.weight", "backbone.ln_f.weight"))
     problems = verify_graph(comp.graph)
     assert any("no span" in p for p in problems)
     assert any("shapes differ" in p for p in problems)
 
 
+def test_graph_nodes_are_typed_records_of_the_topology() -> None:
+    """Each node of the graph IR is a `Node` record (op, args, span, and what the passes filled: weights, shapes,
+    dtypes, flops), one per node of the digraph; networkx gets the fields as attributes; a node without a record,
+    or a record without a node, is a broken graph."""
+    import dataclasses
+
+    from metagen_compiler.ir.graph import Node
+
+    comp = compile_path(ROOT / "examples" / "gpt2.msl")
+    ir = comp.graph
+    assert set(ir.nodes) == set(ir.g.nodes) and all(isinstance(d, Node) for d in ir.nodes.values())
+    attn = next(d for d in ir.nodes.values() if d.op == "linear" and d.module)
+    assert attn.shapes and attn.dtypes == ["float32"] * attn.n_outputs and attn.weights and attn.flops
+    ng = ir.to_networkx()
+    n = next(k for k, d in ir.nodes.items() if d is attn)
+    assert ng.nodes[n]["op"] == "linear" and ng.nodes[n]["shapes"] == attn.shapes
+    assert set(ng.nodes[n]) == {f.name for f in dataclasses.fields(Node)}
+    del ir.nodes[n]
+    assert any("without a record" in p for p in verify_graph(ir))
+
+
 def test_nodes_carry_spans_into_the_right_files() -> None:
     comp = compile_path(ROOT / "examples" / "parallel_decoder.msl")
-    d = comp.graph.g.nodes["backbone.blocks.0.ln"]
-    assert d["span"].path == "examples/parallel_decoder.msl"
-    assert d["span"].line == 11
-    d = comp.graph.g.nodes["backbone.blocks.0.attn.c_attn"]
-    assert d["span"].path == "<stdlib>/layers.msl"
+    span = comp.graph.nodes["backbone.blocks.0.ln"].span
+    assert span is not None and span.path == "examples/parallel_decoder.msl" and span.line == 11
+    span = comp.graph.nodes["backbone.blocks.0.attn.c_attn"].span
+    assert span is not None and span.path == "<stdlib>/layers.msl"
 
 
 def _emit(args: list[str], seed: str) -> str:

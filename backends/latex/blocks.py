@@ -53,9 +53,9 @@ class Tree:
 
     def __init__(self, ir: GraphIR) -> None:
         self.ir = ir
-        self.order = [n for n in ir.topo() if ir.g.nodes[n]["op"] != "input"]
+        self.order = [n for n in ir.topo() if ir.nodes[n].op != "input"]
         self.pos = {n: i for i, n in enumerate(self.order)}
-        self.owner = {n: (ir.g.nodes[n].get("module") or ir.g.nodes[n].get("scope") or "") for n in self.order}
+        self.owner = {n: (ir.nodes[n].module or ir.nodes[n].scope) for n in self.order}
         self.tie_targets = {t: s for t, s in ir.ties}
         # path -> the nodes under it, in data-flow order: each node is listed under its owner and under
         # every dotted prefix of it (`a.b.c` under `a`, `a.b` and `a.b.c`), so one pass builds them all
@@ -71,9 +71,9 @@ class Tree:
     def params(self, path: str) -> int:
         total = 0
         for n in self.nodes_under(path):
-            d = self.ir.g.nodes[n]
-            for w, shape in d.get("weights", {}).items():
-                if f"{d['module']}.{w}" not in self.tie_targets:
+            d = self.ir.nodes[n]
+            for w, shape in d.weights.items():
+                if f"{d.module}.{w}" not in self.tie_targets:
                     total += math.prod(shape)
         return total
 
@@ -83,9 +83,9 @@ class Tree:
     def flops(self, path: str) -> tuple[int, int]:
         mm = other = 0
         for n in self.nodes_under(path):
-            d = self.ir.g.nodes[n]
-            mm += int(d.get("flops", 0))
-            other += int(d.get("flops_other", 0))
+            d = self.ir.nodes[n]
+            mm += d.flops or 0
+            other += d.flops_other or 0
         return mm, other
 
     def out_node(self, path: str) -> str | None:
@@ -134,12 +134,12 @@ class Tree:
         """A row for the nodes of `path` outside its children (kind `own`, target: their ops), so that a
         block's rows add up to the block; None when there are none or they cost nothing."""
         nodes = self.own_nodes(path)
-        mm = sum(int(self.ir.g.nodes[n].get("flops", 0)) for n in nodes)
-        other = sum(int(self.ir.g.nodes[n].get("flops_other", 0)) for n in nodes)
-        params = sum(math.prod(s) for n in nodes for s in self.ir.g.nodes[n].get("weights", {}).values())
+        mm = sum(self.ir.nodes[n].flops or 0 for n in nodes)
+        other = sum(self.ir.nodes[n].flops_other or 0 for n in nodes)
+        params = sum(math.prod(s) for n in nodes for s in self.ir.nodes[n].weights.values())
         if not nodes or not (mm or other or params) or not self.children(path):
             return None
-        ops = list(dict.fromkeys(self.ir.g.nodes[n]["op"] for n in nodes))
+        ops = list(dict.fromkeys(self.ir.nodes[n].op for n in nodes))
         return BlockRow(path, "own", ", ".join(ops), depth, len(nodes), params, mm, other, None)
 
     def overview(self) -> list[BlockRow]:
@@ -183,8 +183,8 @@ class Tree:
         """Primitive name -> the args of every node applying it."""
         out: dict[str, list[dict[str, Any]]] = {}
         for n in self.order:
-            d = self.ir.g.nodes[n]
-            out.setdefault(d["op"], []).append(d["args"])
+            d = self.ir.nodes[n]
+            out.setdefault(d.op, []).append(d.args)
         return out
 
     def block_targets(self) -> set[str]:

@@ -108,9 +108,9 @@ def _bars(rows: list[BlockRow], series: list[tuple[str, list[float], str]], xlab
 def _bytes_of(ir: Any, syms: dict[str, int]) -> dict[str, int]:
     out = {}
     for n in ir.topo():
-        d = ir.g.nodes[n]
-        size = 8 if d.get("dtype") == "int64" else 4
-        out[n] = sum(math.prod(subst_dim(x, syms) for x in s) * size for s in d.get("shapes", []))
+        d = ir.nodes[n]
+        size = 8 if d.op == "input" and d.dtypes == ["int64"] else 4
+        out[n] = sum(math.prod(subst_dim(x, syms) for x in s) * size for s in d.shapes or [])
     return out
 
 
@@ -122,12 +122,12 @@ def op_intensity(p: Paper) -> list[tuple[str, float, float]]:
     sizes = _bytes_of(ir, syms)
     acc: dict[str, list[float]] = {}
     for n in p.tree.order:
-        d = ir.g.nodes[n]
-        fl = float(d.get("flops", 0)) + float(d.get("flops_other", 0))
+        d = ir.nodes[n]
+        fl = float(d.flops or 0) + float(d.flops_other or 0)
         moved = float(sum(sizes[str(t.node)] for t in ir.in_tensors(n)) + sizes[n])
-        if d.get("module"):  # the node's own weight shapes, so an op the registry lacks cannot break the figure
-            moved += 4.0 * sum(math.prod(s) for s in d.get("weights", {}).values())
-        a = acc.setdefault(d["op"], [0.0, 0.0])
+        if d.module:  # the node's own weight shapes, so an op the registry lacks cannot break the figure
+            moved += 4.0 * sum(math.prod(s) for s in d.weights.values())
+        a = acc.setdefault(d.op, [0.0, 0.0])
         a[0] += fl
         a[1] += moved
     return [(op, f, b) for op, (f, b) in sorted(acc.items()) if f > 0 and b > 0]

@@ -78,7 +78,7 @@ def shape_text(p: Paper, node: str | None) -> str:
     """`(B, T, 768)` of a node's first output, integers through the ledger (graph.json shapes)."""
     if node is None:
         return "--"
-    shape = (p.ir.g.nodes[node].get("shapes") or [()])[0]
+    shape = (p.ir.nodes[node].shapes or [()])[0]
     parts = []
     for i, d in enumerate(shape):
         if isinstance(d, int):

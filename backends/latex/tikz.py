@@ -179,7 +179,7 @@ def _detail(p: Paper, ids: dict[str, str], expanded: tuple[str, str, bool]) -> l
     residual additions (drawn as $+$ nodes) so that shortcuts show as arrows around the children."""
     tree = p.tree
     unit, inst, is_list = expanded
-    adds = [n for n in tree.own_nodes(inst) if tree.ir.g.nodes[n]["op"] == "add"]
+    adds = [n for n in tree.own_nodes(inst) if tree.ir.nodes[n].op == "add"]
     items = sorted([*tree.children(inst), *adds], key=lambda u: (_first(tree, u), u))
     kids = _column(items)
     out = [f"\\begin{{scope}}[shift={{($({ids[unit]})+(6.6,0)$)}}]"]

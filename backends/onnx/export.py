@@ -161,9 +161,9 @@ class _Builder:
     def declare_cache(self) -> None:
         """past.<i>.key / past.<i>.value per attention, in graph order, and the number of cached positions;
         past.<i>.conv_state per causal convolution and past.<i>.ssm_state per selective scan."""
-        g, w = self.gir.g, self.w
-        for i, n in enumerate(x for x in self.gir.topo() if g.nodes[x]["op"] == "sdpa"):
-            args = g.nodes[n]["args"]
+        nodes, w = self.gir.nodes, self.w
+        for i, n in enumerate(x for x in self.gir.topo() if nodes[x].op == "sdpa"):
+            args = nodes[n].args
             heads = int(args["heads"])
             kvh = int(args.get("kv_heads") or heads)
             qs, _, vs = [self.gir.shape_of(t) for t in self.gir.in_tensors(n)]
@@ -175,8 +175,8 @@ class _Builder:
                 self.cache_inputs.append(v)
             self.kv[n] = KVState(pk, pv)
         for op, (kind, shape) in _RECURRENT.items():  # conv states, then scan states, each in graph order
-            for i, n in enumerate(x for x in self.gir.topo() if g.nodes[x]["op"] == op):
-                v = ir.val(f"past.{i}.{kind}", ir.DataType.FLOAT, ir.Shape(shape(g.nodes[n]["args"])))
+            for i, n in enumerate(x for x in self.gir.topo() if nodes[x].op == op):
+                v = ir.val(f"past.{i}.{kind}", ir.DataType.FLOAT, ir.Shape(shape(nodes[n].args)))
                 w.reserve(v.name or "")
                 self.cache_inputs.append(v)
                 self.states[n] = (f"{i}.{kind}", RecurrentState(v))
@@ -188,21 +188,21 @@ class _Builder:
 
     def lower_nodes(self) -> None:
         """One lowering per graph node, in topological order; every unlowerable primitive is reported."""
-        g, w = self.gir.g, self.w
+        w = self.w
         problems: list[OnnxDiagnostic] = []
         for n in self.gir.topo():
-            d = g.nodes[n]
-            if d["op"] == "input":
+            d = self.gir.nodes[n]
+            if d.op == "input":
                 continue
-            lower = LOWERINGS.get(d["op"])
+            lower = LOWERINGS.get(d.op)
             if lower is None:
-                problems.append(OnnxDiagnostic("E513", f"primitive `{d['op']}` has no ONNX lowering", d.get("span")))
+                problems.append(OnnxDiagnostic("E513", f"primitive `{d.op}` has no ONNX lowering", d.span))
                 continue
             ins = self.gir.in_tensors(n)
             if any((t.node, t.port) not in self.env for t in ins):
                 continue  # downstream of a node that could not be lowered (already reported)
-            ctx = NodeCtx(n, d["op"], d["args"], [self.env[(t.node, t.port)] for t in ins],
-                          [self.gir.shape_of(t) for t in ins], list(d.get("shapes", [])), self._weights_of(n),
+            ctx = NodeCtx(n, d.op, d.args, [self.env[(t.node, t.port)] for t in ins],
+                          [self.gir.shape_of(t) for t in ins], list(d.shapes or []), self._weights_of(n),
                           past_len=self.past_len, kv=self.kv.get(n), state=self.states.get(n, ("", None))[1])
             first = len(w.nodes)
             w.scope = n
@@ -213,14 +213,14 @@ class _Builder:
                 if v.producer() is not None and id(v.producer()) in made:  # not a pass-through
                     w.rename(v, n if port == 0 else f"{n}#{port}")
                 self.env[(n, port)] = v
-            self.used += [(op_label(node.op_type, {a.name: a.value for a in node.attributes.values()}), d["op"],
-                           d.get("span")) for node in w.nodes[first:]]
+            self.used += [(op_label(node.op_type, {a.name: a.value for a in node.attributes.values()}), d.op,
+                           d.span) for node in w.nodes[first:]]
         if problems:
             raise OnnxExportError(problems)
 
     def _weights_of(self, n: str) -> dict[str, ir.Value]:
         """The node's weights and buffers by their local names (weight, bias, running_mean, ...)."""
-        module = self.gir.g.nodes[n].get("module")
+        module = self.gir.nodes[n].module
         if module is None:
             return {}
         info = self.gir.modules[module]
@@ -234,7 +234,7 @@ class _Builder:
 
     def outputs(self) -> list[ir.Value]:
         """The spec's outputs by their names, then present.<i>.key / .value of the cache."""
-        w, g = self.w, self.gir.g
+        w = self.w
         outputs: list[ir.Value] = []
         for name, t in self.gir.outputs:
             v = self.env[(t.node, t.port)]
@@ -244,7 +244,8 @@ class _Builder:
                 w.scope = ""
             v.name = name
             assert t.node is not None  # an output is made by a node (an input is a node of the graph too)
-            v.dtype = _DTYPES[g.nodes[t.node].get("dtypes", ["float32"])[t.port]]
+            made = self.gir.nodes[t.node]
+            v.dtype = _DTYPES[made.dtypes[t.port] if made.op != "input" and made.dtypes else "float32"]
             v.shape = _shape(self.gir.shape_of(t))
             outputs.append(v)
         for i, st in enumerate(self.kv.values()):

@@ -600,8 +600,8 @@ class PyTorchEmitter:
             w.line('"""' + doc[0] + ("" if len(doc) > 1 else '"""'))
             for d in doc[1:]:
                 w.line(d + ('"""' if d is doc[-1] else ""))
-            aux = sorted({d["op"] for _, d in self.ir.g.nodes(data=True)
-                          if d["op"] in PRIMITIVES and "aux_loss" in PRIMITIVES[d["op"]].tags})
+            aux = sorted({d.op for d in self.ir.nodes.values()
+                          if d.op in PRIMITIVES and "aux_loss" in PRIMITIVES[d.op].tags})
             if not aux:
                 lines(code.loss)
             else:  # modules that add a term of their own (the VAE's KL divergence): the task's loss plus those
@@ -629,10 +629,10 @@ class PyTorchEmitter:
     def _conv2d_share(self) -> float:
         """The share of the forward matmul FLOPs (at the nominal sizes) spent in 2D convolutions."""
         conv = total = 0
-        for _, d in self.ir.g.nodes(data=True):
-            f = int(d.get("flops", 0))
+        for d in self.ir.nodes.values():
+            f = d.flops or 0
             total += f
-            if d["op"] in ("conv2d", "conv_transpose2d"):
+            if d.op in ("conv2d", "conv_transpose2d"):
                 conv += f
         return conv / total if total else 0.0
 

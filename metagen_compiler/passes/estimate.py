@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from metagen_compiler.ir.graph import GraphIR, dump_graph
+from metagen_compiler.ir.graph import GraphIR, Node, dump_graph
 from metagen_compiler.semantics.limits import LIMIT_CODE, LIMITS_HINT
 from metagen_compiler.semantics.program import Program, device_profiles
 
@@ -39,12 +39,12 @@ def concrete(shape: tuple[Any, ...], symbols: dict[str, int]) -> tuple[int, ...]
     return tuple(subst_dim(d, symbols) for d in shape)
 
 
-def _saved_inputs(g: Any, prim: Any, in_ts: list[Any], in_roots: list[tuple[str, int]]) -> list[tuple[str, int]]:
+def _saved_inputs(nodes: dict[str, Node], prim: Any, in_ts: list[Any], in_roots: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """The inputs autograd keeps. A product (mul, matmul) keeps each factor for the other's gradient, so the
     factor beside a graph input (which needs no gradient) is not kept."""
     if prim.n_inputs != 2 or prim.saves != "both":
         return in_roots
-    return [r for k, r in enumerate(in_roots) if g.nodes[in_ts[1 - k].node]["op"] != "input"]
+    return [r for k, r in enumerate(in_roots) if nodes[in_ts[1 - k].node_id].op != "input"]
 
 
 def _folded_nodes(ir: GraphIR) -> set[str]:
@@ -54,14 +54,14 @@ def _folded_nodes(ir: GraphIR) -> set[str]:
     g = ir.g
     folded: set[str] = set()
     for n in ir.topo():
-        d = g.nodes[n]
-        if d["op"] not in ("batchnorm", "frozen_batchnorm", "relu"):
+        d = ir.nodes[n]
+        if d.op not in ("batchnorm", "frozen_batchnorm", "relu"):
             continue
         (src,) = [t.node_id for t in ir.in_tensors(n)]
         if g.out_degree(src) != 1:
             continue
-        s_op = g.nodes[src]["op"]
-        if s_op == "conv2d" or (d["op"] == "relu" and s_op in ("batchnorm", "frozen_batchnorm") and src in folded):
+        s_op = ir.nodes[src].op
+        if s_op == "conv2d" or (d.op == "relu" and s_op in ("batchnorm", "frozen_batchnorm") and src in folded):
             folded.add(n)
     return folded
 
@@ -90,33 +90,34 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
     saved: set[tuple[str, int]] = set()  # storages autograd keeps, each once
     saved_extra = 0  # bytes autograd keeps that are no graph tensor (norm statistics, pool indices, ...)
     for n in ir.topo():
-        d = g.nodes[n]
-        outs = [concrete(s, syms) for s in d["shapes"]]
-        elem = 8 if d.get("dtype") == "int64" else 4
+        d = ir.nodes[n]
+        assert d.shapes is not None, "estimate runs after shape inference"
+        outs = [concrete(s, syms) for s in d.shapes]
+        elem = 8 if d.op == "input" and d.dtypes == ["int64"] else 4
         for i, s in enumerate(outs):
             port_bytes[(n, i)] = math.prod(s) * elem
         bytes_out[n] = sum(math.prod(s) * elem for s in outs)
-        if d["op"] == "input":
+        if d.op == "input":
             for i in range(len(outs)):
                 root[(n, i)] = (n, i)
             continue
-        prim = PRIMITIVES[d["op"]]
+        prim = PRIMITIVES[d.op]
         in_ts = ir.in_tensors(n)
         ins = [concrete(ir.shape_of(t), syms) for t in in_ts]
-        mm, other = prim.flops(d["args"], ins, outs)
+        mm, other = prim.flops(d.args, ins, outs)
         per_node[n] = (mm, other)
         total_mm += mm
         total_other += other
         in_roots = [root[(t.node_id, t.port)] for t in in_ts]
         for i in range(len(outs)):
-            root[(n, i)] = in_roots[0] if prim.aliases(d["args"]) else (n, i)
+            root[(n, i)] = in_roots[0] if prim.aliases(d.args) else (n, i)
         if prim.saves in ("input", "both"):
-            saved.update(_saved_inputs(g, prim, in_ts, in_roots))
+            saved.update(_saved_inputs(ir.nodes, prim, in_ts, in_roots))
         if prim.saves == "first":
             saved.add(in_roots[0])
         if prim.saves in ("output", "both"):
             saved.update(root[(n, i)] for i in range(len(outs)))
-        saved_extra += prim.saved(d["args"], ins, outs)
+        saved_extra += prim.saved(d.args, ins, outs)
     saved_bytes = sum(port_bytes[t] for t in saved) + saved_extra
     # peak of live activations (inference): a tensor lives until its last consumer has run
     order = ir.topo()
@@ -143,14 +144,14 @@ def estimate(ir: GraphIR, prog: Program, symbols: dict[str, int] | None = None) 
     for n, (mm, other) in per_node.items():
         if n in folded:
             continue
-        d = g.nodes[n]
-        prim = PRIMITIVES[d["op"]]
-        wbytes = sum(math.prod(s) for s in prim.weights(d["args"]).values()) if d.get("module") else 0
+        d = ir.nodes[n]
+        prim = PRIMITIVES[d.op]
+        wbytes = sum(math.prod(s) for s in prim.weights(d.args).values()) if d.module else 0
         in_ts = ir.in_tensors(n)
         act_bytes = sum(bytes_out[x.node_id] for x in in_ts) + bytes_out[n]
         x0 = concrete(ir.shape_of(in_ts[0]), syms)
-        calls = prim.matmul_calls(d["args"], x0) if mm else 1
-        costed.append((mm, other, wbytes, act_bytes, d["op"], d["args"], x0, calls, prim.recurrence(d["args"], x0)))
+        calls = prim.matmul_calls(d.args, x0) if mm else 1
+        costed.append((mm, other, wbytes, act_bytes, d.op, d.args, x0, calls, prim.recurrence(d.args, x0)))
     for dev, prof in device_profiles(prog).items():
         latency[dev] = {}
         for dtype in ("fp32", "bf16"):
@@ -268,8 +269,8 @@ class EstimatePass:
                            "(about 1.8e308)", ir.spec.family_span, hint=LIMITS_HINT)
             return
         for n, (mm, other) in est.pop("per_node").items():
-            ir.g.nodes[n]["flops"] = mm
-            ir.g.nodes[n]["flops_other"] = other
+            ir.nodes[n].flops = mm
+            ir.nodes[n].flops_other = other
         ir.g.graph["estimates"] = est
 
     def dump(self, comp: Compilation) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from metagen_compiler.ir.graph import GraphInput, GraphIR, ModuleInfo, dump_graph
+from metagen_compiler.ir.graph import GraphInput, GraphIR, ModuleInfo, Node, dump_graph
 from metagen_compiler.semantics.elaborate import Elaborator, GraphBuilder, Tensor
 from metagen_compiler.semantics.family import slot_call, tie_pairs
 from metagen_compiler.semantics.modalities import INPUT_FORMS, input_forms, input_shape
@@ -51,8 +51,7 @@ class LowerPass:
                     symbols.update(syms)
                     name = f"{slot.key}_{form.suffix}" if form.suffix else slot.key
                     node = f"input.{name}"
-                    b.g.add_node(node, op="input", args={}, span=spec.span, scope="", module=None, n_outputs=1,
-                                 shapes=[shape], dtype=form.dtype)
+                    b.add_node(node, Node("input", span=spec.span, shapes=[shape], dtypes=[form.dtype]))
                     inputs.append(GraphInput(name, slot.modality or slot.key, shape, form.dtype, node))
                     ins.append(Tensor(node, 0))
                 ref, bound = slot_call(elab, spec, slot, spec.dims)
@@ -77,9 +76,9 @@ class LowerPass:
             return
         _loss, names = TASK_SPECS[spec.task].form(len(outs))  # the output names of the head's form
         outputs = list(zip(names, outs))
-        for _n, d in b.g.nodes(data=True):  # the parameter tensors each node owns, by name
-            d["weights"] = PRIMITIVES[d["op"]].weights(d["args"]) if d.get("module") else {}
-        ir = GraphIR(b.g, b.modules, inputs, outputs, [], symbols, spec)
+        for d in b.nodes.values():  # the parameter tensors each node owns, by name
+            d.weights = PRIMITIVES[d.op].weights(d.args) if d.module else {}
+        ir = GraphIR(b.g, b.nodes, b.modules, inputs, outputs, [], symbols, spec)
         ws = ir.weights()
         for tie, target, source in tie_pairs(spec, spec.dims, elab):
             if target not in ws or source not in ws:

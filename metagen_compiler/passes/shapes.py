@@ -31,22 +31,22 @@ class ShapesPass:
         ir = comp.graph
         assert ir is not None
         for n in ir.topo():
-            d = ir.g.nodes[n]
-            if d["op"] == "input":
+            d = ir.nodes[n]
+            if d.op == "input":
                 continue
             ins = [ir.shape_of(t) for t in ir.in_tensors(n)]
             try:
-                d["shapes"] = PRIMITIVES[d["op"]].shape(d["args"], ins)
+                d.shapes = PRIMITIVES[d.op].shape(d.args, ins)
                 # embeddings turn ids into float32 features; everything else computes in float32
-                d["dtypes"] = ["float32"] * len(d["shapes"])
+                d.dtypes = ["float32"] * len(d.shapes)
             except ShapeError as e:
-                comp.bag.error("E304", f"`{d['op']}` at `{d['module'] or d['scope'] or n}`: {e}", d["span"],
-                               notes=_instantiated_here(comp, d["span"]))
+                comp.bag.error("E304", f"`{d.op}` at `{d.module or d.scope or n}`: {e}", d.span,
+                               notes=_instantiated_here(comp, d.span))
                 return
             except (KeyError, IndexError, TypeError, ValueError) as e:
-                comp.bag.error("E304", f"`{d['op']}` at `{d['module'] or n}` cannot take inputs of shape "
-                               f"{', '.join(map(str, ins))} ({type(e).__name__})", d["span"],
-                               notes=_instantiated_here(comp, d["span"]))
+                comp.bag.error("E304", f"`{d.op}` at `{d.module or n}` cannot take inputs of shape "
+                               f"{', '.join(map(str, ins))} ({type(e).__name__})", d.span,
+                               notes=_instantiated_here(comp, d.span))
                 return
 
     def dump(self, comp: Compilation) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from metagen_compiler.ir import structure as S
-from metagen_compiler.ir.graph import GraphIR
+from metagen_compiler.ir.graph import GraphIR, Node
 from metagen_compiler.ir.spec import Bound, SlotIR
 from metagen_compiler.semantics.elaborate import Elaborator, ParamSpec, param_specs
 from metagen_compiler.semantics.modalities import INPUT_FORMS, input_forms
@@ -334,10 +334,10 @@ class _Builder:
         modules = self.graph.modules
         by_scope: dict[str, list[tuple[int, str, bool, SpanKey | None]]] = {}
         last_under: dict[str, int] = {}
-        for n, d in self.graph.g.nodes(data=True):
+        for n, d in self.graph.nodes.items():
             pos = self._topo_pos[n]
-            if d["op"] != "input":
-                by_scope.setdefault(d.get("scope") or "", []).append((pos, n, False, _span_key(d["span"])))
+            if d.op != "input":
+                by_scope.setdefault(d.scope, []).append((pos, n, False, _span_key(d.span)))
             q = n
             while "." in q:
                 q = q.rsplit(".", 1)[0]
@@ -490,13 +490,13 @@ class _SymbolicShapes:
                     bound[p.name] = sym
             self.bound[path] = bound
 
-    def _args(self, n: str, d: dict[str, Any]) -> dict[str, Any]:
-        args: dict[str, Any] = d["args"]
-        call, outer = self._call_site(d["module"] or n, d["span"]) if d.get("span") is not None else (None, None)
+    def _args(self, n: str, d: Node) -> dict[str, Any]:
+        args: dict[str, Any] = d.args
+        call, outer = self._call_site(d.module or n, d.span) if d.span is not None else (None, None)
         if call is None:
             return args
-        if d["module"] is None and d["scope"]:  # a functional node: its scope is the instance that applies it
-            outer = self.bound.get(d["scope"], {})
+        if d.module is None and d.scope:  # a functional node: its scope is the instance that applies it
+            outer = self.bound.get(d.scope, {})
         out = dict(args)
         for name, a in call.args:
             sym = self._symbol(a, outer, args.get(name))
@@ -542,25 +542,25 @@ class _SymbolicShapes:
         return tuple(out)
 
     def run(self) -> dict[str, list[S.Shape]]:
-        g, ir = self.graph.g, self.graph
+        ir = self.graph
         self._bind()
         out: dict[str, list[S.Shape]] = {}
         for n in self.b._topo:
-            d = g.nodes[n]
-            concrete: list[S.Shape] = list(d.get("shapes", []))
-            if d["op"] == "input":
+            d = ir.nodes[n]
+            concrete: list[S.Shape] = list(d.shapes or [])
+            if d.op == "input":
                 out[n] = [self._input(n, s) for s in concrete]
                 continue
             ts = ir.in_tensors(n)
             ins = [ir.shape_of(t) for t in ts]
             sym_ins = [out[t.node_id][t.port] for t in ts]
             args = self._args(n, d)
-            if args is d["args"] and sym_ins == ins:
+            if args is d.args and sym_ins == ins:
                 out[n] = concrete
                 continue
             result = None
-            for a, i in ((args, sym_ins), (args, ins), (d["args"], sym_ins)):
-                result = _try_shape(d["op"], a, i)
+            for a, i in ((args, sym_ins), (args, ins), (d.args, sym_ins)):
+                result = _try_shape(d.op, a, i)
                 if result is not None:
                     break
             if result is None or len(result) != len(concrete):

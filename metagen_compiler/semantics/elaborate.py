@@ -15,7 +15,7 @@ from typing import Any, TypedDict, cast
 
 from metagen_compiler.diagnostics import did_you_mean
 from metagen_compiler.ir.digraph import DiGraph
-from metagen_compiler.ir.graph import ModuleInfo, Tensor  # the records of the graph IR this module builds
+from metagen_compiler.ir.graph import ModuleInfo, Node, Tensor  # the records of the graph IR this module builds
 from metagen_compiler.primitives import OPERATOR_PRIMITIVES, PRIMITIVES, Primitive
 from metagen_compiler.semantics.limits import (
     LIMIT_CODE,
@@ -90,6 +90,7 @@ class GraphBuilder:
 
     def __init__(self) -> None:
         self.g: DiGraph[str] = DiGraph()
+        self.nodes: dict[str, Node] = {}
         self.modules: dict[str, ModuleInfo] = {}
         self._counter: dict[str, int] = {}
 
@@ -106,7 +107,7 @@ class GraphBuilder:
         if len(self.g) >= MAX_GRAPH_NODES:  # a limit of the language (limits.py): time and memory stay bounded
             raise EvalError(LIMIT_CODE, f"the model's graph passes {MAX_GRAPH_NODES:,} nodes, the most the language "
                             "allows", span, f"{LIMITS_HINT}; lower the repeat counts")
-        self.g.add_node(node_id, op=op, args=dict(args), span=span, scope=scope, module=module, n_outputs=n_outputs)
+        self.add_node(node_id, Node(op, dict(args), span, scope, module, n_outputs))
         for port, t in enumerate(inputs):
             assert t.node is not None
             if self.g.has_edge(t.node, node_id):
@@ -114,6 +115,11 @@ class GraphBuilder:
             else:
                 self.g.add_edge(t.node, node_id, ports=[(t.port, port)])
         return [Tensor(node_id, i) for i in range(n_outputs)]
+
+    def add_node(self, node_id: str, node: Node) -> None:
+        """A node without inputs (a graph input), or the record of one add_op connects."""
+        self.g.add_node(node_id)
+        self.nodes[node_id] = node
 
 
 class _AppliedLayers(Visitor):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
+from metagen_compiler.ir.graph import Node
 from metagen_compiler.ir.spec import Bound, SlotIR, SpecIR
 from metagen_compiler.semantics.elaborate import Elaborator, ParamSpec, coerce, param_specs
 from metagen_compiler.semantics.program import Program
@@ -171,7 +172,7 @@ def _param_numel(elab: Elaborator, roles: Mapping[str, tuple[LayerRef, dict[str,
             n_in = PRIMITIVES[ref.target].n_inputs
         ins = []
         for i in range(n_in):
-            b.g.add_node(f"__in{i}", op="input")
+            b.add_node(f"__in{i}", Node("input"))
             ins.append(Tensor(f"__in{i}", 0))
         elab.apply(ref, bound, ins, role, role, ref.span or _NO, "")
     finally:
