@@ -255,3 +255,73 @@ model m {{
     comp = compile_source(SourceFile("<test>", src))
     assert [(d.code, d.message) for d in comp.bag.errors] == [
         ("E206", "`mixer`: groups must divide d_model (d_model = 64, groups = 5)")]
+
+
+class _AppliedLayersVisitor(Visitor):
+    """applied_layers as the Visitor it was written as (before it became one loop): the reference it must equal."""
+
+    def __init__(self) -> None:
+        self.layers: list[A.Layer] = []
+
+    def visit_Layer(self, node: A.Layer) -> None:
+        self.layers.append(node)
+
+    def visit_If(self, node: A.If) -> None:
+        self.visit_all((*node.then, *node.orelse))
+
+    def _value(self, node: A.Node) -> None:
+        pass
+
+    visit_Let = visit_Require = visit_Input = visit_Call = visit_Index = _value
+
+
+def test_applied_layers_and_statements_equal_their_walker_forms_on_every_stdlib_and_example_block() -> None:
+    blocks = [b for path, text in _sources() for b in _parse(text, path).blocks]
+    assert len(blocks) > 200
+    for b in blocks:
+        v = _AppliedLayersVisitor()
+        v.visit_all(b.body)
+        assert [id(n) for n in applied_layers(b.body)] == [id(n) for n in v.layers], b.name.name
+        assert statements(b.body) == [n for n in walk(b.body, descend=lambda n: isinstance(n, A.If))
+                                      if isinstance(n, A.Stmt)], b.name.name
+
+
+def test_fields_annotated_with_plain_values_are_not_walked_and_a_class_without_others_is_a_leaf() -> None:
+    assert A.child_fields(A.Name) == () and A.child_fields(A.Ident) == () and A.child_fields(A.Num) == ()
+    assert A.child_fields(A.Apply) == ("input", "layer")
+    assert A.child_fields(A.Layer) == ("label", "repeat", "callee", "args")
+    # every field a node can be found in is kept: the plain-valued ones never hold one
+    for cls in _node_classes():
+        for f in dataclasses.fields(cls):
+            if f.name not in A.child_fields(cls):
+                assert not any(isinstance(n, A.Node) for n in _reference(tuple(
+                    getattr(x, f.name) for x in walk(_parse(EVERY_CONSTRUCT)) if type(x) is cls))), (cls, f.name)
+
+
+def test_visitor_dispatch_is_per_visitor_class() -> None:
+    """The method found for a node class is cached per visitor class: a sibling class's methods are its own."""
+    module = _parse(EVERY_CONSTRUCT)
+
+    class Layers(Visitor):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def visit_Layer(self, node: A.Layer) -> None:
+            self.seen.append(node.callee.dotted)
+
+    class Everything(Layers):
+        def visit_Layer(self, node: A.Layer) -> None:
+            self.seen.append("L")
+            self.generic_visit(node)
+
+        def generic_visit(self, node: A.Node) -> None:
+            self.seen.append(type(node).__name__)
+            super().generic_visit(node)
+
+    a, b = Layers(), Everything()
+    a.visit(module)
+    b.visit(module)
+    a2 = Layers()
+    a2.visit(module)
+    assert a.seen == a2.seen and a.seen[:2] == ["linear", "concat"]
+    assert b.seen.count("L") == len(a.seen) and "Module" in b.seen and "linear" not in b.seen

@@ -39,7 +39,7 @@ from metagen_compiler.semantics.values import (
 )
 from metagen_compiler.span import Span
 from metagen_compiler.syntax import ast as A
-from metagen_compiler.syntax.visit import Visitor, statements, walk
+from metagen_compiler.syntax.visit import statements, walk
 
 __all__ = ["Elaborator", "GraphBuilder", "ModuleInfo", "ParamSpec", "Tensor", "applied_layers", "bind_args",
            "layer_labels", "param_specs"]
@@ -122,32 +122,38 @@ class GraphBuilder:
         self.nodes[node_id] = node
 
 
-class _AppliedLayers(Visitor):
+def applied_layers(body: Sequence[A.Stmt]) -> list[A.Layer]:
     """The layers a block body applies to tensors (`x >> layer`), in the order elaboration applies them: those of
     assignments and returns, through operators, tuples and both branches of an `if`. What else holds an
     expression holds a value, not tensors (a `let`, a `require`, an `if`'s condition, a call's or an index's
-    operands, a layer's own arguments): an application there is an error of elaboration (E201), not a layer."""
+    operands, a layer's own arguments): an application there is an error of elaboration (E201), not a layer.
 
-    def __init__(self) -> None:
-        self.layers: list[A.Layer] = []
+    A visitor's walk (by class name, as `Visitor` dispatches: a layer is kept and not entered, an `if` enters its
+    branches only, a value node or a leaf is skipped, any other node enters its children) in one loop, as it runs per
+    block of every compile."""
+    layers: list[A.Layer] = []
+    stack: list[A.Node] = list(body)
+    stack.reverse()
+    kinds = _APPLIED_KIND
+    while stack:
+        node = stack.pop()
+        kind = kinds.get(type(node))
+        if kind is None:
+            kind = kinds[type(node)] = _APPLIED_BY_NAME.get(type(node).__name__,
+                                                            _ENTER if A.child_fields(type(node)) else _VALUE)
+        if kind == _ENTER:
+            stack += node.children()[::-1]
+        elif kind == _LAYER:
+            layers.append(node)  # type: ignore[arg-type]
+        elif kind == _IF:
+            stack += (*node.then, *node.orelse)[::-1]  # type: ignore[attr-defined]
+    return layers
 
-    def visit_Layer(self, node: A.Layer) -> None:
-        self.layers.append(node)
 
-    def visit_If(self, node: A.If) -> None:
-        self.visit_all((*node.then, *node.orelse))
-
-    def _value(self, node: A.Node) -> None:
-        pass
-
-    visit_Let = visit_Require = visit_Input = visit_Call = visit_Index = _value
-
-
-def applied_layers(body: Sequence[A.Stmt]) -> list[A.Layer]:
-    """Every layer a block body applies to tensors, in source order (_AppliedLayers)."""
-    v = _AppliedLayers()
-    v.visit_all(body)
-    return v.layers
+_ENTER, _LAYER, _IF, _VALUE = range(4)
+_APPLIED_BY_NAME = {"Layer": _LAYER, "If": _IF, "Let": _VALUE, "Require": _VALUE, "Input": _VALUE, "Call": _VALUE,
+                    "Index": _VALUE}
+_APPLIED_KIND: dict[type[A.Node], int] = {}  # per node class, what applied_layers does with it
 
 
 def layer_labels(block: A.Block) -> dict[int, str | None]:

@@ -5,7 +5,10 @@ Both front ends (MSL text and the seeds' YAML) build these. Every node has a `sp
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
+from operator import attrgetter
 
 from metagen_compiler.span import Span
 
@@ -14,8 +17,8 @@ __all__ = [
     "Device", "DimConstraint", "EncoderSlot", "EnumType", "Expr", "Family", "Field", "HeadSlot", "Ident", "If",
     "Import", "InRange", "InSet", "Index", "Input", "Layer", "Let", "ListExpr", "MetaEntry", "MetaGroup", "Model",
     "Module", "MultipleOf", "Name", "NamedType", "Neg", "Node", "Not", "Num", "Param", "Prefer", "Preset", "Quantity",
-    "Require", "Return", "Stmt", "Str", "Task", "Tie", "Training", "TupleExpr", "TypeExpr", "Unknown", "dump",
-    "subnodes",
+    "Require", "Return", "Stmt", "Str", "Task", "Tie", "Training", "TupleExpr", "TypeExpr", "Unknown", "child_fields",
+    "dump", "subnodes",
 ]
 
 
@@ -25,22 +28,60 @@ class Node:
 
     def children(self) -> list[Node]:
         """The nodes directly inside this one, in field order (which is source order), found from the dataclass
-        fields (a node, or a tuple of nodes), so a field added to a node class is walked with no other change.
-        Spans are not nodes. The walkers (`metagen_compiler.syntax.visit`) are built on this."""
-        names = _CHILD_FIELDS.get(type(self))
-        if names is None:  # the fields that may hold nodes: all but the span (a plain value yields no child)
-            names = _CHILD_FIELDS[type(self)] = tuple(f.name for f in fields(self) if f.name != "span")
+        fields (a node, or a tuple of nodes), so a field added to a node class is walked with no other change
+        (unless its annotation says it holds plain values only: `child_fields`). Spans are not nodes. The walkers
+        (`metagen_compiler.syntax.visit`) are built on this."""
+        get = _CHILD_FIELDS.get(type(self))
+        if get is None:
+            get = _child_fields(type(self))
         out: list[Node] = []
-        for name in names:
-            v = getattr(self, name)
+        for v in get(self):
             if isinstance(v, Node):
                 out.append(v)
-            elif isinstance(v, tuple):
-                out.extend(i for i in v if isinstance(i, Node))
+            elif isinstance(v, tuple) and v:
+                out += [i for i in v if isinstance(i, Node)]
         return out
 
 
-_CHILD_FIELDS: dict[type[Node], tuple[str, ...]] = {}  # per node class, the names of its fields but the span
+# per node class, a function giving the values of its fields that may hold nodes as a tuple, in field order: one
+# attrgetter call instead of a getattr per field
+_CHILD_FIELDS: dict[type[Node], Callable[[Node], tuple[object, ...]]] = {}
+_PLAIN = {"str", "int", "float", "bool", "None", "tuple", "Span"}  # what an annotation of a node-less field names
+
+
+def child_fields(cls: type[Node]) -> tuple[str, ...]:
+    """The fields of a node class that may hold nodes, in order: all but those annotated with plain values only
+    (`str`, `int | float`, `tuple[str, ...]`, `Span | None`: no node inside), the span included. A class without
+    one is a leaf: `children()` is always empty."""
+    names = _CHILD_NAMES.get(cls)
+    if names is None:
+        names = _CHILD_NAMES[cls] = tuple(
+            f.name for f in fields(cls) if not (f.type in (str, int, float, bool, Span) or isinstance(f.type, str)
+                                                and set(re.findall(r"\w+", f.type)) <= _PLAIN))
+    return names
+
+
+_CHILD_NAMES: dict[type[Node], tuple[str, ...]] = {}
+
+
+def _child_fields(cls: type[Node]) -> Callable[[Node], tuple[object, ...]]:
+    names = child_fields(cls)
+    if len(names) >= 2:
+        get: Callable[[Node], tuple[object, ...]] = attrgetter(*names)
+    elif names:
+        get = _one_field(attrgetter(names[0]))
+    else:
+        get = _no_fields
+    _CHILD_FIELDS[cls] = get
+    return get
+
+
+def _one_field(one: Callable[[Node], object]) -> Callable[[Node], tuple[object, ...]]:
+    return lambda node: (one(node),)
+
+
+def _no_fields(node: Node) -> tuple[object, ...]:
+    return ()
 
 
 @dataclass(frozen=True)

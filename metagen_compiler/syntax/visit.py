@@ -6,7 +6,8 @@ field added to an AST class is walked by everything here with no change:
 - `walk(root)` yields every node under a node (or a sequence of nodes), in source order (pre-order), without
   recursion; `descend` prunes: the children of a node it rejects are skipped.
 - `Visitor` dispatches `visit_<Class>(node)` where a subclass defines it, else `generic_visit`, which visits the
-  children; a `visit_X` that does not call `generic_visit` prunes the walk at X.
+  children; a `visit_X` that does not call `generic_visit` prunes the walk at X. The method is looked up on the
+  visitor's class, once per node class (a `visit_X` set on an instance is not seen).
 - `statements(body)` is every statement of a block body, those inside `if` branches included, in source order.
 """
 
@@ -24,17 +25,33 @@ def walk(root: A.Node | Iterable[A.Node], descend: Callable[[A.Node], bool] | No
     children in source order. The children of a node for which `descend` returns False are not walked (the node
     itself is yielded). Iterative, so an expression nested as deep as the parser allows is fine."""
     stack: list[A.Node] = [root] if isinstance(root, A.Node) else list(root)[::-1]
+    pop, push = stack.pop, stack.extend
+    if descend is None:
+        while stack:
+            node = pop()
+            yield node
+            push(node.children()[::-1])
+        return
     while stack:
-        node = stack.pop()
+        node = pop()
         yield node
-        if descend is None or descend(node):
-            stack.extend(reversed(node.children()))
+        if descend(node):
+            push(node.children()[::-1])
 
 
 def statements(body: Iterable[A.Stmt]) -> list[A.Stmt]:
     """Every statement of a block body, those in both branches of an `if` included, in source order (an `if`
     before the statements of its branches). Expressions are not walked."""
-    return [n for n in walk(body, descend=lambda n: isinstance(n, A.If)) if isinstance(n, A.Stmt)]
+    out: list[A.Stmt] = []
+    stack: list[A.Node] = list(body)
+    stack.reverse()
+    while stack:  # walk(body, descend=<an If>), keeping the statements: as a tight loop, it runs per block
+        node = stack.pop()
+        if isinstance(node, A.Stmt):
+            out.append(node)
+        if isinstance(node, A.If):
+            stack.extend(node.children()[::-1])
+    return out
 
 
 class Visitor:
@@ -45,15 +62,25 @@ class Visitor:
     parser bounds (MAX_NESTING)."""
 
     def visit(self, node: A.Node) -> None:
-        method: Callable[[A.Node], None] | None = getattr(self, "visit_" + type(node).__name__, None)
-        if method is None:
-            self.generic_visit(node)
-        else:
-            method(node)
+        key = (type(self), type(node))
+        method = _DISPATCH.get(key)
+        if method is None:  # looked up once per (visitor class, node class); the class's method, not an instance's
+            method = _DISPATCH[key] = getattr(type(self), "visit_" + type(node).__name__, None) or _generic
+        method(self, node)
 
     def visit_all(self, nodes: Iterable[A.Node]) -> None:
         for node in nodes:
             self.visit(node)
 
     def generic_visit(self, node: A.Node) -> None:
-        self.visit_all(node.children())
+        visit = self.visit
+        for child in node.children():
+            visit(child)
+
+
+def _generic(visitor: Visitor, node: A.Node) -> None:
+    visitor.generic_visit(node)  # a subclass's own generic_visit where it has one
+
+
+# (visitor class, node class) -> the function `visit` calls: the visitor's visit_<Class>, else _generic
+_DISPATCH: dict[tuple[type[Visitor], type[A.Node]], Callable[[Visitor, A.Node], None]] = {}
