@@ -448,11 +448,11 @@ def test_cache_agrees_with_onnx_model_with_past(which: tuple[str, str], tmp_path
             out = sess.run(None, feed)
             ours = model(ids if step == 0 else ids[:, -1:])
             assert np.abs(out[0] - ours.numpy()).max() <= 1e-4
-            for i, m in enumerate(attns):  # (B, S, C) before the head split; ONNX's (B, kv_heads, S, head_size)
+            for i, m in enumerate(attns):  # ours and ONNX's alike (B, kv_heads, S, head_size)
                 kv = dict(zip(names, out, strict=True))
-                S, heads = m.kv_cache.length, m.kv_heads
+                S = m.kv_cache.length
                 for ours_t, theirs in ((m.kv_cache.k, kv[f"present.{i}.key"]), (m.kv_cache.v, kv[f"present.{i}.value"])):
-                    mine = ours_t[:, :S].reshape(2, S, heads, -1).transpose(1, 2).numpy()
+                    mine = ours_t[:, :, :S].numpy()
                     assert mine.shape == theirs.shape and np.abs(mine - theirs).max() <= 1e-4
             nxt = torch.from_numpy(out[0][:, -1]).argmax(-1)
             ids = torch.cat((ids, nxt[:, None]), dim=1)

@@ -174,8 +174,9 @@ class DecodeState:
 
 # ---------------------------------------------------------------- what each layer keeps between steps
 class LayerCache:
-    """One attention layer's keys and values so far, (B, S, C) before the head split, in buffers of the
-    state's capacity (written in place, no copy of the past per step)."""
+    """One attention layer's keys and values so far, (B, kv_heads, S, head_size) after the head split (the layout
+    of the ONNX model_with_past's past.<i>.key), in buffers of the state's capacity (written in place, no copy of
+    the past per step): each head's positions are contiguous, the layout the attention kernel reads fastest."""
 
     def __init__(self, state: DecodeState) -> None:
         self.state = state
@@ -184,21 +185,21 @@ class LayerCache:
         self.length = 0
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Appends this pass's keys and values (B, T, C); returns all of them (B, S, C) and the mask (B, 1, T, S)
-        (None: every key may be seen), for model.py's attention()."""
-        T = k.shape[1]
+        """Appends this pass's keys and values (B, kv_heads, T, head_size); returns all of them (B, kv_heads, S,
+        head_size) and the mask (B, 1, T, S) (None: every key may be seen), for model.py's attention()."""
+        T = k.shape[2]
         if self.k is None:
             cap = max(self.state.capacity, T)
-            self.k = k.new_empty(k.shape[0], cap, k.shape[2])
-            self.v = v.new_empty(v.shape[0], cap, v.shape[2])
+            self.k = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
+            self.v = v.new_empty(v.shape[0], v.shape[1], cap, v.shape[3])
         assert self.v is not None
         end = self.length + T
-        if end > self.k.shape[1]:
-            raise RuntimeError(f"key-value cache full: {end} positions, capacity {self.k.shape[1]}")
-        self.k[:, self.length:end] = k
-        self.v[:, self.length:end] = v
+        if end > self.k.shape[2]:
+            raise RuntimeError(f"key-value cache full: {end} positions, capacity {self.k.shape[2]}")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
         self.length = end
-        return self.k[:, :end], self.v[:, :end], self.state.mask
+        return self.k[:, :, :end], self.v[:, :, :end], self.state.mask
 
     def reorder(self, index: torch.Tensor) -> None:
         if self.k is not None and self.v is not None:
@@ -213,12 +214,13 @@ class SourceKeys:
         self.key_mask = key_mask  # (B, S) True for a token, or None: every position
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """k, v: (B, heads, S, head_size), returned as they are with the (B, 1, 1, S) mask of the source's keys."""
         km = self.key_mask
         if km is None:
             return k, v, None
-        if km.shape != k.shape[:2]:
+        if km.shape != (k.shape[0], k.shape[2]):
             raise ValueError(f"attention_mask has shape {tuple(km.shape)} but this model's encoder attends over "
-                             f"{tuple(k.shape[:2])} positions: give the source unpadded")
+                             f"{(k.shape[0], k.shape[2])} positions: give the source unpadded")
         return k, v, km[:, None, None, :]  # (B, 1, 1, S)
 
     def reorder(self, index: torch.Tensor) -> None:

@@ -21,16 +21,16 @@ import torch.nn.functional as F
 def attention(q, k, v, heads: int, kv_heads: int, causal: bool, cache=None):
     """Scaled dot-product attention on (B, T, C) tensors; splits and merges heads. `cache`: generate()'s
     key-value cache of the layer (generation.py), which adds the past keys and values and gives the mask."""
-    mask = None
-    if cache is not None:
-        k, v, mask = cache.update(k, v)  # (B, S, C) so far, (B, 1, T, S) causal and padding mask or None
-        causal = False
     B, T, C = q.shape
     S = k.shape[1]
     hs = C // heads
     q = q.view(B, T, heads, hs).transpose(1, 2)  # (B, heads, T, hs)
     k = k.view(B, S, kv_heads, hs).transpose(1, 2)  # (B, kv_heads, S, hs)
     v = v.view(B, S, kv_heads, -1).transpose(1, 2)  # (B, kv_heads, S, hv)
+    mask = None
+    if cache is not None:  # the keys and values so far (B, kv_heads, S, hs), each head's positions contiguous
+        k, v, mask = cache.update(k, v)  # and the (B, 1, T, S) causal and padding mask, or None
+        causal = False
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=kv_heads != heads)
     return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, heads * hv)
 
@@ -38,17 +38,18 @@ def attention(q, k, v, heads: int, kv_heads: int, causal: bool, cache=None):
 def biased_attention(q, k, v, bias, heads: int, causal: bool, scaled: bool = True, cache=None):
     """Dot-product attention on (B, T, C) tensors with an additive score bias (1, heads, T, S). `cache`:
     generate()'s cache of the layer (generation.py): past keys and values, and the mask of the keys."""
-    if cache is not None:
-        k, v, mask = cache.update(k, v)  # (B, S, C) so far, (B, 1, T, S) mask of the keys or None
-        if mask is not None:
-            bias = bias.masked_fill(~mask, float("-inf"))
-        causal = False
     B, T, C = q.shape
     S = k.shape[1]
     hs = C // heads
     q = q.view(B, T, heads, hs).transpose(1, 2)  # (B, heads, T, hs)
-    k = k.view(B, S, heads, hs).transpose(1, 2)
+    k = k.view(B, S, heads, hs).transpose(1, 2)  # (B, heads, S, hs)
     v = v.view(B, S, heads, -1).transpose(1, 2)
+    if cache is not None:
+        k, v, mask = cache.update(k, v)  # (B, heads, S, hs) so far, (B, 1, T, S) mask of the keys or None
+        S = k.shape[2]
+        if mask is not None:
+            bias = bias.masked_fill(~mask, float("-inf"))
+        causal = False
     if causal:
         future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1)
         bias = bias.masked_fill(future, float("-inf"))
