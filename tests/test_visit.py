@@ -325,3 +325,21 @@ def test_visitor_dispatch_is_per_visitor_class() -> None:
     a2.visit(module)
     assert a.seen == a2.seen and a.seen[:2] == ["linear", "concat"]
     assert b.seen.count("L") == len(a.seen) and "Module" in b.seen and "linear" not in b.seen
+
+
+def test_nodes_compare_hash_and_print_as_dataclasses_do() -> None:
+    """The base class's `==`, `hash` and `repr` (written once instead of generated per class) behave as the
+    dataclass ones: fields in order, the span left out of `==` and `hash` and out of the repr."""
+    from metagen_compiler.span import NO_SPAN, Span
+
+    other = Span(None, 1, 1, 1, 1, 1, 1)
+    a = A.Name(NO_SPAN, ("std", "layers"))
+    b = A.Name(other, ("std", "layers"))
+    assert a == b and hash(a) == hash(b) and a != A.Name(NO_SPAN, ("std",))
+    assert repr(a) == "Name(parts=('std', 'layers'))"
+    assert A.Num(NO_SPAN, 1) != A.Str(NO_SPAN, "1") and (A.Num(NO_SPAN, 1) == 1) is False
+    for cls in (A.Name, A.Num, A.Unknown):
+        assert "__eq__" not in cls.__dict__ and "__repr__" not in cls.__dict__ and cls.__hash__ is A.Node.__hash__
+    assert A.Unknown(NO_SPAN) == A.Unknown(other) and {A.Unknown(NO_SPAN), A.Unknown(other)} == {A.Unknown(NO_SPAN)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.parts = ()  # type: ignore[misc]

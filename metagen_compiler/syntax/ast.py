@@ -22,9 +22,25 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Node:
+    """The base of every AST class. `repr`, `==` and `hash` are the dataclass ones (a class's fields in order, the
+    span left out of `==` and `hash`), written once here instead of generated for each of the 49 node classes:
+    generating them was a tenth of a compile's CPU time, spent importing this module."""
+
     span: Span = field(repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}({', '.join(f'{n}={getattr(self, n)!r}' for n in _repr_names(type(self)))})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        get = _compared(type(self))
+        return get(self) == get(other)
+
+    def __hash__(self) -> int:
+        return hash(_compared(type(self))(self))
 
     def children(self) -> list[Node]:
         """The nodes directly inside this one, in field order (which is source order), found from the dataclass
@@ -41,6 +57,28 @@ class Node:
             elif isinstance(v, tuple) and v:
                 out += [i for i in v if isinstance(i, Node)]
         return out
+
+
+_REPR_NAMES: dict[type, tuple[str, ...]] = {}
+_COMPARED: dict[type, Callable[[Node], tuple[object, ...]]] = {}
+
+
+def _repr_names(cls: type[Node]) -> tuple[str, ...]:
+    names = _REPR_NAMES.get(cls)
+    if names is None:
+        names = _REPR_NAMES[cls] = tuple(f.name for f in fields(cls) if f.repr)
+    return names
+
+
+def _compared(cls: type[Node]) -> Callable[[Node], tuple[object, ...]]:
+    """The values `==` and `hash` compare, as a tuple (a dataclass's `compare` fields, in order)."""
+    get = _COMPARED.get(cls)
+    if get is None:
+        names = tuple(f.name for f in fields(cls) if f.compare)
+        get = (attrgetter(*names) if len(names) >= 2 else _one_field(attrgetter(names[0])) if names
+               else _no_fields)
+        _COMPARED[cls] = get
+    return get
 
 
 # per node class, a function giving the values of its fields that may hold nodes as a tuple, in field order: one
@@ -84,18 +122,18 @@ def _no_fields(node: Node) -> tuple[object, ...]:
     return ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Ident(Node):
     name: str
 
 
 # ---------------------------------------------------------------- expressions
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Num(Node):
     value: int | float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Quantity(Node):
     """A number with a unit suffix: 86M, 20ms, 12GB, 256k, 16kHz."""
 
@@ -104,22 +142,22 @@ class Quantity(Node):
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Str(Node):
     value: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Unknown(Node):
     """`?`: a dimension the compiler solves for."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Bool(Node):
     value: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Name(Node):
     parts: tuple[str, ...]
 
@@ -128,66 +166,66 @@ class Name(Node):
         return ".".join(self.parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Arg(Node):
     name: Ident | None
     value: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Call(Node):
     func: Name
     args: tuple[Arg, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class BinOp(Node):
     op: str
     left: Expr
     right: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Index(Node):
     value: Expr
     index: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Neg(Node):
     operand: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Compare(Node):
     op: str
     left: Expr
     right: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class BoolOp(Node):
     op: str  # "and" | "or"
     left: Expr
     right: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Not(Node):
     operand: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class TupleExpr(Node):
     items: tuple[Expr, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class ListExpr(Node):
     items: tuple[Expr, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Layer(Node):
     """`label: repeat(n) callee(args)`: a layer applied with `>>`, or a slot's layer."""
 
@@ -197,7 +235,7 @@ class Layer(Node):
     args: tuple[Arg, ...] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Apply(Node):
     """`input >> layer`."""
 
@@ -210,12 +248,12 @@ Expr = (Num | Quantity | Str | Unknown | Bool | Name | Call | BinOp | Index | Ne
 
 
 # ---------------------------------------------------------------- parameters
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class NamedType(Node):
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class EnumType(Node):
     values: tuple[str, ...]
 
@@ -223,18 +261,18 @@ class EnumType(Node):
 TypeExpr = NamedType | EnumType
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class MultipleOf(Node):
     value: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class InRange(Node):
     lo: Expr
     hi: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class InSet(Node):
     """`in {a, b, c}`: the values an open `?` may take, in the order written (an enumerated choice)."""
 
@@ -244,7 +282,7 @@ class InSet(Node):
 DimConstraint = MultipleOf | InRange | InSet
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Param(Node):
     name: Ident
     type: TypeExpr | None
@@ -253,36 +291,36 @@ class Param(Node):
 
 
 # ---------------------------------------------------------------- block bodies
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Input(Node):
     names: tuple[Ident, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Assign(Node):
     targets: tuple[Ident, ...]
     value: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Let(Node):
     name: Ident
     value: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Return(Node):
     values: tuple[Expr, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class If(Node):
     cond: Expr
     then: tuple[Stmt, ...]
     orelse: tuple[Stmt, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Require(Node):
     cond: Expr
     message: str | None
@@ -291,7 +329,7 @@ class Require(Node):
 Stmt = Input | Assign | Let | Return | If | Require
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Block(Node):
     name: Ident
     params: tuple[Param, ...]
@@ -299,7 +337,7 @@ class Block(Node):
 
 
 # ---------------------------------------------------------------- families, presets, devices
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class EncoderSlot(Node):
     modality: Ident
     layer: Layer
@@ -310,26 +348,26 @@ class EncoderSlot(Node):
         return self.input.name if self.input is not None else self.modality.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class HeadSlot(Node):
     task: Ident
     layer: Layer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Tie(Node):
     target: Name
     source: Name
     cond: Expr | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Prefer(Node):
     lhs: Expr
     rhs: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Family(Node):
     name: Ident
     params: tuple[Param, ...]
@@ -341,14 +379,14 @@ class Family(Node):
     requires: tuple[Require, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Field(Node):
     name: Ident
     value: Expr
     constraints: tuple[DimConstraint, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class MetaGroup(Node):
     name: Ident
     entries: tuple[MetaEntry, ...]
@@ -357,27 +395,27 @@ class MetaGroup(Node):
 MetaEntry = Field | MetaGroup
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Preset(Node):
     name: Ident
     family: Name
     fields: tuple[Field, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Device(Node):
     name: Ident
     fields: tuple[Field, ...]
 
 
 # ---------------------------------------------------------------- models
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Task(Node):
     name: Ident
     fields: tuple[Field, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Constraint(Node):
     name: Ident
     op: str
@@ -385,7 +423,7 @@ class Constraint(Node):
     device: Ident | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Architecture(Node):
     """`architecture transformer.decoder { ... }`, or with the family left open among candidates,
     `architecture ? in {transformer.decoder, ssm.s4d} { ... }`: then `choices` lists them in the order written,
@@ -403,14 +441,14 @@ class Architecture(Node):
         return self.choice_span is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Training(Node):
     """`training { optimizer = adamw; lr = 3e-4; ... }`: the defaults of the generated train.py."""
 
     fields: tuple[Field, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Model(Node):
     name: Ident
     inputs: tuple[Ident, ...]
@@ -426,13 +464,13 @@ class Model(Node):
     training: tuple[Training, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Import(Node):
     path: Name
     alias: Ident | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Module(Node):
     """One source file."""
 
