@@ -415,7 +415,8 @@ def train(args: argparse.Namespace, given: set[str], spec: dict[str, Any] | None
     if d.main and metrics:
         seen = trainer["seen"] * (args.block_size if lm else 1)  # trainer counts samples (windows for text)
         _finish(run_dir, step, metrics, seen, unit, args.data, synthetic, started, d.world, d.device)
-    if d.enabled:
+    if d.enabled:  # every process at the end before the group goes: a gloo process whose peer tore the group down
+        d.barrier()  # first could abort ("terminate called without an active exception", seen under load)
         torch.distributed.destroy_process_group()
     return 0
 
